@@ -1,0 +1,96 @@
+"""The one exception tree of airflow-desc.
+
+Every error raised on purpose derives from :class:`DescError`, itself an
+``AirflowException`` so that Airflow fails the task with our message::
+
+    DescError
+    ├── ClusterError
+    │   ├── ClusterUnreachable      SSH could not connect / authenticate / verify the host key
+    │   ├── ClusterCommandError     a remote command exited non-zero (carries stdout, stderr, rc)
+    │   │   └── SlurmSubmitError    sbatch refused the job
+    │   └── ClusterProfileError     a cluster profile file is invalid (file:line, field)
+    ├── SlurmJobFailed              the job ended badly (state, exit code, reason, log tail)
+    ├── ResourceLimitError          a request exceeds a cluster limit, refused before submission
+    └── WorkflowSpecError           a workflow spec is invalid (file:line, field)
+
+Messages say what happened and what to do.
+"""
+
+from __future__ import annotations
+
+from airflow.exceptions import AirflowException
+
+
+class DescError(AirflowException):
+    """Root of every error airflow-desc raises on purpose."""
+
+
+class ClusterError(DescError):
+    """Something went wrong talking to a cluster."""
+
+
+class ClusterUnreachable(ClusterError):
+    """SSH to a cluster login failed: network, authentication or host key."""
+
+
+class ClusterCommandError(ClusterError):
+    """A remote command exited non-zero.
+
+    :param message: what happened and what to do.
+    :param command: the command that was run.
+    :param returncode: its exit status.
+    :param stdout: what it printed.
+    :param stderr: what it printed on stderr.
+    """
+
+    def __init__(self, message: str, *, command: str, returncode: int, stdout: str, stderr: str) -> None:
+        super().__init__(message)
+        self.command = command
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+class SlurmSubmitError(ClusterCommandError):
+    """sbatch did not accept the job."""
+
+
+class ClusterProfileError(ClusterError):
+    """A cluster profile file is invalid; the message names file, line and field."""
+
+
+class ResourceLimitError(DescError):
+    """A job asks for more than its cluster allows; refused before submission."""
+
+
+class SlurmJobFailed(DescError):
+    """A SLURM job ended without success.
+
+    :param message: one line: what happened and what to do.
+    :param job_id: the SLURM job id.
+    :param state: the final SLURM state (e.g. ``OUT_OF_MEMORY``).
+    :param exit_code: the job's exit code.
+    :param reason: the classified reason (``out-of-memory``, ``time-limit``, ...).
+    :param log_tail: the last lines of the job's output.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str,
+        state: str,
+        exit_code: int | None,
+        reason: str,
+        log_tail: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.state = state
+        self.exit_code = exit_code
+        self.reason = reason
+        self.log_tail = log_tail
+
+
+class WorkflowSpecError(DescError):
+    """A workflow spec is invalid; the message names file:line and the field."""
