@@ -1,0 +1,67 @@
+# airflow-desc: the commands a user and CI run. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export DESC_SITE_DIR ?= /var/lib/airflow-desc-site
+SITE_ENV := $(DESC_SITE_DIR)/env.sh
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Integration tests wait on SLURM (a TIMEOUT takes ~75 s): run them side by side.
+PYTEST_WORKERS ?= 4
+
+.PHONY: help venv lint unit integration test demo bench site-up site-down site-status constraints clean
+
+help:
+	@echo "make demo         install what is missing, start the local site, run the demo end to end"
+	@echo "make test         the whole suite: lint, unit tests, integration tests on the local site"
+	@echo "make lint         ruff + mypy"
+	@echo "make unit         unit tests only (no services)"
+	@echo "make site-up      start the local site (two SLURM clusters, sshd logins, PostgreSQL)"
+	@echo "make site-down    stop it (docker/site/down --wipe also deletes its state)"
+	@echo "make site-status  show what runs"
+	@echo "make bench        the benchmarks (never part of make test)"
+	@echo "make constraints  re-pin constraints.txt from the current venv"
+
+# The venv is installed with constraints.txt: the exact versions `make test` was run with.
+$(VENV)/.installed: setup.cfg constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(BIN)/ruff check airflow_desc tests dags benchmarks
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+site-up:
+	$(SUDO) docker/site/up
+
+site-down:
+	$(SUDO) docker/site/down
+
+site-status:
+	docker/site/status
+
+integration: venv site-up
+	source $(SITE_ENV) && $(BIN)/pytest -n $(PYTEST_WORKERS) tests/integration
+
+# One pytest run for everything, so that "no test ran" (exit 5) fails the target.
+test: venv site-up lint
+	source $(SITE_ENV) && $(BIN)/pytest -n $(PYTEST_WORKERS) --durations=15 tests
+
+demo: venv site-up
+	source $(SITE_ENV) && $(BIN)/python -m airflow_desc.demo --out out/demo
+
+bench: venv site-up
+	source $(SITE_ENV) && for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+constraints: venv
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^airflow-desc' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.site import Site
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def site() -> Site:
+    return Site.from_env()
