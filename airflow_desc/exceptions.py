@@ -18,7 +18,7 @@ Messages say what happened and what to do.
 
 from __future__ import annotations
 
-from airflow.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException
 
 
 class DescError(AirflowException):

@@ -55,7 +55,7 @@ def should_fail(args: argparse.Namespace) -> bool:
     if args.fail == "none":
         return False
     digest = hashlib.sha256(f"{args.seed}:{args.name}".encode()).digest()
-    return random.Random(digest).random() < args.fail_rate
+    return bool(random.Random(digest).random() < args.fail_rate)
 
 
 def hold_memory(mb: float) -> bytearray:
@@ -76,11 +76,24 @@ def burn(seconds: float) -> int:
     return x
 
 
+def exhaust(how: str, held: bytearray) -> None:
+    """Never return: grow memory until killed (``oom``) or burn CPU past any walltime (``timeout``)."""
+    hogs = [held]
+    while True:
+        if how == "oom":
+            hogs.append(hold_memory(64))
+        else:
+            burn(60)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the payload; return its exit code."""
     args = parse_args(argv)
     fail = args.fail if should_fail(args) else "none"
-    print(f"[{args.name}] start on {os.uname().nodename}: cpu={args.cpu_seconds}s mem={args.memory_mb}MB", flush=True)
+    print(
+        f"[{args.name}] start on {os.uname().nodename}: cpu={args.cpu_seconds}s mem={args.memory_mb}MB",
+        flush=True,
+    )
     for path in args.input:
         if not os.path.exists(path):
             print(f"[{args.name}] input {path} is missing", file=sys.stderr, flush=True)
@@ -88,13 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if fail == "missing":
         open(f"/nonexistent/{args.name}/calexp.fits")  # noqa: SIM115 - the failure is the point
     held = hold_memory(args.memory_mb)
-    if fail == "oom":
-        hogs = [held]
-        while True:
-            hogs.append(hold_memory(64))
-    if fail == "timeout":
-        while True:
-            burn(60)
+    if fail in ("oom", "timeout"):
+        exhaust(fail, held)
     burn(args.cpu_seconds * (0.5 if fail in ("traceback", "segfault", "exit") else 1.0))
     if fail == "traceback":
         raise RuntimeError(f"{args.name}: PSF determination failed: too few stars (3 < 10)")
@@ -103,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         ctypes.string_at(0)
     if fail == "exit":
         print(f"[{args.name}] FATAL: task failed, exiting {args.exit_code}", file=sys.stderr, flush=True)
-        return args.exit_code
+        return int(args.exit_code)
     for path in args.output:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         if fail == "disk-full":

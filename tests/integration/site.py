@@ -58,15 +58,23 @@ class Site:
             f"{self.user}@127.0.0.1",
         ]  # fmt: skip
 
-    def run(self, login: str, command: str, *, check: bool = True, stdin: str | None = None,
-            known_hosts: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        login: str,
+        command: str,
+        *,
+        check: bool = True,
+        stdin: str | None = None,
+        known_hosts: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [*self.ssh_argv(login, known_hosts=known_hosts), command],
             input=stdin, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         if check and proc.returncode != 0:
             raise AssertionError(
-                f"ssh {login} {command!r} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+                f"ssh {login} {command!r} exited {proc.returncode}\n"
+                f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
             )
         return proc
 
@@ -78,7 +86,7 @@ class Site:
     def sacct(self, cluster: str, job_id: str, fields: str) -> list[dict[str, str]]:
         out = self.run(cluster, f"sacct -P -n --noconvert -o {fields} -j {shlex.quote(job_id)}").stdout
         names = fields.split(",")
-        return [dict(zip(names, line.split("|"))) for line in out.splitlines() if line.strip()]
+        return [dict(zip(names, line.split("|"), strict=True)) for line in out.splitlines() if line.strip()]
 
     def wait_done(self, cluster: str, job_id: str, fields: str, timeout: float = 240) -> list[dict[str, str]]:
         """Poll sacct until the job row has a terminal state and its steps have MaxRSS recorded."""

@@ -52,7 +52,9 @@ def test_nonzero_exit_is_failed_with_its_code(site: Site, cluster: str) -> None:
 
 
 def test_job_past_its_time_limit_is_timeout(site: Site) -> None:
-    job_id = site.sbatch("perlmutter", job("sleep 300"), "--time=00:01:00", "--cpus-per-task=1", "-o", "/dev/null")
+    job_id = site.sbatch(
+        "perlmutter", job("sleep 300"), "--time=00:01:00", "--cpus-per-task=1", "-o", "/dev/null"
+    )
     main = next(r for r in site.wait_done("perlmutter", job_id, ACCT, timeout=200) if r["JobID"] == job_id)
     assert main["State"] == "TIMEOUT", main
 
@@ -112,6 +114,8 @@ def test_provider_is_listed_by_airflow(tmp_path: pathlib.Path) -> None:
 
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
     airflow = pathlib.Path(sys.executable).with_name("airflow")
-    out = subprocess.run([str(airflow), "providers", "list"], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [str(airflow), "providers", "list"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert "airflow-desc" in out.stdout

@@ -1,0 +1,87 @@
+"""Pure SLURM knowledge: strings in, frozen dataclasses out, no I/O, no Airflow.
+
+- :mod:`~airflow_desc.slurm.states`: every job state, its class, terminal and escalatable sets.
+- :mod:`~airflow_desc.slurm.units`: durations and memory sizes as SLURM prints and reads them.
+- :mod:`~airflow_desc.slurm.script`: :class:`JobSpec` and :func:`render_job_script`.
+- :mod:`~airflow_desc.slurm.commands`: sbatch / sacct / squeue / scancel command lines, quoted.
+- :mod:`~airflow_desc.slurm.parse`: what those commands print, read into dataclasses.
+- :mod:`~airflow_desc.slurm.diagnose`: why a finished job ended, in one line.
+"""
+
+from __future__ import annotations
+
+from airflow_desc.slurm.commands import (
+    SACCT_FIELDS,
+    SQUEUE_FORMAT,
+    chunked_sacct_commands,
+    sacct_command,
+    sbatch_command,
+    scancel_command,
+    squeue_command,
+    submit_script_command,
+    validate_job_id,
+)
+from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass, diagnose
+from airflow_desc.slurm.parse import (
+    JobAccounting,
+    SacctRow,
+    SlurmOutputError,
+    SqueueRow,
+    SubmittedJob,
+    group_accounting,
+    parse_sacct,
+    parse_sbatch_output,
+    parse_squeue,
+)
+from airflow_desc.slurm.script import ContainerSpec, JobSpec, render_job_script
+from airflow_desc.slurm.states import (
+    ESCALATABLE_STATES,
+    TERMINAL_STATES,
+    ParsedState,
+    SlurmState,
+    StateClass,
+    parse_state,
+)
+from airflow_desc.slurm.units import (
+    format_memory_mb,
+    format_walltime,
+    parse_duration,
+    parse_memory,
+)
+
+__all__ = [
+    "ESCALATABLE_STATES",
+    "SACCT_FIELDS",
+    "SQUEUE_FORMAT",
+    "TERMINAL_STATES",
+    "ContainerSpec",
+    "Diagnosis",
+    "JobAccounting",
+    "JobSpec",
+    "ParsedState",
+    "ReasonClass",
+    "SacctRow",
+    "SlurmOutputError",
+    "SlurmState",
+    "SqueueRow",
+    "StateClass",
+    "SubmittedJob",
+    "chunked_sacct_commands",
+    "diagnose",
+    "format_memory_mb",
+    "format_walltime",
+    "group_accounting",
+    "parse_duration",
+    "parse_memory",
+    "parse_sacct",
+    "parse_sbatch_output",
+    "parse_squeue",
+    "parse_state",
+    "render_job_script",
+    "sacct_command",
+    "sbatch_command",
+    "scancel_command",
+    "squeue_command",
+    "submit_script_command",
+    "validate_job_id",
+]

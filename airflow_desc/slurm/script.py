@@ -1,0 +1,424 @@
+"""Render a SLURM batch script from a :class:`JobSpec`.
+
+The ``#SBATCH`` lines are read by sbatch itself, not by a shell
+(https://slurm.schedmd.com/sbatch.html): it splits them at whitespace, groups
+quoted text, treats a backslash as an escape and an unquoted ``#`` as the start of a
+comment, and expands no variables. So a value with a space is written in double
+quotes, and a value containing a quote, backslash, ``#``, ``$``, backtick or line
+break is refused with an error naming the field. Everything after the ``#SBATCH``
+block is bash, where every value we insert is ``shlex``-quoted; only the payload
+command goes in verbatim, since it is the user's program.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+from airflow_desc.slurm._shell import check_text, quote_path
+from airflow_desc.slurm.units import format_walltime
+
+__all__ = ["ContainerRuntime", "ContainerSpec", "JobSpec", "render_job_script"]
+
+#: Container runtimes a job can run its payload in.
+ContainerRuntime = Literal["none", "shifter", "podman-hpc", "apptainer"]
+_RUNTIMES = ("none", "shifter", "podman-hpc", "apptainer")
+
+#: Prefix of the lines the script prints around the payload, so log tails can find them.
+LOG_PREFIX = "airflow-desc:"
+
+_IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_OPTION_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+_ARRAY_RE = re.compile(r"^[0-9][0-9,:%-]*$")
+_SIGNAL_RE = re.compile(r"^(?P<where>[RB]{1,2}:)?(?P<sig>(?:SIG)?[A-Z0-9]+)(?:@\d+)?$")
+_NODE_RE = re.compile(r"^[A-Za-z0-9_.\-\[\],]+$")
+# Characters sbatch's #SBATCH tokenizer gives a meaning, or that a user would expect to be expanded.
+_SBATCH_SPECIAL = {
+    '"': "starts a quoted string",
+    "'": "starts a quoted string",
+    "\\": "is an escape character",
+    "#": "starts a comment",
+    "$": "is not expanded by sbatch (use the literal value)",
+    "`": "is not expanded by sbatch (use the literal value)",
+}
+# Options that JobSpec fields own, or that make no sense in a script.
+_OWNED_OPTIONS = {
+    "job-name": "job_name",
+    "partition": "partition",
+    "qos": "qos",
+    "account": "account",
+    "constraint": "constraint",
+    "time": "time_limit_s",
+    "nodes": "nodes",
+    "ntasks": "ntasks",
+    "cpus-per-task": "cpus_per_task",
+    "mem": "mem_mb",
+    "mem-per-cpu": "mem_per_cpu_mb",
+    "output": "output",
+    "error": "error",
+    "array": "array",
+    "signal": "signal",
+    "exclusive": "exclusive",
+    "exclude": "exclude",
+    "requeue": "requeue",
+    "no-requeue": "requeue",
+    "acctg-freq": "acctg_freq",
+    "image": "container",
+}
+_REFUSED_OPTIONS = {
+    "wrap": "the script is the job; --wrap would replace it",
+    "wait": "--wait makes sbatch block until the job ends",
+    "parsable": "the submit command already passes --parsable",
+}
+
+
+def _sbatch_value(what: str, value: str) -> str:
+    """Check a value for an ``#SBATCH`` line and quote it if it has spaces."""
+    check_text(what, value)
+    if not value:
+        raise ValueError(f"{what} is empty; leave it unset instead")
+    for char, why in _SBATCH_SPECIAL.items():
+        if char in value:
+            raise ValueError(
+                f"{what}={value!r} cannot go on an #SBATCH line: {char!r} {why}; choose a value without it"
+            )
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{what}={value!r} contains a control character")
+    if " " in value:
+        return f'"{value}"'
+    return value
+
+
+def _positive_int(what: str, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """The container a payload runs in.
+
+    :param runtime: ``"none"``, ``"shifter"`` (NERSC), ``"podman-hpc"`` (NERSC) or ``"apptainer"``.
+    :param image: the image: ``docker:repo/name:tag`` for shifter (``docker:`` is added
+        when no source prefix is given), ``repo/name:tag`` for podman-hpc, a ``.sif`` path or
+        ``docker://...`` URI for apptainer.
+    :param options: extra options given to the runtime before the image, one word each.
+    :param binds: bind mounts, ``"/src:/dst"`` or ``"/src:/dst:ro"``.
+    """
+
+    runtime: ContainerRuntime = "none"
+    image: str | None = None
+    options: tuple[str, ...] = ()
+    binds: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.runtime not in _RUNTIMES:
+            raise ValueError(
+                f"ContainerSpec.runtime must be one of {', '.join(_RUNTIMES)}, got {self.runtime!r}"
+            )
+        object.__setattr__(self, "options", tuple(self.options))
+        object.__setattr__(self, "binds", tuple(self.binds))
+        if self.runtime == "none":
+            if self.image or self.options or self.binds:
+                raise ValueError("ContainerSpec with runtime 'none' takes no image, options or binds")
+            return
+        if not self.image:
+            raise ValueError(f"ContainerSpec.image is required for runtime {self.runtime!r}")
+        check_text("ContainerSpec.image", self.image)
+        if any(c.isspace() for c in self.image):
+            raise ValueError(f"ContainerSpec.image contains whitespace: {self.image!r}")
+        if self.runtime == "shifter":
+            _sbatch_value("ContainerSpec.image", self.shifter_image)  # it goes on an #SBATCH --image line
+        for option in self.options:
+            check_text("ContainerSpec.options", option)
+        for bind in self.binds:
+            check_text("ContainerSpec.binds", bind)
+            if not bind:
+                raise ValueError("ContainerSpec.binds contains an empty entry")
+
+    @property
+    def shifter_image(self) -> str:
+        """The image as shifter wants it, with a source prefix (``docker:`` by default)."""
+        image = self.image or ""
+        if re.match(r"^(docker|id|custom|local):", image):
+            return image
+        return f"docker:{image}"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything needed to write one SLURM batch script.
+
+    Only the options that are set produce ``#SBATCH`` lines.
+
+    :param job_name: ``--job-name``; no ``|`` (it would break ``sacct -P`` output) and no
+        ``,`` (``sacct --name`` takes a comma-separated list).
+    :param command: the payload: shell text written by the user, put in the script verbatim.
+    :param partition: ``--partition``.
+    :param qos: ``--qos``.
+    :param account: ``--account``.
+    :param constraint: ``--constraint``, e.g. ``"cpu"`` at NERSC.
+    :param time_limit_s: ``--time``, in seconds (SLURM rounds it up to whole minutes).
+    :param nodes: ``--nodes``.
+    :param ntasks: ``--ntasks``.
+    :param cpus_per_task: ``--cpus-per-task``.
+    :param mem_mb: ``--mem`` in MB, per node; exclusive with ``mem_per_cpu_mb``.
+    :param mem_per_cpu_mb: ``--mem-per-cpu`` in MB.
+    :param output: ``--output`` path; SLURM's ``%j``-style patterns are allowed.
+    :param error: ``--error`` path; unset means stderr goes to the output file.
+    :param array: ``--array``, e.g. ``"0-9%2"``.
+    :param signal: ``--signal``, e.g. ``"B:USR1@60"``. With ``B:`` the signal reaches only
+        the batch shell, so the script forwards it to the payload.
+    :param exclusive: ``--exclusive``.
+    :param exclude: ``--exclude`` node names.
+    :param requeue: ``--requeue`` if true, ``--no-requeue`` if false, nothing if unset.
+    :param workdir: directory the payload runs in (``cd``); ``~/`` means the home directory.
+    :param env: variables exported before the setup lines; keys must be shell identifiers.
+    :param setup_lines: shell lines run before the payload (``module load ...``); the job
+        stops if one fails.
+    :param container: the container to run the payload in.
+    :param acctg_freq: ``--acctg-freq``; the default ``task=1`` samples memory every second
+        so that MaxRSS of short jobs is not empty.
+    :param extra_sbatch: further options, long name (with or without ``--``) to value, or to
+        ``None`` for a flag. Options that have their own field are refused.
+    """
+
+    job_name: str
+    command: str
+    partition: str | None = None
+    qos: str | None = None
+    account: str | None = None
+    constraint: str | None = None
+    time_limit_s: float | None = None
+    nodes: int | None = None
+    ntasks: int | None = None
+    cpus_per_task: int | None = None
+    mem_mb: int | None = None
+    mem_per_cpu_mb: int | None = None
+    output: str | None = None
+    error: str | None = None
+    array: str | None = None
+    signal: str | None = None
+    exclusive: bool = False
+    exclude: tuple[str, ...] = ()
+    requeue: bool | None = None
+    workdir: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict, hash=False)
+    setup_lines: tuple[str, ...] = ()
+    container: ContainerSpec = field(default_factory=ContainerSpec)
+    acctg_freq: str | None = "task=1"
+    extra_sbatch: Mapping[str, str | None] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        # Copy the mappings so that a frozen spec cannot change behind our back.
+        object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+        object.__setattr__(self, "extra_sbatch", MappingProxyType(dict(self.extra_sbatch)))
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "setup_lines", tuple(self.setup_lines))
+        self._validate()
+
+    def _validate(self) -> None:
+        _sbatch_value("JobSpec.job_name", self.job_name)
+        for char in "|,":
+            if char in self.job_name:
+                raise ValueError(
+                    f"JobSpec.job_name={self.job_name!r} contains {char!r}, "
+                    "which breaks sacct queries by name"
+                )
+        check_text("JobSpec.command", self.command, allow_newline=True)
+        if not self.command.strip():
+            raise ValueError("JobSpec.command is empty")
+        self._validate_resources()
+        self._validate_shell()
+        for option, value in self.extra_sbatch.items():
+            name = _extra_option_name(option)
+            if name in _OWNED_OPTIONS:
+                raise ValueError(
+                    f"JobSpec.extra_sbatch sets --{name}; use JobSpec.{_OWNED_OPTIONS[name]} instead"
+                )
+            if name in _REFUSED_OPTIONS:
+                raise ValueError(f"JobSpec.extra_sbatch cannot set --{name}: {_REFUSED_OPTIONS[name]}")
+            if value is not None:
+                _sbatch_value(f"JobSpec.extra_sbatch[{option!r}]", value)
+
+    def _validate_resources(self) -> None:
+        for name in ("partition", "qos", "account", "constraint", "output", "error", "acctg_freq"):
+            value = getattr(self, name)
+            if value is not None:
+                _sbatch_value(f"JobSpec.{name}", value)
+        if self.time_limit_s is not None:
+            format_walltime(self.time_limit_s)
+        for name in ("nodes", "ntasks", "cpus_per_task", "mem_mb", "mem_per_cpu_mb"):
+            _positive_int(f"JobSpec.{name}", getattr(self, name))
+        if self.mem_mb is not None and self.mem_per_cpu_mb is not None:
+            raise ValueError("JobSpec.mem_mb and JobSpec.mem_per_cpu_mb are mutually exclusive; set one")
+        if self.array is not None and not _ARRAY_RE.match(self.array):
+            raise ValueError(f"JobSpec.array={self.array!r} is not an sbatch --array range such as '0-9%2'")
+        if self.signal is not None and not _SIGNAL_RE.match(self.signal):
+            raise ValueError(f"JobSpec.signal={self.signal!r} is not an sbatch --signal such as 'B:USR1@60'")
+        for node in self.exclude:
+            if not isinstance(node, str) or not _NODE_RE.match(node):
+                raise ValueError(f"JobSpec.exclude has an invalid node name: {node!r}")
+
+    def _validate_shell(self) -> None:
+        if self.workdir is not None:
+            check_text("JobSpec.workdir", self.workdir)
+            if not self.workdir:
+                raise ValueError("JobSpec.workdir is empty; leave it unset instead")
+        for key, value in self.env.items():
+            if not isinstance(key, str) or not _IDENTIFIER_RE.match(key):
+                raise ValueError(f"JobSpec.env key {key!r} is not a shell variable name")
+            check_text(f"JobSpec.env[{key!r}]", value)
+        for line in self.setup_lines:
+            check_text("JobSpec.setup_lines", line)
+
+
+def _extra_option_name(option: str) -> str:
+    name = option[2:] if option.startswith("--") else option
+    if not _OPTION_RE.match(name):
+        raise ValueError(f"JobSpec.extra_sbatch key {option!r} is not a long sbatch option such as 'gpus'")
+    return name
+
+
+def _sbatch_options(spec: JobSpec) -> list[tuple[str, str | None]]:
+    """List the ``#SBATCH`` options of a job as ``(name, value)``, ``None`` for a flag."""
+    numbers = {
+        "nodes": spec.nodes,
+        "ntasks": spec.ntasks,
+        "cpus-per-task": spec.cpus_per_task,
+        "mem": None if spec.mem_mb is None else f"{spec.mem_mb}M",
+        "mem-per-cpu": None if spec.mem_per_cpu_mb is None else f"{spec.mem_per_cpu_mb}M",
+    }
+    values: dict[str, str | int | None] = {
+        "job-name": spec.job_name,
+        "partition": spec.partition,
+        "qos": spec.qos,
+        "account": spec.account,
+        "constraint": spec.constraint,
+        "time": None if spec.time_limit_s is None else format_walltime(spec.time_limit_s),
+        **numbers,
+        "output": spec.output,
+        "error": spec.error,
+        "array": spec.array,
+        "signal": spec.signal,
+        "exclude": ",".join(spec.exclude) or None,
+    }
+    options: list[tuple[str, str | None]] = [
+        (name, str(value)) for name, value in values.items() if value is not None
+    ]
+    if spec.exclusive:
+        options.append(("exclusive", None))
+    if spec.requeue is not None:
+        options.append(("requeue" if spec.requeue else "no-requeue", None))
+    if spec.acctg_freq is not None:
+        options.append(("acctg-freq", spec.acctg_freq))
+    if spec.container.runtime == "shifter":
+        options.append(("image", spec.container.shifter_image))
+    options += [(_extra_option_name(option), value) for option, value in spec.extra_sbatch.items()]
+    return options
+
+
+def _sbatch_lines(spec: JobSpec) -> list[str]:
+    return [
+        f"#SBATCH --{name}" if value is None else f"#SBATCH --{name}={_sbatch_value(f'--{name}', value)}"
+        for name, value in _sbatch_options(spec)
+    ]
+
+
+def _payload_lines(spec: JobSpec) -> list[str]:
+    """Write the payload as shell lines: verbatim in a subshell, or quoted for a container runtime."""
+    container = spec.container
+    quoted = shlex.quote(spec.command.rstrip("\n"))
+    if container.runtime == "none":
+        return ["(", spec.command.rstrip("\n"), ")"]
+    if container.runtime == "shifter":
+        words = [f"--image={container.shifter_image}"]
+        words += [f"--volume={bind}" for bind in container.binds]
+        words += list(container.options)
+        return [f"shifter {' '.join(shlex.quote(w) for w in words)} bash -c {quoted}"]
+    if container.runtime == "podman-hpc":
+        words = ["run", "--rm", *container.options]
+        for bind in container.binds:
+            words += ["--volume", bind]
+        # podman does not pass the host environment or working directory into the container.
+        for key in spec.env:
+            words += ["--env", key]
+        # After the script's `cd`, $PWD is the absolute working directory (also for a "~/" workdir).
+        workdir = ' --volume "$PWD:$PWD" --workdir "$PWD"' if spec.workdir is not None else ""
+        image = shlex.quote(container.image or "")
+        return [f"podman-hpc {' '.join(shlex.quote(w) for w in words)}{workdir} {image} bash -c {quoted}"]
+    words = ["exec", *container.options]
+    for bind in container.binds:
+        words += ["--bind", bind]
+    words.append(container.image or "")
+    return [f"apptainer {' '.join(shlex.quote(w) for w in words)} bash -c {quoted}"]
+
+
+def _forwarded_signal(spec: JobSpec) -> str | None:
+    """Return the signal to forward to the payload: only ``B:`` signals stop at the batch shell."""
+    if spec.signal is None:
+        return None
+    match = _SIGNAL_RE.match(spec.signal)
+    if match is None or "B" not in (match.group("where") or ""):
+        return None
+    sig = match.group("sig")
+    return sig[3:] if sig.startswith("SIG") else sig
+
+
+def render_job_script(spec: JobSpec) -> str:
+    """Write the batch script for a job.
+
+    The script has the ``#SBATCH`` lines, then a prologue that stops on the first failing
+    setup line, then the payload, run so that its exit code is always printed as
+    ``airflow-desc: job <id> payload exit code <rc>`` (on stdout, and on stderr too when
+    ``error`` is a separate file) before the script exits with it.
+
+    :param spec: the job.
+    :return: the script text, ending with a newline.
+    """
+    now = "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    job = "${SLURM_JOB_ID:-unknown}"
+    lines = ["#!/bin/bash", *_sbatch_lines(spec)]
+    lines += [
+        "# Written by airflow_desc.slurm.render_job_script.",
+        "# No 'set -u': site setup scripts (module, conda, EUPS) read unset variables.",
+        "set -eo pipefail",
+        f"trap 'echo \"{LOG_PREFIX} job {job} setup failed with exit code $? at line $LINENO\"' ERR",
+    ]
+    lines += [f"export {key}={shlex.quote(value)}" for key, value in spec.env.items()]
+    lines += list(spec.setup_lines)
+    if spec.workdir is not None:
+        lines.append(f"cd -- {quote_path(spec.workdir)}")
+    lines += [
+        "trap - ERR",
+        f'echo "{LOG_PREFIX} job {job} payload starting on $(hostname) at {now}"',
+        "# The payload runs with bash's default options, as it would on its own.",
+        "set +e +o pipefail",
+    ]
+    payload = _payload_lines(spec)
+    sig = _forwarded_signal(spec)
+    if sig is None:
+        lines += payload
+        lines.append("rc=$?")
+    else:
+        payload[-1] += " &"
+        lines += payload
+        lines += [
+            "payload_pid=$!",
+            f"trap 'interrupted=1; kill -s {sig} \"$payload_pid\" 2>/dev/null' {sig}",
+            "# wait returns early when the trapped signal arrives: wait again until the payload ends.",
+            "interrupted=1",
+            'while [ "$interrupted" = 1 ]; do interrupted=0; wait "$payload_pid"; rc=$?; done',
+        ]
+    status_line = f'echo "{LOG_PREFIX} job {job} payload exit code $rc at {now}"'
+    lines.append(status_line)
+    if spec.error is not None and spec.error != spec.output:
+        lines.append(status_line + " >&2")
+    lines.append('exit "$rc"')
+    return "\n".join(lines) + "\n"

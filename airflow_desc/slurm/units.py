@@ -1,0 +1,140 @@
+"""Durations and memory sizes as SLURM prints and reads them.
+
+``sacct`` prints durations as ``[DD-[HH:]]MM:SS`` and, for CPU fields only, with
+milliseconds (``00:02.352``); see https://slurm.schedmd.com/sacct.html. Memory fields
+carry a unit letter (``219756K``, ``214.50M``) unless ``--noconvert`` is given, in which
+case MaxRSS is plain bytes while ReqMem keeps its ``M``. Before slurm 21.08, ReqMem
+ended with ``n`` (per node) or ``c`` (per CPU). SLURM's K, M, G, T, P are powers of 1024.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Literal
+
+__all__ = [
+    "MemoryScope",
+    "format_memory_mb",
+    "format_walltime",
+    "parse_duration",
+    "parse_memory",
+    "parse_req_mem",
+]
+
+#: Whether a ReqMem value is per node or per CPU (``n`` / ``c`` suffix), when SLURM says.
+MemoryScope = Literal["node", "cpu"]
+
+# Values SLURM prints where a duration is not set or not meaningful.
+_NO_DURATION = frozenset({"", "UNLIMITED", "INVALID", "PARTITION_LIMIT", "NONE", "NOT_SET", "N/A"})
+_DURATION_RE = re.compile(
+    r"^(?:(?P<days>\d+)-)?(?P<clock>\d+(?::\d+){0,2})(?:\.(?P<frac>\d+))?$",
+)
+_MEMORY_RE = re.compile(r"^(?P<num>\d+(?:\.\d+)?)(?P<unit>[KMGTP]?)(?P<scope>[nc]?)$", re.IGNORECASE)
+_UNIT_POWER = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5}
+_MIB = 1024 * 1024
+
+
+def parse_duration(text: str) -> float | None:
+    """Read a SLURM duration into seconds.
+
+    Understands the output formats of ``sacct`` and ``squeue``: ``1-02:03:04``,
+    ``02:03:04``, ``03:04``, ``1:12``, ``00:02.352`` (TotalCPU), and, as SLURM's own
+    input does, ``D-HH`` and ``D-HH:MM`` after a day count. A bare number is refused:
+    SLURM would read it as minutes while ``ElapsedRaw`` prints seconds.
+
+    :param text: the field as printed.
+    :return: seconds, or ``None`` for an empty field, ``UNLIMITED``, ``INVALID``,
+        ``Partition_Limit`` and the like.
+    :raises ValueError: if the text is not a duration.
+    """
+    value = text.strip()
+    if value.upper() in _NO_DURATION:
+        return None
+    match = _DURATION_RE.match(value)
+    if match is None:
+        raise ValueError(f"not a SLURM duration: {text!r}")
+    days = int(match.group("days") or 0)
+    parts = [int(p) for p in match.group("clock").split(":")]
+    if match.group("days") is not None:
+        # After "D-" SLURM reads HH, HH:MM or HH:MM:SS.
+        parts = parts + [0] * (3 - len(parts))
+        hours, minutes, seconds = parts
+    elif len(parts) == 3:
+        hours, minutes, seconds = parts
+    elif len(parts) == 2:
+        hours, (minutes, seconds) = 0, parts
+    else:
+        raise ValueError(f"not a SLURM duration (a bare number is ambiguous): {text!r}")
+    if minutes >= 60 or seconds >= 60:
+        raise ValueError(f"not a SLURM duration (minutes or seconds >= 60): {text!r}")
+    frac = match.group("frac")
+    fraction = float(f"0.{frac}") if frac else 0.0
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds) + fraction
+
+
+def format_walltime(seconds: float) -> str:
+    """Format a time limit for ``sbatch --time`` as ``D-HH:MM:SS``.
+
+    Fractions of a second round up, so a limit is never shorter than asked for.
+
+    :param seconds: the limit, in seconds; must be positive (``--time=0`` means no limit).
+    :return: e.g. ``"1-02:03:04"``.
+    :raises ValueError: for a non-positive or non-finite value.
+    """
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"a time limit must be a positive number of seconds, got {seconds!r}")
+    total = math.ceil(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{days}-{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def parse_req_mem(text: str) -> tuple[int | None, MemoryScope | None]:
+    """Read a memory field, keeping the per-node / per-CPU suffix of old ReqMem values.
+
+    :param text: e.g. ``"225173504"``, ``"219756K"``, ``"214.50M"``, ``"4000Mc"``, ``"2Gn"``.
+    :return: ``(bytes, scope)``; bytes is ``None`` for an empty field or for the garbage
+        that slurm 22.05 prints for a pending job (``16?``); scope is ``None`` unless the
+        value ended in ``n`` or ``c``.
+    :raises ValueError: if the text is not a memory size.
+    """
+    value = text.strip()
+    if not value or value.endswith("?"):
+        return None, None
+    match = _MEMORY_RE.match(value)
+    if match is None:
+        raise ValueError(f"not a SLURM memory size: {text!r}")
+    number = float(match.group("num"))
+    unit = match.group("unit").upper()
+    scope_letter = match.group("scope").lower()
+    scope: MemoryScope | None = "node" if scope_letter == "n" else "cpu" if scope_letter == "c" else None
+    # A bare number with a scope letter was printed in MB (ReqMem's base unit).
+    if not unit and scope is not None:
+        unit = "M"
+    return round(number * 1024 ** _UNIT_POWER[unit]), scope
+
+
+def parse_memory(text: str) -> int | None:
+    """Read a memory field into bytes.
+
+    A bare number is bytes (what ``sacct --noconvert`` prints for MaxRSS).
+
+    :param text: e.g. ``"219756K"``, ``"214.50M"``, ``"4G"``, ``"225173504"``, ``"4000Mc"``.
+    :return: bytes, or ``None`` for an empty field or pending-job garbage such as ``16?``.
+    :raises ValueError: if the text is not a memory size.
+    """
+    return parse_req_mem(text)[0]
+
+
+def format_memory_mb(num_bytes: int | float) -> str:
+    """Format a size in SLURM megabytes (MiB), for messages: ``"414 MB"``.
+
+    :param num_bytes: the size in bytes.
+    :return: the size rounded to whole MB, or to a tenth below 10 MB.
+    """
+    mb = num_bytes / _MIB
+    if mb < 10:
+        return f"{mb:.1f} MB"
+    return f"{round(mb)} MB"

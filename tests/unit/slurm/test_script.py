@@ -1,0 +1,472 @@
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import time
+
+import pytest
+
+from airflow_desc.slurm.script import ContainerSpec, JobSpec, render_job_script
+
+GOLDEN = pathlib.Path(__file__).parents[2] / "data" / "slurm" / "golden"
+
+BASE = {
+    "job_name": "run42-processEimage",
+    "command": "processEimage.py --visit 159479 --sensor 'R22 S11'\n",
+    "partition": "debug",
+    "time_limit_s": 1800,
+    "mem_mb": 2000,
+    "output": "/scratch/run42/%j.out",
+    "env": {"DESC_RUN": "run42"},
+    "workdir": "/scratch/run42",
+}
+CONTAINERS = {
+    "none": ContainerSpec(),
+    "shifter": ContainerSpec("shifter", "lsstdesc/desc-stack:w_2025_01", binds=("/global/cfs/desc:/desc",)),
+    "podman-hpc": ContainerSpec(
+        "podman-hpc", "lsstdesc/desc-stack:w_2025_01", options=("--gpu",), binds=("/global/cfs/desc:/desc",)
+    ),
+    "apptainer": ContainerSpec(
+        "apptainer",
+        "/sdf/images/desc-stack.sif",
+        options=("--cleanenv",),
+        binds=("/sdf/group/desc:/desc:ro",),
+    ),
+}
+
+
+def sbatch_directive_args(line: str) -> list[str]:
+    """Split an #SBATCH line as slurm 22.05's sbatch does (src/sbatch/opt.c, _get_argument)."""
+    assert line.startswith("#SBATCH")
+    rest, args = line[len("#SBATCH") :], []
+    i = 0
+    while True:
+        while i < len(rest) and rest[i].isspace():
+            i += 1
+        if i >= len(rest):
+            return args
+        arg, quote, escaped = "", "", False
+        while i < len(rest) and (quote or not rest[i].isspace()) and rest[i] != "\n":
+            c = rest[i]
+            i += 1
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+                continue
+            elif quote:
+                if c == quote:
+                    quote = ""
+                    continue
+            elif c in "\"'":
+                quote = c
+                continue
+            elif c == "#":
+                return args + ([arg] if arg else [])
+            arg += c
+        assert not quote, f"sbatch would fail: unmatched quote in {line!r}"
+        args.append(arg)
+
+
+def sbatch_options(script: str) -> list[str]:
+    """Return the options sbatch reads from a script: #SBATCH lines before the first command."""
+    options = []
+    for line in script.splitlines()[1:]:
+        if line.startswith("#SBATCH"):
+            options += sbatch_directive_args(line)
+        elif line.strip() and not line.startswith("#"):
+            break
+    return options
+
+
+def run_script(
+    script: str, tmp_path: pathlib.Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "job.sh"
+    path.write_text(script)
+    full_env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SLURM_JOB_ID": "4242", **(env or {})}
+    return subprocess.run(
+        ["bash", str(path)],
+        cwd=tmp_path,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+
+
+# --- golden scripts ---
+
+
+@pytest.mark.parametrize("runtime", list(CONTAINERS))
+def test_golden_script(runtime: str) -> None:
+    script = render_job_script(JobSpec(**BASE, container=CONTAINERS[runtime]))  # type: ignore[arg-type]
+    assert script == (GOLDEN / f"{runtime}.sh").read_text()
+
+
+def test_every_option_becomes_an_sbatch_option() -> None:
+    spec = JobSpec(
+        job_name="run 42",
+        command="true",
+        partition="regular",
+        qos="debug",
+        account="m1727",
+        constraint="cpu&large",
+        time_limit_s=93784,
+        nodes=2,
+        ntasks=8,
+        cpus_per_task=4,
+        mem_per_cpu_mb=1900,
+        output="/scratch/my runs/%x-%j.out",
+        error="/scratch/my runs/%x-%j.err",
+        array="0-9%2",
+        signal="B:USR1@60",
+        exclusive=True,
+        exclude=("nid001234", "nid[002000-002003]"),
+        requeue=False,
+        acctg_freq="task=5",
+        container=ContainerSpec("shifter", "docker:lsstdesc/stack:1"),
+        extra_sbatch={"--gpus": "0", "hint": "nomultithread", "--spread-job": None},
+    )
+    assert sbatch_options(render_job_script(spec)) == [
+        "--job-name=run 42",
+        "--partition=regular",
+        "--qos=debug",
+        "--account=m1727",
+        "--constraint=cpu&large",
+        "--time=1-02:03:04",
+        "--nodes=2",
+        "--ntasks=8",
+        "--cpus-per-task=4",
+        "--mem-per-cpu=1900M",
+        "--output=/scratch/my runs/%x-%j.out",
+        "--error=/scratch/my runs/%x-%j.err",
+        "--array=0-9%2",
+        "--signal=B:USR1@60",
+        "--exclude=nid001234,nid[002000-002003]",
+        "--exclusive",
+        "--no-requeue",
+        "--acctg-freq=task=5",
+        "--image=docker:lsstdesc/stack:1",
+        "--gpus=0",
+        "--hint=nomultithread",
+        "--spread-job",
+    ]
+
+
+def test_minimal_spec_sets_only_name_and_accounting_frequency() -> None:
+    script = render_job_script(JobSpec(job_name="x", command="true"))
+    assert sbatch_options(script) == ["--job-name=x", "--acctg-freq=task=1"]
+    assert sbatch_options(render_job_script(JobSpec(job_name="x", command="true", acctg_freq=None))) == [
+        "--job-name=x"
+    ]
+    assert (
+        sbatch_options(render_job_script(JobSpec(job_name="x", command="true", requeue=True)))[1]
+        == "--requeue"
+    )
+
+
+def test_all_sbatch_lines_come_before_the_first_command() -> None:
+    script = render_job_script(JobSpec(**BASE, container=CONTAINERS["shifter"]))  # type: ignore[arg-type]
+    lines = script.splitlines()
+    last_directive = max(i for i, line in enumerate(lines) if line.startswith("#SBATCH"))
+    assert all(line.startswith("#") for line in lines[: last_directive + 1])
+    assert lines[0] == "#!/bin/bash"
+
+
+# --- refusals ---
+
+
+@pytest.mark.parametrize(
+    "field", ["job_name", "partition", "qos", "account", "constraint", "output", "error"]
+)
+@pytest.mark.parametrize(
+    "bad", ['a"b', "a'b", "a\\b", "a#b", "$SCRATCH/x", "a`id`", "a\nb", "a\rb", "a\tb", ""]
+)
+def test_values_an_sbatch_line_cannot_hold_are_refused(field: str, bad: str) -> None:
+    kwargs: dict[str, object] = {"job_name": "ok", "command": "true", field: bad}
+    with pytest.raises(ValueError, match=f"JobSpec.{field}"):
+        JobSpec(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["a|b", "a,b"])
+def test_job_names_that_break_sacct_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="sacct"):
+        JobSpec(job_name=bad, command="true")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mem_mb": 100, "mem_per_cpu_mb": 10}, "mutually exclusive"),
+        ({"mem_mb": 0}, "mem_mb"),
+        ({"nodes": -1}, "nodes"),
+        ({"ntasks": True}, "ntasks"),
+        ({"cpus_per_task": 1.5}, "cpus_per_task"),
+        ({"time_limit_s": 0}, "positive"),
+        ({"array": "0-9;id"}, "array"),
+        ({"signal": "USR1; id"}, "signal"),
+        ({"exclude": ("nid1 nid2",)}, "exclude"),
+        ({"env": {"1BAD": "x"}}, "env key"),
+        ({"env": {"A-B": "x"}}, "env key"),
+        ({"env": {"A": "x\ny"}}, "line break"),
+        ({"setup_lines": ("module load a\nmodule load b",)}, "line break"),
+        ({"workdir": "/a\n/b"}, "line break"),
+        ({"workdir": ""}, "workdir"),
+        ({"command": "  \n"}, "command is empty"),
+        ({"command": "echo \0"}, "NUL"),
+        ({"extra_sbatch": {"time": "10"}}, "time_limit_s"),
+        ({"extra_sbatch": {"--mem": "1G"}}, "mem_mb"),
+        ({"extra_sbatch": {"image": "x"}}, "container"),
+        ({"extra_sbatch": {"wrap": "id"}}, "wrap"),
+        ({"extra_sbatch": {"-t": "10"}}, "long sbatch option"),
+        ({"extra_sbatch": {"gpus=1": None}}, "long sbatch option"),
+        ({"extra_sbatch": {"gres": "gpu:1 #x"}}, "extra_sbatch"),
+    ],
+)
+def test_invalid_specs_are_refused(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        JobSpec(**{"job_name": "ok", "command": "true", **kwargs})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"runtime": "docker", "image": "x"}, "runtime"),
+        ({"runtime": "shifter"}, "image is required"),
+        ({"runtime": "apptainer", "image": "a b.sif"}, "whitespace"),
+        ({"runtime": "none", "image": "x"}, "takes no image"),
+        ({"runtime": "podman-hpc", "image": "x", "binds": ("",)}, "empty"),
+        ({"runtime": "podman-hpc", "image": "x", "options": ("--a\n--b",)}, "line break"),
+        ({"runtime": "shifter", "image": "repo/img#1"}, "ContainerSpec.image"),
+    ],
+)
+def test_invalid_containers_are_refused(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ContainerSpec(**kwargs)  # type: ignore[arg-type]
+
+
+def test_spec_is_frozen_and_copies_its_mappings() -> None:
+    env = {"A": "1"}
+    spec = JobSpec(job_name="x", command="true", env=env)
+    env["A"] = "2"
+    assert spec.env["A"] == "1"
+    with pytest.raises(AttributeError):
+        spec.job_name = "y"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        spec.env["B"] = "x"  # type: ignore[index]
+    assert hash(spec) == hash(JobSpec(job_name="x", command="true", env={"A": "1"}))
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [("lsstdesc/a:1", "docker:lsstdesc/a:1"), ("docker:a:1", "docker:a:1"), ("id:abc", "id:abc")],
+)
+def test_shifter_image_gets_a_source_prefix(image: str, expected: str) -> None:
+    assert ContainerSpec("shifter", image).shifter_image == expected
+
+
+# --- the rendered script, run by a real bash (the #SBATCH lines are comments to it) ---
+
+NASTY_VALUES = [
+    "with space",
+    "it's",
+    'dq"x',
+    "semi;colon",
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "a\\b",
+    "*",
+    "~",
+]
+
+
+def test_payload_exit_code_is_recorded_and_returned(tmp_path: pathlib.Path) -> None:
+    result = run_script(render_job_script(JobSpec(job_name="x", command="echo hello\nexit 3")), tmp_path)
+    assert result.returncode == 3
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("airflow-desc: job 4242 payload starting on ")
+    assert lines[1] == "hello"
+    assert lines[2].startswith("airflow-desc: job 4242 payload exit code 3 at ")
+
+
+def test_exit_code_also_goes_to_stderr_when_it_is_a_separate_file(tmp_path: pathlib.Path) -> None:
+    spec = JobSpec(job_name="x", command="false", output="o.log", error="e.log")
+    result = run_script(render_job_script(spec), tmp_path)
+    assert result.returncode == 1
+    assert "payload exit code 1" in result.stdout
+    assert "payload exit code 1" in result.stderr
+
+
+def test_payload_killed_by_a_signal_reports_128_plus_n(tmp_path: pathlib.Path) -> None:
+    result = run_script(render_job_script(JobSpec(job_name="x", command="kill -SEGV $BASHPID")), tmp_path)
+    assert result.returncode == 139
+    assert "payload exit code 139" in result.stdout
+
+
+@pytest.mark.parametrize("value", NASTY_VALUES)
+def test_env_values_reach_the_payload_literally(value: str, tmp_path: pathlib.Path) -> None:
+    spec = JobSpec(job_name="x", command='printf "%s" "$DESC_VALUE" > value.txt', env={"DESC_VALUE": value})
+    result = run_script(render_job_script(spec), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "value.txt").read_text() == value
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("value", NASTY_VALUES)
+def test_workdir_is_entered_literally(value: str, tmp_path: pathlib.Path) -> None:
+    workdir = tmp_path / f"work {value}"
+    workdir.mkdir()
+    spec = JobSpec(job_name="x", command="pwd > where.txt", workdir=str(workdir))
+    result = run_script(render_job_script(spec), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (workdir / "where.txt").read_text().strip() == str(workdir)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_workdir_under_home(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "runs dir").mkdir()
+    spec = JobSpec(job_name="x", command="pwd > where.txt", workdir="~/runs dir")
+    assert run_script(render_job_script(spec), tmp_path).returncode == 0
+    assert (tmp_path / "runs dir" / "where.txt").read_text().strip() == str(tmp_path / "runs dir")
+
+
+def test_failing_setup_line_stops_the_job_before_the_payload(tmp_path: pathlib.Path) -> None:
+    spec = JobSpec(job_name="x", command="touch RAN", setup_lines=("echo setting up", "false", "echo never"))
+    result = run_script(render_job_script(spec), tmp_path)
+    assert result.returncode == 1
+    assert "never" not in result.stdout
+    assert "airflow-desc: job 4242 setup failed with exit code 1" in result.stdout
+    assert not (tmp_path / "RAN").exists()
+
+
+def test_missing_workdir_stops_the_job(tmp_path: pathlib.Path) -> None:
+    spec = JobSpec(job_name="x", command="touch RAN", workdir=str(tmp_path / "nope"))
+    result = run_script(render_job_script(spec), tmp_path)
+    assert result.returncode != 0
+    assert "setup failed" in result.stdout
+    assert not (tmp_path / "RAN").exists()
+
+
+def test_payload_runs_with_default_shell_options(tmp_path: pathlib.Path) -> None:
+    # Neither errexit nor pipefail of the prologue leak into the user's program.
+    command = "false\nfalse | true\necho pipe=$?\necho opts=$-"
+    result = run_script(render_job_script(JobSpec(job_name="x", command=command)), tmp_path)
+    assert result.returncode == 0
+    assert "pipe=0" in result.stdout
+    assert "e" not in result.stdout.split("opts=")[1].splitlines()[0]
+
+
+def test_payload_text_is_verbatim(tmp_path: pathlib.Path) -> None:
+    command = "cat <<'EOF' > out.txt\n$HOME `x` 'q' \"dq\"\nEOF\ncase a in\n  a) echo matched ;;\nesac"
+    result = run_script(render_job_script(JobSpec(job_name="x", command=command)), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.txt").read_text() == "$HOME `x` 'q' \"dq\"\n"
+    assert "matched" in result.stdout
+
+
+def test_batch_signal_is_forwarded_to_the_payload(tmp_path: pathlib.Path) -> None:
+    command = "trap 'echo got USR1; exit 42' USR1\ntouch ready\nwhile :; do sleep 0.05; done"
+    path = tmp_path / "job.sh"
+    path.write_text(render_job_script(JobSpec(job_name="x", command=command, signal="B:USR1@60")))
+    env = {"PATH": os.environ["PATH"], "SLURM_JOB_ID": "4242"}
+    with subprocess.Popen(
+        ["bash", str(path)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "ready").exists():
+            assert time.monotonic() < deadline, "payload never started"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGUSR1)  # SLURM's B: signals go to the batch shell only
+        out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 42
+    assert "got USR1" in out
+    assert "payload exit code 42" in out
+
+
+def test_no_forwarding_without_b_prefix() -> None:
+    script = render_job_script(JobSpec(job_name="x", command="true", signal="USR1@60"))
+    assert "trap 'interrupted" not in script
+    assert "\nrc=$?\n" in script
+
+
+FAKE_RUNTIME = """#!/bin/bash
+# Record argv, then run what follows the image like the real runtime would: "bash -c <payload>".
+printf '%s\\0' "$(basename "$0")" "$@" > "$FAKE_ARGV"
+while [ "$1" != bash ]; do shift; done
+exec "$@"
+"""
+
+
+@pytest.mark.parametrize("runtime", ["shifter", "podman-hpc", "apptainer"])
+def test_container_runtimes_get_the_payload_intact(runtime: str, tmp_path: pathlib.Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / runtime).write_text(FAKE_RUNTIME)
+    (bin_dir / runtime).chmod(0o755)
+    command = "printf '%s|' \"it's\" '$(touch PWNED)' \"$DESC_RUN\" > payload.txt\nexit 7"
+    spec = JobSpec(
+        job_name="x",
+        command=command,
+        env={"DESC_RUN": "run 42"},
+        container=ContainerSpec(runtime, "img:1", options=("--opt",), binds=("/a b:/c",)),  # type: ignore[arg-type]
+    )
+    argv_file = tmp_path / "argv"
+    result = run_script(
+        render_job_script(spec),
+        tmp_path,
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_ARGV": str(argv_file)},
+    )
+    assert result.returncode == 7, result.stdout + result.stderr
+    assert "payload exit code 7" in result.stdout
+    assert (tmp_path / "payload.txt").read_text() == "it's|$(touch PWNED)|run 42|"
+    assert not (tmp_path / "PWNED").exists()
+    argv = argv_file.read_text().split("\0")[:-1]
+    assert argv[-3:] == ["bash", "-c", command]
+    expected_prefix = {
+        "shifter": ["shifter", "--image=docker:img:1", "--volume=/a b:/c", "--opt"],
+        "podman-hpc": [
+            "podman-hpc",
+            "run",
+            "--rm",
+            "--opt",
+            "--volume",
+            "/a b:/c",
+            "--env",
+            "DESC_RUN",
+            "img:1",
+        ],
+        "apptainer": ["apptainer", "exec", "--opt", "--bind", "/a b:/c", "img:1"],
+    }[runtime]
+    assert argv[:-3] == expected_prefix
+
+
+def test_podman_gets_the_workdir_mounted_and_set(tmp_path: pathlib.Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "podman-hpc").write_text(FAKE_RUNTIME)
+    (bin_dir / "podman-hpc").chmod(0o755)
+    (tmp_path / "w d").mkdir()
+    spec = JobSpec(
+        job_name="x", command="true", workdir="~/w d", container=ContainerSpec("podman-hpc", "img")
+    )
+    argv_file = tmp_path / "argv"
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_ARGV": str(argv_file)}
+    assert run_script(render_job_script(spec), tmp_path, env=env).returncode == 0
+    workdir = str(tmp_path / "w d")
+    assert argv_file.read_text().split("\0")[:-1] == [
+        "podman-hpc",
+        "run",
+        "--rm",
+        "--volume",
+        f"{workdir}:{workdir}",
+        "--workdir",
+        workdir,
+        "img",
+        "bash",
+        "-c",
+        "true",
+    ]
