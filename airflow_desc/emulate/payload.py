@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default="payload", help="process/stream name, printed and used for the seed")
     p.add_argument("--cpu-seconds", type=float, default=1.0, help="CPU time to burn")
     p.add_argument("--memory-mb", type=float, default=0.0, help="memory to hold while burning")
+    p.add_argument(
+        "--sleep-seconds", type=float, default=0.0, help="wall time to wait (I/O-like) after burning"
+    )
     p.add_argument("--output", action="append", default=[], help="output file to write (repeatable)")
     p.add_argument("--output-mb", type=float, default=0.01, help="size of each output file")
     p.add_argument("--input", action="append", default=[], help="input file that must exist")
@@ -104,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if fail in ("oom", "timeout"):
         exhaust(fail, held)
     burn(args.cpu_seconds * (0.5 if fail in ("traceback", "segfault", "exit") else 1.0))
+    time.sleep(args.sleep_seconds)
     if fail == "traceback":
         raise RuntimeError(f"{args.name}: PSF determination failed: too few stars (3 < 10)")
     if fail == "segfault":

@@ -90,7 +90,7 @@ class SlurmHook(BaseHook):
 
     # One connection per (conn id, jump conn id) per process, shared by every hook instance.
     _clients: ClassVar[dict[tuple[str, str | None], paramiko.SSHClient]] = {}
-    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _lock: ClassVar[threading.RLock] = threading.RLock()  # re-entered when a jump host connects first
     #: What this process did, per connection id: ``connections`` opened and ``commands`` run by
     #: first word (``sacct``, ``sbatch`` ...). Benchmarks and tests read it to count SSH traffic.
     stats: ClassVar[dict[str, collections.Counter[str]]] = collections.defaultdict(collections.Counter)

@@ -329,6 +329,18 @@ class JobAccounting:
         return self.state.state_class
 
     @property
+    def is_placeholder(self) -> bool:
+        """Whether the job line is slurmdbd's stand-in, not the job's real record.
+
+        When a job's step records reach slurmdbd before its own start record, sacct shows a job
+        line named ``allocation`` with no partition, no time limit and a ReqMem of 2^64: recorded
+        from this site in ``tests/data/site/sacct-placeholder-allocation.txt``. The real line
+        replaces it within seconds, so a poller must wait rather than believe its state.
+        """
+        job = self.job
+        return job is not None and job.partition is None and job.time_limit_s is None
+
+    @property
     def is_terminal(self) -> bool:
         """Whether SLURM is done with this job id."""
         return self.state.is_terminal

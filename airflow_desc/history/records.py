@@ -1,0 +1,221 @@
+"""What is recorded about each process instance, and the interface recorders implement.
+
+A :class:`ProcessRecord` is one attempt of one process instance (a SLURM job, a step of a
+bundle allocation, or a script run on the worker). Operators build records and hand them
+to a :class:`Recorder`; the history store's writer is one, :class:`JsonLinesRecorder`
+(the embedded fallback and spool format) is another.
+
+States are those of the DC1 status table (see DESIGN.md): ``success``; ``failed`` (the
+payload exited non-zero or an output check failed); ``terminated`` (the system ended it:
+time limit, out of memory, node failure, preemption, cancelled by an admin);
+``cancelled`` (cancelled by the workflow's own user); ``skipped``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from airflow_desc.slurm import JobAccounting, SlurmState, StateClass
+from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
+
+__all__ = [
+    "PROCESS_STATES",
+    "JsonLinesRecorder",
+    "ProcessRecord",
+    "Recorder",
+    "process_state",
+]
+
+PROCESS_STATES = (
+    "waiting",
+    "ready",
+    "queued",
+    "submitted",
+    "running",
+    "success",
+    "failed",
+    "terminated",
+    "cancelling",
+    "cancelled",
+    "skipped",
+)
+
+# SLURM ended these: the payload was not at fault (or not only).
+_TERMINATED = {
+    SlurmState.TIMEOUT,
+    SlurmState.OUT_OF_MEMORY,
+    SlurmState.NODE_FAIL,
+    SlurmState.PREEMPTED,
+    SlurmState.BOOT_FAIL,
+    SlurmState.DEADLINE,
+    SlurmState.REVOKED,
+}
+
+
+def process_state(accounting: JobAccounting, diagnosis: Diagnosis, *, job_uid: int | None = None) -> str:
+    """Map a finished job to its DC1 status-table state.
+
+    :param accounting: the job's accounting.
+    :param diagnosis: its diagnosis.
+    :param job_uid: the uid the job ran as; a cancel by that uid is ``cancelled``, by anyone else
+        (an admin, root, SLURM itself) ``terminated``.
+    """
+    state = accounting.state.state
+    if diagnosis.reason is ReasonClass.OUTPUT_CHECK:
+        return "failed"
+    if accounting.state_class is StateClass.SUCCEEDED:
+        return "success"
+    if state is SlurmState.CANCELLED:
+        by = accounting.cancelled_by_uid
+        # The OverMemoryKill fallback cancels the batch step as uid 0: that is an out-of-memory kill.
+        if diagnosis.reason is ReasonClass.OUT_OF_MEMORY:
+            return "terminated"
+        return "cancelled" if by is not None and by == job_uid else "terminated"
+    if state in _TERMINATED or diagnosis.reason in (ReasonClass.OUT_OF_MEMORY, ReasonClass.TIME_LIMIT):
+        return "terminated"
+    return "failed"
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """One attempt of one process instance.
+
+    :param workflow: the workflow (top-level task) name, e.g. ``DC1-DM12``.
+    :param process: the process name, e.g. ``processEimage``.
+    :param state: one of :data:`PROCESS_STATES`.
+    :param dag_id: the Airflow DAG.
+    :param run_id: the DAG run (a top-level stream).
+    :param task_id: the Airflow task that ran it.
+    :param map_index: its map index (-1 when not mapped).
+    :param try_number: the Airflow try.
+    :param stream: the stream path, e.g. ``visit=2201/raft=R22/sensor=S11`` ("" at the top level).
+    :param process_type: ``batch`` or ``script``.
+    :param cluster: the cluster it ran on.
+    :param job_id: the SLURM job id.
+    :param step: the SLURM step (``batch`` or a step number inside a bundle).
+    """
+
+    workflow: str
+    process: str
+    state: str
+    dag_id: str = ""
+    run_id: str = ""
+    task_id: str = ""
+    map_index: int = -1
+    try_number: int = 1
+    version: str = ""
+    variant: str = ""
+    stream: str = ""
+    process_type: str = "batch"
+    cluster: str | None = None
+    job_id: str | None = None
+    step: str | None = None
+    slurm_state: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    submit_time: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    elapsed_s: float | None = None
+    total_cpu_s: float | None = None
+    max_rss_bytes: int | None = None
+    req_cpus: int | None = None
+    req_mem_bytes: int | None = None
+    req_walltime_s: float | None = None
+    node: str | None = None
+    log_path: str | None = None
+    triggered_by: str | None = None
+    rerun_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.state not in PROCESS_STATES:
+            raise ValueError(f"state {self.state!r} is not one of {', '.join(PROCESS_STATES)}")
+
+    def key(self) -> tuple[str, str, str, int, str, str, int]:
+        """Return the identity of this attempt: writing the same record twice must not count it twice."""
+        return (
+            self.dag_id,
+            self.run_id,
+            self.task_id,
+            self.map_index,
+            self.stream,
+            self.process,
+            self.try_number,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-able dict (datetimes as ISO text)."""
+        out = dataclasses.asdict(self)
+        for name, value in out.items():
+            if isinstance(value, datetime):
+                out[name] = value.isoformat()
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProcessRecord:
+        """Rebuild a record from :meth:`to_json` output."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(known)
+        if unknown:
+            raise ValueError(f"unknown record fields: {', '.join(sorted(unknown))}")
+        values = dict(data)
+        for name in ("submit_time", "start_time", "end_time"):
+            if isinstance(values.get(name), str):
+                values[name] = datetime.fromisoformat(values[name])
+        return cls(**values)
+
+
+class Recorder(Protocol):
+    """Something that keeps process records: the history store's writer, or a JSON-lines file."""
+
+    def record(self, records: Sequence[ProcessRecord]) -> None:
+        """Keep ``records``; writing a record whose :meth:`ProcessRecord.key` was seen replaces it."""
+
+
+class JsonLinesRecorder:
+    """Append records to a JSON-lines file (one object per line); safe across threads and processes.
+
+    :param path: the file; its directory is created.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def record(self, records: Sequence[ProcessRecord]) -> None:
+        """Append ``records``; readers keep the last line of each key."""
+        if not records:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = "".join(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in records)
+        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+            # One write() of the whole batch: appends of this size do not interleave between processes.
+            f.write(text)
+
+    def read(self) -> list[ProcessRecord]:
+        """Every record in the file, the last write of each key winning."""
+        if not self.path.exists():
+            return []
+        latest: dict[tuple[str, str, str, int, str, str, int], ProcessRecord] = {}
+        with open(self.path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = ProcessRecord.from_json(json.loads(line))
+                except (ValueError, TypeError) as exc:
+                    raise ValueError(f"{self.path}:{number}: not a process record: {exc}") from exc
+                latest[record.key()] = record
+        return list(latest.values())

@@ -1,0 +1,1 @@
+"""Operators: SlurmOperator (one job), and later the bundle operator (many streams per allocation)."""

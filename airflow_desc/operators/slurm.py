@@ -1,0 +1,562 @@
+"""SlurmOperator: run one SLURM job on a named cluster, never twice, never lost.
+
+The life of one task instance:
+
+1. **Find before submitting.** The job of each try is named deterministically from
+   (dag_id, run_id, task_id, map_index) and the try number, and its id is written to the
+   task state store (Airflow 3.3) as soon as sbatch returns. A try first looks there, and
+   after a crash also asks the cluster for the jobs named after this task instance's earlier
+   tries: a job still queued or running is re-attached; a job that finished but whose result
+   was never recorded (the worker died) is adopted; only otherwise is a new job submitted.
+2. **Wait without a worker slot.** Deferred to :class:`~airflow_desc.triggers.slurm.SlurmJobTrigger`,
+   whose per-cluster poller batches every watched job into one sacct call per interval.
+   ``deferrable=False`` polls from the worker instead.
+3. **Diagnose and record.** The job's accounting (and on failure the tail of its log) is
+   diagnosed (:func:`airflow_desc.slurm.diagnose`), recorded as a process instance, and
+   returned as the XCom summary. A failure raises :class:`~airflow_desc.exceptions.SlurmJobFailed`
+   with the classified reason.
+4. **Escalate by cause.** After ``TIMEOUT`` the next try asks for ``walltime x timeout_factor``
+   (up to the cluster's maximum), after ``OUT_OF_MEMORY`` for ``memory x memory_factor`` (up to a
+   node; more cores when memory per core is the limit, then the high-memory partition). A node
+   failure or preemption retries with the same resources, excluding the node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_desc.clusters import ClusterProfile, load_cluster_profiles
+from airflow_desc.exceptions import DescError, SlurmJobFailed
+from airflow_desc.history import ProcessRecord, Recorder, default_recorder, process_state
+from airflow_desc.hooks.slurm import SlurmHook
+from airflow_desc.slurm import (
+    ContainerSpec,
+    JobAccounting,
+    JobSpec,
+    StateClass,
+    diagnose,
+    parse_duration,
+    render_job_script,
+)
+from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
+from airflow_desc.triggers.slurm import SlurmJobTrigger, accounting_from_payload, accounting_to_payload
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = ["SlurmOperator", "job_name_for", "task_dir_for"]
+
+_STATE_KEY = "slurm"
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _ident(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    return hashlib.sha256(f"{dag_id}\0{run_id}\0{task_id}\0{map_index}".encode()).hexdigest()[:12]
+
+
+def job_name_for(dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int) -> str:
+    """Name the SLURM job of one try of one task instance: readable, unique and deterministic.
+
+    ``<task id tail>.<hash of dag, run, task, map index>.t<try>``, e.g. ``processEimage.3f9a0c1e2b4d.t2``.
+    """
+    tail = _SAFE.sub("_", task_id.rsplit(".", 1)[-1])[-40:]
+    return f"{tail}.{_ident(dag_id, run_id, task_id, map_index)}.t{int(try_number)}"
+
+
+def task_dir_for(work_dir: str, dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    """Where a task instance's job scripts and logs live on the cluster."""
+    parts = [_SAFE.sub("_", p) for p in (dag_id, run_id, task_id)]
+    if map_index >= 0:
+        parts[-1] += f".{map_index}"
+    return "/".join([work_dir.rstrip("/"), *parts])
+
+
+def _map_index(ti: Any) -> int:
+    return -1 if ti.map_index is None else int(ti.map_index)
+
+
+def _walltime_s(value: str | int | float | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return int(value * 60)  # sbatch's convention: a bare number is minutes
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text) * 60
+    seconds = parse_duration(text)
+    if seconds is None:
+        raise ValueError(f"walltime {value!r} is not D-HH:MM:SS, HH:MM:SS, MM:SS or minutes")
+    return int(seconds)
+
+
+class SlurmOperator(BaseOperator):
+    """Run a command as one SLURM job on a named cluster reached over SSH.
+
+    :param command: the shell text the job runs (templated).
+    :param cluster: the cluster profile name (see :mod:`airflow_desc.clusters`); ``None`` = the default.
+    :param cpus: CPUs per task (templated).
+    :param mem_mb: memory per node in MB (templated); ``None`` = the cluster's default per CPU.
+    :param time_limit: walltime: ``"HH:MM:SS"``, ``"D-HH:MM:SS"`` or minutes (templated).
+    :param nodes: nodes.
+    :param partition: overrides the profile's partition.
+    :param qos: overrides the profile's QOS.
+    :param account: overrides the profile's account.
+    :param constraint: overrides the profile's constraint.
+    :param env: environment variables of the job (templated); values are shell-quoted.
+    :param setup_lines: shell lines run before the command (after the profile's own).
+    :param container_image: run the command in this image with the cluster's container runtime.
+    :param signal: ``--signal`` for checkpointing, e.g. ``"B:USR1@120"``.
+    :param sbatch_args: further sbatch options, e.g. ``{"licenses": "scratch"}``.
+    :param deferrable: wait in the triggerer (default) rather than in a worker slot.
+    :param poll_interval: seconds between polls; default from the cluster profile.
+    :param timeout_factor: walltime multiplier after a TIMEOUT.
+    :param memory_factor: memory multiplier after an OUT_OF_MEMORY.
+    :param escalate: raise walltime / memory on retries after TIMEOUT / OUT_OF_MEMORY.
+    :param workflow: the workflow name recorded in the history (default: the DAG id).
+    :param process: the process name recorded in the history (default: the task id).
+    :param stream: the stream path recorded in the history.
+    :param recorder: where process records go; default :func:`airflow_desc.history.default_recorder`.
+    :param log_tail_lines: how many lines of the job's log to read for the diagnosis.
+    """
+
+    template_fields: Sequence[str] = ("command", "env", "cpus", "mem_mb", "time_limit", "stream")
+    template_ext: Sequence[str] = (".sh",)
+    ui_color = "#c7e9f1"
+
+    def __init__(
+        self,
+        *,
+        command: str,
+        cluster: str | None = None,
+        cpus: int | str = 1,
+        mem_mb: int | str | None = None,
+        time_limit: str | int | None = None,
+        nodes: int = 1,
+        partition: str | None = None,
+        qos: str | None = None,
+        account: str | None = None,
+        constraint: str | None = None,
+        env: Mapping[str, str] | None = None,
+        setup_lines: Sequence[str] = (),
+        container_image: str | None = None,
+        signal: str | None = None,
+        sbatch_args: Mapping[str, str | None] | None = None,
+        deferrable: bool = True,
+        poll_interval: float | None = None,
+        timeout_factor: float = 2.0,
+        memory_factor: float = 2.0,
+        escalate: bool = True,
+        workflow: str | None = None,
+        process: str | None = None,
+        stream: str = "",
+        recorder: Recorder | None = None,
+        log_tail_lines: int = 60,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("retries", 2)
+        super().__init__(**kwargs)
+        self.command = command
+        self.cluster = cluster
+        self.cpus = cpus
+        self.mem_mb = mem_mb
+        self.time_limit = time_limit
+        self.nodes = nodes
+        self.partition = partition
+        self.qos = qos
+        self.account = account
+        self.constraint = constraint
+        self.env = dict(env or {})
+        self.setup_lines = tuple(setup_lines)
+        self.container_image = container_image
+        self.signal = signal
+        self.sbatch_args = dict(sbatch_args or {})
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.timeout_factor = timeout_factor
+        self.memory_factor = memory_factor
+        self.escalate = escalate
+        self.workflow = workflow
+        self.process = process
+        self.stream = stream
+        self.recorder = recorder
+        self.log_tail_lines = log_tail_lines
+        self._job_id: str | None = None
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _profile(self) -> ClusterProfile:
+        return load_cluster_profiles().get(self.cluster)
+
+    def _hook(self, profile: ClusterProfile) -> SlurmHook:
+        return SlurmHook(profile.ssh_conn_id, jump_conn_id=profile.jump_conn_id or "", cluster=profile.name)
+
+    @staticmethod
+    def _store(context: Context) -> Any:
+        return context.get("task_state_store")
+
+    def _state(self, context: Context) -> dict[str, Any]:
+        store = self._store(context)
+        value = store.get(_STATE_KEY) if store is not None else None
+        return dict(value) if isinstance(value, dict) else {}
+
+    def _save_state(self, context: Context, state: dict[str, Any]) -> None:
+        store = self._store(context)
+        if store is not None:
+            from airflow.sdk.execution_time.context import NEVER_EXPIRE
+
+            store.set(_STATE_KEY, state, retention=NEVER_EXPIRE)
+
+    def _resources(self, profile: ClusterProfile, state: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the next job's resources: what the task asks for, raised by earlier escalations."""
+        esc = state.get("escalation") or {}
+        res = {
+            "cpus": int(esc.get("cpus") or self.cpus),
+            "mem_mb": int(esc["mem_mb"])
+            if esc.get("mem_mb")
+            else (int(self.mem_mb) if self.mem_mb else None),
+            "time_limit_s": int(esc.get("time_limit_s") or 0) or _walltime_s(self.time_limit),
+            "partition": esc.get("partition") or self.partition or profile.partition,
+            "exclude": ",".join(sorted(set(esc.get("exclude") or []))) or None,
+        }
+        profile.check_request(
+            cpus=int(res["cpus"] or 1),
+            mem_mb=int(res["mem_mb"]) if res["mem_mb"] else None,
+            time_limit_s=int(res["time_limit_s"]) if res["time_limit_s"] else None,
+            nodes=self.nodes,
+        )
+        return res
+
+    # --- execute ------------------------------------------------------------------------------
+    def execute(self, context: Context) -> Any:
+        """Re-attach to, adopt, or submit this task instance's job; then wait for it."""
+        ti = context["ti"]
+        profile = self._profile()
+        hook = self._hook(profile)
+        state = self._state(context)
+        job_id = self._resume(context, hook, profile, state)
+        if isinstance(job_id, dict):  # an adopted, already finished job: its summary
+            return job_id
+        if job_id is None:
+            job_id = self._submit(context, hook, profile, state)
+        self._job_id = job_id
+        self.log.info("waiting for SLURM job %s on %s (try %s)", job_id, profile.name, ti.try_number)
+        if self.deferrable:
+            self.defer(
+                trigger=SlurmJobTrigger(
+                    job_id=job_id,
+                    ssh_conn_id=profile.ssh_conn_id,
+                    jump_conn_id=profile.jump_conn_id,
+                    poll_interval=self.poll_interval or profile.poll_interval,
+                    vanish_grace=profile.vanish_grace,
+                ),
+                method_name="execute_complete",
+            )
+        accounting = self._poll_in_worker(hook, profile, job_id)
+        return self._finish(context, hook, profile, accounting)
+
+    def _resume(
+        self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
+    ) -> str | dict[str, Any] | None:
+        """Find this task instance's unrecorded job, if any: its id to wait for, or an adopted summary."""
+        ti = context["ti"]
+        recorded = set(state.get("recorded") or [])
+        candidates: list[str] = []
+        if state.get("job_id") and state["job_id"] not in recorded:
+            candidates.append(state["job_id"])
+        if int(ti.try_number) > 1 or state:
+            # The worker may have died between sbatch and writing the id down: ask by name.
+            for try_number in range(1, int(ti.try_number) + 1):
+                name = job_name_for(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), try_number)
+                candidates.extend(j for j in hook.find_jobs_by_name(name) if j not in recorded)
+        candidates = list(dict.fromkeys(candidates))
+        if not candidates:
+            return None
+        accounting = hook.sacct(candidates)
+        queued = (
+            {row.job_id for row in hook.squeue(candidates)} if set(candidates) - set(accounting) else set()
+        )
+        for job_id in candidates:
+            acct = accounting.get(job_id)
+            if job_id in queued or (acct is not None and (not acct.is_terminal or acct.is_placeholder)):
+                self.log.info(
+                    "re-attaching to SLURM job %s, still %s", job_id, acct.state.raw if acct else "queued"
+                )
+                state.update(job_id=job_id)
+                self._save_state(context, state)
+                return job_id
+        for job_id in candidates:
+            acct = accounting.get(job_id)
+            if acct is None:
+                continue
+            if acct.state_class is StateClass.SUCCEEDED:
+                self.log.info("adopting SLURM job %s: it succeeded but its result was never recorded", job_id)
+                state.update(job_id=job_id, log_path=state.get("log_path") or self._guess_log(job_id, state))
+                self._save_state(context, state)
+                return self._finish(context, hook, profile, acct, adopted=True)
+            # A failure nobody recorded: record it now (for the try that ran it), then run anew.
+            self.log.warning(
+                "SLURM job %s ended %s unrecorded; recording it, then submitting anew", job_id, acct.state.raw
+            )
+            try:
+                self._finish(context, hook, profile, acct, adopted=True)
+            except (SlurmJobFailed, AirflowFailException):
+                pass
+            state.clear()
+            state.update(self._state(context))
+        return None
+
+    def _guess_log(self, job_id: str, state: Mapping[str, Any]) -> str | None:
+        pattern = state.get("log_pattern")
+        return pattern.replace("%j", job_id) if pattern else None
+
+    def _submit(
+        self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
+    ) -> str:
+        ti = context["ti"]
+        res = self._resources(profile, state)
+        name = job_name_for(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), ti.try_number)
+        task_dir = task_dir_for(profile.work_dir, ti.dag_id, ti.run_id, ti.task_id, _map_index(ti))
+        log_pattern = f"{task_dir}/t{ti.try_number}-%j.out"
+        container = ContainerSpec()
+        if self.container_image or profile.container_image:
+            container = ContainerSpec(
+                runtime=profile.container_runtime, image=self.container_image or profile.container_image
+            )
+        spec = JobSpec(
+            job_name=name,
+            command=self.command,
+            partition=res["partition"],
+            qos=self.qos or profile.qos,
+            account=self.account or profile.account,
+            constraint=self.constraint or profile.constraint,
+            time_limit_s=res["time_limit_s"],
+            nodes=self.nodes,
+            cpus_per_task=res["cpus"],
+            mem_mb=res["mem_mb"],
+            output=log_pattern,
+            signal=self.signal,
+            env={**profile.env, **self.env},
+            setup_lines=(*profile.setup_lines, *self.setup_lines),
+            container=container,
+            exclude=tuple(res["exclude"].split(",")) if res["exclude"] else (),
+            # We retry by cause ourselves; SLURM requeueing the same failing job would hide it.
+            requeue=False,
+            extra_sbatch=dict(self.sbatch_args),
+        )
+        script = render_job_script(spec)
+        submitted = hook.submit(
+            script, remote_dir=task_dir, script_name=f"t{ti.try_number}.sh", job_name=name
+        )
+        state.update(
+            job_id=submitted.job_id,
+            job_name=name,
+            try_number=int(ti.try_number),
+            log_pattern=log_pattern,
+            log_path=log_pattern.replace("%j", submitted.job_id),
+            submitted_at=datetime.now(timezone.utc).isoformat(),
+            resources={k: v for k, v in res.items() if v is not None},
+        )
+        self._save_state(context, state)
+        self.log.info(
+            "submitted SLURM job %s (%s) to %s: %s", submitted.job_id, name, profile.name,
+            ", ".join(f"{k}={v}" for k, v in res.items() if v is not None),
+        )  # fmt: skip
+        return submitted.job_id
+
+    def _poll_in_worker(self, hook: SlurmHook, profile: ClusterProfile, job_id: str) -> JobAccounting:
+        interval = self.poll_interval or profile.poll_interval
+        first_missing: float | None = None
+        while True:
+            time.sleep(interval)
+            try:
+                acct = hook.sacct([job_id]).get(job_id)
+                queued = acct is None and bool(hook.squeue([job_id]))
+            except DescError as exc:
+                self.log.warning("poll of job %s failed, will retry: %s", job_id, exc)
+                continue
+            if acct is not None and acct.job is not None:
+                if acct.is_terminal and not acct.is_placeholder:
+                    return acct
+                first_missing = None
+            elif queued:
+                first_missing = None
+            else:
+                first_missing = first_missing or time.monotonic()
+                if time.monotonic() - first_missing > profile.vanish_grace:
+                    raise SlurmJobFailed(
+                        f"job {job_id} vanished: neither sacct nor squeue on {profile.name} has known it for "
+                        f"{profile.vanish_grace:.0f} s; rerun the task.",
+                        job_id=job_id, state="UNKNOWN", exit_code=None, reason="unknown-state",
+                    )  # fmt: skip
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Resume after the trigger fired: diagnose, record, return the summary or fail."""
+        profile = self._profile()
+        hook = self._hook(profile)
+        if event.get("status") != "done":
+            raise SlurmJobFailed(
+                str(event.get("message") or event),
+                job_id=str(event.get("job_id")), state="UNKNOWN", exit_code=None, reason="unknown-state",
+            )  # fmt: skip
+        return self._finish(context, hook, profile, accounting_from_payload(event))
+
+    # --- finish -------------------------------------------------------------------------------
+    def _finish(
+        self,
+        context: Context,
+        hook: SlurmHook,
+        profile: ClusterProfile,
+        accounting: JobAccounting,
+        *,
+        adopted: bool = False,
+    ) -> dict[str, Any]:
+        ti = context["ti"]
+        state = self._state(context)
+        job_id = accounting.job_id
+        log_path = state.get("log_path") if state.get("job_id") == job_id else self._guess_log(job_id, state)
+        succeeded = accounting.state_class is StateClass.SUCCEEDED
+        tail = ""
+        if not succeeded and log_path:
+            tail = hook.read_tail(log_path, lines=self.log_tail_lines)
+        diagnosis = diagnose(accounting, tail)
+        job_try = (
+            int(state.get("try_number") or ti.try_number) if state.get("job_id") == job_id else ti.try_number
+        )
+        record = self._record(context, profile, accounting, diagnosis, log_path, job_try)
+        summary = {
+            "job_id": job_id,
+            "cluster": profile.name,
+            "state": record.state,
+            "slurm_state": accounting.state.raw,
+            "exit_code": accounting.exit_code,
+            "signal": accounting.signal,
+            "reason": str(diagnosis.reason),
+            "message": diagnosis.message,
+            "elapsed_s": accounting.elapsed_s,
+            "total_cpu_s": accounting.total_cpu_s,
+            "max_rss_bytes": accounting.max_rss_bytes,
+            "node": accounting.node_list,
+            "log_path": log_path,
+            "adopted": adopted,
+        }
+        recorded = [*(state.get("recorded") or []), job_id]
+        state.update(recorded=recorded[-50:], last_summary=summary)
+        if not succeeded:
+            state["escalation"] = self._escalation(profile, accounting, diagnosis, state)
+        self._save_state(context, state)
+        if succeeded:
+            return summary
+        context["ti"].xcom_push(key="slurm_summary", value=summary)
+        if tail:
+            self.log.error("last lines of %s:\n%s", log_path, tail)
+        raise SlurmJobFailed(
+            diagnosis.message,
+            job_id=job_id,
+            state=accounting.state.raw,
+            exit_code=accounting.exit_code,
+            reason=str(diagnosis.reason),
+            log_tail=tail,
+        )
+
+    def _record(
+        self,
+        context: Context,
+        profile: ClusterProfile,
+        accounting: JobAccounting,
+        diagnosis: Diagnosis,
+        log_path: str | None,
+        try_number: int,
+    ) -> ProcessRecord:
+        ti = context["ti"]
+        job = accounting.job
+        record = ProcessRecord(
+            workflow=self.workflow or ti.dag_id,
+            process=self.process or ti.task_id.rsplit(".", 1)[-1],
+            state=process_state(accounting, diagnosis),
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            map_index=_map_index(ti),
+            try_number=int(try_number),
+            stream=self.stream,
+            process_type="batch",
+            cluster=profile.name,
+            job_id=accounting.job_id,
+            step="batch",
+            slurm_state=accounting.state.raw,
+            exit_code=accounting.exit_code,
+            signal=accounting.signal,
+            reason=str(diagnosis.reason),
+            message=diagnosis.message,
+            submit_time=job.submit if job else None,
+            start_time=job.start if job else None,
+            end_time=job.end if job else None,
+            elapsed_s=accounting.elapsed_s,
+            total_cpu_s=accounting.total_cpu_s,
+            max_rss_bytes=accounting.max_rss_bytes,
+            req_cpus=job.req_cpus if job else None,
+            req_mem_bytes=accounting.req_mem_bytes,
+            req_walltime_s=job.time_limit_s if job else None,
+            node=accounting.node_list,
+            log_path=log_path,
+            extra={"accounting": accounting_to_payload(accounting)["rows"]},
+        )
+        (self.recorder or default_recorder()).record([record])
+        return record
+
+    def _escalation(
+        self,
+        profile: ClusterProfile,
+        accounting: JobAccounting,
+        diagnosis: Diagnosis,
+        state: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Return what the next try should ask for, given how this one failed."""
+        esc = dict(state.get("escalation") or {})
+        used = dict(state.get("resources") or {})
+        if diagnosis.retryable and accounting.node_list:
+            # Node failure, preemption: same resources, but not on that node again.
+            esc["exclude"] = sorted({*(esc.get("exclude") or []), accounting.node_list})
+        if not self.escalate or diagnosis.escalate is None:
+            return esc
+        if diagnosis.reason is ReasonClass.TIME_LIMIT:
+            current = (
+                int(used.get("time_limit_s") or accounting.job.time_limit_s or 0) if accounting.job else 0
+            )
+            if current >= profile.max_walltime_s:
+                raise AirflowFailException(
+                    f"{diagnosis.message} It already had the {profile.name} maximum walltime "
+                    f"({current} s): checkpoint the work, split it, or run it on another cluster."
+                )
+            esc["time_limit_s"] = min(int(math.ceil(current * self.timeout_factor)), profile.max_walltime_s)
+        elif diagnosis.reason is ReasonClass.OUT_OF_MEMORY:
+            req = accounting.mem_limit_per_node_bytes or accounting.req_mem_bytes or 0
+            current_mb = int(used.get("mem_mb") or req // (1024 * 1024))
+            node_mb = profile.memory_per_node_mb
+            if current_mb >= node_mb:
+                if profile.high_memory_partition and esc.get("partition") != profile.high_memory_partition:
+                    esc["partition"] = profile.high_memory_partition
+                    return esc
+                raise AirflowFailException(
+                    f"{diagnosis.message} It already had a whole {profile.name} node's memory "
+                    f"({node_mb} MB): use a high-memory partition or another cluster."
+                )
+            mem_mb = min(int(math.ceil(current_mb * self.memory_factor)), node_mb)
+            esc["mem_mb"] = mem_mb
+            # On 2 GB/core nodes memory comes with cores: ask for enough of them.
+            esc["cpus"] = max(int(used.get("cpus") or 1), profile.cores_for_memory(mem_mb))
+        return esc
+
+    def on_kill(self) -> None:
+        """Cancel the job when the task is killed while polling from the worker."""
+        if self._job_id:
+            profile = self._profile()
+            self._hook(profile).scancel([self._job_id])

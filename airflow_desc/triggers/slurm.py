@@ -1,0 +1,247 @@
+"""SlurmJobTrigger and the per-cluster poller it shares with every sibling trigger.
+
+A triggerer may watch thousands of SLURM jobs. Instead of one SSH call per job per
+interval (what ``SSHRemoteJobOperator`` does), every trigger of one cluster registers
+its job id with one :class:`ClusterPoller` living in the triggerer's event loop. Each
+interval the poller asks ``sacct`` once for the union of the watched ids (chunked for
+very long lists), asks ``squeue`` about ids sacct does not know yet (slurmdbd records a
+new job within about a second), and wakes each trigger whose job has ended.
+
+A job that neither sacct nor squeue knows for longer than ``vanish_grace`` seconds is
+reported as vanished: an error, never a success.
+
+Airflow 3.3's shared streams (``BaseEventTrigger.shared_stream_key``) were considered:
+their ``open_shared_stream`` sees the kwargs of one trigger of the group only, so one
+poll cannot cover the union of every sibling's job id; hence this poller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_desc.exceptions import DescError
+from airflow_desc.hooks.slurm import SlurmHook
+from airflow_desc.slurm import (
+    JobAccounting,
+    chunked_sacct_commands,
+    group_accounting,
+    parse_sacct,
+    parse_squeue,
+    squeue_command,
+)
+
+__all__ = ["ClusterPoller", "SlurmJobTrigger", "accounting_from_payload", "accounting_to_payload"]
+
+
+def accounting_to_payload(accounting: JobAccounting) -> dict[str, Any]:
+    """Turn a job's accounting into a JSON-able dict (the raw sacct fields of each row)."""
+    return {"job_id": accounting.job_id, "rows": [dict(row.raw) for row in accounting.rows]}
+
+
+def accounting_from_payload(payload: Mapping[str, Any]) -> JobAccounting:
+    """Rebuild a job's accounting from :func:`accounting_to_payload` output (e.g. a trigger event)."""
+    rows = payload["rows"]
+    fields = tuple(rows[0].keys()) if rows else ()
+    text = "\n".join("|".join(row[f] for f in fields) for row in rows)
+    job_id = str(payload["job_id"])
+    found = group_accounting(parse_sacct(text, fields)).get(job_id)
+    if found is None:
+        raise ValueError(f"the event carries no accounting rows for job {job_id}")
+    return found
+
+
+@dataclass
+class _Watch:
+    job_id: str
+    future: asyncio.Future[dict[str, Any]]
+    vanish_grace: float
+    first_missing: float | None = None
+    placeholder_since: float | None = None
+
+
+@dataclass
+class ClusterPoller:
+    """One poll loop per cluster connection per event loop, shared by all triggers of that cluster.
+
+    :param ssh_conn_id: the cluster's SSH connection.
+    :param jump_conn_id: its bastion connection, if any.
+    :param interval: seconds between polls.
+    """
+
+    ssh_conn_id: str
+    jump_conn_id: str | None
+    interval: float
+    watches: dict[str, list[_Watch]] = field(default_factory=dict)
+    polls: int = 0
+    _task: asyncio.Task[None] | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    _registry: ClassVar[dict[tuple[int, str, str | None], ClusterPoller]] = {}
+
+    @classmethod
+    def for_cluster(cls, ssh_conn_id: str, jump_conn_id: str | None, interval: float) -> ClusterPoller:
+        """Return the poller of this cluster in the running event loop, creating it if needed.
+
+        The smallest interval asked for by any of its triggers wins.
+        """
+        key = (id(asyncio.get_running_loop()), ssh_conn_id, jump_conn_id)
+        poller = cls._registry.get(key)
+        if poller is None:
+            poller = cls._registry[key] = cls(ssh_conn_id, jump_conn_id, interval)
+        poller.interval = min(poller.interval, interval)
+        return poller
+
+    async def wait(self, job_id: str, *, vanish_grace: float) -> dict[str, Any]:
+        """Wait until ``job_id`` ends; return ``{"status": "done", ...}`` or ``{"status": "error", ...}``."""
+        loop = asyncio.get_running_loop()
+        watch = _Watch(job_id, loop.create_future(), vanish_grace)
+        self.watches.setdefault(job_id, []).append(watch)
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name=f"slurm-poller-{self.ssh_conn_id}")
+        else:
+            self._wake.set()  # a new job: poll it soon rather than after a full interval
+        try:
+            return await watch.future
+        finally:
+            self._forget(watch)
+
+    def _forget(self, watch: _Watch) -> None:
+        siblings = self.watches.get(watch.job_id, [])
+        if watch in siblings:
+            siblings.remove(watch)
+        if not siblings:
+            self.watches.pop(watch.job_id, None)
+
+    async def _run(self) -> None:
+        hook = SlurmHook(self.ssh_conn_id, jump_conn_id=self.jump_conn_id)
+        while self.watches:
+            self._wake.clear()
+            try:
+                await self.poll_once(hook)
+            except DescError as exc:
+                # The cluster is unreachable or sacct failed: keep watching, the jobs are still there.
+                hook.log.warning("poll of %s failed, will retry: %s", self.ssh_conn_id, exc)
+            if not self.watches:
+                break
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+                await asyncio.sleep(0.2)  # let a burst of new triggers register before the next poll
+            except asyncio.TimeoutError:
+                pass
+
+    async def poll_once(self, hook: SlurmHook) -> None:
+        """One poll: one sacct per chunk of watched ids, one squeue for the ids sacct lacks."""
+        ids = list(self.watches)
+        if not ids:
+            return
+        self.polls += 1
+        rows = []
+        for command in chunked_sacct_commands(ids):
+            rows.extend(parse_sacct((await hook.arun(command)).stdout))
+        accounting = group_accounting(rows)
+        unknown = [i for i in ids if i not in accounting or accounting[i].job is None]
+        queued: set[str] = set()
+        if unknown:
+            result = await hook.arun(squeue_command(unknown), check=False)
+            if result.returncode == 0:
+                queued = {row.job_id for row in parse_squeue(result.stdout)}
+        now = time.monotonic()
+        for job_id in ids:
+            for watch in list(self.watches.get(job_id, [])):
+                if not watch.future.done():
+                    self._judge(watch, accounting.get(job_id), job_id in queued, now)
+
+    def _judge(self, watch: _Watch, acct: JobAccounting | None, queued: bool, now: float) -> None:
+        """Settle one watch from this poll's answers, or leave it waiting."""
+        if acct is not None and acct.job is not None:
+            watch.first_missing = None
+            if acct.is_placeholder:
+                # slurmdbd's stand-in line: the real one follows within seconds; believe the
+                # stand-in only if it stays past the grace period.
+                watch.placeholder_since = watch.placeholder_since or now
+                if now - watch.placeholder_since < watch.vanish_grace:
+                    return
+            if acct.is_terminal:
+                watch.future.set_result({"status": "done", **accounting_to_payload(acct)})
+            return
+        if queued:
+            watch.first_missing = None
+            return
+        watch.first_missing = watch.first_missing or now
+        if now - watch.first_missing >= watch.vanish_grace:
+            watch.future.set_result(
+                {
+                    "status": "error",
+                    "job_id": watch.job_id,
+                    "message": (
+                        f"job {watch.job_id} vanished: neither sacct nor squeue on {self.ssh_conn_id} "
+                        f"has known it for {watch.vanish_grace:.0f} s. It was never recorded by "
+                        "slurmdbd or the cluster lost its state; rerun the task."
+                    ),
+                }
+            )
+
+
+class SlurmJobTrigger(BaseTrigger):
+    """Wait for a SLURM job to end, polling through the cluster's shared :class:`ClusterPoller`.
+
+    Fires one event: ``{"status": "done", "job_id", "rows"}`` with the job's sacct rows (so the
+    operator needs no further call for accounting), or ``{"status": "error", "job_id", "message"}``.
+
+    :param job_id: the SLURM job id.
+    :param ssh_conn_id: the cluster's SSH connection.
+    :param jump_conn_id: its bastion connection, if any.
+    :param poll_interval: seconds between polls of the cluster.
+    :param vanish_grace: seconds the job may be unknown to sacct and squeue before it is an error.
+    :param cancel_on_kill: ``scancel`` the job when a user marks the deferred task failed or clears it.
+    """
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        ssh_conn_id: str,
+        jump_conn_id: str | None = None,
+        poll_interval: float = 30.0,
+        vanish_grace: float = 300.0,
+        cancel_on_kill: bool = True,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.job_id = str(job_id)
+        self.ssh_conn_id = ssh_conn_id
+        self.jump_conn_id = jump_conn_id
+        self.poll_interval = float(poll_interval)
+        self.vanish_grace = float(vanish_grace)
+        self.cancel_on_kill = cancel_on_kill
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Return the class path and the kwargs that rebuild this trigger."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "job_id": self.job_id,
+                "ssh_conn_id": self.ssh_conn_id,
+                "jump_conn_id": self.jump_conn_id,
+                "poll_interval": self.poll_interval,
+                "vanish_grace": self.vanish_grace,
+                "cancel_on_kill": self.cancel_on_kill,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Register with the cluster's poller and yield the one event when the job ends."""
+        poller = ClusterPoller.for_cluster(self.ssh_conn_id, self.jump_conn_id, self.poll_interval)
+        payload = await poller.wait(self.job_id, vanish_grace=self.vanish_grace)
+        yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
+
+    async def on_kill(self) -> None:
+        """Cancel the job when a user marks the deferred task failed, succeeded, or clears it."""
+        if self.cancel_on_kill:
+            hook = SlurmHook(self.ssh_conn_id, jump_conn_id=self.jump_conn_id)
+            await asyncio.to_thread(hook.scancel, [self.job_id])
