@@ -430,7 +430,7 @@ class SlurmOperator(BaseOperator):
         job_try = (
             int(state.get("try_number") or ti.try_number) if state.get("job_id") == job_id else ti.try_number
         )
-        record = self._record(context, profile, accounting, diagnosis, log_path, job_try)
+        record = self._record(context, profile, accounting, diagnosis, log_path, job_try, adopted=adopted)
         summary = {
             "job_id": job_id,
             "cluster": profile.name,
@@ -474,6 +474,8 @@ class SlurmOperator(BaseOperator):
         diagnosis: Diagnosis,
         log_path: str | None,
         try_number: int,
+        *,
+        adopted: bool = False,
     ) -> ProcessRecord:
         ti = context["ti"]
         job = accounting.job
@@ -507,7 +509,7 @@ class SlurmOperator(BaseOperator):
             req_walltime_s=job.time_limit_s if job else None,
             node=accounting.node_list,
             log_path=log_path,
-            extra={"accounting": accounting_to_payload(accounting)["rows"]},
+            extra={"accounting": accounting_to_payload(accounting)["rows"], "adopted": adopted},
         )
         (self.recorder or default_recorder()).record([record])
         return record
