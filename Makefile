@@ -52,7 +52,7 @@ integration: venv site-up
 
 # One pytest run for everything, so that "no test ran" (exit 5) fails the target.
 test: venv site-up lint
-	source $(SITE_ENV) && $(BIN)/pytest -n $(PYTEST_WORKERS) --durations=15 tests
+	source $(SITE_ENV) && $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 tests
 
 demo: venv site-up
 	source $(SITE_ENV) && $(BIN)/python -m airflow_desc.demo --out out/demo

@@ -42,8 +42,16 @@ with DAG(
             SlurmOperator(
                 task_id=f"processEimage_{sensor}",
                 cluster="perlmutter",
-                command=payload_command("--name", f"processEimage-{sensor}", "--cpu-seconds", "3",
-                                        "--memory-mb", needs, "--output", f"repo/calexp/{sensor}.fits"),
+                command=payload_command(
+                    "--name",
+                    f"processEimage-{sensor}",
+                    "--cpu-seconds",
+                    "3",
+                    "--memory-mb",
+                    needs,
+                    "--output",
+                    f"repo/calexp/{sensor}.fits",
+                ),
                 mem_mb=250,
                 time_limit="00:05:00",
                 process="processEimage",

@@ -116,11 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     if fail == "exit":
         print(f"[{args.name}] FATAL: task failed, exiting {args.exit_code}", file=sys.stderr, flush=True)
         return int(args.exit_code)
+    if fail == "disk-full":
+        target = args.output[0] if args.output else f"{args.name}.out"
+        print(f"OSError: [Errno 28] No space left on device: '{target}'", file=sys.stderr, flush=True)
+        return 1
     for path in args.output:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        if fail == "disk-full":
-            print(f"OSError: [Errno 28] No space left on device: '{path}'", file=sys.stderr, flush=True)
-            return 1
         with open(path, "wb") as f:
             f.write(os.urandom(int(args.output_mb * MB)))
     del held

@@ -226,9 +226,13 @@ class SlurmOperator(BaseOperator):
             "partition": esc.get("partition") or self.partition or profile.partition,
             "exclude": ",".join(sorted(set(esc.get("exclude") or []))) or None,
         }
+        on_high_memory = (
+            bool(profile.high_memory_partition) and res["partition"] == profile.high_memory_partition
+        )
         profile.check_request(
             cpus=int(res["cpus"] or 1),
-            mem_mb=int(res["mem_mb"]) if res["mem_mb"] else None,
+            # The profile describes standard nodes; the high-memory partition's limits are SLURM's.
+            mem_mb=int(res["mem_mb"]) if res["mem_mb"] and not on_high_memory else None,
             time_limit_s=int(res["time_limit_s"]) if res["time_limit_s"] else None,
             nodes=self.nodes,
         )
@@ -540,22 +544,36 @@ class SlurmOperator(BaseOperator):
                 )
             esc["time_limit_s"] = min(int(math.ceil(current * self.timeout_factor)), profile.max_walltime_s)
         elif diagnosis.reason is ReasonClass.OUT_OF_MEMORY:
-            req = accounting.mem_limit_per_node_bytes or accounting.req_mem_bytes or 0
-            current_mb = int(used.get("mem_mb") or req // (1024 * 1024))
-            node_mb = profile.memory_per_node_mb
-            if current_mb >= node_mb:
-                if profile.high_memory_partition and esc.get("partition") != profile.high_memory_partition:
-                    esc["partition"] = profile.high_memory_partition
-                    return esc
-                raise AirflowFailException(
-                    f"{diagnosis.message} It already had a whole {profile.name} node's memory "
-                    f"({node_mb} MB): use a high-memory partition or another cluster."
-                )
-            mem_mb = min(int(math.ceil(current_mb * self.memory_factor)), node_mb)
-            esc["mem_mb"] = mem_mb
-            # On 2 GB/core nodes memory comes with cores: ask for enough of them.
-            esc["cpus"] = max(int(used.get("cpus") or 1), profile.cores_for_memory(mem_mb))
+            esc.update(self._more_memory(profile, accounting, diagnosis, used, esc))
         return esc
+
+    def _more_memory(
+        self,
+        profile: ClusterProfile,
+        accounting: JobAccounting,
+        diagnosis: Diagnosis,
+        used: Mapping[str, Any],
+        esc: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Return the memory (and cores, or partition) a try that ran out of memory should ask for next."""
+        req = accounting.mem_limit_per_node_bytes or accounting.req_mem_bytes or 0
+        current_mb = int(used.get("mem_mb") or req // (1024 * 1024))
+        wanted_mb = int(math.ceil(current_mb * self.memory_factor))
+        high = profile.high_memory_partition
+        if high and esc.get("partition") == high:
+            # Already on the high-memory partition: its node size is SLURM's to enforce there.
+            return {"mem_mb": wanted_mb}
+        node_mb = profile.memory_per_node_mb
+        if current_mb >= node_mb:
+            if high:
+                return {"partition": high, "mem_mb": wanted_mb}
+            raise AirflowFailException(
+                f"{diagnosis.message} It already had a whole {profile.name} node's memory "
+                f"({node_mb} MB): use a high-memory partition or another cluster."
+            )
+        mem_mb = min(wanted_mb, node_mb)
+        # On 2 GB/core nodes memory comes with cores: ask for enough of them.
+        return {"mem_mb": mem_mb, "cpus": max(int(used.get("cpus") or 1), profile.cores_for_memory(mem_mb))}
 
     def on_kill(self) -> None:
         """Cancel the job when the task is killed while polling from the worker."""

@@ -338,7 +338,11 @@ class JobAccounting:
         replaces it within seconds, so a poller must wait rather than believe its state.
         """
         job = self.job
-        return job is not None and job.partition is None and job.time_limit_s is None
+        if job is None:
+            return False
+        asked = {name.lower() for name in job.raw}
+        # Only a line that was asked for Partition and Timelimit and has neither is a stand-in.
+        return {"partition", "timelimit"} <= asked and job.partition is None and job.time_limit_s is None
 
     @property
     def is_terminal(self) -> bool:

@@ -80,6 +80,7 @@ class ClusterPoller:
     watches: dict[str, list[_Watch]] = field(default_factory=dict)
     polls: int = 0
     _task: asyncio.Task[None] | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     _registry: ClassVar[dict[tuple[int, str, str | None], ClusterPoller]] = {}
@@ -90,10 +91,12 @@ class ClusterPoller:
 
         The smallest interval asked for by any of its triggers wins.
         """
-        key = (id(asyncio.get_running_loop()), ssh_conn_id, jump_conn_id)
+        loop = asyncio.get_running_loop()
+        key = (id(loop), ssh_conn_id, jump_conn_id)
         poller = cls._registry.get(key)
-        if poller is None:
-            poller = cls._registry[key] = cls(ssh_conn_id, jump_conn_id, interval)
+        # id() of a closed loop can be reused by a new one: never hand out a poller of another loop.
+        if poller is None or poller._loop is not loop:
+            poller = cls._registry[key] = cls(ssh_conn_id, jump_conn_id, interval, _loop=loop)
         poller.interval = min(poller.interval, interval)
         return poller
 

@@ -1,0 +1,86 @@
+"""SlurmOperator under a real scheduler, triggerer and LocalExecutor: deferral, worker death."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import time
+
+from airflow_desc.history import JsonLinesRecorder
+from airflow_desc.operators.slurm import job_name_for
+from tests.e2e.services import Airflow
+from tests.integration.site import Site
+
+
+def jobs_named(site: Site, cluster: str, name: str) -> list[str]:
+    out = site.run(cluster, f"sacct -X -P -n -o JobID --name={name} -S now-1days").stdout
+    return out.split()
+
+
+def kill_task_process(airflow: Airflow) -> int:
+    """SIGKILL the task runner ('airflow worker -- <ti id>'), as if its machine had died."""
+    pids = airflow.wait_for(
+        lambda: subprocess.run(
+            ["pgrep", "-f", "^airflow worker -- [0-9a-f]{8}-[0-9a-f]{4}-"], capture_output=True, text=True
+        ).stdout.split(),
+        60,
+        "the task process",
+        interval=0.3,
+    )
+    for pid in pids:
+        subprocess.run(["kill", "-9", pid], check=False)
+    return len(pids)
+
+
+def records_of(history: pathlib.Path, dag_id: str, run_id: str) -> list[object]:
+    return [r for r in JsonLinesRecorder(history).read() if r.dag_id == dag_id and r.run_id == run_id]
+
+
+def test_deferrable_job_waits_in_the_real_triggerer(airflow: Airflow, history_file: pathlib.Path) -> None:
+    run_id = airflow.trigger("desc_e2e_deferred")
+    seen = set()
+    deadline = time.monotonic() + 300
+    while (state := airflow.run_state("desc_e2e_deferred", run_id)) not in ("success", "failed"):
+        seen.update(s for s, _ in airflow.task_states("desc_e2e_deferred", run_id).values())
+        assert time.monotonic() < deadline, f"run stuck in {state}; logs in {airflow.home}"
+        time.sleep(0.5)
+    assert state == "success", f"logs in {airflow.home}"
+    assert "deferred" in seen, seen
+    [rec] = records_of(history_file, "desc_e2e_deferred", run_id)
+    assert rec.state == "success"  # type: ignore[attr-defined]
+    # The poll ran in the triggerer process: its SSH login to the cluster is in the triggerer's log.
+    assert "Authentication (publickey) successful" in (airflow.home / "triggerer.log").read_text()
+
+
+def test_worker_death_then_retry_reattaches_to_the_same_job(
+    airflow: Airflow, site: Site, history_file: pathlib.Path
+) -> None:
+    dag_id = "desc_e2e_reattach"
+    run_id = airflow.trigger(dag_id)
+    first = job_name_for(dag_id, run_id, "job", -1, 1)
+    airflow.wait_for(lambda: jobs_named(site, "s3df", first), 120, "the first try's job", interval=1)
+    assert kill_task_process(airflow) == 1
+    assert airflow.wait_run(dag_id, run_id) == "success", f"logs in {airflow.home}"
+    assert airflow.task_states(dag_id, run_id)["job"] == ("success", 2)
+    # Exactly one SLURM job for this task instance: the retry re-attached instead of submitting.
+    assert len(jobs_named(site, "s3df", first)) == 1
+    assert jobs_named(site, "s3df", job_name_for(dag_id, run_id, "job", -1, 2)) == []
+    [rec] = records_of(history_file, dag_id, run_id)
+    assert rec.state == "success"  # type: ignore[attr-defined]
+    assert rec.job_id == jobs_named(site, "s3df", first)[0]  # type: ignore[attr-defined]
+
+
+def test_worker_death_after_the_job_ended_adopts_its_result(
+    airflow: Airflow, site: Site, history_file: pathlib.Path
+) -> None:
+    dag_id = "desc_e2e_adopt"
+    run_id = airflow.trigger(dag_id)
+    first = job_name_for(dag_id, run_id, "job", -1, 1)
+    airflow.wait_for(lambda: jobs_named(site, "s3df", first), 120, "the first try's job", interval=1)
+    assert kill_task_process(airflow) == 1
+    assert airflow.wait_run(dag_id, run_id) == "success", f"logs in {airflow.home}"
+    assert len(jobs_named(site, "s3df", first)) == 1
+    assert jobs_named(site, "s3df", job_name_for(dag_id, run_id, "job", -1, 2)) == []
+    [rec] = records_of(history_file, dag_id, run_id)
+    assert rec.state == "success"  # type: ignore[attr-defined]
+    assert rec.extra.get("adopted") is True  # type: ignore[attr-defined]

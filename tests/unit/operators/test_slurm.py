@@ -1,0 +1,378 @@
+"""SlurmOperator's pure parts: job names, task dirs, walltimes, escalation by cause, resources.
+
+Jobs come from real sacct text: the local site's recordings (tests/data/site) and the
+site-shaped fixture of tests/data/slurm for the states the site recordings lack
+(TIMEOUT, NODE_FAIL, PREEMPTED).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_desc.clusters import ClusterProfile
+from airflow_desc.exceptions import ResourceLimitError
+from airflow_desc.operators.slurm import SlurmOperator, _walltime_s, job_name_for, task_dir_for
+from airflow_desc.slurm import (
+    JobAccounting,
+    JobSpec,
+    ReasonClass,
+    diagnose,
+    group_accounting,
+    parse_sacct,
+    render_job_script,
+    sacct_command,
+    submit_script_command,
+)
+
+DATA = pathlib.Path(__file__).parents[2] / "data"
+# record.sh's $FIELDS: the field list of the site's sacct -n recordings.
+RECORD_FIELDS = (
+    "JobID,JobName,State,ExitCode,Elapsed,TotalCPU,CPUTime,MaxRSS,ReqMem,ReqCPUS,AllocCPUS,"
+    "NodeList,Submit,Start,End,Timelimit,Partition,Cluster,DerivedExitCode"
+).split(",")
+
+
+def site_job(name: str, job_id: str) -> JobAccounting:
+    return group_accounting(parse_sacct((DATA / "site" / name).read_text(), RECORD_FIELDS))[job_id]
+
+
+def fixture_job(job_id: str) -> JobAccounting:
+    return group_accounting(parse_sacct((DATA / "slurm" / "sacct_mixed.txt").read_text()))[job_id]
+
+
+CGROUP_OOM = site_job("sacct-mixed-cgroup.txt", "5000027")  # OUT_OF_MEMORY, ReqMem 100M
+LINUXPROC_OOM = site_job("sacct-mixed-linuxproc.txt", "5000022")  # FAILED 0:9, ReqMem 100M
+EXIT_3 = site_job("sacct-mixed-cgroup.txt", "5000028")
+TIMEOUT = fixture_job("5000103")  # TIMEOUT, Timelimit 00:01:00
+NODE_FAIL = fixture_job("5000111")  # on nid001234
+PREEMPTED = fixture_job("5000112")  # on nid001235
+
+
+def profile(**overrides: Any) -> ClusterProfile:
+    """A cluster of 2 GB per core: 4 cores and 8192 MB per node, 30 minutes at most."""
+    values: dict[str, Any] = {
+        "name": "s3df",
+        "ssh_conn_id": "s3df_ssh",
+        "cores_per_node": 4,
+        "memory_per_node_mb": 8192,
+        "max_walltime": "00:30:00",
+        "partition": "roma",
+    }
+    values.update(overrides)
+    return ClusterProfile(**values)
+
+
+def operator(**kwargs: Any) -> SlurmOperator:
+    return SlurmOperator(task_id="group.processEimage", command="processEimage.py", **kwargs)
+
+
+def escalate(
+    op: SlurmOperator, prof: ClusterProfile, acct: JobAccounting, state: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return op._escalation(prof, acct, diagnose(acct), state or {})
+
+
+def test_operator_builds_outside_a_dag() -> None:
+    op = operator(cpus=2, time_limit="00:10:00")
+    assert op.task_id == "group.processEimage"
+    assert op.retries == 2  # retries by cause are the point
+    assert op.escalate and (op.timeout_factor, op.memory_factor) == (2.0, 2.0)
+
+
+# --- job names ---
+
+RUN = "manual__2026-11-28T01:00:00+00:00"
+
+
+def test_job_name_is_deterministic_and_readable() -> None:
+    name = job_name_for("dc1", RUN, "group.processEimage", -1, 2)
+    assert name == job_name_for("dc1", RUN, "group.processEimage", -1, 2)
+    assert re.fullmatch(r"processEimage\.[0-9a-f]{12}\.t2", name)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        ("dc1", RUN, "group.processEimage", -1, 3),
+        ("dc1", RUN, "group.processEimage", 0, 2),
+        ("dc1", RUN, "group.processEimage", 1, 2),
+        ("dc1", "manual__2026-11-28T02:00:00+00:00", "group.processEimage", -1, 2),
+        ("dc2", RUN, "group.processEimage", -1, 2),
+        ("dc1", RUN, "other.processEimage", -1, 2),
+    ],
+    ids=["try", "map-0", "map-1", "run", "dag", "task-group"],
+)
+def test_job_name_differs_by_try_map_index_run_dag_and_task(other: tuple[Any, ...]) -> None:
+    assert job_name_for(*other) != job_name_for("dc1", RUN, "group.processEimage", -1, 2)
+
+
+def test_job_names_of_the_tries_of_one_task_instance_share_their_prefix() -> None:
+    # Only the try differs: one name prefix finds every try of a task instance.
+    first, second = (job_name_for("dc1", RUN, "t", 4, n) for n in (1, 2))
+    assert first.rsplit(".", 1)[0] == second.rsplit(".", 1)[0]
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    ["processEimage", "group.sub.process_eimage", "odd|name,with spaces$`#\"'", "x" * 200, "tâche"],
+)
+def test_job_name_is_accepted_by_sbatch_and_sacct(task_id: str) -> None:
+    name = job_name_for("dc1", RUN, task_id, 7, 1)
+    assert "|" not in name and "," not in name
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", name)
+    assert len(name) <= 40 + 1 + 12 + 3
+    spec = JobSpec(job_name=name, command="true")
+    assert f"#SBATCH --job-name={name}\n" in render_job_script(spec)
+    assert f"--name={name}" in sacct_command(name=name, start="now-1days")
+
+
+# --- task dirs ---
+
+
+def test_task_dir_sanitizes_the_run_id() -> None:
+    path = task_dir_for("airflow-desc/", "dc1", RUN, "group.processEimage", -1)
+    assert path == "airflow-desc/dc1/manual__2026-11-28T01_00_00_00_00/group.processEimage"
+    assert ":" not in path and "+" not in path
+
+
+def test_task_dir_of_a_mapped_task_carries_its_index() -> None:
+    assert task_dir_for("/scratch/desc", "dc1", RUN, "t", 3).endswith("/t.3")
+    assert task_dir_for("/scratch/desc", "dc1", RUN, "t", 0) != task_dir_for(
+        "/scratch/desc", "dc1", RUN, "t", -1
+    )
+
+
+def test_task_dirs_of_a_manual_and_a_scheduled_run_differ() -> None:
+    scheduled = RUN.replace("manual__", "scheduled__")
+    assert task_dir_for("w", "dc1", RUN, "t", -1) != task_dir_for("w", "dc1", scheduled, "t", -1)
+
+
+def test_task_dir_is_a_remote_dir_the_submit_command_takes_as_is() -> None:
+    path = task_dir_for("/scratch/desc", "dc1", RUN, "group.processEimage", 2)
+    assert submit_script_command(path, "t1.sh").startswith(f"mkdir -p -- {path} && cat > {path}/t1.sh && ")
+
+
+def test_task_dir_keeps_a_home_relative_work_dir() -> None:
+    assert task_dir_for("~/runs", "d", "r", "t", -1) == "~/runs/d/r/t"
+
+
+# --- walltimes ---
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (None, None),
+        ("", None),
+        (90, 5400),  # a bare number is minutes, as for sbatch --time
+        (1.5, 90),
+        ("90", 5400),
+        (" 30 ", 1800),
+        ("01:30:00", 5400),
+        ("2:30", 150),  # MM:SS
+        ("1-00:00:00", 86400),
+        ("1-12", 129600),  # D-HH
+    ],
+)
+def test_walltime_s(value: str | int | float | None, seconds: int | None) -> None:
+    assert _walltime_s(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["UNLIMITED", "soon", "1:2:3:4"])
+def test_walltime_s_refuses_what_sbatch_would_not_read(value: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(value)) + "|not a SLURM duration"):
+        _walltime_s(value)
+
+
+# --- escalation after TIMEOUT ---
+
+
+def test_timeout_doubles_the_walltime_it_ran_with() -> None:
+    esc = escalate(operator(), profile(), TIMEOUT, {"resources": {"time_limit_s": 600}})
+    assert esc == {"time_limit_s": 1200}
+
+
+def test_timeout_without_a_recorded_request_uses_the_sacct_time_limit() -> None:
+    assert TIMEOUT.job.time_limit_s == 60
+    assert escalate(operator(), profile(), TIMEOUT) == {"time_limit_s": 120}
+
+
+def test_timeout_escalation_is_capped_at_the_cluster_maximum() -> None:
+    esc = escalate(operator(timeout_factor=3.0), profile(), TIMEOUT, {"resources": {"time_limit_s": 900}})
+    assert esc["time_limit_s"] == 1800 == profile().max_walltime_s
+
+
+def test_timeout_at_the_cluster_maximum_fails_for_good() -> None:
+    with pytest.raises(AirflowFailException) as caught:
+        escalate(operator(), profile(), TIMEOUT, {"resources": {"time_limit_s": 1800}})
+    message = str(caught.value)
+    assert "s3df maximum walltime (1800 s)" in message
+    assert "reached its time limit" in message  # the diagnosis comes first
+
+
+def test_timeout_escalation_keeps_earlier_escalations() -> None:
+    state = {"resources": {"time_limit_s": 600}, "escalation": {"exclude": ["nid000001"], "mem_mb": 4000}}
+    esc = escalate(operator(), profile(), TIMEOUT, state)
+    assert esc == {"exclude": ["nid000001"], "mem_mb": 4000, "time_limit_s": 1200}
+    assert state["escalation"] == {"exclude": ["nid000001"], "mem_mb": 4000}  # not changed in place
+
+
+# --- escalation after running out of memory ---
+
+
+@pytest.mark.parametrize("acct", [CGROUP_OOM, LINUXPROC_OOM], ids=["cgroup", "linuxproc"])
+def test_out_of_memory_doubles_the_recorded_request(acct: JobAccounting) -> None:
+    assert diagnose(acct).reason is ReasonClass.OUT_OF_MEMORY
+    # No resources recorded: the 100M of sacct's ReqMem.
+    assert escalate(operator(), profile(), acct) == {"mem_mb": 200, "cpus": 1}
+
+
+def test_out_of_memory_asks_for_the_cores_that_come_with_the_memory() -> None:
+    # 2 GB per core: 6000 MB take 3 cores.
+    esc = escalate(operator(), profile(), CGROUP_OOM, {"resources": {"mem_mb": 3000, "cpus": 1}})
+    assert esc == {"mem_mb": 6000, "cpus": 3}
+    assert profile().cores_for_memory(6000) == 3
+
+
+def test_out_of_memory_keeps_more_cores_than_the_memory_needs() -> None:
+    esc = escalate(operator(), profile(), CGROUP_OOM, {"resources": {"mem_mb": 1000, "cpus": 4}})
+    assert esc == {"mem_mb": 2000, "cpus": 4}
+
+
+def test_out_of_memory_is_capped_at_a_node() -> None:
+    esc = escalate(operator(), profile(), CGROUP_OOM, {"resources": {"mem_mb": 5000, "cpus": 1}})
+    assert esc == {"mem_mb": 8192, "cpus": 4}
+
+
+def test_out_of_memory_at_a_whole_node_moves_to_the_high_memory_partition() -> None:
+    prof = profile(high_memory_partition="bigmem")
+    state = {"resources": {"mem_mb": 8192, "cpus": 4}, "escalation": {"mem_mb": 8192, "cpus": 4}}
+    esc = escalate(operator(), prof, CGROUP_OOM, state)
+    assert esc == {"mem_mb": 16384, "cpus": 4, "partition": "bigmem"}
+
+
+def test_out_of_memory_on_the_high_memory_partition_keeps_doubling_there() -> None:
+    # The profile describes standard nodes; on the high-memory partition SLURM enforces the limits
+    # (a request above its nodes is rejected at submission with sbatch's own message).
+    prof = profile(high_memory_partition="bigmem")
+    state = {"resources": {"mem_mb": 16384, "partition": "bigmem"}, "escalation": {"partition": "bigmem"}}
+    esc = escalate(operator(), prof, CGROUP_OOM, state)
+    assert esc == {"partition": "bigmem", "mem_mb": 32768}
+
+
+def test_out_of_memory_at_a_whole_node_without_a_high_memory_partition_fails_for_good() -> None:
+    with pytest.raises(AirflowFailException) as caught:
+        escalate(operator(), profile(), LINUXPROC_OOM, {"resources": {"mem_mb": 8192}})
+    message = str(caught.value)
+    assert "whole s3df node's memory (8192 MB)" in message
+    assert "ran out of memory" in message
+
+
+# --- node failure, preemption, other failures ---
+
+
+@pytest.mark.parametrize(("acct", "node"), [(NODE_FAIL, "nid001234"), (PREEMPTED, "nid001235")])
+def test_retryable_failure_excludes_the_node_and_keeps_the_resources(acct: JobAccounting, node: str) -> None:
+    assert diagnose(acct).retryable
+    state = {"resources": {"mem_mb": 4000, "time_limit_s": 600}}
+    assert escalate(operator(), profile(), acct, state) == {"exclude": [node]}
+
+
+def test_excluded_nodes_accumulate_without_repeats() -> None:
+    state = {"escalation": {"exclude": ["nid009999", "nid001234"], "time_limit_s": 1200}}
+    esc = escalate(operator(), profile(), NODE_FAIL, state)
+    assert esc == {"exclude": ["nid001234", "nid009999"], "time_limit_s": 1200}
+
+
+def test_a_payload_failure_changes_nothing() -> None:
+    state = {"resources": {"mem_mb": 4000}, "escalation": {"time_limit_s": 1200}}
+    assert escalate(operator(), profile(), EXIT_3, state) == {"time_limit_s": 1200}
+
+
+@pytest.mark.parametrize("acct", [TIMEOUT, CGROUP_OOM, LINUXPROC_OOM], ids=["timeout", "cgroup", "linuxproc"])
+def test_escalate_false_changes_nothing_even_at_the_limits(acct: JobAccounting) -> None:
+    state = {"resources": {"time_limit_s": 1800, "mem_mb": 8192}, "escalation": {"cpus": 2}}
+    assert escalate(operator(escalate=False), profile(), acct, state) == {"cpus": 2}
+
+
+# --- resources of the next job ---
+
+
+def test_resources_without_escalation_are_what_the_task_asks_for() -> None:
+    res = operator(cpus="2", mem_mb="3000", time_limit="00:10:00")._resources(profile(), {})
+    assert res == {"cpus": 2, "mem_mb": 3000, "time_limit_s": 600, "partition": "roma", "exclude": None}
+
+
+def test_resources_of_the_task_override_the_profile_partition() -> None:
+    assert operator(partition="milano")._resources(profile(), {})["partition"] == "milano"
+
+
+def test_resources_apply_an_escalation() -> None:
+    state = {
+        "escalation": {
+            "cpus": 3,
+            "mem_mb": 6000,
+            "time_limit_s": 1200,
+            "partition": "bigmem",
+            "exclude": ["nid2", "nid1", "nid2"],
+        }
+    }
+    res = operator(cpus=1, mem_mb=3000, time_limit=10)._resources(profile(), state)
+    assert res == {
+        "cpus": 3,
+        "mem_mb": 6000,
+        "time_limit_s": 1200,
+        "partition": "bigmem",
+        "exclude": "nid1,nid2",
+    }
+
+
+@pytest.mark.parametrize(
+    ("acct", "used", "expected"),
+    [
+        (TIMEOUT, {"time_limit_s": 600, "mem_mb": 1000}, {"time_limit_s": 1200, "mem_mb": 1000, "cpus": 1}),
+        (CGROUP_OOM, {"time_limit_s": 600, "mem_mb": 3000}, {"time_limit_s": 600, "mem_mb": 6000, "cpus": 3}),
+        (NODE_FAIL, {"time_limit_s": 600, "mem_mb": 1000}, {"time_limit_s": 600, "mem_mb": 1000, "cpus": 1}),
+    ],
+    ids=["timeout", "oom", "node-failure"],
+)
+def test_the_next_try_asks_for_the_escalated_resources(
+    acct: JobAccounting, used: dict[str, int], expected: dict[str, int]
+) -> None:
+    op, prof = operator(mem_mb=1000, time_limit="00:10:00"), profile()
+    esc = escalate(op, prof, acct, {"resources": used})
+    res = op._resources(prof, {"escalation": esc, "resources": used})
+    assert {k: res[k] for k in expected} == expected
+    assert res["exclude"] == ("nid001234" if acct is NODE_FAIL else None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "state", "limit"),
+    [
+        ({"mem_mb": 10000}, {}, "memory 10000 MB per node exceeds the 8192 MB"),
+        ({"cpus": 8}, {}, "8 CPUs per node exceed the 4 cores"),
+        ({"time_limit": "01:00:00"}, {}, "walltime 1:00:00 exceeds the 0:30:00 maximum"),
+        # An escalation recorded under a bigger profile, now over the limit.
+        ({}, {"escalation": {"time_limit_s": 3600}}, "walltime 1:00:00 exceeds"),
+        ({}, {"escalation": {"mem_mb": 16384, "cpus": 4}}, "memory 16384 MB"),
+    ],
+)
+def test_resources_above_the_cluster_limits_are_refused(
+    kwargs: dict[str, Any], state: dict[str, Any], limit: str
+) -> None:
+    with pytest.raises(ResourceLimitError, match=re.escape(limit)):
+        operator(**kwargs)._resources(profile(), state)
+
+
+def test_the_high_memory_rerun_gets_more_memory_than_the_try_that_ran_out() -> None:
+    op, prof = operator(mem_mb=2048), profile(high_memory_partition="bigmem")
+    used = {"mem_mb": 8192, "cpus": 4}
+    esc = escalate(op, prof, CGROUP_OOM, {"resources": used, "escalation": {"mem_mb": 8192, "cpus": 4}})
+    assert esc["partition"] == "bigmem"
+    res = op._resources(prof, {"escalation": esc, "resources": used})
+    assert res["mem_mb"] is None or res["mem_mb"] > used["mem_mb"]

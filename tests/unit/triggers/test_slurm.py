@@ -1,0 +1,218 @@
+"""SlurmJobTrigger serialization, the event payload of a job's accounting, and the poller's verdicts.
+
+The poller's verdicts are tested on hand-built watches judged at chosen monotonic times,
+with the accounting of real sacct outputs (tests/data/site, and the site-shaped fixture of
+tests/data/slurm for a RUNNING job). No SSH: :meth:`ClusterPoller._judge` is the pure part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import pathlib
+import re
+from typing import Any
+
+import pytest
+
+from airflow_desc.slurm import JobAccounting, SlurmState, group_accounting, parse_sacct
+from airflow_desc.triggers.slurm import (
+    ClusterPoller,
+    SlurmJobTrigger,
+    _Watch,
+    accounting_from_payload,
+    accounting_to_payload,
+)
+
+DATA = pathlib.Path(__file__).parents[2] / "data"
+SITE = DATA / "site"
+RECORD_FIELDS = tuple(
+    re.search(r"^FIELDS=(\S+)$", (SITE / "record.sh").read_text(), re.MULTILINE).group(1).split(",")
+)
+
+
+def site_jobs(name: str) -> dict[str, JobAccounting]:
+    """Parse a site recording with its own field list: record.sh's, its header's, or its comment's ``-o``."""
+    lines = (SITE / name).read_text().splitlines()
+    fields = RECORD_FIELDS
+    for comment in (line for line in lines if line.startswith("#")):
+        found = re.search(r" -o (\S+)", comment)
+        if found:
+            fields = tuple(found.group(1).split(","))
+    data = [line for line in lines if line.strip() and not line.startswith("#")]
+    if data[0].startswith("JobID|"):
+        fields = tuple(data.pop(0).split("|"))
+    return group_accounting(parse_sacct("\n".join(data), fields))
+
+
+SACCT_FILES = sorted(p.name for p in SITE.glob("sacct-*.txt"))
+PLACEHOLDER = site_jobs("sacct-placeholder-allocation.txt")["5000031"]
+COMPLETED = site_jobs("sacct-mixed-cgroup.txt")["5000026"]
+FAILED = site_jobs("sacct-mixed-cgroup.txt")["5000028"]
+PENDING = site_jobs("sacct-pending.txt")["5000029"]
+RUNNING = group_accounting(parse_sacct((DATA / "slurm" / "sacct_mixed.txt").read_text()))["5000108"]
+
+
+# --- serialize ---
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"job_id": "5000031", "ssh_conn_id": "s3df_ssh"},
+        {
+            "job_id": 5000031,
+            "ssh_conn_id": "s3df_ssh",
+            "jump_conn_id": "s3dflogin",
+            "poll_interval": 5,
+            "vanish_grace": 60,
+            "cancel_on_kill": False,
+        },
+    ],
+    ids=["defaults", "everything"],
+)
+def test_serialize_round_trip(kwargs: dict[str, Any]) -> None:
+    trigger = SlurmJobTrigger(**kwargs)
+    classpath, serialized = trigger.serialize()
+    assert json.loads(json.dumps(serialized)) == serialized  # stored in the triggers table
+    module_name, _, class_name = classpath.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    assert cls is SlurmJobTrigger
+    rebuilt = cls(**serialized)
+    assert rebuilt.serialize() == (classpath, serialized)
+    assert serialized["job_id"] == "5000031"
+    assert serialized["ssh_conn_id"] == "s3df_ssh"
+    assert serialized["jump_conn_id"] == kwargs.get("jump_conn_id")
+    assert serialized["poll_interval"] == float(kwargs.get("poll_interval", 30.0))
+    assert serialized["vanish_grace"] == float(kwargs.get("vanish_grace", 300.0))
+    assert serialized["cancel_on_kill"] is kwargs.get("cancel_on_kill", True)
+
+
+# --- the event payload ---
+
+
+@pytest.mark.parametrize("name", SACCT_FILES)
+def test_accounting_payload_round_trip_on_every_recording(name: str) -> None:
+    jobs = site_jobs(name)
+    assert jobs
+    for job_id, acct in jobs.items():
+        payload = json.loads(json.dumps(accounting_to_payload(acct)))
+        rebuilt = accounting_from_payload(payload)
+        assert rebuilt == acct
+        assert rebuilt.job_id == job_id
+        assert rebuilt.state == acct.state
+        assert (rebuilt.exit_code, rebuilt.signal) == (acct.exit_code, acct.signal)
+        assert rebuilt.max_rss_bytes == acct.max_rss_bytes
+        assert rebuilt.is_placeholder == acct.is_placeholder
+        assert [row.full_id for row in rebuilt.rows] == [row.full_id for row in acct.rows]
+
+
+def test_payload_keeps_the_linuxproc_facts() -> None:
+    acct = site_jobs("sacct-over-memory-linuxproc.txt")["5000022"]
+    rebuilt = accounting_from_payload(json.loads(json.dumps(accounting_to_payload(acct))))
+    assert rebuilt.state.state is SlurmState.FAILED
+    assert (rebuilt.exit_code, rebuilt.signal) == (0, 9)
+    assert rebuilt.step("batch").state.raw == "CANCELLED by 0"
+    assert rebuilt.max_rss_bytes == 429588480
+
+
+def test_payload_without_the_job_is_refused() -> None:
+    payload = accounting_to_payload(COMPLETED)
+    with pytest.raises(ValueError, match="no accounting rows for job 5000099"):
+        accounting_from_payload({**payload, "job_id": "5000099"})
+    with pytest.raises(ValueError, match="no accounting rows|must include JobID"):  # no rows, no fields
+        accounting_from_payload({"job_id": "5000026", "rows": []})
+
+
+# --- the poller's verdict on one watch ---
+
+T0 = 1000.0  # a monotonic clock; the poller treats 0.0 as "not set"
+GRACE = 60.0
+
+
+def judge(polls: list[tuple[float, JobAccounting | None, bool]]) -> list[dict[str, Any] | None]:
+    """Judge one watch at each ``(now, accounting, queued)``; return its result after each (None: waiting)."""
+
+    async def run() -> list[dict[str, Any] | None]:
+        poller = ClusterPoller("s3df_ssh", None, 30.0)
+        job_id = polls[0][1].job_id if polls[0][1] is not None else "5000031"
+        watch = _Watch(job_id, asyncio.get_running_loop().create_future(), GRACE)
+        results: list[dict[str, Any] | None] = []
+        for now, acct, queued in polls:
+            if not watch.future.done():
+                poller._judge(watch, acct, queued, now)
+            results.append(watch.future.result() if watch.future.done() else None)
+        return results
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("acct", [COMPLETED, FAILED], ids=["completed", "failed"])
+def test_terminal_job_is_done_at_once_with_its_accounting(acct: JobAccounting) -> None:
+    (result,) = judge([(T0, acct, False)])
+    assert result is not None and result["status"] == "done"
+    assert result["job_id"] == acct.job_id
+    assert json.loads(json.dumps(result)) == result  # a TriggerEvent payload
+    assert accounting_from_payload(result) == acct
+
+
+@pytest.mark.parametrize("acct", [RUNNING, PENDING], ids=["running", "pending"])
+def test_running_or_pending_job_is_never_done(acct: JobAccounting) -> None:
+    assert not acct.is_terminal
+    results = judge([(T0 + t, acct, False) for t in (0, 30, GRACE, 10 * GRACE)])
+    assert results == [None, None, None, None]
+
+
+def test_placeholder_is_not_believed_before_the_grace_period() -> None:
+    assert PLACEHOLDER.is_placeholder and PLACEHOLDER.is_terminal
+    results = judge([(T0 + t, PLACEHOLDER, False) for t in (0, 30, GRACE - 0.1, GRACE)])
+    assert results[:3] == [None, None, None]
+    assert results[3] is not None and results[3]["status"] == "done"
+    assert accounting_from_payload(results[3]).job_name == "allocation"
+
+
+def test_placeholder_replaced_by_the_real_line_is_judged_on_the_real_line() -> None:
+    # Job ids differ between recordings; what counts is that the real line's state is taken at once.
+    results = judge([(T0, PLACEHOLDER, False), (T0 + 5, COMPLETED, False)])
+    assert results[0] is None
+    assert results[1] is not None and results[1]["status"] == "done"
+    assert accounting_from_payload(results[1]).is_placeholder is False
+
+
+def test_job_unknown_to_sacct_and_squeue_vanishes_after_the_grace_period() -> None:
+    results = judge([(T0 + t, None, False) for t in (0, 30, GRACE - 0.1, GRACE)])
+    assert results[:3] == [None, None, None]
+    error = results[3]
+    assert error is not None and error["status"] == "error"
+    assert error["job_id"] == "5000031"
+    assert "vanished" in error["message"] and "s3df_ssh" in error["message"]
+    assert json.loads(json.dumps(error)) == error
+
+
+def test_a_vanished_job_stays_an_error_when_sacct_finds_it_later() -> None:
+    results = judge([(T0, None, False), (T0 + GRACE, None, False), (T0 + GRACE + 1, COMPLETED, False)])
+    assert [r["status"] if r else None for r in results] == [None, "error", "error"]
+
+
+def test_queued_job_is_never_missing() -> None:
+    results = judge([(T0 + t, None, True) for t in (0, GRACE, 10 * GRACE)])
+    assert results == [None, None, None]
+
+
+def test_queued_resets_the_missing_clock() -> None:
+    polls = [
+        (T0, None, False),
+        (T0 + 50, None, True),  # squeue knows it: the 50 s missing so far do not count
+        (T0 + 100, None, False),
+        (T0 + 100 + GRACE - 1, None, False),
+        (T0 + 100 + GRACE, None, False),
+    ]
+    results = judge(polls)
+    assert results[:4] == [None, None, None, None]
+    assert results[4] is not None and results[4]["status"] == "error"
+
+
+def test_a_job_line_resets_the_missing_clock() -> None:
+    polls = [(T0, None, False), (T0 + 50, RUNNING, False), (T0 + 100, None, False), (T0 + 150, None, False)]
+    assert judge(polls) == [None, None, None, None]
