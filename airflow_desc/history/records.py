@@ -90,6 +90,10 @@ class ProcessRecord:
 
     :param workflow: the workflow (top-level task) name, e.g. ``DC1-DM12``.
     :param process: the process name, e.g. ``processEimage``.
+    :param task: the Pipeline II task the process belongs to, e.g. ``processSensor`` (a sub-task of the
+        workflow, as the DC1 status table names them); defaults to the workflow.
+    :param version: that task's version, e.g. ``1.16``.
+    :param variant: the workflow variant (``imsim-dithered`` ...).
     :param state: one of :data:`PROCESS_STATES`.
     :param dag_id: the Airflow DAG.
     :param run_id: the DAG run (a top-level stream).
@@ -111,6 +115,7 @@ class ProcessRecord:
     task_id: str = ""
     map_index: int = -1
     try_number: int = 1
+    task: str = ""
     version: str = ""
     variant: str = ""
     stream: str = ""
@@ -139,6 +144,8 @@ class ProcessRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not self.task:
+            object.__setattr__(self, "task", self.workflow)
         if self.state not in PROCESS_STATES:
             raise ValueError(f"state {self.state!r} is not one of {', '.join(PROCESS_STATES)}")
 

@@ -122,6 +122,8 @@ class SlurmOperator(BaseOperator):
     :param memory_factor: memory multiplier after an OUT_OF_MEMORY.
     :param escalate: raise walltime / memory on retries after TIMEOUT / OUT_OF_MEMORY.
     :param workflow: the workflow name recorded in the history (default: the DAG id).
+    :param workflow_task: the Pipeline II task (sub-task) recorded in the history (default: the workflow).
+    :param workflow_version: that task's version recorded in the history.
     :param process: the process name recorded in the history (default: the task id).
     :param stream: the stream path recorded in the history.
     :param recorder: where process records go; default :func:`airflow_desc.history.default_recorder`.
@@ -156,6 +158,8 @@ class SlurmOperator(BaseOperator):
         memory_factor: float = 2.0,
         escalate: bool = True,
         workflow: str | None = None,
+        workflow_task: str | None = None,
+        workflow_version: str = "",
         process: str | None = None,
         stream: str = "",
         recorder: Recorder | None = None,
@@ -185,6 +189,8 @@ class SlurmOperator(BaseOperator):
         self.memory_factor = memory_factor
         self.escalate = escalate
         self.workflow = workflow
+        self.workflow_task = workflow_task
+        self.workflow_version = workflow_version
         self.process = process
         self.stream = stream
         self.recorder = recorder
@@ -486,6 +492,8 @@ class SlurmOperator(BaseOperator):
         record = ProcessRecord(
             workflow=self.workflow or ti.dag_id,
             process=self.process or ti.task_id.rsplit(".", 1)[-1],
+            task=self.workflow_task or "",
+            version=self.workflow_version,
             state=process_state(accounting, diagnosis),
             dag_id=ti.dag_id,
             run_id=ti.run_id,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import os
 import pathlib
 import subprocess
@@ -40,9 +42,22 @@ class AirflowEnv:
         *,
         history: pathlib.Path,
         timeout: float = 900,
-        extra_env: dict[str, str] | None = None,
+        conf: dict[str, object] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        env = {**self.env, "DESC_HISTORY_JSONL": str(history), **(extra_env or {})}
-        return subprocess.run(
-            [str(AIRFLOW), "dags", "test", dag_id], env=env, capture_output=True, text=True, timeout=timeout
-        )
+        env = {**self.env, "DESC_HISTORY_JSONL": str(history)}
+        args = [str(AIRFLOW), "dags", "test", dag_id]
+        if conf is not None:
+            args += ["--conf", json.dumps(conf)]
+        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def task_outcomes(log: str) -> dict[str, str]:
+    """Final state of each task from `airflow dags test` output: its last `new_state=` after it started."""
+    outcomes: dict[str, str] = {}
+    current: str | None = None
+    for line in log.splitlines():
+        if started := re.search(r"\[DAG TEST\] starting task_id=(\S+)", line):
+            current = started.group(1)
+        elif current and (state := re.search(r"new_state=(\w+)", line)):
+            outcomes[current] = state.group(1)
+    return outcomes
