@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import os
 import pathlib
+import re
 import subprocess
 import sys
 

@@ -14,7 +14,9 @@ def test_sensor_follows_foreign_jobs(airflow_env: AirflowEnv, site: Site, tmp_pa
     ok = site.sbatch("s3df", "#!/bin/bash\nsleep 3\n", "-t", "1", "-o", "/dev/null")
     bad = site.sbatch("s3df", "#!/bin/bash\nexit 4\n", "-t", "1", "-o", "/dev/null")
     # Submitted a little later than the DAG starts looking for it: the sensor waits for the name.
-    site.run("perlmutter", f"(sleep 8; sbatch -J {name} -t 1 -o /dev/null --wrap 'sleep 2') >/dev/null 2>&1 &")
+    site.run(
+        "perlmutter", f"(sleep 8; sbatch -J {name} -t 1 -o /dev/null --wrap 'sleep 2') >/dev/null 2>&1 &"
+    )
     proc = airflow_env.dags_test(
         "desc_it_sensor",
         history=tmp_path / "history.jsonl",
