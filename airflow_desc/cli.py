@@ -61,7 +61,8 @@ def _cmd_clusters_check(args: argparse.Namespace) -> int:
         if not rows:
             failures += 1
             print(
-                f"FAIL {name}: partition {part or '(default)'} not found by sinfo; fix the profile's partition"
+                f"FAIL {name}: partition {part or '(default)'} not found by sinfo; "
+                "fix the profile's partition"
             )
             continue
         partition, limit, cores, mem, avail = rows[0]
@@ -76,7 +77,8 @@ def _cmd_clusters_check(args: argparse.Namespace) -> int:
         verdict = "WARN" if problems else "OK  "
         failures += bool(problems)
         print(
-            f"{verdict} {name}: partition {partition} {avail}, max time {limit}, {cores} cores, {mem} MB per node"
+            f"{verdict} {name}: partition {partition} {avail}, max time {limit}, "
+            f"{cores} cores, {mem} MB per node"
             + "".join(f"; {p}" for p in problems)
         )
     return 1 if failures else 0
