@@ -58,9 +58,16 @@ pid_alive() {
     return 0
 }
 
+# pidfile_alive FILE: the pidfile names a live process that is one of the site's daemons. After a
+# crash (or a machine whose processes were all killed) a stale pidfile may name a reused PID.
 pidfile_alive() {
-    local f=$1
-    [ -s "$f" ] && pid_alive "$(head -n1 "$f" | tr -d ' ')"
+    local f=$1 pid comm
+    [ -s "$f" ] || return 1
+    pid=$(head -n1 "$f" | tr -d ' ')
+    pid_alive "$pid" || return 1
+    comm=$(ps -o comm= -p "$pid" 2>/dev/null)
+    case "$comm" in munged|mariadbd|mysqld|slurmdbd|slurmctld|slurmd|sshd|postgres) return 0 ;; esac
+    return 1
 }
 
 # True when something listens on 127.0.0.1:PORT.
