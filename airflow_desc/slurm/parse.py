@@ -245,11 +245,18 @@ def _row_from_fields(values: Mapping[str, str], line_number: int) -> SacctRow:
     )
 
 
-def _split_line(number: int, line: str, count: int, what: str) -> list[str]:
-    """Split one stripped, non-blank line into exactly ``count`` ``|``-separated parts."""
+def _split_line(number: int, line: str, count: int, what: str, name_index: int | None = None) -> list[str]:
+    """Split one stripped, non-blank line into exactly ``count`` ``|``-separated parts.
+
+    SLURM accepts ``|`` in job names (sbatch -J 'a|b'); with ``name_index``, the position of the
+    job name, surplus separators are given back to that one free-text field.
+    """
     parts = line.split("|")
-    if len(parts) == count + 1 and parts[-1] == "":
-        parts.pop()  # sacct -p / --parsable ends every line with "|"
+    extra = len(parts) - count
+    if extra > 0 and name_index is not None:
+        parts[name_index : name_index + extra + 1] = ["|".join(parts[name_index : name_index + extra + 1])]
+    elif len(parts) == count + 1 and parts[-1] == "":
+        parts.pop()  # sacct -p / --parsable ends every line with "|" (we use -P, which does not)
     if len(parts) != count:
         raise SlurmOutputError(
             f"{what} output line {number} has {len(parts)} fields, expected {count}: {line!r}",
@@ -271,12 +278,13 @@ def parse_sacct(stdout: str, fields: Sequence[str] = SACCT_FIELDS) -> list[Sacct
     names = [name.strip().lower() for name in fields]
     if "jobid" not in names:
         raise ValueError("sacct fields must include JobID")
+    name_index = names.index("jobname") if "jobname" in names else None
     rows = []
     for number, raw_line in enumerate(stdout.splitlines(), start=1):
         line = raw_line.strip()
         if not line:
             continue
-        parts = _split_line(number, line, len(names), "sacct")
+        parts = _split_line(number, line, len(names), "sacct", name_index)
         try:
             rows.append(_row_from_fields(dict(zip(names, parts, strict=True)), number))
         except ValueError as exc:
@@ -496,7 +504,7 @@ def parse_squeue(stdout: str) -> list[SqueueRow]:
         if header is not None:
             cluster = header.group(1)
             continue
-        parts = _split_line(number, line, len(SQUEUE_FIELDS), "squeue")
+        parts = _split_line(number, line, len(SQUEUE_FIELDS), "squeue", SQUEUE_FIELDS.index("Name"))
         job_id, name, state, reason, used, limit, nodes = (part.strip() for part in parts)
         try:
             if not job_id:

@@ -34,6 +34,7 @@ from airflow_desc.slurm import (
     parse_sacct,
     parse_squeue,
     squeue_command,
+    validate_job_id,
 )
 
 __all__ = ["ClusterPoller", "SlurmJobTrigger", "accounting_from_payload", "accounting_to_payload"]
@@ -130,6 +131,9 @@ class ClusterPoller:
             except DescError as exc:
                 # The cluster is unreachable or sacct failed: keep watching, the jobs are still there.
                 hook.log.warning("poll of %s failed, will retry: %s", self.ssh_conn_id, exc)
+            except Exception:
+                # Never let one poll's surprise stop every sibling trigger of this cluster for good.
+                hook.log.exception("poll of %s failed unexpectedly, will retry", self.ssh_conn_id)
             if not self.watches:
                 break
             try:
@@ -216,7 +220,8 @@ class SlurmJobTrigger(BaseTrigger):
         cancel_on_kill: bool = True,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self.job_id = str(job_id)
+        # A bad id must fail this trigger alone, here, not the poll shared by its siblings.
+        self.job_id = validate_job_id(str(job_id))
         self.ssh_conn_id = ssh_conn_id
         self.jump_conn_id = jump_conn_id
         self.poll_interval = float(poll_interval)

@@ -130,11 +130,11 @@ def test_one_sacct_per_poll_for_203_triggers(hook: SlurmHook, jobs: list[str], t
     events, at_short = asyncio.run(scenario())
     used = counts() - before
 
-    # When the short jobs fired: one sacct per poll, squeue only for what sacct lacked (the held
-    # jobs, which slurmdbd does not record until they become eligible), no held trigger fired.
+    # When the short jobs fired: one sacct per poll, at most one squeue per poll (only for ids
+    # slurmdbd had not recorded yet: new jobs, held ones for a while), no held trigger fired.
     assert at_short["polls"] >= 1
     assert at_short["sacct"] == at_short["polls"], at_short
-    assert 1 <= at_short["squeue"] <= at_short["polls"], at_short
+    assert at_short["squeue"] <= at_short["polls"], at_short
     assert at_short["held_fired"] == 0, at_short
     assert at_short["scancels"] == 0
     for job_id in short:

@@ -399,3 +399,12 @@ def test_parse_squeue_malformed(line: str, match: str) -> None:
         parse_squeue(f"5000202|run42|RUNNING|None|1:05|10:00|lab-host\n{line}\n")
     assert info.value.line_number == 2
     assert line in str(info.value)
+
+
+def test_a_job_name_with_pipes_keeps_the_other_fields_in_place() -> None:
+    # SLURM accepts '|' in names (sbatch -J 'a|b|c'); the name alone absorbs the extra separators.
+    fields = ("JobID", "JobName", "State", "ExitCode")
+    [row] = parse_sacct("42|a|b|c|COMPLETED|0:0\n", fields)
+    assert (row.job_name, row.state.raw, row.exit_code) == ("a|b|c", "COMPLETED", 0)
+    [queued] = parse_squeue("43|x|y|PENDING|Priority|0:00|1:00|\n")
+    assert (queued.name, queued.state.raw, queued.reason) == ("x|y", "PENDING", "Priority")
