@@ -48,11 +48,15 @@ site-status:
 	docker/site/status
 
 integration: venv site-up
-	source $(SITE_ENV) && $(BIN)/pytest -n $(PYTEST_WORKERS) tests/integration
+	source $(SITE_ENV) && $(BIN)/pytest -n $(PYTEST_WORKERS) -m "not serial" tests/integration
+	source $(SITE_ENV) && $(BIN)/pytest -m serial tests/integration tests/e2e
 
-# One pytest run for everything, so that "no test ran" (exit 5) fails the target.
+# Two pytest runs: everything that may share the site, side by side; then, one at a time, the tests
+# marked `serial` (they stop a service, or run a whole Airflow on the shared metadata DB). A run that
+# selects no test exits 5, which fails the target.
 test: venv site-up lint
-	source $(SITE_ENV) && $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 tests
+	source $(SITE_ENV) && $(BIN)/pytest -n $(PYTEST_WORKERS) -m "not serial" --durations=15 tests/unit tests/integration
+	source $(SITE_ENV) && $(BIN)/pytest -m serial --durations=5 tests/integration tests/e2e
 
 demo: venv site-up
 	source $(SITE_ENV) && $(BIN)/python -m airflow_desc.demo --out out/demo

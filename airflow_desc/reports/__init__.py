@@ -1,1 +1,66 @@
-"""reports."""
+"""Reports: the DC1 status table, usage figures, resource advice, and an HTML report.
+
+Pure functions of DataFrames; the queries that make those frames live in
+:mod:`airflow_desc.history`. seaborn and matplotlib are imported only when a figure is made.
+
+- :mod:`~airflow_desc.reports.status`: :func:`status_table`, :func:`attempts_table`, the
+  Airflow / SLURM state -> column tables, text / CSV / JSON renderers.
+- :mod:`~airflow_desc.reports.figures`: ``DataFrame -> Figure``, one per question.
+- :mod:`~airflow_desc.reports.advice`: :func:`resource_advice`.
+- :mod:`~airflow_desc.reports.html`: :func:`write_report`.
+"""
+
+from __future__ import annotations
+
+from airflow_desc.reports.advice import ADVICE_COLUMNS, resource_advice
+from airflow_desc.reports.figures import (
+    core_hours_by_cluster,
+    cpu_efficiency,
+    cpu_vs_wall,
+    failures_by_reason,
+    memory_vs_requested,
+    throughput,
+    walltime_distribution,
+)
+from airflow_desc.reports.html import write_report
+from airflow_desc.reports.status import (
+    AIRFLOW_STATE_COLUMN,
+    SLURM_STATE_COLUMN,
+    STATE_COLUMNS,
+    TABLE_COLUMNS,
+    airflow_state_column,
+    attempts_table,
+    counts_from_instances,
+    format_text,
+    plot_path,
+    slurm_state_column,
+    status_table,
+    to_csv,
+    to_json,
+)
+
+__all__ = [
+    "ADVICE_COLUMNS",
+    "AIRFLOW_STATE_COLUMN",
+    "SLURM_STATE_COLUMN",
+    "STATE_COLUMNS",
+    "TABLE_COLUMNS",
+    "airflow_state_column",
+    "attempts_table",
+    "core_hours_by_cluster",
+    "counts_from_instances",
+    "cpu_efficiency",
+    "cpu_vs_wall",
+    "failures_by_reason",
+    "format_text",
+    "memory_vs_requested",
+    "plot_path",
+    "resource_advice",
+    "slurm_state_column",
+    "status_table",
+    "throughput",
+    "to_csv",
+    "to_json",
+    "walltime_distribution",
+    "write_report",
+]

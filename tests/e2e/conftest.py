@@ -13,7 +13,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
-            item.add_marker(pytest.mark.xdist_group("e2e"))  # one real Airflow, one metadata DB
+            item.add_marker(pytest.mark.serial)  # one real Airflow on the one metadata DB
 
 
 @pytest.fixture(scope="session")

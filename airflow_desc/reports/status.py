@@ -1,0 +1,504 @@
+"""The DC1 status table: process-instance counts per state, one row per process, and a Totals row.
+
+:func:`status_table` turns the counts of the history store (``history.queries.status_counts``)
+and, optionally, live counts read from Airflow task-instance states into the table of the DC1
+slides::
+
+    Task      Version  Process       Type   Waiting ... Skipped  Total  Links
+    DC1-DM12  1.16     serialingest  Batch        0 ...       0     15  Plot
+
+Each count is of the *latest* attempt of each process instance; attempts are counted
+separately by :func:`attempts_table`. The "Plot" link of a row points at
+``plots/<process>.png`` (:func:`plot_path`), the CPU / wall-clock figure of that process.
+
+Where the columns come from
+---------------------------
+
+A process that has been recorded in the history store is counted by its recorded state
+(:data:`~airflow_desc.history.records.PROCESS_STATES`, lower case of the columns). A process
+that is an Airflow task and has no record yet is counted from its task-instance state
+(:data:`AIRFLOW_STATE_COLUMN`); a SLURM job watched but not yet recorded is counted from its
+SLURM state (:data:`SLURM_STATE_COLUMN`). Once a record exists it wins: the record knows what
+Airflow and SLURM alone do not (an output check that failed, who cancelled a job).
+
+Airflow task-instance states (``airflow.utils.state.TaskInstanceState``, Airflow 3.3):
+
+=================  ==========  ===========================================================
+Airflow            column      why
+=================  ==========  ===========================================================
+(none)             Waiting     its upstream tasks have not finished
+scheduled          Ready       dependencies are met; waiting for a pool or executor slot.
+                               This is what Pipeline II called Ready
+queued             Queued      handed to the executor, not started on a worker
+running            Running     on a worker; for a SLURM operator, the short time it takes
+                               to submit (or the whole run of a script process)
+deferred           Submitted   the job is in SLURM and a trigger watches it. Airflow cannot
+                               tell pending from running: the SLURM state does
+                               (:data:`SLURM_STATE_COLUMN`), and the record once written
+up_for_reschedule  Submitted   a sensor in reschedule mode, likewise waiting on SLURM
+up_for_retry       Waiting     its last try failed and the next one waits out the retry
+                               delay (the failed try is counted in :func:`attempts_table`)
+restarting         Cancelling  cleared while running: the running try is being stopped,
+                               after which the task waits for its new try
+awaiting_input     Waiting     waiting for a human's answer (human-in-the-loop operators)
+success            Success
+failed             Failed      the record, when written, may make it Terminated
+                               (time limit, out of memory, node failure ...)
+upstream_failed    Skipped     not run because something upstream failed: the DC1 table
+                               counts these as skipped
+skipped            Skipped
+removed            (none)      the task is no longer in the DAG: not counted
+=================  ==========  ===========================================================
+
+SLURM job states (the long names of :class:`~airflow_desc.slurm.states.SlurmState`, see the
+JOB STATE CODES of https://slurm.schedmd.com/sacct.html):
+
+=================================================  ==========  ============================
+SLURM                                              column      why
+=================================================  ==========  ============================
+PENDING, CONFIGURING, REQUEUED, REQUEUE_FED,       Submitted   in SLURM's queue, not
+REQUEUE_HOLD, SPECIAL_EXIT, RESV_DEL_HOLD                      started (or started again)
+RUNNING, COMPLETING, SUSPENDED, STOPPED,           Running     holds an allocation
+RESIZING, SIGNALING, STAGE_OUT
+COMPLETED                                          Success     exit code zero
+FAILED                                             Failed      the payload failed
+TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, BOOT_FAIL,      Terminated  the system ended it
+PREEMPTED, DEADLINE, REVOKED
+CANCELLED                                          Cancelled   by the workflow's own user;
+                                                   Terminated  by anyone else (an admin):
+                                                               :func:`slurm_state_column`
+                                                               reads ``CANCELLED by <uid>``
+UNKNOWN (unreadable text)                          Failed      never counted as a success
+=================================================  ==========  ============================
+
+The Cancelling column has no SLURM state: it counts instances whose cancel was requested
+(``scancel`` sent) and that SLURM has not yet reported ended, as the history records them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from airflow_desc.history.records import PROCESS_STATES
+from airflow_desc.slurm.states import SlurmState, parse_state
+
+__all__ = [
+    "AIRFLOW_STATE_COLUMN",
+    "COUNT_COLUMNS",
+    "SLURM_STATE_COLUMN",
+    "STATE_COLUMNS",
+    "TABLE_COLUMNS",
+    "TYPE_LABELS",
+    "airflow_state_column",
+    "attempts_table",
+    "counts_from_instances",
+    "format_text",
+    "plot_path",
+    "slurm_state_column",
+    "status_table",
+    "to_csv",
+    "to_json",
+]
+
+#: The state columns of the table, in the order of the DC1 slides.
+STATE_COLUMNS: tuple[str, ...] = (
+    "Waiting",
+    "Ready",
+    "Queued",
+    "Submitted",
+    "Running",
+    "Success",
+    "Failed",
+    "Terminated",
+    "Cancelling",
+    "Cancelled",
+    "Skipped",
+)
+#: The columns of :func:`status_table`, exactly.
+TABLE_COLUMNS: tuple[str, ...] = ("Task", "Version", "Process", "Type", *STATE_COLUMNS, "Total", "Links")
+#: The columns a counts frame must have (``attempts`` is optional in live counts).
+COUNT_COLUMNS: tuple[str, ...] = ("task", "version", "process", "process_type", "state", "count", "attempts")
+#: How process types are shown.
+TYPE_LABELS: Mapping[str, str] = MappingProxyType({"batch": "Batch", "script": "Script"})
+
+#: The Airflow task-instance state (``None`` for none) of a process that is an Airflow task, to the
+#: column that counts it; ``None``: not counted. See the module docstring for why.
+AIRFLOW_STATE_COLUMN: Mapping[str | None, str | None] = MappingProxyType(
+    {
+        None: "Waiting",
+        "scheduled": "Ready",
+        "queued": "Queued",
+        "running": "Running",
+        "deferred": "Submitted",
+        "up_for_reschedule": "Submitted",
+        "up_for_retry": "Waiting",
+        "restarting": "Cancelling",
+        "awaiting_input": "Waiting",
+        "success": "Success",
+        "failed": "Failed",
+        "upstream_failed": "Skipped",
+        "skipped": "Skipped",
+        "removed": None,
+    }
+)
+
+_S = SlurmState
+#: Each SLURM job state (long name) to the column that counts it; ``CANCELLED`` is the workflow
+#: user's own cancel (:func:`slurm_state_column` tells an admin's apart).
+SLURM_STATE_COLUMN: Mapping[str, str] = MappingProxyType(
+    {
+        **{s.value: "Submitted" for s in (
+            _S.PENDING, _S.CONFIGURING, _S.REQUEUED, _S.REQUEUE_FED, _S.REQUEUE_HOLD,
+            _S.SPECIAL_EXIT, _S.RESV_DEL_HOLD,
+        )},
+        **{s.value: "Running" for s in (
+            _S.RUNNING, _S.COMPLETING, _S.SUSPENDED, _S.STOPPED, _S.RESIZING, _S.SIGNALING, _S.STAGE_OUT,
+        )},
+        _S.COMPLETED.value: "Success",
+        _S.FAILED.value: "Failed",
+        **{s.value: "Terminated" for s in (
+            _S.TIMEOUT, _S.OUT_OF_MEMORY, _S.NODE_FAIL, _S.BOOT_FAIL, _S.PREEMPTED, _S.DEADLINE, _S.REVOKED,
+        )},
+        _S.CANCELLED.value: "Cancelled",
+        _S.UNKNOWN.value: "Failed",
+    }
+)
+
+_KEYS = ["task", "version", "process", "process_type"]
+_IDENTITY = ("workflow", "dag_id", "run_id", "task_id", "map_index", "task", "version", "stream", "process")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+_TOTALS = "Totals"
+
+
+def airflow_state_column(state: str | None) -> str | None:
+    """Return the column that counts a process in this Airflow task-instance state.
+
+    :param state: the task-instance state (a ``TaskInstanceState`` or its value), ``None`` for none.
+    :return: one of :data:`STATE_COLUMNS`, or ``None`` for a removed task (not counted).
+    :raises ValueError: for a state this table does not know (a newer Airflow): add it to
+        :data:`AIRFLOW_STATE_COLUMN`.
+    """
+    key = None if state is None else str(getattr(state, "value", state)).lower()
+    if key not in AIRFLOW_STATE_COLUMN:
+        raise ValueError(f"unknown Airflow task-instance state {state!r}: add it to AIRFLOW_STATE_COLUMN")
+    return AIRFLOW_STATE_COLUMN[key]
+
+
+def slurm_state_column(text: str, *, job_uid: int | None = None) -> str:
+    """Return the column that counts a SLURM job in this state, as ``sacct`` or ``squeue`` prints it.
+
+    :param text: the State field: ``RUNNING``, ``R``, ``CANCELLED by 1000``, ``TIMEOUT+`` ...
+    :param job_uid: the uid the job ran as. ``CANCELLED by <uid>`` is Cancelled when that uid is
+        ``job_uid`` and Terminated otherwise (an admin, root, SLURM); without ``job_uid``, or when
+        SLURM does not say who, it is Cancelled.
+    :return: one of :data:`STATE_COLUMNS`; unreadable text is Failed.
+    """
+    parsed = parse_state(text)
+    if (
+        parsed.state is SlurmState.CANCELLED
+        and job_uid is not None
+        and parsed.cancelled_by_uid is not None
+        and parsed.cancelled_by_uid != job_uid
+    ):
+        return "Terminated"
+    return SLURM_STATE_COLUMN[parsed.state.value]
+
+
+def plot_path(process: str) -> str:
+    """Return the relative path of a process's "Plot" link: ``plots/<process>.png``.
+
+    A name with characters other than letters, digits, ``.``, ``_`` and ``-`` has them replaced
+    and a short hash of the real name appended, so that the path is safe and still unique.
+
+    :param process: the process name.
+    """
+    name = str(process)
+    safe = _SAFE_NAME.sub("_", name)
+    if safe != name or safe.startswith(".") or not safe:
+        safe = f"{safe.lstrip('.')}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return f"plots/{safe}.png"
+
+
+def _checked_counts(frame: pd.DataFrame, what: str, *, need_attempts: bool) -> pd.DataFrame:
+    required = [c for c in COUNT_COLUMNS if c != "attempts" or need_attempts]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{what}: missing column(s) {', '.join(missing)}; a counts frame has {', '.join(COUNT_COLUMNS)}"
+        )
+    out = frame.loc[:, [c for c in COUNT_COLUMNS if c in frame.columns]].copy()
+    for key in _KEYS:
+        out[key] = out[key].astype(object).where(out[key].notna(), "").astype(str)
+    out["process_type"] = out["process_type"].str.lower()
+    states = out["state"].astype(str).str.lower()
+    unknown = sorted(set(states) - set(PROCESS_STATES))
+    if unknown:
+        raise ValueError(
+            f"{what}: unknown state(s) {', '.join(unknown)}; states are {', '.join(PROCESS_STATES)} "
+            "(map Airflow and SLURM states with airflow_state_column / slurm_state_column first)"
+        )
+    out["state"] = states
+    out["count"] = pd.to_numeric(out["count"]).fillna(0).astype("int64")
+    if (out["count"] < 0).any():
+        raise ValueError(f"{what}: negative counts")
+    if "attempts" in out.columns:
+        # An unknown number of attempts is at least one per instance.
+        attempts = pd.to_numeric(out["attempts"])
+        out["attempts"] = attempts.where(attempts.notna(), out["count"]).astype("int64")
+    return out
+
+
+def _row_keys(data: pd.DataFrame, order: Sequence[tuple[str, str]] | None) -> list[tuple[str, str, str, str]]:
+    """Rows in ``order`` first (a listed process without counts gets a row of zeros), then first-seen."""
+    seen: list[tuple[str, str, str, str]] = list(
+        dict.fromkeys(zip(data["task"], data["version"], data["process"], data["process_type"], strict=True))
+    )
+    if order is None:
+        return seen
+    by_name: dict[tuple[str, str], list[tuple[str, str, str, str]]] = {}
+    for key in seen:
+        by_name.setdefault((key[0], key[2]), []).append(key)
+    rows: list[tuple[str, str, str, str]] = []
+    for task, process in dict.fromkeys((str(t), str(p)) for t, p in order):
+        rows.extend(by_name.pop((task, process), [(task, "", process, "")]))
+    rows.extend(key for key in seen if (key[0], key[2]) in by_name)
+    return rows
+
+
+def _index(rows: list[tuple[str, str, str, str]]) -> pd.MultiIndex:
+    if not rows:
+        return pd.MultiIndex.from_arrays([[], [], [], []], names=_KEYS)
+    return pd.MultiIndex.from_tuples(rows, names=_KEYS)
+
+
+def _labels(rows: list[tuple[str, str, str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "Task": [r[0] for r in rows],
+            "Version": [r[1] for r in rows],
+            "Process": [r[2] for r in rows],
+            "Type": [TYPE_LABELS.get(r[3], r[3].title()) for r in rows],
+        },
+        dtype=object,
+    )
+
+
+def _with_totals(table: pd.DataFrame, number_columns: Sequence[str]) -> pd.DataFrame:
+    totals: dict[str, Any] = {c: "" for c in table.columns}
+    totals["Type"] = _TOTALS
+    for column in number_columns:
+        totals[column] = int(table[column].sum())
+    out = pd.concat([table, pd.DataFrame([totals], columns=table.columns)], ignore_index=True)
+    for column in number_columns:
+        out[column] = out[column].astype("int64")
+    for column in table.columns:
+        if column not in number_columns:
+            out[column] = out[column].astype(object)
+    return out
+
+
+def status_table(
+    counts: pd.DataFrame,
+    live: pd.DataFrame | None = None,
+    order: Sequence[tuple[str, str]] | None = None,
+) -> pd.DataFrame:
+    """Build the DC1 status table.
+
+    :param counts: the history's counts: columns ``task, version, process, process_type, state,
+        count, attempts`` (:data:`COUNT_COLUMNS`), one row per group and state of the latest attempt.
+    :param live: counts of processes that are Airflow tasks and have no record yet, in the same
+        columns (``attempts`` optional; states already mapped with :func:`airflow_state_column`);
+        added to ``counts``.
+    :param order: ``(task, process)`` pairs, e.g. from the workflow spec: rows come in this order,
+        a listed process without any count gets a row of zeros (and no version or type), and
+        processes not listed follow in first-seen order. ``None``: first-seen order.
+    :return: columns :data:`TABLE_COLUMNS`: ``Task, Version, Process, Type``, the eleven
+        :data:`STATE_COLUMNS`, ``Total`` and ``Links`` (``"Plot"``); a last row with ``Type ==
+        "Totals"`` sums every count column. ``table.attrs["plot_links"]`` holds each row's link
+        target (:func:`plot_path`; ``None`` for the Totals row).
+    :raises ValueError: for missing columns, an unknown state or a negative count.
+    """
+    frames = [_checked_counts(counts, "counts", need_attempts=True)]
+    if live is not None:
+        frames.append(_checked_counts(live, "live counts", need_attempts=False))
+    data = pd.concat(frames, ignore_index=True)
+    rows = _row_keys(data, order)
+    wide = (
+        data.groupby([*_KEYS, "state"], sort=False)["count"].sum().unstack("state", fill_value=0)
+        .reindex(index=_index(rows), columns=list(PROCESS_STATES), fill_value=0)
+    )
+    table = _labels(rows)
+    for state, column in zip(PROCESS_STATES, STATE_COLUMNS, strict=True):
+        table[column] = wide[state].to_numpy(dtype=np.int64)
+    table["Total"] = table[list(STATE_COLUMNS)].sum(axis=1).astype("int64")
+    table["Links"] = "Plot"
+    table = _with_totals(table, [*STATE_COLUMNS, "Total"])
+    table.attrs["plot_links"] = [plot_path(p) for p in table["Process"].iloc[:-1]] + [None]
+    return table
+
+
+def attempts_table(counts: pd.DataFrame, order: Sequence[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """Count attempts per process, shown next to the status table (which counts latest attempts).
+
+    :param counts: the history's counts, as for :func:`status_table`.
+    :param order: row order, as for :func:`status_table`.
+    :return: columns ``Task, Version, Process, Type, Instances, Attempts, Retries, Retries (now
+        Success)``: ``Retries`` = attempts beyond the first of each instance; ``Retries (now
+        Success)`` = those spent on instances whose latest attempt succeeded, i.e. the retries that
+        paid off. A last ``Totals`` row sums them.
+    :raises ValueError: for missing columns, an unknown state, or fewer attempts than instances.
+    """
+    data = _checked_counts(counts, "counts", need_attempts=True)
+    short = data[data["attempts"] < data["count"]]
+    if not short.empty:
+        first = short.iloc[0]
+        raise ValueError(
+            f"counts: {first['task']}/{first['process']} ({first['state']}) has {first['attempts']} attempts "
+            f"for {first['count']} instances; every instance has at least one attempt"
+        )
+    data["retries"] = data["attempts"] - data["count"]
+    data["retries_success"] = data["retries"].where(data["state"] == "success", 0)
+    rows = _row_keys(data, order)
+    table = _labels(rows)
+    for source, column in (
+        ("count", "Instances"),
+        ("attempts", "Attempts"),
+        ("retries", "Retries"),
+        ("retries_success", "Retries (now Success)"),
+    ):
+        sums = data.groupby(_KEYS, sort=False)[source].sum().reindex(_index(rows), fill_value=0)
+        table[column] = sums.to_numpy(dtype=np.int64)
+    return _with_totals(table, ["Instances", "Attempts", "Retries", "Retries (now Success)"])
+
+
+def counts_from_instances(instances: pd.DataFrame) -> pd.DataFrame:
+    """Count process instances as ``history.queries.status_counts`` does, from a frame of attempts.
+
+    For a report made without the SQL store (a JSON-lines history, a test). An instance is
+    identified by the columns of :meth:`~airflow_desc.history.records.ProcessRecord.key` present
+    in the frame, try number aside (``workflow, dag_id, run_id, task_id, map_index, task, version,
+    stream, process``); its latest attempt is the one with the highest ``try_number`` (the last
+    row on a tie or when there is no ``try_number``).
+
+    :param instances: one row per attempt, columns named as ProcessRecord fields; at least
+        ``task``, ``process``, ``state``.
+    :return: a counts frame (:data:`COUNT_COLUMNS`), groups in first-seen order.
+    :raises ValueError: if ``task``, ``process`` or ``state`` is missing from a non-empty frame.
+    """
+    if instances.empty:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("count", "attempts") else object)
+                             for c in COUNT_COLUMNS})
+    missing = [c for c in ("task", "process", "state") if c not in instances.columns]
+    if missing:
+        raise ValueError(f"counts_from_instances: the frame lacks column(s) {', '.join(missing)}")
+    identity = [c for c in _IDENTITY if c in instances.columns]
+    tries = (pd.to_numeric(instances["try_number"], errors="coerce").fillna(0)
+             if "try_number" in instances.columns else 0)
+    data = instances.assign(
+        _instance=instances.groupby(identity, dropna=False, sort=False).ngroup().to_numpy(),
+        _row=np.arange(len(instances)),
+        _try=tries,
+    )
+    for column, default in (("version", ""), ("process_type", "batch")):
+        if column not in data.columns:
+            data[column] = default
+    latest = data.sort_values(["_try", "_row"], kind="stable").drop_duplicates("_instance", keep="last")
+    latest = latest.sort_values("_instance", kind="stable")
+    latest = latest.assign(attempts=latest["_instance"].map(data.groupby("_instance").size()))
+    for key in _KEYS:
+        latest[key] = latest[key].astype(object).where(latest[key].notna(), "").astype(str)
+    counts = latest.groupby([*_KEYS, "state"], sort=False).agg(
+        count=("state", "size"), attempts=("attempts", "sum")
+    )
+    return counts.reset_index().astype({"count": "int64", "attempts": "int64"})
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, float | np.floating):
+        return str(int(value)) if float(value).is_integer() else f"{float(value):.2f}"
+    return str(value)
+
+
+def _blank_repeats(table: pd.DataFrame, columns: Iterable[str]) -> list[list[str]]:
+    """Cells as text, a run of equal Task (and Version under it) shown once, as the DC1 slides do."""
+    cells = [[_cell(v) for v in row] for row in table.itertuples(index=False, name=None)]
+    names = list(table.columns)
+    blanked = [names.index(c) for c in columns if c in names]
+    if not blanked:
+        return cells
+    previous: list[str] | None = None
+    for row in cells:
+        current = [row[i] for i in blanked]
+        if previous is not None and current[:1] == previous[:1] and current[0]:
+            for i, j in enumerate(blanked):
+                if current[: i + 1] == previous[: i + 1]:
+                    row[j] = ""
+        previous = current
+    return cells
+
+
+def format_text(table: pd.DataFrame, *, blank_repeats: bool = True) -> str:
+    """Render a table as aligned text, like the DC1 slide: text left, numbers right.
+
+    :param table: any table of this module (or :func:`~airflow_desc.reports.advice.resource_advice`).
+    :param blank_repeats: show a run of equal ``Task`` and ``Version`` values once, as the slide does.
+    :return: a header line, a rule, and one line per row, each ending in a newline.
+    """
+    names = [str(c) for c in table.columns]
+    cells = _blank_repeats(table, ("Task", "Version") if blank_repeats else ())
+    numeric = [pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
+               for c in table.columns]
+    widths = [max([len(n), *(len(row[i]) for row in cells)]) for i, n in enumerate(names)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if right else v.ljust(w) for v, w, right in zip(values, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip() + "\n"
+
+    out = [line(names), line(["-" * w for w in widths])]
+    out.extend(line(row) for row in cells)
+    return "".join(out)
+
+
+def to_csv(table: pd.DataFrame) -> str:
+    """Render a table as CSV text: a header line, one line per row, Unix line ends, no index.
+
+    :param table: any table of this module.
+    """
+    return str(table.to_csv(index=False, lineterminator="\n"))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+def to_json(table: pd.DataFrame) -> str:
+    """Render a table as a JSON list of records, one object per row, keyed by column name.
+
+    :param table: any table of this module; counts stay integers, missing values become ``null``.
+    """
+    records: list[dict[Hashable, Any]] = [
+        {name: _plain(value) for name, value in zip(table.columns, row, strict=True)}
+        for row in table.itertuples(index=False, name=None)
+    ]
+    return json.dumps(records, ensure_ascii=False, default=str)
