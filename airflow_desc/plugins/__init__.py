@@ -1,11 +1,14 @@
-"""The Airflow plugin of airflow-desc (UI pages, timetables and listeners are registered here)."""
+"""The Airflow plugin of airflow-desc: the listener that records script processes (UI pages come later)."""
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from airflow_desc.plugins import listener
+
 
 class DescPlugin(AirflowPlugin):
-    """Registers airflow-desc with Airflow; grows the UI page, timetables and listeners."""
+    """Registers airflow-desc with Airflow: the script-process listener."""
 
     name = "airflow_desc"
+    listeners = [listener]
