@@ -1,1 +1,66 @@
-"""workflow."""
+"""Workflows as YAML specs, and the Airflow-free graph of each DAG they make.
+
+``spec`` reads and checks a spec file (errors name file:line and the field); ``graph`` turns
+a spec and a variant into the tree of tasks and processes of one DAG, decides which
+sub-tasks run in bundles and estimates task-instance counts. Neither imports Airflow's DAG
+machinery; the render step that makes DAGs does::
+
+    from airflow_desc.workflow import build_graph, estimate_task_instances, load_spec
+
+    spec = load_spec("dags/workflows/dc1.yaml")
+    for variant in spec.variant_names:
+        graph = build_graph(spec, variant)          # graph.dag_id: DC1-DM12_imsim-dithered
+        print(estimate_task_instances(graph, runs=15).format())
+"""
+
+from __future__ import annotations
+
+from airflow_desc.workflow.graph import (
+    MAX_MAP_LENGTH,
+    Bundling,
+    CheckNode,
+    ProcessNode,
+    ResolvedResources,
+    TaskEstimate,
+    TaskInstanceEstimate,
+    TaskNode,
+    WorkflowGraph,
+    build_graph,
+    dag_id_for,
+    estimate_task_instances,
+)
+from airflow_desc.workflow.spec import (
+    Expression,
+    ExpressionError,
+    ProcessSpec,
+    SubTaskSpec,
+    Template,
+    TemplateError,
+    WorkflowSpec,
+    load_spec,
+    parse_spec,
+)
+
+__all__ = [
+    "MAX_MAP_LENGTH",
+    "Bundling",
+    "CheckNode",
+    "Expression",
+    "ExpressionError",
+    "ProcessNode",
+    "ProcessSpec",
+    "ResolvedResources",
+    "SubTaskSpec",
+    "TaskEstimate",
+    "TaskInstanceEstimate",
+    "TaskNode",
+    "Template",
+    "TemplateError",
+    "WorkflowGraph",
+    "WorkflowSpec",
+    "build_graph",
+    "dag_id_for",
+    "estimate_task_instances",
+    "load_spec",
+    "parse_spec",
+]
