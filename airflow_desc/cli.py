@@ -4,6 +4,7 @@ Commands::
 
     airflow-desc clusters list             the cluster profiles in use
     airflow-desc clusters check [NAME ...] log in to each cluster and check SLURM answers as profiled
+    airflow-desc pools sync                one Airflow pool per cluster, sized by its max_queued_jobs
 
 Every command has ``--help``.
 """
@@ -78,10 +79,35 @@ def _cmd_clusters_check(args: argparse.Namespace) -> int:
         failures += bool(problems)
         print(
             f"{verdict} {name}: partition {partition} {avail}, max time {limit}, "
-            f"{cores} cores, {mem} MB per node"
-            + "".join(f"; {p}" for p in problems)
+            f"{cores} cores, {mem} MB per node" + "".join(f"; {p}" for p in problems)
         )
     return 1 if failures else 0
+
+
+def _cmd_pools_sync(args: argparse.Namespace) -> int:
+    import shutil
+    import subprocess
+
+    from airflow_desc.clusters import load_cluster_profiles
+
+    airflow = shutil.which("airflow") or str(__import__("pathlib").Path(sys.executable).with_name("airflow"))
+    profiles = load_cluster_profiles(args.file)
+    for p in profiles:
+        # Deferred tasks keep their slot: a job waiting in SLURM's queue counts against max_queued_jobs.
+        cmd = [airflow, "pools", "set", "--include-deferred", p.pool_name, str(p.max_queued_jobs),
+               f"airflow-desc: jobs queued or running on cluster {p.name}"]  # fmt: skip
+        if args.dry_run:
+            print(" ".join(cmd))
+            continue
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(
+                f"airflow-desc: error: could not set pool {p.pool_name}: {proc.stderr.strip()}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"pool {p.pool_name}: {p.max_queued_jobs} slots (deferred tasks included)")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("names", nargs="*", help="clusters to check (default: all)")
     check.add_argument("--file", help=file_help)
     check.set_defaults(func=_cmd_clusters_check)
+
+    pools = sub.add_parser("pools", help="Airflow pools that bound each cluster's queued jobs")
+    pools_sub = pools.add_subparsers(dest="action", metavar="ACTION")
+    pools_sub.required = True
+    sync = pools_sub.add_parser(
+        "sync", help="create or resize one pool per cluster profile (slurm_<name>, max_queued_jobs slots)"
+    )
+    sync.add_argument("--file", help=file_help)
+    sync.add_argument(
+        "--dry-run", action="store_true", help="print the airflow commands instead of running them"
+    )
+    sync.set_defaults(func=_cmd_pools_sync)
     return parser
 
 

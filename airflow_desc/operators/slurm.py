@@ -128,6 +128,8 @@ class SlurmOperator(BaseOperator):
     :param stream: the stream path recorded in the history.
     :param recorder: where process records go; default :func:`airflow_desc.history.default_recorder`.
     :param log_tail_lines: how many lines of the job's log to read for the diagnosis.
+    :param cluster_pool: run in the cluster's Airflow pool (``slurm_<cluster>``, created by
+        ``airflow-desc pools sync``) so that at most ``max_queued_jobs`` jobs wait in its queue.
     """
 
     template_fields: Sequence[str] = ("command", "env", "cpus", "mem_mb", "time_limit", "stream")
@@ -164,9 +166,12 @@ class SlurmOperator(BaseOperator):
         stream: str = "",
         recorder: Recorder | None = None,
         log_tail_lines: int = 60,
+        cluster_pool: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("retries", 2)
+        if cluster_pool and not kwargs.get("pool"):
+            kwargs["pool"] = load_cluster_profiles().get(cluster).pool_name
         super().__init__(**kwargs)
         self.command = command
         self.cluster = cluster

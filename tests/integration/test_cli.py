@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
@@ -32,3 +33,18 @@ def test_clusters_check_reports_a_wrong_profile(tmp_path: pathlib.Path) -> None:
     assert proc.returncode == 1
     assert "FAIL perlmutter" in proc.stdout
     assert "debugq" in proc.stdout
+
+
+def test_pools_sync_creates_one_pool_per_cluster(tmp_path: pathlib.Path) -> None:
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    airflow = str(CLI.with_name("airflow"))
+    subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, check=True, timeout=300)
+    proc = run("pools", "sync", home=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    listed = subprocess.run(
+        [airflow, "pools", "list", "-o", "json"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    pools = {p["pool"]: p for p in json.loads(listed)}
+    for name in ("slurm_perlmutter", "slurm_s3df", "slurm_s3df-via-bastion"):
+        assert int(pools[name]["slots"]) == 200
+        assert str(pools[name]["include_deferred"]).lower() == "true"
