@@ -152,3 +152,16 @@ class Airflow:
             run_id,
         )
         return {str(t): (None if s is None else str(s), int(n)) for t, s, n in rows}  # type: ignore[call-overload]
+
+
+def api(method: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    """Call the api-server's REST API (all-admins simple auth: no token needed)."""
+    import json
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{PORT}/api/v2{path}", data=data, method=method,
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return dict(json.loads(resp.read() or b"{}"))

@@ -8,7 +8,7 @@ import time
 
 from airflow_desc.history import JsonLinesRecorder
 from airflow_desc.operators.slurm import job_name_for
-from tests.e2e.services import Airflow
+from tests.e2e.services import Airflow, api
 from tests.integration.site import Site
 
 
@@ -84,3 +84,22 @@ def test_worker_death_after_the_job_ended_adopts_its_result(
     [rec] = records_of(history_file, dag_id, run_id)
     assert rec.state == "success"  # type: ignore[attr-defined]
     assert rec.extra.get("adopted") is True  # type: ignore[attr-defined]
+
+
+def test_marking_the_deferred_task_failed_cancels_the_job(airflow: Airflow, site: Site) -> None:
+    dag_id = "desc_e2e_markfailed"
+    run_id = airflow.trigger(dag_id)
+    name = job_name_for(dag_id, run_id, "job", -1, 1)
+    airflow.wait_for(
+        lambda: airflow.task_states(dag_id, run_id).get("job", (None, 0))[0] == "deferred", 180, "deferral"
+    )
+    [job_id] = airflow.wait_for(lambda: jobs_named(site, "perlmutter", name), 60, "the job")
+
+    def slurm_state() -> str:
+        return site.run("perlmutter", f"sacct -X -P -n -o State -j {job_id}").stdout.strip()
+
+    airflow.wait_for(lambda: slurm_state() == "RUNNING", 120, "the job to run")
+    api("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/job", {"new_state": "failed"})
+    state = airflow.wait_for(lambda: (s := slurm_state()).startswith("CANCELLED") and s, 90, "scancel")
+    assert state.startswith("CANCELLED")
+    assert airflow.task_states(dag_id, run_id)["job"][0] == "failed"

@@ -46,3 +46,13 @@ with _dag("desc_e2e_adopt"):
         retries=1,
         retry_delay=timedelta(seconds=30),
     )
+
+# The test marks the deferred task failed through the REST API: the trigger's on_kill cancels the job.
+with _dag("desc_e2e_markfailed"):
+    SlurmOperator(
+        task_id="job",
+        cluster="perlmutter",
+        command=payload_command("--name", "long", "--cpu-seconds", "0.5", "--sleep-seconds", "300"),
+        time_limit=10,
+        retries=0,
+    )
