@@ -1,0 +1,111 @@
+"""Run the launcher as the job script does: a separate ``python3 launcher.py`` process."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from airflow_desc.pilot import parse_records
+
+LAUNCHER = pathlib.Path(__file__).parents[3] / "airflow_desc" / "pilot" / "launcher.py"
+UTILISATION = re.compile(r"utilisation ([\d.]+) / ([\d.]+) core-s held by instances \(([\d.]+)%\)")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test's environment without SLURM's variables, so nothing depends on where pytest runs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
+    env.update(extra)
+    return env
+
+
+def instance(iid: str, command: str, **fields: Any) -> dict[str, Any]:
+    return {"id": iid, "command": command, "cpus": 1, "memory_mb": 100, **fields}
+
+
+@dataclasses.dataclass
+class PilotRun:
+    dir: pathlib.Path
+    returncode: int
+    stdout: str
+    stderr: str
+    wall: float
+
+    @property
+    def records_path(self) -> pathlib.Path:
+        return self.dir / "records.jsonl"
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return parse_records(self.records_path.read_text()) if self.records_path.exists() else []
+
+    @property
+    def by_id(self) -> dict[str, dict[str, Any]]:
+        return {r["id"]: r for r in self.records}
+
+    def explain(self) -> str:
+        return f"rc={self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+
+
+def write_manifest(
+    directory: pathlib.Path, instances: Sequence[dict[str, Any]], bundle: str = "b"
+) -> pathlib.Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "manifest.json"
+    path.write_text(json.dumps({"bundle": bundle, "instances": list(instances)}))
+    return path
+
+
+def pilot_argv(
+    directory: pathlib.Path, *args: str, python: str = sys.executable, cores: int = 2
+) -> list[str]:
+    return [
+        python, str(LAUNCHER), "--manifest", str(directory / "manifest.json"),
+        "--records", str(directory / "records.jsonl"), "--launcher", "direct",
+        "--cores", str(cores), "--memory-mb", "4000", "--kill-grace", "0.5", "--poll-interval", "0.1", *args,
+    ]  # fmt: skip
+
+
+def python_3_8() -> str | None:
+    candidates = [
+        *glob.glob(os.path.expanduser("~/.pyenv/versions/3.8*/bin/python3.8")),
+        shutil.which("python3.8"),
+    ]
+    for candidate in filter(None, candidates):
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 8)"], check=False
+        )
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is ``pid``, from /proc."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_bytes()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(b")") + 2 :].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
