@@ -1,8 +1,24 @@
-"""The permanent history of process instances: records, recorders, and (later) the SQL store."""
+"""The permanent history of process instances: records, recorders, the SQL store and its queries.
+
+Operators hand :class:`ProcessRecord` batches to a :class:`Recorder`; :func:`default_recorder` picks
+the one configured for this installation:
+
+1. ``DESC_HISTORY_JSONL`` set: a :class:`JsonLinesRecorder` on that file (tests, demos);
+2. else a :class:`SpoolingRecorder` over a :class:`HistoryStore` on the Airflow connection named
+   by ``DESC_HISTORY_CONN_ID`` or the Airflow option ``[desc] history_conn_id`` (PostgreSQL in
+   production, e.g. ``desc_history``);
+3. else the same over the embedded SQLite database ``$AIRFLOW_HOME/desc/history.db``.
+
+The spool of (2) and (3) is ``$AIRFLOW_HOME/desc/history-spool.jsonl``.
+``python -m airflow_desc.history flush`` writes it out; queries are in
+:mod:`airflow_desc.history.queries`.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from pathlib import Path
 
 from airflow_desc.history.records import (
@@ -12,24 +28,106 @@ from airflow_desc.history.records import (
     Recorder,
     process_state,
 )
+from airflow_desc.history.store import FlushReport, HistoryStore, HistoryUnavailable, SpoolingRecorder
 
 __all__ = [
     "PROCESS_STATES",
+    "FlushReport",
+    "HistoryStore",
+    "HistoryUnavailable",
     "JsonLinesRecorder",
     "ProcessRecord",
     "Recorder",
+    "SpoolingRecorder",
     "default_recorder",
+    "default_spool_path",
+    "default_spooling_recorder",
+    "default_sqlite_url",
+    "history_conn_id",
+    "open_history",
     "process_state",
 ]
 
+log = logging.getLogger(__name__)
+
+#: Environment variable naming the Airflow connection of the history database.
+CONN_ID_ENV = "DESC_HISTORY_CONN_ID"
+
+_cache_lock = threading.Lock()
+_recorders: dict[tuple[int, str, str], SpoolingRecorder] = {}
+
+
+def _desc_home() -> Path:
+    home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
+    return Path(home) / "desc"
+
+
+def history_conn_id() -> str | None:
+    """Return the history connection id: ``$DESC_HISTORY_CONN_ID``, else ``[desc] history_conn_id``.
+
+    Airflow's configuration is read lazily and only when the environment does not decide; None when
+    neither names one (or Airflow's configuration cannot be read).
+    """
+    conn_id = os.environ.get(CONN_ID_ENV, "").strip()
+    if conn_id:
+        return conn_id
+    try:
+        from airflow.sdk.configuration import conf
+
+        value = conf.get("desc", "history_conn_id", fallback=None)
+    except Exception as exc:  # an Airflow without a readable config: the embedded default still works
+        log.debug("cannot read [desc] history_conn_id: %s", exc)
+        return None
+    return value.strip() if value and value.strip() else None
+
+
+def default_sqlite_url() -> str:
+    """Return the URL of the embedded history: ``sqlite:///$AIRFLOW_HOME/desc/history.db``."""
+    return f"sqlite:///{_desc_home() / 'history.db'}"
+
+
+def default_spool_path() -> Path:
+    """Return the spool file of the default recorder: ``$AIRFLOW_HOME/desc/history-spool.jsonl``."""
+    return _desc_home() / "history-spool.jsonl"
+
+
+def open_history(url_or_conn_id: str | None = None) -> HistoryStore:
+    """Return a :class:`HistoryStore`.
+
+    :param url_or_conn_id: a SQLAlchemy URL (anything with ``://``), an Airflow connection id, or
+        None for the configured history (:func:`history_conn_id`, else the embedded SQLite).
+    """
+    target = url_or_conn_id or history_conn_id()
+    if target is None:
+        return HistoryStore(default_sqlite_url())
+    if "://" in target:
+        return HistoryStore(target)
+    return HistoryStore.from_conn_id(target)
+
+
+def default_spooling_recorder() -> SpoolingRecorder:
+    """Return the :class:`SpoolingRecorder` over the configured history (one per process and config)."""
+    conn_id = history_conn_id()
+    target = conn_id or default_sqlite_url()
+    spool = default_spool_path()
+    key = (os.getpid(), target, str(spool))
+    with _cache_lock:
+        recorder = _recorders.get(key)
+        if recorder is None:
+            recorder = SpoolingRecorder(open_history(target), spool)
+            _recorders[key] = recorder
+    return recorder
+
 
 def default_recorder() -> Recorder:
-    """The recorder operators use unless given one.
+    """Return the recorder operators use unless given one.
 
-    ``DESC_HISTORY_JSONL`` names a JSON-lines file; the default is ``$AIRFLOW_HOME/desc/history.jsonl``.
+    ``DESC_HISTORY_JSONL`` names a JSON-lines file (it wins, for tests and demos); otherwise
+    :func:`default_spooling_recorder`: the history database configured by ``DESC_HISTORY_CONN_ID`` /
+    ``[desc] history_conn_id``, else SQLite at ``$AIRFLOW_HOME/desc/history.db``, spooling to
+    ``$AIRFLOW_HOME/desc/history-spool.jsonl`` when the database cannot be written.
     """
     path = os.environ.get("DESC_HISTORY_JSONL")
-    if not path:
-        home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
-        path = str(Path(home) / "desc" / "history.jsonl")
-    return JsonLinesRecorder(path)
+    if path:
+        return JsonLinesRecorder(path)
+    return default_spooling_recorder()

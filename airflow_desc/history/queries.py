@@ -1,0 +1,441 @@
+"""Queries on the history store, as pandas DataFrames (SQLAlchemy Core, the same SQL on both databases).
+
+* :func:`process_instances`: attempts, one row per attempt, with every :class:`ProcessRecord` field;
+* :func:`status_counts`: the DC1 status table: the latest attempt of each process instance counted
+  by task, version, process, type and state, plus the number of attempts;
+* :func:`process_usage`: what the per-process figures plot (elapsed, CPU, memory, requests).
+
+Time windows (``since`` / ``until``) select attempts by when they began: start time, else submit
+time, else end time; ``since`` is inclusive, ``until`` exclusive. Unknown workflow, variant, run,
+process or state names raise :class:`ValueError` listing the names the history holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from airflow_desc.history import schema
+from airflow_desc.history.records import PROCESS_STATES, ProcessRecord
+from airflow_desc.history.schema import HistoryDateTime, runs, streams, workflows
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "PROCESS_INSTANCE_COLUMNS",
+    "STATUS_COLUMNS",
+    "USAGE_COLUMNS",
+    "process_instances",
+    "process_usage",
+    "status_counts",
+]
+
+#: The columns of :func:`process_instances`: the :class:`ProcessRecord` fields, then ``run_conf``.
+PROCESS_INSTANCE_COLUMNS = (*(f.name for f in dataclasses.fields(ProcessRecord)), "run_conf")
+#: The columns of :func:`status_counts`.
+STATUS_COLUMNS = ("task", "version", "process", "process_type", "state", "count", "attempts")
+#: The columns of :func:`process_usage`.
+USAGE_COLUMNS = (
+    "workflow",
+    "run_id",
+    "stream",
+    "try_number",
+    "elapsed",
+    "total_cpu",
+    "max_rss",
+    "req_cpus",
+    "req_mem",
+    "req_walltime",
+    "state",
+    "reason",
+    "cluster",
+    "node",
+    "end_time",
+)
+_LIST_AT_MOST = 30
+# Nullable integer and float fields of ProcessRecord: Int64 keeps None as <NA> instead of a float NaN.
+_INT_FIELDS = ("map_index", "try_number", "exit_code", "signal", "max_rss_bytes", "req_cpus", "req_mem_bytes")
+_FLOAT_FIELDS = ("elapsed_s", "total_cpu_s", "req_walltime_s")
+
+pi = schema.process_instances
+# One process instance: its attempts differ only in try_number (stream_ref implies run_ref).
+_INSTANCE = (pi.c.run_ref, pi.c.stream_ref, pi.c.task_id, pi.c.map_index, pi.c.process)
+
+
+def _began() -> sa.ColumnElement[Any]:
+    return sa.func.coalesce(pi.c.start_time, pi.c.submit_time, pi.c.end_time)
+
+
+def _time_column(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[Any]:
+    """On SQLite, the stored ISO text: pandas parses a column of it ~10x faster than rows one by one."""
+    return sa.type_coerce(column, sa.String) if dialect == "sqlite" else column
+
+
+def _to_datetime(values: pd.Series) -> pd.Series:
+    import pandas as pd
+
+    return pd.to_datetime(values, format="ISO8601") if values.dtype == object else pd.to_datetime(values)
+
+
+def _tuples(result: sa.CursorResult[Any]) -> list[tuple[Any, ...]]:
+    # Plain tuples: pandas probes each row's attributes, which costs a Row an exception each time.
+    return [tuple(row) for row in result]
+
+
+def _time_window(
+    column: sa.ColumnElement[Any], since: datetime | None, until: datetime | None
+) -> list[sa.ColumnElement[bool]]:
+    out: list[sa.ColumnElement[bool]] = []
+    if since is not None:
+        out.append(column >= sa.literal(since, type_=HistoryDateTime()))
+    if until is not None:
+        out.append(column < sa.literal(until, type_=HistoryDateTime()))
+    return out
+
+
+def _unknown(kind: str, value: str, valid: Sequence[str]) -> ValueError:
+    names = [n or "''" for n in sorted(valid)]
+    shown = ", ".join(names[:_LIST_AT_MOST]) + (
+        f", ... ({len(names)} in all)" if len(names) > _LIST_AT_MOST else ""
+    )
+    return ValueError(f"unknown {kind} {value!r}; the history holds: {shown or '(none)'}")
+
+
+def _distinct(conn: Connection, column: sa.ColumnElement[Any]) -> list[str]:
+    return [v for (v,) in conn.execute(sa.select(column).distinct()) if v is not None]
+
+
+def _check_state(state: str | None) -> None:
+    if state is not None and state not in PROCESS_STATES:
+        raise ValueError(f"unknown state {state!r}; the states are: {', '.join(PROCESS_STATES)}")
+
+
+def _workflow_refs(conn: Connection, workflow: str | None, variant: str | None) -> list[int] | None:
+    """Return the workflows rows matching the filters (None: no filter); unknown names raise."""
+    if workflow is None and variant is None:
+        return None
+    query = sa.select(workflows.c.id)
+    if workflow is not None:
+        query = query.where(workflows.c.name == workflow)
+    if variant is not None:
+        query = query.where(workflows.c.variant == variant)
+    refs = [int(i) for (i,) in conn.execute(query)]
+    if not refs:
+        if workflow is not None and workflow not in _distinct(conn, workflows.c.name):
+            raise _unknown("workflow", workflow, _distinct(conn, workflows.c.name))
+        assert variant is not None
+        query = sa.select(workflows.c.variant).distinct()
+        if workflow is not None:
+            query = query.where(workflows.c.name == workflow)
+        names = [v for (v,) in conn.execute(query)]
+        kind = "variant" if workflow is None else f"variant of {workflow}"
+        raise _unknown(kind, variant, names)
+    return refs
+
+
+def _run_refs(conn: Connection, run_id: str | None) -> list[int] | None:
+    if run_id is None:
+        return None
+    refs = [int(i) for (i,) in conn.execute(sa.select(runs.c.id).where(runs.c.run_id == run_id))]
+    if not refs:
+        raise _unknown("run_id", run_id, _distinct(conn, runs.c.run_id))
+    return refs
+
+
+def _check_process(conn: Connection, process: str | None) -> None:
+    if process is None:
+        return
+    found = conn.execute(sa.select(pi.c.id).where(pi.c.process == process).limit(1)).first()
+    if found is None:
+        raise _unknown("process", process, _distinct(conn, pi.c.process))
+
+
+def _glob(column: sa.ColumnElement[str], pattern: str, dialect: str) -> sa.ColumnElement[bool]:
+    """Match ``*`` (any text, ``/`` included) and ``?`` (one character), case-sensitively."""
+    if dialect == "sqlite":
+        # GLOB is SQLite's case-sensitive LIKE; "[" opens a class there, so quote it.
+        return column.op("GLOB")(pattern.replace("[", "[[]"))
+    like = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(like.replace("*", "%").replace("?", "_"), escape="\\")
+
+
+def process_instances(
+    engine: Engine,
+    *,
+    workflow: str | None = None,
+    run_id: str | None = None,
+    process: str | None = None,
+    stream_glob: str | None = None,
+    state: str | None = None,
+    reason: str | None = None,
+    cluster: str | None = None,
+    node: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    latest_only: bool = False,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """Return the recorded attempts, one row per attempt, in the order they were first recorded.
+
+    :param engine: the history store's engine (:attr:`HistoryStore.engine`).
+    :param workflow: only this workflow.
+    :param run_id: only this DAG run.
+    :param process: only this process (e.g. ``processEimage``).
+    :param stream_glob: only streams whose path matches, e.g. ``visit=2201/*``.
+    :param state: only attempts in this state (one of :data:`PROCESS_STATES`).
+    :param reason: only this reason class (e.g. ``out-of-memory``).
+    :param cluster: only attempts run on this cluster.
+    :param node: only attempts run on this node (list).
+    :param since: only attempts that began at or after this time.
+    :param until: only attempts that began before this time.
+    :param latest_only: only the latest attempt of each process instance (selected before the other
+        filters: ``state="failed", latest_only=True`` is the instances whose last attempt failed).
+    :param limit: at most this many rows.
+    :return: a DataFrame with columns :data:`PROCESS_INSTANCE_COLUMNS` (times naive, ``extra`` and
+        ``run_conf`` dicts or None).
+    """
+    import pandas as pd
+
+    _check_state(state)
+    w, r, s = workflows, runs, streams
+    columns: dict[str, sa.ColumnElement[Any]] = {
+        "workflow": w.c.name,
+        "dag_id": r.c.dag_id,
+        "run_id": r.c.run_id,
+        "variant": w.c.variant,
+        "stream": s.c.path,
+        "run_conf": r.c.conf,
+    }
+    for name in ("submit_time", "start_time", "end_time"):
+        columns[name] = _time_column(pi.c[name], engine.dialect.name)
+    selected = [
+        (columns[name] if name in columns else pi.c[name]).label(name) for name in PROCESS_INSTANCE_COLUMNS
+    ]
+    query = sa.select(*selected).select_from(
+        pi.join(w, pi.c.workflow_ref == w.c.id)
+        .join(r, pi.c.run_ref == r.c.id)
+        .join(s, pi.c.stream_ref == s.c.id)
+    )
+    with engine.connect() as conn:
+        workflow_refs = _workflow_refs(conn, workflow, None)
+        run_refs = _run_refs(conn, run_id)
+        _check_process(conn, process)
+        if workflow_refs is not None:
+            query = query.where(pi.c.workflow_ref.in_(workflow_refs))
+        if run_refs is not None:
+            query = query.where(pi.c.run_ref.in_(run_refs))
+        for column, value in (
+            (pi.c.process, process),
+            (pi.c.state, state),
+            (pi.c.reason, reason),
+            (pi.c.cluster, cluster),
+            (pi.c.node, node),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if stream_glob is not None:
+            query = query.where(_glob(s.c.path, stream_glob, engine.dialect.name))
+        query = query.where(*_time_window(_began(), since, until))
+        if latest_only:
+            query = query.where(pi.c.latest)
+        query = query.order_by(pi.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        rows = _tuples(conn.execute(query))
+    frame = pd.DataFrame.from_records(rows, columns=list(PROCESS_INSTANCE_COLUMNS))
+    for name in ("submit_time", "start_time", "end_time"):
+        frame[name] = _to_datetime(frame[name])
+    dtypes = {name: "Int64" for name in _INT_FIELDS} | {name: "float64" for name in _FLOAT_FIELDS}
+    frame = frame.astype(dtypes)
+    frame["extra"] = frame["extra"].map(lambda v: {} if v is None else v)
+    return frame
+
+
+def status_counts(
+    engine: Engine,
+    *,
+    workflow: str | None = None,
+    run_id: str | None = None,
+    variant: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> pd.DataFrame:
+    """Return the status table: the latest attempt of each process instance, counted.
+
+    One row per (task, version, process, process_type, state) holding at least one instance;
+    ``count`` is the number of instances whose latest attempt is in that state, ``attempts`` the
+    number of attempts of those instances (all tries). Computed in SQL from the ``latest`` flag the
+    writer keeps: a grouped scan of the partial index of latest attempts, plus the superseded
+    attempts (a few percent) joined to their instance's latest one.
+
+    :param engine: the history store's engine.
+    :param workflow: only this workflow.
+    :param run_id: only this DAG run.
+    :param variant: only this workflow variant.
+    :param since: only instances whose latest attempt began at or after this time.
+    :param until: only instances whose latest attempt began before this time.
+    :return: a DataFrame with columns :data:`STATUS_COLUMNS`, sorted by task, version, process, state.
+    """
+    old = pi.alias("superseded")
+    same_instance = [getattr(old.c, c.name) == c for c in _INSTANCE]
+    keys = [pi.c.task, pi.c.version, pi.c.process, pi.c.process_type, pi.c.state]
+    with engine.connect() as conn:
+        where = [pi.c.latest, *_status_filters(conn, workflow, run_id, variant, since, until)]
+        latest = sa.select(*keys, sa.func.count().label("count"), sa.func.count().label("attempts"))
+        earlier = sa.select(*keys, sa.literal(0).label("count"), sa.func.count().label("attempts"))
+        earlier = earlier.select_from(old.join(pi, sa.and_(*same_instance)))
+        both = sa.union_all(
+            latest.where(*where).group_by(*keys),
+            earlier.where(sa.not_(old.c.latest), *where).group_by(*keys),
+        ).subquery("counted")
+        out = [both.c[k.name] for k in keys]
+        query = (
+            sa.select(*out, sa.func.sum(both.c["count"]), sa.func.sum(both.c.attempts))
+            .group_by(*out)
+            .order_by(*out)
+        )
+        rows = _tuples(conn.execute(query))
+    return _status_frame(rows)
+
+
+def _status_filters(
+    conn: Connection,
+    workflow: str | None,
+    run_id: str | None,
+    variant: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[sa.ColumnElement[bool]]:
+    where: list[sa.ColumnElement[bool]] = []
+    workflow_refs = _workflow_refs(conn, workflow, variant)
+    run_refs = _run_refs(conn, run_id)
+    if workflow_refs is not None:
+        where.append(pi.c.workflow_ref.in_(workflow_refs))
+    if run_refs is not None:
+        where.append(pi.c.run_ref.in_(run_refs))
+    return where + _time_window(_began(), since, until)
+
+
+def _status_frame(rows: Sequence[tuple[Any, ...]]) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(rows, columns=list(STATUS_COLUMNS))
+    return frame.astype({"count": "int64", "attempts": "int64"})
+
+
+def _status_counts_window(
+    engine: Engine,
+    *,
+    workflow: str | None = None,
+    run_id: str | None = None,
+    variant: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> pd.DataFrame:
+    """:func:`status_counts` from the attempts alone (a window over each instance), ignoring ``latest``.
+
+    The reference the tests hold :func:`status_counts` to; ~10x slower at a million attempts.
+    """
+    instance = list(_INSTANCE)
+    window: list[sa.ColumnElement[Any]] = [
+        pi.c.task,
+        pi.c.version,
+        pi.c.process,
+        pi.c.process_type,
+        pi.c.state,
+        pi.c.try_number,
+        _began().label("began"),
+        sa.func.max(pi.c.try_number).over(partition_by=instance).label("last_try"),
+        sa.func.count().over(partition_by=instance).label("tries"),
+    ]
+    with engine.connect() as conn:
+        where = _status_filters(conn, workflow, run_id, variant, None, None)
+        ranked = sa.select(*window).where(*where).subquery("ranked")
+        keys = [ranked.c.task, ranked.c.version, ranked.c.process, ranked.c.process_type, ranked.c.state]
+        query = (
+            sa.select(*keys, sa.func.count(), sa.func.sum(ranked.c.tries))
+            .where(ranked.c.try_number == ranked.c.last_try, *_time_window(ranked.c.began, since, until))
+            .group_by(*keys)
+            .order_by(*keys)
+        )
+        rows = _tuples(conn.execute(query))
+    return _status_frame(rows)
+
+
+def process_usage(
+    engine: Engine,
+    process: str,
+    *,
+    workflow: str | None = None,
+    run_id: str | None = None,
+    cluster: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    latest_only: bool = False,
+) -> pd.DataFrame:
+    """Return the resource usage of every attempt of ``process``: what the per-process figures plot.
+
+    :param engine: the history store's engine.
+    :param process: the process, e.g. ``processEimage``.
+    :param workflow: only this workflow.
+    :param run_id: only this DAG run.
+    :param cluster: only attempts run on this cluster.
+    :param since: only attempts that began at or after this time.
+    :param until: only attempts that began before this time.
+    :param latest_only: only the latest attempt of each process instance.
+    :return: a DataFrame with columns :data:`USAGE_COLUMNS`, by end time (unfinished last):
+        ``elapsed`` and ``total_cpu`` in seconds, ``max_rss`` and ``req_mem`` in bytes,
+        ``req_walltime`` in seconds.
+    """
+    import pandas as pd
+
+    w, r, s = workflows, runs, streams
+    query = sa.select(
+        w.c.name.label("workflow"),
+        r.c.run_id,
+        s.c.path.label("stream"),
+        pi.c.try_number,
+        pi.c.elapsed_s.label("elapsed"),
+        pi.c.total_cpu_s.label("total_cpu"),
+        pi.c.max_rss_bytes.label("max_rss"),
+        pi.c.req_cpus,
+        pi.c.req_mem_bytes.label("req_mem"),
+        pi.c.req_walltime_s.label("req_walltime"),
+        pi.c.state,
+        pi.c.reason,
+        pi.c.cluster,
+        pi.c.node,
+        _time_column(pi.c.end_time, engine.dialect.name).label("end_time"),
+    ).select_from(
+        pi.join(w, pi.c.workflow_ref == w.c.id)
+        .join(r, pi.c.run_ref == r.c.id)
+        .join(s, pi.c.stream_ref == s.c.id)
+    )
+    with engine.connect() as conn:
+        _check_process(conn, process)
+        workflow_refs = _workflow_refs(conn, workflow, None)
+        run_refs = _run_refs(conn, run_id)
+        query = query.where(pi.c.process == process)
+        if workflow_refs is not None:
+            query = query.where(pi.c.workflow_ref.in_(workflow_refs))
+        if run_refs is not None:
+            query = query.where(pi.c.run_ref.in_(run_refs))
+        if cluster is not None:
+            query = query.where(pi.c.cluster == cluster)
+        query = query.where(*_time_window(_began(), since, until))
+        if latest_only:
+            query = query.where(pi.c.latest)
+        rows = _tuples(conn.execute(query.order_by(pi.c.end_time.asc().nulls_last(), pi.c.id)))
+    frame = pd.DataFrame.from_records(rows, columns=list(USAGE_COLUMNS))
+    frame["end_time"] = _to_datetime(frame["end_time"])
+    for name in ("elapsed", "total_cpu", "req_walltime"):
+        frame[name] = frame[name].astype("float64")
+    for name in ("max_rss", "req_mem", "req_cpus"):
+        frame[name] = frame[name].astype("Int64")
+    return frame

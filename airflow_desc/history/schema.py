@@ -1,0 +1,188 @@
+"""The tables of the history store (SQLAlchemy Core), the same on PostgreSQL and SQLite.
+
+::
+
+    workflows          one row per (name, variant, version) of a top-level workflow
+    runs               one row per DAG run (a top-level stream): its conf and survey year
+    streams            one row per stream path of a run; ``parent_ref`` is the enclosing stream
+                       (each run has a root stream with path ``""``, the top level)
+    process_instances  one row per attempt of a process instance (a :class:`ProcessRecord`)
+
+The attempt identity, :meth:`ProcessRecord.key`, is ``(dag_id, run_id, task_id, map_index,
+stream, process, try_number)``. ``(dag_id, run_id)`` is unique in ``runs`` and ``(run, path)`` in
+``streams``, so the unique constraint ``uq_process_instances_attempt`` on ``(run_ref, stream_ref,
+task_id, map_index, process, try_number)`` is that identity: writing the same record twice updates
+the row instead of adding one. ``latest`` marks the latest attempt of each instance (the highest
+``try_number``); the writer keeps it right in the same transaction, so that the status table (which
+counts latest attempts) reads one small index instead of ranking a million attempts.
+
+Times are stored without a time zone, as SLURM prints them (the cluster's local time); aware
+datetimes are converted to UTC first. This module is the model the migrations in
+``history/migrations`` must produce (a test compares them); change both together.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+__all__ = [
+    "DB_JSON",
+    "ID",
+    "HistoryDateTime",
+    "metadata",
+    "process_instances",
+    "runs",
+    "streams",
+    "workflows",
+]
+
+#: Autoincrementing primary keys: BIGINT on PostgreSQL, INTEGER (the rowid) on SQLite.
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+#: JSON documents: JSONB on PostgreSQL, JSON text on SQLite.
+DB_JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+
+
+class HistoryDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp without time zone; aware values are stored in UTC."""
+
+    impl = sa.DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Store naive values as they are, aware ones in UTC."""
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """Return a naive datetime."""
+        return value if value is None or isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+workflows = sa.Table(
+    "workflows",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("variant", sa.Text, nullable=False, server_default=""),
+    sa.Column("version", sa.Text, nullable=False, server_default=""),
+    sa.UniqueConstraint("name", "variant", "version", name="uq_workflows_identity"),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("workflow_ref", ID, sa.ForeignKey("workflows.id"), nullable=False, index=True),
+    sa.Column("dag_id", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("conf", DB_JSON, nullable=True),
+    sa.Column("survey_year", sa.Integer, nullable=True),
+    sa.Column("created_at", HistoryDateTime, nullable=False),
+    sa.UniqueConstraint("dag_id", "run_id", name="uq_runs_identity"),
+)
+
+streams = sa.Table(
+    "streams",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("run_ref", ID, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("parent_ref", ID, sa.ForeignKey("streams.id"), nullable=True, index=True),
+    sa.UniqueConstraint("run_ref", "path", name="uq_streams_identity"),
+)
+
+process_instances = sa.Table(
+    "process_instances",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("workflow_ref", ID, sa.ForeignKey("workflows.id"), nullable=False),
+    sa.Column("run_ref", ID, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("stream_ref", ID, sa.ForeignKey("streams.id"), nullable=False),
+    sa.Column("task_id", sa.Text, nullable=False),
+    sa.Column("map_index", sa.Integer, nullable=False),
+    sa.Column("process", sa.Text, nullable=False),
+    sa.Column("try_number", sa.Integer, nullable=False),
+    sa.Column("task", sa.Text, nullable=False),
+    sa.Column("version", sa.Text, nullable=False),
+    sa.Column("process_type", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("cluster", sa.Text, nullable=True),
+    sa.Column("job_id", sa.Text, nullable=True),
+    sa.Column("step", sa.Text, nullable=True),
+    sa.Column("slurm_state", sa.Text, nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("signal", sa.Integer, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("submit_time", HistoryDateTime, nullable=True),
+    sa.Column("start_time", HistoryDateTime, nullable=True),
+    sa.Column("end_time", HistoryDateTime, nullable=True),
+    sa.Column("elapsed_s", sa.Float, nullable=True),
+    sa.Column("total_cpu_s", sa.Float, nullable=True),
+    sa.Column("max_rss_bytes", sa.BigInteger, nullable=True),
+    sa.Column("req_cpus", sa.Integer, nullable=True),
+    sa.Column("req_mem_bytes", sa.BigInteger, nullable=True),
+    sa.Column("req_walltime_s", sa.Float, nullable=True),
+    sa.Column("node", sa.Text, nullable=True),
+    sa.Column("log_path", sa.Text, nullable=True),
+    sa.Column("triggered_by", sa.Text, nullable=True),
+    sa.Column("rerun_reason", sa.Text, nullable=True),
+    sa.Column("extra", DB_JSON, nullable=True),
+    sa.Column("recorded_at", HistoryDateTime, nullable=False),
+    # True when no later attempt (higher try_number) of the same process instance is recorded.
+    sa.Column("latest", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.UniqueConstraint(
+        "run_ref",
+        "stream_ref",
+        "task_id",
+        "map_index",
+        "process",
+        "try_number",
+        name="uq_process_instances_attempt",
+    ),
+)
+
+# The status table counts the latest attempt of each instance (``latest``, kept by the writer in
+# the transaction that records an attempt): this partial index holds every column that query reads,
+# in its GROUP BY order, for the latest attempts only; the next one finds the superseded attempts
+# (a few percent) whose count the status table adds as ``attempts``.
+sa.Index(
+    "ix_process_instances_latest",
+    process_instances.c.task,
+    process_instances.c.version,
+    process_instances.c.process,
+    process_instances.c.process_type,
+    process_instances.c.state,
+    process_instances.c.workflow_ref,
+    process_instances.c.run_ref,
+    # Spelled as the queries' WHERE renders on each dialect: SQLite uses a partial index only then.
+    sqlite_where=sa.text("latest = 1"),
+    postgresql_where=sa.text("latest"),
+)
+sa.Index(
+    "ix_process_instances_superseded",
+    process_instances.c.run_ref,
+    process_instances.c.stream_ref,
+    process_instances.c.task_id,
+    process_instances.c.map_index,
+    process_instances.c.process,
+    sqlite_where=sa.text("latest = 0"),
+    postgresql_where=sa.text("NOT latest"),
+)
+# Per-process figures, and checking a process name.
+sa.Index("ix_process_instances_process", process_instances.c.process, process_instances.c.end_time)
