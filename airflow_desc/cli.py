@@ -5,6 +5,10 @@ Commands::
     airflow-desc clusters list             the cluster profiles in use
     airflow-desc clusters check [NAME ...] log in to each cluster and check SLURM answers as profiled
     airflow-desc pools sync                one Airflow pool per cluster, sized by its max_queued_jobs
+    airflow-desc status                    the DC1-style status table (--format table|csv|json)
+    airflow-desc report --out DIR          HTML report: status table, seaborn figures, resource advice
+    airflow-desc history [filters]         process instances (--process, --state, --reason, --stream ...)
+    airflow-desc history flush             write the records spooled while the history DB was down
 
 Every command has ``--help``.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from airflow_desc import __version__
 
@@ -110,6 +115,117 @@ def _cmd_pools_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(text: str | None) -> Any:
+    from datetime import datetime
+
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
+
+
+def _emit(table: Any, fmt: str) -> None:
+    from airflow_desc.reports.status import format_text, to_csv, to_json
+
+    print(
+        {"table": format_text, "csv": to_csv, "json": to_json}[fmt](table), end="" if fmt != "table" else "\n"
+    )
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from airflow_desc.history import open_history
+    from airflow_desc.history.queries import status_counts
+    from airflow_desc.reports.status import attempts_table, status_table
+
+    store = open_history(args.db)
+    counts = status_counts(
+        store.engine, workflow=args.workflow, run_id=args.run, variant=args.variant,
+        since=_when(args.since), until=_when(args.until),
+    )  # fmt: skip
+    if counts.empty:
+        print("no process instance recorded yet for this selection")
+        return 0
+    _emit(status_table(counts), args.format)
+    if args.attempts:
+        _emit(attempts_table(counts), args.format)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from airflow_desc.history import open_history
+    from airflow_desc.history.queries import process_instances, status_counts
+    from airflow_desc.reports.html import write_report
+    from airflow_desc.reports.status import status_table
+
+    store = open_history(args.db)
+    since, until = _when(args.since), _when(args.until)
+    counts = status_counts(
+        store.engine, workflow=args.workflow, run_id=args.run, variant=args.variant, since=since, until=until
+    )
+    if counts.empty:
+        print("no process instance recorded yet for this selection: no report written")
+        return 1
+    instances = process_instances(
+        store.engine, workflow=args.workflow, run_id=args.run, since=since, until=until
+    )
+    index = write_report(args.out, status_table(counts), instances, title=args.title)
+    print(f"wrote {index}")
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from airflow_desc.history import default_spooling_recorder, open_history
+    from airflow_desc.history.queries import process_instances
+
+    if args.action == "flush":
+        report = default_spooling_recorder().flush()
+        print(f"flushed {report.flushed} spooled record(s) to the history")
+        if report.rejected:
+            print(
+                f"{report.rejected} corrupt spool line(s) kept aside in {report.rejected_path}: "
+                "fix or delete them"
+            )
+            return 1
+        return 0
+    frame = process_instances(
+        open_history(args.db).engine, workflow=args.workflow, run_id=args.run, process=args.process,
+        stream_glob=args.stream, state=args.state, reason=args.reason, cluster=args.cluster, node=args.node,
+        since=_when(args.since), until=_when(args.until), latest_only=args.latest, limit=args.limit,
+    )  # fmt: skip
+    columns = [c for c in args.columns.split(",") if c in frame.columns] if args.format == "table" else None
+    shown = frame[columns] if columns else frame.drop(columns=[c for c in ("extra",) if c in frame.columns])
+    if args.format == "json":
+        print(shown.to_json(orient="records", date_format="iso"))
+    elif args.format == "csv":
+        print(shown.to_csv(index=False), end="")
+    else:
+        print(shown.to_string(index=False) if len(shown) else "no process instance matches")
+    return 0
+
+
+def _history_filters(parser: argparse.ArgumentParser, *, instances: bool) -> None:
+    parser.add_argument(
+        "--db", help="history: SQLAlchemy URL or Airflow connection id (default: the configured one)"
+    )
+    parser.add_argument("--workflow", help="only this workflow (DAG id)")
+    parser.add_argument("--run", help="only this DAG run id")
+    parser.add_argument("--since", help="only instances started on or after this date (YYYY-MM-DD[THH:MM])")
+    parser.add_argument("--until", help="only instances started before this date")
+    if not instances:
+        parser.add_argument("--variant", help="only this workflow variant")
+        return
+    parser.add_argument("--process", help="only this process, e.g. processEimage")
+    parser.add_argument("--stream", help="stream path glob, e.g. 'visit=2201/*'")
+    parser.add_argument("--state", help="success, failed, terminated, cancelled, skipped ...")
+    parser.add_argument("--reason", help="reason class, e.g. out-of-memory, time-limit, python-exception")
+    parser.add_argument("--cluster", help="only this cluster")
+    parser.add_argument("--node", help="only this node")
+    parser.add_argument("--latest", action="store_true", help="only the latest attempt of each instance")
+    parser.add_argument("--limit", type=int, help="at most this many rows")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of ``airflow-desc``."""
     parser = argparse.ArgumentParser(
@@ -145,6 +261,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the airflow commands instead of running them"
     )
     sync.set_defaults(func=_cmd_pools_sync)
+
+    formats = ("table", "csv", "json")
+    status = sub.add_parser("status", help="the DC1-style status table from the history")
+    _history_filters(status, instances=False)
+    status.add_argument("--format", choices=formats, default="table", help="output format (default: table)")
+    status.add_argument("--attempts", action="store_true", help="also show attempts per process")
+    status.set_defaults(func=_cmd_status)
+
+    report = sub.add_parser("report", help="write the HTML report (status table, figures, resource advice)")
+    _history_filters(report, instances=False)
+    report.add_argument("--out", required=True, help="directory to write index.html and the PNGs into")
+    report.add_argument("--title", default="airflow-desc report", help="report title")
+    report.set_defaults(func=_cmd_report)
+
+    history = sub.add_parser(
+        "history", help="process instances from the history; 'history flush' writes the spool"
+    )
+    history.add_argument("action", nargs="?", choices=["list", "flush"], default="list",
+                         help="list (default) or flush the spooled records into the history")  # fmt: skip
+    _history_filters(history, instances=True)
+    history.add_argument("--format", choices=formats, default="table", help="output format (default: table)")
+    history.add_argument(
+        "--columns",
+        default="task,process,stream,try_number,state,reason,cluster,job_id,node,elapsed_s,total_cpu_s,max_rss_bytes",
+        help="columns of the table format",
+    )
+    history.set_defaults(func=_cmd_history)
     return parser
 
 

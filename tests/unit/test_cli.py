@@ -1,0 +1,100 @@
+"""`airflow-desc status | report | history` on an embedded SQLite history (no services)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+from airflow_desc.cli import main
+from airflow_desc.history import ProcessRecord, open_history
+
+
+@pytest.fixture
+def db(tmp_path: pathlib.Path) -> str:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    records = [
+        ProcessRecord(
+            workflow="DC1-DM12",
+            task="processSensor",
+            version="1.0",
+            process="processEimage",
+            state="success" if i < 4 else "terminated",
+            dag_id="DC1",
+            run_id="r1",
+            task_id="bundle",
+            map_index=0,
+            stream=f"visit=2201/sensor=S{i}",
+            elapsed_s=10 + i,
+            total_cpu_s=9 + i,
+            max_rss_bytes=2**30,
+            req_mem_bytes=2 * 2**30,
+            req_cpus=1,
+            req_walltime_s=600,
+            cluster="perlmutter",
+            reason="out-of-memory" if i == 4 else "success",
+        )  # fmt: skip
+        for i in range(5)
+    ]
+    open_history(url).record(records)
+    return url
+
+
+def test_status_prints_the_dc1_table(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--db", db]) == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[0].split()
+    assert header[:4] == ["Task", "Version", "Process", "Type"]
+    assert header[-2:] == ["Total", "Links"]
+    row = next(line for line in out.splitlines() if "processEimage" in line).split()
+    assert row[:4] == ["processSensor", "1.0", "processEimage", "Batch"]
+    assert row[-8:-2] == [
+        "4",
+        "0",
+        "1",
+        "0",
+        "0",
+        "0",
+    ]  # success failed terminated cancelling cancelled skipped
+
+
+def test_status_json_and_csv(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--db", db, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["Process"] == "processEimage"
+    assert rows[0]["Terminated"] == 1
+    assert main(["status", "--db", db, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("Task,Version,Process,Type,Waiting")
+
+
+def test_history_filters_and_names_valid_states(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["history", "--db", db, "--reason", "out-of-memory", "--format", "json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["stream"] == "visit=2201/sensor=S4"
+    assert main(["history", "--db", db, "--stream", "visit=2201/*", "--format", "csv"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 6  # header + 5 rows
+    assert main(["history", "--db", db, "--stream", "visit=9999/*", "--format", "csv"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) <= 1
+    assert main(["history", "--db", db, "--state", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown state 'bogus'" in err
+    assert "terminated" in err
+
+
+def test_report_writes_html_with_plot_links(db: str, tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "report"
+    assert main(["report", "--db", db, "--out", str(out)]) == 0
+    html = (out / "index.html").read_text()
+    assert "processEimage" in html
+    assert (out / "plots").is_dir()
+    assert any((out / "plots").iterdir())
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--help"], ["status", "--help"], ["report", "--help"], ["history", "--help"],
+                 ["clusters", "check", "--help"], ["pools", "sync", "--help"]):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+        assert "usage: airflow-desc" in capsys.readouterr().out
