@@ -11,64 +11,15 @@ import os
 import subprocess
 import sys
 import time
-from collections import Counter, defaultdict
 from pathlib import Path
 
-from airflow_desc.history import JsonLinesRecorder, ProcessRecord
-
 REPO = Path(__file__).resolve().parent.parent
-STATES = ("success", "failed", "terminated", "cancelled", "skipped")
 
 
 def _airflow(args: list[str], env: dict[str, str], log: Path) -> int:
     airflow = Path(sys.executable).with_name("airflow")
     with open(log, "a") as f:
         return subprocess.run([str(airflow), *args], env=env, stdout=f, stderr=subprocess.STDOUT).returncode
-
-
-def status_table(records: list[ProcessRecord]) -> str:
-    """Render the per-process table (latest attempt per process instance; attempts counted apart)."""
-    latest: dict[tuple[str, str, str, int], ProcessRecord] = {}
-    attempts: Counter[str] = Counter()
-    for r in sorted(records, key=lambda r: r.try_number):
-        latest[(r.task_id, r.stream, r.process, r.map_index)] = r
-        attempts[r.process] += 1
-    by_process: dict[str, list[ProcessRecord]] = defaultdict(list)
-    for r in latest.values():
-        by_process[r.process].append(r)
-    head = f"{'process':<24}{'cluster':<12}" + "".join(f"{s:>11}" for s in STATES)
-    head += f"{'total':>7}{'attempts':>10}{'cpu s':>9}{'wall s':>9}{'maxrss MB':>11}"
-    lines = [head, "-" * len(head)]
-    for process, recs in sorted(by_process.items()):
-        counts = Counter(r.state for r in recs)
-        cpu = sum(r.total_cpu_s or 0 for r in recs)
-        wall = sum(r.elapsed_s or 0 for r in recs)
-        rss = max((r.max_rss_bytes or 0) for r in recs) / 2**20
-        clusters = ",".join(sorted({r.cluster or "-" for r in recs}))
-        lines.append(
-            f"{process:<24}{clusters:<12}" + "".join(f"{counts[s]:>11}" for s in STATES)
-            + f"{len(recs):>7}{attempts[process]:>10}{cpu:>9.1f}{wall:>9.1f}{rss:>11.0f}"
-        )  # fmt: skip
-    return "\n".join(lines)
-
-
-def write_report(records: list[ProcessRecord], out: Path) -> list[Path]:
-    """Write every attempt as CSV and a CPU-vs-wall-clock figure per process (seaborn)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import pandas as pd
-    import seaborn as sns
-
-    frame = pd.DataFrame([r.to_json() for r in records]).drop(columns=["extra"])
-    csv = out / "process_instances.csv"
-    frame.to_csv(csv, index=False)
-    grid = sns.relplot(data=frame, x="elapsed_s", y="total_cpu_s", hue="process", style="state", s=80)
-    grid.set_axis_labels("wall clock (s)", "CPU time (s)")
-    grid.figure.suptitle("CPU time vs wall clock, every attempt", y=1.02)
-    png = out / "cpu_vs_wall.png"
-    grid.savefig(png, dpi=110)
-    return [csv, png]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,38 +32,51 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    history = out / "history.jsonl"
-    history.unlink(missing_ok=True)
     log = out / "airflow.log"
     log.unlink(missing_ok=True)
+    airflow_home = out / "airflow"
+    # A fresh embedded history per demo, so that the table shows this run only.
+    (airflow_home / "desc" / "history.db").unlink(missing_ok=True)
     env = {
         **os.environ,
-        "AIRFLOW_HOME": str(out / "airflow"),
+        "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "DESC_HISTORY_JSONL": str(history),
     }
+    for var in ("DESC_HISTORY_JSONL", "DESC_HISTORY_CONN_ID"):
+        env.pop(var, None)
     t0 = time.monotonic()
-    print(f"[demo] airflow db migrate (Airflow home {env['AIRFLOW_HOME']})")
+    print(f"[demo] airflow db migrate (Airflow home {airflow_home})")
     if _airflow(["db", "migrate"], env, log) != 0:
         print(f"[demo] airflow db migrate failed; see {log}")
         return 1
     print("[demo] airflow dags test desc_demo: 8 SLURM jobs on perlmutter and s3df over SSH ...")
     rc = _airflow(["dags", "test", "desc_demo"], env, log)
-    records = JsonLinesRecorder(history).read()
     print(f"[demo] DAG run finished in {time.monotonic() - t0:.0f} s (airflow exit {rc}); log: {log}\n")
-    if not records:
+    os.environ["AIRFLOW_HOME"] = str(airflow_home)
+    from airflow_desc.history import open_history
+    from airflow_desc.history.queries import process_instances, status_counts
+    from airflow_desc.reports.html import write_report
+    from airflow_desc.reports.status import attempts_table, format_text, status_table
+
+    store = open_history(f"sqlite:///{airflow_home / 'desc' / 'history.db'}")
+    counts = status_counts(store.engine)
+    instances = process_instances(store.engine)
+    if counts.empty:
         print("[demo] no process instance was recorded: the run failed before any job ended; see the log.")
         return 1
-    print(status_table(records))
+    table = status_table(counts)
+    print(format_text(table))
     print()
-    for r in sorted(records, key=lambda r: (str(r.end_time), r.task_id)):
-        if r.state != "success":
-            print(f"[demo] {r.task_id} try {r.try_number}: {r.state} ({r.reason}): {r.message}")
-    for path in write_report(records, out):
-        print(f"[demo] wrote {path}")
+    print(format_text(attempts_table(counts)))
+    print()
+    for row in instances.sort_values("end_time").itertuples():
+        if row.state != "success":
+            print(f"[demo] {row.task_id} try {row.try_number}: {row.state} ({row.reason}): {row.message}")
+    index = write_report(out / "report", table, instances, title="airflow-desc demo: a DC1-shaped slice")
+    print(f"[demo] wrote {index} (status table, figures, resource advice)")
     expected = {"serialingest", "processEimage", "diaObjectMaker", "level1MakeTempExpCoadd", "wrapup"}
-    missing = expected - {r.process for r in records}
+    missing = expected - set(instances["process"])
     if missing:
         print(f"[demo] not recorded: {', '.join(sorted(missing))}")
         return 1

@@ -28,6 +28,8 @@ with DAG(
     ingest = SlurmOperator(
         task_id="serialingest",
         cluster="s3df",
+        workflow_task="DC1-DM12",
+        workflow_version="1.16",
         command=payload_command("--name", "serialingest", "--cpu-seconds", "2", "--memory-mb", "100",
                                 "--output", "repo/raw/ingested.fits", "--output-mb", "2"),
         mem_mb=400,
@@ -42,6 +44,8 @@ with DAG(
             SlurmOperator(
                 task_id=f"processEimage_{sensor}",
                 cluster="perlmutter",
+                workflow_task="processSensor",
+                workflow_version="1.0",
                 command=payload_command(
                     "--name",
                     f"processEimage-{sensor}",
@@ -62,6 +66,8 @@ with DAG(
     dia = SlurmOperator(
         task_id="diaObjectMaker",
         cluster="s3df",
+        workflow_task="level1",
+        workflow_version="1.0",
         command=payload_command("--name", "diaObjectMaker", "--cpu-seconds", "1", "--fail", "traceback"),
         time_limit="00:05:00",
         retries=0,
@@ -69,6 +75,8 @@ with DAG(
     coadd = SlurmOperator(
         task_id="level1MakeTempExpCoadd",
         cluster="perlmutter",
+        workflow_task="level1ProcessPatch",
+        workflow_version="1.0",
         command=payload_command("--name", "coadd", "--cpu-seconds", "4", "--memory-mb", "300",
                                 "--output", "repo/coadd/patch-1,1.fits", "--output-mb", "4"),
         cpus=2,
@@ -78,6 +86,8 @@ with DAG(
     wrapup = SlurmOperator(
         task_id="wrapup",
         cluster="s3df",
+        workflow_task="DC1-DM12",
+        workflow_version="1.16",
         command=payload_command("--name", "wrapup", "--cpu-seconds", "0.5"),
         time_limit="00:02:00",
         trigger_rule="all_done",
