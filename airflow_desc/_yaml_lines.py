@@ -19,16 +19,25 @@ Two departures from PyYAML's ``safe_load``, both to avoid silent surprises:
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-__all__ = ["KeyPath", "LocatedYaml", "YamlLoadError", "YamlProblem", "format_path"]
+__all__ = [
+    "KeyPath",
+    "LocatedYaml",
+    "YamlLoadError",
+    "YamlProblem",
+    "describe_value",
+    "did_you_mean",
+    "format_path",
+]
 
 #: A path into the data: mapping keys and list indices, e.g. ``("clusters", "s3df", "env", "X")``.
 KeyPath = tuple[Hashable, ...]
@@ -53,6 +62,31 @@ _FLOAT_RE = re.compile(
     re.X,
 )
 _SYNTAX_HINT = "fix the YAML on this line or the one before (indentation, a missing ':', an unclosed quote)"
+
+
+def describe_value(value: Any) -> str:
+    """Say what a YAML value is, for error messages: ``'abc' (text)``, ``3 (a whole number)``, ``a list``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, int):
+        return f"{value} (a whole number)"
+    if isinstance(value, float):
+        return f"{value} (a number)"
+    if isinstance(value, str):
+        return f"{value!r} (text)"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """Return the choice closest to ``word`` (a likely typo), or None."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def format_path(path: Sequence[Hashable]) -> str:

@@ -35,7 +35,6 @@ Airflow configuration. Every problem of a file is reported at once, one per line
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -45,7 +44,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from airflow_desc._yaml_lines import KeyPath, LocatedYaml, YamlLoadError, YamlProblem, format_path
+from airflow_desc._yaml_lines import (
+    KeyPath,
+    LocatedYaml,
+    YamlLoadError,
+    YamlProblem,
+    describe_value,
+    did_you_mean,
+    format_path,
+)
 from airflow_desc.exceptions import ClusterProfileError, ResourceLimitError
 from airflow_desc.slurm.units import parse_duration
 
@@ -82,7 +89,7 @@ def parse_walltime(value: str | int) -> int:
     :raises ValueError: for anything else, ``UNLIMITED``, fractions of a second and zero.
     """
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"expected a walltime, got {_describe(value)}")
+        raise ValueError(f"expected a walltime, got {describe_value(value)}")
     text = str(value).strip()
     if text.isdigit():
         seconds: float | None = int(text) * 60
@@ -110,29 +117,6 @@ def _clock(seconds: int) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a boolean)"
-    if isinstance(value, int):
-        return f"{value} (a whole number)"
-    if isinstance(value, float):
-        return f"{value} (a number)"
-    if isinstance(value, str):
-        return f"{value!r} (text)"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _did_you_mean(word: str, choices: Iterable[str]) -> str | None:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
 # --- checking one field --------------------------------------------------------------------------
 
 
@@ -147,8 +131,8 @@ class _Invalid(Exception):
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         if isinstance(value, int | float) and not isinstance(value, bool):
-            raise _Invalid(((), f"expected text, got {_describe(value)}; quote it: '{value}'"))
-        raise _Invalid(((), f"expected text, got {_describe(value)}; write a single value"))
+            raise _Invalid(((), f"expected text, got {describe_value(value)}; quote it: '{value}'"))
+        raise _Invalid(((), f"expected text, got {describe_value(value)}; write a single value"))
     if not value.strip():
         raise _Invalid(((), "is empty; write a value or remove the key"))
     return value
@@ -161,7 +145,9 @@ def _optional_text(value: Any) -> str | None:
 def _whole(example: int, *, minimum: int = 1) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid(((), f"expected a whole number, got {_describe(value)}; write e.g. {example}"))
+            raise _Invalid(
+                ((), f"expected a whole number, got {describe_value(value)}; write e.g. {example}")
+            )
         if value < minimum:
             raise _Invalid(((), f"must be at least {minimum}, got {value}; write e.g. {example}"))
         return value
@@ -173,7 +159,7 @@ def _seconds(example: int, *, allow_zero: bool) -> Callable[[Any], float]:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise _Invalid(
-                ((), f"expected a number of seconds, got {_describe(value)}; write e.g. {example}")
+                ((), f"expected a number of seconds, got {describe_value(value)}; write e.g. {example}")
             )
         if value < 0 or (value == 0 and not allow_zero):
             bound = "0 or more" if allow_zero else "more than 0"
@@ -185,7 +171,7 @@ def _seconds(example: int, *, allow_zero: bool) -> Callable[[Any], float]:
 
 def _walltime_text(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise _Invalid(((), f"expected a walltime, got {_describe(value)}; write {_WALLTIME_FORMS}"))
+        raise _Invalid(((), f"expected a walltime, got {describe_value(value)}; write {_WALLTIME_FORMS}"))
     try:
         seconds = parse_walltime(value)
     except ValueError as exc:
@@ -199,9 +185,9 @@ def _container_runtime(value: Any) -> str:
         return "none"
     if not isinstance(value, str) or value not in CONTAINER_RUNTIMES:
         choices = ", ".join(CONTAINER_RUNTIMES)
-        guess = _did_you_mean(value, CONTAINER_RUNTIMES) if isinstance(value, str) else None
+        guess = did_you_mean(value, CONTAINER_RUNTIMES) if isinstance(value, str) else None
         hint = f"did you mean '{guess}'? (one of {choices})" if guess else f"use one of {choices}"
-        raise _Invalid(((), f"unknown container runtime {_describe(value)}; {hint}"))
+        raise _Invalid(((), f"unknown container runtime {describe_value(value)}; {hint}"))
     return value
 
 
@@ -210,10 +196,14 @@ def _setup_lines(value: Any) -> tuple[str, ...]:
         return ()
     if not isinstance(value, list | tuple):
         raise _Invalid(
-            ((), f"expected a list of shell lines, got {_describe(value)}; write each line as a '- ' item")
+            (
+                (),
+                f"expected a list of shell lines, got {describe_value(value)}; "
+                "write each line as a '- ' item",
+            )
         )
     problems = [
-        ((index,), f"expected text, got {_describe(line)}; quote the shell line")
+        ((index,), f"expected text, got {describe_value(line)}; quote the shell line")
         for index, line in enumerate(value)
         if not isinstance(line, str)
     ]
@@ -227,7 +217,11 @@ def _env(value: Any) -> dict[str, str]:
         return {}
     if not isinstance(value, Mapping):
         raise _Invalid(
-            ((), f"expected a mapping of NAME: value, got {_describe(value)}; write e.g. OMP_NUM_THREADS: 1")
+            (
+                (),
+                f"expected a mapping of NAME: value, got {describe_value(value)}; "
+                "write e.g. OMP_NUM_THREADS: 1",
+            )
         )
     problems: list[tuple[KeyPath, str]] = []
     env: dict[str, str] = {}
@@ -244,7 +238,7 @@ def _env(value: Any) -> dict[str, str]:
         elif isinstance(item, int | float) and not isinstance(item, bool):
             env[name] = str(item)
         else:
-            problems.append(((name,), f"expected text or a number, got {_describe(item)}; quote it"))
+            problems.append(((name,), f"expected text or a number, got {describe_value(item)}; quote it"))
     if problems:
         raise _Invalid(*problems)
     return env
@@ -364,7 +358,7 @@ class ClusterProfile:
     def __post_init__(self) -> None:
         problems: list[tuple[KeyPath, str]] = []
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
-            problems.append(((), _NAME_PROBLEM.format(value=_describe(self.name))))
+            problems.append(((), _NAME_PROBLEM.format(value=describe_value(self.name))))
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name in _CHECKS}
         clean, field_problems = _check_fields(values)
         problems.extend(field_problems)
@@ -515,7 +509,7 @@ class ClusterProfiles:
             raise ClusterProfileError(self._unknown(name)) from None
 
     def _unknown(self, name: str) -> str:
-        guess = _did_you_mean(name, self._profiles)
+        guess = did_you_mean(name, self._profiles)
         hint = f"did you mean '{guess}'? " if guess else ""
         return (
             f"no cluster named {name!r} in {self.source}; {hint}known clusters: {', '.join(self._profiles)}"
@@ -574,7 +568,7 @@ def _read_document(
         problems.append(
             located.problem(
                 (),
-                f"expected a mapping with 'clusters' and 'default', got {_describe(data)}; see "
+                f"expected a mapping with 'clusters' and 'default', got {describe_value(data)}; see "
                 "the example in the airflow_desc.clusters documentation",
             )
         )
@@ -590,7 +584,7 @@ def _read_document(
             located.problem(("clusters",), "missing; add a 'clusters:' mapping of named cluster profiles")
         )
     elif not isinstance(clusters, dict) or not clusters:
-        what = "no clusters" if clusters is None or clusters == {} else _describe(clusters)
+        what = "no clusters" if clusters is None or clusters == {} else describe_value(clusters)
         problems.append(
             located.problem(
                 ("clusters",),
@@ -609,12 +603,12 @@ def _read_document(
             names = f"one of {', '.join(map(str, clusters))}" if isinstance(clusters, dict) else "a cluster"
             problems.append(
                 located.problem(
-                    ("default",), f"expected a cluster name, got {_describe(default)}; name {names}"
+                    ("default",), f"expected a cluster name, got {describe_value(default)}; name {names}"
                 )
             )
             default = None
         elif isinstance(clusters, dict) and default not in clusters:
-            guess = _did_you_mean(default, [str(n) for n in clusters])
+            guess = did_you_mean(default, [str(n) for n in clusters])
             hint = f"did you mean '{guess}'?" if guess else f"name one of {', '.join(map(str, clusters))}"
             problems.append(located.problem(("default",), f"no cluster named {default!r}; {hint}"))
     return default, profiles
@@ -626,12 +620,12 @@ def _read_profile(
     here: KeyPath = ("clusters", name)
     before = len(problems)
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        problems.append(located.problem(here, _NAME_PROBLEM.format(value=_describe(name))))
+        problems.append(located.problem(here, _NAME_PROBLEM.format(value=describe_value(name))))
     if not isinstance(settings, dict):
         problems.append(
             located.problem(
                 here,
-                f"expected a mapping of settings, got {_describe(settings)}; "
+                f"expected a mapping of settings, got {describe_value(settings)}; "
                 "add ssh_conn_id, cores_per_node, memory_per_node_mb and max_walltime",
             )
         )
@@ -653,7 +647,7 @@ def _read_profile(
 
 def _unknown_key(key: Hashable, valid: Iterable[str]) -> str:
     valid = list(valid)
-    guess = _did_you_mean(key, valid) if isinstance(key, str) else None
+    guess = did_you_mean(key, valid) if isinstance(key, str) else None
     if guess:
         return f"unknown key; did you mean '{guess}'?"
     return f"unknown key; use one of {', '.join(valid)}"

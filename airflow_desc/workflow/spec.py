@@ -102,7 +102,6 @@ Every problem of a file is reported at once, one per line, as
 from __future__ import annotations
 
 import ast
-import difflib
 import operator
 import os
 import re
@@ -127,7 +126,15 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from airflow_desc._yaml_lines import KeyPath, LocatedYaml, YamlLoadError, YamlProblem, format_path
+from airflow_desc._yaml_lines import (
+    KeyPath,
+    LocatedYaml,
+    YamlLoadError,
+    YamlProblem,
+    describe_value,
+    did_you_mean,
+    format_path,
+)
 from airflow_desc.clusters import ClusterProfiles, parse_walltime
 from airflow_desc.exceptions import WorkflowSpecError
 
@@ -182,34 +189,11 @@ _SCRIPT_ONLY = ("callable", "kwargs")
 # --- words for messages --------------------------------------------------------------------------
 
 
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a boolean)"
-    if isinstance(value, int):
-        return f"{value} (a whole number)"
-    if isinstance(value, float):
-        return f"{value} (a number)"
-    if isinstance(value, str):
-        return f"{value!r} (text)"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _did_you_mean(word: str, choices: Collection[str]) -> str | None:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
 def _choose(
     word: Any, choices: Collection[str], *, known: str = "use one of", empty: str = "there is none to name"
 ) -> str:
     """``did you mean 'x'?`` when a choice is close, else the list of choices (or ``empty``)."""
-    guess = _did_you_mean(word, choices) if isinstance(word, str) else None
+    guess = did_you_mean(word, choices) if isinstance(word, str) else None
     if guess:
         return f"did you mean '{guess}'?"
     return f"{known} {', '.join(choices)}" if choices else empty
@@ -538,7 +522,7 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, str | int | float | bool):
         return value
     raise ValueError(
-        f"expected text, a number or true/false, got {_describe(value)}; a variable holds one value"
+        f"expected text, a number or true/false, got {describe_value(value)}; a variable holds one value"
     )
 
 
@@ -546,7 +530,7 @@ def _walltime(value: Any) -> Any:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"expected a walltime, got {_describe(value)}; write {_WALLTIME_FORMS}")
+        raise ValueError(f"expected a walltime, got {describe_value(value)}; write {_WALLTIME_FORMS}")
     try:
         parse_walltime(value)
     except ValueError as exc:
@@ -561,7 +545,7 @@ def _number_text(value: Any) -> Any:
     if isinstance(value, str):
         return value
     raise ValueError(
-        f"expected a number or an arithmetic expression, got {_describe(value)}; write e.g. 5115 * scale"
+        f"expected a number or an arithmetic expression, got {describe_value(value)}; write e.g. 5115 * scale"
     )
 
 
@@ -899,7 +883,9 @@ def _type_mismatch(default: Any, value: Any) -> str | None:
         got = "other"
     if want == got or (want == "a number" and got == "a whole number"):
         return None
-    return f"expected {want} like its default {format_value(default)}, got {_describe(value)}; write {want}"
+    return (
+        f"expected {want} like its default {format_value(default)}, got {describe_value(value)}; write {want}"
+    )
 
 
 def _variable_cycle(templates: Mapping[str, Template]) -> list[str] | None:
@@ -1065,7 +1051,7 @@ class _Rules:
                 f"{{{{ {name} }}}} is the stream variable of {owner}, not known here; "
                 f"use it only in {owner} and the tasks below it"
             )
-        guess = _did_you_mean(name, names)
+        guess = did_you_mean(name, names)
         if guess:
             return f"unknown variable {{{{ {name} }}}}; did you mean {{{{ {guess} }}}}?"
         known = ", ".join(sorted(names))
@@ -1509,9 +1495,9 @@ def _translate(error: ErrorDetails) -> tuple[KeyPath, str]:
         choices = [str(c) for c in get_args(_annotation_at(loc))]
         word = _LITERAL_WORDS.get(field_name, "value")
         listed = ", ".join(choices)
-        guess = _did_you_mean(value, choices) if isinstance(value, str) else None
+        guess = did_you_mean(value, choices) if isinstance(value, str) else None
         hint = f"did you mean '{guess}'? (one of {listed})" if guess else f"use one of {listed}"
-        return loc, f"unknown {word} {_describe(value)}; {hint}"
+        return loc, f"unknown {word} {describe_value(value)}; {hint}"
     ctx = error.get("ctx") or {}
     bounds = {
         "greater_than_equal": ("at least {}", "ge", "{} or more"),
@@ -1526,7 +1512,7 @@ def _translate(error: ErrorDetails) -> tuple[KeyPath, str]:
     expected = _TYPE_WORDS.get(kind)
     if expected is None:
         return loc, f"{error['msg']}; see the example in airflow_desc.workflow.spec"
-    return loc, f"expected {expected}, got {_describe(value)}; {_fix(expected, value, field_name)}"
+    return loc, f"expected {expected}, got {describe_value(value)}; {_fix(expected, value, field_name)}"
 
 
 def _fix(word: str, value: Any, field_name: str) -> str:
@@ -1578,7 +1564,7 @@ def parse_spec(
         located, problems = exc.partial, list(exc.problems)
     data = located.data
     if not isinstance(data, dict):
-        what = "the file is empty" if data is None else f"expected a mapping, got {_describe(data)}"
+        what = "the file is empty" if data is None else f"expected a mapping, got {describe_value(data)}"
         problems.append(
             located.problem((), f"{what}; write name, version and processes (see airflow_desc.workflow.spec)")
         )

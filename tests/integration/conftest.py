@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.integration.airflow_env import AirflowEnv
@@ -20,3 +22,17 @@ def site() -> Site:
 @pytest.fixture(scope="session")
 def airflow_env(tmp_path_factory: pytest.TempPathFactory, site: Site) -> AirflowEnv:
     return AirflowEnv.create(tmp_path_factory.mktemp("airflow-home"))
+
+
+@pytest.fixture
+def in_process_airflow_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A throwaway AIRFLOW_HOME for tests that use hooks in-process (connections come from env vars)."""
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
+
+
+@pytest.fixture
+def token() -> str:
+    """A short unique string for job names, so that parallel tests never touch each other's jobs."""
+    return uuid.uuid4().hex[:10]

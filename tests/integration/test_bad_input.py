@@ -11,7 +11,6 @@ import asyncio
 import posixpath
 import shlex
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,17 +24,9 @@ from airflow_desc.slurm._shell import quote_path
 from airflow_desc.triggers.slurm import SlurmJobTrigger, accounting_from_payload
 from tests.integration.site import Site
 
+pytestmark = pytest.mark.usefixtures("in_process_airflow_home")
+
 CONN = "perlmutter_ssh"
-
-
-@pytest.fixture(autouse=True)
-def _airflow_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
-
-
-@pytest.fixture
-def token() -> str:
-    return uuid.uuid4().hex[:10]
 
 
 @pytest.fixture

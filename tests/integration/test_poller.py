@@ -12,7 +12,6 @@ import collections
 import inspect
 import math
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -23,19 +22,11 @@ from airflow_desc.slurm import chunked_sacct_commands, scancel_command
 from airflow_desc.triggers.slurm import ClusterPoller, SlurmJobTrigger, accounting_from_payload
 from tests.integration.site import Site
 
+pytestmark = pytest.mark.usefixtures("in_process_airflow_home")
+
 CONN = "perlmutter_ssh"
 HELD_JOBS = 200
 SHORT_JOBS = 3
-
-
-@pytest.fixture(autouse=True)
-def _airflow_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
-
-
-@pytest.fixture
-def token() -> str:
-    return uuid.uuid4().hex[:10]
 
 
 @pytest.fixture

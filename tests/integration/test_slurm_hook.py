@@ -12,7 +12,6 @@ import json
 import pathlib
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -23,15 +22,7 @@ from airflow_desc.slurm import parse_sacct, sacct_command, scancel_command
 from airflow_desc.slurm._shell import quote_path
 from tests.integration.site import Site
 
-
-@pytest.fixture(autouse=True)
-def _airflow_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
-
-
-@pytest.fixture
-def token() -> str:
-    return uuid.uuid4().hex[:10]
+pytestmark = pytest.mark.usefixtures("in_process_airflow_home")
 
 
 def fresh_hook(ssh_conn_id: str, **kwargs: object) -> SlurmHook:
