@@ -1,0 +1,1256 @@
+"""SlurmBundleOperator: many streams of a sub-task in one whole-node SLURM allocation.
+
+A bundled sub-task (``bundle: always``, or ``auto`` with many streams; see
+:mod:`airflow_desc.workflow.graph`) is one mapped task; each of its instances is one bundle of
+streams, run as one allocation of a whole node by :mod:`airflow_desc.pilot`. The life of one
+bundle task instance:
+
+1. **Plan, on the worker.** Starting from its streams (``visit=2201``...), the bundle walks the
+   sub-task and every sub-task below it. Script processes whose results the allocation needs
+   (``setupEimageRafts``, ``setupEimageSensors``: they make the streams below; or anything a batch
+   process depends on) run here, now, each recorded as a process instance; a script that depends
+   on a batch process still runs now, and the streams it makes then wait for that batch instance
+   inside the allocation. Every batch process instance becomes a manifest entry
+   ``visit=2201/raft=R22/sensor=S11:processEimage`` with its command, cpus, memory, walltime and
+   dependencies (on its stream's upstream batch instances, and on those its stream's setup
+   script waited for): visit -> its rafts -> their sensors. An instance that cannot run (its
+   setup script failed, or ``skip_if`` holds on variables and stream values) is recorded Skipped.
+   Inside a bundle ``after`` is a dependency like ``depends_on`` (the pilot runs an instance only
+   after its upstream succeeded), and a ``skip_if`` on upstream states is decided by the pilot's
+   dependencies.
+2. **Submit once, wait without a worker slot.** The manifest, the pilot and (for emulated
+   payloads) the payload program travel in one job script asking for a whole node of the
+   cluster; the SlurmOperator machinery names the job after the task instance, re-attaches to
+   it after a crash and defers to :class:`~airflow_desc.triggers.slurm.SlurmJobTrigger`.
+3. **Collect.** The pilot's records (one JSON line per instance, in the task instance's
+   directory on the cluster), ``sacct`` per step when ``launcher="srun"``, the output checks of
+   the spec (one SSH call for the whole bundle): each batch instance is recorded (state, exit
+   code, CPU, wall, MaxRSS, node, reason); an instance the allocation never finished is
+   recorded Terminated. Then the wrapup scripts run here (``wrapupEimageSensors`` per raft, then
+   ``wrapupEimageRafts`` per visit), each recorded. The summary (state per stream, counts,
+   utilisation) goes to XCom under ``bundle_summary`` (and as the return value); the task fails
+   if any instance failed or was terminated.
+4. **Rerun.** Clearing the task instance (or a retry) reruns only what did not succeed: the
+   pilot gets the records file as ``--skip-done``, and scripts that succeeded are not run again
+   (their streams come from the task state store). ``rerun="all"`` (or ``{"desc_rerun": "all"}``
+   in the run's conf) reruns everything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow_desc.clusters import ClusterProfile
+from airflow_desc.emulate import payload_source
+from airflow_desc.exceptions import SlurmJobFailed, WorkflowSpecError
+from airflow_desc.history import ProcessRecord, default_recorder
+from airflow_desc.operators.slurm import SlurmOperator, task_dir_for
+from airflow_desc.pilot import bundle_job_command, parse_records, parse_summary, step_name
+from airflow_desc.pilot.launcher import PREFIX as PILOT_PREFIX
+from airflow_desc.slurm import JobAccounting, StateClass, diagnose, group_accounting, parse_sacct
+from airflow_desc.slurm._shell import quote_path
+from airflow_desc.workflow.graph import ProcessNode, TaskNode
+from airflow_desc.workflow.render import (
+    LAUNCHERS,
+    LoadedWorkflow,
+    ScriptOutcome,
+    VariantRecorder,
+    call_script,
+    combine_states,
+    hostname,
+    stream_path,
+    workdir_lines,
+    workflow_for,
+)
+from airflow_desc.workflow.spec import Scalar, Template, TemplateError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_desc.hooks.slurm import SlurmHook
+
+__all__ = [
+    "BundlePlan",
+    "CheckRequest",
+    "PlannedInstance",
+    "PlannedScript",
+    "SlurmBundleOperator",
+    "allocation_time_limit_s",
+    "output_checks_command",
+    "parse_output_checks",
+    "plan_bundle",
+    "run_output_checks",
+]
+
+_STATE_KEY = "bundle"
+_MIB = 1024 * 1024
+_PAYLOAD_EOF = "DESC_PAYLOAD_EOF"
+_CHECKS_MARK = "DESC_CHECKS "
+#: Pilot reasons that a log tail can sharpen (a traceback, a segfault, a missing file...).
+_REFINABLE = {"non-zero-exit"}
+
+
+# --- output checks ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    """One output check of one process instance, rendered for its stream.
+
+    :param key: what the result is reported under (an instance id).
+    :param kind: ``exists``, ``non_empty``, ``glob``, ``command`` or ``log_lacks``.
+    :param target: the path, pattern, command or regular expression.
+    :param min_count: for ``glob``.
+    :param message: what a failure says.
+    :param log: the instance's log (``log_lacks``).
+    """
+
+    key: str
+    kind: str
+    target: str
+    min_count: int = 1
+    message: str = ""
+    log: str | None = None
+
+
+_CHECKS_PROGRAM = r"""
+import glob, json, os, re, subprocess, sys
+failed = {}
+for r in json.load(sys.stdin):
+    kind, target, ok = r["kind"], r["target"], True
+    try:
+        if kind == "exists":
+            ok = os.path.exists(target)
+        elif kind == "non_empty":
+            ok = os.path.isfile(target) and os.path.getsize(target) > 0
+        elif kind == "glob":
+            ok = len(glob.glob(target)) >= int(r.get("min_count") or 1)
+        elif kind == "command":
+            ok = subprocess.run(target, shell=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, timeout=600).returncode == 0
+        elif kind == "log_lacks":
+            log = os.path.expanduser(r.get("log") or "")
+            text = open(log, errors="replace").read() if log and os.path.isfile(log) else ""
+            ok = re.search(target, text) is None
+    except Exception as exc:
+        ok, r["message"] = False, "%s (%s)" % (r["message"], exc)
+    if not ok and r["key"] not in failed:
+        failed[r["key"]] = r["message"]
+print("DESC_CHECKS " + json.dumps(failed))
+"""
+
+
+def output_checks_command(work_dir: str, python: str = "python3") -> str:
+    """Return shell text that runs the checks read as JSON on stdin, in ``work_dir``.
+
+    Its output is read by :func:`parse_output_checks`.
+    """
+    where = quote_path(work_dir if work_dir.startswith(("/", "~")) else f"~/{work_dir}")
+    return f"cd -- {where} && {shlex.quote(python)} -c {shlex.quote(_CHECKS_PROGRAM)}"
+
+
+def parse_output_checks(stdout: str) -> dict[str, str]:
+    """Return the failed checks, ``{key: message}``, from :func:`output_checks_command` output.
+
+    :raises ValueError: if the output has no result line (the program did not run).
+    """
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(_CHECKS_MARK):
+            value = json.loads(line[len(_CHECKS_MARK) :])
+            return {str(k): str(v) for k, v in value.items()}
+    raise ValueError(f"the output checks printed no result: {stdout[-500:]!r}")
+
+
+def run_output_checks(
+    hook: SlurmHook, work_dir: str, requests: Sequence[CheckRequest], *, log_path: str | None = None
+) -> dict[str, str]:
+    """Run output checks on the cluster in one SSH call; return the failed ones by key.
+
+    :param hook: the cluster's hook.
+    :param work_dir: the cluster's work directory (spec paths are relative to it).
+    :param requests: the checks.
+    :param log_path: the log of ``log_lacks`` checks that name none.
+    """
+    if not requests:
+        return {}
+    payload = [
+        {
+            "key": r.key,
+            "kind": r.kind,
+            "target": r.target,
+            "min_count": r.min_count,
+            "message": r.message,
+            "log": _home_path(r.log or log_path),
+        }
+        for r in requests
+    ]
+    result = hook.run(output_checks_command(work_dir), stdin=json.dumps(payload), check=False)
+    try:
+        return parse_output_checks(result.stdout)
+    except ValueError:
+        detail = (result.stderr.strip() or result.stdout.strip())[-300:]
+        return {r.key: f"the output checks could not run: {detail}" for r in requests}
+
+
+def _home_path(path: str | None) -> str | None:
+    if not path:
+        return None
+    return path if path.startswith(("/", "~")) else f"~/{path}"
+
+
+# --- the plan ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlannedInstance:
+    """A batch process instance of the bundle: one manifest entry.
+
+    :param id: ``<stream path>:<process>``.
+    :param task: its task.
+    :param process: its process.
+    :param stream: its stream's values.
+    :param command: the shell text.
+    :param depends_on: ids it waits for.
+    """
+
+    id: str
+    task: TaskNode
+    process: ProcessNode
+    stream: dict[str, Any]
+    command: str
+    depends_on: list[str] = field(default_factory=list)
+
+    def manifest_entry(self) -> dict[str, Any]:
+        """Return the pilot's manifest entry."""
+        res = self.process.resources
+        entry: dict[str, Any] = {
+            "id": self.id,
+            "stream": stream_path(self.stream),
+            "process": self.process.name,
+            "command": self.command,
+            "cpus": res.cpus if res else 1,
+            "depends_on": sorted(set(self.depends_on)),
+        }
+        if res is not None and res.memory_mb:
+            entry["memory_mb"] = res.memory_mb
+        if res is not None and res.walltime_s:
+            entry["walltime_s"] = res.walltime_s
+        return entry
+
+
+@dataclass
+class PlannedScript:
+    """A script process instance of the bundle, run before (``before``) or after the allocation.
+
+    :param id: ``<stream path>:<process>``.
+    :param task: its task.
+    :param process: its process.
+    :param stream: its stream's values.
+    :param phase: ``before`` or ``after``.
+    :param outcome: how it ended (``None`` for an ``after`` script not run yet).
+    :param ran_now: whether this try ran it (else it is an earlier try's outcome).
+    :param reason: the kind of skip (``upstream-failed`` / ``skip-condition``), if skipped.
+    """
+
+    id: str
+    task: TaskNode
+    process: ProcessNode
+    stream: dict[str, Any]
+    phase: str
+    outcome: ScriptOutcome | None = None
+    ran_now: bool = False
+    reason: str | None = None
+
+
+@dataclass
+class BundlePlan:
+    """What one bundle runs: batch instances, scripts, and which instances each stream holds.
+
+    :param instances: batch instances for the allocation, in manifest order.
+    :param skipped: batch instances not run: id -> (instance, reason kind, message).
+    :param scripts: script instances in run order.
+    :param members: every instance id in the subtree of ``(task path, stream path)``.
+    :param top: the bundle's own streams.
+    """
+
+    instances: list[PlannedInstance] = field(default_factory=list)
+    skipped: dict[str, tuple[PlannedInstance, str, str]] = field(default_factory=dict)
+    scripts: list[PlannedScript] = field(default_factory=list)
+    members: dict[tuple[str, ...], list[str]] = field(default_factory=dict)
+    top: list[dict[str, Any]] = field(default_factory=list)
+
+    def manifest(self, bundle: str) -> dict[str, Any]:
+        """Return the pilot's manifest."""
+        return {"bundle": bundle, "instances": [i.manifest_entry() for i in self.instances]}
+
+    def script(self, instance_id: str) -> PlannedScript | None:
+        """Return the script instance of an id, if any."""
+        return next((s for s in self.scripts if s.id == instance_id), None)
+
+
+@dataclass
+class _Node:
+    """A process or sub-task of one stream, as the planner sees it."""
+
+    state: str  # success (will run / ran), failed, skipped, pending (an after-script)
+    ids: list[str] = field(default_factory=list)  # batch instances a dependent waits for
+
+
+def _before_scripts(task: TaskNode) -> set[str]:
+    """Return the scripts of a task that must run before the allocation.
+
+    Those that feed sub-tasks, and those that something running in the allocation (a batch
+    process, a sub-task, another such script) depends on.
+    """
+    scripts = {p.name for p in task.processes if p.type == "script"}
+    needed = {p.name for p in task.processes if p.type == "script" and p.feeds}
+    upstream_of: dict[str, set[str]] = {p.name: set(p.depends_on) | set(p.after) for p in task.processes}
+    for child in task.children:
+        upstream_of[child.name] = set(child.depends_on) | set(child.after)
+    runs_inside = {p.name for p in task.processes if p.type == "batch"} | {c.name for c in task.children}
+    frontier = runs_inside | needed
+    while frontier:
+        name = frontier.pop()
+        for up in upstream_of.get(name, set()):
+            if up in scripts and up not in needed:
+                needed.add(up)
+                frontier.add(up)
+    return needed
+
+
+def _order(task: TaskNode) -> list[str]:
+    """Return the processes and sub-tasks of a task, upstream first (spec order otherwise)."""
+    names = [p.name for p in task.processes] + [c.name for c in task.children]
+    upstream: dict[str, set[str]] = {p.name: set(p.depends_on) | set(p.after) for p in task.processes}
+    for child in task.children:
+        upstream[child.name] = set(child.depends_on) | set(child.after)
+        if child.streams_from:
+            upstream[child.name].add(child.streams_from)
+    done: list[str] = []
+    placed: set[str] = set()
+    while len(done) < len(names):
+        ready = [n for n in names if n not in placed and upstream.get(n, set()) <= placed]
+        if not ready:  # the spec loader refuses cycles; keep going rather than loop forever
+            ready = [n for n in names if n not in placed][:1]
+        done.append(ready[0])
+        placed.add(ready[0])
+    return done
+
+
+def instance_id(stream: Mapping[str, Any], process: str) -> str:
+    """Return the id of a process instance in a bundle: ``visit=2201/raft=R22:setupEimageSensors``."""
+    return f"{stream_path(stream)}:{process}"
+
+
+def bundle_command(process: ProcessNode, stream: Mapping[str, Any], variables: Mapping[str, Scalar]) -> str:
+    """Return the shell text of one batch instance in a bundle.
+
+    An emulated payload runs as ``python3 "$DESC_PAYLOAD" <args>``: the job script writes the
+    payload program once (a copy per instance would make the script too big for sbatch).
+    """
+    if not process.emulated:
+        return process.render_command(stream, variables)
+    values = {**variables, **stream}
+    try:
+        args = [Template.parse(part).render(values) for part in process.command_parts]
+    except TemplateError as exc:
+        raise WorkflowSpecError(f"{process.path}: {exc}") from None
+    return 'python3 "$DESC_PAYLOAD" ' + " ".join(shlex.quote(a) for a in args)
+
+
+class _Planner:
+    def __init__(
+        self,
+        workflow: LoadedWorkflow,
+        variables: Mapping[str, Scalar],
+        known: Mapping[str, ScriptOutcome],
+        run_scripts: bool,
+    ) -> None:
+        self.workflow = workflow
+        self.variables = variables
+        self.known = known
+        self.run_scripts = run_scripts
+        self.plan = BundlePlan()
+
+    def stream(self, task: TaskNode, stream: dict[str, Any], inherited: list[str]) -> tuple[list[str], bool]:
+        """Plan one stream of a task; return the batch ids in its subtree and whether a script failed."""
+        before = _before_scripts(task)
+        nodes: dict[str, _Node] = {}
+        members: list[str] = []
+        batch_ids: list[str] = []
+        failed = False
+        for name in _order(task):
+            child = next((c for c in task.children if c.name == name), None)
+            if child is not None:
+                ids, child_failed, child_members = self.child(task, child, stream, nodes, inherited)
+                nodes[name] = _Node("failed" if child_failed else "success", ids)
+                batch_ids += ids
+                members += child_members
+                failed = failed or child_failed
+                continue
+            process = task.process(name)
+            iid = instance_id(stream, name)
+            members.append(iid)
+            if process.type == "batch":
+                nodes[name] = self.batch(task, process, stream, nodes, inherited)
+                batch_ids += nodes[name].ids
+            elif name in before:
+                nodes[name] = self.before_script(task, process, stream, nodes, inherited)
+                failed = failed or nodes[name].state == "failed"
+            else:
+                self.plan.scripts.append(PlannedScript(iid, task, process, dict(stream), "after"))
+                nodes[name] = _Node("pending")
+        self.plan.members[(task.path, stream_path(stream))] = members
+        return batch_ids, failed
+
+    def _states(self, process: ProcessNode, task: TaskNode, nodes: Mapping[str, _Node]) -> dict[str, str]:
+        siblings = {p.name for p in task.processes} | {c.name for c in task.children}
+        names = [*process.depends_on, *process.after]
+        if process.skip_if is not None:
+            names += [n for n in process.skip_if.names if n in siblings]
+        # A planned (or pending) sibling counts as success: inside the allocation the pilot's
+        # dependencies decide.
+        return {
+            n: ("success" if nodes[n].state == "pending" else nodes[n].state) for n in names if n in nodes
+        }
+
+    def _deps(self, names: Sequence[str], nodes: Mapping[str, _Node], inherited: list[str]) -> list[str]:
+        deps = list(inherited)
+        for name in names:
+            if name in nodes:
+                deps += nodes[name].ids
+        return deps
+
+    def batch(
+        self,
+        task: TaskNode,
+        process: ProcessNode,
+        stream: dict[str, Any],
+        nodes: dict[str, _Node],
+        inherited: list[str],
+    ) -> _Node:
+        iid = instance_id(stream, process.name)
+        reason = process.skip_reason(self._states(process, task, nodes), stream, self.variables)
+        instance = PlannedInstance(iid, task, process, dict(stream), "")
+        if reason is not None:
+            kind = "upstream-failed" if reason.startswith("upstream") else "skip-condition"
+            self.plan.skipped[iid] = (instance, kind, reason)
+            return _Node("skipped")
+        instance.command = bundle_command(process, stream, self.variables)
+        instance.depends_on = self._deps([*process.depends_on, *process.after], nodes, inherited)
+        self.plan.instances.append(instance)
+        return _Node("success", [iid])
+
+    def before_script(
+        self,
+        task: TaskNode,
+        process: ProcessNode,
+        stream: dict[str, Any],
+        nodes: dict[str, _Node],
+        inherited: list[str],
+    ) -> _Node:
+        iid = instance_id(stream, process.name)
+        deps = self._deps([*process.depends_on, *process.after], nodes, inherited)
+        planned = PlannedScript(iid, task, process, dict(stream), "before")
+        self.plan.scripts.append(planned)
+        reason = process.skip_reason(self._states(process, task, nodes), stream, self.variables)
+        earlier = self.known.get(iid)
+        if reason is not None:
+            planned.outcome = ScriptOutcome(
+                "skipped", message=reason, start=_now(), end=_now(), elapsed_s=0.0
+            )
+            planned.reason = "upstream-failed" if reason.startswith("upstream") else "skip-condition"
+            planned.ran_now = self.run_scripts
+            return _Node("skipped")
+        if earlier is not None and (earlier.state == "success" or not self.run_scripts):
+            planned.outcome = earlier
+        elif self.run_scripts:
+            planned.outcome, _ = call_script(self.workflow, process, stream, self.variables)
+            planned.ran_now = True
+        else:
+            planned.outcome = ScriptOutcome("failed", message="the script's outcome was lost; clear the task")
+        return _Node(planned.outcome.state, deps)
+
+    def child(
+        self,
+        task: TaskNode,
+        child: TaskNode,
+        stream: dict[str, Any],
+        nodes: dict[str, _Node],
+        inherited: list[str],
+    ) -> tuple[list[str], bool, list[str]]:
+        feeder_id = instance_id(stream, child.streams_from or "")
+        feeder = self.plan.script(feeder_id)
+        if feeder is None or feeder.outcome is None or feeder.outcome.state != "success":
+            return [], False, []
+        if any(nodes[n].state not in ("success", "pending") for n in child.depends_on if n in nodes):
+            return [], False, []
+        deps = self._deps([child.streams_from or "", *child.depends_on, *child.after], nodes, inherited)
+        ids: list[str] = []
+        failed = False
+        members: list[str] = []
+        for value in feeder.outcome.feeds.get(child.name, []):
+            below = dict(stream)
+            if child.stream_var:
+                below[child.stream_var] = value
+            child_ids, child_failed = self.stream(child, below, deps)
+            ids += child_ids
+            failed = failed or child_failed
+            members += self.plan.members[(child.path, stream_path(below))]
+        self.plan.members[(task.path, stream_path(stream), child.name)] = members
+        return ids, failed, members
+
+
+def plan_bundle(
+    workflow: LoadedWorkflow,
+    task: TaskNode,
+    streams: Sequence[Mapping[str, Any]],
+    variables: Mapping[str, Scalar],
+    *,
+    known: Mapping[str, ScriptOutcome] | None = None,
+    run_scripts: bool = True,
+) -> BundlePlan:
+    """Plan a bundle: run (or reuse) its setup scripts and list its batch instances.
+
+    :param workflow: the loaded workflow.
+    :param task: the bundled sub-task.
+    :param streams: the bundle's streams of it.
+    :param variables: the run's variables.
+    :param known: outcomes of scripts from earlier tries, by instance id (a success is reused).
+    :param run_scripts: run the scripts that need running; ``False`` rebuilds a plan from
+        ``known`` only (after the allocation).
+    :raises WorkflowSpecError: if two instances get the same id.
+    """
+    planner = _Planner(workflow, variables, known or {}, run_scripts)
+    for stream in streams:
+        planner.plan.top.append(dict(stream))
+        planner.stream(task, dict(stream), [])
+    ids = (
+        [i.id for i in planner.plan.instances]
+        + list(planner.plan.skipped)
+        + [s.id for s in planner.plan.scripts]
+    )
+    if len(ids) != len(set(ids)):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
+        raise WorkflowSpecError(f"{task.path}: process instances share an id in one bundle: {', '.join(dup)}")
+    return planner.plan
+
+
+def allocation_time_limit_s(instances: Sequence[PlannedInstance], cores: int, max_walltime_s: int) -> int:
+    """Return the walltime to ask for a bundle: its work spread on the node's cores, within limits.
+
+    At least the longest instance's walltime (and 5 minutes); the sum of cpus x walltime over the
+    cores (the work if perfectly packed) otherwise, plus 10 %; never above ``max_walltime_s``.
+    """
+    longest = 0
+    total = 0.0
+    for inst in instances:
+        res = inst.process.resources
+        walltime = (res.walltime_s if res else None) or 3600
+        cpus = res.cpus if res else 1
+        longest = max(longest, walltime)
+        total += cpus * walltime
+    packed = math.ceil(1.1 * total / max(cores, 1))
+    return int(min(max_walltime_s, max(300, longest, packed)))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _time(text: Any) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _refine_reason(record: Mapping[str, Any], job_id: str) -> tuple[str, str | None]:
+    """Sharpen the pilot's ``non-zero-exit`` with the instance's log tail (traceback, segfault...)."""
+    reason = str(record.get("reason") or "")
+    message = record.get("message")
+    if reason not in _REFINABLE:
+        return reason, message
+    exit_code = record.get("exit_code")
+    sig = record.get("signal")
+    text = f"{job_id}.0|FAILED|{exit_code if exit_code is not None else 0}:{sig or 0}"
+    try:
+        accounting = group_accounting(parse_sacct(text, ("JobID", "State", "ExitCode")))[job_id]
+        # The pilot's own lines (start, end) say nothing about why the payload failed.
+        lines = str(record.get("log_tail") or "").splitlines()
+        tail = "\n".join(line for line in lines if not line.startswith(PILOT_PREFIX))
+        diagnosis = diagnose(accounting, tail)
+    except (ValueError, KeyError):
+        return reason, message
+    name = str(record.get("id") or "")
+    return diagnosis.reason.value, diagnosis.message.replace(f"job {job_id}", name, 1)
+
+
+# --- the operator -------------------------------------------------------------------------------------
+
+
+class SlurmBundleOperator(SlurmOperator):
+    """Run one bundle of streams of a bundled sub-task in one whole-node SLURM allocation.
+
+    See the module docstring. A mapped task: ``SlurmBundleOperator.partial(...).expand(streams=...)``,
+    one instance per bundle (the renderer does this for every bundled sub-task).
+
+    :param workflow_key: the loaded workflow (:func:`~airflow_desc.workflow.render.workflow_for`).
+    :param variant: the variant.
+    :param bundle_task: the bundled sub-task's path.
+    :param streams: this bundle's streams of it (values by stream variable, parents' included).
+    :param launcher: the pilot's launcher: ``srun`` (a step per instance, accounted by sacct) or
+        ``direct`` (children of the pilot).
+    :param rerun: ``failed`` (default: a cleared or retried bundle reruns what did not succeed) or
+        ``all``; a run's conf ``desc_rerun`` overrides it.
+    :param python: the cluster's Python 3 for the pilot and the payloads.
+    :param kill_grace_s: seconds from SIGTERM to SIGKILL when an instance must stop.
+    :param kwargs: :class:`~airflow_desc.operators.slurm.SlurmOperator` arguments (``cluster``,
+        ``retries``, ``deferrable``...); the resources are a whole node of the cluster.
+    """
+
+    template_fields: Sequence[str] = ()
+    ui_color = "#b9d9eb"
+
+    def __init__(
+        self,
+        *,
+        workflow_key: str,
+        variant: str | None,
+        bundle_task: str,
+        streams: Sequence[Mapping[str, Any]] = (),
+        launcher: str = "srun",
+        rerun: str = "failed",
+        python: str = "python3",
+        kill_grace_s: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        if launcher not in LAUNCHERS:
+            raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+        if rerun not in ("failed", "all"):
+            raise ValueError(f"rerun must be 'failed' or 'all', got {rerun!r}")
+        kwargs.setdefault("command", "")
+        kwargs.setdefault("retries", 0)
+        kwargs.setdefault(
+            "recorder",
+            VariantRecorder(variant=variant or "", workflow_version=kwargs.get("workflow_version", "")),
+        )
+        super().__init__(**kwargs)
+        self.workflow_key = workflow_key
+        self.variant = variant
+        self.bundle_task = bundle_task
+        self.streams_values = [dict(s) for s in streams]
+        self.launcher = launcher
+        self.rerun = rerun
+        self.python = python
+        self.kill_grace_s = kill_grace_s
+        self._plan_for_submit: BundlePlan | None = None
+
+    # --- helpers ---
+    def _workflow(self) -> tuple[LoadedWorkflow, TaskNode]:
+        workflow = workflow_for(self.workflow_key)
+        return workflow, workflow.task(self.variant, self.bundle_task)
+
+    def _label(self) -> str:
+        if not self.streams_values:
+            return "(empty)"
+        first = stream_path(self.streams_values[0])
+        more = len(self.streams_values) - 1
+        return f"{first} +{more}" if more else first
+
+    def _rerun_mode(self, context: Context) -> str:
+        conf = getattr(context.get("dag_run"), "conf", None) or {}
+        mode = conf.get("desc_rerun", self.rerun)
+        return mode if mode in ("failed", "all") else self.rerun
+
+    def _bundle_state(self, context: Context) -> dict[str, Any]:
+        store = self._store(context)
+        value = store.get(_STATE_KEY) if store is not None else None
+        if isinstance(value, dict):
+            return dict(value)
+        pushed = context["ti"].xcom_pull(task_ids=context["ti"].task_id, key="bundle_state")
+        return dict(pushed) if isinstance(pushed, dict) else {}
+
+    def _save_bundle_state(self, context: Context, value: dict[str, Any]) -> None:
+        store = self._store(context)
+        if store is not None:
+            from airflow.sdk.execution_time.context import NEVER_EXPIRE
+
+            store.set(_STATE_KEY, value, retention=NEVER_EXPIRE)
+        else:  # no state store: keep it for the rest of this try at least
+            context["ti"].xcom_push(key="bundle_state", value=value)
+
+    def _paths(self, context: Context, profile: ClusterProfile) -> dict[str, str]:
+        ti: Any = context["ti"]
+        map_index = -1 if ti.map_index is None else int(ti.map_index)
+        task_dir = task_dir_for(profile.work_dir, ti.dag_id, ti.run_id, ti.task_id, map_index)
+        home = task_dir if task_dir.startswith(("/", "~")) else f"~/{task_dir}"
+        return {
+            "dir": home,
+            "records": f"{home}/records.jsonl",
+            "logs": f"{home}/logs",
+            "payload": f"{home}/payload.py",
+        }
+
+    def _known_outcomes(self, saved: Mapping[str, Any], rerun: str) -> dict[str, ScriptOutcome]:
+        outcomes = {k: ScriptOutcome.from_json(v) for k, v in (saved.get("scripts") or {}).items()}
+        if rerun == "all":
+            return {}
+        return outcomes
+
+    # --- execute ---
+    def execute(self, context: Context) -> Any:
+        """Re-attach to this bundle's allocation, or plan it (running its setup scripts) and submit it."""
+        context["desc_bundle"] = self._label()  # type: ignore[typeddict-unknown-key]
+        profile = self._profile()
+        hook = self._hook(profile)
+        state = self._state(context)
+        found = self._resume(context, hook, profile, state)
+        if isinstance(found, dict):
+            return found
+        if found is None:
+            workflow, task = self._workflow()
+            variables = workflow.run_variables(self.variant, context)
+            rerun = self._rerun_mode(context)
+            saved = self._bundle_state(context)
+            plan = plan_bundle(
+                workflow, task, self.streams_values, variables, known=self._known_outcomes(saved, rerun)
+            )
+            self._record_scripts(context, workflow, [s for s in plan.scripts if s.ran_now], profile)
+            saved = {
+                "scripts": {
+                    **(saved.get("scripts") or {}),
+                    **{s.id: s.outcome.to_json() for s in plan.scripts if s.outcome is not None},
+                },
+                "rerun": rerun,
+            }
+            self._save_bundle_state(context, saved)
+            if not plan.instances or self._all_done(hook, profile, context, plan, rerun):
+                self.log.info(
+                    "nothing to run in an allocation: %d batch instances, all done or none; %d scripts",
+                    len(plan.instances), len(plan.scripts),
+                )  # fmt: skip
+                return self._conclude(context, hook, profile, None, plan)
+            self._plan_for_submit = plan
+        return super().execute(context)
+
+    def _all_done(
+        self, hook: SlurmHook, profile: ClusterProfile, context: Context, plan: BundlePlan, rerun: str
+    ) -> bool:
+        if rerun != "failed":
+            return False
+        latest, _ = self._read_records(hook, self._paths(context, profile)["records"], None, rerun)
+        return all(latest.get(i.id, {}).get("state") == "success" for i in plan.instances)
+
+    def _submit(
+        self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
+    ) -> str:
+        plan = self._plan_for_submit
+        if plan is None:
+            raise RuntimeError("SlurmBundleOperator._submit without a plan")
+        ti: Any = context["ti"]
+        paths = self._paths(context, profile)
+        rerun = self._rerun_mode(context)
+        manifest = json.dumps(plan.manifest(f"{ti.task_id}[{ti.map_index}]@{ti.run_id}"))
+        pilot = bundle_job_command(
+            manifest,
+            launcher=self.launcher,
+            records_path=paths["records"],
+            logs_dir=paths["logs"],
+            python=self.python,
+            skip_done=paths["records"] if rerun == "failed" else None,
+            kill_grace_s=self.kill_grace_s,
+        )
+        self.command = self._payload_lines(plan, paths["payload"]) + pilot
+        self.cpus = profile.cores_per_node
+        self.mem_mb = profile.memory_per_node_mb
+        limit_s = allocation_time_limit_s(plan.instances, profile.cores_per_node, profile.max_walltime_s)
+        self.time_limit = max(1, limit_s // 60)
+        self.signal = f"B:TERM@{max(10, min(60, limit_s // 4))}"
+        self.setup_lines = (*self.setup_lines, *workdir_lines(profile.work_dir))
+        self.log.info(
+            "bundle %s: %d batch instances (%d skipped before the allocation), %d scripts; launcher %s, "
+            "rerun %s", self._label(), len(plan.instances), len(plan.skipped), len(plan.scripts),
+            self.launcher, rerun,
+        )  # fmt: skip
+        return super()._submit(context, hook, profile, state)
+
+    @staticmethod
+    def _payload_lines(plan: BundlePlan, path: str) -> str:
+        if not any(i.process.emulated for i in plan.instances):
+            return ""
+        source = payload_source()
+        if _PAYLOAD_EOF in source:
+            raise ValueError(f"the payload source contains {_PAYLOAD_EOF}")
+        quoted = quote_path(path)
+        return (
+            "# airflow-desc: the emulated payload, written once for every instance of the bundle.\n"
+            f"mkdir -p -- {quote_path(posixpath.dirname(path))} || exit 2\n"
+            f"cat > {quoted} <<'{_PAYLOAD_EOF}' || exit 2\n{source.rstrip()}\n{_PAYLOAD_EOF}\n"
+            f"export DESC_PAYLOAD={quoted}\n"
+        )
+
+    # --- finish ---
+    def _finish(
+        self,
+        context: Context,
+        hook: SlurmHook,
+        profile: ClusterProfile,
+        accounting: JobAccounting,
+        *,
+        adopted: bool = False,
+    ) -> dict[str, Any]:
+        workflow, task = self._workflow()
+        variables = workflow.run_variables(self.variant, context)
+        saved = self._bundle_state(context)
+        known = {k: ScriptOutcome.from_json(v) for k, v in (saved.get("scripts") or {}).items()}
+        plan = plan_bundle(workflow, task, self.streams_values, variables, known=known, run_scripts=False)
+        # The job counts as recorded (never adopted again) once its instances are: when collection
+        # itself fails (the cluster went away), the next try adopts the job and collects it then.
+        try:
+            summary = self._conclude(context, hook, profile, accounting, plan, adopted=adopted)
+        except SlurmJobFailed:
+            self._mark_recorded(context, accounting.job_id)
+            raise
+        self._mark_recorded(context, accounting.job_id)
+        return summary
+
+    def _mark_recorded(self, context: Context, job_id: str) -> None:
+        state = self._state(context)
+        state.update(recorded=[*(state.get("recorded") or []), job_id][-50:])
+        self._save_state(context, state)
+
+    def _conclude(
+        self,
+        context: Context,
+        hook: SlurmHook,
+        profile: ClusterProfile,
+        accounting: JobAccounting | None,
+        plan: BundlePlan,
+        *,
+        adopted: bool = False,
+    ) -> dict[str, Any]:
+        """Record the batch instances, run the wrapups, push the summary; fail if any did not succeed."""
+        workflow, _task = self._workflow()
+        variables = workflow.run_variables(self.variant, context)
+        paths = self._paths(context, profile)
+        rerun = self._rerun_mode(context)
+        job_id = accounting.job_id if accounting is not None else None
+        latest, mine = self._read_records(hook, paths["records"], job_id, rerun)
+        states = self._record_batch(context, workflow, plan, hook, profile, accounting, latest, mine, adopted)
+        saved = self._bundle_state(context)
+        outcomes = dict(saved.get("scripts") or {})
+        for script in plan.scripts:
+            if script.outcome is not None:
+                states[script.id] = script.outcome.state
+        self._run_after_scripts(context, workflow, plan, states, variables, outcomes, rerun)
+        self._save_bundle_state(context, {**saved, "scripts": outcomes})
+        summary = self._summary(context, hook, profile, plan, states, accounting, rerun)
+        ti: Any = context["ti"]
+        ti.xcom_push(key="bundle_summary", value=summary)
+        bad = {k: v for k, v in summary["counts"].items() if k in ("failed", "terminated") and v}
+        if bad:
+            words = ", ".join(f"{v} {k}" for k, v in bad.items())
+            raise SlurmJobFailed(
+                f"bundle {self._label()}: {words} of {summary['process_instances']} process instances; "
+                "clear the task to rerun only those (conf desc_rerun=all reruns everything)",
+                job_id=job_id or "",
+                state=accounting.state.raw if accounting is not None else "NONE",
+                exit_code=accounting.exit_code if accounting is not None else None,
+                reason="bundle-incomplete",
+            )
+        return summary
+
+    def _read_records(
+        self, hook: SlurmHook, path: str, job_id: str | None, rerun: str
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """Return the latest record of each instance, and this job's records, from the records file."""
+        result = hook.run(f"cat -- {quote_path(path)} 2>/dev/null", check=False)
+        latest: dict[str, dict[str, Any]] = {}
+        mine: dict[str, dict[str, Any]] = {}
+        for record in parse_records(result.stdout):
+            iid = record.get("id")
+            if not isinstance(iid, str):
+                continue
+            if job_id is not None and str(record.get("job_id")) == job_id:
+                mine[iid] = record
+                latest[iid] = record
+            elif rerun == "failed":
+                latest[iid] = record
+        return latest, mine
+
+    def _step_rows(self, hook: SlurmHook, job_id: str | None) -> dict[str, Any]:
+        if job_id is None or self.launcher != "srun":
+            return {}
+        accounting = hook.sacct([job_id]).get(job_id)
+        if accounting is None:
+            return {}
+        return {row.job_name: row for row in accounting.steps if row.job_name}
+
+    def _record_batch(
+        self,
+        context: Context,
+        workflow: LoadedWorkflow,
+        plan: BundlePlan,
+        hook: SlurmHook,
+        profile: ClusterProfile,
+        accounting: JobAccounting | None,
+        latest: Mapping[str, Mapping[str, Any]],
+        mine: Mapping[str, Mapping[str, Any]],
+        adopted: bool,
+    ) -> dict[str, str]:
+        """Record every batch instance this try ran (or should have); return the latest state of each."""
+        job_id = accounting.job_id if accounting is not None else None
+        steps = self._step_rows(hook, job_id)
+        checks = self._checks(plan, workflow, context, mine)
+        failures = run_output_checks(hook, profile.work_dir, checks) if checks else {}
+        diagnosis = None
+        if accounting is not None and accounting.state_class is not StateClass.SUCCEEDED:
+            diagnosis = diagnose(
+                accounting, hook.read_tail(str(self._state(context).get("log_path") or ""), lines=40)
+            )
+        states: dict[str, str] = {}
+        records: list[ProcessRecord] = []
+        for inst in plan.instances:
+            rec = mine.get(inst.id)
+            if rec is None and inst.id in latest:
+                states[inst.id] = str(latest[inst.id].get("state"))  # done in an earlier try
+                continue
+            if rec is None:
+                if job_id is None:
+                    continue
+                why = (
+                    diagnosis.message if diagnosis is not None else "the allocation ended before it finished"
+                )
+                reason = diagnosis.reason.value if diagnosis is not None else "allocation-ended"
+                states[inst.id] = "terminated"
+                records.append(
+                    self._unfinished_record(context, workflow, inst, profile, job_id, reason, why, adopted)
+                )
+                continue
+            record = self._batch_record(
+                context, workflow, inst, rec, steps.get(step_name(inst.id)), profile, adopted
+            )
+            if record.state == "success" and inst.id in failures:
+                record = _replace(record, state="failed", reason="output-check", message=failures[inst.id])
+            states[inst.id] = record.state
+            records.append(record)
+        for iid, (inst, kind, message) in plan.skipped.items():
+            states[iid] = "skipped"
+            records.append(self._skipped_record(context, workflow, inst, profile, kind, message))
+        if records:
+            job_try = _job_try(accounting, context)
+            records = [_replace(r, try_number=job_try) for r in records]
+            (self.recorder or default_recorder()).record(records)
+        return states
+
+    def _checks(
+        self,
+        plan: BundlePlan,
+        workflow: LoadedWorkflow,
+        context: Context,
+        mine: Mapping[str, Mapping[str, Any]],
+    ) -> list[CheckRequest]:
+        variables = workflow.run_variables(self.variant, context)
+        requests: list[CheckRequest] = []
+        for inst in plan.instances:
+            rec = mine.get(inst.id)
+            if rec is None or rec.get("state") != "success":
+                continue
+            values = {**variables, **inst.stream}
+            for check in inst.process.checks:
+                requests.append(
+                    CheckRequest(
+                        inst.id,
+                        check.kind,
+                        check.target(values),
+                        check.min_count,
+                        check.failure_message(values),
+                        log=rec.get("log_path"),
+                    )
+                )
+        return requests
+
+    def _base(
+        self, context: Context, process: ProcessNode, stream: Mapping[str, Any], kind: str
+    ) -> dict[str, Any]:
+        ti: Any = context["ti"]
+        workflow, _ = self._workflow()
+        graph = workflow.graph(self.variant)
+        return {
+            "workflow": graph.name,
+            "process": process.name,
+            "task": process.task,
+            "version": process.task_version,
+            "dag_id": ti.dag_id,
+            "run_id": ti.run_id,
+            "task_id": ti.task_id,
+            "map_index": -1 if ti.map_index is None else int(ti.map_index),
+            "try_number": int(ti.try_number or 1),
+            "stream": stream_path(stream),
+            "process_type": kind,
+        }
+
+    def _batch_record(
+        self,
+        context: Context,
+        workflow: LoadedWorkflow,
+        inst: PlannedInstance,
+        rec: Mapping[str, Any],
+        step: Any,
+        profile: ClusterProfile,
+        adopted: bool,
+    ) -> ProcessRecord:
+        job_id = str(rec.get("job_id") or "")
+        reason, message = _refine_reason(rec, job_id or "0")
+        res = inst.process.resources
+        memory = rec.get("memory_mb")
+        pilot = {k: rec.get(k) for k in ("total_cpu_s", "max_rss_bytes", "elapsed_s", "step_id", "launcher")}
+        return ProcessRecord(
+            **self._base(context, inst.process, inst.stream, "batch"),
+            state=str(rec.get("state") or "failed"),
+            cluster=profile.name,
+            job_id=job_id or None,
+            step=str(rec.get("step_id") or f"{job_id}.{rec.get('launcher') or 'direct'}"),
+            slurm_state=step.state.raw if step is not None else None,
+            exit_code=rec.get("exit_code"),
+            signal=rec.get("signal"),
+            reason=reason or None,
+            message=message,
+            start_time=_time(rec.get("start")),
+            end_time=_time(rec.get("end")),
+            elapsed_s=(
+                step.elapsed_s if step is not None and step.elapsed_s is not None else rec.get("elapsed_s")
+            ),
+            total_cpu_s=(
+                step.total_cpu_s
+                if step is not None and step.total_cpu_s is not None
+                else rec.get("total_cpu_s")
+            ),
+            max_rss_bytes=(
+                step.max_rss_bytes
+                if step is not None and step.max_rss_bytes is not None
+                else rec.get("max_rss_bytes")
+            ),
+            req_cpus=rec.get("cpus") or (res.cpus if res else None),
+            req_mem_bytes=int(memory) * _MIB if isinstance(memory, int) else None,
+            req_walltime_s=res.walltime_s if res else None,
+            node=rec.get("node"),
+            log_path=rec.get("log_path"),
+            extra={
+                "bundle": self._label(),
+                "instance": inst.id,
+                "pilot": pilot,
+                "adopted": adopted,
+                **({"log_tail": rec.get("log_tail")} if rec.get("log_tail") else {}),
+            },
+        )
+
+    def _unfinished_record(
+        self,
+        context: Context,
+        workflow: LoadedWorkflow,
+        inst: PlannedInstance,
+        profile: ClusterProfile,
+        job_id: str,
+        reason: str,
+        message: str,
+        adopted: bool,
+    ) -> ProcessRecord:
+        return ProcessRecord(
+            **self._base(context, inst.process, inst.stream, "batch"),
+            state="terminated",
+            cluster=profile.name,
+            job_id=job_id,
+            reason=reason,
+            message=f"not finished by the allocation: {message}",
+            extra={"bundle": self._label(), "instance": inst.id, "adopted": adopted},
+        )
+
+    def _skipped_record(
+        self,
+        context: Context,
+        workflow: LoadedWorkflow,
+        inst: PlannedInstance,
+        profile: ClusterProfile,
+        kind: str,
+        message: str,
+    ) -> ProcessRecord:
+        now = datetime.now(timezone.utc)
+        return ProcessRecord(
+            **self._base(context, inst.process, inst.stream, "batch"),
+            state="skipped",
+            cluster=profile.name,
+            reason=kind,
+            message=message,
+            start_time=now,
+            end_time=now,
+            extra={"bundle": self._label(), "instance": inst.id},
+        )
+
+    def _record_scripts(
+        self,
+        context: Context,
+        workflow: LoadedWorkflow,
+        scripts: Sequence[PlannedScript],
+        profile: ClusterProfile | None,
+    ) -> None:
+        records = []
+        for script in scripts:
+            outcome = script.outcome
+            if outcome is None:
+                continue
+            reason = script.reason if outcome.state == "skipped" else (
+                "python-exception" if outcome.state == "failed" else None
+            )  # fmt: skip
+            records.append(
+                ProcessRecord(
+                    **self._base(context, script.process, script.stream, "script"),
+                    state=outcome.state,
+                    reason=reason,
+                    message=outcome.message,
+                    start_time=_time(outcome.start),
+                    end_time=_time(outcome.end),
+                    elapsed_s=outcome.elapsed_s,
+                    node=hostname(),
+                    extra={
+                        "bundle": self._label(),
+                        "instance": script.id,
+                        "phase": script.phase,
+                        **(
+                            {"streams_made": {k: len(v) for k, v in outcome.feeds.items()}}
+                            if outcome.feeds
+                            else {}
+                        ),
+                    },
+                )
+            )
+        if records:
+            (self.recorder or default_recorder()).record(records)
+
+    def _run_after_scripts(
+        self,
+        context: Context,
+        workflow: LoadedWorkflow,
+        plan: BundlePlan,
+        states: dict[str, str],
+        variables: Mapping[str, Scalar],
+        outcomes: dict[str, Any],
+        rerun: str,
+    ) -> None:
+        """Run the wrapup scripts, deepest streams first (the plan's order), each after what it follows."""
+        ran: list[PlannedScript] = []
+        for script in plan.scripts:
+            if script.phase != "after":
+                continue
+            earlier = outcomes.get(script.id)
+            if rerun == "failed" and isinstance(earlier, dict) and earlier.get("state") == "success":
+                states[script.id] = "success"
+                continue
+            upstream = self._upstream_states(plan, script, states)
+            reason = script.process.skip_reason(upstream, script.stream, variables)
+            if reason is not None:
+                script.outcome = ScriptOutcome(
+                    "skipped", message=reason, start=_now(), end=_now(), elapsed_s=0.0
+                )
+                script.reason = "upstream-failed" if reason.startswith("upstream") else "skip-condition"
+            else:
+                script.outcome, _ = call_script(workflow, script.process, script.stream, variables)
+            script.ran_now = True
+            states[script.id] = script.outcome.state
+            outcomes[script.id] = script.outcome.to_json()
+            ran.append(script)
+        self._record_scripts(context, workflow, ran, None)
+
+    @staticmethod
+    def _upstream_states(
+        plan: BundlePlan, script: PlannedScript, states: Mapping[str, str]
+    ) -> dict[str, str]:
+        task, process, stream = script.task, script.process, script.stream
+        children = {c.name for c in task.children}
+        names = [*process.depends_on, *process.after]
+        if process.skip_if is not None:
+            names += [
+                n for n in process.skip_if.names if n in children or any(p.name == n for p in task.processes)
+            ]
+        found: dict[str, str] = {}
+        for name in dict.fromkeys(names):
+            if name in children:
+                members = plan.members.get((task.path, stream_path(stream), name))
+                if members is None:
+                    found[name] = "skipped"  # its streams were never made
+                else:
+                    found[name] = combine_states(states.get(m, "skipped") for m in members)
+            else:
+                found[name] = states.get(instance_id(stream, name), "skipped")
+        return found
+
+    def _summary(
+        self,
+        context: Context,
+        hook: SlurmHook,
+        profile: ClusterProfile,
+        plan: BundlePlan,
+        states: Mapping[str, str],
+        accounting: JobAccounting | None,
+        rerun: str,
+    ) -> dict[str, Any]:
+        _, task = self._workflow()
+        streams = {
+            stream_path(s): combine_states(
+                states.get(m, "skipped") for m in plan.members.get((task.path, stream_path(s)), [])
+            )
+            for s in plan.top
+        }
+        counts: dict[str, int] = {}
+        for value in states.values():
+            counts[value] = counts.get(value, 0) + 1
+        pilot = None
+        log_path = self._state(context).get("log_path") if accounting is not None else None
+        if log_path:
+            pilot = parse_summary(hook.read_tail(str(log_path), lines=20))
+        summary = {
+            "bundle": self._label(),
+            "cluster": profile.name,
+            "job_id": accounting.job_id if accounting is not None else None,
+            "slurm_state": accounting.state.raw if accounting is not None else None,
+            "launcher": self.launcher,
+            "rerun": rerun,
+            "streams": streams,
+            "counts": counts,
+            "process_instances": len(states),
+            "batch_instances": len(plan.instances) + len(plan.skipped),
+            "scripts": len(plan.scripts),
+            "log_path": log_path,
+            "utilisation": pilot,
+        }
+        if pilot:
+            self.log.info(
+                "bundle %s: %s core-s held of %s allocated on %s cores in %s s; states %s",
+                self._label(), pilot.get("core_s_held"), pilot.get("core_s_allocated"), pilot.get("cores"),
+                pilot.get("wall_s"), counts,
+            )  # fmt: skip
+        return summary
+
+
+def _job_try(accounting: JobAccounting | None, context: Context) -> int:
+    """Return the Airflow try that submitted a job: its name ends ``.t<try>`` (:func:`job_name_for`)."""
+    name = accounting.job.job_name if accounting is not None and accounting.job is not None else None
+    match = re.search(r"\.t(\d+)$", name or "")
+    return int(match.group(1)) if match else int(context["ti"].try_number or 1)
+
+
+def _replace(record: ProcessRecord, **changes: Any) -> ProcessRecord:
+    import dataclasses
+
+    return dataclasses.replace(record, **changes)

@@ -1,0 +1,587 @@
+"""The renderer: specs -> DAGs (ids, tags, params, task groups, dependencies) and its run-time parts.
+
+The run-time parts (streams, per-stream states, scripts, skips) run here against a fake task
+instance that answers the Task SDK calls the operators make (task states, XCom).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowSkipException
+
+from airflow_desc.clusters import load_cluster_profiles
+from airflow_desc.emulate import scripts
+from airflow_desc.exceptions import WorkflowSpecError
+from airflow_desc.history import JsonLinesRecorder
+from airflow_desc.workflow import parse_spec
+from airflow_desc.workflow.render import (
+    RenderOptions,
+    RunStates,
+    WorkflowBatchOperator,
+    WorkflowScriptOperator,
+    WorkflowStreamsOperator,
+    combine_states,
+    load_overlay,
+    load_workflow,
+    render_dags,
+    script_feeds,
+    stream_extends,
+    stream_path,
+    workflow_for,
+)
+
+ROOT = pathlib.Path(__file__).parents[3]
+DC1 = ROOT / "dags" / "workflows" / "dc1.yaml"
+DC1_LOCAL = ROOT / "dags" / "workflows" / "dc1-local.yaml"
+TWINKLES = ROOT / "dags" / "workflows" / "twinkles.yaml"
+SITE = ROOT / "tests" / "data" / "clusters" / "site.yaml"
+
+MINI = """\
+name: Mini
+version: "3.1"
+variables: {scale: 1.0, repo: repo, skip_patch: "none"}
+defaults:
+  resources: {cluster: perlmutter, cpus: 1, memory_mb: 500, walltime: "0:10:00"}
+  retries: 1
+processes:
+  ingest:
+    type: batch
+    command: ingest {{ repo }}
+  setupVisits:
+    type: script
+    depends_on: [ingest]
+    callable: airflow_desc.emulate.scripts:make_streams
+    kwargs: {kind: visit, visits: "11^12^13"}
+  setupPatches:
+    type: script
+    callable: airflow_desc.emulate.scripts:make_streams
+    kwargs: {kind: patch}
+  wrapup:
+    type: script
+    depends_on: [processPatch]
+    callable: airflow_desc.emulate.scripts:wrapup
+tasks:
+  processVisit:
+    streams_from: setupVisits
+    stream_var: visit
+    expected_streams: 3
+    bundle: always
+    bundle_size: 2
+    processes:
+      eimage:
+        type: batch
+        emulate: {cpu_seconds: 1}
+  processPatch:
+    streams_from: setupPatches
+    stream_var: patch
+    expected_streams: 2 * scale
+    bundle: never
+    processes:
+      warp:
+        type: batch
+        command: warp {{ patch }}
+      assemble:
+        type: batch
+        after: [warp]
+        skip_if: "warp != 'success' or patch == skip_patch"
+        command: assemble {{ patch }}
+      setupFilters:
+        type: script
+        depends_on: [assemble]
+        callable: airflow_desc.emulate.scripts:make_streams
+        kwargs: {kind: filter, filters: "r^i", patch: "{{ patch }}"}
+      wrapupPatch:
+        type: script
+        depends_on: [processFilter]
+        callable: airflow_desc.emulate.scripts:wrapup
+    tasks:
+      processFilter:
+        streams_from: setupFilters
+        stream_var: filter
+        expected_streams: 2
+        bundle: never
+        processes:
+          measure:
+            type: batch
+            command: measure {{ patch }} {{ filter }}
+"""
+
+
+class FakeTI:
+    """What operators ask of a task instance: ids, task states, XCom."""
+
+    def __init__(
+        self,
+        task_id: str = "t",
+        map_index: int = -1,
+        states: dict[str, str] | None = None,
+        xcoms: dict[tuple[str, str], list[Any]] | None = None,
+    ) -> None:
+        self.dag_id, self.run_id, self.task_id, self.map_index, self.try_number = (
+            "d",
+            "r1",
+            task_id,
+            map_index,
+            1,
+        )
+        self.states = states or {}
+        self.xcoms = xcoms or {}
+        self.pushed: dict[str, Any] = {}
+
+    def get_task_states(self, dag_id: str, run_ids: list[str], **_: Any) -> dict[str, Any]:
+        return {self.run_id: dict(self.states)}
+
+    def xcom_pull(self, task_ids: Any = None, key: str = "return_value", **_: Any) -> Any:
+        ids = [task_ids] if isinstance(task_ids, str) else list(task_ids or [])
+        return [value for tid in ids for value in self.xcoms.get((tid, key), [])]
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+def context(ti: FakeTI, conf: dict[str, Any] | None = None, **extra: Any) -> Any:
+    dag_run = type("DagRun", (), {"conf": conf or {}})()
+    return {"ti": ti, "dag_run": dag_run, "params": {}, **extra}
+
+
+@pytest.fixture(scope="module")
+def clusters() -> Any:
+    return load_cluster_profiles(SITE)
+
+
+@pytest.fixture(scope="module")
+def dc1_dags(clusters: Any) -> dict[str, Any]:
+    return render_dags(DC1, clusters=clusters)
+
+
+@pytest.fixture
+def mini(tmp_path: pathlib.Path, clusters: Any) -> Any:
+    path = tmp_path / "mini.yaml"
+    path.write_text(MINI)
+    dags = render_dags(path, clusters=clusters)
+    return workflow_for(str(path.resolve())), dags["Mini"]
+
+
+@pytest.fixture
+def site_env(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> pathlib.Path:
+    monkeypatch.setenv("DESC_CLUSTERS_FILE", str(SITE))
+    history = tmp_path / "history.jsonl"
+    monkeypatch.setenv("DESC_HISTORY_JSONL", str(history))
+    return history
+
+
+# --- DAGs ------------------------------------------------------------------------------------------
+
+
+def test_one_dag_per_variant_with_version_and_variant_in_the_tags(dc1_dags: dict[str, Any]) -> None:
+    assert sorted(dc1_dags) == [
+        "DC1-DM12_imsim-dithered",
+        "DC1-DM12_imsim-undithered",
+        "DC1-DM12_phosim-dithered",
+        "DC1-DM12_phosim-undithered",
+    ]
+    dag = dc1_dags["DC1-DM12_phosim-undithered"]
+    assert {"desc", "DC1-DM12", "version:1.16", "variant:phosim-undithered"} <= set(dag.tags)
+    # Every variable is a param (so a run's conf overrides it), with the variant's value.
+    assert dag.params["scale"] == 1.0
+    assert dag.params["sim"] == "phosim"
+    assert dag.params["repo"] == "{{ root }}/repo"  # expanded per run, after overrides
+    assert dag.schedule is None
+
+
+def test_task_groups_mirror_the_task_hierarchy(dc1_dags: dict[str, Any]) -> None:
+    dag = dc1_dags["DC1-DM12_imsim-dithered"]
+    groups = set(dag.task_group_dict)
+    assert {
+        "level1",
+        "level1.level1ProcessFilter",
+        "level1.level1ProcessFilter.level1ProcessPatch",
+        "level1.level1ProcessFilter.processimageDifferenceVisit",
+        "level2.level2ProcessPatch",
+        "level2.processForcedPhotometryVisit.processForcedPhotometryRaft.processForcedPhotometrySensor",
+        "processVisit",
+    } <= groups
+    # A bundled sub-task is its streams and one mapped bundle task; what runs inside is not Airflow's.
+    assert sorted(t for t in dag.task_dict if t.startswith("processVisit.")) == [
+        "processVisit.bundle",
+        "processVisit.streams",
+    ]
+    assert not any("processSensor" in g or "processRaft" in g for g in groups)
+    top = [t for t in dag.task_dict if "." not in t]
+    assert top == ["serialingest", "ingestRefCat", "setupEimageVisits", "launchL1L2", "wrapup", "report"]
+
+
+def test_dependencies_wait_with_all_done_and_reach_across_groups(
+    dc1_dags: dict[str, Any], clusters: Any
+) -> None:
+    dag = dc1_dags["DC1-DM12_imsim-dithered"]
+    task = dag.task_dict
+    assert task["ingestRefCat"].upstream_task_ids == {"serialingest"}
+    assert str(task["ingestRefCat"].trigger_rule) in ("all_done", "TriggerRule.ALL_DONE")
+    assert task["launchL1L2"].upstream_task_ids == {"processVisit.bundle"}
+    assert task["processVisit.streams"].upstream_task_ids == {"setupEimageVisits"}
+    assert task["level1.streams"].upstream_task_ids == {"launchL1L2"}
+    assert task["level2.streams"].upstream_task_ids == {"launchL1L2"}
+    # At full scale level1ProcessPatch runs in bundles; at the local site's scale it does not.
+    assert "level1.level1ProcessFilter.level1ProcessPatch.bundle" in task
+    task = render_dags(DC1_LOCAL, clusters=clusters)["DC1-DM12_imsim-dithered_local"].task_dict
+    assemble = task["level1.level1ProcessFilter.level1ProcessPatch.level1AssembleCoadd"]
+    assert (
+        "level1.level1ProcessFilter.level1ProcessPatch.level1MakeTempExpCoadd" in assemble.upstream_task_ids
+    )
+    wrapup = task["level1.level1ProcessFilter.level1WrapupFiber"]
+    assert {
+        "level1.level1ProcessFilter.level1ProcessPatch.level1WrapupPatch",
+        "level1.level1ProcessFilter.processimageDifferenceVisit.bundle",
+    } <= wrapup.upstream_task_ids
+    # Sub-task processes are mapped over their streams; top-level ones are plain tasks.
+    assert type(task["level1.level1MakeDiscreteSkyMap"]).__name__ == "MappedOperator"
+    assert isinstance(task["serialingest"], WorkflowBatchOperator)
+    assert isinstance(task["launchL1L2"], WorkflowScriptOperator)
+    assert task["launchL1L2"].desc_process.task == "DC1-DM12"
+
+
+def test_a_batch_task_carries_its_process_and_resources(dc1_dags: dict[str, Any]) -> None:
+    ingest = dc1_dags["DC1-DM12_imsim-dithered"].task_dict["serialingest"]
+    assert (ingest.cluster, ingest.cpus, ingest.mem_mb, ingest.time_limit) == ("perlmutter", 16, 16000, 240)
+    assert (ingest.workflow, ingest.workflow_task, ingest.workflow_version, ingest.process) == (
+        "DC1-DM12", "DC1-DM12", "1.16", "serialingest",
+    )  # fmt: skip
+    assert ingest.retries == 2 and ingest.command == ""  # rendered per run, from the spec
+
+
+def test_the_local_overlay_caps_requests_to_the_site(clusters: Any) -> None:
+    dags = render_dags(DC1_LOCAL, clusters=clusters)
+    assert list(dags) == ["DC1-DM12_imsim-dithered_local"]
+    dag = dags["DC1-DM12_imsim-dithered_local"]
+    assert "local" in dag.tags and "version:1.16" in dag.tags
+    assert dag.params["scale"] == 0.001 and dag.params["filters"] == "r^i"
+    ingest = dag.task_dict["serialingest"]
+    assert (ingest.cpus, ingest.mem_mb, ingest.time_limit, ingest.retries) == (2, 4096, 30, 0)
+    assert dag.default_args["retry_delay"] == timedelta(seconds=10)
+    workflow = workflow_for(str(DC1_LOCAL.resolve()))
+    graph = workflow.graph("imsim-dithered")
+    assemble = graph.task("level1ProcessPatch").process("level1AssembleCoadd")
+    assert assemble.resources is not None and assemble.resources.memory_mb == 8192  # s3df's node
+    for process in graph.iter_processes():
+        if process.resources is not None:
+            profile = clusters.get(process.resources.cluster)
+            profile.check_request(
+                cpus=process.resources.cpus,
+                mem_mb=process.resources.memory_mb,
+                time_limit_s=process.resources.walltime_s,
+            )
+    # At scale 0.001 nothing but the `bundle: always` sub-tasks is bundled.
+    bundled = [t.name for t in graph.iter_tasks() if t.bundling.state == "bundle"]
+    assert bundled == ["processimageDifferenceVisit", "processVisit"]
+
+
+def test_overlay_problems_are_reported_with_their_lines(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "spec.yaml").write_text(MINI)
+    overlay = tmp_path / "site.yaml"
+    overlay.write_text("extends: spec.yaml\nlauncher: mpirun\nretries: -1\nfrobnicate: 1\n")
+    with pytest.raises(WorkflowSpecError) as err:
+        load_overlay(overlay)
+    text = str(err.value)
+    assert f"{overlay}:2: launcher: expected one of srun, direct" in text
+    assert f"{overlay}:3: retries:" in text
+    assert f"{overlay}:4: frobnicate: unknown key" in text
+    overlay.write_text("extends: nowhere.yaml\n")
+    with pytest.raises(WorkflowSpecError, match="nowhere.yaml does not exist"):
+        load_overlay(overlay)
+
+
+def test_an_overlay_with_a_cap_and_options(tmp_path: pathlib.Path, clusters: Any) -> None:
+    (tmp_path / "spec.yaml").write_text(MINI)
+    overlay = tmp_path / "small.yaml"
+    overlay.write_text(
+        "extends: spec.yaml\ndag_id_suffix: _small\nvariables: {scale: 3.0}\nlauncher: direct\n"
+        "resources_cap: {cpus: 1, memory_mb: 300, walltime: '0:05:00'}\n"
+    )
+    dags = render_dags(overlay, clusters=clusters)
+    dag = dags["Mini_small"]
+    assert dag.task_dict["ingest"].mem_mb == 300 and dag.task_dict["ingest"].time_limit == 5
+    assert dag.params["scale"] == 3.0
+    workflow = workflow_for(str(overlay.resolve()))
+    assert workflow.options == RenderOptions(
+        dag_id_suffix="_small",
+        variables={"scale": 3.0},
+        fit_resources=True,
+        resources_cap=workflow.options.resources_cap,
+        launcher="direct",
+    )
+
+
+def test_a_process_may_not_take_the_name_of_the_renderers_tasks(clusters: Any) -> None:
+    text = MINI.replace("      warp:\n", "      streams:\n").replace("[warp]", "[streams]")
+    text = text.replace("warp != 'success'", "streams != 'success'")
+    spec = parse_spec(text, "named.yaml")
+    with pytest.raises(WorkflowSpecError, match="'streams' is the name of the task the renderer adds"):
+        render_dags(spec, clusters=clusters)
+
+
+def test_the_dag_files_are_one_liners_that_load_the_specs() -> None:
+    for name in ("dc1.py", "twinkles.py"):
+        code = [
+            line for line in (ROOT / "dags" / name).read_text().splitlines() if line and line[0] not in '#"'
+        ]
+        assert code[-1].startswith("globals().update(load_workflow_dags(__file__, "), code
+
+
+# --- streams, states ---------------------------------------------------------------------------------
+
+
+def test_streams_have_paths_and_parents() -> None:
+    stream = {"visit": 2201, "raft": "R22", "sensor": "S11"}
+    assert stream_path(stream) == "visit=2201/raft=R22/sensor=S11"
+    assert stream_path({}) == ""
+    assert stream_extends(stream, {"visit": 2201}) and stream_extends(stream, {})
+    assert not stream_extends(stream, {"visit": 2202})
+
+
+@pytest.mark.parametrize(
+    ("states", "combined"),
+    [
+        ([], "success"),
+        (["success", "skipped"], "success"),
+        (["success", "failed", "terminated"], "failed"),
+        (["terminated", "success"], "terminated"),
+        (["skipped", "skipped"], "skipped"),
+    ],
+)
+def test_the_state_of_a_stream_combines_its_instances(states: list[str], combined: str) -> None:
+    assert combine_states(states) == combined
+
+
+def test_run_variables_take_the_conf_over_the_variant(mini: Any) -> None:
+    workflow, _dag = mini
+    variables = workflow.run_variables(None, context(FakeTI(), {"scale": 0.5, "repo": "r2", "other": 1}))
+    assert variables["scale"] == 0.5 and variables["repo"] == "r2"
+    with pytest.raises(WorkflowSpecError, match="scale: expected a number"):
+        workflow.run_variables(None, context(FakeTI(), {"scale": "big"}))
+
+
+def test_the_streams_task_adds_each_value_to_its_parents_stream(mini: Any) -> None:
+    workflow, dag = mini
+    op = dag.task_dict["processPatch.processFilter.streams"]
+    outputs = [
+        {"stream": {"patch": "1,1"}, "map_index": 0, "feeds": {"processFilter": ["r", "i"]}},
+        {"stream": {"patch": "1,2"}, "map_index": 1, "feeds": {"processFilter": ["r"]}},
+        None,  # a setupFilters instance that failed: no streams from it
+    ]
+    ti = FakeTI(xcoms={("processPatch.setupFilters", "return_value"): outputs})
+    assert op.execute(context(ti)) == [
+        {"patch": "1,1", "filter": "r"},
+        {"patch": "1,1", "filter": "i"},
+        {"patch": "1,2", "filter": "r"},
+    ]
+
+
+def test_the_streams_task_of_a_bundled_sub_task_returns_bundles(mini: Any) -> None:
+    _workflow, dag = mini
+    op = dag.task_dict["processVisit.streams"]
+    assert isinstance(op, WorkflowStreamsOperator)
+    ti = FakeTI(
+        xcoms={("setupVisits", "return_value"): [{"stream": {}, "feeds": {"processVisit": [11, 12, 13]}}]}
+    )
+    assert op.execute(context(ti)) == [[{"visit": 11}, {"visit": 12}], [{"visit": 13}]]
+    assert type(dag.task_dict["processVisit.bundle"]).__name__ == "MappedOperator"
+
+
+def test_per_stream_states_read_the_streams_own_instances(mini: Any) -> None:
+    workflow, dag = mini
+    graph = workflow.graph(None)
+    patch = graph.task("processPatch")
+    streams = [{"patch": "1,1"}, {"patch": "1,2"}]
+    filters = [
+        {"patch": "1,1", "filter": "r"},
+        {"patch": "1,1", "filter": "i"},
+        {"patch": "1,2", "filter": "r"},
+    ]
+    ti = FakeTI(
+        states={
+            "setupPatches": "success",
+            "processPatch.streams": "success",
+            "processPatch.warp_0": "success",
+            "processPatch.warp_1": "failed",
+            "processPatch.setupFilters_0": "success",
+            "processPatch.setupFilters_1": "skipped",
+            "processPatch.processFilter.streams": "success",
+            "processPatch.processFilter.measure_0": "success",
+            "processPatch.processFilter.measure_1": "failed",
+            "processPatch.processFilter.measure_2": "success",
+        },
+        xcoms={
+            ("processPatch.streams", "return_value"): [streams],
+            ("processPatch.processFilter.streams", "return_value"): [filters],
+        },
+    )
+    runs = RunStates(context(ti), graph)
+    assert runs.upstream(patch, ["warp"], streams[0], 0) == {"warp": "success"}
+    assert runs.upstream(patch, ["warp"], streams[1], 1) == {"warp": "failed"}
+    # A sub-task's state for one stream: its instances below that stream only.
+    assert runs.upstream(patch, ["processFilter"], streams[0], 0) == {"processFilter": "failed"}
+    assert runs.upstream(patch, ["processFilter"], streams[1], 1) == {"processFilter": "skipped"}
+    # At the top level, over all streams.
+    assert runs.upstream(graph.root, ["processPatch"], {}, -1) == {"processPatch": "failed"}
+
+
+def test_a_bundled_sub_task_is_judged_from_its_bundle_summaries(mini: Any) -> None:
+    workflow, _dag = mini
+    graph = workflow.graph(None)
+    ti = FakeTI(
+        states={"setupVisits": "success", "processVisit.streams": "success"},
+        xcoms={
+            ("processVisit.streams", "return_value"): [[[{"visit": 11}, {"visit": 12}], [{"visit": 13}]]],
+            ("processVisit.bundle", "bundle_summary"): [
+                {"streams": {"visit=11": "success", "visit=12": "success"}}
+            ],
+        },
+    )
+    runs = RunStates(context(ti), graph)
+    assert runs.subtask(graph.task("processVisit"), {"visit": 11}) == "success"
+    # visit=13's bundle never reported: it did not succeed.
+    assert runs.subtask(graph.task("processVisit"), {}) == "failed"
+
+
+# --- operators ---------------------------------------------------------------------------------------
+
+
+def test_a_script_gets_its_kwargs_and_expected_streams_and_returns_the_streams(
+    mini: Any, site_env: Any
+) -> None:
+    workflow, dag = mini
+    op = dag.task_dict["setupVisits"]
+    ti = FakeTI(task_id="setupVisits", states={"ingest": "success"})
+    out = op.execute(context(ti))
+    assert out == {"stream": {}, "map_index": -1, "feeds": {"processVisit": [11, 12, 13]}}
+    assert op.desc_process.process == "setupVisits"
+
+
+def test_a_mapped_script_is_skipped_when_its_streams_upstream_failed(mini: Any, site_env: Any) -> None:
+    workflow, _dag = mini
+    op = WorkflowScriptOperator(
+        task_id="processPatch.setupFilters",
+        workflow_key=workflow.key,
+        variant=None,
+        process_path="Mini/processPatch/setupFilters",
+        stream={"patch": "1,2"},
+    )
+    ti = FakeTI(map_index=1, states={"processPatch.assemble_1": "skipped"})
+    with pytest.raises(AirflowSkipException, match="upstream assemble skipped"):
+        op.execute(context(ti))
+    marked = op.desc_process
+    assert (marked.stream, marked.task, marked.version) == ("patch=1,2", "processPatch", "3.1")
+
+
+def test_a_skipped_batch_instance_is_recorded(mini: Any, site_env: pathlib.Path) -> None:
+    workflow, _dag = mini
+    op = WorkflowBatchOperator(
+        task_id="processPatch.assemble",
+        workflow_key=workflow.key,
+        variant=None,
+        process_path="Mini/processPatch/assemble",
+        stream={"patch": "1,2"},
+        cluster="perlmutter",
+    )
+    ti = FakeTI(task_id="processPatch.assemble", map_index=1, states={"processPatch.warp_1": "failed"})
+    with pytest.raises(AirflowSkipException, match="skip_if holds"):
+        op.execute(context(ti))
+    [rec] = JsonLinesRecorder(site_env).read()
+    assert (rec.process, rec.task, rec.version, rec.state, rec.stream, rec.map_index) == (
+        "assemble", "processPatch", "3.1", "skipped", "patch=1,2", 1,
+    )  # fmt: skip
+    assert rec.reason == "skip-condition" and rec.process_type == "batch" and rec.cluster == "perlmutter"
+
+
+def test_a_batch_instance_runs_its_streams_command(
+    mini: Any, site_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workflow, _dag = mini
+    op = WorkflowBatchOperator(
+        task_id="processPatch.warp",
+        workflow_key=workflow.key,
+        variant=None,
+        process_path="Mini/processPatch/warp",
+        stream={"patch": "1,2"},
+        cluster="perlmutter",
+    )
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(
+        "airflow_desc.operators.slurm.SlurmOperator.execute", lambda self, ctx: seen.update(cmd=self.command)
+    )
+    ctx = context(FakeTI(map_index=1))
+    op.execute(ctx)
+    assert seen["cmd"] == "warp 1,2"
+    assert op.stream == "patch=1,2" and ctx["desc_stream"] == "patch=1,2"
+    assert any("cd -- " in line for line in op.setup_lines)  # spec paths are relative to work_dir
+
+
+def test_script_results_are_checked() -> None:
+    spec = parse_spec(MINI, "mini.yaml")
+    from airflow_desc.workflow import build_graph
+
+    process = build_graph(spec).root.process("setupVisits")
+    assert script_feeds(process, [1, 2]) == {"processVisit": [1, 2]}
+    assert script_feeds(process, {"processVisit": ["a"]}) == {"processVisit": ["a"]}
+    import dataclasses
+
+    two = dataclasses.replace(process, feeds=("a", "b"))
+    with pytest.raises(WorkflowSpecError, match="returned no streams for a, b"):
+        script_feeds(two, {})
+    with pytest.raises(
+        WorkflowSpecError, match=r"returned list; .* \(a mapping by sub-task, as it feeds several\)"
+    ):
+        script_feeds(two, [1])
+    with pytest.raises(WorkflowSpecError, match="must be a list of text or numbers"):
+        script_feeds(process, [{"nested": 1}])
+    with pytest.raises(WorkflowSpecError, match="returned int"):
+        script_feeds(process, 3)
+
+
+# --- year by year -------------------------------------------------------------------------------------
+
+
+def test_twinkles_runs_year_by_year(clusters: Any) -> None:
+    if not TWINKLES.exists():
+        pytest.skip("no twinkles.yaml")
+    from airflow_desc.timetables import SurveyYearTimetable
+
+    dags = render_dags(TWINKLES, clusters=clusters)
+    dag = dags["Twinkles_all-at-once"]
+    assert isinstance(dag.timetable, SurveyYearTimetable) and dag.catchup
+    workflow = load_workflow(TWINKLES, clusters=clusters)
+    start = datetime(2025, 3, 1, tzinfo=timezone.utc)  # in survey year 3 (from 2022-10-01)
+    variables = workflow.run_variables("all-at-once", context(FakeTI(), data_interval_start=start))
+    assert variables["year"] == 3 and variables["rerun"] == "year3"
+    with pytest.raises(WorkflowSpecError, match="survey year 3"):
+        workflow.run_variables("all-at-once", context(FakeTI(), {"year": 5}, data_interval_start=start))
+
+
+# --- the emulated scripts -------------------------------------------------------------------------
+
+
+def test_make_streams_is_deterministic_and_follows_the_expectation() -> None:
+    one = scripts.make_streams("raft", {"processRaft": 2.343}, visit=2201)
+    assert one == scripts.make_streams("raft", {"processRaft": 2.343}, visit=2201)
+    assert len(one) in (2, 3) and all(r in scripts.RAFTS for r in one)
+    counts = [len(scripts.make_streams("sensor", 1.774, visit=v, raft="R22")) for v in range(400)]
+    assert abs(sum(counts) / len(counts) - 1.774) < 0.1
+    assert scripts.make_streams("visit", 2.0, visits="5^6^7") == [5, 6]
+    assert scripts.make_streams("filter", None, filters="u^g^r") == ["u", "g", "r"]
+    assert len(scripts.make_streams("visit", {"processVisit": 5114.5 * 0.001})) in (5, 6)
+    assert scripts.make_streams("patch", 0.1046) and scripts.stream_count(0.0) == 0
+    with pytest.raises(ValueError, match="unknown stream kind"):
+        scripts.make_streams("ccd", 1)
+
+
+def test_launch_wrapup_and_report() -> None:
+    assert scripts.launch(True, False) == {"level1": ["level1"], "level2": []}
+    assert scripts.launch("true", "false") == {"level1": ["level1"], "level2": []}
+    assert scripts.wrapup(visit=1) is None
+    assert json.loads(json.dumps(scripts.report(filter="r")))["reported"] is True
