@@ -119,6 +119,8 @@ def test_names_with_dollars_are_not_read_as_math(
     fig.savefig(tmp_path / "dollar.png")  # would raise ValueError if parsed as mathtext
     fig = figures.cpu_vs_wall(frame)
     fig.savefig(tmp_path / "dollar-all.png")
+    assert (tmp_path / "dollar.png").stat().st_size > 0
+    assert (tmp_path / "dollar-all.png").stat().st_size > 0
 
 
 def test_memory_vs_requested_points_and_units(make_instances: Callable[..., pd.DataFrame]) -> None:

@@ -27,7 +27,7 @@ def site_jobs() -> dict[str, JobAccounting]:
     return group_accounting(parse_sacct((DATA / "sacct_mixed.txt").read_text()))
 
 
-def check(d: Diagnosis, reason: ReasonClass, job_id: str) -> None:
+def check_diagnosis(d: Diagnosis, reason: ReasonClass, job_id: str) -> None:
     assert d.reason is reason, d.message
     assert f"job {job_id}" in d.message
     assert "\n" not in d.message
@@ -70,7 +70,7 @@ def test_site_jobs(
     escalate: str | None,
 ) -> None:
     d = diagnose(site_jobs[job_id], log(log_name) if log_name else "")
-    check(d, reason, job_id)
+    check_diagnosis(d, reason, job_id)
     assert d.retryable is retryable
     assert d.escalate == escalate
 
@@ -114,26 +114,26 @@ def test_overmemorykill_is_out_of_memory_from_accounting_alone(site_jobs: dict[s
 )
 def test_signal_9_is_oom_only_near_the_limit(max_rss: str, reason: ReasonClass) -> None:
     d = diagnose(job(f"8|FAILED|0:9|00:00:03||100M|1|n1|\n8.batch|FAILED|0:9|00:00:03|{max_rss}||1|n1|\n"))
-    check(d, reason, "8")
+    check_diagnosis(d, reason, "8")
 
 
 def test_high_maxrss_without_a_kill_is_not_oom() -> None:
     # linuxproc without OverMemoryKill: over the request, but it failed for its own reason
     d = diagnose(job("8|FAILED|2:0|00:00:03||100M|1|n1|\n8.batch|FAILED|2:0|00:00:03|434647040||1|n1|\n"))
-    check(d, ReasonClass.NON_ZERO_EXIT, "8")
+    check_diagnosis(d, ReasonClass.NON_ZERO_EXIT, "8")
 
 
 def test_completed_over_its_request_is_still_success() -> None:
     d = diagnose(
         job("8|COMPLETED|0:0|00:00:03||100M|1|n1|\n8.batch|COMPLETED|0:0|00:00:03|434647040||1|n1|\n")
     )
-    check(d, ReasonClass.SUCCESS, "8")
+    check_diagnosis(d, ReasonClass.SUCCESS, "8")
 
 
 def test_multi_node_limit_is_per_node() -> None:
     # 22.05 prints the job's total: 800M on 2 nodes is 400M per node; MaxRSS is per task
     d = diagnose(job("8|FAILED|0:9|00:00:03||800M|2|n[1-2]|\n8.0|FAILED|0:9|00:00:03|415236096||2|n[1-2]|\n"))
-    check(d, ReasonClass.OUT_OF_MEMORY, "8")
+    check_diagnosis(d, ReasonClass.OUT_OF_MEMORY, "8")
 
 
 @pytest.mark.parametrize(
@@ -147,13 +147,13 @@ def test_multi_node_limit_is_per_node() -> None:
 )
 def test_oom_log_lines(line: str) -> None:
     d = diagnose(job("8|FAILED|1:0|00:00:03||100M|1|n1|\n"), f"working\n{line}\n")
-    check(d, ReasonClass.OUT_OF_MEMORY, "8")
+    check_diagnosis(d, ReasonClass.OUT_OF_MEMORY, "8")
     assert d.escalate == "memory"
 
 
 def test_python_memory_error_is_oom() -> None:
     d = diagnose(job("8|FAILED|1:0|00:00:03||4G|1|n1|\n"), log("python_memoryerror"))
-    check(d, ReasonClass.OUT_OF_MEMORY, "8")
+    check_diagnosis(d, ReasonClass.OUT_OF_MEMORY, "8")
     assert "MemoryError" in d.message
 
 
@@ -162,7 +162,7 @@ def test_timeout(exit_code: str) -> None:
     d = diagnose(
         job(f"8|TIMEOUT|{exit_code}|00:01:12||100M|1|n1|00:01:00\n8.batch|CANCELLED|0:15|00:01:13||||n1|\n")
     )
-    check(d, ReasonClass.TIME_LIMIT, "8")
+    check_diagnosis(d, ReasonClass.TIME_LIMIT, "8")
     assert d.escalate == "walltime"
     assert "0:01:00" in d.message
     assert "0:01:12" in d.message
@@ -195,7 +195,7 @@ def test_timeout(exit_code: str) -> None:
 )
 def test_failed_job_log_tails(log_name: str, exit_code: str, reason: ReasonClass, in_message: str) -> None:
     d = diagnose(job(f"8|FAILED|{exit_code}|00:00:03||2G|1|nid001234|\n"), log(log_name))
-    check(d, reason, "8")
+    check_diagnosis(d, reason, "8")
     assert in_message in d.message
 
 
@@ -212,7 +212,7 @@ def test_python_exception_mentioning_an_image_is_not_a_container_error() -> None
         "KeyError: 'calexp image for visit 5 not found'\n"
     )
     d = diagnose(job("8|FAILED|1:0|00:00:03||2G|1|n1|\n"), tail)
-    check(d, ReasonClass.PYTHON_EXCEPTION, "8")
+    check_diagnosis(d, ReasonClass.PYTHON_EXCEPTION, "8")
 
 
 def test_qualified_exception_names() -> None:
@@ -222,7 +222,7 @@ def test_qualified_exception_names() -> None:
         "lsst.daf.butler.registry.MissingCollectionError: No collection 'dc1/raw' found\n"
     )
     d = diagnose(job("8|FAILED|1:0|00:00:03||2G|1|n1|\n"), tail)
-    check(d, ReasonClass.PYTHON_EXCEPTION, "8")
+    check_diagnosis(d, ReasonClass.PYTHON_EXCEPTION, "8")
     assert "MissingCollectionError" in d.message
 
 
@@ -230,14 +230,14 @@ def test_qualified_exception_names() -> None:
     ("exit_code", "reason"), [("0:11", ReasonClass.SEGFAULT), ("139:0", ReasonClass.SEGFAULT)]
 )
 def test_segfault_from_accounting_alone(exit_code: str, reason: ReasonClass) -> None:
-    check(diagnose(job(f"8|FAILED|{exit_code}|00:00:03||2G|1|n1|\n")), reason, "8")
+    check_diagnosis(diagnose(job(f"8|FAILED|{exit_code}|00:00:03||2G|1|n1|\n")), reason, "8")
 
 
 def test_command_not_found() -> None:
     d = diagnose(
         job("8|FAILED|127:0|00:00:03||2G|1|n1|\n"), "bash: line 1: processEimage.py: command not found\n"
     )
-    check(d, ReasonClass.NON_ZERO_EXIT, "8")
+    check_diagnosis(d, ReasonClass.NON_ZERO_EXIT, "8")
     assert "command was not found" in d.message
 
 
@@ -249,7 +249,7 @@ def test_non_zero_exit_names_the_last_payload_line_not_our_marker() -> None:
 
 def test_user_error_lines_are_not_container_errors() -> None:
     d = diagnose(job("8|FAILED|1:0|00:00:03||2G|1|n1|\n"), "Error: 3 sensors failed astrometry\n")
-    check(d, ReasonClass.NON_ZERO_EXIT, "8")
+    check_diagnosis(d, ReasonClass.NON_ZERO_EXIT, "8")
 
 
 # --- states ---
@@ -274,7 +274,7 @@ def test_user_error_lines_are_not_container_errors() -> None:
 )
 def test_states(state: str, reason: ReasonClass, retryable: bool) -> None:
     d = diagnose(job(f"8|{state}|0:0|00:00:03||2G|1|nid000042|\n"))
-    check(d, reason, "8")
+    check_diagnosis(d, reason, "8")
     assert d.retryable is retryable
 
 
@@ -295,7 +295,7 @@ def test_node_failure_names_the_node() -> None:
 
 def test_a_failed_step_state_counts() -> None:
     d = diagnose(job("8|FAILED|1:0|00:00:03||2G|1|n1|\n8.0|OUT_OF_MEMORY|0:125|00:00:02|1000||1|n1|\n"))
-    check(d, ReasonClass.OUT_OF_MEMORY, "8")
+    check_diagnosis(d, ReasonClass.OUT_OF_MEMORY, "8")
 
 
 def test_output_check_is_reserved() -> None:
