@@ -1,0 +1,146 @@
+"""SlurmBundleOperator on the local site, through `airflow dags test` of dags/desc_it_bundle.py.
+
+40 heterogeneous instances (visit 5 s -> 3 rafts of 3 s -> 2 sensors each of 1 s) with their
+dependencies run in one allocation of perlmutter's node: every process instance is recorded, the
+dependencies held (each instance reads its parent's output and starts after it ended), the outputs
+exist, and the pilot kept the node's cores busy. A second DAG fails one visit on its first try: the
+retry reruns that visit's instances only.
+"""
+
+from __future__ import annotations
+
+import collections
+import pathlib
+import shlex
+import uuid
+from datetime import datetime
+
+from airflow_desc.history import JsonLinesRecorder, ProcessRecord
+from tests.integration.airflow_env import AirflowEnv
+from tests.integration.site import Site
+
+WORK_DIR = "airflow-desc"  # the site's clusters.yaml work_dir, relative to the home directory
+
+
+def explain(proc: object) -> str:
+    return (getattr(proc, "stdout", "") + getattr(proc, "stderr", ""))[-6000:]
+
+
+def records(path: pathlib.Path) -> list[ProcessRecord]:
+    return JsonLinesRecorder(path).read()
+
+
+def _start(rec: ProcessRecord) -> datetime:
+    assert rec.start_time is not None, rec
+    return rec.start_time
+
+
+def _end(rec: ProcessRecord) -> datetime:
+    assert rec.end_time is not None, rec
+    return rec.end_time
+
+
+def test_forty_instances_with_dependencies_in_one_allocation(
+    airflow_env: AirflowEnv, tmp_path: pathlib.Path, site: Site
+) -> None:
+    history = tmp_path / "history.jsonl"
+    out = f"it-bundle/{uuid.uuid4().hex[:10]}"
+    proc = airflow_env.dags_test("desc_it_bundle", history=history, conf={"out": out}, timeout=240)
+    recs = records(history)
+    batch = [r for r in recs if r.process_type == "batch"]
+    by_process = collections.Counter(r.process for r in batch)
+    assert by_process == {"calibrateVisit": 4, "assembleRaft": 12, "processEimage": 24}, explain(proc)
+    assert proc.returncode == 0, explain(proc)
+    # One allocation ran them all, each a step of its own, accounted by sacct.
+    assert len({r.job_id for r in batch}) == 1
+    assert len({r.step for r in batch}) == 40
+    for rec in batch:
+        assert rec.state == "success", rec
+        assert rec.node == "pm-n1" and rec.cluster == "perlmutter"
+        assert rec.slurm_state == "COMPLETED", rec
+        assert rec.total_cpu_s is not None and rec.max_rss_bytes and rec.elapsed_s is not None, rec
+        assert (
+            rec.stream.count("/") == {"calibrateVisit": 0, "assembleRaft": 1, "processEimage": 2}[rec.process]
+        )
+        assert (rec.task, rec.workflow, rec.variant) == (
+            {
+                "calibrateVisit": "processVisit",
+                "assembleRaft": "processRaft",
+                "processEimage": "processSensor",
+            }[rec.process],
+            "desc_it_bundle",
+            "",
+        )
+    # Heterogeneous: the CPU each used is what its payload burns (5 s, 3 s, 1 s).
+    for process, burn in (("calibrateVisit", 5), ("assembleRaft", 3), ("processEimage", 1)):
+        cpu = [r.total_cpu_s or 0 for r in batch if r.process == process]
+        assert min(cpu) >= 0.8 * burn, (process, cpu)
+    # Dependencies: visit -> its rafts -> their sensors.
+    by_stream = {r.stream: r for r in batch}
+    for rec in batch:
+        if "/" in rec.stream:
+            parent = by_stream[rec.stream.rpartition("/")[0]]
+            assert _start(rec) >= _end(parent), (rec.stream, parent.stream)
+    # Scripts ran on the worker, around the allocation, each recorded once per stream.
+    scripts = collections.Counter((r.process, r.state) for r in recs if r.process_type == "script")
+    assert scripts == {
+        ("setupVisits", "success"): 1,
+        ("setupRafts", "success"): 4,
+        ("setupSensors", "success"): 12,
+        ("wrapupRafts", "success"): 4,
+        ("summary", "success"): 1,
+    }, scripts
+    wrapups = [r for r in recs if r.process == "wrapupRafts"]
+    assert min(_start(w) for w in wrapups) >= max(_end(r) for r in batch)
+    # Correct results: every sensor's output is there (the spec's output check passed, too).
+    listing = site.run(
+        "perlmutter", f"cd {WORK_DIR} && find {shlex.quote(out)} -name '*.fits' | wc -l"
+    ).stdout
+    assert int(listing.strip()) == 24
+    # Utilisation: the pilot packed the instances onto both cores.
+    line = next(x for x in proc.stdout.splitlines() + proc.stderr.splitlines() if "core-s held of" in x)
+    print(line)
+    held, allocated = _numbers(line)
+    assert held / allocated >= 0.8, line
+
+
+def _numbers(line: str) -> tuple[float, float]:
+    text = line.split("core-s held of")
+    held = float(text[0].split()[-1])
+    allocated = float(text[1].split()[0])
+    return held, allocated
+
+
+def test_a_retried_bundle_reruns_only_what_did_not_succeed(
+    airflow_env: AirflowEnv, tmp_path: pathlib.Path
+) -> None:
+    history = tmp_path / "history.jsonl"
+    name = uuid.uuid4().hex[:10]
+    conf = {"out": f"it-bundle-rerun/{name}", "marker": f"it-bundle-rerun/{name}.flaky"}
+    proc = airflow_env.dags_test("desc_it_bundle_rerun", history=history, conf=conf, timeout=240)
+    recs = records(history)
+    tries = collections.defaultdict(list)
+    for rec in recs:
+        if rec.process_type == "batch":
+            tries[rec.try_number].append((rec.stream, rec.process, rec.state))
+    first = sorted(tries[1])
+    assert ("visit=202", "calibrateVisit", "failed") in first, explain(proc)
+    assert [s for s in first if s[0].startswith("visit=202/")] and all(
+        s[2] == "skipped" for s in first if s[0].startswith("visit=202/")
+    )
+    assert all(s[2] == "success" for s in first if not s[0].startswith("visit=202")), first
+    # The retry ran visit 202's instances only: the rest was done (--skip-done).
+    second = sorted(tries[2])
+    assert second and all(s[0].startswith("visit=202") and s[2] == "success" for s in second), second
+    assert len(second) == 1 + len([s for s in first if s[0].startswith("visit=202/")])
+    assert proc.returncode == 0, explain(proc)
+    failed = next(r for r in recs if r.process == "calibrateVisit" and r.state == "failed")
+    assert failed.reason == "non-zero-exit" and failed.exit_code == 3
+    assert "flaky: the first try of visit 202 fails" in (failed.message or "") + str(
+        failed.extra.get("log_tail")
+    )
+    assert all(
+        r.extra["pilot"]["launcher"] == "direct"
+        for r in recs
+        if r.process_type == "batch" and r.state != "skipped"
+    )
