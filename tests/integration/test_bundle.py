@@ -15,9 +15,14 @@ import shlex
 import uuid
 from datetime import datetime
 
+import pytest
+
 from airflow_desc.history import JsonLinesRecorder, ProcessRecord
 from tests.integration.airflow_env import AirflowEnv
 from tests.integration.site import Site
+
+# A bundle asks for a whole perlmutter node: beside the parallel suite it would wait in SLURM's queue.
+pytestmark = pytest.mark.serial
 
 WORK_DIR = "airflow-desc"  # the site's clusters.yaml work_dir, relative to the home directory
 
