@@ -1,0 +1,116 @@
+"""DC1 end to end: `airflow dags test` of the rendered DC1 DAG at scale 0.001 on the local site.
+
+The DAG is dags/dc1.py's DC1-DM12_imsim-dithered_local (dags/workflows/dc1-local.yaml: dc1.yaml
+with each request capped to the local clusters). Every process instance that ran, failed or was
+skipped is in the history: the top-level processes, each mapped instance of the sub-tasks that are
+not bundled, and every instance inside the bundles (processVisit, processimageDifferenceVisit).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import pathlib
+import re
+import subprocess
+
+import pytest
+
+from airflow_desc.history import JsonLinesRecorder, ProcessRecord
+from tests.integration.airflow_env import AIRFLOW, AirflowEnv
+
+# Its bundles ask for a whole perlmutter node, and it takes ~3 minutes alone: run it apart.
+pytestmark = pytest.mark.serial
+
+ROOT = pathlib.Path(__file__).parents[2]
+DAG_ID = "DC1-DM12_imsim-dithered_local"
+TOP = ("serialingest", "ingestRefCat", "setupEimageVisits", "launchL1L2", "wrapup", "report")
+RENDERER_TASKS = ("streams", "bundle")
+
+
+def explain(proc: subprocess.CompletedProcess[str]) -> str:
+    return (proc.stdout + proc.stderr)[-8000:]
+
+
+def task_states(env: AirflowEnv, run_id: str) -> list[dict[str, str]]:
+    proc = subprocess.run(
+        [str(AIRFLOW), "tasks", "states-for-dag-run", DAG_ID, run_id, "-o", "json"],
+        env=env.env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, explain(proc)
+    start = proc.stdout.index("[")
+    rows, _ = json.JSONDecoder().raw_decode(proc.stdout[start:])
+    return list(rows)
+
+
+def test_dc1_tiny_scale_runs_with_every_process_instance_recorded(
+    airflow_env: AirflowEnv, tmp_path: pathlib.Path
+) -> None:
+    env = AirflowEnv(airflow_env.home, {**airflow_env.env, "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags")})
+    history = tmp_path / "history.jsonl"
+    proc = env.dags_test(DAG_ID, history=history, conf={"scale": 0.001}, timeout=420)
+    text = proc.stdout + proc.stderr
+    finished = re.search(r"DagRun Finished: .*?run_id=(\S+?), .*?state=(\w+)", text)
+    assert proc.returncode == 0 and finished, explain(proc)
+    run_id = finished.group(1)
+    recs: list[ProcessRecord] = JsonLinesRecorder(history).read()
+    by_process = collections.defaultdict(list)
+    for rec in recs:
+        by_process[rec.process].append(rec)
+        assert (rec.workflow, rec.dag_id, rec.run_id) == ("DC1-DM12", DAG_ID, run_id)
+        # The plugin's listener records the scripts that are tasks; its records carry no variant.
+        listened = rec.process_type == "script" and not rec.task_id.endswith(".bundle")
+        assert rec.variant == ("" if listened else "imsim-dithered"), rec
+
+    # The top-level processes: one instance each, version 1.16.
+    for name in TOP:
+        [rec] = by_process[name]
+        assert (rec.task, rec.version) == ("DC1-DM12", "1.16"), rec
+    assert by_process["serialingest"][0].state == "success"
+    assert by_process["serialingest"][0].req_cpus == 2  # 16 CPUs capped to a perlmutter node
+
+    # Every task instance of a process that ended is recorded (the renderer's own tasks are not
+    # processes; a mapped task with no streams has no instance).
+    states = task_states(env, run_id)
+    recorded = {(r.task_id, r.map_index) for r in recs}
+    for row in states:
+        task_id, state = row["task_id"], row["state"]
+        map_index = int(row.get("map_index", -1) or -1)
+        if task_id.rsplit(".", 1)[-1] in RENDERER_TASKS:
+            continue
+        if state in ("success", "failed") or (state == "skipped" and map_index >= 0):
+            assert (task_id, map_index) in recorded, (row, sorted(recorded))
+    assert all(row["state"] in ("success", "failed", "skipped") for row in states), states
+
+    # Inside the bundles: each stream a setup script made has its instances recorded.
+    def made(script: str) -> int:
+        return sum(sum(r.extra.get("streams_made", {}).values()) for r in by_process[script])
+
+    visits = len(by_process["setupEimageRafts"])
+    assert visits >= 3 and len(by_process["wrapupEimageRafts"]) == visits
+    assert (
+        made("setupEimageRafts")
+        == len(by_process["setupEimageSensors"])
+        == len(by_process["wrapupEimageSensors"])
+    )
+    assert made("setupEimageSensors") == len(by_process["processEimage"]) >= visits
+    for rec in by_process["processEimage"]:
+        assert (rec.task, rec.version, rec.process_type, rec.task_id) == (
+            "processSensor", "1.0", "batch", "processVisit.bundle"
+        )  # fmt: skip
+        assert rec.stream.count("/") == 2 and rec.job_id and rec.node == "pm-n1", rec
+        if rec.state == "success":
+            assert rec.max_rss_bytes and rec.max_rss_bytes >= 1000 * 2**20, rec  # it holds 1500 MB
+            assert rec.slurm_state == "COMPLETED" and rec.total_cpu_s and rec.total_cpu_s >= 2.0, rec
+    assert made("setupImageDifferenceSensors") == len(by_process["imageDifference"])
+
+    # Skipped per stream, as DC1 counted: an assembly is skipped exactly where its warp did not succeed.
+    warps = {r.stream: r.state for r in by_process["level1MakeTempExpCoadd"]}
+    assert warps, "level1 did not run"
+    for rec in by_process["level1AssembleCoadd"]:
+        assert (rec.state == "skipped") == (warps[rec.stream] != "success"), (rec, warps)
+    # wrapup waits for level1 and level2 and runs only if both succeeded.
+    [wrapup] = by_process["wrapup"]
+    outside = {"DC1-DM12", "processVisit", "processRaft", "processSensor"}
+    level_failed = any(r.state in ("failed", "terminated") for r in recs if r.task not in outside)
+    assert wrapup.state == ("skipped" if level_failed else "success"), wrapup
