@@ -15,9 +15,11 @@ bundle task instance:
    dependencies (on its stream's upstream batch instances, and on those its stream's setup
    script waited for): visit -> its rafts -> their sensors. An instance that cannot run (its
    setup script failed, or ``skip_if`` holds on variables and stream values) is recorded Skipped.
-   Inside a bundle ``after`` is a dependency like ``depends_on`` (the pilot runs an instance only
-   after its upstream succeeded), and a ``skip_if`` on upstream states is decided by the pilot's
-   dependencies.
+   The manifest keeps the spec's two kinds of upstream: ``depends_on`` (the pilot runs the instance
+   only if its upstream succeeded, else records it Skipped, ``upstream-failed``) and ``after`` (the
+   pilot waits for the upstream whatever its end state). Through a setup script the kinds compose:
+   an instance waits for what the script waited for, as ``depends_on`` only if both links are.
+   A ``skip_if`` on upstream states is decided by the pilot's dependencies.
 2. **Submit once, wait without a worker slot.** The manifest, the pilot and (for emulated
    payloads) the payload program travel in one job script asking for a whole node of the
    cluster; the SlurmOperator machinery names the job after the task instance, re-attaches to
@@ -218,7 +220,8 @@ class PlannedInstance:
     :param process: its process.
     :param stream: its stream's values.
     :param command: the shell text.
-    :param depends_on: ids it waits for.
+    :param depends_on: ids that must succeed first.
+    :param after: ids it waits for whatever their end state.
     """
 
     id: str
@@ -227,6 +230,7 @@ class PlannedInstance:
     stream: dict[str, Any]
     command: str
     depends_on: list[str] = field(default_factory=list)
+    after: list[str] = field(default_factory=list)
 
     def manifest_entry(self) -> dict[str, Any]:
         """Return the pilot's manifest entry."""
@@ -238,6 +242,7 @@ class PlannedInstance:
             "command": self.command,
             "cpus": res.cpus if res else 1,
             "depends_on": sorted(set(self.depends_on)),
+            "after": sorted(set(self.after) - set(self.depends_on)),
         }
         if res is not None and res.memory_mb:
             entry["memory_mb"] = res.memory_mb
@@ -297,11 +302,34 @@ class BundlePlan:
 
 
 @dataclass
+class _Upstream:
+    """Batch instances to wait for: those that must succeed, and those waited for whatever their end."""
+
+    required: list[str] = field(default_factory=list)
+    after: list[str] = field(default_factory=list)
+
+    def add(self, other: _Upstream, kind: str) -> None:
+        """Wait for ``other`` through an edge of ``kind``: only a ``depends_on`` edge keeps it required."""
+        if kind == "depends_on":
+            self.required += other.required
+            self.after += other.after
+        else:
+            self.after += other.required + other.after
+
+    def copy(self) -> _Upstream:
+        return _Upstream(list(self.required), list(self.after))
+
+
+@dataclass
 class _Node:
     """A process or sub-task of one stream, as the planner sees it."""
 
     state: str  # success (will run / ran), failed, skipped, pending (an after-script)
-    ids: list[str] = field(default_factory=list)  # batch instances a dependent waits for
+    upstream: _Upstream = field(default_factory=_Upstream)  # what a dependent of it waits for
+
+    @property
+    def ids(self) -> list[str]:
+        return self.upstream.required + self.upstream.after
 
 
 def _before_scripts(task: TaskNode) -> set[str]:
@@ -380,7 +408,7 @@ class _Planner:
         self.run_scripts = run_scripts
         self.plan = BundlePlan()
 
-    def stream(self, task: TaskNode, stream: dict[str, Any], inherited: list[str]) -> tuple[list[str], bool]:
+    def stream(self, task: TaskNode, stream: dict[str, Any], inherited: _Upstream) -> tuple[list[str], bool]:
         """Plan one stream of a task; return the batch ids in its subtree and whether a script failed."""
         before = _before_scripts(task)
         nodes: dict[str, _Node] = {}
@@ -391,7 +419,7 @@ class _Planner:
             child = next((c for c in task.children if c.name == name), None)
             if child is not None:
                 ids, child_failed, child_members = self.child(task, child, stream, nodes, inherited)
-                nodes[name] = _Node("failed" if child_failed else "success", ids)
+                nodes[name] = _Node("failed" if child_failed else "success", _Upstream(ids))
                 batch_ids += ids
                 members += child_members
                 failed = failed or child_failed
@@ -422,11 +450,18 @@ class _Planner:
             n: ("success" if nodes[n].state == "pending" else nodes[n].state) for n in names if n in nodes
         }
 
-    def _deps(self, names: Sequence[str], nodes: Mapping[str, _Node], inherited: list[str]) -> list[str]:
-        deps = list(inherited)
-        for name in names:
-            if name in nodes:
-                deps += nodes[name].ids
+    def _deps(
+        self,
+        depends_on: Sequence[str],
+        after: Sequence[str],
+        nodes: Mapping[str, _Node],
+        inherited: _Upstream,
+    ) -> _Upstream:
+        deps = inherited.copy()
+        for kind, names in (("depends_on", depends_on), ("after", after)):
+            for name in names:
+                if name in nodes:
+                    deps.add(nodes[name].upstream, kind)
         return deps
 
     def batch(
@@ -435,7 +470,7 @@ class _Planner:
         process: ProcessNode,
         stream: dict[str, Any],
         nodes: dict[str, _Node],
-        inherited: list[str],
+        inherited: _Upstream,
     ) -> _Node:
         iid = instance_id(stream, process.name)
         reason = process.skip_reason(self._states(process, task, nodes), stream, self.variables)
@@ -445,9 +480,10 @@ class _Planner:
             self.plan.skipped[iid] = (instance, kind, reason)
             return _Node("skipped")
         instance.command = bundle_command(process, stream, self.variables)
-        instance.depends_on = self._deps([*process.depends_on, *process.after], nodes, inherited)
+        deps = self._deps(process.depends_on, process.after, nodes, inherited)
+        instance.depends_on, instance.after = deps.required, deps.after
         self.plan.instances.append(instance)
-        return _Node("success", [iid])
+        return _Node("success", _Upstream([iid]))
 
     def before_script(
         self,
@@ -455,10 +491,10 @@ class _Planner:
         process: ProcessNode,
         stream: dict[str, Any],
         nodes: dict[str, _Node],
-        inherited: list[str],
+        inherited: _Upstream,
     ) -> _Node:
         iid = instance_id(stream, process.name)
-        deps = self._deps([*process.depends_on, *process.after], nodes, inherited)
+        deps = self._deps(process.depends_on, process.after, nodes, inherited)
         planned = PlannedScript(iid, task, process, dict(stream), "before")
         self.plan.scripts.append(planned)
         reason = process.skip_reason(self._states(process, task, nodes), stream, self.variables)
@@ -485,7 +521,7 @@ class _Planner:
         child: TaskNode,
         stream: dict[str, Any],
         nodes: dict[str, _Node],
-        inherited: list[str],
+        inherited: _Upstream,
     ) -> tuple[list[str], bool, list[str]]:
         feeder_id = instance_id(stream, child.streams_from or "")
         feeder = self.plan.script(feeder_id)
@@ -493,7 +529,8 @@ class _Planner:
             return [], False, []
         if any(nodes[n].state not in ("success", "pending") for n in child.depends_on if n in nodes):
             return [], False, []
-        deps = self._deps([child.streams_from or "", *child.depends_on, *child.after], nodes, inherited)
+        # Its streams exist only if the script that made them succeeded: as if they depended on it.
+        deps = self._deps([child.streams_from or "", *child.depends_on], child.after, nodes, inherited)
         ids: list[str] = []
         failed = False
         members: list[str] = []
@@ -532,7 +569,7 @@ def plan_bundle(
     planner = _Planner(workflow, variables, known or {}, run_scripts)
     for stream in streams:
         planner.plan.top.append(dict(stream))
-        planner.stream(task, dict(stream), [])
+        planner.stream(task, dict(stream), _Upstream())
     ids = (
         [i.id for i in planner.plan.instances]
         + list(planner.plan.skipped)

@@ -7,9 +7,17 @@ with the cluster's ``python3``; nothing is installed on the cluster. Usage::
                         [--logs-dir DIR] [--cores N] [--memory-mb M] [--skip-done R_prev.jsonl]
 
 The manifest lists the process instances (``id``, ``stream``, ``process``, ``command``, ``cpus``,
-``memory_mb``, optional ``walltime_s`` and ``depends_on``). An instance starts when every
-instance it depends on has succeeded and its cpus and memory are free; one whose upstream did not
-succeed is recorded ``skipped`` (``upstream-failed``) and never runs.
+``memory_mb``, optional ``walltime_s``, ``depends_on`` and ``after``). Two kinds of upstream, as in
+the workflow spec:
+
+``depends_on``
+    must succeed: an instance one of whose ``depends_on`` upstreams did not succeed (failed,
+    terminated, skipped) is recorded ``skipped`` (``upstream-failed``) and never runs.
+``after``
+    waited for whatever its end state: once it has ended (or been skipped), the instance may run.
+
+An id in both lists counts as ``depends_on``. An instance starts when every upstream of either kind
+has ended (and those it depends on succeeded) and its cpus and memory are free.
 
 Scheduling: greedy list scheduling. Among the ready instances the one heading the longest chain
 of dependents goes first (a visit before its sensors' siblings, so the ready pool never runs
@@ -37,7 +45,9 @@ Every instance ends as one JSON line in the records file (written with one ``wri
 :data:`REASONS`. A SIGTERM (SLURM's time limit, or ``--signal=B:TERM@60``), SIGINT or SIGUSR1 stops
 launching, records every instance not yet started as ``skipped`` / ``allocation-ended``, sends
 SIGTERM to the running ones (SIGKILL after ``--kill-grace`` s) and records them ``terminated`` /
-``time-limit``. ``--skip-done`` reruns only what did not succeed in an earlier records file.
+``time-limit``. ``memory_mb`` and ``walltime_s`` are the limits it ran under (the bundle operator
+raises them for the next try after ``out-of-memory`` / ``time-limit``). ``--skip-done`` reruns only
+what did not succeed in an earlier records file.
 
 Exit status: 0 when every instance succeeded (or was already done), 1 when some did not (the
 records say which), 2 for a bad manifest or command line, 3 when the records or logs cannot be
@@ -97,6 +107,7 @@ RECORD_FIELDS = (
     "node",
     "cpus",
     "memory_mb",
+    "walltime_s",
     "launcher",
     "job_id",
     "step_name",
@@ -295,7 +306,8 @@ class Instance:
     cpus: int
     memory_mb: int | None
     walltime_s: float | None
-    depends_on: tuple[str, ...]
+    depends_on: tuple[str, ...]  # must succeed
+    after: tuple[str, ...] = ()  # waited for whatever their end state
     children: list[int] = field(default_factory=list)
     height: int = 0  # longest chain of dependents below it: the critical path it starts
     waiting_on: int = 0  # dependencies not finished yet
@@ -331,14 +343,17 @@ def _instance(index: int, raw: Any) -> Instance:
     memory = _field(raw, "memory_mb", where, (int,), None)
     walltime = _field(raw, "walltime_s", where, (int, float), None)
     deps = _field(raw, "depends_on", where, (list,), [])
+    after = _field(raw, "after", where, (list,), [])
     if cpus < 1:
         raise ManifestError(f"{where}: cpus={cpus} must be at least 1")
     if memory is not None and memory < 1:
         raise ManifestError(f"{where}: memory_mb={memory} must be at least 1 (srun --mem=0 means all of it)")
     if walltime is not None and walltime <= 0:
         raise ManifestError(f"{where}: walltime_s={walltime} must be positive")
-    if not all(isinstance(d, str) and d for d in deps):
-        raise ManifestError(f"{where}: depends_on must be a list of instance ids")
+    for name, ids in (("depends_on", deps), ("after", after)):
+        if not all(isinstance(d, str) and d for d in ids):
+            raise ManifestError(f"{where}: {name} must be a list of instance ids")
+    deps = list(dict.fromkeys(deps))
     return Instance(
         index=index,
         id=iid,
@@ -348,7 +363,8 @@ def _instance(index: int, raw: Any) -> Instance:
         cpus=cpus,
         memory_mb=memory,
         walltime_s=None if walltime is None else float(walltime),
-        depends_on=tuple(dict.fromkeys(deps)),
+        depends_on=tuple(deps),
+        after=tuple(a for a in dict.fromkeys(after) if a not in deps),  # depends_on is the stronger
     )
 
 
@@ -359,7 +375,8 @@ def load_manifest(data: Any, done: set[str] | None = None) -> tuple[str, list[In
     :param done: ids that already succeeded (``--skip-done``); a dependency on one of them is met
         even if the manifest no longer lists it.
     :return: the bundle id and the instances, each with its children, height and open dependencies.
-    :raises ManifestError: for a missing field, a duplicate id, an unknown dependency or a cycle.
+    :raises ManifestError: for a missing field, a duplicate id, an unknown upstream (``depends_on``
+        or ``after``) or a cycle.
     """
     done = done or set()
     if not isinstance(data, dict) or not isinstance(data.get("instances"), list):
@@ -376,14 +393,18 @@ def load_manifest(data: Any, done: set[str] | None = None) -> tuple[str, list[In
             )
         by_id[inst.id] = inst
     for inst in instances:
-        for dep in inst.depends_on:
-            parent = by_id.get(dep)
-            if parent is None:
-                if dep in done:
-                    continue
-                raise ManifestError(f"instance {inst.id!r} depends on {dep!r}, which is not in the manifest")
-            parent.children.append(inst.index)
-            inst.waiting_on += 1
+        for kind, ids in (("depends_on", inst.depends_on), ("after", inst.after)):
+            for dep in ids:
+                parent = by_id.get(dep)
+                if parent is None:
+                    if dep in done:
+                        continue
+                    raise ManifestError(
+                        f"instances[{inst.index}] ({inst.id}): {kind} names {dep!r}, which is not in the "
+                        "manifest; list only ids of this bundle's instances"
+                    )
+                parent.children.append(inst.index)
+                inst.waiting_on += 1
     _check_acyclic_and_rank(instances)
     _name_logs(instances)
     return bundle, instances
@@ -645,6 +666,7 @@ class Pilot:
             end=now_iso(),
             cpus=inst.cpus,
             memory_mb=inst.memory_mb,
+            walltime_s=inst.walltime_s,
             launcher=self.launcher,
             job_id=self.job_id,
         )
@@ -664,7 +686,8 @@ class Pilot:
             for child_index in parent.children:
                 child = self.instances[child_index]
                 child.waiting_on -= 1
-                if not ok and child.upstream_failed is None:
+                # An `after` upstream releases its dependent however it ended; `depends_on` must succeed.
+                if not ok and child.upstream_failed is None and parent.id in child.depends_on:
                     child.upstream_failed = parent.id
                 if child.waiting_on > 0 or child.state is not None or self.stopping:
                     continue

@@ -97,7 +97,7 @@ def test_bad_arguments_are_refused(kwargs: dict[str, object], message: str) -> N
 
 
 def test_a_bad_manifest_is_refused_before_it_travels() -> None:
-    with pytest.raises(ManifestError, match="depends on 'x'"):
+    with pytest.raises(ManifestError, match=r"\(a\): depends_on names 'x'"):
         bundle_job_command(
             manifest(instance("a", "true", depends_on=["x"])), launcher="srun", records_path="r", logs_dir="l"
         )

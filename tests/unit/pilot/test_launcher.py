@@ -291,7 +291,7 @@ def test_skip_done_accepts_a_dependency_no_longer_in_the_manifest(
     ("instances", "message"),
     [
         ([instance("a", "true"), instance("a", "true")], "appears twice"),
-        ([instance("a", "true", depends_on=["nope"])], "depends on 'nope'"),
+        ([instance("a", "true", depends_on=["nope"])], "(a): depends_on names 'nope'"),
         ([instance("a", "true", depends_on=["b"]), instance("b", "true", depends_on=["a"])], "cycle"),
         ([{"id": "a"}], "has no command"),
         ([instance("a", "true", cpus=0)], "cpus=0"),

@@ -1,0 +1,135 @@
+"""The bundle planner keeps the spec's two kinds of upstream apart: ``depends_on`` and ``after``.
+
+``after: [X]`` waits for X whatever its end state; through a setup script the kinds compose (a
+stream waits for what its setup script waited for, as ``depends_on`` only if both links are).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from airflow_desc.clusters import load_cluster_profiles
+from airflow_desc.operators.bundle import plan_bundle
+from airflow_desc.pilot import parse_records, validate_manifest
+from airflow_desc.workflow import parse_spec
+from airflow_desc.workflow.render import render_dags, workflow_for
+from tests.unit.pilot.pilot_process import clean_env, pilot_argv, write_manifest
+
+ROOT = pathlib.Path(__file__).parents[3]
+SITE = ROOT / "tests" / "data" / "clusters" / "site.yaml"
+
+EDGES = """\
+name: Edges
+version: "1.0"
+defaults:
+  resources: {cluster: perlmutter, cpus: 1, memory_mb: 100, walltime: "0:05:00"}
+processes:
+  setupVisits:
+    type: script
+    callable: airflow_desc.emulate.scripts:make_streams
+    kwargs: {kind: visit, visits: "7"}
+tasks:
+  processVisit:
+    streams_from: setupVisits
+    stream_var: visit
+    expected_streams: 1
+    bundle: always
+    processes:
+      calibrate:
+        type: batch
+        command: exit 3
+      report:
+        type: batch
+        after: [calibrate]
+        command: "true"
+      qa:
+        type: batch
+        depends_on: [calibrate]
+        after: [report]
+        command: "true"
+      setupRafts:
+        type: script
+        after: [calibrate]
+        callable: airflow_desc.emulate.scripts:make_streams
+        kwargs: {kind: raft, visit: "{{ visit }}"}
+      summarise:
+        type: batch
+        after: [processRaft]
+        command: "true"
+    tasks:
+      processRaft:
+        streams_from: setupRafts
+        stream_var: raft
+        expected_streams: 1
+        processes:
+          assemble:
+            type: batch
+            command: "true"
+          setupSensors:
+            type: script
+            depends_on: [assemble]
+            callable: airflow_desc.emulate.scripts:make_streams
+            kwargs: {kind: sensor, visit: "{{ visit }}", raft: "{{ raft }}"}
+        tasks:
+          processSensor:
+            streams_from: setupSensors
+            stream_var: sensor
+            expected_streams: 1
+            processes:
+              eimage:
+                type: batch
+                command: "true"
+"""
+
+
+@pytest.fixture
+def plan(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> Any:
+    monkeypatch.setenv("DESC_CLUSTERS_FILE", str(SITE))
+    spec = parse_spec(EDGES, f"{tmp_path}/edges.yaml")
+    render_dags(spec, clusters=load_cluster_profiles(SITE))
+    workflow = workflow_for(spec.source)
+    task = workflow.task(None, "Edges/processVisit")
+    return plan_bundle(workflow, task, [{"visit": 7}], workflow.spec.variables_for(None))
+
+
+def _edges(plan: Any) -> dict[str, tuple[list[str], list[str]]]:
+    entries = validate_manifest(plan.manifest("b"))["instances"]
+    return {e["process"]: (e["depends_on"], e["after"]) for e in entries}
+
+
+def test_the_manifest_keeps_depends_on_and_after_apart(plan: Any) -> None:
+    edges = _edges(plan)
+    raft = next(i for i in plan.instances if i.process.name == "assemble").id
+    sensor = next(i for i in plan.instances if i.process.name == "eimage").id
+    assert edges["calibrate"] == ([], [])
+    assert edges["report"] == ([], ["visit=7:calibrate"])
+    assert edges["qa"] == (["visit=7:calibrate"], ["visit=7:report"])
+    # setupRafts runs `after` calibrate: its streams wait for calibrate, whatever its end.
+    assert edges["assemble"] == ([], ["visit=7:calibrate"])
+    # setupSensors `depends_on` assemble: the sensors need it; calibrate is still only waited for.
+    assert edges["eimage"] == ([raft], ["visit=7:calibrate"])
+    # `after` a sub-task: every batch instance below it, whatever their end.
+    assert edges["summarise"] == ([], sorted([raft, sensor]))
+
+
+def test_the_pilot_runs_what_only_waits_for_a_failed_upstream(plan: Any, tmp_path: pathlib.Path) -> None:
+    manifest = validate_manifest(plan.manifest("b"))
+    write_manifest(tmp_path, manifest["instances"])
+    proc = subprocess.run(
+        pilot_argv(tmp_path, python=sys.executable, cores=2),
+        capture_output=True, text=True, timeout=60, env=clean_env(), cwd=tmp_path,
+    )  # fmt: skip
+    states = {r["process"]: r["state"] for r in parse_records((tmp_path / "records.jsonl").read_text())}
+    assert states == {
+        "calibrate": "failed",
+        "report": "success",
+        "qa": "skipped",  # depends_on calibrate
+        "assemble": "success",
+        "eimage": "success",
+        "summarise": "success",
+    }, proc.stdout + proc.stderr
