@@ -36,6 +36,13 @@ bundle task instance:
    pilot gets the records file as ``--skip-done``, and scripts that succeeded are not run again
    (their streams come from the task state store). ``rerun="all"`` (or ``{"desc_rerun": "all"}``
    in the run's conf) reruns everything.
+5. **Escalate per instance.** An instance the pilot terminated for ``out-of-memory`` asks for
+   memory x its ``escalation.memory_factor`` on the next try, one terminated for ``time-limit`` for
+   walltime x ``walltime_factor`` (:func:`escalate_request`): compounding across tries, capped at a
+   node's memory and the cluster's longest walltime (at the cap it is not raised, and its record's
+   message says so). The raised requests are saved with the bundle's state (so a worker crash
+   loses none), go into the manifest and the allocation's time limit, and each record holds the
+   memory and walltime that try asked for. ``escalate=False`` turns this off.
 """
 
 from __future__ import annotations
@@ -84,8 +91,10 @@ __all__ = [
     "CheckRequest",
     "PlannedInstance",
     "PlannedScript",
+    "RaisedRequest",
     "SlurmBundleOperator",
     "allocation_time_limit_s",
+    "escalate_request",
     "output_checks_command",
     "parse_output_checks",
     "plan_bundle",
@@ -208,6 +217,95 @@ def _home_path(path: str | None) -> str | None:
     return path if path.startswith(("/", "~")) else f"~/{path}"
 
 
+# --- escalation -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RaisedRequest:
+    """An instance's memory and walltime as earlier tries raised them; kept in the bundle's saved state.
+
+    :param memory_mb: the memory of its next try, if raised.
+    :param walltime_s: the walltime of its next try, if raised.
+    """
+
+    memory_mb: int | None = None
+    walltime_s: int | None = None
+
+    def to_json(self) -> dict[str, int]:
+        """Return the saved form."""
+        return {k: v for k, v in (("memory_mb", self.memory_mb), ("walltime_s", self.walltime_s)) if v}
+
+    @classmethod
+    def from_json(cls, value: Any) -> RaisedRequest | None:
+        """Read the saved form; ``None`` for anything else (a state saved by an older version)."""
+        if not isinstance(value, Mapping):
+            return None
+        memory, walltime = value.get("memory_mb"), value.get("walltime_s")
+        raised = cls(
+            memory_mb=int(memory) if isinstance(memory, (int, float)) and memory > 0 else None,
+            walltime_s=int(walltime) if isinstance(walltime, (int, float)) and walltime > 0 else None,
+        )
+        return raised if raised.to_json() else None
+
+
+def escalate_request(
+    inst: PlannedInstance, record: Mapping[str, Any], *, node_memory_mb: int, max_walltime_s: int
+) -> tuple[RaisedRequest | None, str | None]:
+    """Return an instance's request for its next try after this try's pilot record, and what to say.
+
+    After ``terminated`` / ``out-of-memory`` its memory is multiplied by the spec's
+    ``escalation.memory_factor``, after ``terminated`` / ``time-limit`` its walltime by
+    ``walltime_factor``. The record holds what this try ran with, so raises compound across tries.
+    Memory is capped at a node's (the allocation is one whole node), walltime at the cluster's
+    longest; at the cap nothing is raised and the note says so.
+
+    :param inst: the planned instance (its process, and its request as earlier tries raised it).
+    :param record: its pilot record of this try.
+    :param node_memory_mb: the memory of one node of the cluster.
+    :param max_walltime_s: the cluster's longest walltime.
+    :return: the request of its next try (``inst.raised`` when unchanged), and a note for this
+        try's record (``None`` when the record calls for no escalation).
+    """
+    reason = record.get("reason")
+    if record.get("state") != "terminated" or reason not in ("out-of-memory", "time-limit"):
+        return inst.raised, None
+    raised = inst.raised or RaisedRequest()
+    factors = inst.process.escalation
+    if reason == "out-of-memory":
+        used = record.get("memory_mb")
+        current = int(used) if isinstance(used, (int, float)) and used > 0 else inst.memory_mb
+        value, note = _raise_value(
+            "memory", current, factors.memory_factor, "memory_factor", node_memory_mb, "MB",
+            "a whole node's; use less memory or a cluster with bigger nodes",
+        )  # fmt: skip
+        changed = RaisedRequest(value, raised.walltime_s) if value is not None else None
+    else:
+        used = record.get("walltime_s")
+        current = int(math.ceil(used)) if isinstance(used, (int, float)) and used > 0 else inst.walltime_s
+        value, note = _raise_value(
+            "walltime", current, factors.walltime_factor, "walltime_factor", max_walltime_s, "s",
+            "the cluster's longest; checkpoint or split the work",
+        )  # fmt: skip
+        changed = RaisedRequest(raised.memory_mb, value) if value is not None else None
+    return (changed or inst.raised), note
+
+
+def _raise_value(
+    what: str, current: int | None, factor: float, factor_name: str, cap: int, unit: str, at_cap: str
+) -> tuple[int | None, str]:
+    """Return the raised value (``None``: not raised) and the note saying what happened."""
+    if current is None:
+        return None, f"{what} not raised for the next try: it asked for none"
+    if factor <= 1:
+        return None, f"{what} not raised for the next try: its escalation {factor_name} is {factor:g}"
+    if current >= cap:
+        return None, f"{what} not raised for the next try: {current} {unit} is already {at_cap}"
+    wanted = int(math.ceil(current * factor))
+    if wanted > cap:
+        return cap, f"next try asks for {what} {cap} {unit} (x{factor:g} capped at {cap} {unit})"
+    return wanted, f"next try asks for {what} {wanted} {unit} (x{factor:g} of {current} {unit})"
+
+
 # --- the plan ------------------------------------------------------------------------------------------
 
 
@@ -222,6 +320,7 @@ class PlannedInstance:
     :param command: the shell text.
     :param depends_on: ids that must succeed first.
     :param after: ids it waits for whatever their end state.
+    :param raised: its request as earlier tries raised it (see :func:`escalate_request`), if they did.
     """
 
     id: str
@@ -231,23 +330,45 @@ class PlannedInstance:
     command: str
     depends_on: list[str] = field(default_factory=list)
     after: list[str] = field(default_factory=list)
+    raised: RaisedRequest | None = None
+
+    @property
+    def cpus(self) -> int:
+        """The cpus it asks for."""
+        res = self.process.resources
+        return res.cpus if res else 1
+
+    @property
+    def memory_mb(self) -> int | None:
+        """The memory it asks for: the spec's, or what earlier tries raised it to."""
+        if self.raised is not None and self.raised.memory_mb:
+            return self.raised.memory_mb
+        res = self.process.resources
+        return res.memory_mb if res is not None and res.memory_mb else None
+
+    @property
+    def walltime_s(self) -> int | None:
+        """The walltime it asks for: the spec's, or what earlier tries raised it to."""
+        if self.raised is not None and self.raised.walltime_s:
+            return self.raised.walltime_s
+        res = self.process.resources
+        return res.walltime_s if res is not None and res.walltime_s else None
 
     def manifest_entry(self) -> dict[str, Any]:
         """Return the pilot's manifest entry."""
-        res = self.process.resources
         entry: dict[str, Any] = {
             "id": self.id,
             "stream": stream_path(self.stream),
             "process": self.process.name,
             "command": self.command,
-            "cpus": res.cpus if res else 1,
+            "cpus": self.cpus,
             "depends_on": sorted(set(self.depends_on)),
             "after": sorted(set(self.after) - set(self.depends_on)),
         }
-        if res is not None and res.memory_mb:
-            entry["memory_mb"] = res.memory_mb
-        if res is not None and res.walltime_s:
-            entry["walltime_s"] = res.walltime_s
+        if self.memory_mb:
+            entry["memory_mb"] = self.memory_mb
+        if self.walltime_s:
+            entry["walltime_s"] = self.walltime_s
         return entry
 
 
@@ -401,11 +522,13 @@ class _Planner:
         variables: Mapping[str, Scalar],
         known: Mapping[str, ScriptOutcome],
         run_scripts: bool,
+        raised: Mapping[str, RaisedRequest],
     ) -> None:
         self.workflow = workflow
         self.variables = variables
         self.known = known
         self.run_scripts = run_scripts
+        self.raised = raised
         self.plan = BundlePlan()
 
     def stream(self, task: TaskNode, stream: dict[str, Any], inherited: _Upstream) -> tuple[list[str], bool]:
@@ -474,7 +597,7 @@ class _Planner:
     ) -> _Node:
         iid = instance_id(stream, process.name)
         reason = process.skip_reason(self._states(process, task, nodes), stream, self.variables)
-        instance = PlannedInstance(iid, task, process, dict(stream), "")
+        instance = PlannedInstance(iid, task, process, dict(stream), "", raised=self.raised.get(iid))
         if reason is not None:
             kind = "upstream-failed" if reason.startswith("upstream") else "skip-condition"
             self.plan.skipped[iid] = (instance, kind, reason)
@@ -554,6 +677,7 @@ def plan_bundle(
     *,
     known: Mapping[str, ScriptOutcome] | None = None,
     run_scripts: bool = True,
+    raised: Mapping[str, RaisedRequest] | None = None,
 ) -> BundlePlan:
     """Plan a bundle: run (or reuse) its setup scripts and list its batch instances.
 
@@ -564,9 +688,10 @@ def plan_bundle(
     :param known: outcomes of scripts from earlier tries, by instance id (a success is reused).
     :param run_scripts: run the scripts that need running; ``False`` rebuilds a plan from
         ``known`` only (after the allocation).
+    :param raised: requests that earlier tries raised, by instance id (see :func:`escalate_request`).
     :raises WorkflowSpecError: if two instances get the same id.
     """
-    planner = _Planner(workflow, variables, known or {}, run_scripts)
+    planner = _Planner(workflow, variables, known or {}, run_scripts, raised or {})
     for stream in streams:
         planner.plan.top.append(dict(stream))
         planner.stream(task, dict(stream), _Upstream())
@@ -586,15 +711,14 @@ def allocation_time_limit_s(instances: Sequence[PlannedInstance], cores: int, ma
 
     At least the longest instance's walltime (and 5 minutes); the sum of cpus x walltime over the
     cores (the work if perfectly packed) otherwise, plus 10 %; never above ``max_walltime_s``.
+    Walltimes are those the instances ask for now: raised by earlier tries (:func:`escalate_request`).
     """
     longest = 0
     total = 0.0
     for inst in instances:
-        res = inst.process.resources
-        walltime = (res.walltime_s if res else None) or 3600
-        cpus = res.cpus if res else 1
+        walltime = inst.walltime_s or 3600
         longest = max(longest, walltime)
-        total += cpus * walltime
+        total += inst.cpus * walltime
     packed = math.ceil(1.1 * total / max(cores, 1))
     return int(min(max_walltime_s, max(300, longest, packed)))
 
@@ -653,7 +777,8 @@ class SlurmBundleOperator(SlurmOperator):
     :param python: the cluster's Python 3 for the pilot and the payloads.
     :param kill_grace_s: seconds from SIGTERM to SIGKILL when an instance must stop.
     :param kwargs: :class:`~airflow_desc.operators.slurm.SlurmOperator` arguments (``cluster``,
-        ``retries``, ``deferrable``...); the resources are a whole node of the cluster.
+        ``retries``, ``deferrable``, ``escalate``...); the resources are a whole node of the
+        cluster, and the escalation factors are each process's own (its spec's ``escalation``).
     """
 
     template_fields: Sequence[str] = ()
@@ -761,10 +886,16 @@ class SlurmBundleOperator(SlurmOperator):
             rerun = self._rerun_mode(context)
             saved = self._bundle_state(context)
             plan = plan_bundle(
-                workflow, task, self.streams_values, variables, known=self._known_outcomes(saved, rerun)
+                workflow,
+                task,
+                self.streams_values,
+                variables,
+                known=self._known_outcomes(saved, rerun),
+                raised=_raised_requests(saved),
             )
             self._record_scripts(context, workflow, [s for s in plan.scripts if s.ran_now], profile)
             saved = {
+                **saved,
                 "scripts": {
                     **(saved.get("scripts") or {}),
                     **{s.id: s.outcome.to_json() for s in plan.scripts if s.outcome is not None},
@@ -851,7 +982,15 @@ class SlurmBundleOperator(SlurmOperator):
         variables = workflow.run_variables(self.variant, context)
         saved = self._bundle_state(context)
         known = {k: ScriptOutcome.from_json(v) for k, v in (saved.get("scripts") or {}).items()}
-        plan = plan_bundle(workflow, task, self.streams_values, variables, known=known, run_scripts=False)
+        plan = plan_bundle(
+            workflow,
+            task,
+            self.streams_values,
+            variables,
+            known=known,
+            run_scripts=False,
+            raised=_raised_requests(saved),
+        )
         # The job counts as recorded (never adopted again) once its instances are: when collection
         # itself fails (the cluster went away), the next try adopts the job and collects it then.
         try:
@@ -884,14 +1023,19 @@ class SlurmBundleOperator(SlurmOperator):
         rerun = self._rerun_mode(context)
         job_id = accounting.job_id if accounting is not None else None
         latest, mine = self._read_records(hook, paths["records"], job_id, rerun)
-        states = self._record_batch(context, workflow, plan, hook, profile, accounting, latest, mine, adopted)
         saved = self._bundle_state(context)
+        # Derived from this job's records only (what each instance ran with), so collecting the same
+        # job again after a crash raises nothing twice.
+        raised, notes = self._next_requests(plan, mine, profile, saved)
+        states = self._record_batch(
+            context, workflow, plan, hook, profile, accounting, latest, mine, adopted, notes
+        )
         outcomes = dict(saved.get("scripts") or {})
         for script in plan.scripts:
             if script.outcome is not None:
                 states[script.id] = script.outcome.state
         self._run_after_scripts(context, workflow, plan, states, variables, outcomes, rerun)
-        self._save_bundle_state(context, {**saved, "scripts": outcomes})
+        self._save_bundle_state(context, {**saved, "scripts": outcomes, "escalation": raised})
         summary = self._summary(context, hook, profile, plan, states, accounting, rerun)
         ti: Any = context["ti"]
         ti.xcom_push(key="bundle_summary", value=summary)
@@ -907,6 +1051,32 @@ class SlurmBundleOperator(SlurmOperator):
                 reason="bundle-incomplete",
             )
         return summary
+
+    def _next_requests(
+        self,
+        plan: BundlePlan,
+        mine: Mapping[str, Mapping[str, Any]],
+        profile: ClusterProfile,
+        saved: Mapping[str, Any],
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Return the raised requests to save (by instance id) and a note for each escalated record."""
+        raised = dict(saved.get("escalation") or {})
+        notes: dict[str, str] = {}
+        if not self.escalate:
+            return raised, notes
+        for inst in plan.instances:
+            rec = mine.get(inst.id)
+            if rec is None:
+                continue
+            request, note = escalate_request(
+                inst, rec, node_memory_mb=profile.memory_per_node_mb, max_walltime_s=profile.max_walltime_s
+            )
+            if note is None:
+                continue
+            notes[inst.id] = note
+            if request is not None:
+                raised[inst.id] = request.to_json()
+        return raised, notes
 
     def _read_records(
         self, hook: SlurmHook, path: str, job_id: str | None, rerun: str
@@ -945,8 +1115,12 @@ class SlurmBundleOperator(SlurmOperator):
         latest: Mapping[str, Mapping[str, Any]],
         mine: Mapping[str, Mapping[str, Any]],
         adopted: bool,
+        notes: Mapping[str, str],
     ) -> dict[str, str]:
-        """Record every batch instance this try ran (or should have); return the latest state of each."""
+        """Record every batch instance this try ran (or should have); return the latest state of each.
+
+        ``notes`` (by instance id) say how the next try's request was raised, in the record's message.
+        """
         job_id = accounting.job_id if accounting is not None else None
         steps = self._step_rows(hook, job_id)
         checks = self._checks(plan, workflow, context, mine)
@@ -980,6 +1154,8 @@ class SlurmBundleOperator(SlurmOperator):
             )
             if record.state == "success" and inst.id in failures:
                 record = _replace(record, state="failed", reason="output-check", message=failures[inst.id])
+            if inst.id in notes:
+                record = _replace(record, message="; ".join(filter(None, (record.message, notes[inst.id]))))
             states[inst.id] = record.state
             records.append(record)
         for iid, (inst, kind, message) in plan.skipped.items():
@@ -1050,8 +1226,10 @@ class SlurmBundleOperator(SlurmOperator):
     ) -> ProcessRecord:
         job_id = str(rec.get("job_id") or "")
         reason, message = _refine_reason(rec, job_id or "0")
-        res = inst.process.resources
-        memory = rec.get("memory_mb")
+        memory = rec.get("memory_mb") if isinstance(rec.get("memory_mb"), int) else inst.memory_mb
+        walltime = (
+            rec.get("walltime_s") if isinstance(rec.get("walltime_s"), (int, float)) else inst.walltime_s
+        )
         pilot = {k: rec.get(k) for k in ("total_cpu_s", "max_rss_bytes", "elapsed_s", "step_id", "launcher")}
         return ProcessRecord(
             **self._base(context, inst.process, inst.stream, "batch"),
@@ -1079,9 +1257,9 @@ class SlurmBundleOperator(SlurmOperator):
                 if step is not None and step.max_rss_bytes is not None
                 else rec.get("max_rss_bytes")
             ),
-            req_cpus=rec.get("cpus") or (res.cpus if res else None),
-            req_mem_bytes=int(memory) * _MIB if isinstance(memory, int) else None,
-            req_walltime_s=res.walltime_s if res else None,
+            req_cpus=rec.get("cpus") or inst.cpus,
+            req_mem_bytes=memory * _MIB if memory else None,
+            req_walltime_s=walltime,
             node=rec.get("node"),
             log_path=rec.get("log_path"),
             extra={
@@ -1089,6 +1267,7 @@ class SlurmBundleOperator(SlurmOperator):
                 "instance": inst.id,
                 "pilot": pilot,
                 "adopted": adopted,
+                **({"raised": inst.raised.to_json()} if inst.raised else {}),
                 **({"log_tail": rec.get("log_tail")} if rec.get("log_tail") else {}),
             },
         )
@@ -1111,6 +1290,9 @@ class SlurmBundleOperator(SlurmOperator):
             job_id=job_id,
             reason=reason,
             message=f"not finished by the allocation: {message}",
+            req_cpus=inst.cpus,
+            req_mem_bytes=inst.memory_mb * _MIB if inst.memory_mb else None,
+            req_walltime_s=inst.walltime_s,
             extra={"bundle": self._label(), "instance": inst.id, "adopted": adopted},
         )
 
@@ -1278,6 +1460,16 @@ class SlurmBundleOperator(SlurmOperator):
                 pilot.get("wall_s"), counts,
             )  # fmt: skip
         return summary
+
+
+def _raised_requests(saved: Mapping[str, Any]) -> dict[str, RaisedRequest]:
+    """Return the requests earlier tries raised, from the bundle's saved state."""
+    found: dict[str, RaisedRequest] = {}
+    for iid, value in (saved.get("escalation") or {}).items():
+        request = RaisedRequest.from_json(value)
+        if request is not None:
+            found[str(iid)] = request
+    return found
 
 
 def _job_try(accounting: JobAccounting | None, context: Context) -> int:
