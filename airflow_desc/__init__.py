@@ -37,4 +37,5 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "plugins": [{"name": "airflow_desc", "plugin-class": "airflow_desc.plugins.DescPlugin"}],
+        "cli": ["airflow_desc.cli.airflow_cli_commands"],
     }

@@ -5,19 +5,21 @@ Commands::
     airflow-desc clusters list             the cluster profiles in use
     airflow-desc clusters check [NAME ...] log in to each cluster and check SLURM answers as profiled
     airflow-desc pools sync                one Airflow pool per cluster, sized by its max_queued_jobs
-    airflow-desc status                    the DC1-style status table (--format table|csv|json)
+    airflow-desc status                    the DC1-style status table (--format table|csv|json): the
+                                           history merged with the live states of runs in progress
     airflow-desc report --out DIR          HTML report: status table, seaborn figures, resource advice
     airflow-desc history [filters]         process instances (--process, --state, --reason, --stream ...)
     airflow-desc history flush             write the records spooled while the history DB was down
 
-Every command has ``--help``.
+Every command has ``--help``, and is also ``airflow desc <command>`` (:func:`airflow_cli_commands`,
+listed under ``cli`` in the provider info).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_desc import __version__
@@ -134,49 +136,104 @@ def _emit(table: Any, fmt: str) -> None:
     )
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
+def _history_engine(args: argparse.Namespace) -> Any:
+    """Return the history's engine for reading; a database without the history's tables is an error."""
+    import logging
+
     from airflow_desc.history import open_history
-    from airflow_desc.history.queries import status_counts
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its "Context impl" lines are noise here
+    store = open_history(args.db)
+    if store.current_revision() is None:
+        raise ValueError(
+            f"{store!r} holds no airflow-desc history: nothing was recorded there yet. Check --db, or "
+            "DESC_HISTORY_CONN_ID / [desc] history_conn_id (the default is $AIRFLOW_HOME/desc/history.db)"
+        )
+    return store.engine
+
+
+def _table_counts(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Return the history's counts and the live counts of runs in progress, for ``status``/``report``."""
+    import pandas as pd
+
+    from airflow_desc.history.queries import STATUS_COLUMNS, latest_attempts, status_counts
+    from airflow_desc.reports.status import merge_live
+
+    since, until = _when(args.since), _when(args.until)
+    live = _live_instances(args) if not args.no_live and until is None else None
+    try:
+        engine = _history_engine(args)
+        counts = status_counts(
+            engine, workflow=args.workflow, run_id=args.run, variant=args.variant, since=since, until=until
+        )
+    except ValueError:
+        if live is None or live.empty:
+            raise
+        return pd.DataFrame(columns=list(STATUS_COLUMNS)), merge_live(
+            pd.DataFrame(columns=list(STATUS_COLUMNS)), live, pd.DataFrame(columns=live.columns)
+        )[1]  # in progress, nothing recorded yet
+    if live is None or live.empty:
+        return counts, None
+    recorded = latest_attempts(engine, sorted(set(zip(live["dag_id"], live["run_id"], strict=True))))
+    return merge_live(counts, live, recorded)
+
+
+def _live_instances(args: argparse.Namespace) -> Any:
+    """Read the live states of runs in progress; without Airflow's metadata DB, say so and go on."""
+    try:
+        from airflow_desc.history.live import live_process_instances
+
+        return live_process_instances(workflow=args.workflow, run_id=args.run, variant=args.variant)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach Airflow leaves the history's table
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(
+            f"airflow-desc: warning: live task-instance states not merged (Airflow's metadata DB: {first}); "
+            "the table counts recorded attempts only (--no-live hides this warning)",
+            file=sys.stderr,
+        )
+        return None
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
     from airflow_desc.reports.status import attempts_table, status_table
 
-    store = open_history(args.db)
-    counts = status_counts(
-        store.engine, workflow=args.workflow, run_id=args.run, variant=args.variant,
-        since=_when(args.since), until=_when(args.until),
-    )  # fmt: skip
-    if counts.empty:
-        print("no process instance recorded yet for this selection")
+    counts, live = _table_counts(args)
+    if counts.empty and (live is None or live.empty):
+        print("no process instance recorded or in progress for this selection")
         return 0
-    _emit(status_table(counts), args.format)
+    _emit(status_table(counts, live), args.format)
     if args.attempts:
         _emit(attempts_table(counts), args.format)
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from airflow_desc.history import open_history
-    from airflow_desc.history.queries import process_instances, status_counts
+    import pandas as pd
+
+    from airflow_desc.history.queries import process_instances
     from airflow_desc.reports.html import write_report
     from airflow_desc.reports.status import status_table
 
-    store = open_history(args.db)
-    since, until = _when(args.since), _when(args.until)
-    counts = status_counts(
-        store.engine, workflow=args.workflow, run_id=args.run, variant=args.variant, since=since, until=until
-    )
-    if counts.empty:
-        print("no process instance recorded yet for this selection: no report written")
+    counts, live = _table_counts(args)
+    if counts.empty and (live is None or live.empty):
+        print("no process instance recorded or in progress for this selection: no report written")
         return 1
-    instances = process_instances(
-        store.engine, workflow=args.workflow, run_id=args.run, since=since, until=until
-    )
-    index = write_report(args.out, status_table(counts), instances, title=args.title)
+    try:
+        instances = process_instances(
+            _history_engine(args), workflow=args.workflow, run_id=args.run,
+            since=_when(args.since), until=_when(args.until),
+        )  # fmt: skip
+    except ValueError:  # in progress, nothing recorded yet: the table alone
+        from airflow_desc.history.queries import PROCESS_INSTANCE_COLUMNS
+
+        instances = pd.DataFrame(columns=list(PROCESS_INSTANCE_COLUMNS))
+    index = write_report(args.out, status_table(counts, live), instances, title=args.title)
     print(f"wrote {index}")
     return 0
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from airflow_desc.history import default_spooling_recorder, open_history
+    from airflow_desc.history import default_spooling_recorder
     from airflow_desc.history.queries import process_instances
 
     if args.action == "flush":
@@ -190,7 +247,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
             return 1
         return 0
     frame = process_instances(
-        open_history(args.db).engine, workflow=args.workflow, run_id=args.run, process=args.process,
+        _history_engine(args), workflow=args.workflow, run_id=args.run, process=args.process,
         stream_glob=args.stream, state=args.state, reason=args.reason, cluster=args.cluster, node=args.node,
         since=_when(args.since), until=_when(args.until), latest_only=args.latest, limit=args.limit,
     )  # fmt: skip
@@ -215,6 +272,11 @@ def _history_filters(parser: argparse.ArgumentParser, *, instances: bool) -> Non
     parser.add_argument("--until", help="only instances started before this date")
     if not instances:
         parser.add_argument("--variant", help="only this workflow variant")
+        parser.add_argument(
+            "--no-live", action="store_true",
+            help="count recorded attempts only; by default the task-instance states of DAG runs in "
+            "progress (waiting, ready, queued ...) are read from Airflow's metadata DB and merged",
+        )  # fmt: skip
         return
     parser.add_argument("--process", help="only this process, e.g. processEimage")
     parser.add_argument("--stream", help="stream path glob, e.g. 'visit=2201/*'")
@@ -263,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     sync.set_defaults(func=_cmd_pools_sync)
 
     formats = ("table", "csv", "json")
-    status = sub.add_parser("status", help="the DC1-style status table from the history")
+    status = sub.add_parser(
+        "status", help="the DC1-style status table: the history plus the live states of runs in progress"
+    )
     _history_filters(status, instances=False)
     status.add_argument("--format", choices=formats, default="table", help="output format (default: table)")
     status.add_argument("--attempts", action="store_true", help="also show attempts per process")
@@ -291,11 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``airflow-desc``; return its exit status."""
-    args = build_parser().parse_args(argv)
+def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
-        return int(args.func(args))
+        return int(func(args))
     except Exception as exc:  # noqa: BLE001 - a CLI reports, it does not dump tracebacks on operators
         from airflow_desc.exceptions import DescError
 
@@ -303,6 +365,76 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"airflow-desc: error: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``airflow-desc``; return its exit status."""
+    args = build_parser().parse_args(argv)
+    return _run(args.func, args)
+
+
+def _airflow_arg(action: argparse.Action) -> Any:
+    """Return the Airflow CLI ``Arg`` that declares the same argument as an argparse action."""
+    from airflow.cli.cli_config import Arg
+
+    kwargs: dict[str, Any] = {"help": action.help}
+    if isinstance(action, argparse._StoreTrueAction):
+        kwargs["action"] = "store_true"
+    else:
+        for name in ("default", "nargs", "type", "choices", "metavar"):
+            if getattr(action, name) is not None:
+                kwargs[name] = getattr(action, name)
+        if action.option_strings and action.required:
+            kwargs["required"] = True
+    if action.option_strings:
+        kwargs["dest"] = action.dest
+    return Arg(tuple(action.option_strings) or (action.dest,), **kwargs)  # type: ignore[no-untyped-call]
+
+
+def _exits(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], None]:
+    """Wrap a command for the Airflow CLI, which ignores return values: a failure exits non-zero."""
+
+    def command(args: argparse.Namespace) -> None:
+        status = _run(func, args)
+        if status:
+            sys.exit(status)
+
+    command.__name__ = getattr(func, "__name__", "command")
+    return command
+
+
+def _airflow_command(name: str, parser: argparse.ArgumentParser, help_text: str) -> Any:
+    from airflow.cli.cli_config import ActionCommand, GroupCommand
+
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if subparsers:
+        helps = {choice.dest: choice.help or "" for choice in subparsers[0]._choices_actions}
+        return GroupCommand(
+            name=name, help=help_text, description=parser.description,
+            subcommands=[_airflow_command(n, p, helps.get(n, "")) for n, p in subparsers[0].choices.items()],
+        )  # fmt: skip
+    args = [
+        _airflow_arg(a)
+        for a in parser._actions
+        if not isinstance(a, (argparse._HelpAction, argparse._VersionAction))
+    ]
+    return ActionCommand(
+        name=name, help=help_text, description=parser.description, func=_exits(parser.get_default("func")),
+        args=args,
+    )  # fmt: skip
+
+
+def airflow_cli_commands() -> list[Any]:
+    """Return ``airflow desc ...``: every ``airflow-desc`` command as an Airflow CLI command.
+
+    Listed under ``cli`` in :func:`airflow_desc.get_provider_info`, so that ``airflow desc status``
+    runs ``airflow-desc status`` with the same arguments and ``--help``.
+    """
+    parser = build_parser()
+    command = _airflow_command(
+        "desc", parser, "LSST DESC campaigns: status table, reports, history, clusters"
+    )
+    return [command]
 
 
 if __name__ == "__main__":

@@ -28,9 +28,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "LATEST_COLUMNS",
     "PROCESS_INSTANCE_COLUMNS",
     "STATUS_COLUMNS",
     "USAGE_COLUMNS",
+    "latest_attempts",
     "process_instances",
     "process_usage",
     "status_counts",
@@ -40,6 +42,20 @@ __all__ = [
 PROCESS_INSTANCE_COLUMNS = (*(f.name for f in dataclasses.fields(ProcessRecord)), "run_conf")
 #: The columns of :func:`status_counts`.
 STATUS_COLUMNS = ("task", "version", "process", "process_type", "state", "count", "attempts")
+#: The columns of :func:`latest_attempts`.
+LATEST_COLUMNS = (
+    "dag_id",
+    "run_id",
+    "task_id",
+    "map_index",
+    "stream",
+    "process",
+    "try_number",
+    "state",
+    "task",
+    "version",
+    "process_type",
+)
 #: The columns of :func:`process_usage`.
 USAGE_COLUMNS = (
     "workflow",
@@ -302,6 +318,50 @@ def status_counts(
         )
         rows = _tuples(conn.execute(query))
     return _status_frame(rows)
+
+
+def latest_attempts(engine: Engine, dag_runs: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """Return the latest recorded attempt of each process instance of some DAG runs.
+
+    What :func:`airflow_desc.reports.status.merge_live` needs to tell which live task instances
+    already have a record, and of which try.
+
+    :param engine: the history store's engine.
+    :param dag_runs: ``(dag_id, run_id)`` pairs; runs the history does not hold are ignored.
+    :return: a DataFrame with columns :data:`LATEST_COLUMNS`, one row per process instance.
+    """
+    import pandas as pd
+
+    wanted = set(dag_runs)
+    frame_rows: list[tuple[Any, ...]] = []
+    with engine.connect() as conn:
+        refs = [
+            ref
+            for ref, dag_id, run_id in conn.execute(sa.select(runs.c.id, runs.c.dag_id, runs.c.run_id))
+            if (dag_id, run_id) in wanted
+        ]
+        for chunk in range(0, len(refs), 500):
+            query = (
+                sa.select(
+                    runs.c.dag_id,
+                    runs.c.run_id,
+                    pi.c.task_id,
+                    pi.c.map_index,
+                    streams.c.path,
+                    pi.c.process,
+                    pi.c.try_number,
+                    pi.c.state,
+                    pi.c.task,
+                    pi.c.version,
+                    pi.c.process_type,
+                )  # fmt: skip
+                .select_from(
+                    pi.join(runs, runs.c.id == pi.c.run_ref).join(streams, streams.c.id == pi.c.stream_ref)
+                )
+                .where(pi.c.latest, pi.c.run_ref.in_(refs[chunk : chunk + 500]))
+            )
+            frame_rows.extend(_tuples(conn.execute(query)))
+    return pd.DataFrame.from_records(frame_rows, columns=list(LATEST_COLUMNS))
 
 
 def _status_filters(

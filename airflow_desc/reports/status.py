@@ -102,6 +102,7 @@ __all__ = [
     "attempts_table",
     "counts_from_instances",
     "format_text",
+    "merge_live",
     "plot_path",
     "slurm_state_column",
     "status_table",
@@ -156,18 +157,44 @@ _S = SlurmState
 #: user's own cancel (:func:`slurm_state_column` tells an admin's apart).
 SLURM_STATE_COLUMN: Mapping[str, str] = MappingProxyType(
     {
-        **{s.value: "Submitted" for s in (
-            _S.PENDING, _S.CONFIGURING, _S.REQUEUED, _S.REQUEUE_FED, _S.REQUEUE_HOLD,
-            _S.SPECIAL_EXIT, _S.RESV_DEL_HOLD,
-        )},
-        **{s.value: "Running" for s in (
-            _S.RUNNING, _S.COMPLETING, _S.SUSPENDED, _S.STOPPED, _S.RESIZING, _S.SIGNALING, _S.STAGE_OUT,
-        )},
+        **{
+            s.value: "Submitted"
+            for s in (
+                _S.PENDING,
+                _S.CONFIGURING,
+                _S.REQUEUED,
+                _S.REQUEUE_FED,
+                _S.REQUEUE_HOLD,
+                _S.SPECIAL_EXIT,
+                _S.RESV_DEL_HOLD,
+            )
+        },
+        **{
+            s.value: "Running"
+            for s in (
+                _S.RUNNING,
+                _S.COMPLETING,
+                _S.SUSPENDED,
+                _S.STOPPED,
+                _S.RESIZING,
+                _S.SIGNALING,
+                _S.STAGE_OUT,
+            )
+        },
         _S.COMPLETED.value: "Success",
         _S.FAILED.value: "Failed",
-        **{s.value: "Terminated" for s in (
-            _S.TIMEOUT, _S.OUT_OF_MEMORY, _S.NODE_FAIL, _S.BOOT_FAIL, _S.PREEMPTED, _S.DEADLINE, _S.REVOKED,
-        )},
+        **{
+            s.value: "Terminated"
+            for s in (
+                _S.TIMEOUT,
+                _S.OUT_OF_MEMORY,
+                _S.NODE_FAIL,
+                _S.BOOT_FAIL,
+                _S.PREEMPTED,
+                _S.DEADLINE,
+                _S.REVOKED,
+            )
+        },
         _S.CANCELLED.value: "Cancelled",
         _S.UNKNOWN.value: "Failed",
     }
@@ -333,7 +360,9 @@ def status_table(
     data = pd.concat(frames, ignore_index=True)
     rows = _row_keys(data, order)
     wide = (
-        data.groupby([*_KEYS, "state"], sort=False)["count"].sum().unstack("state", fill_value=0)
+        data.groupby([*_KEYS, "state"], sort=False)["count"]
+        .sum()
+        .unstack("state", fill_value=0)
         .reindex(index=_index(rows), columns=list(PROCESS_STATES), fill_value=0)
     )
     table = _labels(rows)
@@ -395,14 +424,18 @@ def counts_from_instances(instances: pd.DataFrame) -> pd.DataFrame:
     :raises ValueError: if ``task``, ``process`` or ``state`` is missing from a non-empty frame.
     """
     if instances.empty:
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("count", "attempts") else object)
-                             for c in COUNT_COLUMNS})
+        return pd.DataFrame(
+            {c: pd.Series(dtype="int64" if c in ("count", "attempts") else object) for c in COUNT_COLUMNS}
+        )
     missing = [c for c in ("task", "process", "state") if c not in instances.columns]
     if missing:
         raise ValueError(f"counts_from_instances: the frame lacks column(s) {', '.join(missing)}")
     identity = [c for c in _IDENTITY if c in instances.columns]
-    tries = (pd.to_numeric(instances["try_number"], errors="coerce").fillna(0)
-             if "try_number" in instances.columns else 0)
+    tries = (
+        pd.to_numeric(instances["try_number"], errors="coerce").fillna(0)
+        if "try_number" in instances.columns
+        else 0
+    )
     data = instances.assign(
         _instance=instances.groupby(identity, dropna=False, sort=False).ngroup().to_numpy(),
         _row=np.arange(len(instances)),
@@ -420,6 +453,78 @@ def counts_from_instances(instances: pd.DataFrame) -> pd.DataFrame:
         count=("state", "size"), attempts=("attempts", "sum")
     )
     return counts.reset_index().astype({"count": "int64", "attempts": "int64"})
+
+
+#: Task-instance states in which the instance will run (again): they beat an earlier try's record.
+RUNS_AGAIN: frozenset[str | None] = frozenset(
+    {None, "scheduled", "queued", "up_for_retry", "restarting", "awaiting_input"}
+)
+#: Task-instance states of a try under way: they beat a record of an earlier try only.
+UNDER_WAY: frozenset[str] = frozenset({"running", "deferred", "up_for_reschedule"})
+
+
+def _live_key(row: Mapping[str, Any], bundled: bool) -> tuple[Any, ...]:
+    key = (row["dag_id"], row["run_id"], row["task_id"], int(row["map_index"]), row["process"])
+    return (*key, row["stream"] or "") if bundled else key
+
+
+def merge_live(
+    counts: pd.DataFrame, live: pd.DataFrame, recorded: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Merge the live states of DAG runs in progress with the history's counts.
+
+    Each live process instance (``history.live.live_process_instances``) is counted by its
+    task-instance state (:func:`airflow_desc.reports.status.airflow_state_column`) unless the
+    history already tells more:
+
+    * no record yet: counted live (Waiting, Ready, Queued, Submitted, Running ...);
+    * the task instance finished (success, failed, skipped ...): the record wins, it knows what
+      Airflow does not (an output check, a time limit, who cancelled);
+    * a bundled instance recorded ``success``: the record wins, a cleared bundle reruns only what
+      did not succeed;
+    * the task instance will run again (none, scheduled, queued, up_for_retry, restarting: cleared
+      or retried): counted live, and its recorded latest attempt leaves its column;
+    * a try under way (running, deferred): counted live when it is a later try than the record's,
+      and the record leaves its column; otherwise the record (of this very try) wins.
+
+    :param counts: the history's counts (``history.queries.status_counts``).
+    :param live: live process instances (columns of ``history.live.LIVE_COLUMNS``).
+    :param recorded: the latest recorded attempt of each instance of the same DAG runs
+        (``history.queries.latest_attempts``).
+    :return: ``(counts, live_counts)``, ready for :func:`status_table` ``(counts, live)``.
+    """
+    latest: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+    for rec in recorded.to_dict("records"):
+        for bundled in (False, True):
+            key = _live_key(rec, bundled)
+            if key not in latest or int(rec["try_number"]) > int(latest[key]["try_number"]):
+                latest[key] = rec
+    live_rows: dict[tuple[str, str, str, str, str], int] = {}
+    superseded: dict[tuple[str, str, str, str, str], int] = {}
+    for row in live.to_dict("records"):
+        state = None if pd.isna(row["ti_state"]) else str(row["ti_state"]).lower()
+        column = airflow_state_column(state)
+        if column is None:
+            continue
+        bundled = bool(row["bundled"])
+        rec = latest.get(_live_key(row, bundled))
+        if rec is not None:
+            newer = state in UNDER_WAY and int(row["try_number"]) > int(rec["try_number"])
+            if (bundled and rec["state"] == "success") or not (state in RUNS_AGAIN or newer):
+                continue
+            old = (str(rec["task"]), str(rec["version"]), str(rec["process"]), str(rec["process_type"]))
+            superseded[(*old, str(rec["state"]))] = superseded.get((*old, str(rec["state"])), 0) + 1
+        keys = (str(row["task"]), str(row["version"]), str(row["process"]), str(row["process_type"]))
+        live_rows[(*keys, column.lower())] = live_rows.get((*keys, column.lower()), 0) + 1
+    out = counts.copy()
+    if superseded and not out.empty:
+        index = pd.MultiIndex.from_frame(out[[*_KEYS, "state"]].astype(str))
+        taken = np.array([superseded.get(k, 0) for k in index], dtype=np.int64)
+        out["count"] = np.maximum(out["count"].to_numpy(dtype=np.int64) - taken, 0)
+    live_counts = pd.DataFrame(
+        [(*k, n) for k, n in live_rows.items()], columns=[*_KEYS, "state", "count"]
+    ).astype({"count": "int64"})
+    return out, live_counts
 
 
 def _cell(value: Any) -> str:
@@ -459,8 +564,10 @@ def format_text(table: pd.DataFrame, *, blank_repeats: bool = True) -> str:
     """
     names = [str(c) for c in table.columns]
     cells = _blank_repeats(table, ("Task", "Version") if blank_repeats else ())
-    numeric = [pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
-               for c in table.columns]
+    numeric = [
+        pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
+        for c in table.columns
+    ]
     widths = [max([len(n), *(len(row[i]) for row in cells)]) for i, n in enumerate(names)]
 
     def line(values: Sequence[str]) -> str:

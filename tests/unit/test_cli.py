@@ -42,7 +42,7 @@ def db(tmp_path: pathlib.Path) -> str:
 
 
 def test_status_prints_the_dc1_table(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["status", "--db", db]) == 0
+    assert main(["status", "--db", db, "--no-live"]) == 0
     out = capsys.readouterr().out
     header = out.splitlines()[0].split()
     assert header[:4] == ["Task", "Version", "Process", "Type"]
@@ -60,11 +60,11 @@ def test_status_prints_the_dc1_table(db: str, capsys: pytest.CaptureFixture[str]
 
 
 def test_status_json_and_csv(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["status", "--db", db, "--format", "json"]) == 0
+    assert main(["status", "--db", db, "--format", "json", "--no-live"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["Process"] == "processEimage"
     assert rows[0]["Terminated"] == 1
-    assert main(["status", "--db", db, "--format", "csv"]) == 0
+    assert main(["status", "--db", db, "--format", "csv", "--no-live"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("Task,Version,Process,Type,Waiting")
 
 
@@ -84,7 +84,7 @@ def test_history_filters_and_names_valid_states(db: str, capsys: pytest.CaptureF
 
 def test_report_writes_html_with_plot_links(db: str, tmp_path: pathlib.Path) -> None:
     out = tmp_path / "report"
-    assert main(["report", "--db", db, "--out", str(out)]) == 0
+    assert main(["report", "--db", db, "--out", str(out), "--no-live"]) == 0
     html = (out / "index.html").read_text()
     assert "processEimage" in html
     assert (out / "plots").is_dir()
@@ -98,3 +98,37 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
             main(argv)
         assert exit_.value.code == 0
         assert "usage: airflow-desc" in capsys.readouterr().out
+
+
+def test_the_commands_are_also_airflow_desc_in_the_airflow_cli(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from airflow.cli.cli_parser import get_parser
+
+    parser = get_parser()  # finds `desc` through the provider's "cli" entry (get_provider_info)
+    args = parser.parse_args(["desc", "status", "--db", db, "--format", "json", "--no-live"])
+    args.func(args)
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["Process"] == "processEimage"
+    assert rows[0]["Success"] == 4
+    args = parser.parse_args(["desc", "history", "--db", db, "--reason", "out-of-memory", "--format", "csv"])
+    args.func(args)
+    assert "visit=2201/sensor=S4" in capsys.readouterr().out
+    args = parser.parse_args(["desc", "history", "--db", db, "--state", "bogus"])
+    with pytest.raises(SystemExit) as exit_:
+        args.func(args)  # Airflow ignores return values: a failed command must exit non-zero
+    assert exit_.value.code == 2
+    assert "unknown state 'bogus'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["desc", "status", "--help"])
+    assert "--no-live" in capsys.readouterr().out
+
+
+def test_a_database_without_history_says_so(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    assert main(["history", "--db", empty]) == 2
+    assert "holds no airflow-desc history" in capsys.readouterr().err
+    assert main(["status", "--db", empty, "--no-live"]) == 2
+    assert "Check --db" in capsys.readouterr().err

@@ -1,0 +1,406 @@
+"""Live process states of DAG runs in progress, read from Airflow's metadata database.
+
+The history store holds what the operators and the listener recorded: attempts that ended (and
+skips). The DC1 table's Waiting, Ready and Queued columns, and the Submitted / Running of
+processes whose record is not written yet, come from Airflow's task-instance states instead
+(Airflow calls listeners only for running / success / failed / skipped).
+:func:`live_process_instances` reads them and says which process instances each task instance
+stands for; :func:`airflow_desc.reports.status.merge_live` merges them with the history's counts.
+
+Which process instances a task instance stands for
+--------------------------------------------------
+
+* **Generated DAGs** (:mod:`airflow_desc.workflow.render`), from the workflow graph:
+
+  - a process that runs as a task: one instance;
+  - a mapped process (one task instance per stream): one instance per expanded map index; a
+    mapped task not expanded yet stands for streams not made yet, so for none;
+  - a bundle task instance: each stream of its bundle (from the XCom of the sub-task's
+    ``streams`` task) times each process of the bundled sub-task. Streams of nested sub-tasks
+    are made inside the bundle, so they count once recorded.
+
+* **Hand-written DAGs** tagged ``desc``: each :class:`~airflow_desc.operators.slurm.SlurmOperator`
+  task (a batch process named by its ``process`` or task id, its task ``workflow_task``) and each
+  task marked with :func:`~airflow_desc.plugins.listener.mark_script_process` (a script process).
+
+Only DAG runs that are queued or running are read: a finished run is counted from the history
+alone. Reading needs Airflow's metadata database (the ``airflow`` configuration of the process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from airflow_desc.workflow.graph import WorkflowGraph
+
+__all__ = [
+    "LIVE_COLUMNS",
+    "BundleIdentity",
+    "DagProcesses",
+    "ProcessIdentity",
+    "TaskInstanceRow",
+    "dag_processes_from_dag",
+    "dag_processes_from_graph",
+    "instances_of",
+    "live_process_instances",
+]
+
+log = logging.getLogger(__name__)
+
+#: The columns of :func:`live_process_instances`: the identity of a process instance as the
+#: history keys it (``stream`` is ``None`` for an instance that is a task instance of its own:
+#: the task instance identifies it), what the table shows of it, and its task instance's state.
+LIVE_COLUMNS = (
+    "dag_id",
+    "run_id",
+    "task_id",
+    "map_index",
+    "stream",
+    "process",
+    "task",
+    "version",
+    "process_type",
+    "ti_state",
+    "try_number",
+    "bundled",
+)
+#: The DAG tag every airflow-desc DAG carries (generated ones get it from the graph).
+DESC_TAG = "desc"
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """What the status table shows of a process: its row.
+
+    :param process: the process name.
+    :param task: its Pipeline II task.
+    :param version: that task's version.
+    :param process_type: ``batch`` or ``script``.
+    :param workflow: the workflow (history ``workflow``) it belongs to.
+    :param variant: the workflow variant ("" for none).
+    :param mapped: whether it runs as one task instance per stream.
+    """
+
+    process: str
+    task: str
+    version: str
+    process_type: str
+    workflow: str
+    variant: str = ""
+    mapped: bool = False
+
+
+@dataclass(frozen=True)
+class BundleIdentity:
+    """A bundle task: the processes each stream of its bundles runs, and where the bundles are.
+
+    :param streams_task_id: the task whose return value is the list of bundles (lists of streams).
+    :param processes: the processes of the bundled sub-task, in spec order.
+    """
+
+    streams_task_id: str
+    processes: tuple[ProcessIdentity, ...]
+
+
+@dataclass(frozen=True)
+class DagProcesses:
+    """The processes of one DAG, by Airflow task id.
+
+    :param dag_id: the DAG.
+    :param workflow: the workflow name the history records for it.
+    :param variant: its variant ("" for none).
+    :param tasks: task id -> the process that task runs.
+    :param bundles: bundle task id -> what its instances run.
+    """
+
+    dag_id: str
+    workflow: str
+    variant: str = ""
+    tasks: Mapping[str, ProcessIdentity] = dataclasses.field(default_factory=dict)
+    bundles: Mapping[str, BundleIdentity] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskInstanceRow:
+    """The part of a task instance (Airflow metadata ``task_instance``) this module reads.
+
+    :param dag_id: the DAG.
+    :param run_id: the DAG run.
+    :param task_id: the task.
+    :param map_index: its map index (-1: not mapped, or not expanded yet).
+    :param state: the task-instance state, ``None`` for none.
+    :param try_number: the try it is on (or last ran).
+    """
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    state: str | None
+    try_number: int
+
+
+def dag_processes_from_graph(graph: WorkflowGraph, dag_id: str) -> DagProcesses:
+    """Return the processes of a generated DAG, from its workflow graph (no Airflow needed).
+
+    :param graph: the graph the DAG was rendered from.
+    :param dag_id: the DAG id it was rendered as (with any render suffix).
+    """
+    from airflow_desc.workflow.render import bundle_task_id, streams_task_id, task_id_for
+
+    variant = graph.variant or ""
+
+    def identity(process: Any) -> ProcessIdentity:
+        return ProcessIdentity(
+            process=process.name,
+            task=process.task,
+            version=process.task_version,
+            process_type=process.type,
+            workflow=graph.name,
+            variant=variant,
+            mapped=process.runs_as == "mapped",
+        )
+
+    tasks = {task_id_for(p.path): identity(p) for p in graph.iter_processes() if p.runs_as != "in-bundle"}
+    bundles = {
+        bundle_task_id(t): BundleIdentity(streams_task_id(t), tuple(identity(p) for p in t.processes))
+        for t in graph.iter_tasks()
+        if t.bundling.state == "bundle" and t.processes
+    }
+    return DagProcesses(dag_id=dag_id, workflow=graph.name, variant=variant, tasks=tasks, bundles=bundles)
+
+
+def dag_processes_from_dag(dag: Any) -> DagProcesses:
+    """Return the processes of a hand-written DAG: its SLURM tasks and its marked script tasks.
+
+    :param dag: an Airflow DAG (``airflow.sdk.DAG``).
+    """
+    from airflow_desc.operators.slurm import SlurmOperator
+    from airflow_desc.plugins.listener import ATTR, DescProcess
+
+    tasks: dict[str, ProcessIdentity] = {}
+    workflow = dag.dag_id
+    for task in dag.tasks:
+        partial = getattr(task, "partial_kwargs", None)  # a MappedOperator keeps its arguments there
+        fields: Mapping[str, Any] = partial if isinstance(partial, Mapping) else vars(task)
+        operator_class = getattr(task, "operator_class", type(task))
+        name = task.task_id.rsplit(".", 1)[-1]
+        mapped = isinstance(partial, Mapping)
+        meta = getattr(task, ATTR, None)
+        if isinstance(meta, DescProcess):
+            tasks[task.task_id] = ProcessIdentity(
+                process=meta.process or name, task=meta.task or "", version=meta.version,
+                process_type="script", workflow=meta.workflow or workflow, mapped=mapped,
+            )  # fmt: skip
+        elif isinstance(operator_class, type) and issubclass(operator_class, SlurmOperator):
+            tasks[task.task_id] = ProcessIdentity(
+                process=fields.get("process") or name, task=fields.get("workflow_task") or "",
+                version=fields.get("workflow_version") or "", process_type="batch",
+                workflow=fields.get("workflow") or workflow, mapped=mapped,
+            )  # fmt: skip
+    return DagProcesses(dag_id=dag.dag_id, workflow=workflow, tasks=tasks)
+
+
+def instances_of(
+    processes: DagProcesses,
+    ti: TaskInstanceRow,
+    bundles: Mapping[tuple[str, str], Sequence[Sequence[Mapping[str, Any]]]],
+) -> list[dict[str, Any]]:
+    """Return the process instances a task instance stands for, as rows of :data:`LIVE_COLUMNS`.
+
+    :param processes: the processes of the task instance's DAG.
+    :param ti: the task instance.
+    :param bundles: ``(run_id, streams task id)`` -> the bundles that task returned (each a list
+        of streams); a bundle task instance whose bundles are not known stands for none.
+    """
+    from airflow_desc.workflow.render import stream_path
+
+    base = {
+        "dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index,
+        "ti_state": ti.state, "try_number": ti.try_number,
+    }  # fmt: skip
+
+    def row(identity: ProcessIdentity, stream: str | None, bundled: bool) -> dict[str, Any]:
+        return {
+            **base, "stream": stream, "process": identity.process, "task": identity.task,
+            "version": identity.version, "process_type": identity.process_type, "bundled": bundled,
+        }  # fmt: skip
+
+    identity = processes.tasks.get(ti.task_id)
+    if identity is not None:
+        if identity.mapped and ti.map_index < 0:
+            return []  # not expanded: its streams are not made yet
+        return [row(identity, None, False)]
+    bundle = processes.bundles.get(ti.task_id)
+    if bundle is None or ti.map_index < 0:
+        return []
+    made = bundles.get((ti.run_id, bundle.streams_task_id))
+    if made is None or ti.map_index >= len(made):
+        return []
+    return [
+        row(identity, stream_path(stream), True)
+        for stream in made[ti.map_index]
+        for identity in bundle.processes
+    ]
+
+
+def _generated_graph(dag: Any) -> WorkflowGraph | None:
+    """Return the workflow graph a DAG was rendered from, or ``None`` for a hand-written DAG."""
+    from airflow_desc.workflow.render import workflow_for
+
+    for task in dag.tasks:
+        partial = getattr(task, "partial_kwargs", None)
+        fields: Mapping[str, Any] = partial if isinstance(partial, Mapping) else vars(task)
+        key = fields.get("workflow_key")
+        if isinstance(key, str):
+            return workflow_for(key).graph(fields.get("variant"))
+    return None
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what is written to stdout meanwhile to stderr, at the file-descriptor level.
+
+    Parsing a DAG file logs ("Filling up the DagBag ...") to the stream Airflow's logging was
+    configured with, stdout in the CLI, and a DAG file may print: either would spoil
+    ``airflow-desc status --format json``.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _dag_processes(dag_id: str, fileloc: str, bags: dict[str, Any]) -> DagProcesses | None:
+    """Parse the DAG's file (as ``airflow dags`` commands do) and return its processes."""
+    if fileloc not in bags:
+        from airflow.models import DagBag
+
+        with _stdout_to_stderr():
+            bags[fileloc] = DagBag(dag_folder=fileloc, safe_mode=False, load_op_links=False)
+    dag = bags[fileloc].dags.get(dag_id)
+    if dag is None:
+        log.warning(
+            "live states: DAG %s is no longer in %s; its runs are counted from the history", dag_id, fileloc
+        )
+        return None
+    graph = _generated_graph(dag)
+    return dag_processes_from_graph(graph, dag_id) if graph is not None else dag_processes_from_dag(dag)
+
+
+def _active_runs(session: Any, dag_ids: Iterable[str] | None, run_id: str | None) -> dict[str, list[str]]:
+    """Return the queued and running runs of the DAGs tagged ``desc``, by DAG id."""
+    import sqlalchemy as sa
+    from airflow.models import DagRun
+    from airflow.models.dag import DagTag
+
+    tagged = sa.select(DagTag.dag_id).where(DagTag.name == DESC_TAG)
+    if dag_ids is not None:
+        tagged = tagged.where(DagTag.dag_id.in_(list(dag_ids)))
+    query = sa.select(DagRun.dag_id, DagRun.run_id).where(
+        DagRun.state.in_(["queued", "running"]), DagRun.dag_id.in_(tagged)
+    )
+    if run_id is not None:
+        query = query.where(DagRun.run_id == run_id)
+    active: dict[str, list[str]] = {}
+    for dag_id, run in session.execute(query):
+        active.setdefault(dag_id, []).append(run)
+    return active
+
+
+def _made_bundles(
+    session: Any, processes: DagProcesses, runs: Sequence[str]
+) -> dict[tuple[str, str], list[Any]]:
+    """Return the bundles each ``streams`` task of the DAG returned, by (run id, task id)."""
+    import sqlalchemy as sa
+    from airflow.models.xcom import XComModel
+
+    streams_ids = sorted({b.streams_task_id for b in processes.bundles.values()})
+    if not streams_ids:
+        return {}
+    query = sa.select(XComModel).where(
+        XComModel.dag_id == processes.dag_id, XComModel.run_id.in_(runs), XComModel.task_id.in_(streams_ids),
+        XComModel.map_index == -1, XComModel.key == "return_value",
+    )  # fmt: skip
+    out: dict[tuple[str, str], list[Any]] = {}
+    for xcom in session.scalars(query):
+        value = XComModel.deserialize_value(xcom)
+        if isinstance(value, list):
+            out[(xcom.run_id, xcom.task_id)] = value
+    return out
+
+
+def _task_instances(session: Any, dag_id: str, runs: Sequence[str]) -> list[TaskInstanceRow]:
+    import sqlalchemy as sa
+    from airflow.models import TaskInstance as TI  # noqa: N814 - as Airflow's own code calls it
+
+    query = sa.select(TI.run_id, TI.task_id, TI.map_index, TI.state, TI.try_number).where(
+        TI.dag_id == dag_id, TI.run_id.in_(runs)
+    )
+    return [
+        TaskInstanceRow(
+            dag_id,
+            run,
+            task_id,
+            int(map_index),
+            None if state is None else str(getattr(state, "value", state)),
+            int(try_number or 0),
+        )  # fmt: skip
+        for run, task_id, map_index, state, try_number in session.execute(query)
+    ]
+
+
+def live_process_instances(
+    *,
+    workflow: str | None = None,
+    run_id: str | None = None,
+    variant: str | None = None,
+    dag_ids: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """Return the process instances of the queued and running DAG runs of airflow-desc DAGs.
+
+    :param workflow: only this workflow (the history's workflow name, e.g. ``DC1-DM12``).
+    :param run_id: only this DAG run.
+    :param variant: only this workflow variant.
+    :param dag_ids: only these DAGs (default: every DAG tagged ``desc``).
+    :return: a DataFrame with columns :data:`LIVE_COLUMNS`, one row per process instance.
+    :raises sqlalchemy.exc.SQLAlchemyError: when Airflow's metadata database cannot be read.
+    """
+    import pandas as pd
+    import sqlalchemy as sa
+    from airflow.models import DagModel
+    from airflow.utils.session import create_session
+
+    rows: list[dict[str, Any]] = []
+    bags: dict[str, Any] = {}
+    with create_session() as session:
+        active = _active_runs(session, dag_ids, run_id)
+        files = session.execute(
+            sa.select(DagModel.dag_id, DagModel.fileloc).where(DagModel.dag_id.in_(active))
+        )
+        for dag_id, fileloc in files:
+            processes = _dag_processes(dag_id, str(fileloc or ""), bags)
+            if processes is None or workflow not in (None, processes.workflow):
+                continue
+            if variant not in (None, processes.variant):
+                continue
+            runs = active[dag_id]
+            bundles = _made_bundles(session, processes, runs)
+            for ti in _task_instances(session, dag_id, runs):
+                rows.extend(instances_of(processes, ti, bundles))
+    return pd.DataFrame.from_records(rows, columns=list(LIVE_COLUMNS))

@@ -1,0 +1,65 @@
+"""`airflow-desc status` merges live task-instance states of a run in progress with the history."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+from airflow_desc.history import JsonLinesRecorder, open_history
+from tests.e2e.services import Airflow
+
+DAG_ID = "desc_e2e_live"
+
+
+def status(airflow: Airflow, db: str, run_id: str, *command: str) -> dict[str, dict[str, object]]:
+    """Copy the run's records (the e2e Airflow writes JSON lines) into ``db``, then read the table."""
+    records = [r for r in JsonLinesRecorder(airflow.env["DESC_HISTORY_JSONL"]).read() if r.run_id == run_id]
+    if records:
+        open_history(db).record(records)
+    proc = subprocess.run(
+        [*command, "status", "--db", db, "--run", run_id, "--format", "json"],
+        env=airflow.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr, proc.stderr
+    return {str(row["Process"] or row["Type"]): row for row in json.loads(proc.stdout)}
+
+
+def counts(row: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in row.items() if isinstance(v, int) and v and k != "Total"}
+
+
+def bundle_state(airflow: Airflow, run_id: str) -> str | None:
+    rows = airflow.sql(
+        "SELECT state FROM task_instance WHERE dag_id = %s AND run_id = %s "
+        "AND task_id = 'processVisit.bundle' AND map_index = 0",
+        DAG_ID, run_id,
+    )  # fmt: skip
+    return str(rows[0][0]) if rows and rows[0][0] else None
+
+
+def test_status_counts_a_run_in_progress_from_airflow_and_the_history(
+    airflow: Airflow, tmp_path: pathlib.Path
+) -> None:
+    db = f"sqlite:///{tmp_path / 'history.db'}"
+    run_id = airflow.trigger(DAG_ID)
+    airflow.wait_for(
+        lambda: bundle_state(airflow, run_id) == "deferred", 180, "the bundle's job", interval=0.5
+    )
+
+    cli = str(pathlib.Path(sys.executable).with_name("airflow-desc"))
+    table = status(airflow, db, run_id, cli)
+    assert counts(table["setupVisits"]) == {"Success": 1}  # recorded by the listener
+    assert counts(table["calibrateVisit"]) == {"Submitted": 3}  # one per stream of the deferred bundle
+    assert counts(table["summary"]) == {"Waiting": 1}  # no task-instance state yet
+    assert table["Totals"]["Total"] == 5
+
+    assert airflow.wait_run(DAG_ID, run_id, timeout=300) == "success"
+    airflow_cli = str(pathlib.Path(sys.executable).with_name("airflow"))
+    table = status(airflow, db, run_id, airflow_cli, "desc")  # the same command, as `airflow desc`
+    assert counts(table["setupVisits"]) == {"Success": 1}
+    assert counts(table["calibrateVisit"]) == {"Success": 3}
+    assert counts(table["summary"]) == {"Success": 1}
+    assert table["Totals"]["Total"] == 5
