@@ -132,3 +132,20 @@ def test_from_variables_reports_bad_schedules() -> None:
         {"survey_start": "2022-10-01", "survey_years": 2, "cadence_days": "7"}
     )
     assert text.cadence == timedelta(days=7)
+
+
+def test_the_visit_lists_of_a_year_agree(spec: WorkflowSpec, graph: WorkflowGraph) -> None:
+    # Differencing and forced photometry of a year work on the visits whose calexps the year made.
+    from airflow_desc.emulate.scripts import make_streams
+
+    names = ("setupEimageVisits", "setupImageDifferenceVisits", "setupForcedPhotometryVisits")
+    by_year = {}
+    for year in (1, 2):
+        variables = spec.variables_for("all-at-once", {"year": year})
+        lists = [
+            make_streams(**graph.root.process(n).render_kwargs({}, variables), expected_streams=3)
+            for n in names
+        ]
+        assert lists[0] == lists[1] == lists[2], (year, lists)
+        by_year[year] = lists[0]
+    assert by_year[1] != by_year[2]
