@@ -1,8 +1,8 @@
 """Escalation and ``after`` inside a bundle on the local site, through dags/desc_it_bundle_escalation.py.
 
-An emulated payload holds the 160 MB it asks for, and its interpreter takes it over: the pilot kills
-it for memory on the first try; the retry of the bundle task reruns it (only it) with twice the memory, and it succeeds. An
-instance that runs ``after`` it ran on the first try all the same.
+An emulated payload holds the 160 MB it asks for, and its interpreter takes it over: the pilot
+kills it for memory on the first try; the retry of the bundle task reruns it (only it) with twice
+the memory, and it succeeds. An instance that runs ``after`` it ran on the first try all the same.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 desc_it_bundle_escalation: one visit in one bundle (direct launcher). ``hungry`` holds the 160 MB
 it asks for, and its Python interpreter takes it over: the pilot kills it (out-of-memory) on the
-first try, and the retry of the bundle task reruns it with 320 MB (``memory_factor: 2``). ``tally`` runs ``after`` hungry: it runs on the
-first try although hungry was terminated, and is not rerun.
+first try, and the retry of the bundle task reruns it with 320 MB (``memory_factor: 2``).
+``tally`` runs ``after`` hungry: it runs on the first try although hungry was terminated, and is
+not rerun.
 """
 
 from __future__ import annotations
