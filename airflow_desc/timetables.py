@@ -50,7 +50,9 @@ is its data interval start read against the survey start,
 renderer of workflow specs computes ``year`` from the data interval and passes it to every
 process as the spec variable ``year``, overriding its default. A ``year`` in a run's conf
 is only for a run without a data interval; one that disagrees with the interval is an
-error for the renderer to report, not a second source.
+error for the renderer to report, not a second source. The history keeps each process
+instance's survey year (its run's ``survey_year``), read the same way by
+:func:`run_survey_year`.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ from airflow.sdk.exceptions import AirflowTimetableInvalid
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction, Timetable
 from pendulum import DateTime
 
-__all__ = ["SurveyYearTimetable", "parse_cadence", "survey_year_of"]
+__all__ = ["SurveyYearTimetable", "parse_cadence", "run_survey_year", "survey_year_of"]
 
 #: Without a cadence, the years are due this far apart at ``real_start`` ("all at once").
 ALL_AT_ONCE_STEP = timedelta(seconds=1)
@@ -184,6 +186,24 @@ def survey_year_of(when: date | str, survey_start: date | str) -> int:
             f"{instant.isoformat()} is before the survey start {start.isoformat()}: no survey year"
         )
     return _whole_years(start, instant) + 1
+
+
+def run_survey_year(context: Mapping[str, Any]) -> int | None:
+    """Return the survey year of a running task's DAG run, for the history; ``None`` if it has none.
+
+    ``None`` when the run's DAG is not scheduled by :class:`SurveyYearTimetable`, the run has no
+    data interval, or the interval lies outside the survey: recording a process never fails on it.
+
+    :param context: a task's template context (``dag`` and ``data_interval_start`` are read).
+    """
+    timetable = getattr(context.get("dag"), "timetable", None)
+    start = context.get("data_interval_start")
+    if not isinstance(timetable, SurveyYearTimetable) or start is None:
+        return None
+    try:
+        return timetable.survey_year(start)
+    except (ValueError, AirflowTimetableInvalid):
+        return None
 
 
 def _format_instant(value: DateTime) -> str:

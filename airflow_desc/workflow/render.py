@@ -100,8 +100,9 @@ from airflow_desc.exceptions import ClusterProfileError, SlurmJobFailed, Workflo
 from airflow_desc.history import ProcessRecord, Recorder, default_recorder
 from airflow_desc.operators.slurm import SlurmOperator
 from airflow_desc.plugins.listener import ATTR as _DESC_PROCESS_ATTR
-from airflow_desc.plugins.listener import DescProcess, mark_script_process
+from airflow_desc.plugins.listener import DescProcess, mark_script_process, note_skip
 from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
+from airflow_desc.timetables import run_survey_year
 from airflow_desc.workflow.graph import (
     ProcessNode,
     ResolvedResources,
@@ -705,6 +706,11 @@ class RunStates:
         return states
 
 
+def _skip_class(reason: str) -> str:
+    """Return the history's reason class of a skip, from its message (see ``ProcessNode.skip_reason``)."""
+    return "upstream-failed" if reason.startswith("upstream") else "skip-condition"
+
+
 def _upstream_names(process: ProcessNode) -> list[str]:
     names = [*process.depends_on, *process.after]
     if process.skip_if is not None:
@@ -864,6 +870,9 @@ def _since(clock: float) -> float:
 class VariantRecorder:
     """A recorder that stamps records with the workflow variant and version before passing them on.
 
+    Records made inside a running task of a year-by-year DAG also get the run's survey year
+    (``extra["survey_year"]``: the history's ``runs.survey_year``), from its data interval.
+
     :param variant: the workflow variant.
     :param workflow_version: the top-level workflow's version (kept in ``extra``).
     :param inner: where records go; default :func:`~airflow_desc.history.default_recorder` (read
@@ -876,15 +885,25 @@ class VariantRecorder:
 
     def record(self, records: Sequence[ProcessRecord]) -> None:
         """Stamp and pass on ``records``."""
+        year = _running_survey_year()
+        stamp: dict[str, Any] = {"workflow_version": self.workflow_version}
+        if year is not None:
+            stamp["survey_year"] = year
         stamped = [
-            dataclasses.replace(
-                r,
-                variant=r.variant or self.variant,
-                extra={**r.extra, "workflow_version": self.workflow_version},
-            )
+            dataclasses.replace(r, variant=r.variant or self.variant, extra={**r.extra, **stamp})
             for r in records
         ]
         (self.inner or default_recorder()).record(stamped)
+
+
+def _running_survey_year() -> int | None:
+    from airflow.sdk import get_current_context
+
+    try:
+        context = get_current_context()
+    except RuntimeError:  # not inside a running task
+        return None
+    return run_survey_year(context)
 
 
 # --- operators --------------------------------------------------------------------------------------------
@@ -903,6 +922,8 @@ class WorkflowBatchOperator(SlurmOperator):
     :param variant: the variant.
     :param process_path: the process's path in the graph.
     :param stream: the stream's values (mapped tasks get one per map index).
+    :param top_version: the top-level workflow's version: with its name and the variant, the
+        history's workflow (``workflow_version`` is the version of the process's own task).
     """
 
     # Commands come from the spec with {{ name }} placeholders that are not Jinja.
@@ -917,12 +938,12 @@ class WorkflowBatchOperator(SlurmOperator):
         process_path: str,
         stream: Mapping[str, Any] | None = None,
         workflow_version: str = "",
+        top_version: str = "",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("command", "")
-        kwargs.setdefault(
-            "recorder", VariantRecorder(variant=variant or "", workflow_version=workflow_version)
-        )
+        recorder = VariantRecorder(variant=variant or "", workflow_version=top_version or workflow_version)
+        kwargs.setdefault("recorder", recorder)
         values = dict(stream or {})
         super().__init__(stream=stream_path(values), workflow_version=workflow_version, **kwargs)
         self.workflow_key = workflow_key
@@ -973,7 +994,7 @@ class WorkflowBatchOperator(SlurmOperator):
             stream=self.stream,
             process_type="batch",
             cluster=self._profile().name,
-            reason="upstream-failed" if reason.startswith("upstream") else "skip-condition",
+            reason=_skip_class(reason),
             message=reason,
             start_time=now,
             end_time=now,
@@ -1099,6 +1120,8 @@ class WorkflowScriptOperator(PythonOperator):
                 task=process.task,
                 version=process.task_version,
                 stream=path,
+                variant=self.variant or "",
+                workflow_version=graph.version,
             ),
         )
         variables = workflow.run_variables(self.variant, context)
@@ -1107,6 +1130,7 @@ class WorkflowScriptOperator(PythonOperator):
             RunStates(context, graph), task, process, self.stream_values, map_index, variables
         )
         if reason is not None:
+            note_skip(self, _skip_class(reason), reason)
             raise AirflowSkipException(reason)
         kwargs = script_kwargs(workflow, process, self.stream_values, variables)
         self.log.info("calling %s(%s)", process.callable, ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
@@ -1344,7 +1368,8 @@ class _DagBuilder:
                 operator = WorkflowScriptOperator(**common)
                 return mark_script_process(
                     operator, process=process.name, workflow=self.graph.name, task=process.task,
-                    version=process.task_version,
+                    version=process.task_version, variant=self.variant or "",
+                    workflow_version=self.graph.version,
                 )  # fmt: skip
             mapped = WorkflowScriptOperator.partial(map_index_template=_STREAM_LABEL, **common)
             return mapped.expand(stream=streams.output)
@@ -1362,6 +1387,7 @@ class _DagBuilder:
             "workflow": self.graph.name,
             "workflow_task": process.task,
             "workflow_version": process.task_version,
+            "top_version": self.graph.version,
             "process": process.name,
         }
         if streams is None:

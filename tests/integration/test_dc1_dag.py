@@ -58,9 +58,8 @@ def test_dc1_tiny_scale_runs_with_every_process_instance_recorded(
     for rec in recs:
         by_process[rec.process].append(rec)
         assert (rec.workflow, rec.dag_id, rec.run_id) == ("DC1-DM12", DAG_ID, run_id)
-        # The plugin's listener records the scripts that are tasks; its records carry no variant.
-        listened = rec.process_type == "script" and not rec.task_id.endswith(".bundle")
-        assert rec.variant == ("" if listened else "imsim-dithered"), rec
+        # One workflow identity, the listener's records of the scripts that are tasks included.
+        assert (rec.variant, rec.extra.get("workflow_version")) == ("imsim-dithered", "1.16"), rec
 
     # The top-level processes: one instance each, version 1.16.
     for name in TOP:
