@@ -12,7 +12,7 @@ PYTEST_WORKERS ?= 4
 .PHONY: help venv lint unit integration test demo bench site-up site-down site-status constraints clean
 
 help:
-	@echo "make demo         install what is missing, start the local site, run the demo end to end"
+	@echo "make demo         install what is missing, start the local site, run a small DC1 through Airflow, print the table, write the report"
 	@echo "make test         the whole suite: lint, unit tests, integration tests on the local site"
 	@echo "make lint         ruff + mypy"
 	@echo "make unit         unit tests only (no services)"

@@ -1,19 +1,30 @@
-"""`make demo`: run the demo DAG through Airflow on the local site, print the table, write the report.
+"""`make demo`: run a small DC1 through Airflow on the local site, print the table, write the report.
 
-Usage: python -m airflow_desc.demo [--out DIR]. Needs the site's environment
-(``source $DESC_SITE_DIR/env.sh``), which ``make demo`` provides.
+Usage: python -m airflow_desc.demo [--out DIR] [--scale S] [--dag desc_demo]. Needs the site's
+environment (``source $DESC_SITE_DIR/env.sh``), which ``make demo`` provides.
+
+By default it runs ``DC1-DM12_imsim-dithered_local`` (``dags/workflows/dc1-local.yaml``: every
+DC1 task and process, resources capped to the local nodes) with ``airflow dags test`` and the
+conf ``{"scale": 0.001}``; ``--dag desc_demo`` runs the hand-written slice of ``dags/desc_demo.py``
+instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+DC1_DAG = "DC1-DM12_imsim-dithered_local"
+DC1_OVERLAY = REPO / "dags" / "workflows" / "dc1-local.yaml"
+#: What the hand-written slice must have recorded.
+SLICE_PROCESSES = {"serialingest", "processEimage", "diaObjectMaker", "level1MakeTempExpCoadd", "wrapup"}
 
 
 def _airflow(args: list[str], env: dict[str, str], log: Path) -> int:
@@ -22,10 +33,36 @@ def _airflow(args: list[str], env: dict[str, str], log: Path) -> int:
         return subprocess.run([str(airflow), *args], env=env, stdout=f, stderr=subprocess.STDOUT).returncode
 
 
+def _dc1_order() -> tuple[list[tuple[str, str]], set[str]]:
+    """Return the DC1 table's rows in spec order, and the processes that are tasks of their own.
+
+    Those run (or are recorded skipped) in every run; the others run once per stream, and a
+    stream whose parent failed is never made.
+    """
+    from airflow_desc.workflow.render import load_workflow
+
+    graph = load_workflow(DC1_OVERLAY).graph("imsim-dithered")
+    processes = list(graph.iter_processes())
+    return [(p.task, p.name) for p in processes], {p.name for p in processes if p.runs_as == "task"}
+
+
+def _failures(instances: Any) -> None:
+    """Print the instances that did not succeed, grouped by process and reason, with one message each."""
+    failed = instances[~instances["state"].isin(["success"])]
+    if failed.empty:
+        print("[demo] every process instance succeeded")
+        return
+    for (process, state, reason), group in failed.groupby(["process", "state", "reason"], dropna=False):
+        message = next((m for m in group["message"] if isinstance(m, str) and m), "")
+        print(f"[demo] {len(group):>3} x {process} {state} ({reason}): {message[:150]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; return 0 when the DAG ran and every process instance was recorded."""
     parser = argparse.ArgumentParser(prog="python -m airflow_desc.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/demo", help="directory for Airflow home, history, report")
+    parser.add_argument("--dag", default=DC1_DAG, help=f"the DAG to run (default: {DC1_DAG}; or desc_demo)")
+    parser.add_argument("--scale", type=float, default=0.001, help="DC1's scale variable (default: 0.001)")
     args = parser.parse_args(argv)
     if "DESC_CLUSTERS_FILE" not in os.environ:
         print("DESC_CLUSTERS_FILE is not set: run `make demo`, or `source $DESC_SITE_DIR/env.sh` first.")
@@ -50,8 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     if _airflow(["db", "migrate"], env, log) != 0:
         print(f"[demo] airflow db migrate failed; see {log}")
         return 1
-    print("[demo] airflow dags test desc_demo: 8 SLURM jobs on perlmutter and s3df over SSH ...")
-    rc = _airflow(["dags", "test", "desc_demo"], env, log)
+    dc1 = args.dag == DC1_DAG
+    test = ["dags", "test", args.dag]
+    if dc1:
+        test += ["--conf", json.dumps({"scale": args.scale})]
+        print(f"[demo] airflow dags test {args.dag} --conf '{{\"scale\": {args.scale}}}': every DC1 task and "
+              "process, on perlmutter and s3df over SSH (a few minutes) ...")  # fmt: skip
+    else:
+        print(f"[demo] airflow dags test {args.dag}: SLURM jobs on perlmutter and s3df over SSH ...")
+    rc = _airflow(test, env, log)
     print(f"[demo] DAG run finished in {time.monotonic() - t0:.0f} s (airflow exit {rc}); log: {log}\n")
     os.environ["AIRFLOW_HOME"] = str(airflow_home)
     from airflow_desc.history import open_history
@@ -59,23 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     from airflow_desc.reports.html import write_report
     from airflow_desc.reports.status import attempts_table, format_text, status_table
 
+    order, expected = _dc1_order() if dc1 else (None, SLICE_PROCESSES)
     store = open_history(f"sqlite:///{airflow_home / 'desc' / 'history.db'}")
     counts = status_counts(store.engine)
     instances = process_instances(store.engine)
     if counts.empty:
         print("[demo] no process instance was recorded: the run failed before any job ended; see the log.")
         return 1
-    table = status_table(counts)
+    table = status_table(counts, order=order)
     print(format_text(table))
     print()
-    print(format_text(attempts_table(counts)))
+    print(format_text(attempts_table(counts, order=order)))
     print()
-    for row in instances.sort_values("end_time").itertuples():
-        if row.state != "success":
-            print(f"[demo] {row.task_id} try {row.try_number}: {row.state} ({row.reason}): {row.message}")
-    index = write_report(out / "report", table, instances, title="airflow-desc demo: a DC1-shaped slice")
+    _failures(instances)
+    title = f"airflow-desc demo: {'DC1 at scale ' + str(args.scale) if dc1 else 'a DC1-shaped slice'}"
+    index = write_report(out / "report", table, instances, title=title)
     print(f"[demo] wrote {index} (status table, figures, resource advice)")
-    expected = {"serialingest", "processEimage", "diaObjectMaker", "level1MakeTempExpCoadd", "wrapup"}
     missing = expected - set(instances["process"])
     if missing:
         print(f"[demo] not recorded: {', '.join(sorted(missing))}")

@@ -114,7 +114,8 @@ def _median(values: pd.Series) -> float | None:
 
 
 def _round_up(value: float | None, step: float) -> int | None:
-    return None if value is None else int(math.ceil(value / step - 1e-9) * step)
+    # At least one step: an instance that used ~nothing (a script done in 0 s) still needs a request.
+    return None if value is None else int(max(1, math.ceil(value / step - 1e-9)) * step)
 
 
 @dataclass(frozen=True)
