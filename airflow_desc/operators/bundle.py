@@ -1244,18 +1244,12 @@ class SlurmBundleOperator(SlurmOperator):
             message=message,
             start_time=_time(rec.get("start")),
             end_time=_time(rec.get("end")),
-            elapsed_s=(
-                step.elapsed_s if step is not None and step.elapsed_s is not None else rec.get("elapsed_s")
-            ),
-            total_cpu_s=(
-                step.total_cpu_s
-                if step is not None and step.total_cpu_s is not None
-                else rec.get("total_cpu_s")
-            ),
-            max_rss_bytes=(
-                step.max_rss_bytes
-                if step is not None and step.max_rss_bytes is not None
-                else rec.get("max_rss_bytes")
+            # Wall clock and CPU from the pilot's wait4 (ms and us resolution, one source, so CPU /
+            # wall is exact); sacct's step Elapsed counts whole seconds. Memory as SLURM saw it.
+            elapsed_s=_first_number(rec.get("elapsed_s"), step.elapsed_s if step is not None else None),
+            total_cpu_s=_first_number(rec.get("total_cpu_s"), step.total_cpu_s if step is not None else None),
+            max_rss_bytes=_first_number(
+                step.max_rss_bytes if step is not None else None, rec.get("max_rss_bytes")
             ),
             req_cpus=rec.get("cpus") or inst.cpus,
             req_mem_bytes=memory * _MIB if memory else None,
@@ -1266,6 +1260,7 @@ class SlurmBundleOperator(SlurmOperator):
                 "bundle": self._label(),
                 "instance": inst.id,
                 "pilot": pilot,
+                **({"step": _step_usage(step)} if step is not None else {}),
                 "adopted": adopted,
                 **({"raised": inst.raised.to_json()} if inst.raised else {}),
                 **({"log_tail": rec.get("log_tail")} if rec.get("log_tail") else {}),
@@ -1477,6 +1472,16 @@ def _job_try(accounting: JobAccounting | None, context: Context) -> int:
     name = accounting.job.job_name if accounting is not None and accounting.job is not None else None
     match = re.search(r"\.t(\d+)$", name or "")
     return int(match.group(1)) if match else int(context["ti"].try_number or 1)
+
+
+def _first_number(*values: Any) -> Any:
+    """Return the first value that is a number (not a bool), else ``None``."""
+    return next((v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)), None)
+
+
+def _step_usage(step: Any) -> dict[str, Any]:
+    """Return what sacct said of a pilot instance's step, kept beside the pilot's own measures."""
+    return {k: getattr(step, k, None) for k in ("elapsed_s", "total_cpu_s", "max_rss_bytes")}
 
 
 def _replace(record: ProcessRecord, **changes: Any) -> ProcessRecord:

@@ -12,7 +12,11 @@ Manifest (JSON)::
      "instances": [{"id": "visit=1/raft=R22/sensor=S11:processEimage",
                     "stream": "visit=1/raft=R22/sensor=S11", "process": "processEimage",
                     "command": "<shell text>", "cpus": 1, "memory_mb": 1500,
-                    "walltime_s": 600, "depends_on": ["visit=1:processVisit"]}]}
+                    "walltime_s": 600, "depends_on": ["visit=1/raft=R22:setupEimageSensors"],
+                    "after": []}]}
+
+``depends_on``: instances that must succeed first (else this one is skipped, ``upstream-failed``);
+``after``: instances waited for whatever their end state.
 
 Record (one JSON line per instance, keys :data:`RECORD_FIELDS`): ``state`` in :data:`STATES`,
 ``reason`` in :data:`REASONS`, times in ISO 8601 UTC, ``total_cpu_s`` / ``max_rss_bytes`` from
