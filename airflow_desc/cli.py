@@ -174,7 +174,10 @@ def _table_counts(args: argparse.Namespace) -> tuple[Any, Any]:
         )[1]  # in progress, nothing recorded yet
     if live is None or live.empty:
         return counts, None
-    recorded = latest_attempts(engine, sorted(set(zip(live["dag_id"], live["run_id"], strict=True))))
+    recorded = latest_attempts(
+        engine, sorted(set(zip(live["dag_id"], live["run_id"], strict=True))),
+        task_ids=sorted(set(live["task_id"])), processes=sorted(set(live["process"])),
+    )  # fmt: skip
     return merge_live(counts, live, recorded)
 
 

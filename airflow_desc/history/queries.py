@@ -320,7 +320,13 @@ def status_counts(
     return _status_frame(rows)
 
 
-def latest_attempts(engine: Engine, dag_runs: Sequence[tuple[str, str]]) -> pd.DataFrame:
+def latest_attempts(
+    engine: Engine,
+    dag_runs: Sequence[tuple[str, str]],
+    *,
+    task_ids: Sequence[str] | None = None,
+    processes: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Return the latest recorded attempt of each process instance of some DAG runs.
 
     What :func:`airflow_desc.reports.status.merge_live` needs to tell which live task instances
@@ -328,40 +334,34 @@ def latest_attempts(engine: Engine, dag_runs: Sequence[tuple[str, str]]) -> pd.D
 
     :param engine: the history store's engine.
     :param dag_runs: ``(dag_id, run_id)`` pairs; runs the history does not hold are ignored.
+    :param task_ids: only attempts of these Airflow tasks (the live ones).
+    :param processes: only these processes (the live ones: a bundle's nested sub-tasks, most of
+        a campaign's instances, are not).
     :return: a DataFrame with columns :data:`LATEST_COLUMNS`, one row per process instance.
     """
     import pandas as pd
 
     wanted = set(dag_runs)
-    frame_rows: list[tuple[Any, ...]] = []
+    rows: list[tuple[Any, ...]] = []
+    columns = [
+        runs.c.dag_id, runs.c.run_id, pi.c.task_id, pi.c.map_index, streams.c.path, pi.c.process,
+        pi.c.try_number, pi.c.state, pi.c.task, pi.c.version, pi.c.process_type,
+    ]  # fmt: skip
+    joined = pi.join(runs, runs.c.id == pi.c.run_ref).join(streams, streams.c.id == pi.c.stream_ref)
     with engine.connect() as conn:
         refs = [
             ref
             for ref, dag_id, run_id in conn.execute(sa.select(runs.c.id, runs.c.dag_id, runs.c.run_id))
             if (dag_id, run_id) in wanted
         ]
-        for chunk in range(0, len(refs), 500):
-            query = (
-                sa.select(
-                    runs.c.dag_id,
-                    runs.c.run_id,
-                    pi.c.task_id,
-                    pi.c.map_index,
-                    streams.c.path,
-                    pi.c.process,
-                    pi.c.try_number,
-                    pi.c.state,
-                    pi.c.task,
-                    pi.c.version,
-                    pi.c.process_type,
-                )  # fmt: skip
-                .select_from(
-                    pi.join(runs, runs.c.id == pi.c.run_ref).join(streams, streams.c.id == pi.c.stream_ref)
-                )
-                .where(pi.c.latest, pi.c.run_ref.in_(refs[chunk : chunk + 500]))
-            )
-            frame_rows.extend(_tuples(conn.execute(query)))
-    return pd.DataFrame.from_records(frame_rows, columns=list(LATEST_COLUMNS))
+        for ref in refs:
+            query = sa.select(*columns).select_from(joined).where(pi.c.latest, pi.c.run_ref == ref)
+            if task_ids is not None:
+                query = query.where(pi.c.task_id.in_(sorted(set(task_ids))))
+            if processes is not None:
+                query = query.where(pi.c.process.in_(sorted(set(processes))))
+            rows.extend(_tuples(conn.execute(query)))
+    return pd.DataFrame.from_records(rows, columns=list(LATEST_COLUMNS))
 
 
 def _status_filters(

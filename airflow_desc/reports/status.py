@@ -463,9 +463,13 @@ RUNS_AGAIN: frozenset[str | None] = frozenset(
 UNDER_WAY: frozenset[str] = frozenset({"running", "deferred", "up_for_reschedule"})
 
 
-def _live_key(row: Mapping[str, Any], bundled: bool) -> tuple[Any, ...]:
-    key = (row["dag_id"], row["run_id"], row["task_id"], int(row["map_index"]), row["process"])
-    return (*key, row["stream"] or "") if bundled else key
+_TI_KEY = ["dag_id", "run_id", "task_id", "map_index", "process"]
+
+
+def _latest_per_key(recorded: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """Return the record with the highest try of each key."""
+    ordered = recorded.sort_values("try_number", kind="stable")
+    return ordered.drop_duplicates(key, keep="last")
 
 
 def merge_live(
@@ -487,43 +491,74 @@ def merge_live(
     * a try under way (running, deferred): counted live when it is a later try than the record's,
       and the record leaves its column; otherwise the record (of this very try) wins.
 
+    An instance that is a task instance of its own (``stream`` is null) is matched by its task
+    instance and process; a bundled one by its stream too.
+
     :param counts: the history's counts (``history.queries.status_counts``).
     :param live: live process instances (columns of ``history.live.LIVE_COLUMNS``).
-    :param recorded: the latest recorded attempt of each instance of the same DAG runs
-        (``history.queries.latest_attempts``).
+    :param recorded: the latest recorded attempt of each live instance (more rows do no harm;
+        one per instance): columns of ``history.queries.LATEST_COLUMNS``.
     :return: ``(counts, live_counts)``, ready for :func:`status_table` ``(counts, live)``.
     """
-    latest: dict[tuple[Any, ...], Mapping[str, Any]] = {}
-    for rec in recorded.to_dict("records"):
-        for bundled in (False, True):
-            key = _live_key(rec, bundled)
-            if key not in latest or int(rec["try_number"]) > int(latest[key]["try_number"]):
-                latest[key] = rec
-    live_rows: dict[tuple[str, str, str, str, str], int] = {}
-    superseded: dict[tuple[str, str, str, str, str], int] = {}
-    for row in live.to_dict("records"):
-        state = None if pd.isna(row["ti_state"]) else str(row["ti_state"]).lower()
-        column = airflow_state_column(state)
-        if column is None:
-            continue
-        bundled = bool(row["bundled"])
-        rec = latest.get(_live_key(row, bundled))
-        if rec is not None:
-            newer = state in UNDER_WAY and int(row["try_number"]) > int(rec["try_number"])
-            if (bundled and rec["state"] == "success") or not (state in RUNS_AGAIN or newer):
-                continue
-            old = (str(rec["task"]), str(rec["version"]), str(rec["process"]), str(rec["process_type"]))
-            superseded[(*old, str(rec["state"]))] = superseded.get((*old, str(rec["state"])), 0) + 1
-        keys = (str(row["task"]), str(row["version"]), str(row["process"]), str(row["process_type"]))
-        live_rows[(*keys, column.lower())] = live_rows.get((*keys, column.lower()), 0) + 1
+    empty = pd.DataFrame(columns=[*_KEYS, "state", "count"]).astype({"count": "int64"})
+    if live.empty:
+        return counts.copy(), empty
+    data = live.reset_index(drop=True).copy()
+    data["ti_state"] = data["ti_state"].astype(object).where(data["ti_state"].notna(), None)
+    data["column"] = [airflow_state_column(s) for s in data["ti_state"]]
+    data = data[data["column"].notna()].reset_index(drop=True)
+    data["map_index"] = data["map_index"].astype("int64")
+    data["stream"] = data["stream"].astype(object).where(data["stream"].notna(), "")
+    kept = ["try_number", "state", "task", "version", "process_type"]
+    rec = recorded.reindex(columns=[*_TI_KEY, "stream", *kept])
+    rec["map_index"] = rec["map_index"].astype("int64")
+    rec["try_number"] = rec["try_number"].astype("int64")
+    rec["stream"] = rec["stream"].astype(object).where(rec["stream"].notna(), "")
+    for frame in (data, rec):
+        for column in ("dag_id", "run_id", "task_id", "process", "stream"):
+            if frame[column].dtype != object:  # an empty frame's columns are float
+                frame[column] = frame[column].astype(object)
+    own = [f"rec_{c}" for c in kept]
+    bundled = data["bundled"].astype(bool).to_numpy()
+    alone, packed = data[~bundled], data[bundled]
+    # A task instance of its own has one stream: its latest attempt, whatever the stream is called.
+    by_ti = _latest_per_key(rec[rec["task_id"].isin(set(alone["task_id"]))], _TI_KEY)
+    by_stream = rec[rec["task_id"].isin(set(packed["task_id"]))]
+    merged = pd.concat(
+        [
+            alone.merge(by_ti[[*_TI_KEY, *kept]].set_axis([*_TI_KEY, *own], axis=1), how="left", on=_TI_KEY),
+            packed.merge(
+                by_stream[[*_TI_KEY, "stream", *kept]].set_axis([*_TI_KEY, "stream", *own], axis=1),
+                how="left", on=[*_TI_KEY, "stream"],
+            ),
+        ],
+        ignore_index=True,
+    )  # fmt: skip
+    has_record = merged["rec_state"].notna().to_numpy()
+    state = merged["ti_state"]
+    runs_again = state.isin([s for s in RUNS_AGAIN if s is not None]).to_numpy() | state.isna().to_numpy()
+    newer = state.isin(list(UNDER_WAY)).to_numpy() & (
+        merged["try_number"].to_numpy(dtype="int64")
+        > merged["rec_try_number"].fillna(0).to_numpy(dtype="int64")
+    )
+    kept_success = merged["bundled"].astype(bool).to_numpy() & merged["rec_state"].eq("success").to_numpy()
+    superseding = has_record & (runs_again | newer) & ~kept_success
+    counted = ~has_record | superseding
+    live_rows = merged[counted].assign(state=merged.loc[counted, "column"].str.lower())
+    live_counts = (
+        live_rows.astype({k: str for k in _KEYS}).groupby([*_KEYS, "state"], sort=False).size()
+        .rename("count").reset_index().astype({"count": "int64"})
+    )  # fmt: skip
     out = counts.copy()
-    if superseded and not out.empty:
+    gone = merged[superseding]
+    if not gone.empty and not out.empty:
+        taken = (
+            gone[[f"rec_{k}" if k != "process" else k for k in _KEYS] + ["rec_state"]]
+            .astype(str).set_axis([*_KEYS, "state"], axis=1).value_counts()
+        )  # fmt: skip
         index = pd.MultiIndex.from_frame(out[[*_KEYS, "state"]].astype(str))
-        taken = np.array([superseded.get(k, 0) for k in index], dtype=np.int64)
-        out["count"] = np.maximum(out["count"].to_numpy(dtype=np.int64) - taken, 0)
-    live_counts = pd.DataFrame(
-        [(*k, n) for k, n in live_rows.items()], columns=[*_KEYS, "state", "count"]
-    ).astype({"count": "int64"})
+        minus = taken.reindex(index, fill_value=0).to_numpy(dtype=np.int64)
+        out["count"] = np.maximum(out["count"].to_numpy(dtype=np.int64) - minus, 0)
     return out, live_counts
 
 

@@ -13,10 +13,12 @@ import pytest
 
 from airflow_desc.history import HistoryStore, ProcessRecord
 from airflow_desc.history.queries import (
+    LATEST_COLUMNS,
     PROCESS_INSTANCE_COLUMNS,
     STATUS_COLUMNS,
     USAGE_COLUMNS,
     _status_counts_window,
+    latest_attempts,
     process_instances,
     process_usage,
     status_counts,
@@ -366,3 +368,25 @@ def test_process_usage_filters(store: HistoryStore) -> None:
 def test_process_usage_of_an_unknown_process(store: HistoryStore) -> None:
     with pytest.raises(ValueError, match="unknown process 'processEImage'; the history holds: processEimage"):
         process_usage(store.engine, "processEImage")
+
+
+def test_latest_attempts_of_some_runs(store: HistoryStore) -> None:
+    frame = latest_attempts(store.engine, [("dc1", "run1"), ("dc1", "no-such-run")])
+    assert tuple(frame.columns) == LATEST_COLUMNS
+    got = {(r.stream, r.process): (r.try_number, r.state) for r in frame.itertuples()}
+    assert got == {
+        (SENSOR.format(0), "processEimage"): (1, "success"),
+        (SENSOR.format(1), "processEimage"): (2, "success"),
+        (SENSOR.format(2), "processEimage"): (2, "failed"),
+        (SENSOR.format(3), "processEimage"): (1, "terminated"),
+        ("visit=1/raft=R22", "setupEimageSensors"): (1, "success"),
+    }
+    only = latest_attempts(
+        store.engine, [("dc1", "run1"), ("dc1", "run2")], processes=["setupEimageSensors", "report"]
+    )
+    assert sorted(only["process"]) == ["report", "setupEimageSensors"]
+    assert only.set_index("process").loc["report", "map_index"] == -1
+    assert latest_attempts(store.engine, [("dc1", "run2")], task_ids=["report"])["process"].tolist() == [
+        "report"
+    ]
+    assert latest_attempts(store.engine, []).empty

@@ -1,0 +1,166 @@
+"""The status table with live states merged, at DC1 scale, side by side with the history-only table.
+
+Run by ``make bench`` (never by ``make test``)::
+
+    .venv/bin/python benchmarks/live_status.py [--db sqlite:////path/history.db] [--rows N]
+
+What it does:
+
+1. Takes a DC1-shaped history of ~1,000,000 attempts: ``--db`` (e.g. the SQLite file that
+   ``benchmarks/history_scale.py --skip-pg --keep`` leaves), or generates one into a temporary
+   SQLite file with that benchmark's generator (~90 s; ``--rows`` for a smaller one).
+2. Makes the live task instances of all 15 runs in progress at once, as ``history.live`` would
+   read them from Airflow: one live process instance per latest attempt of each process that is
+   not nested inside a bundle in ``dags/workflows/dc1.yaml`` (the top-level and mapped processes,
+   and each bundled sub-task's own processes: a bundle's nested streams are not task instances).
+   Of these, those that did not succeed are cleared at random (queued for their next try) and the
+   rest finished; plus
+   5 % more not recorded yet (no state: Waiting).
+3. Times, median of ``--repeat``: the history-only table (``status_counts`` + ``status_table``,
+   what ``airflow-desc status --no-live`` does) and the merged one (plus ``latest_attempts`` of the
+   live task ids and processes, and ``merge_live``: what ``airflow-desc status`` does once the
+   live rows are read); prints both, their ratio, and checks the merged table: the cleared
+   instances left their recorded columns for Queued, the new ones are Waiting, the Total is the
+   history's plus the new ones. Target: merged table <= 3 s at full size, the worst case (all 15
+   runs in progress at once, so a quarter of a million live rows and their records are read and
+   matched; a few runs in progress cost proportionally less). Exit status 1 on a wrong table or a
+   missed target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import history_scale  # noqa: E402  # the generator of the DC1-shaped history, beside this file
+
+from airflow_desc.clusters import load_cluster_profiles  # noqa: E402
+from airflow_desc.history import HistoryStore  # noqa: E402
+from airflow_desc.history.live import LIVE_COLUMNS  # noqa: E402
+from airflow_desc.history.queries import latest_attempts, status_counts  # noqa: E402
+from airflow_desc.reports.status import merge_live, status_table  # noqa: E402
+from airflow_desc.workflow.graph import build_graph  # noqa: E402
+from airflow_desc.workflow.spec import load_spec  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_S = 3.0
+
+
+def live_processes() -> set[str]:
+    """Processes whose instances are task instances, or direct processes of a bundle's streams."""
+    spec = load_spec(
+        REPO / "dags" / "workflows" / "dc1.yaml",
+        clusters=load_cluster_profiles(REPO / "tests" / "data" / "clusters" / "site.yaml"),
+    )
+    graph = build_graph(spec, "imsim-dithered")
+    names = {p.name for p in graph.iter_processes() if p.runs_as != "in-bundle"}
+    names |= {p.name for t in graph.iter_tasks() if t.bundling.state == "bundle" for p in t.processes}
+    return names
+
+
+def make_live(store: HistoryStore, processes: set[str], seed: int) -> tuple[pd.DataFrame, int, int]:
+    """Return live rows (:data:`LIVE_COLUMNS`), the number cleared and the number not recorded yet."""
+    with store.engine.connect() as conn:
+        dag_runs = [tuple(r) for r in conn.execute(sa.text("SELECT dag_id, run_id FROM runs"))]
+    recorded = latest_attempts(store.engine, dag_runs, processes=sorted(processes))
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    cleared = 0
+    for r in recorded.itertuples(index=False):
+        bundled = str(r.task_id).endswith(".bundle")
+        # A cleared bundle reruns only what did not succeed: its successes stay Success.
+        again = rng.random() < 0.1 and not (bundled and r.state == "success")
+        cleared += again
+        rows.append({
+            "dag_id": r.dag_id, "run_id": r.run_id, "task_id": r.task_id, "map_index": r.map_index,
+            "stream": r.stream if bundled else None, "process": r.process, "task": r.task,
+            "version": r.version, "process_type": r.process_type,
+            "ti_state": "queued" if again else "success",
+            "try_number": int(r.try_number) + 1 if again else int(r.try_number), "bundled": bundled,
+        })  # fmt: skip
+    new = len(rows) // 20
+    for i, r in enumerate(recorded.sample(n=new, random_state=seed).itertuples(index=False)):
+        rows.append({
+            "dag_id": r.dag_id, "run_id": r.run_id, "task_id": r.task_id, "map_index": 10_000_000 + i,
+            "stream": None, "process": r.process, "task": r.task, "version": r.version,
+            "process_type": r.process_type, "ti_state": None, "try_number": 0, "bundled": False,
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=list(LIVE_COLUMNS)), cleared, new
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", help="an existing DC1-shaped history (default: generate one)")
+    parser.add_argument("--rows", type=int, default=None, help="rows to generate (default: full size)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=2017)
+    args = parser.parse_args(argv)
+
+    tmp = None
+    if args.db:
+        store = HistoryStore(args.db)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="live-status-")
+        store = HistoryStore(f"sqlite:///{tmp.name}/history.db")
+        rows = history_scale.read_tsv(history_scale.DEFAULT_TSV)
+        if args.rows:
+            rows = history_scale.scaled(rows, args.rows / history_scale.expected(rows)[1])
+        n, load_s = history_scale.load(store, rows, args.seed, 20_000, "sqlite")
+        print(f"generated {n:,} attempts in {load_s:.0f} s")
+    processes = live_processes()
+    live, cleared, new = make_live(store, processes, args.seed)
+    print(f"live process instances: {len(live):,} ({cleared:,} cleared and queued, {new:,} not recorded yet)")
+
+    def history_only() -> pd.DataFrame:
+        return status_table(status_counts(store.engine))
+
+    def merged() -> pd.DataFrame:
+        counts = status_counts(store.engine)
+        recorded = latest_attempts(
+            store.engine, sorted(set(zip(live["dag_id"], live["run_id"], strict=True))),
+            task_ids=sorted(set(live["task_id"])), processes=sorted(set(live["process"])),
+        )  # fmt: skip
+        return status_table(*merge_live(counts, live, recorded))
+
+    times: dict[str, list[float]] = {"history only": [], "merged with live": []}
+    tables: dict[str, pd.DataFrame] = {}
+    for _ in range(args.repeat):
+        for name, fn in (("history only", history_only), ("merged with live", merged)):
+            t0 = time.perf_counter()
+            tables[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    for name, values in times.items():
+        print(f"{name:<17} {statistics.median(values):.3f} s  ({', '.join(f'{v:.3f}' for v in values)})")
+    ratio = statistics.median(times["merged with live"]) / statistics.median(times["history only"])
+    print(f"ratio merged / history only: {ratio:.1f}")
+
+    plain, live_table = tables["history only"].iloc[-1], tables["merged with live"].iloc[-1]
+    ok = (
+        int(live_table["Total"]) == int(plain["Total"]) + new
+        and int(live_table["Waiting"]) == int(plain["Waiting"]) + new
+        and int(live_table["Queued"]) == int(plain["Queued"]) + cleared
+    )
+    print("merged table: " + ("OK" if ok else "WRONG") + f" (Total {int(live_table['Total']):,}, "
+          f"Queued {int(live_table['Queued']):,}, Waiting {int(live_table['Waiting']):,})")  # fmt: skip
+    met = statistics.median(times["merged with live"]) <= TARGET_S
+    print(f"merged status table: {statistics.median(times['merged with live']):.3f} s "
+          f"(target <= {TARGET_S:g} s){'' if met else ' MISSED'}")  # fmt: skip
+    if tmp is not None:
+        store.dispose()
+        tmp.cleanup()
+    return 0 if ok and met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
