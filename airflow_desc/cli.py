@@ -138,63 +138,24 @@ def _emit(table: Any, fmt: str) -> None:
 
 def _history_engine(args: argparse.Namespace) -> Any:
     """Return the history's engine for reading; a database without the history's tables is an error."""
-    import logging
-
     from airflow_desc.history import open_history
+    from airflow_desc.history.current import readable_history
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its "Context impl" lines are noise here
-    store = open_history(args.db)
-    if store.current_revision() is None:
-        raise ValueError(
-            f"{store!r} holds no airflow-desc history: nothing was recorded there yet. Check --db, or "
-            "DESC_HISTORY_CONN_ID / [desc] history_conn_id (the default is $AIRFLOW_HOME/desc/history.db)"
-        )
-    return store.engine
+    return readable_history(open_history(args.db))
 
 
 def _table_counts(args: argparse.Namespace) -> tuple[Any, Any]:
     """Return the history's counts and the live counts of runs in progress, for ``status``/``report``."""
-    import pandas as pd
+    from airflow_desc.history import open_history
+    from airflow_desc.history.current import current_counts
 
-    from airflow_desc.history.queries import STATUS_COLUMNS, latest_attempts, status_counts
-    from airflow_desc.reports.status import merge_live
-
-    since, until = _when(args.since), _when(args.until)
-    live = _live_instances(args) if not args.no_live and until is None else None
-    try:
-        engine = _history_engine(args)
-        counts = status_counts(
-            engine, workflow=args.workflow, run_id=args.run, variant=args.variant, since=since, until=until
-        )
-    except ValueError:
-        if live is None or live.empty:
-            raise
-        return pd.DataFrame(columns=list(STATUS_COLUMNS)), merge_live(
-            pd.DataFrame(columns=list(STATUS_COLUMNS)), live, pd.DataFrame(columns=live.columns)
-        )[1]  # in progress, nothing recorded yet
-    if live is None or live.empty:
-        return counts, None
-    recorded = latest_attempts(
-        engine, sorted(set(zip(live["dag_id"], live["run_id"], strict=True))),
-        task_ids=sorted(set(live["task_id"])), processes=sorted(set(live["process"])),
+    current = current_counts(
+        open_history(args.db), workflow=args.workflow, run_id=args.run, variant=args.variant,
+        since=_when(args.since), until=_when(args.until), live=not args.no_live,
     )  # fmt: skip
-    return merge_live(counts, live, recorded)
-
-
-def _live_instances(args: argparse.Namespace) -> Any:
-    """Read the live states of runs in progress; without Airflow's metadata DB, say so and go on."""
-    try:
-        from airflow_desc.history.live import live_process_instances
-
-        return live_process_instances(workflow=args.workflow, run_id=args.run, variant=args.variant)
-    except Exception as exc:  # noqa: BLE001 - any failure to reach Airflow leaves the history's table
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(
-            f"airflow-desc: warning: live task-instance states not merged (Airflow's metadata DB: {first}); "
-            "the table counts recorded attempts only (--no-live hides this warning)",
-            file=sys.stderr,
-        )
-        return None
+    if current.warning:
+        print(f"airflow-desc: warning: {current.warning} (--no-live hides this warning)", file=sys.stderr)
+    return current.counts, current.live
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

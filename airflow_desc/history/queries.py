@@ -13,7 +13,7 @@ process or state names raise :class:`ValueError` listing the names the history h
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +32,10 @@ __all__ = [
     "PROCESS_INSTANCE_COLUMNS",
     "STATUS_COLUMNS",
     "USAGE_COLUMNS",
+    "known_workflows",
     "latest_attempts",
     "process_instances",
+    "process_names",
     "process_usage",
     "status_counts",
 ]
@@ -155,13 +157,26 @@ def _workflow_refs(conn: Connection, workflow: str | None, variant: str | None) 
     return refs
 
 
-def _run_refs(conn: Connection, run_id: str | None) -> list[int] | None:
-    if run_id is None:
+def _run_refs(
+    conn: Connection, run_id: str | None, dag_ids: Collection[str] | None = None
+) -> list[int] | None:
+    """Return the runs rows matching the filters (None: no filter); an unknown run id raises.
+
+    ``dag_ids`` limits the runs to those DAGs (e.g. the ones a UI user may read): none of them
+    gives an empty list, not an error.
+    """
+    if run_id is None and dag_ids is None:
         return None
-    refs = [int(i) for (i,) in conn.execute(sa.select(runs.c.id).where(runs.c.run_id == run_id))]
-    if not refs:
-        raise _unknown("run_id", run_id, _distinct(conn, runs.c.run_id))
-    return refs
+    if run_id is not None:
+        found = [int(i) for (i,) in conn.execute(sa.select(runs.c.id).where(runs.c.run_id == run_id))]
+        if not found:
+            raise _unknown("run_id", run_id, _distinct(conn, runs.c.run_id))
+    query = sa.select(runs.c.id)
+    if run_id is not None:
+        query = query.where(runs.c.run_id == run_id)
+    if dag_ids is not None:
+        query = query.where(runs.c.dag_id.in_(sorted(set(dag_ids))))
+    return [int(i) for (i,) in conn.execute(query)]
 
 
 def _check_process(conn: Connection, process: str | None) -> None:
@@ -196,6 +211,7 @@ def process_instances(
     until: datetime | None = None,
     latest_only: bool = False,
     limit: int | None = None,
+    dag_ids: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Return the recorded attempts, one row per attempt, in the order they were first recorded.
 
@@ -210,6 +226,7 @@ def process_instances(
     :param node: only attempts run on this node (list).
     :param since: only attempts that began at or after this time.
     :param until: only attempts that began before this time.
+    :param dag_ids: only runs of these DAGs (e.g. those a UI user may read).
     :param latest_only: only the latest attempt of each process instance (selected before the other
         filters: ``state="failed", latest_only=True`` is the instances whose last attempt failed).
     :param limit: at most this many rows.
@@ -240,7 +257,7 @@ def process_instances(
     )
     with engine.connect() as conn:
         workflow_refs = _workflow_refs(conn, workflow, None)
-        run_refs = _run_refs(conn, run_id)
+        run_refs = _run_refs(conn, run_id, dag_ids)
         _check_process(conn, process)
         if workflow_refs is not None:
             query = query.where(pi.c.workflow_ref.in_(workflow_refs))
@@ -281,6 +298,7 @@ def status_counts(
     variant: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    dag_ids: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Return the status table: the latest attempt of each process instance, counted.
 
@@ -296,13 +314,14 @@ def status_counts(
     :param variant: only this workflow variant.
     :param since: only instances whose latest attempt began at or after this time.
     :param until: only instances whose latest attempt began before this time.
+    :param dag_ids: only runs of these DAGs (e.g. those a UI user may read).
     :return: a DataFrame with columns :data:`STATUS_COLUMNS`, sorted by task, version, process, state.
     """
     old = pi.alias("superseded")
     same_instance = [getattr(old.c, c.name) == c for c in _INSTANCE]
     keys = [pi.c.task, pi.c.version, pi.c.process, pi.c.process_type, pi.c.state]
     with engine.connect() as conn:
-        where = [pi.c.latest, *_status_filters(conn, workflow, run_id, variant, since, until)]
+        where = [pi.c.latest, *_status_filters(conn, workflow, run_id, variant, since, until, dag_ids)]
         latest = sa.select(*keys, sa.func.count().label("count"), sa.func.count().label("attempts"))
         earlier = sa.select(*keys, sa.literal(0).label("count"), sa.func.count().label("attempts"))
         earlier = earlier.select_from(old.join(pi, sa.and_(*same_instance)))
@@ -318,6 +337,31 @@ def status_counts(
         )
         rows = _tuples(conn.execute(query))
     return _status_frame(rows)
+
+
+def known_workflows(engine: Engine, *, dag_ids: Collection[str] | None = None) -> pd.DataFrame:
+    """Return the workflows the history holds (columns ``name, variant, version``), sorted.
+
+    :param engine: the history store's engine.
+    :param dag_ids: only workflows with runs of these DAGs.
+    """
+    import pandas as pd
+
+    query = sa.select(workflows.c.name, workflows.c.variant, workflows.c.version).distinct()
+    if dag_ids is not None:
+        with_runs = sa.select(runs.c.workflow_ref).where(runs.c.dag_id.in_(sorted(set(dag_ids))))
+        query = query.where(workflows.c.id.in_(with_runs))
+    with engine.connect() as conn:
+        rows = _tuples(
+            conn.execute(query.order_by(workflows.c.name, workflows.c.variant, workflows.c.version))
+        )
+    return pd.DataFrame.from_records(rows, columns=["name", "variant", "version"])
+
+
+def process_names(engine: Engine) -> list[str]:
+    """Return the names of the processes the history holds, sorted."""
+    with engine.connect() as conn:
+        return sorted(_distinct(conn, pi.c.process))
 
 
 def latest_attempts(
@@ -371,10 +415,11 @@ def _status_filters(
     variant: str | None,
     since: datetime | None,
     until: datetime | None,
+    dag_ids: Collection[str] | None = None,
 ) -> list[sa.ColumnElement[bool]]:
     where: list[sa.ColumnElement[bool]] = []
     workflow_refs = _workflow_refs(conn, workflow, variant)
-    run_refs = _run_refs(conn, run_id)
+    run_refs = _run_refs(conn, run_id, dag_ids)
     if workflow_refs is not None:
         where.append(pi.c.workflow_ref.in_(workflow_refs))
     if run_refs is not None:
@@ -438,6 +483,7 @@ def process_usage(
     since: datetime | None = None,
     until: datetime | None = None,
     latest_only: bool = False,
+    dag_ids: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Return the resource usage of every attempt of ``process``: what the per-process figures plot.
 
@@ -448,6 +494,7 @@ def process_usage(
     :param cluster: only attempts run on this cluster.
     :param since: only attempts that began at or after this time.
     :param until: only attempts that began before this time.
+    :param dag_ids: only runs of these DAGs (e.g. those a UI user may read).
     :param latest_only: only the latest attempt of each process instance.
     :return: a DataFrame with columns :data:`USAGE_COLUMNS`, by end time (unfinished last):
         ``elapsed`` and ``total_cpu`` in seconds, ``max_rss`` and ``req_mem`` in bytes,
@@ -480,7 +527,7 @@ def process_usage(
     with engine.connect() as conn:
         _check_process(conn, process)
         workflow_refs = _workflow_refs(conn, workflow, None)
-        run_refs = _run_refs(conn, run_id)
+        run_refs = _run_refs(conn, run_id, dag_ids)
         query = query.where(pi.c.process == process)
         if workflow_refs is not None:
             query = query.where(pi.c.workflow_ref.in_(workflow_refs))

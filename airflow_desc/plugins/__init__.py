@@ -1,4 +1,4 @@
-"""The Airflow plugin of airflow-desc: script-process listener and survey-year timetable (UI pages later)."""
+"""The Airflow plugin of airflow-desc: the status page, the script-process listener, the survey-year timetable."""
 
 from __future__ import annotations
 
@@ -9,9 +9,29 @@ from airflow_desc.timetables import SurveyYearTimetable
 
 
 class DescPlugin(AirflowPlugin):
-    """Registers airflow-desc with Airflow: the script-process listener and the survey-year timetable."""
+    """Registers airflow-desc with Airflow.
+
+    * the UI page (:mod:`airflow_desc.plugins.ui`): a FastAPI app on the api-server at ``/desc``
+      and a "DESC status" entry in the UI's navigation;
+    * the listener that records script processes (:mod:`airflow_desc.plugins.listener`);
+    * :class:`~airflow_desc.timetables.SurveyYearTimetable`.
+    """
 
     name = "airflow_desc"
     listeners = [listener]
     # DAGs scheduled by a custom timetable only serialize if a plugin registers its class.
     timetables = [SurveyYearTimetable]
+
+    @property
+    def fastapi_apps(self) -> list[dict[str, object]]:  # type: ignore[override]
+        """The status page, imported only where Airflow asks for it (the api-server)."""
+        from airflow_desc.plugins.ui import URL_PREFIX, app
+
+        return [{"app": app, "url_prefix": URL_PREFIX, "name": "DESC status"}]
+
+    @property
+    def external_views(self) -> list[dict[str, object]]:  # type: ignore[override]
+        """The navigation entry of the status page."""
+        from airflow_desc.plugins.ui import EXTERNAL_VIEW
+
+        return [dict(EXTERNAL_VIEW)]

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pandas as pd
 
@@ -37,20 +37,26 @@ from airflow_desc.reports.status import (
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["OVERALL_FIGURES", "render_html", "write_report"]
+__all__ = ["OVERALL_FIGURES", "render_html", "render_status_page", "write_report"]
 
 #: The overall figures of the report: file stem -> (caption, figure function).
 OVERALL_FIGURES: dict[str, tuple[str, Callable[[pd.DataFrame], Figure]]] = {
     "cpu_vs_wall": ("CPU vs wall-clock time, every process", figures.cpu_vs_wall),
     "cpu_efficiency": ("CPU efficiency per process", figures.cpu_efficiency),
     "memory_vs_requested": ("Peak memory vs requested memory", figures.memory_vs_requested),
-    "walltime_distribution": ("Wall-clock time per process, with the requested walltime",
-                              figures.walltime_distribution),
+    "walltime_distribution": (
+        "Wall-clock time per process, with the requested walltime",
+        figures.walltime_distribution,
+    ),
     "throughput": ("Instances running and finished per hour", figures.throughput),
-    "failures_by_reason": ("Failed, terminated and cancelled instances by reason",
-                           figures.failures_by_reason),
-    "core_hours_by_cluster": ("Core-hours charged per cluster, by final state",
-                              figures.core_hours_by_cluster),
+    "failures_by_reason": (
+        "Failed, terminated and cancelled instances by reason",
+        figures.failures_by_reason,
+    ),
+    "core_hours_by_cluster": (
+        "Core-hours charged per cluster, by final state",
+        figures.core_hours_by_cluster,
+    ),
 }
 
 _CSS = """
@@ -112,24 +118,38 @@ def _repeats(table: pd.DataFrame) -> list[set[str]]:
     out: list[set[str]] = [set()]
     for i in range(1, len(table)):
         same_task = bool(tasks[i]) and tasks[i] == tasks[i - 1]
-        out.append({"Task", "Version"} if same_task and versions[i] == versions[i - 1]
-                   else {"Task"} if same_task else set())
+        out.append(
+            {"Task", "Version"}
+            if same_task and versions[i] == versions[i - 1]
+            else {"Task"}
+            if same_task
+            else set()
+        )
     return out[: len(table)]
 
 
-def _html_table(table: pd.DataFrame, *, css_class: str, links: Sequence[str | None] | None = None) -> str:
-    """Render a table; a run of equal Task / Version cells shows once, a Totals row goes in the footer."""
+def _html_table(
+    table: pd.DataFrame, *, css_class: str, links: Sequence[str | None] | None = None, link_query: str = ""
+) -> str:
+    """Render a table; a run of equal Task / Version cells shows once, a Totals row goes in the footer.
+
+    ``link_query`` (already URL-encoded) is appended to each link as its query string.
+    """
+    query = f"?{_esc(link_query)}" if link_query else ""
     columns = [str(c) for c in table.columns]
-    numeric = [pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
-               for c in table.columns]
+    numeric = [
+        pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
+        for c in table.columns
+    ]
     head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
     body: list[str] = []
-    for number, (row, blank) in enumerate(zip(table.itertuples(index=False, name=None), _repeats(table),
-                                              strict=True)):
+    for number, (row, blank) in enumerate(
+        zip(table.itertuples(index=False, name=None), _repeats(table), strict=True)
+    ):
         cells = []
         for column, value, is_number in zip(columns, row, numeric, strict=True):
             if column == "Links" and links is not None and links[number]:
-                cells.append(f'<td><a href="{_href(str(links[number]))}">{_esc(value)}</a></td>')
+                cells.append(f'<td><a href="{_href(str(links[number]))}{query}">{_esc(value)}</a></td>')
             elif column in blank:
                 cells.append("<td></td>")
             else:
@@ -139,8 +159,10 @@ def _html_table(table: pd.DataFrame, *, css_class: str, links: Sequence[str | No
     if len(table) and str(table.iloc[-1].get("Type", "")) == "Totals":
         foot = f"<tfoot>{body.pop()}</tfoot>"
     rows = "\n".join(body)
-    return (f'<table class="{_esc(css_class)}">\n<thead><tr>{head}</tr></thead>\n'
-            f"<tbody>\n{rows}\n</tbody>\n{foot}</table>")
+    return (
+        f'<table class="{_esc(css_class)}">\n<thead><tr>{head}</tr></thead>\n'
+        f"<tbody>\n{rows}\n</tbody>\n{foot}</table>"
+    )
 
 
 def render_html(
@@ -160,12 +182,17 @@ def render_html(
     :param figure_paths: ``(relative path, caption)`` of each overall figure, in order.
     :return: the HTML text of ``index.html``.
     """
-    links = [None if str(kind) == "Totals" else plot_path(str(process))
-             for process, kind in zip(table["Process"], table["Type"], strict=True)]
+    links = [
+        None if str(kind) == "Totals" else plot_path(str(process))
+        for process, kind in zip(table["Process"], table["Type"], strict=True)
+    ]
     quantile = advice.attrs.get("quantile")
     headroom = advice.attrs.get("headroom")
-    advice_note = (f"Suggestions fit {quantile:.0%} of the instances with {headroom:g}x headroom"
-                   if quantile is not None and headroom is not None else "Suggestions")
+    advice_note = (
+        f"Suggestions fit {quantile:.0%} of the instances with {headroom:g}x headroom"
+        if quantile is not None and headroom is not None
+        else "Suggestions"
+    )
     figures_html = "\n".join(
         f'<figure><a href="{_href(path)}"><img src="{_href(path)}" alt="{_esc(caption)}"></a>'
         f"<figcaption>{_esc(caption)}</figcaption></figure>"
@@ -198,6 +225,80 @@ a suggestion is only a lower bound.</p>
 {_html_table(advice, css_class="advice")}
 <h2 id="figures">Figures</h2>
 {figures_html}
+</body>
+</html>
+"""
+
+
+def _options(values: Sequence[str], selected: str | None, everything: str) -> str:
+    shown = [f'<option value=""{"" if selected else " selected"}>{_esc(everything)}</option>']
+    shown += [
+        f'<option value="{_esc(v)}"{" selected" if v == selected else ""}>{_esc(v)}</option>' for v in values
+    ]
+    return "".join(shown)
+
+
+def render_status_page(
+    table: pd.DataFrame,
+    attempts: pd.DataFrame,
+    *,
+    workflows: Sequence[str],
+    variants: Sequence[str],
+    selected: dict[str, str | None],
+    notes: Sequence[str] = (),
+    title: str = "DESC status",
+) -> str:
+    """Render the UI page: a selection form, the status table with its "Plot" links, the attempts.
+
+    Every link is relative (the page is served under a URL prefix, and in an iframe of the Airflow
+    UI): ``plots/<process>.png``, ``status.csv`` and ``status.json``, each with the selection as
+    its query string.
+
+    :param table: the status table (:func:`~airflow_desc.reports.status.status_table`).
+    :param attempts: the attempts table.
+    :param workflows: the workflow names to choose from.
+    :param variants: the variant names to choose from.
+    :param selected: the selection: ``workflow``, ``run``, ``variant`` (``None``: all).
+    :param notes: lines shown above the table (e.g. how many runs are in progress).
+    :param title: the page title.
+    :return: the HTML text.
+    """
+    chosen = {k: v for k, v in selected.items() if v}
+    query = urlencode(chosen)
+    links = [
+        None if str(kind) == "Totals" else plot_path(str(process))
+        for process, kind in zip(table["Process"], table["Type"], strict=True)
+    ]
+    suffix = f"?{_esc(query)}" if query else ""
+    notes_html = "".join(f'<p class="note">{_esc(n)}</p>' for n in notes)
+    states = ", ".join(STATE_COLUMNS)
+    workflow_options = _options(workflows, selected.get("workflow"), "all")
+    variant_options = _options(variants, selected.get("variant"), "all")
+    run = _esc(selected.get("run") or "")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_esc(title)}</title>
+<style>{_CSS} form {{ margin: 0.5em 0 1em 0; }} form label {{ margin-right: 1em; }}</style>
+</head>
+<body>
+<h1>{_esc(title)}</h1>
+<form method="get" action="">
+<label>Workflow <select name="workflow">{workflow_options}</select></label>
+<label>Variant <select name="variant">{variant_options}</select></label>
+<label>Run <input name="run" size="40" value="{run}" placeholder="DAG run id"></label>
+<button type="submit">Show</button>
+</form>
+{notes_html}
+<p class="note">Process instances by the state of their latest attempt ({_esc(states)}): the history,
+merged with the task-instance states of the DAG runs in progress. "Plot" shows CPU against wall-clock
+time for each attempt of the process. Also as <a href="status.csv{suffix}">CSV</a> and
+<a href="status.json{suffix}">JSON</a>.</p>
+{_html_table(table, css_class="status", links=links, link_query=query)}
+<h2 id="attempts">Attempts</h2>
+{_html_table(attempts, css_class="attempts")}
 </body>
 </html>
 """

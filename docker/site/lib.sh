@@ -36,7 +36,8 @@ RUN=$DESC_SITE_DIR/run
 LOG=$DESC_SITE_DIR/log
 SSHDIR=$DESC_SITE_DIR/ssh
 
-APT_PACKAGES="slurm-wlm slurmdbd munge mariadb-server openssh-server postgresql"
+# chromium: the headless browser the UI tests read the status page with.
+APT_PACKAGES="slurm-wlm slurmdbd munge mariadb-server openssh-server postgresql chromium"
 
 say() { printf '[site] %s\n' "$*"; }
 warn() { printf '[site] WARNING: %s\n' "$*" >&2; }

@@ -1,0 +1,137 @@
+"""The status of a campaign now: the history's counts merged with the live states of runs in progress.
+
+What ``airflow-desc status`` / ``report`` and the UI page show. :func:`current_counts` reads the
+history (:func:`~airflow_desc.history.queries.status_counts`), the live process instances of the
+queued and running DAG runs (:func:`~airflow_desc.history.live.live_process_instances`, from
+Airflow's metadata DB), the latest recorded attempts of those instances, and merges them
+(:func:`~airflow_desc.reports.status.merge_live`). When Airflow's metadata DB cannot be read the
+history's counts stand alone and :attr:`CurrentCounts.warning` says why; a time window that ends
+(``until``) is history only: live states are now.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sqlalchemy.engine import Engine
+
+    from airflow_desc.history.store import HistoryStore
+
+__all__ = ["CurrentCounts", "current_counts", "readable_history"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CurrentCounts:
+    """The counts behind the status table.
+
+    :param counts: the history's counts, less the attempts that live states supersede.
+    :param live: counts of live instances (``None``: none, or not read).
+    :param warning: why live states were not merged, if they could not be read.
+    """
+
+    counts: pd.DataFrame
+    live: pd.DataFrame | None
+    warning: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Whether there is nothing to show."""
+        return self.counts.empty and (self.live is None or self.live.empty)
+
+
+def readable_history(store: HistoryStore) -> Engine:
+    """Return the store's engine for reading; a database without the history's tables is an error.
+
+    :raises ValueError: naming the database and where the history is configured.
+    """
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its "Context impl" lines are noise here
+    if store.current_revision() is None:
+        raise ValueError(
+            f"{store!r} holds no airflow-desc history: nothing was recorded there yet. Check --db, or "
+            "DESC_HISTORY_CONN_ID / [desc] history_conn_id (the default is $AIRFLOW_HOME/desc/history.db)"
+        )
+    return store.engine
+
+
+def current_counts(
+    store: HistoryStore,
+    *,
+    workflow: str | None = None,
+    run_id: str | None = None,
+    variant: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    dag_ids: Collection[str] | None = None,
+    live: bool = True,
+) -> CurrentCounts:
+    """Return the history's counts and the live counts of the runs in progress.
+
+    :param store: the history store.
+    :param workflow: only this workflow.
+    :param run_id: only this DAG run.
+    :param variant: only this variant.
+    :param since: only instances that began at or after this time (live ones began now).
+    :param until: only instances that began before this time; no live states then.
+    :param dag_ids: only these DAGs (a UI user's readable ones).
+    :param live: whether to read and merge live states at all.
+    :raises ValueError: for unknown names, or a history without its tables, when nothing is live
+        either.
+    """
+    import pandas as pd
+
+    from airflow_desc.history.queries import STATUS_COLUMNS, latest_attempts, status_counts
+    from airflow_desc.reports.status import merge_live
+
+    instances, warning = None, None
+    if live and until is None:
+        instances, warning = _live(workflow, run_id, variant, dag_ids)
+    try:
+        engine = readable_history(store)
+        counts = status_counts(
+            engine,
+            workflow=workflow,
+            run_id=run_id,
+            variant=variant,
+            since=since,
+            until=until,
+            dag_ids=dag_ids,
+        )
+    except ValueError:
+        if instances is None or instances.empty:
+            raise
+        nothing = pd.DataFrame(columns=list(STATUS_COLUMNS))  # in progress, nothing recorded yet
+        return CurrentCounts(nothing, merge_live(nothing, instances, pd.DataFrame())[1], warning)
+    if instances is None or instances.empty:
+        return CurrentCounts(counts, None, warning)
+    recorded = latest_attempts(
+        engine, sorted(set(zip(instances["dag_id"], instances["run_id"], strict=True))),
+        task_ids=sorted(set(instances["task_id"])), processes=sorted(set(instances["process"])),
+    )  # fmt: skip
+    merged, live_counts = merge_live(counts, instances, recorded)
+    return CurrentCounts(merged, live_counts, warning)
+
+
+def _live(
+    workflow: str | None, run_id: str | None, variant: str | None, dag_ids: Collection[str] | None
+) -> tuple[pd.DataFrame | None, str | None]:
+    try:
+        from airflow_desc.history.live import live_process_instances
+
+        return live_process_instances(
+            workflow=workflow, run_id=run_id, variant=variant, dag_ids=dag_ids
+        ), None
+    except Exception as exc:  # noqa: BLE001 - any failure to reach Airflow leaves the history's table
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.debug("live states not read", exc_info=True)
+        return None, (
+            f"live task-instance states not merged (Airflow's metadata DB: {first}); "
+            "the table counts recorded attempts only"
+        )

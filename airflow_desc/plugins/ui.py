@@ -1,0 +1,173 @@
+"""The Airflow UI page of airflow-desc: the DC1 status table, live, with a plot per process.
+
+:class:`~airflow_desc.plugins.DescPlugin` mounts :data:`app` on the api-server at ``/desc`` and
+adds "DESC status" to the UI's navigation (an external view shown in an iframe at
+``/plugin/desc-status``). Routes, relative to ``/desc``; each takes the query parameters
+``workflow``, ``run`` and ``variant`` (empty: all)::
+
+    GET /                      the status table (history + live states of runs in progress),
+                               attempts, a selection form; every link relative
+    GET /status.json           the table as ``airflow-desc status --format json`` prints it
+    GET /status.csv            ... and as CSV
+    GET /plots/<process>.png   CPU vs wall clock of every attempt of the process (the "Plot" link)
+
+Every route needs a logged-in Airflow user (the UI's session token, or an API bearer token, as
+the REST API does): without one the answer is 401. A user who may not read every DAG sees only
+the runs of the DAGs the auth manager lets them read. The table is the one the CLI prints
+(:func:`~airflow_desc.history.current.current_counts`), from the configured history store.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from airflow.api_fastapi.core_api.security import GetUserDep
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["EXTERNAL_VIEW", "URL_PREFIX", "app"]
+
+log = logging.getLogger(__name__)
+
+#: Where the api-server mounts :data:`app`.
+URL_PREFIX = "/desc"
+#: The UI's navigation entry (Airflow 3.1+ ``external_views``): the page in an iframe.
+EXTERNAL_VIEW = {
+    "name": "DESC status",
+    "href": "desc/",
+    "destination": "nav",
+    "url_route": "desc-status",
+    "category": "browse",
+}
+
+_FIGURES = threading.Lock()
+
+app = FastAPI(
+    title="airflow-desc",
+    description="The DESC campaign status table, live, with per-process plots.",
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
+)
+
+
+def _readable_dags(user: Any) -> set[str] | None:
+    """Return the DAG ids the user may read, or ``None`` when they may read every DAG."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    manager = get_auth_manager()
+    if manager.is_authorized_dag(method="GET", user=user):
+        return None
+    return set(manager.get_authorized_dag_ids(user=user, method="GET"))
+
+
+def _selection(request: Request) -> dict[str, str | None]:
+    params = request.query_params
+    return {k: (params.get(k) or "").strip() or None for k in ("workflow", "run", "variant")}
+
+
+def _store() -> Any:
+    from airflow_desc.history import open_history
+
+    return open_history()
+
+
+def _current(selected: dict[str, str | None], dag_ids: set[str] | None) -> Any:
+    from airflow_desc.history.current import current_counts
+
+    try:
+        return current_counts(
+            _store(), workflow=selected["workflow"], run_id=selected["run"], variant=selected["variant"],
+            dag_ids=dag_ids,
+        )  # fmt: skip
+    except ValueError as exc:
+        # The message lists names across every DAG: a user who may not read them all gets less.
+        detail = (
+            str(exc) if dag_ids is None else "no such workflow, run or variant among the DAGs you can read"
+        )
+        raise HTTPException(status_code=404, detail=detail) from None
+
+
+def _table(current: Any) -> pd.DataFrame:
+    from airflow_desc.reports.status import status_table
+
+    return status_table(current.counts, current.live)
+
+
+@app.get("/", response_class=HTMLResponse)
+def status_page(request: Request, user: GetUserDep) -> HTMLResponse:
+    """Render the status page."""
+    from airflow_desc.history.queries import known_workflows
+    from airflow_desc.reports.html import render_status_page
+    from airflow_desc.reports.status import attempts_table
+
+    selected = _selection(request)
+    dag_ids = _readable_dags(user)
+    current = _current(selected, dag_ids)
+    notes = [current.warning] if current.warning else []
+    if current.live is not None and not current.live.empty:
+        notes.append(f"{int(current.live['count'].sum()):,} process instances of DAG runs in progress, "
+                     "counted from their task-instance states")  # fmt: skip
+    if current.empty:
+        notes.append("No process instance recorded or in progress for this selection.")
+    known = (
+        known_workflows(_store().engine, dag_ids=dag_ids) if not current.empty or dag_ids is None else None
+    )
+    workflows = sorted(set(known["name"])) if known is not None else []
+    variants = sorted({v for v in known["variant"] if v}) if known is not None else []
+    page = render_status_page(
+        _table(current), attempts_table(current.counts), workflows=workflows, variants=variants,
+        selected=selected, notes=notes,
+    )  # fmt: skip
+    return HTMLResponse(page)
+
+
+@app.get("/status.json")
+def status_json(request: Request, user: GetUserDep) -> Response:
+    """Return the status table as JSON (``airflow-desc status --format json``)."""
+    from airflow_desc.reports.status import to_json
+
+    current = _current(_selection(request), _readable_dags(user))
+    return Response(to_json(_table(current)), media_type="application/json")
+
+
+@app.get("/status.csv", response_class=PlainTextResponse)
+def status_csv(request: Request, user: GetUserDep) -> Response:
+    """Return the status table as CSV."""
+    from airflow_desc.reports.status import to_csv
+
+    current = _current(_selection(request), _readable_dags(user))
+    return Response(to_csv(_table(current)), media_type="text/csv")
+
+
+@app.get("/plots/{name}.png")
+def process_plot(name: str, request: Request, user: GetUserDep) -> Response:
+    """Return the CPU vs wall-clock figure of the process whose "Plot" link this is."""
+    from airflow_desc.history.current import readable_history
+    from airflow_desc.history.queries import process_instances, process_names
+    from airflow_desc.reports.figures import cpu_vs_wall
+    from airflow_desc.reports.status import plot_path
+
+    selected = _selection(request)
+    dag_ids = _readable_dags(user)
+    engine = readable_history(_store())
+    wanted = f"plots/{name}.png"
+    process = next((p for p in process_names(engine) if plot_path(p) == wanted), None)
+    if process is None:
+        raise HTTPException(status_code=404, detail=f"no process is plotted as {wanted}")
+    try:
+        instances = process_instances(
+            engine, process=process, workflow=selected["workflow"], run_id=selected["run"], dag_ids=dag_ids
+        )
+    except ValueError as exc:
+        raise HTTPException(status_code=404, detail=str(exc) if dag_ids is None else "not found") from None
+    buffer = io.BytesIO()
+    with _FIGURES:  # seaborn's style contexts change matplotlib's global rcParams meanwhile
+        cpu_vs_wall(instances, process=process).savefig(buffer, format="png", dpi=100)
+    return Response(buffer.getvalue(), media_type="image/png")

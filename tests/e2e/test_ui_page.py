@@ -1,0 +1,87 @@
+"""The status page on the real api-server, read over HTTP and in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import subprocess
+import urllib.request
+
+import pytest
+
+from airflow_desc.history import JsonLinesRecorder, open_history
+from tests.e2e.services import PORT, Airflow, api
+from tests.e2e.test_live_status import DAG_ID, bundle_state
+
+BASE = f"http://127.0.0.1:{PORT}"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def get(path: str) -> tuple[int, str, bytes]:
+    with urllib.request.urlopen(BASE + path, timeout=60) as resp:
+        return resp.status, resp.headers.get("Content-Type", ""), resp.read()
+
+
+def copy_history(airflow: Airflow, run_id: str) -> None:
+    """The e2e Airflow records JSON lines; the page reads the configured SQL history: copy them there."""
+    records = [r for r in JsonLinesRecorder(airflow.env["DESC_HISTORY_JSONL"]).read() if r.run_id == run_id]
+    open_history(f"sqlite:///{airflow.home / 'desc' / 'history.db'}").record(records)
+
+
+def chromium(*args: str) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM, "chromium is not installed: docker/site/up installs it (apt package chromium)"
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_the_page_is_in_the_plugins_and_the_navigation(airflow: Airflow) -> None:
+    plugins = api("GET", "/plugins")["plugins"]
+    [ours] = [p for p in plugins if p["name"] == "airflow_desc"]  # type: ignore[index]
+    assert ours["fastapi_apps"][0]["url_prefix"] == "/desc"  # type: ignore[index]
+    [view] = ours["external_views"]  # type: ignore[index]
+    assert (view["name"], view["href"], view["url_route"]) == ("DESC status", "desc/", "desc-status")
+
+
+def test_the_status_page_shows_a_run_in_progress_then_its_plots(
+    airflow: Airflow, tmp_path: pathlib.Path
+) -> None:
+    run_id = airflow.trigger(DAG_ID)
+    airflow.wait_for(
+        lambda: bundle_state(airflow, run_id) == "deferred", 180, "the bundle's job", interval=0.5
+    )
+    copy_history(airflow, run_id)
+
+    status, kind, body = get(f"/desc/status.json?run={run_id}")
+    assert (status, kind) == (200, "application/json")
+    rows = {r["Process"] or r["Type"]: r for r in json.loads(body)}
+    assert rows["calibrateVisit"]["Submitted"] == 3  # live: the deferred bundle, one per stream
+    assert rows["setupVisits"]["Success"] == 1  # recorded
+    assert rows["summary"]["Waiting"] == 1
+
+    # What a person sees: the page rendered by a real browser, and its screenshot.
+    page = chromium("--dump-dom", f"{BASE}/desc/?run={run_id}")
+    assert page.returncode == 0, page.stderr[-2000:]
+    dom = page.stdout
+    assert "<h1>DESC status</h1>" in dom
+    assert "calibrateVisit" in dom and "setupVisits" in dom
+    assert f'href="plots/calibrateVisit.png?run={run_id}"' in dom
+    assert "process instances of DAG runs in progress" in dom
+    shot = tmp_path / "status.png"
+    chromium("--window-size=1400,900", f"--screenshot={shot}", f"{BASE}/desc/?run={run_id}")
+    assert shot.stat().st_size > 10_000
+
+    assert airflow.wait_run(DAG_ID, run_id, timeout=300) == "success"
+    copy_history(airflow, run_id)
+    status, kind, body = get(f"/desc/plots/calibrateVisit.png?run={run_id}")
+    assert (status, kind) == (200, "image/png") and body[:8] == b"\x89PNG\r\n\x1a\n" and len(body) > 10_000
+    status, kind, body = get(f"/desc/status.csv?run={run_id}")
+    assert status == 200 and "calibrateVisit" in body.decode()
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        get("/desc/plots/noSuchProcess.png")
+    assert missing.value.code == 404
+    with pytest.raises(urllib.error.HTTPError) as unknown:
+        get("/desc/status.json?workflow=noSuchWorkflow")
+    assert unknown.value.code == 404 and "desc_e2e_live" in unknown.value.read().decode()
