@@ -18,8 +18,10 @@ listed under ``cli`` in the provider info).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from airflow_desc import __version__
@@ -144,15 +146,36 @@ def _history_engine(args: argparse.Namespace) -> Any:
     return readable_history(open_history(args.db))
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what is written to stdout meanwhile to stderr, at the file-descriptor level.
+
+    Reading live states parses DAG files ("Filling up the DagBag ...") and logs in to clusters
+    (paramiko's "Connected ..."): Airflow's logging writes those to the stdout it was configured
+    with, and a DAG file may print. Any of it would spoil ``status --format json``. A CLI is one
+    thread; the api-server's page never does this.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _table_counts(args: argparse.Namespace) -> tuple[Any, Any]:
     """Return the history's counts and the live counts of runs in progress, for ``status``/``report``."""
     from airflow_desc.history import open_history
     from airflow_desc.history.current import current_counts
 
-    current = current_counts(
-        open_history(args.db), workflow=args.workflow, run_id=args.run, variant=args.variant,
-        since=_when(args.since), until=_when(args.until), live=not args.no_live,
-    )  # fmt: skip
+    with _stdout_to_stderr():  # parsing DAG files and SSH log to stdout: not into --format json
+        current = current_counts(
+            open_history(args.db), workflow=args.workflow, run_id=args.run, variant=args.variant,
+            since=_when(args.since), until=_when(args.until), live=not args.no_live,
+        )  # fmt: skip
     if current.warning:
         print(f"airflow-desc: warning: {current.warning} (--no-live hides this warning)", file=sys.stderr)
     return current.counts, current.live

@@ -25,16 +25,18 @@ Which process instances a task instance stands for
 
 Only DAG runs that are queued or running are read: a finished run is counted from the history
 alone. Reading needs Airflow's metadata database (the ``airflow`` configuration of the process).
+
+A deferred task instance only says that its SLURM job is in SLURM. The job itself says whether it
+is pending or running: the trigger's kwargs name the job and its cluster login, and one ``sacct``
+per cluster (:func:`slurm_job_states`) gives the state of every such job (``slurm_state``), which
+the status table then counts by :data:`~airflow_desc.reports.status.SLURM_STATE_COLUMN`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import os
-import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +75,7 @@ LIVE_COLUMNS = (
     "ti_state",
     "try_number",
     "bundled",
+    "slurm_state",
 )
 #: The DAG tag every airflow-desc DAG carries (generated ones get it from the graph).
 DESC_TAG = "desc"
@@ -140,6 +143,7 @@ class TaskInstanceRow:
     :param map_index: its map index (-1: not mapped, or not expanded yet).
     :param state: the task-instance state, ``None`` for none.
     :param try_number: the try it is on (or last ran).
+    :param slurm_state: for a deferred SLURM task, its job's state as sacct prints it, if read.
     """
 
     dag_id: str
@@ -148,6 +152,7 @@ class TaskInstanceRow:
     map_index: int
     state: str | None
     try_number: int
+    slurm_state: str | None = None
 
 
 def dag_processes_from_graph(graph: WorkflowGraph, dag_id: str) -> DagProcesses:
@@ -227,7 +232,7 @@ def instances_of(
 
     base = {
         "dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index,
-        "ti_state": ti.state, "try_number": ti.try_number,
+        "ti_state": ti.state, "try_number": ti.try_number, "slurm_state": ti.slurm_state,
     }  # fmt: skip
 
     def row(identity: ProcessIdentity, stream: str | None, bundled: bool) -> dict[str, Any]:
@@ -267,32 +272,12 @@ def _generated_graph(dag: Any) -> WorkflowGraph | None:
     return None
 
 
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Send what is written to stdout meanwhile to stderr, at the file-descriptor level.
-
-    Parsing a DAG file logs ("Filling up the DagBag ...") to the stream Airflow's logging was
-    configured with, stdout in the CLI, and a DAG file may print: either would spoil
-    ``airflow-desc status --format json``.
-    """
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def _dag_processes(dag_id: str, fileloc: str, bags: dict[str, Any]) -> DagProcesses | None:
     """Parse the DAG's file (as ``airflow dags`` commands do) and return its processes."""
     if fileloc not in bags:
         from airflow.models import DagBag
 
-        with _stdout_to_stderr():
-            bags[fileloc] = DagBag(dag_folder=fileloc, safe_mode=False, load_op_links=False)
+        bags[fileloc] = DagBag(dag_folder=fileloc, safe_mode=False, load_op_links=False)
     dag = bags[fileloc].dags.get(dag_id)
     if dag is None:
         log.warning(
@@ -345,11 +330,13 @@ def _made_bundles(
     return out
 
 
-def _task_instances(session: Any, dag_id: str, runs: Sequence[str]) -> list[TaskInstanceRow]:
+def _task_instances(
+    session: Any, dag_id: str, runs: Sequence[str], slurm_states: Mapping[int, str]
+) -> list[TaskInstanceRow]:
     import sqlalchemy as sa
     from airflow.models import TaskInstance as TI  # noqa: N814 - as Airflow's own code calls it
 
-    query = sa.select(TI.run_id, TI.task_id, TI.map_index, TI.state, TI.try_number).where(
+    query = sa.select(TI.run_id, TI.task_id, TI.map_index, TI.state, TI.try_number, TI.trigger_id).where(
         TI.dag_id == dag_id, TI.run_id.in_(runs)
     )
     return [
@@ -360,9 +347,61 @@ def _task_instances(session: Any, dag_id: str, runs: Sequence[str]) -> list[Task
             int(map_index),
             None if state is None else str(getattr(state, "value", state)),
             int(try_number or 0),
+            slurm_states.get(trigger_id) if trigger_id is not None else None,
         )  # fmt: skip
-        for run, task_id, map_index, state, try_number in session.execute(query)
+        for run, task_id, map_index, state, try_number, trigger_id in session.execute(query)
     ]
+
+
+def _slurm_jobs(session: Any, dag_ids: Iterable[str], runs: Iterable[str]) -> dict[int, tuple[str, str, str]]:
+    """Return the SLURM job each deferred task instance waits for: trigger id -> (ssh, jump, job id)."""
+    import sqlalchemy as sa
+    from airflow.models import TaskInstance as TI  # noqa: N814
+    from airflow.models.trigger import Trigger
+
+    from airflow_desc.triggers.slurm import SlurmJobTrigger
+
+    path = f"{SlurmJobTrigger.__module__}.{SlurmJobTrigger.__qualname__}"
+    query = (
+        sa.select(Trigger)
+        .join(TI, TI.trigger_id == Trigger.id)
+        .where(TI.dag_id.in_(list(dag_ids)), TI.run_id.in_(list(runs)), Trigger.classpath == path)
+    )
+    jobs: dict[int, tuple[str, str, str]] = {}
+    for trigger in session.scalars(query):
+        kwargs = trigger.kwargs
+        jobs[int(trigger.id)] = (
+            str(kwargs["ssh_conn_id"]),
+            str(kwargs.get("jump_conn_id") or ""),
+            str(kwargs["job_id"]),
+        )
+    return jobs
+
+
+def slurm_job_states(jobs: Mapping[Any, tuple[str, str, str]]) -> tuple[dict[Any, str], list[str]]:
+    """Ask each cluster for the state of its jobs: one ``sacct`` call per cluster login.
+
+    :param jobs: any key -> (ssh connection id, jump connection id or "", job id).
+    :return: key -> the job's state as sacct prints it (jobs sacct does not know are left out),
+        and one message per cluster that could not be asked.
+    """
+    from airflow_desc.hooks.slurm import SlurmHook
+
+    by_login: dict[tuple[str, str], dict[Any, str]] = {}
+    for key, (ssh, jump, job_id) in jobs.items():
+        by_login.setdefault((ssh, jump), {})[key] = job_id
+    states: dict[Any, str] = {}
+    problems: list[str] = []
+    for (ssh, jump), wanted in by_login.items():
+        try:
+            accounting = SlurmHook(ssh, jump_conn_id=jump).sacct(sorted(set(wanted.values())))
+        except Exception as exc:  # noqa: BLE001 - an unreachable cluster leaves its jobs Submitted
+            problems.append(f"{ssh}: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}")
+            continue
+        for key, job_id in wanted.items():
+            if job_id in accounting:
+                states[key] = accounting[job_id].state.raw
+    return states, problems
 
 
 def live_process_instances(
@@ -371,6 +410,8 @@ def live_process_instances(
     run_id: str | None = None,
     variant: str | None = None,
     dag_ids: Iterable[str] | None = None,
+    slurm: bool = True,
+    problems: list[str] | None = None,
 ) -> pd.DataFrame:
     """Return the process instances of the queued and running DAG runs of airflow-desc DAGs.
 
@@ -378,6 +419,10 @@ def live_process_instances(
     :param run_id: only this DAG run.
     :param variant: only this workflow variant.
     :param dag_ids: only these DAGs (default: every DAG tagged ``desc``).
+    :param slurm: ask the clusters (one ``sacct`` per cluster login) for the state of the jobs
+        that deferred task instances wait for, so that a job that started counts as Running, not
+        Submitted (column ``slurm_state``).
+    :param problems: if given, a message is appended for each cluster that could not be asked.
     :return: a DataFrame with columns :data:`LIVE_COLUMNS`, one row per process instance.
     :raises sqlalchemy.exc.SQLAlchemyError: when Airflow's metadata database cannot be read.
     """
@@ -390,6 +435,12 @@ def live_process_instances(
     bags: dict[str, Any] = {}
     with create_session() as session:
         active = _active_runs(session, dag_ids, run_id)
+        states: dict[int, str] = {}
+        if slurm and active:
+            jobs = _slurm_jobs(session, active, [r for runs in active.values() for r in runs])
+            states, trouble = slurm_job_states(jobs)
+            if problems is not None:
+                problems.extend(trouble)
         files = session.execute(
             sa.select(DagModel.dag_id, DagModel.fileloc).where(DagModel.dag_id.in_(active))
         )
@@ -401,6 +452,6 @@ def live_process_instances(
                 continue
             runs = active[dag_id]
             bundles = _made_bundles(session, processes, runs)
-            for ti in _task_instances(session, dag_id, runs):
+            for ti in _task_instances(session, dag_id, runs, states):
                 rows.extend(instances_of(processes, ti, bundles))
     return pd.DataFrame.from_records(rows, columns=list(LIVE_COLUMNS))

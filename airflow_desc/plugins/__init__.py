@@ -1,4 +1,4 @@
-"""The Airflow plugin of airflow-desc: the status page, the script-process listener, the survey-year timetable."""
+"""The Airflow plugin of airflow-desc: the status page, the script-process listener, the timetable."""
 
 from __future__ import annotations
 

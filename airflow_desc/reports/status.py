@@ -481,7 +481,9 @@ def merge_live(
     task-instance state (:func:`airflow_desc.reports.status.airflow_state_column`) unless the
     history already tells more:
 
-    * no record yet: counted live (Waiting, Ready, Queued, Submitted, Running ...);
+    * no record yet: counted live (Waiting, Ready, Queued, Submitted, Running ...); a deferred
+      task instance whose job's state was read (``slurm_state``) is counted by that state
+      (:func:`slurm_state_column`: PENDING is Submitted, RUNNING Running ...);
     * the task instance finished (success, failed, skipped ...): the record wins, it knows what
       Airflow does not (an output check, a time limit, who cancelled);
     * a bundled instance recorded ``success``: the record wins, a cleared bundle reruns only what
@@ -505,7 +507,13 @@ def merge_live(
         return counts.copy(), empty
     data = live.reset_index(drop=True).copy()
     data["ti_state"] = data["ti_state"].astype(object).where(data["ti_state"].notna(), None)
-    data["column"] = [airflow_state_column(s) for s in data["ti_state"]]
+    slurm = data["slurm_state"] if "slurm_state" in data.columns else pd.Series([None] * len(data))
+    data["column"] = [
+        slurm_state_column(str(job))
+        if state == "deferred" and isinstance(job, str) and job
+        else airflow_state_column(state)
+        for state, job in zip(data["ti_state"], slurm, strict=True)
+    ]
     data = data[data["column"].notna()].reset_index(drop=True)
     data["map_index"] = data["map_index"].astype("int64")
     data["stream"] = data["stream"].astype(object).where(data["stream"].notna(), "")

@@ -50,9 +50,14 @@ def test_status_counts_a_run_in_progress_from_airflow_and_the_history(
     )
 
     cli = str(pathlib.Path(sys.executable).with_name("airflow-desc"))
-    table = status(airflow, db, run_id, cli)
+    # The deferred bundle stands for its 3 streams; the job's own state (sacct on perlmutter) says
+    # Running once the allocation starts: Airflow alone would only say Submitted.
+    def running() -> dict[str, dict[str, object]] | None:
+        table = status(airflow, db, run_id, cli)
+        return table if counts(table["calibrateVisit"]) == {"Running": 3} else None
+
+    table = airflow.wait_for(running, 90, "calibrateVisit Running x3", interval=1)
     assert counts(table["setupVisits"]) == {"Success": 1}  # recorded by the listener
-    assert counts(table["calibrateVisit"]) == {"Submitted": 3}  # one per stream of the deferred bundle
     assert counts(table["summary"]) == {"Waiting": 1}  # no task-instance state yet
     assert table["Totals"]["Total"] == 5
 

@@ -54,12 +54,17 @@ def test_the_status_page_shows_a_run_in_progress_then_its_plots(
     )
     copy_history(airflow, run_id)
 
-    status, kind, body = get(f"/desc/status.json?run={run_id}")
-    assert (status, kind) == (200, "application/json")
-    rows = {r["Process"] or r["Type"]: r for r in json.loads(body)}
-    assert rows["calibrateVisit"]["Submitted"] == 3  # live: the deferred bundle, one per stream
-    assert rows["setupVisits"]["Success"] == 1  # recorded
-    assert rows["summary"]["Waiting"] == 1
+    def rows() -> dict[str, dict[str, int]]:
+        status, kind, body = get(f"/desc/status.json?run={run_id}")
+        assert (status, kind) == (200, "application/json")
+        return {r["Process"] or r["Type"]: r for r in json.loads(body)}
+
+    # Live: the deferred bundle, one per stream, Running once SLURM runs its job.
+    table = airflow.wait_for(
+        lambda: (t := rows()) and t["calibrateVisit"]["Running"] == 3 and t, 90, "Running x3"
+    )
+    assert table["setupVisits"]["Success"] == 1  # recorded
+    assert table["summary"]["Waiting"] == 1
 
     # What a person sees: the page rendered by a real browser, and its screenshot.
     page = chromium("--dump-dom", f"{BASE}/desc/?run={run_id}")

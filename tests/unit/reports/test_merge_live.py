@@ -92,3 +92,16 @@ def test_a_cleared_bundle_keeps_the_successes_it_will_not_rerun() -> None:
 def test_counts_outside_the_live_runs_are_kept() -> None:
     other = {**record("success"), "run_id": "older"}
     assert merged([live_row("scheduled")], [other]) == {"Success": 1, "Ready": 1}
+
+
+@pytest.mark.parametrize(
+    ("slurm_state", "column"),
+    [("PENDING", "Submitted"), ("RUNNING", "Running"), ("COMPLETING", "Running"), ("COMPLETED", "Success"),
+     ("TIMEOUT", "Terminated"), ("CANCELLED by 0", "Cancelled"), (None, "Submitted")],
+)  # fmt: skip
+def test_a_deferred_task_counts_by_its_jobs_state(slurm_state: str | None, column: str) -> None:
+    assert merged([{**live_row("deferred"), "slurm_state": slurm_state}], []) == {column: 1}
+
+
+def test_the_jobs_state_is_only_for_deferred_task_instances() -> None:
+    assert merged([{**live_row("queued"), "slurm_state": "RUNNING"}], []) == {"Queued": 1}
