@@ -10,6 +10,8 @@ Commands::
     airflow-desc report --out DIR          HTML report: status table, seaborn figures, resource advice
     airflow-desc history [filters]         process instances (--process, --state, --reason, --stream ...)
     airflow-desc history flush             write the records spooled while the history DB was down
+    airflow-desc rerun --reason WHY [filters]  clear the task instances of the selected process
+                                           instances (and what is downstream), recording who and why
 
 Every command has ``--help``, and is also ``airflow desc <command>`` (:func:`airflow_cli_commands`,
 listed under ``cli`` in the provider info).
@@ -249,6 +251,54 @@ def _cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rerun(args: argparse.Namespace) -> int:
+    import getpass
+
+    from airflow_desc.history import open_history
+    from airflow_desc.history.queries import process_instances
+    from airflow_desc.reruns import clear_reruns, downstream_in_airflow, plan_reruns, rerun_targets
+
+    if not args.reason.strip():
+        raise ValueError("--reason is empty: say why these instances run again (it is kept in the history)")
+    if args.state is None and args.reason_class is None and args.stream is None and args.process is None:
+        raise ValueError(
+            "select what to rerun with at least one of --process, --stream, --state, --reason-class "
+            "(rerunning every instance of a run is Airflow's 'clear' of the whole run)"
+        )
+    store = open_history(args.db)
+    selected = process_instances(
+        _history_engine(args), workflow=args.workflow, run_id=args.run, process=args.process,
+        stream_glob=args.stream, state=args.state, reason=args.reason_class, cluster=args.cluster,
+        node=args.node, since=_when(args.since), until=_when(args.until), latest_only=True,
+    )  # fmt: skip
+    targets = rerun_targets(selected)
+    if targets.empty:
+        print("no process instance matches: nothing to rerun")
+        return 0
+    plans = plan_reruns(targets, None if args.no_downstream else downstream_in_airflow)
+    would = clear_reruns(plans, store=store, requested_by=args.by, reason=args.reason, dry_run=True)
+    for plan in plans:
+        tis = would[(plan.dag_id, plan.run_id)]
+        print(
+            f"{plan.dag_id} {plan.run_id}: {plan.instances} process instance(s) in {len(plan.targets)} task "
+            f"instance(s); {len(tis)} task instance(s) to clear with what is downstream"
+        )
+        for task_id, map_index in plan.targets:
+            print(f"    {task_id}" + (f"[{map_index}]" if map_index >= 0 else ""))
+    if args.dry_run:
+        print("dry run: nothing cleared")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ValueError("not a terminal: add --yes to clear without asking")
+        if input("clear them? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing cleared")
+            return 1
+    done = clear_reruns(plans, store=store, requested_by=args.by or getpass.getuser(), reason=args.reason)
+    print(f"cleared {sum(len(t) for t in done.values())} task instance(s); the scheduler runs them again")
+    return 0
+
+
 def _history_filters(parser: argparse.ArgumentParser, *, instances: bool) -> None:
     parser.add_argument(
         "--db", help="history: SQLAlchemy URL or Airflow connection id (default: the configured one)"
@@ -339,6 +389,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="columns of the table format",
     )
     history.set_defaults(func=_cmd_history)
+
+    rerun = sub.add_parser(
+        "rerun",
+        help="clear the task instances of the process instances a query selects, recording who and why",
+        description="Select process instances as 'history' does (their latest attempt), clear their task "
+        "instances in Airflow (a bundle reruns only its streams that did not succeed) and what is "
+        "downstream of them, and keep who asked and why in the history of the attempts that follow.",
+    )  # fmt: skip
+    rerun.add_argument("--reason", required=True, help="why they run again (kept in the history)")
+    rerun.add_argument("--by", default=None, help="who asks (default: your user name)")
+    rerun.add_argument(
+        "--db", help="history: SQLAlchemy URL or Airflow connection id (default: the configured one)"
+    )
+    rerun.add_argument("--workflow", help="only this workflow")
+    rerun.add_argument("--run", help="only this DAG run id")
+    rerun.add_argument("--since", help="only instances started on or after this date (YYYY-MM-DD[THH:MM])")
+    rerun.add_argument("--until", help="only instances started before this date")
+    rerun.add_argument("--process", help="only this process, e.g. processEimage")
+    rerun.add_argument("--stream", help="stream path glob, e.g. 'visit=2201/*'")
+    rerun.add_argument("--state", help="only instances whose latest attempt is in this state, e.g. failed")
+    rerun.add_argument("--reason-class", help="only this failure reason, e.g. out-of-memory, time-limit")
+    rerun.add_argument("--cluster", help="only this cluster")
+    rerun.add_argument("--node", help="only this node")
+    rerun.add_argument("--no-downstream", action="store_true", help="do not clear what is downstream")
+    rerun.add_argument("--dry-run", action="store_true", help="show what would be cleared, clear nothing")
+    rerun.add_argument("--yes", action="store_true", help="clear without asking")
+    rerun.set_defaults(func=_cmd_rerun)
     return parser
 
 

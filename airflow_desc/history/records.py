@@ -31,6 +31,7 @@ __all__ = [
     "JsonLinesRecorder",
     "ProcessRecord",
     "Recorder",
+    "RerunRequest",
     "process_state",
 ]
 
@@ -181,6 +182,34 @@ class ProcessRecord:
             if isinstance(values.get(name), str):
                 values[name] = datetime.fromisoformat(values[name])
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class RerunRequest:
+    """A task instance cleared to run again, by whom and why (``airflow-desc rerun``).
+
+    The history writer copies ``requested_by`` and ``reason`` into the ``triggered_by`` and
+    ``rerun_reason`` of every attempt of that task instance with a try after ``after_try``
+    (for a bundle: each of its process instances that runs again).
+
+    :param dag_id: the DAG.
+    :param run_id: the DAG run.
+    :param task_id: the task.
+    :param map_index: its map index (-1: not mapped).
+    :param after_try: the task instance's try when it was cleared.
+    :param requested_by: who asked (a user name).
+    :param reason: why, in their words.
+    :param requested_at: when (UTC).
+    """
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    after_try: int
+    requested_by: str
+    reason: str
+    requested_at: datetime
 
 
 class Recorder(Protocol):

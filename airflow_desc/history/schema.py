@@ -7,6 +7,9 @@
     streams            one row per stream path of a run; ``parent_ref`` is the enclosing stream
                        (each run has a root stream with path ``""``, the top level)
     process_instances  one row per attempt of a process instance (a :class:`ProcessRecord`)
+    rerun_requests     one row per task instance cleared by ``airflow-desc rerun``: who and why;
+                       the writer copies them into the attempts that follow (``triggered_by``,
+                       ``rerun_reason``)
 
 The attempt identity, :meth:`ProcessRecord.key`, is ``(dag_id, run_id, task_id, map_index,
 stream, process, try_number)``. ``(dag_id, run_id)`` is unique in ``runs`` and ``(run, path)`` in
@@ -36,6 +39,7 @@ __all__ = [
     "HistoryDateTime",
     "metadata",
     "process_instances",
+    "rerun_requests",
     "runs",
     "streams",
     "workflows",
@@ -186,3 +190,25 @@ sa.Index(
 )
 # Per-process figures, and checking a process name.
 sa.Index("ix_process_instances_process", process_instances.c.process, process_instances.c.end_time)
+
+rerun_requests = sa.Table(
+    "rerun_requests",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("dag_id", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("task_id", sa.Text, nullable=False),
+    sa.Column("map_index", sa.Integer, nullable=False),
+    # The try the task instance had when it was cleared: later tries are the rerun.
+    sa.Column("after_try", sa.Integer, nullable=False),
+    sa.Column("requested_by", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("requested_at", HistoryDateTime, nullable=False),
+)
+sa.Index(
+    "ix_rerun_requests_task_instance",
+    rerun_requests.c.dag_id,
+    rerun_requests.c.run_id,
+    rerun_requests.c.task_id,
+    rerun_requests.c.map_index,
+)

@@ -33,8 +33,8 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from airflow_desc.history.records import ProcessRecord
-from airflow_desc.history.schema import process_instances, runs, streams, workflows
+from airflow_desc.history.records import ProcessRecord, RerunRequest
+from airflow_desc.history.schema import process_instances, rerun_requests, runs, streams, workflows
 
 __all__ = [
     "FlushReport",
@@ -288,10 +288,15 @@ class HistoryStore:
             workflow_refs = self._workflow_refs(conn, batch)
             run_refs = self._run_refs(conn, batch, workflow_refs, now)
             stream_refs = self._stream_refs(conn, batch, run_refs)
+            requests = _rerun_requests(conn, batch)
             rows = []
             for r in batch:
                 run_ref = run_refs[(r.dag_id, r.run_id)]
                 row: dict[str, Any] = {name: _clean(getattr(r, name)) for name in _RECORD_COLUMNS}
+                if r.triggered_by is None and r.rerun_reason is None:
+                    asked = _request_for(requests, r)
+                    if asked is not None:
+                        row.update(triggered_by=asked[0], rerun_reason=asked[1])
                 row.update(
                     workflow_ref=workflow_refs[_workflow_identity(r)],
                     run_ref=run_ref,
@@ -306,6 +311,20 @@ class HistoryStore:
                 written.extend(int(i) for (i,) in conn.execute(stmt, list(chunk)))
             for ids in _chunks(written, _IN_CHUNK):
                 conn.execute(_RELATCH_LATEST, {"ids": list(ids)})
+
+    def request_reruns(self, requests: Sequence[RerunRequest]) -> None:
+        """Keep who cleared which task instances and why, for the attempts that follow.
+
+        :param requests: one per task instance cleared.
+        """
+        if not requests:
+            return
+        self._ensure_schema()
+        with self.engine.begin() as conn:
+            conn.execute(
+                rerun_requests.insert(),
+                [{f: getattr(q, f) for f in RerunRequest.__dataclass_fields__} for q in requests],
+            )
 
     def _insert(self, table: sa.Table) -> Any:
         if self.dialect == "postgresql":
@@ -464,6 +483,32 @@ def _clean(value: Any) -> Any:
 
 
 _RELATCH_LATEST = _relatch_latest()
+
+_TaskInstanceKey = tuple[str, str, str, int]
+
+
+def _rerun_requests(conn: Connection, batch: Sequence[ProcessRecord]) -> dict[_TaskInstanceKey, list[Any]]:
+    """Return the rerun requests of the batch's DAG runs, by task instance, oldest first."""
+    wanted = sorted({(r.dag_id, r.run_id) for r in batch if r.try_number > 1})
+    found: dict[_TaskInstanceKey, list[Any]] = {}
+    for chunk in _chunks(wanted, _IN_CHUNK):
+        query = (
+            sa.select(rerun_requests)
+            .where(sa.tuple_(rerun_requests.c.dag_id, rerun_requests.c.run_id).in_(list(chunk)))
+            .order_by(rerun_requests.c.requested_at, rerun_requests.c.id)
+        )
+        for row in conn.execute(query):
+            found.setdefault((row.dag_id, row.run_id, row.task_id, row.map_index), []).append(row)
+    return found
+
+
+def _request_for(
+    requests: Mapping[_TaskInstanceKey, list[Any]], record: ProcessRecord
+) -> tuple[str, str] | None:
+    """Return (who, why) of the latest request that cleared this attempt's task instance before it ran."""
+    asked = [q for q in requests.get((record.dag_id, record.run_id, record.task_id, record.map_index), [])
+             if q.after_try < record.try_number]  # fmt: skip
+    return (asked[-1].requested_by, asked[-1].reason) if asked else None
 
 
 def _workflow_identity(record: ProcessRecord) -> tuple[str, str, str]:

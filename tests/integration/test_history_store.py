@@ -137,10 +137,10 @@ def test_migrations_on_postgresql(store: HistoryStore, schema: str) -> None:
     assert store.current_revision() is None
     store.upgrade()
     store.upgrade()
-    assert store.current_revision() == "0001"
+    assert store.current_revision() == "0002"
     inspector = sa.inspect(store.engine)
     assert set(inspector.get_table_names(schema=schema)) == {
-        "workflows", "runs", "streams", "process_instances", VERSION_TABLE,
+        "workflows", "runs", "streams", "process_instances", "rerun_requests", VERSION_TABLE,
     }  # fmt: skip
     with store.engine.connect() as conn:
         context = MigrationContext.configure(
@@ -312,3 +312,9 @@ def test_flush_after_restart_writes_what_was_spooled(
     frame = process_instances(store.engine, stream_glob="a=0")
     assert list(frame["state"]) == ["failed"]
     assert frame["start_time"].iloc[0].to_pydatetime() > T0
+
+
+def test_rerun_requests_on_postgresql(store: HistoryStore) -> None:
+    from tests.unit.history.test_store import test_a_rerun_request_names_who_and_why_on_the_attempts_after_it
+
+    test_a_rerun_request_names_who_and_why_on_the_attempts_after_it(store)

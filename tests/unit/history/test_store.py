@@ -84,9 +84,9 @@ def test_upgrade_is_idempotent_and_keeps_its_own_version_table(store: HistorySto
     assert store.current_revision() is None
     store.upgrade()
     store.upgrade()
-    assert store.current_revision() == "0001"
+    assert store.current_revision() == "0002"
     names = set(sa.inspect(store.engine).get_table_names())
-    assert names == {"workflows", "runs", "streams", "process_instances", VERSION_TABLE}
+    assert names == {"workflows", "runs", "streams", "process_instances", "rerun_requests", VERSION_TABLE}
     assert "alembic_version" not in names  # Airflow's own version table is never touched
 
 
@@ -113,14 +113,14 @@ def test_history_db_shares_a_database_with_an_alembic_version_table(tmp_path: Pa
     store.upgrade()
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [("airflow-head",)]
-        assert conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").all() == [("0001",)]
+        assert conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").all() == [("0002",)]
     store.dispose()
     engine.dispose()
 
 
 def test_writes_run_the_migrations_first(store: HistoryStore) -> None:
     store.record([rec()])
-    assert store.current_revision() == "0001"
+    assert store.current_revision() == "0002"
 
 
 # --- writer -----------------------------------------------------------------------------------------------
@@ -533,3 +533,38 @@ def test_flush_command_line(outage: Outage, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "flushed 2 record(s)" in proc.stdout
     assert count(outage.store) == 2
+
+
+def test_a_rerun_request_names_who_and_why_on_the_attempts_after_it(store: HistoryStore) -> None:
+    from airflow_desc.history.records import RerunRequest
+    from airflow_desc.history.schema import process_instances as pi
+
+    def attempt(stream: str, try_number: int, task_id: str = "processSensor.bundle") -> ProcessRecord:
+        return ProcessRecord(
+            workflow="DC1-DM12", task="processSensor", version="1.0", process="processEimage",
+            state="success", dag_id="dc1", run_id="r1", task_id=task_id, map_index=3, stream=stream,
+            try_number=try_number,
+        )  # fmt: skip
+
+    store.record([attempt("visit=1/sensor=S0", 1), attempt("visit=1/sensor=S1", 1)])
+    when = datetime(2026, 11, 28, 12, 0)
+    store.request_reruns([
+        RerunRequest("dc1", "r1", "processSensor.bundle", 3, 1, "alice", "first fix", when),
+        RerunRequest("dc1", "r1", "processSensor.bundle", 3, 1, "bob", "out of memory: more memory", when),
+    ])  # fmt: skip
+    store.record([
+        attempt("visit=1/sensor=S1", 2),  # the bundle's rerun: its failed stream
+        attempt("visit=1/sensor=S0", 2, task_id="other.bundle"),  # another task instance
+    ])  # fmt: skip
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(pi.c.task_id, pi.c.stream_ref, pi.c.try_number, pi.c.triggered_by, pi.c.rerun_reason)
+            .order_by(pi.c.id)
+        ).all()  # fmt: skip
+    got = [(t, n, who, why) for t, _, n, who, why in rows]
+    assert got == [
+        ("processSensor.bundle", 1, None, None),  # before the request: untouched
+        ("processSensor.bundle", 1, None, None),
+        ("processSensor.bundle", 2, "bob", "out of memory: more memory"),  # the latest request wins
+        ("other.bundle", 2, None, None),
+    ]
