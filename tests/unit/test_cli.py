@@ -93,7 +93,8 @@ def test_report_writes_html_with_plot_links(db: str, tmp_path: pathlib.Path) -> 
 
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["--help"], ["status", "--help"], ["report", "--help"], ["history", "--help"],
-                 ["clusters", "check", "--help"], ["pools", "sync", "--help"], ["rerun", "--help"]):  # fmt: skip
+                 ["clusters", "check", "--help"], ["pools", "sync", "--help"],
+                 ["rerun", "--help"]):  # fmt: skip
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 0
