@@ -168,8 +168,8 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _table_counts(args: argparse.Namespace) -> tuple[Any, Any]:
-    """Return the history's counts and the live counts of runs in progress, for ``status``/``report``."""
+def _table_counts(args: argparse.Namespace) -> Any:
+    """Return the history's counts merged with the live ones (``CurrentCounts``): status, report."""
     from airflow_desc.history import open_history
     from airflow_desc.history.current import current_counts
 
@@ -180,19 +180,19 @@ def _table_counts(args: argparse.Namespace) -> tuple[Any, Any]:
         )  # fmt: skip
     if current.warning:
         print(f"airflow-desc: warning: {current.warning} (--no-live hides this warning)", file=sys.stderr)
-    return current.counts, current.live
+    return current
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from airflow_desc.reports.status import attempts_table, status_table
 
-    counts, live = _table_counts(args)
-    if counts.empty and (live is None or live.empty):
+    current = _table_counts(args)
+    if current.empty:
         print("no process instance recorded or in progress for this selection")
         return 0
-    _emit(status_table(counts, live), args.format)
+    _emit(status_table(current.counts, current.live, order=current.order), args.format)
     if args.attempts:
-        _emit(attempts_table(counts), args.format)
+        _emit(attempts_table(current.counts, order=current.order), args.format)
     return 0
 
 
@@ -203,8 +203,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from airflow_desc.reports.html import write_report
     from airflow_desc.reports.status import status_table
 
-    counts, live = _table_counts(args)
-    if counts.empty and (live is None or live.empty):
+    current = _table_counts(args)
+    if current.empty:
         print("no process instance recorded or in progress for this selection: no report written")
         return 1
     try:
@@ -216,7 +216,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         from airflow_desc.history.queries import PROCESS_INSTANCE_COLUMNS
 
         instances = pd.DataFrame(columns=list(PROCESS_INSTANCE_COLUMNS))
-    index = write_report(args.out, status_table(counts, live), instances, title=args.title)
+    table = status_table(current.counts, current.live, order=current.order)
+    index = write_report(args.out, table, instances, title=args.title)
     print(f"wrote {index}")
     return 0
 

@@ -35,11 +35,14 @@ class CurrentCounts:
     :param counts: the history's counts, less the attempts that live states supersede.
     :param live: counts of live instances (``None``: none, or not read).
     :param warning: why live states were not merged, if they could not be read.
+    :param order: ``(task, process)`` rows in their workflows' order, for
+        :func:`~airflow_desc.reports.status.status_table` (``None``: not known here).
     """
 
     counts: pd.DataFrame
     live: pd.DataFrame | None
     warning: str | None = None
+    order: list[tuple[str, str]] | None = None
 
     @property
     def empty(self) -> bool:
@@ -87,7 +90,7 @@ def current_counts(
     """
     import pandas as pd
 
-    from airflow_desc.history.queries import STATUS_COLUMNS, latest_attempts, status_counts
+    from airflow_desc.history.queries import STATUS_COLUMNS, dag_ids_of, latest_attempts, status_counts
     from airflow_desc.reports.status import merge_live
 
     instances, warning = None, None
@@ -108,15 +111,30 @@ def current_counts(
         if instances is None or instances.empty:
             raise
         nothing = pd.DataFrame(columns=list(STATUS_COLUMNS))  # in progress, nothing recorded yet
-        return CurrentCounts(nothing, merge_live(nothing, instances, pd.DataFrame())[1], warning)
+        order = _order(set(instances["dag_id"]))
+        return CurrentCounts(nothing, merge_live(nothing, instances, pd.DataFrame())[1], warning, order)
+    dags = set(dag_ids_of(engine, workflow=workflow, run_id=run_id, variant=variant, dag_ids=dag_ids))
     if instances is None or instances.empty:
-        return CurrentCounts(counts, None, warning)
+        return CurrentCounts(counts, None, warning, _order(dags) if live else None)
     recorded = latest_attempts(
         engine, sorted(set(zip(instances["dag_id"], instances["run_id"], strict=True))),
         task_ids=sorted(set(instances["task_id"])), processes=sorted(set(instances["process"])),
     )  # fmt: skip
     merged, live_counts = merge_live(counts, instances, recorded)
-    return CurrentCounts(merged, live_counts, warning)
+    return CurrentCounts(merged, live_counts, warning, _order(dags | set(instances["dag_id"])))
+
+
+def _order(dag_ids: Collection[str]) -> list[tuple[str, str]] | None:
+    """Return the rows' order from the DAGs' workflows; ``None`` when Airflow cannot say."""
+    if not dag_ids:
+        return None
+    try:
+        from airflow_desc.history.live import process_order
+
+        return process_order(dag_ids) or None
+    except Exception:  # noqa: BLE001 - without Airflow the table keeps the history's order
+        log.debug("no process order from Airflow", exc_info=True)
+        return None
 
 
 def _live(

@@ -55,6 +55,7 @@ __all__ = [
     "dag_processes_from_graph",
     "instances_of",
     "live_process_instances",
+    "process_order",
 ]
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,8 @@ class DagProcesses:
     :param variant: its variant ("" for none).
     :param tasks: task id -> the process that task runs.
     :param bundles: bundle task id -> what its instances run.
+    :param order: ``(task, process)`` of every process, in the workflow's order (the spec's,
+        depth first: the order of the DC1 status table).
     """
 
     dag_id: str
@@ -131,6 +134,7 @@ class DagProcesses:
     variant: str = ""
     tasks: Mapping[str, ProcessIdentity] = dataclasses.field(default_factory=dict)
     bundles: Mapping[str, BundleIdentity] = dataclasses.field(default_factory=dict)
+    order: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,10 @@ def dag_processes_from_graph(graph: WorkflowGraph, dag_id: str) -> DagProcesses:
         for t in graph.iter_tasks()
         if t.bundling.state == "bundle" and t.processes
     }
-    return DagProcesses(dag_id=dag_id, workflow=graph.name, variant=variant, tasks=tasks, bundles=bundles)
+    order = tuple((p.task, p.name) for p in graph.iter_processes())
+    return DagProcesses(
+        dag_id=dag_id, workflow=graph.name, variant=variant, tasks=tasks, bundles=bundles, order=order
+    )
 
 
 def dag_processes_from_dag(dag: Any) -> DagProcesses:
@@ -213,7 +220,8 @@ def dag_processes_from_dag(dag: Any) -> DagProcesses:
                 version=fields.get("workflow_version") or "", process_type="batch",
                 workflow=fields.get("workflow") or workflow, mapped=mapped,
             )  # fmt: skip
-    return DagProcesses(dag_id=dag.dag_id, workflow=workflow, tasks=tasks)
+    order = tuple(dict.fromkeys((t.task, t.process) for t in tasks.values()))
+    return DagProcesses(dag_id=dag.dag_id, workflow=workflow, tasks=tasks, order=order)
 
 
 def instances_of(
@@ -272,12 +280,32 @@ def _generated_graph(dag: Any) -> WorkflowGraph | None:
     return None
 
 
-def _dag_processes(dag_id: str, fileloc: str, bags: dict[str, Any]) -> DagProcesses | None:
-    """Parse the DAG's file (as ``airflow dags`` commands do) and return its processes."""
-    if fileloc not in bags:
-        from airflow.models import DagBag
+#: Parsed DAG files by path, with the modification time they were parsed at (a long-running
+#: api-server parses each file once until it changes).
+_PARSED: dict[str, tuple[float, Any]] = {}
 
-        bags[fileloc] = DagBag(dag_folder=fileloc, safe_mode=False, load_op_links=False)
+
+def _dag_bag(fileloc: str) -> Any:
+    """Parse a DAG file (as ``airflow dags`` commands do), or return it as parsed before if unchanged."""
+    import os
+
+    from airflow.models import DagBag
+
+    try:
+        mtime = os.stat(fileloc).st_mtime
+    except OSError:
+        mtime = -1.0
+    cached = _PARSED.get(fileloc)
+    if cached is None or cached[0] != mtime:
+        cached = (mtime, DagBag(dag_folder=fileloc, safe_mode=False, load_op_links=False))
+        _PARSED[fileloc] = cached
+    return cached[1]
+
+
+def _dag_processes(dag_id: str, fileloc: str, bags: dict[str, Any]) -> DagProcesses | None:
+    """Parse the DAG's file and return its processes."""
+    if fileloc not in bags:
+        bags[fileloc] = _dag_bag(fileloc)
     dag = bags[fileloc].dags.get(dag_id)
     if dag is None:
         log.warning(
@@ -402,6 +430,28 @@ def slurm_job_states(jobs: Mapping[Any, tuple[str, str, str]]) -> tuple[dict[Any
             if job_id in accounting:
                 states[key] = accounting[job_id].state.raw
     return states, problems
+
+
+def process_order(dag_ids: Iterable[str]) -> list[tuple[str, str]]:
+    """Return ``(task, process)`` of every process of these DAGs, each DAG in its workflow's order.
+
+    What :func:`~airflow_desc.reports.status.status_table` takes as ``order``, so that the table
+    reads as DC1's did (the spec's order, depth first) rather than alphabetically. DAGs Airflow
+    no longer has, or whose files cannot be parsed here, add nothing.
+    """
+    import sqlalchemy as sa
+    from airflow.models import DagModel
+    from airflow.utils.session import create_session
+
+    order: dict[tuple[str, str], None] = {}
+    bags: dict[str, Any] = {}
+    with create_session() as session:
+        query = sa.select(DagModel.dag_id, DagModel.fileloc).where(DagModel.dag_id.in_(sorted(set(dag_ids))))
+        for dag_id, fileloc in session.execute(query.order_by(DagModel.dag_id)):
+            processes = _dag_processes(dag_id, str(fileloc or ""), bags)
+            if processes is not None:
+                order.update(dict.fromkeys(processes.order))
+    return list(order)
 
 
 def live_process_instances(

@@ -32,6 +32,7 @@ __all__ = [
     "PROCESS_INSTANCE_COLUMNS",
     "STATUS_COLUMNS",
     "USAGE_COLUMNS",
+    "dag_ids_of",
     "known_workflows",
     "latest_attempts",
     "process_instances",
@@ -356,6 +357,31 @@ def known_workflows(engine: Engine, *, dag_ids: Collection[str] | None = None) -
             conn.execute(query.order_by(workflows.c.name, workflows.c.variant, workflows.c.version))
         )
     return pd.DataFrame.from_records(rows, columns=["name", "variant", "version"])
+
+
+def dag_ids_of(
+    engine: Engine,
+    *,
+    workflow: str | None = None,
+    run_id: str | None = None,
+    variant: str | None = None,
+    dag_ids: Collection[str] | None = None,
+) -> list[str]:
+    """Return the DAG ids of the runs a selection covers (as :func:`status_counts` filters), sorted.
+
+    Unknown names give no DAGs here (:func:`status_counts` is the one that says so).
+    """
+    query = sa.select(runs.c.dag_id).distinct().join(workflows, workflows.c.id == runs.c.workflow_ref)
+    if workflow is not None:
+        query = query.where(workflows.c.name == workflow)
+    if variant is not None:
+        query = query.where(workflows.c.variant == variant)
+    if run_id is not None:
+        query = query.where(runs.c.run_id == run_id)
+    if dag_ids is not None:
+        query = query.where(runs.c.dag_id.in_(sorted(set(dag_ids))))
+    with engine.connect() as conn:
+        return sorted(str(d) for (d,) in conn.execute(query))
 
 
 def process_names(engine: Engine) -> list[str]:

@@ -97,7 +97,7 @@ def _current(selected: dict[str, str | None], dag_ids: set[str] | None) -> Any:
 def _table(current: Any) -> pd.DataFrame:
     from airflow_desc.reports.status import status_table
 
-    return status_table(current.counts, current.live)
+    return status_table(current.counts, current.live, order=current.order)
 
 
 @app.get("/", response_class=HTMLResponse)
@@ -122,8 +122,8 @@ def status_page(request: Request, user: GetUserDep) -> HTMLResponse:
     workflows = sorted(set(known["name"])) if known is not None else []
     variants = sorted({v for v in known["variant"] if v}) if known is not None else []
     page = render_status_page(
-        _table(current), attempts_table(current.counts), workflows=workflows, variants=variants,
-        selected=selected, notes=notes,
+        _table(current), attempts_table(current.counts, order=current.order), workflows=workflows,
+        variants=variants, selected=selected, notes=notes,
     )  # fmt: skip
     return HTMLResponse(page)
 

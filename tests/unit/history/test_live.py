@@ -125,3 +125,14 @@ def test_a_bundle_stands_for_its_streams_times_its_processes(processes: DagProce
 def test_internal_tasks_are_no_processes(processes: DagProcesses) -> None:
     assert instances_of(processes, ti("processVisit.streams", state="success"), {}) == []
     assert instances_of(processes, ti("no_such_task"), {}) == []
+
+
+def test_the_order_is_the_specs_depth_first_as_the_dc1_table(processes: DagProcesses) -> None:
+    assert processes.order == (
+        ("live", "setupVisits"),
+        ("live", "ingest"),  # spec order, not alphabetical
+        ("processVisit", "calibrateVisit"),
+        ("processVisit", "setupSensors"),
+        ("processSensor", "processEimage"),  # nested inside the bundle: still a row of the table
+        ("checkVisit", "validate"),
+    )
