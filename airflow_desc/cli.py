@@ -238,7 +238,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
         return 0
     frame = process_instances(
         _history_engine(args), workflow=args.workflow, run_id=args.run, process=args.process,
-        stream_glob=args.stream, state=args.state, reason=args.reason, cluster=args.cluster, node=args.node,
+        stream_glob=args.stream, state=args.state, reason=args.reason_class, cluster=args.cluster,
+        node=args.node,
         since=_when(args.since), until=_when(args.until), latest_only=args.latest, limit=args.limit,
     )  # fmt: skip
     columns = [c for c in args.columns.split(",") if c in frame.columns] if args.format == "table" else None
@@ -300,7 +301,12 @@ def _cmd_rerun(args: argparse.Namespace) -> int:
     return 0
 
 
-def _history_filters(parser: argparse.ArgumentParser, *, instances: bool) -> None:
+def _history_filters(parser: argparse.ArgumentParser, *, instances: bool, rerun: bool = False) -> None:
+    """Add the selection arguments: of the status table, or (``instances``) of process instances.
+
+    ``rerun``: ``--reason`` is the rerun's why, so the reason class is ``--reason-class``, and a
+    rerun always takes the latest attempts, all of them.
+    """
     parser.add_argument(
         "--db", help="history: SQLAlchemy URL or Airflow connection id (default: the configured one)"
     )
@@ -319,11 +325,15 @@ def _history_filters(parser: argparse.ArgumentParser, *, instances: bool) -> Non
     parser.add_argument("--process", help="only this process, e.g. processEimage")
     parser.add_argument("--stream", help="stream path glob, e.g. 'visit=2201/*'")
     parser.add_argument("--state", help="success, failed, terminated, cancelled, skipped ...")
-    parser.add_argument("--reason", help="reason class, e.g. out-of-memory, time-limit, python-exception")
+    parser.add_argument(
+        "--reason-class" if rerun else "--reason", dest="reason_class", metavar="CLASS",
+        help="reason class, e.g. out-of-memory, time-limit, python-exception",
+    )  # fmt: skip
     parser.add_argument("--cluster", help="only this cluster")
     parser.add_argument("--node", help="only this node")
-    parser.add_argument("--latest", action="store_true", help="only the latest attempt of each instance")
-    parser.add_argument("--limit", type=int, help="at most this many rows")
+    if not rerun:
+        parser.add_argument("--latest", action="store_true", help="only the latest attempt of each instance")
+        parser.add_argument("--limit", type=int, help="at most this many rows")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,19 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     rerun.add_argument("--reason", required=True, help="why they run again (kept in the history)")
     rerun.add_argument("--by", default=None, help="who asks (default: your user name)")
-    rerun.add_argument(
-        "--db", help="history: SQLAlchemy URL or Airflow connection id (default: the configured one)"
-    )
-    rerun.add_argument("--workflow", help="only this workflow")
-    rerun.add_argument("--run", help="only this DAG run id")
-    rerun.add_argument("--since", help="only instances started on or after this date (YYYY-MM-DD[THH:MM])")
-    rerun.add_argument("--until", help="only instances started before this date")
-    rerun.add_argument("--process", help="only this process, e.g. processEimage")
-    rerun.add_argument("--stream", help="stream path glob, e.g. 'visit=2201/*'")
-    rerun.add_argument("--state", help="only instances whose latest attempt is in this state, e.g. failed")
-    rerun.add_argument("--reason-class", help="only this failure reason, e.g. out-of-memory, time-limit")
-    rerun.add_argument("--cluster", help="only this cluster")
-    rerun.add_argument("--node", help="only this node")
+    _history_filters(rerun, instances=True, rerun=True)
     rerun.add_argument("--no-downstream", action="store_true", help="do not clear what is downstream")
     rerun.add_argument("--dry-run", action="store_true", help="show what would be cleared, clear nothing")
     rerun.add_argument("--yes", action="store_true", help="clear without asking")

@@ -165,6 +165,20 @@ def _html_table(
     )
 
 
+def _page_start(title: str, css: str = "") -> str:
+    """Return the page up to its ``<h1>`` title: no external CSS, JS or fonts."""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_esc(title)}</title>
+<style>{_CSS}{css}</style>
+</head>
+<body>
+<h1>{_esc(title)}</h1>"""
+
+
 def render_html(
     title: str,
     table: pd.DataFrame,
@@ -199,16 +213,7 @@ def render_html(
         for path, caption in figure_paths
     )
     states = ", ".join(STATE_COLUMNS)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_esc(title)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<h1>{_esc(title)}</h1>
+    return f"""{_page_start(title)}
 <h2 id="status">Status</h2>
 <p class="note">Process instances by the state of their latest attempt ({_esc(states)}).
 "Plot" shows CPU against wall-clock time for each instance of the process.
@@ -275,16 +280,7 @@ def render_status_page(
     workflow_options = _options(workflows, selected.get("workflow"), "all")
     variant_options = _options(variants, selected.get("variant"), "all")
     run = _esc(selected.get("run") or "")
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_esc(title)}</title>
-<style>{_CSS} form {{ margin: 0.5em 0 1em 0; }} form label {{ margin-right: 1em; }}</style>
-</head>
-<body>
-<h1>{_esc(title)}</h1>
+    return f"""{_page_start(title, "form { margin: 0.5em 0 1em 0; } form label { margin-right: 1em; }")}
 <form method="get" action="">
 <label>Workflow <select name="workflow">{workflow_options}</select></label>
 <label>Variant <select name="variant">{variant_options}</select></label>

@@ -516,8 +516,13 @@ def workflow_for(key: str) -> LoadedWorkflow:
     loaded = _REGISTRY.get(key)
     if loaded is not None:
         return loaded
-    if os.path.isfile(key):
-        return load_workflow(key)
+    # A spec's source alone names the inline spec rendered from it, if there is only one.
+    same = [w for k, w in _REGISTRY.items() if k.partition("#")[0] == key]
+    if len(same) == 1:
+        return same[0]
+    path, _, name = key.partition("#")  # an inline spec's key: its source and its name
+    if os.path.isfile(path) and not name:
+        return load_workflow(path)
     raise WorkflowSpecError(
         f"the workflow {key!r} was not rendered in this process and is not a file; run its tasks from "
         "the DAG file that renders it"
@@ -1224,8 +1229,8 @@ def render_dags(
 ) -> dict[str, DAG]:
     """Build the DAGs of a workflow: one per variant.
 
-    :param spec: a spec file, a render overlay file, or a loaded spec (its ``source`` is then its
-        registry key: keep it unique).
+    :param spec: a spec file, a render overlay file, or a loaded spec (registered under its
+        ``source`` and name, so that one DAG file may render several inline specs).
     :param clusters: cluster profiles; default: the configured ones.
     :param options: render options (an overlay file's replace them).
     :return: DAGs by DAG id.
@@ -1235,7 +1240,7 @@ def render_dags(
     if isinstance(spec, WorkflowSpec):
         profiles = clusters if clusters is not None else _configured_clusters()
         workflow = LoadedWorkflow(
-            key=spec.source, spec=spec, options=options or RenderOptions(), clusters=profiles
+            key=f"{spec.source}#{spec.name}", spec=spec, options=options or RenderOptions(), clusters=profiles
         )
         _REGISTRY[workflow.key] = workflow
     else:

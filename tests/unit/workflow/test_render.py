@@ -585,3 +585,22 @@ def test_launch_wrapup_and_report() -> None:
     assert scripts.launch("true", "false") == {"level1": ["level1"], "level2": []}
     assert scripts.wrapup(visit=1) is None
     assert json.loads(json.dumps(scripts.report(filter="r")))["reported"] is True
+
+
+def test_one_dag_file_may_render_several_inline_specs(clusters: Any) -> None:
+    def spec(name: str, process: str) -> str:
+        return f"""
+name: {name}
+version: "1.0"
+processes:
+  {process}:
+    type: script
+    callable: airflow_desc.emulate.scripts:report
+"""
+
+    first = render_dags(parse_spec(spec("inline_a", "alpha"), source="/dags/two.py"), clusters=clusters)
+    second = render_dags(parse_spec(spec("inline_b", "beta"), source="/dags/two.py"), clusters=clusters)
+    for dags, process in ((first, "alpha"), (second, "beta")):
+        [dag] = dags.values()
+        task = dag.get_task(process)
+        assert workflow_for(task.workflow_key).process(None, f"{dag.dag_id}/{process}").name == process
