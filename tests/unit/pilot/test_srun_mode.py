@@ -47,6 +47,13 @@ exec "$@" >> "$out" 2>&1
 """  # noqa: E501
 
 Runner = Callable[..., PilotRun]
+
+
+def is_run_one(pid: int) -> bool:
+    try:
+        return b"--run-one" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 HOG = "python3 -c 'x = \"x\" * (300 << 20)\nimport time\ntime.sleep(10)'"
 
 
@@ -145,8 +152,9 @@ def test_a_step_signalled_by_slurm_is_terminated_and_the_pilot_goes_on(
     try:
 
         def running_step() -> list[int]:
-            # The stand-in srun exec-ed the step's --run-one, which has started the command.
-            return [pid for pid in children_of(proc.pid) if children_of(pid)]
+            # The stand-in srun exec-ed the step's --run-one, which has started the command (before
+            # the exec the stand-in's own children, mkdir, would look like a step).
+            return [pid for pid in children_of(proc.pid) if children_of(pid) and is_run_one(pid)]
 
         wait_for(lambda: len(running_step()) == 1)
         os.kill(running_step()[0], signal.SIGTERM)
