@@ -317,4 +317,7 @@ def test_flush_after_restart_writes_what_was_spooled(
 def test_rerun_requests_on_postgresql(store: HistoryStore) -> None:
     from tests.unit.history.test_store import test_a_rerun_request_names_who_and_why_on_the_attempts_after_it
 
-    test_a_rerun_request_names_who_and_why_on_the_attempts_after_it(store)
+    test_a_rerun_request_names_who_and_why_on_the_attempts_after_it(store)  # asserts the attempts
+    with store.engine.connect() as conn:
+        kept = conn.execute(sa.text("SELECT requested_by, after_try FROM rerun_requests ORDER BY id")).all()
+    assert [tuple(r) for r in kept] == [("alice", 1), ("bob", 1)]
