@@ -72,10 +72,22 @@ def _selection(request: Request) -> dict[str, str | None]:
     return {k: (params.get(k) or "").strip() or None for k in ("workflow", "run", "variant")}
 
 
-def _store() -> Any:
-    from airflow_desc.history import open_history
+_STORES: dict[str, Any] = {}
+_STORES_LOCK = threading.Lock()
 
-    return open_history()
+
+def _store() -> Any:
+    """Return the configured history store, one per target for the life of the api-server.
+
+    A store owns an engine and its connection pool: one per request would open a pool per page.
+    """
+    from airflow_desc.history import default_sqlite_url, history_conn_id, open_history
+
+    target = history_conn_id() or default_sqlite_url()
+    with _STORES_LOCK:
+        if target not in _STORES:
+            _STORES[target] = open_history(target)
+        return _STORES[target]
 
 
 def _current(selected: dict[str, str | None], dag_ids: set[str] | None) -> Any:
