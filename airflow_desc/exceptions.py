@@ -1,7 +1,9 @@
 """The one exception tree of airflow-desc.
 
-Every error raised on purpose derives from :class:`DescError`, itself an
-``AirflowException`` so that Airflow fails the task with our message::
+Every error raised on purpose derives from :class:`DescError`. The tree imports no Airflow
+(``slurm/``, the workflow spec and graph and the history use it outside Airflow); Airflow fails a task
+on any exception with its message, and what Airflow must recognise (a skip, a failure that must not
+be retried) is raised as Airflow's own exception by the operators::
 
     DescError
     ├── ClusterError
@@ -10,7 +12,9 @@ Every error raised on purpose derives from :class:`DescError`, itself an
     │   │   └── SlurmSubmitError    sbatch refused the job
     │   └── ClusterProfileError     a cluster profile file is invalid (file:line, field)
     ├── SlurmJobFailed              the job ended badly (state, exit code, reason, log tail)
+    ├── SlurmOutputError            SLURM printed something we cannot read (also a ValueError)
     ├── ResourceLimitError          a request exceeds a cluster limit, refused before submission
+    ├── HistoryUnavailable          the history database cannot be reached or named
     └── WorkflowSpecError           a workflow spec is invalid (file:line, field)
 
 Messages say what happened and what to do.
@@ -18,10 +22,8 @@ Messages say what happened and what to do.
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException
 
-
-class DescError(AirflowException):
+class DescError(Exception):
     """Root of every error airflow-desc raises on purpose."""
 
 
@@ -90,6 +92,24 @@ class SlurmJobFailed(DescError):
         self.exit_code = exit_code
         self.reason = reason
         self.log_tail = log_tail
+
+
+class SlurmOutputError(DescError, ValueError):
+    """SLURM printed something we cannot read.
+
+    :param message: what is wrong.
+    :param text: the offending text (the whole output, or the one line).
+    :param line_number: 1-based line of the output, when one line is at fault.
+    """
+
+    def __init__(self, message: str, *, text: str, line_number: int | None = None) -> None:
+        super().__init__(message)
+        self.text = text
+        self.line_number = line_number
+
+
+class HistoryUnavailable(DescError):
+    """The history database cannot be reached or named (connection id missing, server down)."""
 
 
 class WorkflowSpecError(DescError):

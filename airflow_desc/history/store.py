@@ -33,6 +33,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
+from airflow_desc.exceptions import HistoryUnavailable
 from airflow_desc.history.records import ProcessRecord, RerunRequest
 from airflow_desc.history.schema import process_instances, rerun_requests, runs, streams, workflows
 
@@ -87,10 +88,6 @@ _RECORD_COLUMNS = (
     "rerun_reason",
     "extra",
 )
-
-
-class HistoryUnavailable(RuntimeError):
-    """The history database cannot be reached or named (connection id missing, server down)."""
 
 
 def normalize_url(url: str | URL) -> URL:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
+from airflow_desc.exceptions import SlurmOutputError
 from airflow_desc.slurm.commands import SACCT_FIELDS, SQUEUE_FIELDS
 from airflow_desc.slurm.states import ParsedState, SlurmState, StateClass, parse_state
 from airflow_desc.slurm.units import MemoryScope, parse_duration, parse_memory, parse_req_mem
@@ -39,20 +40,6 @@ _SBATCH_RE = re.compile(r"^(?P<id>\d+)(?:;(?P<cluster>[^;\s]+))?$")
 _EXIT_RE = re.compile(r"^(?P<code>\d+):(?P<signal>\d+)$")
 _CLUSTER_RE = re.compile(r"^CLUSTER:\s*(\S+)$")
 _NO_VALUE = frozenset({"", "UNKNOWN", "NONE", "(NULL)", "N/A", "NONE ASSIGNED"})
-
-
-class SlurmOutputError(ValueError):
-    """SLURM printed something we cannot read.
-
-    :param message: what is wrong.
-    :param text: the offending text (the whole output, or the one line).
-    :param line_number: 1-based line of the output, when one line is at fault.
-    """
-
-    def __init__(self, message: str, *, text: str, line_number: int | None = None) -> None:
-        super().__init__(message)
-        self.text = text
-        self.line_number = line_number
 
 
 @dataclass(frozen=True)
