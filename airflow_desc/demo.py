@@ -39,7 +39,7 @@ def _dc1_order() -> tuple[list[tuple[str, str]], set[str]]:
     Those run (or are recorded skipped) in every run; the others run once per stream, and a
     stream whose parent failed is never made.
     """
-    from airflow_desc.workflow.render import load_workflow
+    from airflow_desc.workflow.registry import load_workflow
 
     graph = load_workflow(DC1_OVERLAY).graph("imsim-dithered")
     processes = list(graph.iter_processes())

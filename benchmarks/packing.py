@@ -41,7 +41,7 @@ from airflow_desc.emulate import payload_source
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.pilot import bundle_job_command, parse_records, parse_summary
 from airflow_desc.slurm import JobAccounting, JobSpec, render_job_script
-from airflow_desc.slurm._shell import quote_path
+from airflow_desc.slurm.quoting import quote_path
 
 TARGET = 0.90
 MARK = "DESC_TASK"

@@ -46,9 +46,9 @@ print(json.dumps({"seconds": took, "dags": sorted(bag.dags), "errors": errors, "
 
 
 def render_once() -> tuple[float, int, int]:
-    from airflow_desc.workflow import render
+    from airflow_desc.workflow import registry, render
 
-    render._REGISTRY.clear()
+    registry._REGISTRY.clear()
     start = time.perf_counter()
     dags = render.render_dags(SPEC)
     took = time.perf_counter() - start

@@ -165,7 +165,7 @@ def dag_processes_from_graph(graph: WorkflowGraph, dag_id: str) -> DagProcesses:
     :param graph: the graph the DAG was rendered from.
     :param dag_id: the DAG id it was rendered as (with any render suffix).
     """
-    from airflow_desc.workflow.render import bundle_task_id, streams_task_id, task_id_for
+    from airflow_desc.workflow.naming import bundle_task_id, streams_task_id, task_id_for
 
     variant = graph.variant or ""
 
@@ -197,8 +197,8 @@ def dag_processes_from_dag(dag: Any) -> DagProcesses:
 
     :param dag: an Airflow DAG (``airflow.sdk.DAG``).
     """
+    from airflow_desc.operators.identity import ATTR, DescProcess
     from airflow_desc.operators.slurm import SlurmOperator
-    from airflow_desc.plugins.listener import ATTR, DescProcess
 
     tasks: dict[str, ProcessIdentity] = {}
     workflow = dag.dag_id
@@ -236,7 +236,7 @@ def instances_of(
     :param bundles: ``(run_id, streams task id)`` -> the bundles that task returned (each a list
         of streams); a bundle task instance whose bundles are not known stands for none.
     """
-    from airflow_desc.workflow.render import stream_path
+    from airflow_desc.workflow.naming import stream_path
 
     base = {
         "dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index,
@@ -269,7 +269,7 @@ def instances_of(
 
 def _generated_graph(dag: Any) -> WorkflowGraph | None:
     """Return the workflow graph a DAG was rendered from, or ``None`` for a hand-written DAG."""
-    from airflow_desc.workflow.render import workflow_for
+    from airflow_desc.workflow.registry import workflow_for
 
     for task in dag.tasks:
         partial = getattr(task, "partial_kwargs", None)

@@ -378,7 +378,7 @@ class SlurmHook(BaseHook):
 
     def read_tail(self, path: str, *, lines: int = 60) -> str:
         """Return the last ``lines`` lines of a file on the cluster; empty if it does not exist."""
-        from airflow_desc.slurm._shell import quote_path
+        from airflow_desc.slurm.quoting import quote_path
 
         result = self.run(f"tail -n {int(lines)} -- {quote_path(path)} 2>/dev/null", check=False)
         return result.stdout

@@ -24,7 +24,6 @@ The life of one task instance:
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -38,17 +37,20 @@ from airflow_desc.clusters import ClusterProfile, load_cluster_profiles
 from airflow_desc.exceptions import DescError, SlurmJobFailed
 from airflow_desc.history import ProcessRecord, Recorder, default_recorder, process_state
 from airflow_desc.hooks.slurm import SlurmHook
+from airflow_desc.operators.escalation import EscalationExhausted, escalate_job
 from airflow_desc.slurm import (
     ContainerSpec,
     JobAccounting,
     JobSpec,
     StateClass,
+    accounting_from_payload,
+    accounting_to_payload,
     diagnose,
     parse_duration,
     render_job_script,
 )
-from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
-from airflow_desc.triggers.slurm import SlurmJobTrigger, accounting_from_payload, accounting_to_payload
+from airflow_desc.slurm.diagnose import Diagnosis
+from airflow_desc.triggers.slurm import SlurmJobTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -465,7 +467,13 @@ class SlurmOperator(BaseOperator):
         recorded = [*(state.get("recorded") or []), job_id]
         state.update(recorded=recorded[-50:], last_summary=summary)
         if not succeeded:
-            state["escalation"] = self._escalation(profile, accounting, diagnosis, state)
+            try:
+                state["escalation"] = escalate_job(
+                    profile, accounting, diagnosis, state, escalate=self.escalate,
+                    timeout_factor=self.timeout_factor, memory_factor=self.memory_factor,
+                )  # fmt: skip
+            except EscalationExhausted as exc:
+                raise AirflowFailException(str(exc)) from None
         self._save_state(context, state)
         if succeeded:
             return summary
@@ -530,63 +538,6 @@ class SlurmOperator(BaseOperator):
         )
         (self.recorder or default_recorder()).record([record])
         return record
-
-    def _escalation(
-        self,
-        profile: ClusterProfile,
-        accounting: JobAccounting,
-        diagnosis: Diagnosis,
-        state: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        """Return what the next try should ask for, given how this one failed."""
-        esc = dict(state.get("escalation") or {})
-        used = dict(state.get("resources") or {})
-        if diagnosis.retryable and accounting.node_list:
-            # Node failure, preemption: same resources, but not on that node again.
-            esc["exclude"] = sorted({*(esc.get("exclude") or []), accounting.node_list})
-        if not self.escalate or diagnosis.escalate is None:
-            return esc
-        if diagnosis.reason is ReasonClass.TIME_LIMIT:
-            current = (
-                int(used.get("time_limit_s") or accounting.job.time_limit_s or 0) if accounting.job else 0
-            )
-            if current >= profile.max_walltime_s:
-                raise AirflowFailException(
-                    f"{diagnosis.message} It already had the {profile.name} maximum walltime "
-                    f"({current} s): checkpoint the work, split it, or run it on another cluster."
-                )
-            esc["time_limit_s"] = min(int(math.ceil(current * self.timeout_factor)), profile.max_walltime_s)
-        elif diagnosis.reason is ReasonClass.OUT_OF_MEMORY:
-            esc.update(self._more_memory(profile, accounting, diagnosis, used, esc))
-        return esc
-
-    def _more_memory(
-        self,
-        profile: ClusterProfile,
-        accounting: JobAccounting,
-        diagnosis: Diagnosis,
-        used: Mapping[str, Any],
-        esc: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        """Return the memory (and cores, or partition) a try that ran out of memory should ask for next."""
-        req = accounting.mem_limit_per_node_bytes or accounting.req_mem_bytes or 0
-        current_mb = int(used.get("mem_mb") or req // (1024 * 1024))
-        wanted_mb = int(math.ceil(current_mb * self.memory_factor))
-        high = profile.high_memory_partition
-        if high and esc.get("partition") == high:
-            # Already on the high-memory partition: its node size is SLURM's to enforce there.
-            return {"mem_mb": wanted_mb}
-        node_mb = profile.memory_per_node_mb
-        if current_mb >= node_mb:
-            if high:
-                return {"partition": high, "mem_mb": wanted_mb}
-            raise AirflowFailException(
-                f"{diagnosis.message} It already had a whole {profile.name} node's memory "
-                f"({node_mb} MB): use a high-memory partition or another cluster."
-            )
-        mem_mb = min(wanted_mb, node_mb)
-        # On 2 GB/core nodes memory comes with cores: ask for enough of them.
-        return {"mem_mb": mem_mb, "cpus": max(int(used.get("cpus") or 1), profile.cores_for_memory(mem_mb))}
 
     def on_kill(self) -> None:
         """Cancel the job when the task is killed while polling from the worker."""

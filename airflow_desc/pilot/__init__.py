@@ -44,7 +44,7 @@ from airflow_desc.pilot.launcher import (
     step_name,
 )
 from airflow_desc.pilot.launcher import parse_records as _parse_records
-from airflow_desc.slurm._shell import check_text, quote_path
+from airflow_desc.slurm.quoting import check_text, quote_path
 
 __all__ = [
     "LAUNCHERS",

@@ -11,8 +11,8 @@ from airflow.sdk import BaseOperator
 from airflow_desc.clusters import ClusterProfile, load_cluster_profiles
 from airflow_desc.exceptions import SlurmJobFailed
 from airflow_desc.hooks.slurm import SlurmHook
-from airflow_desc.slurm import JobAccounting, StateClass, diagnose
-from airflow_desc.triggers.slurm import SlurmJobTrigger, accounting_from_payload
+from airflow_desc.slurm import JobAccounting, StateClass, accounting_from_payload, diagnose
+from airflow_desc.triggers.slurm import SlurmJobTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

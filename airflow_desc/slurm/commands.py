@@ -12,7 +12,7 @@ import re
 import shlex
 from collections.abc import Iterable, Sequence
 
-from airflow_desc.slurm._shell import check_text, quote_path
+from airflow_desc.slurm.quoting import check_text, quote_path
 
 __all__ = [
     "JOB_ID_RE",

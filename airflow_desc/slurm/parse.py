@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from airflow_desc.exceptions import SlurmOutputError
 from airflow_desc.slurm.commands import SACCT_FIELDS, SQUEUE_FIELDS
@@ -28,6 +28,8 @@ __all__ = [
     "SlurmOutputError",
     "SqueueRow",
     "SubmittedJob",
+    "accounting_from_payload",
+    "accounting_to_payload",
     "group_accounting",
     "parse_exit_code",
     "parse_sacct",
@@ -513,3 +515,20 @@ def parse_squeue(stdout: str) -> list[SqueueRow]:
             ) from exc
         rows.append(row)
     return rows
+
+
+def accounting_to_payload(accounting: JobAccounting) -> dict[str, Any]:
+    """Turn a job's accounting into a JSON-able dict (the raw sacct fields of each row)."""
+    return {"job_id": accounting.job_id, "rows": [dict(row.raw) for row in accounting.rows]}
+
+
+def accounting_from_payload(payload: Mapping[str, Any]) -> JobAccounting:
+    """Rebuild a job's accounting from :func:`accounting_to_payload` output (e.g. a trigger event)."""
+    rows = payload["rows"]
+    fields = tuple(rows[0].keys()) if rows else ()
+    text = "\n".join("|".join(row[f] for f in fields) for row in rows)
+    job_id = str(payload["job_id"])
+    found = group_accounting(parse_sacct(text, fields)).get(job_id)
+    if found is None:
+        raise ValueError(f"the event carries no accounting rows for job {job_id}")
+    return found

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from airflow_desc.slurm._shell import check_text, quote_path
+from airflow_desc.slurm.quoting import check_text, quote_path
 from airflow_desc.slurm.units import format_walltime
 
 __all__ = ["ContainerRuntime", "ContainerSpec", "JobSpec", "render_job_script"]

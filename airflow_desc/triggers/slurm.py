@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -29,6 +29,7 @@ from airflow_desc.exceptions import DescError
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.slurm import (
     JobAccounting,
+    accounting_to_payload,
     chunked_sacct_commands,
     group_accounting,
     parse_sacct,
@@ -37,24 +38,7 @@ from airflow_desc.slurm import (
     validate_job_id,
 )
 
-__all__ = ["ClusterPoller", "SlurmJobTrigger", "accounting_from_payload", "accounting_to_payload"]
-
-
-def accounting_to_payload(accounting: JobAccounting) -> dict[str, Any]:
-    """Turn a job's accounting into a JSON-able dict (the raw sacct fields of each row)."""
-    return {"job_id": accounting.job_id, "rows": [dict(row.raw) for row in accounting.rows]}
-
-
-def accounting_from_payload(payload: Mapping[str, Any]) -> JobAccounting:
-    """Rebuild a job's accounting from :func:`accounting_to_payload` output (e.g. a trigger event)."""
-    rows = payload["rows"]
-    fields = tuple(rows[0].keys()) if rows else ()
-    text = "\n".join("|".join(row[f] for f in fields) for row in rows)
-    job_id = str(payload["job_id"])
-    found = group_accounting(parse_sacct(text, fields)).get(job_id)
-    if found is None:
-        raise ValueError(f"the event carries no accounting rows for job {job_id}")
-    return found
+__all__ = ["ClusterPoller", "SlurmJobTrigger"]
 
 
 @dataclass

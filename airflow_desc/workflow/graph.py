@@ -64,6 +64,7 @@ __all__ = [
     "CheckNode",
     "ProcessNode",
     "ResolvedResources",
+    "Skip",
     "TaskEstimate",
     "TaskInstanceEstimate",
     "TaskNode",
@@ -163,6 +164,22 @@ class CheckNode:
         if self.message is not None:
             return Template.parse(self.message).render(values)
         return _DEFAULT_MESSAGES[self.kind].format(target=self.target(values), min_count=self.min_count)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Why a process instance does not run.
+
+    :param kind: the history's reason class: ``upstream-failed`` (something it ``depends_on`` did
+        not succeed for its stream) or ``skip-condition`` (its ``skip_if`` holds).
+    :param message: what the skip says, e.g. ``upstream processVisit failed``.
+    """
+
+    kind: Literal["upstream-failed", "skip-condition"]
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True)
@@ -280,7 +297,7 @@ class ProcessNode:
         states: Mapping[str, str],
         stream: Mapping[str, Any] | None = None,
         variables: Mapping[str, Any] | None = None,
-    ) -> str | None:
+    ) -> Skip | None:
         """Why this process instance is Skipped, or ``None`` if it runs.
 
         Skipped when something it ``depends_on`` did not succeed, or when ``skip_if`` holds.
@@ -297,7 +314,7 @@ class ProcessNode:
             if state is None:
                 raise WorkflowSpecError(f"{self.path}: no state given for upstream {name!r}")
             if state != "success":
-                return f"upstream {name} {state}"
+                return Skip("upstream-failed", f"upstream {name} {state}")
         if self.skip_if is None:
             return None
         values = {**self._values(stream, variables), **states}
@@ -305,7 +322,7 @@ class ProcessNode:
             holds = self.skip_if.evaluate(values)
         except ExpressionError as exc:
             raise WorkflowSpecError(f"{self.path}: skip_if: {exc}") from None
-        return f"skip_if holds: {self.skip_if.text}" if holds else None
+        return Skip("skip-condition", f"skip_if holds: {self.skip_if.text}") if holds else None
 
 
 @dataclass(frozen=True)

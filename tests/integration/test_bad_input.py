@@ -19,9 +19,16 @@ import pytest
 from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.exceptions import ResourceLimitError
 from airflow_desc.hooks.slurm import SlurmHook
-from airflow_desc.slurm import JobSpec, parse_sacct, render_job_script, sacct_command, scancel_command
-from airflow_desc.slurm._shell import quote_path
-from airflow_desc.triggers.slurm import SlurmJobTrigger, accounting_from_payload
+from airflow_desc.slurm import (
+    JobSpec,
+    accounting_from_payload,
+    parse_sacct,
+    render_job_script,
+    sacct_command,
+    scancel_command,
+)
+from airflow_desc.slurm.quoting import quote_path
+from airflow_desc.triggers.slurm import SlurmJobTrigger
 from tests.integration.site import Site
 
 pytestmark = pytest.mark.usefixtures("in_process_airflow_home")

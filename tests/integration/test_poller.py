@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from airflow_desc.hooks.slurm import SlurmHook
-from airflow_desc.slurm import chunked_sacct_commands, scancel_command
-from airflow_desc.triggers.slurm import ClusterPoller, SlurmJobTrigger, accounting_from_payload
+from airflow_desc.slurm import accounting_from_payload, chunked_sacct_commands, scancel_command
+from airflow_desc.triggers.slurm import ClusterPoller, SlurmJobTrigger
 from tests.integration.site import Site
 
 pytestmark = pytest.mark.usefixtures("in_process_airflow_home")

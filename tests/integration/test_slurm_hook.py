@@ -19,7 +19,7 @@ import pytest
 from airflow_desc.exceptions import ClusterCommandError, ClusterUnreachable, SlurmSubmitError
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.slurm import parse_sacct, sacct_command, scancel_command
-from airflow_desc.slurm._shell import quote_path
+from airflow_desc.slurm.quoting import quote_path
 from tests.integration.site import Site
 
 pytestmark = pytest.mark.usefixtures("in_process_airflow_home")

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from airflow_desc.history import HistoryStore, JsonLinesRecorder, ProcessRecord
 from airflow_desc.history.schema import runs, workflows
 from airflow_desc.timetables import SurveyYearTimetable
-from airflow_desc.workflow.render import load_workflow
+from airflow_desc.workflow.registry import load_workflow
 from tests.integration.airflow_env import AIRFLOW, AirflowEnv
 from tests.integration.site import Site
 

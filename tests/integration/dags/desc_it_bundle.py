@@ -12,7 +12,8 @@ bundle task reruns that visit's streams and nothing else.
 
 from __future__ import annotations
 
-from airflow_desc.workflow.render import RenderOptions, render_dags
+from airflow_desc.workflow.overlays import RenderOptions
+from airflow_desc.workflow.render import render_dags
 from airflow_desc.workflow.spec import parse_spec
 
 SPEC = """

@@ -9,7 +9,8 @@ not rerun.
 
 from __future__ import annotations
 
-from airflow_desc.workflow.render import RenderOptions, render_dags
+from airflow_desc.workflow.overlays import RenderOptions
+from airflow_desc.workflow.render import render_dags
 from airflow_desc.workflow.spec import parse_spec
 
 SPEC = """

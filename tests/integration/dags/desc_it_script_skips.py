@@ -8,7 +8,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, get_current_context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from airflow_desc.plugins.listener import mark_script_process, note_skip
+from airflow_desc.operators.identity import mark_script_process, note_skip
 
 IDENTITY = {"workflow": "DC1-DM12", "task": "DC1-DM12", "version": "1.16", "variant": "imsim-dithered"}
 

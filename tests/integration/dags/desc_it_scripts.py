@@ -7,7 +7,7 @@ from datetime import datetime
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG
 
-from airflow_desc.plugins.listener import mark_script_process
+from airflow_desc.operators.identity import mark_script_process
 
 
 def setup_visits() -> list[int]:

@@ -11,8 +11,15 @@ from typing import Any
 import pytest
 
 from airflow_desc.history import PROCESS_STATES, JsonLinesRecorder, ProcessRecord, process_state
-from airflow_desc.slurm import Diagnosis, JobAccounting, ReasonClass, diagnose, group_accounting, parse_sacct
-from airflow_desc.triggers.slurm import accounting_to_payload
+from airflow_desc.slurm import (
+    Diagnosis,
+    JobAccounting,
+    ReasonClass,
+    accounting_to_payload,
+    diagnose,
+    group_accounting,
+    parse_sacct,
+)
 
 DATA = pathlib.Path(__file__).parents[2] / "data"
 # record.sh's $FIELDS: the field list of the site's sacct -n recordings.

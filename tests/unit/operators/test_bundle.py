@@ -16,19 +16,14 @@ import pytest
 from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.exceptions import SlurmJobFailed, WorkflowSpecError
 from airflow_desc.history import JsonLinesRecorder
-from airflow_desc.operators.bundle import (
-    CheckRequest,
-    SlurmBundleOperator,
-    _refine_reason,
-    allocation_time_limit_s,
-    bundle_command,
-    output_checks_command,
-    parse_output_checks,
-    plan_bundle,
-)
+from airflow_desc.operators.bundle import SlurmBundleOperator, _refine_reason
+from airflow_desc.operators.output_checks import CheckRequest, output_checks_command, parse_output_checks
 from airflow_desc.pilot import validate_manifest
 from airflow_desc.workflow import parse_spec
-from airflow_desc.workflow.render import ScriptOutcome, render_dags, workflow_for
+from airflow_desc.workflow.bundle_plan import allocation_time_limit_s, bundle_command, plan_bundle
+from airflow_desc.workflow.registry import workflow_for
+from airflow_desc.workflow.render import render_dags
+from airflow_desc.workflow.scripts import ScriptOutcome
 
 ROOT = pathlib.Path(__file__).parents[3]
 SITE = ROOT / "tests" / "data" / "clusters" / "site.yaml"
@@ -160,7 +155,7 @@ def test_a_failed_setup_script_leaves_its_streams_unmade(
         return real(kind, expected_streams, **kw)
 
     monkeypatch.setattr("airflow_desc.emulate.scripts.make_streams", flaky)
-    from airflow_desc.workflow.render import import_callable
+    from airflow_desc.workflow.scripts import import_callable
 
     import_callable.cache_clear()
     try:
@@ -443,7 +438,7 @@ def test_script_outcomes_round_trip() -> None:
 
 def test_duplicate_instance_ids_are_refused(pyramid: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     workflow, task = pyramid
-    monkeypatch.setattr("airflow_desc.operators.bundle.instance_id", lambda stream, process: "same")
+    monkeypatch.setattr("airflow_desc.workflow.bundle_plan.instance_id", lambda stream, process: "same")
     with pytest.raises(WorkflowSpecError, match="share an id"):
         plan_bundle(workflow, task, [{"visit": 1}], variables(workflow))
 

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from airflow_desc.clusters import load_cluster_profiles
-from airflow_desc.operators.bundle import plan_bundle
 from airflow_desc.pilot import parse_records, validate_manifest
 from airflow_desc.workflow import parse_spec
-from airflow_desc.workflow.render import render_dags, workflow_for
+from airflow_desc.workflow.bundle_plan import plan_bundle
+from airflow_desc.workflow.registry import workflow_for
+from airflow_desc.workflow.render import render_dags
 from tests.unit.pilot.pilot_process import clean_env, pilot_argv, write_manifest
 
 ROOT = pathlib.Path(__file__).parents[3]

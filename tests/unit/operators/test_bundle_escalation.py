@@ -12,17 +12,13 @@ from typing import Any
 import pytest
 
 from airflow_desc.clusters import load_cluster_profiles
-from airflow_desc.operators.bundle import (
-    RaisedRequest,
-    SlurmBundleOperator,
-    _raised_requests,
-    allocation_time_limit_s,
-    escalate_request,
-    plan_bundle,
-)
+from airflow_desc.operators.bundle import SlurmBundleOperator, _raised_requests
+from airflow_desc.operators.escalation import escalate_request
 from airflow_desc.pilot import validate_manifest
 from airflow_desc.workflow import parse_spec
-from airflow_desc.workflow.render import render_dags, workflow_for
+from airflow_desc.workflow.bundle_plan import RaisedRequest, allocation_time_limit_s, plan_bundle
+from airflow_desc.workflow.registry import workflow_for
+from airflow_desc.workflow.render import render_dags
 
 ROOT = pathlib.Path(__file__).parents[3]
 SITE = ROOT / "tests" / "data" / "clusters" / "site.yaml"

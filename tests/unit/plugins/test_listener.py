@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from airflow_desc.history import JsonLinesRecorder, ProcessRecord
+from airflow_desc.operators.identity import mark_script_process, note_skip
 from airflow_desc.plugins import listener
-from airflow_desc.plugins.listener import mark_script_process, note_skip
 
 
 @pytest.fixture

@@ -16,14 +16,15 @@ from typing import Any
 
 import pytest
 
-from airflow_desc.slurm import JobAccounting, SlurmState, group_accounting, parse_sacct
-from airflow_desc.triggers.slurm import (
-    ClusterPoller,
-    SlurmJobTrigger,
-    _Watch,
+from airflow_desc.slurm import (
+    JobAccounting,
+    SlurmState,
     accounting_from_payload,
     accounting_to_payload,
+    group_accounting,
+    parse_sacct,
 )
+from airflow_desc.triggers.slurm import ClusterPoller, SlurmJobTrigger, _Watch
 
 DATA = pathlib.Path(__file__).parents[2] / "data"
 SITE = DATA / "site"

@@ -10,6 +10,7 @@ import pytest
 
 from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.workflow import WorkflowGraph, WorkflowSpec, build_graph, estimate_task_instances, load_spec
+from airflow_desc.workflow.graph import Skip
 
 ROOT = pathlib.Path(__file__).parents[3]
 DC1 = ROOT / "dags" / "workflows" / "dc1.yaml"
@@ -153,9 +154,8 @@ def test_dc1_skip_semantics(graph: WorkflowGraph) -> None:
         # level1WrapupPatch: skipped 1854 = 1853 + the 1 terminated level1AssembleCoadd.
         assert wrapup_patch.skip_reason({"level1AssembleCoadd": "skipped"}, patch) is not None
     assert assemble.skip_reason({"level1MakeTempExpCoadd": "success"}, patch) is None
-    assert (
-        wrapup_patch.skip_reason({"level1AssembleCoadd": "terminated"})
-        == "upstream level1AssembleCoadd terminated"
+    assert wrapup_patch.skip_reason({"level1AssembleCoadd": "terminated"}) == Skip(
+        "upstream-failed", "upstream level1AssembleCoadd terminated"
     )
     # report ran 15 of 15 though wrapup failed 6 and was skipped 9 times.
     report = graph.root.process("report")
@@ -165,8 +165,8 @@ def test_dc1_skip_semantics(graph: WorkflowGraph) -> None:
     visits = graph.task("level1ProcessFilter").process("setupImageDifferenceVisits")
     assert visits.skip_reason({"level1ProcessPatch": "failed"}, {"filter": "r"}) is None
     off = {**graph.variables, "image_differencing": False}
-    assert visits.skip_reason({"level1ProcessPatch": "success"}, {"filter": "r"}, off) == (
-        "skip_if holds: not image_differencing"
+    assert visits.skip_reason({"level1ProcessPatch": "success"}, {"filter": "r"}, off) == Skip(
+        "skip-condition", "skip_if holds: not image_differencing"
     )
 
 

@@ -16,6 +16,7 @@ from airflow_desc.workflow import (
     estimate_task_instances,
     parse_spec,
 )
+from airflow_desc.workflow.graph import Skip
 
 # A three-level pyramid (visit > raft > sensor) beside a patch level, with defaults at two levels.
 PYRAMID = """\
@@ -274,18 +275,23 @@ def test_skip_reasons(graph: WorkflowGraph) -> None:
     assert assemble.skip_reason({"makeTempExp": "success"}, patch) is None
     for state in ("failed", "terminated"):
         reason = assemble.skip_reason({"makeTempExp": state}, patch)
-        assert reason == "skip_if holds: makeTempExp in ('failed', 'terminated') or patch == '9,9'"
+        assert reason == Skip(
+            "skip-condition", "skip_if holds: makeTempExp in ('failed', 'terminated') or patch == '9,9'"
+        )
     assert assemble.skip_reason({"makeTempExp": "success"}, {"patch": "9,9"}) is not None
     wrapup = graph.root.process("wrapup")
-    assert wrapup.skip_reason({"processVisit": "failed"}) == "upstream processVisit failed"
-    assert wrapup.skip_reason({"processVisit": "skipped"}) == "upstream processVisit skipped"
+    assert wrapup.skip_reason({"processVisit": "failed"}) == Skip(
+        "upstream-failed", "upstream processVisit failed"
+    )
+    assert wrapup.skip_reason({"processVisit": "skipped"}) == Skip(
+        "upstream-failed", "upstream processVisit skipped"
+    )
     with pytest.raises(WorkflowSpecError, match="no state given for upstream 'processVisit'"):
         wrapup.skip_reason({})
     report = graph.root.process("report")
     assert report.skip_reason({"wrapup": "failed"}) is None  # `after`: runs whatever wrapup became
-    assert (
-        report.skip_reason({"wrapup": "success"}, variables={"repo": "repo-b"})
-        == "skip_if holds: repo == 'repo-b'"
+    assert report.skip_reason({"wrapup": "success"}, variables={"repo": "repo-b"}) == Skip(
+        "skip-condition", "skip_if holds: repo == 'repo-b'"
     )
 
 

@@ -18,22 +18,18 @@ from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.emulate import scripts
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.history import JsonLinesRecorder
-from airflow_desc.workflow import parse_spec
-from airflow_desc.workflow.render import (
-    RenderOptions,
-    RunStates,
+from airflow_desc.operators.run_states import RunStates, combine_states
+from airflow_desc.operators.workflow import (
     WorkflowBatchOperator,
     WorkflowScriptOperator,
     WorkflowStreamsOperator,
-    combine_states,
-    load_overlay,
-    load_workflow,
-    render_dags,
-    script_feeds,
-    stream_extends,
-    stream_path,
-    workflow_for,
 )
+from airflow_desc.workflow import parse_spec
+from airflow_desc.workflow.naming import stream_extends, stream_path
+from airflow_desc.workflow.overlays import RenderOptions, load_overlay
+from airflow_desc.workflow.registry import load_workflow, workflow_for
+from airflow_desc.workflow.render import render_dags
+from airflow_desc.workflow.scripts import script_feeds
 
 ROOT = pathlib.Path(__file__).parents[3]
 DC1 = ROOT / "dags" / "workflows" / "dc1.yaml"

@@ -13,15 +13,12 @@ from airflow.sdk.execution_time.context import set_current_context
 
 from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.history import ProcessRecord
-from airflow_desc.plugins.listener import SKIP_ATTR, SkipNote
+from airflow_desc.operators.identity import SKIP_ATTR
+from airflow_desc.operators.workflow import VariantRecorder, WorkflowBatchOperator, WorkflowScriptOperator
 from airflow_desc.timetables import run_survey_year
-from airflow_desc.workflow.render import (
-    VariantRecorder,
-    WorkflowBatchOperator,
-    WorkflowScriptOperator,
-    render_dags,
-    workflow_for,
-)
+from airflow_desc.workflow.graph import Skip
+from airflow_desc.workflow.registry import workflow_for
+from airflow_desc.workflow.render import render_dags
 from tests.unit.workflow.test_render import MINI, SITE, FakeTI, context
 
 ROOT = pathlib.Path(__file__).parents[3]
@@ -110,4 +107,4 @@ def test_a_script_task_is_marked_with_the_variant_and_notes_why_it_skips(mini: A
         op.execute(context(ti))
     marked = op.desc_process
     assert (marked.variant, marked.workflow_version, marked.stream) == ("wide", "3.1", "patch=1,2")
-    assert getattr(op, SKIP_ATTR) == SkipNote("upstream-failed", "upstream assemble skipped")
+    assert getattr(op, SKIP_ATTR) == Skip("upstream-failed", "upstream assemble skipped")

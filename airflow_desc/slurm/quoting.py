@@ -1,8 +1,15 @@
-"""Shell quoting shared by the script renderer and the command builders."""
+"""Shell quoting: how a value reaches a shell as one word, never as shell code.
+
+Every value that goes into shell text (job scripts, remote commands, manifests) passes here or
+through ``shlex.quote``: :func:`quote_path` quotes a path keeping a leading ``~/`` meaning the
+home directory, :func:`check_text` refuses what no shell word or script line can carry.
+"""
 
 from __future__ import annotations
 
 import shlex
+
+__all__ = ["check_text", "quote_path"]
 
 
 def check_text(what: str, value: str, *, allow_newline: bool = False) -> str:

@@ -1,0 +1,173 @@
+"""The states of a DAG run's process instances, per stream, as a running task reads them.
+
+Generated tasks run with trigger rule ``all_done`` and decide per stream whether they run:
+:class:`RunStates` reads the task-instance states of the run (one Task SDK call), the streams of
+sub-tasks (their ``streams`` tasks' XCom) and the streams inside bundles (the bundles'
+``bundle_summary`` XComs); :func:`skip_for` turns them into a process instance's
+:class:`~airflow_desc.workflow.graph.Skip`, or ``None`` when it runs. :func:`combine_states`
+is the rule that makes one state of a sub-task's stream from its process instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from airflow_desc.workflow.graph import ProcessNode, Skip, TaskNode, WorkflowGraph
+from airflow_desc.workflow.naming import (
+    bundle_task_id,
+    stream_extends,
+    stream_path,
+    streams_task_id,
+    task_id_for,
+)
+from airflow_desc.workflow.spec import Scalar
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = ["RunStates", "combine_states", "skip_for"]
+
+#: How a process instance ended, from its Airflow task instance's state.
+_FROM_AIRFLOW = {
+    "success": "success",
+    "failed": "failed",
+    "upstream_failed": "skipped",
+    "skipped": "skipped",
+    "removed": "skipped",
+}
+
+
+def combine_states(states: Iterable[str]) -> str:
+    """Return the state of a stream of a sub-task from the states of its process instances.
+
+    Failed if any failed, else terminated if any was, else success if any succeeded or there was
+    nothing to run; skipped only when everything was skipped (a skip caused by a failure is counted
+    by that failure).
+    """
+    seen = set(states)
+    for state in ("failed", "terminated"):
+        if state in seen:
+            return state
+    if not seen or "success" in seen:
+        return "success"
+    if seen <= {"skipped", "cancelled"}:
+        return "skipped"
+    return "failed"
+
+
+class RunStates:
+    """The states of process instances of one DAG run, per stream, read by a running task.
+
+    Task-instance states come from one Task SDK call; the streams of a sub-task from its
+    ``streams`` task's XCom; the streams inside bundles from the bundles' ``bundle_summary`` XComs.
+
+    :param context: the running task's context.
+    :param graph: the DAG's graph.
+    """
+
+    def __init__(self, context: Context, graph: WorkflowGraph) -> None:
+        self.ti: Any = context["ti"]
+        self.graph = graph
+        self._states: dict[str, Any] | None = None
+        self._streams: dict[str, list[dict[str, Any]]] = {}
+        self._bundles: dict[str, dict[str, str]] = {}
+
+    def airflow_state(self, task_id: str, map_index: int = -1) -> str | None:
+        """Return the raw Airflow state of one task instance (``None`` if it has none)."""
+        if self._states is None:
+            found = self.ti.get_task_states(dag_id=self.ti.dag_id, run_ids=[self.ti.run_id])
+            self._states = dict(found.get(self.ti.run_id) or {})
+        key = task_id if map_index < 0 else f"{task_id}_{map_index}"
+        state = self._states.get(key)
+        return None if state is None else str(state)
+
+    def task_state(self, task_id: str, map_index: int = -1) -> str:
+        """Return the process state of one task instance (anything not finished counts as failed)."""
+        return _FROM_AIRFLOW.get(self.airflow_state(task_id, map_index) or "", "failed")
+
+    def streams(self, task: TaskNode) -> list[dict[str, Any]]:
+        """Return the streams of a sub-task in this run (a bundled one's bundles flattened)."""
+        key = streams_task_id(task)
+        if key not in self._streams:
+            [value] = self.ti.xcom_pull(task_ids=[key], map_indexes=-1) or [None]
+            items = list(value or [])
+            if task.bundling.state == "bundle":
+                items = [stream for bundle in items for stream in bundle]
+            self._streams[key] = [dict(s) for s in items]
+        return self._streams[key]
+
+    def bundle_states(self, task: TaskNode) -> dict[str, str]:
+        """Return the state of each stream of a bundled sub-task, from its bundles' summaries."""
+        key = bundle_task_id(task)
+        if key not in self._bundles:
+            states: dict[str, str] = {}
+            for summary in self.ti.xcom_pull(task_ids=[key], key="bundle_summary") or []:
+                if isinstance(summary, Mapping):
+                    states.update(summary.get("streams") or {})
+            self._bundles[key] = states
+        return self._bundles[key]
+
+    def subtask(self, task: TaskNode, stream: Mapping[str, Any]) -> str:
+        """Return the state of a sub-task for one stream of its parent: all its streams below that one."""
+        if self.task_state(streams_task_id(task)) != "success":
+            return "skipped" if self.airflow_state(streams_task_id(task)) == "skipped" else "failed"
+        below = [(index, s) for index, s in enumerate(self.streams(task)) if stream_extends(s, stream)]
+        if task.bundling.state == "bundle":
+            done = self.bundle_states(task)
+            return combine_states(done.get(stream_path(s), "failed") for _, s in below)
+        states = [self.task_state(task_id_for(p.path), index) for p in task.processes for index, _ in below]
+        states += [self.subtask(child, stream) for child in task.children]
+        return combine_states(states)
+
+    def upstream(
+        self, task: TaskNode, names: Iterable[str], stream: Mapping[str, Any], map_index: int
+    ) -> dict[str, str]:
+        """Return the state of each named sibling (process or sub-task of ``task``) for one stream of it.
+
+        :param task: the task whose processes / sub-tasks the names are.
+        :param names: the names.
+        :param stream: the stream (of ``task``).
+        :param map_index: that stream's map index in ``task``'s mapped tasks (-1 at the top level).
+        """
+        children = {child.name: child for child in task.children}
+        states: dict[str, str] = {}
+        for name in dict.fromkeys(names):
+            if name in children:
+                child = children[name]
+                feeder = task.process(child.streams_from) if child.streams_from else None
+                fed = self.task_state(task_id_for(feeder.path), map_index) if feeder else "success"
+                states[name] = self.subtask(child, stream) if fed == "success" else "skipped"
+            else:
+                states[name] = self.task_state(task_id_for(task.process(name).path), map_index)
+        return states
+
+
+def _upstream_names(process: ProcessNode) -> list[str]:
+    names = [*process.depends_on, *process.after]
+    if process.skip_if is not None:
+        names += [n for n in process.skip_if.names if n not in names]
+    return names
+
+
+def skip_for(
+    runs: RunStates,
+    task: TaskNode,
+    process: ProcessNode,
+    stream: Mapping[str, Any],
+    map_index: int,
+    variables: Mapping[str, Scalar],
+) -> Skip | None:
+    """Return why one stream's instance of ``process`` (in ``task``) is Skipped, or ``None`` if it runs.
+
+    :param runs: the run's states.
+    :param task: the task the process belongs to.
+    :param process: the process.
+    :param stream: the stream's values.
+    :param map_index: the stream's map index (-1 at the top level).
+    :param variables: the run's variables.
+    """
+    siblings = {p.name for p in task.processes} | {c.name for c in task.children}
+    names = [n for n in _upstream_names(process) if n in siblings]
+    states = runs.upstream(task, names, stream, map_index) if names else {}
+    return process.skip_reason(states, stream, variables)

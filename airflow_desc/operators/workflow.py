@@ -1,0 +1,392 @@
+"""The operators of generated workflow DAGs: batch processes, script processes, and streams.
+
+The renderer (:mod:`airflow_desc.workflow.render`) turns a spec's processes into these tasks;
+they carry names, not objects (the loaded workflow's key, the variant, the process / task path)
+and find their workflow in the run-time registry (:func:`~airflow_desc.workflow.registry.workflow_for`).
+
+- :class:`WorkflowBatchOperator`: a batch process, one SLURM job per stream (a ``SlurmOperator``);
+- :class:`WorkflowScriptOperator`: a script process at a level that is not bundled, on the worker;
+- :class:`WorkflowStreamsOperator`: the streams (or bundles) of a sub-task in one DAG run.
+
+Each decides *per stream* whether it runs (``depends_on`` and ``skip_if`` against its own
+stream's upstream instances, read by :class:`~airflow_desc.operators.run_states.RunStates`) and
+is Skipped, recorded so, when not: the renderer gives them trigger rule ``all_done``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+from airflow_desc.exceptions import SlurmJobFailed
+from airflow_desc.history import ProcessRecord, Recorder, default_recorder
+from airflow_desc.operators.identity import ATTR, DescProcess, note_skip
+from airflow_desc.operators.output_checks import CheckRequest, run_output_checks
+from airflow_desc.operators.run_states import RunStates, skip_for
+from airflow_desc.operators.slurm import SlurmOperator
+from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
+from airflow_desc.slurm.quoting import quote_path
+from airflow_desc.timetables import run_survey_year
+from airflow_desc.workflow.graph import ProcessNode, Skip, WorkflowGraph
+from airflow_desc.workflow.naming import stream_path, task_id_for
+from airflow_desc.workflow.registry import workflow_for
+from airflow_desc.workflow.scripts import import_callable, script_feeds, script_kwargs
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_desc.clusters import ClusterProfile
+    from airflow_desc.hooks.slurm import SlurmHook
+    from airflow_desc.slurm import JobAccounting
+
+__all__ = [
+    "VariantRecorder",
+    "WorkflowBatchOperator",
+    "WorkflowScriptOperator",
+    "WorkflowStreamsOperator",
+    "workdir_lines",
+]
+
+
+@dataclass(frozen=True)
+class VariantRecorder:
+    """A recorder that stamps records with the workflow variant and version before passing them on.
+
+    Records made inside a running task of a year-by-year DAG also get the run's survey year
+    (``extra["survey_year"]``: the history's ``runs.survey_year``), from its data interval.
+
+    :param variant: the workflow variant.
+    :param workflow_version: the top-level workflow's version (kept in ``extra``).
+    :param inner: where records go; default :func:`~airflow_desc.history.default_recorder` (read
+        when recording, so that the environment of the running task decides).
+    """
+
+    variant: str = ""
+    workflow_version: str = ""
+    inner: Recorder | None = None
+
+    def record(self, records: Sequence[ProcessRecord]) -> None:
+        """Stamp and pass on ``records``."""
+        year = _running_survey_year()
+        stamp: dict[str, Any] = {"workflow_version": self.workflow_version}
+        if year is not None:
+            stamp["survey_year"] = year
+        stamped = [
+            dataclasses.replace(r, variant=r.variant or self.variant, extra={**r.extra, **stamp})
+            for r in records
+        ]
+        (self.inner or default_recorder()).record(stamped)
+
+
+def _running_survey_year() -> int | None:
+    from airflow.sdk import get_current_context
+
+    try:
+        context = get_current_context()
+    except RuntimeError:  # not inside a running task
+        return None
+    return run_survey_year(context)
+
+
+class WorkflowBatchOperator(SlurmOperator):
+    """A batch process of a workflow spec: one SLURM job per stream (a ``SlurmOperator``).
+
+    Before submitting, it decides whether its stream runs (``depends_on`` and ``skip_if`` against
+    its own stream's upstream instances) and records a Skipped instance if not. The command is
+    the spec's, rendered with the run's variables and the stream's values; it runs in the
+    cluster's ``work_dir``. After SLURM says COMPLETED, the spec's output checks run on the
+    cluster; one failing makes the instance Failed (``output-check``).
+
+    :param workflow_key: the loaded workflow (:func:`~airflow_desc.workflow.registry.workflow_for`).
+    :param variant: the variant.
+    :param process_path: the process's path in the graph.
+    :param stream: the stream's values (mapped tasks get one per map index).
+    :param top_version: the top-level workflow's version: with its name and the variant, the
+        history's workflow (``workflow_version`` is the version of the process's own task).
+    """
+
+    # Commands come from the spec with {{ name }} placeholders that are not Jinja.
+    template_fields: Sequence[str] = ()
+    ui_color = "#c7e9f1"
+
+    def __init__(
+        self,
+        *,
+        workflow_key: str,
+        variant: str | None,
+        process_path: str,
+        stream: Mapping[str, Any] | None = None,
+        workflow_version: str = "",
+        top_version: str = "",
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("command", "")
+        recorder = VariantRecorder(variant=variant or "", workflow_version=top_version or workflow_version)
+        kwargs.setdefault("recorder", recorder)
+        values = dict(stream or {})
+        super().__init__(stream=stream_path(values), workflow_version=workflow_version, **kwargs)
+        self.workflow_key = workflow_key
+        self.variant = variant
+        self.process_path = process_path
+        self.stream_values = values
+
+    def execute(self, context: Context) -> Any:
+        """Skip (recorded) or submit this stream's job; see the class docstring."""
+        workflow = workflow_for(self.workflow_key)
+        graph = workflow.graph(self.variant)
+        process = workflow.process(self.variant, self.process_path)
+        task = workflow.task(self.variant, self.process_path.rpartition("/")[0])
+        variables = workflow.run_variables(self.variant, context)
+        context["desc_stream"] = self.stream or process.name  # type: ignore[typeddict-unknown-key]
+        self.workflow_version = process.task_version
+        map_index = _map_index(context)
+        skip = skip_for(RunStates(context, graph), task, process, self.stream_values, map_index, variables)
+        if skip is not None:
+            self._record_skip(context, graph, process, skip)
+            raise AirflowSkipException(skip.message)
+        self.command = process.render_command(self.stream_values, variables)
+        profile = self._profile()
+        self.setup_lines = (*self.setup_lines, *workdir_lines(profile.work_dir))
+        return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Resume after the job ended (see :class:`SlurmOperator`), keeping the stream as map index."""
+        context["desc_stream"] = self.stream or self.process_path.rpartition("/")[2]  # type: ignore[typeddict-unknown-key]
+        return super().execute_complete(context, event)
+
+    def _record_skip(self, context: Context, graph: WorkflowGraph, process: ProcessNode, skip: Skip) -> None:
+        ti: Any = context["ti"]
+        now = datetime.now(timezone.utc)
+        record = ProcessRecord(
+            workflow=graph.name,
+            process=process.name,
+            task=process.task,
+            version=process.task_version,
+            state="skipped",
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            map_index=_map_index(context),
+            try_number=int(ti.try_number or 1),
+            stream=self.stream,
+            process_type="batch",
+            cluster=self._profile().name,
+            reason=skip.kind,
+            message=skip.message,
+            start_time=now,
+            end_time=now,
+        )
+        (self.recorder or default_recorder()).record([record])
+
+    def _finish(
+        self,
+        context: Context,
+        hook: SlurmHook,
+        profile: ClusterProfile,
+        accounting: JobAccounting,
+        *,
+        adopted: bool = False,
+    ) -> dict[str, Any]:
+        summary = super()._finish(context, hook, profile, accounting, adopted=adopted)
+        workflow = workflow_for(self.workflow_key)
+        process = workflow.process(self.variant, self.process_path)
+        if not process.checks:
+            return summary
+        variables = workflow.run_variables(self.variant, context)
+        values = {**variables, **self.stream_values}
+        requests = [
+            CheckRequest(
+                "0", check.kind, check.target(values), check.min_count, check.failure_message(values)
+            )
+            for check in process.checks
+        ]
+        failures = run_output_checks(hook, profile.work_dir, requests, log_path=summary.get("log_path"))
+        failed = failures.get("0")
+        if not failed:
+            return summary
+        state = self._state(context)
+        ti: Any = context["ti"]
+        job_try = (
+            int(state.get("try_number") or ti.try_number)
+            if state.get("job_id") == accounting.job_id
+            else ti.try_number
+        )
+        diagnosis = Diagnosis(ReasonClass.OUTPUT_CHECK, failed)
+        self._record(
+            context, profile, accounting, diagnosis, summary.get("log_path"), int(job_try), adopted=adopted
+        )
+        summary.update(state="failed", reason=str(ReasonClass.OUTPUT_CHECK.value), message=failed)
+        ti.xcom_push(key="slurm_summary", value=summary)
+        raise SlurmJobFailed(
+            failed,
+            job_id=accounting.job_id,
+            state=accounting.state.raw,
+            exit_code=accounting.exit_code,
+            reason=ReasonClass.OUTPUT_CHECK.value,
+        )
+
+
+def workdir_lines(work_dir: str) -> tuple[str, ...]:
+    """Job-script lines that make the cluster's ``work_dir`` the current directory.
+
+    Spec paths (``dc1/imsim-dithered/repo``) are relative to it, so every process of a workflow
+    on a cluster sees the same files.
+    """
+    quoted = quote_path(work_dir if work_dir.startswith(("/", "~")) else f"~/{work_dir}")
+    return (f"mkdir -p -- {quoted} && cd -- {quoted}",)
+
+
+def _map_index(context: Context) -> int:
+    value = getattr(context["ti"], "map_index", -1)
+    return -1 if value is None else int(value)
+
+
+class WorkflowScriptOperator(PythonOperator):
+    """A script process of a workflow spec at a level that is not bundled: its callable, on the worker.
+
+    Called with the spec's kwargs (variables and stream values filled in, ``expected_streams``
+    added if the function takes it). A script that makes streams returns
+    ``{"stream": ..., "map_index": ..., "feeds": {sub-task: [values]}}`` for the sub-tasks' ``streams``
+    tasks. Skipped like a batch process; marked with ``mark_script_process`` (per stream) so that
+    the plugin's listener records each outcome.
+
+    :param workflow_key: the loaded workflow.
+    :param variant: the variant.
+    :param process_path: the process's path.
+    :param stream: the stream's values.
+    """
+
+    template_fields: Sequence[str] = ()
+    ui_color = "#fff2cc"
+
+    def __init__(
+        self,
+        *,
+        workflow_key: str,
+        variant: str | None,
+        process_path: str,
+        stream: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("python_callable", _unset_callable)
+        super().__init__(**kwargs)
+        self.workflow_key = workflow_key
+        self.variant = variant
+        self.process_path = process_path
+        self.stream_values = dict(stream or {})
+
+    def execute(self, context: Context) -> Any:
+        """Skip or call the script; return what its dependents read."""
+        workflow = workflow_for(self.workflow_key)
+        graph = workflow.graph(self.variant)
+        process = workflow.process(self.variant, self.process_path)
+        task = workflow.task(self.variant, self.process_path.rpartition("/")[0])
+        path = stream_path(self.stream_values)
+        context["desc_stream"] = path or process.name  # type: ignore[typeddict-unknown-key]
+        # Per stream: the listener reads this when the instance ends.
+        setattr(
+            self,
+            ATTR,
+            DescProcess(
+                process=process.name,
+                workflow=graph.name,
+                task=process.task,
+                version=process.task_version,
+                stream=path,
+                variant=self.variant or "",
+                workflow_version=graph.version,
+            ),
+        )
+        variables = workflow.run_variables(self.variant, context)
+        map_index = _map_index(context)
+        skip = skip_for(RunStates(context, graph), task, process, self.stream_values, map_index, variables)
+        if skip is not None:
+            note_skip(self, skip.kind, skip.message)
+            raise AirflowSkipException(skip.message)
+        kwargs = script_kwargs(workflow, process, self.stream_values, variables)
+        self.log.info("calling %s(%s)", process.callable, ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
+        result = import_callable(process.callable or "")(**kwargs)
+        if process.feeds:
+            feeds = script_feeds(process, result)
+            self.log.info("streams made: %s", ", ".join(f"{k}: {len(v)}" for k, v in feeds.items()))
+            return {"stream": self.stream_values, "map_index": map_index, "feeds": feeds}
+        return _jsonable(result)
+
+
+def _unset_callable(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("WorkflowScriptOperator calls its spec's callable itself")
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
+class WorkflowStreamsOperator(BaseOperator):
+    """The streams of a sub-task in one DAG run, made from what its feeding script returned.
+
+    Each stream is its parent's stream values plus its own (``{"filter": "r", "patch": "1,2"}``).
+    A parent stream whose feeding script did not succeed, or for which something the sub-task
+    ``depends_on`` did not succeed, makes none. For a bundled sub-task, returns the bundles (lists
+    of streams) that its bundle task maps over.
+
+    :param workflow_key: the loaded workflow.
+    :param variant: the variant.
+    :param task_path: the sub-task's path.
+    """
+
+    template_fields: Sequence[str] = ()
+    ui_color = "#e8e8e8"
+
+    def __init__(self, *, workflow_key: str, variant: str | None, task_path: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.workflow_key = workflow_key
+        self.variant = variant
+        self.task_path = task_path
+
+    def execute(self, context: Context) -> Any:
+        """Collect the streams (or bundles) of this run."""
+        workflow = workflow_for(self.workflow_key)
+        graph = workflow.graph(self.variant)
+        task = workflow.task(self.variant, self.task_path)
+        parent = workflow.task(self.variant, task.parent_path or "")
+        feeder = parent.process(task.streams_from or "")
+        runs = RunStates(context, graph)
+        outputs = context["ti"].xcom_pull(task_ids=[task_id_for(feeder.path)]) or []
+        streams: list[dict[str, Any]] = []
+        for output in outputs:
+            if not isinstance(output, Mapping) or "feeds" not in output:
+                continue
+            parent_stream = dict(output.get("stream") or {})
+            index = int(output.get("map_index", -1))
+            if task.depends_on:
+                states = runs.upstream(parent, task.depends_on, parent_stream, index)
+                blocked = {name: s for name, s in states.items() if s != "success"}
+                if blocked:
+                    self.log.info(
+                        "no streams for %s: %s", stream_path(parent_stream) or "the run",
+                        ", ".join(f"{n} {s}" for n, s in blocked.items()),
+                    )  # fmt: skip
+                    continue
+            for value in (output.get("feeds") or {}).get(task.name, []):
+                stream = dict(parent_stream)
+                if task.stream_var:
+                    stream[task.stream_var] = value
+                streams.append(stream)
+        self.log.info("%s: %d streams", task.path, len(streams))
+        if task.bundling.state == "bundle":
+            bundles = task.split_streams(streams)
+            self.log.info("%d bundles of up to %s streams", len(bundles), task.bundling.bundle_size)
+            return bundles
+        return streams

@@ -1,0 +1,259 @@
+"""Render overlays: how a spec is rendered for a site (no Airflow).
+
+A render overlay is a small YAML file beside a spec, e.g. ``dags/workflows/dc1-local.yaml`` for
+the two small clusters of the local test site::
+
+    extends: dc1.yaml            # the spec, relative to this file
+    dag_id_suffix: _local        # DAG ids: DC1-DM12_imsim-dithered_local
+    variants: [imsim-dithered]   # only these (default: all)
+    variables: {scale: 0.001}    # defaults of this rendering: they decide bundling, as conf does not
+    retries: 0                   # at most this many retries per process
+    retry_delay: 10              # seconds between tries (Airflow's default: 300)
+    resources_cap: fit           # cap each request to its cluster's node and walltime limit;
+                                 # or {cpus: 1, memory_mb: 2000, walltime: "0:10:00"} (applied
+                                 # after fitting)
+    launcher: srun               # the bundles' pilot launcher: srun | direct
+    tags: [local]
+
+:func:`load_overlay` reads one into :class:`RenderOptions`; :func:`adjust_graph` applies the
+options' retry and resource caps to a workflow graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airflow_desc._yaml_lines import LocatedYaml, YamlLoadError
+from airflow_desc.clusters import ClusterProfiles, parse_walltime
+from airflow_desc.exceptions import WorkflowSpecError
+from airflow_desc.workflow.graph import ProcessNode, ResolvedResources, TaskNode, WorkflowGraph
+from airflow_desc.workflow.spec import Scalar
+
+__all__ = ["LAUNCHERS", "RenderOptions", "ResourceCap", "adjust_graph", "is_overlay", "load_overlay"]
+
+#: The pilot launchers a bundle may use.
+LAUNCHERS = ("srun", "direct")
+_OVERLAY_KEYS = (
+    "extends",
+    "dag_id_suffix",
+    "variants",
+    "variables",
+    "retries",
+    "retry_delay",
+    "resources_cap",
+    "launcher",
+    "tags",
+)
+
+
+@dataclass(frozen=True)
+class ResourceCap:
+    """The most any batch process of a rendering may ask for (``None``: no cap on that).
+
+    :param cpus: CPUs.
+    :param memory_mb: memory in MB.
+    :param walltime_s: walltime in seconds.
+    """
+
+    cpus: int | None = None
+    memory_mb: int | None = None
+    walltime_s: int | None = None
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How to render a spec for a site (what a render overlay file says).
+
+    :param dag_id_suffix: appended to every DAG id.
+    :param variants: the variants to render; ``None``: all.
+    :param variables: variable values of this rendering (they decide bundling; a run's conf
+        still overrides them).
+    :param max_retries: at most this many retries per process.
+    :param retry_delay_s: seconds between the tries of a task.
+    :param fit_resources: cap every request to its cluster's node size and maximum walltime.
+    :param resources_cap: a further cap.
+    :param launcher: the pilot launcher of the bundles (``srun`` or ``direct``).
+    :param tags: extra DAG tags.
+    """
+
+    dag_id_suffix: str = ""
+    variants: tuple[str, ...] | None = None
+    variables: Mapping[str, Scalar] = field(default_factory=dict)
+    max_retries: int | None = None
+    retry_delay_s: float = 300.0
+    fit_resources: bool = False
+    resources_cap: ResourceCap | None = None
+    launcher: str = "srun"
+    tags: tuple[str, ...] = ()
+
+
+def load_overlay(path: str | os.PathLike[str]) -> tuple[Path, RenderOptions]:
+    """Read a render overlay: the spec it extends and the options it sets.
+
+    :param path: the overlay file (see the module docstring).
+    :return: the absolute path of the spec, and the options.
+    :raises WorkflowSpecError: listing every problem as ``file:line: key: what; what to do``.
+    """
+    source = os.fspath(path)
+    try:
+        located = LocatedYaml.load_file(path)
+    except YamlLoadError as exc:
+        raise WorkflowSpecError("\n".join(p.format(source) for p in exc.problems)) from None
+    except OSError as exc:
+        raise WorkflowSpecError(f"{source}: cannot read the render overlay: {exc}") from None
+    data = located.data
+    problems: list[str] = []
+
+    def bad(key: str, message: str) -> None:
+        problems.append(located.problem((key,), message).format(source))
+
+    if not isinstance(data, dict) or "extends" not in data:
+        raise WorkflowSpecError(f"{source}: a render overlay is a mapping with 'extends: <spec file>'")
+    for key in data:
+        if key not in _OVERLAY_KEYS:
+            bad(str(key), f"unknown key; use one of {', '.join(_OVERLAY_KEYS)}")
+    base = Path(source).resolve().parent / str(data["extends"])
+    if not base.is_file():
+        bad("extends", f"{base} does not exist; name the spec file, relative to this overlay")
+    options = _overlay_options(data, bad)
+    if problems:
+        raise WorkflowSpecError("\n".join(problems))
+    return base, options
+
+
+def _overlay_options(data: Mapping[str, Any], bad: Callable[[str, str], None]) -> RenderOptions:
+    values: dict[str, Any] = {}
+    checks: list[tuple[str, str, Callable[[Any], bool], Callable[[Any], Any], str]] = [
+        ("dag_id_suffix", "dag_id_suffix", lambda v: isinstance(v, str), str, "expected text, e.g. _local"),
+        ("variants", "variants", _is_names, tuple, "expected a list of variant names, e.g. [imsim-dithered]"),
+        (
+            "variables",
+            "variables",
+            lambda v: (
+                isinstance(v, dict) and all(isinstance(x, str | int | float | bool) for x in v.values())
+            ),
+            dict,
+            "expected a mapping of variable names to values, e.g. {scale: 0.001}",
+        ),
+        ("retries", "max_retries", _is_count, int, "expected a whole number of retries, 0 or more"),
+        ("retry_delay", "retry_delay_s", _is_seconds, float, "expected seconds, e.g. 10"),
+        ("launcher", "launcher", lambda v: v in LAUNCHERS, str, f"expected one of {', '.join(LAUNCHERS)}"),
+        ("tags", "tags", _is_names, tuple, "expected a list of tags"),
+    ]
+    for key, name, valid, convert, message in checks:
+        value = data.get(key)
+        if value is None:
+            continue
+        if valid(value):
+            values[name] = convert(value)
+        else:
+            bad(key, message)
+    cap = data.get("resources_cap")
+    if cap == "fit":
+        values["fit_resources"] = True
+    elif isinstance(cap, dict):
+        values["fit_resources"] = bool(cap.get("fit", True))
+        values["resources_cap"] = _cap(cap, bad)
+    elif cap is not None:
+        bad("resources_cap", "expected 'fit' or a mapping {cpus, memory_mb, walltime, fit}")
+    return RenderOptions(**values)
+
+
+def _is_names(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_seconds(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
+def _cap(cap: Mapping[str, Any], bad: Callable[[str, str], None]) -> ResourceCap:
+    unknown = set(cap) - {"cpus", "memory_mb", "walltime", "fit"}
+    if unknown:
+        bad(
+            "resources_cap",
+            f"unknown keys {', '.join(sorted(map(str, unknown)))}; use cpus, memory_mb, walltime",
+        )
+    numbers: dict[str, int | None] = {}
+    for key in ("cpus", "memory_mb"):
+        value = cap.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            bad("resources_cap", f"{key} must be a positive whole number")
+            value = None
+        numbers[key] = value
+    walltime_s = None
+    if cap.get("walltime") is not None:
+        try:
+            walltime_s = parse_walltime(cap["walltime"])
+        except ValueError as exc:
+            bad("resources_cap", f"walltime: {exc}; write HH:MM:SS")
+    return ResourceCap(cpus=numbers["cpus"], memory_mb=numbers["memory_mb"], walltime_s=walltime_s)
+
+
+def is_overlay(path: Path) -> bool:
+    """Whether the YAML file at ``path`` is a render overlay (it has ``extends:``), not a spec."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return any(line.startswith("extends:") for line in f)
+    except OSError:
+        return False
+
+
+def adjust_graph(
+    graph: WorkflowGraph, options: RenderOptions, clusters: ClusterProfiles | None
+) -> WorkflowGraph:
+    """Apply the options' retry and resource caps to every process of a graph."""
+    if options.max_retries is None and not options.fit_resources and options.resources_cap is None:
+        return graph
+    if options.fit_resources and clusters is None:
+        raise WorkflowSpecError(
+            f"{graph.source}: resources_cap: fit needs the cluster profiles; set DESC_CLUSTERS_FILE"
+        )
+
+    def process(node: ProcessNode) -> ProcessNode:
+        retries = node.retries if options.max_retries is None else min(node.retries, options.max_retries)
+        resources = node.resources
+        if resources is not None:
+            resources = _capped(resources, options, clusters)
+        return dataclasses.replace(node, retries=retries, resources=resources)
+
+    def task(node: TaskNode) -> TaskNode:
+        return dataclasses.replace(
+            node,
+            processes=tuple(process(p) for p in node.processes),
+            children=tuple(task(c) for c in node.children),
+        )
+
+    return dataclasses.replace(graph, root=task(graph.root))
+
+
+def _capped(
+    res: ResolvedResources, options: RenderOptions, clusters: ClusterProfiles | None
+) -> ResolvedResources:
+    cpus, memory, walltime = res.cpus, res.memory_mb, res.walltime_s
+    if options.fit_resources and clusters is not None:
+        profile = clusters.get(res.cluster)
+        cpus = min(cpus, profile.cores_per_node)
+        memory = min(memory, profile.memory_per_node_mb) if memory else memory
+        walltime = min(walltime, profile.max_walltime_s) if walltime else walltime
+    cap = options.resources_cap
+    if cap is not None:
+        cpus = min(cpus, cap.cpus) if cap.cpus else cpus
+        memory = min(memory, cap.memory_mb) if memory and cap.memory_mb else memory
+        walltime = min(walltime, cap.walltime_s) if walltime and cap.walltime_s else walltime
+    text = _clock(walltime) if walltime != res.walltime_s and walltime else res.walltime
+    return dataclasses.replace(res, cpus=cpus, memory_mb=memory, walltime=text, walltime_s=walltime)
+
+
+def _clock(seconds: int) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"

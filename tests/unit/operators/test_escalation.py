@@ -1,0 +1,133 @@
+"""Escalation of a single job by cause: walltime after TIMEOUT, memory (and cores, or the high-memory
+partition) after OUT_OF_MEMORY, node exclusion after NODE_FAIL / PREEMPTED; nothing otherwise.
+
+Jobs come from real sacct text (see ``test_slurm``'s recordings).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_desc.operators.escalation import EscalationExhausted
+from airflow_desc.slurm import JobAccounting, ReasonClass, diagnose
+from tests.unit.operators.test_slurm import (
+    CGROUP_OOM,
+    EXIT_3,
+    LINUXPROC_OOM,
+    NODE_FAIL,
+    PREEMPTED,
+    TIMEOUT,
+    escalate,
+    operator,
+    profile,
+)
+
+# --- escalation after TIMEOUT ---
+
+
+def test_timeout_doubles_the_walltime_it_ran_with() -> None:
+    esc = escalate(operator(), profile(), TIMEOUT, {"resources": {"time_limit_s": 600}})
+    assert esc == {"time_limit_s": 1200}
+
+
+def test_timeout_without_a_recorded_request_uses_the_sacct_time_limit() -> None:
+    assert TIMEOUT.job.time_limit_s == 60
+    assert escalate(operator(), profile(), TIMEOUT) == {"time_limit_s": 120}
+
+
+def test_timeout_escalation_is_capped_at_the_cluster_maximum() -> None:
+    esc = escalate(operator(timeout_factor=3.0), profile(), TIMEOUT, {"resources": {"time_limit_s": 900}})
+    assert esc["time_limit_s"] == 1800 == profile().max_walltime_s
+
+
+def test_timeout_at_the_cluster_maximum_fails_for_good() -> None:
+    with pytest.raises(EscalationExhausted) as caught:
+        escalate(operator(), profile(), TIMEOUT, {"resources": {"time_limit_s": 1800}})
+    message = str(caught.value)
+    assert "s3df maximum walltime (1800 s)" in message
+    assert "reached its time limit" in message  # the diagnosis comes first
+
+
+def test_timeout_escalation_keeps_earlier_escalations() -> None:
+    state = {"resources": {"time_limit_s": 600}, "escalation": {"exclude": ["nid000001"], "mem_mb": 4000}}
+    esc = escalate(operator(), profile(), TIMEOUT, state)
+    assert esc == {"exclude": ["nid000001"], "mem_mb": 4000, "time_limit_s": 1200}
+    assert state["escalation"] == {"exclude": ["nid000001"], "mem_mb": 4000}  # not changed in place
+
+
+# --- escalation after running out of memory ---
+
+
+@pytest.mark.parametrize("acct", [CGROUP_OOM, LINUXPROC_OOM], ids=["cgroup", "linuxproc"])
+def test_out_of_memory_doubles_the_recorded_request(acct: JobAccounting) -> None:
+    assert diagnose(acct).reason is ReasonClass.OUT_OF_MEMORY
+    # No resources recorded: the 100M of sacct's ReqMem.
+    assert escalate(operator(), profile(), acct) == {"mem_mb": 200, "cpus": 1}
+
+
+def test_out_of_memory_asks_for_the_cores_that_come_with_the_memory() -> None:
+    # 2 GB per core: 6000 MB take 3 cores.
+    esc = escalate(operator(), profile(), CGROUP_OOM, {"resources": {"mem_mb": 3000, "cpus": 1}})
+    assert esc == {"mem_mb": 6000, "cpus": 3}
+    assert profile().cores_for_memory(6000) == 3
+
+
+def test_out_of_memory_keeps_more_cores_than_the_memory_needs() -> None:
+    esc = escalate(operator(), profile(), CGROUP_OOM, {"resources": {"mem_mb": 1000, "cpus": 4}})
+    assert esc == {"mem_mb": 2000, "cpus": 4}
+
+
+def test_out_of_memory_is_capped_at_a_node() -> None:
+    esc = escalate(operator(), profile(), CGROUP_OOM, {"resources": {"mem_mb": 5000, "cpus": 1}})
+    assert esc == {"mem_mb": 8192, "cpus": 4}
+
+
+def test_out_of_memory_at_a_whole_node_moves_to_the_high_memory_partition() -> None:
+    prof = profile(high_memory_partition="bigmem")
+    state = {"resources": {"mem_mb": 8192, "cpus": 4}, "escalation": {"mem_mb": 8192, "cpus": 4}}
+    esc = escalate(operator(), prof, CGROUP_OOM, state)
+    assert esc == {"mem_mb": 16384, "cpus": 4, "partition": "bigmem"}
+
+
+def test_out_of_memory_on_the_high_memory_partition_keeps_doubling_there() -> None:
+    # The profile describes standard nodes; on the high-memory partition SLURM enforces the limits
+    # (a request above its nodes is rejected at submission with sbatch's own message).
+    prof = profile(high_memory_partition="bigmem")
+    state = {"resources": {"mem_mb": 16384, "partition": "bigmem"}, "escalation": {"partition": "bigmem"}}
+    esc = escalate(operator(), prof, CGROUP_OOM, state)
+    assert esc == {"partition": "bigmem", "mem_mb": 32768}
+
+
+def test_out_of_memory_at_a_whole_node_without_a_high_memory_partition_fails_for_good() -> None:
+    with pytest.raises(EscalationExhausted) as caught:
+        escalate(operator(), profile(), LINUXPROC_OOM, {"resources": {"mem_mb": 8192}})
+    message = str(caught.value)
+    assert "whole s3df node's memory (8192 MB)" in message
+    assert "ran out of memory" in message
+
+
+# --- node failure, preemption, other failures ---
+
+
+@pytest.mark.parametrize(("acct", "node"), [(NODE_FAIL, "nid001234"), (PREEMPTED, "nid001235")])
+def test_retryable_failure_excludes_the_node_and_keeps_the_resources(acct: JobAccounting, node: str) -> None:
+    assert diagnose(acct).retryable
+    state = {"resources": {"mem_mb": 4000, "time_limit_s": 600}}
+    assert escalate(operator(), profile(), acct, state) == {"exclude": [node]}
+
+
+def test_excluded_nodes_accumulate_without_repeats() -> None:
+    state = {"escalation": {"exclude": ["nid009999", "nid001234"], "time_limit_s": 1200}}
+    esc = escalate(operator(), profile(), NODE_FAIL, state)
+    assert esc == {"exclude": ["nid001234", "nid009999"], "time_limit_s": 1200}
+
+
+def test_a_payload_failure_changes_nothing() -> None:
+    state = {"resources": {"mem_mb": 4000}, "escalation": {"time_limit_s": 1200}}
+    assert escalate(operator(), profile(), EXIT_3, state) == {"time_limit_s": 1200}
+
+
+@pytest.mark.parametrize("acct", [TIMEOUT, CGROUP_OOM, LINUXPROC_OOM], ids=["timeout", "cgroup", "linuxproc"])
+def test_escalate_false_changes_nothing_even_at_the_limits(acct: JobAccounting) -> None:
+    state = {"resources": {"time_limit_s": 1800, "mem_mb": 8192}, "escalation": {"cpus": 2}}
+    assert escalate(operator(escalate=False), profile(), acct, state) == {"cpus": 2}
