@@ -34,6 +34,7 @@ venv: $(VENV)/.installed
 lint: venv
 	$(BIN)/ruff check airflow_desc tests dags benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 unit: venv
 	$(BIN)/pytest tests/unit

@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
 
 __all__ = [
     "PROCESS_STATES",
+    "InstanceIdentity",
     "JsonLinesRecorder",
     "ProcessRecord",
     "Recorder",
@@ -182,6 +183,96 @@ class ProcessRecord:
             if isinstance(values.get(name), str):
                 values[name] = datetime.fromisoformat(values[name])
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class InstanceIdentity:
+    """Who one attempt of a process instance is, and the Airflow task instance that ran it.
+
+    Its workflow, task, process and stream, with the DAG, run, task, map index and try. Every
+    record is made from one (:meth:`attempt`, :meth:`skipped`, :meth:`of_job`), so the identity is
+    written in one place.
+
+    :param workflow: the workflow (top-level task) name.
+    :param process: the process name.
+    :param task: the Pipeline II task the process belongs to (default: the workflow).
+    :param version: that task's version.
+    :param variant: the workflow variant.
+    :param dag_id: the Airflow DAG.
+    :param run_id: the DAG run.
+    :param task_id: the Airflow task.
+    :param map_index: its map index (-1 when not mapped).
+    :param try_number: the Airflow try.
+    :param stream: the stream path ("" at the top level).
+    :param process_type: ``batch`` or ``script``.
+    """
+
+    workflow: str
+    process: str
+    task: str = ""
+    version: str = ""
+    variant: str = ""
+    dag_id: str = ""
+    run_id: str = ""
+    task_id: str = ""
+    map_index: int = -1
+    try_number: int = 1
+    stream: str = ""
+    process_type: str = "batch"
+
+    def attempt(self, state: str, **fields: Any) -> ProcessRecord:
+        """Return the record of this attempt ending in ``state``, with its other ``fields``."""
+        return ProcessRecord(**dataclasses.asdict(self), state=state, **fields)
+
+    def skipped(self, reason: str, message: str, **fields: Any) -> ProcessRecord:
+        """Return the record of this instance Skipped now, for ``reason`` (the skip's kind)."""
+        now = datetime.now(timezone.utc)
+        return self.attempt("skipped", reason=reason, message=message, start_time=now, end_time=now, **fields)
+
+    def of_job(
+        self,
+        accounting: JobAccounting,
+        diagnosis: Diagnosis,
+        *,
+        cluster: str,
+        log_path: str | None = None,
+        job_uid: int | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> ProcessRecord:
+        """Return the record of a single SLURM job from its accounting and its diagnosis.
+
+        :param accounting: the job's accounting (sacct).
+        :param diagnosis: why it ended (:func:`airflow_desc.slurm.diagnose`, or an output check).
+        :param cluster: the cluster it ran on.
+        :param log_path: its log on the cluster.
+        :param job_uid: the uid it ran as (a cancel by that uid is ``cancelled``; see
+            :func:`process_state`).
+        :param extra: kept as the record's ``extra``.
+        """
+        job = accounting.job
+        return self.attempt(
+            process_state(accounting, diagnosis, job_uid=job_uid),
+            cluster=cluster,
+            job_id=accounting.job_id,
+            step="batch",
+            slurm_state=accounting.state.raw,
+            exit_code=accounting.exit_code,
+            signal=accounting.signal,
+            reason=str(diagnosis.reason),
+            message=diagnosis.message,
+            submit_time=job.submit if job else None,
+            start_time=job.start if job else None,
+            end_time=job.end if job else None,
+            elapsed_s=accounting.elapsed_s,
+            total_cpu_s=accounting.total_cpu_s,
+            max_rss_bytes=accounting.max_rss_bytes,
+            req_cpus=job.req_cpus if job else None,
+            req_mem_bytes=accounting.req_mem_bytes,
+            req_walltime_s=job.time_limit_s if job else None,
+            node=accounting.node_list,
+            log_path=log_path,
+            extra=dict(extra or {}),
+        )
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_desc.clusters import ClusterProfile, load_cluster_profiles
 from airflow_desc.exceptions import DescError, SlurmJobFailed
-from airflow_desc.history import ProcessRecord, Recorder, default_recorder, process_state
+from airflow_desc.history import ProcessRecord, Recorder, default_recorder
+from airflow_desc.history.records import InstanceIdentity
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.operators.escalation import EscalationExhausted, escalate_job
 from airflow_desc.slurm import (
@@ -489,6 +490,23 @@ class SlurmOperator(BaseOperator):
             log_tail=tail,
         )
 
+    def _identity(self, context: Context, try_number: int | None = None) -> InstanceIdentity:
+        """Return who this task instance's process instance is, for its records."""
+        ti = context["ti"]
+        return InstanceIdentity(
+            workflow=self.workflow or ti.dag_id,
+            process=self.process or ti.task_id.rsplit(".", 1)[-1],
+            task=self.workflow_task or "",
+            version=self.workflow_version,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            map_index=_map_index(ti),
+            try_number=int(try_number if try_number is not None else ti.try_number or 1),
+            stream=self.stream,
+            process_type="batch",
+        )
+
     def _record(
         self,
         context: Context,
@@ -500,39 +518,10 @@ class SlurmOperator(BaseOperator):
         *,
         adopted: bool = False,
     ) -> ProcessRecord:
-        ti = context["ti"]
-        job = accounting.job
-        record = ProcessRecord(
-            workflow=self.workflow or ti.dag_id,
-            process=self.process or ti.task_id.rsplit(".", 1)[-1],
-            task=self.workflow_task or "",
-            version=self.workflow_version,
-            state=process_state(accounting, diagnosis),
-            dag_id=ti.dag_id,
-            run_id=ti.run_id,
-            task_id=ti.task_id,
-            map_index=_map_index(ti),
-            try_number=int(try_number),
-            stream=self.stream,
-            process_type="batch",
+        record = self._identity(context, try_number).of_job(
+            accounting,
+            diagnosis,
             cluster=profile.name,
-            job_id=accounting.job_id,
-            step="batch",
-            slurm_state=accounting.state.raw,
-            exit_code=accounting.exit_code,
-            signal=accounting.signal,
-            reason=str(diagnosis.reason),
-            message=diagnosis.message,
-            submit_time=job.submit if job else None,
-            start_time=job.start if job else None,
-            end_time=job.end if job else None,
-            elapsed_s=accounting.elapsed_s,
-            total_cpu_s=accounting.total_cpu_s,
-            max_rss_bytes=accounting.max_rss_bytes,
-            req_cpus=job.req_cpus if job else None,
-            req_mem_bytes=accounting.req_mem_bytes,
-            req_walltime_s=job.time_limit_s if job else None,
-            node=accounting.node_list,
             log_path=log_path,
             extra={"accounting": accounting_to_payload(accounting)["rows"], "adopted": adopted},
         )

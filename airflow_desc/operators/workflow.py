@@ -19,7 +19,6 @@ import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.python import PythonOperator
@@ -35,7 +34,7 @@ from airflow_desc.operators.slurm import SlurmOperator
 from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
 from airflow_desc.slurm.quoting import quote_path
 from airflow_desc.timetables import run_survey_year
-from airflow_desc.workflow.graph import ProcessNode, Skip, WorkflowGraph
+from airflow_desc.workflow.graph import Skip
 from airflow_desc.workflow.naming import stream_path, task_id_for
 from airflow_desc.workflow.registry import workflow_for
 from airflow_desc.workflow.scripts import import_callable, script_feeds, script_kwargs
@@ -146,11 +145,13 @@ class WorkflowBatchOperator(SlurmOperator):
         task = workflow.task(self.variant, self.process_path.rpartition("/")[0])
         variables = workflow.run_variables(self.variant, context)
         context["desc_stream"] = self.stream or process.name  # type: ignore[typeddict-unknown-key]
+        # Its records name the process as the graph does, whatever the operator was built with.
+        self.workflow, self.workflow_task, self.process = graph.name, process.task, process.name
         self.workflow_version = process.task_version
         map_index = _map_index(context)
         skip = skip_for(RunStates(context, graph), task, process, self.stream_values, map_index, variables)
         if skip is not None:
-            self._record_skip(context, graph, process, skip)
+            self._record_skip(context, skip)
             raise AirflowSkipException(skip.message)
         self.command = process.render_command(self.stream_values, variables)
         profile = self._profile()
@@ -162,28 +163,9 @@ class WorkflowBatchOperator(SlurmOperator):
         context["desc_stream"] = self.stream or self.process_path.rpartition("/")[2]  # type: ignore[typeddict-unknown-key]
         return super().execute_complete(context, event)
 
-    def _record_skip(self, context: Context, graph: WorkflowGraph, process: ProcessNode, skip: Skip) -> None:
-        ti: Any = context["ti"]
-        now = datetime.now(timezone.utc)
-        record = ProcessRecord(
-            workflow=graph.name,
-            process=process.name,
-            task=process.task,
-            version=process.task_version,
-            state="skipped",
-            dag_id=ti.dag_id,
-            run_id=ti.run_id,
-            task_id=ti.task_id,
-            map_index=_map_index(context),
-            try_number=int(ti.try_number or 1),
-            stream=self.stream,
-            process_type="batch",
-            cluster=self._profile().name,
-            reason=skip.kind,
-            message=skip.message,
-            start_time=now,
-            end_time=now,
-        )
+    def _record_skip(self, context: Context, skip: Skip) -> None:
+        # The renderer names the workflow, task, version and process of this operator.
+        record = self._identity(context).skipped(skip.kind, skip.message, cluster=self._profile().name)
         (self.recorder or default_recorder()).record([record])
 
     def _finish(
