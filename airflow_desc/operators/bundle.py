@@ -62,7 +62,6 @@ from airflow_desc.exceptions import SlurmJobFailed
 from airflow_desc.history import ProcessRecord, default_recorder
 from airflow_desc.operators.escalation import escalate_request
 from airflow_desc.operators.output_checks import CheckRequest, run_output_checks
-from airflow_desc.operators.run_states import combine_states
 from airflow_desc.operators.slurm import SlurmOperator, task_dir_for
 from airflow_desc.operators.workflow import VariantRecorder, workdir_lines
 from airflow_desc.pilot import bundle_job_command, parse_records, parse_summary, step_name
@@ -79,6 +78,7 @@ from airflow_desc.workflow.bundle_plan import (
 )
 from airflow_desc.workflow.graph import ProcessNode, TaskNode
 from airflow_desc.workflow.naming import instance_id, stream_path
+from airflow_desc.workflow.outcomes import combine_states
 from airflow_desc.workflow.overlays import LAUNCHERS
 from airflow_desc.workflow.registry import LoadedWorkflow, workflow_for
 from airflow_desc.workflow.scripts import ScriptOutcome, call_script

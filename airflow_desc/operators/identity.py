@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from airflow_desc.workflow.graph import Skip
+from airflow_desc.workflow.outcomes import Skip
 
 __all__ = ["ATTR", "SKIP_ATTR", "DescProcess", "mark_script_process", "note_skip"]
 

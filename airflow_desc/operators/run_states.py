@@ -4,8 +4,8 @@ Generated tasks run with trigger rule ``all_done`` and decide per stream whether
 :class:`RunStates` reads the task-instance states of the run (one Task SDK call), the streams of
 sub-tasks (their ``streams`` tasks' XCom) and the streams inside bundles (the bundles'
 ``bundle_summary`` XComs); :func:`skip_for` turns them into a process instance's
-:class:`~airflow_desc.workflow.graph.Skip`, or ``None`` when it runs. :func:`combine_states`
-is the rule that makes one state of a sub-task's stream from its process instances.
+:class:`~airflow_desc.workflow.outcomes.Skip`, or ``None`` when it runs (a sub-task's stream
+counts as one state, by ``combine_states``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow_desc.workflow.graph import ProcessNode, Skip, TaskNode, WorkflowGraph
+from airflow_desc.workflow.graph import ProcessNode, TaskNode, WorkflowGraph
 from airflow_desc.workflow.naming import (
     bundle_task_id,
     stream_extends,
@@ -21,12 +21,13 @@ from airflow_desc.workflow.naming import (
     streams_task_id,
     task_id_for,
 )
+from airflow_desc.workflow.outcomes import Skip, combine_states
 from airflow_desc.workflow.spec import Scalar
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["RunStates", "combine_states", "skip_for"]
+__all__ = ["RunStates", "skip_for"]
 
 #: How a process instance ended, from its Airflow task instance's state.
 _FROM_AIRFLOW = {
@@ -36,24 +37,6 @@ _FROM_AIRFLOW = {
     "skipped": "skipped",
     "removed": "skipped",
 }
-
-
-def combine_states(states: Iterable[str]) -> str:
-    """Return the state of a stream of a sub-task from the states of its process instances.
-
-    Failed if any failed, else terminated if any was, else success if any succeeded or there was
-    nothing to run; skipped only when everything was skipped (a skip caused by a failure is counted
-    by that failure).
-    """
-    seen = set(states)
-    for state in ("failed", "terminated"):
-        if state in seen:
-            return state
-    if not seen or "success" in seen:
-        return "success"
-    if seen <= {"skipped", "cancelled"}:
-        return "skipped"
-    return "failed"
 
 
 class RunStates:

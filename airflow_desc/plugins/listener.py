@@ -28,7 +28,7 @@ from airflow.listeners import hookimpl
 from airflow_desc.history import ProcessRecord, default_recorder
 from airflow_desc.operators.identity import ATTR, SKIP_ATTR, DescProcess
 from airflow_desc.timetables import run_survey_year
-from airflow_desc.workflow.graph import Skip
+from airflow_desc.workflow.outcomes import Skip
 
 __all__ = ["on_task_instance_failed", "on_task_instance_skipped", "on_task_instance_success"]
 

@@ -40,6 +40,7 @@ from typing import Any, Literal, TypeVar
 from airflow_desc.clusters import parse_walltime
 from airflow_desc.emulate import payload_command
 from airflow_desc.exceptions import WorkflowSpecError
+from airflow_desc.workflow.outcomes import Skip
 from airflow_desc.workflow.spec import (
     BundlingSettings,
     Defaults,
@@ -64,7 +65,6 @@ __all__ = [
     "CheckNode",
     "ProcessNode",
     "ResolvedResources",
-    "Skip",
     "TaskEstimate",
     "TaskInstanceEstimate",
     "TaskNode",
@@ -164,22 +164,6 @@ class CheckNode:
         if self.message is not None:
             return Template.parse(self.message).render(values)
         return _DEFAULT_MESSAGES[self.kind].format(target=self.target(values), min_count=self.min_count)
-
-
-@dataclass(frozen=True)
-class Skip:
-    """Why a process instance does not run.
-
-    :param kind: the history's reason class: ``upstream-failed`` (something it ``depends_on`` did
-        not succeed for its stream) or ``skip-condition`` (its ``skip_if`` holds).
-    :param message: what the skip says, e.g. ``upstream processVisit failed``.
-    """
-
-    kind: Literal["upstream-failed", "skip-condition"]
-    message: str
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import pytest
 
 from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.workflow import WorkflowGraph, WorkflowSpec, build_graph, estimate_task_instances, load_spec
-from airflow_desc.workflow.graph import Skip
+from airflow_desc.workflow.outcomes import Skip
 
 ROOT = pathlib.Path(__file__).parents[3]
 DC1 = ROOT / "dags" / "workflows" / "dc1.yaml"

@@ -16,7 +16,7 @@ from airflow_desc.workflow import (
     estimate_task_instances,
     parse_spec,
 )
-from airflow_desc.workflow.graph import Skip
+from airflow_desc.workflow.outcomes import Skip
 
 # A three-level pyramid (visit > raft > sensor) beside a patch level, with defaults at two levels.
 PYRAMID = """\

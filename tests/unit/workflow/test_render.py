@@ -18,14 +18,13 @@ from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.emulate import scripts
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.history import JsonLinesRecorder
-from airflow_desc.operators.run_states import RunStates, combine_states
+from airflow_desc.operators.run_states import RunStates
 from airflow_desc.operators.workflow import (
     WorkflowBatchOperator,
     WorkflowScriptOperator,
     WorkflowStreamsOperator,
 )
 from airflow_desc.workflow import parse_spec
-from airflow_desc.workflow.naming import stream_extends, stream_path
 from airflow_desc.workflow.overlays import RenderOptions, load_overlay
 from airflow_desc.workflow.registry import load_workflow, workflow_for
 from airflow_desc.workflow.render import render_dags
@@ -330,28 +329,6 @@ def test_the_dag_files_are_one_liners_that_load_the_specs() -> None:
 
 
 # --- streams, states ---------------------------------------------------------------------------------
-
-
-def test_streams_have_paths_and_parents() -> None:
-    stream = {"visit": 2201, "raft": "R22", "sensor": "S11"}
-    assert stream_path(stream) == "visit=2201/raft=R22/sensor=S11"
-    assert stream_path({}) == ""
-    assert stream_extends(stream, {"visit": 2201}) and stream_extends(stream, {})
-    assert not stream_extends(stream, {"visit": 2202})
-
-
-@pytest.mark.parametrize(
-    ("states", "combined"),
-    [
-        ([], "success"),
-        (["success", "skipped"], "success"),
-        (["success", "failed", "terminated"], "failed"),
-        (["terminated", "success"], "terminated"),
-        (["skipped", "skipped"], "skipped"),
-    ],
-)
-def test_the_state_of_a_stream_combines_its_instances(states: list[str], combined: str) -> None:
-    assert combine_states(states) == combined
 
 
 def test_run_variables_take_the_conf_over_the_variant(mini: Any) -> None:

@@ -16,7 +16,7 @@ from airflow_desc.history import ProcessRecord
 from airflow_desc.operators.identity import SKIP_ATTR
 from airflow_desc.operators.workflow import VariantRecorder, WorkflowBatchOperator, WorkflowScriptOperator
 from airflow_desc.timetables import run_survey_year
-from airflow_desc.workflow.graph import Skip
+from airflow_desc.workflow.outcomes import Skip
 from airflow_desc.workflow.registry import workflow_for
 from airflow_desc.workflow.render import render_dags
 from tests.unit.workflow.test_render import MINI, SITE, FakeTI, context
