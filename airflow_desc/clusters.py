@@ -54,7 +54,7 @@ from airflow_desc._yaml_lines import (
     format_path,
 )
 from airflow_desc.exceptions import ClusterProfileError, ResourceLimitError
-from airflow_desc.slurm.units import parse_duration
+from airflow_desc.slurm.units import WALLTIME_FORMS, walltime_seconds
 
 __all__ = [
     "CLUSTERS_FILE_ENV",
@@ -77,11 +77,13 @@ CLUSTERS_FILE_ENV = "DESC_CLUSTERS_FILE"
 # Names end up in Airflow pool names, job names and file names.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_WALLTIME_FORMS = "D-HH:MM:SS, HH:MM:SS, MM:SS or whole minutes"
 
 
 def parse_walltime(value: str | int) -> int:
     """Read a walltime as SLURM's ``--time`` does, into whole seconds.
+
+    :func:`airflow_desc.slurm.units.walltime_seconds`, with YAML's words for a value that is
+    not text or whole minutes.
 
     :param value: ``"D-HH:MM:SS"``, ``"D-HH"``, ``"HH:MM:SS"``, ``"MM:SS"``, or minutes
         (an int, or a string of digits).
@@ -90,21 +92,7 @@ def parse_walltime(value: str | int) -> int:
     """
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"expected a walltime, got {describe_value(value)}")
-    text = str(value).strip()
-    if text.isdigit():
-        seconds: float | None = int(text) * 60
-    else:
-        try:
-            seconds = parse_duration(text)
-        except ValueError:
-            raise ValueError(f"cannot read {text!r} as a walltime") from None
-    if seconds is None:
-        raise ValueError(f"{text!r} is not a finite walltime")
-    if seconds != int(seconds):
-        raise ValueError(f"{text!r} has fractions of a second")
-    if seconds <= 0:
-        raise ValueError(f"walltime must be positive, got {text!r}")
-    return int(seconds)
+    return walltime_seconds(value)
 
 
 def _clock(seconds: int) -> str:
@@ -171,11 +159,11 @@ def _seconds(example: int, *, allow_zero: bool) -> Callable[[Any], float]:
 
 def _walltime_text(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise _Invalid(((), f"expected a walltime, got {describe_value(value)}; write {_WALLTIME_FORMS}"))
+        raise _Invalid(((), f"expected a walltime, got {describe_value(value)}; write {WALLTIME_FORMS}"))
     try:
         seconds = parse_walltime(value)
     except ValueError as exc:
-        raise _Invalid(((), f"{exc}; write {_WALLTIME_FORMS}")) from None
+        raise _Invalid(((), f"{exc}; write {WALLTIME_FORMS}")) from None
     # Minutes are written out so that the field always reads as a clock.
     return _clock(seconds) if isinstance(value, int) or value.strip().isdigit() else value.strip()
 

@@ -135,8 +135,9 @@ from airflow_desc._yaml_lines import (
     did_you_mean,
     format_path,
 )
-from airflow_desc.clusters import ClusterProfiles, parse_walltime
+from airflow_desc.clusters import ClusterProfiles
 from airflow_desc.exceptions import WorkflowSpecError
+from airflow_desc.slurm.units import WALLTIME_FORMS, walltime_seconds
 
 __all__ = [
     "CHECK_KINDS",
@@ -180,7 +181,6 @@ _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VARIANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]*$")
 _CALLABLE_RE = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
-_WALLTIME_FORMS = "D-HH:MM:SS, HH:MM:SS, MM:SS or whole minutes"
 # Keys that only one process type has.
 _BATCH_ONLY = ("command", "dm_command", "emulate", "resources", "escalation", "checks")
 _SCRIPT_ONLY = ("callable", "kwargs")
@@ -530,11 +530,11 @@ def _walltime(value: Any) -> Any:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"expected a walltime, got {describe_value(value)}; write {_WALLTIME_FORMS}")
+        raise ValueError(f"expected a walltime, got {describe_value(value)}; write {WALLTIME_FORMS}")
     try:
-        parse_walltime(value)
+        walltime_seconds(value)
     except ValueError as exc:
-        raise ValueError(f"{exc}; write {_WALLTIME_FORMS}") from None
+        raise ValueError(f"{exc}; write {WALLTIME_FORMS}") from None
     return str(value).strip() if isinstance(value, str) else f"{value // 60}:{value % 60:02d}:00"
 
 
