@@ -40,23 +40,19 @@ from typing import Any, Literal, TypeVar
 from airflow_desc.emulate import payload_command
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.slurm.units import walltime_seconds
-from airflow_desc.workflow.spec import (
+from airflow_desc.workflow.spec_expressions import Expression, ExpressionError
+from airflow_desc.workflow.spec_models import (
     BundlingSettings,
     Defaults,
     Emulate,
     Escalation,
-    Expression,
-    ExpressionError,
     ProcessSpec,
     Resources,
-    Scalar,
     SubTaskSpec,
     TaskSpec,
-    Template,
-    TemplateError,
     WorkflowSpec,
-    format_value,
 )
+from airflow_desc.workflow.spec_templates import Scalar, Template, TemplateError, format_value
 
 __all__ = [
     "MAX_MAP_LENGTH",
