@@ -28,8 +28,10 @@ name a cluster (``cluster: s3df``) and get its :class:`ClusterProfile`::
         env: {}                        # environment variables of every job
 
 The file is found by :func:`load_cluster_profiles`: an explicit path, else the
-``DESC_CLUSTERS_FILE`` environment variable, else ``[desc] clusters_file`` in the
-Airflow configuration. Every problem of a file is reported at once, one per line, as
+``DESC_CLUSTERS_FILE`` environment variable; :func:`airflow_desc.config.configured_cluster_profiles`
+also looks in ``[desc] clusters_file`` of the Airflow configuration (this module imports no
+Airflow). The settings are checked by a pydantic model, and every problem of a file is
+reported at once, one per line, as
 ``<file>:<line>: clusters.<name>.<field>: <what is wrong>; <what to do>``.
 """
 
@@ -39,11 +41,14 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
+
+from airflow_desc._validation import ErrorWords, problems_of
 from airflow_desc._yaml_lines import (
     KeyPath,
     LocatedYaml,
@@ -54,7 +59,7 @@ from airflow_desc._yaml_lines import (
     format_path,
 )
 from airflow_desc.exceptions import ClusterProfileError, ResourceLimitError
-from airflow_desc.slurm.units import parse_duration
+from airflow_desc.slurm.units import WALLTIME_FORMS, walltime_seconds
 
 __all__ = [
     "CLUSTERS_FILE_ENV",
@@ -62,6 +67,7 @@ __all__ = [
     "ClusterProfile",
     "ClusterProfiles",
     "ContainerRuntime",
+    "clusters_file_from_env",
     "load_cluster_profiles",
     "parse_cluster_profiles",
     "parse_walltime",
@@ -77,11 +83,13 @@ CLUSTERS_FILE_ENV = "DESC_CLUSTERS_FILE"
 # Names end up in Airflow pool names, job names and file names.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_WALLTIME_FORMS = "D-HH:MM:SS, HH:MM:SS, MM:SS or whole minutes"
 
 
 def parse_walltime(value: str | int) -> int:
     """Read a walltime as SLURM's ``--time`` does, into whole seconds.
+
+    :func:`airflow_desc.slurm.units.walltime_seconds`, with YAML's words for a value that is
+    not text or whole minutes.
 
     :param value: ``"D-HH:MM:SS"``, ``"D-HH"``, ``"HH:MM:SS"``, ``"MM:SS"``, or minutes
         (an int, or a string of digits).
@@ -90,21 +98,7 @@ def parse_walltime(value: str | int) -> int:
     """
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"expected a walltime, got {describe_value(value)}")
-    text = str(value).strip()
-    if text.isdigit():
-        seconds: float | None = int(text) * 60
-    else:
-        try:
-            seconds = parse_duration(text)
-        except ValueError:
-            raise ValueError(f"cannot read {text!r} as a walltime") from None
-    if seconds is None:
-        raise ValueError(f"{text!r} is not a finite walltime")
-    if seconds != int(seconds):
-        raise ValueError(f"{text!r} has fractions of a second")
-    if seconds <= 0:
-        raise ValueError(f"walltime must be positive, got {text!r}")
-    return int(seconds)
+    return walltime_seconds(value)
 
 
 def _clock(seconds: int) -> str:
@@ -118,23 +112,17 @@ def _clock(seconds: int) -> str:
 
 
 # --- checking one field --------------------------------------------------------------------------
-
-
-class _Invalid(Exception):
-    """One or more problems with one field: (path below the field, "<what>; <what to do>")."""
-
-    def __init__(self, *problems: tuple[KeyPath, str]) -> None:
-        super().__init__(problems)
-        self.problems = problems
+# Each check is a pydantic "before" validator: its ValueError says what is wrong and what to
+# do, and airflow_desc._validation shows it as written.
 
 
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         if isinstance(value, int | float) and not isinstance(value, bool):
-            raise _Invalid(((), f"expected text, got {describe_value(value)}; quote it: '{value}'"))
-        raise _Invalid(((), f"expected text, got {describe_value(value)}; write a single value"))
+            raise ValueError(f"expected text, got {describe_value(value)}; quote it: '{value}'")
+        raise ValueError(f"expected text, got {describe_value(value)}; write a single value")
     if not value.strip():
-        raise _Invalid(((), "is empty; write a value or remove the key"))
+        raise ValueError("is empty; write a value or remove the key")
     return value
 
 
@@ -142,14 +130,16 @@ def _optional_text(value: Any) -> str | None:
     return None if value is None else _text(value)
 
 
+def _slurm_cluster(value: Any) -> str | None:
+    return None if value in (None, "") else _text(value)
+
+
 def _whole(example: int, *, minimum: int = 1) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid(
-                ((), f"expected a whole number, got {describe_value(value)}; write e.g. {example}")
-            )
+            raise ValueError(f"expected a whole number, got {describe_value(value)}; write e.g. {example}")
         if value < minimum:
-            raise _Invalid(((), f"must be at least {minimum}, got {value}; write e.g. {example}"))
+            raise ValueError(f"must be at least {minimum}, got {value}; write e.g. {example}")
         return value
 
     return check
@@ -158,24 +148,22 @@ def _whole(example: int, *, minimum: int = 1) -> Callable[[Any], int]:
 def _seconds(example: int, *, allow_zero: bool) -> Callable[[Any], float]:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise _Invalid(
-                ((), f"expected a number of seconds, got {describe_value(value)}; write e.g. {example}")
+            raise ValueError(
+                f"expected a number of seconds, got {describe_value(value)}; write e.g. {example}"
             )
         if value < 0 or (value == 0 and not allow_zero):
             bound = "0 or more" if allow_zero else "more than 0"
-            raise _Invalid(((), f"must be {bound} seconds, got {value}; write e.g. {example}"))
+            raise ValueError(f"must be {bound} seconds, got {value}; write e.g. {example}")
         return float(value)
 
     return check
 
 
 def _walltime_text(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise _Invalid(((), f"expected a walltime, got {describe_value(value)}; write {_WALLTIME_FORMS}"))
     try:
         seconds = parse_walltime(value)
     except ValueError as exc:
-        raise _Invalid(((), f"{exc}; write {_WALLTIME_FORMS}")) from None
+        raise ValueError(f"{exc}; write {WALLTIME_FORMS}") from None
     # Minutes are written out so that the field always reads as a clock.
     return _clock(seconds) if isinstance(value, int) or value.strip().isdigit() else value.strip()
 
@@ -187,113 +175,178 @@ def _container_runtime(value: Any) -> str:
         choices = ", ".join(CONTAINER_RUNTIMES)
         guess = did_you_mean(value, CONTAINER_RUNTIMES) if isinstance(value, str) else None
         hint = f"did you mean '{guess}'? (one of {choices})" if guess else f"use one of {choices}"
-        raise _Invalid(((), f"unknown container runtime {describe_value(value)}; {hint}"))
+        raise ValueError(f"unknown container runtime {describe_value(value)}; {hint}")
     return value
 
 
-def _setup_lines(value: Any) -> tuple[str, ...]:
+def _setup_lines(value: Any) -> Any:
     if value is None:
         return ()
     if not isinstance(value, list | tuple):
-        raise _Invalid(
-            (
-                (),
-                f"expected a list of shell lines, got {describe_value(value)}; "
-                "write each line as a '- ' item",
-            )
+        raise ValueError(
+            f"expected a list of shell lines, got {describe_value(value)}; write each line as a '- ' item"
         )
-    problems = [
-        ((index,), f"expected text, got {describe_value(line)}; quote the shell line")
-        for index, line in enumerate(value)
-        if not isinstance(line, str)
-    ]
-    if problems:
-        raise _Invalid(*problems)
-    return tuple(value)
+    return value
 
 
-def _env(value: Any) -> dict[str, str]:
+def _shell_line(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {describe_value(value)}; quote the shell line")
+    return value
+
+
+def _env(value: Any) -> Any:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise _Invalid(
-            (
-                (),
-                f"expected a mapping of NAME: value, got {describe_value(value)}; "
-                "write e.g. OMP_NUM_THREADS: 1",
-            )
+        raise ValueError(
+            f"expected a mapping of NAME: value, got {describe_value(value)}; write e.g. OMP_NUM_THREADS: 1"
         )
-    problems: list[tuple[KeyPath, str]] = []
-    env: dict[str, str] = {}
-    for name, item in value.items():
-        if not isinstance(name, str) or not _ENV_NAME_RE.match(name):
-            problems.append(
-                (
-                    (name,),
-                    "not an environment variable name; use letters, digits and '_', not a leading digit",
-                )
+    return dict(value)
+
+
+def _env_name(value: Any) -> str:
+    if not isinstance(value, str) or not _ENV_NAME_RE.match(value):
+        raise ValueError("not an environment variable name; use letters, digits and '_', not a leading digit")
+    return value
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"expected text or a number, got {describe_value(value)}; quote it")
+
+
+def _cluster_name(value: Any) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise ValueError(_NAME_PROBLEM.format(value=describe_value(value)))
+    return value
+
+
+def _clusters_mapping(value: Any) -> Any:
+    if not isinstance(value, dict) or not value:
+        what = "no clusters" if value is None or value == {} else describe_value(value)
+        raise ValueError(
+            f"expected a mapping of cluster names to profiles, got {what}; add at least one cluster"
+        )
+    return value
+
+
+_NAME_PROBLEM = (
+    "cluster name {value} is not allowed; "
+    "use letters, digits, '_', '.' and '-', starting with a letter or digit"
+)
+Text = Annotated[str, BeforeValidator(_text)]
+OptionalText = Annotated[str | None, BeforeValidator(_optional_text)]
+
+
+class _ProfileSettings(BaseModel):
+    """One cluster's settings as written (see :class:`ClusterProfile`): field by field.
+
+    The field order is the order messages list the keys in.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ssh_conn_id: Text
+    cores_per_node: Annotated[int, BeforeValidator(_whole(128))]
+    memory_per_node_mb: Annotated[int, BeforeValidator(_whole(512000))]
+    max_walltime: Annotated[str, BeforeValidator(_walltime_text)]
+    jump_conn_id: OptionalText = None
+    slurm_cluster: Annotated[str | None, BeforeValidator(_slurm_cluster)] = None
+    partition: OptionalText = None
+    qos: OptionalText = None
+    account: OptionalText = None
+    constraint: OptionalText = None
+    max_queued_jobs: Annotated[int, BeforeValidator(_whole(100))] = 100
+    pool: OptionalText = None
+    work_dir: Text = "airflow-desc"
+    container_runtime: Annotated[ContainerRuntime, BeforeValidator(_container_runtime)] = "none"
+    container_image: OptionalText = None
+    setup_lines: Annotated[
+        tuple[Annotated[str, BeforeValidator(_shell_line)], ...], BeforeValidator(_setup_lines)
+    ] = ()
+    poll_interval: Annotated[float, BeforeValidator(_seconds(30, allow_zero=False))] = 30.0
+    vanish_grace: Annotated[float, BeforeValidator(_seconds(300, allow_zero=True))] = 300.0
+    high_memory_partition: OptionalText = None
+    env: Annotated[
+        dict[Annotated[str, BeforeValidator(_env_name)], Annotated[str, BeforeValidator(_env_value)]],
+        BeforeValidator(_env),
+    ] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _is_mapping(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise ValueError(
+                f"expected a mapping of settings, got {describe_value(data)}; "
+                "add ssh_conn_id, cores_per_node, memory_per_node_mb and max_walltime"
             )
-        elif isinstance(item, str):
-            env[name] = item
-        elif isinstance(item, int | float) and not isinstance(item, bool):
-            env[name] = str(item)
-        else:
-            problems.append(((name,), f"expected text or a number, got {describe_value(item)}; quote it"))
-    if problems:
-        raise _Invalid(*problems)
-    return env
+        return data
 
 
-# What to do when a required field is missing.
-_REQUIRED = {
-    "ssh_conn_id": "add the Airflow connection id of the cluster's login node",
-    "cores_per_node": "add the number of cores of one compute node",
-    "memory_per_node_mb": "add the memory of one compute node in MB (SLURM's RealMemory)",
-    "max_walltime": "add the longest walltime the partition allows, e.g. '2-00:00:00'",
-}
+class _ProfileFile(BaseModel):
+    """A cluster profile file; ``default`` is checked against the clusters by :func:`_file_rules`."""
 
-_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "ssh_conn_id": _text,
-    "jump_conn_id": _optional_text,
-    "slurm_cluster": lambda value: None if value in (None, "") else _text(value),
-    "partition": _optional_text,
-    "qos": _optional_text,
-    "account": _optional_text,
-    "constraint": _optional_text,
-    "cores_per_node": _whole(128),
-    "memory_per_node_mb": _whole(512000),
-    "max_walltime": _walltime_text,
-    "max_queued_jobs": _whole(100),
-    "pool": _optional_text,
-    "work_dir": _text,
-    "container_runtime": _container_runtime,
-    "container_image": _optional_text,
-    "setup_lines": _setup_lines,
-    "poll_interval": _seconds(30, allow_zero=False),
-    "vanish_grace": _seconds(300, allow_zero=True),
-    "high_memory_partition": _optional_text,
-    "env": _env,
-}
+    model_config = ConfigDict(extra="forbid")
+
+    clusters: Annotated[
+        dict[Annotated[str, BeforeValidator(_cluster_name)], _ProfileSettings],
+        BeforeValidator(_clusters_mapping),
+    ]
+    default: Any = None
 
 
-def _check_fields(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[KeyPath, str]]]:
-    """Check and normalize a cluster's settings; problems carry paths that start at the field."""
-    clean: dict[str, Any] = {}
-    problems: list[tuple[KeyPath, str]] = []
-    for key, value in values.items():
-        try:
-            clean[key] = _CHECKS[key](value)
-        except _Invalid as exc:
-            problems.extend(((key, *sub), message) for sub, message in exc.problems)
-    if clean.get("container_image") is not None and clean.get("container_runtime", "none") == "none":
-        problems.append(
+_WORDS = ErrorWords(
+    missing={
+        "clusters": "add a 'clusters:' mapping of named cluster profiles",
+        "ssh_conn_id": "add the Airflow connection id of the cluster's login node",
+        "cores_per_node": "add the number of cores of one compute node",
+        "memory_per_node_mb": "add the memory of one compute node in MB (SLURM's RealMemory)",
+        "max_walltime": "add the longest walltime the partition allows, e.g. '2-00:00:00'",
+    },
+    see="the example in the airflow_desc.clusters documentation",
+)
+
+
+# --- rules across fields, on the plain data (tolerant of what the models reject) ------------------
+
+
+def _container_rules(settings: Mapping[str, Any]) -> list[tuple[KeyPath, str]]:
+    image, runtime = settings.get("container_image"), settings.get("container_runtime")
+    if isinstance(image, str) and image.strip() and runtime in (None, "none"):
+        return [
             (
                 ("container_image",),
                 "an image is set but container_runtime is 'none'; "
                 "set container_runtime (shifter, podman-hpc or apptainer) or remove container_image",
             )
+        ]
+    return []
+
+
+def _file_rules(data: Mapping[str, Any]) -> list[tuple[KeyPath, str]]:
+    problems: list[tuple[KeyPath, str]] = []
+    clusters = data.get("clusters")
+    if isinstance(clusters, dict):
+        for name, settings in clusters.items():
+            if isinstance(settings, Mapping):
+                problems += [(("clusters", name, *path), m) for path, m in _container_rules(settings)]
+    default = data.get("default")
+    if default is None:
+        return problems
+    if not isinstance(default, str):
+        names = f"one of {', '.join(map(str, clusters))}" if isinstance(clusters, dict) else "a cluster"
+        problems.append(
+            (("default",), f"expected a cluster name, got {describe_value(default)}; name {names}")
         )
-    return clean, problems
+    elif isinstance(clusters, dict) and default not in clusters:
+        guess = did_you_mean(default, [str(n) for n in clusters])
+        hint = f"did you mean '{guess}'?" if guess else f"name one of {', '.join(map(str, clusters))}"
+        problems.append((("default",), f"no cluster named {default!r}; {hint}"))
+    return problems
 
 
 # --- profiles ------------------------------------------------------------------------------------
@@ -359,16 +412,22 @@ class ClusterProfile:
         problems: list[tuple[KeyPath, str]] = []
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
             problems.append(((), _NAME_PROBLEM.format(value=describe_value(self.name))))
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name in _CHECKS}
-        clean, field_problems = _check_fields(values)
-        problems.extend(field_problems)
-        if problems:
+        values = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name in _ProfileSettings.model_fields
+        }
+        settings: _ProfileSettings | None = None
+        try:
+            settings = _ProfileSettings.model_validate(values)
+        except ValidationError as exc:
+            problems += problems_of(exc, _ProfileSettings, _WORDS)
+        problems += _container_rules(values)
+        if problems or settings is None:
             prefix = ("clusters", self.name)
             raise ClusterProfileError("\n".join(f"{format_path(prefix + p)}: {m}" for p, m in problems))
-        if not clean["slurm_cluster"]:
-            clean["slurm_cluster"] = self.name
-        for key, value in clean.items():
+        for key, value in settings:
             object.__setattr__(self, key, value)
+        if not self.slurm_cluster:
+            object.__setattr__(self, "slurm_cluster", self.name)
         object.__setattr__(self, "max_walltime_s", parse_walltime(self.max_walltime))
 
     @property
@@ -446,13 +505,6 @@ class ClusterProfile:
             f"{label} {value}" for label, value in (("partition", self.partition), ("qos", self.qos)) if value
         ]
         return f"cluster {self.name} ({', '.join(details)})" if details else f"cluster {self.name}"
-
-
-_NAME_PROBLEM = (
-    "cluster name {value} is not allowed; "
-    "use letters, digits, '_', '.' and '-', starting with a letter or digit"
-)
-_FIELD_NAMES = tuple(f.name for f in fields(ClusterProfile) if f.name in _CHECKS)
 
 
 class ClusterProfiles:
@@ -548,109 +600,28 @@ def parse_cluster_profiles(text: str, source: str = "<string>") -> ClusterProfil
             raise ClusterProfileError(str(exc)) from None
         # Repeated keys: still check the rest, so that one run shows every problem.
         located, problems = exc.partial, list(exc.problems)
-    default, profiles = _read_document(located, problems)
-    if problems:
+    data = located.data
+    document: _ProfileFile | None = None
+    if data is None:
+        what = "the file is empty; add a 'clusters:' mapping of named cluster profiles"
+        problems.append(located.problem((), what))
+    elif not isinstance(data, dict):
+        what = (
+            f"expected a mapping with 'clusters' and 'default', got {describe_value(data)}; see "
+            "the example in the airflow_desc.clusters documentation"
+        )
+        problems.append(located.problem((), what))
+    else:
+        try:
+            document = _ProfileFile.model_validate(data)
+        except ValidationError as exc:
+            problems += [located.problem(*problem) for problem in problems_of(exc, _ProfileFile, _WORDS)]
+        problems += [located.problem(*problem) for problem in _file_rules(data)]
+    if problems or document is None:
         problems.sort(key=lambda p: p.line)
         raise ClusterProfileError("\n".join(p.format(source) for p in problems))
-    return ClusterProfiles(profiles, default=default, source=source)
-
-
-def _read_document(
-    located: LocatedYaml, problems: list[YamlProblem]
-) -> tuple[str | None, list[ClusterProfile]]:
-    data = located.data
-    if data is None:
-        problems.append(
-            located.problem((), "the file is empty; add a 'clusters:' mapping of named cluster profiles")
-        )
-        return None, []
-    if not isinstance(data, dict):
-        problems.append(
-            located.problem(
-                (),
-                f"expected a mapping with 'clusters' and 'default', got {describe_value(data)}; see "
-                "the example in the airflow_desc.clusters documentation",
-            )
-        )
-        return None, []
-    for key in data:
-        if key not in ("clusters", "default"):
-            problems.append(located.problem((key,), _unknown_key(key, ("clusters", "default"))))
-
-    profiles: list[ClusterProfile] = []
-    clusters = data.get("clusters")
-    if "clusters" not in data:
-        problems.append(
-            located.problem(("clusters",), "missing; add a 'clusters:' mapping of named cluster profiles")
-        )
-    elif not isinstance(clusters, dict) or not clusters:
-        what = "no clusters" if clusters is None or clusters == {} else describe_value(clusters)
-        problems.append(
-            located.problem(
-                ("clusters",),
-                f"expected a mapping of cluster names to profiles, got {what}; add at least one cluster",
-            )
-        )
-    else:
-        for name, settings in clusters.items():
-            profile = _read_profile(located, name, settings, problems)
-            if profile is not None:
-                profiles.append(profile)
-
-    default = data.get("default")
-    if default is not None:
-        if not isinstance(default, str):
-            names = f"one of {', '.join(map(str, clusters))}" if isinstance(clusters, dict) else "a cluster"
-            problems.append(
-                located.problem(
-                    ("default",), f"expected a cluster name, got {describe_value(default)}; name {names}"
-                )
-            )
-            default = None
-        elif isinstance(clusters, dict) and default not in clusters:
-            guess = did_you_mean(default, [str(n) for n in clusters])
-            hint = f"did you mean '{guess}'?" if guess else f"name one of {', '.join(map(str, clusters))}"
-            problems.append(located.problem(("default",), f"no cluster named {default!r}; {hint}"))
-    return default, profiles
-
-
-def _read_profile(
-    located: LocatedYaml, name: Hashable, settings: Any, problems: list[YamlProblem]
-) -> ClusterProfile | None:
-    here: KeyPath = ("clusters", name)
-    before = len(problems)
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        problems.append(located.problem(here, _NAME_PROBLEM.format(value=describe_value(name))))
-    if not isinstance(settings, dict):
-        problems.append(
-            located.problem(
-                here,
-                f"expected a mapping of settings, got {describe_value(settings)}; "
-                "add ssh_conn_id, cores_per_node, memory_per_node_mb and max_walltime",
-            )
-        )
-        return None
-    known = {key: value for key, value in settings.items() if key in _CHECKS}
-    for key in settings:
-        if key not in _CHECKS:
-            problems.append(located.problem((*here, key), _unknown_key(key, _FIELD_NAMES)))
-    for key, hint in _REQUIRED.items():
-        if key not in settings:
-            # A missing key has no line of its own: point at the cluster.
-            problems.append(YamlProblem(located.line_of(here), (*here, key), f"missing; {hint}"))
-    clean, field_problems = _check_fields(known)
-    problems.extend(located.problem((*here, *path), message) for path, message in field_problems)
-    if len(problems) > before or not isinstance(name, str):
-        return None
-    return ClusterProfile(name=name, **clean)
-
-
-def _unknown_key(key: Hashable, valid: Iterable[str]) -> str:
-    valid = list(valid)
-    guess = did_you_mean(key, valid) if isinstance(key, str) else None
-    if guess:
-        return f"unknown key; did you mean '{guess}'?"
-    return f"unknown key; use one of {', '.join(valid)}"
+    profiles = [ClusterProfile(name=name, **dict(settings)) for name, settings in document.clusters.items()]
+    return ClusterProfiles(profiles, default=document.default, source=source)
 
 
 # --- finding the file ----------------------------------------------------------------------------
@@ -659,43 +630,36 @@ _cache: dict[str, tuple[tuple[int, int], ClusterProfiles]] = {}
 _cache_lock = threading.Lock()
 
 
-def _find_clusters_file(path: str | os.PathLike[str] | None) -> tuple[Path, str]:
-    """Return the profile file and where its name came from (for messages)."""
-    if path is not None:
-        return Path(os.path.expanduser(os.fspath(path))), "the path given"
-    from_env = os.environ.get(CLUSTERS_FILE_ENV, "").strip()
-    if from_env:
-        return Path(os.path.expanduser(from_env)), f"${CLUSTERS_FILE_ENV}"
-    try:
-        from airflow.configuration import conf
-    except ImportError:  # used without Airflow, e.g. by the CLI on a laptop
-        from_conf = None
-    else:
-        from_conf = conf.get("desc", "clusters_file", fallback=None)
-    if from_conf and from_conf.strip():
-        origin = "[desc] clusters_file of the Airflow configuration"
-        return Path(os.path.expanduser(from_conf.strip())), origin
-    raise ClusterProfileError(
-        "no cluster profile file is configured; set the environment variable "
-        f"{CLUSTERS_FILE_ENV}, or clusters_file in the [desc] section of airflow.cfg "
-        "(AIRFLOW__DESC__CLUSTERS_FILE), to the path of a YAML file of cluster profiles"
-    )
+def clusters_file_from_env() -> str | None:
+    """Return the cluster profile file that ``$DESC_CLUSTERS_FILE`` names, or ``None`` if it is unset."""
+    return os.environ.get(CLUSTERS_FILE_ENV, "").strip() or None
 
 
-def load_cluster_profiles(path: str | os.PathLike[str] | None = None) -> ClusterProfiles:
+def load_cluster_profiles(
+    path: str | os.PathLike[str] | None = None, *, named_by: str = "the path given"
+) -> ClusterProfiles:
     """Load the cluster profile file, re-reading it only when it changes.
 
-    :param path: the YAML file; ``None`` looks in ``$DESC_CLUSTERS_FILE``, then in
-        ``[desc] clusters_file`` of the Airflow configuration.
+    :param path: the YAML file (``~`` is expanded); ``None`` looks in ``$DESC_CLUSTERS_FILE``.
+        For Airflow's ``[desc] clusters_file`` too, use
+        :func:`airflow_desc.config.configured_cluster_profiles`.
+    :param named_by: where ``path`` came from, for the message about a missing file.
     :return: the profiles (the same object while the file's mtime and size are unchanged).
     :raises ClusterProfileError: if no file is configured, it cannot be read, or it is invalid.
     """
-    file, origin = _find_clusters_file(path)
+    if path is None:
+        path, named_by = clusters_file_from_env(), f"${CLUSTERS_FILE_ENV}"
+        if path is None:
+            raise ClusterProfileError(
+                "no cluster profile file is configured; set the environment variable "
+                f"{CLUSTERS_FILE_ENV} to the path of a YAML file of cluster profiles"
+            )
+    file = Path(os.path.expanduser(os.fspath(path)))
     try:
         stat = file.stat()
     except FileNotFoundError:
         raise ClusterProfileError(
-            f"{file}: no such cluster profile file (named by {origin}); create it or name an existing file"
+            f"{file}: no such cluster profile file (named by {named_by}); create it or name an existing file"
         ) from None
     except OSError as exc:
         raise ClusterProfileError(f"{file}: cannot read the cluster profile file: {exc.strerror}") from None

@@ -57,7 +57,6 @@ instance's survey year (its run's ``survey_year``), read the same way by
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -67,21 +66,14 @@ from airflow.sdk.exceptions import AirflowTimetableInvalid
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction, Timetable
 from pendulum import DateTime
 
+from airflow_desc.slurm.units import parse_duration
+
 __all__ = ["SurveyYearTimetable", "parse_cadence", "run_survey_year", "survey_year_of"]
 
 #: Without a cadence, the years are due this far apart at ``real_start`` ("all at once").
 ALL_AT_ONCE_STEP = timedelta(seconds=1)
 _LAST_YEAR = 9999  # datetime's limit
 
-_UNIT_SECONDS = {
-    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
-    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
-    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
-    **dict.fromkeys(("d", "day", "days"), 86400),
-    **dict.fromkeys(("w", "wk", "wks", "week", "weeks"), 7 * 86400),
-}
-_CALENDAR_UNITS = {"mo", "month", "months", "y", "yr", "yrs", "year", "years"}
-_TERM = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([A-Za-z]+)")
 _CADENCE_HINT = "give a duration such as '7 days', '1 week', '12h', '1 day 6 hours' or 'P7D'"
 
 
@@ -99,21 +91,11 @@ def parse_cadence(text: str) -> timedelta:
     if stripped[:1] in ("P", "p"):
         cadence = _parse_iso_duration(stripped)
     else:
-        terms = _TERM.findall(stripped)
-        if not terms or _TERM.sub("", stripped).replace(",", "").strip():
-            raise ValueError(f"cadence {text!r} is not a duration; {_CADENCE_HINT}")
-        seconds = 0.0
-        for number, unit in terms:
-            unit = unit.lower()
-            if unit in _CALENDAR_UNITS:
-                raise ValueError(
-                    f"cadence {text!r} is in {unit}, which have no fixed length; "
-                    "give wall-clock weeks, days, hours, minutes or seconds (e.g. '52 weeks')"
-                )
-            if unit not in _UNIT_SECONDS:
-                raise ValueError(f"cadence {text!r}: unknown unit {unit!r}; {_CADENCE_HINT}")
-            seconds += float(number) * _UNIT_SECONDS[unit]
-        cadence = timedelta(seconds=seconds)
+        try:
+            seconds = parse_duration(text, forms=("terms",), hint=_CADENCE_HINT)
+        except ValueError as exc:
+            raise ValueError(f"cadence {exc}") from None
+        cadence = timedelta(seconds=seconds or 0.0)  # the terms form never gives None
     if cadence <= timedelta(0):
         raise ValueError(f"cadence {text!r} is not positive; {_CADENCE_HINT}, or no cadence for all at once")
     return cadence

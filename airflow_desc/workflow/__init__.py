@@ -1,9 +1,10 @@
 """Workflows as YAML specs, and the Airflow-free graph of each DAG they make.
 
-``spec`` reads and checks a spec file (errors name file:line and the field); ``graph`` turns
-a spec and a variant into the tree of tasks and processes of one DAG, decides which
-sub-tasks run in bundles and estimates task-instance counts. Neither imports Airflow's DAG
-machinery; the render step that makes DAGs does::
+``spec`` reads and checks a spec file (errors name file:line and the field), with what it
+is made of: ``spec_templates``, ``spec_expressions``, ``spec_models`` and ``spec_rules``;
+``graph`` turns a spec and a variant into the tree of tasks and processes of one DAG,
+decides which sub-tasks run in bundles and estimates task-instance counts. Neither imports
+Airflow's DAG machinery; the render step that makes DAGs does::
 
     from airflow_desc.workflow import build_graph, estimate_task_instances, load_spec
 
@@ -29,17 +30,10 @@ from airflow_desc.workflow.graph import (
     dag_id_for,
     estimate_task_instances,
 )
-from airflow_desc.workflow.spec import (
-    Expression,
-    ExpressionError,
-    ProcessSpec,
-    SubTaskSpec,
-    Template,
-    TemplateError,
-    WorkflowSpec,
-    load_spec,
-    parse_spec,
-)
+from airflow_desc.workflow.spec import load_spec, parse_spec
+from airflow_desc.workflow.spec_expressions import Expression, ExpressionError
+from airflow_desc.workflow.spec_models import ProcessSpec, SubTaskSpec, WorkflowSpec
+from airflow_desc.workflow.spec_templates import Template, TemplateError
 
 __all__ = [
     "MAX_MAP_LENGTH",

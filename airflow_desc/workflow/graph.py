@@ -37,27 +37,23 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
-from airflow_desc.clusters import parse_walltime
 from airflow_desc.emulate import payload_command
 from airflow_desc.exceptions import WorkflowSpecError
+from airflow_desc.slurm.units import walltime_seconds
 from airflow_desc.workflow.outcomes import Skip
-from airflow_desc.workflow.spec import (
+from airflow_desc.workflow.spec_expressions import Expression, ExpressionError
+from airflow_desc.workflow.spec_models import (
     BundlingSettings,
     Defaults,
     Emulate,
     Escalation,
-    Expression,
-    ExpressionError,
     ProcessSpec,
     Resources,
-    Scalar,
     SubTaskSpec,
     TaskSpec,
-    Template,
-    TemplateError,
     WorkflowSpec,
-    format_value,
 )
+from airflow_desc.workflow.spec_templates import Scalar, Template, TemplateError, format_value
 
 __all__ = [
     "MAX_MAP_LENGTH",
@@ -492,7 +488,7 @@ def _resources(process: ProcessSpec, defaults: Sequence[Defaults]) -> ResolvedRe
         cpus=chosen["cpus"] or 1,
         memory_mb=chosen["memory_mb"],
         walltime=walltime,
-        walltime_s=parse_walltime(walltime) if walltime else None,
+        walltime_s=walltime_seconds(walltime) if walltime else None,
         cluster=chosen["cluster"],
         partition=chosen["partition"],
         container=chosen["container"],

@@ -4,6 +4,7 @@ import dataclasses
 import os
 import pathlib
 import pickle
+import subprocess
 import sys
 
 import pytest
@@ -601,16 +602,6 @@ def test_explicit_path_wins_over_the_environment(
 
 
 @pytest.mark.usefixtures("no_config")
-def test_environment_variable_wins_over_airflow_config(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AIRFLOW__DESC__CLUSTERS_FILE", str(write(tmp_path / "airflow.yaml", 7)))
-    assert load_cluster_profiles().get().cores_per_node == 7
-    monkeypatch.setenv(CLUSTERS_FILE_ENV, str(write(tmp_path / "env.yaml", 8)))
-    assert load_cluster_profiles().get().cores_per_node == 8
-
-
-@pytest.mark.usefixtures("no_config")
 def test_home_is_expanded(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     write(tmp_path / "c.yaml", 9)
@@ -619,8 +610,7 @@ def test_home_is_expanded(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatc
 
 
 NOT_CONFIGURED = (
-    "no cluster profile file is configured; set the environment variable DESC_CLUSTERS_FILE, "
-    "or clusters_file in the [desc] section of airflow.cfg (AIRFLOW__DESC__CLUSTERS_FILE), "
+    "no cluster profile file is configured; set the environment variable DESC_CLUSTERS_FILE "
     "to the path of a YAML file of cluster profiles"
 )
 
@@ -633,7 +623,10 @@ def test_nothing_configured() -> None:
 
 
 @pytest.mark.usefixtures("no_config")
-def test_works_without_airflow_configuration(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_airflow_configuration_is_not_read_here(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # [desc] clusters_file is airflow_desc.config's to read (tests/unit/test_config.py).
     monkeypatch.setitem(sys.modules, "airflow.configuration", None)  # import now raises ImportError
     monkeypatch.setenv("AIRFLOW__DESC__CLUSTERS_FILE", str(write(tmp_path / "airflow.yaml", 7)))
     with pytest.raises(ClusterProfileError) as caught:
@@ -641,6 +634,16 @@ def test_works_without_airflow_configuration(tmp_path: pathlib.Path, monkeypatch
     assert str(caught.value) == NOT_CONFIGURED
     monkeypatch.setenv(CLUSTERS_FILE_ENV, str(write(tmp_path / "env.yaml", 8)))
     assert load_cluster_profiles().get().cores_per_node == 8
+
+
+def test_no_airflow_is_imported() -> None:
+    code = (
+        "import sys; import airflow_desc.clusters, airflow_desc.workflow.spec, airflow_desc.workflow.graph; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'airflow'))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.usefixtures("no_config")
@@ -654,12 +657,12 @@ def test_missing_file_names_where_the_name_came_from(
         f"{missing}: no such cluster profile file (named by the path given); "
         "create it or name an existing file"
     )
-    monkeypatch.setenv("AIRFLOW__DESC__CLUSTERS_FILE", str(missing))
+    monkeypatch.setenv(CLUSTERS_FILE_ENV, str(missing))
     with pytest.raises(ClusterProfileError) as caught:
         load_cluster_profiles()
     assert str(caught.value) == (
-        f"{missing}: no such cluster profile file "
-        "(named by [desc] clusters_file of the Airflow configuration); create it or name an existing file"
+        f"{missing}: no such cluster profile file (named by $DESC_CLUSTERS_FILE); "
+        "create it or name an existing file"
     )
 
 

@@ -10,6 +10,7 @@ from airflow_desc.slurm.units import (
     parse_duration,
     parse_memory,
     parse_req_mem,
+    walltime_seconds,
 )
 
 K, M, G = 1024, 1024**2, 1024**3
@@ -49,6 +50,70 @@ def test_parse_duration_no_value(text: str) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("7 days", 604800.0),
+        ("1 day, 6 hours", 108000.0),
+        ("12h", 43200.0),
+        (".5 min", 30.0),
+        ("2w", 1209600.0),
+    ],
+)
+def test_parse_duration_terms(text: str, seconds: float) -> None:
+    assert parse_duration(text, forms=("terms",)) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("weekly", "'weekly' is not a duration; say how long"),
+        ("1:00:00", "'1:00:00' is not a duration; say how long"),  # clock text is another form
+        ("7 parsecs", "'7 parsecs': unknown unit 'parsecs'; say how long"),
+        # Says what to do itself: the hint is not added.
+        (
+            "1 year",
+            "'1 year' is in year, which have no fixed length; give wall-clock weeks, days, hours, "
+            "minutes or seconds (e.g. '52 weeks')",
+        ),
+    ],
+)
+def test_parse_duration_terms_rejects(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match="duration|unit|length") as caught:
+        parse_duration(text, forms=("terms",), hint="say how long")
+    assert str(caught.value) == message
+
+
+def test_parse_duration_minutes_form() -> None:
+    assert parse_duration("90", forms=("clock", "minutes")) == 5400.0
+    assert parse_duration("1:30", forms=("clock", "minutes")) == 90.0
+    with pytest.raises(ValueError, match="bare number"):
+        parse_duration("90")
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("1-00:00:00", 86400), ("2-12", 216000), ("90", 5400), (90, 5400)]
+)
+def test_walltime_seconds(value: str | int, seconds: int) -> None:
+    assert walltime_seconds(value) == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("2h", "cannot read '2h' as a walltime"),
+        ("UNLIMITED", "'UNLIMITED' is not a finite walltime"),
+        ("00:00:01.5", "'00:00:01.5' has fractions of a second"),
+        (0, "walltime must be positive, got '0'"),
+        (1.5, "expected a walltime (text, or whole minutes), got 1.5"),
+    ],
+)
+def test_walltime_seconds_refuses(value: object, message: str) -> None:
+    with pytest.raises(ValueError, match="walltime|fractions") as caught:
+        walltime_seconds(value)  # type: ignore[arg-type]
+    assert str(caught.value) == message
 
 
 @pytest.mark.parametrize(

@@ -8,16 +8,10 @@ import pytest
 from airflow_desc.emulate.payload import FAILURES
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.workflow import spec as spec_module
-from airflow_desc.workflow.spec import (
-    FAILURE_MODES,
-    Expression,
-    ExpressionError,
-    Template,
-    TemplateError,
-    WorkflowSpec,
-    expand_variables,
-    parse_spec,
-)
+from airflow_desc.workflow.spec import parse_spec
+from airflow_desc.workflow.spec_expressions import Expression, ExpressionError
+from airflow_desc.workflow.spec_models import FAILURE_MODES, WorkflowSpec
+from airflow_desc.workflow.spec_templates import Template, TemplateError, expand_variables
 
 SMALL = """\
 name: W
