@@ -31,10 +31,16 @@ from airflow_desc import __version__
 __all__ = ["build_parser", "main"]
 
 
-def _cmd_clusters_list(args: argparse.Namespace) -> int:
+def _profiles(args: argparse.Namespace) -> Any:
+    """Return the cluster profiles of ``--file``, else the configured ones."""
     from airflow_desc.clusters import load_cluster_profiles
+    from airflow_desc.config import configured_cluster_profiles
 
-    profiles = load_cluster_profiles(args.file)
+    return load_cluster_profiles(args.file) if args.file else configured_cluster_profiles()
+
+
+def _cmd_clusters_list(args: argparse.Namespace) -> int:
+    profiles = _profiles(args)
     print(f"cluster profiles from {profiles.source} (default: {profiles.default_name or '-'})")
     print(
         f"{'name':<20}{'ssh connection':<20}{'partition':<12}{'cores':>6}{'MB/node':>9}{'max walltime':>14}"
@@ -48,12 +54,11 @@ def _cmd_clusters_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_clusters_check(args: argparse.Namespace) -> int:
-    from airflow_desc.clusters import load_cluster_profiles
     from airflow_desc.exceptions import DescError
     from airflow_desc.hooks.slurm import SlurmHook
     from airflow_desc.slurm.units import parse_duration
 
-    profiles = load_cluster_profiles(args.file)
+    profiles = _profiles(args)
     names = args.names or list(profiles.names)
     failures = 0
     for name in names:
@@ -99,10 +104,8 @@ def _cmd_pools_sync(args: argparse.Namespace) -> int:
     import shutil
     import subprocess
 
-    from airflow_desc.clusters import load_cluster_profiles
-
     airflow = shutil.which("airflow") or str(__import__("pathlib").Path(sys.executable).with_name("airflow"))
-    profiles = load_cluster_profiles(args.file)
+    profiles = _profiles(args)
     for p in profiles:
         # Deferred tasks keep their slot: a job waiting in SLURM's queue counts against max_queued_jobs.
         cmd = [airflow, "pools", "set", "--include-deferred", p.pool_name, str(p.max_queued_jobs),

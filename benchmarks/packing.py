@@ -36,7 +36,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from airflow_desc.clusters import ClusterProfile, load_cluster_profiles
+from airflow_desc.clusters import ClusterProfile
+from airflow_desc.config import configured_cluster_profiles
 from airflow_desc.emulate import payload_source
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.pilot import bundle_job_command, parse_records, parse_summary
@@ -223,7 +224,7 @@ def main() -> int:
     parser.add_argument("--mode", choices=("both", "bundle", "jobs"), default="both")
     parser.add_argument("--keep", action="store_true", help="keep the remote directory")
     args = parser.parse_args()
-    profile = load_cluster_profiles().get(args.cluster)
+    profile = configured_cluster_profiles().get(args.cluster)
     hook = SlurmHook(profile.ssh_conn_id, jump_conn_id=profile.jump_conn_id or "", cluster=profile.name)
     # Relative to the home directory, where ssh commands and sbatch start (#SBATCH --output takes no "~").
     remote = f"{profile.work_dir}/bench-packing/{uuid.uuid4().hex[:10]}"

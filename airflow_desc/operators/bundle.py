@@ -82,7 +82,7 @@ from airflow_desc.workflow.outcomes import combine_states
 from airflow_desc.workflow.overlays import LAUNCHERS
 from airflow_desc.workflow.registry import LoadedWorkflow, workflow_for
 from airflow_desc.workflow.scripts import ScriptOutcome, call_script
-from airflow_desc.workflow.spec import Scalar
+from airflow_desc.workflow.spec_templates import Scalar
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -22,7 +22,7 @@ from airflow_desc.workflow.naming import (
     task_id_for,
 )
 from airflow_desc.workflow.outcomes import Skip, combine_states
-from airflow_desc.workflow.spec import Scalar
+from airflow_desc.workflow.spec_templates import Scalar
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

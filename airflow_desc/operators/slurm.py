@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_desc.clusters import ClusterProfile, load_cluster_profiles
+from airflow_desc.clusters import ClusterProfile
+from airflow_desc.config import configured_cluster_profiles
 from airflow_desc.exceptions import DescError, SlurmJobFailed
 from airflow_desc.history import ProcessRecord, Recorder, default_recorder
 from airflow_desc.history.records import InstanceIdentity
@@ -47,10 +48,10 @@ from airflow_desc.slurm import (
     accounting_from_payload,
     accounting_to_payload,
     diagnose,
-    parse_duration,
     render_job_script,
 )
 from airflow_desc.slurm.diagnose import Diagnosis
+from airflow_desc.slurm.units import walltime_seconds
 from airflow_desc.triggers.slurm import SlurmJobTrigger
 
 if TYPE_CHECKING:
@@ -88,17 +89,12 @@ def _map_index(ti: Any) -> int:
 
 
 def _walltime_s(value: str | int | float | None) -> int | None:
+    """Read the operator's ``time_limit`` (as sbatch's ``--time``; a bare number is minutes)."""
     if value is None or value == "":
         return None
-    if isinstance(value, (int, float)):
-        return int(value * 60)  # sbatch's convention: a bare number is minutes
-    text = str(value).strip()
-    if text.isdigit():
-        return int(text) * 60
-    seconds = parse_duration(text)
-    if seconds is None:
-        raise ValueError(f"walltime {value!r} is not D-HH:MM:SS, HH:MM:SS, MM:SS or minutes")
-    return int(seconds)
+    if isinstance(value, float):  # the operator has always taken fractional minutes
+        return int(value * 60)
+    return walltime_seconds(value)
 
 
 class SlurmOperator(BaseOperator):
@@ -174,7 +170,7 @@ class SlurmOperator(BaseOperator):
     ) -> None:
         kwargs.setdefault("retries", 2)
         if cluster_pool and not kwargs.get("pool"):
-            kwargs["pool"] = load_cluster_profiles().get(cluster).pool_name
+            kwargs["pool"] = configured_cluster_profiles().get(cluster).pool_name
         super().__init__(**kwargs)
         self.command = command
         self.cluster = cluster
@@ -207,7 +203,7 @@ class SlurmOperator(BaseOperator):
 
     # --- helpers ------------------------------------------------------------------------------
     def _profile(self) -> ClusterProfile:
-        return load_cluster_profiles().get(self.cluster)
+        return configured_cluster_profiles().get(self.cluster)
 
     def _hook(self, profile: ClusterProfile) -> SlurmHook:
         return SlurmHook(profile.ssh_conn_id, jump_conn_id=profile.jump_conn_id or "", cluster=profile.name)

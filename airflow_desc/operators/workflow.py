@@ -34,8 +34,8 @@ from airflow_desc.operators.slurm import SlurmOperator
 from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
 from airflow_desc.slurm.quoting import quote_path
 from airflow_desc.timetables import run_survey_year
-from airflow_desc.workflow.graph import Skip
 from airflow_desc.workflow.naming import stream_path, task_id_for
+from airflow_desc.workflow.outcomes import Skip
 from airflow_desc.workflow.registry import workflow_for
 from airflow_desc.workflow.scripts import import_callable, script_feeds, script_kwargs
 

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_desc.clusters import ClusterProfile, load_cluster_profiles
+from airflow_desc.clusters import ClusterProfile
+from airflow_desc.config import configured_cluster_profiles
 from airflow_desc.exceptions import SlurmJobFailed
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.slurm import JobAccounting, StateClass, accounting_from_payload, diagnose
@@ -58,7 +59,7 @@ class SlurmJobSensor(BaseOperator):
         self.name_wait = name_wait
 
     def _setup(self) -> tuple[ClusterProfile, SlurmHook]:
-        profile = load_cluster_profiles().get(self.cluster)
+        profile = configured_cluster_profiles().get(self.cluster)
         return profile, SlurmHook(
             profile.ssh_conn_id, jump_conn_id=profile.jump_conn_id or "", cluster=profile.name
         )

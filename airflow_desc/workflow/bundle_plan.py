@@ -28,7 +28,7 @@ from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.workflow.graph import ProcessNode, TaskNode
 from airflow_desc.workflow.naming import instance_id, stream_path
 from airflow_desc.workflow.scripts import ScriptOutcome, call_script
-from airflow_desc.workflow.spec import Scalar, Template, TemplateError
+from airflow_desc.workflow.spec_templates import Scalar, Template, TemplateError
 
 if TYPE_CHECKING:
     from airflow_desc.workflow.registry import LoadedWorkflow

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow_desc.workflow.spec import format_value
+from airflow_desc.workflow.spec_templates import format_value
 
 if TYPE_CHECKING:
     from airflow_desc.workflow.graph import TaskNode

@@ -32,7 +32,7 @@ from airflow_desc._yaml_lines import LocatedYaml, YamlLoadError
 from airflow_desc.clusters import ClusterProfiles, parse_walltime
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.workflow.graph import ProcessNode, ResolvedResources, TaskNode, WorkflowGraph
-from airflow_desc.workflow.spec import Scalar
+from airflow_desc.workflow.spec_templates import Scalar
 
 __all__ = ["LAUNCHERS", "RenderOptions", "ResourceCap", "adjust_graph", "is_overlay", "load_overlay"]
 

@@ -22,11 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airflow_desc.clusters import ClusterProfiles, load_cluster_profiles
+from airflow_desc.clusters import ClusterProfiles
+from airflow_desc.config import configured_cluster_profiles
 from airflow_desc.exceptions import ClusterProfileError, WorkflowSpecError
 from airflow_desc.workflow.graph import ProcessNode, TaskNode, WorkflowGraph, build_graph
 from airflow_desc.workflow.overlays import RenderOptions, adjust_graph, is_overlay, load_overlay
-from airflow_desc.workflow.spec import Expression, ExpressionError, Scalar, WorkflowSpec, load_spec
+from airflow_desc.workflow.spec import load_spec
+from airflow_desc.workflow.spec_expressions import Expression, ExpressionError
+from airflow_desc.workflow.spec_models import WorkflowSpec
+from airflow_desc.workflow.spec_templates import Scalar
 
 __all__ = ["LoadedWorkflow", "load_workflow", "register", "timetable_for", "workflow_for"]
 
@@ -175,7 +179,7 @@ def load_workflow(
     """Load a spec or a render overlay into the registry (no DAGs); return it.
 
     :param path: a spec file, or an overlay file (it has ``extends``).
-    :param clusters: cluster profiles; default: :func:`~airflow_desc.clusters.load_cluster_profiles`
+    :param clusters: cluster profiles; default: :func:`~airflow_desc.config.configured_cluster_profiles`
         when a clusters file is configured.
     :param options: render options; an overlay's replace them.
     """
@@ -192,7 +196,7 @@ def load_workflow(
 
 def _configured_clusters() -> ClusterProfiles | None:
     try:
-        return load_cluster_profiles()
+        return configured_cluster_profiles()
     except ClusterProfileError as exc:
         log.debug("no cluster profiles: %s", exc)
         return None

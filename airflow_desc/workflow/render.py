@@ -89,7 +89,8 @@ from airflow_desc.workflow.naming import BUNDLE_TASK, STREAMS_TASK
 from airflow_desc.workflow.overlays import RenderOptions
 from airflow_desc.workflow.registry import LoadedWorkflow, load_workflow, register, timetable_for
 from airflow_desc.workflow.scripts import import_callable
-from airflow_desc.workflow.spec import Scalar, WorkflowSpec
+from airflow_desc.workflow.spec_models import WorkflowSpec
+from airflow_desc.workflow.spec_templates import Scalar
 
 __all__ = ["load_workflow_dags", "render_dags"]
 

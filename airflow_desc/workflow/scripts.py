@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.workflow.graph import ProcessNode
 from airflow_desc.workflow.naming import stream_path
-from airflow_desc.workflow.spec import Scalar
+from airflow_desc.workflow.spec_templates import Scalar
 
 if TYPE_CHECKING:
     from airflow_desc.workflow.registry import LoadedWorkflow

@@ -113,59 +113,15 @@ from airflow_desc.exceptions import WorkflowSpecError
 
 # The names below were defined here before the spec code was split by concern; they stay
 # importable from this module (see __all__) for the modules that still import them here.
-from airflow_desc.workflow.spec_expressions import Expression, ExpressionError
 from airflow_desc.workflow.spec_models import (
-    FAILURE_MODES,
-    PROCESS_TYPES,
-    BundlingSettings,
-    Defaults,
-    Emulate,
-    EmulateDefaults,
-    Escalation,
-    OutputCheck,
-    ProcessSpec,
-    Resources,
-    SubTaskSpec,
-    TaskSpec,
     WorkflowSpec,
 )
-from airflow_desc.workflow.spec_rules import CHECK_KINDS, check_rules
-from airflow_desc.workflow.spec_templates import (
-    Scalar,
-    Template,
-    TemplateError,
-    expand_variables,
-    format_value,
-)
+from airflow_desc.workflow.spec_rules import check_rules
 
 if TYPE_CHECKING:
     from airflow_desc.clusters import ClusterProfiles
 
-__all__ = [
-    "CHECK_KINDS",
-    "FAILURE_MODES",
-    "PROCESS_TYPES",
-    "BundlingSettings",
-    "Defaults",
-    "Emulate",
-    "EmulateDefaults",
-    "Escalation",
-    "Expression",
-    "ExpressionError",
-    "OutputCheck",
-    "ProcessSpec",
-    "Resources",
-    "Scalar",
-    "SubTaskSpec",
-    "TaskSpec",
-    "Template",
-    "TemplateError",
-    "WorkflowSpec",
-    "expand_variables",
-    "format_value",
-    "load_spec",
-    "parse_spec",
-]
+__all__ = ["load_spec", "parse_spec"]
 
 _WORDS = ErrorWords(
     missing={

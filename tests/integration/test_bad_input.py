@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from airflow_desc.clusters import load_cluster_profiles
+from airflow_desc.config import configured_cluster_profiles
 from airflow_desc.exceptions import ResourceLimitError
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.slurm import (
@@ -214,7 +214,7 @@ def test_find_jobs_by_a_hostile_name_finds_nothing(hook: SlurmHook, token: str) 
 
 
 def test_check_request_names_the_limit_it_refuses(site: Site) -> None:
-    profiles = load_cluster_profiles()
+    profiles = configured_cluster_profiles()
     s3df, perlmutter = profiles.get("s3df"), profiles.get("perlmutter")
     with pytest.raises(ResourceLimitError) as walltime:
         s3df.check_request(cpus=1, mem_mb=None, time_limit_s=3 * 3600)
