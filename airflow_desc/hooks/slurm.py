@@ -18,12 +18,12 @@ import asyncio
 import collections
 import socket
 import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import paramiko
+import tenacity
 from airflow.providers.ssh.hooks.ssh import SSHHook
 from airflow.sdk import BaseHook
 
@@ -79,7 +79,7 @@ class SlurmHook(BaseHook):
         the connection's ``jump_conn_id`` extra.
     :param cluster: the cluster name, for messages.
     :param retries: tries for a connection or an idempotent command on transient network errors.
-    :param retry_wait: seconds before the first retry; doubles each time.
+    :param retry_wait: seconds before the first retry; doubles each time (exponential backoff).
     :param command_timeout: seconds a remote command may take.
     """
 
@@ -151,20 +151,41 @@ class SlurmHook(BaseHook):
             self._clients[key] = client
             return client
 
+    def _backoff(self, should_retry: Callable[[BaseException], bool], what: str) -> tenacity.Retrying:
+        """Return this hook's one retry policy: ``retries`` tries, waits of ``retry_wait`` doubling.
+
+        Only errors for which ``should_retry`` is true are retried; the last error (or the first
+        one not worth a retry) is raised as it was. ``what`` names the failing thing in the
+        warning logged before each wait (``"SSH to"`` gives "SSH to perlmutter failed ...").
+        """
+
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            assert state.outcome is not None
+            assert state.next_action is not None
+            self.log.warning(
+                "%s %s failed (%s); retry %d in %.1f s",
+                what,
+                self.cluster,
+                state.outcome.exception(),
+                state.attempt_number,
+                state.next_action.sleep,
+            )
+
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries),
+            wait=tenacity.wait_exponential(multiplier=self.retry_wait, exp_base=2),
+            retry=tenacity.retry_if_exception(should_retry),
+            before_sleep=log_retry,
+            reraise=True,
+        )
+
     def _connect_with_retries(self) -> paramiko.SSHClient:
-        wait = self.retry_wait
-        for attempt in range(1, self.retries + 1):
-            try:
-                return self._connect()
-            except ClusterUnreachable as exc:
-                if not getattr(exc, "transient", False) or attempt == self.retries:
-                    raise
-                self.log.warning(
-                    "SSH to %s failed (%s); retry %d in %.1f s", self.cluster, exc, attempt, wait
-                )
-                time.sleep(wait)
-                wait *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+        # A refused host key or failed authentication is a verdict, not a hiccup: only errors
+        # _connect marks transient are retried.
+        policy = self._backoff(
+            lambda exc: isinstance(exc, ClusterUnreachable) and getattr(exc, "transient", False), "SSH to"
+        )
+        return policy(self._connect)
 
     def _connect(self) -> paramiko.SSHClient:
         ssh_hook = SSHHook(ssh_conn_id=self.ssh_conn_id, conn_timeout=20, cmd_timeout=self.command_timeout)
@@ -251,26 +272,31 @@ class SlurmHook(BaseHook):
         :param idempotent: whether the command may be rerun after the connection drops mid-way.
             sbatch is not: a dropped sbatch may have submitted the job.
         """
-        wait = self.retry_wait
-        for attempt in range(1, self.retries + 1):
-            try:
-                result = self._run_once(command, stdin=stdin, timeout=timeout or self.command_timeout)
-                break
-            except (paramiko.SSHException, *_TRANSIENT) as exc:
-                self.close()
-                if not idempotent or attempt == self.retries:
-                    raise ClusterUnreachable(
-                        f"{self._where()}: connection lost while running {command.split()[0]!r} "
-                        f"({type(exc).__name__}: {exc})"
-                    ) from exc
-                self.log.warning(
-                    "command on %s failed (%s); retry %d in %.1f s", self.cluster, exc, attempt, wait
-                )
-                time.sleep(wait)
-                wait *= 2
+        # sbatch is not rerun after a drop: it may have submitted the job (see submit()).
+        policy = self._backoff(
+            lambda exc: idempotent and isinstance(exc, (paramiko.SSHException, *_TRANSIENT)),
+            "command on",
+        )
+        try:
+            result = policy(
+                self._run_once_or_close, command, stdin=stdin, timeout=timeout or self.command_timeout
+            )
+        except (paramiko.SSHException, *_TRANSIENT) as exc:
+            raise ClusterUnreachable(
+                f"{self._where()}: connection lost while running {command.split()[0]!r} "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
         if check and result.returncode != 0:
             raise self._command_error(result)
         return result
+
+    def _run_once_or_close(self, command: str, *, stdin: str | None, timeout: float) -> CommandResult:
+        try:
+            return self._run_once(command, stdin=stdin, timeout=timeout)
+        except (paramiko.SSHException, *_TRANSIENT):
+            # The connection is suspect: the next try (or the next caller) reconnects.
+            self.close()
+            raise
 
     def _run_once(self, command: str, *, stdin: str | None, timeout: float) -> CommandResult:
         client = self.get_conn()

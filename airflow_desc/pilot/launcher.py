@@ -54,6 +54,20 @@ records say which), 2 for a bad manifest or command line, 3 when the records or 
 written, 128+N when stopped by signal N.
 The last lines on stdout are ``airflow-desc-pilot: utilisation ...`` and
 ``airflow-desc-pilot: summary {json}``.
+
+This file stays one standard-library module because the job script carries it as one text
+(:func:`airflow_desc.pilot.launcher_source`). Its sections, in order (``# --- N.`` comments)::
+
+    constants        record fields, states, reasons, exit statuses (the contract with the operator)
+    1. manifest      Instance, load_manifest: checks, the dependency graph, heights; --skip-done
+    2. allocation    Node, allocation_cores / _memory_mb / _nodes: what there is to schedule on
+    3. processes     exit status, signals, process-group RSS, OOM kills, CPU binding, Waker
+    4. records       reading and appending records files, log tails
+    5. pilot         Running, Options, Pilot, whose methods go: setup; scheduling (the loop,
+                     the ready queue, the dependency graph); launching (srun steps or direct
+                     children, reaping); limits and signals; records and summary
+    6. --run-one     one instance inside an srun step, measured as the direct launcher does
+    7. main          the command line
 """
 
 from __future__ import annotations
@@ -128,172 +142,11 @@ _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._=+-]+")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+# --- 1. the manifest model: instances, their checks, the dependency graph -------------------------
 class ManifestError(ValueError):
     """The manifest cannot be run: the message names the instance and the field."""
 
 
-# --- small pieces shared by the pilot and --run-one ------------------------------------------------
-def now_iso() -> str:
-    """Return the current UTC time as ISO 8601 with milliseconds."""
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def node_name() -> str:
-    """Return the SLURM node name (``SLURMD_NODENAME``), or the host name outside SLURM."""
-    return os.environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
-
-
-def decode_status(status: int) -> tuple[int | None, int | None]:
-    """Split a wait status into ``(exit_code, signal)``; one of them is ``None``."""
-    if os.WIFSIGNALED(status):
-        return None, os.WTERMSIG(status)
-    return os.WEXITSTATUS(status), None
-
-
-def signal_name(number: int | None) -> str:
-    """Return ``SIGKILL`` for 9, or the number as text when it has no name."""
-    try:
-        return signal.Signals(number or 0).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def group_rss(sessions: set[int]) -> dict[int, int]:
-    """Sum the resident memory (bytes) of every process in each of ``sessions``, read from /proc.
-
-    Each instance runs in a session of its own (``start_new_session``), so its session id is its
-    leader's pid and every process it forks stays in it (unless it calls ``setsid`` itself).
-    """
-    totals = {sid: 0 for sid in sessions}
-    if not sessions:
-        return totals
-    try:
-        pids = [name for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        return totals
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue  # it ended meanwhile
-        # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        try:
-            sid, rss_pages = int(fields[3]), int(fields[21])
-        except (IndexError, ValueError):
-            continue
-        if sid in totals:
-            totals[sid] += rss_pages * _PAGE_SIZE
-    return totals
-
-
-def kill_group(pgid: int, sig: int) -> None:
-    """Send ``sig`` to a process group, ignoring one that has already gone."""
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def memcg_oom_kills() -> int | None:
-    """Return the kernel's OOM-kill count of this process's memory cgroup, or ``None`` if unknown.
-
-    An instance killed by SIGKILL that nobody here sent was, if this count went up meanwhile, killed
-    by the kernel because the allocation as a whole ran out of memory.
-    """
-    try:
-        with open("/proc/self/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    candidates = []
-    for line in lines:
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        if "memory" in parts[1].split(","):
-            candidates.append(f"/sys/fs/cgroup/memory{parts[2]}/memory.oom_control")
-        elif parts[0] == "0" and parts[1] == "":
-            candidates.append(f"/sys/fs/cgroup{parts[2]}/memory.events")
-    for path in candidates:
-        try:
-            with open(path) as f:
-                for row in f:
-                    key, _, value = row.partition(" ")
-                    if key == "oom_kill":
-                        return int(value)
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def read_tail(path: str, lines: int = LOG_TAIL_LINES, max_line: int = 500) -> str | None:
-    """Return the last ``lines`` lines of a log (each cut to ``max_line`` characters), or ``None``."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
-            data = f.read()
-    except OSError:
-        return None
-    text = data.decode("utf-8", errors="replace").splitlines()[-lines:]
-    return "\n".join(line if len(line) <= max_line else line[:max_line] + "..." for line in text)
-
-
-def parse_records(text: str) -> list[dict[str, Any]]:
-    """Read a records file: one JSON object a line; a line cut short by a crash is left out."""
-    records = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue  # written when the allocation died: the instance counts as not done
-        if isinstance(value, dict):
-            records.append(value)
-    return records
-
-
-class Waker:
-    """Sleep until a signal arrives (SIGCHLD means a child ended) or a timeout passes.
-
-    The signal handlers only note what arrived; ``signal.set_wakeup_fd`` writes a byte to a pipe
-    for each signal, so a signal that arrives between a check and the sleep still ends the sleep.
-    """
-
-    def __init__(self, on_signal: Callable[[int], None], signals: tuple[int, ...]) -> None:
-        self._r, self._w = os.pipe()
-        os.set_blocking(self._r, False)
-        os.set_blocking(self._w, False)
-        self._old_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
-        self._old: dict[int, Any] = {}
-        for sig in (signal.SIGCHLD, *signals):
-            handler = (lambda s, f: None) if sig == signal.SIGCHLD else (lambda s, f: on_signal(s))
-            self._old[sig] = signal.signal(sig, handler)
-
-    def wait(self, timeout: float) -> None:
-        """Return after ``timeout`` seconds or as soon as a signal arrives."""
-        select.select([self._r], [], [], max(0.0, timeout))
-        try:
-            while os.read(self._r, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        """Put the previous signal handlers back."""
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-        signal.set_wakeup_fd(self._old_fd)
-        os.close(self._r)
-        os.close(self._w)
-
-
-# --- the manifest -----------------------------------------------------------------------------------
 @dataclass
 class Instance:
     """One process instance of the manifest, and where the pilot is with it."""
@@ -458,7 +311,7 @@ def done_ids(path: str) -> set[str]:
     return {iid for iid, state in last.items() if isinstance(iid, str) and state == "success"}
 
 
-# --- the allocation ---------------------------------------------------------------------------------
+# --- 2. the allocation: nodes, cores and memory to schedule on ------------------------------------
 @dataclass
 class Node:
     """The cores and memory of one node of the allocation, and what is free of them."""
@@ -541,7 +394,250 @@ def allocation_nodes(env: dict[str, str], launcher: str) -> list[str | None]:
     return list(out) or [None]
 
 
-# --- running instances ------------------------------------------------------------------------------
+# --- 3. processes: status, signals, memory (shared by the pilot and --run-one) --------------------
+def now_iso() -> str:
+    """Return the current UTC time as ISO 8601 with milliseconds."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def node_name() -> str:
+    """Return the SLURM node name (``SLURMD_NODENAME``), or the host name outside SLURM."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
+
+
+def decode_status(status: int) -> tuple[int | None, int | None]:
+    """Split a wait status into ``(exit_code, signal)``; one of them is ``None``."""
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status)
+    return os.WEXITSTATUS(status), None
+
+
+def signal_name(number: int | None) -> str:
+    """Return ``SIGKILL`` for 9, or the number as text when it has no name."""
+    try:
+        return signal.Signals(number or 0).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def group_rss(sessions: set[int]) -> dict[int, int]:
+    """Sum the resident memory (bytes) of every process in each of ``sessions``, read from /proc.
+
+    Each instance runs in a session of its own (``start_new_session``), so its session id is its
+    leader's pid and every process it forks stays in it (unless it calls ``setsid`` itself).
+    """
+    totals = {sid: 0 for sid in sessions}
+    if not sessions:
+        return totals
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return totals
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # it ended meanwhile
+        # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        try:
+            sid, rss_pages = int(fields[3]), int(fields[21])
+        except (IndexError, ValueError):
+            continue
+        if sid in totals:
+            totals[sid] += rss_pages * _PAGE_SIZE
+    return totals
+
+
+def kill_group(pgid: int, sig: int) -> None:
+    """Send ``sig`` to a process group, ignoring one that has already gone."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def memcg_oom_kills() -> int | None:
+    """Return the kernel's OOM-kill count of this process's memory cgroup, or ``None`` if unknown.
+
+    An instance killed by SIGKILL that nobody here sent was, if this count went up meanwhile, killed
+    by the kernel because the allocation as a whole ran out of memory.
+    """
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    candidates = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if "memory" in parts[1].split(","):
+            candidates.append(f"/sys/fs/cgroup/memory{parts[2]}/memory.oom_control")
+        elif parts[0] == "0" and parts[1] == "":
+            candidates.append(f"/sys/fs/cgroup{parts[2]}/memory.events")
+    for path in candidates:
+        try:
+            with open(path) as f:
+                for row in f:
+                    key, _, value = row.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def own_peak_rss() -> int:
+    """Return this process's resident high-water mark (``VmHWM``) in bytes, 0 if /proc cannot tell.
+
+    A child forked (or vforked) now starts with at most this as its own high-water mark.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def peak_rss(ru_maxrss_kb: int, spawn_rss: int, sampled: int) -> int | None:
+    """Return an instance's peak RSS in bytes from ``wait4``'s ``ru_maxrss`` and the /proc samples.
+
+    A forked child starts with its parent's resident size as its high-water mark, and Linux keeps
+    that mark across ``exec``: so ``ru_maxrss`` is at least the launching Python's RSS. When it is
+    not above that, it says nothing about the payload and the sampled peak (sum over the instance's
+    processes, every ``--poll-interval``) is used instead; ``None`` if it ended before a sample.
+    """
+    rusage = ru_maxrss_kb * 1024
+    if rusage > spawn_rss + 2 * MIB:
+        return max(rusage, sampled)
+    return sampled or None
+
+
+def _oom_kill_happened(before: int | None, after: int | None) -> bool:
+    return before is not None and after is not None and after > before
+
+
+def _child_setup(cpu_ids: list[int]) -> Callable[[], None]:
+    """Return what a direct child does before exec.
+
+    It takes its own CPUs, and offers itself to the OOM killer before the pilot (raising one's own
+    oom_score_adj needs no privilege).
+    """
+
+    def setup() -> None:
+        if cpu_ids:
+            try:
+                os.sched_setaffinity(0, cpu_ids)
+            except OSError:
+                pass
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("500")
+        except OSError:
+            pass
+
+    return setup
+
+
+class Waker:
+    """Sleep until a signal arrives (SIGCHLD means a child ended) or a timeout passes.
+
+    The signal handlers only note what arrived; ``signal.set_wakeup_fd`` writes a byte to a pipe
+    for each signal, so a signal that arrives between a check and the sleep still ends the sleep.
+    """
+
+    def __init__(self, on_signal: Callable[[int], None], signals: tuple[int, ...]) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+        self._old_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+        self._old: dict[int, Any] = {}
+        for sig in (signal.SIGCHLD, *signals):
+            handler = (lambda s, f: None) if sig == signal.SIGCHLD else (lambda s, f: on_signal(s))
+            self._old[sig] = signal.signal(sig, handler)
+
+    def wait(self, timeout: float) -> None:
+        """Return after ``timeout`` seconds or as soon as a signal arrives."""
+        select.select([self._r], [], [], max(0.0, timeout))
+        try:
+            while os.read(self._r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        """Put the previous signal handlers back."""
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._old_fd)
+        os.close(self._r)
+        os.close(self._w)
+
+
+# --- 4. records and log files ---------------------------------------------------------------------
+def parse_records(text: str) -> list[dict[str, Any]]:
+    """Read a records file: one JSON object a line; a line cut short by a crash is left out."""
+    records = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue  # written when the allocation died: the instance counts as not done
+        if isinstance(value, dict):
+            records.append(value)
+    return records
+
+
+def read_tail(path: str, lines: int = LOG_TAIL_LINES, max_line: int = 500) -> str | None:
+    """Return the last ``lines`` lines of a log (each cut to ``max_line`` characters), or ``None``."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            data = f.read()
+    except OSError:
+        return None
+    text = data.decode("utf-8", errors="replace").splitlines()[-lines:]
+    return "\n".join(line if len(line) <= max_line else line[:max_line] + "..." for line in text)
+
+
+def _read_json(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _append(path: str, text: str) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError:
+        pass
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+# --- 5. the pilot: scheduling, launching, limits and signals, records and summary -----------------
 @dataclass
 class Running:
     """An instance that has been started, until it is recorded."""
@@ -586,6 +682,7 @@ class Options:
 class Pilot:
     """Run one bundle's instances inside the current allocation and record each of them."""
 
+    # --- setup ------------------------------------------------------------------------------------
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.launcher = opts.launcher
@@ -615,7 +712,6 @@ class Pilot:
         self.next_memory_poll = 0.0
         self._records_fd = -1
 
-    # --- setup ---
     @staticmethod
     def _plan_binding(node: Node) -> None:
         """Pin direct children to CPUs when the pool is exactly the CPUs we may use (as srun --exact)."""
@@ -631,77 +727,7 @@ class Pilot:
             return inst.memory_mb
         return max(1, node.memory_mb // node.cores * inst.cpus)  # the cores' share of the node's memory
 
-    def _open_records(self) -> None:
-        for directory in (os.path.dirname(os.path.abspath(self.opts.records)), self.opts.logs_dir):
-            os.makedirs(directory, exist_ok=True)
-        self._records_fd = os.open(self.opts.records, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        size = os.fstat(self._records_fd).st_size
-        if size:
-            with open(self.opts.records, "rb") as f:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":  # a line cut short by a crash: never glue a record to it
-                    os.write(self._records_fd, b"\n")
-
-    # --- records ---
-    def _record(
-        self, inst: Instance, state: str, reason: str | None, message: str | None, **values: Any
-    ) -> None:
-        """Write an instance's record, then skip or queue its dependents as it allows."""
-        self._write(inst, state, reason, message, **values)
-        self._release_dependents(inst)
-
-    def _write(
-        self, inst: Instance, state: str, reason: str | None, message: str | None, **values: Any
-    ) -> None:
-        inst.state = state
-        rec: dict[str, Any] = dict.fromkeys(RECORD_FIELDS)
-        rec.update(
-            bundle=self.bundle,
-            id=inst.id,
-            stream=inst.stream,
-            process=inst.process,
-            state=state,
-            reason=reason,
-            message=message,
-            end=now_iso(),
-            cpus=inst.cpus,
-            memory_mb=inst.memory_mb,
-            walltime_s=inst.walltime_s,
-            launcher=self.launcher,
-            job_id=self.job_id,
-        )
-        rec.update(values)
-        line = json.dumps(rec, separators=(",", ":")) + "\n"
-        os.write(self._records_fd, line.encode("utf-8"))  # O_APPEND: one write, one whole line
-        os.fsync(self._records_fd)
-        self.counts[state] = self.counts.get(state, 0) + 1
-        tail = f" ({reason}: {message})" if reason else ""
-        print(f"{PREFIX} {state} {inst.id}{tail}", flush=True)
-
-    def _release_dependents(self, inst: Instance) -> None:
-        finished = [inst]  # a worklist, not recursion: a skip can cascade down a long chain
-        while finished:
-            parent = finished.pop()
-            ok = parent.state in ("success", "done")
-            for child_index in parent.children:
-                child = self.instances[child_index]
-                child.waiting_on -= 1
-                # An `after` upstream releases its dependent however it ended; `depends_on` must succeed.
-                if not ok and child.upstream_failed is None and parent.id in child.depends_on:
-                    child.upstream_failed = parent.id
-                if child.waiting_on > 0 or child.state is not None or self.stopping:
-                    continue
-                if child.upstream_failed is not None:
-                    why = f"not run: upstream {child.upstream_failed} did not succeed"
-                    self._write(child, "skipped", "upstream-failed", why)
-                    finished.append(child)
-                else:
-                    self._queue(child)
-
-    def _queue(self, inst: Instance) -> None:
-        heapq.heappush(self.ready, (-inst.height, -inst.cpus, -(inst.memory_mb or 0), inst.index))
-
-    # --- the loop ---
+    # --- scheduling: the loop, the ready queue, the dependency graph ------------------------------
     def run(self) -> int:
         """Run every instance; return the exit status (see the module docstring)."""
         self._open_records()
@@ -727,12 +753,6 @@ class Pilot:
         if self.stop_signal is not None:
             return 128 + self.stop_signal
         return EXIT_OK if set(self.counts) <= {"success"} else EXIT_SOME_FAILED
-
-    def _on_signal(self, signum: int) -> None:
-        if self.stop_signal is None:
-            self.stop_signal = signum
-        elif self.stopping:
-            self.kill_now = True  # a second signal: do not wait for the grace period
 
     def _seed(self) -> None:
         """Mark what --skip-done says is done, refuse what can never fit, queue what is ready."""
@@ -763,6 +783,29 @@ class Pilot:
             elif inst.waiting_on == 0 and inst.upstream_failed is None:
                 self._queue(inst)
 
+    def _queue(self, inst: Instance) -> None:
+        heapq.heappush(self.ready, (-inst.height, -inst.cpus, -(inst.memory_mb or 0), inst.index))
+
+    def _release_dependents(self, inst: Instance) -> None:
+        finished = [inst]  # a worklist, not recursion: a skip can cascade down a long chain
+        while finished:
+            parent = finished.pop()
+            ok = parent.state in ("success", "done")
+            for child_index in parent.children:
+                child = self.instances[child_index]
+                child.waiting_on -= 1
+                # An `after` upstream releases its dependent however it ended; `depends_on` must succeed.
+                if not ok and child.upstream_failed is None and parent.id in child.depends_on:
+                    child.upstream_failed = parent.id
+                if child.waiting_on > 0 or child.state is not None or self.stopping:
+                    continue
+                if child.upstream_failed is not None:
+                    why = f"not run: upstream {child.upstream_failed} did not succeed"
+                    self._write(child, "skipped", "upstream-failed", why)
+                    finished.append(child)
+                else:
+                    self._queue(child)
+
     def _launch(self) -> None:
         """Start ready instances while cores are free.
 
@@ -791,6 +834,23 @@ class Pilot:
         for key in passed_over:
             heapq.heappush(self.ready, key)
 
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        wake = now + 5.0
+        for run in self.running.values():
+            for moment in (run.deadline if run.killed_for is None else None, run.kill_at):
+                if moment is not None:
+                    wake = min(wake, moment)
+        if self.launcher == "direct" and self.running:
+            wake = min(wake, self.next_memory_poll)
+        if self.ready:
+            inst = self.instances[self.ready[0][3]]
+            reserve_at = None if inst.blocked_since is None else inst.blocked_since + self.opts.reserve_after
+            if reserve_at is not None and reserve_at > now:  # once reserving, only an exit can help
+                wake = min(wake, reserve_at)
+        return wake - now
+
+    # --- launching: srun steps or direct children, and reaping them -------------------------------
     def _env(self, inst: Instance, memory: int) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
@@ -937,6 +997,7 @@ class Pilot:
             run.proc.returncode = -sig if sig is not None else exit_code  # Popen must not wait for it again
             self._finish(run, exit_code, sig, usage)
 
+    # --- limits and signals: walltime, memory, the allocation's end -------------------------------
     def _enforce_limits(self, now: float) -> None:
         """Walltime, memory (direct launcher) and the SIGTERM -> SIGKILL escalation."""
         if self.launcher == "direct" and self.running and now >= self.next_memory_poll:
@@ -983,6 +1044,12 @@ class Pilot:
             kill_group(pid, signal.SIGTERM)  # srun SIGKILLs the step and waits KillWait for it
             run.kill_at = now + 15.0
 
+    def _on_signal(self, signum: int) -> None:
+        if self.stop_signal is None:
+            self.stop_signal = signum
+        elif self.stopping:
+            self.kill_now = True  # a second signal: do not wait for the grace period
+
     def _begin_stop(self) -> None:
         """Stop for the end of the allocation: record what never started, then stop what runs."""
         self.stopping = True
@@ -998,23 +1065,53 @@ class Pilot:
             if inst.state is None and not inst.started:
                 self._record(inst, "skipped", "allocation-ended", f"not run: the pilot got {name} first")
 
-    def _timeout(self) -> float:
-        now = time.monotonic()
-        wake = now + 5.0
-        for run in self.running.values():
-            for moment in (run.deadline if run.killed_for is None else None, run.kill_at):
-                if moment is not None:
-                    wake = min(wake, moment)
-        if self.launcher == "direct" and self.running:
-            wake = min(wake, self.next_memory_poll)
-        if self.ready:
-            inst = self.instances[self.ready[0][3]]
-            reserve_at = None if inst.blocked_since is None else inst.blocked_since + self.opts.reserve_after
-            if reserve_at is not None and reserve_at > now:  # once reserving, only an exit can help
-                wake = min(wake, reserve_at)
-        return wake - now
+    # --- records and summary ----------------------------------------------------------------------
+    def _open_records(self) -> None:
+        for directory in (os.path.dirname(os.path.abspath(self.opts.records)), self.opts.logs_dir):
+            os.makedirs(directory, exist_ok=True)
+        self._records_fd = os.open(self.opts.records, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        size = os.fstat(self._records_fd).st_size
+        if size:
+            with open(self.opts.records, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":  # a line cut short by a crash: never glue a record to it
+                    os.write(self._records_fd, b"\n")
 
-    # --- outcomes ---
+    def _record(
+        self, inst: Instance, state: str, reason: str | None, message: str | None, **values: Any
+    ) -> None:
+        """Write an instance's record, then skip or queue its dependents as it allows."""
+        self._write(inst, state, reason, message, **values)
+        self._release_dependents(inst)
+
+    def _write(
+        self, inst: Instance, state: str, reason: str | None, message: str | None, **values: Any
+    ) -> None:
+        inst.state = state
+        rec: dict[str, Any] = dict.fromkeys(RECORD_FIELDS)
+        rec.update(
+            bundle=self.bundle,
+            id=inst.id,
+            stream=inst.stream,
+            process=inst.process,
+            state=state,
+            reason=reason,
+            message=message,
+            end=now_iso(),
+            cpus=inst.cpus,
+            memory_mb=inst.memory_mb,
+            walltime_s=inst.walltime_s,
+            launcher=self.launcher,
+            job_id=self.job_id,
+        )
+        rec.update(values)
+        line = json.dumps(rec, separators=(",", ":")) + "\n"
+        os.write(self._records_fd, line.encode("utf-8"))  # O_APPEND: one write, one whole line
+        os.fsync(self._records_fd)
+        self.counts[state] = self.counts.get(state, 0) + 1
+        tail = f" ({reason}: {message})" if reason else ""
+        print(f"{PREFIX} {state} {inst.id}{tail}", flush=True)
+
     def _finish(self, run: Running, exit_code: int | None, sig: int | None, usage: Any) -> None:
         inst, node = run.inst, run.node
         node.free_cores += inst.cpus
@@ -1130,88 +1227,7 @@ class Pilot:
         print(f"{PREFIX} summary {json.dumps(summary, separators=(',', ':'))}", flush=True)
 
 
-def own_peak_rss() -> int:
-    """Return this process's resident high-water mark (``VmHWM``) in bytes, 0 if /proc cannot tell.
-
-    A child forked (or vforked) now starts with at most this as its own high-water mark.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def peak_rss(ru_maxrss_kb: int, spawn_rss: int, sampled: int) -> int | None:
-    """Return an instance's peak RSS in bytes from ``wait4``'s ``ru_maxrss`` and the /proc samples.
-
-    A forked child starts with its parent's resident size as its high-water mark, and Linux keeps
-    that mark across ``exec``: so ``ru_maxrss`` is at least the launching Python's RSS. When it is
-    not above that, it says nothing about the payload and the sampled peak (sum over the instance's
-    processes, every ``--poll-interval``) is used instead; ``None`` if it ended before a sample.
-    """
-    rusage = ru_maxrss_kb * 1024
-    if rusage > spawn_rss + 2 * MIB:
-        return max(rusage, sampled)
-    return sampled or None
-
-
-def _oom_kill_happened(before: int | None, after: int | None) -> bool:
-    return before is not None and after is not None and after > before
-
-
-def _child_setup(cpu_ids: list[int]) -> Callable[[], None]:
-    """Return what a direct child does before exec.
-
-    It takes its own CPUs, and offers itself to the OOM killer before the pilot (raising one's own
-    oom_score_adj needs no privilege).
-    """
-
-    def setup() -> None:
-        if cpu_ids:
-            try:
-                os.sched_setaffinity(0, cpu_ids)
-            except OSError:
-                pass
-        try:
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write("500")
-        except OSError:
-            pass
-
-    return setup
-
-
-def _read_json(path: str | None) -> dict[str, Any] | None:
-    if not path:
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _append(path: str, text: str) -> None:
-    try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(text)
-    except OSError:
-        pass
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-# --- --run-one: one instance inside an srun step -----------------------------------------------------
+# --- 6. --run-one: one instance inside an srun step -----------------------------------------------
 def run_one(argv: list[str]) -> int:
     """Run one command as ``bash -c`` in its own session, measure it, write the result, exit as it did.
 
@@ -1282,7 +1298,7 @@ def run_one(argv: list[str]) -> int:
     return 128 + sig if sig is not None else int(exit_code or 0)
 
 
-# --- command line -------------------------------------------------------------------------------------
+# --- 7. command line and main ---------------------------------------------------------------------
 def parse_args(argv: list[str]) -> Options:
     """Read the pilot's command line."""
     p = argparse.ArgumentParser(prog="launcher.py", description=(__doc__ or "").splitlines()[0])

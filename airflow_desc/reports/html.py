@@ -8,19 +8,22 @@
     plots/<process>.png   each row's "Plot": CPU vs wall clock of that process
     figures/<name>.png    the overall figures of :mod:`~airflow_desc.reports.figures`
 
-Every text that comes from data (task, process, reason names, the title) is HTML-escaped, and
-every link is a relative, percent-encoded path inside the directory.
+The markup is in the Jinja2 templates of ``templates/`` (shipped as package data), rendered with
+autoescape: every text that comes from data (task, process, reason names, the title) is
+HTML-escaped, and every link is a relative, percent-encoded path inside the directory.
 """
 
 from __future__ import annotations
 
-import html
+import functools
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+import jinja2
 import pandas as pd
 
 from airflow_desc.reports import figures
@@ -59,31 +62,47 @@ OVERALL_FIGURES: dict[str, tuple[str, Callable[[pd.DataFrame], Figure]]] = {
     ),
 }
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em; color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
-table { border-collapse: collapse; font-size: 0.85em; }
-th, td { padding: 0.15em 0.6em; border-bottom: 1px solid #ddd; text-align: left; white-space: nowrap; }
-th { background: #f0f0f0; position: sticky; top: 0; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
-td.zero { color: #bbb; }
-td.bad { color: #b00; font-weight: bold; }
-td.wrap { white-space: normal; min-width: 30em; }
-tfoot td { font-weight: bold; border-top: 2px solid #888; }
-figure { display: inline-block; margin: 0.5em 1em 1.5em 0; vertical-align: top; }
-figure img { max-width: 100%; border: 1px solid #ddd; }
-p.note { color: #555; font-size: 0.9em; max-width: 60em; }
-"""
 _BAD_COLUMNS = frozenset({"Failed", "Terminated", "Out of memory", "Timed out", "Other failures"})
 _TEXT_COLUMNS = frozenset({"Advice"})
 
 
-def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+@functools.cache
+def _templates() -> jinja2.Environment:
+    # autoescape: every text and attribute value from data (names, the title, links) is escaped by
+    # the template engine, not by hand. StrictUndefined: a misspelled variable fails the render.
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("airflow_desc.reports", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
 
 
-def _href(path: str) -> str:
-    return _esc(quote(path))
+@dataclass(frozen=True)
+class _Cell:
+    """One ``<td>``: its text, its CSS classes, and (for a "Plot" cell) where it links to."""
+
+    text: str
+    classes: str = ""
+    href: str = ""
+
+
+@dataclass(frozen=True)
+class _Table:
+    """What ``data_table`` in ``templates/macros.html.j2`` lays out."""
+
+    css_class: str
+    columns: list[str]
+    body: list[list[_Cell]]
+    foot: list[_Cell] | None
+
+
+@dataclass(frozen=True)
+class _Figure:
+    href: str
+    caption: str
 
 
 def _cell_text(value: Any) -> str:
@@ -96,7 +115,7 @@ def _cell_text(value: Any) -> str:
     return str(value)
 
 
-def _td(column: str, value: Any, numeric: bool) -> str:
+def _cell(column: str, value: Any, numeric: bool) -> _Cell:
     text = _cell_text(value.item() if hasattr(value, "item") else value)
     classes = []
     if numeric:
@@ -107,8 +126,7 @@ def _td(column: str, value: Any, numeric: bool) -> str:
             classes.append("bad")
     if column in _TEXT_COLUMNS:
         classes.append("wrap")
-    attr = f' class="{" ".join(classes)}"' if classes else ""
-    return f"<td{attr}>{_esc(text)}</td>"
+    return _Cell(text, " ".join(classes))
 
 
 def _repeats(table: pd.DataFrame) -> list[set[str]]:
@@ -128,55 +146,43 @@ def _repeats(table: pd.DataFrame) -> list[set[str]]:
     return out[: len(table)]
 
 
-def _html_table(
+def _table(
     table: pd.DataFrame, *, css_class: str, links: Sequence[str | None] | None = None, link_query: str = ""
-) -> str:
-    """Render a table; a run of equal Task / Version cells shows once, a Totals row goes in the footer.
+) -> _Table:
+    """Lay a table out in cells: equal Task / Version cells in a run show once, a Totals row is the footer.
 
     ``link_query`` (already URL-encoded) is appended to each link as its query string.
     """
-    query = f"?{_esc(link_query)}" if link_query else ""
+    query = f"?{link_query}" if link_query else ""
     columns = [str(c) for c in table.columns]
     numeric = [
         pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
         for c in table.columns
     ]
-    head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
-    body: list[str] = []
+    body: list[list[_Cell]] = []
     for number, (row, blank) in enumerate(
         zip(table.itertuples(index=False, name=None), _repeats(table), strict=True)
     ):
         cells = []
         for column, value, is_number in zip(columns, row, numeric, strict=True):
             if column == "Links" and links is not None and links[number]:
-                cells.append(f'<td><a href="{_href(str(links[number]))}{query}">{_esc(value)}</a></td>')
+                cells.append(_Cell(str(value), href=quote(str(links[number])) + query))
             elif column in blank:
-                cells.append("<td></td>")
+                cells.append(_Cell(""))
             else:
-                cells.append(_td(column, value, is_number))
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    foot = ""
+                cells.append(_cell(column, value, is_number))
+        body.append(cells)
+    foot = None
     if len(table) and str(table.iloc[-1].get("Type", "")) == "Totals":
-        foot = f"<tfoot>{body.pop()}</tfoot>"
-    rows = "\n".join(body)
-    return (
-        f'<table class="{_esc(css_class)}">\n<thead><tr>{head}</tr></thead>\n'
-        f"<tbody>\n{rows}\n</tbody>\n{foot}</table>"
-    )
+        foot = body.pop()
+    return _Table(css_class=css_class, columns=columns, body=body, foot=foot)
 
 
-def _page_start(title: str, css: str = "") -> str:
-    """Return the page up to its ``<h1>`` title: no external CSS, JS or fonts."""
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_esc(title)}</title>
-<style>{_CSS}{css}</style>
-</head>
-<body>
-<h1>{_esc(title)}</h1>"""
+def _plot_links(table: pd.DataFrame) -> list[str | None]:
+    return [
+        None if str(kind) == "Totals" else plot_path(str(process))
+        for process, kind in zip(table["Process"], table["Type"], strict=True)
+    ]
 
 
 def render_html(
@@ -186,7 +192,7 @@ def render_html(
     advice: pd.DataFrame,
     figure_paths: Sequence[tuple[str, str]],
 ) -> str:
-    """Render the report page.
+    """Render the report page (``templates/report.html.j2``).
 
     :param title: the page title (escaped here).
     :param table: the status table (:func:`~airflow_desc.reports.status.status_table`); each
@@ -196,10 +202,6 @@ def render_html(
     :param figure_paths: ``(relative path, caption)`` of each overall figure, in order.
     :return: the HTML text of ``index.html``.
     """
-    links = [
-        None if str(kind) == "Totals" else plot_path(str(process))
-        for process, kind in zip(table["Process"], table["Type"], strict=True)
-    ]
     quantile = advice.attrs.get("quantile")
     headroom = advice.attrs.get("headroom")
     advice_note = (
@@ -207,40 +209,19 @@ def render_html(
         if quantile is not None and headroom is not None
         else "Suggestions"
     )
-    figures_html = "\n".join(
-        f'<figure><a href="{_href(path)}"><img src="{_href(path)}" alt="{_esc(caption)}"></a>'
-        f"<figcaption>{_esc(caption)}</figcaption></figure>"
-        for path, caption in figure_paths
+    return (
+        _templates()
+        .get_template("report.html.j2")
+        .render(
+            title=title,
+            states=", ".join(STATE_COLUMNS),
+            status=_table(table, css_class="status", links=_plot_links(table)),
+            attempts=_table(attempts, css_class="attempts"),
+            advice=_table(advice, css_class="advice"),
+            advice_note=advice_note,
+            figures=[_Figure(href=quote(path), caption=caption) for path, caption in figure_paths],
+        )
     )
-    states = ", ".join(STATE_COLUMNS)
-    return f"""{_page_start(title)}
-<h2 id="status">Status</h2>
-<p class="note">Process instances by the state of their latest attempt ({_esc(states)}).
-"Plot" shows CPU against wall-clock time for each instance of the process.
-Also as <a href="status.csv">CSV</a> and <a href="status.json">JSON</a>.</p>
-{_html_table(table, css_class="status", links=links)}
-<h2 id="attempts">Attempts</h2>
-<p class="note">Every attempt, counted per process; retries beyond the first attempt of each instance,
-and those that ended in success.</p>
-{_html_table(attempts, css_class="attempts")}
-<h2 id="advice">Resource advice</h2>
-<p class="note">{_esc(advice_note)}, memory rounded up to 100 MB and walltime to the minute.
-Instances killed for memory or time count as needing more than they had; where too many were,
-a suggestion is only a lower bound.</p>
-{_html_table(advice, css_class="advice")}
-<h2 id="figures">Figures</h2>
-{figures_html}
-</body>
-</html>
-"""
-
-
-def _options(values: Sequence[str], selected: str | None, everything: str) -> str:
-    shown = [f'<option value=""{"" if selected else " selected"}>{_esc(everything)}</option>']
-    shown += [
-        f'<option value="{_esc(v)}"{" selected" if v == selected else ""}>{_esc(v)}</option>' for v in values
-    ]
-    return "".join(shown)
 
 
 def render_status_page(
@@ -253,7 +234,7 @@ def render_status_page(
     notes: Sequence[str] = (),
     title: str = "DESC status",
 ) -> str:
-    """Render the UI page: a selection form, the status table with its "Plot" links, the attempts.
+    """Render the UI page (``templates/status_page.html.j2``): a selection form, the tables.
 
     Every link is relative (the page is served under a URL prefix, and in an iframe of the Airflow
     UI): ``plots/<process>.png``, ``status.csv`` and ``status.json``, each with the selection as
@@ -268,36 +249,22 @@ def render_status_page(
     :param title: the page title.
     :return: the HTML text.
     """
-    chosen = {k: v for k, v in selected.items() if v}
-    query = urlencode(chosen)
-    links = [
-        None if str(kind) == "Totals" else plot_path(str(process))
-        for process, kind in zip(table["Process"], table["Type"], strict=True)
-    ]
-    suffix = f"?{_esc(query)}" if query else ""
-    notes_html = "".join(f'<p class="note">{_esc(n)}</p>' for n in notes)
-    states = ", ".join(STATE_COLUMNS)
-    workflow_options = _options(workflows, selected.get("workflow"), "all")
-    variant_options = _options(variants, selected.get("variant"), "all")
-    run = _esc(selected.get("run") or "")
-    return f"""{_page_start(title, "form { margin: 0.5em 0 1em 0; } form label { margin-right: 1em; }")}
-<form method="get" action="">
-<label>Workflow <select name="workflow">{workflow_options}</select></label>
-<label>Variant <select name="variant">{variant_options}</select></label>
-<label>Run <input name="run" size="40" value="{run}" placeholder="DAG run id"></label>
-<button type="submit">Show</button>
-</form>
-{notes_html}
-<p class="note">Process instances by the state of their latest attempt ({_esc(states)}): the history,
-merged with the task-instance states of the DAG runs in progress. "Plot" shows CPU against wall-clock
-time for each attempt of the process. Also as <a href="status.csv{suffix}">CSV</a> and
-<a href="status.json{suffix}">JSON</a>.</p>
-{_html_table(table, css_class="status", links=links, link_query=query)}
-<h2 id="attempts">Attempts</h2>
-{_html_table(attempts, css_class="attempts")}
-</body>
-</html>
-"""
+    query = urlencode({k: v for k, v in selected.items() if v})
+    return (
+        _templates()
+        .get_template("status_page.html.j2")
+        .render(
+            title=title,
+            states=", ".join(STATE_COLUMNS),
+            selected={k: selected.get(k) for k in ("workflow", "run", "variant")},
+            workflows=list(workflows),
+            variants=list(variants),
+            notes=list(notes),
+            query_suffix=f"?{query}" if query else "",
+            status=_table(table, css_class="status", links=_plot_links(table), link_query=query),
+            attempts=_table(attempts, css_class="attempts"),
+        )
+    )
 
 
 def _save(fig: Figure, path: Path) -> None:

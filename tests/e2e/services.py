@@ -17,6 +17,8 @@ import urllib.request
 
 import psycopg2
 
+from tests.waiting import wait_for
+
 DAGS = pathlib.Path(__file__).parent / "dags"
 AIRFLOW = pathlib.Path(sys.executable).with_name("airflow")
 PORT = int(os.environ.get("DESC_E2E_API_PORT", "18080"))
@@ -103,17 +105,6 @@ class Airflow:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
 
-    @staticmethod
-    def wait_for(check, timeout: float, what: str, interval: float = 1.0):  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-            time.sleep(interval)
-
     def sql(self, query: str, *params: object) -> list[tuple[object, ...]]:
         uri = self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace(
             "postgresql+psycopg2://", "postgresql://"
@@ -123,8 +114,10 @@ class Airflow:
             return cur.fetchall() if cur.description else []
 
     def trigger(self, dag_id: str) -> str:
-        self.wait_for(
-            lambda: self.sql("SELECT 1 FROM dag WHERE dag_id = %s", dag_id), 120, f"{dag_id} parsed"
+        wait_for(
+            lambda: self.sql("SELECT 1 FROM dag WHERE dag_id = %s", dag_id),
+            timeout=120,
+            what=f"{dag_id} parsed",
         )
         self.run("dags", "unpause", dag_id)
         run_id = f"e2e__{dag_id}__{time.time_ns()}"
@@ -137,10 +130,11 @@ class Airflow:
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 600) -> str:
         return str(
-            self.wait_for(
-                lambda: (s := self.run_state(dag_id, run_id)) in ("success", "failed") and s,
-                timeout,
-                f"run {run_id} to finish; logs in {self.home}",
+            wait_for(
+                lambda: self.run_state(dag_id, run_id),
+                until=lambda state: state in ("success", "failed"),
+                timeout=timeout,
+                what=f"run {run_id} finishes; logs in {self.home}",
                 interval=2,
             )
         )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pathlib
 import subprocess
-import time
 
 from airflow_desc.history import JsonLinesRecorder
 from airflow_desc.operators.slurm import job_name_for
 from tests.e2e.services import Airflow, api
 from tests.integration.site import Site
+from tests.waiting import wait_for
 
 
 def jobs_named(site: Site, cluster: str, name: str) -> list[str]:
@@ -39,11 +39,20 @@ def records_of(history: pathlib.Path, dag_id: str, run_id: str) -> list[object]:
 def test_deferrable_job_waits_in_the_real_triggerer(airflow: Airflow, history_file: pathlib.Path) -> None:
     run_id = airflow.trigger("desc_e2e_deferred")
     seen = set()
-    deadline = time.monotonic() + 300
-    while (state := airflow.run_state("desc_e2e_deferred", run_id)) not in ("success", "failed"):
-        seen.update(s for s, _ in airflow.task_states("desc_e2e_deferred", run_id).values())
-        assert time.monotonic() < deadline, f"run stuck in {state}; logs in {airflow.home}"
-        time.sleep(0.5)
+
+    def run_state() -> str | None:
+        state = airflow.run_state("desc_e2e_deferred", run_id)
+        if state not in ("success", "failed"):  # the task states seen while the run goes on
+            seen.update(s for s, _ in airflow.task_states("desc_e2e_deferred", run_id).values())
+        return state
+
+    state = wait_for(
+        run_state,
+        until=lambda state: state in ("success", "failed"),
+        timeout=300,
+        interval=0.5,
+        what=f"run {run_id} finishes; logs in {airflow.home}",
+    )
     assert state == "success", f"logs in {airflow.home}"
     assert "deferred" in seen, seen
     [rec] = records_of(history_file, "desc_e2e_deferred", run_id)

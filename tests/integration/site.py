@@ -10,7 +10,8 @@ import dataclasses
 import os
 import shlex
 import subprocess
-import time
+
+from tests.waiting import wait_for
 
 CLUSTERS = ("perlmutter", "s3df")
 
@@ -90,13 +91,15 @@ class Site:
 
     def wait_done(self, cluster: str, job_id: str, fields: str, timeout: float = 240) -> list[dict[str, str]]:
         """Poll sacct until the job row has a terminal state and its steps have MaxRSS recorded."""
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = self.sacct(cluster, job_id, "JobID,State," + fields)
+        running = {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "SUSPENDED"}
+
+        def finished(rows: list[dict[str, str]]) -> bool:
             job = [r for r in rows if r["JobID"] == job_id]
-            running = {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "SUSPENDED"}
-            if job and job[0]["State"].split()[0] not in running:
-                return rows
-            if time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id} on {cluster} not finished after {timeout} s: {rows}")
-            time.sleep(1)
+            return bool(job) and job[0]["State"].split()[0] not in running
+
+        return wait_for(
+            lambda: self.sacct(cluster, job_id, "JobID,State," + fields),
+            until=finished,
+            timeout=timeout,
+            what=f"job {job_id} on {cluster} finished",
+        )

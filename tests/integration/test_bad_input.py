@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import posixpath
 import shlex
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,6 +29,7 @@ from airflow_desc.slurm import (
 from airflow_desc.slurm.quoting import quote_path
 from airflow_desc.triggers.slurm import SlurmJobTrigger
 from tests.integration.site import Site
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("in_process_airflow_home")
 
@@ -84,17 +84,6 @@ def commands_sent() -> int:
     return SlurmHook.stats[CONN]["commands"]
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 180) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not true after {timeout} s (last: {value!r})")
-        time.sleep(1)
-
-
 def ended(hook: SlurmHook, job_id: str) -> bool:
     acct = hook.sacct([job_id]).get(job_id)
     return acct is not None and acct.is_terminal and not acct.is_placeholder
@@ -121,7 +110,7 @@ def test_an_env_value_arrives_byte_identical(
         render_job_script(spec), remote_dir=remote_dir, script_name="job.sh", job_name=spec.job_name
     )
     jobs.append(submitted.job_id)
-    wait_for(f"job {submitted.job_id} ends", lambda: ended(hook, submitted.job_id))
+    wait_for(lambda: ended(hook, submitted.job_id), timeout=180, what=f"job {submitted.job_id} ends")
     acct = hook.sacct([submitted.job_id])[submitted.job_id]
     log = hook.read_tail(posixpath.join(remote_dir, f"job-{submitted.job_id}.log"))
     assert acct.state.state.value == "COMPLETED", log
@@ -247,11 +236,11 @@ def held_then_cancelled(hook: SlurmHook, jobs: list[str], name: str) -> str:
     # Read JobID and State only: a hostile name must not stop this wait.
     by_id = sacct_command([job_id], fields=("JobID", "State", "Partition"))
     wait_for(
-        f"sacct records job {job_id}",
         lambda: any(
             r.partition for r in parse_sacct(hook.run(by_id).stdout, ("JobID", "State", "Partition"))
         ),
         timeout=60,
+        what=f"sacct records job {job_id}",
     )
     return job_id
 

@@ -34,6 +34,7 @@ from airflow_desc.history.schema import process_instances as pi_table
 from airflow_desc.history.store import VERSION_TABLE
 from tests.integration.site import Site
 from tests.unit.history.test_queries import HISTORY, T0, as_record, counts, rec
+from tests.waiting import wait_for
 
 # Two of these tests stop the history PostgreSQL cluster: run them all alone (the Makefile runs
 # `serial` tests after the parallel ones; xdist groups do not hold with this pytest).
@@ -83,15 +84,17 @@ class HistoryCluster:
             "start",
         )  # fmt: skip
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            ready = subprocess.run(
-                [f"{self.pg_bin}/pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)]
-            )
-            if ready.returncode == 0:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"the history cluster does not answer on port {self.port} after its start")
+        wait_for(
+            lambda: (
+                subprocess.run(
+                    [f"{self.pg_bin}/pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+                ).returncode
+            ),
+            until=lambda returncode: returncode == 0,
+            timeout=30,
+            interval=0.2,
+            what=f"the history cluster answers on port {self.port} after its start (pg_isready exit status)",
+        )
 
 
 @pytest.fixture(scope="module")
@@ -257,15 +260,26 @@ def test_spool_and_flush_while_the_history_cluster_is_stopped(
     writer = threading.Thread(target=operator_runs)
     writer.start()
     try:
-        while len(written) < 20:
-            time.sleep(0.05)
+        # Bounded: a writer thread that died early would otherwise leave this wait hanging.
+        wait_for(
+            lambda: len(written),
+            until=lambda n: n >= 20 or bool(failures),
+            timeout=60,
+            interval=0.05,
+            what="the writer records 20 attempts",
+        )
+        assert failures == []
         cluster.stop()
         assert not cluster.running()
         with meta.connect() as conn:  # Airflow's metadata cluster keeps running
             assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1
-        deadline = time.monotonic() + 60
-        while recorder.pending() < 15 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(
+            recorder.pending,
+            until=lambda n: n >= 15,
+            timeout=60,
+            interval=0.05,
+            what="15 attempts spooled while the cluster is down",
+        )
         assert recorder.pending() >= 15
         # An explicit flush while the cluster is down fails and keeps the spool.
         pending = recorder.pending()

@@ -21,6 +21,7 @@ from airflow_desc.emulate import payload_command
 from airflow_desc.pilot import bundle_job_command, parse_records, parse_summary
 from airflow_desc.slurm import JobSpec, render_job_script
 from tests.integration.site import Site
+from tests.waiting import wait_for
 
 CLUSTER = "perlmutter"
 NODE = "pm-n1"
@@ -172,11 +173,14 @@ def test_sigterm_before_the_time_limit_records_what_to_redo(site: Site, remote_d
         {"id": "after-long0", "command": "true", "depends_on": ["long0"]}
     ]
     job_id = submit_bundle(site, remote_dir, instances, "srun")
-    deadline = time.monotonic() + 120
-    while site.run(CLUSTER, f"ls {shlex.quote(remote_dir)}/logs 2>/dev/null | grep -c '\\.log$'", check=False
-                   ).stdout.strip() != "2":  # fmt: skip
-        assert time.monotonic() < deadline, "the pilot never started two instances"
-        time.sleep(0.5)
+    count_logs = f"ls {shlex.quote(remote_dir)}/logs 2>/dev/null | grep -c '\\.log$'"
+    wait_for(
+        lambda: site.run(CLUSTER, count_logs, check=False).stdout.strip(),
+        until=lambda count: count == "2",
+        timeout=120,
+        interval=0.5,
+        what="the pilot starts two instances (two logs)",
+    )
     site.run(CLUSTER, f"scancel --batch --signal=TERM {job_id}")
     rows = site.wait_done(CLUSTER, job_id, STEP_FIELDS, timeout=60)
     recs, log = read_back(site, remote_dir, job_id)

@@ -21,6 +21,7 @@ from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.slurm import accounting_from_payload, chunked_sacct_commands, scancel_command
 from airflow_desc.triggers.slurm import ClusterPoller, SlurmJobTrigger
 from tests.integration.site import Site
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("in_process_airflow_home")
 
@@ -62,17 +63,15 @@ def sbatch_loop(hook: SlurmHook, count: int, *args: str) -> list[str]:
 
 def wait_in_sacct(hook: SlurmHook, job_ids: Sequence[str], timeout: float = 60) -> None:
     """Wait until sacct reports every job as ended, with its real record (not slurmdbd's stand-in)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        accounting = hook.sacct(job_ids)
-        if all(
+    wait_for(
+        lambda: hook.sacct(job_ids),
+        until=lambda accounting: all(
             i in accounting and accounting[i].is_terminal and not accounting[i].is_placeholder
             for i in job_ids
-        ):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"jobs {job_ids} not ended in sacct after {timeout} s: {accounting}")
-        time.sleep(1)
+        ),
+        timeout=timeout,
+        what=f"jobs {job_ids} ended in sacct",
+    )
 
 
 async def first_event(trigger: SlurmJobTrigger) -> dict[str, Any]:
@@ -214,14 +213,12 @@ def test_a_job_unknown_to_sacct_and_squeue_vanishes(hook: SlurmHook) -> None:
 
 
 def wait_until_running(hook: SlurmHook, job_id: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = hook.squeue([job_id])
-        if rows and rows[0].state.state.value == "RUNNING":
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} not running after {timeout} s: {rows}")
-        time.sleep(1)
+    wait_for(
+        lambda: hook.squeue([job_id]),
+        until=lambda rows: bool(rows) and rows[0].state.state.value == "RUNNING",
+        timeout=timeout,
+        what=f"job {job_id} running",
+    )
 
 
 def test_on_kill_cancels_the_running_job(hook: SlurmHook, jobs: list[str], token: str) -> None:

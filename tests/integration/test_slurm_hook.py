@@ -21,6 +21,7 @@ from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.slurm import parse_sacct, sacct_command, scancel_command
 from airflow_desc.slurm.quoting import quote_path
 from tests.integration.site import Site
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("in_process_airflow_home")
 
@@ -257,17 +258,6 @@ def test_the_bastion_carries_the_s3df_connection(site: Site) -> None:
         bastion.close()
 
 
-def wait_for(what: str, check: object, timeout: float = 60) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()  # type: ignore[operator]
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not true after {timeout} s (last: {value!r})")
-        time.sleep(1)
-
-
 def test_find_jobs_by_name_while_queued_and_after_cancel(perlmutter: SlurmHook, token: str) -> None:
     name = f"desc-it-find-{token}"
     submit = f"sbatch --parsable --hold -J {name} -t 1 -o /dev/null --wrap 'sleep 30'"
@@ -280,11 +270,13 @@ def test_find_jobs_by_name_while_queued_and_after_cancel(perlmutter: SlurmHook, 
         # sacct selects jobs by name through their eligible time, so a job cancelled while still
         # held is never found by name (only by id): release it first, cancel it once recorded.
         perlmutter.run(f"scontrol release {job_id}")
-        wait_for("slurmdbd records the job", lambda: parse_sacct(perlmutter.run(by_name).stdout))
+        wait_for(
+            lambda: parse_sacct(perlmutter.run(by_name).stdout), timeout=60, what="slurmdbd records the job"
+        )
     finally:
         perlmutter.scancel([job_id])
     # Gone from the queue, the job is still found, now through sacct.
-    wait_for("the cancelled job leaves squeue", lambda: not perlmutter.squeue(name=name))
+    wait_for(lambda: not perlmutter.squeue(name=name), timeout=60, what="the cancelled job leaves squeue")
     assert perlmutter.find_jobs_by_name(name) == [job_id]
     [job] = [row for row in parse_sacct(perlmutter.run(by_name).stdout) if row.step is None]
     assert job.state.state.value == "CANCELLED", job

@@ -11,8 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from airflow_desc.pilot import parse_records
@@ -87,14 +86,6 @@ def python_3_8() -> str | None:
         if probe.returncode == 0:
             return candidate
     return None
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
 
 
 def children_of(pid: int) -> list[int]:

@@ -18,7 +18,8 @@ from airflow_desc.pilot import (
     validate_manifest,
 )
 from airflow_desc.slurm import JobSpec, render_job_script
-from tests.unit.pilot.pilot_process import LAUNCHER, clean_env, instance, wait_for
+from tests.unit.pilot.pilot_process import LAUNCHER, clean_env, instance
+from tests.waiting import wait_for
 
 TRICKY = "echo \"$HOME\" '`x`' $(echo sub) \\n EOF DESC_PILOT_MANIFEST_EOF > out.txt"
 
@@ -70,7 +71,9 @@ def test_a_b_term_signal_reaches_the_launcher_through_the_rendered_script(tmp_pa
         ["bash", "-c", script], cwd=tmp_path, stdout=subprocess.PIPE, text=True, env=clean_env()
     )
     try:
-        wait_for(lambda: (tmp_path / "logs" / "a.log").exists())
+        wait_for(
+            lambda: (tmp_path / "logs" / "a.log").exists(), timeout=10, interval=0.05, what="a.log appears"
+        )
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=15)
     finally:

@@ -23,9 +23,9 @@ from tests.unit.pilot.pilot_process import (
     instance,
     pilot_argv,
     python_3_8,
-    wait_for,
     write_manifest,
 )
+from tests.waiting import wait_for
 
 BURN = "python3 -c 'import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass'"
 HOLD = "python3 -c 'x = \"x\" * ({mb} << 20)\nimport time\ntime.sleep({s})'"
@@ -193,7 +193,13 @@ def test_sigterm_stops_launching_and_records_every_instance(tmp_path: pathlib.Pa
     proc = subprocess.Popen(pilot_argv(tmp_path), stdout=subprocess.PIPE, text=True, env=clean_env())
     try:
         logs = tmp_path / "logs"
-        wait_for(lambda: len(list(logs.glob("*.log"))) == 2)
+        wait_for(
+            lambda: len(list(logs.glob("*.log"))),
+            until=lambda n: n == 2,
+            timeout=10,
+            interval=0.05,
+            what="two instance logs",
+        )
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
     finally:
@@ -216,7 +222,13 @@ def test_children_signalled_by_slurm_at_the_job_end_are_terminated_not_failed(tm
     write_manifest(tmp_path, [instance("a", "sleep 30"), instance("b", "sleep 30")])
     proc = subprocess.Popen(pilot_argv(tmp_path), stdout=subprocess.DEVNULL, env=clean_env())
     try:
-        wait_for(lambda: len(children_of(proc.pid)) == 2)
+        wait_for(
+            lambda: children_of(proc.pid),
+            until=lambda pids: len(pids) == 2,
+            timeout=10,
+            interval=0.05,
+            what="the pilot's two children",
+        )
         for pid in [proc.pid, *children_of(proc.pid)]:
             # The pilot may have passed SIGTERM on and reaped a child already, as SLURM's own
             # signalling races the same way.
@@ -234,7 +246,12 @@ def test_records_are_on_disk_while_the_pilot_still_runs(tmp_path: pathlib.Path) 
     proc = subprocess.Popen(pilot_argv(tmp_path), stdout=subprocess.DEVNULL, env=clean_env())
     records = tmp_path / "records.jsonl"
     try:
-        wait_for(lambda: records.exists() and records.read_text().endswith("\n"))
+        wait_for(
+            lambda: records.exists() and records.read_text().endswith("\n"),
+            timeout=10,
+            interval=0.05,
+            what="a whole line in the records file",
+        )
         assert proc.poll() is None
         [rec] = [json.loads(line) for line in records.read_text().splitlines()]
         assert rec["id"] == "quick" and rec["state"] == "success"

@@ -25,9 +25,9 @@ from tests.unit.pilot.pilot_process import (
     instance,
     pilot_argv,
     python_3_8,
-    wait_for,
     write_manifest,
 )
+from tests.waiting import wait_for
 
 FAKE_SRUN = """#!/bin/bash
 step=0
@@ -54,6 +54,8 @@ def is_run_one(pid: int) -> bool:
         return b"--run-one" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
 HOG = "python3 -c 'x = \"x\" * (300 << 20)\nimport time\ntime.sleep(10)'"
 
 
@@ -156,7 +158,13 @@ def test_a_step_signalled_by_slurm_is_terminated_and_the_pilot_goes_on(
             # the exec the stand-in's own children, mkdir, would look like a step).
             return [pid for pid in children_of(proc.pid) if children_of(pid) and is_run_one(pid)]
 
-        wait_for(lambda: len(running_step()) == 1)
+        wait_for(
+            running_step,
+            until=lambda steps: len(steps) == 1,
+            timeout=10,
+            interval=0.05,
+            what="one running step",
+        )
         os.kill(running_step()[0], signal.SIGTERM)
         assert proc.wait(timeout=15) == 1  # not every instance succeeded
     finally:

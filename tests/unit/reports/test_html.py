@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 import pandas as pd
 import pytest
 
-from airflow_desc.reports.html import OVERALL_FIGURES, write_report
+from airflow_desc.reports.html import OVERALL_FIGURES, render_html, render_status_page, write_report
 from airflow_desc.reports.status import attempts_table, counts_from_instances, plot_path, status_table
 
 from .conftest import instances_frame
@@ -33,6 +33,13 @@ class Page(HTMLParser):
         self._row: list[str] | None = None
         self._cell: list[str] | None = None
         self.text: list[str] = []
+        self.values: list[str] = []
+
+    @classmethod
+    def of(cls, html: str) -> Page:
+        page = cls()
+        page.feed(html)
+        return page
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = dict(attrs)
@@ -41,6 +48,8 @@ class Page(HTMLParser):
             self.links.append(str(values["href"]))
         if tag == "img":
             self.images.append(str(values["src"]))
+        if tag in ("option", "input"):
+            self.values.append(str(values.get("value")))
         if tag == "table":
             self._table = str(values.get("class"))
             self.rows[self._table] = []
@@ -130,7 +139,8 @@ def test_counts_in_the_page_are_the_table_s(report: tuple[pathlib.Path, pd.DataF
 def test_data_is_escaped(report: tuple[pathlib.Path, pd.DataFrame, Page]) -> None:
     index, _, page = report
     text = index.read_text(encoding="utf-8")
-    assert ODD not in text and "a&lt;b&gt;&amp;&quot;c" in text
+    # Jinja2's autoescape (MarkupSafe) spells the double quote &#34; (html.escape spelled it &quot;).
+    assert ODD not in text and "a&lt;b&gt;&amp;&#34;c" in text
     assert "<title>DC1 &lt;imsim&gt; &amp; friends</title>" in text
     assert "<b>" not in text and "<imsim>" not in text
     assert set(page.tags) <= {
@@ -183,3 +193,33 @@ def test_given_tables_are_used_as_they_are(
     page.feed(index.read_text(encoding="utf-8"))
     assert page.rows["attempts"][1][4:6] == ["3", "9"]
     assert page.rows["advice"][1] == ["task0", "p", "ask Tony"]
+
+
+HOSTILE = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
+
+
+def test_a_hostile_name_is_text_in_the_report_and_in_the_page() -> None:
+    """A name that tries to close a tag or an attribute stays text, in the report and the UI page."""
+    counts = pd.DataFrame(
+        [(f"task{HOSTILE}", "1.0", f"process{HOSTILE}", "batch", "success", 2, 3)],
+        columns=["task", "version", "process", "process_type", "state", "count", "attempts"],
+    )
+    table, attempts = status_table(counts), attempts_table(counts)
+    report = render_html(f"title{HOSTILE}", table, attempts, pd.DataFrame({"Process": []}), [])
+    page = render_status_page(
+        table,
+        attempts,
+        workflows=[f"workflow{HOSTILE}"],
+        variants=[f"variant{HOSTILE}"],
+        selected={"workflow": f"workflow{HOSTILE}", "run": f"run{HOSTILE}", "variant": None},
+        notes=[f"note{HOSTILE}"],
+    )
+    for html in (report, page):
+        assert "<script>" not in html and "<img src=x" not in html
+        parsed = Page.of(html)
+        assert "script" not in parsed.tags and "img" not in parsed.tags
+        assert f"process{HOSTILE}" in parsed.text and f"task{HOSTILE}" in parsed.text
+    assert f"title{HOSTILE}" in Page.of(report).text
+    shown = Page.of(page)
+    assert {f"workflow{HOSTILE}", f"variant{HOSTILE}", f"note{HOSTILE}"} <= set(shown.text)
+    assert shown.values == ["", f"workflow{HOSTILE}", "", f"variant{HOSTILE}", f"run{HOSTILE}"]

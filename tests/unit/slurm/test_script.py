@@ -4,11 +4,11 @@ import os
 import pathlib
 import signal
 import subprocess
-import time
 
 import pytest
 
 from airflow_desc.slurm.script import ContainerSpec, JobSpec, render_job_script
+from tests.waiting import wait_for
 
 GOLDEN = pathlib.Path(__file__).parents[2] / "data" / "slurm" / "golden"
 
@@ -376,10 +376,7 @@ def test_batch_signal_is_forwarded_to_the_payload(tmp_path: pathlib.Path) -> Non
     with subprocess.Popen(
         ["bash", str(path)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
     ) as proc:
-        deadline = time.monotonic() + 10
-        while not (tmp_path / "ready").exists():
-            assert time.monotonic() < deadline, "payload never started"
-            time.sleep(0.01)
+        wait_for(lambda: (tmp_path / "ready").exists(), timeout=10, interval=0.01, what="the payload starts")
         proc.send_signal(signal.SIGUSR1)  # SLURM's B: signals go to the batch shell only
         out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 42
