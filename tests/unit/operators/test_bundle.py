@@ -29,64 +29,7 @@ ROOT = pathlib.Path(__file__).parents[3]
 SITE = ROOT / "tests" / "data" / "clusters" / "site.yaml"
 DC1_LOCAL = ROOT / "dags" / "workflows" / "dc1-local.yaml"
 
-PYRAMID = """\
-name: Pyramid
-version: "1.2"
-variables: {out: o, skip_sensor: S99}
-defaults:
-  resources: {cluster: perlmutter, cpus: 1, memory_mb: 400, walltime: "0:10:00"}
-processes:
-  setupVisits:
-    type: script
-    callable: airflow_desc.emulate.scripts:make_streams
-    kwargs: {kind: visit, visits: "1^2"}
-tasks:
-  processVisit:
-    streams_from: setupVisits
-    stream_var: visit
-    expected_streams: 2
-    bundle: always
-    bundle_size: 2
-    processes:
-      calibrate:
-        type: batch
-        emulate: {cpu_seconds: 5, outputs: ["{{ out }}/{{ visit }}.calib"]}
-      setupRafts:
-        type: script
-        depends_on: [calibrate]
-        callable: airflow_desc.emulate.scripts:make_streams
-        kwargs: {kind: raft, visit: "{{ visit }}"}
-      wrapupRafts:
-        type: script
-        depends_on: [processRaft]
-        callable: airflow_desc.emulate.scripts:wrapup
-    tasks:
-      processRaft:
-        streams_from: setupRafts
-        stream_var: raft
-        expected_streams: 2
-        processes:
-          assemble:
-            type: batch
-            command: assemble {{ visit }} {{ raft }}
-          setupSensors:
-            type: script
-            depends_on: [assemble]
-            callable: airflow_desc.emulate.scripts:make_streams
-            kwargs: {kind: sensor, visit: "{{ visit }}", raft: "{{ raft }}"}
-        tasks:
-          processSensor:
-            streams_from: setupSensors
-            stream_var: sensor
-            expected_streams: 2
-            processes:
-              eimage:
-                type: batch
-                skip_if: "sensor == skip_sensor"
-                emulate: {cpu_seconds: 1, outputs: ["{{ out }}/{{ visit }}/{{ raft }}/{{ sensor }}.fits"]}
-                checks:
-                  - exists: "{{ out }}/{{ visit }}/{{ raft }}/{{ sensor }}.fits"
-"""
+PYRAMID = (ROOT / "tests" / "data" / "specs" / "pyramid-bundle.yaml").read_text()
 
 
 @pytest.fixture
