@@ -50,8 +50,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import posixpath
-import re
-import socket
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -60,25 +58,31 @@ from airflow_desc.clusters import ClusterProfile
 from airflow_desc.emulate import payload_source
 from airflow_desc.exceptions import SlurmJobFailed
 from airflow_desc.history import ProcessRecord, default_recorder
+from airflow_desc.history.records import InstanceIdentity
+from airflow_desc.operators.bundle_records import (
+    batch_record,
+    check_requests,
+    job_try,
+    script_record,
+    skipped_record,
+    unfinished_record,
+)
 from airflow_desc.operators.escalation import escalate_request
-from airflow_desc.operators.output_checks import CheckRequest, run_output_checks
+from airflow_desc.operators.output_checks import run_output_checks
 from airflow_desc.operators.slurm import SlurmOperator, task_dir_for
 from airflow_desc.operators.workflow import VariantRecorder, workdir_lines
 from airflow_desc.pilot import bundle_job_command, parse_records, parse_summary, step_name
-from airflow_desc.pilot.launcher import PREFIX as PILOT_PREFIX
-from airflow_desc.slurm import JobAccounting, StateClass, diagnose, group_accounting, parse_sacct
+from airflow_desc.slurm import JobAccounting, StateClass, diagnose
 from airflow_desc.slurm.quoting import quote_path
 from airflow_desc.workflow.bundle_plan import (
     BundlePlan,
-    PlannedInstance,
     PlannedScript,
-    RaisedRequest,
     allocation_time_limit_s,
     plan_bundle,
+    raised_requests,
 )
-from airflow_desc.workflow.graph import ProcessNode, TaskNode
-from airflow_desc.workflow.naming import instance_id, stream_path
-from airflow_desc.workflow.outcomes import combine_states
+from airflow_desc.workflow.graph import TaskNode
+from airflow_desc.workflow.naming import stream_path
 from airflow_desc.workflow.overlays import LAUNCHERS
 from airflow_desc.workflow.registry import LoadedWorkflow, workflow_for
 from airflow_desc.workflow.scripts import ScriptOutcome, call_script
@@ -92,44 +96,11 @@ if TYPE_CHECKING:
 __all__ = ["SlurmBundleOperator"]
 
 _STATE_KEY = "bundle"
-_MIB = 1024 * 1024
 _PAYLOAD_EOF = "DESC_PAYLOAD_EOF"
-#: Pilot reasons that a log tail can sharpen (a traceback, a segfault, a missing file...).
-_REFINABLE = {"non-zero-exit"}
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _time(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
-def _refine_reason(record: Mapping[str, Any], job_id: str) -> tuple[str, str | None]:
-    """Sharpen the pilot's ``non-zero-exit`` with the instance's log tail (traceback, segfault...)."""
-    reason = str(record.get("reason") or "")
-    message = record.get("message")
-    if reason not in _REFINABLE:
-        return reason, message
-    exit_code = record.get("exit_code")
-    sig = record.get("signal")
-    text = f"{job_id}.0|FAILED|{exit_code if exit_code is not None else 0}:{sig or 0}"
-    try:
-        accounting = group_accounting(parse_sacct(text, ("JobID", "State", "ExitCode")))[job_id]
-        # The pilot's own lines (start, end) say nothing about why the payload failed.
-        lines = str(record.get("log_tail") or "").splitlines()
-        tail = "\n".join(line for line in lines if not line.startswith(PILOT_PREFIX))
-        diagnosis = diagnose(accounting, tail)
-    except (ValueError, KeyError):
-        return reason, message
-    name = str(record.get("id") or "")
-    return diagnosis.reason.value, diagnosis.message.replace(f"job {job_id}", name, 1)
 
 
 # --- the operator -------------------------------------------------------------------------------------
@@ -266,9 +237,9 @@ class SlurmBundleOperator(SlurmOperator):
                 self.streams_values,
                 variables,
                 known=self._known_outcomes(saved, rerun),
-                raised=_raised_requests(saved),
+                raised=raised_requests(saved),
             )
-            self._record_scripts(context, workflow, [s for s in plan.scripts if s.ran_now], profile)
+            self._record_scripts(context, [s for s in plan.scripts if s.ran_now])
             saved = {
                 **saved,
                 "scripts": {
@@ -364,7 +335,7 @@ class SlurmBundleOperator(SlurmOperator):
             variables,
             known=known,
             run_scripts=False,
-            raised=_raised_requests(saved),
+            raised=raised_requests(saved),
         )
         # The job counts as recorded (never adopted again) once its instances are: when collection
         # itself fails (the cluster went away), the next try adopts the job and collects it then.
@@ -498,13 +469,14 @@ class SlurmBundleOperator(SlurmOperator):
         """
         job_id = accounting.job_id if accounting is not None else None
         steps = self._step_rows(hook, job_id)
-        checks = self._checks(plan, workflow, context, mine)
+        checks = check_requests(plan, workflow.run_variables(self.variant, context), mine)
         failures = run_output_checks(hook, profile.work_dir, checks) if checks else {}
         diagnosis = None
         if accounting is not None and accounting.state_class is not StateClass.SUCCEEDED:
             diagnosis = diagnose(
                 accounting, hook.read_tail(str(self._state(context).get("log_path") or ""), lines=40)
             )
+        bundle = self._bundle_identity(context)
         states: dict[str, str] = {}
         records: list[ProcessRecord] = []
         for inst in plan.instances:
@@ -521,11 +493,21 @@ class SlurmBundleOperator(SlurmOperator):
                 reason = diagnosis.reason.value if diagnosis is not None else "allocation-ended"
                 states[inst.id] = "terminated"
                 records.append(
-                    self._unfinished_record(context, workflow, inst, profile, job_id, reason, why, adopted)
+                    unfinished_record(
+                        bundle,
+                        inst,
+                        cluster=profile.name,
+                        job_id=job_id,
+                        reason=reason,
+                        message=why,
+                        label=self._label(),
+                        adopted=adopted,
+                    )  # fmt: skip
                 )
                 continue
-            record = self._batch_record(
-                context, workflow, inst, rec, steps.get(step_name(inst.id)), profile, adopted
+            step = steps.get(step_name(inst.id))
+            record = batch_record(
+                bundle, inst, rec, step, cluster=profile.name, label=self._label(), adopted=adopted
             )
             if record.state == "success" and inst.id in failures:
                 record = _replace(record, state="failed", reason="output-check", message=failures[inst.id])
@@ -535,197 +517,28 @@ class SlurmBundleOperator(SlurmOperator):
             records.append(record)
         for iid, (inst, kind, message) in plan.skipped.items():
             states[iid] = "skipped"
-            records.append(self._skipped_record(context, workflow, inst, profile, kind, message))
-        if records:
-            job_try = _job_try(accounting, context)
-            records = [_replace(r, try_number=job_try) for r in records]
-            (self.recorder or default_recorder()).record(records)
-        return states
-
-    def _checks(
-        self,
-        plan: BundlePlan,
-        workflow: LoadedWorkflow,
-        context: Context,
-        mine: Mapping[str, Mapping[str, Any]],
-    ) -> list[CheckRequest]:
-        variables = workflow.run_variables(self.variant, context)
-        requests: list[CheckRequest] = []
-        for inst in plan.instances:
-            rec = mine.get(inst.id)
-            if rec is None or rec.get("state") != "success":
-                continue
-            values = {**variables, **inst.stream}
-            for check in inst.process.checks:
-                requests.append(
-                    CheckRequest(
-                        inst.id,
-                        check.kind,
-                        check.target(values),
-                        check.min_count,
-                        check.failure_message(values),
-                        log=rec.get("log_path"),
-                    )
-                )
-        return requests
-
-    def _base(
-        self, context: Context, process: ProcessNode, stream: Mapping[str, Any], kind: str
-    ) -> dict[str, Any]:
-        ti: Any = context["ti"]
-        workflow, _ = self._workflow()
-        graph = workflow.graph(self.variant)
-        return {
-            "workflow": graph.name,
-            "process": process.name,
-            "task": process.task,
-            "version": process.task_version,
-            "dag_id": ti.dag_id,
-            "run_id": ti.run_id,
-            "task_id": ti.task_id,
-            "map_index": -1 if ti.map_index is None else int(ti.map_index),
-            "try_number": int(ti.try_number or 1),
-            "stream": stream_path(stream),
-            "process_type": kind,
-        }
-
-    def _batch_record(
-        self,
-        context: Context,
-        workflow: LoadedWorkflow,
-        inst: PlannedInstance,
-        rec: Mapping[str, Any],
-        step: Any,
-        profile: ClusterProfile,
-        adopted: bool,
-    ) -> ProcessRecord:
-        job_id = str(rec.get("job_id") or "")
-        reason, message = _refine_reason(rec, job_id or "0")
-        memory = rec.get("memory_mb") if isinstance(rec.get("memory_mb"), int) else inst.memory_mb
-        walltime = (
-            rec.get("walltime_s") if isinstance(rec.get("walltime_s"), (int, float)) else inst.walltime_s
-        )
-        pilot = {k: rec.get(k) for k in ("total_cpu_s", "max_rss_bytes", "elapsed_s", "step_id", "launcher")}
-        return ProcessRecord(
-            **self._base(context, inst.process, inst.stream, "batch"),
-            state=str(rec.get("state") or "failed"),
-            cluster=profile.name,
-            job_id=job_id or None,
-            step=str(rec.get("step_id") or f"{job_id}.{rec.get('launcher') or 'direct'}"),
-            slurm_state=step.state.raw if step is not None else None,
-            exit_code=rec.get("exit_code"),
-            signal=rec.get("signal"),
-            reason=reason or None,
-            message=message,
-            start_time=_time(rec.get("start")),
-            end_time=_time(rec.get("end")),
-            # Wall clock and CPU from the pilot's wait4 (ms and us resolution, one source, so CPU /
-            # wall is exact); sacct's step Elapsed counts whole seconds. Memory as SLURM saw it.
-            elapsed_s=_first_number(rec.get("elapsed_s"), step.elapsed_s if step is not None else None),
-            total_cpu_s=_first_number(rec.get("total_cpu_s"), step.total_cpu_s if step is not None else None),
-            max_rss_bytes=_first_number(
-                step.max_rss_bytes if step is not None else None, rec.get("max_rss_bytes")
-            ),
-            req_cpus=rec.get("cpus") or inst.cpus,
-            req_mem_bytes=memory * _MIB if memory else None,
-            req_walltime_s=walltime,
-            node=rec.get("node"),
-            log_path=rec.get("log_path"),
-            extra={
-                "bundle": self._label(),
-                "instance": inst.id,
-                "pilot": pilot,
-                **({"step": _step_usage(step)} if step is not None else {}),
-                "adopted": adopted,
-                **({"raised": inst.raised.to_json()} if inst.raised else {}),
-                **({"log_tail": rec.get("log_tail")} if rec.get("log_tail") else {}),
-            },
-        )
-
-    def _unfinished_record(
-        self,
-        context: Context,
-        workflow: LoadedWorkflow,
-        inst: PlannedInstance,
-        profile: ClusterProfile,
-        job_id: str,
-        reason: str,
-        message: str,
-        adopted: bool,
-    ) -> ProcessRecord:
-        return ProcessRecord(
-            **self._base(context, inst.process, inst.stream, "batch"),
-            state="terminated",
-            cluster=profile.name,
-            job_id=job_id,
-            reason=reason,
-            message=f"not finished by the allocation: {message}",
-            req_cpus=inst.cpus,
-            req_mem_bytes=inst.memory_mb * _MIB if inst.memory_mb else None,
-            req_walltime_s=inst.walltime_s,
-            extra={"bundle": self._label(), "instance": inst.id, "adopted": adopted},
-        )
-
-    def _skipped_record(
-        self,
-        context: Context,
-        workflow: LoadedWorkflow,
-        inst: PlannedInstance,
-        profile: ClusterProfile,
-        kind: str,
-        message: str,
-    ) -> ProcessRecord:
-        now = datetime.now(timezone.utc)
-        return ProcessRecord(
-            **self._base(context, inst.process, inst.stream, "batch"),
-            state="skipped",
-            cluster=profile.name,
-            reason=kind,
-            message=message,
-            start_time=now,
-            end_time=now,
-            extra={"bundle": self._label(), "instance": inst.id},
-        )
-
-    def _record_scripts(
-        self,
-        context: Context,
-        workflow: LoadedWorkflow,
-        scripts: Sequence[PlannedScript],
-        profile: ClusterProfile | None,
-    ) -> None:
-        records = []
-        for script in scripts:
-            outcome = script.outcome
-            if outcome is None:
-                continue
-            reason = script.reason if outcome.state == "skipped" else (
-                "python-exception" if outcome.state == "failed" else None
-            )  # fmt: skip
             records.append(
-                ProcessRecord(
-                    **self._base(context, script.process, script.stream, "script"),
-                    state=outcome.state,
-                    reason=reason,
-                    message=outcome.message,
-                    start_time=_time(outcome.start),
-                    end_time=_time(outcome.end),
-                    elapsed_s=outcome.elapsed_s,
-                    node=socket.gethostname(),
-                    extra={
-                        "bundle": self._label(),
-                        "instance": script.id,
-                        "phase": script.phase,
-                        **(
-                            {"streams_made": {k: len(v) for k, v in outcome.feeds.items()}}
-                            if outcome.feeds
-                            else {}
-                        ),
-                    },
+                skipped_record(
+                    bundle, inst, cluster=profile.name, kind=kind, message=message, label=self._label()
                 )
             )
         if records:
+            submitted_by = job_try(accounting, int(context["ti"].try_number or 1))
+            records = [_replace(r, try_number=submitted_by) for r in records]
             (self.recorder or default_recorder()).record(records)
+        return states
+
+    def _bundle_identity(self, context: Context) -> InstanceIdentity:
+        """Return the bundle task instance's identity; each record names its own process and stream."""
+        workflow, _ = self._workflow()
+        return dataclasses.replace(self._identity(context), workflow=workflow.graph(self.variant).name)
+
+    def _record_scripts(self, context: Context, scripts: Sequence[PlannedScript]) -> None:
+        bundle = self._bundle_identity(context)
+        records = [script_record(bundle, script, label=self._label()) for script in scripts]
+        done = [r for r in records if r is not None]
+        if done:
+            (self.recorder or default_recorder()).record(done)
 
     def _run_after_scripts(
         self,
@@ -746,7 +559,7 @@ class SlurmBundleOperator(SlurmOperator):
             if rerun == "failed" and isinstance(earlier, dict) and earlier.get("state") == "success":
                 states[script.id] = "success"
                 continue
-            upstream = self._upstream_states(plan, script, states)
+            upstream = plan.upstream_states(script, states)
             skip = script.process.skip_reason(upstream, script.stream, variables)
             if skip is not None:
                 script.outcome = ScriptOutcome(
@@ -759,30 +572,7 @@ class SlurmBundleOperator(SlurmOperator):
             states[script.id] = script.outcome.state
             outcomes[script.id] = script.outcome.to_json()
             ran.append(script)
-        self._record_scripts(context, workflow, ran, None)
-
-    @staticmethod
-    def _upstream_states(
-        plan: BundlePlan, script: PlannedScript, states: Mapping[str, str]
-    ) -> dict[str, str]:
-        task, process, stream = script.task, script.process, script.stream
-        children = {c.name for c in task.children}
-        names = [*process.depends_on, *process.after]
-        if process.skip_if is not None:
-            names += [
-                n for n in process.skip_if.names if n in children or any(p.name == n for p in task.processes)
-            ]
-        found: dict[str, str] = {}
-        for name in dict.fromkeys(names):
-            if name in children:
-                members = plan.members.get((task.path, stream_path(stream), name))
-                if members is None:
-                    found[name] = "skipped"  # its streams were never made
-                else:
-                    found[name] = combine_states(states.get(m, "skipped") for m in members)
-            else:
-                found[name] = states.get(instance_id(stream, name), "skipped")
-        return found
+        self._record_scripts(context, ran)
 
     def _summary(
         self,
@@ -795,12 +585,7 @@ class SlurmBundleOperator(SlurmOperator):
         rerun: str,
     ) -> dict[str, Any]:
         _, task = self._workflow()
-        streams = {
-            stream_path(s): combine_states(
-                states.get(m, "skipped") for m in plan.members.get((task.path, stream_path(s)), [])
-            )
-            for s in plan.top
-        }
+        streams = plan.stream_states(task, states)
         counts: dict[str, int] = {}
         for value in states.values():
             counts[value] = counts.get(value, 0) + 1
@@ -830,33 +615,6 @@ class SlurmBundleOperator(SlurmOperator):
                 pilot.get("wall_s"), counts,
             )  # fmt: skip
         return summary
-
-
-def _raised_requests(saved: Mapping[str, Any]) -> dict[str, RaisedRequest]:
-    """Return the requests earlier tries raised, from the bundle's saved state."""
-    found: dict[str, RaisedRequest] = {}
-    for iid, value in (saved.get("escalation") or {}).items():
-        request = RaisedRequest.from_json(value)
-        if request is not None:
-            found[str(iid)] = request
-    return found
-
-
-def _job_try(accounting: JobAccounting | None, context: Context) -> int:
-    """Return the Airflow try that submitted a job: its name ends ``.t<try>`` (:func:`job_name_for`)."""
-    name = accounting.job.job_name if accounting is not None and accounting.job is not None else None
-    match = re.search(r"\.t(\d+)$", name or "")
-    return int(match.group(1)) if match else int(context["ti"].try_number or 1)
-
-
-def _first_number(*values: Any) -> Any:
-    """Return the first value that is a number (not a bool), else ``None``."""
-    return next((v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)), None)
-
-
-def _step_usage(step: Any) -> dict[str, Any]:
-    """Return what sacct said of a pilot instance's step, kept beside the pilot's own measures."""
-    return {k: getattr(step, k, None) for k in ("elapsed_s", "total_cpu_s", "max_rss_bytes")}
 
 
 def _replace(record: ProcessRecord, **changes: Any) -> ProcessRecord:

@@ -25,7 +25,8 @@ from typing import Any
 
 from airflow.listeners import hookimpl
 
-from airflow_desc.history import ProcessRecord, default_recorder
+from airflow_desc.history import default_recorder
+from airflow_desc.history.records import InstanceIdentity
 from airflow_desc.operators.identity import ATTR, SKIP_ATTR, DescProcess
 from airflow_desc.timetables import run_survey_year
 from airflow_desc.workflow.outcomes import Skip
@@ -77,12 +78,11 @@ def _record(task_instance: Any, state: str, error: object = None) -> None:
         if year is not None:
             extra["survey_year"] = year
         map_index = getattr(task_instance, "map_index", -1)
-        record = ProcessRecord(
+        identity = InstanceIdentity(
             workflow=meta.workflow or task_instance.dag_id,
             task=meta.task or "",
             version=meta.version,
             process=meta.process or task_instance.task_id.rsplit(".", 1)[-1],
-            state=state,
             dag_id=task_instance.dag_id,
             run_id=task_instance.run_id,
             task_id=task_instance.task_id,
@@ -91,6 +91,9 @@ def _record(task_instance: Any, state: str, error: object = None) -> None:
             variant=meta.variant,
             stream=meta.stream,
             process_type="script",
+        )
+        record = identity.attempt(
+            state,
             reason=reason,
             message=message,
             start_time=start,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.workflow.graph import ProcessNode, TaskNode
 from airflow_desc.workflow.naming import instance_id, stream_path
+from airflow_desc.workflow.outcomes import combine_states
 from airflow_desc.workflow.scripts import ScriptOutcome, call_script
 from airflow_desc.workflow.spec_templates import Scalar, Template, TemplateError
 
@@ -41,6 +42,7 @@ __all__ = [
     "allocation_time_limit_s",
     "bundle_command",
     "plan_bundle",
+    "raised_requests",
 ]
 
 
@@ -183,6 +185,36 @@ class BundlePlan:
     def script(self, instance_id: str) -> PlannedScript | None:
         """Return the script instance of an id, if any."""
         return next((s for s in self.scripts if s.id == instance_id), None)
+
+    def stream_states(self, task: TaskNode, states: Mapping[str, str]) -> dict[str, str]:
+        """Return the state of each of the bundle's own streams, from its instances' states."""
+        return {
+            stream_path(s): combine_states(
+                states.get(m, "skipped") for m in self.members.get((task.path, stream_path(s)), [])
+            )
+            for s in self.top
+        }
+
+    def upstream_states(self, script: PlannedScript, states: Mapping[str, str]) -> dict[str, str]:
+        """Return the state of each upstream of an after-script, for its ``depends_on`` / ``skip_if``."""
+        task, process, stream = script.task, script.process, script.stream
+        children = {c.name for c in task.children}
+        names = [*process.depends_on, *process.after]
+        if process.skip_if is not None:
+            names += [
+                n for n in process.skip_if.names if n in children or any(p.name == n for p in task.processes)
+            ]
+        found: dict[str, str] = {}
+        for name in dict.fromkeys(names):
+            if name in children:
+                members = self.members.get((task.path, stream_path(stream), name))
+                if members is None:
+                    found[name] = "skipped"  # its streams were never made
+                else:
+                    found[name] = combine_states(states.get(m, "skipped") for m in members)
+            else:
+                found[name] = states.get(instance_id(stream, name), "skipped")
+        return found
 
 
 @dataclass
@@ -482,3 +514,13 @@ def allocation_time_limit_s(instances: Sequence[PlannedInstance], cores: int, ma
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def raised_requests(saved: Mapping[str, Any]) -> dict[str, RaisedRequest]:
+    """Return the requests earlier tries raised, from the bundle's saved state."""
+    found: dict[str, RaisedRequest] = {}
+    for iid, value in (saved.get("escalation") or {}).items():
+        request = RaisedRequest.from_json(value)
+        if request is not None:
+            found[str(iid)] = request
+    return found

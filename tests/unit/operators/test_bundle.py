@@ -16,7 +16,8 @@ import pytest
 from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.exceptions import SlurmJobFailed, WorkflowSpecError
 from airflow_desc.history import JsonLinesRecorder
-from airflow_desc.operators.bundle import SlurmBundleOperator, _refine_reason
+from airflow_desc.operators.bundle import SlurmBundleOperator
+from airflow_desc.operators.bundle_records import refine_reason
 from airflow_desc.operators.output_checks import CheckRequest, output_checks_command, parse_output_checks
 from airflow_desc.pilot import validate_manifest
 from airflow_desc.workflow import parse_spec
@@ -217,14 +218,14 @@ def test_a_failed_instances_reason_comes_from_its_log_tail() -> None:
         '  File "x.py", line 1\nRuntimeError: PSF determination failed: too few stars\n'
         "airflow-desc-pilot: visit=1:eimage failed",
     }
-    reason, message = _refine_reason(record, "77")
+    reason, message = refine_reason(record, "77")
     assert reason == "python-exception"
     assert message is not None and message.startswith(
         "visit=1:eimage raised RuntimeError: PSF determination failed"
     )
     segv = {"id": "i", "reason": "non-zero-exit", "exit_code": None, "signal": 11, "log_tail": ""}
-    assert _refine_reason(segv, "77")[0] == "segfault"
-    assert _refine_reason({"reason": "time-limit", "message": "m"}, "77") == ("time-limit", "m")
+    assert refine_reason(segv, "77")[0] == "segfault"
+    assert refine_reason({"reason": "time-limit", "message": "m"}, "77") == ("time-limit", "m")
 
 
 # --- collection, wrapups, summary ---------------------------------------------------------------------

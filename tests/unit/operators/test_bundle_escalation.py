@@ -12,11 +12,16 @@ from typing import Any
 import pytest
 
 from airflow_desc.clusters import load_cluster_profiles
-from airflow_desc.operators.bundle import SlurmBundleOperator, _raised_requests
+from airflow_desc.operators.bundle import SlurmBundleOperator
 from airflow_desc.operators.escalation import escalate_request
 from airflow_desc.pilot import validate_manifest
 from airflow_desc.workflow import parse_spec
-from airflow_desc.workflow.bundle_plan import RaisedRequest, allocation_time_limit_s, plan_bundle
+from airflow_desc.workflow.bundle_plan import (
+    RaisedRequest,
+    allocation_time_limit_s,
+    plan_bundle,
+    raised_requests,
+)
 from airflow_desc.workflow.registry import workflow_for
 from airflow_desc.workflow.render import render_dags
 
@@ -98,18 +103,18 @@ def test_raises_compound_across_tries_through_the_saved_state(bundle: Any) -> No
     _, _, plan = bundle
     saved: dict[str, Any] = {}
     for expected in (400, 800, 1600, 3200):
-        inst = _instance(plan(_raised_requests(saved)), "visit=1:calibrate")
-        entry = validate_manifest(plan(_raised_requests(saved)).manifest("b"))["instances"][0]
+        inst = _instance(plan(raised_requests(saved)), "visit=1:calibrate")
+        entry = validate_manifest(plan(raised_requests(saved)).manifest("b"))["instances"][0]
         raised, _ = _raise(inst, terminated("out-of-memory", memory_mb=entry["memory_mb"]))
         assert raised is not None and raised.memory_mb == expected
         saved = json.loads(json.dumps({"escalation": {inst.id: raised.to_json()}}))
     # Then a time limit: the walltime is raised, the memory raised before is kept.
-    inst = _instance(plan(_raised_requests(saved)), "visit=1:calibrate")
+    inst = _instance(plan(raised_requests(saved)), "visit=1:calibrate")
     assert (inst.memory_mb, inst.walltime_s) == (3200, 300)
     raised, _ = _raise(inst, terminated("time-limit", memory_mb=3200, walltime_s=300))
     assert raised == RaisedRequest(memory_mb=3200, walltime_s=450)
     # Only that instance: the other visit and process ask for what the spec says.
-    other = _instance(plan(_raised_requests(saved)), "visit=2:calibrate")
+    other = _instance(plan(raised_requests(saved)), "visit=2:calibrate")
     assert (other.memory_mb, other.walltime_s, other.raised) == (200, 300, None)
 
 
@@ -184,8 +189,8 @@ def test_saved_raises_survive_a_round_trip_and_ignore_junk() -> None:
         "c": {"memory_mb": "lots"},
         "d": None,
     }}))  # fmt: skip
-    assert _raised_requests(saved) == {"a": RaisedRequest(400), "b": RaisedRequest(400, 900)}
-    assert _raised_requests({}) == {}
+    assert raised_requests(saved) == {"a": RaisedRequest(400), "b": RaisedRequest(400, 900)}
+    assert raised_requests({}) == {}
 
 
 def test_the_operator_saves_the_raises_of_this_jobs_records_only_once(bundle: Any) -> None:
@@ -201,12 +206,12 @@ def test_the_operator_saves_the_raises_of_this_jobs_records_only_once(bundle: An
         "visit=1:stubborn": terminated("out-of-memory", memory_mb=200),
         "visit=2:stubborn": {"state": "success"},
     }
-    first = plan(_raised_requests(saved))
+    first = plan(raised_requests(saved))
     raised, notes = op._next_requests(first, mine, profile, saved)
     assert raised == {"visit=1:calibrate": {"memory_mb": 400}, "visit=2:calibrate": {"walltime_s": 450}}
     assert set(notes) == {"visit=1:calibrate", "visit=1:stubborn"}
     # Collected again (the worker died before the job counted as recorded): the same raises.
-    again = plan(_raised_requests({"escalation": raised}))
+    again = plan(raised_requests({"escalation": raised}))
     assert op._next_requests(again, mine, profile, {"escalation": raised})[0] == raised
     op.escalate = False
     assert op._next_requests(first, mine, profile, saved) == (saved["escalation"], {})
