@@ -8,18 +8,25 @@ package) is added without a floor.
 from __future__ import annotations
 
 import configparser
+import os
 import pathlib
 import pkgutil
+import subprocess
+import sys
 
 import airflow_desc
 
 ROOT = pathlib.Path(__file__).parents[2]
 
 
-def _floors(*, optional: bool = True) -> list[str]:
+def _contract(name: str, key: str) -> str:
     config = configparser.ConfigParser()
     config.read(ROOT / ".importlinter")
-    text = config["importlinter:contract:floors"]["layers"]
+    return config[f"importlinter:contract:{name}"][key]
+
+
+def _floors(*, optional: bool = True) -> list[str]:
+    text = _contract("floors", "layers")
     names: list[str] = []
     for line in text.splitlines():
         for part in line.replace("|", ":").split(":"):
@@ -57,3 +64,15 @@ def test_the_floors_name_existing_modules() -> None:
     known = set(_modules())
     absent = [f for f in _floors(optional=False) if f not in known]
     assert not absent, f".importlinter names modules that do not exist: {absent}"
+
+
+def test_the_airflow_free_modules_load_no_airflow() -> None:
+    """What the import contract says, checked at run time in a fresh interpreter."""
+    modules = _contract("airflow-free", "source_modules").split()
+    code = (
+        f"import sys; import {', '.join(modules)}; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'airflow'))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "[]"

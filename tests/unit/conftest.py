@@ -1,0 +1,25 @@
+"""Fixtures shared by the unit tests of several packages."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import pytest
+
+from airflow_desc.clusters import load_cluster_profiles
+from airflow_desc.workflow import parse_spec
+from airflow_desc.workflow.registry import register
+
+ROOT = pathlib.Path(__file__).parents[2]
+SITE = ROOT / "tests" / "data" / "clusters" / "site.yaml"
+PYRAMID = (ROOT / "tests" / "data" / "specs" / "pyramid-bundle.yaml").read_text()
+
+
+@pytest.fixture
+def pyramid(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> Any:
+    """The bundled pyramid workflow (registered, not rendered) and its bundled sub-task, processVisit."""
+    monkeypatch.setenv("DESC_CLUSTERS_FILE", str(SITE))
+    spec = parse_spec(PYRAMID, f"{tmp_path}/pyramid.yaml")
+    workflow = register(spec, None, load_cluster_profiles(SITE))
+    return workflow, workflow.task(None, "Pyramid/processVisit")
