@@ -50,7 +50,7 @@ from airflow_desc.history import HistoryStore  # noqa: E402
 from airflow_desc.history.live import LIVE_COLUMNS  # noqa: E402
 from airflow_desc.history.queries import latest_attempts, status_counts  # noqa: E402
 from airflow_desc.reports.status import merge_live, status_table  # noqa: E402
-from airflow_desc.workflow.graph import build_graph  # noqa: E402
+from airflow_desc.workflow.build import build_graph  # noqa: E402
 from airflow_desc.workflow.spec import load_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,8 +2,8 @@
 
 ``spec`` reads and checks a spec file (errors name file:line and the field), with what it
 is made of: ``spec_templates``, ``spec_expressions``, ``spec_models`` and ``spec_rules``;
-``graph`` turns a spec and a variant into the tree of tasks and processes of one DAG,
-decides which sub-tasks run in bundles and estimates task-instance counts. Neither imports
+``graph`` is the tree of tasks and processes of one DAG, which ``build`` makes from a spec and
+a variant (deciding which sub-tasks run in bundles); ``estimates`` counts task instances. Neither imports
 Airflow's DAG machinery; the render step that makes DAGs does::
 
     from airflow_desc.workflow import build_graph, estimate_task_instances, load_spec
@@ -16,19 +16,17 @@ Airflow's DAG machinery; the render step that makes DAGs does::
 
 from __future__ import annotations
 
+from airflow_desc.workflow.build import build_graph
+from airflow_desc.workflow.estimates import TaskEstimate, TaskInstanceEstimate, estimate_task_instances
 from airflow_desc.workflow.graph import (
     MAX_MAP_LENGTH,
     Bundling,
     CheckNode,
     ProcessNode,
     ResolvedResources,
-    TaskEstimate,
-    TaskInstanceEstimate,
     TaskNode,
     WorkflowGraph,
-    build_graph,
     dag_id_for,
-    estimate_task_instances,
 )
 from airflow_desc.workflow.spec import load_spec, parse_spec
 from airflow_desc.workflow.spec_expressions import Expression, ExpressionError

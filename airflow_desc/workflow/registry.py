@@ -25,7 +25,8 @@ from typing import Any
 from airflow_desc.clusters import ClusterProfiles
 from airflow_desc.config import configured_cluster_profiles
 from airflow_desc.exceptions import ClusterProfileError, WorkflowSpecError
-from airflow_desc.workflow.graph import ProcessNode, TaskNode, WorkflowGraph, build_graph
+from airflow_desc.workflow.build import build_graph
+from airflow_desc.workflow.graph import ProcessNode, TaskNode, WorkflowGraph
 from airflow_desc.workflow.overlays import RenderOptions, adjust_graph, is_overlay, load_overlay
 from airflow_desc.workflow.spec import load_spec
 from airflow_desc.workflow.spec_expressions import Expression, ExpressionError

@@ -78,12 +78,12 @@ from airflow_desc.operators.workflow import (
     WorkflowScriptOperator,
     WorkflowStreamsOperator,
 )
+from airflow_desc.workflow.estimates import estimate_task_instances
 from airflow_desc.workflow.graph import (
     ProcessNode,
     ResolvedResources,
     TaskNode,
     WorkflowGraph,
-    estimate_task_instances,
 )
 from airflow_desc.workflow.naming import BUNDLE_TASK, STREAMS_TASK
 from airflow_desc.workflow.overlays import RenderOptions

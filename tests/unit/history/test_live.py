@@ -11,7 +11,8 @@ from airflow_desc.history.live import (
     dag_processes_from_graph,
     instances_of,
 )
-from airflow_desc.workflow.graph import WorkflowGraph, build_graph
+from airflow_desc.workflow.build import build_graph
+from airflow_desc.workflow.graph import WorkflowGraph
 from airflow_desc.workflow.spec import parse_spec
 
 SPEC = """

@@ -1,0 +1,383 @@
+"""Build the graph of one DAG of a workflow from its spec: resources resolved, bundling decided.
+
+Bundling (how a DAG run of a big campaign stays small enough for Airflow):
+
+- A sub-task runs **in bundles** when its spec says ``bundle: always``, or ``bundle: auto``
+  (the default) and a busy DAG run may make more of its streams than
+  ``bundling.threshold``. Its streams are split into bundles of ``bundle_size``; each
+  bundle is one mapped task instance, one SLURM allocation, running the streams of the
+  sub-task and of every sub-task below it. Script processes inside run in the bundle task on
+  the worker (setup scripts before the allocation, wrapup scripts after): they are not task
+  instances.
+- Otherwise each process of the sub-task is one mapped task, one instance per stream; the
+  processes of the top-level task are one task each.
+- A bundle size not given in the spec is computed, one size for all such sub-tasks, so that
+  a busy DAG run stays within ``bundling.max_task_instances`` (and no mapped task exceeds
+  Airflow's ``max_map_length`` of :data:`MAX_MAP_LENGTH`).
+
+Stream counts come from each sub-task's ``expected_streams`` (streams per parent stream,
+evaluated with the variant's variables, e.g. ``5114.5 * scale``). An *average* run has the
+product of them along the path; a *busy* run counts a fan-out below 1 (a sub-task that only
+some runs launch, like DC1's level1 in 6 of 15 runs) as 1. :func:`estimate_task_instances`
+counts the task instances of a campaign from the same numbers, or from other fan-outs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from airflow_desc.emulate import payload_command
+from airflow_desc.exceptions import WorkflowSpecError
+from airflow_desc.slurm.units import walltime_seconds
+from airflow_desc.workflow.graph import (
+    MAX_MAP_LENGTH,
+    Bundling,
+    CheckNode,
+    ProcessNode,
+    ResolvedResources,
+    RunsAs,
+    TaskNode,
+    WorkflowGraph,
+    dag_id_for,
+    render_tree,
+)
+from airflow_desc.workflow.spec_expressions import Expression, ExpressionError
+from airflow_desc.workflow.spec_models import (
+    BundlingSettings,
+    Defaults,
+    Emulate,
+    Escalation,
+    ProcessSpec,
+    Resources,
+    SubTaskSpec,
+    TaskSpec,
+    WorkflowSpec,
+)
+from airflow_desc.workflow.spec_templates import Scalar, Template, format_value
+
+T = TypeVar("T")
+
+__all__ = ["build_graph", "in_busy_run"]
+
+
+def _first(*values: T | None) -> T | None:
+    return next((v for v in values if v is not None), None)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What a task inherits from the tasks above it."""
+
+    path: str
+    version: str
+    defaults: tuple[Defaults, ...]
+    stream_vars: tuple[str, ...]
+    variables: Mapping[str, Scalar]
+
+
+def _resources(process: ProcessSpec, defaults: Sequence[Defaults]) -> ResolvedResources:
+    layers = [process.resources, *(d.resources for d in reversed(defaults))]
+    chosen = {
+        name: _first(*(getattr(layer, name) for layer in layers if layer is not None))
+        for name in Resources.model_fields
+    }
+    walltime = chosen["walltime"]
+    return ResolvedResources(
+        cpus=chosen["cpus"] or 1,
+        memory_mb=chosen["memory_mb"],
+        walltime=walltime,
+        walltime_s=walltime_seconds(walltime) if walltime else None,
+        cluster=chosen["cluster"],
+        partition=chosen["partition"],
+        container=chosen["container"],
+    )
+
+
+def _emulate_args(name: str, emulate: Emulate, ctx: _Context) -> tuple[str, ...]:
+    """Return the payload arguments, each a template (stream variables are filled in per stream)."""
+    inherited = [d.emulate for d in reversed(ctx.defaults) if d.emulate is not None]
+    seed = _first(emulate.seed, *(d.seed for d in inherited)) or "0"
+    output_mb = _first(emulate.output_mb, *(d.output_mb for d in inherited))
+    sleep = _first(emulate.sleep_seconds, *(d.sleep_seconds for d in inherited))
+    label = emulate.name or "-".join([name, *(f"{{{{ {v} }}}}" for v in ctx.stream_vars)])
+    args = ["--name", label, "--cpu-seconds", format_value(emulate.cpu_seconds)]
+    args += ["--memory-mb", format_value(emulate.memory_mb)]
+    if sleep:
+        args += ["--sleep-seconds", format_value(sleep)]
+    for output in emulate.outputs:
+        args += ["--output", output]
+    if output_mb is not None:
+        args += ["--output-mb", format_value(output_mb)]
+    for item in emulate.inputs:
+        args += ["--input", item]
+    if emulate.fail != "none":
+        args += ["--fail", emulate.fail, "--fail-rate", format_value(emulate.fail_rate)]
+    if emulate.exit_code is not None:
+        args += ["--exit-code", str(emulate.exit_code)]
+    return (*args, "--seed", seed)
+
+
+def _process_node(
+    name: str, process: ProcessSpec, ctx: _Context, feeds: tuple[str, ...], runs_as: RunsAs
+) -> ProcessNode:
+    defaults = ctx.defaults
+    values = ctx.variables
+    batch = process.type == "batch"
+    command_parts: tuple[str, ...] = ()
+    if batch and process.emulate is not None:
+        command_parts = _emulate_args(name, process.emulate, ctx)
+    elif batch and process.command is not None:
+        command_parts = (process.command,)
+    shown = [Template.parse(part).render(values, keep_missing=True) for part in command_parts]
+    command = None
+    if shown:
+        command = payload_command(*shown) if process.emulate is not None else shown[0]
+    dm_command = None
+    if process.dm_command is not None:
+        dm_command = Template.parse(process.dm_command).render(values, keep_missing=True)
+    checks = tuple(
+        CheckNode(
+            kind=check.kind,
+            template=check.target,
+            min_count=check.min_count or 1,
+            message=check.message,
+        )
+        for check in process.checks
+    )
+    return ProcessNode(
+        name=name,
+        type=process.type,
+        task=ctx.path.rpartition("/")[2],
+        task_version=ctx.version,
+        path=f"{ctx.path}/{name}",
+        description=process.description,
+        depends_on=process.depends_on,
+        after=process.after,
+        skip_if=Expression.parse(process.skip_if, "condition") if process.skip_if else None,
+        retries=_first(process.retries, *(d.retries for d in reversed(defaults))) or 0,
+        escalation=_first(process.escalation, *(d.escalation for d in reversed(defaults))) or Escalation(),
+        resources=_resources(process, defaults) if batch else None,
+        command=command,
+        dm_command=dm_command,
+        emulated=process.emulate is not None,
+        callable=process.callable,
+        kwargs=render_tree(process.kwargs, values, keep_missing=True),
+        checks=checks,
+        feeds=feeds,
+        stream_vars=ctx.stream_vars,
+        runs_as=runs_as,
+        variables=values,
+        command_parts=command_parts,
+        dm_command_template=process.dm_command,
+        kwargs_template=process.kwargs,
+    )
+
+
+@dataclass
+class _Plan:
+    """Numbers and bundling of one task, before its node is built."""
+
+    path: str
+    spec: TaskSpec
+    expected: float
+    average: float
+    busy: float
+    children: list[_Plan]
+    bundling: Bundling = field(default_factory=Bundling)
+
+    @property
+    def busy_streams(self) -> int:
+        return math.ceil(self.busy - 1e-9)
+
+    def walk(self) -> Iterator[_Plan]:
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+def in_busy_run(expected: float) -> float:
+    """Return a fan-out in a busy run: one below 1 (a sub-task only some runs launch) counts as 1."""
+    return expected if expected >= 1 or expected <= 0 else 1.0
+
+
+def _expected(spec: SubTaskSpec, path: str, variables: Mapping[str, Scalar], source: str) -> float:
+    try:
+        value = Expression.parse(spec.expected_streams, "number").evaluate(variables)
+    except ExpressionError as exc:
+        raise WorkflowSpecError(f"{source}: {path}: expected_streams: {exc}") from None
+    if not isinstance(value, int | float) or value < 0:
+        raise WorkflowSpecError(
+            f"{source}: {path}: expected_streams: {spec.expected_streams} gives {value}; "
+            "it must be 0 or more: check the variables it uses"
+        )
+    return float(value)
+
+
+def _measure(
+    path: str,
+    spec: TaskSpec,
+    parent: _Plan | None,
+    overrides: Mapping[str, float],
+    variables: Mapping[str, Scalar],
+    source: str,
+) -> _Plan:
+    name = path.rpartition("/")[2]
+    if parent is None:
+        expected = 1.0
+    elif name in overrides:
+        expected = float(overrides[name])
+    else:
+        assert isinstance(spec, SubTaskSpec)
+        expected = _expected(spec, path, variables, source)
+    average = expected * (parent.average if parent else 1.0)
+    busy = in_busy_run(expected) * (parent.busy if parent else 1.0)
+    plan = _Plan(path, spec, expected, average, busy, [])
+    plan.children = [
+        _measure(f"{path}/{child}", sub, plan, overrides, variables, source)
+        for child, sub in spec.tasks.items()
+    ]
+    return plan
+
+
+def _decide(plan: _Plan, threshold: int, inside: str | None = None) -> None:
+    """Decide, top down, which tasks run in bundles."""
+    spec = plan.spec
+    if inside is not None:
+        plan.bundling = Bundling("in-bundle", reason=f"runs inside the bundles of {inside}")
+    elif isinstance(spec, SubTaskSpec):
+        busy = plan.busy_streams
+        if spec.bundle == "always":
+            plan.bundling = Bundling("bundle", spec.bundle_size, "bundle: always")
+        elif spec.bundle == "never":
+            plan.bundling = Bundling("none", reason="bundle: never")
+        elif busy > threshold:
+            reason = f"{busy} streams in a busy run > threshold {threshold}"
+            plan.bundling = Bundling("bundle", spec.bundle_size, reason)
+        else:
+            plan.bundling = Bundling("none", reason=f"{busy} streams in a busy run <= threshold {threshold}")
+    if plan.bundling.state != "none" and inside is None:
+        inside = plan.path.rpartition("/")[2]
+    for child in plan.children:
+        _decide(child, threshold, inside)
+
+
+def _size_bundles(root: _Plan, settings: BundlingSettings) -> None:
+    """Give one computed size to every bundled task whose spec sets none."""
+    plans = list(root.walk())
+    fixed = sum(len(p.spec.processes) * p.busy_streams for p in plans if p.bundling.state == "none")
+    bundled = [p for p in plans if p.bundling.state == "bundle"]
+    explicit = sum(
+        math.ceil(p.busy_streams / p.bundling.bundle_size) for p in bundled if p.bundling.bundle_size
+    )
+    auto = [p for p in bundled if p.bundling.bundle_size is None]
+    if not auto:
+        return
+    budget = max(settings.max_task_instances - fixed - explicit, len(auto))
+    streams = [max(p.busy_streams, 1) for p in auto]
+    size = max(1, math.ceil(sum(streams) / budget), *(math.ceil(s / MAX_MAP_LENGTH) for s in streams))
+    while sum(math.ceil(s / size) for s in streams) > budget:
+        size += 1
+    for plan in auto:
+        reason = f"{plan.bundling.reason}; size for <= {settings.max_task_instances} task instances per run"
+        plan.bundling = Bundling("bundle", size, reason)
+
+
+def _build(plan: _Plan, parent: _Context, variables: Mapping[str, Scalar]) -> TaskNode:
+    spec = plan.spec
+    name = plan.path.rpartition("/")[2]
+    sub = spec if isinstance(spec, SubTaskSpec) else None
+    version = (getattr(spec, "version", None) or parent.version) if sub else parent.version
+    stream_vars = parent.stream_vars
+    if sub is not None and sub.stream_var:
+        stream_vars = (*stream_vars, sub.stream_var)
+    defaults = (*parent.defaults, spec.defaults) if spec.defaults else parent.defaults
+    ctx = _Context(plan.path, version, defaults, stream_vars, variables)
+    feeds: dict[str, list[str]] = {}
+    for child_name, child in spec.tasks.items():
+        feeds.setdefault(child.streams_from, []).append(child_name)
+    runs_as: RunsAs = "task" if sub is None else ("mapped" if plan.bundling.state == "none" else "in-bundle")
+    processes = tuple(
+        _process_node(p_name, process, ctx, tuple(feeds.get(p_name, ())), runs_as)
+        for p_name, process in spec.processes.items()
+    )
+    children = tuple(_build(child, ctx, variables) for child in plan.children)
+    return TaskNode(
+        name=name,
+        version=version,
+        path=plan.path,
+        description=spec.description,
+        processes=processes,
+        children=children,
+        depends_on=sub.depends_on if sub else (),
+        after=sub.after if sub else (),
+        streams_from=sub.streams_from if sub else None,
+        stream_var=sub.stream_var if sub else None,
+        stream_vars=stream_vars,
+        expected_streams=plan.expected,
+        streams_per_run=plan.average,
+        streams_in_busy_run=plan.busy,
+        bundling=plan.bundling,
+    )
+
+
+def _check_bundle_clusters(root: TaskNode, source: str) -> None:
+    """One bundle is one SLURM allocation: all its batch processes must use one cluster."""
+    for task in root.iter_tasks():
+        if task.bundling.state != "bundle":
+            continue
+        clusters: dict[str, list[str]] = {}
+        for below in task.iter_tasks():
+            for process in below.processes:
+                if process.resources is not None:
+                    clusters.setdefault(process.resources.cluster or "the default cluster", []).append(
+                        process.name
+                    )
+        if len(clusters) > 1:
+            listed = "; ".join(f"{c}: {', '.join(names)}" for c, names in clusters.items())
+            raise WorkflowSpecError(
+                f"{source}: {task.path}: runs in bundles ({task.bundling.reason}), but its batch processes "
+                f"use several clusters ({listed}); a bundle is one SLURM allocation on one cluster: "
+                "give them the same cluster, or set bundle: never"
+            )
+
+
+def build_graph(
+    spec: WorkflowSpec, variant: str | None = None, *, overrides: Mapping[str, Any] | None = None
+) -> WorkflowGraph:
+    """Build the graph of one DAG: a variant of a workflow.
+
+    :param spec: the workflow.
+    :param variant: one of its variants; ``None`` for a spec without variants (or for the
+        defaults).
+    :param overrides: variable values that replace the variant's (e.g. ``{"scale": 0.001}``);
+        they decide stream counts, hence bundling.
+    :raises WorkflowSpecError: for an unknown variant or variable, an ``expected_streams``
+        that is negative, or a bundled sub-task whose batch processes use several clusters.
+    """
+    variables = MappingProxyType(spec.variables_for(variant, overrides))
+    dag_id = dag_id_for(spec, variant)
+    plan = _measure(spec.name, spec, None, {}, variables, spec.source)
+    _decide(plan, spec.bundling.threshold)
+    _size_bundles(plan, spec.bundling)
+    top = _Context(spec.name, spec.version, (), (), variables)
+    root = _build(plan, top, variables)
+    _check_bundle_clusters(root, spec.source)
+    tags = ["desc", spec.name, f"version:{spec.version}"]
+    if variant is not None:
+        tags.append(f"variant:{variant}")
+    return WorkflowGraph(
+        name=spec.name,
+        version=spec.version,
+        variant=variant,
+        dag_id=dag_id,
+        tags=tuple(tags),
+        description=spec.description,
+        variables=variables,
+        root=root,
+        settings=spec.bundling,
+        source=spec.source,
+    )
