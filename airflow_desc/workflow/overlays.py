@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from airflow_desc._yaml_lines import LocatedYaml, YamlLoadError
-from airflow_desc.clusters import ClusterProfiles, parse_walltime
+from airflow_desc.cluster_schema import parse_walltime
+from airflow_desc.clusters import ClusterProfiles
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.workflow.graph import ProcessNode, ResolvedResources, TaskNode, WorkflowGraph
 from airflow_desc.workflow.spec_templates import Scalar

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
+from airflow_desc.cluster_schema import parse_walltime
 from airflow_desc.clusters import (
     CLUSTERS_FILE_ENV,
     ClusterProfile,
     ClusterProfiles,
     load_cluster_profiles,
     parse_cluster_profiles,
-    parse_walltime,
 )
 from airflow_desc.exceptions import ClusterProfileError, ResourceLimitError
 
