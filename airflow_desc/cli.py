@@ -143,7 +143,7 @@ def _emit(table: Any, fmt: str) -> None:
 def _history_engine(args: argparse.Namespace) -> Any:
     """Return the history's engine for reading; a database without the history's tables is an error."""
     from airflow_desc.history import open_history
-    from airflow_desc.history.current import readable_history
+    from airflow_desc.status.current import readable_history
 
     return readable_history(open_history(args.db))
 
@@ -171,7 +171,7 @@ def _stdout_to_stderr() -> Iterator[None]:
 def _table_counts(args: argparse.Namespace) -> Any:
     """Return the history's counts merged with the live ones (``CurrentCounts``): status, report."""
     from airflow_desc.history import open_history
-    from airflow_desc.history.current import current_counts
+    from airflow_desc.status.current import current_counts
 
     with _stdout_to_stderr():  # parsing DAG files and SSH log to stdout: not into --format json
         current = current_counts(

@@ -399,7 +399,7 @@ def latest_attempts(
 ) -> pd.DataFrame:
     """Return the latest recorded attempt of each process instance of some DAG runs.
 
-    What :func:`airflow_desc.reports.status.merge_live` needs to tell which live task instances
+    What :func:`airflow_desc.status.merge.merge_live` needs to tell which live task instances
     already have a record, and of which try.
 
     :param engine: the history store's engine.

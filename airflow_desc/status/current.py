@@ -2,9 +2,9 @@
 
 What ``airflow-desc status`` / ``report`` and the UI page show. :func:`current_counts` reads the
 history (:func:`~airflow_desc.history.queries.status_counts`), the live process instances of the
-queued and running DAG runs (:func:`~airflow_desc.history.live.live_process_instances`, from
+queued and running DAG runs (:func:`~airflow_desc.status.live.live_process_instances`, from
 Airflow's metadata DB), the latest recorded attempts of those instances, and merges them
-(:func:`~airflow_desc.reports.status.merge_live`). When Airflow's metadata DB cannot be read the
+(:func:`~airflow_desc.status.merge.merge_live`). When Airflow's metadata DB cannot be read the
 history's counts stand alone and :attr:`CurrentCounts.warning` says why; a time window that ends
 (``until``) is history only: live states are now.
 """
@@ -91,7 +91,7 @@ def current_counts(
     import pandas as pd
 
     from airflow_desc.history.queries import STATUS_COLUMNS, dag_ids_of, latest_attempts, status_counts
-    from airflow_desc.reports.status import merge_live
+    from airflow_desc.status.merge import merge_live
 
     instances, warning = None, None
     if live and until is None:
@@ -129,7 +129,7 @@ def _order(dag_ids: Collection[str]) -> list[tuple[str, str]] | None:
     if not dag_ids:
         return None
     try:
-        from airflow_desc.history.live import process_order
+        from airflow_desc.status.live import process_order
 
         return process_order(dag_ids) or None
     except Exception:  # noqa: BLE001 - without Airflow the table keeps the history's order
@@ -141,7 +141,7 @@ def _live(
     workflow: str | None, run_id: str | None, variant: str | None, dag_ids: Collection[str] | None
 ) -> tuple[pd.DataFrame | None, str | None]:
     try:
-        from airflow_desc.history.live import live_process_instances
+        from airflow_desc.status.live import live_process_instances
 
         return live_process_instances(
             workflow=workflow, run_id=run_id, variant=variant, dag_ids=dag_ids
