@@ -16,8 +16,8 @@ import argparse
 import logging
 import sys
 
-from airflow_desc.history import default_spool_path, open_history
-from airflow_desc.history.store import HistoryUnavailable, SpoolingRecorder
+from airflow_desc.exceptions import HistoryUnavailable
+from airflow_desc.history import SpoolingRecorder, default_spool_path, open_history
 
 
 def main(argv: list[str] | None = None) -> int:

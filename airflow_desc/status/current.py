@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from sqlalchemy.engine import Engine
 
-    from airflow_desc.history.store import HistoryStore
+    from airflow_desc.history import HistoryStore
 
 __all__ = ["CurrentCounts", "current_counts", "readable_history"]
 

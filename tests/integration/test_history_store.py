@@ -28,10 +28,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from airflow_desc.history import HistoryStore, ProcessRecord, SpoolingRecorder
+from airflow_desc.history.engine import VERSION_TABLE
 from airflow_desc.history.queries import _status_counts_window, process_instances, status_counts
 from airflow_desc.history.schema import metadata
 from airflow_desc.history.schema import process_instances as pi_table
-from airflow_desc.history.store import VERSION_TABLE
 from tests.integration.site import Site
 from tests.unit.history.test_queries import HISTORY, T0, as_record, counts, rec
 
@@ -253,7 +253,7 @@ def test_spool_and_flush_while_the_history_cluster_is_stopped(
             failures.append(exc)
 
     meta = sa.create_engine(cluster.meta_uri)
-    caplog.set_level(logging.WARNING, logger="airflow_desc.history.store")
+    caplog.set_level(logging.WARNING, logger="airflow_desc.history.spool")
     writer = threading.Thread(target=operator_runs)
     writer.start()
     try:
