@@ -16,7 +16,8 @@ The spool of (2) and (3) is ``$AIRFLOW_HOME/desc/history-spool.jsonl``.
 Modules: :mod:`~airflow_desc.history.records` (records and the simple recorders),
 :mod:`~airflow_desc.history.schema` (tables), :mod:`~airflow_desc.history.engine` (URL, engine,
 migrations), :mod:`~airflow_desc.history.writer` (:class:`HistoryStore`),
-:mod:`~airflow_desc.history.spool` (:class:`SpoolingRecorder`), :mod:`~airflow_desc.history.queries`.
+:mod:`~airflow_desc.history.spool` (:class:`SpoolingRecorder`), :mod:`~airflow_desc.history.queries`
+and what they select, :mod:`~airflow_desc.history.filters` (:class:`HistoryFilter`).
 A database that cannot be reached or named raises :class:`airflow_desc.exceptions.HistoryUnavailable`.
 """
 
@@ -27,6 +28,7 @@ import os
 import threading
 from pathlib import Path
 
+from airflow_desc.history.filters import HistoryFilter
 from airflow_desc.history.records import (
     PROCESS_STATES,
     JsonLinesRecorder,
@@ -40,6 +42,7 @@ from airflow_desc.history.writer import HistoryStore
 __all__ = [
     "PROCESS_STATES",
     "FlushReport",
+    "HistoryFilter",
     "HistoryStore",
     "JsonLinesRecorder",
     "ProcessRecord",
