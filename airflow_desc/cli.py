@@ -143,10 +143,28 @@ def _emit(table: Any, fmt: str) -> None:
     )
 
 
+def _selection(args: argparse.Namespace) -> Any:
+    """Return the ``HistoryFilter`` of a command's selection arguments (:func:`_history_filters`).
+
+    The status table's commands have no ``--process`` ..., those of process instances no
+    ``--variant``: what a command lacks does not narrow.
+    """
+    from airflow_desc.history import HistoryFilter
+
+    def given(name: str) -> Any:
+        return getattr(args, name, None)
+
+    return HistoryFilter(
+        workflow=args.workflow, variant=given("variant"), run_id=args.run, process=given("process"),
+        stream_glob=given("stream"), state=given("state"), reason=given("reason_class"),
+        cluster=given("cluster"), node=given("node"), since=_when(args.since), until=_when(args.until),
+    )  # fmt: skip
+
+
 def _history_engine(args: argparse.Namespace) -> Any:
     """Return the history's engine for reading; a database without the history's tables is an error."""
     from airflow_desc.history import open_history
-    from airflow_desc.history.current import readable_history
+    from airflow_desc.status.current import readable_history
 
     return readable_history(open_history(args.db))
 
@@ -171,16 +189,13 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _table_counts(args: argparse.Namespace) -> Any:
+def _table_counts(args: argparse.Namespace, selection: Any) -> Any:
     """Return the history's counts merged with the live ones (``CurrentCounts``): status, report."""
     from airflow_desc.history import open_history
-    from airflow_desc.history.current import current_counts
+    from airflow_desc.status.current import current_counts
 
     with _stdout_to_stderr():  # parsing DAG files and SSH log to stdout: not into --format json
-        current = current_counts(
-            open_history(args.db), workflow=args.workflow, run_id=args.run, variant=args.variant,
-            since=_when(args.since), until=_when(args.until), live=not args.no_live,
-        )  # fmt: skip
+        current = current_counts(open_history(args.db), selection, live=not args.no_live)
     if current.warning:
         print(f"airflow-desc: warning: {current.warning} (--no-live hides this warning)", file=sys.stderr)
     return current
@@ -189,7 +204,7 @@ def _table_counts(args: argparse.Namespace) -> Any:
 def _cmd_status(args: argparse.Namespace) -> int:
     from airflow_desc.reports.status import attempts_table, status_table
 
-    current = _table_counts(args)
+    current = _table_counts(args, _selection(args))
     if current.empty:
         print("no process instance recorded or in progress for this selection")
         return 0
@@ -200,21 +215,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import pandas as pd
 
     from airflow_desc.history.queries import process_instances
     from airflow_desc.reports.html import write_report
     from airflow_desc.reports.status import status_table
 
-    current = _table_counts(args)
+    selection = _selection(args)
+    current = _table_counts(args, selection)
     if current.empty:
         print("no process instance recorded or in progress for this selection: no report written")
         return 1
     try:
-        instances = process_instances(
-            _history_engine(args), workflow=args.workflow, run_id=args.run,
-            since=_when(args.since), until=_when(args.until),
-        )  # fmt: skip
+        # The figures have always covered every variant of the selection; --variant narrows the table.
+        instances = process_instances(_history_engine(args), dataclasses.replace(selection, variant=None))
     except ValueError:  # in progress, nothing recorded yet: the table alone
         from airflow_desc.history.queries import PROCESS_INSTANCE_COLUMNS
 
@@ -240,11 +256,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
             return 1
         return 0
     frame = process_instances(
-        _history_engine(args), workflow=args.workflow, run_id=args.run, process=args.process,
-        stream_glob=args.stream, state=args.state, reason=args.reason_class, cluster=args.cluster,
-        node=args.node,
-        since=_when(args.since), until=_when(args.until), latest_only=args.latest, limit=args.limit,
-    )  # fmt: skip
+        _history_engine(args), _selection(args), latest_only=args.latest, limit=args.limit
+    )
     columns = [c for c in args.columns.split(",") if c in frame.columns] if args.format == "table" else None
     shown = frame[columns] if columns else frame.drop(columns=[c for c in ("extra",) if c in frame.columns])
     if args.format == "json":
@@ -271,11 +284,7 @@ def _cmd_rerun(args: argparse.Namespace) -> int:
             "(rerunning every instance of a run is Airflow's 'clear' of the whole run)"
         )
     store = open_history(args.db)
-    selected = process_instances(
-        _history_engine(args), workflow=args.workflow, run_id=args.run, process=args.process,
-        stream_glob=args.stream, state=args.state, reason=args.reason_class, cluster=args.cluster,
-        node=args.node, since=_when(args.since), until=_when(args.until), latest_only=True,
-    )  # fmt: skip
+    selected = process_instances(_history_engine(args), _selection(args), latest_only=True)
     targets = rerun_targets(selected)
     if targets.empty:
         print("no process instance matches: nothing to rerun")

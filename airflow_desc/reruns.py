@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from airflow_desc.history.store import HistoryStore
+    from airflow_desc.history import HistoryStore
 
 __all__ = ["RerunPlan", "cleared_task_instances", "clear_reruns", "plan_reruns", "rerun_targets"]
 

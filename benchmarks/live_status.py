@@ -9,7 +9,7 @@ What it does:
 1. Takes a DC1-shaped history of ~1,000,000 attempts: ``--db`` (e.g. the SQLite file that
    ``benchmarks/history_scale.py --skip-pg --keep`` leaves), or generates one into a temporary
    SQLite file with that benchmark's generator (~90 s; ``--rows`` for a smaller one).
-2. Makes the live task instances of all 15 runs in progress at once, as ``history.live`` would
+2. Makes the live task instances of all 15 runs in progress at once, as ``status.live`` would
    read them from Airflow: one live process instance per latest attempt of each process that is
    not nested inside a bundle in ``dags/workflows/dc1.yaml`` (the top-level and mapped processes,
    and each bundled sub-task's own processes: a bundle's nested streams are not task instances).
@@ -47,9 +47,10 @@ import history_scale  # noqa: E402  # the generator of the DC1-shaped history, b
 
 from airflow_desc.clusters import load_cluster_profiles  # noqa: E402
 from airflow_desc.history import HistoryStore  # noqa: E402
-from airflow_desc.history.live import LIVE_COLUMNS  # noqa: E402
 from airflow_desc.history.queries import latest_attempts, status_counts  # noqa: E402
-from airflow_desc.reports.status import merge_live, status_table  # noqa: E402
+from airflow_desc.reports.status import status_table  # noqa: E402
+from airflow_desc.status.live import LIVE_COLUMNS  # noqa: E402
+from airflow_desc.status.merge import merge_live  # noqa: E402
 from airflow_desc.workflow.build import build_graph  # noqa: E402
 from airflow_desc.workflow.spec import load_spec  # noqa: E402
 

@@ -12,6 +12,13 @@ the one configured for this installation:
 The spool of (2) and (3) is ``$AIRFLOW_HOME/desc/history-spool.jsonl``.
 ``python -m airflow_desc.history flush`` writes it out; queries are in
 :mod:`airflow_desc.history.queries`.
+
+Modules: :mod:`~airflow_desc.history.records` (records and the simple recorders),
+:mod:`~airflow_desc.history.schema` (tables), :mod:`~airflow_desc.history.engine` (URL, engine,
+migrations), :mod:`~airflow_desc.history.writer` (:class:`HistoryStore`),
+:mod:`~airflow_desc.history.spool` (:class:`SpoolingRecorder`), :mod:`~airflow_desc.history.queries`
+and what they select, :mod:`~airflow_desc.history.filters` (:class:`HistoryFilter`).
+A database that cannot be reached or named raises :class:`airflow_desc.exceptions.HistoryUnavailable`.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import os
 import threading
 from pathlib import Path
 
+from airflow_desc.history.filters import HistoryFilter
 from airflow_desc.history.records import (
     PROCESS_STATES,
     JsonLinesRecorder,
@@ -28,13 +36,14 @@ from airflow_desc.history.records import (
     Recorder,
     process_state,
 )
-from airflow_desc.history.store import FlushReport, HistoryStore, HistoryUnavailable, SpoolingRecorder
+from airflow_desc.history.spool import FlushReport, SpoolingRecorder
+from airflow_desc.history.writer import HistoryStore
 
 __all__ = [
     "PROCESS_STATES",
     "FlushReport",
+    "HistoryFilter",
     "HistoryStore",
-    "HistoryUnavailable",
     "JsonLinesRecorder",
     "ProcessRecord",
     "Recorder",

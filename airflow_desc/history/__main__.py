@@ -16,8 +16,8 @@ import argparse
 import logging
 import sys
 
-from airflow_desc.history import default_spool_path, open_history
-from airflow_desc.history.store import HistoryUnavailable, SpoolingRecorder
+from airflow_desc.exceptions import HistoryUnavailable
+from airflow_desc.history import HistoryFilter, SpoolingRecorder, default_spool_path, open_history
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             from airflow_desc.history.queries import status_counts
 
             store.upgrade()
-            table = status_counts(store.engine, workflow=args.workflow, run_id=args.run_id)
+            table = status_counts(store.engine, HistoryFilter(workflow=args.workflow, run_id=args.run_id))
             print(table.to_string(index=False))
     except (HistoryUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -5,9 +5,11 @@
   by task, version, process, type and state, plus the number of attempts;
 * :func:`process_usage`: what the per-process figures plot (elapsed, CPU, memory, requests).
 
-Time windows (``since`` / ``until``) select attempts by when they began: start time, else submit
-time, else end time; ``since`` is inclusive, ``until`` exclusive. Unknown workflow, variant, run,
-process or state names raise :class:`ValueError` listing the names the history holds.
+Each takes what to read as one :class:`~airflow_desc.history.filters.HistoryFilter` (``None``:
+the whole history). Time windows (``since`` / ``until``) select attempts by when they began: start
+time, else submit time, else end time; ``since`` is inclusive, ``until`` exclusive. Unknown
+workflow, variant, run, process or state names raise :class:`ValueError` listing the names the
+history holds; a filter field a query cannot apply raises :class:`TypeError`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from airflow_desc.history import schema
+from airflow_desc.history.filters import INSTANCE_FIELDS, HistoryFilter
 from airflow_desc.history.records import PROCESS_STATES, ProcessRecord
 from airflow_desc.history.schema import HistoryDateTime, runs, streams, workflows
 
@@ -199,44 +202,25 @@ def _glob(column: sa.ColumnElement[str], pattern: str, dialect: str) -> sa.Colum
 
 def process_instances(
     engine: Engine,
+    selection: HistoryFilter | None = None,
     *,
-    workflow: str | None = None,
-    run_id: str | None = None,
-    process: str | None = None,
-    stream_glob: str | None = None,
-    state: str | None = None,
-    reason: str | None = None,
-    cluster: str | None = None,
-    node: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
     latest_only: bool = False,
     limit: int | None = None,
-    dag_ids: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Return the recorded attempts, one row per attempt, in the order they were first recorded.
 
     :param engine: the history store's engine (:attr:`HistoryStore.engine`).
-    :param workflow: only this workflow.
-    :param run_id: only this DAG run.
-    :param process: only this process (e.g. ``processEimage``).
-    :param stream_glob: only streams whose path matches, e.g. ``visit=2201/*``.
-    :param state: only attempts in this state (one of :data:`PROCESS_STATES`).
-    :param reason: only this reason class (e.g. ``out-of-memory``).
-    :param cluster: only attempts run on this cluster.
-    :param node: only attempts run on this node (list).
-    :param since: only attempts that began at or after this time.
-    :param until: only attempts that began before this time.
-    :param dag_ids: only runs of these DAGs (e.g. those a UI user may read).
-    :param latest_only: only the latest attempt of each process instance (selected before the other
-        filters: ``state="failed", latest_only=True`` is the instances whose last attempt failed).
+    :param selection: which attempts (every field of :class:`HistoryFilter` applies); ``None``: all.
+    :param latest_only: only the latest attempt of each process instance (selected before the
+        filter: ``state="failed", latest_only=True`` is the instances whose last attempt failed).
     :param limit: at most this many rows.
     :return: a DataFrame with columns :data:`PROCESS_INSTANCE_COLUMNS` (times naive, ``extra`` and
         ``run_conf`` dicts or None).
     """
     import pandas as pd
 
-    _check_state(state)
+    selection = selection or HistoryFilter()
+    _check_state(selection.state)
     w, r, s = workflows, runs, streams
     columns: dict[str, sa.ColumnElement[Any]] = {
         "workflow": w.c.name,
@@ -257,25 +241,7 @@ def process_instances(
         .join(s, pi.c.stream_ref == s.c.id)
     )
     with engine.connect() as conn:
-        workflow_refs = _workflow_refs(conn, workflow, None)
-        run_refs = _run_refs(conn, run_id, dag_ids)
-        _check_process(conn, process)
-        if workflow_refs is not None:
-            query = query.where(pi.c.workflow_ref.in_(workflow_refs))
-        if run_refs is not None:
-            query = query.where(pi.c.run_ref.in_(run_refs))
-        for column, value in (
-            (pi.c.process, process),
-            (pi.c.state, state),
-            (pi.c.reason, reason),
-            (pi.c.cluster, cluster),
-            (pi.c.node, node),
-        ):
-            if value is not None:
-                query = query.where(column == value)
-        if stream_glob is not None:
-            query = query.where(_glob(s.c.path, stream_glob, engine.dialect.name))
-        query = query.where(*_time_window(_began(), since, until))
+        query = query.where(*_attempt_filters(conn, selection, engine.dialect.name))
         if latest_only:
             query = query.where(pi.c.latest)
         query = query.order_by(pi.c.id)
@@ -291,16 +257,37 @@ def process_instances(
     return frame
 
 
-def status_counts(
-    engine: Engine,
-    *,
-    workflow: str | None = None,
-    run_id: str | None = None,
-    variant: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    dag_ids: Collection[str] | None = None,
-) -> pd.DataFrame:
+def _attempt_filters(
+    conn: Connection, selection: HistoryFilter, dialect: str
+) -> list[sa.ColumnElement[bool]]:
+    """Return the conditions on attempts (``process_instances`` joined to ``streams``) of a filter.
+
+    Unknown names raise: workflow (and variant), run, then process; the caller checks the state
+    first, before connecting.
+    """
+    where: list[sa.ColumnElement[bool]] = []
+    workflow_refs = _workflow_refs(conn, selection.workflow, selection.variant)
+    run_refs = _run_refs(conn, selection.run_id, selection.dag_ids)
+    _check_process(conn, selection.process)
+    if workflow_refs is not None:
+        where.append(pi.c.workflow_ref.in_(workflow_refs))
+    if run_refs is not None:
+        where.append(pi.c.run_ref.in_(run_refs))
+    for column, value in (
+        (pi.c.process, selection.process),
+        (pi.c.state, selection.state),
+        (pi.c.reason, selection.reason),
+        (pi.c.cluster, selection.cluster),
+        (pi.c.node, selection.node),
+    ):
+        if value is not None:
+            where.append(column == value)
+    if selection.stream_glob is not None:
+        where.append(_glob(streams.c.path, selection.stream_glob, dialect))
+    return where + _time_window(_began(), selection.since, selection.until)
+
+
+def status_counts(engine: Engine, selection: HistoryFilter | None = None) -> pd.DataFrame:
     """Return the status table: the latest attempt of each process instance, counted.
 
     One row per (task, version, process, process_type, state) holding at least one instance;
@@ -310,19 +297,18 @@ def status_counts(
     attempts (a few percent) joined to their instance's latest one.
 
     :param engine: the history store's engine.
-    :param workflow: only this workflow.
-    :param run_id: only this DAG run.
-    :param variant: only this workflow variant.
-    :param since: only instances whose latest attempt began at or after this time.
-    :param until: only instances whose latest attempt began before this time.
-    :param dag_ids: only runs of these DAGs (e.g. those a UI user may read).
+    :param selection: which instances, by :data:`~airflow_desc.history.filters.INSTANCE_FIELDS`
+        only (``since`` / ``until``: when an instance's latest attempt began); ``None``: all.
     :return: a DataFrame with columns :data:`STATUS_COLUMNS`, sorted by task, version, process, state.
+    :raises TypeError: when the filter narrows by another field (process, state ...).
     """
+    selection = selection or HistoryFilter()
+    selection.require_only(INSTANCE_FIELDS, "status_counts")
     old = pi.alias("superseded")
     same_instance = [getattr(old.c, c.name) == c for c in _INSTANCE]
     keys = [pi.c.task, pi.c.version, pi.c.process, pi.c.process_type, pi.c.state]
     with engine.connect() as conn:
-        where = [pi.c.latest, *_status_filters(conn, workflow, run_id, variant, since, until, dag_ids)]
+        where = [pi.c.latest, *_status_filters(conn, selection)]
         latest = sa.select(*keys, sa.func.count().label("count"), sa.func.count().label("attempts"))
         earlier = sa.select(*keys, sa.literal(0).label("count"), sa.func.count().label("attempts"))
         earlier = earlier.select_from(old.join(pi, sa.and_(*same_instance)))
@@ -359,27 +345,26 @@ def known_workflows(engine: Engine, *, dag_ids: Collection[str] | None = None) -
     return pd.DataFrame.from_records(rows, columns=["name", "variant", "version"])
 
 
-def dag_ids_of(
-    engine: Engine,
-    *,
-    workflow: str | None = None,
-    run_id: str | None = None,
-    variant: str | None = None,
-    dag_ids: Collection[str] | None = None,
-) -> list[str]:
+def dag_ids_of(engine: Engine, selection: HistoryFilter | None = None) -> list[str]:
     """Return the DAG ids of the runs a selection covers (as :func:`status_counts` filters), sorted.
 
-    Unknown names give no DAGs here (:func:`status_counts` is the one that says so).
+    Unknown names give no DAGs here (:func:`status_counts` is the one that says so). The time
+    window is not applied: a DAG's runs are all of its runs.
+
+    :param engine: the history store's engine.
+    :param selection: as for :func:`status_counts`; ``None``: all.
     """
+    selection = selection or HistoryFilter()
+    selection.require_only(INSTANCE_FIELDS, "dag_ids_of")
     query = sa.select(runs.c.dag_id).distinct().join(workflows, workflows.c.id == runs.c.workflow_ref)
-    if workflow is not None:
-        query = query.where(workflows.c.name == workflow)
-    if variant is not None:
-        query = query.where(workflows.c.variant == variant)
-    if run_id is not None:
-        query = query.where(runs.c.run_id == run_id)
-    if dag_ids is not None:
-        query = query.where(runs.c.dag_id.in_(sorted(set(dag_ids))))
+    if selection.workflow is not None:
+        query = query.where(workflows.c.name == selection.workflow)
+    if selection.variant is not None:
+        query = query.where(workflows.c.variant == selection.variant)
+    if selection.run_id is not None:
+        query = query.where(runs.c.run_id == selection.run_id)
+    if selection.dag_ids is not None:
+        query = query.where(runs.c.dag_id.in_(sorted(selection.dag_ids)))
     with engine.connect() as conn:
         return sorted(str(d) for (d,) in conn.execute(query))
 
@@ -399,7 +384,7 @@ def latest_attempts(
 ) -> pd.DataFrame:
     """Return the latest recorded attempt of each process instance of some DAG runs.
 
-    What :func:`airflow_desc.reports.status.merge_live` needs to tell which live task instances
+    What :func:`airflow_desc.status.merge.merge_live` needs to tell which live task instances
     already have a record, and of which try.
 
     :param engine: the history store's engine.
@@ -434,23 +419,15 @@ def latest_attempts(
     return pd.DataFrame.from_records(rows, columns=list(LATEST_COLUMNS))
 
 
-def _status_filters(
-    conn: Connection,
-    workflow: str | None,
-    run_id: str | None,
-    variant: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    dag_ids: Collection[str] | None = None,
-) -> list[sa.ColumnElement[bool]]:
+def _status_filters(conn: Connection, selection: HistoryFilter) -> list[sa.ColumnElement[bool]]:
     where: list[sa.ColumnElement[bool]] = []
-    workflow_refs = _workflow_refs(conn, workflow, variant)
-    run_refs = _run_refs(conn, run_id, dag_ids)
+    workflow_refs = _workflow_refs(conn, selection.workflow, selection.variant)
+    run_refs = _run_refs(conn, selection.run_id, selection.dag_ids)
     if workflow_refs is not None:
         where.append(pi.c.workflow_ref.in_(workflow_refs))
     if run_refs is not None:
         where.append(pi.c.run_ref.in_(run_refs))
-    return where + _time_window(_began(), since, until)
+    return where + _time_window(_began(), selection.since, selection.until)
 
 
 def _status_frame(rows: Sequence[tuple[Any, ...]]) -> pd.DataFrame:
@@ -460,15 +437,7 @@ def _status_frame(rows: Sequence[tuple[Any, ...]]) -> pd.DataFrame:
     return frame.astype({"count": "int64", "attempts": "int64"})
 
 
-def _status_counts_window(
-    engine: Engine,
-    *,
-    workflow: str | None = None,
-    run_id: str | None = None,
-    variant: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> pd.DataFrame:
+def _status_counts_window(engine: Engine, selection: HistoryFilter | None = None) -> pd.DataFrame:
     """:func:`status_counts` from the attempts alone (a window over each instance), ignoring ``latest``.
 
     The reference the tests hold :func:`status_counts` to; ~10x slower at a million attempts.
@@ -485,8 +454,12 @@ def _status_counts_window(
         sa.func.max(pi.c.try_number).over(partition_by=instance).label("last_try"),
         sa.func.count().over(partition_by=instance).label("tries"),
     ]
+    selection = selection or HistoryFilter()
+    selection.require_only(INSTANCE_FIELDS, "_status_counts_window")
+    since, until = selection.since, selection.until
     with engine.connect() as conn:
-        where = _status_filters(conn, workflow, run_id, variant, None, None)
+        # The window applies to each instance's latest attempt, below, not to every attempt.
+        where = _status_filters(conn, dataclasses.replace(selection, since=None, until=None))
         ranked = sa.select(*window).where(*where).subquery("ranked")
         keys = [ranked.c.task, ranked.c.version, ranked.c.process, ranked.c.process_type, ranked.c.state]
         query = (
@@ -502,25 +475,16 @@ def _status_counts_window(
 def process_usage(
     engine: Engine,
     process: str,
+    selection: HistoryFilter | None = None,
     *,
-    workflow: str | None = None,
-    run_id: str | None = None,
-    cluster: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
     latest_only: bool = False,
-    dag_ids: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Return the resource usage of every attempt of ``process``: what the per-process figures plot.
 
     :param engine: the history store's engine.
     :param process: the process, e.g. ``processEimage``.
-    :param workflow: only this workflow.
-    :param run_id: only this DAG run.
-    :param cluster: only attempts run on this cluster.
-    :param since: only attempts that began at or after this time.
-    :param until: only attempts that began before this time.
-    :param dag_ids: only runs of these DAGs (e.g. those a UI user may read).
+    :param selection: which of its attempts (the filter's ``process``, if set, must be ``process``);
+        ``None``: all.
     :param latest_only: only the latest attempt of each process instance.
     :return: a DataFrame with columns :data:`USAGE_COLUMNS`, by end time (unfinished last):
         ``elapsed`` and ``total_cpu`` in seconds, ``max_rss`` and ``req_mem`` in bytes,
@@ -528,6 +492,10 @@ def process_usage(
     """
     import pandas as pd
 
+    selection = selection or HistoryFilter()
+    if selection.process not in (None, process):
+        raise TypeError(f"process_usage of {process!r} with a filter on process {selection.process!r}")
+    _check_state(selection.state)
     w, r, s = workflows, runs, streams
     query = sa.select(
         w.c.name.label("workflow"),
@@ -551,17 +519,10 @@ def process_usage(
         .join(s, pi.c.stream_ref == s.c.id)
     )
     with engine.connect() as conn:
-        _check_process(conn, process)
-        workflow_refs = _workflow_refs(conn, workflow, None)
-        run_refs = _run_refs(conn, run_id, dag_ids)
+        _check_process(conn, process)  # first: the process is what this query is about
         query = query.where(pi.c.process == process)
-        if workflow_refs is not None:
-            query = query.where(pi.c.workflow_ref.in_(workflow_refs))
-        if run_refs is not None:
-            query = query.where(pi.c.run_ref.in_(run_refs))
-        if cluster is not None:
-            query = query.where(pi.c.cluster == cluster)
-        query = query.where(*_time_window(_began(), since, until))
+        others = dataclasses.replace(selection, process=None)
+        query = query.where(*_attempt_filters(conn, others, engine.dialect.name))
         if latest_only:
             query = query.where(pi.c.latest)
         rows = _tuples(conn.execute(query.order_by(pi.c.end_time.asc().nulls_last(), pi.c.id)))

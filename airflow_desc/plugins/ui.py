@@ -14,7 +14,7 @@ adds "DESC status" to the UI's navigation (an external view shown in an iframe a
 Every route needs a logged-in Airflow user (the UI's session token, or an API bearer token, as
 the REST API does): without one the answer is 401. A user who may not read every DAG sees only
 the runs of the DAGs the auth manager lets them read. The table is the one the CLI prints
-(:func:`~airflow_desc.history.current.current_counts`), from the configured history store.
+(:func:`~airflow_desc.status.current.current_counts`), from the configured history store.
 """
 
 from __future__ import annotations
@@ -91,12 +91,13 @@ def _store() -> Any:
 
 
 def _current(selected: dict[str, str | None], dag_ids: set[str] | None) -> Any:
-    from airflow_desc.history.current import current_counts
+    from airflow_desc.history import HistoryFilter
+    from airflow_desc.status.current import current_counts
 
     try:
         return current_counts(
-            _store(), workflow=selected["workflow"], run_id=selected["run"], variant=selected["variant"],
-            dag_ids=dag_ids,
+            _store(), HistoryFilter(workflow=selected["workflow"], run_id=selected["run"],
+                                    variant=selected["variant"], dag_ids=dag_ids),
         )  # fmt: skip
     except ValueError as exc:
         # The message lists names across every DAG: a user who may not read them all gets less.
@@ -161,10 +162,11 @@ def status_csv(request: Request, user: GetUserDep) -> Response:
 @app.get("/plots/{name}.png")
 def process_plot(name: str, request: Request, user: GetUserDep) -> Response:
     """Return the CPU vs wall-clock figure of the process whose "Plot" link this is."""
-    from airflow_desc.history.current import readable_history
+    from airflow_desc.history import HistoryFilter
     from airflow_desc.history.queries import process_instances, process_names
     from airflow_desc.reports.figures import cpu_vs_wall
     from airflow_desc.reports.status import plot_path
+    from airflow_desc.status.current import readable_history
 
     selected = _selection(request)
     dag_ids = _readable_dags(user)
@@ -175,8 +177,9 @@ def process_plot(name: str, request: Request, user: GetUserDep) -> Response:
         raise HTTPException(status_code=404, detail=f"no process is plotted as {wanted}")
     try:
         instances = process_instances(
-            engine, process=process, workflow=selected["workflow"], run_id=selected["run"], dag_ids=dag_ids
-        )
+            engine, HistoryFilter(process=process, workflow=selected["workflow"], run_id=selected["run"],
+                                  dag_ids=dag_ids),
+        )  # fmt: skip
     except ValueError as exc:
         raise HTTPException(status_code=404, detail=str(exc) if dag_ids is None else "not found") from None
     buffer = io.BytesIO()

@@ -27,11 +27,11 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from airflow_desc.history import HistoryStore, ProcessRecord, SpoolingRecorder
+from airflow_desc.history import HistoryFilter, HistoryStore, ProcessRecord, SpoolingRecorder
+from airflow_desc.history.engine import VERSION_TABLE
 from airflow_desc.history.queries import _status_counts_window, process_instances, status_counts
 from airflow_desc.history.schema import metadata
 from airflow_desc.history.schema import process_instances as pi_table
-from airflow_desc.history.store import VERSION_TABLE
 from tests.integration.site import Site
 from tests.unit.history.test_queries import HISTORY, T0, as_record, counts, rec
 from tests.waiting import wait_for
@@ -176,19 +176,27 @@ def test_upsert_and_queries(backend: str, store: HistoryStore, tmp_path: Path) -
         ("processEimage", "skipped"): (1, 1), ("processEimage", "terminated"): (1, 1),
     }  # fmt: skip
     assert table.equals(_status_counts_window(store.engine))
-    assert counts(status_counts(store.engine, workflow="Twinkles")) == {("processEimage", "success"): (1, 1)}
-    assert set(process_instances(store.engine, stream_glob="visit=1/*/sensor=S?")["stream"]) == {
-        f"visit=1/raft=R22/sensor=S{i}" for i in range(4)
+    assert counts(status_counts(store.engine, HistoryFilter(workflow="Twinkles"))) == {
+        ("processEimage", "success"): (1, 1)
     }
-    assert process_instances(store.engine, stream_glob="VISIT=*").empty
-    assert set(process_instances(store.engine, state="failed", latest_only=True)["try_number"]) == {2}
+    assert set(
+        process_instances(store.engine, HistoryFilter(stream_glob="visit=1/*/sensor=S?"))["stream"]
+    ) == {f"visit=1/raft=R22/sensor=S{i}" for i in range(4)}
+    assert process_instances(store.engine, HistoryFilter(stream_glob="VISIT=*")).empty
+    assert set(
+        process_instances(store.engine, HistoryFilter(state="failed"), latest_only=True)["try_number"]
+    ) == {2}
     with pytest.raises(ValueError, match="unknown workflow 'DC2'; the history holds: DC1-DM12, Twinkles"):
-        status_counts(store.engine, workflow="DC2")
+        status_counts(store.engine, HistoryFilter(workflow="DC2"))
     with pytest.raises(ValueError, match="unknown process 'nope'; the history holds: processEimage, report"):
-        process_instances(store.engine, process="nope")
+        process_instances(store.engine, HistoryFilter(process="nope"))
     store.record([rec("x=a_b"), rec("x=aXb"), rec("x=a%b")])
-    assert set(process_instances(store.engine, stream_glob="x=a_b")["stream"]) == {"x=a_b"}
-    assert set(process_instances(store.engine, stream_glob="x=a?b")["stream"]) == {"x=a_b", "x=aXb", "x=a%b"}
+    assert set(process_instances(store.engine, HistoryFilter(stream_glob="x=a_b"))["stream"]) == {"x=a_b"}
+    assert set(process_instances(store.engine, HistoryFilter(stream_glob="x=a?b"))["stream"]) == {
+        "x=a_b",
+        "x=aXb",
+        "x=a%b",
+    }
     store.dispose()
 
 
@@ -256,7 +264,7 @@ def test_spool_and_flush_while_the_history_cluster_is_stopped(
             failures.append(exc)
 
     meta = sa.create_engine(cluster.meta_uri)
-    caplog.set_level(logging.WARNING, logger="airflow_desc.history.store")
+    caplog.set_level(logging.WARNING, logger="airflow_desc.history.spool")
     writer = threading.Thread(target=operator_runs)
     writer.start()
     try:
@@ -323,7 +331,7 @@ def test_flush_after_restart_writes_what_was_spooled(
     report = recorder.flush()
     assert (report.flushed, report.rejected) == (14, 0)
     assert row_count(store) == 20
-    frame = process_instances(store.engine, stream_glob="a=0")
+    frame = process_instances(store.engine, HistoryFilter(stream_glob="a=0"))
     assert list(frame["state"]) == ["failed"]
     assert frame["start_time"].iloc[0].to_pydatetime() > T0
 

@@ -133,3 +133,26 @@ def test_a_database_without_history_says_so(
     assert "holds no airflow-desc history" in capsys.readouterr().err
     assert main(["status", "--db", empty, "--no-live"]) == 2
     assert "Check --db" in capsys.readouterr().err
+
+
+def test_the_selection_flags_make_one_history_filter() -> None:
+    from datetime import datetime
+
+    from airflow_desc.cli import _selection, build_parser
+    from airflow_desc.history import HistoryFilter
+
+    parser = build_parser()
+    listing = parser.parse_args([
+        "history", "--workflow", "DC1-DM12", "--run", "r1", "--process", "processEimage", "--stream",
+        "visit=2201/*", "--state", "terminated", "--reason", "out-of-memory", "--cluster", "perlmutter",
+        "--node", "nid001", "--since", "2018-01-08", "--until", "2018-01-09T12:00",
+    ])  # fmt: skip
+    assert _selection(listing) == HistoryFilter(
+        workflow="DC1-DM12", run_id="r1", process="processEimage", stream_glob="visit=2201/*",
+        state="terminated", reason="out-of-memory", cluster="perlmutter", node="nid001",
+        since=datetime(2018, 1, 8), until=datetime(2018, 1, 9, 12),
+    )  # fmt: skip
+    rerun = parser.parse_args(["rerun", "--reason", "fixed", "--reason-class", "time-limit", "--run", "r1"])
+    assert _selection(rerun) == HistoryFilter(run_id="r1", reason="time-limit")
+    status = parser.parse_args(["status", "--workflow", "DC1-DM12", "--variant", "", "--no-live"])
+    assert _selection(status) == HistoryFilter(workflow="DC1-DM12", variant="")

@@ -11,13 +11,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from airflow_desc.history import HistoryStore, ProcessRecord
+from airflow_desc.history import HistoryFilter, HistoryStore, ProcessRecord
 from airflow_desc.history.queries import (
     LATEST_COLUMNS,
     PROCESS_INSTANCE_COLUMNS,
     STATUS_COLUMNS,
     USAGE_COLUMNS,
     _status_counts_window,
+    dag_ids_of,
     latest_attempts,
     process_instances,
     process_usage,
@@ -157,9 +158,9 @@ def test_one_row_per_attempt_with_every_record_field(store: HistoryStore) -> Non
 
 
 def test_run_conf_comes_with_each_attempt(store: HistoryStore) -> None:
-    frame = process_instances(store.engine, run_id="run1")
+    frame = process_instances(store.engine, HistoryFilter(run_id="run1"))
     assert all(conf == {"survey_year": 1, "visits": [1, 2]} for conf in frame["run_conf"])
-    assert process_instances(store.engine, run_id="run2")["run_conf"].isna().all()
+    assert process_instances(store.engine, HistoryFilter(run_id="run2"))["run_conf"].isna().all()
 
 
 @pytest.mark.parametrize(
@@ -186,7 +187,10 @@ def test_run_conf_comes_with_each_attempt(store: HistoryStore) -> None:
     ],
 )  # fmt: skip
 def test_filters(store: HistoryStore, filters: dict[str, Any], expected: set[str]) -> None:
-    assert set(process_instances(store.engine, **filters)["stream"]) == expected
+    selection = {k: v for k, v in filters.items() if k != "latest_only"}
+    latest_only = filters.get("latest_only", False)
+    frame = process_instances(store.engine, HistoryFilter(**selection), latest_only=latest_only)
+    assert set(frame["stream"]) == expected
 
 
 def test_latest_only_gives_one_row_per_instance(store: HistoryStore) -> None:
@@ -204,10 +208,14 @@ def test_limit_and_order_of_first_recording(store: HistoryStore) -> None:
 def test_glob_treats_sql_wildcards_as_plain_characters(tmp_path: Path) -> None:
     s = HistoryStore(f"sqlite:///{tmp_path / 'h.db'}")
     s.record([rec("x=a_b"), rec("x=aXb"), rec("x=a%b"), rec("x=[a]")])
-    assert set(process_instances(s.engine, stream_glob="x=a_b")["stream"]) == {"x=a_b"}
-    assert set(process_instances(s.engine, stream_glob="x=a%b")["stream"]) == {"x=a%b"}
-    assert set(process_instances(s.engine, stream_glob="x=a?b")["stream"]) == {"x=a_b", "x=aXb", "x=a%b"}
-    assert set(process_instances(s.engine, stream_glob="x=[a]")["stream"]) == {"x=[a]"}
+    assert set(process_instances(s.engine, HistoryFilter(stream_glob="x=a_b"))["stream"]) == {"x=a_b"}
+    assert set(process_instances(s.engine, HistoryFilter(stream_glob="x=a%b"))["stream"]) == {"x=a%b"}
+    assert set(process_instances(s.engine, HistoryFilter(stream_glob="x=a?b"))["stream"]) == {
+        "x=a_b",
+        "x=aXb",
+        "x=a%b",
+    }
+    assert set(process_instances(s.engine, HistoryFilter(stream_glob="x=[a]"))["stream"]) == {"x=[a]"}
     s.dispose()
 
 
@@ -226,14 +234,14 @@ def test_unknown_names_list_the_valid_ones(
     store: HistoryStore, filters: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)") + "$"):
-        process_instances(store.engine, **filters)
+        process_instances(store.engine, HistoryFilter(**filters))
 
 
 def test_unknown_names_in_an_empty_history(tmp_path: Path) -> None:
     s = HistoryStore(f"sqlite:///{tmp_path / 'h.db'}")
     s.upgrade()
     with pytest.raises(ValueError, match=r"holds: \(none\)"):
-        process_instances(s.engine, workflow="DC1-DM12")
+        process_instances(s.engine, HistoryFilter(workflow="DC1-DM12"))
     assert process_instances(s.engine).empty
     assert status_counts(s.engine).empty
     s.dispose()
@@ -282,8 +290,8 @@ def test_status_table_counts_the_latest_attempt_and_all_attempts(store: HistoryS
     ],
 )  # fmt: skip
 def test_status_table_filters(store: HistoryStore, filters: dict[str, Any], expected: dict[Any, Any]) -> None:
-    assert counts(status_counts(store.engine, **filters)) == expected
-    assert counts(_status_counts_window(store.engine, **filters)) == expected
+    assert counts(status_counts(store.engine, HistoryFilter(**filters))) == expected
+    assert counts(_status_counts_window(store.engine, HistoryFilter(**filters))) == expected
 
 
 @pytest.mark.parametrize(
@@ -300,7 +308,7 @@ def test_status_table_filters(store: HistoryStore, filters: dict[str, Any], expe
 )
 def test_status_table_unknown_names(store: HistoryStore, filters: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match="^" + message):
-        status_counts(store.engine, **filters)
+        status_counts(store.engine, HistoryFilter(**filters))
 
 
 def test_status_table_agrees_with_a_recount_of_random_histories(tmp_path: Path) -> None:
@@ -358,11 +366,14 @@ def test_process_usage_gives_the_figures_columns(store: HistoryStore) -> None:
 
 
 def test_process_usage_filters(store: HistoryStore) -> None:
-    assert len(process_usage(store.engine, "processEimage", workflow="DC1-DM12")) == 8
-    assert len(process_usage(store.engine, "processEimage", run_id="run1")) == 6
+    def usage(**filters: Any) -> int:
+        return len(process_usage(store.engine, "processEimage", HistoryFilter(**filters)))
+
+    assert usage(workflow="DC1-DM12") == 8
+    assert usage(run_id="run1") == 6
     assert len(process_usage(store.engine, "processEimage", latest_only=True)) == 7
-    assert len(process_usage(store.engine, "processEimage", cluster="s3df")) == 2
-    assert len(process_usage(store.engine, "processEimage", since=T0 + timedelta(hours=29))) == 4
+    assert usage(cluster="s3df") == 2
+    assert usage(since=T0 + timedelta(hours=29)) == 4
 
 
 def test_process_usage_of_an_unknown_process(store: HistoryStore) -> None:
@@ -390,3 +401,16 @@ def test_latest_attempts_of_some_runs(store: HistoryStore) -> None:
         "report"
     ]
     assert latest_attempts(store.engine, []).empty
+
+
+def test_queries_refuse_filters_they_cannot_apply(store: HistoryStore) -> None:
+    with pytest.raises(TypeError, match="status_counts selects by .*, not by process"):
+        status_counts(store.engine, HistoryFilter(process="processEimage"))
+    with pytest.raises(TypeError, match="dag_ids_of selects by .*, not by state"):
+        dag_ids_of(store.engine, HistoryFilter(state="failed"))
+    with pytest.raises(TypeError, match="process_usage of 'processEimage' with a filter on process 'report'"):
+        process_usage(store.engine, "processEimage", HistoryFilter(process="report"))
+
+
+def test_dag_ids_of_ignores_the_time_window(store: HistoryStore) -> None:
+    assert dag_ids_of(store.engine, HistoryFilter(until=T0 - timedelta(days=1))) == dag_ids_of(store.engine)

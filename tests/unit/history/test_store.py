@@ -19,18 +19,18 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 import airflow_desc.history as history
+from airflow_desc.exceptions import HistoryUnavailable
 from airflow_desc.history import (
     FlushReport,
     HistoryStore,
-    HistoryUnavailable,
     JsonLinesRecorder,
     ProcessRecord,
     SpoolingRecorder,
     default_recorder,
     open_history,
 )
+from airflow_desc.history.engine import VERSION_TABLE, normalize_url
 from airflow_desc.history.schema import metadata, process_instances, runs, streams, workflows
-from airflow_desc.history.store import VERSION_TABLE, normalize_url
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -367,7 +367,7 @@ def test_unreachable_db_spools_and_warns_how_to_flush(
 ) -> None:
     recorder = SpoolingRecorder(outage.store, tmp_path / "spool" / "history-spool.jsonl")
     batch = [rec(f"s={i}") for i in range(3)]
-    with caplog.at_level(logging.WARNING, logger="airflow_desc.history.store"):
+    with caplog.at_level(logging.WARNING, logger="airflow_desc.history.spool"):
         recorder.record(batch)  # does not raise: the operator's work goes on
     assert [ProcessRecord.from_json(d) for d in spool_lines(recorder)] == batch
     assert JsonLinesRecorder(recorder.spool_path).read() == batch  # the JSON-lines format
@@ -433,7 +433,7 @@ def test_corrupt_spool_lines_are_kept_aside_and_the_rest_flushed(
         + "\n\n"
         + '{"truncated by a crash": '  # no newline: the last write never finished
     )
-    with caplog.at_level(logging.WARNING, logger="airflow_desc.history.store"):
+    with caplog.at_level(logging.WARNING, logger="airflow_desc.history.spool"):
         report = recorder.flush()
     assert (report.flushed, report.rejected) == (3, 4)
     assert report.rejected_path == tmp_path / "spool.jsonl.rejected"

@@ -1,54 +1,36 @@
-"""The SQL history store: its writer, and the recorder that spools when the database is away.
+"""The history writer: :class:`HistoryStore` upserts :class:`ProcessRecord` batches.
 
 :class:`HistoryStore` writes :class:`ProcessRecord` batches into the tables of
 :mod:`airflow_desc.history.schema` (PostgreSQL through psycopg2 in production, SQLite embedded),
 one transaction per batch, replacing any attempt already recorded under the same
 :meth:`ProcessRecord.key`. The database is the store's own, independent of Airflow's metadata DB:
-``airflow db clean``, deleting a DAG or upgrading Airflow leave it alone.
-
-:class:`SpoolingRecorder` is the :class:`Recorder` operators use: when the database cannot be
-written, the batch goes to a local JSON-lines spool file, flushed by the next successful write or
-by ``airflow-desc history flush`` (``python -m airflow_desc.history flush``). The spool is
-emptied only after the database committed its records, and rewriting a record only replaces its
-row, so nothing is lost and nothing is counted twice.
+``airflow db clean``, deleting a DAG or upgrading Airflow leave it alone. How it is reached and
+migrated is :mod:`airflow_desc.history.engine`; the recorder that spools when it is away is
+:mod:`airflow_desc.history.spool`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
-import logging
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine
 
-from airflow_desc.exceptions import HistoryUnavailable
+from airflow_desc.history.engine import (
+    connection_url,
+    create_history_engine,
+    normalize_url,
+    schema_revision,
+    upgrade_schema,
+)
 from airflow_desc.history.records import ProcessRecord, RerunRequest
 from airflow_desc.history.schema import process_instances, rerun_requests, runs, streams, workflows
 
-__all__ = [
-    "FlushReport",
-    "HistoryStore",
-    "HistoryUnavailable",
-    "SpoolingRecorder",
-    "normalize_url",
-]
+__all__ = ["HistoryStore", "dedupe"]
 
-log = logging.getLogger(__name__)
-
-#: Alembic's version table for the history; Airflow's own is ``alembic_version``.
-VERSION_TABLE = "desc_history_alembic_version"
 # Parameters per IN (...) list and rows per INSERT batch: below SQLite's variable limit.
 _IN_CHUNK = 500
 _INSERT_CHUNK = 1000
@@ -88,18 +70,6 @@ _RECORD_COLUMNS = (
     "rerun_reason",
     "extra",
 )
-
-
-def normalize_url(url: str | URL) -> URL:
-    """Return a SQLAlchemy URL for ``url``, with ``postgres://`` and ``postgresql://`` through psycopg2.
-
-    :param url: a SQLAlchemy URL, or the URI of an Airflow connection (``postgres://...``).
-    """
-    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url)
-    for scheme in ("postgres://", "postgresql://"):
-        if text.startswith(scheme):
-            text = "postgresql+psycopg2://" + text[len(scheme) :]
-    return make_url(text)
 
 
 def _utcnow() -> datetime:
@@ -184,27 +154,21 @@ class HistoryStore:
 
     @property
     def url(self) -> URL:
-        """The database URL; resolving a connection id asks Airflow (raises :class:`HistoryUnavailable`)."""
+        """The database URL.
+
+        Resolving a connection id asks Airflow (:func:`~airflow_desc.history.engine.connection_url`),
+        which raises :class:`~airflow_desc.exceptions.HistoryUnavailable` when it cannot.
+        """
         if self._url is None:
             assert self.conn_id is not None
-            try:
-                from airflow.sdk import BaseHook
-
-                uri = BaseHook.get_connection(self.conn_id).get_uri()
-            except Exception as exc:  # AirflowNotFoundException, an unreachable secrets backend, ...
-                raise HistoryUnavailable(
-                    f"cannot resolve the history connection {self.conn_id!r}: {exc}. "
-                    f"Define the Airflow connection {self.conn_id!r} (e.g. AIRFLOW_CONN_"
-                    f"{self.conn_id.upper()}=postgresql://user:password@host:5432/db)"
-                ) from exc
-            self._url = normalize_url(uri)
+            self._url = connection_url(self.conn_id)
         return self._url
 
     @property
     def engine(self) -> Engine:
         """The SQLAlchemy engine (created on first use)."""
         if self._engine is None:
-            self._engine = _create_engine(self.url, self._engine_options)
+            self._engine = create_history_engine(self.url, self._engine_options)
         return self._engine
 
     @property
@@ -218,42 +182,19 @@ class HistoryStore:
             self._engine.dispose()
             self._engine = None
 
-    # --- migrations --------------------------------------------------------------------------------
+    # --- migrations (airflow_desc.history.engine) ---------------------------------------------------
 
     def upgrade(self, revision: str = "head") -> None:
         """Bring the schema to ``revision`` (Alembic); a no-op when it is there already.
 
         :param revision: the target revision.
         """
-        from alembic import command
-
-        config = _alembic_config()
-        with self._migration_lock(), self.engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.upgrade(config, revision)
+        upgrade_schema(self.engine, revision)
         self._upgraded = True
 
     def current_revision(self) -> str | None:
         """Return the schema's revision, or None for a database never upgraded."""
-        from alembic.runtime.migration import MigrationContext
-
-        with self.engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-            return context.get_current_revision()
-
-    @contextlib.contextmanager
-    def _migration_lock(self) -> Iterator[None]:
-        # PostgreSQL serialises concurrent upgrades with an advisory lock (migrations/env.py); SQLite
-        # cannot (its DDL is not transactional under pysqlite), so a file lock beside the database does.
-        database = self.url.database if self.dialect == "sqlite" else None
-        if not database or database == ":memory:" or database.startswith("file:"):
-            yield
-            return
-        with contextlib.ExitStack() as stack:
-            # Nowhere to put the lock: the database cannot be opened either; connecting will say so.
-            with contextlib.suppress(OSError):
-                stack.enter_context(_file_lock(Path(database + ".migrate.lock")))
-            yield
+        return schema_revision(self.engine)
 
     def ping(self) -> None:
         """Check that the database answers (and has its schema); raise its error if not."""
@@ -510,325 +451,3 @@ def _request_for(
 
 def _workflow_identity(record: ProcessRecord) -> tuple[str, str, str]:
     return (record.workflow, record.variant, str(record.extra.get("workflow_version") or ""))
-
-
-def _create_engine(url: URL, options: Mapping[str, Any]) -> Engine:
-    kwargs = dict(options)
-    if url.get_backend_name() == "sqlite":
-        database = url.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            with contextlib.suppress(OSError):  # an unwritable place fails at connect, as a DB error
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-        connect_args = dict(kwargs.pop("connect_args", {}))
-        connect_args.setdefault("timeout", 30)  # wait for another writer's lock instead of failing
-        engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            try:
-                if database and database != ":memory:":
-                    cursor.execute("PRAGMA journal_mode=WAL")  # readers (the UI) never block the writer
-                cursor.execute("PRAGMA foreign_keys=ON")
-            finally:
-                cursor.close()
-
-        return engine
-    kwargs.setdefault("pool_pre_ping", True)  # a connection that died with a server restart is replaced
-    if url.get_backend_name() == "postgresql":
-        connect_args = dict(kwargs.pop("connect_args", {}))
-        # An unreachable server fails the write (and spools it) instead of hanging the task.
-        connect_args.setdefault("connect_timeout", 10)
-        kwargs["connect_args"] = connect_args
-    return sa.create_engine(url, **kwargs)
-
-
-def _alembic_config() -> Any:
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(resources.files("airflow_desc.history") / "migrations"))
-    config.set_main_option("path_separator", "os")
-    return config
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if needed) across processes and threads."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-@dataclass(frozen=True)
-class FlushReport:
-    """What :meth:`SpoolingRecorder.flush` did.
-
-    :param flushed: records written to the database.
-    :param rejected: spool lines that are not records, moved to ``rejected_path``.
-    :param rejected_path: the file the rejected lines went to (None when none were).
-    """
-
-    flushed: int
-    rejected: int
-    rejected_path: Path | None
-
-
-class SpoolingRecorder:
-    """A :class:`Recorder` writing to a :class:`HistoryStore`, spooling to a local file when it cannot.
-
-    A database that cannot be reached (or written: down, locked, read-only, connection id
-    unknown) makes the batch go to ``spool_path`` (JSON lines, the format of
-    :class:`JsonLinesRecorder`), with a warning naming the spool and how to flush it; the
-    operator's work is not failed by the history. Every write first flushes the spool, in the same
-    transaction. Whatever cannot be stored is moved to ``<spool>.rejected`` (one JSON object per
-    line: the spool line number when it came from the spool, the error, the text) and the rest is
-    written: a spool line that is not a record, or a record the database refuses as data. An
-    exclusive ``flock`` on ``<spool>.lock`` serialises writers and flushers across processes.
-
-    :param store: the history store.
-    :param spool_path: the spool file; its directory is created.
-    """
-
-    def __init__(self, store: HistoryStore, spool_path: str | os.PathLike[str]) -> None:
-        self.store = store
-        self.spool_path = Path(spool_path)
-
-    def __repr__(self) -> str:
-        return f"SpoolingRecorder({self.store!r}, spool={str(self.spool_path)!r})"
-
-    @property
-    def rejected_path(self) -> Path:
-        """Where what cannot be stored is kept: ``<spool>.rejected``."""
-        return self.spool_path.with_name(self.spool_path.name + ".rejected")
-
-    @property
-    def lock_path(self) -> Path:
-        """The lock file: ``<spool>.lock``."""
-        return self.spool_path.with_name(self.spool_path.name + ".lock")
-
-    def record(self, records: Sequence[ProcessRecord]) -> None:
-        """Write the spool and ``records`` to the store; spool ``records`` if the store is unavailable.
-
-        :param records: the records to keep.
-        """
-        batch = list(records)
-        with _file_lock(self.lock_path):
-            try:
-                if self._spool_has_data():
-                    # Reading the spool costs O(its size): not on every write of a long outage.
-                    self.store.ping()
-                spooled, rejected = self._take_spool()
-                if not batch and not spooled:
-                    return
-                rejected += self._write(spooled, batch)
-            except Exception as exc:
-                # Only unavailability gets here (_write handles bad data): keep the batch for later.
-                if isinstance(exc, _Respooled):
-                    exc = exc.error
-                elif batch:
-                    self._append_spool(batch)
-                log.warning(
-                    "history database %r unavailable (%s): spooled %d record(s) to %s (%d waiting there "
-                    "in all); they are written by the next successful write, or run "
-                    "`airflow-desc history flush`",
-                    self.store,
-                    _one_line(exc),
-                    len(batch),
-                    self.spool_path,
-                    self._pending_unlocked(),
-                )
-                return
-        if spooled:
-            log.info("flushed %d spooled history record(s) from %s", len(spooled), self.spool_path)
-        if rejected:
-            log.warning("%d history item(s) could not be stored: see %s", rejected, self.rejected_path)
-
-    def flush(self) -> FlushReport:
-        """Write the spooled records to the store, then empty the spool.
-
-        Raises the database's error, keeping the spool, when the store is unavailable.
-        """
-        with _file_lock(self.lock_path):
-            spooled, rejected = self._take_spool()
-            try:
-                refused = self._write(spooled, [])
-            except _Respooled as exc:
-                raise exc.error from None
-            rejected += refused
-        return FlushReport(
-            flushed=len(spooled) - refused,
-            rejected=rejected,
-            rejected_path=self.rejected_path if rejected else None,
-        )
-
-    def pending(self) -> int:
-        """How many lines wait in the spool."""
-        with _file_lock(self.lock_path):
-            return self._pending_unlocked()
-
-    # --- with the lock held ------------------------------------------------------------------------
-
-    def _spool_has_data(self) -> bool:
-        try:
-            return self.spool_path.stat().st_size > 0
-        except FileNotFoundError:
-            return False
-
-    def _pending_unlocked(self) -> int:
-        if not self.spool_path.exists():
-            return 0
-        with open(self.spool_path, "rb") as f:
-            return sum(1 for line in f if line.strip())
-
-    def _write(self, spooled: Sequence[ProcessRecord], batch: Sequence[ProcessRecord]) -> int:
-        """Store ``spooled + batch``, empty the spool; return how many records the database refused.
-
-        Raises when the database is unavailable; the spool then still holds what it held.
-        """
-        if spooled or batch:
-            try:
-                self.store.record([*spooled, *batch])
-            except Exception as exc:
-                if not is_data_error(exc):
-                    raise
-                log.warning(
-                    "the history database refused a batch of %d record(s) (%s); writing them one by one",
-                    len(spooled) + len(batch),
-                    _one_line(exc),
-                )
-                return self._write_one_by_one([*spooled, *batch])
-        self._truncate_spool()
-        return 0
-
-    def _write_one_by_one(self, records: Sequence[ProcessRecord]) -> int:
-        pending = dedupe(records)
-        bad: list[dict[str, Any]] = []
-        for done, record in enumerate(pending):
-            try:
-                self.store.record([record])
-            except Exception as exc:
-                if is_data_error(exc):
-                    bad.append(_rejection(None, _record_line(record), exc))
-                    continue
-                # Unavailable half way: what was not written waits in the spool, in order.
-                self._append_rejected(bad)
-                _replace_text(self.spool_path, "".join(_record_line(r) for r in pending[done:]))
-                raise _Respooled(exc) from exc
-        self._append_rejected(bad)
-        self._truncate_spool()
-        return len(bad)
-
-    def _take_spool(self) -> tuple[list[ProcessRecord], int]:
-        """Parse the spool; move lines that are not records aside, rewriting the spool without them."""
-        if not self.spool_path.exists():
-            return [], 0
-        good: list[ProcessRecord] = []
-        good_lines: list[str] = []
-        bad: list[dict[str, Any]] = []
-        with open(self.spool_path, encoding="utf-8", errors="surrogateescape") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    data = json.loads(line)
-                    if not isinstance(data, dict):
-                        raise ValueError(f"a JSON {type(data).__name__}, not an object")
-                    good.append(ProcessRecord.from_json(data))
-                    good_lines.append(line if line.endswith("\n") else line + "\n")
-                except (ValueError, TypeError) as exc:
-                    bad.append(_rejection(number, line, exc))
-                    log.warning(
-                        "%s:%d is not a process record (%s); moved to %s",
-                        self.spool_path,
-                        number,
-                        _one_line(exc),
-                        self.rejected_path,
-                    )
-        if bad:
-            self._append_rejected(bad)
-            # The spool now holds only records: a failed write leaves nothing to reject twice.
-            _replace_text(self.spool_path, "".join(good_lines))
-        return good, len(bad)
-
-    def _append_spool(self, batch: Sequence[ProcessRecord]) -> None:
-        # JsonLinesRecorder's format; a value JSON cannot hold (an odd ``extra``) is kept as its text
-        # rather than losing the record; fsync'ed, since the task may be reported done right after.
-        self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-        text = "".join(_record_line(r) for r in batch)
-        with open(self.spool_path, "a", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-    def _append_rejected(self, bad: Sequence[Mapping[str, Any]]) -> None:
-        if not bad:
-            return
-        with open(self.rejected_path, "a", encoding="utf-8") as f:
-            f.write(
-                "".join(json.dumps({"spool": str(self.spool_path), **b}, sort_keys=True) + "\n" for b in bad)
-            )
-            f.flush()
-            os.fsync(f.fileno())
-
-    def _truncate_spool(self) -> None:
-        if self.spool_path.exists() and self.spool_path.stat().st_size:
-            with open(self.spool_path, "w", encoding="utf-8") as f:
-                f.flush()
-                os.fsync(f.fileno())
-
-
-class _Respooled(Exception):
-    """The database went away while records were written one by one; the spool holds the rest."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def is_data_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is the database refusing the data (as opposed to being unavailable).
-
-    :param exc: an exception raised by :meth:`HistoryStore.record`.
-    """
-    if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
-        return True
-    # Failed before reaching the database (a value that cannot be bound), not a DBAPI error.
-    return isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError)
-
-
-def _record_line(record: ProcessRecord) -> str:
-    """One line of the spool: :meth:`ProcessRecord.to_json`, as :class:`JsonLinesRecorder` writes it."""
-    return json.dumps(record.to_json(), sort_keys=True, default=str) + "\n"
-
-
-def _rejection(line: int | None, text: str, exc: BaseException) -> dict[str, Any]:
-    return {
-        "line": line,
-        "error": _one_line(exc),
-        "text": text.rstrip("\n").encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
-        "rejected_at": _utcnow().isoformat(),
-    }
-
-
-def _replace_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 300 else text[:297] + "..."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_desc.history.live import (
+from airflow_desc.status.live import (
     DagProcesses,
     ProcessIdentity,
     TaskInstanceRow,

@@ -1,4 +1,4 @@
-"""Merging live task-instance states with the history's counts (reports.status.merge_live)."""
+"""Merging live task-instance states with the history's counts (status.merge.merge_live)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from airflow_desc.history.live import LIVE_COLUMNS
 from airflow_desc.history.queries import LATEST_COLUMNS, STATUS_COLUMNS
-from airflow_desc.reports.status import merge_live, status_table
+from airflow_desc.reports.status import status_table
+from airflow_desc.status.live import LIVE_COLUMNS
+from airflow_desc.status.merge import merge_live
 
 ROW = {"task": "processVisit", "version": "3.2", "process": "calibrateVisit", "process_type": "batch"}
 

@@ -2,9 +2,9 @@
 
 What ``airflow-desc status`` / ``report`` and the UI page show. :func:`current_counts` reads the
 history (:func:`~airflow_desc.history.queries.status_counts`), the live process instances of the
-queued and running DAG runs (:func:`~airflow_desc.history.live.live_process_instances`, from
+queued and running DAG runs (:func:`~airflow_desc.status.live.live_process_instances`, from
 Airflow's metadata DB), the latest recorded attempts of those instances, and merges them
-(:func:`~airflow_desc.reports.status.merge_live`). When Airflow's metadata DB cannot be read the
+(:func:`~airflow_desc.status.merge.merge_live`). When Airflow's metadata DB cannot be read the
 history's counts stand alone and :attr:`CurrentCounts.warning` says why; a time window that ends
 (``until``) is history only: live states are now.
 """
@@ -14,14 +14,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING
+
+from airflow_desc.history.filters import INSTANCE_FIELDS, HistoryFilter
 
 if TYPE_CHECKING:
     import pandas as pd
     from sqlalchemy.engine import Engine
 
-    from airflow_desc.history.store import HistoryStore
+    from airflow_desc.history import HistoryStore
 
 __all__ = ["CurrentCounts", "current_counts", "readable_history"]
 
@@ -65,55 +66,39 @@ def readable_history(store: HistoryStore) -> Engine:
 
 
 def current_counts(
-    store: HistoryStore,
-    *,
-    workflow: str | None = None,
-    run_id: str | None = None,
-    variant: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    dag_ids: Collection[str] | None = None,
-    live: bool = True,
+    store: HistoryStore, selection: HistoryFilter | None = None, *, live: bool = True
 ) -> CurrentCounts:
     """Return the history's counts and the live counts of the runs in progress.
 
     :param store: the history store.
-    :param workflow: only this workflow.
-    :param run_id: only this DAG run.
-    :param variant: only this variant.
-    :param since: only instances that began at or after this time (live ones began now).
-    :param until: only instances that began before this time; no live states then.
-    :param dag_ids: only these DAGs (a UI user's readable ones).
+    :param selection: which instances, by :data:`~airflow_desc.history.filters.INSTANCE_FIELDS`:
+        workflow, variant, run, DAGs (a UI user's readable ones), and ``since`` (live instances
+        began now) / ``until`` (none live then); ``None``: all.
     :param live: whether to read and merge live states at all.
     :raises ValueError: for unknown names, or a history without its tables, when nothing is live
         either.
+    :raises TypeError: when the filter narrows by another field (process, state ...).
     """
     import pandas as pd
 
     from airflow_desc.history.queries import STATUS_COLUMNS, dag_ids_of, latest_attempts, status_counts
-    from airflow_desc.reports.status import merge_live
+    from airflow_desc.status.merge import merge_live
 
+    selection = selection or HistoryFilter()
+    selection.require_only(INSTANCE_FIELDS, "current_counts")
     instances, warning = None, None
-    if live and until is None:
-        instances, warning = _live(workflow, run_id, variant, dag_ids)
+    if live and selection.until is None:
+        instances, warning = _live(selection)
     try:
         engine = readable_history(store)
-        counts = status_counts(
-            engine,
-            workflow=workflow,
-            run_id=run_id,
-            variant=variant,
-            since=since,
-            until=until,
-            dag_ids=dag_ids,
-        )
+        counts = status_counts(engine, selection)
     except ValueError:
         if instances is None or instances.empty:
             raise
         nothing = pd.DataFrame(columns=list(STATUS_COLUMNS))  # in progress, nothing recorded yet
         order = _order(set(instances["dag_id"]))
         return CurrentCounts(nothing, merge_live(nothing, instances, pd.DataFrame())[1], warning, order)
-    dags = set(dag_ids_of(engine, workflow=workflow, run_id=run_id, variant=variant, dag_ids=dag_ids))
+    dags = set(dag_ids_of(engine, selection))
     if instances is None or instances.empty:
         return CurrentCounts(counts, None, warning, _order(dags) if live else None)
     recorded = latest_attempts(
@@ -129,7 +114,7 @@ def _order(dag_ids: Collection[str]) -> list[tuple[str, str]] | None:
     if not dag_ids:
         return None
     try:
-        from airflow_desc.history.live import process_order
+        from airflow_desc.status.live import process_order
 
         return process_order(dag_ids) or None
     except Exception:  # noqa: BLE001 - without Airflow the table keeps the history's order
@@ -137,14 +122,15 @@ def _order(dag_ids: Collection[str]) -> list[tuple[str, str]] | None:
         return None
 
 
-def _live(
-    workflow: str | None, run_id: str | None, variant: str | None, dag_ids: Collection[str] | None
-) -> tuple[pd.DataFrame | None, str | None]:
+def _live(selection: HistoryFilter) -> tuple[pd.DataFrame | None, str | None]:
     try:
-        from airflow_desc.history.live import live_process_instances
+        from airflow_desc.status.live import live_process_instances
 
         return live_process_instances(
-            workflow=workflow, run_id=run_id, variant=variant, dag_ids=dag_ids
+            workflow=selection.workflow,
+            run_id=selection.run_id,
+            variant=selection.variant,
+            dag_ids=selection.dag_ids,
         ), None
     except Exception as exc:  # noqa: BLE001 - any failure to reach Airflow leaves the history's table
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -5,7 +5,7 @@ skips). The DC1 table's Waiting, Ready and Queued columns, and the Submitted / R
 processes whose record is not written yet, come from Airflow's task-instance states instead
 (Airflow calls listeners only for running / success / failed / skipped).
 :func:`live_process_instances` reads them and says which process instances each task instance
-stands for; :func:`airflow_desc.reports.status.merge_live` merges them with the history's counts.
+stands for; :func:`airflow_desc.status.merge.merge_live` merges them with the history's counts.
 
 Which process instances a task instance stands for
 --------------------------------------------------
