@@ -69,7 +69,7 @@ from airflow_desc.operators.bundle_records import (
 )
 from airflow_desc.operators.escalation import escalate_request
 from airflow_desc.operators.output_checks import run_output_checks
-from airflow_desc.operators.slurm import SlurmOperator, task_dir_for
+from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, task_dir_for
 from airflow_desc.operators.workflow import VariantRecorder, workdir_lines
 from airflow_desc.pilot import bundle_job_command, parse_records, parse_summary, step_name
 from airflow_desc.slurm import JobAccounting, StateClass, diagnose
@@ -315,15 +315,7 @@ class SlurmBundleOperator(SlurmOperator):
         )
 
     # --- finish ---
-    def _finish(
-        self,
-        context: Context,
-        hook: SlurmHook,
-        profile: ClusterProfile,
-        accounting: JobAccounting,
-        *,
-        adopted: bool = False,
-    ) -> dict[str, Any]:
+    def _finish(self, context: Context, job: FinishedJob) -> dict[str, Any]:
         workflow, task = self._workflow()
         variables = workflow.run_variables(self.variant, context)
         saved = self._bundle_state(context)
@@ -340,11 +332,13 @@ class SlurmBundleOperator(SlurmOperator):
         # The job counts as recorded (never adopted again) once its instances are: when collection
         # itself fails (the cluster went away), the next try adopts the job and collects it then.
         try:
-            summary = self._conclude(context, hook, profile, accounting, plan, adopted=adopted)
+            summary = self._conclude(
+                context, job.hook, job.profile, job.accounting, plan, adopted=job.adopted
+            )
         except SlurmJobFailed:
-            self._mark_recorded(context, accounting.job_id)
+            self._mark_recorded(context, job.accounting.job_id)
             raise
-        self._mark_recorded(context, accounting.job_id)
+        self._mark_recorded(context, job.accounting.job_id)
         return summary
 
     def _mark_recorded(self, context: Context, job_id: str) -> None:

@@ -27,6 +27,7 @@ import hashlib
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,7 @@ from airflow_desc.triggers.slurm import SlurmJobTrigger
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["SlurmOperator", "job_name_for", "task_dir_for"]
+__all__ = ["FinishedJob", "SlurmOperator", "job_name_for", "task_dir_for"]
 
 _STATE_KEY = "slurm"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -95,6 +96,22 @@ def _walltime_s(value: str | int | float | None) -> int | None:
     if isinstance(value, float):  # the operator has always taken fractional minutes
         return int(value * 60)
     return walltime_seconds(value)
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """A job that ended, as a try collects it: the cluster it ran on and what SLURM says of it.
+
+    :param hook: the cluster's hook.
+    :param profile: the cluster's profile.
+    :param accounting: the job's accounting.
+    :param adopted: whether this try adopted it (an earlier try's job, finished but never recorded).
+    """
+
+    hook: SlurmHook
+    profile: ClusterProfile
+    accounting: JobAccounting
+    adopted: bool = False
 
 
 class SlurmOperator(BaseOperator):
@@ -274,7 +291,7 @@ class SlurmOperator(BaseOperator):
                 method_name="execute_complete",
             )
         accounting = self._poll_in_worker(hook, profile, job_id)
-        return self._finish(context, hook, profile, accounting)
+        return self._finish(context, FinishedJob(hook, profile, accounting))
 
     def _resume(
         self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
@@ -314,13 +331,13 @@ class SlurmOperator(BaseOperator):
                 self.log.info("adopting SLURM job %s: it succeeded but its result was never recorded", job_id)
                 state.update(job_id=job_id, log_path=state.get("log_path") or self._guess_log(job_id, state))
                 self._save_state(context, state)
-                return self._finish(context, hook, profile, acct, adopted=True)
+                return self._finish(context, FinishedJob(hook, profile, acct, adopted=True))
             # A failure nobody recorded: record it now (for the try that ran it), then run anew.
             self.log.warning(
                 "SLURM job %s ended %s unrecorded; recording it, then submitting anew", job_id, acct.state.raw
             )
             try:
-                self._finish(context, hook, profile, acct, adopted=True)
+                self._finish(context, FinishedJob(hook, profile, acct, adopted=True))
             except (SlurmJobFailed, AirflowFailException):
                 pass
             state.clear()
@@ -420,19 +437,11 @@ class SlurmOperator(BaseOperator):
                 str(event.get("message") or event),
                 job_id=str(event.get("job_id")), state="UNKNOWN", exit_code=None, reason="unknown-state",
             )  # fmt: skip
-        return self._finish(context, hook, profile, accounting_from_payload(event))
+        return self._finish(context, FinishedJob(hook, profile, accounting_from_payload(event)))
 
     # --- finish -------------------------------------------------------------------------------
-    def _finish(
-        self,
-        context: Context,
-        hook: SlurmHook,
-        profile: ClusterProfile,
-        accounting: JobAccounting,
-        *,
-        adopted: bool = False,
-    ) -> dict[str, Any]:
-        ti = context["ti"]
+    def _finish(self, context: Context, job: FinishedJob) -> dict[str, Any]:
+        hook, profile, accounting, adopted = job.hook, job.profile, job.accounting, job.adopted
         state = self._state(context)
         job_id = accounting.job_id
         log_path = state.get("log_path") if state.get("job_id") == job_id else self._guess_log(job_id, state)
@@ -441,10 +450,7 @@ class SlurmOperator(BaseOperator):
         if not succeeded and log_path:
             tail = hook.read_tail(log_path, lines=self.log_tail_lines)
         diagnosis = diagnose(accounting, tail)
-        job_try = (
-            int(state.get("try_number") or ti.try_number) if state.get("job_id") == job_id else ti.try_number
-        )
-        record = self._record(context, profile, accounting, diagnosis, log_path, job_try, adopted=adopted)
+        record = self._record(context, job, diagnosis, log_path, self._job_try(context, state, job_id))
         summary = {
             "job_id": job_id,
             "cluster": profile.name,
@@ -503,23 +509,22 @@ class SlurmOperator(BaseOperator):
             process_type="batch",
         )
 
+    @staticmethod
+    def _job_try(context: Context, state: Mapping[str, Any], job_id: str) -> int:
+        """Return the try that submitted ``job_id``: the saved one for this task's job, else this try."""
+        this_try = int(context["ti"].try_number)
+        return int(state.get("try_number") or this_try) if state.get("job_id") == job_id else this_try
+
     def _record(
-        self,
-        context: Context,
-        profile: ClusterProfile,
-        accounting: JobAccounting,
-        diagnosis: Diagnosis,
-        log_path: str | None,
-        try_number: int,
-        *,
-        adopted: bool = False,
+        self, context: Context, job: FinishedJob, diagnosis: Diagnosis, log_path: str | None, job_try: int
     ) -> ProcessRecord:
-        record = self._identity(context, try_number).of_job(
+        accounting = job.accounting
+        record = self._identity(context, job_try).of_job(
             accounting,
             diagnosis,
-            cluster=profile.name,
+            cluster=job.profile.name,
             log_path=log_path,
-            extra={"accounting": accounting_to_payload(accounting)["rows"], "adopted": adopted},
+            extra={"accounting": accounting_to_payload(accounting)["rows"], "adopted": job.adopted},
         )
         (self.recorder or default_recorder()).record([record])
         return record

@@ -30,7 +30,7 @@ from airflow_desc.history import ProcessRecord, Recorder, default_recorder
 from airflow_desc.operators.identity import ATTR, DescProcess, note_skip
 from airflow_desc.operators.output_checks import CheckRequest, run_output_checks
 from airflow_desc.operators.run_states import RunStates, skip_for
-from airflow_desc.operators.slurm import SlurmOperator
+from airflow_desc.operators.slurm import FinishedJob, SlurmOperator
 from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
 from airflow_desc.slurm.quoting import quote_path
 from airflow_desc.timetables import run_survey_year
@@ -42,9 +42,6 @@ from airflow_desc.workflow.scripts import import_callable, script_feeds, script_
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_desc.clusters import ClusterProfile
-    from airflow_desc.hooks.slurm import SlurmHook
-    from airflow_desc.slurm import JobAccounting
 
 __all__ = [
     "VariantRecorder",
@@ -168,16 +165,8 @@ class WorkflowBatchOperator(SlurmOperator):
         record = self._identity(context).skipped(skip.kind, skip.message, cluster=self._profile().name)
         (self.recorder or default_recorder()).record([record])
 
-    def _finish(
-        self,
-        context: Context,
-        hook: SlurmHook,
-        profile: ClusterProfile,
-        accounting: JobAccounting,
-        *,
-        adopted: bool = False,
-    ) -> dict[str, Any]:
-        summary = super()._finish(context, hook, profile, accounting, adopted=adopted)
+    def _finish(self, context: Context, job: FinishedJob) -> dict[str, Any]:
+        summary = super()._finish(context, job)
         workflow = workflow_for(self.workflow_key)
         process = workflow.process(self.variant, self.process_path)
         if not process.checks:
@@ -190,28 +179,22 @@ class WorkflowBatchOperator(SlurmOperator):
             )
             for check in process.checks
         ]
-        failures = run_output_checks(hook, profile.work_dir, requests, log_path=summary.get("log_path"))
+        log_path = summary.get("log_path")
+        failures = run_output_checks(job.hook, job.profile.work_dir, requests, log_path=log_path)
         failed = failures.get("0")
         if not failed:
             return summary
-        state = self._state(context)
         ti: Any = context["ti"]
-        job_try = (
-            int(state.get("try_number") or ti.try_number)
-            if state.get("job_id") == accounting.job_id
-            else ti.try_number
-        )
+        job_try = self._job_try(context, self._state(context), job.accounting.job_id)
         diagnosis = Diagnosis(ReasonClass.OUTPUT_CHECK, failed)
-        self._record(
-            context, profile, accounting, diagnosis, summary.get("log_path"), int(job_try), adopted=adopted
-        )
+        self._record(context, job, diagnosis, summary.get("log_path"), job_try)
         summary.update(state="failed", reason=str(ReasonClass.OUTPUT_CHECK.value), message=failed)
         ti.xcom_push(key="slurm_summary", value=summary)
         raise SlurmJobFailed(
             failed,
-            job_id=accounting.job_id,
-            state=accounting.state.raw,
-            exit_code=accounting.exit_code,
+            job_id=job.accounting.job_id,
+            state=job.accounting.state.raw,
+            exit_code=job.accounting.exit_code,
             reason=ReasonClass.OUTPUT_CHECK.value,
         )
 

@@ -15,13 +15,13 @@ import pytest
 from airflow_desc.exceptions import SlurmJobFailed
 from airflow_desc.history import JsonLinesRecorder
 from airflow_desc.operators.bundle import SlurmBundleOperator
+from airflow_desc.operators.slurm import FinishedJob
 from airflow_desc.workflow.bundle_plan import bundle_command, plan_bundle
 from tests.unit.workflow.test_bundle_plan import variables
 
 ROOT = pathlib.Path(__file__).parents[3]
 SITE = ROOT / "tests" / "data" / "clusters" / "site.yaml"
 DC1_LOCAL = ROOT / "dags" / "workflows" / "dc1-local.yaml"
-
 
 
 def test_an_emulated_payload_is_shipped_once(pyramid: Any) -> None:
@@ -202,10 +202,10 @@ def test_a_job_counts_as_recorded_only_once_its_instances_are(
             raise OSError("connection lost")
 
     with pytest.raises(OSError, match="connection lost"):
-        op._finish(ctx, Unreachable(""), op._profile(), _accounting("901", "COMPLETED", "0:0"))  # type: ignore[arg-type]
+        op._finish(ctx, FinishedJob(Unreachable(""), op._profile(), _accounting("901", "COMPLETED", "0:0")))  # type: ignore[arg-type]
     assert "901" not in (store.values.get("slurm") or {}).get("recorded", [])
     text = "\n".join(pilot_record(i, "success", job_id="901") for i in plan.instances) + "\n"
-    summary = op._finish(ctx, Hook(text), op._profile(), _accounting("901", "COMPLETED", "0:0"))  # type: ignore[arg-type]
+    summary = op._finish(ctx, FinishedJob(Hook(text), op._profile(), _accounting("901", "COMPLETED", "0:0")))  # type: ignore[arg-type]
     assert summary["streams"] == {"visit=1": "success"} and summary["counts"] == {
         "success": len(plan.instances) + len(plan.scripts)
     }
