@@ -11,6 +11,7 @@ counts as one state, by ``combine_states``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_desc.workflow.graph import ProcessNode, TaskNode, WorkflowGraph
@@ -22,12 +23,15 @@ from airflow_desc.workflow.naming import (
     task_id_for,
 )
 from airflow_desc.workflow.outcomes import Skip, combine_states
+from airflow_desc.workflow.registry import workflow_for
 from airflow_desc.workflow.spec_templates import Scalar
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["RunStates", "skip_for"]
+    from airflow_desc.workflow.registry import LoadedWorkflow
+
+__all__ = ["ProcessInRun", "RunStates", "map_index_of", "skip_for"]
 
 #: How a process instance ended, from its Airflow task instance's state.
 _FROM_AIRFLOW = {
@@ -154,3 +158,46 @@ def skip_for(
     names = [n for n in _upstream_names(process) if n in siblings]
     states = runs.upstream(task, names, stream, map_index) if names else {}
     return process.skip_reason(states, stream, variables)
+
+
+@dataclass(frozen=True)
+class ProcessInRun:
+    """One process of a workflow as its running task instance sees it: where it sits, the run's variables.
+
+    :param workflow: the loaded workflow.
+    :param graph: the variant's graph.
+    :param task: the task the process belongs to.
+    :param process: the process.
+    :param variables: the run's variables.
+    """
+
+    workflow: LoadedWorkflow
+    graph: WorkflowGraph
+    task: TaskNode
+    process: ProcessNode
+    variables: dict[str, Scalar]
+
+    @classmethod
+    def find(
+        cls, workflow_key: str, variant: str | None, process_path: str, context: Context
+    ) -> ProcessInRun:
+        """Look the process up in the registry and read the run's variables."""
+        workflow = workflow_for(workflow_key)
+        return cls(
+            workflow=workflow,
+            graph=workflow.graph(variant),
+            task=workflow.task(variant, process_path.rpartition("/")[0]),
+            process=workflow.process(variant, process_path),
+            variables=workflow.run_variables(variant, context),
+        )
+
+    def skip(self, context: Context, stream: Mapping[str, Any]) -> Skip | None:
+        """Return why this stream's instance is Skipped, or ``None`` if it runs (:func:`skip_for`)."""
+        runs = RunStates(context, self.graph)
+        return skip_for(runs, self.task, self.process, stream, map_index_of(context), self.variables)
+
+
+def map_index_of(context: Context) -> int:
+    """Return the running task instance's map index (-1 when not mapped)."""
+    value = getattr(context["ti"], "map_index", -1)
+    return -1 if value is None else int(value)

@@ -29,7 +29,7 @@ from airflow_desc.exceptions import SlurmJobFailed
 from airflow_desc.history import ProcessRecord, Recorder, default_recorder
 from airflow_desc.operators.identity import ATTR, DescProcess, note_skip
 from airflow_desc.operators.output_checks import CheckRequest, run_output_checks
-from airflow_desc.operators.run_states import RunStates, skip_for
+from airflow_desc.operators.run_states import ProcessInRun, RunStates, map_index_of
 from airflow_desc.operators.slurm import FinishedJob, SlurmOperator
 from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
 from airflow_desc.slurm.quoting import quote_path
@@ -136,21 +136,17 @@ class WorkflowBatchOperator(SlurmOperator):
 
     def execute(self, context: Context) -> Any:
         """Skip (recorded) or submit this stream's job; see the class docstring."""
-        workflow = workflow_for(self.workflow_key)
-        graph = workflow.graph(self.variant)
-        process = workflow.process(self.variant, self.process_path)
-        task = workflow.task(self.variant, self.process_path.rpartition("/")[0])
-        variables = workflow.run_variables(self.variant, context)
+        here = ProcessInRun.find(self.workflow_key, self.variant, self.process_path, context)
+        process = here.process
         context["desc_stream"] = self.stream or process.name  # type: ignore[typeddict-unknown-key]
         # Its records name the process as the graph does, whatever the operator was built with.
-        self.workflow, self.workflow_task, self.process = graph.name, process.task, process.name
+        self.workflow, self.workflow_task, self.process = here.graph.name, process.task, process.name
         self.workflow_version = process.task_version
-        map_index = _map_index(context)
-        skip = skip_for(RunStates(context, graph), task, process, self.stream_values, map_index, variables)
+        skip = here.skip(context, self.stream_values)
         if skip is not None:
             self._record_skip(context, skip)
             raise AirflowSkipException(skip.message)
-        self.command = process.render_command(self.stream_values, variables)
+        self.command = process.render_command(self.stream_values, here.variables)
         profile = self._profile()
         self.setup_lines = (*self.setup_lines, *workdir_lines(profile.work_dir))
         return super().execute(context)
@@ -209,11 +205,6 @@ def workdir_lines(work_dir: str) -> tuple[str, ...]:
     return (f"mkdir -p -- {quoted} && cd -- {quoted}",)
 
 
-def _map_index(context: Context) -> int:
-    value = getattr(context["ti"], "map_index", -1)
-    return -1 if value is None else int(value)
-
-
 class WorkflowScriptOperator(PythonOperator):
     """A script process of a workflow spec at a level that is not bundled: its callable, on the worker.
 
@@ -250,10 +241,8 @@ class WorkflowScriptOperator(PythonOperator):
 
     def execute(self, context: Context) -> Any:
         """Skip or call the script; return what its dependents read."""
-        workflow = workflow_for(self.workflow_key)
-        graph = workflow.graph(self.variant)
-        process = workflow.process(self.variant, self.process_path)
-        task = workflow.task(self.variant, self.process_path.rpartition("/")[0])
+        here = ProcessInRun.find(self.workflow_key, self.variant, self.process_path, context)
+        graph, process = here.graph, here.process
         path = stream_path(self.stream_values)
         context["desc_stream"] = path or process.name  # type: ignore[typeddict-unknown-key]
         # Per stream: the listener reads this when the instance ends.
@@ -270,19 +259,17 @@ class WorkflowScriptOperator(PythonOperator):
                 workflow_version=graph.version,
             ),
         )
-        variables = workflow.run_variables(self.variant, context)
-        map_index = _map_index(context)
-        skip = skip_for(RunStates(context, graph), task, process, self.stream_values, map_index, variables)
+        skip = here.skip(context, self.stream_values)
         if skip is not None:
             note_skip(self, skip.kind, skip.message)
             raise AirflowSkipException(skip.message)
-        kwargs = script_kwargs(workflow, process, self.stream_values, variables)
+        kwargs = script_kwargs(here.workflow, process, self.stream_values, here.variables)
         self.log.info("calling %s(%s)", process.callable, ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
         result = import_callable(process.callable or "")(**kwargs)
         if process.feeds:
             feeds = script_feeds(process, result)
             self.log.info("streams made: %s", ", ".join(f"{k}: {len(v)}" for k, v in feeds.items()))
-            return {"stream": self.stream_values, "map_index": map_index, "feeds": feeds}
+            return {"stream": self.stream_values, "map_index": map_index_of(context), "feeds": feeds}
         return _jsonable(result)
 
 
