@@ -305,6 +305,25 @@ def bundle_command(process: ProcessNode, stream: Mapping[str, Any], variables: M
     return 'python3 "$DESC_PAYLOAD" ' + " ".join(shlex.quote(a) for a in args)
 
 
+@dataclass
+class _Here:
+    """One stream of one task as the planner walks it: what it planned there so far, what it inherits."""
+
+    task: TaskNode
+    stream: dict[str, Any]
+    inherited: _Upstream
+    nodes: dict[str, _Node] = field(default_factory=dict)
+
+    def deps(self, depends_on: Sequence[str], after: Sequence[str]) -> _Upstream:
+        """Return what an instance here waits for: the inherited upstream, and its own (by edge kind)."""
+        deps = self.inherited.copy()
+        for kind, names in (("depends_on", depends_on), ("after", after)):
+            for name in names:
+                if name in self.nodes:
+                    deps.add(self.nodes[name].upstream, kind)
+        return deps
+
+
 class _Planner:
     def __init__(
         self,
@@ -324,14 +343,15 @@ class _Planner:
     def stream(self, task: TaskNode, stream: dict[str, Any], inherited: _Upstream) -> tuple[list[str], bool]:
         """Plan one stream of a task; return the batch ids in its subtree and whether a script failed."""
         before = _before_scripts(task)
-        nodes: dict[str, _Node] = {}
+        here = _Here(task, stream, inherited)
+        nodes = here.nodes
         members: list[str] = []
         batch_ids: list[str] = []
         failed = False
         for name in _order(task):
             child = next((c for c in task.children if c.name == name), None)
             if child is not None:
-                ids, child_failed, child_members = self.child(task, child, stream, nodes, inherited)
+                ids, child_failed, child_members = self.child(here, child)
                 nodes[name] = _Node("failed" if child_failed else "success", _Upstream(ids))
                 batch_ids += ids
                 members += child_members
@@ -341,10 +361,10 @@ class _Planner:
             iid = instance_id(stream, name)
             members.append(iid)
             if process.type == "batch":
-                nodes[name] = self.batch(task, process, stream, nodes, inherited)
+                nodes[name] = self.batch(here, process)
                 batch_ids += nodes[name].ids
             elif name in before:
-                nodes[name] = self.before_script(task, process, stream, nodes, inherited)
+                nodes[name] = self.before_script(here, process)
                 failed = failed or nodes[name].state == "failed"
             else:
                 self.plan.scripts.append(PlannedScript(iid, task, process, dict(stream), "after"))
@@ -363,28 +383,8 @@ class _Planner:
             n: ("success" if nodes[n].state == "pending" else nodes[n].state) for n in names if n in nodes
         }
 
-    def _deps(
-        self,
-        depends_on: Sequence[str],
-        after: Sequence[str],
-        nodes: Mapping[str, _Node],
-        inherited: _Upstream,
-    ) -> _Upstream:
-        deps = inherited.copy()
-        for kind, names in (("depends_on", depends_on), ("after", after)):
-            for name in names:
-                if name in nodes:
-                    deps.add(nodes[name].upstream, kind)
-        return deps
-
-    def batch(
-        self,
-        task: TaskNode,
-        process: ProcessNode,
-        stream: dict[str, Any],
-        nodes: dict[str, _Node],
-        inherited: _Upstream,
-    ) -> _Node:
+    def batch(self, here: _Here, process: ProcessNode) -> _Node:
+        task, stream, nodes = here.task, here.stream, here.nodes
         iid = instance_id(stream, process.name)
         reason = process.skip_reason(self._states(process, task, nodes), stream, self.variables)
         instance = PlannedInstance(iid, task, process, dict(stream), "", raised=self.raised.get(iid))
@@ -392,21 +392,15 @@ class _Planner:
             self.plan.skipped[iid] = (instance, reason.kind, reason.message)
             return _Node("skipped")
         instance.command = bundle_command(process, stream, self.variables)
-        deps = self._deps(process.depends_on, process.after, nodes, inherited)
+        deps = here.deps(process.depends_on, process.after)
         instance.depends_on, instance.after = deps.required, deps.after
         self.plan.instances.append(instance)
         return _Node("success", _Upstream([iid]))
 
-    def before_script(
-        self,
-        task: TaskNode,
-        process: ProcessNode,
-        stream: dict[str, Any],
-        nodes: dict[str, _Node],
-        inherited: _Upstream,
-    ) -> _Node:
+    def before_script(self, here: _Here, process: ProcessNode) -> _Node:
+        task, stream, nodes = here.task, here.stream, here.nodes
         iid = instance_id(stream, process.name)
-        deps = self._deps(process.depends_on, process.after, nodes, inherited)
+        deps = here.deps(process.depends_on, process.after)
         planned = PlannedScript(iid, task, process, dict(stream), "before")
         self.plan.scripts.append(planned)
         reason = process.skip_reason(self._states(process, task, nodes), stream, self.variables)
@@ -427,14 +421,8 @@ class _Planner:
             planned.outcome = ScriptOutcome("failed", message="the script's outcome was lost; clear the task")
         return _Node(planned.outcome.state, deps)
 
-    def child(
-        self,
-        task: TaskNode,
-        child: TaskNode,
-        stream: dict[str, Any],
-        nodes: dict[str, _Node],
-        inherited: _Upstream,
-    ) -> tuple[list[str], bool, list[str]]:
+    def child(self, here: _Here, child: TaskNode) -> tuple[list[str], bool, list[str]]:
+        task, stream, nodes = here.task, here.stream, here.nodes
         feeder_id = instance_id(stream, child.streams_from or "")
         feeder = self.plan.script(feeder_id)
         if feeder is None or feeder.outcome is None or feeder.outcome.state != "success":
@@ -442,7 +430,7 @@ class _Planner:
         if any(nodes[n].state not in ("success", "pending") for n in child.depends_on if n in nodes):
             return [], False, []
         # Its streams exist only if the script that made them succeeded: as if they depended on it.
-        deps = self._deps([child.streams_from or "", *child.depends_on], child.after, nodes, inherited)
+        deps = here.deps([child.streams_from or "", *child.depends_on], child.after)
         ids: list[str] = []
         failed = False
         members: list[str] = []
