@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from airflow_desc.history import schema
 from airflow_desc.history.filters import INSTANCE_FIELDS, HistoryFilter
-from airflow_desc.history.records import PROCESS_STATES, ProcessRecord
+from airflow_desc.history.records import INSTANCE_KEY, PROCESS_STATES, ProcessRecord
 from airflow_desc.history.schema import HistoryDateTime, runs, streams, workflows
 
 if TYPE_CHECKING:
@@ -50,12 +50,7 @@ PROCESS_INSTANCE_COLUMNS = (*(f.name for f in dataclasses.fields(ProcessRecord))
 STATUS_COLUMNS = ("task", "version", "process", "process_type", "state", "count", "attempts")
 #: The columns of :func:`latest_attempts`.
 LATEST_COLUMNS = (
-    "dag_id",
-    "run_id",
-    "task_id",
-    "map_index",
-    "stream",
-    "process",
+    *INSTANCE_KEY,
     "try_number",
     "state",
     "task",

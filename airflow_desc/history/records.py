@@ -27,6 +27,7 @@ from airflow_desc.slurm import JobAccounting, SlurmState, StateClass
 from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
 
 __all__ = [
+    "INSTANCE_KEY",
     "PROCESS_STATES",
     "InstanceIdentity",
     "JsonLinesRecorder",
@@ -49,6 +50,9 @@ PROCESS_STATES = (
     "cancelled",
     "skipped",
 )
+
+#: What identifies a process instance (all its attempts): its task instance, its stream, its process.
+INSTANCE_KEY = ("dag_id", "run_id", "task_id", "map_index", "stream", "process")
 
 # SLURM ended these: the payload was not at fault (or not only).
 _TERMINATED = {

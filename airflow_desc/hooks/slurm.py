@@ -357,23 +357,12 @@ class SlurmHook(BaseHook):
             raise
         if result.returncode != 0:
             reason = (result.stderr.strip() or result.stdout.strip() or "(no output)").splitlines()[-1]
-            raise SlurmSubmitError(
-                f"{self._where()}: sbatch rejected the job: {reason}",
-                command=command,
-                returncode=result.returncode,
-                stdout=result.stdout,
-                stderr=result.stderr,
-            )
+            raise _submit_error(f"{self._where()}: sbatch rejected the job: {reason}", command, result)
         try:
             return parse_sbatch_output(result.stdout)
         except ValueError as exc:
-            raise SlurmSubmitError(
-                f"{self._where()}: sbatch printed no job id ({exc})",
-                command=command,
-                returncode=result.returncode,
-                stdout=result.stdout,
-                stderr=result.stderr,
-            ) from exc
+            message = f"{self._where()}: sbatch printed no job id ({exc})"
+            raise _submit_error(message, command, result) from exc
 
     def sacct(self, job_ids: Sequence[str]) -> dict[str, JobAccounting]:
         """Accounting of ``job_ids`` and their steps, in as few sacct calls as the id list allows."""
@@ -418,3 +407,10 @@ class SlurmHook(BaseHook):
         (host keys, jump hosts, retries, error messages) for sync and async use.
         """
         return await asyncio.to_thread(self.run, command, timeout=timeout, check=check)
+
+
+def _submit_error(message: str, command: str, result: CommandResult) -> SlurmSubmitError:
+    """Return the error for an sbatch that did not give a job id, with all it printed."""
+    return SlurmSubmitError(
+        message, command=command, returncode=result.returncode, stdout=result.stdout, stderr=result.stderr
+    )

@@ -40,6 +40,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_desc.history.records import INSTANCE_KEY
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -64,12 +66,7 @@ log = logging.getLogger(__name__)
 #: history keys it (``stream`` is ``None`` for an instance that is a task instance of its own:
 #: the task instance identifies it), what the table shows of it, and its task instance's state.
 LIVE_COLUMNS = (
-    "dag_id",
-    "run_id",
-    "task_id",
-    "map_index",
-    "stream",
-    "process",
+    *INSTANCE_KEY,
     "task",
     "version",
     "process_type",

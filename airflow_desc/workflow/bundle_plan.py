@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BundlePlan",
     "PlannedInstance",
+    "PlannedProcess",
     "PlannedScript",
     "RaisedRequest",
     "allocation_time_limit_s",
@@ -75,23 +76,31 @@ class RaisedRequest:
 
 
 @dataclass
-class PlannedInstance:
-    """A batch process instance of the bundle: one manifest entry.
+class PlannedProcess:
+    """A process instance of the bundle.
 
     :param id: ``<stream path>:<process>``.
     :param task: its task.
     :param process: its process.
     :param stream: its stream's values.
-    :param command: the shell text.
-    :param depends_on: ids that must succeed first.
-    :param after: ids it waits for whatever their end state.
-    :param raised: its request as earlier tries raised it (see ``escalate_request``), if they did.
     """
 
     id: str
     task: TaskNode
     process: ProcessNode
     stream: dict[str, Any]
+
+
+@dataclass
+class PlannedInstance(PlannedProcess):
+    """A batch process instance of the bundle: one manifest entry (and a :class:`PlannedProcess`).
+
+    :param command: the shell text.
+    :param depends_on: ids that must succeed first.
+    :param after: ids it waits for whatever their end state.
+    :param raised: its request as earlier tries raised it (see ``escalate_request``), if they did.
+    """
+
     command: str
     depends_on: list[str] = field(default_factory=list)
     after: list[str] = field(default_factory=list)
@@ -138,23 +147,15 @@ class PlannedInstance:
 
 
 @dataclass
-class PlannedScript:
+class PlannedScript(PlannedProcess):
     """A script process instance of the bundle, run before (``before``) or after the allocation.
 
-    :param id: ``<stream path>:<process>``.
-    :param task: its task.
-    :param process: its process.
-    :param stream: its stream's values.
     :param phase: ``before`` or ``after``.
     :param outcome: how it ended (``None`` for an ``after`` script not run yet).
     :param ran_now: whether this try ran it (else it is an earlier try's outcome).
     :param reason: the kind of skip (``upstream-failed`` / ``skip-condition``), if skipped.
     """
 
-    id: str
-    task: TaskNode
-    process: ProcessNode
-    stream: dict[str, Any]
     phase: str
     outcome: ScriptOutcome | None = None
     ran_now: bool = False
