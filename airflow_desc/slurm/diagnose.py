@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
 from typing import Literal
 
 from airflow_desc.slurm.parse import JobAccounting
 from airflow_desc.slurm.script import LOG_PREFIX
-from airflow_desc.slurm.states import SlurmState, StateClass
+from airflow_desc.slurm.states import SlurmState, StateClass, TextEnum
 from airflow_desc.slurm.units import format_memory_mb
 
 __all__ = ["OOM_RSS_FRACTION", "Diagnosis", "Escalation", "ReasonClass", "diagnose"]
@@ -40,7 +39,7 @@ OOM_RSS_FRACTION = 0.95
 Escalation = Literal["walltime", "memory"]
 
 
-class ReasonClass(str, Enum):
+class ReasonClass(TextEnum):
     """Why a job ended, as stored in the history and shown in reports."""
 
     OUT_OF_MEMORY = "out-of-memory"
@@ -60,9 +59,6 @@ class ReasonClass(str, Enum):
     #: Reserved for output checks run after a job succeeded; :func:`diagnose` never returns it.
     OUTPUT_CHECK = "output-check"
     SUCCESS = "success"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -65,11 +65,19 @@ __all__ = [
     "ParsedState",
     "SlurmState",
     "StateClass",
+    "TextEnum",
     "parse_state",
 ]
 
 
-class SlurmState(str, Enum):
+class TextEnum(str, Enum):
+    """An enum whose members read as their text: ``str(SlurmState.TIMEOUT) == "TIMEOUT"``."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class SlurmState(TextEnum):
     """A SLURM job state, by its long name as ``sacct`` and ``squeue -o %T`` print it."""
 
     PENDING = "PENDING"
@@ -99,11 +107,8 @@ class SlurmState(str, Enum):
     #: Not a SLURM state: whatever text :func:`parse_state` could not recognise.
     UNKNOWN = "UNKNOWN"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class StateClass(str, Enum):
+class StateClass(TextEnum):
     """What a state means to the workflow: wait, succeed, fail, or retry for free."""
 
     PENDING = "pending"
@@ -111,9 +116,6 @@ class StateClass(str, Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     RETRYABLE = "retryable"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _S = SlurmState
