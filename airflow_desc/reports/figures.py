@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -189,7 +189,6 @@ def cpu_vs_wall(df: pd.DataFrame, process: str | None = None) -> Figure:
     if data.empty:
         what = f"instances of {process}" if process is not None else "instances"
         return _message(title, f"No {what} with both CPU and wall-clock times recorded.")
-    import seaborn as sns
 
     scale, unit = _duration_unit(float(max(data["elapsed"].max(), data["cpu"].max())))
     plot = pd.DataFrame(
@@ -207,18 +206,12 @@ def cpu_vs_wall(df: pd.DataFrame, process: str | None = None) -> Figure:
         cores = float(_numbers(data, "req_cpus").median())
         if not math.isnan(cores) and cores > 1:
             ax.plot([0, top / cores], [0, top], ":", color="0.4", linewidth=1, label=f"{cores:g} cores")
+        labels = (f"wall clock ({unit})", f"total CPU time ({unit})")
         if process is not None:
             states = _state_order(plot["state"])
-            sns.scatterplot(data=plot, x="wall", y="cpu", hue="state", hue_order=states,
-                            palette=_state_palette(states), ax=ax, s=18, alpha=0.7, linewidth=0)
+            _scatter_up_to(ax, plot, ("wall", "cpu"), "state", states, top, labels, _state_palette(states))
         else:
-            sns.scatterplot(data=plot, x="wall", y="cpu", hue="process",
-                            hue_order=_first_seen(plot["process"]), ax=ax, s=18, alpha=0.7, linewidth=0)
-        ax.set_xlim(0, top)
-        ax.set_ylim(0, top)
-        ax.set_xlabel(f"wall clock ({unit})")
-        ax.set_ylabel(f"total CPU time ({unit})")
-        _outside_legend(ax)
+            _scatter_up_to(ax, plot, ("wall", "cpu"), "process", _first_seen(plot["process"]), top, labels)
     return fig
 
 
@@ -240,7 +233,6 @@ def memory_vs_requested(df: pd.DataFrame) -> Figure:
     data = data[data["used"].notna() & data["requested"].notna()]
     if data.empty:
         return _message(title, "No instances with both peak memory (MaxRSS) and requested memory recorded.")
-    import seaborn as sns
 
     scale, unit = _memory_unit(float(max(data["used"].max(), data["requested"].max())))
     plot = pd.DataFrame(
@@ -254,14 +246,31 @@ def memory_vs_requested(df: pd.DataFrame) -> Figure:
         fig, ax = _figure(f"{title} (n = {len(plot)})")
         top = float(max(plot["used"].max(), plot["requested"].max(), 1e-9)) * 1.05
         ax.plot([0, top], [0, top], "--", color="0.4", linewidth=1, label="used = requested")
-        sns.scatterplot(data=plot, x="requested", y="used", hue="process",
-                        hue_order=_first_seen(plot["process"]), ax=ax, s=18, alpha=0.7, linewidth=0)
-        ax.set_xlim(0, top)
-        ax.set_ylim(0, top)
-        ax.set_xlabel(f"requested memory ({unit})")
-        ax.set_ylabel(f"peak memory, MaxRSS ({unit})")
-        _outside_legend(ax)
+        labels = (f"requested memory ({unit})", f"peak memory, MaxRSS ({unit})")
+        _scatter_up_to(ax, plot, ("requested", "used"), "process", _first_seen(plot["process"]), top, labels)
     return fig
+
+
+def _scatter_up_to(
+    ax: Any,
+    plot: pd.DataFrame,
+    xy: tuple[str, str],
+    hue: str,
+    order: list[str],
+    top: float,
+    labels: tuple[str, str],
+    palette: Any = None,
+) -> None:
+    """Scatter one point per instance on square axes from 0 to ``top``, the legend outside."""
+    import seaborn as sns
+
+    sns.scatterplot(data=plot, x=xy[0], y=xy[1], hue=hue, hue_order=order, palette=palette, ax=ax,
+                    s=18, alpha=0.7, linewidth=0)  # fmt: skip
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    _outside_legend(ax)
 
 
 def cpu_efficiency(df: pd.DataFrame) -> Figure:
