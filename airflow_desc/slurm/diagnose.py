@@ -235,22 +235,29 @@ def _by_state(name: str, accounting: JobAccounting, states: set[SlurmState]) -> 
     return None
 
 
+#: Log lines that say why a payload failed, checked in this order: what to look for, and what to say.
+_LOG_RULES = (
+    (
+        (_DISK_RE,),
+        ReasonClass.DISK_FULL,
+        "{name} failed writing to a full disk or exhausted quota ({line}); free space or raise the quota, "
+        "then rerun",
+    ),
+    (
+        _CONTAINER_RES,
+        ReasonClass.CONTAINER_ERROR,
+        "{name} failed in its container runtime ({line}); check the image name, that it is pulled on this "
+        "cluster, and the runtime options",
+    ),
+)
+
+
 def _from_log(name: str, accounting: JobAccounting, lines: list[str], exit_text: str) -> Diagnosis | None:
-    disk = _last_match(lines, _DISK_RE)
-    if disk is not None:
-        return Diagnosis(
-            ReasonClass.DISK_FULL,
-            f"{name} failed writing to a full disk or exhausted quota ({_one_line(disk)}); "
-            "free space or raise the quota, then rerun",
-        )
-    for pattern in _CONTAINER_RES:
-        line = _last_match(lines, pattern)
-        if line is not None:
-            return Diagnosis(
-                ReasonClass.CONTAINER_ERROR,
-                f"{name} failed in its container runtime ({_one_line(line)}); "
-                "check the image name, that it is pulled on this cluster, and the runtime options",
-            )
+    for patterns, reason, what in _LOG_RULES:
+        for pattern in patterns:
+            line = _last_match(lines, pattern)
+            if line is not None:
+                return Diagnosis(reason, what.format(name=name, line=_one_line(line)))
     if 11 in _signals(accounting) or _last_match(lines, _SEGFAULT_RE) is not None:
         return Diagnosis(
             ReasonClass.SEGFAULT,
