@@ -14,7 +14,7 @@ PYTEST_WORKERS ?= 4
 help:
 	@echo "make demo         install what is missing, start the local site, run a small DC1 through Airflow, print the table, write the report"
 	@echo "make test         the whole suite: lint, unit tests, integration tests on the local site"
-	@echo "make lint         ruff + mypy"
+	@echo "make lint         ruff + mypy + the import contracts (.importlinter)"
 	@echo "make unit         unit tests only (no services)"
 	@echo "make site-up      start the local site (two SLURM clusters, sshd logins, PostgreSQL)"
 	@echo "make site-down    stop it (docker/site/down --wipe also deletes its state)"
