@@ -10,10 +10,11 @@ import pytest
 from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.workflow import parse_spec
 from airflow_desc.workflow.registry import register
+from tests.specs import spec_text
 
 ROOT = pathlib.Path(__file__).parents[2]
 SITE = ROOT / "tests" / "data" / "clusters" / "site.yaml"
-PYRAMID = (ROOT / "tests" / "data" / "specs" / "pyramid-bundle.yaml").read_text()
+PYRAMID = spec_text("pyramid-bundle")
 
 
 @pytest.fixture

@@ -24,37 +24,13 @@ from airflow_desc.workflow.bundle_plan import (
 )
 from airflow_desc.workflow.registry import workflow_for
 from airflow_desc.workflow.render import render_dags
+from tests.specs import spec_text
 
 ROOT = pathlib.Path(__file__).parents[3]
 SITE = ROOT / "tests" / "data" / "clusters" / "site.yaml"
 NODE_MB, MAX_S = 4096, 1800  # perlmutter of the site
 
-SPEC = """\
-name: Hungry
-version: "1.0"
-defaults:
-  resources: {cluster: perlmutter, cpus: 1, memory_mb: 200, walltime: "0:05:00"}
-processes:
-  setupVisits:
-    type: script
-    callable: airflow_desc.emulate.scripts:make_streams
-    kwargs: {kind: visit, visits: "1^2"}
-tasks:
-  processVisit:
-    streams_from: setupVisits
-    stream_var: visit
-    expected_streams: 2
-    bundle: always
-    processes:
-      calibrate:
-        type: batch
-        command: calibrate {{ visit }}
-        escalation: {memory_factor: 2, walltime_factor: 1.5}
-      stubborn:
-        type: batch
-        command: stubborn {{ visit }}
-        escalation: {memory_factor: 1, walltime_factor: 1}
-"""
+SPEC = spec_text("hungry")
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from airflow_desc.workflow.overlays import RenderOptions, load_overlay
 from airflow_desc.workflow.registry import load_workflow, workflow_for
 from airflow_desc.workflow.render import render_dags
 from airflow_desc.workflow.scripts import script_feeds
+from tests.specs import spec_text
 
 ROOT = pathlib.Path(__file__).parents[3]
 DC1 = ROOT / "dags" / "workflows" / "dc1.yaml"
@@ -36,75 +37,7 @@ DC1_LOCAL = ROOT / "dags" / "workflows" / "dc1-local.yaml"
 TWINKLES = ROOT / "dags" / "workflows" / "twinkles.yaml"
 SITE = ROOT / "tests" / "data" / "clusters" / "site.yaml"
 
-MINI = """\
-name: Mini
-version: "3.1"
-variables: {scale: 1.0, repo: repo, skip_patch: "none"}
-defaults:
-  resources: {cluster: perlmutter, cpus: 1, memory_mb: 500, walltime: "0:10:00"}
-  retries: 1
-processes:
-  ingest:
-    type: batch
-    command: ingest {{ repo }}
-  setupVisits:
-    type: script
-    depends_on: [ingest]
-    callable: airflow_desc.emulate.scripts:make_streams
-    kwargs: {kind: visit, visits: "11^12^13"}
-  setupPatches:
-    type: script
-    callable: airflow_desc.emulate.scripts:make_streams
-    kwargs: {kind: patch}
-  wrapup:
-    type: script
-    depends_on: [processPatch]
-    callable: airflow_desc.emulate.scripts:wrapup
-tasks:
-  processVisit:
-    streams_from: setupVisits
-    stream_var: visit
-    expected_streams: 3
-    bundle: always
-    bundle_size: 2
-    processes:
-      eimage:
-        type: batch
-        emulate: {cpu_seconds: 1}
-  processPatch:
-    streams_from: setupPatches
-    stream_var: patch
-    expected_streams: 2 * scale
-    bundle: never
-    processes:
-      warp:
-        type: batch
-        command: warp {{ patch }}
-      assemble:
-        type: batch
-        after: [warp]
-        skip_if: "warp != 'success' or patch == skip_patch"
-        command: assemble {{ patch }}
-      setupFilters:
-        type: script
-        depends_on: [assemble]
-        callable: airflow_desc.emulate.scripts:make_streams
-        kwargs: {kind: filter, filters: "r^i", patch: "{{ patch }}"}
-      wrapupPatch:
-        type: script
-        depends_on: [processFilter]
-        callable: airflow_desc.emulate.scripts:wrapup
-    tasks:
-      processFilter:
-        streams_from: setupFilters
-        stream_var: filter
-        expected_streams: 2
-        bundle: never
-        processes:
-          measure:
-            type: batch
-            command: measure {{ patch }} {{ filter }}
-"""
+MINI = spec_text("mini")
 
 
 class FakeTI:

@@ -19,13 +19,14 @@ from airflow_desc.timetables import run_survey_year
 from airflow_desc.workflow.outcomes import Skip
 from airflow_desc.workflow.registry import workflow_for
 from airflow_desc.workflow.render import render_dags
-from tests.unit.workflow.test_render import MINI, SITE, FakeTI, context
+from tests.specs import spec_text
+from tests.unit.workflow.test_render import SITE, FakeTI, context
 
 ROOT = pathlib.Path(__file__).parents[3]
 DC1 = ROOT / "dags" / "workflows" / "dc1.yaml"
 TWINKLES = ROOT / "dags" / "workflows" / "twinkles.yaml"
 # Mini (version 3.1, its sub-task processPatch too) with a variant.
-MINI_VARIANTS = MINI.replace("defaults:", "variants:\n  wide: {scale: 2.0}\ndefaults:", 1)
+MINI_VARIANTS = spec_text("mini").replace("defaults:", "variants:\n  wide: {scale: 2.0}\ndefaults:", 1)
 
 
 class ListRecorder:
