@@ -13,28 +13,15 @@ from typing import Any
 
 import pytest
 
-from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.pilot import parse_records, validate_manifest
-from airflow_desc.workflow import parse_spec
 from airflow_desc.workflow.bundle_plan import plan_bundle
-from airflow_desc.workflow.registry import workflow_for
-from airflow_desc.workflow.render import render_dags
-from tests.specs import spec_text
+from tests.unit.conftest import SiteWorkflow
 from tests.unit.pilot.pilot_process import clean_env, pilot_argv, write_manifest
-
-ROOT = pathlib.Path(__file__).parents[3]
-SITE = ROOT / "tests" / "data" / "clusters" / "site.yaml"
-
-EDGES = spec_text("edges")
 
 
 @pytest.fixture
-def plan(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> Any:
-    monkeypatch.setenv("DESC_CLUSTERS_FILE", str(SITE))
-    spec = parse_spec(EDGES, f"{tmp_path}/edges.yaml")
-    render_dags(spec, clusters=load_cluster_profiles(SITE))
-    workflow = workflow_for(spec.source)
-    task = workflow.task(None, "Edges/processVisit")
+def plan(site_workflow: SiteWorkflow) -> Any:
+    workflow, task = site_workflow("edges", "Edges/processVisit", render=True)
     return plan_bundle(workflow, task, [{"visit": 7}], workflow.spec.variables_for(None))
 
 
