@@ -27,17 +27,13 @@ from airflow_desc.slurm import (
     sacct_command,
     submit_script_command,
 )
+from tests.site_recordings import site_jobs
 
 DATA = pathlib.Path(__file__).parents[2] / "data"
-# record.sh's $FIELDS: the field list of the site's sacct -n recordings.
-RECORD_FIELDS = (
-    "JobID,JobName,State,ExitCode,Elapsed,TotalCPU,CPUTime,MaxRSS,ReqMem,ReqCPUS,AllocCPUS,"
-    "NodeList,Submit,Start,End,Timelimit,Partition,Cluster,DerivedExitCode"
-).split(",")
 
 
 def site_job(name: str, job_id: str) -> JobAccounting:
-    return group_accounting(parse_sacct((DATA / "site" / name).read_text(), RECORD_FIELDS))[job_id]
+    return site_jobs(name)[job_id]
 
 
 def fixture_job(job_id: str) -> JobAccounting:

@@ -11,7 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_desc.pilot import parse_records
@@ -54,6 +54,10 @@ class PilotRun:
     def explain(self) -> str:
         return f"rc={self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
 
+
+
+#: The ``run_pilot`` fixture (tests/unit/pilot/conftest.py): instances and launcher arguments -> the run.
+Runner = Callable[..., PilotRun]
 
 def write_manifest(
     directory: pathlib.Path, instances: Sequence[dict[str, Any]], bundle: str = "b"
