@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from airflow_desc.clusters import load_cluster_profiles
+from airflow_desc.clusters import CLUSTERS_FILE_ENV, load_cluster_profiles
 from airflow_desc.workflow import parse_spec
 from airflow_desc.workflow.registry import register, workflow_for
 from airflow_desc.workflow.render import render_dags
@@ -16,6 +16,11 @@ from tests.specs import spec_text
 
 ROOT = pathlib.Path(__file__).parents[2]
 SITE = ROOT / "tests" / "data" / "clusters" / "site.yaml"
+# A cluster profile file of one cluster, "one", of {cores} cores per node.
+ONE_CLUSTER = (
+    "clusters:\n  one:\n    ssh_conn_id: one_ssh\n    cores_per_node: {cores}\n"
+    "    memory_per_node_mb: 1024\n    max_walltime: 10\n"
+)
 
 # (spec name under tests/data/specs, whether to render its DAGs too) -> (workflow, its bundled task)
 SiteWorkflow = Callable[..., tuple[Any, Any]]
@@ -45,3 +50,16 @@ def site_workflow(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> Si
 def pyramid(site_workflow: SiteWorkflow) -> Any:
     """The bundled pyramid workflow (registered, not rendered) and its bundled sub-task, processVisit."""
     return site_workflow("pyramid-bundle", "Pyramid/processVisit")
+
+
+@pytest.fixture
+def no_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No cluster profile file configured: neither DESC_CLUSTERS_FILE nor [desc] clusters_file."""
+    monkeypatch.delenv(CLUSTERS_FILE_ENV, raising=False)
+    monkeypatch.setenv("AIRFLOW__DESC__CLUSTERS_FILE", "")
+
+
+def write_one_cluster(path: pathlib.Path, cores: int) -> pathlib.Path:
+    """Write a profile file of the one cluster "one" with ``cores`` cores per node at ``path``; return it."""
+    path.write_text(ONE_CLUSTER.format(cores=cores), encoding="utf-8")
+    return path

@@ -17,6 +17,7 @@ from airflow_desc.clusters import (
     parse_cluster_profiles,
 )
 from airflow_desc.exceptions import ClusterProfileError, ResourceLimitError
+from tests.unit.conftest import ONE_CLUSTER, write_one_cluster
 
 # The example of the brief, every key set, plus a cluster reached through a bastion.
 FULL = """\
@@ -567,26 +568,9 @@ def test_cores_for_memory_refuses_nothing() -> None:
 
 # --- finding and caching the file ----------------------------------------------------------------
 
-ONE = (
-    "clusters:\n  one:\n    ssh_conn_id: one_ssh\n    cores_per_node: {cores}\n"
-    "    memory_per_node_mb: 1024\n    max_walltime: 10\n"
-)
-
-
-@pytest.fixture
-def no_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(CLUSTERS_FILE_ENV, raising=False)
-    monkeypatch.setenv("AIRFLOW__DESC__CLUSTERS_FILE", "")
-
-
-def write(path: pathlib.Path, cores: int) -> pathlib.Path:
-    path.write_text(ONE.format(cores=cores), encoding="utf-8")
-    return path
-
-
 @pytest.mark.usefixtures("no_config")
 def test_explicit_path_as_str_or_path(tmp_path: pathlib.Path) -> None:
-    path = write(tmp_path / "c.yaml", 3)
+    path = write_one_cluster(tmp_path / "c.yaml", 3)
     assert load_cluster_profiles(str(path)).get().cores_per_node == 3
     assert load_cluster_profiles(path).source == str(path)
 
@@ -595,15 +579,15 @@ def test_explicit_path_as_str_or_path(tmp_path: pathlib.Path) -> None:
 def test_explicit_path_wins_over_the_environment(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(CLUSTERS_FILE_ENV, str(write(tmp_path / "env.yaml", 5)))
-    assert load_cluster_profiles(write(tmp_path / "given.yaml", 6)).get().cores_per_node == 6
+    monkeypatch.setenv(CLUSTERS_FILE_ENV, str(write_one_cluster(tmp_path / "env.yaml", 5)))
+    assert load_cluster_profiles(write_one_cluster(tmp_path / "given.yaml", 6)).get().cores_per_node == 6
     assert load_cluster_profiles().get().cores_per_node == 5
 
 
 @pytest.mark.usefixtures("no_config")
 def test_home_is_expanded(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    write(tmp_path / "c.yaml", 9)
+    write_one_cluster(tmp_path / "c.yaml", 9)
     monkeypatch.setenv(CLUSTERS_FILE_ENV, "~/c.yaml")
     assert load_cluster_profiles().get().cores_per_node == 9
 
@@ -627,11 +611,11 @@ def test_the_airflow_configuration_is_not_read_here(
 ) -> None:
     # [desc] clusters_file is airflow_desc.config's to read (tests/unit/test_config.py).
     monkeypatch.setitem(sys.modules, "airflow.configuration", None)  # import now raises ImportError
-    monkeypatch.setenv("AIRFLOW__DESC__CLUSTERS_FILE", str(write(tmp_path / "airflow.yaml", 7)))
+    monkeypatch.setenv("AIRFLOW__DESC__CLUSTERS_FILE", str(write_one_cluster(tmp_path / "airflow.yaml", 7)))
     with pytest.raises(ClusterProfileError) as caught:
         load_cluster_profiles()
     assert str(caught.value) == NOT_CONFIGURED
-    monkeypatch.setenv(CLUSTERS_FILE_ENV, str(write(tmp_path / "env.yaml", 8)))
+    monkeypatch.setenv(CLUSTERS_FILE_ENV, str(write_one_cluster(tmp_path / "env.yaml", 8)))
     assert load_cluster_profiles().get().cores_per_node == 8
 
 
@@ -656,33 +640,33 @@ def test_missing_file_names_where_the_name_came_from(
 
 
 def test_cache_returns_the_same_object_until_the_file_changes(tmp_path: pathlib.Path) -> None:
-    path = write(tmp_path / "c.yaml", 2)
+    path = write_one_cluster(tmp_path / "c.yaml", 2)
     first = load_cluster_profiles(path)
     assert load_cluster_profiles(path) is first
     stamp = path.stat().st_mtime_ns
 
-    write(path, 4)  # same size: only the mtime tells
+    write_one_cluster(path, 4)  # same size: only the mtime tells
     os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
     second = load_cluster_profiles(path)
     assert second is not first
     assert second.get().cores_per_node == 4
 
-    write(path, 16)  # one byte longer, with the same mtime: the size tells
+    write_one_cluster(path, 16)  # one byte longer, with the same mtime: the size tells
     os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
     assert load_cluster_profiles(path).get().cores_per_node == 16
 
 
 def test_an_invalid_file_is_not_cached(tmp_path: pathlib.Path) -> None:
-    path = write(tmp_path / "c.yaml", 2)
+    path = write_one_cluster(tmp_path / "c.yaml", 2)
     assert load_cluster_profiles(path).get().cores_per_node == 2
-    path.write_text(ONE.format(cores="x"), encoding="utf-8")
+    path.write_text(ONE_CLUSTER.format(cores="x"), encoding="utf-8")
     os.utime(path, ns=(1, 1))
     for _ in range(2):
         with pytest.raises(
             ClusterProfileError, match=r"c\.yaml:4: clusters\.one\.cores_per_node: expected a whole"
         ):
             load_cluster_profiles(path)
-    write(path, 3)
+    write_one_cluster(path, 3)
     assert load_cluster_profiles(path).get().cores_per_node == 3
 
 

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
-from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.emulate import scripts
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.history import JsonLinesRecorder
@@ -30,6 +29,7 @@ from airflow_desc.workflow.registry import load_workflow, workflow_for
 from airflow_desc.workflow.render import render_dags
 from airflow_desc.workflow.scripts import script_feeds
 from tests.specs import spec_text
+from tests.unit.workflow.conftest import RenderMini
 from tests.unit.workflow.mini_operators import FakeTI, context, patch_operator, skipped_setup_filters
 
 ROOT = pathlib.Path(__file__).parents[3]
@@ -42,21 +42,13 @@ MINI = spec_text("mini")
 
 
 @pytest.fixture(scope="module")
-def clusters() -> Any:
-    return load_cluster_profiles(SITE)
-
-
-@pytest.fixture(scope="module")
 def dc1_dags(clusters: Any) -> dict[str, Any]:
     return render_dags(DC1, clusters=clusters)
 
 
 @pytest.fixture
-def mini(tmp_path: pathlib.Path, clusters: Any) -> Any:
-    path = tmp_path / "mini.yaml"
-    path.write_text(MINI)
-    dags = render_dags(path, clusters=clusters)
-    return workflow_for(str(path.resolve())), dags["Mini"]
+def mini(render_mini: RenderMini) -> Any:
+    return render_mini(MINI, "Mini")
 
 
 @pytest.fixture

@@ -10,16 +10,14 @@ from typing import Any
 import pytest
 from airflow.sdk.execution_time.context import set_current_context
 
-from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.history import ProcessRecord
 from airflow_desc.operators.identity import SKIP_ATTR
 from airflow_desc.operators.workflow import VariantRecorder, WorkflowBatchOperator
 from airflow_desc.timetables import run_survey_year
 from airflow_desc.workflow.outcomes import Skip
-from airflow_desc.workflow.registry import workflow_for
 from airflow_desc.workflow.render import render_dags
 from tests.specs import spec_text
-from tests.unit.conftest import SITE
+from tests.unit.workflow.conftest import RenderMini
 from tests.unit.workflow.mini_operators import skipped_setup_filters
 
 ROOT = pathlib.Path(__file__).parents[3]
@@ -37,17 +35,9 @@ class ListRecorder:
         self.records.extend(records)
 
 
-@pytest.fixture(scope="module")
-def clusters() -> Any:
-    return load_cluster_profiles(SITE)
-
-
 @pytest.fixture
-def mini(tmp_path: pathlib.Path, clusters: Any) -> Any:
-    path = tmp_path / "mini.yaml"
-    path.write_text(MINI_VARIANTS)
-    dags = render_dags(path, clusters=clusters)
-    return workflow_for(str(path.resolve())), dags["Mini_wide"]
+def mini(render_mini: RenderMini) -> Any:
+    return render_mini(MINI_VARIANTS, "Mini_wide")
 
 
 def test_batch_processes_of_sub_tasks_record_the_top_level_workflow_version(clusters: Any) -> None:
