@@ -4,7 +4,6 @@ import dataclasses
 import os
 import pathlib
 import pickle
-import sys
 
 import pytest
 
@@ -605,18 +604,7 @@ def test_nothing_configured() -> None:
     assert str(caught.value) == NOT_CONFIGURED
 
 
-@pytest.mark.usefixtures("no_config")
-def test_the_airflow_configuration_is_not_read_here(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # [desc] clusters_file is airflow_desc.config's to read (tests/unit/test_config.py).
-    monkeypatch.setitem(sys.modules, "airflow.configuration", None)  # import now raises ImportError
-    monkeypatch.setenv("AIRFLOW__DESC__CLUSTERS_FILE", str(write_one_cluster(tmp_path / "airflow.yaml", 7)))
-    with pytest.raises(ClusterProfileError) as caught:
-        load_cluster_profiles()
-    assert str(caught.value) == NOT_CONFIGURED
-    monkeypatch.setenv(CLUSTERS_FILE_ENV, str(write_one_cluster(tmp_path / "env.yaml", 8)))
-    assert load_cluster_profiles().get().cores_per_node == 8
+# Without airflow.configuration, only the environment names the file: tests/unit/test_config.py.
 
 
 @pytest.mark.usefixtures("no_config")
