@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from airflow_desc.clusters import CLUSTERS_FILE_ENV, load_cluster_profiles
+from airflow_desc.clusters import CLUSTERS_FILE_ENV, ClusterProfile, load_cluster_profiles
 from airflow_desc.workflow import parse_spec
 from airflow_desc.workflow.registry import register, workflow_for
 from airflow_desc.workflow.render import render_dags
@@ -21,6 +21,22 @@ ONE_CLUSTER = (
     "clusters:\n  one:\n    ssh_conn_id: one_ssh\n    cores_per_node: {cores}\n"
     "    memory_per_node_mb: 1024\n    max_walltime: 10\n"
 )
+
+
+
+def s3df_profile(**changes: Any) -> ClusterProfile:
+    """s3df as the site has it (1 core and 8192 MB per node, 2 hours at most), with ``changes``."""
+    settings: dict[str, Any] = {
+        "name": "s3df",
+        "ssh_conn_id": "s3df_ssh",
+        "partition": "roma",
+        "cores_per_node": 1,
+        "memory_per_node_mb": 8192,
+        "max_walltime": "02:00:00",
+    }
+    settings.update(changes)
+    return ClusterProfile(**settings)
+
 
 # (spec name under tests/data/specs, whether to render its DAGs too) -> (workflow, its bundled task)
 SiteWorkflow = Callable[..., tuple[Any, Any]]

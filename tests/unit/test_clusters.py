@@ -16,7 +16,7 @@ from airflow_desc.clusters import (
     parse_cluster_profiles,
 )
 from airflow_desc.exceptions import ClusterProfileError, ResourceLimitError
-from tests.unit.conftest import ONE_CLUSTER, write_one_cluster
+from tests.unit.conftest import ONE_CLUSTER, s3df_profile, write_one_cluster
 
 # The example of the brief, every key set, plus a cluster reached through a bastion.
 FULL = """\
@@ -403,22 +403,9 @@ def test_document_shape_errors(text: str, message: str) -> None:
 # --- the profile in Python -----------------------------------------------------------------------
 
 
-def make(**changes: object) -> ClusterProfile:
-    settings: dict[str, object] = {
-        "name": "s3df",
-        "ssh_conn_id": "s3df_ssh",
-        "partition": "roma",
-        "cores_per_node": 1,
-        "memory_per_node_mb": 8192,
-        "max_walltime": "02:00:00",
-    }
-    settings.update(changes)
-    return ClusterProfile(**settings)  # type: ignore[arg-type]
-
-
 def test_profile_made_in_python_is_checked_too() -> None:
     with pytest.raises(ClusterProfileError) as caught:
-        make(name="bad name", cores_per_node=0, env={"X": None})
+        s3df_profile(name="bad name", cores_per_node=0, env={"X": None})
     assert str(caught.value).splitlines() == [
         "clusters.bad name: cluster name 'bad name' (text) is not allowed; "
         "use letters, digits, '_', '.' and '-', starting with a letter or digit",
@@ -428,12 +415,12 @@ def test_profile_made_in_python_is_checked_too() -> None:
 
 
 def test_profile_is_frozen_and_hashable() -> None:
-    profile = make(env={"A": 1}, setup_lines=["module load x"])
+    profile = s3df_profile(env={"A": 1}, setup_lines=["module load x"])
     with pytest.raises(dataclasses.FrozenInstanceError):
         profile.cores_per_node = 4  # type: ignore[misc]
     assert profile.env == {"A": "1"}
     assert profile.setup_lines == ("module load x",)
-    assert {profile: 1}[make(env={"A": "1"}, setup_lines=("module load x",))] == 1
+    assert {profile: 1}[s3df_profile(env={"A": "1"}, setup_lines=("module load x",))] == 1
     assert dataclasses.replace(profile, max_walltime="1-00:00:00").max_walltime_s == 86400
 
 
@@ -488,12 +475,12 @@ def test_walltime_limit(site: ClusterProfiles) -> None:
 
 
 def test_walltime_of_days_and_a_cluster_without_partition() -> None:
-    profile = make(partition=None, qos="regular", max_walltime="2-00:00:00")
+    profile = s3df_profile(partition=None, qos="regular", max_walltime="2-00:00:00")
     assert limit_error(profile, cpus=1, mem_mb=None, time_limit_s=3 * 86400 + 61) == (
         "walltime 3-00:01:01 exceeds the 2-00:00:00 maximum of cluster s3df (qos regular): "
         "ask for less, checkpoint, or pick another cluster"
     )
-    assert limit_error(make(partition=None), cpus=2, mem_mb=None, time_limit_s=None).startswith(
+    assert limit_error(s3df_profile(partition=None), cpus=2, mem_mb=None, time_limit_s=None).startswith(
         "2 CPUs per node exceed the 1 cores of a node of cluster s3df: "
     )
 
@@ -503,7 +490,7 @@ def test_memory_limit(site: ClusterProfiles) -> None:
         "memory 4097 MB per node exceeds the 4096 MB of a node of cluster perlmutter (partition regular): "
         "ask for less, split the work, or pick another cluster"
     )
-    high = make(high_memory_partition="bigmem")
+    high = s3df_profile(high_memory_partition="bigmem")
     assert limit_error(high, cpus=1, mem_mb=9000, time_limit_s=None) == (
         "memory 9000 MB per node exceeds the 8192 MB of a node of cluster s3df (partition roma): "
         "ask for less, use the high-memory partition bigmem, or pick another cluster"
@@ -557,12 +544,12 @@ def test_nonsense_requests_are_programming_errors(
     ],
 )
 def test_cores_for_memory(cores: int, node_mb: int, mem_mb: int, expected: int) -> None:
-    assert make(cores_per_node=cores, memory_per_node_mb=node_mb).cores_for_memory(mem_mb) == expected
+    assert s3df_profile(cores_per_node=cores, memory_per_node_mb=node_mb).cores_for_memory(mem_mb) == expected
 
 
 def test_cores_for_memory_refuses_nothing() -> None:
     with pytest.raises(ValueError, match="positive"):
-        make().cores_for_memory(0)
+        s3df_profile().cores_for_memory(0)
 
 
 # --- finding and caching the file ----------------------------------------------------------------
