@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import glob
 import json
 import os
@@ -30,6 +31,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 def instance(iid: str, command: str, **fields: Any) -> dict[str, Any]:
     return {"id": iid, "command": command, "cpus": 1, "memory_mb": 100, **fields}
 
+
+
+def ts(value: str) -> datetime.datetime:
+    """A record's timestamp (its ``start`` or ``end``)."""
+    return datetime.datetime.fromisoformat(value)
 
 @dataclasses.dataclass
 class PilotRun:

@@ -6,17 +6,11 @@ tiny shell commands.
 
 from __future__ import annotations
 
-import datetime
-
 import pytest
 
 from airflow_desc.pilot import ManifestError
 from airflow_desc.pilot.launcher import load_manifest
-from tests.unit.pilot.pilot_process import Runner, instance
-
-
-def ts(value: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(value)
+from tests.unit.pilot.pilot_process import Runner, instance, ts
 
 
 def test_an_after_upstream_releases_its_instance_however_it_ended(run_pilot: Runner) -> None:

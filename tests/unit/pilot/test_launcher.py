@@ -22,6 +22,7 @@ from tests.unit.pilot.pilot_process import (
     instance,
     pilot_argv,
     python_3_8,
+    ts,
     write_manifest,
 )
 from tests.waiting import wait_for
@@ -29,10 +30,6 @@ from tests.waiting import wait_for
 BURN = "python3 -c 'import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass'"
 HOLD = "python3 -c 'x = \"x\" * ({mb} << 20)\nimport time\ntime.sleep({s})'"
 
-
-
-def ts(value: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(value)
 
 
 def test_dependencies_run_in_order_and_failures_skip_downstream(run_pilot: Runner) -> None:
