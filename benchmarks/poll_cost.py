@@ -190,14 +190,9 @@ def measure_ours(ids: list[str], polls: int, interval: float, log: SshdLog) -> M
             for i in ids
         ]
         try:
-            while not _done(snapshots, n, polls):
-                for t in tasks:
-                    if t.done():
-                        raise RuntimeError(f"a trigger ended while its job is held: {t.result()}")
-                await asyncio.sleep(0.05)
+            held = "a trigger ended while its job is held"
+            await _run_until(tasks, lambda: _done(snapshots, n, polls), held)
         finally:
-            for t in tasks:
-                t.cancel()
             for poller in ClusterPoller._registry.values():
                 if poller._task is not None:
                     poller._task.cancel()
@@ -236,6 +231,19 @@ async def _drain(trigger: Any) -> Any:
     async for event in trigger.run():
         return event.payload
     return None
+
+
+async def _run_until(tasks: list[asyncio.Task[Any]], done: Callable[[], bool], ended_early: str) -> None:
+    """Wait until ``done()``; a task that ends first is an error (its job still runs). Cancel the tasks."""
+    try:
+        while not done():
+            for task in tasks:
+                if task.done():
+                    raise RuntimeError(f"{ended_early}: {task.result()}")
+            await asyncio.sleep(0.05)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 # --- theirs -------------------------------------------------------------------------------------
@@ -323,14 +331,9 @@ def measure_theirs(paths: list[RemoteJobPaths], polls: int, interval: float, log
     async def main() -> None:
         tasks = [asyncio.create_task(_drain(t)) for t in triggers]
         try:
-            while min(t.round for t in triggers) <= polls:
-                for task in tasks:
-                    if task.done():
-                        raise RuntimeError(f"a remote-job trigger ended while its job runs: {task.result()}")
-                await asyncio.sleep(0.05)
+            runs = "a remote-job trigger ended while its job runs"
+            await _run_until(tasks, lambda: min(t.round for t in triggers) > polls, runs)
         finally:
-            for task in tasks:
-                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
     log.mark()

@@ -61,37 +61,40 @@ def test_deferrable_job_waits_in_the_real_triggerer(airflow: Airflow, history_fi
     assert "Authentication (publickey) successful" in (airflow.home / "triggerer.log").read_text()
 
 
-def test_worker_death_then_retry_reattaches_to_the_same_job(
-    airflow: Airflow, site: Site, history_file: pathlib.Path
-) -> None:
-    dag_id = "desc_e2e_reattach"
+def kill_the_worker_during_the_first_try(
+    airflow: Airflow, site: Site, history: pathlib.Path, dag_id: str
+) -> tuple[str, str, object]:
+    """Trigger ``dag_id``, SIGKILL its task process once the first try's job is in SLURM, and check
+    that the run still succeeds with that one job only (no job of a second try).
+
+    :return: the run id, the first try's job name and the run's one history record (a success).
+    """
     run_id = airflow.trigger(dag_id)
     first = job_name_for(dag_id, run_id, "job", -1, 1)
     airflow.wait_for(lambda: jobs_named(site, "s3df", first), 120, "the first try's job", interval=1)
     assert kill_task_process(airflow) == 1
     assert airflow.wait_run(dag_id, run_id) == "success", f"logs in {airflow.home}"
-    assert airflow.task_states(dag_id, run_id)["job"] == ("success", 2)
-    # Exactly one SLURM job for this task instance: the retry re-attached instead of submitting.
     assert len(jobs_named(site, "s3df", first)) == 1
     assert jobs_named(site, "s3df", job_name_for(dag_id, run_id, "job", -1, 2)) == []
-    [rec] = records_of(history_file, dag_id, run_id)
+    [rec] = records_of(history, dag_id, run_id)
     assert rec.state == "success"  # type: ignore[attr-defined]
+    return run_id, first, rec
+
+
+def test_worker_death_then_retry_reattaches_to_the_same_job(
+    airflow: Airflow, site: Site, history_file: pathlib.Path
+) -> None:
+    dag_id = "desc_e2e_reattach"
+    # Exactly one SLURM job for this task instance: the retry re-attached instead of submitting.
+    run_id, first, rec = kill_the_worker_during_the_first_try(airflow, site, history_file, dag_id)
+    assert airflow.task_states(dag_id, run_id)["job"] == ("success", 2)
     assert rec.job_id == jobs_named(site, "s3df", first)[0]  # type: ignore[attr-defined]
 
 
 def test_worker_death_after_the_job_ended_adopts_its_result(
     airflow: Airflow, site: Site, history_file: pathlib.Path
 ) -> None:
-    dag_id = "desc_e2e_adopt"
-    run_id = airflow.trigger(dag_id)
-    first = job_name_for(dag_id, run_id, "job", -1, 1)
-    airflow.wait_for(lambda: jobs_named(site, "s3df", first), 120, "the first try's job", interval=1)
-    assert kill_task_process(airflow) == 1
-    assert airflow.wait_run(dag_id, run_id) == "success", f"logs in {airflow.home}"
-    assert len(jobs_named(site, "s3df", first)) == 1
-    assert jobs_named(site, "s3df", job_name_for(dag_id, run_id, "job", -1, 2)) == []
-    [rec] = records_of(history_file, dag_id, run_id)
-    assert rec.state == "success"  # type: ignore[attr-defined]
+    _, _, rec = kill_the_worker_during_the_first_try(airflow, site, history_file, "desc_e2e_adopt")
     assert rec.extra.get("adopted") is True  # type: ignore[attr-defined]
 
 

@@ -51,6 +51,11 @@ class AirflowEnv:
         return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def explain(proc: object) -> str:
+    """The end of a finished command's output (stdout, then stderr), for a failed assertion's message."""
+    return (getattr(proc, "stdout", "") + getattr(proc, "stderr", ""))[-8000:]
+
+
 def task_outcomes(log: str) -> dict[str, str]:
     """Final state of each task from `airflow dags test` output: its last `new_state=` after it started."""
     outcomes: dict[str, str] = {}

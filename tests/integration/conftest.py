@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
+from airflow_desc.hooks.slurm import SlurmHook
+from airflow_desc.slurm import scancel_command
 from tests.integration.airflow_env import AirflowEnv
 from tests.integration.site import Site
 
@@ -36,3 +39,21 @@ def in_process_airflow_home(
 def token() -> str:
     """A short unique string for job names, so that parallel tests never touch each other's jobs."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def hook(site: Site) -> Iterator[SlurmHook]:
+    """A perlmutter hook whose first command opens a new connection; closed at the end."""
+    hook = SlurmHook("perlmutter_ssh", cluster="perlmutter")
+    hook.close()
+    yield hook
+    hook.close()
+
+
+@pytest.fixture
+def jobs(hook: SlurmHook) -> Iterator[list[str]]:
+    """Ids of the jobs a test submits; whatever is left is cancelled at the end (a no-op for ended jobs)."""
+    submitted: list[str] = []
+    yield submitted
+    if submitted:
+        hook.run(scancel_command(submitted), check=False)

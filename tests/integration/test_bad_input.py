@@ -24,7 +24,6 @@ from airflow_desc.slurm import (
     parse_sacct,
     render_job_script,
     sacct_command,
-    scancel_command,
 )
 from airflow_desc.slurm.quoting import quote_path
 from airflow_desc.triggers.slurm import SlurmJobTrigger
@@ -34,22 +33,6 @@ from tests.waiting import wait_for
 pytestmark = pytest.mark.usefixtures("in_process_airflow_home")
 
 CONN = "perlmutter_ssh"
-
-
-@pytest.fixture
-def hook(site: Site) -> Iterator[SlurmHook]:
-    hook = SlurmHook(CONN, cluster="perlmutter")
-    yield hook
-    hook.close()
-
-
-@pytest.fixture
-def jobs(hook: SlurmHook) -> Iterator[list[str]]:
-    """Ids of the jobs a test submits; cancelled at the end (a no-op for ended jobs)."""
-    submitted: list[str] = []
-    yield submitted
-    if submitted:
-        hook.run(scancel_command(submitted), check=False)
 
 
 @pytest.fixture

@@ -18,17 +18,13 @@ from datetime import datetime
 import pytest
 
 from airflow_desc.history import JsonLinesRecorder, ProcessRecord
-from tests.integration.airflow_env import AirflowEnv
+from tests.integration.airflow_env import AirflowEnv, explain
 from tests.integration.site import Site
 
 # A bundle asks for a whole perlmutter node: beside the parallel suite it would wait in SLURM's queue.
 pytestmark = pytest.mark.serial
 
 WORK_DIR = "airflow-desc"  # the site's clusters.yaml work_dir, relative to the home directory
-
-
-def explain(proc: object) -> str:
-    return (getattr(proc, "stdout", "") + getattr(proc, "stderr", ""))[-6000:]
 
 
 def records(path: pathlib.Path) -> list[ProcessRecord]:

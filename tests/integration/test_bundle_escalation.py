@@ -14,16 +14,12 @@ from datetime import datetime
 import pytest
 
 from airflow_desc.history import JsonLinesRecorder, ProcessRecord
-from tests.integration.airflow_env import AirflowEnv
+from tests.integration.airflow_env import AirflowEnv, explain
 
 # A bundle asks for a whole perlmutter node: beside the parallel suite it would wait in SLURM's queue.
 pytestmark = pytest.mark.serial
 
 MIB = 1024 * 1024
-
-
-def explain(proc: object) -> str:
-    return (getattr(proc, "stdout", "") + getattr(proc, "stderr", ""))[-6000:]
 
 
 def _when(value: datetime | None) -> datetime:

@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from airflow_desc.history import JsonLinesRecorder, ProcessRecord
-from tests.integration.airflow_env import AIRFLOW, AirflowEnv
+from tests.integration.airflow_env import AIRFLOW, AirflowEnv, explain
 
 # Its bundles ask for a whole perlmutter node, and it takes ~3 minutes alone: run it apart.
 pytestmark = pytest.mark.serial
@@ -26,10 +26,6 @@ ROOT = pathlib.Path(__file__).parents[2]
 DAG_ID = "DC1-DM12_imsim-dithered_local"
 TOP = ("serialingest", "ingestRefCat", "setupEimageVisits", "launchL1L2", "wrapup", "report")
 RENDERER_TASKS = ("streams", "bundle")
-
-
-def explain(proc: subprocess.CompletedProcess[str]) -> str:
-    return (proc.stdout + proc.stderr)[-8000:]
 
 
 def task_states(env: AirflowEnv, run_id: str) -> list[dict[str, str]]:

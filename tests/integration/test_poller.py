@@ -12,15 +12,14 @@ import collections
 import inspect
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from airflow_desc.hooks.slurm import SlurmHook
-from airflow_desc.slurm import accounting_from_payload, chunked_sacct_commands, scancel_command
+from airflow_desc.slurm import accounting_from_payload, chunked_sacct_commands
 from airflow_desc.triggers.slurm import ClusterPoller, SlurmJobTrigger
-from tests.integration.site import Site
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("in_process_airflow_home")
@@ -28,24 +27,6 @@ pytestmark = pytest.mark.usefixtures("in_process_airflow_home")
 CONN = "perlmutter_ssh"
 HELD_JOBS = 200
 SHORT_JOBS = 3
-
-
-@pytest.fixture
-def hook(site: Site) -> Iterator[SlurmHook]:
-    """A perlmutter hook whose first command opens a new connection."""
-    hook = SlurmHook(CONN, cluster="perlmutter")
-    hook.close()
-    yield hook
-    hook.close()
-
-
-@pytest.fixture
-def jobs(hook: SlurmHook) -> Iterator[list[str]]:
-    """Ids of the jobs a test submits; whatever is left is cancelled at the end."""
-    submitted: list[str] = []
-    yield submitted
-    if submitted:
-        hook.run(scancel_command(submitted), check=False)
 
 
 def counts() -> collections.Counter[str]:

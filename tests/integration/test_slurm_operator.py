@@ -5,17 +5,12 @@ from __future__ import annotations
 import pathlib
 
 from airflow_desc.history import JsonLinesRecorder, ProcessRecord
-from tests.integration.airflow_env import AirflowEnv
+from tests.integration.airflow_env import AirflowEnv, explain
 from tests.integration.site import Site
 
 
 def records(path: pathlib.Path) -> list[ProcessRecord]:
     return sorted(JsonLinesRecorder(path).read(), key=lambda r: (r.task_id, r.try_number))
-
-
-def explain(proc: object) -> str:
-    out = getattr(proc, "stdout", "") + getattr(proc, "stderr", "")
-    return out[-6000:]
 
 
 def test_jobs_routed_to_both_clusters_with_accounting(

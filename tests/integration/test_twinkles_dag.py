@@ -22,7 +22,7 @@ from airflow_desc.history import HistoryStore, JsonLinesRecorder, ProcessRecord
 from airflow_desc.history.schema import runs, workflows
 from airflow_desc.timetables import SurveyYearTimetable
 from airflow_desc.workflow.registry import load_workflow
-from tests.integration.airflow_env import AIRFLOW, AirflowEnv
+from tests.integration.airflow_env import AIRFLOW, AirflowEnv, explain
 from tests.integration.site import Site
 
 # A bundle takes a whole perlmutter node, and the two years take ~2.5 minutes: run it apart.
@@ -46,10 +46,6 @@ FINISHED = re.compile(
     r"DagRun Finished: dag_id=(?P<dag_id>\S+?), .*?run_id=(?P<run_id>\S+?), .*?state=(?P<state>\w+), .*?"
     r"data_interval_start=(?P<start>[^,]+), data_interval_end=(?P<end>[^,]+),"
 )
-
-
-def explain(proc: subprocess.CompletedProcess[str]) -> str:
-    return (proc.stdout + proc.stderr)[-8000:]
 
 
 def run_year(

@@ -4,7 +4,6 @@ import dataclasses
 import os
 import pathlib
 import pickle
-import sys
 
 import pytest
 
@@ -17,6 +16,7 @@ from airflow_desc.clusters import (
     parse_cluster_profiles,
 )
 from airflow_desc.exceptions import ClusterProfileError, ResourceLimitError
+from tests.unit.conftest import ONE_CLUSTER, s3df_profile, write_one_cluster
 
 # The example of the brief, every key set, plus a cluster reached through a bastion.
 FULL = """\
@@ -403,22 +403,9 @@ def test_document_shape_errors(text: str, message: str) -> None:
 # --- the profile in Python -----------------------------------------------------------------------
 
 
-def make(**changes: object) -> ClusterProfile:
-    settings: dict[str, object] = {
-        "name": "s3df",
-        "ssh_conn_id": "s3df_ssh",
-        "partition": "roma",
-        "cores_per_node": 1,
-        "memory_per_node_mb": 8192,
-        "max_walltime": "02:00:00",
-    }
-    settings.update(changes)
-    return ClusterProfile(**settings)  # type: ignore[arg-type]
-
-
 def test_profile_made_in_python_is_checked_too() -> None:
     with pytest.raises(ClusterProfileError) as caught:
-        make(name="bad name", cores_per_node=0, env={"X": None})
+        s3df_profile(name="bad name", cores_per_node=0, env={"X": None})
     assert str(caught.value).splitlines() == [
         "clusters.bad name: cluster name 'bad name' (text) is not allowed; "
         "use letters, digits, '_', '.' and '-', starting with a letter or digit",
@@ -428,12 +415,12 @@ def test_profile_made_in_python_is_checked_too() -> None:
 
 
 def test_profile_is_frozen_and_hashable() -> None:
-    profile = make(env={"A": 1}, setup_lines=["module load x"])
+    profile = s3df_profile(env={"A": 1}, setup_lines=["module load x"])
     with pytest.raises(dataclasses.FrozenInstanceError):
         profile.cores_per_node = 4  # type: ignore[misc]
     assert profile.env == {"A": "1"}
     assert profile.setup_lines == ("module load x",)
-    assert {profile: 1}[make(env={"A": "1"}, setup_lines=("module load x",))] == 1
+    assert {profile: 1}[s3df_profile(env={"A": "1"}, setup_lines=("module load x",))] == 1
     assert dataclasses.replace(profile, max_walltime="1-00:00:00").max_walltime_s == 86400
 
 
@@ -488,12 +475,12 @@ def test_walltime_limit(site: ClusterProfiles) -> None:
 
 
 def test_walltime_of_days_and_a_cluster_without_partition() -> None:
-    profile = make(partition=None, qos="regular", max_walltime="2-00:00:00")
+    profile = s3df_profile(partition=None, qos="regular", max_walltime="2-00:00:00")
     assert limit_error(profile, cpus=1, mem_mb=None, time_limit_s=3 * 86400 + 61) == (
         "walltime 3-00:01:01 exceeds the 2-00:00:00 maximum of cluster s3df (qos regular): "
         "ask for less, checkpoint, or pick another cluster"
     )
-    assert limit_error(make(partition=None), cpus=2, mem_mb=None, time_limit_s=None).startswith(
+    assert limit_error(s3df_profile(partition=None), cpus=2, mem_mb=None, time_limit_s=None).startswith(
         "2 CPUs per node exceed the 1 cores of a node of cluster s3df: "
     )
 
@@ -503,7 +490,7 @@ def test_memory_limit(site: ClusterProfiles) -> None:
         "memory 4097 MB per node exceeds the 4096 MB of a node of cluster perlmutter (partition regular): "
         "ask for less, split the work, or pick another cluster"
     )
-    high = make(high_memory_partition="bigmem")
+    high = s3df_profile(high_memory_partition="bigmem")
     assert limit_error(high, cpus=1, mem_mb=9000, time_limit_s=None) == (
         "memory 9000 MB per node exceeds the 8192 MB of a node of cluster s3df (partition roma): "
         "ask for less, use the high-memory partition bigmem, or pick another cluster"
@@ -557,36 +544,19 @@ def test_nonsense_requests_are_programming_errors(
     ],
 )
 def test_cores_for_memory(cores: int, node_mb: int, mem_mb: int, expected: int) -> None:
-    assert make(cores_per_node=cores, memory_per_node_mb=node_mb).cores_for_memory(mem_mb) == expected
+    assert s3df_profile(cores_per_node=cores, memory_per_node_mb=node_mb).cores_for_memory(mem_mb) == expected
 
 
 def test_cores_for_memory_refuses_nothing() -> None:
     with pytest.raises(ValueError, match="positive"):
-        make().cores_for_memory(0)
+        s3df_profile().cores_for_memory(0)
 
 
 # --- finding and caching the file ----------------------------------------------------------------
 
-ONE = (
-    "clusters:\n  one:\n    ssh_conn_id: one_ssh\n    cores_per_node: {cores}\n"
-    "    memory_per_node_mb: 1024\n    max_walltime: 10\n"
-)
-
-
-@pytest.fixture
-def no_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(CLUSTERS_FILE_ENV, raising=False)
-    monkeypatch.setenv("AIRFLOW__DESC__CLUSTERS_FILE", "")
-
-
-def write(path: pathlib.Path, cores: int) -> pathlib.Path:
-    path.write_text(ONE.format(cores=cores), encoding="utf-8")
-    return path
-
-
 @pytest.mark.usefixtures("no_config")
 def test_explicit_path_as_str_or_path(tmp_path: pathlib.Path) -> None:
-    path = write(tmp_path / "c.yaml", 3)
+    path = write_one_cluster(tmp_path / "c.yaml", 3)
     assert load_cluster_profiles(str(path)).get().cores_per_node == 3
     assert load_cluster_profiles(path).source == str(path)
 
@@ -595,15 +565,15 @@ def test_explicit_path_as_str_or_path(tmp_path: pathlib.Path) -> None:
 def test_explicit_path_wins_over_the_environment(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(CLUSTERS_FILE_ENV, str(write(tmp_path / "env.yaml", 5)))
-    assert load_cluster_profiles(write(tmp_path / "given.yaml", 6)).get().cores_per_node == 6
+    monkeypatch.setenv(CLUSTERS_FILE_ENV, str(write_one_cluster(tmp_path / "env.yaml", 5)))
+    assert load_cluster_profiles(write_one_cluster(tmp_path / "given.yaml", 6)).get().cores_per_node == 6
     assert load_cluster_profiles().get().cores_per_node == 5
 
 
 @pytest.mark.usefixtures("no_config")
 def test_home_is_expanded(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    write(tmp_path / "c.yaml", 9)
+    write_one_cluster(tmp_path / "c.yaml", 9)
     monkeypatch.setenv(CLUSTERS_FILE_ENV, "~/c.yaml")
     assert load_cluster_profiles().get().cores_per_node == 9
 
@@ -621,18 +591,7 @@ def test_nothing_configured() -> None:
     assert str(caught.value) == NOT_CONFIGURED
 
 
-@pytest.mark.usefixtures("no_config")
-def test_the_airflow_configuration_is_not_read_here(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # [desc] clusters_file is airflow_desc.config's to read (tests/unit/test_config.py).
-    monkeypatch.setitem(sys.modules, "airflow.configuration", None)  # import now raises ImportError
-    monkeypatch.setenv("AIRFLOW__DESC__CLUSTERS_FILE", str(write(tmp_path / "airflow.yaml", 7)))
-    with pytest.raises(ClusterProfileError) as caught:
-        load_cluster_profiles()
-    assert str(caught.value) == NOT_CONFIGURED
-    monkeypatch.setenv(CLUSTERS_FILE_ENV, str(write(tmp_path / "env.yaml", 8)))
-    assert load_cluster_profiles().get().cores_per_node == 8
+# Without airflow.configuration, only the environment names the file: tests/unit/test_config.py.
 
 
 @pytest.mark.usefixtures("no_config")
@@ -656,33 +615,33 @@ def test_missing_file_names_where_the_name_came_from(
 
 
 def test_cache_returns_the_same_object_until_the_file_changes(tmp_path: pathlib.Path) -> None:
-    path = write(tmp_path / "c.yaml", 2)
+    path = write_one_cluster(tmp_path / "c.yaml", 2)
     first = load_cluster_profiles(path)
     assert load_cluster_profiles(path) is first
     stamp = path.stat().st_mtime_ns
 
-    write(path, 4)  # same size: only the mtime tells
+    write_one_cluster(path, 4)  # same size: only the mtime tells
     os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
     second = load_cluster_profiles(path)
     assert second is not first
     assert second.get().cores_per_node == 4
 
-    write(path, 16)  # one byte longer, with the same mtime: the size tells
+    write_one_cluster(path, 16)  # one byte longer, with the same mtime: the size tells
     os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
     assert load_cluster_profiles(path).get().cores_per_node == 16
 
 
 def test_an_invalid_file_is_not_cached(tmp_path: pathlib.Path) -> None:
-    path = write(tmp_path / "c.yaml", 2)
+    path = write_one_cluster(tmp_path / "c.yaml", 2)
     assert load_cluster_profiles(path).get().cores_per_node == 2
-    path.write_text(ONE.format(cores="x"), encoding="utf-8")
+    path.write_text(ONE_CLUSTER.format(cores="x"), encoding="utf-8")
     os.utime(path, ns=(1, 1))
     for _ in range(2):
         with pytest.raises(
             ClusterProfileError, match=r"c\.yaml:4: clusters\.one\.cores_per_node: expected a whole"
         ):
             load_cluster_profiles(path)
-    write(path, 3)
+    write_one_cluster(path, 3)
     assert load_cluster_profiles(path).get().cores_per_node == 3
 
 

@@ -1,4 +1,4 @@
-"""Integration DAG: escalation and ``after`` inside a bundle, rendered from the spec below.
+"""Integration DAG: escalation and ``after`` inside a bundle, rendered from a spec in tests/data/specs.
 
 desc_it_bundle_escalation: one visit in one bundle (direct launcher). ``hungry`` holds the 160 MB
 it asks for, and its Python interpreter takes it over: the pilot kills it (out-of-memory) on the
@@ -9,48 +9,17 @@ not rerun.
 
 from __future__ import annotations
 
+import pathlib
+
 from airflow_desc.workflow.overlays import RenderOptions
 from airflow_desc.workflow.render import render_dags
 from airflow_desc.workflow.spec import parse_spec
 
-SPEC = """
-name: desc_it_bundle_escalation
-version: "1.0"
-variables:
-  out: it-bundle-escalation/default
-defaults:
-  resources: {cluster: perlmutter, cpus: 1, memory_mb: 160, walltime: "0:02:00"}
-  retries: 1
-processes:
-  setupVisits:
-    type: script
-    callable: airflow_desc.emulate.scripts:make_streams
-    kwargs: {kind: visit, visits: "301"}
-tasks:
-  processVisit:
-    streams_from: setupVisits
-    stream_var: visit
-    expected_streams: 1
-    bundle: always
-    bundle_size: 1
-    processes:
-      hungry:
-        type: batch
-        escalation: {memory_factor: 2, walltime_factor: 2}
-        emulate:
-          cpu_seconds: 0.5
-          sleep_seconds: 1.5
-          memory_mb: 160
-          outputs: ["{{ out }}/v{{ visit }}.dat"]
-      tally:
-        type: batch
-        after: [hungry]
-        command: echo tallied
-"""
+SPEC = pathlib.Path(__file__).resolve().parents[2] / "data" / "specs" / "desc-it-bundle-escalation.yaml"
 
 globals().update(
     render_dags(
-        parse_spec(SPEC, f"{__file__}#desc_it_bundle_escalation"),
+        parse_spec(SPEC.read_text(), f"{__file__}#desc_it_bundle_escalation"),
         options=RenderOptions(launcher="direct", retry_delay_s=0),
     )
 )

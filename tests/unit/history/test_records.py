@@ -20,19 +20,11 @@ from airflow_desc.slurm import (
     group_accounting,
     parse_sacct,
 )
+from tests.site_recordings import site_jobs
 
 DATA = pathlib.Path(__file__).parents[2] / "data"
-# record.sh's $FIELDS: the field list of the site's sacct -n recordings.
-RECORD_FIELDS = (
-    "JobID,JobName,State,ExitCode,Elapsed,TotalCPU,CPUTime,MaxRSS,ReqMem,ReqCPUS,AllocCPUS,"
-    "NodeList,Submit,Start,End,Timelimit,Partition,Cluster,DerivedExitCode"
-).split(",")
-SITE_CGROUP = group_accounting(
-    parse_sacct((DATA / "site" / "sacct-mixed-cgroup.txt").read_text(), RECORD_FIELDS)
-)
-SITE_LINUXPROC = group_accounting(
-    parse_sacct((DATA / "site" / "sacct-mixed-linuxproc.txt").read_text(), RECORD_FIELDS)
-)
+SITE_CGROUP = site_jobs("sacct-mixed-cgroup.txt")
+SITE_LINUXPROC = site_jobs("sacct-mixed-linuxproc.txt")
 # Site-shaped, for the states the site recordings lack.
 FIXTURE = group_accounting(parse_sacct((DATA / "slurm" / "sacct_mixed.txt").read_text()))
 JOB_UID = 1001  # the site user that submitted (and cancelled) the recorded jobs

@@ -13,88 +13,15 @@ from typing import Any
 
 import pytest
 
-from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.pilot import parse_records, validate_manifest
-from airflow_desc.workflow import parse_spec
 from airflow_desc.workflow.bundle_plan import plan_bundle
-from airflow_desc.workflow.registry import workflow_for
-from airflow_desc.workflow.render import render_dags
+from tests.unit.conftest import SiteWorkflow
 from tests.unit.pilot.pilot_process import clean_env, pilot_argv, write_manifest
-
-ROOT = pathlib.Path(__file__).parents[3]
-SITE = ROOT / "tests" / "data" / "clusters" / "site.yaml"
-
-EDGES = """\
-name: Edges
-version: "1.0"
-defaults:
-  resources: {cluster: perlmutter, cpus: 1, memory_mb: 100, walltime: "0:05:00"}
-processes:
-  setupVisits:
-    type: script
-    callable: airflow_desc.emulate.scripts:make_streams
-    kwargs: {kind: visit, visits: "7"}
-tasks:
-  processVisit:
-    streams_from: setupVisits
-    stream_var: visit
-    expected_streams: 1
-    bundle: always
-    processes:
-      calibrate:
-        type: batch
-        command: exit 3
-      report:
-        type: batch
-        after: [calibrate]
-        command: "true"
-      qa:
-        type: batch
-        depends_on: [calibrate]
-        after: [report]
-        command: "true"
-      setupRafts:
-        type: script
-        after: [calibrate]
-        callable: airflow_desc.emulate.scripts:make_streams
-        kwargs: {kind: raft, visit: "{{ visit }}"}
-      summarise:
-        type: batch
-        after: [processRaft]
-        command: "true"
-    tasks:
-      processRaft:
-        streams_from: setupRafts
-        stream_var: raft
-        expected_streams: 1
-        processes:
-          assemble:
-            type: batch
-            command: "true"
-          setupSensors:
-            type: script
-            depends_on: [assemble]
-            callable: airflow_desc.emulate.scripts:make_streams
-            kwargs: {kind: sensor, visit: "{{ visit }}", raft: "{{ raft }}"}
-        tasks:
-          processSensor:
-            streams_from: setupSensors
-            stream_var: sensor
-            expected_streams: 1
-            processes:
-              eimage:
-                type: batch
-                command: "true"
-"""
 
 
 @pytest.fixture
-def plan(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> Any:
-    monkeypatch.setenv("DESC_CLUSTERS_FILE", str(SITE))
-    spec = parse_spec(EDGES, f"{tmp_path}/edges.yaml")
-    render_dags(spec, clusters=load_cluster_profiles(SITE))
-    workflow = workflow_for(spec.source)
-    task = workflow.task(None, "Edges/processVisit")
+def plan(site_workflow: SiteWorkflow) -> Any:
+    workflow, task = site_workflow("edges", "Edges/processVisit", render=True)
     return plan_bundle(workflow, task, [{"visit": 7}], workflow.spec.variables_for(None))
 
 

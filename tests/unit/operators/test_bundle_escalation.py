@@ -6,7 +6,6 @@ Pure code: the plan, the raise from a pilot record, the saved state and the allo
 from __future__ import annotations
 
 import json
-import pathlib
 from typing import Any
 
 import pytest
@@ -15,55 +14,20 @@ from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.operators.bundle import SlurmBundleOperator
 from airflow_desc.operators.escalation import escalate_request
 from airflow_desc.pilot import validate_manifest
-from airflow_desc.workflow import parse_spec
 from airflow_desc.workflow.bundle_plan import (
     RaisedRequest,
     allocation_time_limit_s,
     plan_bundle,
     raised_requests,
 )
-from airflow_desc.workflow.registry import workflow_for
-from airflow_desc.workflow.render import render_dags
+from tests.unit.conftest import SITE, SiteWorkflow
 
-ROOT = pathlib.Path(__file__).parents[3]
-SITE = ROOT / "tests" / "data" / "clusters" / "site.yaml"
 NODE_MB, MAX_S = 4096, 1800  # perlmutter of the site
-
-SPEC = """\
-name: Hungry
-version: "1.0"
-defaults:
-  resources: {cluster: perlmutter, cpus: 1, memory_mb: 200, walltime: "0:05:00"}
-processes:
-  setupVisits:
-    type: script
-    callable: airflow_desc.emulate.scripts:make_streams
-    kwargs: {kind: visit, visits: "1^2"}
-tasks:
-  processVisit:
-    streams_from: setupVisits
-    stream_var: visit
-    expected_streams: 2
-    bundle: always
-    processes:
-      calibrate:
-        type: batch
-        command: calibrate {{ visit }}
-        escalation: {memory_factor: 2, walltime_factor: 1.5}
-      stubborn:
-        type: batch
-        command: stubborn {{ visit }}
-        escalation: {memory_factor: 1, walltime_factor: 1}
-"""
 
 
 @pytest.fixture
-def bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> Any:
-    monkeypatch.setenv("DESC_CLUSTERS_FILE", str(SITE))
-    spec = parse_spec(SPEC, f"{tmp_path}/hungry.yaml")
-    render_dags(spec, clusters=load_cluster_profiles(SITE))
-    workflow = workflow_for(spec.source)
-    task = workflow.task(None, "Hungry/processVisit")
+def bundle(site_workflow: SiteWorkflow) -> Any:
+    workflow, task = site_workflow("hungry", "Hungry/processVisit", render=True)
 
     def plan(raised: dict[str, RaisedRequest] | None = None) -> Any:
         return plan_bundle(workflow, task, [{"visit": 1}, {"visit": 2}], {}, raised=raised)
@@ -83,20 +47,23 @@ def _raise(inst: Any, record: dict[str, Any]) -> tuple[RaisedRequest | None, str
     return escalate_request(inst, record, node_memory_mb=NODE_MB, max_walltime_s=MAX_S)
 
 
-def test_out_of_memory_doubles_the_memory_it_ran_with(bundle: Any) -> None:
+@pytest.mark.parametrize(
+    ("reason", "expected", "expected_note"),
+    [
+        # Out of memory doubles the memory it ran with.
+        ("out-of-memory", RaisedRequest(memory_mb=400), "next try asks for memory 400 MB (x2 of 200 MB)"),
+        # A time limit raises the walltime by its factor.
+        ("time-limit", RaisedRequest(walltime_s=450), "next try asks for walltime 450 s (x1.5 of 300 s)"),
+    ],
+)
+def test_a_termination_raises_what_it_ran_out_of_by_its_factor(
+    bundle: Any, reason: str, expected: RaisedRequest, expected_note: str
+) -> None:
     _, _, plan = bundle
     inst = _instance(plan(), "visit=1:calibrate")
-    raised, note = _raise(inst, terminated("out-of-memory", memory_mb=200, walltime_s=300.0))
-    assert raised == RaisedRequest(memory_mb=400)
-    assert note == "next try asks for memory 400 MB (x2 of 200 MB)"
-
-
-def test_time_limit_raises_the_walltime_by_its_factor(bundle: Any) -> None:
-    _, _, plan = bundle
-    inst = _instance(plan(), "visit=1:calibrate")
-    raised, note = _raise(inst, terminated("time-limit", memory_mb=200, walltime_s=300.0))
-    assert raised == RaisedRequest(walltime_s=450)
-    assert note == "next try asks for walltime 450 s (x1.5 of 300 s)"
+    raised, note = _raise(inst, terminated(reason, memory_mb=200, walltime_s=300.0))
+    assert raised == expected
+    assert note == expected_note
 
 
 def test_raises_compound_across_tries_through_the_saved_state(bundle: Any) -> None:

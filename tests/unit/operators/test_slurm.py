@@ -27,17 +27,14 @@ from airflow_desc.slurm import (
     sacct_command,
     submit_script_command,
 )
+from tests.site_recordings import site_jobs
+from tests.unit.conftest import s3df_profile
 
 DATA = pathlib.Path(__file__).parents[2] / "data"
-# record.sh's $FIELDS: the field list of the site's sacct -n recordings.
-RECORD_FIELDS = (
-    "JobID,JobName,State,ExitCode,Elapsed,TotalCPU,CPUTime,MaxRSS,ReqMem,ReqCPUS,AllocCPUS,"
-    "NodeList,Submit,Start,End,Timelimit,Partition,Cluster,DerivedExitCode"
-).split(",")
 
 
 def site_job(name: str, job_id: str) -> JobAccounting:
-    return group_accounting(parse_sacct((DATA / "site" / name).read_text(), RECORD_FIELDS))[job_id]
+    return site_jobs(name)[job_id]
 
 
 def fixture_job(job_id: str) -> JobAccounting:
@@ -53,17 +50,8 @@ PREEMPTED = fixture_job("5000112")  # on nid001235
 
 
 def profile(**overrides: Any) -> ClusterProfile:
-    """A cluster of 2 GB per core: 4 cores and 8192 MB per node, 30 minutes at most."""
-    values: dict[str, Any] = {
-        "name": "s3df",
-        "ssh_conn_id": "s3df_ssh",
-        "cores_per_node": 4,
-        "memory_per_node_mb": 8192,
-        "max_walltime": "00:30:00",
-        "partition": "roma",
-    }
-    values.update(overrides)
-    return ClusterProfile(**values)
+    """A cluster of 2 GB per core: s3df with 4 cores and 8192 MB per node, 30 minutes at most."""
+    return s3df_profile(**{"cores_per_node": 4, "max_walltime": "00:30:00", **overrides})
 
 
 def operator(**kwargs: Any) -> SlurmOperator:

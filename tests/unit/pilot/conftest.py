@@ -6,16 +6,16 @@ import pathlib
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from tests.unit.pilot.pilot_process import PilotRun, clean_env, pilot_argv, write_manifest
+from tests.unit.pilot.pilot_process import PilotRun, Runner, clean_env, pilot_argv, write_manifest
 
 
 @pytest.fixture
-def run_pilot(tmp_path: pathlib.Path) -> Callable[..., PilotRun]:
+def run_pilot(tmp_path: pathlib.Path) -> Runner:
     """Write a manifest and run the launcher on it to the end."""
 
     def run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import glob
 import json
 import os
@@ -11,7 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_desc.pilot import parse_records
@@ -30,6 +31,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 def instance(iid: str, command: str, **fields: Any) -> dict[str, Any]:
     return {"id": iid, "command": command, "cpus": 1, "memory_mb": 100, **fields}
 
+
+
+def ts(value: str) -> datetime.datetime:
+    """A record's timestamp (its ``start`` or ``end``)."""
+    return datetime.datetime.fromisoformat(value)
 
 @dataclasses.dataclass
 class PilotRun:
@@ -54,6 +60,10 @@ class PilotRun:
     def explain(self) -> str:
         return f"rc={self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
 
+
+
+#: The ``run_pilot`` fixture (tests/unit/pilot/conftest.py): instances and launcher arguments -> the run.
+Runner = Callable[..., PilotRun]
 
 def write_manifest(
     directory: pathlib.Path, instances: Sequence[dict[str, Any]], bundle: str = "b"

@@ -6,22 +6,11 @@ tiny shell commands.
 
 from __future__ import annotations
 
-import datetime
-import json
-import pathlib
-from collections.abc import Callable
-
 import pytest
 
 from airflow_desc.pilot import ManifestError
 from airflow_desc.pilot.launcher import load_manifest
-from tests.unit.pilot.pilot_process import PilotRun, instance
-
-Runner = Callable[..., PilotRun]
-
-
-def ts(value: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(value)
+from tests.unit.pilot.pilot_process import Runner, instance, ts
 
 
 def test_an_after_upstream_releases_its_instance_however_it_ended(run_pilot: Runner) -> None:
@@ -77,13 +66,7 @@ def test_an_after_chain_keeps_its_order(run_pilot: Runner) -> None:
     assert ts(recs["third"]["start"]) >= ts(recs["second"]["end"])
 
 
-def test_skip_done_accepts_an_after_upstream_no_longer_in_the_manifest(
-    run_pilot: Runner, tmp_path: pathlib.Path
-) -> None:
-    previous = tmp_path / "previous.jsonl"
-    previous.write_text(json.dumps({"id": "v:visit", "state": "success"}) + "\n")
-    run = run_pilot([instance("v:report", "true", after=["v:visit"])], "--skip-done", str(previous))
-    assert run.returncode == 0 and run.by_id["v:report"]["state"] == "success", run.explain()
+# --skip-done with an `after` upstream no longer in the manifest: test_launcher, beside depends_on.
 
 
 def test_after_edges_count_in_the_graph() -> None:

@@ -10,19 +10,19 @@ import pathlib
 import resource
 import signal
 import subprocess
-from collections.abc import Callable
 
 import pytest
 
 from airflow_desc.pilot import RECORD_FIELDS, parse_records, parse_summary
 from tests.unit.pilot.pilot_process import (
     UTILISATION,
-    PilotRun,
+    Runner,
     children_of,
     clean_env,
     instance,
     pilot_argv,
     python_3_8,
+    ts,
     write_manifest,
 )
 from tests.waiting import wait_for
@@ -30,11 +30,6 @@ from tests.waiting import wait_for
 BURN = "python3 -c 'import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass'"
 HOLD = "python3 -c 'x = \"x\" * ({mb} << 20)\nimport time\ntime.sleep({s})'"
 
-Runner = Callable[..., PilotRun]
-
-
-def ts(value: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(value)
 
 
 def test_dependencies_run_in_order_and_failures_skip_downstream(run_pilot: Runner) -> None:
@@ -299,13 +294,14 @@ def test_appending_after_a_torn_line_starts_a_new_line(run_pilot: Runner, tmp_pa
     assert [r["id"] for r in run.records] == ["old", "new"]
 
 
-def test_skip_done_accepts_a_dependency_no_longer_in_the_manifest(
-    run_pilot: Runner, tmp_path: pathlib.Path
+@pytest.mark.parametrize(("iid", "edge"), [("v/s1:sensor", "depends_on"), ("v:report", "after")])
+def test_skip_done_accepts_an_upstream_no_longer_in_the_manifest(
+    run_pilot: Runner, tmp_path: pathlib.Path, iid: str, edge: str
 ) -> None:
     previous = tmp_path / "previous.jsonl"
     previous.write_text(json.dumps({"id": "v:visit", "state": "success"}) + "\n")
-    run = run_pilot([instance("v/s1:sensor", "true", depends_on=["v:visit"])], "--skip-done", str(previous))
-    assert run.returncode == 0 and run.by_id["v/s1:sensor"]["state"] == "success", run.explain()
+    run = run_pilot([instance(iid, "true", **{edge: ["v:visit"]})], "--skip-done", str(previous))
+    assert run.returncode == 0 and run.by_id[iid]["state"] == "success", run.explain()
 
 
 @pytest.mark.parametrize(

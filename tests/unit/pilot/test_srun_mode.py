@@ -13,20 +13,12 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
 
 import pytest
 
 from airflow_desc.pilot import parse_records
-from tests.unit.pilot.pilot_process import (
-    PilotRun,
-    children_of,
-    clean_env,
-    instance,
-    pilot_argv,
-    python_3_8,
-    write_manifest,
-)
+from tests.unit.pilot import pilot_process
+from tests.unit.pilot.pilot_process import Runner, children_of, instance
 from tests.waiting import wait_for
 
 FAKE_SRUN = """#!/bin/bash
@@ -46,7 +38,6 @@ export SLURM_STEP_ID=$step
 exec "$@" >> "$out" 2>&1
 """  # noqa: E501
 
-Runner = Callable[..., PilotRun]
 
 
 def is_run_one(pid: int) -> bool:
@@ -68,7 +59,7 @@ def srun_env(tmp_path: pathlib.Path) -> dict[str, str]:
     srun.chmod(srun.stat().st_mode | stat.S_IXUSR)
     calls = tmp_path / "srun-calls"
     calls.mkdir()
-    return clean_env(
+    return pilot_process.clean_env(
         PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         FAKE_SRUN_CALLS=str(calls),
         SLURM_JOB_ID="77",
@@ -85,7 +76,7 @@ def srun_calls(env: dict[str, str]) -> list[list[str]]:
 def test_each_instance_is_one_exact_step_measured_by_run_one(
     run_pilot: Runner, srun_env: dict[str, str], python: str
 ) -> None:
-    interpreter = sys.executable if python == "current" else python_3_8()
+    interpreter = sys.executable if python == "current" else pilot_process.python_3_8()
     if interpreter is None:
         pytest.skip("no Python 3.8 here")
     burn = "python3 -c 'import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass'"
@@ -145,11 +136,11 @@ def test_a_step_signalled_by_slurm_is_terminated_and_the_pilot_goes_on(
 ) -> None:
     """Preemption or scancel of a step: SLURM signals the step's tasks, not the pilot."""
     directory = tmp_path / "run"
-    write_manifest(
+    pilot_process.write_manifest(
         directory,
         [instance("a", "sleep 30"), instance("after-a", "true", depends_on=["a"]), instance("b", "true")],
     )
-    argv = pilot_argv(directory, "--launcher", "srun", cores=1)
+    argv = pilot_process.pilot_argv(directory, "--launcher", "srun", cores=1)
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, env=srun_env)
     try:
 

@@ -12,22 +12,8 @@ import pathlib
 import pandas as pd
 import pytest
 
+from airflow_desc import reports
 from airflow_desc.history import PROCESS_STATES
-from airflow_desc.reports.status import (
-    AIRFLOW_STATE_COLUMN,
-    SLURM_STATE_COLUMN,
-    STATE_COLUMNS,
-    TABLE_COLUMNS,
-    airflow_state_column,
-    attempts_table,
-    counts_from_instances,
-    format_text,
-    plot_path,
-    slurm_state_column,
-    status_table,
-    to_csv,
-    to_json,
-)
 from airflow_desc.slurm.states import SlurmState
 
 from .conftest import DATA, STATES, dc1_counts
@@ -48,21 +34,22 @@ def test_dc1_golden_numbers_and_order(dc1: pd.DataFrame) -> None:
     # Shuffled counts and the slide's order must give back the slide's rows, in its order.
     shuffled = dc1_counts(dc1).sample(frac=1.0, random_state=3).reset_index(drop=True)
     order = list(zip(dc1["task"], dc1["process"], strict=True))
-    table = status_table(shuffled, order=order)
+    table = reports.status_table(shuffled, order=order)
 
-    assert tuple(table.columns) == TABLE_COLUMNS
+    assert tuple(table.columns) == reports.TABLE_COLUMNS
     body = table.iloc[:-1].reset_index(drop=True)
     assert list(body["Task"]) == list(dc1["task"])
     assert list(body["Version"]) == list(dc1["version"])
     assert list(body["Process"]) == list(dc1["process"])
     assert list(body["Type"]) == list(dc1["type"])
-    for state, column in zip(TSV_STATES, STATE_COLUMNS, strict=True):
+    assert TSV_STATES == [column.lower() for column in reports.STATE_COLUMNS]
+    for state, column in zip(TSV_STATES, reports.STATE_COLUMNS, strict=True):
         assert list(body[column]) == list(dc1[state]), column
     assert set(body["Links"]) == {"Plot"}
 
 
 def test_dc1_totals_and_the_one_inconsistent_row_of_the_slide(dc1: pd.DataFrame) -> None:
-    table = status_table(dc1_counts(dc1))
+    table = reports.status_table(dc1_counts(dc1))
     body, totals = table.iloc[:-1].reset_index(drop=True), table.iloc[-1]
     # Total is the sum of the state columns. The slide (and the TSV copied from it) says 5034 for
     # mergeDetections while its own columns add up to 4268 + 765 = 5033: every other row agrees.
@@ -80,7 +67,7 @@ def test_dc1_totals_and_the_one_inconsistent_row_of_the_slide(dc1: pd.DataFrame)
         "Totals",
         "",
     )
-    for state, column in zip(TSV_STATES, STATE_COLUMNS, strict=True):
+    for state, column in zip(TSV_STATES, reports.STATE_COLUMNS, strict=True):
         assert totals[column] == dc1[state].sum(), column
     assert (totals["Success"], totals["Failed"], totals["Terminated"], totals["Skipped"]) == (
         906354,
@@ -92,17 +79,17 @@ def test_dc1_totals_and_the_one_inconsistent_row_of_the_slide(dc1: pd.DataFrame)
 
 
 def test_dc1_first_seen_order_without_order(dc1: pd.DataFrame) -> None:
-    table = status_table(dc1_counts(dc1))
+    table = reports.status_table(dc1_counts(dc1))
     assert list(table["Process"].iloc[:-1]) == list(dc1["process"])
 
 
 def test_dc1_text_golden(dc1: pd.DataFrame) -> None:
-    text = format_text(status_table(dc1_counts(dc1)))
+    text = reports.format_text(reports.status_table(dc1_counts(dc1)))
     assert text == (DATA / "dc1-status-table.txt").read_text()
 
 
 def test_text_shows_each_task_once_like_the_slide(dc1: pd.DataFrame) -> None:
-    lines = format_text(status_table(dc1_counts(dc1))).splitlines()[2:]
+    lines = reports.format_text(reports.status_table(dc1_counts(dc1))).splitlines()[2:]
     shown = [line.split()[0] if not line.startswith(" ") else "" for line in lines]
     first_of_run = [
         task if i == 0 or dc1["task"][i - 1] != task else "" for i, task in enumerate(dc1["task"])
@@ -132,7 +119,7 @@ def test_live_counts_are_added_and_new_processes_follow() -> None:
             "count": [3, 1, 1],
         }
     )
-    table = status_table(history, live=live)
+    table = reports.status_table(history, live=live)
     assert list(table["Process"]) == ["mergeDetections", "wrapup", "report", ""]
     merge = table.iloc[0]
     assert (merge["Success"], merge["Failed"], merge["Running"], merge["Total"]) == (4, 1, 3, 8)
@@ -142,7 +129,7 @@ def test_live_counts_are_added_and_new_processes_follow() -> None:
 
 
 def test_state_names_are_read_case_insensitively() -> None:
-    table = status_table(counts(("t", "1", "p", "Batch", "Success", 2, 2)))
+    table = reports.status_table(counts(("t", "1", "p", "Batch", "Success", 2, 2)))
     assert (table.iloc[0]["Success"], table.iloc[0]["Type"]) == (2, "Batch")
 
 
@@ -152,7 +139,7 @@ def test_order_puts_listed_rows_first_zero_rows_for_unseen_and_keeps_the_rest() 
         ("b", "1", "p2", "script", "failed", 2, 2),
         ("c", "1", "p3", "batch", "skipped", 3, 3),
     )
-    table = status_table(history, order=[("b", "p2"), ("z", "not-started"), ("a", "p1")])
+    table = reports.status_table(history, order=[("b", "p2"), ("z", "not-started"), ("a", "p1")])
     assert list(zip(table["Task"], table["Process"], strict=True)) == [
         ("b", "p2"),
         ("z", "not-started"),
@@ -171,7 +158,7 @@ def test_two_versions_of_a_process_are_two_rows_at_its_place_in_order() -> None:
         ("u", "1", "q", "batch", "success", 1, 1),
         ("t", "1.1", "p", "batch", "success", 2, 2),
     )
-    table = status_table(history, order=[("u", "q"), ("t", "p")])
+    table = reports.status_table(history, order=[("u", "q"), ("t", "p")])
     assert list(zip(table["Process"], table["Version"], strict=True))[:3] == [
         ("q", "1"),
         ("p", "1.0"),
@@ -180,14 +167,14 @@ def test_two_versions_of_a_process_are_two_rows_at_its_place_in_order() -> None:
 
 
 def test_empty_counts_give_a_zero_totals_row() -> None:
-    table = status_table(counts())
-    assert tuple(table.columns) == TABLE_COLUMNS
+    table = reports.status_table(counts())
+    assert tuple(table.columns) == reports.TABLE_COLUMNS
     assert len(table) == 1 and table.iloc[0]["Type"] == "Totals" and table.iloc[0]["Total"] == 0
     assert table.attrs["plot_links"] == [None]
 
 
 def test_plot_links_follow_rows() -> None:
-    table = status_table(
+    table = reports.status_table(
         counts(("t", "1", "p1", "batch", "success", 1, 1), ("t", "1", "p2", "batch", "success", 1, 1))
     )
     assert table.attrs["plot_links"] == ["plots/p1.png", "plots/p2.png", None]
@@ -195,15 +182,15 @@ def test_plot_links_follow_rows() -> None:
 
 def test_unknown_state_and_missing_columns_are_refused() -> None:
     with pytest.raises(ValueError, match=r"unknown state\(s\) scheduled"):
-        status_table(counts(("t", "1", "p", "batch", "scheduled", 1, 1)))
+        reports.status_table(counts(("t", "1", "p", "batch", "scheduled", 1, 1)))
     with pytest.raises(ValueError, match=r"missing column\(s\) attempts"):
-        status_table(counts(("t", "1", "p", "batch", "success", 1, 1)).drop(columns="attempts"))
+        reports.status_table(counts(("t", "1", "p", "batch", "success", 1, 1)).drop(columns="attempts"))
     with pytest.raises(ValueError, match="negative"):
-        status_table(counts(("t", "1", "p", "batch", "success", -1, 1)))
+        reports.status_table(counts(("t", "1", "p", "batch", "success", -1, 1)))
 
 
 def test_state_columns_are_the_process_states() -> None:
-    assert [c.lower() for c in STATE_COLUMNS] == list(PROCESS_STATES)
+    assert [c.lower() for c in reports.STATE_COLUMNS] == list(PROCESS_STATES)
 
 
 # --- Airflow and SLURM states ----------------------------------------------------------------------------
@@ -234,9 +221,9 @@ def test_every_airflow_task_instance_state_has_a_column() -> None:
     task_instance_state = airflow_task_instance_states()
     airflow_states = {s.value for s in task_instance_state} | {None}
     assert "deferred" in airflow_states and len(airflow_states) > 10
-    assert set(AIRFLOW_STATE_COLUMN) == airflow_states
-    assert set(AIRFLOW_STATE_COLUMN.values()) - {None} <= set(STATE_COLUMNS)
-    assert airflow_state_column(task_instance_state("deferred")) == "Submitted"
+    assert set(reports.AIRFLOW_STATE_COLUMN) == airflow_states
+    assert set(reports.AIRFLOW_STATE_COLUMN.values()) - {None} <= set(reports.STATE_COLUMNS)
+    assert reports.airflow_state_column(task_instance_state("deferred")) == "Submitted"
 
 
 @pytest.mark.parametrize(
@@ -254,17 +241,17 @@ def test_every_airflow_task_instance_state_has_a_column() -> None:
     ],
 )
 def test_airflow_state_column(state: str | None, column: str | None) -> None:
-    assert airflow_state_column(state) == column
+    assert reports.airflow_state_column(state) == column
 
 
 def test_unknown_airflow_state_is_an_error() -> None:
     with pytest.raises(ValueError, match="AIRFLOW_STATE_COLUMN"):
-        airflow_state_column("hibernating")
+        reports.airflow_state_column("hibernating")
 
 
 def test_every_slurm_state_has_a_column() -> None:
-    assert set(SLURM_STATE_COLUMN) == {s.value for s in SlurmState}
-    assert set(SLURM_STATE_COLUMN.values()) <= set(STATE_COLUMNS)
+    assert set(reports.SLURM_STATE_COLUMN) == {s.value for s in SlurmState}
+    assert set(reports.SLURM_STATE_COLUMN.values()) <= set(reports.STATE_COLUMNS)
 
 
 @pytest.mark.parametrize(
@@ -289,7 +276,7 @@ def test_every_slurm_state_has_a_column() -> None:
     ],
 )
 def test_slurm_state_column(text: str, job_uid: int | None, column: str) -> None:
-    assert slurm_state_column(text, job_uid=job_uid) == column
+    assert reports.slurm_state_column(text, job_uid=job_uid) == column
 
 
 # --- attempts ----------------------------------------------------------------------------------------------
@@ -301,7 +288,7 @@ def test_attempts_table_counts_retries_and_those_that_paid_off() -> None:
         ("t", "1", "p", "batch", "terminated", 2, 6),
         ("t", "1", "q", "script", "success", 5, 5),
     )
-    table = attempts_table(history)
+    table = reports.attempts_table(history)
     assert list(table.columns) == [
         "Task",
         "Version",
@@ -325,7 +312,7 @@ def test_attempts_table_counts_retries_and_those_that_paid_off() -> None:
 
 def test_attempts_below_instances_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one attempt"):
-        attempts_table(counts(("t", "1", "p", "batch", "success", 3, 2)))
+        reports.attempts_table(counts(("t", "1", "p", "batch", "success", 3, 2)))
 
 
 def test_counts_from_instances_counts_latest_attempts() -> None:
@@ -340,7 +327,7 @@ def test_counts_from_instances_counts_latest_attempts() -> None:
             "state": ["terminated", "failed", "success", "failed", "success"],
         }
     )
-    result = counts_from_instances(instances)
+    result = reports.counts_from_instances(instances)
     assert result.to_dict("records") == [
         {
             "task": "t",
@@ -361,50 +348,51 @@ def test_counts_from_instances_counts_latest_attempts() -> None:
             "attempts": 1,
         },
     ]
-    table = status_table(result)
+    table = reports.status_table(result)
     assert (table.iloc[0]["Success"], table.iloc[0]["Failed"], table.iloc[0]["Terminated"]) == (2, 1, 0)
-    assert counts_from_instances(instances.iloc[:0]).empty
+    assert reports.counts_from_instances(instances.iloc[:0]).empty
 
 
 # --- renderers ---------------------------------------------------------------------------------------------
 
 
 def test_csv_round_trips(dc1: pd.DataFrame) -> None:
-    table = status_table(dc1_counts(dc1))
-    text = to_csv(table)
-    assert text.splitlines()[0] == ",".join(TABLE_COLUMNS)
+    table = reports.status_table(dc1_counts(dc1))
+    text = reports.to_csv(table)
+    assert text.splitlines()[0] == ",".join(reports.TABLE_COLUMNS)
     back = pd.read_csv(
         io.StringIO(text),
         dtype={c: str for c in ("Task", "Version", "Process", "Type", "Links")},
         keep_default_na=False,
     )
-    assert back[list(STATE_COLUMNS) + ["Total"]].equals(table[list(STATE_COLUMNS) + ["Total"]])
+    counted = [*reports.STATE_COLUMNS, "Total"]
+    assert back[counted].equals(table[counted])
     assert list(back["Version"].iloc[:2]) == ["1.16", "1.16"]
     assert back.iloc[-1]["Type"] == "Totals"
 
 
 def test_json_is_records_with_integer_counts(dc1: pd.DataFrame) -> None:
-    table = status_table(dc1_counts(dc1))
-    records = json.loads(to_json(table))
+    table = reports.status_table(dc1_counts(dc1))
+    records = json.loads(reports.to_json(table))
     assert len(records) == len(dc1) + 1
-    assert all(list(r) == list(TABLE_COLUMNS) for r in records)
+    assert all(list(r) == list(reports.TABLE_COLUMNS) for r in records)
     assert records[0]["Process"] == "serialingest" and records[0]["Terminated"] == 1
     assert isinstance(records[-1]["Total"], int) and records[-1]["Total"] == 993838
 
 
 def test_json_writes_missing_values_as_null() -> None:
     table = pd.DataFrame({"a": [1.5, float("nan")], "b": ["x", None]})
-    assert json.loads(to_json(table)) == [{"a": 1.5, "b": "x"}, {"a": None, "b": None}]
+    assert json.loads(reports.to_json(table)) == [{"a": 1.5, "b": "x"}, {"a": None, "b": None}]
 
 
 def test_text_aligns_numbers_right_and_text_left() -> None:
-    table = status_table(
+    table = reports.status_table(
         counts(
             ("t", "1", "long-process-name", "batch", "success", 123456, 123456),
             ("t", "1", "p", "script", "failed", 7, 7),
         )
     )
-    lines = format_text(table).splitlines()
+    lines = reports.format_text(table).splitlines()
     header = lines[0]
     end_success = header.index("Success") + len("Success")
     assert lines[2][:end_success].endswith("123456")
@@ -414,8 +402,8 @@ def test_text_aligns_numbers_right_and_text_left() -> None:
 
 
 def test_plot_path_is_safe_and_unique() -> None:
-    assert plot_path("processEimage") == "plots/processEimage.png"
-    odd = [plot_path(name) for name in ("a<b", "a>b", "../../etc/passwd", ".hidden", "x y")]
+    assert reports.plot_path("processEimage") == "plots/processEimage.png"
+    odd = [reports.plot_path(name) for name in ("a<b", "a>b", "../../etc/passwd", ".hidden", "x y")]
     assert len(set(odd)) == len(odd)
     for path in odd:
         name = pathlib.PurePosixPath(path)

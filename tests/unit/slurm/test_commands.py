@@ -5,16 +5,7 @@ import subprocess
 
 import pytest
 
-from airflow_desc.slurm.commands import (
-    SACCT_FIELDS,
-    chunked_sacct_commands,
-    sacct_command,
-    sbatch_command,
-    scancel_command,
-    squeue_command,
-    submit_script_command,
-    validate_job_id,
-)
+from airflow_desc import slurm
 
 # Every sacct field must be valid for slurm 22.05 (`sacct --helpformat` of 22.05.8).
 SACCT_2205_FIELDS = set(
@@ -68,51 +59,51 @@ def run_with_fake_slurm(command: str, cwd: pathlib.Path, stdin: str = "") -> lis
 
 
 def test_sacct_fields_are_valid_for_slurm_2205() -> None:
-    assert set(SACCT_FIELDS) <= SACCT_2205_FIELDS
-    assert SACCT_FIELDS[0] == "JobID"
-    assert len(set(SACCT_FIELDS)) == len(SACCT_FIELDS)
+    assert set(slurm.SACCT_FIELDS) <= SACCT_2205_FIELDS
+    assert slurm.SACCT_FIELDS[0] == "JobID"
+    assert len(set(slurm.SACCT_FIELDS)) == len(slurm.SACCT_FIELDS)
 
 
 def test_sacct_by_ids() -> None:
-    assert sacct_command(["1", "2", "3_4"], fields=("JobID", "State")) == (
+    assert slurm.sacct_command(["1", "2", "3_4"], fields=("JobID", "State")) == (
         "sacct -P -n --noconvert -o JobID,State -j 1,2,3_4"
     )
 
 
 def test_sacct_default_fields() -> None:
-    cmd = sacct_command(["7"])
+    cmd = slurm.sacct_command(["7"])
     assert cmd.startswith("sacct -P -n --noconvert -o JobID,JobName,State,ExitCode,")
     assert cmd.endswith(" -j 7")
 
 
 def test_sacct_by_name_needs_start() -> None:
     with pytest.raises(ValueError, match="midnight"):
-        sacct_command(name="run42")
-    assert sacct_command(name="run42", start="2025-11-01T00:00:00", fields=("JobID",)) == (
+        slurm.sacct_command(name="run42")
+    assert slurm.sacct_command(name="run42", start="2025-11-01T00:00:00", fields=("JobID",)) == (
         "sacct -P -n --noconvert -o JobID --name=run42 -S 2025-11-01T00:00:00"
     )
 
 
 def test_sacct_by_ids_and_name_and_clusters() -> None:
-    cmd = sacct_command(["5"], name="run 42", end="now", clusters=["alpha", "beta"], fields=("JobID",))
+    cmd = slurm.sacct_command(["5"], name="run 42", end="now", clusters=["alpha", "beta"], fields=("JobID",))
     assert cmd == "sacct -P -n --noconvert -o JobID -j 5 '--name=run 42' -E now --clusters=alpha,beta"
 
 
 def test_sacct_needs_a_filter() -> None:
     with pytest.raises(ValueError, match="job_ids or name"):
-        sacct_command()
+        slurm.sacct_command()
 
 
 @pytest.mark.parametrize("fields", [(), ("JobID", "State;id"), ("Job ID",)])
 def test_sacct_rejects_bad_fields(fields: tuple[str, ...]) -> None:
     with pytest.raises(ValueError, match="field"):
-        sacct_command(["1"], fields=fields)
+        slurm.sacct_command(["1"], fields=fields)
 
 
 @pytest.mark.parametrize("start", ["now -1day", "a\nb", ""])
 def test_sacct_rejects_bad_times(start: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the message varies with the defect
-        sacct_command(name="x", start=start)
+        slurm.sacct_command(name="x", start=start)
 
 
 @pytest.mark.parametrize(
@@ -136,55 +127,55 @@ def test_sacct_rejects_bad_times(start: str) -> None:
 )
 def test_invalid_job_ids_are_refused(job_id: str) -> None:
     with pytest.raises(ValueError, match="job id"):
-        validate_job_id(job_id)
+        slurm.validate_job_id(job_id)
     with pytest.raises(ValueError, match="job id"):
-        sacct_command(["1", job_id])
+        slurm.sacct_command(["1", job_id])
     with pytest.raises(ValueError, match="job id"):
-        scancel_command([job_id])
+        slurm.scancel_command([job_id])
     with pytest.raises(ValueError, match="job id"):
-        squeue_command([job_id])
+        slurm.squeue_command([job_id])
 
 
 @pytest.mark.parametrize(
     "job_id", ["1", "123456789", "12_3", "12.batch", "12.extern", "12_3.0", "12.4294967294"]
 )
 def test_valid_job_ids(job_id: str) -> None:
-    assert validate_job_id(job_id) == job_id
+    assert slurm.validate_job_id(job_id) == job_id
 
 
 def test_a_single_string_is_not_a_list_of_ids() -> None:
     with pytest.raises(TypeError):
-        sacct_command("12")
+        slurm.sacct_command("12")
     with pytest.raises(ValueError, match="no job ids"):
-        sacct_command([])
+        slurm.sacct_command([])
 
 
 def test_chunked_sacct_commands() -> None:
     ids = [str(n) for n in range(1, 2501)] + ["5", "17"]  # duplicates are dropped
-    commands = chunked_sacct_commands(ids, max_ids=1000, fields=("JobID",))
+    commands = slurm.chunked_sacct_commands(ids, max_ids=1000, fields=("JobID",))
     assert len(commands) == 3
     chunks = [cmd.split(" -j ")[1].split(",") for cmd in commands]
     assert [len(c) for c in chunks] == [1000, 1000, 500]
     assert [i for c in chunks for i in c] == [str(n) for n in range(1, 2501)]
     assert max(len(cmd) for cmd in commands) < 8000
-    assert chunked_sacct_commands([]) == []
+    assert slurm.chunked_sacct_commands([]) == []
     with pytest.raises(ValueError, match="max_ids"):
-        chunked_sacct_commands(["1"], max_ids=0)
+        slurm.chunked_sacct_commands(["1"], max_ids=0)
 
 
 def test_sbatch_command() -> None:
-    assert sbatch_command("/scratch/run 1/job.sh") == "sbatch --parsable '/scratch/run 1/job.sh'"
-    assert sbatch_command("~/jobs/a.sh", cluster="perlmutter", extra=("--hold",)) == (
+    assert slurm.sbatch_command("/scratch/run 1/job.sh") == "sbatch --parsable '/scratch/run 1/job.sh'"
+    assert slurm.sbatch_command("~/jobs/a.sh", cluster="perlmutter", extra=("--hold",)) == (
         'sbatch --parsable --clusters=perlmutter --hold "$HOME"/jobs/a.sh'
     )
     with pytest.raises(ValueError, match="cluster"):
-        sbatch_command("a.sh", cluster="x;y")
+        slurm.sbatch_command("a.sh", cluster="x;y")
     with pytest.raises(ValueError, match="line break"):
-        sbatch_command("a\n.sh")
+        slurm.sbatch_command("a\n.sh")
 
 
 def test_submit_script_command() -> None:
-    assert submit_script_command("/scratch/desc/run42", "p1.sh") == (
+    assert slurm.submit_script_command("/scratch/desc/run42", "p1.sh") == (
         "mkdir -p -- /scratch/desc/run42 && cat > /scratch/desc/run42/p1.sh && "
         "sbatch --parsable /scratch/desc/run42/p1.sh"
     )
@@ -193,27 +184,26 @@ def test_submit_script_command() -> None:
 @pytest.mark.parametrize("name", ["", "a/b", "..", ".", "x\ny"])
 def test_submit_script_command_rejects_bad_names(name: str) -> None:
     with pytest.raises(ValueError, match="script_name"):
-        submit_script_command("/tmp", name)
+        slurm.submit_script_command("/tmp", name)
 
 
 def test_squeue_command() -> None:
-    assert squeue_command() == "squeue -h '--format=%i|%j|%T|%r|%M|%l|%N'"
-    assert squeue_command(["1", "2_3"], name="run42", user="desc", clusters="all") == (
+    assert slurm.squeue_command() == "squeue -h '--format=%i|%j|%T|%r|%M|%l|%N'"
+    assert slurm.squeue_command(["1", "2_3"], name="run42", user="desc", clusters="all") == (
         "squeue -h '--format=%i|%j|%T|%r|%M|%l|%N' -j 1,2_3 --name=run42 --user=desc --clusters=all"
     )
     with pytest.raises(ValueError, match="user"):
-        squeue_command(user="a b")
+        slurm.squeue_command(user="a b")
     with pytest.raises(ValueError, match="name"):
-        squeue_command(name="a,b")
+        slurm.squeue_command(name="a,b")
 
 
 def test_scancel_command() -> None:
-    assert scancel_command(["1", "2_3"]) == "scancel 1 2_3"
-    assert (
-        scancel_command(["1"], signal="USR1", cluster="alpha") == "scancel --signal=USR1 --clusters=alpha 1"
-    )
+    assert slurm.scancel_command(["1", "2_3"]) == "scancel 1 2_3"
+    signalled = slurm.scancel_command(["1"], signal="USR1", cluster="alpha")
+    assert signalled == "scancel --signal=USR1 --clusters=alpha 1"
     with pytest.raises(ValueError, match="signal"):
-        scancel_command(["1"], signal="USR1; id")
+        slurm.scancel_command(["1"], signal="USR1; id")
 
 
 # --- the built commands, run by a real bash with the SLURM tools replaced by argv printers ---
@@ -222,7 +212,7 @@ def test_scancel_command() -> None:
 @pytest.mark.parametrize("value", NASTY)
 def test_names_reach_sacct_and_squeue_literally(value: str, tmp_path: pathlib.Path) -> None:
     argv = run_with_fake_slurm(
-        sacct_command(["1"], name=value, start="now-1days", fields=("JobID",)), tmp_path
+        slurm.sacct_command(["1"], name=value, start="now-1days", fields=("JobID",)), tmp_path
     )
     assert argv == [
         "sacct",
@@ -237,18 +227,18 @@ def test_names_reach_sacct_and_squeue_literally(value: str, tmp_path: pathlib.Pa
         "-S",
         "now-1days",
     ]
-    argv = run_with_fake_slurm(squeue_command(name=value), tmp_path)
+    argv = run_with_fake_slurm(slurm.squeue_command(name=value), tmp_path)
     assert argv == ["squeue", "-h", "--format=%i|%j|%T|%r|%M|%l|%N", f"--name={value}"]
 
 
 @pytest.mark.parametrize("value", NASTY)
 def test_paths_and_extra_args_reach_sbatch_literally(value: str, tmp_path: pathlib.Path) -> None:
-    argv = run_with_fake_slurm(sbatch_command(f"/x/{value}/job.sh", extra=(value,)), tmp_path)
+    argv = run_with_fake_slurm(slurm.sbatch_command(f"/x/{value}/job.sh", extra=(value,)), tmp_path)
     assert argv == ["sbatch", "--parsable", value, f"/x/{value}/job.sh"]
 
 
 def test_home_relative_path_expands_to_home(tmp_path: pathlib.Path) -> None:
-    command = f"HOME={tmp_path}; " + sbatch_command("~/runs/job.sh")
+    command = f"HOME={tmp_path}; " + slurm.sbatch_command("~/runs/job.sh")
     assert run_with_fake_slurm(command, tmp_path) == ["sbatch", "--parsable", f"{tmp_path}/runs/job.sh"]
 
 
@@ -256,7 +246,8 @@ def test_home_relative_path_expands_to_home(tmp_path: pathlib.Path) -> None:
 def test_submit_script_writes_the_script_at_a_nasty_path(value: str, tmp_path: pathlib.Path) -> None:
     remote_dir = tmp_path / f"runs {value}" / "deeper"
     script = "#!/bin/bash\necho 'it works'\n"
-    argv = run_with_fake_slurm(submit_script_command(str(remote_dir), f"{value}.sh"), tmp_path, stdin=script)
+    command = slurm.submit_script_command(str(remote_dir), f"{value}.sh")
+    argv = run_with_fake_slurm(command, tmp_path, stdin=script)
     written = remote_dir / f"{value}.sh"
     assert written.read_text() == script
     assert argv == ["sbatch", "--parsable", str(written)]
@@ -265,8 +256,8 @@ def test_submit_script_writes_the_script_at_a_nasty_path(value: str, tmp_path: p
 @pytest.mark.parametrize("value", ["a\nb", "a\rb", "nul\0byte"])
 def test_line_breaks_and_nul_are_refused(value: str) -> None:
     with pytest.raises(ValueError, match="line break|NUL"):
-        sacct_command(name=value, start="now")
+        slurm.sacct_command(name=value, start="now")
     with pytest.raises(ValueError, match="line break|NUL"):
-        squeue_command(name=value)
+        slurm.squeue_command(name=value)
     with pytest.raises(ValueError, match="line break|NUL"):
-        submit_script_command(f"/tmp/{value}", "a.sh")
+        slurm.submit_script_command(f"/tmp/{value}", "a.sh")

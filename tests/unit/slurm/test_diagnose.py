@@ -205,25 +205,25 @@ def test_python_exception_uses_the_last_traceback() -> None:
     assert "RuntimeError" in d.message
 
 
-def test_python_exception_mentioning_an_image_is_not_a_container_error() -> None:
-    tail = (
-        "Traceback (most recent call last):\n"
-        '  File "x.py", line 1\n'
-        "KeyError: 'calexp image for visit 5 not found'\n"
-    )
+@pytest.mark.parametrize(
+    ("where", "last_line", "in_message"),
+    [
+        # An exception that mentions an image is not a container error.
+        ("line 1", "KeyError: 'calexp image for visit 5 not found'", "KeyError"),
+        # A qualified exception name.
+        (
+            "line 3, in <module>",
+            "lsst.daf.butler.registry.MissingCollectionError: No collection 'dc1/raw' found",
+            "MissingCollectionError",
+        ),
+    ],
+    ids=["mentions-an-image", "qualified-name"],
+)
+def test_python_exceptions_in_a_traceback(where: str, last_line: str, in_message: str) -> None:
+    tail = f'Traceback (most recent call last):\n  File "x.py", {where}\n{last_line}\n'
     d = diagnose(job("8|FAILED|1:0|00:00:03||2G|1|n1|\n"), tail)
     check_diagnosis(d, ReasonClass.PYTHON_EXCEPTION, "8")
-
-
-def test_qualified_exception_names() -> None:
-    tail = (
-        "Traceback (most recent call last):\n"
-        '  File "x.py", line 3, in <module>\n'
-        "lsst.daf.butler.registry.MissingCollectionError: No collection 'dc1/raw' found\n"
-    )
-    d = diagnose(job("8|FAILED|1:0|00:00:03||2G|1|n1|\n"), tail)
-    check_diagnosis(d, ReasonClass.PYTHON_EXCEPTION, "8")
-    assert "MissingCollectionError" in d.message
+    assert in_message in d.message
 
 
 @pytest.mark.parametrize(

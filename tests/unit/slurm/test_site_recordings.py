@@ -1,58 +1,27 @@
 """The real outputs recorded from the local SLURM site (tests/data/site/record.sh), read by our parsers.
 
-Each file is parsed with the field list it was recorded with: ``$FIELDS`` of record.sh for the
-``sacct -n`` files, the header line for the files recorded without ``-n``, and the ``-o`` list of
-the comment at the top of ``sacct-placeholder-allocation.txt``.
+Each file is parsed with the field list it was recorded with (see :mod:`tests.site_recordings`).
 """
 
 from __future__ import annotations
-
-import pathlib
-import re
 
 import pytest
 
 from airflow_desc.slurm import (
     SACCT_FIELDS,
-    JobAccounting,
     ReasonClass,
     SlurmOutputError,
     SlurmState,
     StateClass,
     SubmittedJob,
     diagnose,
-    group_accounting,
     parse_sacct,
     parse_sbatch_output,
     parse_squeue,
 )
+from tests.site_recordings import RECORD_FIELDS, SITE, sacct_text, site_jobs
 
-SITE = pathlib.Path(__file__).parents[2] / "data" / "site"
 MB = 1024 * 1024
-RECORD_FIELDS = tuple(
-    re.search(r"^FIELDS=(\S+)$", (SITE / "record.sh").read_text(), re.MULTILINE).group(1).split(",")
-)
-
-
-def sacct_text(name: str) -> tuple[tuple[str, ...], str]:
-    """Return the field list a recording was made with and its data lines (comments and header removed)."""
-    lines = (SITE / name).read_text().splitlines()
-    fields = RECORD_FIELDS
-    for comment in (line for line in lines if line.startswith("#")):
-        found = re.search(r" -o (\S+)", comment)
-        if found:
-            fields = tuple(found.group(1).split(","))
-    data = [line for line in lines if line.strip() and not line.startswith("#")]
-    if data and data[0].startswith("JobID|"):
-        fields = tuple(data.pop(0).split("|"))
-    return fields, "\n".join(data) + "\n"
-
-
-def jobs(name: str) -> dict[str, JobAccounting]:
-    fields, text = sacct_text(name)
-    return group_accounting(parse_sacct(text, fields))
-
-
 SACCT_FILES = sorted(p.name for p in SITE.glob("sacct-*.txt"))
 EXPECTED_JOBS = {
     "sacct-mixed-cgroup.txt": ["5000026", "5000027", "5000028", "5000029"],
@@ -77,7 +46,7 @@ def test_record_fields_are_those_of_record_sh() -> None:
 
 @pytest.mark.parametrize("name", SACCT_FILES)
 def test_each_sacct_recording_parses_into_its_jobs(name: str) -> None:
-    found = jobs(name)
+    found = site_jobs(name)
     assert list(found) == EXPECTED_JOBS[name]
     for acct in found.values():
         assert acct.job is not None, f"{name}: job {acct.job_id} has no job line"
@@ -105,7 +74,7 @@ def test_placeholder_recording_names_its_fields_in_its_comment() -> None:
 
 @pytest.mark.parametrize("name", ["sacct-mixed-cgroup.txt", "sacct-over-memory-cgroup.txt"])
 def test_cgroup_oom_is_out_of_memory_0_125(name: str) -> None:
-    acct = jobs(name)["5000027"]
+    acct = site_jobs(name)["5000027"]
     assert acct.state.state is SlurmState.OUT_OF_MEMORY
     assert (acct.exit_code, acct.signal) == (0, 125)
     assert acct.step("batch").state.state is SlurmState.OUT_OF_MEMORY
@@ -123,7 +92,7 @@ def test_cgroup_oom_is_out_of_memory_0_125(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["sacct-mixed-linuxproc.txt", "sacct-over-memory-linuxproc.txt"])
 def test_linuxproc_over_memory_kill_is_failed_0_9_and_diagnosed_out_of_memory(name: str) -> None:
-    acct = jobs(name)["5000022"]
+    acct = site_jobs(name)["5000022"]
     assert acct.state.state is SlurmState.FAILED
     assert (acct.exit_code, acct.signal) == (0, 9)
     batch = acct.step("batch")
@@ -145,8 +114,8 @@ def test_linuxproc_over_memory_kill_is_failed_0_9_and_diagnosed_out_of_memory(na
 @pytest.mark.parametrize("job_id", ["5000027", "5000022"])
 def test_over_memory_recordings_agree_with_the_mixed_ones(job_id: str) -> None:
     mode = "cgroup" if job_id == "5000027" else "linuxproc"
-    narrow = jobs(f"sacct-over-memory-{mode}.txt")[job_id]
-    wide = jobs(f"sacct-mixed-{mode}.txt")[job_id]
+    narrow = site_jobs(f"sacct-over-memory-{mode}.txt")[job_id]
+    wide = site_jobs(f"sacct-mixed-{mode}.txt")[job_id]
     for get in (
         lambda a: a.state,
         lambda a: (a.exit_code, a.signal),
@@ -167,7 +136,7 @@ def test_over_memory_recordings_agree_with_the_mixed_ones(job_id: str) -> None:
     ("name", "job_id"), [("sacct-mixed-cgroup.txt", "5000028"), ("sacct-mixed-linuxproc.txt", "5000023")]
 )
 def test_exit_3_is_failed_non_zero_exit(name: str, job_id: str) -> None:
-    acct = jobs(name)[job_id]
+    acct = site_jobs(name)[job_id]
     assert acct.state.state is SlurmState.FAILED
     assert acct.state_class is StateClass.FAILED
     assert (acct.exit_code, acct.signal) == (3, 0)
@@ -182,7 +151,7 @@ def test_exit_3_is_failed_non_zero_exit(name: str, job_id: str) -> None:
     ("name", "job_id"), [("sacct-mixed-cgroup.txt", "5000026"), ("sacct-mixed-linuxproc.txt", "5000021")]
 )
 def test_completed_burn_held_its_200_mb_under_400_mb(name: str, job_id: str) -> None:
-    acct = jobs(name)[job_id]
+    acct = site_jobs(name)[job_id]
     assert acct.state_class is StateClass.SUCCEEDED
     assert diagnose(acct).reason is ReasonClass.SUCCESS
     assert acct.req_mem_bytes == 400 * MB
@@ -196,7 +165,7 @@ def test_completed_burn_held_its_200_mb_under_400_mb(name: str, job_id: str) -> 
     ("name", "job_id"), [("sacct-mixed-cgroup.txt", "5000029"), ("sacct-mixed-linuxproc.txt", "5000024")]
 )
 def test_held_job_cancelled_before_it_started(name: str, job_id: str) -> None:
-    acct = jobs(name)[job_id]
+    acct = site_jobs(name)[job_id]
     assert acct.job_name == "held-job"
     assert acct.state.state is SlurmState.CANCELLED
     assert acct.cancelled_by_uid == 1001
@@ -210,7 +179,7 @@ def test_held_job_cancelled_before_it_started(name: str, job_id: str) -> None:
 
 
 def test_placeholder_job_line_is_recognised() -> None:
-    acct = jobs("sacct-placeholder-allocation.txt")["5000031"]
+    acct = site_jobs("sacct-placeholder-allocation.txt")["5000031"]
     assert acct.job_name == "allocation"
     assert acct.is_placeholder
     assert acct.job.partition is None and acct.job.time_limit_s is None
@@ -220,14 +189,14 @@ def test_placeholder_job_line_is_recognised() -> None:
 
 @pytest.mark.parametrize("name", ["sacct-mixed-cgroup.txt", "sacct-mixed-linuxproc.txt", "sacct-pending.txt"])
 def test_real_job_lines_are_not_placeholders(name: str) -> None:
-    found = jobs(name)
+    found = site_jobs(name)
     assert found
     assert [job_id for job_id, acct in found.items() if acct.is_placeholder] == []
 
 
 @pytest.mark.parametrize("name", ["sacct-over-memory-cgroup.txt", "sacct-over-memory-linuxproc.txt"])
 def test_real_job_lines_without_partition_field_are_not_placeholders(name: str) -> None:
-    found = jobs(name)
+    found = site_jobs(name)
     assert found
     assert [job_id for job_id, acct in found.items() if acct.is_placeholder] == []
 
@@ -236,7 +205,7 @@ def test_real_job_lines_without_partition_field_are_not_placeholders(name: str) 
 
 
 def test_pending_job_is_not_terminal() -> None:
-    acct = jobs("sacct-pending.txt")["5000029"]
+    acct = site_jobs("sacct-pending.txt")["5000029"]
     assert acct.state.state is SlurmState.PENDING
     assert acct.state_class is StateClass.PENDING
     assert not acct.is_terminal
@@ -260,8 +229,8 @@ def test_squeue_held_job_waits_for_its_user() -> None:
 
 def test_the_held_job_is_the_same_in_squeue_and_sacct() -> None:
     (squeued,) = parse_squeue((SITE / "squeue-held.txt").read_text())
-    pending = jobs("sacct-pending.txt")[squeued.job_id]
-    cancelled = jobs("sacct-mixed-cgroup.txt")[squeued.job_id]
+    pending = site_jobs("sacct-pending.txt")[squeued.job_id]
+    cancelled = site_jobs("sacct-mixed-cgroup.txt")[squeued.job_id]
     assert pending.job_name == cancelled.job_name == squeued.name
     assert pending.job.time_limit_s == cancelled.job.time_limit_s == squeued.time_limit_s
 

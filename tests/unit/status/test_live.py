@@ -14,51 +14,9 @@ from airflow_desc.status.live import (
 from airflow_desc.workflow.build import build_graph
 from airflow_desc.workflow.graph import WorkflowGraph
 from airflow_desc.workflow.spec import parse_spec
+from tests.specs import spec_text
 
-SPEC = """
-name: live
-version: "3.1"
-variables: {visits: "1^2^3"}
-defaults:
-  resources: {cpus: 1, memory_mb: 100, walltime: "0:05:00"}
-processes:
-  setupVisits:
-    type: script
-    callable: airflow_desc.emulate.scripts:make_streams
-    kwargs: {kind: visit, visits: "{{ visits }}"}
-  ingest:
-    type: batch
-    command: "true"
-tasks:
-  processVisit:
-    version: "3.2"
-    streams_from: setupVisits
-    stream_var: visit
-    expected_streams: 3
-    bundle: always
-    bundle_size: 2
-    processes:
-      calibrateVisit: {type: batch, command: "true"}
-      setupSensors:
-        type: script
-        depends_on: [calibrateVisit]
-        callable: airflow_desc.emulate.scripts:make_streams
-        kwargs: {kind: sensor, visit: "{{ visit }}"}
-    tasks:
-      processSensor:
-        streams_from: setupSensors
-        stream_var: sensor
-        expected_streams: 2
-        processes:
-          processEimage: {type: batch, command: "true"}
-  checkVisit:
-    streams_from: setupVisits
-    stream_var: visit
-    expected_streams: 3
-    bundle: never
-    processes:
-      validate: {type: batch, command: "true"}
-"""
+SPEC = spec_text("live")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import asyncio
 import importlib
 import json
 import pathlib
-import re
 from typing import Any
 
 import pytest
@@ -25,27 +24,9 @@ from airflow_desc.slurm import (
     parse_sacct,
 )
 from airflow_desc.triggers.slurm import ClusterPoller, SlurmJobTrigger, _Watch
+from tests.site_recordings import SITE, site_jobs
 
 DATA = pathlib.Path(__file__).parents[2] / "data"
-SITE = DATA / "site"
-RECORD_FIELDS = tuple(
-    re.search(r"^FIELDS=(\S+)$", (SITE / "record.sh").read_text(), re.MULTILINE).group(1).split(",")
-)
-
-
-def site_jobs(name: str) -> dict[str, JobAccounting]:
-    """Parse a site recording with its own field list: record.sh's, its header's, or its comment's ``-o``."""
-    lines = (SITE / name).read_text().splitlines()
-    fields = RECORD_FIELDS
-    for comment in (line for line in lines if line.startswith("#")):
-        found = re.search(r" -o (\S+)", comment)
-        if found:
-            fields = tuple(found.group(1).split(","))
-    data = [line for line in lines if line.strip() and not line.startswith("#")]
-    if data[0].startswith("JobID|"):
-        fields = tuple(data.pop(0).split("|"))
-    return group_accounting(parse_sacct("\n".join(data), fields))
-
 
 SACCT_FILES = sorted(p.name for p in SITE.glob("sacct-*.txt"))
 PLACEHOLDER = site_jobs("sacct-placeholder-allocation.txt")["5000031"]

@@ -8,12 +8,13 @@ import pathlib
 
 import pytest
 
-from airflow_desc.clusters import load_cluster_profiles
-from airflow_desc.workflow import WorkflowGraph, WorkflowSpec, build_graph, estimate_task_instances, load_spec
+from airflow_desc.workflow import WorkflowGraph, WorkflowSpec, build_graph, estimate_task_instances
 from airflow_desc.workflow.outcomes import Skip
 
 ROOT = pathlib.Path(__file__).parents[3]
-DC1 = ROOT / "dags" / "workflows" / "dc1.yaml"
+# The workflow of the spec and graph fixtures (tests/unit/workflow/conftest.py).
+WORKFLOW = DC1 = ROOT / "dags" / "workflows" / "dc1.yaml"
+VARIANT = "imsim-dithered"
 DATA = ROOT / "tests" / "data"
 # A copy of the DC1 status table (../shared/dc1-status-table.tsv): the authority for names.
 STATUS_TABLE = DATA / "specs" / "dc1-status-table.tsv"
@@ -66,16 +67,6 @@ STREAMS_FROM = {
 def status_table() -> list[dict[str, str]]:
     with STATUS_TABLE.open(newline="") as stream:
         return list(csv.DictReader(stream, delimiter="\t"))
-
-
-@pytest.fixture(scope="module")
-def spec() -> WorkflowSpec:
-    return load_spec(DC1, clusters=load_cluster_profiles(DATA / "clusters" / "site.yaml"))
-
-
-@pytest.fixture(scope="module")
-def graph(spec: WorkflowSpec) -> WorkflowGraph:
-    return build_graph(spec, "imsim-dithered")
 
 
 def test_every_task_and_process_of_the_status_table(graph: WorkflowGraph) -> None:

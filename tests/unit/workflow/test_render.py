@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
-from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.emulate import scripts
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.history import JsonLinesRecorder
@@ -29,6 +28,9 @@ from airflow_desc.workflow.overlays import RenderOptions, load_overlay
 from airflow_desc.workflow.registry import load_workflow, workflow_for
 from airflow_desc.workflow.render import render_dags
 from airflow_desc.workflow.scripts import script_feeds
+from tests.specs import spec_text
+from tests.unit.workflow.conftest import RenderMini
+from tests.unit.workflow.mini_operators import FakeTI, context, patch_operator, skipped_setup_filters
 
 ROOT = pathlib.Path(__file__).parents[3]
 DC1 = ROOT / "dags" / "workflows" / "dc1.yaml"
@@ -36,117 +38,7 @@ DC1_LOCAL = ROOT / "dags" / "workflows" / "dc1-local.yaml"
 TWINKLES = ROOT / "dags" / "workflows" / "twinkles.yaml"
 SITE = ROOT / "tests" / "data" / "clusters" / "site.yaml"
 
-MINI = """\
-name: Mini
-version: "3.1"
-variables: {scale: 1.0, repo: repo, skip_patch: "none"}
-defaults:
-  resources: {cluster: perlmutter, cpus: 1, memory_mb: 500, walltime: "0:10:00"}
-  retries: 1
-processes:
-  ingest:
-    type: batch
-    command: ingest {{ repo }}
-  setupVisits:
-    type: script
-    depends_on: [ingest]
-    callable: airflow_desc.emulate.scripts:make_streams
-    kwargs: {kind: visit, visits: "11^12^13"}
-  setupPatches:
-    type: script
-    callable: airflow_desc.emulate.scripts:make_streams
-    kwargs: {kind: patch}
-  wrapup:
-    type: script
-    depends_on: [processPatch]
-    callable: airflow_desc.emulate.scripts:wrapup
-tasks:
-  processVisit:
-    streams_from: setupVisits
-    stream_var: visit
-    expected_streams: 3
-    bundle: always
-    bundle_size: 2
-    processes:
-      eimage:
-        type: batch
-        emulate: {cpu_seconds: 1}
-  processPatch:
-    streams_from: setupPatches
-    stream_var: patch
-    expected_streams: 2 * scale
-    bundle: never
-    processes:
-      warp:
-        type: batch
-        command: warp {{ patch }}
-      assemble:
-        type: batch
-        after: [warp]
-        skip_if: "warp != 'success' or patch == skip_patch"
-        command: assemble {{ patch }}
-      setupFilters:
-        type: script
-        depends_on: [assemble]
-        callable: airflow_desc.emulate.scripts:make_streams
-        kwargs: {kind: filter, filters: "r^i", patch: "{{ patch }}"}
-      wrapupPatch:
-        type: script
-        depends_on: [processFilter]
-        callable: airflow_desc.emulate.scripts:wrapup
-    tasks:
-      processFilter:
-        streams_from: setupFilters
-        stream_var: filter
-        expected_streams: 2
-        bundle: never
-        processes:
-          measure:
-            type: batch
-            command: measure {{ patch }} {{ filter }}
-"""
-
-
-class FakeTI:
-    """What operators ask of a task instance: ids, task states, XCom."""
-
-    def __init__(
-        self,
-        task_id: str = "t",
-        map_index: int = -1,
-        states: dict[str, str] | None = None,
-        xcoms: dict[tuple[str, str], list[Any]] | None = None,
-    ) -> None:
-        self.dag_id, self.run_id, self.task_id, self.map_index, self.try_number = (
-            "d",
-            "r1",
-            task_id,
-            map_index,
-            1,
-        )
-        self.states = states or {}
-        self.xcoms = xcoms or {}
-        self.pushed: dict[str, Any] = {}
-
-    def get_task_states(self, dag_id: str, run_ids: list[str], **_: Any) -> dict[str, Any]:
-        return {self.run_id: dict(self.states)}
-
-    def xcom_pull(self, task_ids: Any = None, key: str = "return_value", **_: Any) -> Any:
-        ids = [task_ids] if isinstance(task_ids, str) else list(task_ids or [])
-        return [value for tid in ids for value in self.xcoms.get((tid, key), [])]
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-
-def context(ti: FakeTI, conf: dict[str, Any] | None = None, **extra: Any) -> Any:
-    dag_run = type("DagRun", (), {"conf": conf or {}})()
-    return {"ti": ti, "dag_run": dag_run, "params": {}, **extra}
-
-
-@pytest.fixture(scope="module")
-def clusters() -> Any:
-    return load_cluster_profiles(SITE)
+MINI = spec_text("mini")
 
 
 @pytest.fixture(scope="module")
@@ -155,11 +47,8 @@ def dc1_dags(clusters: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def mini(tmp_path: pathlib.Path, clusters: Any) -> Any:
-    path = tmp_path / "mini.yaml"
-    path.write_text(MINI)
-    dags = render_dags(path, clusters=clusters)
-    return workflow_for(str(path.resolve())), dags["Mini"]
+def mini(render_mini: RenderMini) -> Any:
+    return render_mini(MINI, "Mini")
 
 
 @pytest.fixture
@@ -438,30 +327,13 @@ def test_a_script_gets_its_kwargs_and_expected_streams_and_returns_the_streams(
 
 def test_a_mapped_script_is_skipped_when_its_streams_upstream_failed(mini: Any, site_env: Any) -> None:
     workflow, _dag = mini
-    op = WorkflowScriptOperator(
-        task_id="processPatch.setupFilters",
-        workflow_key=workflow.key,
-        variant=None,
-        process_path="Mini/processPatch/setupFilters",
-        stream={"patch": "1,2"},
-    )
-    ti = FakeTI(map_index=1, states={"processPatch.assemble_1": "skipped"})
-    with pytest.raises(AirflowSkipException, match="upstream assemble skipped"):
-        op.execute(context(ti))
-    marked = op.desc_process
+    marked = skipped_setup_filters(workflow, None).desc_process
     assert (marked.stream, marked.task, marked.version) == ("patch=1,2", "processPatch", "3.1")
 
 
 def test_a_skipped_batch_instance_is_recorded(mini: Any, site_env: pathlib.Path) -> None:
     workflow, _dag = mini
-    op = WorkflowBatchOperator(
-        task_id="processPatch.assemble",
-        workflow_key=workflow.key,
-        variant=None,
-        process_path="Mini/processPatch/assemble",
-        stream={"patch": "1,2"},
-        cluster="perlmutter",
-    )
+    op = patch_operator(WorkflowBatchOperator, workflow, "assemble", cluster="perlmutter")
     ti = FakeTI(task_id="processPatch.assemble", map_index=1, states={"processPatch.warp_1": "failed"})
     with pytest.raises(AirflowSkipException, match="skip_if holds"):
         op.execute(context(ti))
@@ -476,14 +348,7 @@ def test_a_batch_instance_runs_its_streams_command(
     mini: Any, site_env: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workflow, _dag = mini
-    op = WorkflowBatchOperator(
-        task_id="processPatch.warp",
-        workflow_key=workflow.key,
-        variant=None,
-        process_path="Mini/processPatch/warp",
-        stream={"patch": "1,2"},
-        cluster="perlmutter",
-    )
+    op = patch_operator(WorkflowBatchOperator, workflow, "warp", cluster="perlmutter")
     seen: dict[str, Any] = {}
     monkeypatch.setattr(
         "airflow_desc.operators.slurm.SlurmOperator.execute", lambda self, ctx: seen.update(cmd=self.command)

@@ -8,24 +8,23 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowSkipException
 from airflow.sdk.execution_time.context import set_current_context
 
-from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.history import ProcessRecord
 from airflow_desc.operators.identity import SKIP_ATTR
-from airflow_desc.operators.workflow import VariantRecorder, WorkflowBatchOperator, WorkflowScriptOperator
+from airflow_desc.operators.workflow import VariantRecorder, WorkflowBatchOperator
 from airflow_desc.timetables import run_survey_year
 from airflow_desc.workflow.outcomes import Skip
-from airflow_desc.workflow.registry import workflow_for
 from airflow_desc.workflow.render import render_dags
-from tests.unit.workflow.test_render import MINI, SITE, FakeTI, context
+from tests.specs import spec_text
+from tests.unit.workflow.conftest import RenderMini
+from tests.unit.workflow.mini_operators import skipped_setup_filters
 
 ROOT = pathlib.Path(__file__).parents[3]
 DC1 = ROOT / "dags" / "workflows" / "dc1.yaml"
 TWINKLES = ROOT / "dags" / "workflows" / "twinkles.yaml"
 # Mini (version 3.1, its sub-task processPatch too) with a variant.
-MINI_VARIANTS = MINI.replace("defaults:", "variants:\n  wide: {scale: 2.0}\ndefaults:", 1)
+MINI_VARIANTS = spec_text("mini").replace("defaults:", "variants:\n  wide: {scale: 2.0}\ndefaults:", 1)
 
 
 class ListRecorder:
@@ -36,17 +35,9 @@ class ListRecorder:
         self.records.extend(records)
 
 
-@pytest.fixture(scope="module")
-def clusters() -> Any:
-    return load_cluster_profiles(SITE)
-
-
 @pytest.fixture
-def mini(tmp_path: pathlib.Path, clusters: Any) -> Any:
-    path = tmp_path / "mini.yaml"
-    path.write_text(MINI_VARIANTS)
-    dags = render_dags(path, clusters=clusters)
-    return workflow_for(str(path.resolve())), dags["Mini_wide"]
+def mini(render_mini: RenderMini) -> Any:
+    return render_mini(MINI_VARIANTS, "Mini_wide")
 
 
 def test_batch_processes_of_sub_tasks_record_the_top_level_workflow_version(clusters: Any) -> None:
@@ -95,16 +86,7 @@ def test_a_script_task_is_marked_with_the_variant_and_notes_why_it_skips(mini: A
     workflow, dag = mini
     top = dag.get_task("setupPatches").desc_process
     assert (top.variant, top.workflow_version, top.task, top.version) == ("wide", "3.1", "Mini", "3.1")
-    op = WorkflowScriptOperator(
-        task_id="processPatch.setupFilters",
-        workflow_key=workflow.key,
-        variant="wide",
-        process_path="Mini/processPatch/setupFilters",
-        stream={"patch": "1,2"},
-    )
-    ti = FakeTI(map_index=1, states={"processPatch.assemble_1": "skipped"})
-    with pytest.raises(AirflowSkipException, match="upstream assemble skipped"):
-        op.execute(context(ti))
+    op = skipped_setup_filters(workflow, "wide")
     marked = op.desc_process
     assert (marked.variant, marked.workflow_version, marked.stream) == ("wide", "3.1", "patch=1,2")
     assert getattr(op, SKIP_ATTR) == Skip("upstream-failed", "upstream assemble skipped")

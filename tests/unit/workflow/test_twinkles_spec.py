@@ -9,13 +9,13 @@ import pendulum
 import pytest
 from airflow.sdk.exceptions import AirflowTimetableInvalid
 
-from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.timetables import SurveyYearTimetable
-from airflow_desc.workflow import WorkflowGraph, WorkflowSpec, build_graph, estimate_task_instances, load_spec
+from airflow_desc.workflow import WorkflowGraph, WorkflowSpec, build_graph, estimate_task_instances
 
 ROOT = pathlib.Path(__file__).parents[3]
-TWINKLES = ROOT / "dags" / "workflows" / "twinkles.yaml"
-DATA = ROOT / "tests" / "data"
+# The workflow of the spec and graph fixtures (tests/unit/workflow/conftest.py).
+WORKFLOW = TWINKLES = ROOT / "dags" / "workflows" / "twinkles.yaml"
+VARIANT = "all-at-once"
 SCHEDULE_VARIABLES = ("survey_start", "survey_years", "cadence_days", "real_start")
 
 HIERARCHY = [
@@ -26,16 +26,6 @@ HIERARCHY = [
     "Twinkles/processImageDifferenceVisit/processImageDifferenceSensor",
     "Twinkles/processForcedPhotometryVisit",
 ]
-
-
-@pytest.fixture(scope="module")
-def spec() -> WorkflowSpec:
-    return load_spec(TWINKLES, clusters=load_cluster_profiles(DATA / "clusters" / "site.yaml"))
-
-
-@pytest.fixture(scope="module")
-def graph(spec: WorkflowSpec) -> WorkflowGraph:
-    return build_graph(spec, "all-at-once")
 
 
 def test_the_spec_loads_and_builds(spec: WorkflowSpec, graph: WorkflowGraph) -> None:
