@@ -81,7 +81,7 @@ class Airflow:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.wait_for(lambda: self._healthy(), 120, "the api-server to answer")
+        wait_for(self._healthy, timeout=120, what=f"the api-server to answer; logs in {self.home}")
 
     def _healthy(self) -> bool:
         for name, proc in self.procs.items():

@@ -9,6 +9,7 @@ import sys
 
 from airflow_desc.history import JsonLinesRecorder, open_history
 from tests.e2e.services import Airflow
+from tests.waiting import wait_for
 
 DAG_ID = "desc_e2e_live"
 
@@ -45,18 +46,22 @@ def test_status_counts_a_run_in_progress_from_airflow_and_the_history(
 ) -> None:
     db = f"sqlite:///{tmp_path / 'history.db'}"
     run_id = airflow.trigger(DAG_ID)
-    airflow.wait_for(
-        lambda: bundle_state(airflow, run_id) == "deferred", 180, "the bundle's job", interval=0.5
+    wait_for(
+        lambda: bundle_state(airflow, run_id) == "deferred",
+        timeout=180,
+        what="the bundle's job",
+        interval=0.5,
     )
 
     cli = str(pathlib.Path(sys.executable).with_name("airflow-desc"))
+
     # The deferred bundle stands for its 3 streams; the job's own state (sacct on perlmutter) says
     # Running once the allocation starts: Airflow alone would only say Submitted.
     def running() -> dict[str, dict[str, object]] | None:
         table = status(airflow, db, run_id, cli)
         return table if counts(table["calibrateVisit"]) == {"Running": 3} else None
 
-    table = airflow.wait_for(running, 90, "calibrateVisit Running x3", interval=1)
+    table = wait_for(running, timeout=90, what="calibrateVisit Running x3", interval=1)
     assert counts(table["setupVisits"]) == {"Success": 1}  # recorded by the listener
     assert counts(table["summary"]) == {"Waiting": 1}  # no task-instance state yet
     assert table["Totals"]["Total"] == 5

@@ -11,6 +11,7 @@ import time
 from airflow_desc.history import JsonLinesRecorder, open_history
 from tests.e2e.services import Airflow
 from tests.integration.site import Site
+from tests.waiting import wait_for
 
 DAG_ID = "desc_e2e_rerun"
 CLI = str(pathlib.Path(sys.executable).with_name("airflow-desc"))
@@ -33,8 +34,8 @@ def test_rerun_clears_the_failed_stream_and_the_history_says_who_and_why(
 ) -> None:
     db = f"sqlite:///{tmp_path / 'history.db'}"
     marker = f"/tmp/desc-e2e-rerun.{time.time_ns()}"
-    airflow.wait_for(
-        lambda: airflow.sql("SELECT 1 FROM dag WHERE dag_id = %s", DAG_ID), 120, "the DAG parsed"
+    wait_for(
+        lambda: airflow.sql("SELECT 1 FROM dag WHERE dag_id = %s", DAG_ID), timeout=120, what="the DAG parsed"
     )
     airflow.run("dags", "unpause", DAG_ID)
     run_id = f"e2e__rerun__{time.time_ns()}"

@@ -19,12 +19,12 @@ def jobs_named(site: Site, cluster: str, name: str) -> list[str]:
 
 def kill_task_process(airflow: Airflow) -> int:
     """SIGKILL the task runner ('airflow worker -- <ti id>'), as if its machine had died."""
-    pids = airflow.wait_for(
+    pids = wait_for(
         lambda: subprocess.run(
             ["pgrep", "-f", "^airflow worker -- [0-9a-f]{8}-[0-9a-f]{4}-"], capture_output=True, text=True
         ).stdout.split(),
-        60,
-        "the task process",
+        timeout=60,
+        what="the task process",
         interval=0.3,
     )
     for pid in pids:
@@ -71,7 +71,7 @@ def kill_the_worker_during_the_first_try(
     """
     run_id = airflow.trigger(dag_id)
     first = job_name_for(dag_id, run_id, "job", -1, 1)
-    airflow.wait_for(lambda: jobs_named(site, "s3df", first), 120, "the first try's job", interval=1)
+    wait_for(lambda: jobs_named(site, "s3df", first), timeout=120, what="the first try's job", interval=1)
     assert kill_task_process(airflow) == 1
     assert airflow.wait_run(dag_id, run_id) == "success", f"logs in {airflow.home}"
     assert len(jobs_named(site, "s3df", first)) == 1
@@ -102,16 +102,18 @@ def test_marking_the_deferred_task_failed_cancels_the_job(airflow: Airflow, site
     dag_id = "desc_e2e_markfailed"
     run_id = airflow.trigger(dag_id)
     name = job_name_for(dag_id, run_id, "job", -1, 1)
-    airflow.wait_for(
-        lambda: airflow.task_states(dag_id, run_id).get("job", (None, 0))[0] == "deferred", 180, "deferral"
+    wait_for(
+        lambda: airflow.task_states(dag_id, run_id).get("job", (None, 0))[0] == "deferred",
+        timeout=180,
+        what="deferral",
     )
-    [job_id] = airflow.wait_for(lambda: jobs_named(site, "perlmutter", name), 60, "the job")
+    [job_id] = wait_for(lambda: jobs_named(site, "perlmutter", name), timeout=60, what="the job")
 
     def slurm_state() -> str:
         return site.run("perlmutter", f"sacct -X -P -n -o State -j {job_id}").stdout.strip()
 
-    airflow.wait_for(lambda: slurm_state() == "RUNNING", 120, "the job to run")
+    wait_for(lambda: slurm_state() == "RUNNING", timeout=120, what="the job to run")
     api("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/job", {"new_state": "failed"})
-    state = airflow.wait_for(lambda: (s := slurm_state()).startswith("CANCELLED") and s, 90, "scancel")
+    state = wait_for(lambda: (s := slurm_state()).startswith("CANCELLED") and s, timeout=90, what="scancel")
     assert state.startswith("CANCELLED")
     assert airflow.task_states(dag_id, run_id)["job"][0] == "failed"

@@ -13,6 +13,7 @@ import pytest
 from airflow_desc.history import JsonLinesRecorder, open_history
 from tests.e2e.services import PORT, Airflow, api
 from tests.e2e.test_live_status import DAG_ID, bundle_state
+from tests.waiting import wait_for
 
 BASE = f"http://127.0.0.1:{PORT}"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -49,8 +50,11 @@ def test_the_status_page_shows_a_run_in_progress_then_its_plots(
     airflow: Airflow, tmp_path: pathlib.Path
 ) -> None:
     run_id = airflow.trigger(DAG_ID)
-    airflow.wait_for(
-        lambda: bundle_state(airflow, run_id) == "deferred", 180, "the bundle's job", interval=0.5
+    wait_for(
+        lambda: bundle_state(airflow, run_id) == "deferred",
+        timeout=180,
+        what="the bundle's job",
+        interval=0.5,
     )
     copy_history(airflow, run_id)
 
@@ -60,8 +64,8 @@ def test_the_status_page_shows_a_run_in_progress_then_its_plots(
         return {r["Process"] or r["Type"]: r for r in json.loads(body)}
 
     # Live: the deferred bundle, one per stream, Running once SLURM runs its job.
-    table = airflow.wait_for(
-        lambda: (t := rows()) and t["calibrateVisit"]["Running"] == 3 and t, 90, "Running x3"
+    table = wait_for(
+        lambda: (t := rows()) and t["calibrateVisit"]["Running"] == 3 and t, timeout=90, what="Running x3"
     )
     assert table["setupVisits"]["Success"] == 1  # recorded
     assert table["summary"]["Waiting"] == 1
