@@ -12,9 +12,9 @@ from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from airflow_desc.history.engine import VERSION_TABLE
 from airflow_desc.history.schema import metadata
 
-VERSION_TABLE = "desc_history_alembic_version"
 # Any constant: concurrent upgrades on PostgreSQL (several workers starting at once) take turns.
 _PG_LOCK_KEY = 0x64657363  # "desc"
 
