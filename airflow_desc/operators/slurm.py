@@ -85,6 +85,13 @@ def task_dir_for(work_dir: str, dag_id: str, run_id: str, task_id: str, map_inde
     return "/".join([work_dir.rstrip("/"), *parts])
 
 
+def _home_relative(path: str) -> str:
+    """Write a ``~/`` path as SLURM reads it in an ``#SBATCH`` line: relative to the home directory."""
+    if path == "~" or path.startswith("~/"):
+        return path[2:] or "."
+    return path
+
+
 def _map_index(ti: Any) -> int:
     return -1 if ti.map_index is None else int(ti.map_index)
 
@@ -372,7 +379,9 @@ class SlurmOperator(BaseOperator):
             nodes=self.nodes,
             cpus_per_task=res["cpus"],
             mem_mb=res["mem_mb"],
-            output=log_pattern,
+            # SLURM does not expand "~" in #SBATCH lines; a relative path is relative to the
+            # directory sbatch ran in, the login's home: the same place.
+            output=_home_relative(log_pattern),
             signal=self.signal,
             env={**profile.env, **self.env},
             setup_lines=(*profile.setup_lines, *self.setup_lines),

@@ -133,6 +133,9 @@ class ContainerSpec:
         check_text("ContainerSpec.image", self.image)
         if any(c.isspace() for c in self.image):
             raise ValueError(f"ContainerSpec.image contains whitespace: {self.image!r}")
+        if self.image.startswith("-"):
+            # The runtime would read it as one of its own options.
+            raise ValueError(f"ContainerSpec.image starts with '-': {self.image!r}; name an image")
         if self.runtime == "shifter":
             _sbatch_value("ContainerSpec.image", self.shifter_image)  # it goes on an #SBATCH --image line
         for option in self.options:
@@ -252,6 +255,13 @@ class JobSpec:
             value = getattr(self, name)
             if value is not None:
                 _sbatch_value(f"JobSpec.{name}", value)
+        for name in ("output", "error"):
+            value = getattr(self, name)
+            if value is not None and value.startswith("~"):
+                raise ValueError(
+                    f"JobSpec.{name}={value!r}: SLURM does not expand '~' in #SBATCH lines; give the path "
+                    "relative to the home directory (where sbatch runs) or absolute"
+                )
         if self.time_limit_s is not None:
             format_walltime(self.time_limit_s)
         for name in ("nodes", "ntasks", "cpus_per_task", "mem_mb", "mem_per_cpu_mb"):

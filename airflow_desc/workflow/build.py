@@ -77,6 +77,7 @@ class _Context:
     defaults: tuple[Defaults, ...]
     stream_vars: tuple[str, ...]
     variables: Mapping[str, Scalar]
+    patterns: Mapping[str, str] = field(default_factory=dict)
 
 
 def _resources(process: ProcessSpec, defaults: Sequence[Defaults]) -> ResolvedResources:
@@ -145,6 +146,7 @@ def _process_node(
             template=check.target,
             min_count=check.min_count or 1,
             message=check.message,
+            patterns=ctx.patterns,
         )
         for check in process.checks
     )
@@ -171,6 +173,7 @@ def _process_node(
         stream_vars=ctx.stream_vars,
         runs_as=runs_as,
         variables=values,
+        patterns=ctx.patterns,
         command_parts=command_parts,
         dm_command_template=process.dm_command,
         kwargs_template=process.kwargs,
@@ -295,7 +298,7 @@ def _build(plan: _Plan, parent: _Context, variables: Mapping[str, Scalar]) -> Ta
     if sub is not None and sub.stream_var:
         stream_vars = (*stream_vars, sub.stream_var)
     defaults = (*parent.defaults, spec.defaults) if spec.defaults else parent.defaults
-    ctx = _Context(plan.path, version, defaults, stream_vars, variables)
+    ctx = _Context(plan.path, version, defaults, stream_vars, variables, parent.patterns)
     feeds: dict[str, list[str]] = {}
     for child_name, child in spec.tasks.items():
         feeds.setdefault(child.streams_from, []).append(child_name)
@@ -363,7 +366,7 @@ def build_graph(
     plan = _measure(spec.name, spec, None, {}, variables, spec.source)
     _decide(plan, spec.bundling.threshold)
     _size_bundles(plan, spec.bundling)
-    top = _Context(spec.name, spec.version, (), (), variables)
+    top = _Context(spec.name, spec.version, (), (), variables, dict(spec.patterns))
     root = _build(plan, top, variables)
     _check_bundle_clusters(root, spec.source)
     tags = ["desc", spec.name, f"version:{spec.version}"]

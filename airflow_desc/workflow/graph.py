@@ -109,21 +109,30 @@ class CheckNode:
     :param template: the path, pattern or command (templated; a ``log_lacks`` regex is not).
     :param min_count: for ``glob``: the fewest matching files.
     :param message: the failure message given in the spec, if any.
+    :param patterns: the spec's value patterns (a ``command``'s raw placeholders need them).
     """
 
     kind: str
     template: str
     min_count: int = 1
     message: str | None = None
+    patterns: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def target(self, values: Mapping[str, Any]) -> str:
-        """Return the path, pattern or command for one stream.
+        """Return the path, pattern or command for one stream; a command's values are shell-quoted.
 
         :param values: variables and stream values.
+        :raises WorkflowSpecError: for a placeholder with no value, or a value no shell can take.
         """
         if self.kind == "log_lacks":
             return self.template
-        return Template.parse(self.template).render(values)
+        template = Template.parse(self.template)
+        try:
+            if self.kind == "command":
+                return template.render_shell(values, self.patterns)
+            return template.render(values)
+        except TemplateError as exc:
+            raise WorkflowSpecError(f"output check {self.kind}: {exc}") from None
 
     def failure_message(self, values: Mapping[str, Any]) -> str:
         """Return what an instance failing this check says (its reason is ``output-check``).
@@ -162,6 +171,7 @@ class ProcessNode:
     :param stream_vars: the stream variables in scope, outermost first.
     :param runs_as: ``task``, ``mapped`` (one instance per stream) or ``in-bundle``.
     :param variables: the variant's variable values.
+    :param patterns: the spec's value patterns (raw placeholders in shell text need them).
     """
 
     name: str
@@ -186,6 +196,7 @@ class ProcessNode:
     stream_vars: tuple[str, ...] = ()
     runs_as: RunsAs = "task"
     variables: Mapping[str, Scalar] = field(default_factory=dict, repr=False)
+    patterns: Mapping[str, str] = field(default_factory=dict, repr=False)
     command_parts: tuple[str, ...] = field(default=(), repr=False)
     dm_command_template: str | None = field(default=None, repr=False)
     kwargs_template: Mapping[str, Any] = field(default_factory=dict, repr=False)
@@ -221,13 +232,16 @@ class ProcessNode:
             if dm:
                 if self.dm_command_template is None:
                     raise WorkflowSpecError(f"{self.path}: has no dm_command; add one to the spec")
-                return Template.parse(self.dm_command_template).render(values)
+                return Template.parse(self.dm_command_template).render_shell(values, self.patterns)
             if not self.command_parts:
                 raise WorkflowSpecError(f"{self.path}: a script process has no command; call {self.callable}")
+            if not self.emulated:  # shell text: every value one quoted word
+                return Template.parse(self.command_parts[0]).render_shell(values, self.patterns)
+            # The payload's arguments: each quoted whole by payload_command.
             parts = [Template.parse(part).render(values) for part in self.command_parts]
         except TemplateError as exc:
             raise WorkflowSpecError(f"{self.path}: {exc}") from None
-        return payload_command(*parts) if self.emulated else parts[0]
+        return payload_command(*parts)
 
     def render_kwargs(
         self, stream: Mapping[str, Any] | None = None, variables: Mapping[str, Any] | None = None

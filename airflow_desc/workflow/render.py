@@ -153,6 +153,7 @@ class _DagBuilder:
         tags = [*graph.tags, *options.tags]
         dag_kwargs: dict[str, Any] = {}
         defaults = self.workflow.param_defaults(self.variant)
+        patterns = self.workflow.spec.patterns
         timetable = timetable_for(self.workflow.spec.variables_for(self.variant, dict(options.variables)))
         if timetable is not None:
             dag_kwargs.update(schedule=timetable, start_date=timetable.survey_start, catchup=True)
@@ -162,7 +163,7 @@ class _DagBuilder:
             dag_id=self.workflow.dag_id(self.variant),
             description=(graph.description or graph.name)[:200],
             tags=tags,
-            params={name: _param(value) for name, value in defaults.items()},
+            params={name: _param(value, patterns.get(name)) for name, value in defaults.items()},
             default_args={"retry_delay": timedelta(seconds=options.retry_delay_s)},
             doc_md=self._doc(),
             max_active_runs=16,
@@ -280,12 +281,16 @@ def _airflow_node(node: Any) -> Any:
     return node["group"] if isinstance(node, dict) else node
 
 
-def _param(value: Scalar) -> Param:
+def _param(value: Scalar, pattern: str | None = None) -> Param:
+    """Return a DAG param of the variable's type; a pattern is checked when a run is triggered."""
     kind = "boolean" if isinstance(value, bool) else "integer" if isinstance(value, int) else (
         "number" if isinstance(value, float) else "string"
     )  # fmt: skip
     if kind == "integer":
         return Param(value, type=["integer", "number"])
+    if kind == "string" and pattern is not None:
+        # JSON schema patterns search; the spec's patterns match the whole value.
+        return Param(value, type=kind, pattern=f"^(?:{pattern})$")
     return Param(value, type=kind)
 
 

@@ -31,7 +31,13 @@ from airflow_desc._yaml_lines import describe_value, format_path
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.slurm.units import WALLTIME_FORMS, walltime_seconds
 from airflow_desc.workflow.spec_rules import CHECK_KINDS, check_rules, type_mismatch
-from airflow_desc.workflow.spec_templates import IDENT_RE, Scalar, TemplateError, expand_variables
+from airflow_desc.workflow.spec_templates import (
+    IDENT_RE,
+    Scalar,
+    TemplateError,
+    expand_variables,
+    format_value,
+)
 
 __all__ = [
     "FAILURE_MODES",
@@ -100,6 +106,15 @@ def _scalar(value: Any) -> Any:
     )
 
 
+def _image(value: Any) -> Any:
+    if isinstance(value, str) and (value.startswith("-") or any(c.isspace() or c == "\0" for c in value)):
+        raise ValueError(
+            f"{describe_value(value)} is not an image name (it starts with '-' or holds spaces); "
+            "name an image, e.g. docker:lsstdesc/stack:w.2026.48"
+        )
+    return value
+
+
 def _walltime(value: Any) -> Any:
     if value is None:
         return None
@@ -165,7 +180,7 @@ class Resources(_Model):
     walltime: Walltime | None = None
     cluster: StrictStr | None = None
     partition: StrictStr | None = None
-    container: StrictStr | None = None
+    container: Annotated[StrictStr, AfterValidator(_image)] | None = None
 
 
 class Escalation(_Model):
@@ -360,6 +375,9 @@ class WorkflowSpec(TaskSpec):
     :param version: its version.
     :param variables: default values.
     :param variants: named sets of variable overrides; one DAG each.
+    :param patterns: regular expressions the values of a variable or stream variable must match
+        (the whole value): a run's conf is checked against them, and a name used unquoted in shell
+        text (``{{ name | raw }}``) needs one.
     :param bundling: bundling settings.
     """
 
@@ -367,6 +385,7 @@ class WorkflowSpec(TaskSpec):
     version: Version
     variables: dict[Ident, VariableValue] = {}
     variants: dict[VariantName, dict[Ident, VariableValue]] = {}
+    patterns: dict[Ident, StrictStr] = {}
     bundling: BundlingSettings = BundlingSettings()
 
     _source: str = PrivateAttr("<memory>")
@@ -399,6 +418,14 @@ class WorkflowSpec(TaskSpec):
             yield names, task
             stack.extend(((*names, name), sub) for name, sub in reversed(task.tasks.items()))
 
+    def pattern_mismatch(self, name: str, value: Any) -> str | None:
+        """Why ``value`` does not fit the pattern declared for ``name``, or None (also when it has none)."""
+        pattern = self.patterns.get(name)
+        if pattern is None or re.fullmatch(pattern, format_value(value)) is not None:
+            return None
+        shown = format_value(value)[:80]
+        return f"{shown!r} does not match its pattern {pattern!r}; give a value of that shape"
+
     def variables_for(
         self, variant: str | None = None, overrides: Mapping[str, Any] | None = None
     ) -> dict[str, Scalar]:
@@ -422,7 +449,7 @@ class WorkflowSpec(TaskSpec):
             if key not in self.variables:
                 problems.append(f"{key}: not a variable of {self.name}; {choose(key, self.variables)}")
                 continue
-            mismatch = type_mismatch(self.variables[key], value)
+            mismatch = type_mismatch(self.variables[key], value) or self.pattern_mismatch(key, value)
             if mismatch:
                 problems.append(f"{key}: {mismatch}")
             else:

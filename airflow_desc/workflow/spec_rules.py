@@ -21,6 +21,7 @@ from airflow_desc.workflow.spec_templates import (
     Template,
     TemplateError,
     format_value,
+    shell_problems,
     variable_cycle,
 )
 
@@ -106,6 +107,8 @@ class _Rules:
         }
         self.task_paths: dict[str, KeyPath] = {}
         self.stream_owners: dict[str, str] = {}
+        patterns = _mapping(data.get("patterns")).items()
+        self.patterns = {k: v for k, v in patterns if isinstance(k, str) and isinstance(v, str)}
 
     def add(self, path: KeyPath, message: str) -> None:
         self.problems.append((path, message))
@@ -114,6 +117,7 @@ class _Rules:
         self.check_variables()
         self.check_variants()
         self.collect_stream_vars(self.data)
+        self.check_patterns()
         if isinstance(self.data.get("name"), str):
             self.task_paths[self.data["name"]] = ()
         self.check_task((), self.data, _Scope())
@@ -150,6 +154,30 @@ class _Rules:
                 else:
                     self.template(path, value, set(self.variables) - {key})
 
+    def check_patterns(self) -> None:
+        """Each pattern compiles, names a variable or stream variable, and fits the values the spec gives."""
+        compiled: dict[str, re.Pattern[str]] = {}
+        for name, pattern in self.patterns.items():
+            path: KeyPath = ("patterns", name)
+            if name not in self.variables and name not in self.stream_owners:
+                known = sorted({*self.variables, *self.stream_owners})
+                self.add(path, f"not a variable or stream variable of this workflow; {choose(name, known)}")
+                continue
+            try:
+                compiled[name] = re.compile(pattern)
+            except re.error as exc:
+                self.add(path, f"not a regular expression: {exc}; fix it")
+        given: list[tuple[KeyPath, str, Any]] = [(("variables", k), k, v) for k, v in self.variables.items()]
+        for variant, overrides in _mapping(self.data.get("variants")).items():
+            given += [(("variants", variant, k), k, v) for k, v in _mapping(overrides).items()]
+        for path, name, value in given:
+            regex = compiled.get(name)
+            if regex is None or "{{" in str(value):
+                continue  # a value built from other variables is checked when a run fills it in
+            if regex.fullmatch(format_value(value)) is None:
+                text = format_value(value)
+                self.add(path, f"{text!r} does not match the pattern of {name}, {regex.pattern!r}")
+
     def collect_stream_vars(self, task: Mapping[str, Any]) -> None:
         for name, sub in _mapping(task.get("tasks")).items():
             if isinstance(sub, Mapping):
@@ -159,7 +187,9 @@ class _Rules:
                 self.collect_stream_vars(sub)
 
     # templates and expressions --------------------------------------------------------------
-    def template(self, path: KeyPath, value: Any, names: Collection[str]) -> Template | None:
+    def template(
+        self, path: KeyPath, value: Any, names: Collection[str], *, shell: bool = False
+    ) -> Template | None:
         if not isinstance(value, str):
             return None
         try:
@@ -170,6 +200,24 @@ class _Rules:
         for name in template.names:
             if name not in names:
                 self.add(path, self.unknown_placeholder(name, names))
+        if not shell:
+            for name in template.raw_names:
+                self.add(
+                    path,
+                    f"{{{{ {name} | raw }}}}: '| raw' is only for shell text (a command, dm_command, or a "
+                    "check's command); write {{ " + name + " }}",
+                )
+            return template
+        for problem in shell_problems(template):
+            self.add(path, problem)
+        for name in template.raw_names:
+            if name not in self.patterns:
+                self.add(
+                    path,
+                    f"{{{{ {name} | raw }}}} puts {name}'s value into the shell unquoted; declare the shape "
+                    f"of its values under patterns (e.g. patterns: {{{name}: '[A-Za-z0-9_.,=/-]+'}}), or "
+                    f"write {{{{ {name} }}}}",
+                )
         return template
 
     def unknown_placeholder(self, name: str, names: Collection[str]) -> str:
@@ -404,7 +452,7 @@ class _ProcessRules:
         upstream = self.dependencies()
         self.skip_if(upstream)
         for key in ("command", "dm_command"):
-            self.rules.template((*self.path, key), self.process.get(key), self.names)
+            self.rules.template((*self.path, key), self.process.get(key), self.names, shell=True)
         self.rules.template_tree((*self.path, "kwargs"), self.process.get("kwargs"), self.names)
         self.emulate()
         self.checks()
@@ -530,7 +578,8 @@ class _ProcessRules:
         if check.get("min_count") is not None and "glob" not in kinds:
             self.add((*sub_path, "min_count"), "only a glob check counts files; remove min_count or use glob")
         for key in ("exists", "non_empty", "glob", "command", "message"):
-            self.rules.template((*self.path, *sub_path, key), check.get(key), self.names)
+            shell = key == "command"
+            self.rules.template((*self.path, *sub_path, key), check.get(key), self.names, shell=shell)
         pattern = check.get("log_lacks")
         if isinstance(pattern, str):
             try:

@@ -3,11 +3,24 @@
 The template language of workflow specs (see :mod:`airflow_desc.workflow.spec`): a
 placeholder is a variable or stream-variable name between ``{{`` and ``}}``; Jinja filters
 and statements are refused when the template is read, not when it is rendered.
+
+**Values are data.** In shell text (a batch process's ``command`` and ``dm_command``, an
+output check's ``command``) every value is shell-quoted where it is filled in
+(:meth:`Template.render_shell`): ``processEimage.py {{ repo }} --id visit={{ visit }}`` with
+``visit = "1; touch x"`` runs ``processEimage.py repo --id visit='1; touch x'``, one word. A
+variable built from others (``repo: "{{ root }}/repo"``) is filled in as text first and quoted
+once, at the end. Shell syntax the spec's author writes (``$SCRATCH``, pipes, redirections)
+stays shell syntax; a placeholder must therefore not stand inside quotes the author wrote
+(``"{{ name }}"`` would keep the quotes as characters): :func:`shell_problems` says so when the
+spec is read. A spec that really wants a value as shell text writes ``{{ name | raw }}``,
+allowed only for a name whose values the spec constrains with a pattern (``patterns:``),
+checked on every value before it is filled in.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +34,7 @@ __all__ = [
     "TemplateError",
     "expand_variables",
     "format_value",
+    "shell_problems",
     "variable_cycle",
 ]
 
@@ -45,6 +59,7 @@ class TemplateError(ValueError):
 
 
 _OPEN_RE = re.compile(r"\{\{|\{%")
+_RAW_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*\|\s*raw$")
 
 
 @dataclass(frozen=True)
@@ -53,10 +68,12 @@ class Template:
 
     :param text: the text as written.
     :param parts: literal text at even indices, placeholder names at odd indices.
+    :param raw: the indices in ``parts`` of the placeholders written ``{{ name | raw }}``.
     """
 
     text: str
     parts: tuple[str, ...]
+    raw: frozenset[int] = frozenset()
 
     @classmethod
     def parse(cls, text: str) -> Template:
@@ -66,12 +83,13 @@ class Template:
         :raises TemplateError: for an unclosed ``{{``, anything but a name inside it, or ``{%``.
         """
         parts: list[str] = []
+        raw: set[int] = set()
         pos = 0
         while True:
             match = _OPEN_RE.search(text, pos)
             if match is None:
                 parts.append(text[pos:])
-                return cls(text, tuple(parts))
+                return cls(text, tuple(parts), frozenset(raw))
             if match.group() == "{%":
                 raise TemplateError(
                     "Jinja statements ({% ... %}) are not supported; use {{ name }} placeholders only"
@@ -82,6 +100,10 @@ class Template:
                     f"'{{{{' at character {match.start() + 1} is not closed; write {{{{ name }}}}"
                 )
             inner = text[match.end() : end].strip()
+            raw_match = _RAW_RE.match(inner)
+            if raw_match:
+                inner = raw_match.group(1)
+                raw.add(len(parts) + 1)
             if not IDENT_RE.match(inner):
                 got = repr(inner) if inner else "nothing"
                 raise TemplateError(
@@ -95,6 +117,51 @@ class Template:
     def names(self) -> tuple[str, ...]:
         """The placeholder names, in order of first use."""
         return tuple(dict.fromkeys(self.parts[1::2]))
+
+    @property
+    def raw_names(self) -> tuple[str, ...]:
+        """The names of the placeholders written ``{{ name | raw }}``."""
+        return tuple(dict.fromkeys(self.parts[i] for i in sorted(self.raw)))
+
+    def render_shell(self, values: Mapping[str, Any], patterns: Mapping[str, str] | None = None) -> str:
+        """Fill in the placeholders of shell text, each value shell-quoted (one word, never code).
+
+        A ``{{ name | raw }}`` placeholder is filled in as is, once its value matches the
+        name's pattern (the whole value).
+
+        :param values: a value per name.
+        :param patterns: regular expressions by name; a raw placeholder needs one.
+        :raises TemplateError: for a placeholder with no value, a value no shell can pass (a NUL
+            byte), or a raw value without a pattern or not matching it.
+        """
+        out: list[str] = []
+        for index, part in enumerate(self.parts):
+            if index % 2 == 0:
+                out.append(part)
+                continue
+            if part not in values:
+                raise TemplateError(f"no value for {{{{ {part} }}}} in {self.text!r}; give it a value")
+            text = format_value(values[part])
+            if "\0" in text:
+                raise TemplateError(
+                    f"the value of {{{{ {part} }}}} contains a NUL byte, which no shell can pass: "
+                    f"{text[:80]!r}"
+                )
+            if index in self.raw:
+                pattern = (patterns or {}).get(part)
+                if pattern is None:
+                    raise TemplateError(
+                        f"{{{{ {part} | raw }}}} needs a pattern for {part} (patterns: in the spec)"
+                    )
+                if re.fullmatch(pattern, text) is None:
+                    raise TemplateError(
+                        f"{part} = {text[:80]!r} does not match its pattern {pattern!r}, so it cannot "
+                        "stand unquoted in shell text; give a value of that shape"
+                    )
+                out.append(text)
+            else:
+                out.append(shlex.quote(text))
+        return "".join(out)
 
     def render(self, values: Mapping[str, Any], *, keep_missing: bool = False) -> str:
         """Fill in the placeholders.
@@ -177,3 +244,36 @@ def expand_variables(values: Mapping[str, Any]) -> dict[str, Scalar]:
     for name in values:
         resolve(name)
     return {name: done[name] for name in values}
+
+
+def shell_problems(template: Template) -> list[str]:
+    """Return what is wrong with a template used as shell text (empty when nothing is).
+
+    A placeholder inside quotes the author wrote (``'...'`` or ``"..."``) would be quoted twice:
+    its value would keep the quote characters, or (inside double quotes) still expand ``$``.
+    Raw placeholders are the author's to quote.
+
+    :param template: the template of a ``command``, ``dm_command`` or check ``command``.
+    """
+    problems: list[str] = []
+    quote: str | None = None
+    for index, part in enumerate(template.parts):
+        if index % 2 == 1:
+            if quote is not None and index not in template.raw:
+                kind = "single" if quote == "'" else "double"
+                problems.append(
+                    f"{{{{ {part} }}}} stands inside {kind} quotes; values are shell-quoted for you: remove "
+                    "the quotes around it"
+                )
+            continue
+        escaped = False
+        for char in part:
+            if escaped:
+                escaped = False
+            elif char == "\\" and quote != "'":
+                escaped = True
+            elif quote is None and char in "'\"":
+                quote = char
+            elif char == quote:
+                quote = None
+    return problems

@@ -33,7 +33,7 @@ def rerun_spec(live: str) -> str:
     visits.update(expected_streams=2, bundle_size=2)
     visits["processes"]["calibrateVisit"]["command"] = (
         "if [ {{ visit }} = 2 ] && [ ! -e {{ marker }} ]; then"
-        ' echo "calibration input of visit 2 is missing: {{ marker }}" >&2; exit 3; fi; echo calibrated'
+        ' echo "calibration input of visit 2 is missing:" {{ marker }} >&2; exit 3; fi; echo calibrated'
     )
     return yaml.safe_dump(spec, sort_keys=False)
 

@@ -297,6 +297,34 @@ BAD_SPECS: dict[str, list[str]] = {
             "}}; declare it under variables (known here: repo, visit)"
         ),
     ],
+    "bad_shell_values.yaml": [
+        "bad_shell_values.yaml:5: variables.label: 'run 1' does not match the pattern of label, '[a-z]+'",
+        (
+            "bad_shell_values.yaml:11: patterns.nosuch: not a variable or stream variable of this "
+            "workflow; use one of dirs, label, repo, visits"
+        ),
+        (
+            "bad_shell_values.yaml:12: patterns.dirs: not a regular expression: missing ), unterminated "
+            "subpattern at position 0; fix it"
+        ),
+        (
+            "bad_shell_values.yaml:16: processes.a.command: {{ repo }} stands inside double quotes; values "
+            "are shell-quoted for you: remove the quotes around it"
+        ),
+        (
+            "bad_shell_values.yaml:16: processes.a.command: {{ label }} stands inside single quotes; values "
+            "are shell-quoted for you: remove the quotes around it"
+        ),
+        (
+            "bad_shell_values.yaml:19: processes.b.command: {{ repo | raw }} puts repo's value into the "
+            "shell unquoted; declare the shape of its values under patterns (e.g. patterns: {repo: "
+            "'[A-Za-z0-9_.,=/-]+'}), or write {{ repo }}"
+        ),
+        (
+            "bad_shell_values.yaml:21: processes.b.checks[0].exists: {{ repo | raw }}: '| raw' is only for "
+            "shell text (a command, dm_command, or a check's command); write {{ repo }}"
+        ),
+    ],
     "bad_types.yaml": [
         (
             'bad_types.yaml:2: version: expected text, got 1.1 (a number); quote it: "1.1" (YAML reads '
