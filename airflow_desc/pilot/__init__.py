@@ -141,11 +141,13 @@ def bundle_job_command(
     lines = [
         "# airflow-desc pilot: write the bundle's manifest and the launcher, then run the launcher.",
         f'desc_pilot_dir={quote_path(pilot_dir)}/pilot-"${{SLURM_JOB_ID:-$$}}"',
-        f'mkdir -p -- "$desc_pilot_dir" {quote_path(logs_dir)} || exit 2',
-        f"cat > \"$desc_pilot_dir/manifest.json\" <<'{_MANIFEST_EOF}' || exit 2",
+        # Our own files are the job owner's alone; the payloads keep the job's umask (their outputs
+        # are the collaboration's data).
+        f'(umask 077 && mkdir -p -- "$desc_pilot_dir" {quote_path(logs_dir)}) || exit 2',
+        f"(umask 077 && cat > \"$desc_pilot_dir/manifest.json\") <<'{_MANIFEST_EOF}' || exit 2",
         manifest,
         _MANIFEST_EOF,
-        f"cat > \"$desc_pilot_dir/launcher.py\" <<'{_LAUNCHER_EOF}' || exit 2",
+        f"(umask 077 && cat > \"$desc_pilot_dir/launcher.py\") <<'{_LAUNCHER_EOF}' || exit 2",
         source.rstrip("\n"),
         _LAUNCHER_EOF,
         f'exec {shlex.quote(python)} "$desc_pilot_dir/launcher.py" ' + " ".join(args),

@@ -1067,9 +1067,10 @@ class Pilot:
 
     # --- records and summary ----------------------------------------------------------------------
     def _open_records(self) -> None:
+        # The records and logs are the job owner's alone (0700 directories, a 0600 records file).
         for directory in (os.path.dirname(os.path.abspath(self.opts.records)), self.opts.logs_dir):
-            os.makedirs(directory, exist_ok=True)
-        self._records_fd = os.open(self.opts.records, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        self._records_fd = os.open(self.opts.records, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         size = os.fstat(self._records_fd).st_size
         if size:
             with open(self.opts.records, "rb") as f:

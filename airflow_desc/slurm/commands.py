@@ -135,8 +135,9 @@ def submit_script_command(
 ) -> str:
     """Create ``remote_dir``, write the script read from stdin into it, and submit it.
 
-    ``mkdir -p <dir> && cat > <dir>/<name> && sbatch --parsable ... <dir>/<name>``: one
-    round trip; send the script text on the command's stdin.
+    ``(umask 077 && mkdir -p <dir> && cat > <dir>/<name>) && sbatch --parsable ... <dir>/<name>``:
+    one round trip; send the script text on the command's stdin. The directory and the script are
+    created readable by their owner only.
 
     :param remote_dir: directory on the cluster; ``~/`` means the home directory.
     :param script_name: file name of the script, without ``/``.
@@ -151,8 +152,10 @@ def submit_script_command(
     if not script_name or "/" in script_name or script_name in (".", ".."):
         raise ValueError(f"script_name must be a plain file name, got {script_name!r}")
     path = posixpath.join(remote_dir, script_name)
+    # The script is the job owner's alone; sbatch itself runs outside the subshell, with the
+    # login's umask, which SLURM hands on to the job (its outputs keep the usual permissions).
     return (
-        f"mkdir -p -- {quote_path(remote_dir)} && cat > {quote_path(path)} && "
+        f"(umask 077 && mkdir -p -- {quote_path(remote_dir)} && cat > {quote_path(path)}) && "
         f"{sbatch_command(path, cluster=cluster, extra=extra)}"
     )
 

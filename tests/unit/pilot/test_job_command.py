@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 import signal
+import stat
 import subprocess
 
 import pytest
@@ -43,9 +44,20 @@ def test_the_job_command_writes_both_files_and_runs_the_launcher(tmp_path: pathl
         kill_grace_s=1,
     )
     assert text.endswith("\n") and "exec python3 " in text
-    proc = subprocess.run(["bash", "-c", text], cwd=tmp_path, capture_output=True, text=True, env=clean_env())
+    proc = subprocess.run(
+        ["bash", "-c", f"umask 022\n{text}"], cwd=tmp_path, capture_output=True, text=True, env=clean_env()
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     [pilot_dir] = (tmp_path / "run").glob("pilot-*")
+    # The pilot's files are the job owner's alone; the payload's output keeps the job's umask.
+    made = (*pilot_dir.iterdir(), *(tmp_path / "run").iterdir())
+    mode = {p.name: stat.S_IMODE(p.stat().st_mode) for p in made}
+    assert mode == {
+        "launcher.py": 0o600, "manifest.json": 0o600, "records.jsonl": 0o600, "logs": 0o700,
+        pilot_dir.name: 0o700,
+    }  # fmt: skip
+    assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o644
     assert (pilot_dir / "launcher.py").read_text() == launcher_source()
     assert json.loads((pilot_dir / "manifest.json").read_text())["bundle"] == "b7"
     recs = parse_records((tmp_path / "run" / "records.jsonl").read_text())

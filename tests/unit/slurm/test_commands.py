@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pathlib
+import stat
 import subprocess
 
 import pytest
@@ -176,9 +177,30 @@ def test_sbatch_command() -> None:
 
 def test_submit_script_command() -> None:
     assert slurm.submit_script_command("/scratch/desc/run42", "p1.sh") == (
-        "mkdir -p -- /scratch/desc/run42 && cat > /scratch/desc/run42/p1.sh && "
+        "(umask 077 && mkdir -p -- /scratch/desc/run42 && cat > /scratch/desc/run42/p1.sh) && "
         "sbatch --parsable /scratch/desc/run42/p1.sh"
     )
+
+
+def test_the_submitted_script_is_its_owners_alone_and_sbatch_keeps_the_logins_umask(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Run under bash with a stand-in sbatch that reports the umask the job would get."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text("#!/bin/bash\numask > \"$SBATCH_UMASK_FILE\"\necho 4242\n")
+    sbatch.chmod(0o755)
+    remote = tmp_path / "work" / "run 1"
+    done = subprocess.run(
+        ["bash", "-c", f"umask 022 && {slurm.submit_script_command(str(remote), 't1.sh')}"],
+        input="#!/bin/bash\ntrue\n", capture_output=True, text=True, check=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "SBATCH_UMASK_FILE": str(tmp_path / "umask")},
+    )  # fmt: skip
+    assert done.stdout.strip() == "4242"
+    assert stat.S_IMODE(remote.stat().st_mode) == 0o700
+    assert stat.S_IMODE((remote / "t1.sh").stat().st_mode) == 0o600
+    assert (tmp_path / "umask").read_text().strip() == "0022"
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "..", ".", "x\ny"])
