@@ -5,6 +5,8 @@ raft 3 s, sensor 1 s of CPU): 40 heterogeneous instances with dependencies (a ra
 made by a script that depends on its visit's batch process, and so on) in ONE allocation of
 perlmutter's node (bundle_size 4), srun launcher.
 
+desc_it_hostile: a run conf that tries to become shell code (tests/data/specs/desc-it-hostile.yaml).
+
 desc_it_bundle_rerun: 3 visits in one bundle, direct launcher; the visit process of visit 202
 fails on its first try only (a marker file named by the run's conf), so the retry of the
 bundle task reruns that visit's streams and nothing else.
@@ -33,3 +35,4 @@ globals().update(
         inline_spec("desc_it_bundle_rerun"), options=RenderOptions(launcher="direct", retry_delay_s=0)
     )
 )
+globals().update(render_dags(inline_spec("desc_it_hostile"), options=RenderOptions()))
