@@ -13,6 +13,9 @@ depth. One spec gives one DAG per variant (see :mod:`airflow_desc.workflow.graph
       scale: 1.0                        # fan-out size (1.0 = DC1's counts)
       sim: imsim
       repo: "dc1/{{ sim }}/repo"        # {{ name }} placeholders; quote a value starting with {{
+      visits: all
+    patterns:                           # the shape of a variable's values (the whole value)
+      visits: "all|[0-9^]+"            # a run's conf is checked against it
     variants:                           # named override sets: one DAG each
       imsim: {sim: imsim}
       phosim: {sim: phosim}
@@ -54,8 +57,8 @@ depth. One spec gives one DAG per variant (see :mod:`airflow_desc.workflow.graph
               - exists: "{{ repo }}/calexp/{{ visit }}.fits"
               - log_lacks: "PSF determination failed"
 
-Keys of the top level: ``name``, ``version``, ``description``, ``variables``, ``variants``,
-``defaults``, ``bundling``, ``processes``, ``tasks``. Keys of a sub-task: ``version`` (default:
+Keys of the top level: ``name``, ``version``, ``description``, ``variables``, ``patterns``,
+``variants``, ``defaults``, ``bundling``, ``processes``, ``tasks``. Keys of a sub-task: ``version`` (default:
 the parent's), ``description``, ``streams_from``, ``stream_var``, ``expected_streams``,
 ``bundle``, ``bundle_size``, ``depends_on``, ``after``, ``defaults``, ``processes``, ``tasks``.
 Names of tasks are unique in a workflow; names of processes and sub-tasks, within their task.
@@ -86,6 +89,15 @@ arithmetic expression (numbers, numeric variables, ``+ - * / //``).
 Placeholders are ``{{ name }}``, a variable or a stream variable in scope (the sub-task's and
 its ancestors'); filters and Jinja statements are refused. Variables may refer to other
 variables. A kwargs value that is only a placeholder keeps the variable's type.
+
+**Values are data.** In shell text (``command``, ``dm_command``, a check's ``command``) every
+value is shell-quoted where it is filled in, so a stream value or a run's conf is one word,
+never shell code (``visit=1; rm -rf x`` stays a visit). Write placeholders bare, not inside
+quotes (``echo {{ name }}``, not ``echo "{{ name }}"``: that is refused). Shell syntax written
+in the spec itself (``$SCRATCH``, pipes, ``&&``) stays shell syntax. ``{{ name | raw }}`` fills a
+value in unquoted, allowed only for a name with a ``patterns`` entry; every value is checked
+against it first. A run's conf is checked against ``patterns`` (and the variables' types) before
+anything runs, and a DAG's params carry the pattern, so a trigger with a bad value is refused.
 
 Script contract (kept by the runtime, recorded here): the function is called with its
 ``kwargs``; a script named by a sub-task's ``streams_from`` returns the streams of that
