@@ -5,11 +5,14 @@ The basic spool behaviour (spool when down, flush once, the command line) is in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
 import signal
+import socket
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from airflow_desc.history import HistoryStore, ProcessRecord, SpoolingRecorder
+from airflow_desc.history.engine import DEFAULT_CONNECT_TIMEOUT_S
 from airflow_desc.history.file_lock import file_lock
 from airflow_desc.history.spool import MAX_LINE_BYTES
 from tests.unit.history.test_store import Outage, count, rec, rows, spool_lines
@@ -240,3 +244,87 @@ def test_a_flusher_killed_mid_write_loses_nothing_and_doubles_nothing(
     with outage.store.engine.connect() as conn:
         latest = conn.execute(sa.text("SELECT try_number FROM process_instances WHERE latest")).scalars()
         assert set(latest) == {2}
+
+
+# --- a history that does not answer -----------------------------------------------------------------------
+
+
+class SilentServer:
+    """A TCP port that accepts connections and never says a word: a PostgreSQL host that hangs."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # closed by close()
+            while True:
+                conn, _ = self.sock.accept()
+                self.accepted.append(conn)  # held open, never read nor answered
+
+    def url(self) -> str:
+        return f"postgresql://desc:pw@127.0.0.1:{self.port}/desc_history"
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept(); close() alone does not
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentServer]:
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+# What "a few seconds" allows: the connect timeout and the time to give up and spool.
+BOUND_S = DEFAULT_CONNECT_TIMEOUT_S + 2
+
+
+def test_a_history_that_never_answers_holds_a_task_a_few_seconds_at_most(
+    silent: SilentServer, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.jsonl"
+    recorder = SpoolingRecorder(HistoryStore(silent.url()), spool)
+    start = time.monotonic()
+    recorder.record([rec("s=1")])
+    took = time.monotonic() - start
+    assert took < BOUND_S, f"record() took {took:.1f} s"
+    assert silent.accepted  # it did reach the port, and waited there
+    assert [d["stream"] for d in spool_lines(recorder)] == ["s=1"]
+    # A later flush against a working history writes it.
+    working = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
+    assert SpoolingRecorder(working, spool).flush().flushed == 1
+    assert count(working) == 1 and recorder.pending() == 0
+    working.dispose()
+
+
+def test_tasks_finishing_together_behind_a_silent_history_do_not_queue(
+    silent: SilentServer, tmp_path: Path
+) -> None:
+    # Found on main: three tasks waited 10, 20 and 30 s, each behind the one holding the spool lock.
+    spool = tmp_path / "spool.jsonl"
+    took: dict[int, float] = {}
+
+    def task(i: int) -> None:
+        start = time.monotonic()
+        SpoolingRecorder(HistoryStore(silent.url()), spool).record([rec(f"s={i}")])
+        took[i] = time.monotonic() - start
+
+    threads = [threading.Thread(target=task, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(took) == [0, 1, 2]
+    assert max(took.values()) < BOUND_S, took
+    assert sorted(d["stream"] for d in spool_lines(SpoolingRecorder(HistoryStore("sqlite://"), spool))) == [
+        "s=0", "s=1", "s=2",
+    ]  # fmt: skip
