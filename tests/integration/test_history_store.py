@@ -435,3 +435,21 @@ def test_a_write_stuck_behind_a_lock_gives_up_after_the_statement_timeout(
         with pytest.raises(sa.exc.OperationalError, match="statement timeout"):
             conn.exec_driver_sql("SELECT pg_sleep(1)")
     extra.dispose()
+
+
+def test_migrations_are_not_cut_short_by_the_statement_timeout(store: HistoryStore) -> None:
+    seen: list[str] = []
+
+    @sa.event.listens_for(store.engine, "after_cursor_execute")
+    def _timeout_in_force(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith(("CREATE TABLE", "CREATE INDEX")):
+            probe = cursor.connection.cursor()
+            probe.execute("SHOW statement_timeout")
+            seen.append(probe.fetchone()[0])
+            probe.close()
+
+    store.upgrade()
+    assert seen and set(seen) == {"0"}  # a big index may take minutes
+    sa.event.remove(store.engine, "after_cursor_execute", _timeout_in_force)
+    with store.engine.connect() as conn:  # SET LOCAL: the writes after it keep their limit
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar_one() == "5s"
