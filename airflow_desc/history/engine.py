@@ -20,7 +20,8 @@ query): ``connect_timeout`` (libpq's, seconds) and ``statement_timeout`` (Postgr
 milliseconds, or with a unit, ``"5s"``), e.g.
 ``AIRFLOW_CONN_DESC_HISTORY=postgresql://u:p@host/db?connect_timeout=5&statement_timeout=10s``;
 so does a ``statement_timeout`` already in ``options``, and SQLite's own ``?timeout=``. For
-PostgreSQL, 0 means no limit.
+PostgreSQL, 0 means no limit. Migrations run without the statement timeout (a new index on a big
+table takes what it takes); waiting for another process's upgrade keeps it.
 """
 
 from __future__ import annotations
