@@ -4,11 +4,32 @@ The history's database is its own, independent of Airflow's metadata DB: Postgre
 psycopg2 in production, SQLite embedded. Its schema is brought up to date by Alembic
 (``airflow_desc/history/migrations``), with a version table of its own (:data:`VERSION_TABLE`)
 so that the database may also be Airflow's.
+
+A history that does not answer must not hold up the task recording into it (the recorder spools
+instead, :mod:`airflow_desc.history.spool`), so every engine has timeouts, in seconds, from the
+Airflow configuration (or ``AIRFLOW__DESC__...``), read where the engine is made:
+
+* ``[desc] history_connect_timeout`` (default :data:`DEFAULT_CONNECT_TIMEOUT_S`): PostgreSQL's
+  ``connect_timeout``, covering the whole connection, login included;
+* ``[desc] history_statement_timeout`` (default :data:`DEFAULT_STATEMENT_TIMEOUT_S`): PostgreSQL's
+  ``statement_timeout`` for each statement (waiting for a lock included), and SQLite's ``timeout``
+  (how long to wait for another writer's lock).
+
+The history connection's extra overrides them for PostgreSQL (Airflow passes it in the URL's
+query): ``connect_timeout`` (libpq's, seconds) and ``statement_timeout`` (PostgreSQL's syntax:
+milliseconds, or with a unit, ``"5s"``), e.g.
+``AIRFLOW_CONN_DESC_HISTORY=postgresql://u:p@host/db?connect_timeout=5&statement_timeout=10s``;
+so does a ``statement_timeout`` already in ``options``, and SQLite's own ``?timeout=``. For
+PostgreSQL, 0 means no limit. Migrations run without the statement timeout (a new index on a big
+table takes what it takes); waiting for another process's upgrade keeps it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
+import math
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
@@ -22,7 +43,10 @@ from airflow_desc.exceptions import HistoryUnavailable
 from airflow_desc.history.file_lock import file_lock
 
 __all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_STATEMENT_TIMEOUT_S",
     "VERSION_TABLE",
+    "connect_arguments",
     "connection_url",
     "create_history_engine",
     "normalize_url",
@@ -30,8 +54,16 @@ __all__ = [
     "upgrade_schema",
 ]
 
+log = logging.getLogger(__name__)
+
 #: Alembic's version table for the history; Airflow's own is ``alembic_version``.
 VERSION_TABLE = "desc_history_alembic_version"
+
+#: Seconds to connect to a PostgreSQL history, login included (``[desc] history_connect_timeout``).
+DEFAULT_CONNECT_TIMEOUT_S = 3.0
+#: Seconds one statement may take (``[desc] history_statement_timeout``): PostgreSQL's
+#: ``statement_timeout``, SQLite's ``timeout``.
+DEFAULT_STATEMENT_TIMEOUT_S = 5.0
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -72,13 +104,12 @@ def create_history_engine(url: URL, options: Mapping[str, Any]) -> Engine:
     :param options: keyword arguments for :func:`sqlalchemy.create_engine`.
     """
     kwargs = dict(options)
+    url, connect_args = connect_arguments(url, kwargs.pop("connect_args", {}))
     if url.get_backend_name() == "sqlite":
         database = url.database
         if database and database != ":memory:" and not database.startswith("file:"):
             with contextlib.suppress(OSError):  # an unwritable place fails at connect, as a DB error
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-        connect_args = dict(kwargs.pop("connect_args", {}))
-        connect_args.setdefault("timeout", 30)  # wait for another writer's lock instead of failing
         engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -93,12 +124,74 @@ def create_history_engine(url: URL, options: Mapping[str, Any]) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)  # a connection that died with a server restart is replaced
-    if url.get_backend_name() == "postgresql":
-        connect_args = dict(kwargs.pop("connect_args", {}))
-        # An unreachable server fails the write (and spools it) instead of hanging the task.
-        connect_args.setdefault("connect_timeout", 10)
-        kwargs["connect_args"] = connect_args
-    return sa.create_engine(url, **kwargs)
+    return sa.create_engine(url, connect_args=connect_args, **kwargs)
+
+
+def connect_arguments(url: URL, connect_args: Mapping[str, Any]) -> tuple[URL, dict[str, Any]]:
+    """Return ``url`` and the DBAPI's ``connect_args`` with the history's timeouts (see the module).
+
+    What the URL (the connection's extra) or ``connect_args`` already say wins over the
+    ``[desc]`` settings, which win over the defaults.
+
+    :param url: the database URL; desc's ``statement_timeout`` is taken out of its query, since
+        libpq does not know it.
+    :param connect_args: the caller's ``connect_args`` (e.g. ``options`` with a ``search_path``).
+    """
+    args = dict(connect_args)
+    query = dict(url.query)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if "timeout" not in query:
+            # Wait this long for another writer's lock, then fail (and spool) rather than hang.
+            args.setdefault("timeout", _setting("history_statement_timeout", DEFAULT_STATEMENT_TIMEOUT_S))
+        return url, args
+    if backend != "postgresql":
+        return url, args
+    packed = query.pop("__extra__", None)
+    if isinstance(packed, str):
+        # Airflow packs an extra holding a non-string ({"connect_timeout": 5}) as JSON: unpack it.
+        with contextlib.suppress(ValueError):
+            extra = json.loads(packed)
+            if isinstance(extra, dict):
+                for key, value in extra.items():
+                    query.setdefault(str(key), str(value))
+    if "connect_timeout" not in query:
+        # libpq takes whole seconds, treats 1 as 2 and 0 as no limit.
+        seconds = _setting("history_connect_timeout", DEFAULT_CONNECT_TIMEOUT_S)
+        args.setdefault("connect_timeout", max(2, math.ceil(seconds)) if seconds else 0)
+    statement = query.pop("statement_timeout", None)
+    # connect_args replace the URL's keywords: keep an ``options`` of the extra by moving it here.
+    options = str(args.get("options", query.pop("options", ""))).strip()
+    query.pop("options", None)
+    if "statement_timeout" not in options:
+        if isinstance(statement, tuple):
+            statement = statement[-1]
+        if statement is None:
+            statement = str(round(_setting("history_statement_timeout", DEFAULT_STATEMENT_TIMEOUT_S) * 1000))
+        options = f"{options} -c statement_timeout={statement}".strip()
+    args["options"] = options
+    return url.set(query=query), args
+
+
+def _setting(name: str, default: float) -> float:
+    """Return ``[desc] <name>`` in seconds (a number >= 0), else ``default``."""
+    try:
+        from airflow.sdk.configuration import conf
+
+        text = conf.get("desc", name, fallback=None)
+    except Exception as exc:  # an Airflow without a readable config: the defaults still hold
+        log.debug("cannot read [desc] %s: %s", name, exc)
+        return default
+    if text is None or not str(text).strip():
+        return default
+    try:
+        value = float(text)
+        if value < 0 or math.isnan(value):
+            raise ValueError("not a number of seconds >= 0")
+    except ValueError:
+        log.warning("[desc] %s = %r is not a number of seconds; using %s", name, text, default)
+        return default
+    return value
 
 
 def upgrade_schema(engine: Engine, revision: str = "head") -> None:

@@ -17,9 +17,12 @@ import dataclasses
 import json
 import os
 import threading
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -175,9 +178,35 @@ class ProcessRecord:
                 out[name] = value.isoformat()
         return out
 
+    def check_types(self) -> None:
+        """Raise :class:`TypeError` naming the first field whose value is not of its declared type.
+
+        The dataclass does not check its values, and a wrong type (``try_number="2"``) only fails
+        deep in the history writer, where it cannot be told apart from an unreachable database.
+        An ``int`` passes for a ``float``; a ``bool`` passes for neither.
+        """
+        for name, (allowed, optional) in _field_types().items():
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if isinstance(value, bool) and bool not in allowed:
+                ok = False
+            else:
+                ok = isinstance(value, allowed)
+            if not ok:
+                expected = " or ".join(t.__name__ for t in allowed) + (" or null" if optional else "")
+                shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+                raise TypeError(f"field {name}: expected {expected}, got {type(value).__name__} {shown}")
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProcessRecord:
-        """Rebuild a record from :meth:`to_json` output."""
+        """Rebuild a record from :meth:`to_json` output, checking each field's type (:meth:`check_types`).
+
+        :raises ValueError: an unknown field, a state or a time that is not one.
+        :raises TypeError: a field of the wrong type, or ``data`` not an object.
+        """
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = set(data) - set(known)
         if unknown:
@@ -186,7 +215,25 @@ class ProcessRecord:
         for name in ("submit_time", "start_time", "end_time"):
             if isinstance(values.get(name), str):
                 values[name] = datetime.fromisoformat(values[name])
-        return cls(**values)
+        record = cls(**values)
+        record.check_types()
+        return record
+
+
+@cache
+def _field_types() -> dict[str, tuple[tuple[type, ...], bool]]:
+    """Each :class:`ProcessRecord` field: the types its value may have, and whether it may be None."""
+    out: dict[str, tuple[tuple[type, ...], bool]] = {}
+    for name, hint in typing.get_type_hints(ProcessRecord).items():
+        parts = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        allowed: list[type] = []
+        for part in parts:
+            if part is type(None):
+                continue
+            base = typing.get_origin(part) or part  # dict[str, Any] -> dict
+            allowed.extend((int, float) if base is float else (base,))
+        out[name] = (tuple(allowed), type(None) in parts)
+    return out
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,9 @@ class HistoryStore:
         ``postgresql+psycopg2://user:pw@host/db``); ``postgres://`` is accepted.
     :param conn_id: an Airflow connection id (e.g. ``desc_history``) instead of ``url``.
     :param engine_options: keyword arguments for :func:`sqlalchemy.create_engine`
-        (e.g. ``{"connect_args": {"options": "-csearch_path=myschema"}}``).
+        (e.g. ``{"connect_args": {"options": "-csearch_path=myschema"}}``); the history's
+        timeouts are added to ``connect_args`` unless they say otherwise
+        (:func:`~airflow_desc.history.engine.connect_arguments`).
     :param auto_upgrade: run the migrations before the first write (idempotent).
     """
 

@@ -11,6 +11,7 @@ cluster is down.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import random
 import subprocess
@@ -27,8 +28,14 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from airflow_desc.history import HistoryFilter, HistoryStore, ProcessRecord, SpoolingRecorder
-from airflow_desc.history.engine import VERSION_TABLE
+from airflow_desc.history import (
+    HistoryFilter,
+    HistoryStore,
+    JsonLinesRecorder,
+    ProcessRecord,
+    SpoolingRecorder,
+)
+from airflow_desc.history.engine import DEFAULT_STATEMENT_TIMEOUT_S, VERSION_TABLE
 from airflow_desc.history.queries import _status_counts_window, process_instances, status_counts
 from airflow_desc.history.schema import metadata
 from airflow_desc.history.schema import process_instances as pi_table
@@ -343,3 +350,106 @@ def test_rerun_requests_on_postgresql(store: HistoryStore) -> None:
     with store.engine.connect() as conn:
         kept = conn.execute(sa.text("SELECT requested_by, after_try FROM rerun_requests ORDER BY id")).all()
     assert [tuple(r) for r in kept] == [("alice", 1), ("bob", 1)]
+
+
+# --- the spool's locks and the history's timeouts on PostgreSQL ---------------------------------------------
+
+
+def _flush_at_once(url: str, schema: str, spool: str, go: Any, reports: Any) -> None:
+    store = HistoryStore(url, engine_options=in_schema(schema), auto_upgrade=False)
+    recorder = SpoolingRecorder(store, spool)
+    go.wait(30)
+    reports.put(recorder.flush().flushed)
+
+
+def _record_at_once(url: str, schema: str, spool: str, go: Any, worker: int) -> None:
+    store = HistoryStore(url, engine_options=in_schema(schema), auto_upgrade=False)
+    recorder = SpoolingRecorder(store, spool)
+    go.wait(30)
+    for batch in range(10):
+        recorder.record([rec(f"w={worker}/b={batch}/i={i}") for i in range(5)])
+
+
+def test_two_processes_flushing_at_once_write_each_record_once(
+    store: HistoryStore, schema: str, tmp_path: Path
+) -> None:
+    store.upgrade()
+    with store.engine.begin() as conn:  # counts every insert and update of an attempt's row
+        conn.exec_driver_sql("CREATE TABLE writes (kind text)")
+        conn.exec_driver_sql(
+            "CREATE FUNCTION count_write() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO writes VALUES (TG_OP); RETURN NULL; END $$"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER count_writes AFTER INSERT OR UPDATE ON process_instances "
+            "FOR EACH ROW EXECUTE FUNCTION count_write()"
+        )
+    spool = str(tmp_path / "history-spool.jsonl")
+    JsonLinesRecorder(spool).record([rec(f"b={b}/i={i}") for b in range(30) for i in range(10)])
+    url = store.url.render_as_string(hide_password=False)
+    ctx = multiprocessing.get_context("fork")
+    go, reports = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_flush_at_once, args=(url, schema, spool, go, reports)) for _ in range(2)]
+    procs += [ctx.Process(target=_record_at_once, args=(url, schema, spool, go, w)) for w in range(2)]
+    for p in procs:
+        p.start()
+    go.set()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert sorted(reports.get(timeout=5) for _ in range(2))[1] >= 1
+    recorder = SpoolingRecorder(store, spool)
+    recorder.flush()  # what the writers appended behind the last flusher, if any
+    assert recorder.pending() == 0
+    assert row_count(store) == 400
+    with store.engine.connect() as conn:
+        writes = dict(conn.exec_driver_sql("SELECT kind, count(*) FROM writes GROUP BY kind").all())
+    assert writes == {"INSERT": 400}  # none written twice
+
+
+def test_a_write_stuck_behind_a_lock_gives_up_after_the_statement_timeout(
+    cluster: HistoryCluster, store: HistoryStore, schema: str, tmp_path: Path
+) -> None:
+    store.upgrade()
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar_one() == "5s"
+    recorder = SpoolingRecorder(store, tmp_path / "history-spool.jsonl")
+    stuck = sa.create_engine(cluster.uri, **in_schema(schema))
+    with stuck.connect() as holder:
+        holder.exec_driver_sql("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")  # a writer that never commits
+        start = time.monotonic()
+        recorder.record([rec("s=1")])
+        took = time.monotonic() - start
+        holder.rollback()
+    stuck.dispose()
+    assert DEFAULT_STATEMENT_TIMEOUT_S - 0.5 < took < DEFAULT_STATEMENT_TIMEOUT_S + 2
+    assert recorder.pending() == 1
+    assert recorder.flush().flushed == 1
+    assert row_count(store) == 1
+    # The connection's extra says otherwise (as Airflow renders it in the URI): it wins.
+    given = cluster.uri + "?statement_timeout=250ms&connect_timeout=4"
+    extra = HistoryStore(given, engine_options=in_schema(schema))
+    with extra.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar_one() == "250ms"
+        assert conn.exec_driver_sql("SHOW search_path").scalar_one() == schema
+        with pytest.raises(sa.exc.OperationalError, match="statement timeout"):
+            conn.exec_driver_sql("SELECT pg_sleep(1)")
+    extra.dispose()
+
+
+def test_migrations_are_not_cut_short_by_the_statement_timeout(store: HistoryStore) -> None:
+    seen: list[str] = []
+
+    @sa.event.listens_for(store.engine, "after_cursor_execute")
+    def _timeout_in_force(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith(("CREATE TABLE", "CREATE INDEX")):
+            probe = cursor.connection.cursor()
+            probe.execute("SHOW statement_timeout")
+            seen.append(probe.fetchone()[0])
+            probe.close()
+
+    store.upgrade()
+    assert seen and set(seen) == {"0"}  # a big index may take minutes
+    sa.event.remove(store.engine, "after_cursor_execute", _timeout_in_force)
+    with store.engine.connect() as conn:  # SET LOCAL: the writes after it keep their limit
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar_one() == "5s"

@@ -36,7 +36,10 @@ def run_migrations_online() -> None:
     )
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
+            # Waiting for another upgrade is bounded by the history's statement timeout; the
+            # migration itself is not: building an index on a big table takes what it takes.
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+            connection.execute(text("SET LOCAL statement_timeout = 0"))
         context.run_migrations()
 
 

@@ -138,6 +138,40 @@ def test_from_json_refuses_unknown_fields() -> None:
         ProcessRecord.from_json(data)
 
 
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"try_number": "2"}, "field try_number: expected int, got str '2'"),
+        ({"map_index": 1.5}, "field map_index: expected int, got float 1.5"),
+        ({"exit_code": True}, "field exit_code: expected int or null, got bool True"),
+        ({"elapsed_s": "12.5"}, "field elapsed_s: expected int or float or null, got str '12.5'"),
+        ({"cluster": 5}, "field cluster: expected str or null, got int 5"),
+        ({"process": None}, "field process: expected str, got NoneType None"),
+        ({"extra": ["a"]}, "field extra: expected dict, got list ['a']"),
+        ({"start_time": 1764300000}, "field start_time: expected datetime or null, got int 1764300000"),
+    ],
+    ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
+)
+def test_from_json_checks_each_field_type(changes: dict[str, Any], message: str) -> None:
+    data = {**record().to_json(), **changes}
+    with pytest.raises(TypeError, match="^" + re.escape(message) + "$"):
+        ProcessRecord.from_json(data)
+    with pytest.raises(TypeError, match="^" + re.escape(message) + "$"):
+        record(**changes).check_types()  # the dataclass itself takes anything
+
+
+def test_from_json_takes_whole_numbers_for_floats_and_null_for_optional_fields() -> None:
+    data = {**record().to_json(), "elapsed_s": 12, "req_walltime_s": 3600, "exit_code": None}
+    rebuilt = ProcessRecord.from_json(data)
+    assert (rebuilt.elapsed_s, rebuilt.req_walltime_s, rebuilt.exit_code) == (12, 3600, None)
+
+
+@pytest.mark.parametrize("data", [[1, 2], "text", 42, None], ids=["list", "string", "number", "null"])
+def test_from_json_refuses_what_is_not_an_object(data: Any) -> None:
+    with pytest.raises(TypeError, match="^a JSON .* not an object$"):
+        ProcessRecord.from_json(data)
+
+
 def test_key_is_the_attempt() -> None:
     assert record(state="failed").key() == record(state="success", message="x").key()
     assert record(try_number=1).key() != record(try_number=2).key()
@@ -187,8 +221,9 @@ def test_blank_lines_are_skipped(tmp_path: pathlib.Path) -> None:
         '{"workflow": "w", "process": "p", "state": "bogus"}',
         '{"workflow": "w", "process": "p", "state": "success", "start_time": "yesterday"}',
         "{}",
+        '{"workflow": "w", "process": "p", "state": "success", "try_number": "2"}',
     ],
-    ids=["truncated", "list", "null", "bad-state", "bad-time", "empty"],
+    ids=["truncated", "list", "null", "bad-state", "bad-time", "empty", "bad-type"],
 )
 def test_a_corrupt_line_is_named_by_file_and_line(tmp_path: pathlib.Path, bad_line: str) -> None:
     recorder = JsonLinesRecorder(tmp_path / "h.jsonl")
