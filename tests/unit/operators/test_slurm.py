@@ -145,7 +145,8 @@ def test_task_dirs_of_a_manual_and_a_scheduled_run_differ() -> None:
 
 def test_task_dir_is_a_remote_dir_the_submit_command_takes_as_is() -> None:
     path = task_dir_for("/scratch/desc", "dc1", RUN, "group.processEimage", 2)
-    assert submit_script_command(path, "t1.sh").startswith(f"mkdir -p -- {path} && cat > {path}/t1.sh && ")
+    made = f"(umask 077 && mkdir -p -- {path} && cat > {path}/t1.sh) && "
+    assert submit_script_command(path, "t1.sh").startswith(made)
 
 
 def test_task_dir_keeps_a_home_relative_work_dir() -> None:
