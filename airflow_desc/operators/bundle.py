@@ -323,9 +323,9 @@ class SlurmBundleOperator(SlurmOperator):
 
     # --- finish ---
     def _finish(self, context: Context, job: FinishedJob) -> dict[str, Any]:
+        saved = self._bundle_state(context)
         workflow, task = self._workflow()
         variables = workflow.run_variables(self.variant, context)
-        saved = self._bundle_state(context)
         known = {k: ScriptOutcome.from_json(v) for k, v in (saved.get("scripts") or {}).items()}
         plan = plan_bundle(
             workflow,
