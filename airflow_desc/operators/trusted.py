@@ -25,6 +25,7 @@ from airflow_desc.workflow.spec_templates import Scalar
 
 __all__ = [
     "trusted_bundle_state",
+    "trusted_bundles",
     "trusted_event_accounting",
     "trusted_event_job_id",
     "trusted_feeds",
@@ -244,6 +245,18 @@ def trusted_streams(field: str, value: Any) -> list[dict[str, Scalar]]:
     if not _is_list(value):
         _refuse(field, value, "a list of streams is expected")
     return [trusted_stream(f"{field}[{i}]", stream) for i, stream in enumerate(value)]
+
+
+def trusted_bundles(field: str, value: Any) -> list[list[dict[str, Scalar]]]:
+    """Return a copy of a list of bundles, each a list of streams (see :func:`trusted_stream`).
+
+    :param field: how to name the value in the error.
+    :param value: the list, e.g. a bundled sub-task's streams task's XCom.
+    :raises UntrustedState: for anything else.
+    """
+    if not _is_list(value):
+        _refuse(field, value, "a list of bundles (lists of streams) is expected")
+    return [trusted_streams(f"{field}[{i}]", bundle) for i, bundle in enumerate(value)]
 
 
 def trusted_event_job_id(event: Any) -> str:
