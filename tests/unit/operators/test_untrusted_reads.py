@@ -253,3 +253,14 @@ def test_a_hostile_stream_of_a_batch_or_script_process_fails_the_try() -> None:
         WorkflowBatchOperator(stream={"visit": [1]}, **common)
     with pytest.raises(AirflowFailException, match=r"stream = \['visit'\]"):
         WorkflowScriptOperator(stream=["visit"], **common)  # type: ignore[arg-type]
+
+
+def test_an_honest_job_of_an_earlier_try_is_still_adopted(hook: RecordingHook) -> None:
+    # The worker died after job 900 of try 1 succeeded: try 2 adopts it from the saved state.
+    [acct] = group_accounting(parse_sacct("900|COMPLETED|0:0", ("JobID", "State", "ExitCode"))).values()
+    hook.sacct = lambda ids: {"900": acct} if "900" in ids else {}  # type: ignore[method-assign]
+    ctx = context(slurm=HONEST)
+    summary = operator().execute(ctx)
+    assert summary["adopted"] and summary["job_id"] == "900"
+    assert summary["log_path"] == f"{TASK_DIR}/t1-900.out"
+    assert [name for name, _ in hook.calls] == ["find_jobs_by_name", "find_jobs_by_name"]  # tries 1, 2
