@@ -280,4 +280,5 @@ def trusted_event_accounting(event: Any) -> JobAccounting:
     try:
         return accounting_from_payload(event)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        _refuse("trigger event: rows", event.get("rows"), f"not the sacct rows of the job ({exc})")
+        why = str(exc)[:_SHOWN]  # the parser's words may quote the whole payload
+        _refuse("trigger event: rows", event.get("rows"), f"not the sacct rows of the job ({why})")
