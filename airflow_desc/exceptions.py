@@ -15,6 +15,7 @@ be retried) is raised as Airflow's own exception by the operators::
     ├── SlurmOutputError            SLURM printed something we cannot read (also a ValueError)
     ├── ResourceLimitError          a request exceeds a cluster limit, refused before submission
     ├── HistoryUnavailable          the history database cannot be reached or named
+    ├── UntrustedState              a saved value (task state store, XCom, trigger event) is not one we wrote
     └── WorkflowSpecError           a workflow spec is invalid (file:line, field)
 
 Messages say what happened and what to do.
@@ -110,6 +111,15 @@ class SlurmOutputError(DescError, ValueError):
 
 class HistoryUnavailable(DescError):
     """The history database cannot be reached or named (connection id missing, server down)."""
+
+
+class UntrustedState(DescError):
+    """A value read back from the task state store, XCom or a trigger event is not one airflow-desc wrote.
+
+    Those stores can be written through Airflow's REST API; the value would pick the job to cancel or
+    the file to read, so it is refused before any command runs. The message names the field and the
+    value.
+    """
 
 
 class WorkflowSpecError(DescError):

@@ -69,7 +69,8 @@ from airflow_desc.operators.bundle_records import (
 )
 from airflow_desc.operators.escalation import escalate_request
 from airflow_desc.operators.output_checks import run_output_checks
-from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, task_dir_for
+from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
+from airflow_desc.operators.trusted import trusted_bundle_state, trusted_streams
 from airflow_desc.operators.workflow import VariantRecorder, workdir_lines
 from airflow_desc.pilot import bundle_job_command, parse_records, parse_summary, step_name
 from airflow_desc.slurm import JobAccounting, StateClass, diagnose
@@ -157,7 +158,9 @@ class SlurmBundleOperator(SlurmOperator):
         self.workflow_key = workflow_key
         self.variant = variant
         self.bundle_task = bundle_task
-        self.streams_values = [dict(s) for s in streams]
+        # Mapped from the streams task's XCom, which the REST API can write: checked, not trusted.
+        with untrusted_fails_the_task():
+            self.streams_values = trusted_streams("streams", streams)
         self.launcher = launcher
         self.rerun = rerun
         self.python = python
@@ -184,10 +187,15 @@ class SlurmBundleOperator(SlurmOperator):
     def _bundle_state(self, context: Context) -> dict[str, Any]:
         store = self._store(context)
         value = store.get(_STATE_KEY) if store is not None else None
-        if isinstance(value, dict):
-            return dict(value)
-        pushed = context["ti"].xcom_pull(task_ids=context["ti"].task_id, key="bundle_state")
-        return dict(pushed) if isinstance(pushed, dict) else {}
+        source = f"task state store {_STATE_KEY!r}"
+        if value is None:
+            value = context["ti"].xcom_pull(task_ids=context["ti"].task_id, key="bundle_state")
+            source = "XCom 'bundle_state'"
+        if value is None:
+            return {}
+        # Its outcomes decide which scripts run again, its requests what the allocation asks for.
+        with untrusted_fails_the_task():
+            return trusted_bundle_state(value, source=source)
 
     def _save_bundle_state(self, context: Context, value: dict[str, Any]) -> None:
         store = self._store(context)
@@ -199,9 +207,7 @@ class SlurmBundleOperator(SlurmOperator):
             context["ti"].xcom_push(key="bundle_state", value=value)
 
     def _paths(self, context: Context, profile: ClusterProfile) -> dict[str, str]:
-        ti: Any = context["ti"]
-        map_index = -1 if ti.map_index is None else int(ti.map_index)
-        task_dir = task_dir_for(profile.work_dir, ti.dag_id, ti.run_id, ti.task_id, map_index)
+        task_dir = self._task_dir(context, profile)
         home = task_dir if task_dir.startswith(("/", "~")) else f"~/{task_dir}"
         return {
             "dir": home,
@@ -223,6 +229,7 @@ class SlurmBundleOperator(SlurmOperator):
         profile = self._profile()
         hook = self._hook(profile)
         state = self._state(context)
+        self._bundle_state(context)  # checked now, so that a bad saved state fails before any command
         found = self._resume(context, hook, profile, state)
         if isinstance(found, dict):
             return found
@@ -316,9 +323,9 @@ class SlurmBundleOperator(SlurmOperator):
 
     # --- finish ---
     def _finish(self, context: Context, job: FinishedJob) -> dict[str, Any]:
+        saved = self._bundle_state(context)
         workflow, task = self._workflow()
         variables = workflow.run_variables(self.variant, context)
-        saved = self._bundle_state(context)
         known = {k: ScriptOutcome.from_json(v) for k, v in (saved.get("scripts") or {}).items()}
         plan = plan_bundle(
             workflow,

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_desc.operators.slurm import untrusted_fails_the_task
+from airflow_desc.operators.trusted import trusted_bundles, trusted_streams
 from airflow_desc.workflow.graph import ProcessNode, TaskNode, WorkflowGraph
 from airflow_desc.workflow.naming import (
     bundle_task_id,
@@ -78,10 +80,13 @@ class RunStates:
         key = streams_task_id(task)
         if key not in self._streams:
             [value] = self.ti.xcom_pull(task_ids=[key], map_indexes=-1) or [None]
-            items = list(value or [])
-            if task.bundling.state == "bundle":
-                items = [stream for bundle in items for stream in bundle]
-            self._streams[key] = [dict(s) for s in items]
+            # XCom can be written through the REST API: checked before it decides what runs.
+            with untrusted_fails_the_task():
+                if task.bundling.state == "bundle":
+                    bundles = trusted_bundles(f"XCom of {key}", value or [])
+                    self._streams[key] = [stream for bundle in bundles for stream in bundle]
+                else:
+                    self._streams[key] = trusted_streams(f"XCom of {key}", value or [])
         return self._streams[key]
 
     def bundle_states(self, task: TaskNode) -> dict[str, str]:

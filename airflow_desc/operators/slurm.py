@@ -26,7 +26,8 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -36,17 +37,17 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_desc.clusters import ClusterProfile
 from airflow_desc.config import configured_cluster_profiles
-from airflow_desc.exceptions import DescError, SlurmJobFailed
+from airflow_desc.exceptions import DescError, SlurmJobFailed, UntrustedState
 from airflow_desc.history import ProcessRecord, Recorder, default_recorder
 from airflow_desc.history.records import InstanceIdentity
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.operators.escalation import EscalationExhausted, escalate_job
+from airflow_desc.operators.trusted import trusted_event_accounting, trusted_event_job_id, trusted_slurm_state
 from airflow_desc.slurm import (
     ContainerSpec,
     JobAccounting,
     JobSpec,
     StateClass,
-    accounting_from_payload,
     accounting_to_payload,
     diagnose,
     render_job_script,
@@ -58,7 +59,7 @@ from airflow_desc.triggers.slurm import SlurmJobTrigger
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["FinishedJob", "SlurmOperator", "job_name_for", "task_dir_for"]
+__all__ = ["FinishedJob", "SlurmOperator", "job_name_for", "task_dir_for", "untrusted_fails_the_task"]
 
 _STATE_KEY = "slurm"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -94,6 +95,18 @@ def _home_relative(path: str) -> str:
 
 def _map_index(ti: Any) -> int:
     return -1 if ti.map_index is None else int(ti.map_index)
+
+
+@contextmanager
+def untrusted_fails_the_task() -> Iterator[None]:
+    """Turn :class:`~airflow_desc.exceptions.UntrustedState` into a failure that is not retried.
+
+    The value stays where it was read for every later try, so a retry would only fail again.
+    """
+    try:
+        yield
+    except UntrustedState as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
 def _walltime_s(value: str | int | float | None) -> int | None:
@@ -236,10 +249,23 @@ class SlurmOperator(BaseOperator):
     def _store(context: Context) -> Any:
         return context.get("task_state_store")
 
+    def _task_dir(self, context: Context, profile: ClusterProfile | None = None) -> str:
+        """Return this task instance's directory on the cluster: its scripts, logs and records."""
+        ti = context["ti"]
+        work_dir = (profile or self._profile()).work_dir
+        return task_dir_for(work_dir, ti.dag_id, ti.run_id, ti.task_id, _map_index(ti))
+
     def _state(self, context: Context) -> dict[str, Any]:
         store = self._store(context)
         value = store.get(_STATE_KEY) if store is not None else None
-        return dict(value) if isinstance(value, dict) else {}
+        if value is None:
+            return {}
+        # The store can be written through the REST API: its job id picks the job to re-attach to
+        # or cancel, its log path the file read into the task log. Checked at every read.
+        with untrusted_fails_the_task():
+            return trusted_slurm_state(
+                value, self._task_dir(context), source=f"task state store {_STATE_KEY!r}"
+            )
 
     def _save_state(self, context: Context, state: dict[str, Any]) -> None:
         store = self._store(context)
@@ -361,7 +387,7 @@ class SlurmOperator(BaseOperator):
         ti = context["ti"]
         res = self._resources(profile, state)
         name = job_name_for(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), ti.try_number)
-        task_dir = task_dir_for(profile.work_dir, ti.dag_id, ti.run_id, ti.task_id, _map_index(ti))
+        task_dir = self._task_dir(context, profile)
         log_pattern = f"{task_dir}/t{ti.try_number}-%j.out"
         container = ContainerSpec()
         if self.container_image or profile.container_image:
@@ -439,14 +465,19 @@ class SlurmOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger fired: diagnose, record, return the summary or fail."""
+        with untrusted_fails_the_task():
+            job_id = trusted_event_job_id(event)
+            accounting = trusted_event_accounting(event) if event.get("status") == "done" else None
+        # Before any command: a bad saved state fails here, not halfway through collecting the job.
+        self._state(context)
         profile = self._profile()
         hook = self._hook(profile)
-        if event.get("status") != "done":
+        if accounting is None:
             raise SlurmJobFailed(
                 str(event.get("message") or event),
-                job_id=str(event.get("job_id")), state="UNKNOWN", exit_code=None, reason="unknown-state",
+                job_id=job_id, state="UNKNOWN", exit_code=None, reason="unknown-state",
             )  # fmt: skip
-        return self._finish(context, FinishedJob(hook, profile, accounting_from_payload(event)))
+        return self._finish(context, FinishedJob(hook, profile, accounting))
 
     # --- finish -------------------------------------------------------------------------------
     def _finish(self, context: Context, job: FinishedJob) -> dict[str, Any]:

@@ -30,7 +30,8 @@ from airflow_desc.history import ProcessRecord, Recorder, default_recorder
 from airflow_desc.operators.identity import ATTR, DescProcess, note_skip
 from airflow_desc.operators.output_checks import CheckRequest, run_output_checks
 from airflow_desc.operators.run_states import ProcessInRun, RunStates, map_index_of
-from airflow_desc.operators.slurm import FinishedJob, SlurmOperator
+from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
+from airflow_desc.operators.trusted import trusted_feeds, trusted_map_index, trusted_stream
 from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
 from airflow_desc.slurm.quoting import quote_path
 from airflow_desc.timetables import run_survey_year
@@ -127,7 +128,9 @@ class WorkflowBatchOperator(SlurmOperator):
         kwargs.setdefault("command", "")
         recorder = VariantRecorder(variant=variant or "", workflow_version=top_version or workflow_version)
         kwargs.setdefault("recorder", recorder)
-        values = dict(stream or {})
+        # Mapped from a streams task's XCom, which the REST API can write: its values reach the command.
+        with untrusted_fails_the_task():
+            values = trusted_stream("stream", stream or {})
         super().__init__(stream=stream_path(values), workflow_version=workflow_version, **kwargs)
         self.workflow_key = workflow_key
         self.variant = variant
@@ -237,7 +240,9 @@ class WorkflowScriptOperator(PythonOperator):
         self.workflow_key = workflow_key
         self.variant = variant
         self.process_path = process_path
-        self.stream_values = dict(stream or {})
+        # Mapped from XCom, as a batch process's stream is; its values reach the script's kwargs.
+        with untrusted_fails_the_task():
+            self.stream_values = trusted_stream("stream", stream or {})
 
     def execute(self, context: Context) -> Any:
         """Skip or call the script; return what its dependents read."""
@@ -320,8 +325,12 @@ class WorkflowStreamsOperator(BaseOperator):
         for output in outputs:
             if not isinstance(output, Mapping) or "feeds" not in output:
                 continue
-            parent_stream = dict(output.get("stream") or {})
-            index = int(output.get("map_index", -1))
+            # A feeding script's XCom (writable through the REST API) makes the streams: checked.
+            field = f"XCom of {task_id_for(feeder.path)}"
+            with untrusted_fails_the_task():
+                parent_stream = trusted_stream(f"{field}: stream", output.get("stream") or {})
+                index = trusted_map_index(f"{field}: map_index", output.get("map_index", -1))
+                feeds = trusted_feeds(f"{field}: feeds", output.get("feeds") or {})
             if task.depends_on:
                 states = runs.upstream(parent, task.depends_on, parent_stream, index)
                 blocked = {name: s for name, s in states.items() if s != "success"}
@@ -331,7 +340,7 @@ class WorkflowStreamsOperator(BaseOperator):
                         ", ".join(f"{n} {s}" for n, s in blocked.items()),
                     )  # fmt: skip
                     continue
-            for value in (output.get("feeds") or {}).get(task.name, []):
+            for value in feeds.get(task.name, []):
                 stream = dict(parent_stream)
                 if task.stream_var:
                     stream[task.stream_var] = value

@@ -12,7 +12,9 @@ from airflow_desc.clusters import ClusterProfile
 from airflow_desc.config import configured_cluster_profiles
 from airflow_desc.exceptions import SlurmJobFailed
 from airflow_desc.hooks.slurm import SlurmHook
-from airflow_desc.slurm import JobAccounting, StateClass, accounting_from_payload, diagnose
+from airflow_desc.operators.slurm import untrusted_fails_the_task
+from airflow_desc.operators.trusted import trusted_event_accounting, trusted_event_job_id
+from airflow_desc.slurm import JobAccounting, StateClass, diagnose
 from airflow_desc.triggers.slurm import SlurmJobTrigger
 
 if TYPE_CHECKING:
@@ -102,12 +104,13 @@ class SlurmJobSensor(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Judge the job once the trigger has seen it end."""
-        if event.get("status") != "done":
-            raise SlurmJobFailed(
-                str(event.get("message")), job_id=str(event.get("job_id")), state="UNKNOWN",
-                exit_code=None, reason="unknown-state",
-            )  # fmt: skip
-        return self._verdict(accounting_from_payload(event))
+        with untrusted_fails_the_task():
+            job_id = trusted_event_job_id(event)
+            if event.get("status") == "done":
+                return self._verdict(trusted_event_accounting(event))
+        raise SlurmJobFailed(
+            str(event.get("message")), job_id=job_id, state="UNKNOWN", exit_code=None, reason="unknown-state",
+        )  # fmt: skip
 
     def _verdict(self, acct: JobAccounting) -> dict[str, Any]:
         diagnosis = diagnose(acct)

@@ -29,7 +29,8 @@ __all__ = [
 ]
 
 #: A job id as we accept it: ``123``, an array task ``123_4``, a step ``123.batch`` / ``123_4.0``.
-JOB_ID_RE = re.compile(r"^\d+(_\d+)?(\.\w+)?$")
+#: ASCII and ``\Z``: ``$`` would let a trailing newline through, ``\d`` non-ASCII digits.
+JOB_ID_RE = re.compile(r"^\d+(_\d+)?(\.\w+)?\Z", re.ASCII)
 
 #: The sacct fields we read, all valid in slurm 22.05 (``sacct --helpformat``).
 #: The job line has an empty MaxRSS; the steps (``.batch``, ``.extern``, ``.0``) carry it.

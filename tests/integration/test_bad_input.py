@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_desc.config import configured_cluster_profiles
 from airflow_desc.exceptions import ResourceLimitError
 from airflow_desc.hooks.slurm import SlurmHook
+from airflow_desc.operators.slurm import SlurmOperator
 from airflow_desc.slurm import (
     JobSpec,
     accounting_from_payload,
@@ -271,3 +273,48 @@ def test_a_job_name_with_a_pipe_does_not_stop_its_siblings(
     assert events[0] is not None, "the sibling's trigger never fired: the poller died"
     assert accounting_from_payload(events[0]).state.state.value == "CANCELLED"
     assert events[1] is not None, "the trigger of the job named with '|' never fired"
+
+
+# --- values read back from the task state store --------------------------------------------------
+
+
+class _Store:
+    def __init__(self, slurm: dict[str, Any]) -> None:
+        self.values: dict[str, Any] = {"slurm": slurm}
+
+    def get(self, key: str) -> Any:
+        return self.values.get(key)
+
+    def set(self, key: str, value: Any, retention: Any = None) -> None:
+        self.values[key] = value
+
+
+class _TI:
+    dag_id, run_id, task_id, map_index, try_number = "desc_it_bad_state", "r", "bad_state", -1, 2
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        pass
+
+
+@pytest.mark.usefixtures("no_pwned")
+def test_a_task_state_we_never_wrote_sends_nothing(hook: SlurmHook, remote_dir: str, token: str) -> None:
+    """A job id or log path written into the task state store (the REST API can) fails the try, unsent.
+
+    The secret is a real file on the login that a SlurmOperator of the site would read, were the
+    saved log path trusted.
+    """
+    secret = posixpath.join(remote_dir, "secret")
+    hook.run(f"mkdir -p -- {quote_path(remote_dir)} && echo canary > {quote_path(secret)}")
+    failed = parse_sacct("900|FAILED|1:0", ("JobID", "State", "ExitCode"))
+    event = {"status": "done", "job_id": "900", "rows": [dict(row.raw) for row in failed]}
+    task_dir = f"airflow-desc/{_TI.dag_id}/r/bad_state"
+    before = commands_sent()
+    op = SlurmOperator(task_id="bad_state", command="true", cluster="perlmutter")
+    hostile_id: Any = {"ti": _TI(), "task_state_store": _Store({"job_id": f"1; touch ~/pwned-state-{token}"})}
+    with pytest.raises(AirflowFailException, match=r"'slurm': job_id = '1; touch"):
+        op.execute(hostile_id)
+    for log_path in (secret, f"{task_dir}/../../../{secret[2:]}", f"{task_dir}/t1-900.out\n{secret}"):
+        context: Any = {"ti": _TI(), "task_state_store": _Store({"job_id": "900", "log_path": log_path})}
+        with pytest.raises(AirflowFailException, match=r"'slurm': log_path = .*nothing was run"):
+            op.execute_complete(context, event)
+    assert commands_sent() == before

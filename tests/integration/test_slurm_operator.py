@@ -41,7 +41,10 @@ def test_python_exception_is_classified(airflow_env: AirflowEnv, tmp_path: pathl
     assert rec.state == "failed", explain(proc)
     assert rec.slurm_state == "FAILED" and rec.exit_code == 1
     assert rec.reason == "python-exception"
+    # The diagnosis read the tail of the log the task state store names: a path the saved-state
+    # check let through, as it lies in the task instance's own directory.
     assert "PSF determination failed: too few stars" in (rec.message or "")
+    assert rec.log_path and rec.log_path.startswith(f"airflow-desc/{rec.dag_id}/"), rec.log_path
     # The log on the cluster holds the traceback the diagnosis read.
     assert "Traceback" in site.run("s3df", f"cat {rec.log_path}").stdout
 

@@ -109,7 +109,9 @@ def test_collection_records_every_instance_runs_the_wrapups_and_fails_on_a_failu
     store, ti = Store(), TI()
     ctx: Any = {"ti": ti, "task_state_store": store, "dag_run": type("R", (), {"conf": {}})(), "params": {}}
     op._save_bundle_state(ctx, {"scripts": {s.id: s.outcome.to_json() for s in plan.scripts if s.outcome}})
-    store.set("slurm", {"job_id": "900", "log_path": "~/job-900.out", "try_number": 1})
+    # As SlurmOperator._submit saves it: the log is in the task instance's own directory.
+    log_path = "airflow-desc/d/r/processVisit.bundle.0/t1-900.out"
+    store.set("slurm", {"job_id": "900", "log_path": log_path, "try_number": 1})
     visit2 = [i for i in plan.instances if i.stream["visit"] == 2]
     failing = next(i for i in visit2 if i.process.name == "assemble")
     unfinished = next(

@@ -117,6 +117,9 @@ def test_sacct_rejects_bad_times(start: str) -> None:
         "`id`",
         "1 2",
         "1\n2",
+        "1\n",  # "$" alone would accept a trailing newline
+        "\u0661\u0662",  # Arabic-Indic digits: \d without re.ASCII
+        "1.b\u00e4tch",
         "1,2",
         "-1",
         "1_",

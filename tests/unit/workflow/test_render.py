@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_desc.emulate import scripts
 from airflow_desc.exceptions import WorkflowSpecError
@@ -253,6 +253,36 @@ def test_the_streams_task_of_a_bundled_sub_task_returns_bundles(mini: Any) -> No
     )
     assert op.execute(context(ti)) == [[{"visit": 11}, {"visit": 12}], [{"visit": 13}]]
     assert type(dag.task_dict["processVisit.bundle"]).__name__ == "MappedOperator"
+
+
+@pytest.mark.parametrize(
+    ("output", "named"),
+    [
+        ({"stream": {"patch": ["1,1"]}, "map_index": 0, "feeds": {"processFilter": ["r"]}}, ": stream = "),
+        ({"stream": {"patch": "1,1"}, "map_index": "0", "feeds": {"processFilter": ["r"]}}, ": map_index = "),
+        ({"stream": {"patch": "1,1"}, "map_index": 0, "feeds": {"processFilter": "r"}}, ": feeds = "),
+        ({"stream": {}, "map_index": 0, "feeds": {"processFilter": [{"$(id)": 1}]}}, ": feeds = "),
+    ],
+)
+def test_the_streams_task_refuses_what_no_script_returned(mini: Any, output: Any, named: str) -> None:
+    # The feeding script's XCom can be written through the REST API: checked, named, not retried.
+    _workflow, dag = mini
+    op = dag.task_dict["processPatch.processFilter.streams"]
+    ti = FakeTI(xcoms={("processPatch.setupFilters", "return_value"): [output]})
+    with pytest.raises(AirflowFailException, match=f"XCom of processPatch.setupFilters{named}"):
+        op.execute(context(ti))
+
+
+@pytest.mark.parametrize(
+    ("task", "value"),
+    [("processPatch", [[{"patch": ["1,1"]}]]), ("processVisit", [[[{"visit": 11}], {"visit": 12}]])],
+)
+def test_run_states_refuse_streams_no_streams_task_returned(mini: Any, task: str, value: Any) -> None:
+    workflow, _dag = mini
+    graph = workflow.graph(None)
+    ti = FakeTI(xcoms={(f"{task}.streams", "return_value"): value})
+    with pytest.raises(AirflowFailException, match=rf"XCom of {task}.streams(\[\d\])*\[\d\] = "):
+        RunStates(context(ti), graph).streams(graph.task(task))
 
 
 def test_per_stream_states_read_the_streams_own_instances(mini: Any) -> None:
