@@ -1,1 +1,1 @@
-"""Operators: SlurmOperator (one job), and later the bundle operator (many streams per allocation)."""
+"""Operators: SlurmOperator (one job), SlurmBundleOperator (many streams per allocation), the workflow operators."""
