@@ -1,1 +1,1 @@
-"""Operators: SlurmOperator (one job), SlurmBundleOperator (many streams per allocation), the workflow operators."""
+"""Operators: SlurmOperator (one job), SlurmBundleOperator (a bundle), the workflow operators."""

@@ -1,4 +1,4 @@
-"""The status of a campaign: the history's counts, the live states of runs in progress, their merge."""
+"""The status of a campaign: the history's counts, the live states of runs in progress, their merge.
 
 Floor 4 of the layers (``DESIGN.md``): it reads the history (:mod:`airflow_desc.history`),
 Airflow's metadata DB and the clusters, and knows the operators, triggers and generated DAGs
