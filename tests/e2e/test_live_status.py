@@ -41,17 +41,19 @@ def bundle_state(airflow: Airflow, run_id: str) -> str | None:
     return str(rows[0][0]) if rows and rows[0][0] else None
 
 
+def trigger_until_the_bundle_waits(airflow: Airflow) -> str:
+    """Trigger desc_e2e_live and return its run id once the bundle's job is submitted (deferred)."""
+    run_id = airflow.trigger(DAG_ID)
+    deferred = lambda: bundle_state(airflow, run_id) == "deferred"  # noqa: E731
+    wait_for(deferred, timeout=180, what="the bundle's job", interval=0.5)
+    return run_id
+
+
 def test_status_counts_a_run_in_progress_from_airflow_and_the_history(
     airflow: Airflow, tmp_path: pathlib.Path
 ) -> None:
     db = f"sqlite:///{tmp_path / 'history.db'}"
-    run_id = airflow.trigger(DAG_ID)
-    wait_for(
-        lambda: bundle_state(airflow, run_id) == "deferred",
-        timeout=180,
-        what="the bundle's job",
-        interval=0.5,
-    )
+    run_id = trigger_until_the_bundle_waits(airflow)
 
     cli = str(pathlib.Path(sys.executable).with_name("airflow-desc"))
 

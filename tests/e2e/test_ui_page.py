@@ -12,7 +12,7 @@ import pytest
 
 from airflow_desc.history import JsonLinesRecorder, open_history
 from tests.e2e.services import PORT, Airflow, api
-from tests.e2e.test_live_status import DAG_ID, bundle_state
+from tests.e2e.test_live_status import DAG_ID, trigger_until_the_bundle_waits
 from tests.waiting import wait_for
 
 BASE = f"http://127.0.0.1:{PORT}"
@@ -49,13 +49,7 @@ def test_the_page_is_in_the_plugins_and_the_navigation(airflow: Airflow) -> None
 def test_the_status_page_shows_a_run_in_progress_then_its_plots(
     airflow: Airflow, tmp_path: pathlib.Path
 ) -> None:
-    run_id = airflow.trigger(DAG_ID)
-    wait_for(
-        lambda: bundle_state(airflow, run_id) == "deferred",
-        timeout=180,
-        what="the bundle's job",
-        interval=0.5,
-    )
+    run_id = trigger_until_the_bundle_waits(airflow)
     copy_history(airflow, run_id)
 
     def rows() -> dict[str, dict[str, int]]:
