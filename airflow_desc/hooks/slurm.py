@@ -444,22 +444,24 @@ class SlurmHook(BaseHook):
         transport = client.get_transport()
         if transport is None or not transport.is_active():
             raise EOFError("the SSH connection closed")
-        # Not client.exec_command: it waits for the session as long as the command may run (300 s).
+        # Not client.exec_command: it waits for the session as long as the command may run (300 s),
+        # and its stdin file is what deadlocks paramiko's transport thread when the garbage collector
+        # finalizes it there (paramiko#2685: the next channel open then never gets an answer). stdin
+        # goes through the channel itself, and the channel is closed here, not by a finalizer.
         channel = self._open_channel(transport, "session")
-        self.stats[self.ssh_conn_id][command.split(" ", 1)[0]] += 1
-        self.stats[self.ssh_conn_id]["commands"] += 1
-        channel.settimeout(timeout)
-        self._exec(channel, command)
-        chan_in = channel.makefile_stdin("wb")
-        chan_out = channel.makefile("r")
-        chan_err = channel.makefile_stderr("r")
-        if stdin is not None:
-            chan_in.write(stdin)
-            chan_in.flush()
-        channel.shutdown_write()
-        out = chan_out.read().decode(errors="replace")
-        err = chan_err.read().decode(errors="replace")
-        rc = channel.recv_exit_status()
+        try:
+            self.stats[self.ssh_conn_id][command.split(" ", 1)[0]] += 1
+            self.stats[self.ssh_conn_id]["commands"] += 1
+            channel.settimeout(timeout)
+            self._exec(channel, command)
+            if stdin is not None:
+                channel.sendall(stdin.encode())
+            channel.shutdown_write()
+            out = channel.makefile("r").read().decode(errors="replace")
+            err = channel.makefile_stderr("r").read().decode(errors="replace")
+            rc = channel.recv_exit_status()
+        finally:
+            channel.close()
         return CommandResult(command=command, returncode=rc, stdout=out, stderr=err)
 
     def _exec(self, channel: paramiko.Channel, command: str) -> None:

@@ -2,8 +2,9 @@
 
 It listens on 127.0.0.1, accepts one client key, and either answers a channel open at once or
 never does (its transport thread blocks, as a hung login or bastion would, until the test ends). An
-exec request is answered by echoing the command on stdout with exit status 0, which is enough to
-show that a command ran. No mocks: the hook under test talks SSH over real sockets.
+exec request is answered by echoing the command (for ``cat``, what came on stdin) on stdout with
+exit status 0, which is enough to show that a command ran. No mocks: the hook under test talks
+SSH over real sockets.
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ def _echo(channel: paramiko.Channel, command: bytes) -> None:
     deadline = time.monotonic() + 30
     while not (channel.eof_received or channel.closed) and time.monotonic() < deadline:
         time.sleep(0.005)
+    received = b""
+    while channel.recv_ready():
+        received += channel.recv(65536)
+    if command == b"cat":
+        command = received  # what the client sent on stdin, echoed back
     try:
         channel.sendall(command + b"\n")
         channel.send_exit_status(0)

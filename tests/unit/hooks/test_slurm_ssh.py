@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
+import paramiko
 import pytest
 
 from airflow_desc.exceptions import ClusterUnreachable
@@ -311,3 +312,22 @@ def test_the_channel_timeout_defaults_to_30_s(
     add_connection(monkeypatch, name, 1, keys)
     assert hook_for(name).channel_timeout == 30.0
     assert hook_for(name, channel_timeout=2).channel_timeout == 2.0
+
+
+def test_stdin_goes_through_the_channel_and_no_stdin_file_is_left_to_a_finalizer(
+    sshd: Callable[..., Sshd], keys: Keys, conn_id: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # paramiko#2685: a ChannelStdinFile (what SSHClient.exec_command hands out) finalized by the
+    # garbage collector on the transport thread deadlocks that thread, and every later channel open
+    # waits for an answer that never comes. The hook must never make one.
+    def no_stdin_file(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a ChannelStdinFile was made")
+
+    monkeypatch.setattr(paramiko.Channel, "makefile_stdin", no_stdin_file)
+    server = sshd()
+    name = conn_id("stdin")
+    add_connection(monkeypatch, name, server.port, keys, host_key=server.public_key())
+    hook = hook_for(name)
+    assert hook.run("cat", stdin="#!/bin/bash\ntrue\n").stdout == "#!/bin/bash\ntrue\n\n"
+    assert hook.run("echo after").stdout == "echo after\n"
+    assert server.connections == 1
