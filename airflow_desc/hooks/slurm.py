@@ -456,7 +456,7 @@ class SlurmHook(BaseHook):
             self._exec(channel, command)
             if stdin is not None:
                 channel.sendall(stdin.encode())
-            channel.shutdown_write()
+            _send_eof(channel)
             out = channel.makefile("r").read().decode(errors="replace")
             err = channel.makefile_stderr("r").read().decode(errors="replace")
             rc = channel.recv_exit_status()
@@ -587,6 +587,24 @@ class SlurmHook(BaseHook):
         (host keys, jump hosts, retries, error messages) for sync and async use.
         """
         return await asyncio.to_thread(self.run, command, timeout=timeout, check=check)
+
+
+def _send_eof(channel: paramiko.Channel) -> None:
+    """Tell the command its stdin has ended, unless the server has closed the channel already.
+
+    ``Channel.shutdown_write`` marks the EOF sent under the channel's lock but sends it after releasing
+    it, so the transport thread can answer the server's CLOSE (a command that exited) in between. The
+    EOF then reaches OpenSSH after the channel is gone, and it drops the whole connection ("ieof
+    packet referred to nonexistent channel"): every command sharing it fails and the hook reconnects.
+    Sending under the lock orders the EOF before any CLOSE of ours. (The send can wait for a key
+    exchange, at most paramiko's 30 s, while the transport thread may want this lock; it then raises.)
+    """
+    with channel.lock:
+        if channel.closed or channel.eof_sent:
+            return
+        message = channel._send_eof()
+        if message is not None:
+            channel.transport._send_user_message(message)
 
 
 def _keyscan(ssh_hook: SSHHook) -> str:

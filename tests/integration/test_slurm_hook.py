@@ -8,6 +8,7 @@ differences, since the counters are per process and other tests of the same xdis
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import json
 import pathlib
 import subprocess
@@ -290,6 +291,31 @@ def test_the_bastion_carries_the_s3df_connection(site: Site) -> None:
         assert delta("s3df_ssh", before_s3df)["connections"] == 1
         # The tunnel runs no command on the bastion itself.
         assert delta("bastion_ssh", before_bastion)["commands"] == 0
+    finally:
+        via.close()
+        bastion.close()
+
+
+def test_commands_from_threads_share_one_connection_through_the_bastion(site: Site) -> None:
+    # As the triggerer's arun() does: threads over one shared connection. Fast commands make the
+    # server close each channel as our EOF goes out; an EOF sent after that close made OpenSSH drop
+    # the whole connection ("ieof packet referred to nonexistent channel"), failing the other
+    # threads' commands (exit -1) and reconnecting.
+    via = SlurmHook("s3df_ssh", jump_conn_id="bastion_ssh", cluster="s3df")
+    bastion = SlurmHook("bastion_ssh", jump_conn_id="")
+    via.close()
+    bastion.close()
+    before_bastion, before_s3df = counts("bastion_ssh"), counts("s3df_ssh")
+
+    def run_many(worker: int) -> list[str]:
+        return [via.run(f"echo {worker}-{i}").stdout for i in range(150)]
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            outputs = list(pool.map(run_many, range(3)))
+        assert outputs == [[f"{w}-{i}\n" for i in range(150)] for w in range(3)]
+        assert delta("s3df_ssh", before_s3df)["connections"] == 1
+        assert delta("bastion_ssh", before_bastion)["connections"] == 1
     finally:
         via.close()
         bastion.close()
