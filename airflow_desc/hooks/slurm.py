@@ -3,7 +3,16 @@
 One SSH connection per cluster connection per process is opened and reused (the
 site notes measured ~80 ms saved per command); a jump host (bastion) is supported
 through a second connection id. Host keys are always checked: the connection must
-carry a ``host_key`` extra or the host must be in ``known_hosts``.
+carry a ``host_key`` extra or the host must be in ``known_hosts``; a connection (or its bastion's) that
+asks for anything looser (``no_host_key_check``, ``allow_host_key_change``) is refused before it
+connects.
+
+Every channel open (the bastion's tunnel, each command's session) and each exec request waits at most
+``channel_timeout`` seconds (the connection's extra, default 30) for the server's answer. paramiko
+would otherwise wait an hour for a tunnel and, for a session, as long as the command may run
+(``command_timeout``, 300 s), while a stalled peer is never noticed: its keepalives ask for no reply.
+An unanswered open drops the connection and builds it again once; a second one is
+:class:`~airflow_desc.exceptions.ClusterUnreachable`.
 
 Errors are turned into the exceptions of :mod:`airflow_desc.exceptions` with a
 message that says what to do: an authentication failure hints at an expired key
@@ -43,7 +52,16 @@ from airflow_desc.slurm import (
     submit_script_command,
 )
 
-__all__ = ["CommandResult", "SlurmHook"]
+__all__ = ["DEFAULT_CHANNEL_TIMEOUT", "CommandResult", "SlurmHook"]
+
+#: Seconds a channel open or an exec request may wait for the server's answer, unless the connection's
+#: ``channel_timeout`` extra says otherwise. A healthy login answers in milliseconds, even loaded.
+DEFAULT_CHANNEL_TIMEOUT = 30.0
+
+# The SSHHook attributes (set from the connection's extras) that make paramiko accept a host key it
+# cannot check: ``no_host_key_check`` (or its deprecated alias ``ignore_hostkey_verification``) adds
+# any unknown key, ``allow_host_key_change`` skips the system known_hosts and accepts any key.
+_UNCHECKED_HOST_KEY_SETTINGS = ("no_host_key_check", "allow_host_key_change")
 
 # Errors worth another try: the network or the server dropped us, not a verdict on our request.
 _TRANSIENT = (
@@ -53,6 +71,10 @@ _TRANSIENT = (
     EOFError,
     paramiko.ssh_exception.NoValidConnectionsError,
 )
+
+
+class _ChannelTimeout(Exception):
+    """The server did not answer a channel open within ``channel_timeout``; nothing was run yet."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +103,8 @@ class SlurmHook(BaseHook):
     :param retries: tries for a connection or an idempotent command on transient network errors.
     :param retry_wait: seconds before the first retry; doubles each time (exponential backoff).
     :param command_timeout: seconds a remote command may take.
+    :param channel_timeout: seconds a channel open or an exec request may wait for the server's answer;
+        defaults to the connection's ``channel_timeout`` extra, else :data:`DEFAULT_CHANNEL_TIMEOUT`.
     """
 
     conn_name_attr = "ssh_conn_id"
@@ -109,6 +133,7 @@ class SlurmHook(BaseHook):
         retries: int = 3,
         retry_wait: float = 1.0,
         command_timeout: float = 300.0,
+        channel_timeout: float | None = None,
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
@@ -117,6 +142,7 @@ class SlurmHook(BaseHook):
         self.retries = max(1, retries)
         self.retry_wait = retry_wait
         self.command_timeout = command_timeout
+        self._channel_timeout = channel_timeout
 
     # --- connection ---------------------------------------------------------------------------
     @property
@@ -126,6 +152,23 @@ class SlurmHook(BaseHook):
             extra = self.get_connection(self.ssh_conn_id).extra_dejson
             self._jump_conn_id = extra.get("jump_conn_id") or ""
         return self._jump_conn_id or None
+
+    @property
+    def channel_timeout(self) -> float:
+        """Seconds a channel open may wait: the argument, else the connection's extra, else 30."""
+        if self._channel_timeout is None:
+            raw = self.get_connection(self.ssh_conn_id).extra_dejson.get("channel_timeout")
+            try:
+                value = DEFAULT_CHANNEL_TIMEOUT if raw in (None, "") else float(raw)
+            except (TypeError, ValueError):
+                value = -1.0
+            if not value > 0:
+                raise ClusterUnreachable(
+                    f"{self._where()}: the connection's channel_timeout extra is {raw!r}; give a number of "
+                    f"seconds above 0 (or leave it out for {DEFAULT_CHANNEL_TIMEOUT:g})."
+                )
+            self._channel_timeout = value
+        return self._channel_timeout
 
     def _key(self) -> tuple[str, str | None]:
         return (self.ssh_conn_id, self.jump_conn_id)
@@ -138,6 +181,11 @@ class SlurmHook(BaseHook):
             f"cluster {self.cluster}: {ssh_hook.username}@{ssh_hook.remote_host}:{ssh_hook.port}{via} "
             f"(connection {self.ssh_conn_id})"
         )
+
+    def _route(self) -> str:
+        """Name the cluster, its connection and its bastion, for messages about a stalled channel."""
+        via = f", through the bastion {self.jump_conn_id}" if self.jump_conn_id else ""
+        return f"cluster {self.cluster} (connection {self.ssh_conn_id}{via})"
 
     def get_conn(self) -> paramiko.SSHClient:
         """Return this process's open connection to the login node, connecting if needed."""
@@ -188,31 +236,18 @@ class SlurmHook(BaseHook):
         return policy(self._connect)
 
     def _connect(self) -> paramiko.SSHClient:
-        ssh_hook = SSHHook(ssh_conn_id=self.ssh_conn_id, conn_timeout=20, cmd_timeout=self.command_timeout)
+        # A silent login must not hold the banner wait longer than any other answer we wait for.
+        ssh_hook = SSHHook(
+            ssh_conn_id=self.ssh_conn_id,
+            conn_timeout=20,
+            cmd_timeout=self.command_timeout,
+            banner_timeout=self.channel_timeout,
+        )
         # Our retries (with backoff and classified errors) replace SSHHook's fixed-wait ones.
         ssh_hook.conn_retry_attempts = 1
-        if ssh_hook.no_host_key_check:
-            raise ClusterUnreachable(
-                f"{self._where(ssh_hook)}: the connection turns host-key checking off; airflow-desc refuses "
-                "that. Put the login node's public key in the connection's host_key extra."
-            )
+        self._refuse_unchecked_host_keys(ssh_hook)
         if self.jump_conn_id:
-            bastion = SlurmHook(
-                self.jump_conn_id, jump_conn_id="", cluster=f"{self.cluster} bastion"
-            ).get_conn()
-            transport = bastion.get_transport()
-            assert transport is not None
-            try:
-                channel = transport.open_channel(
-                    "direct-tcpip", (ssh_hook.remote_host, ssh_hook.port), ("127.0.0.1", 0)
-                )
-            except paramiko.ChannelException as exc:
-                raise ClusterUnreachable(
-                    f"{self._where(ssh_hook)}: the bastion {self.jump_conn_id} could not open a tunnel "
-                    f"to {ssh_hook.remote_host}:{ssh_hook.port} ({exc}); check the host and port, and "
-                    "that the bastion allows TCP forwarding."
-                ) from exc
-            ssh_hook.__dict__["host_proxy"] = channel  # SSHHook passes it to paramiko as `sock`
+            ssh_hook.__dict__["host_proxy"] = self._open_tunnel(ssh_hook)  # SSHHook passes it as `sock`
         try:
             client = ssh_hook.get_conn()
         except paramiko.BadHostKeyException as exc:
@@ -231,7 +266,8 @@ class SlurmHook(BaseHook):
             if "not found in known_hosts" in str(exc):
                 raise ClusterUnreachable(
                     f"{self._where(ssh_hook)}: the server's host key is unknown; refusing to connect. "
-                    "Add the login node's public key to the connection's host_key extra (or to known_hosts)."
+                    "Add the login node's public key to the connection's host_key extra (or to known_hosts): "
+                    f"{_keyscan(ssh_hook)} prints it; check its fingerprint with the site first."
                 ) from exc
             err = ClusterUnreachable(f"{self._where(ssh_hook)}: SSH failed: {exc}")
             err.transient = True  # type: ignore[attr-defined]
@@ -243,8 +279,83 @@ class SlurmHook(BaseHook):
             )
             err.transient = True  # type: ignore[attr-defined]
             raise err from exc
+        transport = client.get_transport()
+        if transport is not None:
+            # Bounds any channel open made on this client outside _open_channel too (paramiko: 1 h).
+            transport.channel_timeout = self.channel_timeout
         self.stats[self.ssh_conn_id]["connections"] += 1
         return client
+
+    def _refuse_unchecked_host_keys(self, ssh_hook: SSHHook) -> None:
+        """Refuse a connection that would accept a host key not pinned in ``host_key`` or known_hosts.
+
+        Called for the bastion too (its own SlurmHook connects through here), before anything connects.
+        """
+        loose = [name for name in _UNCHECKED_HOST_KEY_SETTINGS if getattr(ssh_hook, name, False)]
+        if not loose:
+            return
+        settings = " and ".join(f"{name}: true" for name in loose)
+        raise ClusterUnreachable(
+            f"{self._where(ssh_hook)}: the connection turns host-key checking off ({settings} in its "
+            "extra), so any server could pose as this host and read the commands and the key; airflow-desc "
+            f"refuses that. Pin the host's key instead: {_keyscan(ssh_hook)} prints it; check its "
+            "fingerprint with the site, put the 'ssh-ed25519 AAAA...' part in the connection's host_key "
+            f"extra (or add the line to known_hosts), and remove {' and '.join(loose)}."
+        )
+
+    def _open_tunnel(self, ssh_hook: SSHHook) -> paramiko.Channel:
+        """Open the bastion's TCP channel to the login; rebuild the bastion connection once if unanswered."""
+        assert self.jump_conn_id
+        where = (ssh_hook.remote_host, int(ssh_hook.port or 22))
+        for attempt in (1, 2):
+            bastion = SlurmHook(self.jump_conn_id, jump_conn_id="", cluster=f"{self.cluster} bastion")
+            transport = bastion.get_conn().get_transport()
+            assert transport is not None
+            try:
+                return self._open_channel(transport, "direct-tcpip", where, ("127.0.0.1", 0))
+            except paramiko.ChannelException as exc:
+                raise ClusterUnreachable(
+                    f"{self._where(ssh_hook)}: the bastion {self.jump_conn_id} could not open a tunnel "
+                    f"to {where[0]}:{where[1]} ({exc}); check the host and port, and "
+                    "that the bastion allows TCP forwarding."
+                ) from exc
+            except _ChannelTimeout as exc:
+                bastion.close()
+                if attempt == 1:
+                    self.log.warning("%s; connecting to the bastion again", exc)
+                    continue
+                err = ClusterUnreachable(
+                    f"{self._where(ssh_hook)}: the bastion {self.jump_conn_id} did not answer a request for "
+                    f"a tunnel to {where[0]}:{where[1]} within {self.channel_timeout:g} s, twice (the "
+                    "bastion connection was rebuilt in between). The bastion or the login node may be hung "
+                    "or overloaded, or the network between them may be down: check that "
+                    f"`ssh -J <bastion> -p {where[1]} {where[0]} true` answers. If the site is only slow, "
+                    "raise the connection's channel_timeout extra (seconds)."
+                )
+                # Not marked transient: the rebuild was the retry, and _connect_with_retries would
+                # multiply the waits.
+                raise err from exc
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _open_channel(
+        self,
+        transport: paramiko.Transport,
+        kind: str,
+        dest: tuple[str, int] | None = None,
+        src: tuple[str, int] | None = None,
+    ) -> paramiko.Channel:
+        """Open a channel, waiting at most ``channel_timeout`` for the server's answer."""
+        try:
+            return transport.open_channel(kind, dest, src, timeout=self.channel_timeout)
+        except paramiko.ChannelException:
+            raise  # the server answered: a refusal, not a stall
+        except paramiko.SSHException as exc:
+            # paramiko says so only when the wait ran out on a live transport; a dead one raises its cause.
+            if "Timeout opening channel" not in str(exc):
+                raise
+            raise _ChannelTimeout(
+                f"{self._route()}: no answer to a {kind} channel open within {self.channel_timeout:g} s"
+            ) from exc
 
     def close(self) -> None:
         """Close this process's connection for this hook's cluster (the next call reconnects)."""
@@ -292,25 +403,94 @@ class SlurmHook(BaseHook):
 
     def _run_once_or_close(self, command: str, *, stdin: str | None, timeout: float) -> CommandResult:
         try:
-            return self._run_once(command, stdin=stdin, timeout=timeout)
+            try:
+                return self._run_once(command, stdin=stdin, timeout=timeout)
+            except _ChannelTimeout as first:
+                # The session never opened, so nothing ran and even sbatch may go again, once, on a
+                # rebuilt connection: an unanswered open is a stalled connection, not a busy server.
+                self.log.warning("%s; dropping the connection and connecting again", first)
+                self._drop()
+                try:
+                    return self._run_once(command, stdin=stdin, timeout=timeout)
+                except _ChannelTimeout as second:
+                    self._drop()
+                    err = ClusterUnreachable(
+                        f"{self._route()}: the login node did not answer a request to open a session for "
+                        f"{command.split()[0]!r} within {self.channel_timeout:g} s, twice (the connection "
+                        "was dropped and rebuilt in between); nothing was run. The login node"
+                        + (f" or the bastion {self.jump_conn_id}" if self.jump_conn_id else "")
+                        + " may be hung or overloaded (check its sshd and its load, and that "
+                        "`ssh <login> true` answers). If the site is only slow, raise the connection's "
+                        "channel_timeout extra (seconds)."
+                    )
+                    raise err from second
         except (paramiko.SSHException, *_TRANSIENT):
             # The connection is suspect: the next try (or the next caller) reconnects.
             self.close()
             raise
 
+    def _drop(self) -> None:
+        """Close this cluster's connection and, when it goes through a bastion, the bastion's.
+
+        A stalled session open through a tunnel cannot tell a hung login from a hung bastion, so both
+        are rebuilt (other clusters behind the same bastion reconnect on their next command).
+        """
+        self.close()
+        if self.jump_conn_id:
+            SlurmHook(self.jump_conn_id, jump_conn_id="").close()
+
     def _run_once(self, command: str, *, stdin: str | None, timeout: float) -> CommandResult:
         client = self.get_conn()
-        self.stats[self.ssh_conn_id][command.split(" ", 1)[0]] += 1
-        self.stats[self.ssh_conn_id]["commands"] += 1
-        chan_in, chan_out, chan_err = client.exec_command(command, timeout=timeout)
-        if stdin is not None:
-            chan_in.write(stdin)
-            chan_in.flush()
-        chan_in.channel.shutdown_write()
-        out = chan_out.read().decode(errors="replace")
-        err = chan_err.read().decode(errors="replace")
-        rc = chan_out.channel.recv_exit_status()
+        transport = client.get_transport()
+        if transport is None or not transport.is_active():
+            raise EOFError("the SSH connection closed")
+        # Not client.exec_command: it waits for the session as long as the command may run (300 s),
+        # and its stdin file is what deadlocks paramiko's transport thread when the garbage collector
+        # finalizes it there (paramiko#2685: the next channel open then never gets an answer). stdin
+        # goes through the channel itself, and the channel is closed here, not by a finalizer.
+        channel = self._open_channel(transport, "session")
+        try:
+            self.stats[self.ssh_conn_id][command.split(" ", 1)[0]] += 1
+            self.stats[self.ssh_conn_id]["commands"] += 1
+            channel.settimeout(timeout)
+            self._exec(channel, command)
+            if stdin is not None:
+                channel.sendall(stdin.encode())
+            _send_eof(channel)
+            out = channel.makefile("r").read().decode(errors="replace")
+            err = channel.makefile_stderr("r").read().decode(errors="replace")
+            rc = channel.recv_exit_status()
+        finally:
+            channel.close()
         return CommandResult(command=command, returncode=rc, stdout=out, stderr=err)
+
+    def _exec(self, channel: paramiko.Channel, command: str) -> None:
+        """Send the exec request, waiting at most ``channel_timeout`` for the server's answer."""
+        # paramiko waits for that answer without a timeout (paramiko#739); closing the channel wakes it.
+        gave_up = threading.Event()
+
+        def give_up() -> None:
+            gave_up.set()
+            try:
+                channel.close()
+            except (OSError, EOFError, paramiko.SSHException):
+                pass  # marked closed (which wakes the wait) before the close message failed to go out
+
+        watchdog = threading.Timer(self.channel_timeout, give_up)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            channel.exec_command(command)
+        except paramiko.SSHException as exc:
+            if gave_up.is_set():
+                # The request went out and the command may be running: a drop, not a clean refusal, so
+                # sbatch is not rerun (run() retries only idempotent commands).
+                raise TimeoutError(
+                    f"no answer to the exec request within {self.channel_timeout:g} s"
+                ) from exc
+            raise
+        finally:
+            watchdog.cancel()
 
     def _command_error(self, result: CommandResult) -> ClusterCommandError:
         name = result.command.split(" ", 1)[0]
@@ -407,6 +587,30 @@ class SlurmHook(BaseHook):
         (host keys, jump hosts, retries, error messages) for sync and async use.
         """
         return await asyncio.to_thread(self.run, command, timeout=timeout, check=check)
+
+
+def _send_eof(channel: paramiko.Channel) -> None:
+    """Tell the command its stdin has ended, unless the server has closed the channel already.
+
+    ``Channel.shutdown_write`` marks the EOF sent under the channel's lock but sends it after releasing
+    it, so the transport thread can answer the server's CLOSE (a command that exited) in between. The
+    EOF then reaches OpenSSH after the channel is gone, and it drops the whole connection ("ieof
+    packet referred to nonexistent channel"): every command sharing it fails and the hook reconnects.
+    Sending under the lock orders the EOF before any CLOSE of ours. (The send can wait for a key
+    exchange, at most paramiko's 30 s, while the transport thread may want this lock; it then raises.)
+    """
+    with channel.lock:
+        if channel.closed or channel.eof_sent:
+            return
+        message = channel._send_eof()
+        if message is not None:
+            channel.transport._send_user_message(message)
+
+
+def _keyscan(ssh_hook: SSHHook) -> str:
+    """Return the command that prints the host's ed25519 key, in known_hosts form."""
+    port = f"-p {ssh_hook.port} " if ssh_hook.port and ssh_hook.port != 22 else ""
+    return f"`ssh-keyscan -t ed25519 {port}{ssh_hook.remote_host}`"
 
 
 def _submit_error(message: str, command: str, result: CommandResult) -> SlurmSubmitError:

@@ -8,6 +8,7 @@ differences, since the counters are per process and other tests of the same xdis
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import json
 import pathlib
 import subprocess
@@ -150,6 +151,43 @@ def test_a_connection_without_host_key_checking_is_refused(
     assert SlurmHook.stats["desc_it_no_check"]["connections"] == 0
 
 
+@pytest.mark.parametrize("through_bastion", [False, True], ids=["login", "bastion"])
+def test_a_connection_allowing_host_key_changes_is_refused_before_any_command(
+    site: Site, monkeypatch: pytest.MonkeyPatch, through_bastion: bool
+) -> None:
+    # Even with the right key pinned: allow_host_key_change makes the SSH provider skip known_hosts
+    # and accept whatever key the server shows.
+    loose = connection_json(
+        site, site.ports["bastion" if through_bastion else "perlmutter"], allow_host_key_change=True
+    )
+    if through_bastion:
+        monkeypatch.setenv("AIRFLOW_CONN_DESC_IT_LOOSE_BASTION", loose)
+        conn = json.loads(connection_json(site, site.ports["s3df"], host_key=public_host_key(site, "s3df")))
+        conn["extra"]["jump_conn_id"] = "desc_it_loose_bastion"
+        monkeypatch.setenv("AIRFLOW_CONN_DESC_IT_LOOSE", json.dumps(conn))
+    else:
+        monkeypatch.setenv("AIRFLOW_CONN_DESC_IT_LOOSE", loose)
+    hook = fresh_hook("desc_it_loose", retries=3, retry_wait=5)
+    before = counts("desc_it_loose"), counts("desc_it_loose_bastion")
+    started = time.monotonic()
+    try:
+        with pytest.raises(ClusterUnreachable) as caught:
+            hook.run("touch should-never-run")
+    finally:
+        hook.close()
+    message = str(caught.value)
+    refused = "desc_it_loose_bastion" if through_bastion else "desc_it_loose"
+    port = site.ports["bastion" if through_bastion else "perlmutter"]
+    assert f"(connection {refused})" in message, message
+    assert "allow_host_key_change: true" in message and "refuses" in message, message
+    assert f"ssh-keyscan -t ed25519 -p {port} 127.0.0.1" in message, message
+    assert "host_key extra" in message and "known_hosts" in message, message
+    assert time.monotonic() - started < 5, "a refused policy is a verdict, not worth a retry"
+    # Refused before connecting, so before any command.
+    assert delta("desc_it_loose", before[0]) == collections.Counter()
+    assert delta("desc_it_loose_bastion", before[1]) == collections.Counter()
+
+
 def test_a_key_not_in_authorized_keys_fails_authentication(
     site: Site, tmp_path: pathlib.Path, empty_home: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -253,6 +291,31 @@ def test_the_bastion_carries_the_s3df_connection(site: Site) -> None:
         assert delta("s3df_ssh", before_s3df)["connections"] == 1
         # The tunnel runs no command on the bastion itself.
         assert delta("bastion_ssh", before_bastion)["commands"] == 0
+    finally:
+        via.close()
+        bastion.close()
+
+
+def test_commands_from_threads_share_one_connection_through_the_bastion(site: Site) -> None:
+    # As the triggerer's arun() does: threads over one shared connection. Fast commands make the
+    # server close each channel as our EOF goes out; an EOF sent after that close made OpenSSH drop
+    # the whole connection ("ieof packet referred to nonexistent channel"), failing the other
+    # threads' commands (exit -1) and reconnecting.
+    via = SlurmHook("s3df_ssh", jump_conn_id="bastion_ssh", cluster="s3df")
+    bastion = SlurmHook("bastion_ssh", jump_conn_id="")
+    via.close()
+    bastion.close()
+    before_bastion, before_s3df = counts("bastion_ssh"), counts("s3df_ssh")
+
+    def run_many(worker: int) -> list[str]:
+        return [via.run(f"echo {worker}-{i}").stdout for i in range(150)]
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            outputs = list(pool.map(run_many, range(3)))
+        assert outputs == [[f"{w}-{i}\n" for i in range(150)] for w in range(3)]
+        assert delta("s3df_ssh", before_s3df)["connections"] == 1
+        assert delta("bastion_ssh", before_bastion)["connections"] == 1
     finally:
         via.close()
         bastion.close()
