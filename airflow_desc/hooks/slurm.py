@@ -37,6 +37,7 @@ from airflow.providers.ssh.hooks.ssh import SSHHook
 from airflow.sdk import BaseHook
 
 from airflow_desc.exceptions import ClusterCommandError, ClusterUnreachable, SlurmSubmitError
+from airflow_desc.hooks.channels import ChannelTimeout, exec_command, open_channel, send_eof
 from airflow_desc.slurm import (
     JobAccounting,
     SqueueRow,
@@ -71,10 +72,6 @@ _TRANSIENT = (
     EOFError,
     paramiko.ssh_exception.NoValidConnectionsError,
 )
-
-
-class _ChannelTimeout(Exception):
-    """The server did not answer a channel open within ``channel_timeout``; nothing was run yet."""
 
 
 @dataclass(frozen=True)
@@ -319,7 +316,7 @@ class SlurmHook(BaseHook):
                     f"to {where[0]}:{where[1]} ({exc}); check the host and port, and "
                     "that the bastion allows TCP forwarding."
                 ) from exc
-            except _ChannelTimeout as exc:
+            except ChannelTimeout as exc:
                 bastion.close()
                 if attempt == 1:
                     self.log.warning("%s; connecting to the bastion again", exc)
@@ -345,17 +342,7 @@ class SlurmHook(BaseHook):
         src: tuple[str, int] | None = None,
     ) -> paramiko.Channel:
         """Open a channel, waiting at most ``channel_timeout`` for the server's answer."""
-        try:
-            return transport.open_channel(kind, dest, src, timeout=self.channel_timeout)
-        except paramiko.ChannelException:
-            raise  # the server answered: a refusal, not a stall
-        except paramiko.SSHException as exc:
-            # paramiko says so only when the wait ran out on a live transport; a dead one raises its cause.
-            if "Timeout opening channel" not in str(exc):
-                raise
-            raise _ChannelTimeout(
-                f"{self._route()}: no answer to a {kind} channel open within {self.channel_timeout:g} s"
-            ) from exc
+        return open_channel(transport, kind, self.channel_timeout, self._route(), dest, src)
 
     def close(self) -> None:
         """Close this process's connection for this hook's cluster (the next call reconnects)."""
@@ -405,14 +392,14 @@ class SlurmHook(BaseHook):
         try:
             try:
                 return self._run_once(command, stdin=stdin, timeout=timeout)
-            except _ChannelTimeout as first:
+            except ChannelTimeout as first:
                 # The session never opened, so nothing ran and even sbatch may go again, once, on a
                 # rebuilt connection: an unanswered open is a stalled connection, not a busy server.
                 self.log.warning("%s; dropping the connection and connecting again", first)
                 self._drop()
                 try:
                     return self._run_once(command, stdin=stdin, timeout=timeout)
-                except _ChannelTimeout as second:
+                except ChannelTimeout as second:
                     self._drop()
                     err = ClusterUnreachable(
                         f"{self._route()}: the login node did not answer a request to open a session for "
@@ -453,44 +440,16 @@ class SlurmHook(BaseHook):
             self.stats[self.ssh_conn_id][command.split(" ", 1)[0]] += 1
             self.stats[self.ssh_conn_id]["commands"] += 1
             channel.settimeout(timeout)
-            self._exec(channel, command)
+            exec_command(channel, command, self.channel_timeout)
             if stdin is not None:
                 channel.sendall(stdin.encode())
-            _send_eof(channel)
+            send_eof(channel)
             out = channel.makefile("r").read().decode(errors="replace")
             err = channel.makefile_stderr("r").read().decode(errors="replace")
             rc = channel.recv_exit_status()
         finally:
             channel.close()
         return CommandResult(command=command, returncode=rc, stdout=out, stderr=err)
-
-    def _exec(self, channel: paramiko.Channel, command: str) -> None:
-        """Send the exec request, waiting at most ``channel_timeout`` for the server's answer."""
-        # paramiko waits for that answer without a timeout (paramiko#739); closing the channel wakes it.
-        gave_up = threading.Event()
-
-        def give_up() -> None:
-            gave_up.set()
-            try:
-                channel.close()
-            except (OSError, EOFError, paramiko.SSHException):
-                pass  # marked closed (which wakes the wait) before the close message failed to go out
-
-        watchdog = threading.Timer(self.channel_timeout, give_up)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            channel.exec_command(command)
-        except paramiko.SSHException as exc:
-            if gave_up.is_set():
-                # The request went out and the command may be running: a drop, not a clean refusal, so
-                # sbatch is not rerun (run() retries only idempotent commands).
-                raise TimeoutError(
-                    f"no answer to the exec request within {self.channel_timeout:g} s"
-                ) from exc
-            raise
-        finally:
-            watchdog.cancel()
 
     def _command_error(self, result: CommandResult) -> ClusterCommandError:
         name = result.command.split(" ", 1)[0]
@@ -587,24 +546,6 @@ class SlurmHook(BaseHook):
         (host keys, jump hosts, retries, error messages) for sync and async use.
         """
         return await asyncio.to_thread(self.run, command, timeout=timeout, check=check)
-
-
-def _send_eof(channel: paramiko.Channel) -> None:
-    """Tell the command its stdin has ended, unless the server has closed the channel already.
-
-    ``Channel.shutdown_write`` marks the EOF sent under the channel's lock but sends it after releasing
-    it, so the transport thread can answer the server's CLOSE (a command that exited) in between. The
-    EOF then reaches OpenSSH after the channel is gone, and it drops the whole connection ("ieof
-    packet referred to nonexistent channel"): every command sharing it fails and the hook reconnects.
-    Sending under the lock orders the EOF before any CLOSE of ours. (The send can wait for a key
-    exchange, at most paramiko's 30 s, while the transport thread may want this lock; it then raises.)
-    """
-    with channel.lock:
-        if channel.closed or channel.eof_sent:
-            return
-        message = channel._send_eof()
-        if message is not None:
-            channel.transport._send_user_message(message)
 
 
 def _keyscan(ssh_hook: SSHHook) -> str:
