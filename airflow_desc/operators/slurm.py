@@ -79,8 +79,12 @@ def job_name_for(dag_id: str, run_id: str, task_id: str, map_index: int, try_num
 
 
 def task_dir_for(work_dir: str, dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    """Where a task instance's job scripts and logs live on the cluster."""
-    parts = [_SAFE.sub("_", p) for p in (dag_id, run_id, task_id)]
+    """Where a task instance's job scripts and logs live on the cluster.
+
+    Each id is one plain directory name: anything but letters, digits, ``.``, ``_`` and ``-`` becomes
+    ``_``, and leading dots go (an id of ``..`` must not climb out of the work directory).
+    """
+    parts = [_SAFE.sub("_", p).lstrip(".") or "_" for p in (dag_id, run_id, task_id)]
     if map_index >= 0:
         parts[-1] += f".{map_index}"
     return "/".join([work_dir.rstrip("/"), *parts])

@@ -207,3 +207,18 @@ def test_refused_values_say_which_field(workflow: LoadedWorkflow) -> None:
     with pytest.raises(WorkflowSpecError, match=match):
         process.render_command({"value": "a\0b"})
 
+
+
+def test_hostile_ids_make_plain_job_names_and_task_dirs(canary: pathlib.Path) -> None:
+    """A run id (a REST API caller chooses it) or a task id never becomes a path or an sbatch option."""
+    from airflow_desc.operators.slurm import job_name_for, task_dir_for
+    from airflow_desc.slurm import sbatch_command
+
+    for _name, value in corpus(canary):
+        name = job_name_for(value, value, f"group.{value}", 3, 1)
+        JobSpec(job_name=name, command="true")  # sbatch and sacct take it
+        task_dir = task_dir_for("airflow-desc", value, value, value, 3)
+        parts = task_dir.split("/")
+        assert parts[0] == "airflow-desc" and len(parts) == 4, task_dir
+        assert all(part and not part.startswith(".") for part in parts[1:]), task_dir
+        assert sbatch_command(f"{task_dir}/t1.sh").split()[-1] == f"{task_dir}/t1.sh"  # one plain word
