@@ -14,6 +14,7 @@ import pytest
 
 from airflow_desc.exceptions import ClusterUnreachable
 from airflow_desc.hooks.slurm import CommandResult, SlurmHook
+from tests.unit.hooks.recorded_log import RecordedWarnings
 
 
 @pytest.fixture
@@ -44,20 +45,6 @@ def failing(errors: list[BaseException], result: object) -> object:
         return result
 
     return call
-
-
-class RecordedWarnings(list[str]):
-    """Stands in for the hook's (structlog) logger: keeps each warning as its formatted line."""
-
-    def warning(self, message: str, *args: object) -> None:
-        self.append(message % args)
-
-
-@pytest.fixture
-def warned(monkeypatch: pytest.MonkeyPatch) -> RecordedWarnings:
-    lines = RecordedWarnings()
-    monkeypatch.setattr(SlurmHook, "log", property(lambda self: lines))
-    return lines
 
 
 def test_transient_connect_errors_are_retried_with_doubling_waits(

@@ -19,6 +19,7 @@ import pytest
 
 from airflow_desc.exceptions import ClusterUnreachable
 from airflow_desc.hooks.slurm import SlurmHook
+from tests.unit.hooks.recorded_log import RecordedWarnings
 from tests.unit.hooks.sshd import Keys, Sshd, Stalls, add_connection, make_keys
 
 # Short enough for a unit test, long enough for a loaded machine to answer a healthy open.
@@ -67,20 +68,6 @@ def conn_id() -> Iterator[Callable[[str], str]]:
     yield make
     for name in made:
         SlurmHook(name, jump_conn_id="").close()
-
-
-class RecordedWarnings(list[str]):
-    """Stands in for the hook's logger: keeps each warning as its formatted line."""
-
-    def warning(self, message: str, *args: object) -> None:
-        self.append(message % args)
-
-
-@pytest.fixture
-def warned(monkeypatch: pytest.MonkeyPatch) -> RecordedWarnings:
-    lines = RecordedWarnings()
-    monkeypatch.setattr(SlurmHook, "log", property(lambda self: lines))
-    return lines
 
 
 def hook_for(name: str, **kwargs: object) -> SlurmHook:
