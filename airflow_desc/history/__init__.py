@@ -9,7 +9,9 @@ the one configured for this installation:
    production, e.g. ``desc_history``);
 3. else the same over the embedded SQLite database ``$AIRFLOW_HOME/desc/history.db``.
 
-The spool of (2) and (3) is ``$AIRFLOW_HOME/desc/history-spool.jsonl``.
+The spool of (2) and (3) is ``$AIRFLOW_HOME/desc/history-spool.jsonl``. What the status page
+reads of runs in progress (process plans, polled SLURM job states: :mod:`~airflow_desc.history.live`)
+always goes to the database of (2) or (3), :func:`default_history_store`.
 ``python -m airflow_desc.history flush`` writes it out; queries are in
 :mod:`airflow_desc.history.queries`.
 
@@ -48,6 +50,7 @@ __all__ = [
     "ProcessRecord",
     "Recorder",
     "SpoolingRecorder",
+    "default_history_store",
     "default_recorder",
     "default_spool_path",
     "default_spooling_recorder",
@@ -64,6 +67,7 @@ CONN_ID_ENV = "DESC_HISTORY_CONN_ID"
 
 _cache_lock = threading.Lock()
 _recorders: dict[tuple[int, str, str], SpoolingRecorder] = {}
+_stores: dict[tuple[int, str], HistoryStore] = {}
 
 
 def _desc_home() -> Path:
@@ -112,6 +116,23 @@ def open_history(url_or_conn_id: str | None = None) -> HistoryStore:
     if "://" in target:
         return HistoryStore(target)
     return HistoryStore.from_conn_id(target)
+
+
+def default_history_store() -> HistoryStore:
+    """Return the configured history's :class:`HistoryStore`, one per process and configuration.
+
+    What the process plans and the polled SLURM job states (:mod:`airflow_desc.history.live`) are
+    written to and read from: always the database (``DESC_HISTORY_JSONL`` redirects process
+    records only), so that the status page finds them. One store, one engine and its pool, for
+    the life of the process.
+    """
+    target = history_conn_id() or default_sqlite_url()
+    key = (os.getpid(), target)
+    with _cache_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = open_history(target)
+    return store
 
 
 def default_spooling_recorder() -> SpoolingRecorder:

@@ -10,6 +10,13 @@ new job within about a second), and wakes each trigger whose job has ended.
 A job that neither sacct nor squeue knows for longer than ``vanish_grace`` seconds is
 reported as vanished: an error, never a success.
 
+Each poll also writes the state sacct printed for every polled job to the history's
+``slurm_job_states`` (:func:`~airflow_desc.history.live.write_job_states`: one transaction per
+poll per cluster, off the event loop, bounded by the history's timeouts, pruning rows no poll
+refreshed for a day). That is where the status page reads whether a deferred task's job is
+pending or running, instead of asking the cluster itself. A failing write logs a warning and
+never stops the polling.
+
 Airflow 3.3's shared streams (``BaseEventTrigger.shared_stream_key``) were considered:
 their ``open_shared_stream`` sees the kwargs of one trigger of the group only, so one
 poll cannot cover the union of every sibling's job id; hence this poller.
@@ -18,6 +25,7 @@ poll cannot cover the union of every sibling's job id; hence this poller.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,6 +34,7 @@ from typing import Any, ClassVar
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_desc.exceptions import DescError
+from airflow_desc.history.writer import HistoryStore
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.slurm import (
     JobAccounting,
@@ -39,6 +48,8 @@ from airflow_desc.slurm import (
 )
 
 __all__ = ["ClusterPoller", "SlurmJobTrigger"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,6 +68,8 @@ class ClusterPoller:
     :param ssh_conn_id: the cluster's SSH connection.
     :param jump_conn_id: its bastion connection, if any.
     :param interval: seconds between polls.
+    :param history: where each poll's job states are written (``None``: the configured history,
+        :func:`~airflow_desc.history.default_history_store`).
     """
 
     ssh_conn_id: str
@@ -64,6 +77,7 @@ class ClusterPoller:
     interval: float
     watches: dict[str, list[_Watch]] = field(default_factory=dict)
     polls: int = 0
+    history: HistoryStore | None = None
     _task: asyncio.Task[None] | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -147,6 +161,36 @@ class ClusterPoller:
             for watch in list(self.watches.get(job_id, [])):
                 if not watch.future.done():
                     self._judge(watch, accounting.get(job_id), job_id in queued, now)
+        states = {i: accounting[i].state.raw for i in ids if i in accounting}
+        await self.write_states(states)
+
+    async def write_states(self, states: dict[str, str]) -> bool:
+        """Write one poll's job states to the history in a thread; return whether they were written.
+
+        Bounded by the history's connect and statement timeouts; a failure logs a warning and
+        returns ``False``: polling goes on.
+        """
+        from airflow_desc.history.live import write_job_states
+
+        def write() -> None:
+            if self.history is None:
+                from airflow_desc.history import default_history_store
+
+                self.history = default_history_store()
+            write_job_states(
+                self.history, self.ssh_conn_id, self.jump_conn_id, states, poll_interval_s=self.interval
+            )
+
+        try:
+            await asyncio.to_thread(write)
+        except Exception as exc:  # noqa: BLE001 - the jobs are watched on; the page says its states are old
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning(
+                "poll of %s: the states of %d job(s) not written to the history: %s",
+                self.ssh_conn_id, len(states), first,
+            )  # fmt: skip
+            return False
+        return True
 
     def _judge(self, watch: _Watch, acct: JobAccounting | None, queued: bool, now: float) -> None:
         """Settle one watch from this poll's answers, or leave it waiting."""
