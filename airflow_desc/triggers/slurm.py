@@ -182,7 +182,9 @@ class ClusterPoller:
             )
 
         try:
-            await asyncio.to_thread(write)
+            # Submitted now and shielded: a poller cancelled meanwhile (its last trigger fired, the
+            # triggerer stops) still writes this poll's states rather than dropping them unstarted.
+            await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, write))
         except Exception as exc:  # noqa: BLE001 - the jobs are watched on; the page says its states are old
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             log.warning(

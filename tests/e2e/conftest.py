@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.services import Airflow
+from tests.e2e.services import Airflow, databases_only
 from tests.integration.site import Site
 
 
@@ -31,6 +31,7 @@ def airflow(
     tmp_path_factory: pytest.TempPathFactory, site: Site, history_file: pathlib.Path
 ) -> Iterator[Airflow]:
     af = Airflow.configure(tmp_path_factory.mktemp("e2e-airflow"), history_file)
+    af.component_env["api-server"] = databases_only(af.env, af.home / "no-dags")
     try:
         af.start()
         yield af

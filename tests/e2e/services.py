@@ -1,7 +1,9 @@
 """A real Airflow for end-to-end tests: api-server, scheduler, dag-processor and triggerer.
 
 LocalExecutor on the site's PostgreSQL metadata cluster (reset at start). Tests read task and
-run states straight from that database.
+run states straight from that database. ``component_env`` changes one component's environment
+(a value ``None`` removes the variable): the api-server runs with no DAG files and no cluster
+connections (:func:`databases_only`), as in production.
 """
 
 from __future__ import annotations
@@ -29,6 +31,17 @@ class Airflow:
     home: pathlib.Path
     env: dict[str, str]
     procs: dict[str, subprocess.Popen[bytes]] = dataclasses.field(default_factory=dict)
+    component_env: dict[str, dict[str, str | None]] = dataclasses.field(default_factory=dict)
+
+    def env_of(self, component: str) -> dict[str, str]:
+        """Return the environment ``component`` (``api-server``, ``scheduler`` ...) runs with."""
+        env = dict(self.env)
+        for name, value in self.component_env.get(component, {}).items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        return env
 
     @classmethod
     def configure(cls, home: pathlib.Path, history: pathlib.Path) -> Airflow:
@@ -76,7 +89,7 @@ class Airflow:
             log = open(self.home / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
             self.procs[name] = subprocess.Popen(
                 [str(AIRFLOW), *args],
-                env=self.env,
+                env=self.env_of(name),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -146,6 +159,23 @@ class Airflow:
             run_id,
         )
         return {str(t): (None if s is None else str(s), int(n)) for t, s, n in rows}  # type: ignore[call-overload]
+
+
+def databases_only(env: dict[str, str], empty_dags: pathlib.Path) -> dict[str, str | None]:
+    """The api-server's change of ``env``: an empty DAGs folder, no cluster connection, no clusters file.
+
+    The status page must read databases only (the metadata DB, the history): with these it could
+    neither parse a DAG file nor open SSH if it tried. The history's connection stays.
+    """
+    empty_dags.mkdir(parents=True, exist_ok=True)
+    change: dict[str, str | None] = {
+        "AIRFLOW__CORE__DAGS_FOLDER": str(empty_dags),
+        "DESC_CLUSTERS_FILE": None,
+    }
+    change.update(
+        {n: None for n in env if n.startswith("AIRFLOW_CONN_") and n != "AIRFLOW_CONN_DESC_HISTORY"}
+    )
+    return change
 
 
 def api(method: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:

@@ -14,6 +14,12 @@ from tests.waiting import wait_for
 DAG_ID = "desc_e2e_live"
 
 
+def history_db(airflow: Airflow) -> str:
+    """The e2e Airflow's history database: the embedded SQLite of its AIRFLOW_HOME, which every
+    component shares (the listener's process plans and the pollers' job states are written there)."""
+    return f"sqlite:///{airflow.home / 'desc' / 'history.db'}"
+
+
 def status(airflow: Airflow, db: str, run_id: str, *command: str) -> dict[str, dict[str, object]]:
     """Copy the run's records (the e2e Airflow writes JSON lines) into ``db``, then read the table."""
     records = [r for r in JsonLinesRecorder(airflow.env["DESC_HISTORY_JSONL"]).read() if r.run_id == run_id]
@@ -49,16 +55,15 @@ def trigger_until_the_bundle_waits(airflow: Airflow) -> str:
     return run_id
 
 
-def test_status_counts_a_run_in_progress_from_airflow_and_the_history(
-    airflow: Airflow, tmp_path: pathlib.Path
-) -> None:
-    db = f"sqlite:///{tmp_path / 'history.db'}"
+def test_status_counts_a_run_in_progress_from_airflow_and_the_history(airflow: Airflow) -> None:
+    db = history_db(airflow)
     run_id = trigger_until_the_bundle_waits(airflow)
 
     cli = str(pathlib.Path(sys.executable).with_name("airflow-desc"))
 
-    # The deferred bundle stands for its 3 streams; the job's own state (sacct on perlmutter) says
-    # Running once the allocation starts: Airflow alone would only say Submitted.
+    # The deferred bundle stands for its 3 streams (the DAG's plan, stored by the listener when its
+    # first task started); the job's own state (polled by the triggerer, written to the history)
+    # says Running once the allocation starts: Airflow alone would only say Submitted.
     def running() -> dict[str, dict[str, object]] | None:
         table = status(airflow, db, run_id, cli)
         return table if counts(table["calibrateVisit"]) == {"Running": 3} else None

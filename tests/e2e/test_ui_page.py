@@ -46,6 +46,22 @@ def test_the_page_is_in_the_plugins_and_the_navigation(airflow: Airflow) -> None
     assert (view["name"], view["href"], view["url_route"]) == ("DESC status", "desc/", "desc-status")
 
 
+def test_the_api_server_has_no_dag_files_and_no_cluster_connections(airflow: Airflow) -> None:
+    """What the page below shows, it reads from databases: it could not parse a DAG or open SSH."""
+    pid = airflow.procs["api-server"].pid
+    env = dict(
+        line.split("=", 1)
+        for line in pathlib.Path(f"/proc/{pid}/environ").read_text().split("\0")
+        if "=" in line
+    )
+    assert not any(
+        path.suffix == ".py" for path in pathlib.Path(env["AIRFLOW__CORE__DAGS_FOLDER"]).rglob("*")
+    )
+    assert sorted(n for n in env if n.startswith("AIRFLOW_CONN_")) == ["AIRFLOW_CONN_DESC_HISTORY"]
+    assert "DESC_CLUSTERS_FILE" not in env
+    assert "AIRFLOW_CONN_PERLMUTTER_SSH" in airflow.env_of("triggerer")  # the others have them
+
+
 def test_the_status_page_shows_a_run_in_progress_then_its_plots(
     airflow: Airflow, tmp_path: pathlib.Path
 ) -> None:
@@ -57,7 +73,8 @@ def test_the_status_page_shows_a_run_in_progress_then_its_plots(
         assert (status, kind) == (200, "application/json")
         return {r["Process"] or r["Type"]: r for r in json.loads(body)}
 
-    # Live: the deferred bundle, one per stream, Running once SLURM runs its job.
+    # Live: the deferred bundle, one per stream, Running once SLURM runs its job: the api-server
+    # reads the DAG's plan and the job's polled state from the history (no DAG file, no SSH here).
     table = wait_for(
         lambda: (t := rows()) and t["calibrateVisit"]["Running"] == 3 and t, timeout=90, what="Running x3"
     )
