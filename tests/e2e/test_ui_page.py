@@ -47,19 +47,18 @@ def test_the_page_is_in_the_plugins_and_the_navigation(airflow: Airflow) -> None
 
 
 def test_the_api_server_has_no_dag_files_and_no_cluster_connections(airflow: Airflow) -> None:
-    """What the page below shows, it reads from databases: it could not parse a DAG or open SSH."""
-    pid = airflow.procs["api-server"].pid
-    env = dict(
-        line.split("=", 1)
-        for line in pathlib.Path(f"/proc/{pid}/environ").read_text().split("\0")
-        if "=" in line
-    )
+    """What the page below shows, it reads from databases: it could not parse a DAG or open SSH.
+
+    The environment it was started with (its /proc/PID/environ is overwritten by setproctitle).
+    """
+    env = airflow.env_of("api-server")
     assert not any(
         path.suffix == ".py" for path in pathlib.Path(env["AIRFLOW__CORE__DAGS_FOLDER"]).rglob("*")
     )
     assert sorted(n for n in env if n.startswith("AIRFLOW_CONN_")) == ["AIRFLOW_CONN_DESC_HISTORY"]
     assert "DESC_CLUSTERS_FILE" not in env
     assert "AIRFLOW_CONN_PERLMUTTER_SSH" in airflow.env_of("triggerer")  # the others have them
+    assert airflow.procs["api-server"].poll() is None
 
 
 def test_the_status_page_shows_a_run_in_progress_then_its_plots(
