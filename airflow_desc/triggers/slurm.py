@@ -10,6 +10,10 @@ new job within about a second), and wakes each trigger whose job has ended.
 A job that neither sacct nor squeue knows for longer than ``vanish_grace`` seconds is
 reported as vanished: an error, never a success.
 
+Each poll logs one INFO line, ``poll N of <conn>: M job(s) in K sacct call(s)`` (N counts the
+polls of that poller), so that a triggerer's log shows how often each cluster is asked, and for
+how many jobs at once.
+
 Airflow 3.3's shared streams (``BaseEventTrigger.shared_stream_key``) were considered:
 their ``open_shared_stream`` sees the kwargs of one trigger of the group only, so one
 poll cannot cover the union of every sibling's job id; hence this poller.
@@ -18,6 +22,7 @@ poll cannot cover the union of every sibling's job id; hence this poller.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -39,6 +44,8 @@ from airflow_desc.slurm import (
 )
 
 __all__ = ["ClusterPoller", "SlurmJobTrigger"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -133,7 +140,15 @@ class ClusterPoller:
             return
         self.polls += 1
         rows = []
-        for command in chunked_sacct_commands(ids):
+        commands = chunked_sacct_commands(ids)
+        log.info(
+            "poll %d of %s: %d job(s) in %d sacct call(s)",
+            self.polls,
+            self.ssh_conn_id,
+            len(ids),
+            len(commands),
+        )
+        for command in commands:
             rows.extend(parse_sacct((await hook.arun(command)).stdout))
         accounting = group_accounting(rows)
         unknown = [i for i in ids if i not in accounting or accounting[i].job is None]
