@@ -49,6 +49,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 DAGS = REPO / "tests" / "e2e" / "dags"
 AIRFLOW = pathlib.Path(sys.executable).with_name("airflow")
 PORT = int(os.environ.get("DESC_E2E_API_PORT", "18080"))
+#: The site's Redis (docker/site/up), the Celery broker.
+REDIS_URL = os.environ.get("DESC_SITE_REDIS_URL", "redis://127.0.0.1:16379/0")
 
 #: The environment variable a component's ``hostname_callable`` (:func:`component_hostname`) answers.
 HOSTNAME_ENV = "DESC_DEPLOY_HOSTNAME"
@@ -275,7 +277,7 @@ class Deployment:
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS if "dags" in needs else self.root / name / "dags"),
         }
         if self.executor == "CeleryExecutor":
-            env["AIRFLOW__CELERY__BROKER_URL"] = os.environ["DESC_SITE_REDIS_URL"]
+            env["AIRFLOW__CELERY__BROKER_URL"] = REDIS_URL
             env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + db.replace(
                 "postgresql+psycopg2://", "postgresql://"
             )
@@ -313,9 +315,7 @@ class Deployment:
         if self.executor == "CeleryExecutor":
             import redis
 
-            redis.Redis.from_url(
-                os.environ["DESC_SITE_REDIS_URL"]
-            ).flushdb()  # messages of an earlier session
+            redis.Redis.from_url(REDIS_URL).flushdb()  # messages of an earlier session
         for component in self.components.values():
             component.start()
         wait_for(self._healthy, timeout=180, what=f"the api-server to answer; logs in {self.root}")

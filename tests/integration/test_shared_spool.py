@@ -39,7 +39,7 @@ def schema(site: Site) -> Iterator[HistorySchema]:
     s.drop()
 
 
-def record_on(host: pathlib.Path, spool: pathlib.Path, conn_uri: str, record: ProcessRecord) -> str:
+def record_on(host: pathlib.Path, spool: pathlib.Path, conn_uri: str, record: ProcessRecord) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DESC_HISTORY", "DESC_SPOOL_DIR"))}
     env.update(
         AIRFLOW_HOME=str(host),
@@ -52,7 +52,6 @@ def record_on(host: pathlib.Path, spool: pathlib.Path, conn_uri: str, record: Pr
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    return proc.stderr
 
 
 def test_a_record_spooled_on_host_a_is_flushed_by_host_b(
@@ -62,8 +61,7 @@ def test_a_record_spooled_on_host_a_is_flushed_by_host_b(
     cut_off = "postgresql://desc:desc@127.0.0.1:1/desc_history"
     a, b = rec("visit=1", run_id="shared-spool"), rec("visit=2", run_id="shared-spool")
 
-    log = record_on(tmp_path / "host-a", spool, cut_off, a)
-    assert "spooled 1 record(s)" in log
+    record_on(tmp_path / "host-a", spool, cut_off, a)
     assert [json.loads(x)["stream"] for x in (spool / "history-spool.jsonl").read_text().splitlines()] == [
         "visit=1"
     ]
