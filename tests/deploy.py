@@ -399,9 +399,19 @@ class Deployment:
             cur.execute(query, params)
             return cur.fetchall() if cur.description else []
 
+    @property
+    def history_db(self) -> str:
+        """The history the workers write, as a URL for ``airflow-desc --db``.
+
+        The same database and schema as the connection ``desc_history``; a URL, because resolving
+        the connection makes Airflow log a warning on stdout (the site's password is short), which
+        would spoil ``--format json``.
+        """
+        return self.history.conn_uri
+
     def history_rows(self, run_id: str) -> list[dict[str, Any]]:
         """Every attempt the history holds of ``run_id`` (``airflow-desc history --format json``)."""
-        out = self.desc("history", "--db", "desc_history", "--run", run_id, "--format", "json").stdout
+        out = self.desc("history", "--db", self.history_db, "--run", run_id, "--format", "json").stdout
         return list(json.loads(out))
 
     def trigger(self, dag_id: str, conf: Mapping[str, object] | None = None) -> str:

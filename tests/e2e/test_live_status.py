@@ -16,7 +16,7 @@ DAG_ID = "desc_e2e_live"
 def status(airflow: Deployment, run_id: str, *command: str) -> dict[str, dict[str, object]]:
     """The status table of ``run_id``: the PostgreSQL history its workers wrote, and live states."""
     proc = subprocess.run(
-        [*command, "status", "--db", "desc_history", "--run", run_id, "--format", "json"],
+        [*command, "status", "--db", airflow.history_db, "--run", run_id, "--format", "json"],
         env=airflow.env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

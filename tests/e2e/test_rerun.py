@@ -25,7 +25,7 @@ def cli(airflow: Deployment, *args: str) -> str:
 def test_rerun_clears_the_failed_stream_and_the_history_says_who_and_why(
     airflow: Deployment, site: Site
 ) -> None:
-    db = "desc_history"  # the PostgreSQL history the workers wrote (the deployment's own schema)
+    db = airflow.history_db  # the PostgreSQL history the workers wrote (the deployment's own schema)
     marker = f"/tmp/desc-e2e-rerun.{time.time_ns()}"
     wait_for(
         lambda: airflow.sql("SELECT 1 FROM dag WHERE dag_id = %s", DAG_ID), timeout=120, what="the DAG parsed"
