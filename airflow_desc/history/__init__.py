@@ -3,7 +3,8 @@
 Operators hand :class:`ProcessRecord` batches to a :class:`Recorder`; :func:`default_recorder` picks
 the one configured for this installation:
 
-1. ``DESC_HISTORY_JSONL`` set: a :class:`JsonLinesRecorder` on that file (tests, demos);
+1. ``DESC_HISTORY_JSONL`` set: a :class:`JsonLinesRecorder` on that file (a debugging aid: one file
+   per host, no spool; the status page and the CLI read only the database);
 2. else a :class:`SpoolingRecorder` over a :class:`HistoryStore` on the Airflow connection named
    by ``DESC_HISTORY_CONN_ID`` or the Airflow option ``[desc] history_conn_id`` (PostgreSQL in
    production, e.g. ``desc_history``);
@@ -156,7 +157,7 @@ def default_spooling_recorder() -> SpoolingRecorder:
 def default_recorder() -> Recorder:
     """Return the recorder operators use unless given one.
 
-    ``DESC_HISTORY_JSONL`` names a JSON-lines file (it wins, for tests and demos); otherwise
+    ``DESC_HISTORY_JSONL`` names a JSON-lines file (it wins; a debugging aid); otherwise
     :func:`default_spooling_recorder`: the history database configured by ``DESC_HISTORY_CONN_ID`` /
     ``[desc] history_conn_id``, else SQLite at ``$AIRFLOW_HOME/desc/history.db``, spooling to
     :func:`default_spool_path` when the database cannot be written.
