@@ -3,8 +3,9 @@
 CeleryExecutor with the site's Redis as broker and the metadata PostgreSQL as result backend; two
 Celery workers of one slot each, with their own AIRFLOW_HOMEs (two hosts), two triggerers holding
 2 triggers each, one scheduler, dag-processor and api-server. desc_e2e_celery
-(tests/data/specs/desc-e2e-celery.yaml) queues 4 bundle task instances at once and defers 5 jobs
-at once, so that:
+(tests/data/specs/desc-e2e-celery.yaml) queues 4 bundle task instances at once and defers 5 jobs,
+which all wait for a gate file the test creates only once 4 of their triggers are held (2 per
+triggerer) and a triggerer polled 2 perlmutter jobs at once; then:
 
 - its task instances ran on both workers (``task_instance.hostname``, the worker's
   ``hostname_callable``), all from the ``default`` queue;
@@ -23,26 +24,51 @@ from __future__ import annotations
 import collections
 import json
 import re
+import shlex
+import time
 import urllib.request
 
 from tests.deploy import PORT, Deployment
+from tests.integration.site import Site
 from tests.waiting import wait_for
 
 DAG_ID = "desc_e2e_celery"
 POLL = re.compile(r"poll (\d+) of (\S+): (\d+) job\(s\) in (\d+) sacct call\(s\)")
 
 
-def test_a_generated_workflow_runs_on_two_workers_and_two_triggerers(celery_airflow: Deployment) -> None:
+def test_a_generated_workflow_runs_on_two_workers_and_two_triggerers(
+    celery_airflow: Deployment, site: Site
+) -> None:
     af = celery_airflow
     assert not any("DESC_HISTORY_JSONL" in c.env for c in af.components.values())
-    run_id = af.trigger(DAG_ID)
+    gate = f"/tmp/desc-e2e-celery.{time.time_ns()}"
+    run_id = af.trigger(DAG_ID, conf={"gate": gate})
 
     holders: set[int] = set()
 
+    def held() -> int:
+        rows = af.sql(
+            "SELECT t.triggerer_id FROM trigger t JOIN task_instance ti ON ti.trigger_id = t.id "
+            "WHERE ti.dag_id = %s AND ti.run_id = %s AND t.triggerer_id IS NOT NULL",
+            DAG_ID, run_id,
+        )  # fmt: skip
+        holders.update(int(t) for (t,) in rows)
+        return len(rows)
+
+    def shared_poll() -> bool:
+        logs = af.log_of("triggerer-a") + af.log_of("triggerer-b")
+        return any(int(jobs) >= 2 for _, conn, jobs, _ in POLL.findall(logs) if conn == "perlmutter_ssh")
+
+    wait_for(
+        lambda: held() == 4 and shared_poll(),
+        timeout=300,
+        interval=0.5,
+        what=f"4 triggers held, 2 per triggerer, and a poll of 2 perlmutter jobs; logs in {af.root}",
+    )
+    site.run("perlmutter", f"touch {shlex.quote(gate)}")  # the jobs may end
+
     def run_state() -> str | None:
-        holders.update(
-            int(t) for (t,) in af.sql("SELECT triggerer_id FROM trigger WHERE triggerer_id IS NOT NULL")
-        )
+        held()
         return af.run_state(DAG_ID, run_id)
 
     state = wait_for(
@@ -77,7 +103,7 @@ def test_a_generated_workflow_runs_on_two_workers_and_two_triggerers(celery_airf
             assert numbers == list(range(1, len(numbers) + 1)), (
                 f"{name} polled {conn} from 2 pollers: {numbers}"
             )
-    assert shared >= 2, "no poll covered two jobs at once"
+    assert shared >= 2
 
     # The workers wrote the PostgreSQL history: one row per process instance try, nothing twice.
     rows = af.history_rows(run_id)
