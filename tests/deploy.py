@@ -410,9 +410,16 @@ class Deployment:
         return self.history.conn_uri
 
     def history_rows(self, run_id: str) -> list[dict[str, Any]]:
-        """Every attempt the history holds of ``run_id`` (``airflow-desc history --format json``)."""
-        out = self.desc("history", "--db", self.history_db, "--run", run_id, "--format", "json").stdout
-        return list(json.loads(out))
+        """Every attempt the history holds of ``run_id``, every column (``extra`` too), None for NULL."""
+        from airflow_desc.history import HistoryFilter, HistoryStore
+        from airflow_desc.history.queries import process_instances
+
+        store = HistoryStore(self.history_db)
+        try:
+            frame = process_instances(store.engine, HistoryFilter(run_id=run_id))
+        finally:
+            store.dispose()
+        return list(frame.astype(object).where(frame.notna(), None).to_dict("records"))
 
     def trigger(self, dag_id: str, conf: Mapping[str, object] | None = None) -> str:
         """Unpause ``dag_id`` once parsed, trigger a run with a unique id, return the id."""
