@@ -16,6 +16,9 @@ poll per cluster, off the event loop, bounded by the history's timeouts, pruning
 refreshed for a day). That is where the status page reads whether a deferred task's job is
 pending or running, instead of asking the cluster itself. A failing write logs a warning and
 never stops the polling.
+Each poll logs one INFO line to the triggerer's log, ``poll N of <conn>: M job(s) in K sacct
+call(s)`` (N counts the polls of that poller), so that it shows how often each cluster is asked,
+and for how many jobs at once.
 
 Airflow 3.3's shared streams (``BaseEventTrigger.shared_stream_key``) were considered:
 their ``open_shared_stream`` sees the kwargs of one trigger of the group only, so one
@@ -25,12 +28,14 @@ poll cannot cover the union of every sibling's job id; hence this poller.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import structlog
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_desc.exceptions import DescError
@@ -105,7 +110,12 @@ class ClusterPoller:
         watch = _Watch(job_id, loop.create_future(), vanish_grace)
         self.watches.setdefault(job_id, []).append(watch)
         if self._task is None or self._task.done():
-            self._task = loop.create_task(self._run(), name=f"slurm-poller-{self.ssh_conn_id}")
+            # The poll loop serves every trigger of the cluster: it runs without the log context of
+            # the trigger that happened to start it, so that its records go to the triggerer's log,
+            # not into that one task instance's log (the triggerer routes records by that context).
+            context = contextvars.copy_context()
+            context.run(structlog.contextvars.clear_contextvars)
+            self._task = context.run(loop.create_task, self._run(), name=f"slurm-poller-{self.ssh_conn_id}")
         else:
             self._wake.set()  # a new job: poll it soon rather than after a full interval
         try:
@@ -147,7 +157,15 @@ class ClusterPoller:
             return
         self.polls += 1
         rows = []
-        for command in chunked_sacct_commands(ids):
+        commands = chunked_sacct_commands(ids)
+        log.info(
+            "poll %d of %s: %d job(s) in %d sacct call(s)",
+            self.polls,
+            self.ssh_conn_id,
+            len(ids),
+            len(commands),
+        )
+        for command in commands:
             rows.extend(parse_sacct((await hook.arun(command)).stdout))
         accounting = group_accounting(rows)
         unknown = [i for i in ids if i not in accounting or accounting[i].job is None]

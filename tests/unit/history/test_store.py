@@ -294,7 +294,13 @@ def test_store_needs_exactly_one_target() -> None:
 def airflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "airflow"
     monkeypatch.setenv("AIRFLOW_HOME", str(home))
-    for name in ("DESC_HISTORY_JSONL", "DESC_HISTORY_CONN_ID", "AIRFLOW__DESC__HISTORY_CONN_ID"):
+    for name in (
+        "DESC_HISTORY_JSONL",
+        "DESC_HISTORY_CONN_ID",
+        "AIRFLOW__DESC__HISTORY_CONN_ID",
+        "DESC_SPOOL_DIR",
+        "AIRFLOW__DESC__SPOOL_DIR",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(history, "_recorders", {})
     return home
@@ -329,6 +335,16 @@ def test_default_recorder_uses_the_configured_connection(
     assert isinstance(recorder, SpoolingRecorder)
     assert recorder.store.conn_id == "desc_history_unit"
     assert open_history().conn_id == "desc_history_unit"
+
+
+def test_the_spool_directory_is_desc_spool_dir_else_the_option_else_airflow_home(
+    airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert default_recorder().spool_path == airflow_home / "desc" / "history-spool.jsonl"  # type: ignore[attr-defined]
+    monkeypatch.setenv("AIRFLOW__DESC__SPOOL_DIR", str(tmp_path / "shared"))
+    assert default_recorder().spool_path == tmp_path / "shared" / "history-spool.jsonl"  # type: ignore[attr-defined]
+    monkeypatch.setenv("DESC_SPOOL_DIR", str(tmp_path / "env"))
+    assert default_recorder().spool_path == tmp_path / "env" / "history-spool.jsonl"  # type: ignore[attr-defined]
 
 
 def test_open_history_takes_urls_and_connection_ids(airflow_home: Path, tmp_path: Path) -> None:
