@@ -7,22 +7,32 @@ The life of one task instance:
    task state store (Airflow 3.3) as soon as sbatch returns. A try first looks there, and
    after a crash also asks the cluster for the jobs named after this task instance's earlier
    tries: a job still queued or running is re-attached; a job that finished but whose result
-   was never recorded (the worker died) is adopted; only otherwise is a new job submitted.
+   was never recorded (the worker died) is adopted; only otherwise is a new job submitted. An id
+   is never trusted alone: the job must carry the name the task submitted it with and have been
+   submitted after the task's record of submitting it (:mod:`airflow_desc.slurm.ownership`); a
+   reused id (slurmctld lost its state) is another task's job, and the try submits afresh.
 2. **Wait without a worker slot.** Deferred to :class:`~airflow_desc.triggers.slurm.SlurmJobTrigger`,
    whose per-cluster poller batches every watched job into one sacct call per interval.
    ``deferrable=False`` polls from the worker instead.
 3. **Diagnose and record.** The job's accounting (and on failure the tail of its log) is
    diagnosed (:func:`airflow_desc.slurm.diagnose`), recorded as a process instance, and
    returned as the XCom summary. A failure raises :class:`~airflow_desc.exceptions.SlurmJobFailed`
-   with the classified reason.
+   with the classified reason. A job cancelled by its own uid (a user's ``scancel``, or a clear /
+   mark-failed in Airflow) is recorded Cancelled and fails the task without a retry; a cancel by
+   anyone else (root, an admin, SLURM) is Terminated and retried. When the job's node is left
+   DOWN / DRAIN, the task log and the record's message say so, with SLURM's reason.
 4. **Escalate by cause.** After ``TIMEOUT`` the next try asks for ``walltime x timeout_factor``
    (up to the cluster's maximum), after ``OUT_OF_MEMORY`` for ``memory x memory_factor`` (up to a
    node; more cores when memory per core is the limit, then the high-memory partition). A node
-   failure or preemption retries with the same resources, excluding the node.
+   failure or preemption retries with the same resources, excluding the node only when another
+   usable node of the partition can run the job (:mod:`airflow_desc.slurm.nodes`). A node failure
+   is not the payload's fault and does not spend the task's retries: the try resubmits the job
+   itself, at most :data:`NODE_FAILURE_RESUBMITS` times.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import time
@@ -47,21 +57,33 @@ from airflow_desc.slurm import (
     ContainerSpec,
     JobAccounting,
     JobSpec,
+    SlurmState,
     StateClass,
     accounting_to_payload,
     diagnose,
     render_job_script,
 )
-from airflow_desc.slurm.diagnose import Diagnosis
+from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
+from airflow_desc.slurm.nodes import NodeState, expand_hostlist, unavailable_notice
+from airflow_desc.slurm.ownership import foreign_job_reason
 from airflow_desc.slurm.units import walltime_seconds
 from airflow_desc.triggers.slurm import SlurmJobTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["FinishedJob", "SlurmOperator", "job_name_for", "task_dir_for", "untrusted_fails_the_task"]
+__all__ = [
+    "NODE_FAILURE_RESUBMITS",
+    "FinishedJob",
+    "SlurmOperator",
+    "job_name_for",
+    "task_dir_for",
+    "untrusted_fails_the_task",
+]
 
 _STATE_KEY = "slurm"
+#: How many times one try resubmits its job after a node failure before the failure spends a retry.
+NODE_FAILURE_RESUBMITS = 2
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -99,6 +121,17 @@ def _home_relative(path: str) -> str:
 
 def _map_index(ti: Any) -> int:
     return -1 if ti.map_index is None else int(ti.map_index)
+
+
+def _aware(text: Any) -> datetime | None:
+    """Read a saved ISO time (ours are UTC); anything else is no record at all."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 @contextmanager
@@ -305,7 +338,6 @@ class SlurmOperator(BaseOperator):
     # --- execute ------------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
         """Re-attach to, adopt, or submit this task instance's job; then wait for it."""
-        ti = context["ti"]
         profile = self._profile()
         hook = self._hook(profile)
         state = self._state(context)
@@ -314,8 +346,14 @@ class SlurmOperator(BaseOperator):
             return job_id
         if job_id is None:
             job_id = self._submit(context, hook, profile, state)
+        return self._wait(context, hook, profile, job_id)
+
+    def _wait(self, context: Context, hook: SlurmHook, profile: ClusterProfile, job_id: str) -> Any:
+        """Wait for ``job_id``: defer to the trigger, or poll from the worker; then finish."""
         self._job_id = job_id
-        self.log.info("waiting for SLURM job %s on %s (try %s)", job_id, profile.name, ti.try_number)
+        self.log.info(
+            "waiting for SLURM job %s on %s (try %s)", job_id, profile.name, context["ti"].try_number
+        )
         if self.deferrable:
             self.defer(
                 trigger=SlurmJobTrigger(
@@ -334,17 +372,7 @@ class SlurmOperator(BaseOperator):
         self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
     ) -> str | dict[str, Any] | None:
         """Find this task instance's unrecorded job, if any: its id to wait for, or an adopted summary."""
-        ti = context["ti"]
-        recorded = set(state.get("recorded") or [])
-        candidates: list[str] = []
-        if state.get("job_id") and state["job_id"] not in recorded:
-            candidates.append(state["job_id"])
-        if int(ti.try_number) > 1 or state:
-            # The worker may have died between sbatch and writing the id down: ask by name.
-            for try_number in range(1, int(ti.try_number) + 1):
-                name = job_name_for(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), try_number)
-                candidates.extend(j for j in hook.find_jobs_by_name(name) if j not in recorded)
-        candidates = list(dict.fromkeys(candidates))
+        candidates = self._own_jobs(hook, self._candidates(context, hook, state))
         if not candidates:
             return None
         accounting = hook.sacct(candidates)
@@ -380,6 +408,64 @@ class SlurmOperator(BaseOperator):
             state.clear()
             state.update(self._state(context))
         return None
+
+    def _candidates(
+        self, context: Context, hook: SlurmHook, state: Mapping[str, Any]
+    ) -> dict[str, tuple[str, datetime | None]]:
+        """Return the unrecorded jobs that may be this task instance's.
+
+        Each with the name it must carry and when its try started submitting it (``None``: no record).
+        """
+        ti = context["ti"]
+        recorded = set(state.get("recorded") or [])
+        expected: dict[str, tuple[str, datetime | None]] = {}
+        if state.get("job_id") and state["job_id"] not in recorded:
+            saved_try = int(state.get("try_number") or ti.try_number)
+            after = _aware(state.get("submit_after") or state.get("submitted_at"))
+            expected[state["job_id"]] = (self._name_of_try(context, saved_try), after)
+        if int(ti.try_number) > 1 or state:
+            # The worker may have died between sbatch and writing the id down: ask by name.
+            for try_number in range(1, int(ti.try_number) + 1):
+                name = self._name_of_try(context, try_number)
+                for job_id in hook.find_jobs_by_name(name):
+                    if job_id not in recorded:
+                        expected.setdefault(job_id, (name, None))
+        return expected
+
+    def _name_of_try(self, context: Context, try_number: int) -> str:
+        ti = context["ti"]
+        return job_name_for(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), try_number)
+
+    def _own_jobs(self, hook: SlurmHook, expected: Mapping[str, tuple[str, datetime | None]]) -> list[str]:
+        """Return the candidates that are this task instance's jobs; say why each other one is not.
+
+        A job neither sacct nor squeue knows is kept: it is neither re-attached nor adopted anyway.
+        """
+        if not expected:
+            return []
+        owners = hook.owners(list(expected))
+        missing = [job_id for job_id in expected if job_id not in owners]
+        queued = {row.job_id: row.name for row in hook.squeue(missing)} if missing else {}
+        ours = []
+        for job_id, (name, after) in expected.items():
+            owner = owners.get(job_id)
+            if owner is None and job_id not in queued:
+                ours.append(job_id)
+                continue
+            why = foreign_job_reason(
+                job_id,
+                name=owner.name if owner else queued.get(job_id),
+                submit=owner.submit if owner else None,
+                expected_name=name,
+                submitted_after=after,
+            )
+            if why is None:
+                ours.append(job_id)
+            else:
+                self.log.warning(
+                    "not re-attaching to SLURM job %s: %s; submitting this task's job afresh", job_id, why
+                )
+        return ours
 
     def _guess_log(self, job_id: str, state: Mapping[str, Any]) -> str | None:
         pattern = state.get("log_pattern")
@@ -422,6 +508,8 @@ class SlurmOperator(BaseOperator):
             extra_sbatch=dict(self.sbatch_args),
         )
         script = render_job_script(spec)
+        # Before sbatch: the job's Submit time must not be older than this (a reused id's would be).
+        submit_after = datetime.now(timezone.utc).replace(microsecond=0)
         submitted = hook.submit(
             script, remote_dir=task_dir, script_name=f"t{ti.try_number}.sh", job_name=name
         )
@@ -431,6 +519,7 @@ class SlurmOperator(BaseOperator):
             try_number=int(ti.try_number),
             log_pattern=log_pattern,
             log_path=log_pattern.replace("%j", submitted.job_id),
+            submit_after=submit_after.isoformat(),
             submitted_at=datetime.now(timezone.utc).isoformat(),
             resources={k: v for k, v in res.items() if v is not None},
         )
@@ -494,7 +583,11 @@ class SlurmOperator(BaseOperator):
         if not succeeded and log_path:
             tail = hook.read_tail(log_path, lines=self.log_tail_lines)
         diagnosis = diagnose(accounting, tail)
-        record = self._record(context, job, diagnosis, log_path, self._job_try(context, state, job_id))
+        if not succeeded:
+            diagnosis = self._with_node_notice(hook, profile, accounting, diagnosis)
+        job_try = self._job_try(context, state, job_id)
+        owner_uid = self._owner_uid(hook, accounting)
+        record = self._record(context, job, diagnosis, log_path, job_try, owner_uid=owner_uid, state=state)
         summary = {
             "job_id": job_id,
             "cluster": profile.name,
@@ -513,20 +606,44 @@ class SlurmOperator(BaseOperator):
         }
         recorded = [*(state.get("recorded") or []), job_id]
         state.update(recorded=recorded[-50:], last_summary=summary)
-        if not succeeded:
+        cancelled = record.state == "cancelled"
+        if not succeeded and not cancelled:
+            partition_nodes = self._partition_nodes(hook, state) if diagnosis.retryable else None
             try:
                 state["escalation"] = escalate_job(
                     profile, accounting, diagnosis, state, escalate=self.escalate,
                     timeout_factor=self.timeout_factor, memory_factor=self.memory_factor,
+                    partition_nodes=partition_nodes,
                 )  # fmt: skip
             except EscalationExhausted as exc:
                 raise AirflowFailException(str(exc)) from None
+        resubmit = not adopted and self._counts_node_failure(context, diagnosis, state, job_id, job_try)
         self._save_state(context, state)
         if succeeded:
             return summary
         context["ti"].xcom_push(key="slurm_summary", value=summary)
         if tail:
             self.log.error("last lines of %s:\n%s", log_path, tail)
+        if cancelled and not adopted and job_try != int(context["ti"].try_number):
+            # An earlier try's job this try re-attached to, cancelled by the clear that started this
+            # try (its trigger's scancel): Cancelled for that try; this try runs its own job now.
+            self.log.warning(
+                "%s: cancelled when try %s was cleared; recorded Cancelled for it, submitting try %s's job",
+                diagnosis.message, job_try, context["ti"].try_number,
+            )  # fmt: skip
+            return self._run_again(context, hook, profile, state)
+        if cancelled:
+            raise AirflowFailException(
+                f"{diagnosis.message}. It was cancelled by its own user (a scancel, or a clear / mark-failed "
+                "in Airflow): recorded Cancelled and not retried; clear the task to run it again."
+            )
+        if resubmit:
+            self.log.warning(
+                "%s; a node failure is not the payload's fault: resubmitting within try %s (%s)",
+                diagnosis.message, job_try,
+                ",".join((state.get("escalation") or {}).get("exclude") or []) or "no node excluded",
+            )  # fmt: skip
+            return self._run_again(context, hook, profile, state)
         raise SlurmJobFailed(
             diagnosis.message,
             job_id=job_id,
@@ -535,6 +652,70 @@ class SlurmOperator(BaseOperator):
             reason=str(diagnosis.reason),
             log_tail=tail,
         )
+
+    def _run_again(
+        self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Submit this try's job anew within the try (no retry spent) and wait for it."""
+        summary: dict[str, Any] = self._wait(
+            context, hook, profile, self._submit(context, hook, profile, state)
+        )
+        return summary
+
+    def _owner_uid(self, hook: SlurmHook, accounting: JobAccounting) -> int | None:
+        """Return the uid a cancelled job ran as (sacct UID), to tell its owner's cancel from others'."""
+        if accounting.state.state is not SlurmState.CANCELLED:
+            return None
+        try:
+            owner = hook.owners([accounting.job_id]).get(accounting.job_id)
+        except DescError as exc:
+            self.log.warning("could not read who owns job %s, so its cancel counts as Terminated: %s",
+                             accounting.job_id, exc)  # fmt: skip
+            return None
+        return owner.uid if owner else None
+
+    def _partition_nodes(self, hook: SlurmHook, state: Mapping[str, Any]) -> list[NodeState] | None:
+        """Return the nodes of the partition the job ran in, as sinfo reports them (``None``: unknown)."""
+        partition = (state.get("resources") or {}).get("partition")
+        try:
+            return hook.nodes(partition=partition if isinstance(partition, str) else None)
+        except (DescError, ValueError) as exc:
+            self.log.warning("sinfo failed, so no node is excluded: %s", exc)
+            return None
+
+    def _with_node_notice(
+        self, hook: SlurmHook, profile: ClusterProfile, accounting: JobAccounting, diagnosis: Diagnosis
+    ) -> Diagnosis:
+        """Add to a failed job's diagnosis that SLURM left its node down or drained, if it did."""
+        if not accounting.node_list:
+            return diagnosis
+        try:
+            nodes = hook.nodes(nodes=expand_hostlist(accounting.node_list))
+        except (DescError, ValueError) as exc:
+            self.log.warning("sinfo failed, node states of job %s unknown: %s", accounting.job_id, exc)
+            return diagnosis
+        notice = unavailable_notice(nodes, profile.name)
+        if notice is None:
+            return diagnosis
+        self.log.error("%s", notice)
+        return dataclasses.replace(diagnosis, message=f"{diagnosis.message}. {notice}")
+
+    def _counts_node_failure(
+        self, context: Context, diagnosis: Diagnosis, state: dict[str, Any], job_id: str, job_try: int
+    ) -> bool:
+        """Note a node failure of this try's job in ``state``; whether the try resubmits it itself.
+
+        A node failure is not the payload's fault: the try resubmits, at most
+        :data:`NODE_FAILURE_RESUBMITS` times, before the failure spends one of the task's retries.
+        """
+        if diagnosis.reason is not ReasonClass.NODE_FAILURE or job_try != int(context["ti"].try_number):
+            return False
+        failures = [f for f in state.get("node_failures") or [] if isinstance(f, Mapping)]
+        this_try = [f for f in failures if f.get("try") == job_try]
+        if len(this_try) >= NODE_FAILURE_RESUBMITS:
+            return False
+        state["node_failures"] = [*failures, {"try": job_try, "job_id": job_id, "message": diagnosis.message}]
+        return True
 
     def _identity(self, context: Context, try_number: int | None = None) -> InstanceIdentity:
         """Return who this task instance's process instance is, for its records."""
@@ -560,15 +741,35 @@ class SlurmOperator(BaseOperator):
         return int(state.get("try_number") or this_try) if state.get("job_id") == job_id else this_try
 
     def _record(
-        self, context: Context, job: FinishedJob, diagnosis: Diagnosis, log_path: str | None, job_try: int
+        self,
+        context: Context,
+        job: FinishedJob,
+        diagnosis: Diagnosis,
+        log_path: str | None,
+        job_try: int,
+        *,
+        owner_uid: int | None = None,
+        state: Mapping[str, Any] | None = None,
     ) -> ProcessRecord:
         accounting = job.accounting
+        extra: dict[str, Any] = {
+            "accounting": accounting_to_payload(accounting)["rows"],
+            "adopted": job.adopted,
+        }
+        # Jobs of this try lost to node failures before this one: one history row per try keeps them here.
+        earlier = [
+            f for f in (state or {}).get("node_failures") or []
+            if isinstance(f, Mapping) and f.get("try") == job_try and f.get("job_id") != accounting.job_id
+        ]  # fmt: skip
+        if earlier:
+            extra["node_failures"] = earlier
         record = self._identity(context, job_try).of_job(
             accounting,
             diagnosis,
             cluster=job.profile.name,
             log_path=log_path,
-            extra={"accounting": accounting_to_payload(accounting)["rows"], "adopted": job.adopted},
+            job_uid=owner_uid,
+            extra=extra,
         )
         (self.recorder or default_recorder()).record([record])
         return record
