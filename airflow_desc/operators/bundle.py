@@ -54,6 +54,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow.sdk.exceptions import AirflowFailException
+
 from airflow_desc.clusters import ClusterProfile
 from airflow_desc.emulate import payload_source
 from airflow_desc.exceptions import SlurmJobFailed
@@ -74,6 +76,7 @@ from airflow_desc.operators.trusted import trusted_bundle_state, trusted_streams
 from airflow_desc.operators.workflow import VariantRecorder, workdir_lines
 from airflow_desc.pilot import bundle_job_command, parse_records, parse_summary, step_name
 from airflow_desc.slurm import JobAccounting, StateClass, diagnose
+from airflow_desc.slurm.ownership import cancelled_by_owner
 from airflow_desc.slurm.quoting import quote_path
 from airflow_desc.workflow.bundle_plan import (
     BundlePlan,
@@ -342,8 +345,16 @@ class SlurmBundleOperator(SlurmOperator):
             summary = self._conclude(
                 context, job.hook, job.profile, job.accounting, plan, adopted=job.adopted
             )
-        except SlurmJobFailed:
+        except SlurmJobFailed as exc:
             self._mark_recorded(context, job.accounting.job_id)
+            if not job.adopted and cancelled_by_owner(
+                job.accounting, self._owner_uid(job.hook, job.accounting)
+            ):
+                # Its own user's scancel (or a clear / mark-failed): Cancelled, never retried on its own.
+                raise AirflowFailException(
+                    f"{exc} The allocation (job {job.accounting.job_id}) was cancelled by its own user: "
+                    "not retried; clear the task to run it again."
+                ) from None
             raise
         self._mark_recorded(context, job.accounting.job_id)
         return summary
