@@ -136,7 +136,6 @@ pg_bindir() {
 }
 
 cluster_conf() { echo "$ETC/$1/slurm.conf"; }
-cluster_node() { case $1 in perlmutter) echo pm-n1 ;; s3df) echo s3df-n1 ;; esac; }
 # Every node of a cluster, the first one first.
 cluster_nodes() { case $1 in perlmutter) echo pm-n1 pm-n2 ;; s3df) echo s3df-n1 ;; esac; }
 node_port() {
