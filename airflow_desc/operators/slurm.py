@@ -372,7 +372,8 @@ class SlurmOperator(BaseOperator):
         self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
     ) -> str | dict[str, Any] | None:
         """Find this task instance's unrecorded job, if any: its id to wait for, or an adopted summary."""
-        candidates = self._own_jobs(hook, self._candidates(context, hook, state))
+        expected = self._candidates(context, hook, state)
+        candidates = self._own_jobs(hook, expected)
         if not candidates:
             return None
         accounting = hook.sacct(candidates)
@@ -385,7 +386,11 @@ class SlurmOperator(BaseOperator):
                 self.log.info(
                     "re-attaching to SLURM job %s, still %s", job_id, acct.state.raw if acct else "queued"
                 )
-                state.update(job_id=job_id)
+                # The try that submitted it, from the name it carries: its record goes to that try.
+                job_try = int(expected[job_id][0].rsplit(".t", 1)[1])
+                if job_id != state.get("job_id"):
+                    state.update(log_path=f"{self._task_dir(context)}/t{job_try}-{job_id}.out")
+                state.update(job_id=job_id, try_number=job_try)
                 self._save_state(context, state)
                 return job_id
         for job_id in candidates:
