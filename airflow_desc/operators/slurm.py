@@ -571,11 +571,24 @@ class SlurmOperator(BaseOperator):
         profile = self._profile()
         hook = self._hook(profile)
         if accounting is None:
+            message = str(event.get("message") or event)
+            # A controller that lost its state also drains the nodes its lost jobs ran on.
+            notice = self._partition_notice(hook, profile, self._state(context))
             raise SlurmJobFailed(
-                str(event.get("message") or event),
+                f"{message} {notice}" if notice else message,
                 job_id=job_id, state="UNKNOWN", exit_code=None, reason="unknown-state",
             )  # fmt: skip
         return self._finish(context, FinishedJob(hook, profile, accounting))
+
+    def _partition_notice(
+        self, hook: SlurmHook, profile: ClusterProfile, state: Mapping[str, Any]
+    ) -> str | None:
+        """Say which nodes of the job's partition SLURM left down or drained, and why (logged too)."""
+        nodes = self._partition_nodes(hook, state)
+        notice = unavailable_notice(nodes, profile.name) if nodes else None
+        if notice:
+            self.log.error("%s", notice)
+        return notice
 
     # --- finish -------------------------------------------------------------------------------
     def _finish(self, context: Context, job: FinishedJob) -> dict[str, Any]:

@@ -209,3 +209,18 @@ def test_node_failures_spend_a_retry_only_after_the_resubmissions(hook: Recordin
     # One history row per try: the last job's record keeps the earlier failed jobs of the try.
     last = records(op)[-1]
     assert [f["job_id"] for f in last.extra["node_failures"]] == ["900", "901"]
+
+
+def test_a_vanished_job_says_its_drained_node_plainly(hook: RecordingHook) -> None:
+    # slurmctld lost its state: the job is gone, and the node is drained for a "Duplicate jobid".
+    hook.nodes = lambda **kw: parse_sinfo_nodes(  # type: ignore[method-assign]
+        "pm-n1|regular*|drained|Duplicate jobid\npm-n2|regular*|idle|none\n"
+    )
+    vanished = {"status": "error", "job_id": "900", "message": "job 900 vanished: neither sacct nor squeue"}
+    with pytest.raises(SlurmJobFailed) as caught:
+        operator().execute_complete(context(slurm=THIS_TRY), vanished)
+    message = str(caught.value)
+    assert message.startswith("job 900 vanished")
+    assert "Node pm-n1 of perlmutter is DRAINED (SLURM's reason: Duplicate jobid)" in message
+    assert "'scontrol update nodename=pm-n1 state=resume'" in message
+    assert "pm-n2" not in message
