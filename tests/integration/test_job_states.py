@@ -2,7 +2,7 @@
 
 - The login user's own ``scancel`` of a running job: Cancelled, the task fails, its retry unused.
 - root's ``scancel`` (on the cluster host, as an admin would): Terminated, retried.
-- A node set DOWN under a running job (serial: it takes a node of the shared site): the job ends
+- A node drained and set DOWN under a running job (serial: it takes a node of the shared site): it ends
   NODE_FAIL and the try resubmits it (no retry spent), on the other perlmutter node; on s3df, whose
   partition has one node, without ``--exclude``: it runs once the node is back.
 - A job id in the saved state that names another task's job (as after slurmctld lost its state and
@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
@@ -34,6 +35,13 @@ def records(path: pathlib.Path) -> list[ProcessRecord]:
     return sorted(JsonLinesRecorder(path).read(), key=lambda r: (r.try_number, r.end_time or datetime.min))
 
 
+def attempts(path: pathlib.Path) -> list[ProcessRecord]:
+    """Every record as it was written, in order (``records`` keeps the last write of each try)."""
+    return [
+        ProcessRecord.from_json(json.loads(line)) for line in path.read_text().splitlines() if line.strip()
+    ]
+
+
 def slurm_conf(cluster: str) -> str:
     return os.environ[f"DESC_SITE_SLURM_CONF_{cluster.upper()}"]
 
@@ -49,6 +57,22 @@ def as_root(cluster: str, *argv: str) -> subprocess.CompletedProcess[str]:
     )
     assert proc.returncode == 0, f"{argv}: {proc.stdout}{proc.stderr}"
     return proc
+
+
+def resume(cluster: str, node: str) -> None:
+    """Return a node to service unless it is back already (ReturnToService=2 lets a DOWN node's slurmd
+    register it again)."""
+    state = as_root(cluster, "sinfo", "-h", "-n", node, "-o", "%T").stdout.strip()
+    if state.rstrip("*~#!%$@^-+") in ("down", "drained", "draining", "drain", "fail", "failing"):
+        as_root(cluster, "scontrol", "update", f"nodename={node}", "state=resume")
+
+
+def fail_node(cluster: str, node: str) -> None:
+    """Fail a node under its running jobs (they end NODE_FAIL), and keep it out until resumed: DRAIN
+    first, as an admin would, so that ReturnToService=2 does not bring the DOWN node back by itself."""
+    reason = "reason=desc-it-node-fail"
+    as_root(cluster, "scontrol", "update", f"nodename={node}", "state=drain", reason)
+    as_root(cluster, "scontrol", "update", f"nodename={node}", "state=down", reason)
 
 
 def jobs_named(site: Site, cluster: str, prefix: str) -> list[dict[str, str]]:
@@ -130,7 +154,7 @@ def restore_nodes() -> Iterator[list[tuple[str, str]]]:
     downed: list[tuple[str, str]] = []
     yield downed
     for cluster, node in downed:
-        as_root(cluster, "scontrol", "update", f"nodename={node}", "state=resume")
+        resume(cluster, node)
 
 
 @pytest.mark.serial
@@ -142,22 +166,22 @@ def test_a_node_failure_reruns_on_the_other_node_within_the_try(
     failed = job["node"]
     [other] = [n for n in NODES["perlmutter"] if n != failed]
     restore_nodes.append(("perlmutter", failed))
-    as_root(
-        "perlmutter", "scontrol", "update", f"nodename={failed}", "state=down", "reason=desc-it-node-fail"
-    )
+    fail_node("perlmutter", failed)
     # The task has no retries: it succeeds only because a node failure spends none.
     assert run.wait() == 0, run.log()
-    recs = records(run.history)
-    assert [(r.try_number, r.slurm_state, r.node) for r in recs] == [
-        (1, "NODE_FAIL", failed),
-        (1, "COMPLETED", other),
-    ], run.log()
-    lost, done = recs
+    lost, done = attempts(run.history)
+    assert (lost.try_number, lost.slurm_state, lost.node) == (1, "NODE_FAIL", failed), run.log()
+    assert (done.try_number, done.slurm_state, done.node) == (1, "COMPLETED", other), run.log()
     assert (lost.state, lost.reason) == ("terminated", "node-failure")
-    assert f"Node {failed} of perlmutter is DOWN (SLURM's reason: desc-it-node-fail)" in (lost.message or "")
+    assert f"Node {failed} of perlmutter is " in (lost.message or ""), lost.message
+    assert "(SLURM's reason: desc-it-node-fail)" in (lost.message or ""), lost.message
     assert f"scontrol update nodename={failed} state=resume" in (lost.message or "")
     assert done.state == "success" and done.job_id != lost.job_id
     assert f"excluding {failed}" in run.log()
+    # The history keeps one row per try (the latest write): the success, naming the lost job.
+    [row] = records(run.history)
+    assert row.job_id == done.job_id
+    assert [f["job_id"] for f in row.extra["node_failures"]] == [lost.job_id]
 
 
 @pytest.mark.serial
@@ -167,7 +191,7 @@ def test_a_node_failure_on_the_only_node_excludes_nothing(
     run = dag_run("desc_it_node_fail_single", "s3df", "node_fail_single")
     job = wait_for(lambda: running(site, "s3df", "node_fail_single."), timeout=300, what="the job runs")
     restore_nodes.append(("s3df", "s3df-n1"))
-    as_root("s3df", "scontrol", "update", "nodename=s3df-n1", "state=down", "reason=desc-it-node-fail")
+    fail_node("s3df", "s3df-n1")
     again = wait_for(
         lambda: [r for r in jobs_named(site, "s3df", "node_fail_single.") if r["id"] != job["id"]],
         timeout=300,
@@ -175,10 +199,12 @@ def test_a_node_failure_on_the_only_node_excludes_nothing(
     )
     shown = as_root("s3df", "scontrol", "show", "job", again[0]["id"]).stdout
     assert "ExcNodeList=(null)" in shown, shown
-    as_root("s3df", "scontrol", "update", "nodename=s3df-n1", "state=resume")
+    resume("s3df", "s3df-n1")
     assert run.wait() == 0, run.log()
-    recs = records(run.history)
-    assert [(r.try_number, r.slurm_state) for r in recs] == [(1, "NODE_FAIL"), (1, "COMPLETED")], run.log()
+    assert [(r.try_number, r.slurm_state) for r in attempts(run.history)] == [
+        (1, "NODE_FAIL"),
+        (1, "COMPLETED"),
+    ], run.log()
     assert "no node excluded" in run.log()
 
 
