@@ -70,6 +70,7 @@ from airflow_desc.operators.bundle_records import (
     unfinished_record,
 )
 from airflow_desc.operators.escalation import escalate_request
+from airflow_desc.operators.job_checks import owner_uid_of
 from airflow_desc.operators.output_checks import run_output_checks
 from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
 from airflow_desc.operators.trusted import trusted_bundle_state, trusted_streams
@@ -348,7 +349,7 @@ class SlurmBundleOperator(SlurmOperator):
         except SlurmJobFailed as exc:
             self._mark_recorded(context, job.accounting.job_id)
             if not job.adopted and cancelled_by_owner(
-                job.accounting, self._owner_uid(job.hook, job.accounting)
+                job.accounting, owner_uid_of(job.hook, job.accounting, self.log)
             ):
                 # Its own user's scancel (or a clear / mark-failed): Cancelled, never retried on its own.
                 raise AirflowFailException(

@@ -32,7 +32,6 @@ The life of one task instance:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
 import time
@@ -52,20 +51,26 @@ from airflow_desc.history import ProcessRecord, Recorder, default_recorder
 from airflow_desc.history.records import InstanceIdentity
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.operators.escalation import EscalationExhausted, escalate_job
+from airflow_desc.operators.job_checks import (
+    NODE_FAILURE_RESUBMITS,
+    counts_node_failure,
+    own_jobs,
+    owner_uid_of,
+    partition_nodes_of,
+    partition_notice,
+    with_node_notice,
+)
 from airflow_desc.operators.trusted import trusted_event_accounting, trusted_event_job_id, trusted_slurm_state
 from airflow_desc.slurm import (
     ContainerSpec,
     JobAccounting,
     JobSpec,
-    SlurmState,
     StateClass,
     accounting_to_payload,
     diagnose,
     render_job_script,
 )
-from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
-from airflow_desc.slurm.nodes import NodeState, expand_hostlist, unavailable_notice
-from airflow_desc.slurm.ownership import foreign_job_reason
+from airflow_desc.slurm.diagnose import Diagnosis
 from airflow_desc.slurm.units import walltime_seconds
 from airflow_desc.triggers.slurm import SlurmJobTrigger
 
@@ -82,8 +87,6 @@ __all__ = [
 ]
 
 _STATE_KEY = "slurm"
-#: How many times one try resubmits its job after a node failure before the failure spends a retry.
-NODE_FAILURE_RESUBMITS = 2
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -373,7 +376,7 @@ class SlurmOperator(BaseOperator):
     ) -> str | dict[str, Any] | None:
         """Find this task instance's unrecorded job, if any: its id to wait for, or an adopted summary."""
         expected = self._candidates(context, hook, state)
-        candidates = self._own_jobs(hook, expected)
+        candidates = own_jobs(hook, expected, self.log)
         if not candidates:
             return None
         accounting = hook.sacct(candidates)
@@ -440,37 +443,6 @@ class SlurmOperator(BaseOperator):
     def _name_of_try(self, context: Context, try_number: int) -> str:
         ti = context["ti"]
         return job_name_for(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), try_number)
-
-    def _own_jobs(self, hook: SlurmHook, expected: Mapping[str, tuple[str, datetime | None]]) -> list[str]:
-        """Return the candidates that are this task instance's jobs; say why each other one is not.
-
-        A job neither sacct nor squeue knows is kept: it is neither re-attached nor adopted anyway.
-        """
-        if not expected:
-            return []
-        owners = hook.owners(list(expected))
-        missing = [job_id for job_id in expected if job_id not in owners]
-        queued = {row.job_id: row.name for row in hook.squeue(missing)} if missing else {}
-        ours = []
-        for job_id, (name, after) in expected.items():
-            owner = owners.get(job_id)
-            if owner is None and job_id not in queued:
-                ours.append(job_id)
-                continue
-            why = foreign_job_reason(
-                job_id,
-                name=owner.name if owner else queued.get(job_id),
-                submit=owner.submit if owner else None,
-                expected_name=name,
-                submitted_after=after,
-            )
-            if why is None:
-                ours.append(job_id)
-            else:
-                self.log.warning(
-                    "not re-attaching to SLURM job %s: %s; submitting this task's job afresh", job_id, why
-                )
-        return ours
 
     def _guess_log(self, job_id: str, state: Mapping[str, Any]) -> str | None:
         pattern = state.get("log_pattern")
@@ -573,22 +545,12 @@ class SlurmOperator(BaseOperator):
         if accounting is None:
             message = str(event.get("message") or event)
             # A controller that lost its state also drains the nodes its lost jobs ran on.
-            notice = self._partition_notice(hook, profile, self._state(context))
+            notice = partition_notice(hook, profile.name, self._state(context), self.log)
             raise SlurmJobFailed(
                 f"{message} {notice}" if notice else message,
                 job_id=job_id, state="UNKNOWN", exit_code=None, reason="unknown-state",
             )  # fmt: skip
         return self._finish(context, FinishedJob(hook, profile, accounting))
-
-    def _partition_notice(
-        self, hook: SlurmHook, profile: ClusterProfile, state: Mapping[str, Any]
-    ) -> str | None:
-        """Say which nodes of the job's partition SLURM left down or drained, and why (logged too)."""
-        nodes = self._partition_nodes(hook, state)
-        notice = unavailable_notice(nodes, profile.name) if nodes else None
-        if notice:
-            self.log.error("%s", notice)
-        return notice
 
     # --- finish -------------------------------------------------------------------------------
     def _finish(self, context: Context, job: FinishedJob) -> dict[str, Any]:
@@ -602,9 +564,9 @@ class SlurmOperator(BaseOperator):
             tail = hook.read_tail(log_path, lines=self.log_tail_lines)
         diagnosis = diagnose(accounting, tail)
         if not succeeded:
-            diagnosis = self._with_node_notice(hook, profile, accounting, diagnosis)
+            diagnosis = with_node_notice(hook, profile.name, accounting, diagnosis, self.log)
         job_try = self._job_try(context, state, job_id)
-        owner_uid = self._owner_uid(hook, accounting)
+        owner_uid = owner_uid_of(hook, accounting, self.log)
         record = self._record(context, job, diagnosis, log_path, job_try, owner_uid=owner_uid, state=state)
         summary = {
             "job_id": job_id,
@@ -626,7 +588,7 @@ class SlurmOperator(BaseOperator):
         state.update(recorded=recorded[-50:], last_summary=summary)
         cancelled = record.state == "cancelled"
         if not succeeded and not cancelled:
-            partition_nodes = self._partition_nodes(hook, state) if diagnosis.retryable else None
+            partition_nodes = partition_nodes_of(hook, state, self.log) if diagnosis.retryable else None
             try:
                 state["escalation"] = escalate_job(
                     profile, accounting, diagnosis, state, escalate=self.escalate,
@@ -635,7 +597,11 @@ class SlurmOperator(BaseOperator):
                 )  # fmt: skip
             except EscalationExhausted as exc:
                 raise AirflowFailException(str(exc)) from None
-        resubmit = not adopted and self._counts_node_failure(context, diagnosis, state, job_id, job_try)
+        resubmit = (
+            not adopted
+            and job_try == int(context["ti"].try_number)
+            and counts_node_failure(state, diagnosis, job_id, job_try)
+        )
         self._save_state(context, state)
         if succeeded:
             return summary
@@ -679,61 +645,6 @@ class SlurmOperator(BaseOperator):
             context, hook, profile, self._submit(context, hook, profile, state)
         )
         return summary
-
-    def _owner_uid(self, hook: SlurmHook, accounting: JobAccounting) -> int | None:
-        """Return the uid a cancelled job ran as (sacct UID), to tell its owner's cancel from others'."""
-        if accounting.state.state is not SlurmState.CANCELLED:
-            return None
-        try:
-            owner = hook.owners([accounting.job_id]).get(accounting.job_id)
-        except DescError as exc:
-            self.log.warning("could not read who owns job %s, so its cancel counts as Terminated: %s",
-                             accounting.job_id, exc)  # fmt: skip
-            return None
-        return owner.uid if owner else None
-
-    def _partition_nodes(self, hook: SlurmHook, state: Mapping[str, Any]) -> list[NodeState] | None:
-        """Return the nodes of the partition the job ran in, as sinfo reports them (``None``: unknown)."""
-        partition = (state.get("resources") or {}).get("partition")
-        try:
-            return hook.nodes(partition=partition if isinstance(partition, str) else None)
-        except (DescError, ValueError) as exc:
-            self.log.warning("sinfo failed, so no node is excluded: %s", exc)
-            return None
-
-    def _with_node_notice(
-        self, hook: SlurmHook, profile: ClusterProfile, accounting: JobAccounting, diagnosis: Diagnosis
-    ) -> Diagnosis:
-        """Add to a failed job's diagnosis that SLURM left its node down or drained, if it did."""
-        if not accounting.node_list:
-            return diagnosis
-        try:
-            nodes = hook.nodes(nodes=expand_hostlist(accounting.node_list))
-        except (DescError, ValueError) as exc:
-            self.log.warning("sinfo failed, node states of job %s unknown: %s", accounting.job_id, exc)
-            return diagnosis
-        notice = unavailable_notice(nodes, profile.name)
-        if notice is None:
-            return diagnosis
-        self.log.error("%s", notice)
-        return dataclasses.replace(diagnosis, message=f"{diagnosis.message}. {notice}")
-
-    def _counts_node_failure(
-        self, context: Context, diagnosis: Diagnosis, state: dict[str, Any], job_id: str, job_try: int
-    ) -> bool:
-        """Note a node failure of this try's job in ``state``; whether the try resubmits it itself.
-
-        A node failure is not the payload's fault: the try resubmits, at most
-        :data:`NODE_FAILURE_RESUBMITS` times, before the failure spends one of the task's retries.
-        """
-        if diagnosis.reason is not ReasonClass.NODE_FAILURE or job_try != int(context["ti"].try_number):
-            return False
-        failures = [f for f in state.get("node_failures") or [] if isinstance(f, Mapping)]
-        this_try = [f for f in failures if f.get("try") == job_try]
-        if len(this_try) >= NODE_FAILURE_RESUBMITS:
-            return False
-        state["node_failures"] = [*failures, {"try": job_try, "job_id": job_id, "message": diagnosis.message}]
-        return True
 
     def _identity(self, context: Context, try_number: int | None = None) -> InstanceIdentity:
         """Return who this task instance's process instance is, for its records."""
