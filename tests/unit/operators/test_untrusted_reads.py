@@ -115,6 +115,12 @@ HONEST = {"job_id": "900", "try_number": 1, "log_pattern": f"{TASK_DIR}/t1-%j.ou
         ({"job_id": "1; touch /tmp/x"}, "task state store 'slurm': job_id = '1; touch /tmp/x'"),
         ({"recorded": ["1 && reboot"]}, "task state store 'slurm': recorded = '1 && reboot'"),
         ({"job_id": 900}, "task state store 'slurm': job_id = 900"),
+        (
+            {"node_failures": [{"try": 1, "job_id": "1;id", "message": ""}]},
+            "task state store 'slurm': node_failures: job_id = '1;id'",
+        ),
+        ({"node_failures": "many"}, "task state store 'slurm': node_failures = 'many'"),
+        ({"submit_after": 0}, "task state store 'slurm': submit_after = 0"),
     ],
 )
 def test_a_hostile_job_id_fails_the_try_before_any_command(
