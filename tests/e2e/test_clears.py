@@ -70,10 +70,10 @@ def test_two_clears_within_a_second_rerun_once_and_at_once(
     recs = [r for r in JsonLinesRecorder(history_file).read() if r.dag_id == DAG_ID and r.run_id == run_id]
     by_job = {r.job_id: r.state for r in recs}
     assert by_job == {j: ("success" if j in completed else "cancelled") for j in jobs}, recs
-    # Nothing failed into a retry: every try before the last one was cleared, none failed.
+    # No try went up for retry (Airflow's history marks a try cleared while unfinished "failed").
     history = airflow.sql(
         "SELECT try_number, state FROM task_instance_history WHERE dag_id = %s AND run_id = %s",
         DAG_ID,
         run_id,
     )
-    assert all(s not in ("failed", "up_for_retry") for _, s in history), history
+    assert all(s != "up_for_retry" for _, s in history), history
