@@ -622,10 +622,10 @@ class SlurmOperator(BaseOperator):
                 "in Airflow): recorded Cancelled and not retried; clear the task to run it again."
             )
         if resubmit:
+            excluded = ",".join((state.get("escalation") or {}).get("exclude") or [])
             self.log.warning(
                 "%s; a node failure is not the payload's fault: resubmitting within try %s (%s)",
-                diagnosis.message, job_try,
-                ",".join((state.get("escalation") or {}).get("exclude") or []) or "no node excluded",
+                diagnosis.message, job_try, f"excluding {excluded}" if excluded else "no node excluded",
             )  # fmt: skip
             return self._run_again(context, hook, profile, state)
         raise SlurmJobFailed(

@@ -177,7 +177,7 @@ def test_a_node_failure_reruns_on_the_other_node_within_the_try(
     assert "(SLURM's reason: desc-it-node-fail)" in (lost.message or ""), lost.message
     assert f"scontrol update nodename={failed} state=resume" in (lost.message or "")
     assert done.state == "success" and done.job_id != lost.job_id
-    assert f"excluding {failed}" in run.log()
+    assert f"excluding {failed}" in run.output.read_text(), run.log()
     # The history keeps one row per try (the latest write): the success, naming the lost job.
     [row] = records(run.history)
     assert row.job_id == done.job_id
@@ -205,7 +205,7 @@ def test_a_node_failure_on_the_only_node_excludes_nothing(
         (1, "NODE_FAIL"),
         (1, "COMPLETED"),
     ], run.log()
-    assert "no node excluded" in run.log()
+    assert "no node excluded" in run.output.read_text(), run.log()
 
 
 # --- a job id in the saved state that names another task's job ---

@@ -34,10 +34,12 @@ def test_sinfo_lines_become_node_states() -> None:
         ("pm-n1", "regular", True),
         ("pm-n2", "regular", True),
     ]
+    # Recorded with pm-n2 drained, then set down: sinfo calls it drained.
     down = {n.name: n for n in ONE_DOWN}
-    assert down["pm-n1"].unavailable and not down["pm-n1"].usable
-    assert down["pm-n1"].reason == "test"
-    assert down["pm-n2"].usable and down["pm-n2"].reason is None
+    assert down["pm-n2"].state == "drained"
+    assert down["pm-n2"].unavailable and not down["pm-n2"].usable
+    assert down["pm-n2"].reason == "desc-record-test"
+    assert down["pm-n1"].usable and down["pm-n1"].reason is None
 
 
 @pytest.mark.parametrize(
@@ -82,9 +84,9 @@ def test_the_partitions_only_usable_node_is_never_excluded() -> None:
     assert "no other usable node" in note and "waits for a node to come back" in note
 
 
-def test_a_down_other_node_does_not_count() -> None:
-    # pm-n2 failed now, pm-n1 is down: nothing can be excluded.
-    exclude, _ = exclusion_after_node_failure("pm-n2", ONE_DOWN)
+def test_a_drained_other_node_does_not_count() -> None:
+    # pm-n1 failed now, pm-n2 is drained: nothing can be excluded.
+    exclude, _ = exclusion_after_node_failure("pm-n1", ONE_DOWN)
     assert exclude == []
 
 
