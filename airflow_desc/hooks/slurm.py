@@ -52,6 +52,9 @@ from airflow_desc.slurm import (
     squeue_command,
     submit_script_command,
 )
+from airflow_desc.slurm.commands import owner_sacct_command, sinfo_nodes_command
+from airflow_desc.slurm.nodes import NodeState, parse_sinfo_nodes
+from airflow_desc.slurm.ownership import JobOwner, parse_owners
 
 __all__ = ["DEFAULT_CHANNEL_TIMEOUT", "CommandResult", "SlurmHook"]
 
@@ -525,6 +528,14 @@ class SlurmHook(BaseHook):
         found = parse_sacct(self.run(sacct_command(name=name, start=since)).stdout)
         ids.update(row.job_id for row in found if row.step is None)
         return sorted(ids, key=lambda i: [int(p) for p in i.replace("_", ".").split(".") if p.isdigit()])
+
+    def owners(self, job_ids: Sequence[str]) -> dict[str, JobOwner]:
+        """Return whose each job is: its name, uid and submit time (UTC), by id; unknown ids are absent."""
+        return parse_owners(self.run(owner_sacct_command(list(job_ids))).stdout)
+
+    def nodes(self, *, partition: str | None = None, nodes: Sequence[str] = ()) -> list[NodeState]:
+        """Return the state and reason of each node (of ``partition``, or ``nodes``) as ``sinfo -N`` says."""
+        return parse_sinfo_nodes(self.run(sinfo_nodes_command(partition, nodes)).stdout)
 
     def scancel(self, job_ids: Sequence[str], *, signal: str | None = None) -> None:
         """Cancel (or signal) jobs."""

@@ -54,6 +54,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow.sdk.exceptions import AirflowFailException
+
 from airflow_desc.clusters import ClusterProfile
 from airflow_desc.emulate import payload_source
 from airflow_desc.exceptions import SlurmJobFailed
@@ -68,12 +70,14 @@ from airflow_desc.operators.bundle_records import (
     unfinished_record,
 )
 from airflow_desc.operators.escalation import escalate_request
+from airflow_desc.operators.job_checks import owner_uid_of
 from airflow_desc.operators.output_checks import run_output_checks
 from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
 from airflow_desc.operators.trusted import trusted_bundle_state, trusted_streams
 from airflow_desc.operators.workflow import VariantRecorder, workdir_lines
 from airflow_desc.pilot import bundle_job_command, parse_records, parse_summary, step_name
 from airflow_desc.slurm import JobAccounting, StateClass, diagnose
+from airflow_desc.slurm.ownership import cancelled_by_owner
 from airflow_desc.slurm.quoting import quote_path
 from airflow_desc.workflow.bundle_plan import (
     BundlePlan,
@@ -342,8 +346,16 @@ class SlurmBundleOperator(SlurmOperator):
             summary = self._conclude(
                 context, job.hook, job.profile, job.accounting, plan, adopted=job.adopted
             )
-        except SlurmJobFailed:
+        except SlurmJobFailed as exc:
             self._mark_recorded(context, job.accounting.job_id)
+            if not job.adopted and cancelled_by_owner(
+                job.accounting, owner_uid_of(job.hook, job.accounting, self.log)
+            ):
+                # Its own user's scancel (or a clear / mark-failed): Cancelled, never retried on its own.
+                raise AirflowFailException(
+                    f"{exc} The allocation (job {job.accounting.job_id}) was cancelled by its own user: "
+                    "not retried; clear the task to run it again."
+                ) from None
             raise
         self._mark_recorded(context, job.accounting.job_id)
         return summary

@@ -14,12 +14,13 @@ asks for the cores that carry it, or moves to the profile's high-memory partitio
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_desc.exceptions import DescError
 from airflow_desc.slurm import JobAccounting
 from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
+from airflow_desc.slurm.nodes import NodeState, exclusion_after_node_failure
 from airflow_desc.workflow.bundle_plan import PlannedInstance, RaisedRequest
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ def escalate_job(
     escalate: bool,
     timeout_factor: float,
     memory_factor: float,
+    partition_nodes: Sequence[NodeState] | None = None,
 ) -> dict[str, Any]:
     """Return what a single job's next try should ask for, given how this one failed.
 
@@ -123,6 +125,9 @@ def escalate_job(
     :param escalate: whether to raise memory / walltime at all (node exclusion happens anyway).
     :param timeout_factor: walltime factor after ``time-limit``.
     :param memory_factor: memory factor after ``out-of-memory``.
+    :param partition_nodes: the partition's nodes as sinfo reports them now; after a node failure
+        or preemption the node is excluded only when another usable one can run the job
+        (:func:`~airflow_desc.slurm.nodes.exclusion_after_node_failure`); ``None`` (unknown): not excluded.
     :return: the new ``escalation`` state (``cpus``, ``mem_mb``, ``time_limit_s``, ``partition``,
         ``exclude``).
     :raises EscalationExhausted: when the try already had the cluster's most.
@@ -130,8 +135,11 @@ def escalate_job(
     esc = dict(state.get("escalation") or {})
     used = dict(state.get("resources") or {})
     if diagnosis.retryable and accounting.node_list:
-        # Node failure, preemption: same resources, but not on that node again.
-        esc["exclude"] = sorted({*(esc.get("exclude") or []), accounting.node_list})
+        # Node failure, preemption: same resources, and not on that node again if another can run it.
+        needed = (accounting.job.nnodes if accounting.job else None) or 1
+        esc["exclude"], _ = exclusion_after_node_failure(
+            accounting.node_list, partition_nodes or (), esc.get("exclude") or (), nodes_needed=needed
+        )
     if not escalate or diagnosis.escalate is None:
         return esc
     if diagnosis.reason is ReasonClass.TIME_LIMIT:

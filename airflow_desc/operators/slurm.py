@@ -7,18 +7,27 @@ The life of one task instance:
    task state store (Airflow 3.3) as soon as sbatch returns. A try first looks there, and
    after a crash also asks the cluster for the jobs named after this task instance's earlier
    tries: a job still queued or running is re-attached; a job that finished but whose result
-   was never recorded (the worker died) is adopted; only otherwise is a new job submitted.
+   was never recorded (the worker died) is adopted; only otherwise is a new job submitted. An id
+   is never trusted alone: the job must carry the name the task submitted it with and have been
+   submitted after the task's record of submitting it (:mod:`airflow_desc.slurm.ownership`); a
+   reused id (slurmctld lost its state) is another task's job, and the try submits afresh.
 2. **Wait without a worker slot.** Deferred to :class:`~airflow_desc.triggers.slurm.SlurmJobTrigger`,
    whose per-cluster poller batches every watched job into one sacct call per interval.
    ``deferrable=False`` polls from the worker instead.
 3. **Diagnose and record.** The job's accounting (and on failure the tail of its log) is
    diagnosed (:func:`airflow_desc.slurm.diagnose`), recorded as a process instance, and
    returned as the XCom summary. A failure raises :class:`~airflow_desc.exceptions.SlurmJobFailed`
-   with the classified reason.
+   with the classified reason. A job cancelled by its own uid (a user's ``scancel``, or a clear /
+   mark-failed in Airflow) is recorded Cancelled and fails the task without a retry; a cancel by
+   anyone else (root, an admin, SLURM) is Terminated and retried. When the job's node is left
+   DOWN / DRAIN, the task log and the record's message say so, with SLURM's reason.
 4. **Escalate by cause.** After ``TIMEOUT`` the next try asks for ``walltime x timeout_factor``
    (up to the cluster's maximum), after ``OUT_OF_MEMORY`` for ``memory x memory_factor`` (up to a
    node; more cores when memory per core is the limit, then the high-memory partition). A node
-   failure or preemption retries with the same resources, excluding the node.
+   failure or preemption retries with the same resources, excluding the node only when another
+   usable node of the partition can run the job (:mod:`airflow_desc.slurm.nodes`). A node failure
+   is not the payload's fault and does not spend the task's retries: the try resubmits the job
+   itself, at most :data:`NODE_FAILURE_RESUBMITS` times.
 """
 
 from __future__ import annotations
@@ -42,6 +51,15 @@ from airflow_desc.history import ProcessRecord, Recorder, default_recorder
 from airflow_desc.history.records import InstanceIdentity
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.operators.escalation import EscalationExhausted, escalate_job
+from airflow_desc.operators.job_checks import (
+    NODE_FAILURE_RESUBMITS,
+    counts_node_failure,
+    own_jobs,
+    owner_uid_of,
+    partition_nodes_of,
+    partition_notice,
+    with_node_notice,
+)
 from airflow_desc.operators.trusted import trusted_event_accounting, trusted_event_job_id, trusted_slurm_state
 from airflow_desc.slurm import (
     ContainerSpec,
@@ -59,7 +77,14 @@ from airflow_desc.triggers.slurm import SlurmJobTrigger
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["FinishedJob", "SlurmOperator", "job_name_for", "task_dir_for", "untrusted_fails_the_task"]
+__all__ = [
+    "NODE_FAILURE_RESUBMITS",
+    "FinishedJob",
+    "SlurmOperator",
+    "job_name_for",
+    "task_dir_for",
+    "untrusted_fails_the_task",
+]
 
 _STATE_KEY = "slurm"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -99,6 +124,17 @@ def _home_relative(path: str) -> str:
 
 def _map_index(ti: Any) -> int:
     return -1 if ti.map_index is None else int(ti.map_index)
+
+
+def _aware(text: Any) -> datetime | None:
+    """Read a saved ISO time (ours are UTC); anything else is no record at all."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 @contextmanager
@@ -305,7 +341,6 @@ class SlurmOperator(BaseOperator):
     # --- execute ------------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
         """Re-attach to, adopt, or submit this task instance's job; then wait for it."""
-        ti = context["ti"]
         profile = self._profile()
         hook = self._hook(profile)
         state = self._state(context)
@@ -314,8 +349,14 @@ class SlurmOperator(BaseOperator):
             return job_id
         if job_id is None:
             job_id = self._submit(context, hook, profile, state)
+        return self._wait(context, hook, profile, job_id)
+
+    def _wait(self, context: Context, hook: SlurmHook, profile: ClusterProfile, job_id: str) -> Any:
+        """Wait for ``job_id``: defer to the trigger, or poll from the worker; then finish."""
         self._job_id = job_id
-        self.log.info("waiting for SLURM job %s on %s (try %s)", job_id, profile.name, ti.try_number)
+        self.log.info(
+            "waiting for SLURM job %s on %s (try %s)", job_id, profile.name, context["ti"].try_number
+        )
         if self.deferrable:
             self.defer(
                 trigger=SlurmJobTrigger(
@@ -334,17 +375,8 @@ class SlurmOperator(BaseOperator):
         self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
     ) -> str | dict[str, Any] | None:
         """Find this task instance's unrecorded job, if any: its id to wait for, or an adopted summary."""
-        ti = context["ti"]
-        recorded = set(state.get("recorded") or [])
-        candidates: list[str] = []
-        if state.get("job_id") and state["job_id"] not in recorded:
-            candidates.append(state["job_id"])
-        if int(ti.try_number) > 1 or state:
-            # The worker may have died between sbatch and writing the id down: ask by name.
-            for try_number in range(1, int(ti.try_number) + 1):
-                name = job_name_for(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), try_number)
-                candidates.extend(j for j in hook.find_jobs_by_name(name) if j not in recorded)
-        candidates = list(dict.fromkeys(candidates))
+        expected = self._candidates(context, hook, state)
+        candidates = own_jobs(hook, expected, self.log)
         if not candidates:
             return None
         accounting = hook.sacct(candidates)
@@ -357,7 +389,11 @@ class SlurmOperator(BaseOperator):
                 self.log.info(
                     "re-attaching to SLURM job %s, still %s", job_id, acct.state.raw if acct else "queued"
                 )
-                state.update(job_id=job_id)
+                # The try that submitted it, from the name it carries: its record goes to that try.
+                job_try = int(expected[job_id][0].rsplit(".t", 1)[1])
+                if job_id != state.get("job_id"):
+                    state.update(log_path=f"{self._task_dir(context)}/t{job_try}-{job_id}.out")
+                state.update(job_id=job_id, try_number=job_try)
                 self._save_state(context, state)
                 return job_id
         for job_id in candidates:
@@ -380,6 +416,33 @@ class SlurmOperator(BaseOperator):
             state.clear()
             state.update(self._state(context))
         return None
+
+    def _candidates(
+        self, context: Context, hook: SlurmHook, state: Mapping[str, Any]
+    ) -> dict[str, tuple[str, datetime | None]]:
+        """Return the unrecorded jobs that may be this task instance's.
+
+        Each with the name it must carry and when its try started submitting it (``None``: no record).
+        """
+        ti = context["ti"]
+        recorded = set(state.get("recorded") or [])
+        expected: dict[str, tuple[str, datetime | None]] = {}
+        if state.get("job_id") and state["job_id"] not in recorded:
+            saved_try = int(state.get("try_number") or ti.try_number)
+            after = _aware(state.get("submit_after") or state.get("submitted_at"))
+            expected[state["job_id"]] = (self._name_of_try(context, saved_try), after)
+        if int(ti.try_number) > 1 or state:
+            # The worker may have died between sbatch and writing the id down: ask by name.
+            for try_number in range(1, int(ti.try_number) + 1):
+                name = self._name_of_try(context, try_number)
+                for job_id in hook.find_jobs_by_name(name):
+                    if job_id not in recorded:
+                        expected.setdefault(job_id, (name, None))
+        return expected
+
+    def _name_of_try(self, context: Context, try_number: int) -> str:
+        ti = context["ti"]
+        return job_name_for(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), try_number)
 
     def _guess_log(self, job_id: str, state: Mapping[str, Any]) -> str | None:
         pattern = state.get("log_pattern")
@@ -422,6 +485,8 @@ class SlurmOperator(BaseOperator):
             extra_sbatch=dict(self.sbatch_args),
         )
         script = render_job_script(spec)
+        # Before sbatch: the job's Submit time must not be older than this (a reused id's would be).
+        submit_after = datetime.now(timezone.utc).replace(microsecond=0)
         submitted = hook.submit(
             script, remote_dir=task_dir, script_name=f"t{ti.try_number}.sh", job_name=name
         )
@@ -431,6 +496,7 @@ class SlurmOperator(BaseOperator):
             try_number=int(ti.try_number),
             log_pattern=log_pattern,
             log_path=log_pattern.replace("%j", submitted.job_id),
+            submit_after=submit_after.isoformat(),
             submitted_at=datetime.now(timezone.utc).isoformat(),
             resources={k: v for k, v in res.items() if v is not None},
         )
@@ -477,8 +543,11 @@ class SlurmOperator(BaseOperator):
         profile = self._profile()
         hook = self._hook(profile)
         if accounting is None:
+            message = str(event.get("message") or event)
+            # A controller that lost its state also drains the nodes its lost jobs ran on.
+            notice = partition_notice(hook, profile.name, self._state(context), self.log)
             raise SlurmJobFailed(
-                str(event.get("message") or event),
+                f"{message} {notice}" if notice else message,
                 job_id=job_id, state="UNKNOWN", exit_code=None, reason="unknown-state",
             )  # fmt: skip
         return self._finish(context, FinishedJob(hook, profile, accounting))
@@ -494,7 +563,11 @@ class SlurmOperator(BaseOperator):
         if not succeeded and log_path:
             tail = hook.read_tail(log_path, lines=self.log_tail_lines)
         diagnosis = diagnose(accounting, tail)
-        record = self._record(context, job, diagnosis, log_path, self._job_try(context, state, job_id))
+        if not succeeded:
+            diagnosis = with_node_notice(hook, profile.name, accounting, diagnosis, self.log)
+        job_try = self._job_try(context, state, job_id)
+        owner_uid = owner_uid_of(hook, accounting, self.log)
+        record = self._record(context, job, diagnosis, log_path, job_try, owner_uid=owner_uid, state=state)
         summary = {
             "job_id": job_id,
             "cluster": profile.name,
@@ -513,20 +586,48 @@ class SlurmOperator(BaseOperator):
         }
         recorded = [*(state.get("recorded") or []), job_id]
         state.update(recorded=recorded[-50:], last_summary=summary)
-        if not succeeded:
+        cancelled = record.state == "cancelled"
+        if not succeeded and not cancelled:
+            partition_nodes = partition_nodes_of(hook, state, self.log) if diagnosis.retryable else None
             try:
                 state["escalation"] = escalate_job(
                     profile, accounting, diagnosis, state, escalate=self.escalate,
                     timeout_factor=self.timeout_factor, memory_factor=self.memory_factor,
+                    partition_nodes=partition_nodes,
                 )  # fmt: skip
             except EscalationExhausted as exc:
                 raise AirflowFailException(str(exc)) from None
+        resubmit = (
+            not adopted
+            and job_try == int(context["ti"].try_number)
+            and counts_node_failure(state, diagnosis, job_id, job_try)
+        )
         self._save_state(context, state)
         if succeeded:
             return summary
         context["ti"].xcom_push(key="slurm_summary", value=summary)
         if tail:
             self.log.error("last lines of %s:\n%s", log_path, tail)
+        if cancelled and not adopted and job_try != int(context["ti"].try_number):
+            # An earlier try's job this try re-attached to, cancelled by the clear that started this
+            # try (its trigger's scancel): Cancelled for that try; this try runs its own job now.
+            self.log.warning(
+                "%s: cancelled when try %s was cleared; recorded Cancelled for it, submitting try %s's job",
+                diagnosis.message, job_try, context["ti"].try_number,
+            )  # fmt: skip
+            return self._run_again(context, hook, profile, state)
+        if cancelled:
+            raise AirflowFailException(
+                f"{diagnosis.message}. It was cancelled by its own user (a scancel, or a clear / mark-failed "
+                "in Airflow): recorded Cancelled and not retried; clear the task to run it again."
+            )
+        if resubmit:
+            excluded = ",".join((state.get("escalation") or {}).get("exclude") or [])
+            self.log.warning(
+                "%s; a node failure is not the payload's fault: resubmitting within try %s (%s)",
+                diagnosis.message, job_try, f"excluding {excluded}" if excluded else "no node excluded",
+            )  # fmt: skip
+            return self._run_again(context, hook, profile, state)
         raise SlurmJobFailed(
             diagnosis.message,
             job_id=job_id,
@@ -535,6 +636,15 @@ class SlurmOperator(BaseOperator):
             reason=str(diagnosis.reason),
             log_tail=tail,
         )
+
+    def _run_again(
+        self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Submit this try's job anew within the try (no retry spent) and wait for it."""
+        summary: dict[str, Any] = self._wait(
+            context, hook, profile, self._submit(context, hook, profile, state)
+        )
+        return summary
 
     def _identity(self, context: Context, try_number: int | None = None) -> InstanceIdentity:
         """Return who this task instance's process instance is, for its records."""
@@ -560,15 +670,35 @@ class SlurmOperator(BaseOperator):
         return int(state.get("try_number") or this_try) if state.get("job_id") == job_id else this_try
 
     def _record(
-        self, context: Context, job: FinishedJob, diagnosis: Diagnosis, log_path: str | None, job_try: int
+        self,
+        context: Context,
+        job: FinishedJob,
+        diagnosis: Diagnosis,
+        log_path: str | None,
+        job_try: int,
+        *,
+        owner_uid: int | None = None,
+        state: Mapping[str, Any] | None = None,
     ) -> ProcessRecord:
         accounting = job.accounting
+        extra: dict[str, Any] = {
+            "accounting": accounting_to_payload(accounting)["rows"],
+            "adopted": job.adopted,
+        }
+        # Jobs of this try lost to node failures before this one: one history row per try keeps them here.
+        earlier = [
+            f for f in (state or {}).get("node_failures") or []
+            if isinstance(f, Mapping) and f.get("try") == job_try and f.get("job_id") != accounting.job_id
+        ]  # fmt: skip
+        if earlier:
+            extra["node_failures"] = earlier
         record = self._identity(context, job_try).of_job(
             accounting,
             diagnosis,
             cluster=job.profile.name,
             log_path=log_path,
-            extra={"accounting": accounting_to_payload(accounting)["rows"], "adopted": job.adopted},
+            job_uid=owner_uid,
+            extra=extra,
         )
         (self.recorder or default_recorder()).record([record])
         return record

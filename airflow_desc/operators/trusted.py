@@ -117,7 +117,8 @@ def trusted_slurm_state(state: Any, task_dir: str, *, source: str) -> dict[str, 
     """Return a copy of a SlurmOperator's saved state once every field it acts on is checked.
 
     ``job_id`` and each of ``recorded`` must be job ids, ``log_path`` and ``log_pattern`` inside
-    ``task_dir``, ``try_number`` a positive int. The escalation is checked where it is used
+    ``task_dir``, ``try_number`` a positive int, the submit times strings, ``node_failures`` a list
+    of ``{try, job_id, message}``. The escalation is checked where it is used
     (:class:`~airflow_desc.slurm.JobSpec` refuses what sbatch could not take).
 
     :param state: the saved state.
@@ -140,7 +141,25 @@ def trusted_slurm_state(state: Any, task_dir: str, *, source: str) -> dict[str, 
             trusted_path(f"{source}: {key}", state[key], task_dir)
     if state.get("try_number") is not None and not _is_count(state["try_number"]):
         _refuse(f"{source}: try_number", state["try_number"], "a try number is a positive int")
+    for key in ("submit_after", "submitted_at"):
+        if state.get(key) is not None and not isinstance(state[key], str):
+            _refuse(f"{source}: {key}", state[key], "a time is an ISO string")
+    _trusted_node_failures(f"{source}: node_failures", state.get("node_failures"))
     return dict(state)
+
+
+def _trusted_node_failures(field: str, value: Any) -> None:
+    """Check the jobs a try lost to node failures: ``[{"try": n, "job_id": id, "message": text}]``."""
+    if value is None:
+        return
+    if not _is_list(value):
+        _refuse(field, value, "a list of node failures is expected")
+    for item in value:
+        if not isinstance(item, Mapping) or set(item) != {"try", "job_id", "message"}:
+            _refuse(field, item, "a node failure is {try, job_id, message}")
+        if not _is_count(item["try"]) or not isinstance(item["message"], str):
+            _refuse(field, item, "a node failure's try is a positive int, its message a string")
+        trusted_job_id(f"{field}: job_id", item["job_id"])
 
 
 def trusted_script_outcome(field: str, value: Any) -> ScriptOutcome:

@@ -16,13 +16,17 @@ from airflow_desc.slurm.quoting import check_text, quote_path
 
 __all__ = [
     "JOB_ID_RE",
+    "OWNER_FIELDS",
     "SACCT_FIELDS",
+    "SINFO_NODE_FORMAT",
     "SQUEUE_FIELDS",
     "SQUEUE_FORMAT",
     "chunked_sacct_commands",
+    "owner_sacct_command",
     "sacct_command",
     "sbatch_command",
     "scancel_command",
+    "sinfo_nodes_command",
     "squeue_command",
     "submit_script_command",
     "validate_job_id",
@@ -58,6 +62,12 @@ SACCT_FIELDS: tuple[str, ...] = (
     "Reason",
 )
 
+#: The sacct fields that say whose a job is: its name, its owner's uid, when it was submitted.
+OWNER_FIELDS: tuple[str, ...] = ("JobID", "JobName", "UID", "Submit")
+
+#: ``sinfo -N --format``: one line per node and partition: node, partition, long state, reason.
+SINFO_NODE_FORMAT = "%N|%P|%T|%E"
+
 #: The squeue columns we read, in the order of :data:`SQUEUE_FORMAT`.
 SQUEUE_FIELDS: tuple[str, ...] = ("JobID", "Name", "State", "Reason", "TimeUsed", "TimeLimit", "NodeList")
 #: ``squeue --format``: job id, name, long state, reason, time used, time limit, nodes.
@@ -67,6 +77,8 @@ SQUEUE_FORMAT = "%i|%j|%T|%r|%M|%l|%N"
 _DEFAULT_MAX_IDS = 1000
 _FIELD_RE = re.compile(r"^[A-Za-z]+$")
 _NAME_RE = re.compile(r"^[\w.@+-]+$")
+#: A node name or a hostlist expression as sacct's NodeList prints it: ``pm-n1``, ``nid[001-004,007]``.
+_HOSTLIST_RE = re.compile(r"^[\w.-]+(\[[\d,-]+\])?[\w.-]*$", re.ASCII)
 
 
 def validate_job_id(job_id: str) -> str:
@@ -286,4 +298,36 @@ def scancel_command(job_ids: Sequence[str], signal: str | None = None, *, cluste
     if cluster is not None:
         words.append(f"--clusters={_names('cluster', cluster)}")
     words += _job_ids(job_ids)
+    return _join(words)
+
+
+def owner_sacct_command(job_ids: Sequence[str]) -> str:
+    """``TZ=UTC sacct -X -P -n -o JobID,JobName,UID,Submit -j ids``: whose each job is, and since when.
+
+    sacct prints times in the local time of the shell it runs in; ``TZ=UTC`` makes Submit
+    comparable with the worker's record of submitting, wherever the cluster is. ``-X``: the
+    allocation lines only (the steps carry no owner of their own).
+
+    :param job_ids: the jobs.
+    :return: the command line; parse its output with :func:`~airflow_desc.slurm.ownership.parse_owners`.
+    """
+    words = ["sacct", "-X", "-P", "-n", "-o", ",".join(OWNER_FIELDS), "-j", ",".join(_job_ids(job_ids))]
+    return f"TZ=UTC {_join(words)}"
+
+
+def sinfo_nodes_command(partition: str | None = None, nodes: Sequence[str] = ()) -> str:
+    """``sinfo -h -N --format='%N|%P|%T|%E' [-p partition] [-n nodes]``: each node's state and reason.
+
+    :param partition: only this partition's nodes.
+    :param nodes: only these nodes.
+    :return: the command line; parse its output with :func:`~airflow_desc.slurm.nodes.parse_sinfo_nodes`.
+    """
+    words = ["sinfo", "-h", "-N", f"--format={SINFO_NODE_FORMAT}"]
+    if partition is not None:
+        words += ["-p", _names("partition", partition)]
+    if nodes:
+        for node in nodes:
+            if not isinstance(node, str) or not _HOSTLIST_RE.match(node):
+                raise ValueError(f"invalid node name: {node!r}")
+        words += ["-n", ",".join(nodes)]
     return _join(words)

@@ -146,6 +146,7 @@ class SacctRow:
     :param partition: Partition.
     :param cluster: Cluster.
     :param reason: Reason; ``None`` for ``None``.
+    :param uid: UID, the uid the job runs as (only when asked for, e.g. by ``owner_sacct_command``).
     :param raw: every requested field as printed, by field name.
     :param line_number: the line of the output this row came from.
     """
@@ -175,6 +176,7 @@ class SacctRow:
     partition: str | None = None
     cluster: str | None = None
     reason: str | None = None
+    uid: int | None = None
     raw: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
     line_number: int | None = field(default=None, compare=False)
 
@@ -229,6 +231,7 @@ def _row_from_fields(values: Mapping[str, str], line_number: int) -> SacctRow:
         partition=_value(values, "Partition", _text),
         cluster=_value(values, "Cluster", _text),
         reason=_value(values, "Reason", _text),
+        uid=_value(values, "UID", _int),
         raw=dict(values),
         line_number=line_number,
     )

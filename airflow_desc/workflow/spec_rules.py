@@ -346,9 +346,7 @@ class _Rules:
             return
         for name in sorted(expression.names):
             if name not in self.variables:
-                hint = choose(
-                    name, self.variables, known="variables are", empty="declare it under variables"
-                )
+                hint = choose(name, self.variables, known="variables are", empty="declare it under variables")
                 self.add(path, f"unknown variable '{name}'; {hint}")
             elif value_kind(self.variables[name]) not in ("a number", "a whole number"):
                 kind = value_kind(self.variables[name])

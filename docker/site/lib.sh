@@ -20,6 +20,7 @@ PORT_DBD=${DESC_SITE_PORT_DBD:-16819}
 PORT_MARIADB=${DESC_SITE_PORT_MARIADB:-16306}
 PORT_PM_CTLD=${DESC_SITE_PORT_PM_CTLD:-16817}
 PORT_PM_SLURMD=${DESC_SITE_PORT_PM_SLURMD:-16818}
+PORT_PM_SLURMD2=${DESC_SITE_PORT_PM_SLURMD2:-16830}
 PORT_S3_CTLD=${DESC_SITE_PORT_S3_CTLD:-16827}
 PORT_S3_SLURMD=${DESC_SITE_PORT_S3_SLURMD:-16828}
 PORT_SSH_PM=${DESC_SITE_PORT_SSH_PM:-2222}
@@ -29,7 +30,9 @@ PORT_PG_META=${DESC_SITE_PORT_PG_META:-15432}
 PORT_PG_HISTORY=${DESC_SITE_PORT_PG_HISTORY:-15433}
 PORT_REDIS=${DESC_SITE_PORT_REDIS:-16379}
 
-# The two clusters. perlmutter: NERSC-like, 2 cores at 2 GB/core, short walltime.
+# The two clusters. perlmutter: NERSC-like, two nodes (pm-n1, pm-n2: one slurmd each, Debian's
+# slurmd is built with multiple-slurmd support) of 2 cores at 2 GB/core, short walltime; jobs go
+# to pm-n1 first (Weight), pm-n2 takes what pm-n1 cannot (a node failure's resubmission).
 # s3df: SLAC-like, 1 core with more memory per core, longer walltime, EnforcePartLimits=ALL.
 CLUSTERS="perlmutter s3df"
 
@@ -136,5 +139,11 @@ pg_bindir() {
 }
 
 cluster_conf() { echo "$ETC/$1/slurm.conf"; }
-cluster_node() { case $1 in perlmutter) echo pm-n1 ;; s3df) echo s3df-n1 ;; esac; }
+# Every node of a cluster, the first one first.
+cluster_nodes() { case $1 in perlmutter) echo pm-n1 pm-n2 ;; s3df) echo s3df-n1 ;; esac; }
+node_port() {
+    case $1 in pm-n1) echo "$PORT_PM_SLURMD" ;; pm-n2) echo "$PORT_PM_SLURMD2" ;; s3df-n1) echo "$PORT_S3_SLURMD" ;; esac
+}
+# One slurmd per node: its pidfile (SlurmdPidFile=$RUN/slurmd-%n.pid).
+slurmd_pidfile() { echo "$RUN/slurmd-$1.pid"; }
 cluster_ssh_port() { case $1 in perlmutter) echo "$PORT_SSH_PM" ;; s3df) echo "$PORT_SSH_S3" ;; esac; }

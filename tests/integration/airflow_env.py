@@ -50,6 +50,20 @@ class AirflowEnv:
             args += ["--conf", json.dumps(conf)]
         return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
 
+    def dags_test_start(
+        self, dag_id: str, *, history: pathlib.Path, output: pathlib.Path
+    ) -> subprocess.Popen[str]:
+        """Start `airflow dags test` in the background, its output going to ``output``; the caller waits."""
+        env = {**self.env, "DESC_HISTORY_JSONL": str(history)}
+        with output.open("w") as out:
+            return subprocess.Popen(
+                [str(AIRFLOW), "dags", "test", dag_id],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+
 
 def explain(proc: object) -> str:
     """The end of a finished command's output (stdout, then stderr), for a failed assertion's message."""

@@ -14,6 +14,9 @@ import subprocess
 from tests.waiting import wait_for
 
 CLUSTERS = ("perlmutter", "s3df")
+#: The nodes of each cluster (docker/site/lib.sh): perlmutter's jobs go to pm-n1 first, to pm-n2 when
+#: pm-n1 is full (other tests share the site) or down.
+NODES = {"perlmutter": ("pm-n1", "pm-n2"), "s3df": ("s3df-n1",)}
 
 
 class SiteNotUp(RuntimeError):

@@ -9,7 +9,7 @@ import psycopg2
 import pytest
 
 from airflow_desc.emulate import payload_command
-from tests.integration.site import CLUSTERS, Site
+from tests.integration.site import CLUSTERS, NODES, Site
 
 ACCT = "ExitCode,Elapsed,TotalCPU,MaxRSS,ReqMem,NodeList,Cluster"
 PARTITIONS = {"perlmutter": "regular", "s3df": "roma"}
@@ -41,7 +41,7 @@ def test_cpu_and_memory_are_accounted(site: Site, cluster: str) -> None:
     minutes, seconds = batch["TotalCPU"].split(":")[-2:]
     assert int(minutes) * 60 + float(seconds) >= 1.0, rows
     assert int(batch["MaxRSS"]) >= 150 * 1024 * 1024, rows
-    assert batch["NodeList"] == {"perlmutter": "pm-n1", "s3df": "s3df-n1"}[cluster]
+    assert batch["NodeList"] in NODES[cluster]
 
 
 @pytest.mark.parametrize("cluster", CLUSTERS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -61,6 +62,6 @@ def test_up_names_a_taken_port_and_rolls_back(site_dir: pathlib.Path) -> None:
         [str(REPO / "docker/site/status")], env=env, capture_output=True, text=True, timeout=60
     )
     assert status.returncode == 1
-    assert "munged                 STOPPED" in status.stdout
+    assert re.search(r"^  munged +STOPPED$", status.stdout, re.MULTILINE), status.stdout
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(site_dir) not in ps

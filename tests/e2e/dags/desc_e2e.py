@@ -37,3 +37,23 @@ adopt = one_job(
 
 # The test marks the deferred task failed through the REST API: the trigger's on_kill cancels the job.
 markfailed = one_job("desc_e2e_markfailed", "perlmutter", "long", "0.5", "300", time_limit=10, retries=0)
+
+# The test clears the deferred task twice within a second (REST clearTaskInstances) while its first
+# job runs: the clear's cancel is Cancelled, and the rerun starts at once. A rerun that waited as a
+# retry after a failure would wait an hour (retry_delay), far past the test's wait.
+with DAG(
+    "desc_e2e_clear_twice", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, tags=["e2e"]
+) as clear_twice:
+    SlurmOperator(
+        task_id="job",
+        cluster="perlmutter",
+        # The first job of the task instance waits; any later one (after a clear) runs at once.
+        command=(
+            'marker="$HOME/.desc-e2e-${SLURM_JOB_NAME%.t*}"\n'
+            'if [ ! -e "$marker" ]; then touch "$marker"; sleep 600; fi\n'
+            + payload_command("--name", "cleared", "--cpu-seconds", "0.5")
+        ),
+        time_limit=15,
+        retries=1,
+        retry_delay=timedelta(hours=1),
+    )

@@ -10,6 +10,7 @@ import pytest
 
 from airflow_desc.operators.escalation import EscalationExhausted
 from airflow_desc.slurm import JobAccounting, ReasonClass, diagnose
+from airflow_desc.slurm.nodes import NodeState, parse_sinfo_nodes
 from tests.unit.operators.test_slurm import (
     CGROUP_OOM,
     EXIT_3,
@@ -114,6 +115,22 @@ def test_retryable_failure_excludes_the_node_and_keeps_the_resources(acct: JobAc
     assert diagnose(acct).retryable
     state = {"resources": {"mem_mb": 4000, "time_limit_s": 600}}
     assert escalate(operator(), profile(), acct, state) == {"exclude": [node]}
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        parse_sinfo_nodes("nid001234|debug|down*|Not responding\n"),
+        parse_sinfo_nodes("nid001234|debug|down|test\nnid000002|debug|drained|Duplicate jobid\n"),
+        None,
+    ],
+    ids=["only-node", "the-other-drained", "sinfo-unknown"],
+)
+def test_a_node_failure_excludes_nothing_when_no_other_node_can_run_the_job(
+    nodes: list[NodeState] | None,
+) -> None:
+    # Excluding the partition's only usable node makes sbatch refuse the job for good.
+    assert escalate(operator(), profile(), NODE_FAIL, {}, nodes) == {"exclude": []}
 
 
 def test_excluded_nodes_accumulate_without_repeats() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from airflow_desc.slurm import (
     sacct_command,
     submit_script_command,
 )
+from airflow_desc.slurm.nodes import NodeState, parse_sinfo_nodes
 from tests.site_recordings import site_jobs
 from tests.unit.conftest import s3df_profile
 
@@ -58,13 +60,23 @@ def operator(**kwargs: Any) -> SlurmOperator:
     return SlurmOperator(task_id="group.processEimage", command="processEimage.py", **kwargs)
 
 
+#: A partition of four usable nodes, as ``sinfo -N`` reports it: a failed node can be left out.
+PARTITION = parse_sinfo_nodes(
+    "nid001234|debug|mixed|none\nnid001235|debug|idle|none\nnid009999|debug|idle|none\nnid000002|debug|idle|none\n"
+)
+
+
 def escalate(
-    op: SlurmOperator, prof: ClusterProfile, acct: JobAccounting, state: dict[str, Any] | None = None
+    op: SlurmOperator,
+    prof: ClusterProfile,
+    acct: JobAccounting,
+    state: dict[str, Any] | None = None,
+    nodes: Sequence[NodeState] | None = PARTITION,
 ) -> dict[str, Any]:
     """What the operator's next try asks for (``escalate_job`` with the operator's factors)."""
     return escalate_job(
         prof, acct, diagnose(acct), state or {}, escalate=op.escalate,
-        timeout_factor=op.timeout_factor, memory_factor=op.memory_factor,
+        timeout_factor=op.timeout_factor, memory_factor=op.memory_factor, partition_nodes=nodes,
     )  # fmt: skip
 
 

@@ -16,10 +16,11 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_desc.exceptions import SlurmJobFailed
 from airflow_desc.operators.bundle import SlurmBundleOperator
-from airflow_desc.operators.slurm import SlurmOperator
+from airflow_desc.operators.slurm import SlurmOperator, job_name_for
 from airflow_desc.operators.workflow import WorkflowBatchOperator, WorkflowScriptOperator
 from airflow_desc.sensors.slurm import SlurmJobSensor
 from airflow_desc.slurm import accounting_to_payload, group_accounting, parse_sacct
+from airflow_desc.slurm.ownership import parse_owners
 
 SITE = pathlib.Path(__file__).parents[2] / "data" / "clusters" / "site.yaml"
 # This task instance's directory on perlmutter of the site (work_dir airflow-desc).
@@ -61,8 +62,8 @@ class RecordingHook:
             self.calls.append((name, args))
             if name == "read_tail":
                 return "the tail\n"
-            if name in ("sacct", "squeue", "find_jobs_by_name"):
-                return {} if name == "sacct" else []
+            if name in ("sacct", "owners", "squeue", "find_jobs_by_name"):
+                return {} if name in ("sacct", "owners") else []
             raise AssertionError(f"unexpected hook call {name}{args}")
 
         return call
@@ -114,6 +115,12 @@ HONEST = {"job_id": "900", "try_number": 1, "log_pattern": f"{TASK_DIR}/t1-%j.ou
         ({"job_id": "1; touch /tmp/x"}, "task state store 'slurm': job_id = '1; touch /tmp/x'"),
         ({"recorded": ["1 && reboot"]}, "task state store 'slurm': recorded = '1 && reboot'"),
         ({"job_id": 900}, "task state store 'slurm': job_id = 900"),
+        (
+            {"node_failures": [{"try": 1, "job_id": "1;id", "message": ""}]},
+            "task state store 'slurm': node_failures: job_id = '1;id'",
+        ),
+        ({"node_failures": "many"}, "task state store 'slurm': node_failures = 'many'"),
+        ({"submit_after": 0}, "task state store 'slurm': submit_after = 0"),
     ],
 )
 def test_a_hostile_job_id_fails_the_try_before_any_command(
@@ -260,6 +267,8 @@ def test_an_honest_job_of_an_earlier_try_is_still_adopted(hook: RecordingHook) -
     [acct] = group_accounting(parse_sacct("900|COMPLETED|0:0", ("JobID", "State", "ExitCode"))).values()
     hook.sacct = lambda ids: {"900": acct} if "900" in ids else {}  # type: ignore[method-assign]
     ctx = context(slurm=HONEST)
+    name = job_name_for("d", "r", "group.processEimage", 0, 1)
+    hook.owners = lambda ids: parse_owners(f"900|{name}|1000|2026-12-06T05:00:00")  # type: ignore[method-assign]
     summary = operator().execute(ctx)
     assert summary["adopted"] and summary["job_id"] == "900"
     assert summary["log_path"] == f"{TASK_DIR}/t1-900.out"

@@ -192,7 +192,7 @@ def test_the_submitted_script_is_its_owners_alone_and_sbatch_keeps_the_logins_um
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     sbatch = bin_dir / "sbatch"
-    sbatch.write_text("#!/bin/bash\numask > \"$SBATCH_UMASK_FILE\"\necho 4242\n")
+    sbatch.write_text('#!/bin/bash\numask > "$SBATCH_UMASK_FILE"\necho 4242\n')
     sbatch.chmod(0o755)
     remote = tmp_path / "work" / "run 1"
     done = subprocess.run(

@@ -31,12 +31,20 @@ EXPECTED_JOBS = {
     "sacct-pending.txt": ["5000029"],
     "sacct-placeholder-allocation.txt": ["5000031"],
 }
+#: perlmutter's recordings, each with its command in a comment or its file name: whose a job is and
+#: who cancelled it (tests/unit/slurm/test_ownership.py), which nodes run jobs (test_nodes.py).
+PERLMUTTER_FILES = {
+    "owners-sacct.txt",
+    "cancelled-by-owner-sacct.txt",
+    "sinfo-two-nodes.txt",
+    "sinfo-node-down.txt",
+}
 
 
 def test_every_recording_is_read_here() -> None:
     # A new recording in tests/data/site must get its facts checked in this module.
     names = {p.name for p in SITE.iterdir()} - {"record.sh"}
-    assert names == {*EXPECTED_JOBS, "squeue-held.txt", "sbatch-parsable-cluster.txt"}
+    assert names == {*EXPECTED_JOBS, *PERLMUTTER_FILES, "squeue-held.txt", "sbatch-parsable-cluster.txt"}
 
 
 def test_record_fields_are_those_of_record_sh() -> None:

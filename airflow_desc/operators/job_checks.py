@@ -1,0 +1,167 @@
+"""What a try asks SLURM before it trusts, records or reruns a job (the rules live in ``slurm/``).
+
+- :func:`own_jobs`: of the jobs a try might re-attach to or adopt, those that are its own
+  (:func:`~airflow_desc.slurm.ownership.foreign_job_reason`: the name it submitted them with, a
+  submit time after its record); each other one is named in the task log.
+- :func:`owner_uid_of`: the uid a cancelled job ran as, so that a cancel by its owner is Cancelled.
+- :func:`partition_nodes_of`: the job's partition's nodes, for the node-failure exclusion rule.
+- :func:`with_node_notice` / :func:`partition_notice`: a node SLURM left DOWN / DRAIN said plainly.
+- :func:`counts_node_failure`: whether a try resubmits a node-failed job itself (retries unspent).
+
+Each SLURM call that fails here is logged and read as "unknown", never as a verdict: an unknown
+owner's cancel counts as Terminated, unknown nodes exclude nothing, an unknown node state adds no
+notice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from airflow_desc.exceptions import DescError
+from airflow_desc.hooks.slurm import SlurmHook
+from airflow_desc.slurm import JobAccounting, SlurmState
+from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
+from airflow_desc.slurm.nodes import NodeState, expand_hostlist, unavailable_notice
+from airflow_desc.slurm.ownership import foreign_job_reason
+
+__all__ = [
+    "NODE_FAILURE_RESUBMITS",
+    "counts_node_failure",
+    "own_jobs",
+    "owner_uid_of",
+    "partition_nodes_of",
+    "partition_notice",
+    "with_node_notice",
+]
+
+
+class TaskLog(Protocol):
+    """The task's logger (``BaseOperator.log``), as far as these checks write to it."""
+
+    def warning(self, event: Any, *args: Any, **kw: Any) -> Any:
+        """Log a warning."""
+
+    def error(self, event: Any, *args: Any, **kw: Any) -> Any:
+        """Log an error."""
+
+
+#: How many times one try resubmits its job after a node failure before the failure spends a retry.
+NODE_FAILURE_RESUBMITS = 2
+
+
+def own_jobs(hook: SlurmHook, expected: Mapping[str, tuple[str, datetime | None]], log: TaskLog) -> list[str]:
+    """Return the candidates that are the task instance's own jobs; log why each other one is not.
+
+    :param hook: the cluster's hook.
+    :param expected: each candidate job id with the name it must carry and when its try started
+        submitting it (``None``: no record).
+    :param log: the task's logger.
+
+    A job neither sacct nor squeue knows is kept: it is neither re-attached nor adopted anyway.
+    """
+    if not expected:
+        return []
+    owners = hook.owners(list(expected))
+    missing = [job_id for job_id in expected if job_id not in owners]
+    queued = {row.job_id: row.name for row in hook.squeue(missing)} if missing else {}
+    ours = []
+    for job_id, (name, after) in expected.items():
+        owner = owners.get(job_id)
+        if owner is None and job_id not in queued:
+            ours.append(job_id)
+            continue
+        why = foreign_job_reason(
+            job_id,
+            name=owner.name if owner else queued.get(job_id),
+            submit=owner.submit if owner else None,
+            expected_name=name,
+            submitted_after=after,
+        )
+        if why is None:
+            ours.append(job_id)
+        else:
+            log.warning(
+                "not re-attaching to SLURM job %s: %s; submitting this task's job afresh", job_id, why
+            )
+    return ours
+
+
+def owner_uid_of(hook: SlurmHook, accounting: JobAccounting, log: TaskLog) -> int | None:
+    """Return the uid a cancelled job ran as (sacct UID); ``None`` for other jobs, or when unknown."""
+    if accounting.state.state is not SlurmState.CANCELLED:
+        return None
+    try:
+        owner = hook.owners([accounting.job_id]).get(accounting.job_id)
+    except DescError as exc:
+        log.warning(
+            "could not read who owns job %s, so its cancel counts as Terminated: %s", accounting.job_id, exc
+        )
+        return None
+    return owner.uid if owner else None
+
+
+def partition_nodes_of(hook: SlurmHook, state: Mapping[str, Any], log: TaskLog) -> list[NodeState] | None:
+    """Return the nodes of the partition the task's job ran in, as sinfo reports them (``None``: unknown).
+
+    :param state: the task's saved state (its ``resources`` name the partition).
+    """
+    partition = (state.get("resources") or {}).get("partition")
+    try:
+        return hook.nodes(partition=partition if isinstance(partition, str) else None)
+    except (DescError, ValueError) as exc:
+        log.warning("sinfo failed, so no node is excluded and no node state is told: %s", exc)
+        return None
+
+
+def with_node_notice(
+    hook: SlurmHook, cluster: str, accounting: JobAccounting, diagnosis: Diagnosis, log: TaskLog
+) -> Diagnosis:
+    """Return a failed job's diagnosis, saying (and logging) that SLURM left its node down or drained."""
+    if not accounting.node_list:
+        return diagnosis
+    try:
+        nodes = hook.nodes(nodes=expand_hostlist(accounting.node_list))
+    except (DescError, ValueError) as exc:
+        log.warning("sinfo failed, node states of job %s unknown: %s", accounting.job_id, exc)
+        return diagnosis
+    notice = unavailable_notice(nodes, cluster)
+    if notice is None:
+        return diagnosis
+    log.error("%s", notice)
+    return dataclasses.replace(diagnosis, message=f"{diagnosis.message}. {notice}")
+
+
+def partition_notice(hook: SlurmHook, cluster: str, state: Mapping[str, Any], log: TaskLog) -> str | None:
+    """Say (and log) which nodes of the job's partition SLURM left down or drained, and why.
+
+    For a job that vanished: a controller that lost its state also drains the nodes its lost
+    jobs ran on ("Duplicate jobid").
+    """
+    nodes = partition_nodes_of(hook, state, log)
+    notice = unavailable_notice(nodes, cluster) if nodes else None
+    if notice:
+        log.error("%s", notice)
+    return notice
+
+
+def counts_node_failure(state: dict[str, Any], diagnosis: Diagnosis, job_id: str, job_try: int) -> bool:
+    """Note a node failure of a try's job in ``state``; return whether the try resubmits it itself.
+
+    A node failure is not the payload's fault: the try resubmits, at most
+    :data:`NODE_FAILURE_RESUBMITS` times, before the failure spends one of the task's retries.
+
+    :param state: the task's saved state; ``node_failures`` gains ``{try, job_id, message}``.
+    :param diagnosis: why the job ended.
+    :param job_id: the job.
+    :param job_try: the try that submitted it.
+    """
+    if diagnosis.reason is not ReasonClass.NODE_FAILURE:
+        return False
+    failures = [f for f in state.get("node_failures") or [] if isinstance(f, Mapping)]
+    if len([f for f in failures if f.get("try") == job_try]) >= NODE_FAILURE_RESUBMITS:
+        return False
+    state["node_failures"] = [*failures, {"try": job_try, "job_id": job_id, "message": diagnosis.message}]
+    return True
