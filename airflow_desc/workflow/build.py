@@ -58,6 +58,7 @@ from airflow_desc.workflow.spec_models import (
     WorkflowSpec,
 )
 from airflow_desc.workflow.spec_templates import Scalar, Template, format_value
+from airflow_desc.workflow.thresholds import MinSuccess
 
 T = TypeVar("T")
 
@@ -158,6 +159,7 @@ def _process_node(
         path=f"{ctx.path}/{name}",
         description=process.description,
         depends_on=process.depends_on,
+        min_success=_thresholds(process.min_success, f"{ctx.path}/{name}", runs_as),
         after=process.after,
         skip_if=Expression.parse(process.skip_if, "condition") if process.skip_if else None,
         retries=_first(process.retries, *(d.retries for d in reversed(defaults))) or 0,
@@ -316,6 +318,11 @@ def _build(plan: _Plan, parent: _Context, variables: Mapping[str, Scalar]) -> Ta
         processes=processes,
         children=children,
         depends_on=sub.depends_on if sub else (),
+        min_success=_thresholds(
+            sub.min_success, plan.path, "in-bundle" if plan.bundling.state == "in-bundle" else "task"
+        )
+        if sub
+        else {},
         after=sub.after if sub else (),
         streams_from=sub.streams_from if sub else None,
         stream_var=sub.stream_var if sub else None,
@@ -325,6 +332,18 @@ def _build(plan: _Plan, parent: _Context, variables: Mapping[str, Scalar]) -> Ta
         streams_in_busy_run=plan.busy,
         bundling=plan.bundling,
     )
+
+
+def _thresholds(given: Mapping[str, int | float], path: str, runs_as: str) -> dict[str, MinSuccess]:
+    """Return the ``min_success`` of a process or sub-task; none inside a bundle (its pilot cannot count)."""
+    if given and runs_as == "in-bundle":
+        names = ", ".join(sorted(given))
+        raise WorkflowSpecError(
+            f"{path}: depends_on {names}: min_success is not supported inside a bundle (the pilot runs "
+            "a dependent only when all of it succeeded); set bundle: never on the bundled sub-task above, "
+            "or remove min_success"
+        )
+    return {name: MinSuccess.parse(value) for name, value in given.items()}
 
 
 def _check_bundle_clusters(root: TaskNode, source: str) -> None:

@@ -30,6 +30,10 @@ bundled sub-task                      ``streams`` returns bundles (``TaskNode.sp
                                       one mapped :class:`~airflow_desc.operators.bundle.SlurmBundleOperator`
                                       instance per bundle (``<group>.bundle``) runs the sub-task
                                       and everything below it in one allocation
+(the run)                             a last task ``verdict``
+                                      (:class:`~airflow_desc.operators.verdict.WorkflowVerdictOperator`,
+                                      ``all_done``, downstream of every leaf): the run fails when
+                                      a process instance ended Failed / Terminated, not tolerated
 ``depends_on`` / ``after``            Airflow dependencies with trigger rule ``all_done``; the
                                       operator then decides *per stream*: it is Skipped (and
                                       recorded so) when something it ``depends_on`` did not
@@ -73,6 +77,7 @@ from airflow_desc.clusters import ClusterProfiles
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.operators.bundle import SlurmBundleOperator
 from airflow_desc.operators.identity import mark_script_process
+from airflow_desc.operators.verdict import WorkflowVerdictOperator
 from airflow_desc.operators.workflow import (
     WorkflowBatchOperator,
     WorkflowScriptOperator,
@@ -85,7 +90,7 @@ from airflow_desc.workflow.graph import (
     TaskNode,
     WorkflowGraph,
 )
-from airflow_desc.workflow.naming import BUNDLE_TASK, STREAMS_TASK
+from airflow_desc.workflow.naming import BUNDLE_TASK, STREAMS_TASK, VERDICT_TASK
 from airflow_desc.workflow.overlays import RenderOptions
 from airflow_desc.workflow.registry import LoadedWorkflow, load_workflow, register, timetable_for
 from airflow_desc.workflow.scripts import import_callable
@@ -171,6 +176,13 @@ class _DagBuilder:
         )
         with dag:
             self._contents(graph.root, None)
+            leaves = [task for task in dag.tasks if not task.downstream_list]
+            verdict = WorkflowVerdictOperator(
+                task_id=VERDICT_TASK,
+                doc_md="Fails the run when a process instance ended Failed or Terminated (not tolerated).",
+                **self._common(),
+            )
+            leaves >> verdict
         return dag
 
     def _doc(self) -> str:
@@ -295,6 +307,12 @@ def _param(value: Scalar, pattern: str | None = None) -> Param:
 
 
 def _check_names(graph: WorkflowGraph) -> None:
+    for name in (*(p.name for p in graph.root.processes), *(c.name for c in graph.root.children)):
+        if name == VERDICT_TASK:
+            raise WorkflowSpecError(
+                f"{graph.source}: {graph.root.path}/{name}: '{name}' is the name of the run's last task, "
+                "which the renderer adds; rename it"
+            )
     for task in graph.iter_tasks():
         if task.parent_path is None:
             continue
