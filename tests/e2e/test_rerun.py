@@ -40,9 +40,16 @@ def test_rerun_clears_the_failed_stream_and_the_history_says_who_and_why(
     airflow.run("dags", "unpause", DAG_ID)
     run_id = f"e2e__rerun__{time.time_ns()}"
     airflow.run("dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", json.dumps({"marker": marker}))
-    # The run ends (success: its leaf, summary, was skipped as DC1 counted it; the bundle task failed).
-    airflow.wait_run(DAG_ID, run_id, timeout=300)
-    assert airflow.task_states(DAG_ID, run_id)["processVisit.bundle"][0] == "failed"
+    # The run ends failed: its verdict read visit 2's failed calibration (summary was skipped).
+    assert airflow.wait_run(DAG_ID, run_id, timeout=300) == "failed"
+    states = airflow.task_states(DAG_ID, run_id)
+    assert (states["processVisit.bundle"][0], states["verdict"][0]) == ("failed", "failed")
+    # The run's bundle task ran in perlmutter's pool, which the plugin made when the run started
+    # (this Airflow's metadata DB was reset; nobody ran `airflow-desc pools sync`).
+    assert airflow.sql(
+        "SELECT slots, include_deferred FROM slot_pool WHERE pool = %s", "slurm_perlmutter"
+    ) == [(200, True)]
+    assert "created the missing pool slurm_perlmutter" in (airflow.home / "scheduler.log").read_text()
     sync_history(airflow, db, run_id)
 
     selection = ["--db", db, "--run", run_id, "--state", "failed"]
@@ -62,7 +69,9 @@ def test_rerun_clears_the_failed_stream_and_the_history_says_who_and_why(
         "--yes",
     )
     assert "cleared" in out
+    # The verdict is downstream of the bundle: cleared with it, it reruns and the run turns green.
     assert airflow.wait_run(DAG_ID, run_id, timeout=300) == "success"
+    assert airflow.task_states(DAG_ID, run_id)["verdict"] == ("success", 2)
     sync_history(airflow, db, run_id)
 
     rows = json.loads(cli(airflow, "history", "--db", db, "--run", run_id, "--format", "json"))
