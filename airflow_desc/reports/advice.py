@@ -175,10 +175,8 @@ def _memory_advice(u: _Usage, quantile: float) -> str | None:
         return None
     now = f" (now {u.mem_requested:.0f} MB)" if u.mem_requested is not None else ""
     if u.mem_used.lower_bound:
-        return (
-            f"{u.out_of_memory} of {u.instances} ran out of memory: raise memory to at least "
-            f"{u.mem_suggested} MB{now}: too many were killed to know the real need"
-        )
+        return (f"{u.out_of_memory} of {u.instances} ran out of memory: raise memory to at least "
+                f"{u.mem_suggested} MB{now}: too many were killed to know the real need")
     if u.mem_requested is None:
         return f"request {u.mem_suggested} MB of memory"
     if u.mem_suggested > u.mem_requested:
@@ -196,10 +194,8 @@ def _walltime_advice(u: _Usage, quantile: float) -> str | None:
     suggested = format_walltime(u.wall_suggested * 60)
     now = f" (now {format_walltime(u.wall_requested * 60)})" if u.wall_requested else ""
     if u.wall_used.lower_bound:
-        return (
-            f"{u.timed_out} of {u.instances} hit the time limit: raise walltime to at least "
-            f"{suggested}{now}, or checkpoint"
-        )
+        return (f"{u.timed_out} of {u.instances} hit the time limit: raise walltime to at least "
+                f"{suggested}{now}, or checkpoint")
     if not u.wall_requested:
         return f"request walltime {suggested}"
     if u.wall_suggested > u.wall_requested:
@@ -227,10 +223,8 @@ def _limit_advice(u: _Usage, mem_per_core_mb: float | None, max_walltime_s: floa
     if mem_per_core_mb and u.mem_suggested is not None:
         cores = math.ceil(u.mem_suggested / mem_per_core_mb)
         if cores > max(u.cpus_requested or 1.0, 1.0):
-            notes.append(
-                f"needs the memory of {cores} cores at {mem_per_core_mb:g} MB/core: "
-                f"request --cpus-per-task={cores} or a high-memory partition"
-            )
+            notes.append(f"needs the memory of {cores} cores at {mem_per_core_mb:g} MB/core: "
+                         f"request --cpus-per-task={cores} or a high-memory partition")
     if max_walltime_s and u.wall_suggested is not None and u.wall_suggested * 60 > max_walltime_s:
         limit = format_walltime(max_walltime_s)
         notes.append(f"needs more than the queue limit {limit}: checkpoint or split it")
@@ -254,24 +248,12 @@ def _row(task: str, process: str, u: _Usage, advice: str) -> list[object]:
         return math.nan if value is None else round(value, digits)
 
     return [
-        task,
-        process,
-        u.instances,
-        u.succeeded,
-        u.out_of_memory,
-        u.timed_out,
-        u.other_failures,
-        rounded(u.mem_requested, 0),
-        rounded(u.mem_used.value, 0),
-        u.mem_suggested,
+        task, process, u.instances, u.succeeded, u.out_of_memory, u.timed_out, u.other_failures,
+        rounded(u.mem_requested, 0), rounded(u.mem_used.value, 0), u.mem_suggested,
         u.mem_used.lower_bound,
-        rounded(u.wall_requested, 1),
-        rounded(u.wall_used.value, 1),
-        u.wall_suggested,
+        rounded(u.wall_requested, 1), rounded(u.wall_used.value, 1), u.wall_suggested,
         u.wall_used.lower_bound,
-        rounded(u.cpus_requested, 1),
-        rounded(u.cpus_used, 2),
-        advice,
+        rounded(u.cpus_requested, 1), rounded(u.cpus_used, 2), advice,
     ]
 
 
@@ -312,11 +294,8 @@ def resource_advice(
             raise ValueError(f"resource_advice: the frame lacks column(s) {', '.join(missing)}")
         for (task, process), group in df.groupby(["task", "process"], sort=False, dropna=False):
             usage = _usage(group, quantile, headroom)
-            rows.append(
-                _row(
-                    str(task), str(process), usage, _advice(usage, quantile, mem_per_core_mb, max_walltime_s)
-                )
-            )
+            rows.append(_row(str(task), str(process), usage,
+                             _advice(usage, quantile, mem_per_core_mb, max_walltime_s)))
     table = pd.DataFrame(rows, columns=list(ADVICE_COLUMNS))
     for column in ("Mem suggested MB", "Walltime suggested min"):
         table[column] = table[column].astype("Int64")

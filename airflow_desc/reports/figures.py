@@ -95,9 +95,8 @@ def _message(title: str, message: str) -> Figure:
     """Make a figure that says why there is nothing to plot."""
     fig, ax = _figure(title, height=3.0)
     ax.set_axis_off()
-    ax.text(
-        0.5, 0.5, _escape(message), ha="center", va="center", wrap=True, transform=ax.transAxes, fontsize=12
-    )
+    ax.text(0.5, 0.5, _escape(message), ha="center", va="center", wrap=True, transform=ax.transAxes,
+            fontsize=12)
     return fig
 
 
@@ -335,16 +334,8 @@ def walltime_distribution(df: pd.DataFrame) -> Figure:
         medians = (requested / scale).groupby(_text(df["process"])).median().reindex(order)
         marked = medians.notna().to_numpy()
         if marked.any():
-            ax.scatter(
-                medians.to_numpy()[marked],
-                np.arange(len(order))[marked],
-                marker="|",
-                s=400,
-                color="tab:red",
-                linewidths=2,
-                zorder=5,
-                label="requested walltime (median)",
-            )
+            ax.scatter(medians.to_numpy()[marked], np.arange(len(order))[marked], marker="|", s=400,
+                       color="tab:red", linewidths=2, zorder=5, label="requested walltime (median)")
             ax.legend(loc="best")
         positive = plot["elapsed"][plot["elapsed"] > 0]
         if not positive.empty and positive.max() > 100 * positive.min():
@@ -412,14 +403,8 @@ def throughput(df: pd.DataFrame, freq: str = "1h") -> Figure:
         fig, ax = _figure(f"{title} ({int(finished.sum())} finished of {len(start)})")
         ax.plot(edges, np.cumsum(running)[:-1], drawstyle="steps-post", marker=marker, label="running")
         ax.plot(edges, done, drawstyle="steps-post", marker=marker, label="finished")
-        ax.plot(
-            edges,
-            failed,
-            drawstyle="steps-post",
-            marker=marker,
-            color="tab:red",
-            label="failed or terminated",
-        )
+        ax.plot(edges, failed, drawstyle="steps-post", marker=marker, color="tab:red",
+                label="failed or terminated")
         ax.legend(loc="upper left")
         utc = isinstance(start.dtype, pd.DatetimeTZDtype)
         ax.set_xlabel("interval start (UTC)" if utc else "interval start")
@@ -446,24 +431,15 @@ def failures_by_reason(df: pd.DataFrame) -> Figure:
     import seaborn as sns
 
     plot = pd.DataFrame(
-        {
-            "reason": _text(data["reason"].astype(object).where(data["reason"].notna(), "not recorded")),
-            "state": data["state"].astype(str),
-        }
+        {"reason": _text(data["reason"].astype(object).where(data["reason"].notna(), "not recorded")),
+         "state": data["state"].astype(str)}
     )
     order = [str(r) for r in plot["reason"].value_counts().index]
     states = [s for s in _FAILURE_STATES if s in set(plot["state"])]
     with _style():
         fig, ax = _figure(f"{title} (n = {len(plot)})", height=max(3.0, 1.5 + 0.4 * len(order)))
-        sns.countplot(
-            data=plot,
-            y="reason",
-            hue="state",
-            order=order,
-            hue_order=states,
-            palette=_state_palette(states),
-            ax=ax,
-        )
+        sns.countplot(data=plot, y="reason", hue="state", order=order, hue_order=states,
+                      palette=_state_palette(states), ax=ax)
         ax.set_xlabel("process instances (attempts)")
         ax.set_ylabel("reason")
     return fig
@@ -501,9 +477,7 @@ def core_hours_by_cluster(df: pd.DataFrame) -> Figure:
     clusters = _first_seen(data["cluster"])
     states = _state_order(data["state"])
     charged = (
-        data.groupby(["cluster", "state"], sort=False)["charged"]
-        .sum()
-        .unstack("state", fill_value=0.0)
+        data.groupby(["cluster", "state"], sort=False)["charged"].sum().unstack("state", fill_value=0.0)
         .reindex(index=clusters, columns=states, fill_value=0.0)
     )
     with _style():
@@ -516,26 +490,13 @@ def core_hours_by_cluster(df: pd.DataFrame) -> Figure:
             bottom += heights
         used_by_cluster = data.groupby("cluster")["used"].sum(min_count=1).reindex(clusters)
         if used_by_cluster.notna().any():
-            ax.scatter(
-                clusters,
-                used_by_cluster.to_numpy(),
-                marker="_",
-                s=900,
-                color="black",
-                linewidths=2,
-                zorder=5,
-                label="CPU-hours used",
-            )
+            ax.scatter(clusters, used_by_cluster.to_numpy(), marker="_", s=900, color="black", linewidths=2,
+                       zorder=5, label="CPU-hours used")
         handles, labels = ax.get_legend_handles_labels()
         # States in stacking order, then the CPU-hours mark (matplotlib lists collections first).
         order = sorted(range(len(labels)), key=lambda i: labels[i] == "CPU-hours used")
-        ax.legend(
-            [handles[i] for i in order],
-            [labels[i] for i in order],
-            loc="upper left",
-            bbox_to_anchor=(1.01, 1.0),
-            frameon=False,
-        )
+        ax.legend([handles[i] for i in order], [labels[i] for i in order],
+                  loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         ax.set_xlabel("cluster")
         ax.set_ylabel("core-hours (wall clock x requested CPUs)")
     return fig

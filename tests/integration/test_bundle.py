@@ -165,7 +165,7 @@ def test_a_hostile_run_conf_stays_data_on_the_cluster(
     made = sorted(r.stream.removeprefix("part=") for r in recs if r.process == "printPart")
     assert made and set(made) <= set(parts), made
     assert all(r.state == "success" for r in recs if r.process_type == "batch"), recs
-    printed = site.run("perlmutter", f'for f in {where}/part-*.txt; do cat "$f"; echo; done').stdout
+    printed = site.run("perlmutter", f"for f in {where}/part-*.txt; do cat \"$f\"; echo; done").stdout
     assert sorted(printed.splitlines()) == made
     assert not pathlib.Path(canary).exists()
     assert site.run("perlmutter", f"test ! -e {shlex.quote(canary)}", check=False).returncode == 0

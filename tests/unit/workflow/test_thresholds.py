@@ -145,7 +145,8 @@ def test_a_threshold_inside_a_bundle_is_refused() -> None:
         """
     )
     with pytest.raises(
-        WorkflowSpecError, match=r"B/visit/wrap: depends_on raft: min_success is not supported inside"
+        WorkflowSpecError,
+        match=r"^b.yaml: B/visit/wrap: depends_on raft: min_success is not supported inside",
     ):
         build_graph(parse_spec(text, "b.yaml"))
 
