@@ -337,7 +337,9 @@ def _thresholds(given: Mapping[str, int | float]) -> dict[str, MinSuccess]:
 def _check_thresholds(root: TaskNode, source: str) -> None:
     """Refuse a ``min_success`` inside a bundle: the pilot runs a dependent only when all of it succeeded."""
     for task in root.iter_tasks():
-        inside = [p for p in task.processes if p.runs_as == "in-bundle" and p.min_success]
+        inside: list[ProcessNode | TaskNode] = [
+            p for p in task.processes if p.runs_as == "in-bundle" and p.min_success
+        ]
         inside += [c for c in task.children if c.bundling.state == "in-bundle" and c.min_success]
         for node in inside:
             names = ", ".join(sorted(node.min_success))
