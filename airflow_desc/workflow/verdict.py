@@ -65,9 +65,8 @@ class RunVerdict:
             )
             lines += [f"  {task}" for task in self.lost_tasks[:shown]]
         if self.tolerated:
-            lines.append(
-                f"{len(self.tolerated)} failures tolerated (first {min(shown, len(self.tolerated))}):"
-            )
+            first = min(shown, len(self.tolerated))
+            lines.append(f"{len(self.tolerated)} tolerated, within a met min_success (first {first}):")
             lines += [
                 f"  {_instance(r)}: {r.state}, {_reason(r)} ({why})" for r, why in self.tolerated[:shown]
             ]

@@ -263,7 +263,7 @@ def test_failures_within_a_met_threshold_are_tolerated_and_listed(render_mini: R
     verdict = judge_run(graph, records)
     assert not verdict.failed
     assert verdict.summary().splitlines()[1:] == [
-        "1 failures tolerated (first 1):",
+        "1 tolerated, within a met min_success (first 1):",
         "  processPatch/warp [patch=1,2]: failed, payload (processPatch: 1 of 2 streams succeeded, "
         "min_success 0.5 met)",
     ]
