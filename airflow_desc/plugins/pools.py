@@ -88,22 +88,28 @@ def pools_of_run(dag_id: str, run_id: str, session: Any) -> set[str]:
 @hookimpl
 def on_dag_run_running(dag_run: Any, msg: str) -> None:
     """Create the missing cluster pools of a DAG run that starts (in the scheduler); never raise."""
+    dag_id, run_id = dag_run.dag_id, dag_run.run_id
     try:
-        _ensure_pools(dag_run.dag_id, dag_run.run_id)
+        # The DAG's tasks when the scheduler attached it; else the run's task instances.
+        dag = dag_run.__dict__.get("dag")
+        named = {task.pool for task in getattr(dag, "tasks", ()) if getattr(task, "pool", None)}
+        _ensure_pools(dag_id, run_id, named)
     except Exception:
-        log.exception("airflow-desc: could not check the pools of %s %s", dag_run.dag_id, dag_run.run_id)
+        log.exception("airflow-desc: could not check the pools of %s %s", dag_id, run_id)
 
 
-def _ensure_pools(dag_id: str, run_id: str) -> None:
+def _ensure_pools(dag_id: str, run_id: str, named: set[str]) -> None:
+    from airflow import settings
     from airflow.models.pool import Pool
-    from airflow.utils.session import create_session
+    from sqlalchemy.orm import Session
 
     from airflow_desc.config import configured_cluster_profiles
 
-    with create_session() as session:
-        missing = sorted(
-            p for p in pools_of_run(dag_id, run_id, session) if Pool.get_pool(p, session=session) is None
-        )
+    # A session of its own: the scheduler's (Airflow's scoped session) is inside its critical
+    # section, where a commit is refused and a rollback would undo the scheduler's work.
+    with Session(bind=settings.engine) as session, session.begin():
+        wanted = named | pools_of_run(dag_id, run_id, session)
+        missing = sorted(p for p in wanted if Pool.get_pool(p, session=session) is None)
         if not missing:
             return
         try:
