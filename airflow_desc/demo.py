@@ -68,6 +68,7 @@ class DagTestProgress:
         self.t0 = clock()
         self.counts: Counter[str] = Counter()
         self._state: str | None = None
+        self._verdicts: set[str] = set()
 
     def feed(self, line: str) -> None:
         """Read one line of output; print when a task instance ended."""
@@ -84,7 +85,8 @@ class DagTestProgress:
             name = task if index < 0 else f"{task}[{index}]"
             so_far = ", ".join(f"{s} {n}" for s, n in sorted(self.counts.items()))
             self._print(f"{name} {ended}".ljust(60) + f" ({so_far})")
-        elif verdict := self._VERDICT.search(line):
+        elif (verdict := self._VERDICT.search(line)) and verdict.group(1) not in self._verdicts:
+            self._verdicts.add(verdict.group(1))  # logged, then raised: said once
             self._print(f"verdict: {verdict.group(1)}")
 
     def _print(self, text: str) -> None:

@@ -18,6 +18,7 @@ LOG = """\
 2026-12-06T04:46:45Z [info     ] Task instance state updated    [airflow] new_state=failed rows_affected=1
 2026-12-06T04:46:45Z [info     ] [DAG TEST] end task task_id=processVisit.bundle map_index=3 [airflow.sdk]
 2026-12-06T04:49:17Z [info     ] run FAILED: 3 process instances (failed 1, success 2) [airflow.task]
+airflow.sdk.exceptions.AirflowFailException: run FAILED: 3 process instances (failed 1, success 2)
 """
 
 
