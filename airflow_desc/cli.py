@@ -5,6 +5,7 @@ Commands::
     airflow-desc clusters list             the cluster profiles in use
     airflow-desc clusters check [NAME ...] log in to each cluster and check SLURM answers as profiled
     airflow-desc pools sync                one Airflow pool per cluster, sized by its max_queued_jobs
+                                           (generated batch and bundle tasks run in them)
     airflow-desc status                    the DC1-style status table (--format table|csv|json): the
                                            history merged with the live states of runs in progress
     airflow-desc report --out DIR          HTML report: status table, seaborn figures, resource advice
@@ -101,26 +102,10 @@ def _cmd_clusters_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_pools_sync(args: argparse.Namespace) -> int:
-    import shutil
-    import subprocess
+    from airflow_desc.plugins.pools import sync_pools
 
-    airflow = shutil.which("airflow") or str(__import__("pathlib").Path(sys.executable).with_name("airflow"))
-    profiles = _profiles(args)
-    for p in profiles:
-        # Deferred tasks keep their slot: a job waiting in SLURM's queue counts against max_queued_jobs.
-        cmd = [airflow, "pools", "set", "--include-deferred", p.pool_name, str(p.max_queued_jobs),
-               f"airflow-desc: jobs queued or running on cluster {p.name}"]  # fmt: skip
-        if args.dry_run:
-            print(" ".join(cmd))
-            continue
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(
-                f"airflow-desc: error: could not set pool {p.pool_name}: {proc.stderr.strip()}",
-                file=sys.stderr,
-            )
-            return 1
-        print(f"pool {p.pool_name}: {p.max_queued_jobs} slots (deferred tasks included)")
+    for change in sync_pools(_profiles(args), dry_run=args.dry_run):
+        print(("would set " if args.dry_run else "") + str(change))
     return 0
 
 
@@ -373,7 +358,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--file", help=file_help)
     check.set_defaults(func=_cmd_clusters_check)
 
-    pools = sub.add_parser("pools", help="Airflow pools that bound each cluster's queued jobs")
+    pools = sub.add_parser(
+        "pools",
+        help="Airflow pools that bound each cluster's queued jobs",
+        description="Generated batch and bundle tasks run in their cluster's pool (slurm_<name>, or the "
+        "profile's pool), max_queued_jobs slots with deferred tasks counted: at most that many jobs of a "
+        "cluster wait in its queue or run. Run 'pools sync' after 'airflow db migrate' and after changing "
+        "a profile; a run that starts while a cluster's pool is missing has it created by the plugin, "
+        "with a warning in the scheduler's log. A profile's max_queued_per_task also bounds each "
+        "generated task's allocations across a DAG's runs (its max_active_tis_per_dag).",
+    )
     pools_sub = pools.add_subparsers(dest="action", metavar="ACTION")
     pools_sub.required = True
     sync = pools_sub.add_parser(
@@ -381,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--file", help=file_help)
     sync.add_argument(
-        "--dry-run", action="store_true", help="print the airflow commands instead of running them"
+        "--dry-run", action="store_true", help="say what would be created or resized, change nothing"
     )
     sync.set_defaults(func=_cmd_pools_sync)
 

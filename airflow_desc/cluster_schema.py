@@ -102,6 +102,15 @@ def _whole(example: int, *, minimum: int = 1) -> Callable[[Any], int]:
     return check
 
 
+def _optional_whole(example: int) -> Callable[[Any], int | None]:
+    whole = _whole(example)
+
+    def check(value: Any) -> int | None:
+        return None if value is None else whole(value)
+
+    return check
+
+
 def _seconds(example: int, *, allow_zero: bool) -> Callable[[Any], float]:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -218,6 +227,7 @@ class ProfileSettings(BaseModel):
     account: OptionalText = None
     constraint: OptionalText = None
     max_queued_jobs: Annotated[int, BeforeValidator(_whole(100))] = 100
+    max_queued_per_task: Annotated[int | None, BeforeValidator(_optional_whole(20))] = None
     pool: OptionalText = None
     work_dir: Text = "airflow-desc"
     container_runtime: Annotated[ContainerRuntime, BeforeValidator(_container_runtime)] = "none"

@@ -17,6 +17,7 @@ name a cluster (``cluster: s3df``) and get its :class:`ClusterProfile`::
         memory_per_node_mb: 4096       # required
         max_walltime: "00:30:00"       # required: D-HH:MM:SS, HH:MM:SS, MM:SS or minutes
         max_queued_jobs: 100           # size of the Airflow pool that bounds submissions
+        max_queued_per_task: null      # allocations of one generated task queued at once (all runs)
         pool: null                     # Airflow pool name; default "slurm_<name>"
         work_dir: airflow-desc         # job scripts and logs; relative to $HOME or absolute
         container_runtime: none        # none | shifter | podman-hpc | apptainer
@@ -107,6 +108,10 @@ class ClusterProfile:
     :param account: ``sbatch --account``, if any.
     :param constraint: ``sbatch --constraint``, if any.
     :param max_queued_jobs: how many jobs may be queued or running at once (the pool size).
+    :param max_queued_per_task: how many SLURM allocations of one task of a generated workflow DAG
+        (a batch process's mapped instances, or a bundled sub-task's bundles) may be queued or
+        running at once, across the DAG's runs (its ``max_active_tis_per_dag``); ``None``: only
+        ``max_queued_jobs`` bounds them.
     :param pool: the Airflow pool name; default ``slurm_<name>``.
     :param work_dir: where job scripts and logs go; relative to the login's ``$HOME`` or absolute.
     :param container_runtime: ``none``, ``shifter``, ``podman-hpc`` or ``apptainer``.
@@ -131,6 +136,7 @@ class ClusterProfile:
     account: str | None = None
     constraint: str | None = None
     max_queued_jobs: int = 100
+    max_queued_per_task: int | None = None
     pool: str | None = None
     work_dir: str = "airflow-desc"
     container_runtime: ContainerRuntime = "none"

@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 REPO = Path(__file__).resolve().parent.parent
 DC1_DAG = "DC1-DM12_imsim-dithered_local"
@@ -27,10 +29,68 @@ DC1_OVERLAY = REPO / "dags" / "workflows" / "dc1-local.yaml"
 SLICE_PROCESSES = {"serialingest", "processEimage", "diaObjectMaker", "level1MakeTempExpCoadd", "wrapup"}
 
 
-def _airflow(args: list[str], env: dict[str, str], log: Path) -> int:
+def _airflow(args: list[str], env: dict[str, str], log: Path, progress: DagTestProgress | None = None) -> int:
+    """Run ``airflow <args>`` into ``log``; with ``progress``, print a line per finished task as it goes."""
     airflow = Path(sys.executable).with_name("airflow")
     with open(log, "a") as f:
-        return subprocess.run([str(airflow), *args], env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+        if progress is None:
+            return subprocess.run(
+                [str(airflow), *args], env=env, stdout=f, stderr=subprocess.STDOUT
+            ).returncode
+        proc = subprocess.Popen(
+            [str(airflow), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            f.write(line)
+            progress.feed(line)
+        return proc.wait()
+
+
+class DagTestProgress:
+    """Follow ``airflow dags test`` output and print one line per task instance that ends.
+
+    ``[demo]   +42s  processVisit.bundle[3] success   (success 12, failed 1, skipped 2)``: the task
+    (and map index), how it ended, and the counts so far; the run's verdict when it is logged.
+
+    :param out: where the lines go.
+    :param clock: seconds since some start (``time.monotonic``).
+    """
+
+    _START = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
+    _STATE = re.compile(r"new_state=(\w+)")
+    _END = re.compile(r"\[DAG TEST\] end task task_id=(\S+) map_index=(-?\d+)")
+    _VERDICT = re.compile(r"(run (?:FAILED|SUCCESS): .*?process instances \([^)]*\))")
+
+    def __init__(self, out: TextIO = sys.stdout, clock: Any = time.monotonic) -> None:
+        self.out = out
+        self.clock = clock
+        self.t0 = clock()
+        self.counts: Counter[str] = Counter()
+        self._state: str | None = None
+        self._verdicts: set[str] = set()
+
+    def feed(self, line: str) -> None:
+        """Read one line of output; print when a task instance ended."""
+        if self._START.search(line):
+            self._state = None
+        elif changed := self._STATE.search(line):
+            self._state = changed.group(1)
+        elif end := self._END.search(line):
+            task, index = end.group(1), int(end.group(2))
+            ended = self._state or "unknown"
+            if ended == "deferred":  # a deferred task comes back: it ends later
+                return
+            self.counts[ended] += 1
+            name = task if index < 0 else f"{task}[{index}]"
+            so_far = ", ".join(f"{s} {n}" for s, n in sorted(self.counts.items()))
+            self._print(f"{name} {ended}".ljust(60) + f" ({so_far})")
+        elif (verdict := self._VERDICT.search(line)) and verdict.group(1) not in self._verdicts:
+            self._verdicts.add(verdict.group(1))  # logged, then raised: said once
+            self._print(f"verdict: {verdict.group(1)}")
+
+    def _print(self, text: str) -> None:
+        print(f"[demo] {self.clock() - self.t0:>5.0f}s  {text}", file=self.out, flush=True)
 
 
 def _dc1_order() -> tuple[list[tuple[str, str]], set[str]]:
@@ -95,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
               "process, on perlmutter and s3df over SSH (a few minutes) ...")  # fmt: skip
     else:
         print(f"[demo] airflow dags test {args.dag}: SLURM jobs on perlmutter and s3df over SSH ...")
-    rc = _airflow(test, env, log)
+    rc = _airflow(test, env, log, DagTestProgress())
     print(f"[demo] DAG run finished in {time.monotonic() - t0:.0f} s (airflow exit {rc}); log: {log}\n")
     os.environ["AIRFLOW_HOME"] = str(airflow_home)
     from airflow_desc.history import open_history

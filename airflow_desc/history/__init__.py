@@ -33,6 +33,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 from airflow_desc.history.filters import HistoryFilter
 from airflow_desc.history.records import (
@@ -60,6 +61,7 @@ __all__ = [
     "default_spooling_recorder",
     "default_sqlite_url",
     "history_conn_id",
+    "latest_records_of_run",
     "open_history",
     "process_state",
     "spool_dir",
@@ -187,3 +189,54 @@ def default_recorder() -> Recorder:
     if path:
         return JsonLinesRecorder(path)
     return default_spooling_recorder()
+
+
+def latest_records_of_run(dag_id: str, run_id: str) -> list[ProcessRecord]:
+    """Return the latest recorded attempt of each process instance of one DAG run.
+
+    Read where :func:`default_recorder` writes: the ``DESC_HISTORY_JSONL`` file, else the
+    configured history store, after flushing this host's spool into it (records spooled on
+    another host are not seen until that host flushes). A run the history does not hold has no
+    records.
+
+    :raises HistoryUnavailable: when the history store cannot be reached.
+    """
+    path = os.environ.get("DESC_HISTORY_JSONL")
+    if path:
+        records = [r for r in JsonLinesRecorder(path).read() if (r.dag_id, r.run_id) == (dag_id, run_id)]
+        return latest_attempts_of(records)
+    from airflow_desc.history.queries import process_instances
+
+    recorder = default_spooling_recorder()
+    recorder.flush()
+    try:
+        frame = process_instances(
+            recorder.store.engine, HistoryFilter(run_id=run_id, dag_ids={dag_id}), latest_only=True
+        )
+    except ValueError:  # the history holds no record of this run
+        return []
+    wanted = (
+        *("workflow", "process", "state", "dag_id", "run_id", "task_id", "map_index", "try_number"),
+        *("task", "version", "variant", "stream", "process_type", "cluster", "job_id", "reason", "message"),
+    )
+    return [ProcessRecord(**{name: _plain(row[name]) for name in wanted}) for row in frame.to_dict("records")]
+
+
+def latest_attempts_of(records: list[ProcessRecord]) -> list[ProcessRecord]:
+    """Keep the latest attempt (highest try, then last given) of each process instance."""
+    latest: dict[tuple[object, ...], ProcessRecord] = {}
+    for record in records:
+        key = record.key()[:-1]
+        held = latest.get(key)
+        if held is None or record.try_number >= held.try_number:
+            latest[key] = record
+    return list(latest.values())
+
+
+def _plain(value: Any) -> Any:
+    """A DataFrame cell as a record field: pandas' missing values as None, numpy numbers as Python's."""
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str | dict | list) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value

@@ -24,7 +24,7 @@ from airflow_desc.workflow.naming import (
     streams_task_id,
     task_id_for,
 )
-from airflow_desc.workflow.outcomes import Skip, combine_states
+from airflow_desc.workflow.outcomes import MinSuccess, Skip, StreamCounts, combine_states
 from airflow_desc.workflow.registry import workflow_for
 from airflow_desc.workflow.spec_templates import Scalar
 
@@ -61,6 +61,9 @@ class RunStates:
         self._states: dict[str, Any] | None = None
         self._streams: dict[str, list[dict[str, Any]]] = {}
         self._bundles: dict[str, dict[str, str]] = {}
+        #: What :meth:`upstream` found of sub-tasks with a ``min_success``, by name: the threshold
+        #: and the counts (a skip's message says it).
+        self.notes: dict[str, str] = {}
 
     def airflow_state(self, task_id: str, map_index: int = -1) -> str | None:
         """Return the raw Airflow state of one task instance (``None`` if it has none)."""
@@ -112,15 +115,43 @@ class RunStates:
         states += [self.subtask(child, stream) for child in task.children]
         return combine_states(states)
 
+    def subtask_streams(self, task: TaskNode, stream: Mapping[str, Any]) -> list[str] | None:
+        """Return the state of each stream of a sub-task below one stream of its parent.
+
+        ``None`` when its ``streams`` task did not succeed (no streams to count).
+        """
+        if self.task_state(streams_task_id(task)) != "success":
+            return None
+        below = [(index, s) for index, s in enumerate(self.streams(task)) if stream_extends(s, stream)]
+        if task.bundling.state == "bundle":
+            done = self.bundle_states(task)
+            return [done.get(stream_path(s), "failed") for _, s in below]
+        return [
+            combine_states(
+                [self.task_state(task_id_for(p.path), index) for p in task.processes]
+                + [self.subtask(child, s) for child in task.children]
+            )
+            for index, s in below
+        ]
+
     def upstream(
-        self, task: TaskNode, names: Iterable[str], stream: Mapping[str, Any], map_index: int
+        self,
+        task: TaskNode,
+        names: Iterable[str],
+        stream: Mapping[str, Any],
+        map_index: int,
+        thresholds: Mapping[str, MinSuccess] | None = None,
     ) -> dict[str, str]:
         """Return the state of each named sibling (process or sub-task of ``task``) for one stream of it.
+
+        A sub-task with a threshold is ``success`` when enough of its streams succeeded, else
+        ``failed``; :attr:`notes` then says the threshold and the counts.
 
         :param task: the task whose processes / sub-tasks the names are.
         :param names: the names.
         :param stream: the stream (of ``task``).
         :param map_index: that stream's map index in ``task``'s mapped tasks (-1 at the top level).
+        :param thresholds: ``min_success`` by sub-task name (the dependent's).
         """
         children = {child.name: child for child in task.children}
         states: dict[str, str] = {}
@@ -129,10 +160,26 @@ class RunStates:
                 child = children[name]
                 feeder = task.process(child.streams_from) if child.streams_from else None
                 fed = self.task_state(task_id_for(feeder.path), map_index) if feeder else "success"
-                states[name] = self.subtask(child, stream) if fed == "success" else "skipped"
+                threshold = (thresholds or {}).get(name)
+                if fed != "success":
+                    states[name] = "skipped"
+                elif threshold is None:
+                    states[name] = self.subtask(child, stream)
+                else:
+                    states[name] = self._thresholded(child, stream, threshold)
             else:
                 states[name] = self.task_state(task_id_for(task.process(name).path), map_index)
         return states
+
+    def _thresholded(self, child: TaskNode, stream: Mapping[str, Any], threshold: MinSuccess) -> str:
+        per_stream = self.subtask_streams(child, stream)
+        if per_stream is None:
+            return self.subtask(child, stream)
+        counts = StreamCounts.of(per_stream)
+        met = threshold.met(counts)
+        verdict = "at or above" if met else "below"
+        self.notes[child.name] = f"{verdict} its {threshold}: {counts}"
+        return "success" if met else "failed"
 
 
 def _upstream_names(process: ProcessNode) -> list[str]:
@@ -161,8 +208,8 @@ def skip_for(
     """
     siblings = {p.name for p in task.processes} | {c.name for c in task.children}
     names = [n for n in _upstream_names(process) if n in siblings]
-    states = runs.upstream(task, names, stream, map_index) if names else {}
-    return process.skip_reason(states, stream, variables)
+    states = runs.upstream(task, names, stream, map_index, process.min_success) if names else {}
+    return process.skip_reason(states, stream, variables, runs.notes)
 
 
 @dataclass(frozen=True)

@@ -332,8 +332,10 @@ class WorkflowStreamsOperator(BaseOperator):
                 index = trusted_map_index(f"{field}: map_index", output.get("map_index", -1))
                 feeds = trusted_feeds(f"{field}: feeds", output.get("feeds") or {})
             if task.depends_on:
-                states = runs.upstream(parent, task.depends_on, parent_stream, index)
-                blocked = {name: s for name, s in states.items() if s != "success"}
+                states = runs.upstream(parent, task.depends_on, parent_stream, index, task.min_success)
+                for name, note in runs.notes.items():
+                    self.log.info("%s %s: upstream %s %s", task.path, stream_path(parent_stream), name, note)
+                blocked = {name: runs.notes.get(name, s) for name, s in states.items() if s != "success"}
                 if blocked:
                     self.log.info(
                         "no streams for %s: %s", stream_path(parent_stream) or "the run",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from airflow_desc.plugins import listener
+from airflow_desc.plugins import listener, pools
 from airflow_desc.timetables import SurveyYearTimetable
 
 
@@ -14,11 +14,12 @@ class DescPlugin(AirflowPlugin):
     * the UI page (:mod:`airflow_desc.plugins.ui`): a FastAPI app on the api-server at ``/desc``
       and a "DESC status" entry in the UI's navigation;
     * the listener that records script processes (:mod:`airflow_desc.plugins.listener`);
+    * the listener that creates a starting run's missing cluster pools (:mod:`airflow_desc.plugins.pools`);
     * :class:`~airflow_desc.timetables.SurveyYearTimetable`.
     """
 
     name = "airflow_desc"
-    listeners = [listener]
+    listeners = [listener, pools]
     # DAGs scheduled by a custom timetable only serialize if a plugin registers its class.
     timetables = [SurveyYearTimetable]
 

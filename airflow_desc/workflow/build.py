@@ -58,6 +58,7 @@ from airflow_desc.workflow.spec_models import (
     WorkflowSpec,
 )
 from airflow_desc.workflow.spec_templates import Scalar, Template, format_value
+from airflow_desc.workflow.thresholds import MinSuccess
 
 T = TypeVar("T")
 
@@ -158,6 +159,7 @@ def _process_node(
         path=f"{ctx.path}/{name}",
         description=process.description,
         depends_on=process.depends_on,
+        min_success=_thresholds(process.min_success),
         after=process.after,
         skip_if=Expression.parse(process.skip_if, "condition") if process.skip_if else None,
         retries=_first(process.retries, *(d.retries for d in reversed(defaults))) or 0,
@@ -316,6 +318,7 @@ def _build(plan: _Plan, parent: _Context, variables: Mapping[str, Scalar]) -> Ta
         processes=processes,
         children=children,
         depends_on=sub.depends_on if sub else (),
+        min_success=_thresholds(sub.min_success) if sub else {},
         after=sub.after if sub else (),
         streams_from=sub.streams_from if sub else None,
         stream_var=sub.stream_var if sub else None,
@@ -325,6 +328,26 @@ def _build(plan: _Plan, parent: _Context, variables: Mapping[str, Scalar]) -> Ta
         streams_in_busy_run=plan.busy,
         bundling=plan.bundling,
     )
+
+
+def _thresholds(given: Mapping[str, int | float]) -> dict[str, MinSuccess]:
+    return {name: MinSuccess.parse(value) for name, value in given.items()}
+
+
+def _check_thresholds(root: TaskNode, source: str) -> None:
+    """Refuse a ``min_success`` inside a bundle: the pilot runs a dependent only when all of it succeeded."""
+    for task in root.iter_tasks():
+        inside: list[ProcessNode | TaskNode] = [
+            p for p in task.processes if p.runs_as == "in-bundle" and p.min_success
+        ]
+        inside += [c for c in task.children if c.bundling.state == "in-bundle" and c.min_success]
+        for node in inside:
+            names = ", ".join(sorted(node.min_success))
+            raise WorkflowSpecError(
+                f"{source}: {node.path}: depends_on {names}: min_success is not supported inside a bundle "
+                "(the pilot runs a dependent only when all of it succeeded); set bundle: never on the "
+                "bundled sub-task above, or remove min_success"
+            )
 
 
 def _check_bundle_clusters(root: TaskNode, source: str) -> None:
@@ -359,7 +382,8 @@ def build_graph(
     :param overrides: variable values that replace the variant's (e.g. ``{"scale": 0.001}``);
         they decide stream counts, hence bundling.
     :raises WorkflowSpecError: for an unknown variant or variable, an ``expected_streams``
-        that is negative, or a bundled sub-task whose batch processes use several clusters.
+        that is negative, a bundled sub-task whose batch processes use several clusters, or a
+        ``min_success`` inside a bundle.
     """
     variables = MappingProxyType(spec.variables_for(variant, overrides))
     dag_id = dag_id_for(spec, variant)
@@ -369,6 +393,7 @@ def build_graph(
     top = _Context(spec.name, spec.version, (), (), variables, dict(spec.patterns))
     root = _build(plan, top, variables)
     _check_bundle_clusters(root, spec.source)
+    _check_thresholds(root, spec.source)
     tags = ["desc", spec.name, f"version:{spec.version}"]
     if variant is not None:
         tags.append(f"variant:{variant}")

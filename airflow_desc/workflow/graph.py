@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 
 from airflow_desc.emulate import payload_command
 from airflow_desc.exceptions import WorkflowSpecError
-from airflow_desc.workflow.outcomes import Skip
+from airflow_desc.workflow.outcomes import MinSuccess, Skip
 from airflow_desc.workflow.spec_expressions import Expression, ExpressionError
 from airflow_desc.workflow.spec_models import (
     BundlingSettings,
@@ -155,6 +155,8 @@ class ProcessNode:
     :param path: ``<task path>/<name>``.
     :param description: one line.
     :param depends_on: sibling processes / sub-tasks that must succeed first.
+    :param min_success: how much of a sub-task in ``depends_on`` must succeed, by name (the
+        others: all of it).
     :param after: siblings waited for whatever their end state.
     :param skip_if: the skip condition, if any.
     :param retries: retries after the first try.
@@ -181,6 +183,7 @@ class ProcessNode:
     path: str
     description: str = ""
     depends_on: tuple[str, ...] = ()
+    min_success: Mapping[str, MinSuccess] = field(default_factory=dict)
     after: tuple[str, ...] = ()
     skip_if: Expression | None = None
     retries: int = 0
@@ -264,6 +267,7 @@ class ProcessNode:
         states: Mapping[str, str],
         stream: Mapping[str, Any] | None = None,
         variables: Mapping[str, Any] | None = None,
+        notes: Mapping[str, str] | None = None,
     ) -> Skip | None:
         """Why this process instance is Skipped, or ``None`` if it runs.
 
@@ -273,6 +277,8 @@ class ProcessNode:
             ``failed``, ``terminated``, ``skipped``, ``cancelled``).
         :param stream: the stream values.
         :param variables: the run's variables; default: the variant's.
+        :param notes: what to say of an upstream instead of its state (a sub-task below its
+            ``min_success``: the threshold and the counts).
         :raises WorkflowSpecError: if an upstream state is missing or the condition cannot be
             evaluated.
         """
@@ -281,7 +287,7 @@ class ProcessNode:
             if state is None:
                 raise WorkflowSpecError(f"{self.path}: no state given for upstream {name!r}")
             if state != "success":
-                return Skip("upstream-failed", f"upstream {name} {state}")
+                return Skip("upstream-failed", f"upstream {name} {(notes or {}).get(name, state)}")
         if self.skip_if is None:
             return None
         values = {**self._values(stream, variables), **states}
@@ -318,6 +324,7 @@ class TaskNode:
     :param processes: its processes, in spec order.
     :param children: its sub-tasks, in spec order.
     :param depends_on: siblings that must succeed first (sub-tasks only).
+    :param min_success: how much of a sub-task in ``depends_on`` must succeed, by name.
     :param after: siblings waited for whatever their state.
     :param streams_from: the parent's script process that makes its streams.
     :param stream_var: the template name of each stream's value.
@@ -335,6 +342,7 @@ class TaskNode:
     processes: tuple[ProcessNode, ...] = ()
     children: tuple[TaskNode, ...] = ()
     depends_on: tuple[str, ...] = ()
+    min_success: Mapping[str, MinSuccess] = field(default_factory=dict)
     after: tuple[str, ...] = ()
     streams_from: str | None = None
     stream_var: str | None = None

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BUNDLE_TASK",
     "STREAMS_TASK",
+    "VERDICT_TASK",
     "bundle_task_id",
     "instance_id",
     "stream_extends",
@@ -34,6 +35,8 @@ __all__ = [
 #: Task ids the renderer gives to a sub-task group's own tasks; no process may be named so.
 STREAMS_TASK = "streams"
 BUNDLE_TASK = "bundle"
+#: The id of a generated DAG's last task, the run's verdict; no top-level process may be named so.
+VERDICT_TASK = "verdict"
 
 
 def stream_path(stream: Mapping[str, Any]) -> str:

@@ -1,7 +1,9 @@
 """How process instances end, in words the planner, the operators and the history share (no Airflow).
 
 A :class:`Skip` says why an instance does not run (its kind is the history's reason class);
-:func:`combine_states` makes one state of a sub-task's stream from its instances' states.
+:func:`combine_states` makes one state of a sub-task's stream from its instances' states;
+:class:`MinSuccess` is how much of a sub-task must succeed for its dependent to run
+(``depends_on: {processVisit: {min_success: 0.95}}``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Skip", "combine_states"]
+from airflow_desc.workflow.thresholds import MinSuccess, StreamCounts
+
+__all__ = ["MinSuccess", "Skip", "StreamCounts", "combine_states"]
 
 
 @dataclass(frozen=True)

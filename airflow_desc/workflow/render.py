@@ -15,6 +15,7 @@ overrides any of them, e.g. ``{"scale": 0.001}``). How the spec becomes Airflow 
 spec                                  DAG
 ====================================  ===========================================================
 top-level batch process               :class:`~airflow_desc.operators.workflow.WorkflowBatchOperator`
+                                      (in its cluster's pool, as bundles are: see below)
 top-level script process              :class:`~airflow_desc.operators.workflow.WorkflowScriptOperator`
                                       (a ``PythonOperator``,
                                       marked with ``mark_script_process``: the listener records it)
@@ -30,6 +31,10 @@ bundled sub-task                      ``streams`` returns bundles (``TaskNode.sp
                                       one mapped :class:`~airflow_desc.operators.bundle.SlurmBundleOperator`
                                       instance per bundle (``<group>.bundle``) runs the sub-task
                                       and everything below it in one allocation
+(the run)                             a last task ``verdict``
+                                      (:class:`~airflow_desc.operators.verdict.WorkflowVerdictOperator`,
+                                      ``all_done``, downstream of every leaf): the run fails when
+                                      a process instance ended Failed / Terminated, not tolerated
 ``depends_on`` / ``after``            Airflow dependencies with trigger rule ``all_done``; the
                                       operator then decides *per stream*: it is Skipped (and
                                       recorded so) when something it ``depends_on`` did not
@@ -43,6 +48,14 @@ instance of the upstream task at once, so one failed patch would fail every othe
 dependents. Each operator instead reads the states of its own stream's upstream instances (task
 instance states through the Task SDK, streams and bundle summaries through XCom) and skips with
 the reason recorded in the history, as Pipeline II counted Skipped.
+
+**Queues bounded per cluster**: every batch and bundle task runs in its cluster's Airflow pool
+(``slurm_<cluster>``, ``max_queued_jobs`` slots, deferred tasks counted: at most that many jobs
+of the cluster wait in SLURM's queue or run), which ``airflow-desc pools sync`` creates; a task in
+a pool that does not exist is never scheduled (the scheduler logs "non-existent pool"), so the
+deployment runs ``pools sync`` after ``airflow db migrate`` and after changing a profile. A
+profile's ``max_queued_per_task`` also bounds each such task across the DAG's runs
+(``max_active_tis_per_dag``).
 
 **Variables of a run** are, in order: the spec's defaults, the variant's, a render overlay's
 (below), then the run's conf (or the trigger form's params). They are read once per task
@@ -73,6 +86,7 @@ from airflow_desc.clusters import ClusterProfiles
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.operators.bundle import SlurmBundleOperator
 from airflow_desc.operators.identity import mark_script_process
+from airflow_desc.operators.verdict import WorkflowVerdictOperator
 from airflow_desc.operators.workflow import (
     WorkflowBatchOperator,
     WorkflowScriptOperator,
@@ -85,7 +99,7 @@ from airflow_desc.workflow.graph import (
     TaskNode,
     WorkflowGraph,
 )
-from airflow_desc.workflow.naming import BUNDLE_TASK, STREAMS_TASK
+from airflow_desc.workflow.naming import BUNDLE_TASK, STREAMS_TASK, VERDICT_TASK
 from airflow_desc.workflow.overlays import RenderOptions
 from airflow_desc.workflow.registry import LoadedWorkflow, load_workflow, register, timetable_for
 from airflow_desc.workflow.scripts import import_callable
@@ -171,6 +185,13 @@ class _DagBuilder:
         )
         with dag:
             self._contents(graph.root, None)
+            leaves = [task for task in dag.tasks if not task.downstream_list]
+            verdict = WorkflowVerdictOperator(
+                task_id=VERDICT_TASK,
+                doc_md="Fails the run when a process instance ended Failed or Terminated (not tolerated).",
+                **self._common(),
+            )
+            leaves >> verdict
         return dag
 
     def _doc(self) -> str:
@@ -185,6 +206,23 @@ class _DagBuilder:
 
     def _common(self) -> dict[str, Any]:
         return {"workflow_key": self.key, "variant": self.variant}
+
+    def _queue_bounds(self, cluster: str | None) -> dict[str, Any]:
+        """Return the pool (``max_queued_jobs`` slots) and per-task bound of a cluster's SLURM tasks.
+
+        Pools are made by ``airflow-desc pools sync`` (DAG parsing cannot reach the metadata DB).
+        ``max_queued_per_task`` is ``max_active_tis_per_dag``: Airflow counts deferred task
+        instances against it (a job waiting in SLURM's queue), and a task has one pool, which must
+        stay the cluster's.
+        """
+        profiles = self.workflow.clusters
+        if profiles is None:
+            return {"pool": f"slurm_{cluster}"} if cluster else {}
+        profile = profiles.get(cluster)
+        bounds: dict[str, Any] = {"pool": profile.pool_name}
+        if profile.max_queued_per_task is not None:
+            bounds["max_active_tis_per_dag"] = profile.max_queued_per_task
+        return bounds
 
     def _contents(self, task: TaskNode, streams: Any) -> dict[str, Any]:
         """Add the tasks of one Pipeline II task (inside its group); return them by name."""
@@ -221,6 +259,7 @@ class _DagBuilder:
             task_id=BUNDLE_TASK,
             bundle_task=task.path,
             cluster=cluster,
+            **self._queue_bounds(cluster),
             launcher=self.workflow.options.launcher,
             retries=retries,
             workflow=self.graph.name,
@@ -255,6 +294,7 @@ class _DagBuilder:
         res = process.resources or ResolvedResources()
         batch: dict[str, Any] = {
             **common,
+            **self._queue_bounds(res.cluster),
             "cluster": res.cluster,
             "cpus": res.cpus,
             "mem_mb": res.memory_mb,
@@ -295,6 +335,12 @@ def _param(value: Scalar, pattern: str | None = None) -> Param:
 
 
 def _check_names(graph: WorkflowGraph) -> None:
+    for name in (*(p.name for p in graph.root.processes), *(c.name for c in graph.root.children)):
+        if name == VERDICT_TASK:
+            raise WorkflowSpecError(
+                f"{graph.source}: {graph.root.path}/{name}: '{name}' is the name of the run's last task, "
+                "which the renderer adds; rename it"
+            )
     for task in graph.iter_tasks():
         if task.parent_path is None:
             continue

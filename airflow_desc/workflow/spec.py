@@ -37,6 +37,10 @@ depth. One spec gives one DAG per variant (see :mod:`airflow_desc.workflow.graph
         type: script
         callable: mypackage.setup:list_visits      # returns the streams of processVisit
         depends_on: [ingest]
+      launchCoadds:
+        type: script
+        callable: mypackage.coadd:launch
+        depends_on: {processVisit: {min_success: 0.95}}   # runs when 95% of the visits succeeded
       report:
         type: script
         callable: mypackage.report:write_report
@@ -64,7 +68,10 @@ the parent's), ``description``, ``streams_from``, ``stream_var``, ``expected_str
 Names of tasks are unique in a workflow; names of processes and sub-tasks, within their task.
 
 Keys of a process: ``type`` (``batch`` | ``script``), ``description``, ``depends_on`` (names
-of processes or sub-tasks of the same task; a failure there skips this process), ``after``
+of processes or sub-tasks of the same task; a failure there skips this process; or a mapping
+whose sub-tasks may say how much must succeed, ``{processVisit: {min_success: 0.95}}``: a
+fraction in (0, 1] of the streams, or a count, see :class:`~airflow_desc.workflow.thresholds.MinSuccess`;
+below it the process is Skipped with the counts in its reason; not inside a bundle), ``after``
 (same names; waited for whatever their end state, Pipeline II's ``status="DONE"``),
 ``skip_if``, ``retries``. A batch process also has ``command`` (shell text) or ``emulate``
 (the DM-like payload of :mod:`airflow_desc.emulate`: ``cpu_seconds``, ``memory_mb``,

@@ -38,6 +38,7 @@ from airflow_desc.workflow.spec_templates import (
     expand_variables,
     format_value,
 )
+from airflow_desc.workflow.thresholds import MinSuccess
 
 __all__ = [
     "FAILURE_MODES",
@@ -145,8 +146,43 @@ def _seed_text(value: Any) -> Any:
 
 
 def _names_list(value: Any) -> Any:
-    """``depends_on: x`` is ``depends_on: [x]``."""
+    """``depends_on: x`` is ``depends_on: [x]``; ``depends_on: {x: {min_success: 0.9}}`` names ``x``."""
+    if isinstance(value, Mapping):
+        return tuple(value)
     return (value,) if isinstance(value, str) else value
+
+
+def _thresholds_from_depends_on(data: Any) -> Any:
+    """Move the ``min_success`` of a mapping ``depends_on`` into the model's ``min_success``.
+
+    Bad values are left out here: the spec rules report them at their own line.
+    """
+    if not isinstance(data, Mapping) or not isinstance(data.get("depends_on"), Mapping):
+        return data
+    found = {
+        name: options["min_success"]
+        for name, options in data["depends_on"].items()
+        if isinstance(options, Mapping) and set(options) == {"min_success"}
+        and _is_threshold(options["min_success"])
+    }  # fmt: skip
+    return {**data, "min_success": {**found, **_mapping_or_empty(data.get("min_success"))}}
+
+
+def _is_threshold(value: Any) -> bool:
+    try:
+        MinSuccess.parse(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _mapping_or_empty(value: Any) -> Mapping[Any, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _threshold(value: Any) -> Any:
+    MinSuccess.parse(value)
+    return value
 
 
 Name = Annotated[StrictStr, AfterValidator(_name)]
@@ -157,6 +193,7 @@ VariableValue = Annotated[Any, AfterValidator(_scalar)]
 Walltime = Annotated[str, BeforeValidator(_walltime)]
 NumberText = Annotated[str, BeforeValidator(_number_text)]
 Names = Annotated[tuple[Name, ...], BeforeValidator(_names_list)]
+Threshold = Annotated[int | float, AfterValidator(_threshold)]
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 
 
@@ -270,7 +307,10 @@ class ProcessSpec(_Model):
 
     :param type: ``batch`` or ``script``.
     :param description: one line for operators.
-    :param depends_on: processes or sub-tasks of the same task that must succeed first.
+    :param depends_on: processes or sub-tasks of the same task that must succeed first: a list of
+        names, or a mapping whose sub-tasks may say how much must succeed
+        (``{processVisit: {min_success: 0.95}}``, see :class:`~airflow_desc.workflow.outcomes.MinSuccess`).
+    :param min_success: the thresholds of ``depends_on``, by sub-task (filled from its mapping).
     :param after: processes or sub-tasks waited for whatever their end state.
     :param skip_if: a condition (see the module docs); when it holds the process is Skipped.
     :param retries: retries after the first try; default from ``defaults``.
@@ -287,6 +327,7 @@ class ProcessSpec(_Model):
     type: ProcessType
     description: StrictStr = ""
     depends_on: Names = ()
+    min_success: dict[Name, Threshold] = {}
     after: Names = ()
     skip_if: StrictStr | None = None
     retries: Annotated[StrictInt, Field(ge=0)] | None = None
@@ -298,6 +339,8 @@ class ProcessSpec(_Model):
     callable: StrictStr | None = None
     kwargs: dict[StrictStr, Any] = {}
     checks: tuple[OutputCheck, ...] = ()
+
+    _thresholds = model_validator(mode="before")(_thresholds_from_depends_on)
 
 
 class Defaults(_Model):
@@ -352,7 +395,9 @@ class SubTaskSpec(TaskSpec):
     :param expected_streams: streams per parent stream, an arithmetic expression of variables.
     :param bundle: ``auto`` (bundled when many streams are expected), ``always`` or ``never``.
     :param bundle_size: streams per bundle; default: computed (see :mod:`~airflow_desc.workflow.graph`).
-    :param depends_on: processes or sub-tasks of the parent that must succeed first.
+    :param depends_on: processes or sub-tasks of the parent that must succeed first (a list, or a
+        mapping with thresholds, as a process's).
+    :param min_success: the thresholds of ``depends_on``, by sub-task (filled from its mapping).
     :param after: processes or sub-tasks of the parent waited for whatever their state.
     """
 
@@ -363,7 +408,10 @@ class SubTaskSpec(TaskSpec):
     bundle: BundleMode = "auto"
     bundle_size: PositiveInt | None = None
     depends_on: Names = ()
+    min_success: dict[Name, Threshold] = {}
     after: Names = ()
+
+    _thresholds = model_validator(mode="before")(_thresholds_from_depends_on)
 
 
 class WorkflowSpec(TaskSpec):

@@ -24,6 +24,7 @@ from airflow_desc.workflow.spec_templates import (
     shell_problems,
     variable_cycle,
 )
+from airflow_desc.workflow.thresholds import MinSuccess
 
 if TYPE_CHECKING:
     from airflow_desc.clusters import ClusterProfiles
@@ -80,9 +81,15 @@ def _listed(value: Any) -> list[tuple[KeyPath, str]]:
     """Return the names of a depends_on / after value, each with its path below the key."""
     if isinstance(value, str):
         return [((), value)]
+    if isinstance(value, Mapping):
+        return [((name,), name) for name in value if isinstance(name, str)]
     if isinstance(value, list | tuple):
         return [((index,), item) for index, item in enumerate(value) if isinstance(item, str)]
     return []
+
+
+def _listed_names(value: Any) -> set[str]:
+    return {name for _, name in _listed(value)}
 
 
 @dataclass(frozen=True)
@@ -259,10 +266,54 @@ class _Rules:
         for name, process in processes.items():
             if isinstance(process, Mapping):
                 _ProcessRules(self, (*path, "processes", name), str(name), process, siblings, scope).run()
+                self.check_thresholds((*path, "processes", name), process, subtasks, siblings)
         for name, sub in subtasks.items():
             if isinstance(sub, Mapping):
                 self.check_subtask((*path, "tasks", name), str(name), sub, processes, siblings, scope)
+                self.check_thresholds((*path, "tasks", name), sub, subtasks, siblings)
         self.check_cycles(path, processes, subtasks)
+
+    def check_thresholds(
+        self, path: KeyPath, body: Mapping[str, Any], subtasks: Mapping[Any, Any], siblings: set[str]
+    ) -> None:
+        """``depends_on: {name: {min_success: ...}}``: only sub-tasks have streams to count."""
+        after = body.get("after")
+        if isinstance(after, Mapping):
+            self.add((*path, "after"), "expected a list of names; thresholds belong under depends_on")
+        depends_on = body.get("depends_on")
+        given = (
+            [(("depends_on", n), o) for n, o in depends_on.items()] if isinstance(depends_on, Mapping) else []
+        )
+        # A spec built in Python (or dumped) carries them as min_success: {name: value}.
+        given += [
+            (("min_success", n), {"min_success": v}) for n, v in _mapping(body.get("min_success")).items()
+        ]
+        for where, options in given:
+            name = where[1]
+            if options is None or name not in siblings:  # an unknown name is reported as such
+                continue
+            if not isinstance(options, Mapping) or set(options) != {"min_success"}:
+                self.add(
+                    (*path, *where),
+                    "expected nothing or {min_success: <fraction or count>}, "
+                    f"got {describe_value(options)}; write e.g. {name}: {{min_success: 0.95}}",
+                )
+                continue
+            at: KeyPath = (*where, "min_success") if where[0] == "depends_on" else where
+            if name not in subtasks:
+                self.add(
+                    (*path, *at),
+                    f"'{name}' is not a sub-task of this task: min_success counts a sub-task's streams; "
+                    "remove it (a process must succeed)",
+                )
+                continue
+            if where[0] == "min_success" and name not in _listed_names(body.get("depends_on")):
+                self.add((*path, *at), f"'{name}' is not in depends_on; add it there with its min_success")
+                continue
+            try:
+                MinSuccess.parse(options["min_success"])
+            except ValueError as exc:
+                self.add((*path, *at), str(exc))
 
     def check_defaults(self, path: KeyPath, defaults: Mapping[str, Any], scope: _Scope) -> None:
         self.check_cluster((*path, "resources"), defaults.get("resources"))

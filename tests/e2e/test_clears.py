@@ -8,12 +8,10 @@ rerun that waited as a retry after a failure would not finish within this test's
 
 from __future__ import annotations
 
-import pathlib
 import threading
 
-from airflow_desc.history import JsonLinesRecorder
 from airflow_desc.operators.slurm import job_name_for
-from tests.e2e.services import Airflow, api
+from tests.deploy import Deployment, api
 from tests.integration.site import Site
 from tests.waiting import wait_for
 
@@ -40,9 +38,7 @@ def clear(run_id: str) -> None:
     )
 
 
-def test_two_clears_within_a_second_rerun_once_and_at_once(
-    airflow: Airflow, site: Site, history_file: pathlib.Path
-) -> None:
+def test_two_clears_within_a_second_rerun_once_and_at_once(airflow: Deployment, site: Site) -> None:
     run_id = airflow.trigger(DAG_ID)
     first = job_name_for(DAG_ID, run_id, "job", -1, 1)
     wait_for(
@@ -60,15 +56,15 @@ def test_two_clears_within_a_second_rerun_once_and_at_once(
     clear(run_id)
     second.start()
     second.join(timeout=60)
-    assert airflow.wait_run(DAG_ID, run_id, timeout=400) == "success", f"logs in {airflow.home}"
+    assert airflow.wait_run(DAG_ID, run_id, timeout=400) == "success", f"logs in {airflow.root}"
     state, tries = airflow.task_states(DAG_ID, run_id)["job"]
     assert state == "success"
     jobs = jobs_of(site, DAG_ID, run_id, tries)
     completed = [j for j, (_, s) in jobs.items() if s == "COMPLETED"]
     assert len(completed) == 1, jobs  # no duplicate
     assert all(s.startswith("CANCELLED by ") for j, (_, s) in jobs.items() if j not in completed), jobs
-    recs = [r for r in JsonLinesRecorder(history_file).read() if r.dag_id == DAG_ID and r.run_id == run_id]
-    by_job = {r.job_id: r.state for r in recs}
+    recs = [r for r in airflow.history_rows(run_id) if r["dag_id"] == DAG_ID]
+    by_job = {r["job_id"]: r["state"] for r in recs}
     assert by_job == {j: ("success" if j in completed else "cancelled") for j in jobs}, recs
     # No try went up for retry (Airflow's history marks a try cleared while unfinished "failed").
     history = airflow.sql(

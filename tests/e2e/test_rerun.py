@@ -33,9 +33,15 @@ def test_rerun_clears_the_failed_stream_and_the_history_says_who_and_why(
     airflow.run("dags", "unpause", DAG_ID)
     run_id = f"e2e__rerun__{time.time_ns()}"
     airflow.run("dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", json.dumps({"marker": marker}))
-    # The run ends (success: its leaf, summary, was skipped as DC1 counted it; the bundle task failed).
-    airflow.wait_run(DAG_ID, run_id, timeout=300)
-    assert airflow.task_states(DAG_ID, run_id)["processVisit.bundle"][0] == "failed"
+    # The run ends failed: its verdict read visit 2's failed calibration (summary was skipped).
+    assert airflow.wait_run(DAG_ID, run_id, timeout=300) == "failed"
+    states = airflow.task_states(DAG_ID, run_id)
+    assert (states["processVisit.bundle"][0], states["verdict"][0]) == ("failed", "failed")
+    # The run's bundle task ran in perlmutter's pool (made by `airflow-desc pools sync` at start,
+    # deferred tasks counted).
+    assert airflow.sql(
+        "SELECT slots, include_deferred FROM slot_pool WHERE pool = %s", "slurm_perlmutter"
+    ) == [(200, True)]
 
     selection = ["--db", db, "--run", run_id, "--state", "failed"]
     plan = cli(airflow, "rerun", *selection, "--reason", "x", "--dry-run")
@@ -54,7 +60,9 @@ def test_rerun_clears_the_failed_stream_and_the_history_says_who_and_why(
         "--yes",
     )
     assert "cleared" in out
+    # The verdict is downstream of the bundle: cleared with it, it reruns and the run turns green.
     assert airflow.wait_run(DAG_ID, run_id, timeout=300) == "success"
+    assert airflow.task_states(DAG_ID, run_id)["verdict"] == ("success", 2)
 
     rows = json.loads(cli(airflow, "history", "--db", db, "--run", run_id, "--format", "json"))
     attempts = {(r["process"], r["stream"], r["try_number"]): r for r in rows}

@@ -16,7 +16,9 @@ import subprocess
 
 import pytest
 
-from airflow_desc.history import JsonLinesRecorder, ProcessRecord
+from airflow_desc.history import JsonLinesRecorder, ProcessRecord, latest_attempts_of
+from airflow_desc.workflow.registry import load_workflow
+from airflow_desc.workflow.verdict import judge_run
 from tests.integration.airflow_env import AIRFLOW, AirflowEnv, explain
 from tests.integration.site import NODES
 
@@ -26,7 +28,7 @@ pytestmark = pytest.mark.serial
 ROOT = pathlib.Path(__file__).parents[2]
 DAG_ID = "DC1-DM12_imsim-dithered_local"
 TOP = ("serialingest", "ingestRefCat", "setupEimageVisits", "launchL1L2", "wrapup", "report")
-RENDERER_TASKS = ("streams", "bundle")
+RENDERER_TASKS = ("streams", "bundle", "verdict")
 
 
 def task_states(env: AirflowEnv, run_id: str) -> list[dict[str, str]]:
@@ -48,9 +50,16 @@ def test_dc1_tiny_scale_runs_with_every_process_instance_recorded(
     proc = env.dags_test(DAG_ID, history=history, conf={"scale": 0.001}, timeout=420)
     text = proc.stdout + proc.stderr
     finished = re.search(r"DagRun Finished: .*?run_id=(\S+?), .*?state=(\w+)", text)
-    assert proc.returncode == 0 and finished, explain(proc)
-    run_id = finished.group(1)
+    assert finished, explain(proc)
+    run_id, run_state = finished.groups()
+    assert (proc.returncode == 0) == (run_state == "success"), explain(proc)  # dags test exits 1 on failed
     recs: list[ProcessRecord] = JsonLinesRecorder(history).read()
+    # The run's state is its verdict's: failed when an instance's latest attempt failed or was
+    # terminated outside a met min_success (DC1's launchL1L2 tolerates failed visits).
+    graph = load_workflow(ROOT / "dags" / "workflows" / "dc1-local.yaml").graph("imsim-dithered")
+    verdict = judge_run(graph, latest_attempts_of(recs))
+    assert run_state == ("failed" if verdict.failed else "success"), verdict.summary()
+    assert verdict.summary().splitlines()[0] in text
     by_process = collections.defaultdict(list)
     for rec in recs:
         by_process[rec.process].append(rec)

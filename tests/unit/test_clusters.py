@@ -34,6 +34,7 @@ clusters:
     memory_per_node_mb: 4096
     max_walltime: "00:30:00"
     max_queued_jobs: 100
+    max_queued_per_task: null
     pool: null
     work_dir: airflow-desc
     container_runtime: none
@@ -55,6 +56,7 @@ clusters:
     memory_per_node_mb: 8192
     max_walltime: 2:00:00
     max_queued_jobs: 7
+    max_queued_per_task: 3
     pool: s3df_jobs
     work_dir: /sdf/scratch/users/d/desc/airflow
     container_runtime: apptainer
@@ -103,6 +105,7 @@ def test_full_example_every_field(full: ClusterProfiles) -> None:
         "max_walltime": "2:00:00",  # unquoted, and still not YAML 1.1's 7200
         "max_walltime_s": 7200,
         "max_queued_jobs": 7,
+        "max_queued_per_task": 3,
         "pool": "s3df_jobs",
         "work_dir": "/sdf/scratch/users/d/desc/airflow",
         "container_runtime": "apptainer",
@@ -251,8 +254,8 @@ def test_unknown_keys(data_dir: pathlib.Path) -> None:
         f"{f}:5: clusters.perlmutter.partiton: unknown key; did you mean 'partition'?\n"
         f"{f}:9: clusters.perlmutter.colour: unknown key; use one of ssh_conn_id, cores_per_node, "
         "memory_per_node_mb, max_walltime, jump_conn_id, slurm_cluster, partition, qos, account, constraint, "
-        "max_queued_jobs, pool, work_dir, container_runtime, container_image, setup_lines, poll_interval, "
-        "vanish_grace, high_memory_partition, env"
+        "max_queued_jobs, max_queued_per_task, pool, work_dir, container_runtime, container_image, "
+        "setup_lines, poll_interval, vanish_grace, high_memory_partition, env"
     )
 
 

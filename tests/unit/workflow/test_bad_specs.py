@@ -348,10 +348,9 @@ BAD_SPECS: dict[str, list[str]] = {
             "bad_types.yaml:13: processes.a.checks: expected a list, got '{{ repo }}/out.fits' (text); "
             "write a list: [a, b] or one '- ' item per line"
         ),
-        (
-            "bad_types.yaml:14: processes.a.depends_on: expected a list, got a mapping; write a list: "
-            "[a, b] or one '- ' item per line"
-        ),
+        # A mapping is the form with thresholds: {name: {min_success: 0.95}}.
+        "bad_types.yaml:14: processes.a.depends_on.b: no process or sub-task named 'b' in this task; "
+        "there is none to name",
     ],
     "bad_unknown_cluster.yaml": [
         (

@@ -97,7 +97,10 @@ def test_task_groups_mirror_the_task_hierarchy(dc1_dags: dict[str, Any]) -> None
     ]
     assert not any("processSensor" in g or "processRaft" in g for g in groups)
     top = [t for t in dag.task_dict if "." not in t]
-    assert top == ["serialingest", "ingestRefCat", "setupEimageVisits", "launchL1L2", "wrapup", "report"]
+    assert top == [
+        *("serialingest", "ingestRefCat", "setupEimageVisits", "launchL1L2", "wrapup", "report"),
+        "verdict",
+    ]
 
 
 def test_dependencies_wait_with_all_done_and_reach_across_groups(
@@ -472,3 +475,31 @@ processes:
         [dag] = dags.values()
         task = dag.get_task(process)
         assert workflow_for(task.workflow_key).process(None, f"{dag.dag_id}/{process}").name == process
+
+
+def test_batch_and_bundle_tasks_run_in_their_clusters_pool(
+    tmp_path: pathlib.Path, clusters: Any, render_mini: RenderMini
+) -> None:
+    _workflow, dag = render_mini(MINI, "Mini")
+    slurm_tasks = {
+        *("ingest", "processVisit.bundle", "processPatch.warp", "processPatch.assemble"),
+        "processPatch.processFilter.measure",
+    }
+    for task in dag.tasks:
+        expected = "slurm_perlmutter" if task.task_id in slurm_tasks else "default_pool"
+        assert (task.task_id, task.pool) == (task.task_id, expected)
+        assert task.max_active_tis_per_dag is None
+    # A profile may bound each task's queued allocations across the DAG's runs.
+    text = SITE.read_text().replace(
+        "    partition: regular\n", "    partition: regular\n    max_queued_per_task: 3\n"
+    )
+    bounded = tmp_path / "bounded.yaml"
+    bounded.write_text(text)
+    spec = tmp_path / "mini.yaml"
+    spec.write_text(MINI)
+    from airflow_desc.clusters import load_cluster_profiles
+
+    profiles = load_cluster_profiles(bounded)
+    assert profiles.get("perlmutter").max_queued_per_task == 3
+    dag = render_dags(spec, clusters=profiles)["Mini"]
+    assert {t.task_id for t in dag.tasks if t.max_active_tis_per_dag == 3} == slurm_tasks

@@ -1,0 +1,69 @@
+"""The last task of a generated DAG: the run's verdict (see :mod:`airflow_desc.workflow.verdict`).
+
+Generated tasks run with trigger rule ``all_done`` and a bundle task may succeed while streams
+inside it failed, so Airflow's own rule (a run fails when a leaf failed) would paint a run green
+that lost process instances. :class:`WorkflowVerdictOperator` is a leaf downstream of every other
+leaf: clearing a failed task clears it too, and its rerun reads only each instance's latest attempt,
+so a cleared-and-fixed run turns green.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_desc.history import latest_records_of_run
+from airflow_desc.workflow.naming import VERDICT_TASK
+from airflow_desc.workflow.registry import workflow_for
+from airflow_desc.workflow.verdict import judge_run
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = ["WorkflowVerdictOperator"]
+
+
+class WorkflowVerdictOperator(BaseOperator):
+    """Fail the DAG run when one of its process instances ended Failed or Terminated (not tolerated).
+
+    Reads the latest attempt of each process instance of the run from the history
+    (:func:`~airflow_desc.history.latest_records_of_run`) and the run's failed task instances (one
+    without a record failed before recording anything); logs the summary; fails without retrying
+    when the run failed. A history that cannot be read fails it too (it retries: then clear it).
+
+    :param workflow_key: the loaded workflow.
+    :param variant: the variant.
+    """
+
+    template_fields: Sequence[str] = ()
+    ui_color = "#d9d2e9"
+
+    def __init__(self, *, workflow_key: str, variant: str | None, **kwargs: Any) -> None:
+        kwargs.setdefault("task_id", VERDICT_TASK)
+        kwargs.setdefault("trigger_rule", "all_done")
+        kwargs.setdefault("retries", 2)
+        super().__init__(**kwargs)
+        self.workflow_key = workflow_key
+        self.variant = variant
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Judge the run; return the counts per state (raise when the run failed)."""
+        ti: Any = context["ti"]
+        graph = workflow_for(self.workflow_key).graph(self.variant)
+        records = latest_records_of_run(ti.dag_id, ti.run_id)
+        found = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id) or {}
+        verdict = judge_run(graph, records, _failed_tasks(found, self.task_id))
+        summary = verdict.summary()
+        for line in summary.splitlines():
+            self.log.info("%s", line)
+        if verdict.failed:
+            raise AirflowFailException(summary)
+        return {"counts": dict(verdict.counts), "tolerated": len(verdict.tolerated)}
+
+
+def _failed_tasks(states: dict[str, Any], own_id: str) -> list[str]:
+    """Return the keys (``task_id``, ``task_id_<map index>``) of the failed task instances but this one."""
+    return [key for key, state in states.items() if str(state) == "failed" and key != own_id]
