@@ -50,7 +50,8 @@ def _time(text: str) -> datetime | None:
 
 def task_instances(dep: LocalDeployment, run_id: str) -> list[TaskInstance]:
     rows = dep.sql(
-        "SELECT task_id, map_index, state, try_number, coalesce(custom_operator_name, operator, '')"
+        "SELECT task_id, map_index, state, try_number,"
+        " coalesce(nullif(custom_operator_name, ''), operator, '')"
         " FROM task_instance WHERE dag_id = %s AND run_id = %s",
         DAG_ID, run_id,
     )  # fmt: skip

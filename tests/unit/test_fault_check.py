@@ -23,16 +23,41 @@ def at(seconds: int) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def job(job_id: str, state: str, start: int | None, end: int | None, *, task: str = "ingest", map_index: int = -1,
-        try_number: int = 1, cluster: str = "perlmutter") -> SlurmJob:  # fmt: skip
+def job(
+    job_id: str,
+    state: str,
+    start: int | None,
+    end: int | None,
+    *,
+    task: str = "ingest",
+    map_index: int = -1,
+    try_number: int = 1,
+    cluster: str = "perlmutter",
+) -> SlurmJob:
     return SlurmJob(
-        cluster, job_id, task, map_index, try_number, state, at(start or 0) if start is not None else None,
-        at(start) if start is not None else None, at(end) if end is not None else None,
-    )  # fmt: skip
+        cluster,
+        job_id,
+        task,
+        map_index,
+        try_number,
+        state,
+        at(start or 0) if start is not None else None,
+        at(start) if start is not None else None,
+        at(end) if end is not None else None,
+    )
 
 
-def attempt(state: str, job_id: str | None, *, task: str = "ingest", map_index: int = -1, try_number: int = 1,
-            stream: str = "", process: str = "ingest", reason: str | None = None) -> HistoryAttempt:  # fmt: skip
+def attempt(
+    state: str,
+    job_id: str | None,
+    *,
+    task: str = "ingest",
+    map_index: int = -1,
+    try_number: int = 1,
+    stream: str = "",
+    process: str = "ingest",
+    reason: str | None = None,
+) -> HistoryAttempt:
     return HistoryAttempt(task, map_index, stream, process, try_number, state, job_id, "perlmutter", reason)
 
 
@@ -85,15 +110,15 @@ def test_a_bundle_rerun_that_completes_only_what_failed_is_no_duplicate() -> Non
     bundle = TaskInstance("processVisit.bundle", 0, "success", 2, slurm=True, bundle=True)
     b = {"task": "processVisit.bundle", "map_index": 0}
     history = [
-        attempt("success", "20", stream="visit=1", process="calibrateVisit", **b),  # type: ignore[arg-type]
-        attempt("failed", "20", stream="visit=2", process="calibrateVisit", **b),  # type: ignore[arg-type]
-        attempt("success", "21", stream="visit=2", process="calibrateVisit", try_number=2, **b),  # type: ignore[arg-type]
+        attempt("success", "20", stream="visit=1", process="calibrateVisit", **b),
+        attempt("failed", "20", stream="visit=2", process="calibrateVisit", **b),
+        attempt("success", "21", stream="visit=2", process="calibrateVisit", try_number=2, **b),
     ]
-    jobs = [job("20", "FAILED", 0, 20, **b), job("21", "COMPLETED", 30, 40, try_number=2, **b)]  # type: ignore[arg-type]
+    jobs = [job("20", "FAILED", 0, 20, **b), job("21", "COMPLETED", 30, 40, try_number=2, **b)]
     row = check_run("b", tis=[bundle], history=history, jobs=jobs, owner_uid=OWNER)
     assert (row.duplicates, row.lost, row.wrong) == (0, 0, 0), row.evidence
     # Completing visit=1 again in the second job is one.
-    history.append(attempt("success", "21", stream="visit=1", process="calibrateVisit", try_number=2, **b))  # type: ignore[arg-type]
+    history.append(attempt("success", "21", stream="visit=1", process="calibrateVisit", try_number=2, **b))
     row = check_run("b", tis=[bundle], history=history, jobs=jobs, owner_uid=OWNER)
     assert row.duplicates == 1
     assert "both completed visit=1:calibrateVisit" in "\n".join(row.evidence)
@@ -104,8 +129,10 @@ def test_an_instance_left_running_and_a_task_without_history_are_lost() -> None:
         "pg-down",
         tis=[INGEST_OK, TaskInstance("processSingle.measureSingle", 0, "success", 1, slurm=True)],
         history=[attempt("running", "10")],
-        jobs=[job("10", "COMPLETED", 0, 20), job("12", "COMPLETED", 0, 20, task="processSingle.measureSingle",
-                                                 map_index=0, cluster="s3df")],  # fmt: skip
+        jobs=[
+            job("10", "COMPLETED", 0, 20),
+            job("12", "COMPLETED", 0, 20, task="processSingle.measureSingle", map_index=0, cluster="s3df"),
+        ],
         owner_uid=OWNER,
     )
     text = "\n".join(row.evidence)
@@ -144,12 +171,21 @@ def test_a_users_scancel_recorded_terminated_and_resubmitted_breaks_its_expectat
     row = check_run(
         "scancel",
         tis=[TaskInstance("processSingle.measureSingle", 0, "success", 2, slurm=True)],
-        history=[attempt("terminated", "30", **single), attempt("success", "31", try_number=2, **single)],  # type: ignore[arg-type]
-        jobs=[job("30", f"CANCELLED by {OWNER}", 0, 5, **single),  # type: ignore[arg-type]
-              job("31", "COMPLETED", 300, 320, try_number=2, **single)],  # type: ignore[arg-type]  # fmt: skip
+        history=[attempt("terminated", "30", **single), attempt("success", "31", try_number=2, **single)],
+        jobs=[
+            job("30", f"CANCELLED by {OWNER}", 0, 5, **single),
+            job("31", "COMPLETED", 300, 320, try_number=2, **single),
+        ],
         owner_uid=OWNER,
-        expectations=[Expectation("processSingle.measureSingle", 0, ti_state="failed", history_state="cancelled",
-                                  no_later_jobs=True)],  # fmt: skip
+        expectations=[
+            Expectation(
+                "processSingle.measureSingle",
+                0,
+                ti_state="failed",
+                history_state="cancelled",
+                no_later_jobs=True,
+            )
+        ],
     )
     text = "\n".join(row.evidence)
     assert f"history terminated, sacct CANCELLED by {OWNER}" in text
@@ -165,8 +201,10 @@ def test_an_attempt_recording_another_task_instances_job_is_wrong() -> None:
     row = check_run(
         "slurmctld",
         tis=[INGEST_OK, TaskInstance("processVisit.bundle", 0, "success", 2, slurm=True, bundle=True)],
-        history=[attempt("success", "2573"), attempt("success", "2573", try_number=2, stream="visit=1",
-                                                     process="calibrateVisit", **b)],  # type: ignore[arg-type]  # fmt: skip
+        history=[
+            attempt("success", "2573"),
+            attempt("success", "2573", try_number=2, stream="visit=1", process="calibrateVisit", **b),
+        ],
         jobs=[job("2573", "COMPLETED", 0, 20)],
         owner_uid=OWNER,
     )
