@@ -20,7 +20,6 @@ exits 1 when a row misses the target (0 duplicates, 0 lost, 0 wrong states).
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import sys
 import tempfile
@@ -30,9 +29,10 @@ from datetime import datetime, timedelta
 
 import psycopg2
 
+from airflow_desc.history import HistoryStore
 from airflow_desc.operators.slurm import job_name_for
 from tests.faults.check import FaultRow, HistoryAttempt, SlurmJob, TaskInstance, check_run, format_table
-from tests.faults.deployment import DEPLOYMENTS, LocalDeployment
+from tests.faults.deployment import DEPLOYMENTS, HISTORY_CONN_ID, LocalDeployment
 from tests.faults.faults import FAULTS, Fault, FaultContext, Injected
 from tests.faults.site import SiteControl
 from tests.waiting import wait_for
@@ -68,8 +68,7 @@ def task_instances(dep: LocalDeployment, run_id: str) -> list[TaskInstance]:
     ]
 
 
-def history_attempts(run_id: str) -> list[HistoryAttempt]:
-    uri = os.environ["AIRFLOW_CONN_DESC_HISTORY"]
+def history_attempts(uri: str, run_id: str) -> list[HistoryAttempt]:
     with psycopg2.connect(uri, connect_timeout=10) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT p.task_id, p.map_index, s.path, p.process, p.try_number, p.state, p.job_id, p.cluster,"
@@ -160,7 +159,7 @@ def run_fault(dep: LocalDeployment, site: SiteControl, fault: Fault, timeout: fl
     row = check_run(
         fault.name,
         tis=tis,
-        history=history_attempts(run_id),
+        history=history_attempts(dep.history_uri, run_id),
         jobs=slurm_jobs(site, run_id, tis, since),
         owner_uid=site.owner_uid(),
         expectations=injected.expectations,
@@ -205,8 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     faults = [FAULTS[name] for name in (args.fault or FAULTS)]
     site = SiteControl.from_env()
     site.restore()
+    history_uri = site.history_database(HISTORY_CONN_ID)
+    HistoryStore(history_uri).upgrade()
     home = pathlib.Path(tempfile.mkdtemp(prefix="desc-faults-"))
-    dep = DEPLOYMENTS[args.deployment](home)
+    dep = DEPLOYMENTS[args.deployment](home, history_uri)
     start = time.monotonic()
     rows: list[FaultRow] = []
     dep.start()

@@ -3,9 +3,12 @@
 ``local`` (:class:`LocalDeployment`): tests/e2e/services.py's Airflow (api-server, scheduler,
 dag-processor, triggerer; LocalExecutor on the site's metadata PostgreSQL, reset at start) with
 the DAGs of tests/faults/dags, and the history written by the task processes themselves into the
-site's history PostgreSQL (the ``desc_history`` connection of env.sh as ``[desc] history_conn_id``,
-no ``DESC_HISTORY_JSONL``). A Celery deployment (two workers, two triggerers) is one more entry in
-:data:`DEPLOYMENTS` implementing the same methods; the faults only use these.
+site's history PostgreSQL, in a database of the matrix's own (``desc_faults_history``: other tests
+reset ``desc_history``), as production does: an Airflow connection named by ``[desc]
+history_conn_id``, no ``DESC_HISTORY_JSONL``.
+
+A Celery deployment (two workers, two triggerers) is one more entry in :data:`DEPLOYMENTS`
+implementing the same methods (the faults use only these); ``--deployment`` picks it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ __all__ = ["DEPLOYMENTS", "LocalDeployment"]
 
 DAGS = pathlib.Path(__file__).parent / "dags"
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-HISTORY_CONN_ID = "desc_history"
+HISTORY_CONN_ID = "desc_faults_history"
 
 
 class LocalDeployment:
@@ -31,18 +34,15 @@ class LocalDeployment:
 
     name = "local"
 
-    def __init__(self, home: pathlib.Path) -> None:
+    def __init__(self, home: pathlib.Path, history_uri: str) -> None:
         self.af = Airflow.configure(home, home / "unused-history.jsonl")
         env = self.af.env
         env.pop("DESC_HISTORY_JSONL", None)
         env.pop("DESC_HISTORY_CONN_ID", None)
-        if "AIRFLOW_CONN_DESC_HISTORY" not in env:
-            raise RuntimeError(
-                "AIRFLOW_CONN_DESC_HISTORY is not set: source /var/lib/airflow-desc-site/env.sh"
-            )
         env.update(
             {
                 "AIRFLOW__DESC__HISTORY_CONN_ID": HISTORY_CONN_ID,
+                f"AIRFLOW_CONN_{HISTORY_CONN_ID.upper()}": history_uri,
                 "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
                 "AIRFLOW__CORE__PARALLELISM": "16",
                 # The components import airflow_desc and the DAG files from this checkout.
@@ -50,6 +50,7 @@ class LocalDeployment:
             }
         )
         self.home = home
+        self.history_uri = history_uri
         self.extra: dict[str, subprocess.Popen[bytes]] = {}
 
     # --- life -----------------------------------------------------------------------------------
