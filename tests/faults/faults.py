@@ -139,11 +139,11 @@ def worker_kill(ctx: FaultContext) -> Injected:
     """
     dep = ctx.deployment
     script = ctx.task_dir(INGEST) / "t1.sh"
-    ti_id = wait_for(lambda: (ctx.ti(INGEST) or ("",))[0], timeout=120, what="the ingest task instance")
     wait_for(script.exists, timeout=300, interval=0.005, what=f"{script} written")
     dep.signal_component("api-server", signal.SIGSTOP)
     try:
-        workers = dep.worker_pids(ti_id)
+        ti = ctx.ti(INGEST)
+        workers = dep.worker_pids(ti[0]) if ti else []
         for pid in workers:
             _signal(pid, signal.SIGSTOP)
         job = ctx.wait_job("perlmutter", INGEST, states=("PENDING", "RUNNING", "CONFIGURING", "COMPLETING"))
@@ -202,7 +202,8 @@ def _service_down(service: str, seconds: float) -> Callable[[FaultContext], Inje
     def inject(ctx: FaultContext) -> Injected:
         ctx.wait_job("perlmutter", INGEST)
         try:
-            ctx.site.stop(service)
+            cut = ctx.site.stop(service, sessions=True)
+            ctx.note(f"{service} stopped, {cut} open session(s) cut")
             hold(seconds)
         finally:
             ctx.site.restore()
@@ -228,7 +229,13 @@ def job_purged(ctx: FaultContext) -> Injected:
     """Delete ingest's running job from the accounting database (MariaDB, ``perlmutter_job_table`` and
     ``perlmutter_step_table``), as a purge of old records would; sacct no longer knows it."""
     job = ctx.wait_job("perlmutter", INGEST)
-    inx = ctx.site.mariadb(f"SELECT job_db_inx FROM perlmutter_job_table WHERE id_job = {int(job)}").split()
+    inx = wait_for(
+        lambda: ctx.site.mariadb(
+            f"SELECT job_db_inx FROM perlmutter_job_table WHERE id_job = {int(job)}"
+        ).split(),
+        timeout=60,
+        what=f"job {job} in the accounting DB",
+    )
     for i in inx:
         ctx.site.mariadb(f"DELETE FROM perlmutter_step_table WHERE job_db_inx = {int(i)}")
         ctx.site.mariadb(f"DELETE FROM perlmutter_job_table WHERE job_db_inx = {int(i)}")
@@ -289,8 +296,8 @@ def history_pg_down(ctx: FaultContext) -> Injected:
 
 def scheduler_restart(ctx: FaultContext) -> Injected:
     """Restart the scheduler (SIGTERM to its process group, LocalExecutor's workers included) while
-    a bundle's job runs."""
-    ctx.wait_ti(BUNDLE, 0, ("deferred", "running"))
+    a bundle is deferred."""
+    ctx.wait_ti(BUNDLE, 0, ("deferred",))
     ctx.deployment.restart_component("scheduler")
     return Injected()
 

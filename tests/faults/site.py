@@ -12,6 +12,7 @@ import dataclasses
 import os
 import pathlib
 import shlex
+import signal
 import subprocess
 from datetime import datetime
 
@@ -59,8 +60,13 @@ class SiteControl:
             text=True,
         )
 
-    def stop(self, service: str) -> None:
-        """Stop one of :data:`SERVICES`, or ``pg-history``, as docker/site/down would."""
+    def stop(self, service: str, *, sessions: bool = False) -> int:
+        """Stop one of :data:`SERVICES`, or ``pg-history``, as docker/site/down would.
+
+        :param sessions: for an sshd, also end its open sessions (the per-connection sshd processes it
+            forked), as a login node going down would; stopping the listener alone leaves them.
+        :return: how many sessions were ended.
+        """
         if service == "pg-history":
             pg_bin = os.environ["DESC_SITE_PG_BIN"]
             data = os.environ["DESC_SITE_PG_HISTORY_DATA"]
@@ -81,9 +87,22 @@ class SiteControl:
                 check=True,
                 capture_output=True,
             )
-            return
+            return 0
         pidfile = self.site_dir / "run" / SERVICES[service]
+        children = []
+        if sessions and pidfile.exists():
+            listener = pidfile.read_text().split()[0]
+            out = subprocess.run(
+                ["pgrep", "-P", listener], capture_output=True, text=True, check=False
+            ).stdout
+            children = [int(p) for p in out.split()]
         self._lib(f"stop_pidfile {shlex.quote(service)} {shlex.quote(str(pidfile))}")
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        return len(children)
 
     def restore(self) -> None:
         """Start what is not running (docker/site/up; it waits until every daemon answers)."""
