@@ -61,9 +61,12 @@ test: venv site-up lint
 	source $(SITE_ENV) && $(BIN)/pytest -m serial --durations=5 tests/integration tests/e2e
 
 # The fault matrix (tests/faults): not part of `make test` (about half an hour). It stops site services
-# other tests use, so it holds the site lock exclusively. FAULT=sshd-down runs one fault.
+# other tests use, so it holds the site lock exclusively. FAULT=sshd-down runs one fault; FAULTS_DEPLOYMENT
+# names the Airflow it runs on (tests/faults/deployment.py).
+FAULTS_DEPLOYMENT ?= local
 test-faults: venv site-up
-	source $(SITE_ENV) && flock -x /tmp/desc-site.lock $(BIN)/python -m tests.faults $(if $(FAULT),--fault $(FAULT))
+	source $(SITE_ENV) && flock -x /tmp/desc-site.lock $(BIN)/python -m tests.faults \
+		--deployment $(FAULTS_DEPLOYMENT) $(if $(FAULT),--fault $(FAULT))
 
 demo: venv site-up
 	source $(SITE_ENV) && $(BIN)/python -m airflow_desc.demo --out out/demo
