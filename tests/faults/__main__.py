@@ -203,7 +203,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     faults = [FAULTS[name] for name in (args.fault or FAULTS)]
     site = SiteControl.from_env()
-    site.restore()
     history_uri = site.history_database(HISTORY_CONN_ID)
     HistoryStore(history_uri).upgrade()
     home = pathlib.Path(tempfile.mkdtemp(prefix="desc-faults-"))
@@ -217,7 +216,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_table(rows[-1:]), flush=True)
     finally:
         dep.stop()
-        site.restore()
     print()
     print(format_table(rows))
     print(

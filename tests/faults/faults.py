@@ -209,9 +209,7 @@ def _service_down(service: str, seconds: float) -> Callable[[FaultContext], Inje
             ctx.site.restore()
         return Injected([Expectation(INGEST, ti_state="success")])
 
-    inject.__doc__ = (
-        f"Stop {service} for {seconds:.0f} s while ingest's job runs (docker/site/up restores it)."
-    )
+    inject.__doc__ = f"Stop {service} for {seconds:.0f} s while ingest's job runs."
     return inject
 
 

@@ -2,8 +2,11 @@
 own scripts, and its SLURM commands run on this machine (we are root on the site's host).
 
 A service is stopped with lib.sh's ``stop_pidfile`` (TERM, KILL after 20 s) or, for the history
-PostgreSQL, ``pg_ctl stop -m fast``; :meth:`SiteControl.restore` runs ``docker/site/up``, which
-starts whatever is not running and leaves the rest alone.
+PostgreSQL, ``pg_ctl stop -m fast``; :meth:`SiteControl.restore` starts again what was stopped,
+with the command line ``docker/site/up`` starts it with, on the configuration files the running
+site was started with, and waits until it answers. It does not run ``up`` itself: ``up``
+regenerates every configuration file first, and one from another checkout than the running
+site's (a site with a second node, say) would leave the site's daemons and files disagreeing.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import pathlib
 import shlex
 import signal
 import subprocess
+from collections.abc import Callable
 from datetime import datetime
+
+from tests.waiting import wait_for
 
 __all__ = ["SERVICES", "SiteControl"]
 
@@ -31,10 +37,12 @@ SERVICES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class SiteControl:
     site_dir: pathlib.Path
     owner: str
+    #: what :meth:`stop` stopped and :meth:`restore` has not started again
+    stopped: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_env(cls) -> SiteControl:
@@ -60,6 +68,9 @@ class SiteControl:
             text=True,
         )
 
+    def _env(self, name: str) -> str:
+        return os.environ[name]
+
     def stop(self, service: str, *, sessions: bool = False) -> int:
         """Stop one of :data:`SERVICES`, or ``pg-history``, as docker/site/down would.
 
@@ -67,6 +78,7 @@ class SiteControl:
             forked), as a login node going down would; stopping the listener alone leaves them.
         :return: how many sessions were ended.
         """
+        self.stopped.append(service)
         if service == "pg-history":
             pg_bin = os.environ["DESC_SITE_PG_BIN"]
             data = os.environ["DESC_SITE_PG_HISTORY_DATA"]
@@ -105,10 +117,48 @@ class SiteControl:
         return len(children)
 
     def restore(self) -> None:
-        """Start what is not running (docker/site/up; it waits until every daemon answers)."""
-        proc = subprocess.run([str(SITE_SCRIPTS / "up")], capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"docker/site/up failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        """Start again what :meth:`stop` stopped (as docker/site/up does); wait until each answers."""
+        while self.stopped:
+            self._start(self.stopped[-1])
+            self.stopped.pop()
+
+    def _start(self, service: str) -> None:
+        etc, log, run = self.site_dir / "etc", self.site_dir / "log", self.site_dir / "run"
+        pm_conf = {"SLURM_CONF": str(etc / "perlmutter" / "slurm.conf")}
+        answers: Callable[[], bool]
+        if service == "pg-history":
+            port = self._env("DESC_SITE_PG_HISTORY_PORT")
+            options = f"-p {port} -k {run / 'pg-history'} -c listen_addresses=127.0.0.1"
+            pg_ctl = f"{self._env('DESC_SITE_PG_BIN')}/pg_ctl"
+            data = self._env("DESC_SITE_PG_HISTORY_DATA")
+            argv = ["runuser", "-u", "postgres", "--", pg_ctl, "-D", data, "-l", str(log / "pg-history.log"),
+                    "-w", "-t", "60", "-o", options, "start"]  # fmt: skip
+            answers = lambda: _port_open(int(port))  # noqa: E731
+            env: dict[str, str] = {}
+        elif service.startswith("sshd-"):
+            login = service.removeprefix("sshd-")
+            argv = [
+                "/usr/sbin/sshd",
+                "-f",
+                str(etc / f"sshd-{login}.conf"),
+                "-E",
+                str(log / f"sshd-{login}.log"),
+            ]
+            port = self._env(f"DESC_SITE_SSH_PORT_{login.upper()}")
+            answers = lambda: _port_open(int(port))  # noqa: E731
+            env = {}
+        elif service == "slurmdbd":
+            argv, env = ["/usr/sbin/slurmdbd"], pm_conf
+            answers = lambda: _succeeds(["sacctmgr", "-n", "show", "cluster"], env)  # noqa: E731
+        elif service.startswith("slurmctld-"):
+            cluster = service.removeprefix("slurmctld-")
+            argv, env = ["/usr/sbin/slurmctld"], {"SLURM_CONF": str(etc / cluster / "slurm.conf")}
+            answers = lambda: _succeeds(["scontrol", "ping"], env)  # noqa: E731
+        else:
+            raise ValueError(f"no way to start {service!r}")
+        with open(log / f"{service}.restart.log", "ab") as out:
+            subprocess.run(argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, check=True)
+        wait_for(answers, timeout=120, what=f"{service} answers again")
 
     def history_database(self, name: str) -> str:
         """Create database ``name`` (owned by the history's role) in the history PostgreSQL, if missing;
@@ -173,3 +223,16 @@ class SiteControl:
             text=True,
             check=True,
         ).stdout
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _succeeds(argv: list[str], env: dict[str, str]) -> bool:
+    proc = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, check=False, timeout=30)
+    return proc.returncode == 0
