@@ -139,7 +139,9 @@ class Expectation:
     """What a fault must leave behind for one task instance, beyond the general rules.
 
     :param ti_state: Airflow's final state of the task instance.
-    :param history_state: the state of the attempt of the job named by ``try_number``.
+    :param history_state: the state the history records for the job of try ``try_number`` (the job
+        named ``...t<try>``), under whichever try the attempt is recorded (a retry that re-attached
+        to it records it as its own).
     :param try_number: that try (default: the task instance's first job).
     :param no_later_jobs: no job of a later try may exist (a user's cancel is not retried).
     """
@@ -337,16 +339,30 @@ def _broken_expectations(
         if exp.ti_state is not None and (ti is None or ti.state != exp.ti_state):
             found.append(f"{where}: task instance {ti.state if ti else 'missing'}, expected {exp.ti_state}")
         if exp.history_state is not None:
-            states = sorted({a.state for a in history if (a.task_id, a.map_index) == key
-                             and a.try_number == exp.try_number})  # fmt: skip
+            ids = {j.job_id for j in jobs if j.ti == key and j.try_number == exp.try_number}
+            states = sorted({a.state for a in history if (a.task_id, a.map_index) == key and a.job_id in ids})
             if exp.history_state not in states:
-                found.append(f"{where}: try {exp.try_number} recorded {', '.join(states) or 'nothing'}, "
-                             f"expected {exp.history_state}")  # fmt: skip
+                recorded = ", ".join(states) or "nothing"
+                found.append(
+                    f"{where}: try {exp.try_number}'s job recorded {recorded}, expected {exp.history_state}"
+                )
         if exp.no_later_jobs:
             later = sorted(j.job_id for j in jobs if j.ti == key and j.try_number > exp.try_number)
             if later:
                 found.append(f"{where}: resubmitted after try {exp.try_number}: job(s) {', '.join(later)}")
     return found
+
+
+def _relabelled(jobs: Sequence[SlurmJob], history: Sequence[HistoryAttempt]) -> list[str]:
+    """Attempts recorded under another try than the one that submitted their job (not counted)."""
+    by_id = {(j.cluster, j.job_id): j for j in jobs}
+    return [
+        f"{a.task_id}[{a.map_index}] {a.stream}:{a.process}: job {a.job_id} of try {job.try_number} "
+        f"recorded as try {a.try_number}"
+        for a in history
+        if a.job_id and (job := by_id.get((a.cluster or "", a.job_id))) is not None
+        and job.ti == (a.task_id, a.map_index) and job.try_number != a.try_number
+    ]  # fmt: skip
 
 
 def check_run(
@@ -375,6 +391,7 @@ def check_run(
     )
     evidence = [f"duplicate: {e}" for e in dups] + [f"lost: {e}" for e in lost]
     evidence += [f"wrong: {e}" for e in wrong]
+    evidence += [f"note: {e}" for e in _relabelled(jobs, history)]
     if not finished:
         evidence.insert(0, "the run did not finish in time")
     return FaultRow(

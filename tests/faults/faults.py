@@ -162,7 +162,7 @@ def worker_kill(ctx: FaultContext) -> Injected:
             _signal(pid, signal.SIGKILL)
     finally:
         dep.signal_component("api-server", signal.SIGCONT)
-    return Injected([Expectation(INGEST, ti_state="success", history_state="success")])
+    return Injected([Expectation(INGEST, ti_state="success", history_state="success", no_later_jobs=True)])
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

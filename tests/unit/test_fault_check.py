@@ -190,7 +190,7 @@ def test_a_users_scancel_recorded_terminated_and_resubmitted_breaks_its_expectat
     text = "\n".join(row.evidence)
     assert f"history terminated, sacct CANCELLED by {OWNER}" in text
     assert "task instance success, expected failed" in text
-    assert "try 1 recorded terminated, expected cancelled" in text
+    assert "try 1's job recorded terminated, expected cancelled" in text
     assert "resubmitted after try 1: job(s) 31" in text
     assert row.wrong == 4
 
@@ -225,3 +225,17 @@ def test_the_table_has_one_line_per_fault_and_the_evidence_of_misses() -> None:
     assert "SKIPPED: perlmutter has one node" in lines[4]
     assert text.endswith("scancel:\n  wrong: x")
     assert [r.ok for r in rows] == [True, False, True]
+
+
+def test_a_retry_that_re_attached_to_the_first_tries_job_is_no_duplicate_and_noted() -> None:
+    # worker-kill: try 1's worker died after sbatch; try 2 found job 10 by its name and waited for it.
+    row = check_run(
+        "worker-kill",
+        tis=[TaskInstance("ingest", -1, "success", 2, slurm=True)],
+        history=[attempt("success", "10", try_number=2)],
+        jobs=[job("10", "COMPLETED", 0, 20)],
+        owner_uid=OWNER,
+        expectations=[Expectation("ingest", ti_state="success", history_state="success", no_later_jobs=True)],
+    )
+    assert (row.duplicates, row.lost, row.wrong, row.ok) == (0, 0, 0, True), row.evidence
+    assert row.evidence == ["note: ingest[-1] :ingest: job 10 of try 1 recorded as try 2"]
