@@ -93,8 +93,14 @@ def history_attempts(uri: str, run_id: str) -> list[HistoryAttempt]:
 
 
 def slurm_jobs(
-    site: SiteControl, run_id: str, tis: Sequence[TaskInstance], since: datetime
+    site: SiteControl,
+    run_id: str,
+    tis: Sequence[TaskInstance],
+    since: datetime,
+    purged: Sequence[tuple[str, str]] = (),
 ) -> list[SlurmJob]:
+    """The run's jobs in sacct; and the ``purged`` ones (cluster, id) that sacct no longer has, as the
+    controller still shows them (``scontrol show job``), else as started and never ended."""
     names = {}
     for ti in tis:
         if ti.slurm:
@@ -121,6 +127,18 @@ def slurm_jobs(
                     _time(row["End"]),
                 )  # fmt: skip
             )
+    for cluster, job_id in purged:
+        if any(j.cluster == cluster and j.job_id == job_id for j in jobs):
+            continue
+        out = site.slurm(cluster, "scontrol", "-o", "show", "job", job_id, check=False).split()
+        fields = dict(f.split("=", 1) for f in out if "=" in f)
+        if fields.get("JobName") in names:
+            task_id, map_index, try_number = names[fields["JobName"]]
+            state = fields.get("JobState", "")
+            start, end = _time(fields.get("StartTime", "")), _time(fields.get("EndTime", ""))
+            submit = _time(fields.get("SubmitTime", ""))
+            end = end if state not in ("RUNNING", "PENDING") else None
+            jobs.append(SlurmJob(cluster, job_id, task_id, map_index, try_number, state, submit, start, end))
     return jobs
 
 
@@ -160,7 +178,7 @@ def run_fault(dep: LocalDeployment, site: SiteControl, fault: Fault, timeout: fl
         fault.name,
         tis=tis,
         history=history_attempts(dep.history_uri, run_id),
-        jobs=slurm_jobs(site, run_id, tis, since),
+        jobs=slurm_jobs(site, run_id, tis, since, injected.purged),
         owner_uid=site.owner_uid(),
         expectations=injected.expectations,
         recover_s=None if state is None or restored is None else max(0.0, ended - restored),

@@ -41,6 +41,8 @@ class Injected:
 
     expectations: list[Expectation] = dataclasses.field(default_factory=list)
     undo: Callable[[], None] | None = None
+    #: jobs (cluster, id) the fault deleted from accounting: the checker takes them from the controller
+    purged: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -240,7 +242,7 @@ def job_purged(ctx: FaultContext) -> Injected:
     ctx.note(
         f"job {job} deleted from the accounting DB (job_db_inx {', '.join(inx) or 'none: not yet recorded'})"
     )
-    return Injected([Expectation(INGEST, ti_state="success")])
+    return Injected([Expectation(INGEST, ti_state="success")], purged=[("perlmutter", job)])
 
 
 def scancel_by_owner(ctx: FaultContext) -> Injected:
