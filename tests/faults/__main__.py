@@ -173,6 +173,7 @@ def run_fault(dep: LocalDeployment, site: SiteControl, fault: Fault, timeout: fl
         ended = time.monotonic()
         if injected.undo is not None:
             injected.undo()
+    spooled = dep.flush_history()
     tis = task_instances(dep, run_id)
     row = check_run(
         fault.name,
@@ -186,6 +187,10 @@ def run_fault(dep: LocalDeployment, site: SiteControl, fault: Fault, timeout: fl
     )
     row.evidence[:0] = [f"note: run {run_id} {state or 'unfinished'}", *(f"note: {n}" for n in ctx.notes)]
     row.evidence.extend(f"error: {p}" for p in problems)
+    if spooled:
+        row.evidence.append(
+            f"note: {spooled} record(s) still in the spool when the run ended; flushed before the check"
+        )
     if problems:
         row.finished = False
     if state is None:

@@ -17,6 +17,8 @@ from the history PostgreSQL, Airflow's metadata DB and ``sacct`` on each cluster
     ``running``, ``cancelling``); a SLURM task instance that ran (``success`` / ``failed``) with no
     attempt in the history at all; a task instance still not final when the run's time was up; and
     a job that started in SLURM whose id no history attempt records (it ran but is not recorded).
+    The harness reads the history after writing out the spool (``python -m airflow_desc.history
+    flush``, as an operator would) and notes how many records were still waiting there.
 ``wrong``
     States that disagree. A single job's attempt whose state is not the one its ``sacct`` end state
     means (:func:`expected_history_states`: ``COMPLETED`` success, ``FAILED`` failed, ``TIMEOUT`` /

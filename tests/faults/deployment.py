@@ -115,6 +115,18 @@ class LocalDeployment:
         ).stdout
         return [int(p) for p in out.split()]
 
+    def flush_history(self) -> int:
+        """Write out what the task processes spooled while the history was away (``python -m
+        airflow_desc.history flush``, as an operator would); return how many records waited."""
+        spool = self.home / "desc" / "history-spool.jsonl"
+        waiting = len(spool.read_text().splitlines()) if spool.exists() else 0
+        if waiting:
+            subprocess.run(
+                [str(AIRFLOW.with_name("python")), "-m", "airflow_desc.history", "flush"],
+                env=self.af.env, capture_output=True, check=False, timeout=120,
+            )  # fmt: skip
+        return waiting
+
     # --- runs -----------------------------------------------------------------------------------
     def sql(self, query: str, *params: object) -> list[tuple[object, ...]]:
         return self.af.sql(query, *params)
