@@ -27,7 +27,7 @@ help:
 $(VENV)/.installed: setup.cfg constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,celery]'
 	@touch $@
 
 venv: $(VENV)/.installed

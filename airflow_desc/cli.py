@@ -173,10 +173,9 @@ def _history_engine(args: argparse.Namespace) -> Any:
 def _stdout_to_stderr() -> Iterator[None]:
     """Send what is written to stdout meanwhile to stderr, at the file-descriptor level.
 
-    Reading live states parses DAG files ("Filling up the DagBag ...") and logs in to clusters
-    (paramiko's "Connected ..."): Airflow's logging writes those to the stdout it was configured
-    with, and a DAG file may print. Any of it would spoil ``status --format json``. A CLI is one
-    thread; the api-server's page never does this.
+    Reading live states sets Airflow up (its ORM, its logging) and migrates nothing, but Airflow's
+    logging writes what it logs meanwhile to the stdout it was configured with, which would spoil
+    ``status --format json``. A CLI is one thread; the api-server's page never does this.
     """
     sys.stdout.flush()
     saved = os.dup(1)
@@ -194,10 +193,12 @@ def _table_counts(args: argparse.Namespace, selection: Any) -> Any:
     from airflow_desc.history import open_history
     from airflow_desc.status.current import current_counts
 
-    with _stdout_to_stderr():  # parsing DAG files and SSH log to stdout: not into --format json
+    with _stdout_to_stderr():  # Airflow logs to stdout: not into --format json
         current = current_counts(open_history(args.db), selection, live=not args.no_live)
     if current.warning:
         print(f"airflow-desc: warning: {current.warning} (--no-live hides this warning)", file=sys.stderr)
+    for note in current.notes:
+        print(f"airflow-desc: note: {note}", file=sys.stderr)
     return current
 
 

@@ -3,15 +3,21 @@
 Operators hand :class:`ProcessRecord` batches to a :class:`Recorder`; :func:`default_recorder` picks
 the one configured for this installation:
 
-1. ``DESC_HISTORY_JSONL`` set: a :class:`JsonLinesRecorder` on that file (tests, demos);
+1. ``DESC_HISTORY_JSONL`` set: a :class:`JsonLinesRecorder` on that file (a debugging aid: one file
+   per host, no spool; the status page and the CLI read only the database);
 2. else a :class:`SpoolingRecorder` over a :class:`HistoryStore` on the Airflow connection named
    by ``DESC_HISTORY_CONN_ID`` or the Airflow option ``[desc] history_conn_id`` (PostgreSQL in
    production, e.g. ``desc_history``);
 3. else the same over the embedded SQLite database ``$AIRFLOW_HOME/desc/history.db``.
 
-The spool of (2) and (3) is ``$AIRFLOW_HOME/desc/history-spool.jsonl``.
+The spool of (2) and (3) is ``history-spool.jsonl`` in :func:`spool_dir`: ``$DESC_SPOOL_DIR``, else
+``[desc] spool_dir``, else ``$AIRFLOW_HOME/desc``. Every write flushes the spool first, so with a
+spool directory every worker shares (a volume with ``flock``: NFSv4, CephFS, Lustre mounted with
+``flock``), what a worker spooled before it was lost is written by the next task on any host.
 ``python -m airflow_desc.history flush`` writes it out; queries are in
 :mod:`airflow_desc.history.queries`.
+What the status page reads of runs in progress (process plans, polled SLURM job states:
+:mod:`~airflow_desc.history.live`) always goes to the database of (2) or (3), :func:`default_history_store`.
 
 Modules: :mod:`~airflow_desc.history.records` (records and the simple recorders),
 :mod:`~airflow_desc.history.schema` (tables), :mod:`~airflow_desc.history.engine` (URL, engine,
@@ -48,6 +54,7 @@ __all__ = [
     "ProcessRecord",
     "Recorder",
     "SpoolingRecorder",
+    "default_history_store",
     "default_recorder",
     "default_spool_path",
     "default_spooling_recorder",
@@ -55,6 +62,7 @@ __all__ = [
     "history_conn_id",
     "open_history",
     "process_state",
+    "spool_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,8 +70,12 @@ log = logging.getLogger(__name__)
 #: Environment variable naming the Airflow connection of the history database.
 CONN_ID_ENV = "DESC_HISTORY_CONN_ID"
 
+#: Environment variable naming the spool directory (wins over ``[desc] spool_dir``).
+SPOOL_DIR_ENV = "DESC_SPOOL_DIR"
+
 _cache_lock = threading.Lock()
 _recorders: dict[tuple[int, str, str], SpoolingRecorder] = {}
+_stores: dict[tuple[int, str], HistoryStore] = {}
 
 
 def _desc_home() -> Path:
@@ -71,23 +83,41 @@ def _desc_home() -> Path:
     return Path(home) / "desc"
 
 
-def history_conn_id() -> str | None:
-    """Return the history connection id: ``$DESC_HISTORY_CONN_ID``, else ``[desc] history_conn_id``.
+def _setting(env: str, option: str) -> str | None:
+    """Return ``$env``, else the Airflow option ``[desc] option``; None when neither says anything.
 
-    Airflow's configuration is read lazily and only when the environment does not decide; None when
-    neither names one (or Airflow's configuration cannot be read).
+    Airflow's configuration is read lazily and only when the environment does not decide (and
+    counts as unset when it cannot be read).
     """
-    conn_id = os.environ.get(CONN_ID_ENV, "").strip()
-    if conn_id:
-        return conn_id
+    value: str | None = os.environ.get(env, "").strip()
+    if value:
+        return value
     try:
         from airflow.sdk.configuration import conf
 
-        value = conf.get("desc", "history_conn_id", fallback=None)
+        value = conf.get("desc", option, fallback=None)
     except Exception as exc:  # an Airflow without a readable config: the embedded default still works
-        log.debug("cannot read [desc] history_conn_id: %s", exc)
+        log.debug("cannot read [desc] %s: %s", option, exc)
         return None
     return value.strip() if value and value.strip() else None
+
+
+def history_conn_id() -> str | None:
+    """Return the history connection id: ``$DESC_HISTORY_CONN_ID``, else ``[desc] history_conn_id``.
+
+    None when neither names one (or Airflow's configuration cannot be read).
+    """
+    return _setting(CONN_ID_ENV, "history_conn_id")
+
+
+def spool_dir() -> Path:
+    """Return the spool directory: ``$DESC_SPOOL_DIR``, else ``[desc] spool_dir``, else $AIRFLOW_HOME/desc.
+
+    On a deployment whose workers may be lost (several hosts, short-lived pods), point it at a
+    volume every worker mounts, so that the next task on any host flushes what a lost one spooled.
+    """
+    configured = _setting(SPOOL_DIR_ENV, "spool_dir")
+    return Path(configured).expanduser() if configured else _desc_home()
 
 
 def default_sqlite_url() -> str:
@@ -96,8 +126,8 @@ def default_sqlite_url() -> str:
 
 
 def default_spool_path() -> Path:
-    """Return the spool file of the default recorder: ``$AIRFLOW_HOME/desc/history-spool.jsonl``."""
-    return _desc_home() / "history-spool.jsonl"
+    """Return the spool file of the default recorder: ``history-spool.jsonl`` in :func:`spool_dir`."""
+    return spool_dir() / "history-spool.jsonl"
 
 
 def open_history(url_or_conn_id: str | None = None) -> HistoryStore:
@@ -112,6 +142,23 @@ def open_history(url_or_conn_id: str | None = None) -> HistoryStore:
     if "://" in target:
         return HistoryStore(target)
     return HistoryStore.from_conn_id(target)
+
+
+def default_history_store() -> HistoryStore:
+    """Return the configured history's :class:`HistoryStore`, one per process and configuration.
+
+    What the process plans and the polled SLURM job states (:mod:`airflow_desc.history.live`) are
+    written to and read from: always the database (``DESC_HISTORY_JSONL`` redirects process
+    records only), so that the status page finds them. One store, one engine and its pool, for
+    the life of the process.
+    """
+    target = history_conn_id() or default_sqlite_url()
+    key = (os.getpid(), target)
+    with _cache_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = open_history(target)
+    return store
 
 
 def default_spooling_recorder() -> SpoolingRecorder:
@@ -131,10 +178,10 @@ def default_spooling_recorder() -> SpoolingRecorder:
 def default_recorder() -> Recorder:
     """Return the recorder operators use unless given one.
 
-    ``DESC_HISTORY_JSONL`` names a JSON-lines file (it wins, for tests and demos); otherwise
+    ``DESC_HISTORY_JSONL`` names a JSON-lines file (it wins; a debugging aid); otherwise
     :func:`default_spooling_recorder`: the history database configured by ``DESC_HISTORY_CONN_ID`` /
     ``[desc] history_conn_id``, else SQLite at ``$AIRFLOW_HOME/desc/history.db``, spooling to
-    ``$AIRFLOW_HOME/desc/history-spool.jsonl`` when the database cannot be written.
+    :func:`default_spool_path` when the database cannot be written.
     """
     path = os.environ.get("DESC_HISTORY_JSONL")
     if path:

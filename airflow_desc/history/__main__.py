@@ -30,7 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=("upgrade", "flush", "status"))
     parser.add_argument("--db", default=None, help="SQLAlchemy URL or Airflow connection id of the history")
-    parser.add_argument("--spool", default=None, help="the spool file (default: $AIRFLOW_HOME/desc/...)")
+    parser.add_argument(
+        "--spool",
+        default=None,
+        help="the spool file (default: history-spool.jsonl in $DESC_SPOOL_DIR, "
+        "[desc] spool_dir or $AIRFLOW_HOME/desc)",
+    )
     parser.add_argument("--workflow", default=None)
     parser.add_argument("--run-id", default=None)
     args = parser.parse_args(argv)

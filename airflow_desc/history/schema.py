@@ -10,6 +10,11 @@
     rerun_requests     one row per task instance cleared by ``airflow-desc rerun``: who and why;
                        the writer copies them into the attempts that follow (``triggered_by``,
                        ``rerun_reason``)
+    process_plans      one row per DAG: which process instances its task instances stand for and
+                       its workflow's order, as JSON (written by the plugin's listener when a task
+                       of the DAG starts, read by the status page instead of the DAG file)
+    slurm_job_states   one row per SLURM job a triggerer watches: its state as sacct last said, and
+                       when (written by the triggers' per-cluster pollers, one write per poll)
 
 The attempt identity, :meth:`ProcessRecord.key`, is ``(dag_id, run_id, task_id, map_index,
 stream, process, try_number)``. ``(dag_id, run_id)`` is unique in ``runs`` and ``(run, path)`` in
@@ -39,8 +44,10 @@ __all__ = [
     "HistoryDateTime",
     "metadata",
     "process_instances",
+    "process_plans",
     "rerun_requests",
     "runs",
+    "slurm_job_states",
     "streams",
     "workflows",
 ]
@@ -212,3 +219,29 @@ sa.Index(
     rerun_requests.c.task_id,
     rerun_requests.c.map_index,
 )
+
+process_plans = sa.Table(
+    "process_plans",
+    metadata,
+    sa.Column("dag_id", sa.Text, primary_key=True),
+    # The plan's digest: a writer compares it before writing, so that a DAG's plan is written once.
+    sa.Column("digest", sa.Text, nullable=False),
+    sa.Column("plan", DB_JSON, nullable=False),
+    sa.Column("written_at", HistoryDateTime, nullable=False),
+)
+
+slurm_job_states = sa.Table(
+    "slurm_job_states",
+    metadata,
+    # The cluster login: the SSH connection and its bastion ("" for none), as the trigger names them.
+    sa.Column("ssh_conn_id", sa.Text, primary_key=True),
+    sa.Column("jump_conn_id", sa.Text, primary_key=True, server_default=""),
+    sa.Column("job_id", sa.Text, primary_key=True),
+    # As sacct prints it (``RUNNING``, ``PENDING``, ``CANCELLED by 0`` ...).
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("polled_at", HistoryDateTime, nullable=False),
+    # The poller's interval then: a reader calls a state stale after a few of them.
+    sa.Column("poll_interval_s", sa.Float, nullable=False),
+)
+# Pruning deletes the rows not polled for a while.
+sa.Index("ix_slurm_job_states_polled_at", slurm_job_states.c.polled_at)

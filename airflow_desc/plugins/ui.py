@@ -15,6 +15,11 @@ Every route needs a logged-in Airflow user (the UI's session token, or an API be
 the REST API does): without one the answer is 401. A user who may not read every DAG sees only
 the runs of the DAGs the auth manager lets them read. The table is the one the CLI prints
 (:func:`~airflow_desc.status.current.current_counts`), from the configured history store.
+
+The api-server reads databases only: Airflow's metadata DB and the history (its records, the
+DAGs' process plans the listener stores, the SLURM job states the triggers' pollers store). It
+needs no DAG files and no SSH keys or cluster connections: nothing here parses a DAG or asks a
+cluster (:mod:`airflow_desc.status.live`).
 """
 
 from __future__ import annotations
@@ -124,6 +129,7 @@ def status_page(request: Request, user: GetUserDep) -> HTMLResponse:
     dag_ids = _readable_dags(user)
     current = _current(selected, dag_ids)
     notes = [current.warning] if current.warning else []
+    notes.extend(current.notes)
     if current.live is not None and not current.live.empty:
         notes.append(f"{int(current.live['count'].sum()):,} process instances of DAG runs in progress, "
                      "counted from their task-instance states")  # fmt: skip

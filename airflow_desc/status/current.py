@@ -3,10 +3,12 @@
 What ``airflow-desc status`` / ``report`` and the UI page show. :func:`current_counts` reads the
 history (:func:`~airflow_desc.history.queries.status_counts`), the live process instances of the
 queued and running DAG runs (:func:`~airflow_desc.status.live.live_process_instances`, from
-Airflow's metadata DB), the latest recorded attempts of those instances, and merges them
-(:func:`~airflow_desc.status.merge.merge_live`). When Airflow's metadata DB cannot be read the
-history's counts stand alone and :attr:`CurrentCounts.warning` says why; a time window that ends
-(``until``) is history only: live states are now.
+Airflow's metadata DB and the process plans and polled SLURM job states of the history), the
+latest recorded attempts of those instances, and merges them
+(:func:`~airflow_desc.status.merge.merge_live`). Databases only: no DAG file is parsed, no
+cluster is asked. When live states cannot be read the history's counts stand alone and
+:attr:`CurrentCounts.warning` says why; a time window that ends (``until``) is history only:
+live states are now.
 """
 
 from __future__ import annotations
@@ -38,12 +40,15 @@ class CurrentCounts:
     :param warning: why live states were not merged, if they could not be read.
     :param order: ``(task, process)`` rows in their workflows' order, for
         :func:`~airflow_desc.reports.status.status_table` (``None``: not known here).
+    :param notes: what the reader should know of the live states (e.g. SLURM states too old to
+        trust, counted as Submitted).
     """
 
     counts: pd.DataFrame
     live: pd.DataFrame | None
     warning: str | None = None
     order: list[tuple[str, str]] | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -86,9 +91,9 @@ def current_counts(
 
     selection = selection or HistoryFilter()
     selection.require_only(INSTANCE_FIELDS, "current_counts")
-    instances, warning = None, None
+    instances, warning, notes = None, None, tuple[str, ...]()
     if live and selection.until is None:
-        instances, warning = _live(selection)
+        instances, warning, notes = _live(store, selection)
     try:
         engine = readable_history(store)
         counts = status_counts(engine, selection)
@@ -96,46 +101,57 @@ def current_counts(
         if instances is None or instances.empty:
             raise
         nothing = pd.DataFrame(columns=list(STATUS_COLUMNS))  # in progress, nothing recorded yet
-        order = _order(set(instances["dag_id"]))
-        return CurrentCounts(nothing, merge_live(nothing, instances, pd.DataFrame())[1], warning, order)
+        order = _order(store, set(instances["dag_id"]))
+        live_counts = merge_live(nothing, instances, pd.DataFrame())[1]
+        return CurrentCounts(nothing, live_counts, warning, order, notes)
     dags = set(dag_ids_of(engine, selection))
     if instances is None or instances.empty:
-        return CurrentCounts(counts, None, warning, _order(dags) if live else None)
+        return CurrentCounts(counts, None, warning, _order(store, dags) if live else None, notes)
     recorded = latest_attempts(
         engine, sorted(set(zip(instances["dag_id"], instances["run_id"], strict=True))),
         task_ids=sorted(set(instances["task_id"])), processes=sorted(set(instances["process"])),
     )  # fmt: skip
     merged, live_counts = merge_live(counts, instances, recorded)
-    return CurrentCounts(merged, live_counts, warning, _order(dags | set(instances["dag_id"])))
+    return CurrentCounts(merged, live_counts, warning, _order(store, dags | set(instances["dag_id"])), notes)
 
 
-def _order(dag_ids: Collection[str]) -> list[tuple[str, str]] | None:
-    """Return the rows' order from the DAGs' workflows; ``None`` when Airflow cannot say."""
+def _order(store: HistoryStore, dag_ids: Collection[str]) -> list[tuple[str, str]] | None:
+    """Return the rows' order from the DAGs' stored plans; ``None`` when the history has none."""
     if not dag_ids:
         return None
     try:
         from airflow_desc.status.live import process_order
 
-        return process_order(dag_ids) or None
-    except Exception:  # noqa: BLE001 - without Airflow the table keeps the history's order
-        log.debug("no process order from Airflow", exc_info=True)
+        return process_order(store.engine, dag_ids) or None
+    except Exception:  # noqa: BLE001 - without plans the table keeps the history's order
+        log.debug("no process order from the history's plans", exc_info=True)
         return None
 
 
-def _live(selection: HistoryFilter) -> tuple[pd.DataFrame | None, str | None]:
+def _live(
+    store: HistoryStore, selection: HistoryFilter
+) -> tuple[pd.DataFrame | None, str | None, tuple[str, ...]]:
+    notes: list[str] = []
     try:
         from airflow_desc.status.live import live_process_instances
 
-        return live_process_instances(
+        instances = live_process_instances(
+            store.engine,
             workflow=selection.workflow,
             run_id=selection.run_id,
             variant=selection.variant,
             dag_ids=selection.dag_ids,
-        ), None
-    except Exception as exc:  # noqa: BLE001 - any failure to reach Airflow leaves the history's table
+            problems=notes,
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure to read them leaves the history's table
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         log.debug("live states not read", exc_info=True)
-        return None, (
-            f"live task-instance states not merged (Airflow's metadata DB: {first}); "
-            "the table counts recorded attempts only"
+        return (
+            None,
+            (
+                f"live task-instance states not merged (Airflow's metadata DB or the history: {first}); "
+                "the table counts recorded attempts only"
+            ),
+            (),
         )
+    return instances, None, tuple(notes)

@@ -1,4 +1,4 @@
-"""Live process states of DAG runs in progress, read from Airflow's metadata database.
+"""Live process states of DAG runs in progress, read from databases only.
 
 The history store holds what the operators and the listener recorded: attempts that ended (and
 skips). The DC1 table's Waiting, Ready and Queued columns, and the Submitted / Running of
@@ -7,57 +7,57 @@ processes whose record is not written yet, come from Airflow's task-instance sta
 :func:`live_process_instances` reads them and says which process instances each task instance
 stands for; :func:`airflow_desc.status.merge.merge_live` merges them with the history's counts.
 
-Which process instances a task instance stands for
---------------------------------------------------
+Nothing here parses a DAG file or opens SSH: the api-server that serves the status page needs
+Airflow's metadata DB and the history DB, no DAG files and no SSH keys. It reads:
 
-* **Generated DAGs** (:mod:`airflow_desc.workflow.render`), from the workflow graph:
-
-  - a process that runs as a task: one instance;
-  - a mapped process (one task instance per stream): one instance per expanded map index; a
-    mapped task not expanded yet stands for streams not made yet, so for none;
-  - a bundle task instance: each stream of its bundle (from the XCom of the sub-task's
-    ``streams`` task) times each process of the bundled sub-task. Streams of nested sub-tasks
-    are made inside the bundle, so they count once recorded.
-
-* **Hand-written DAGs** tagged ``desc``: each :class:`~airflow_desc.operators.slurm.SlurmOperator`
-  task (a batch process named by its ``process`` or task id, its task ``workflow_task``) and each
-  task marked with :func:`~airflow_desc.plugins.listener.mark_script_process` (a script process).
+* from Airflow's metadata DB: the queued and running DAG runs of DAGs tagged ``desc``, their
+  task instances, the XCom of bundled sub-tasks' ``streams`` tasks (which streams each bundle
+  runs), and the kwargs of the triggers deferred task instances wait on (the SLURM job and its
+  cluster login);
+* from the history (:mod:`airflow_desc.history.live`): each DAG's **process plan**
+  (:class:`~airflow_desc.status.plans.DagProcesses`: which process instances each task instance
+  stands for, and the workflow's order), stored by the plugin's listener in the worker when a
+  task of the DAG starts (:mod:`airflow_desc.status.dag_plans` makes it). A DAG with no plan
+  stored yet has had no task start: its runs stand for nothing live (said in a debug log);
+* from the history too: the **SLURM job states** the triggers' per-cluster pollers write, one
+  write per poll per cluster (:class:`~airflow_desc.triggers.slurm.ClusterPoller`). A deferred
+  task instance only says that its job is in SLURM; the job's polled state (``slurm_state``)
+  says whether it is pending or running, which the status table then counts by
+  :data:`~airflow_desc.reports.status.SLURM_STATE_COLUMN`. A state polled more than
+  :data:`STALE_AFTER_POLLS` poll intervals (plus :data:`STALE_SLACK_S`) ago is not trusted: the
+  job counts as its task instance says (Submitted) and a note says why (is the triggerer up?).
 
 Only DAG runs that are queued or running are read: a finished run is counted from the history
-alone. Reading needs Airflow's metadata database (the ``airflow`` configuration of the process).
-
-A deferred task instance only says that its SLURM job is in SLURM. The job itself says whether it
-is pending or running: the trigger's kwargs name the job and its cluster login, and one ``sacct``
-per cluster (:func:`slurm_job_states`) gives the state of every such job (``slurm_state``), which
-the status table then counts by :data:`~airflow_desc.reports.status.SLURM_STATE_COLUMN`.
+alone.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_desc.history.records import INSTANCE_KEY
+from airflow_desc.status.plans import BundleIdentity, DagProcesses, PlanError, ProcessIdentity
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from airflow_desc.workflow.graph import WorkflowGraph
+    from sqlalchemy.engine import Engine
 
 __all__ = [
     "LIVE_COLUMNS",
+    "SLURM_JOB_TRIGGER",
     "BundleIdentity",
     "DagProcesses",
     "ProcessIdentity",
     "TaskInstanceRow",
-    "dag_processes_from_dag",
-    "dag_processes_from_graph",
     "instances_of",
     "live_process_instances",
     "process_order",
+    "slurm_states",
+    "stored_plans",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,61 +77,13 @@ LIVE_COLUMNS = (
 )
 #: The DAG tag every airflow-desc DAG carries (generated ones get it from the graph).
 DESC_TAG = "desc"
-
-
-@dataclass(frozen=True)
-class ProcessIdentity:
-    """What the status table shows of a process: its row.
-
-    :param process: the process name.
-    :param task: its Pipeline II task.
-    :param version: that task's version.
-    :param process_type: ``batch`` or ``script``.
-    :param workflow: the workflow (history ``workflow``) it belongs to.
-    :param variant: the workflow variant ("" for none).
-    :param mapped: whether it runs as one task instance per stream.
-    """
-
-    process: str
-    task: str
-    version: str
-    process_type: str
-    workflow: str
-    variant: str = ""
-    mapped: bool = False
-
-
-@dataclass(frozen=True)
-class BundleIdentity:
-    """A bundle task: the processes each stream of its bundles runs, and where the bundles are.
-
-    :param streams_task_id: the task whose return value is the list of bundles (lists of streams).
-    :param processes: the processes of the bundled sub-task, in spec order.
-    """
-
-    streams_task_id: str
-    processes: tuple[ProcessIdentity, ...]
-
-
-@dataclass(frozen=True)
-class DagProcesses:
-    """The processes of one DAG, by Airflow task id.
-
-    :param dag_id: the DAG.
-    :param workflow: the workflow name the history records for it.
-    :param variant: its variant ("" for none).
-    :param tasks: task id -> the process that task runs.
-    :param bundles: bundle task id -> what its instances run.
-    :param order: ``(task, process)`` of every process, in the workflow's order (the spec's,
-        depth first: the order of the DC1 status table).
-    """
-
-    dag_id: str
-    workflow: str
-    variant: str = ""
-    tasks: Mapping[str, ProcessIdentity] = dataclasses.field(default_factory=dict)
-    bundles: Mapping[str, BundleIdentity] = dataclasses.field(default_factory=dict)
-    order: tuple[tuple[str, str], ...] = ()
+#: The class path of :class:`~airflow_desc.triggers.slurm.SlurmJobTrigger` in Airflow's ``trigger``
+#: table (named, not imported: the trigger module brings the SSH hook with it).
+SLURM_JOB_TRIGGER = "airflow_desc.triggers.slurm.SlurmJobTrigger"
+#: A polled job state older than this many of its poller's intervals ...
+STALE_AFTER_POLLS = 3
+#: ... plus these seconds (a poll's own sacct over SSH takes a while) is stale.
+STALE_SLACK_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -154,71 +106,6 @@ class TaskInstanceRow:
     state: str | None
     try_number: int
     slurm_state: str | None = None
-
-
-def dag_processes_from_graph(graph: WorkflowGraph, dag_id: str) -> DagProcesses:
-    """Return the processes of a generated DAG, from its workflow graph (no Airflow needed).
-
-    :param graph: the graph the DAG was rendered from.
-    :param dag_id: the DAG id it was rendered as (with any render suffix).
-    """
-    from airflow_desc.workflow.naming import bundle_task_id, streams_task_id, task_id_for
-
-    variant = graph.variant or ""
-
-    def identity(process: Any) -> ProcessIdentity:
-        return ProcessIdentity(
-            process=process.name,
-            task=process.task,
-            version=process.task_version,
-            process_type=process.type,
-            workflow=graph.name,
-            variant=variant,
-            mapped=process.runs_as == "mapped",
-        )
-
-    tasks = {task_id_for(p.path): identity(p) for p in graph.iter_processes() if p.runs_as != "in-bundle"}
-    bundles = {
-        bundle_task_id(t): BundleIdentity(streams_task_id(t), tuple(identity(p) for p in t.processes))
-        for t in graph.iter_tasks()
-        if t.bundling.state == "bundle" and t.processes
-    }
-    order = tuple((p.task, p.name) for p in graph.iter_processes())
-    return DagProcesses(
-        dag_id=dag_id, workflow=graph.name, variant=variant, tasks=tasks, bundles=bundles, order=order
-    )
-
-
-def dag_processes_from_dag(dag: Any) -> DagProcesses:
-    """Return the processes of a hand-written DAG: its SLURM tasks and its marked script tasks.
-
-    :param dag: an Airflow DAG (``airflow.sdk.DAG``).
-    """
-    from airflow_desc.operators.identity import ATTR, DescProcess
-    from airflow_desc.operators.slurm import SlurmOperator
-
-    tasks: dict[str, ProcessIdentity] = {}
-    workflow = dag.dag_id
-    for task in dag.tasks:
-        partial = getattr(task, "partial_kwargs", None)  # a MappedOperator keeps its arguments there
-        fields: Mapping[str, Any] = partial if isinstance(partial, Mapping) else vars(task)
-        operator_class = getattr(task, "operator_class", type(task))
-        name = task.task_id.rsplit(".", 1)[-1]
-        mapped = isinstance(partial, Mapping)
-        meta = getattr(task, ATTR, None)
-        if isinstance(meta, DescProcess):
-            tasks[task.task_id] = ProcessIdentity(
-                process=meta.process or name, task=meta.task or "", version=meta.version,
-                process_type="script", workflow=meta.workflow or workflow, mapped=mapped,
-            )  # fmt: skip
-        elif isinstance(operator_class, type) and issubclass(operator_class, SlurmOperator):
-            tasks[task.task_id] = ProcessIdentity(
-                process=fields.get("process") or name, task=fields.get("workflow_task") or "",
-                version=fields.get("workflow_version") or "", process_type="batch",
-                workflow=fields.get("workflow") or workflow, mapped=mapped,
-            )  # fmt: skip
-    order = tuple(dict.fromkeys((t.task, t.process) for t in tasks.values()))
-    return DagProcesses(dag_id=dag.dag_id, workflow=workflow, tasks=tasks, order=order)
 
 
 def instances_of(
@@ -262,55 +149,6 @@ def instances_of(
         for stream in made[ti.map_index]
         for identity in bundle.processes
     ]
-
-
-def _generated_graph(dag: Any) -> WorkflowGraph | None:
-    """Return the workflow graph a DAG was rendered from, or ``None`` for a hand-written DAG."""
-    from airflow_desc.workflow.registry import workflow_for
-
-    for task in dag.tasks:
-        partial = getattr(task, "partial_kwargs", None)
-        fields: Mapping[str, Any] = partial if isinstance(partial, Mapping) else vars(task)
-        key = fields.get("workflow_key")
-        if isinstance(key, str):
-            return workflow_for(key).graph(fields.get("variant"))
-    return None
-
-
-#: Parsed DAG files by path, with the modification time they were parsed at (a long-running
-#: api-server parses each file once until it changes).
-_PARSED: dict[str, tuple[float, Any]] = {}
-
-
-def _dag_bag(fileloc: str) -> Any:
-    """Parse a DAG file (as ``airflow dags`` commands do), or return it as parsed before if unchanged."""
-    import os
-
-    from airflow.models import DagBag
-
-    try:
-        mtime = os.stat(fileloc).st_mtime
-    except OSError:
-        mtime = -1.0
-    cached = _PARSED.get(fileloc)
-    if cached is None or cached[0] != mtime:
-        cached = (mtime, DagBag(dag_folder=fileloc, safe_mode=False, load_op_links=False))
-        _PARSED[fileloc] = cached
-    return cached[1]
-
-
-def _dag_processes(dag_id: str, fileloc: str, bags: dict[str, Any]) -> DagProcesses | None:
-    """Parse the DAG's file and return its processes."""
-    if fileloc not in bags:
-        bags[fileloc] = _dag_bag(fileloc)
-    dag = bags[fileloc].dags.get(dag_id)
-    if dag is None:
-        log.warning(
-            "live states: DAG %s is no longer in %s; its runs are counted from the history", dag_id, fileloc
-        )
-        return None
-    graph = _generated_graph(dag)
-    return dag_processes_from_graph(graph, dag_id) if graph is not None else dag_processes_from_dag(dag)
 
 
 def _active_runs(session: Any, dag_ids: Iterable[str] | None, run_id: str | None) -> dict[str, list[str]]:
@@ -384,13 +222,12 @@ def _slurm_jobs(session: Any, dag_ids: Iterable[str], runs: Iterable[str]) -> di
     from airflow.models import TaskInstance as TI  # noqa: N814
     from airflow.models.trigger import Trigger
 
-    from airflow_desc.triggers.slurm import SlurmJobTrigger
-
-    path = f"{SlurmJobTrigger.__module__}.{SlurmJobTrigger.__qualname__}"
     query = (
         sa.select(Trigger)
         .join(TI, TI.trigger_id == Trigger.id)
-        .where(TI.dag_id.in_(list(dag_ids)), TI.run_id.in_(list(runs)), Trigger.classpath == path)
+        .where(
+            TI.dag_id.in_(list(dag_ids)), TI.run_id.in_(list(runs)), Trigger.classpath == SLURM_JOB_TRIGGER
+        )
     )
     jobs: dict[int, tuple[str, str, str]] = {}
     for trigger in session.scalars(query):
@@ -403,55 +240,78 @@ def _slurm_jobs(session: Any, dag_ids: Iterable[str], runs: Iterable[str]) -> di
     return jobs
 
 
-def slurm_job_states(jobs: Mapping[Any, tuple[str, str, str]]) -> tuple[dict[Any, str], list[str]]:
-    """Ask each cluster for the state of its jobs: one ``sacct`` call per cluster login.
+def slurm_states(
+    engine: Engine, jobs: Mapping[Any, tuple[str, str, str]], now: datetime | None = None
+) -> tuple[dict[Any, str], list[str]]:
+    """Return the polled state of each job, from the history's ``slurm_job_states``.
 
+    :param engine: the history's engine.
     :param jobs: any key -> (ssh connection id, jump connection id or "", job id).
-    :return: key -> the job's state as sacct prints it (jobs sacct does not know are left out),
-        and one message per cluster that could not be asked.
+    :param now: the time to judge ages by (naive UTC; default now).
+    :return: key -> the job's state as sacct printed it (jobs no poll saw yet, and stale states,
+        are left out), and one note per cluster login whose states are stale.
     """
-    from airflow_desc.hooks.slurm import SlurmHook
+    from airflow_desc.history.live import job_states
 
-    by_login: dict[tuple[str, str], dict[Any, str]] = {}
-    for key, (ssh, jump, job_id) in jobs.items():
-        by_login.setdefault((ssh, jump), {})[key] = job_id
+    polled = job_states(engine, set(jobs.values()))
     states: dict[Any, str] = {}
-    problems: list[str] = []
-    for (ssh, jump), wanted in by_login.items():
-        try:
-            accounting = SlurmHook(ssh, jump_conn_id=jump).sacct(sorted(set(wanted.values())))
-        except Exception as exc:  # noqa: BLE001 - an unreachable cluster leaves its jobs Submitted
-            problems.append(f"{ssh}: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}")
+    stale: dict[tuple[str, str], list[float]] = {}
+    for key, job in jobs.items():
+        found = polled.get(job)
+        if found is None:
+            continue  # deferred a moment ago, not polled yet: Submitted, as its task instance says
+        age = found.age_s(now)
+        if age > STALE_AFTER_POLLS * found.poll_interval_s + STALE_SLACK_S:
+            stale.setdefault(job[:2], []).append(age)
             continue
-        for key, job_id in wanted.items():
-            if job_id in accounting:
-                states[key] = accounting[job_id].state.raw
-    return states, problems
+        states[key] = found.state
+    notes = [
+        f"{ssh}{f' (via {jump})' if jump else ''}: the SLURM states of {len(ages)} job(s) were last polled "
+        f"{min(ages):.0f} s ago or more: counted as Submitted. The triggerer's poller writes them "
+        "every poll; is the triggerer running?"
+        for (ssh, jump), ages in sorted(stale.items())
+    ]
+    return states, notes
 
 
-def process_order(dag_ids: Iterable[str]) -> list[tuple[str, str]]:
+def stored_plans(engine: Engine, dag_ids: Iterable[str]) -> dict[str, DagProcesses]:
+    """Return the process plans the history holds for these DAGs (see the module's docstring).
+
+    A DAG without a plan (none of its tasks started yet) is left out, and said in a debug log; a
+    plan this version cannot read is left out with a warning naming the DAG and the field.
+    """
+    from airflow_desc.history.live import process_plans_of
+
+    wanted = sorted(set(dag_ids))
+    found = process_plans_of(engine, wanted)
+    plans: dict[str, DagProcesses] = {}
+    for dag_id in wanted:
+        if dag_id not in found:
+            log.debug("live states: no process plan stored for DAG %s yet (no task of it started)", dag_id)
+            continue
+        try:
+            plans[dag_id] = DagProcesses.from_json(found[dag_id])
+        except PlanError as exc:
+            log.warning("live states: the stored process plan of DAG %s is not read: %s", dag_id, exc)
+    return plans
+
+
+def process_order(engine: Engine, dag_ids: Iterable[str]) -> list[tuple[str, str]]:
     """Return ``(task, process)`` of every process of these DAGs, each DAG in its workflow's order.
 
     What :func:`~airflow_desc.reports.status.status_table` takes as ``order``, so that the table
-    reads as DC1's did (the spec's order, depth first) rather than alphabetically. DAGs Airflow
-    no longer has, or whose files cannot be parsed here, add nothing.
+    reads as DC1's did (the spec's order, depth first) rather than alphabetically. From the
+    plans stored in the history: DAGs with none add nothing.
     """
-    import sqlalchemy as sa
-    from airflow.models import DagModel
-    from airflow.utils.session import create_session
-
     order: dict[tuple[str, str], None] = {}
-    bags: dict[str, Any] = {}
-    with create_session() as session:
-        query = sa.select(DagModel.dag_id, DagModel.fileloc).where(DagModel.dag_id.in_(sorted(set(dag_ids))))
-        for dag_id, fileloc in session.execute(query.order_by(DagModel.dag_id)):
-            processes = _dag_processes(dag_id, str(fileloc or ""), bags)
-            if processes is not None:
-                order.update(dict.fromkeys(processes.order))
+    plans = stored_plans(engine, dag_ids)
+    for dag_id in sorted(plans):
+        order.update(dict.fromkeys(plans[dag_id].order))
     return list(order)
 
 
 def live_process_instances(
+    engine: Engine,
     *,
     workflow: str | None = None,
     run_id: str | None = None,
@@ -462,40 +322,33 @@ def live_process_instances(
 ) -> pd.DataFrame:
     """Return the process instances of the queued and running DAG runs of airflow-desc DAGs.
 
+    :param engine: the history's engine (process plans, polled SLURM job states).
     :param workflow: only this workflow (the history's workflow name, e.g. ``DC1-DM12``).
     :param run_id: only this DAG run.
     :param variant: only this workflow variant.
     :param dag_ids: only these DAGs (default: every DAG tagged ``desc``).
-    :param slurm: ask the clusters (one ``sacct`` per cluster login) for the state of the jobs
-        that deferred task instances wait for, so that a job that started counts as Running, not
-        Submitted (column ``slurm_state``).
-    :param problems: if given, a message is appended for each cluster that could not be asked.
+    :param slurm: read the polled state of the jobs that deferred task instances wait for, so
+        that a job that started counts as Running, not Submitted (column ``slurm_state``).
+    :param problems: if given, a note is appended for each cluster login whose states are stale.
     :return: a DataFrame with columns :data:`LIVE_COLUMNS`, one row per process instance.
-    :raises sqlalchemy.exc.SQLAlchemyError: when Airflow's metadata database cannot be read.
+    :raises sqlalchemy.exc.SQLAlchemyError: when Airflow's metadata database or the history cannot
+        be read.
     """
     import pandas as pd
-    import sqlalchemy as sa
-    from airflow.models import DagModel
     from airflow.utils.session import create_session
 
     rows: list[dict[str, Any]] = []
-    bags: dict[str, Any] = {}
     with create_session() as session:
         active = _active_runs(session, dag_ids, run_id)
+        plans = stored_plans(engine, active) if active else {}
         states: dict[int, str] = {}
-        if slurm and active:
-            jobs = _slurm_jobs(session, active, [r for runs in active.values() for r in runs])
-            states, trouble = slurm_job_states(jobs)
+        if slurm and plans:
+            jobs = _slurm_jobs(session, plans, [r for d in plans for r in active[d]])
+            states, notes = slurm_states(engine, jobs)
             if problems is not None:
-                problems.extend(trouble)
-        files = session.execute(
-            sa.select(DagModel.dag_id, DagModel.fileloc).where(DagModel.dag_id.in_(active))
-        )
-        for dag_id, fileloc in files:
-            processes = _dag_processes(dag_id, str(fileloc or ""), bags)
-            if processes is None or workflow not in (None, processes.workflow):
-                continue
-            if variant not in (None, processes.variant):
+                problems.extend(notes)
+        for dag_id, processes in sorted(plans.items()):
+            if workflow not in (None, processes.workflow) or variant not in (None, processes.variant):
                 continue
             runs = active[dag_id]
             bundles = _made_bundles(session, processes, runs)

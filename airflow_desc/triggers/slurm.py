@@ -10,6 +10,16 @@ new job within about a second), and wakes each trigger whose job has ended.
 A job that neither sacct nor squeue knows for longer than ``vanish_grace`` seconds is
 reported as vanished: an error, never a success.
 
+Each poll also writes the state sacct printed for every polled job to the history's
+``slurm_job_states`` (:func:`~airflow_desc.history.live.write_job_states`: one transaction per
+poll per cluster, off the event loop, bounded by the history's timeouts, pruning rows no poll
+refreshed for a day). That is where the status page reads whether a deferred task's job is
+pending or running, instead of asking the cluster itself. A failing write logs a warning and
+never stops the polling.
+Each poll logs one INFO line to the triggerer's log, ``poll N of <conn>: M job(s) in K sacct
+call(s)`` (N counts the polls of that poller), so that it shows how often each cluster is asked,
+and for how many jobs at once.
+
 Airflow 3.3's shared streams (``BaseEventTrigger.shared_stream_key``) were considered:
 their ``open_shared_stream`` sees the kwargs of one trigger of the group only, so one
 poll cannot cover the union of every sibling's job id; hence this poller.
@@ -18,14 +28,18 @@ poll cannot cover the union of every sibling's job id; hence this poller.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import structlog
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_desc.exceptions import DescError
+from airflow_desc.history.writer import HistoryStore
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.slurm import (
     JobAccounting,
@@ -39,6 +53,8 @@ from airflow_desc.slurm import (
 )
 
 __all__ = ["ClusterPoller", "SlurmJobTrigger"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,6 +73,8 @@ class ClusterPoller:
     :param ssh_conn_id: the cluster's SSH connection.
     :param jump_conn_id: its bastion connection, if any.
     :param interval: seconds between polls.
+    :param history: where each poll's job states are written (``None``: the configured history,
+        :func:`~airflow_desc.history.default_history_store`).
     """
 
     ssh_conn_id: str
@@ -64,6 +82,7 @@ class ClusterPoller:
     interval: float
     watches: dict[str, list[_Watch]] = field(default_factory=dict)
     polls: int = 0
+    history: HistoryStore | None = None
     _task: asyncio.Task[None] | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -91,7 +110,12 @@ class ClusterPoller:
         watch = _Watch(job_id, loop.create_future(), vanish_grace)
         self.watches.setdefault(job_id, []).append(watch)
         if self._task is None or self._task.done():
-            self._task = loop.create_task(self._run(), name=f"slurm-poller-{self.ssh_conn_id}")
+            # The poll loop serves every trigger of the cluster: it runs without the log context of
+            # the trigger that happened to start it, so that its records go to the triggerer's log,
+            # not into that one task instance's log (the triggerer routes records by that context).
+            context = contextvars.copy_context()
+            context.run(structlog.contextvars.clear_contextvars)
+            self._task = context.run(loop.create_task, self._run(), name=f"slurm-poller-{self.ssh_conn_id}")
         else:
             self._wake.set()  # a new job: poll it soon rather than after a full interval
         try:
@@ -133,7 +157,15 @@ class ClusterPoller:
             return
         self.polls += 1
         rows = []
-        for command in chunked_sacct_commands(ids):
+        commands = chunked_sacct_commands(ids)
+        log.info(
+            "poll %d of %s: %d job(s) in %d sacct call(s)",
+            self.polls,
+            self.ssh_conn_id,
+            len(ids),
+            len(commands),
+        )
+        for command in commands:
             rows.extend(parse_sacct((await hook.arun(command)).stdout))
         accounting = group_accounting(rows)
         unknown = [i for i in ids if i not in accounting or accounting[i].job is None]
@@ -147,6 +179,38 @@ class ClusterPoller:
             for watch in list(self.watches.get(job_id, [])):
                 if not watch.future.done():
                     self._judge(watch, accounting.get(job_id), job_id in queued, now)
+        states = {i: accounting[i].state.raw for i in ids if i in accounting}
+        await self.write_states(states)
+
+    async def write_states(self, states: dict[str, str]) -> bool:
+        """Write one poll's job states to the history in a thread; return whether they were written.
+
+        Bounded by the history's connect and statement timeouts; a failure logs a warning and
+        returns ``False``: polling goes on.
+        """
+        from airflow_desc.history.live import write_job_states
+
+        def write() -> None:
+            if self.history is None:
+                from airflow_desc.history import default_history_store
+
+                self.history = default_history_store()
+            write_job_states(
+                self.history, self.ssh_conn_id, self.jump_conn_id, states, poll_interval_s=self.interval
+            )
+
+        try:
+            # Submitted now and shielded: a poller cancelled meanwhile (its last trigger fired, the
+            # triggerer stops) still writes this poll's states rather than dropping them unstarted.
+            await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, write))
+        except Exception as exc:  # noqa: BLE001 - the jobs are watched on; the page says its states are old
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning(
+                "poll of %s: the states of %d job(s) not written to the history: %s",
+                self.ssh_conn_id, len(states), first,
+            )  # fmt: skip
+            return False
+        return True
 
     def _judge(self, watch: _Watch, acct: JobAccounting | None, queued: bool, now: float) -> None:
         """Settle one watch from this poll's answers, or leave it waiting."""

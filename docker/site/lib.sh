@@ -7,6 +7,7 @@
 #   ssh/      host keys, the client key, known_hosts, authorized_keys
 #   slurm/    slurmctld state and slurmd spool, per cluster
 #   mariadb/  the accounting database; pg/meta, pg/history: the two PostgreSQL clusters
+#   redis/    Redis's working directory (the Celery broker of a distributed Airflow)
 #   home/     the login user's home (job outputs land here)
 #   env.sh    the environment (Airflow connections, URIs) for tests and the demo
 
@@ -26,6 +27,7 @@ PORT_SSH_S3=${DESC_SITE_PORT_SSH_S3:-2223}
 PORT_SSH_BASTION=${DESC_SITE_PORT_SSH_BASTION:-2224}
 PORT_PG_META=${DESC_SITE_PORT_PG_META:-15432}
 PORT_PG_HISTORY=${DESC_SITE_PORT_PG_HISTORY:-15433}
+PORT_REDIS=${DESC_SITE_PORT_REDIS:-16379}
 
 # The two clusters. perlmutter: NERSC-like, 2 cores at 2 GB/core, short walltime.
 # s3df: SLAC-like, 1 core with more memory per core, longer walltime, EnforcePartLimits=ALL.
@@ -36,8 +38,9 @@ RUN=$DESC_SITE_DIR/run
 LOG=$DESC_SITE_DIR/log
 SSHDIR=$DESC_SITE_DIR/ssh
 
-# chromium: the headless browser the UI tests read the status page with.
-APT_PACKAGES="slurm-wlm slurmdbd munge mariadb-server openssh-server postgresql chromium"
+# chromium: the headless browser the UI tests read the status page with; redis-server: the broker
+# of the CeleryExecutor deployment the e2e tests run (tests/deploy.py).
+APT_PACKAGES="slurm-wlm slurmdbd munge mariadb-server openssh-server postgresql chromium redis-server"
 
 say() { printf '[site] %s\n' "$*"; }
 warn() { printf '[site] WARNING: %s\n' "$*" >&2; }
@@ -67,7 +70,7 @@ pidfile_alive() {
     pid=$(head -n1 "$f" | tr -d ' ')
     pid_alive "$pid" || return 1
     comm=$(ps -o comm= -p "$pid" 2>/dev/null)
-    case "$comm" in munged|mariadbd|mysqld|slurmdbd|slurmctld|slurmd|sshd|postgres) return 0 ;; esac
+    case "$comm" in munged|mariadbd|mysqld|slurmdbd|slurmctld|slurmd|sshd|postgres|redis-server) return 0 ;; esac
     return 1
 }
 

@@ -1,11 +1,18 @@
+"""One real Airflow at a time on the site (tests/deploy.py): LocalExecutor, or CeleryExecutor.
+
+Tests ask for ``airflow`` (LocalExecutor) or ``celery_airflow`` (CeleryExecutor, two workers, two
+triggerers); a session starts each at most once per switch, and stops the one running before
+starting the other (both use the one metadata DB and the same api-server port). The workers write
+the PostgreSQL history into a schema of the deployment's own (``Deployment.history``).
+"""
+
 from __future__ import annotations
 
-import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.e2e.services import Airflow
+from tests.deploy import Deployment
 from tests.integration.site import Site
 
 
@@ -21,18 +28,42 @@ def site() -> Site:
     return Site.from_env()
 
 
-@pytest.fixture(scope="session")
-def history_file(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    return tmp_path_factory.mktemp("e2e-history") / "history.jsonl"
+class OneAtATime:
+    """The deployment of the session now running; asking for another kind stops it first."""
+
+    def __init__(self, tmp: pytest.TempPathFactory) -> None:
+        self.tmp = tmp
+        self.current: Deployment | None = None
+
+    def get(self, executor: str, make: Callable[..., Deployment]) -> Deployment:
+        if self.current is not None and self.current.executor == executor:
+            return self.current
+        self.stop()
+        deployment = make(self.tmp.mktemp(executor.lower()))
+        self.current = deployment
+        deployment.start()
+        return deployment
+
+    def stop(self) -> None:
+        if self.current is not None:
+            current, self.current = self.current, None
+            current.stop()
 
 
 @pytest.fixture(scope="session")
-def airflow(
-    tmp_path_factory: pytest.TempPathFactory, site: Site, history_file: pathlib.Path
-) -> Iterator[Airflow]:
-    af = Airflow.configure(tmp_path_factory.mktemp("e2e-airflow"), history_file)
+def deployments(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[OneAtATime]:
+    one = OneAtATime(tmp_path_factory)
     try:
-        af.start()
-        yield af
+        yield one
     finally:
-        af.stop()
+        one.stop()
+
+
+@pytest.fixture
+def airflow(deployments: OneAtATime) -> Deployment:
+    return deployments.get("LocalExecutor", Deployment.local)
+
+
+@pytest.fixture
+def celery_airflow(deployments: OneAtATime) -> Deployment:
+    return deployments.get("CeleryExecutor", Deployment.celery)

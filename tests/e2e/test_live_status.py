@@ -7,20 +7,16 @@ import pathlib
 import subprocess
 import sys
 
-from airflow_desc.history import JsonLinesRecorder, open_history
-from tests.e2e.services import Airflow
+from tests.deploy import Deployment
 from tests.waiting import wait_for
 
 DAG_ID = "desc_e2e_live"
 
 
-def status(airflow: Airflow, db: str, run_id: str, *command: str) -> dict[str, dict[str, object]]:
-    """Copy the run's records (the e2e Airflow writes JSON lines) into ``db``, then read the table."""
-    records = [r for r in JsonLinesRecorder(airflow.env["DESC_HISTORY_JSONL"]).read() if r.run_id == run_id]
-    if records:
-        open_history(db).record(records)
+def status(airflow: Deployment, run_id: str, *command: str) -> dict[str, dict[str, object]]:
+    """The status table of ``run_id``: the PostgreSQL history its workers wrote, and live states."""
     proc = subprocess.run(
-        [*command, "status", "--db", db, "--run", run_id, "--format", "json"],
+        [*command, "status", "--db", airflow.history_db, "--run", run_id, "--format", "json"],
         env=airflow.env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -32,7 +28,7 @@ def counts(row: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in row.items() if isinstance(v, int) and v and k != "Total"}
 
 
-def bundle_state(airflow: Airflow, run_id: str) -> str | None:
+def bundle_state(airflow: Deployment, run_id: str) -> str | None:
     rows = airflow.sql(
         "SELECT state FROM task_instance WHERE dag_id = %s AND run_id = %s "
         "AND task_id = 'processVisit.bundle' AND map_index = 0",
@@ -41,7 +37,7 @@ def bundle_state(airflow: Airflow, run_id: str) -> str | None:
     return str(rows[0][0]) if rows and rows[0][0] else None
 
 
-def trigger_until_the_bundle_waits(airflow: Airflow) -> str:
+def trigger_until_the_bundle_waits(airflow: Deployment) -> str:
     """Trigger desc_e2e_live and return its run id once the bundle's job is submitted (deferred)."""
     run_id = airflow.trigger(DAG_ID)
     deferred = lambda: bundle_state(airflow, run_id) == "deferred"  # noqa: E731
@@ -49,10 +45,7 @@ def trigger_until_the_bundle_waits(airflow: Airflow) -> str:
     return run_id
 
 
-def test_status_counts_a_run_in_progress_from_airflow_and_the_history(
-    airflow: Airflow, tmp_path: pathlib.Path
-) -> None:
-    db = f"sqlite:///{tmp_path / 'history.db'}"
+def test_status_counts_a_run_in_progress_from_airflow_and_the_history(airflow: Deployment) -> None:
     run_id = trigger_until_the_bundle_waits(airflow)
 
     cli = str(pathlib.Path(sys.executable).with_name("airflow-desc"))
@@ -60,7 +53,7 @@ def test_status_counts_a_run_in_progress_from_airflow_and_the_history(
     # The deferred bundle stands for its 3 streams; the job's own state (sacct on perlmutter) says
     # Running once the allocation starts: Airflow alone would only say Submitted.
     def running() -> dict[str, dict[str, object]] | None:
-        table = status(airflow, db, run_id, cli)
+        table = status(airflow, run_id, cli)
         return table if counts(table["calibrateVisit"]) == {"Running": 3} else None
 
     table = wait_for(running, timeout=90, what="calibrateVisit Running x3", interval=1)
@@ -70,7 +63,7 @@ def test_status_counts_a_run_in_progress_from_airflow_and_the_history(
 
     assert airflow.wait_run(DAG_ID, run_id, timeout=300) == "success"
     airflow_cli = str(pathlib.Path(sys.executable).with_name("airflow"))
-    table = status(airflow, db, run_id, airflow_cli, "desc")  # the same command, as `airflow desc`
+    table = status(airflow, run_id, airflow_cli, "desc")  # the same command, as `airflow desc`
     assert counts(table["setupVisits"]) == {"Success": 1}
     assert counts(table["calibrateVisit"]) == {"Success": 3}
     assert counts(table["summary"]) == {"Success": 1}

@@ -8,8 +8,7 @@ import subprocess
 import sys
 import time
 
-from airflow_desc.history import JsonLinesRecorder, open_history
-from tests.e2e.services import Airflow
+from tests.deploy import Deployment
 from tests.integration.site import Site
 from tests.waiting import wait_for
 
@@ -17,22 +16,16 @@ DAG_ID = "desc_e2e_rerun"
 CLI = str(pathlib.Path(sys.executable).with_name("airflow-desc"))
 
 
-def sync_history(airflow: Airflow, db: str, run_id: str) -> None:
-    """The e2e Airflow records JSON lines; the CLI reads a SQL history: write them there (idempotent)."""
-    records = [r for r in JsonLinesRecorder(airflow.env["DESC_HISTORY_JSONL"]).read() if r.run_id == run_id]
-    open_history(db).record(records)
-
-
-def cli(airflow: Airflow, *args: str) -> str:
+def cli(airflow: Deployment, *args: str) -> str:
     proc = subprocess.run([CLI, *args], env=airflow.env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
 
 def test_rerun_clears_the_failed_stream_and_the_history_says_who_and_why(
-    airflow: Airflow, site: Site, tmp_path: pathlib.Path
+    airflow: Deployment, site: Site
 ) -> None:
-    db = f"sqlite:///{tmp_path / 'history.db'}"
+    db = airflow.history_db  # the PostgreSQL history the workers wrote (the deployment's own schema)
     marker = f"/tmp/desc-e2e-rerun.{time.time_ns()}"
     wait_for(
         lambda: airflow.sql("SELECT 1 FROM dag WHERE dag_id = %s", DAG_ID), timeout=120, what="the DAG parsed"
@@ -43,7 +36,6 @@ def test_rerun_clears_the_failed_stream_and_the_history_says_who_and_why(
     # The run ends (success: its leaf, summary, was skipped as DC1 counted it; the bundle task failed).
     airflow.wait_run(DAG_ID, run_id, timeout=300)
     assert airflow.task_states(DAG_ID, run_id)["processVisit.bundle"][0] == "failed"
-    sync_history(airflow, db, run_id)
 
     selection = ["--db", db, "--run", run_id, "--state", "failed"]
     plan = cli(airflow, "rerun", *selection, "--reason", "x", "--dry-run")
@@ -63,7 +55,6 @@ def test_rerun_clears_the_failed_stream_and_the_history_says_who_and_why(
     )
     assert "cleared" in out
     assert airflow.wait_run(DAG_ID, run_id, timeout=300) == "success"
-    sync_history(airflow, db, run_id)
 
     rows = json.loads(cli(airflow, "history", "--db", db, "--run", run_id, "--format", "json"))
     attempts = {(r["process"], r["stream"], r["try_number"]): r for r in rows}

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pathlib
 import subprocess
+from typing import Any
 
-from airflow_desc.history import JsonLinesRecorder
 from airflow_desc.operators.slurm import job_name_for
-from tests.e2e.services import Airflow, api
+from tests.deploy import Deployment, api
 from tests.integration.site import Site
 from tests.waiting import wait_for
 
@@ -17,7 +16,7 @@ def jobs_named(site: Site, cluster: str, name: str) -> list[str]:
     return out.split()
 
 
-def kill_task_process(airflow: Airflow) -> int:
+def kill_task_process(airflow: Deployment) -> int:
     """SIGKILL the task runner ('airflow worker -- <ti id>'), as if its machine had died."""
     pids = wait_for(
         lambda: subprocess.run(
@@ -32,11 +31,12 @@ def kill_task_process(airflow: Airflow) -> int:
     return len(pids)
 
 
-def records_of(history: pathlib.Path, dag_id: str, run_id: str) -> list[object]:
-    return [r for r in JsonLinesRecorder(history).read() if r.dag_id == dag_id and r.run_id == run_id]
+def records_of(airflow: Deployment, run_id: str) -> list[dict[str, Any]]:
+    """The run's attempts in the PostgreSQL history, as the workers wrote them."""
+    return airflow.history_rows(run_id)
 
 
-def test_deferrable_job_waits_in_the_real_triggerer(airflow: Airflow, history_file: pathlib.Path) -> None:
+def test_deferrable_job_waits_in_the_real_triggerer(airflow: Deployment) -> None:
     run_id = airflow.trigger("desc_e2e_deferred")
     seen = set()
 
@@ -55,15 +55,15 @@ def test_deferrable_job_waits_in_the_real_triggerer(airflow: Airflow, history_fi
     )
     assert state == "success", f"logs in {airflow.home}"
     assert "deferred" in seen, seen
-    [rec] = records_of(history_file, "desc_e2e_deferred", run_id)
-    assert rec.state == "success"  # type: ignore[attr-defined]
+    [rec] = records_of(airflow, run_id)
+    assert rec["state"] == "success"
     # The poll ran in the triggerer process: its SSH login to the cluster is in the triggerer's log.
-    assert "Authentication (publickey) successful" in (airflow.home / "triggerer.log").read_text()
+    assert "Authentication (publickey) successful" in airflow.log_of("triggerer")
 
 
 def kill_the_worker_during_the_first_try(
-    airflow: Airflow, site: Site, history: pathlib.Path, dag_id: str
-) -> tuple[str, str, object]:
+    airflow: Deployment, site: Site, dag_id: str
+) -> tuple[str, str, dict[str, Any]]:
     """Trigger ``dag_id``, SIGKILL its task process once the first try's job is in SLURM, and check
     that the run still succeeds with that one job only (no job of a second try).
 
@@ -76,29 +76,25 @@ def kill_the_worker_during_the_first_try(
     assert airflow.wait_run(dag_id, run_id) == "success", f"logs in {airflow.home}"
     assert len(jobs_named(site, "s3df", first)) == 1
     assert jobs_named(site, "s3df", job_name_for(dag_id, run_id, "job", -1, 2)) == []
-    [rec] = records_of(history, dag_id, run_id)
-    assert rec.state == "success"  # type: ignore[attr-defined]
+    [rec] = records_of(airflow, run_id)
+    assert rec["state"] == "success"
     return run_id, first, rec
 
 
-def test_worker_death_then_retry_reattaches_to_the_same_job(
-    airflow: Airflow, site: Site, history_file: pathlib.Path
-) -> None:
+def test_worker_death_then_retry_reattaches_to_the_same_job(airflow: Deployment, site: Site) -> None:
     dag_id = "desc_e2e_reattach"
     # Exactly one SLURM job for this task instance: the retry re-attached instead of submitting.
-    run_id, first, rec = kill_the_worker_during_the_first_try(airflow, site, history_file, dag_id)
+    run_id, first, rec = kill_the_worker_during_the_first_try(airflow, site, dag_id)
     assert airflow.task_states(dag_id, run_id)["job"] == ("success", 2)
-    assert rec.job_id == jobs_named(site, "s3df", first)[0]  # type: ignore[attr-defined]
+    assert rec["job_id"] == jobs_named(site, "s3df", first)[0]
 
 
-def test_worker_death_after_the_job_ended_adopts_its_result(
-    airflow: Airflow, site: Site, history_file: pathlib.Path
-) -> None:
-    _, _, rec = kill_the_worker_during_the_first_try(airflow, site, history_file, "desc_e2e_adopt")
-    assert rec.extra.get("adopted") is True  # type: ignore[attr-defined]
+def test_worker_death_after_the_job_ended_adopts_its_result(airflow: Deployment, site: Site) -> None:
+    _, _, rec = kill_the_worker_during_the_first_try(airflow, site, "desc_e2e_adopt")
+    assert rec["extra"].get("adopted") is True
 
 
-def test_marking_the_deferred_task_failed_cancels_the_job(airflow: Airflow, site: Site) -> None:
+def test_marking_the_deferred_task_failed_cancels_the_job(airflow: Deployment, site: Site) -> None:
     dag_id = "desc_e2e_markfailed"
     run_id = airflow.trigger(dag_id)
     name = job_name_for(dag_id, run_id, "job", -1, 1)

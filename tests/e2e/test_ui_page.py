@@ -10,8 +10,7 @@ import urllib.request
 
 import pytest
 
-from airflow_desc.history import JsonLinesRecorder, open_history
-from tests.e2e.services import PORT, Airflow, api
+from tests.deploy import PORT, Deployment, api
 from tests.e2e.test_live_status import DAG_ID, trigger_until_the_bundle_waits
 from tests.waiting import wait_for
 
@@ -24,12 +23,6 @@ def get(path: str) -> tuple[int, str, bytes]:
         return resp.status, resp.headers.get("Content-Type", ""), resp.read()
 
 
-def copy_history(airflow: Airflow, run_id: str) -> None:
-    """The e2e Airflow records JSON lines; the page reads the configured SQL history: copy them there."""
-    records = [r for r in JsonLinesRecorder(airflow.env["DESC_HISTORY_JSONL"]).read() if r.run_id == run_id]
-    open_history(f"sqlite:///{airflow.home / 'desc' / 'history.db'}").record(records)
-
-
 def chromium(*args: str) -> subprocess.CompletedProcess[str]:
     assert CHROMIUM, "chromium is not installed: docker/site/up installs it (apt package chromium)"
     return subprocess.run(
@@ -38,7 +31,7 @@ def chromium(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_the_page_is_in_the_plugins_and_the_navigation(airflow: Airflow) -> None:
+def test_the_page_is_in_the_plugins_and_the_navigation(airflow: Deployment) -> None:
     plugins = api("GET", "/plugins")["plugins"]
     [ours] = [p for p in plugins if p["name"] == "airflow_desc"]  # type: ignore[index]
     assert ours["fastapi_apps"][0]["url_prefix"] == "/desc"  # type: ignore[index]
@@ -46,18 +39,34 @@ def test_the_page_is_in_the_plugins_and_the_navigation(airflow: Airflow) -> None
     assert (view["name"], view["href"], view["url_route"]) == ("DESC status", "desc/", "desc-status")
 
 
+def test_the_api_server_has_no_dag_files_and_no_cluster_connections(airflow: Deployment) -> None:
+    """What the page below shows, it reads from databases: it could not parse a DAG or open SSH.
+
+    The environment it was started with (its /proc/PID/environ is overwritten by setproctitle).
+    """
+    env = airflow.components["api-server"].env
+    assert not any(
+        path.suffix == ".py" for path in pathlib.Path(env["AIRFLOW__CORE__DAGS_FOLDER"]).rglob("*")
+    )
+    assert sorted(n for n in env if n.startswith("AIRFLOW_CONN_")) == ["AIRFLOW_CONN_DESC_HISTORY"]
+    assert "DESC_CLUSTERS_FILE" not in env
+    assert "AIRFLOW_CONN_PERLMUTTER_SSH" in airflow.components["triggerer"].env  # the others have them
+    assert (proc := airflow.components["api-server"].proc) is not None and proc.poll() is None
+
+
 def test_the_status_page_shows_a_run_in_progress_then_its_plots(
-    airflow: Airflow, tmp_path: pathlib.Path
+    airflow: Deployment, tmp_path: pathlib.Path
 ) -> None:
+    # The page reads the PostgreSQL history the workers write (the api-server's [desc] history_conn_id).
     run_id = trigger_until_the_bundle_waits(airflow)
-    copy_history(airflow, run_id)
 
     def rows() -> dict[str, dict[str, int]]:
         status, kind, body = get(f"/desc/status.json?run={run_id}")
         assert (status, kind) == (200, "application/json")
         return {r["Process"] or r["Type"]: r for r in json.loads(body)}
 
-    # Live: the deferred bundle, one per stream, Running once SLURM runs its job.
+    # Live: the deferred bundle, one per stream, Running once SLURM runs its job: the api-server
+    # reads the DAG's plan and the job's polled state from the history (no DAG file, no SSH here).
     table = wait_for(
         lambda: (t := rows()) and t["calibrateVisit"]["Running"] == 3 and t, timeout=90, what="Running x3"
     )
@@ -77,7 +86,6 @@ def test_the_status_page_shows_a_run_in_progress_then_its_plots(
     assert shot.stat().st_size > 10_000
 
     assert airflow.wait_run(DAG_ID, run_id, timeout=300) == "success"
-    copy_history(airflow, run_id)
     status, kind, body = get(f"/desc/plots/calibrateVisit.png?run={run_id}")
     assert (status, kind) == (200, "image/png") and body[:8] == b"\x89PNG\r\n\x1a\n" and len(body) > 10_000
     status, kind, body = get(f"/desc/status.csv?run={run_id}")

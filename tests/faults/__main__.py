@@ -27,12 +27,9 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-import psycopg2
-
-from airflow_desc.history import HistoryStore
 from airflow_desc.operators.slurm import job_name_for
 from tests.faults.check import FaultRow, HistoryAttempt, SlurmJob, TaskInstance, check_run, format_table
-from tests.faults.deployment import DEPLOYMENTS, HISTORY_CONN_ID, LocalDeployment
+from tests.faults.deployment import DEPLOYMENTS, FaultDeployment
 from tests.faults.faults import FAULTS, Fault, FaultContext, Injected
 from tests.faults.site import SiteControl
 from tests.waiting import wait_for
@@ -48,7 +45,7 @@ def _time(text: str) -> datetime | None:
         return None
 
 
-def task_instances(dep: LocalDeployment, run_id: str) -> list[TaskInstance]:
+def task_instances(dep: FaultDeployment, run_id: str) -> list[TaskInstance]:
     rows = dep.sql(
         "SELECT task_id, map_index, state, try_number,"
         " coalesce(nullif(custom_operator_name, ''), operator, '')"
@@ -68,28 +65,27 @@ def task_instances(dep: LocalDeployment, run_id: str) -> list[TaskInstance]:
     ]
 
 
-def history_attempts(uri: str, run_id: str) -> list[HistoryAttempt]:
-    with psycopg2.connect(uri, connect_timeout=10) as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT p.task_id, p.map_index, s.path, p.process, p.try_number, p.state, p.job_id, p.cluster,"
-            " p.reason FROM process_instances p JOIN runs r ON r.id = p.run_ref"
-            " JOIN streams s ON s.id = p.stream_ref WHERE r.dag_id = %s AND r.run_id = %s",
-            (DAG_ID, run_id),
-        )
-        return [
-            HistoryAttempt(
-                str(t),
-                int(m),
-                str(path),
-                str(proc),
-                int(n),
-                str(st),
-                None if j is None else str(j).split(".")[0],
-                None if c is None else str(c),
-                r,
-            )  # fmt: skip
-            for t, m, path, proc, n, st, j, c, r in cur.fetchall()
-        ]
+def history_attempts(dep: FaultDeployment, run_id: str) -> list[HistoryAttempt]:
+    rows = dep.history_sql(
+        "SELECT p.task_id, p.map_index, s.path, p.process, p.try_number, p.state, p.job_id, p.cluster,"
+        " p.reason FROM process_instances p JOIN runs r ON r.id = p.run_ref"
+        " JOIN streams s ON s.id = p.stream_ref WHERE r.dag_id = %s AND r.run_id = %s",
+        DAG_ID, run_id,
+    )  # fmt: skip
+    return [
+        HistoryAttempt(
+            str(t),
+            int(m),
+            str(path),
+            str(proc),
+            int(n),
+            str(st),
+            None if j is None else str(j).split(".")[0],
+            None if c is None else str(c),
+            r,
+        )  # fmt: skip
+        for t, m, path, proc, n, st, j, c, r in rows
+    ]
 
 
 def slurm_jobs(
@@ -142,7 +138,7 @@ def slurm_jobs(
     return jobs
 
 
-def run_fault(dep: LocalDeployment, site: SiteControl, fault: Fault, timeout: float) -> FaultRow:
+def run_fault(dep: FaultDeployment, site: SiteControl, fault: Fault, timeout: float) -> FaultRow:
     """Run the workflow once with ``fault`` injected; return its checked row."""
     reason = fault.precondition(site) if fault.precondition else None
     if reason:
@@ -178,7 +174,7 @@ def run_fault(dep: LocalDeployment, site: SiteControl, fault: Fault, timeout: fl
     row = check_run(
         fault.name,
         tis=tis,
-        history=history_attempts(dep.history_uri, run_id),
+        history=history_attempts(dep, run_id),
         jobs=slurm_jobs(site, run_id, tis, since, injected.purged),
         owner_uid=site.owner_uid(),
         expectations=injected.expectations,
@@ -198,12 +194,10 @@ def run_fault(dep: LocalDeployment, site: SiteControl, fault: Fault, timeout: fl
     return row
 
 
-def _stop_run(dep: LocalDeployment, site: SiteControl, run_id: str, tis: Sequence[TaskInstance]) -> None:
+def _stop_run(dep: FaultDeployment, site: SiteControl, run_id: str, tis: Sequence[TaskInstance]) -> None:
     """Fail an unfinished run and cancel its jobs, so that the next fault starts on an idle site."""
-    from tests.e2e.services import api
-
     try:
-        api("PATCH", f"/dags/{DAG_ID}/dagRuns/{run_id}", {"state": "failed"})
+        dep.fail_run(DAG_ID, run_id)
     except OSError as exc:
         print(f"could not fail run {run_id}: {exc}", file=sys.stderr)
     for cluster in CLUSTERS:
@@ -226,10 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     faults = [FAULTS[name] for name in (args.fault or FAULTS)]
     site = SiteControl.from_env()
-    history_uri = site.history_database(HISTORY_CONN_ID)
-    HistoryStore(history_uri).upgrade()
     home = pathlib.Path(tempfile.mkdtemp(prefix="desc-faults-"))
-    dep = DEPLOYMENTS[args.deployment](home, history_uri)
+    dep = DEPLOYMENTS[args.deployment](home)
     start = time.monotonic()
     rows: list[FaultRow] = []
     dep.start()

@@ -1,135 +1,138 @@
-"""The Airflow the fault matrix runs its workflow on, behind one small interface.
+"""The Airflow the fault matrix runs its workflow on: a thin adapter over :class:`tests.deploy.Deployment`.
 
-``local`` (:class:`LocalDeployment`): tests/e2e/services.py's Airflow (api-server, scheduler,
-dag-processor, triggerer; LocalExecutor on the site's metadata PostgreSQL, reset at start) with
-the DAGs of tests/faults/dags, and the history written by the task processes themselves into the
-site's history PostgreSQL, in a database of the matrix's own (``desc_faults_history``: other tests
-reset ``desc_history``), as production does: an Airflow connection named by ``[desc]
-history_conn_id``, no ``DESC_HISTORY_JSONL``.
+Two entries in :data:`DEPLOYMENTS`, ``--deployment`` picks one:
 
-A Celery deployment (two workers, two triggerers) is one more entry in :data:`DEPLOYMENTS`
-implementing the same methods (the faults use only these); ``--deployment`` picks it.
+- ``local``: :meth:`Deployment.local` (api-server, scheduler running the tasks with LocalExecutor,
+  dag-processor, triggerer);
+- ``celery``: :meth:`Deployment.celery` (two Celery workers with homes of their own, two
+  triggerers), with room for the matrix's widest run (4 task slots per worker, triggerers of the
+  default capacity).
+
+Both with the DAGs of tests/faults/dags, on the site's metadata PostgreSQL (reset at start). The
+history is Deployment's: the task processes write it, as production does, through the Airflow
+connection ``desc_history`` (``[desc] history_conn_id``) into a schema of the site's history
+database made for this session (``faults_<hex>``, dropped at the end), spooling to Deployment's
+shared ``[desc] spool_dir`` while it is away.
+
+The faults name components by role: ``triggerer`` is the local deployment's triggerer, the Celery
+deployment's ``triggerer-a``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import signal
 import subprocess
+import sys
+from typing import Any
 
-from tests.e2e.services import AIRFLOW, PORT, Airflow, api
+from tests.deploy import NEEDS, Deployment, api
 from tests.waiting import wait_for
 
-__all__ = ["DEPLOYMENTS", "LocalDeployment"]
+__all__ = ["DEPLOYMENTS", "FaultDeployment"]
 
 DAGS = pathlib.Path(__file__).parent / "dags"
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-HISTORY_CONN_ID = "desc_faults_history"
+#: The log server port of a component :meth:`FaultDeployment.add_component` starts (the
+#: deployment's own components use 18793-18797).
+EXTRA_LOG_PORT = 18799
 
 
-class LocalDeployment:
-    """One Airflow with LocalExecutor: its task processes are the scheduler's children."""
+class FaultDeployment:
+    """What the faults ask of an Airflow (these methods only), over a :class:`Deployment`."""
 
-    name = "local"
+    def __init__(self, name: str, deployment: Deployment) -> None:
+        self.name = name
+        self.d = deployment
+        for component in deployment.components.values():
+            component.env["AIRFLOW__CORE__PARALLELISM"] = "16"
 
-    def __init__(self, home: pathlib.Path, history_uri: str) -> None:
-        self.af = Airflow.configure(home, home / "unused-history.jsonl")
-        env = self.af.env
-        env.pop("DESC_HISTORY_JSONL", None)
-        env.pop("DESC_HISTORY_CONN_ID", None)
-        env.update(
-            {
-                "AIRFLOW__DESC__HISTORY_CONN_ID": HISTORY_CONN_ID,
-                f"AIRFLOW_CONN_{HISTORY_CONN_ID.upper()}": history_uri,
-                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-                "AIRFLOW__CORE__PARALLELISM": "16",
-                # The components import airflow_desc and the DAG files from this checkout.
-                "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
-            }
+    @classmethod
+    def local(cls, home: pathlib.Path) -> FaultDeployment:
+        return cls("local", Deployment.local(home, dags=DAGS, history_prefix="faults"))
+
+    @classmethod
+    def celery(cls, home: pathlib.Path) -> FaultDeployment:
+        deployment = Deployment.celery(
+            home, worker_concurrency=4, triggerer_capacity=1000, dags=DAGS, history_prefix="faults"
         )
-        self.home = home
-        self.history_uri = history_uri
-        self.extra: dict[str, subprocess.Popen[bytes]] = {}
+        return cls("celery", deployment)
+
+    @property
+    def home(self) -> pathlib.Path:
+        return self.d.root
 
     # --- life -----------------------------------------------------------------------------------
     def start(self) -> None:
-        self.af.start()
+        self.d.start()
 
     def stop(self) -> None:
-        for name in list(self.extra):
-            self.stop_component(name)
-        self.af.stop()
+        self.d.stop()
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        return subprocess.Popen(
-            [str(AIRFLOW), *args],
-            env=self.af.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    def _component(self, name: str) -> str:
+        if name == "triggerer" and name not in self.d.components:
+            return "triggerer-a"
+        return name
 
     def component_pid(self, name: str) -> int:
         """The process (group) id of a component: ``scheduler``, ``triggerer``, ``api-server``..."""
-        proc = self.af.procs.get(name) or self.extra[name]
+        proc = self.d.components[self._component(name)].proc
+        assert proc is not None, f"{name} never started"
         return proc.pid
 
     def signal_component(self, name: str, sig: signal.Signals) -> None:
         """Send ``sig`` to a component's whole process group (LocalExecutor's workers are the scheduler's)."""
-        os.killpg(self.component_pid(name), sig)
+        self.d.components[self._component(name)].signal(sig)
 
     def restart_component(self, name: str, *, sig: signal.Signals = signal.SIGTERM) -> None:
         """Stop a component with ``sig`` (its process group), wait for it, start it again."""
-        proc = self.af.procs[name]
-        if proc.poll() is None:
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        args = {"api-server": ["api-server", "--port", str(PORT), "--host", "127.0.0.1"]}.get(name, [name])
-        self.af.procs[name] = self._spawn(name, args)
+        name = self._component(name)
+        if sig == signal.SIGKILL:
+            self.d.kill(name, sig)
+        else:
+            self.d.components[name].signal(sig)
+            self.d.components[name].stop(timeout=60)
+        self.d.start_component(name)
 
     def add_component(self, name: str, args: list[str]) -> None:
-        """Start one more component (a second triggerer), until :meth:`stop_component` or :meth:`stop`."""
-        self.extra[name] = self._spawn(name, args)
+        """Start one more triggerer, until :meth:`stop_component` or :meth:`stop`."""
+        assert args[0] == "triggerer", f"only triggerers are added, not {args}"
+        self.d.add_component(name, args, NEEDS["triggerer"], log_port=EXTRA_LOG_PORT)
 
     def stop_component(self, name: str) -> None:
-        proc = self.extra.pop(name)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        self.d.remove_component(name)
 
     def worker_pids(self, ti_id: str) -> list[int]:
-        """The processes running task instance ``ti_id`` (LocalExecutor: ``airflow worker -- <ti id>``,
-        the supervisor and the task process it forked)."""
-        out = subprocess.run(
-            ["pgrep", "-f", f"^airflow worker -- {ti_id}"], capture_output=True, text=True, check=False
-        ).stdout
+        """The processes running task instance ``ti_id``, found by their command line: the task
+        process (``airflow worker -- <ti id>``, a child of the LocalExecutor worker or of a Celery
+        worker's pool process); under Celery also its supervisor, the pool process itself
+        (``airflow supervisor: <ti id>``), as a lost worker host would lose it."""
+        pattern = f"^airflow worker -- {ti_id}"
+        if self.name == "celery":
+            pattern = f"^airflow (worker -- |supervisor: ){ti_id}"
+        out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False).stdout
         return [int(p) for p in out.split()]
 
     def flush_history(self) -> int:
         """Write out what the task processes spooled while the history was away (``python -m
         airflow_desc.history flush``, as an operator would); return how many records waited."""
-        spool = self.home / "desc" / "history-spool.jsonl"
+        spool = self.d.spool_dir / "history-spool.jsonl"
         waiting = len(spool.read_text().splitlines()) if spool.exists() else 0
         if waiting:
             subprocess.run(
-                [str(AIRFLOW.with_name("python")), "-m", "airflow_desc.history", "flush"],
-                env=self.af.env, capture_output=True, check=False, timeout=120,
+                [sys.executable, "-m", "airflow_desc.history", "flush"],
+                env=self.d.client_env, capture_output=True, check=False, timeout=120,
             )  # fmt: skip
         return waiting
 
     # --- runs -----------------------------------------------------------------------------------
-    def sql(self, query: str, *params: object) -> list[tuple[object, ...]]:
-        return self.af.sql(query, *params)
+    def sql(self, query: str, *params: object) -> list[tuple[Any, ...]]:
+        """Query Airflow's metadata DB."""
+        return self.d.sql(query, *params)
+
+    def history_sql(self, query: str, *params: object) -> list[tuple[Any, ...]]:
+        """Query the history the task processes write (the deployment's schema)."""
+        return self.d.history.sql(query, *params)
 
     def trigger(self, dag_id: str, run_id: str, conf: dict[str, object]) -> None:
         wait_for(
@@ -137,11 +140,15 @@ class LocalDeployment:
             timeout=180,
             what=f"{dag_id} parsed; logs in {self.home}",
         )
-        self.af.run("dags", "unpause", dag_id)
-        self.af.run("dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf))
+        self.d.run("dags", "unpause", dag_id)
+        self.d.run("dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf))
 
     def run_state(self, dag_id: str, run_id: str) -> str | None:
-        return self.af.run_state(dag_id, run_id)
+        return self.d.run_state(dag_id, run_id)
+
+    def fail_run(self, dag_id: str, run_id: str) -> None:
+        """Mark a run failed through the REST API."""
+        api("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", {"state": "failed"})
 
     def clear(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> dict[str, object]:
         """Clear one task instance through the REST API (``clearTaskInstances``)."""
@@ -158,4 +165,4 @@ class LocalDeployment:
         )
 
 
-DEPLOYMENTS = {"local": LocalDeployment}
+DEPLOYMENTS = {"local": FaultDeployment.local, "celery": FaultDeployment.celery}

@@ -23,7 +23,7 @@ from datetime import datetime
 
 from airflow_desc.operators.slurm import job_name_for, task_dir_for
 from tests.faults.check import Expectation
-from tests.faults.deployment import LocalDeployment
+from tests.faults.deployment import FaultDeployment
 from tests.faults.site import SiteControl
 from tests.waiting import wait_for
 
@@ -47,7 +47,7 @@ class Injected:
 
 @dataclasses.dataclass
 class FaultContext:
-    deployment: LocalDeployment
+    deployment: FaultDeployment
     site: SiteControl
     dag_id: str
     run_id: str

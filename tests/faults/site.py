@@ -160,26 +160,6 @@ class SiteControl:
             subprocess.run(argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, check=True)
         wait_for(answers, timeout=120, what=f"{service} answers again")
 
-    def history_database(self, name: str) -> str:
-        """Create database ``name`` (owned by the history's role) in the history PostgreSQL, if missing;
-        return its URI (that of ``AIRFLOW_CONN_DESC_HISTORY`` with the database replaced)."""
-        base = os.environ["AIRFLOW_CONN_DESC_HISTORY"]
-        role = base.split("://", 1)[1].split(":", 1)[0]
-        psql = [
-            "runuser", "-u", "postgres", "--", f"{os.environ['DESC_SITE_PG_BIN']}/psql", "-h",
-            str(self.site_dir / "run" / "pg-history"), "-p", os.environ["DESC_SITE_PG_HISTORY_PORT"],
-            "-U", "postgres", "-qtA", "-v", "ON_ERROR_STOP=1", "-c",
-        ]  # fmt: skip
-        exists = subprocess.run(
-            [*psql, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-        if exists != "1":
-            subprocess.run(
-                [*psql, f'CREATE DATABASE "{name}" OWNER "{role}"'], capture_output=True, check=True
-            )
-        return base.rsplit("/", 1)[0] + "/" + name
-
     # --- SLURM, locally -------------------------------------------------------------------------
     def slurm(self, cluster: str, *argv: str, user: str | None = None, check: bool = True) -> str:
         """Run a SLURM command against ``cluster`` (as ``user``, default root); return its stdout."""

@@ -8,6 +8,9 @@ RUNNING in SLURM) and summary Waiting (no task-instance state yet), then all Suc
 desc_e2e_rerun, derived from it: 2 visits; visit 2's calibration fails until its input (the run
 conf's ``marker``, an absolute path on the cluster) exists, and ``summary`` depends on the visits.
 The operator restores the input and runs ``airflow-desc rerun``.
+
+desc_e2e_celery (tests/data/specs/desc-e2e-celery.yaml): 4 bundles of one visit and a single job at
+once, for the Celery deployment (tests/e2e/test_celery_deployment.py).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import yaml
 from airflow_desc.workflow.render import render_dags
 from airflow_desc.workflow.spec import parse_spec
 
-LIVE = (pathlib.Path(__file__).resolve().parents[2] / "data" / "specs" / "desc-e2e-live.yaml").read_text()
+SPECS = pathlib.Path(__file__).resolve().parents[2] / "data" / "specs"
+LIVE = (SPECS / "desc-e2e-live.yaml").read_text()
+CELERY = (SPECS / "desc-e2e-celery.yaml").read_text()
 
 
 def rerun_spec(live: str) -> str:
@@ -38,5 +43,5 @@ def rerun_spec(live: str) -> str:
     return yaml.safe_dump(spec, sort_keys=False)
 
 
-for _spec in (LIVE, rerun_spec(LIVE)):
+for _spec in (LIVE, rerun_spec(LIVE), CELERY):
     globals().update(render_dags(parse_spec(_spec, source=__file__)))

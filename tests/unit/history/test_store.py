@@ -84,9 +84,12 @@ def test_upgrade_is_idempotent_and_keeps_its_own_version_table(store: HistorySto
     assert store.current_revision() is None
     store.upgrade()
     store.upgrade()
-    assert store.current_revision() == "0002"
+    assert store.current_revision() == "0003"
     names = set(sa.inspect(store.engine).get_table_names())
-    assert names == {"workflows", "runs", "streams", "process_instances", "rerun_requests", VERSION_TABLE}
+    assert names == {
+        "workflows", "runs", "streams", "process_instances", "rerun_requests", "process_plans",
+        "slurm_job_states", VERSION_TABLE,
+    }  # fmt: skip
     assert "alembic_version" not in names  # Airflow's own version table is never touched
 
 
@@ -113,14 +116,14 @@ def test_history_db_shares_a_database_with_an_alembic_version_table(tmp_path: Pa
     store.upgrade()
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [("airflow-head",)]
-        assert conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").all() == [("0002",)]
+        assert conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").all() == [("0003",)]
     store.dispose()
     engine.dispose()
 
 
 def test_writes_run_the_migrations_first(store: HistoryStore) -> None:
     store.record([rec()])
-    assert store.current_revision() == "0002"
+    assert store.current_revision() == "0003"
 
 
 # --- writer -----------------------------------------------------------------------------------------------
@@ -291,7 +294,13 @@ def test_store_needs_exactly_one_target() -> None:
 def airflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "airflow"
     monkeypatch.setenv("AIRFLOW_HOME", str(home))
-    for name in ("DESC_HISTORY_JSONL", "DESC_HISTORY_CONN_ID", "AIRFLOW__DESC__HISTORY_CONN_ID"):
+    for name in (
+        "DESC_HISTORY_JSONL",
+        "DESC_HISTORY_CONN_ID",
+        "AIRFLOW__DESC__HISTORY_CONN_ID",
+        "DESC_SPOOL_DIR",
+        "AIRFLOW__DESC__SPOOL_DIR",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(history, "_recorders", {})
     return home
@@ -326,6 +335,16 @@ def test_default_recorder_uses_the_configured_connection(
     assert isinstance(recorder, SpoolingRecorder)
     assert recorder.store.conn_id == "desc_history_unit"
     assert open_history().conn_id == "desc_history_unit"
+
+
+def test_the_spool_directory_is_desc_spool_dir_else_the_option_else_airflow_home(
+    airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert default_recorder().spool_path == airflow_home / "desc" / "history-spool.jsonl"  # type: ignore[attr-defined]
+    monkeypatch.setenv("AIRFLOW__DESC__SPOOL_DIR", str(tmp_path / "shared"))
+    assert default_recorder().spool_path == tmp_path / "shared" / "history-spool.jsonl"  # type: ignore[attr-defined]
+    monkeypatch.setenv("DESC_SPOOL_DIR", str(tmp_path / "env"))
+    assert default_recorder().spool_path == tmp_path / "env" / "history-spool.jsonl"  # type: ignore[attr-defined]
 
 
 def test_open_history_takes_urls_and_connection_ids(airflow_home: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import types
 from datetime import datetime, timezone
@@ -93,3 +94,64 @@ def test_a_failure_keeps_the_last_line_of_its_error(history: pathlib.Path) -> No
 def test_an_unmarked_task_is_not_recorded(history: pathlib.Path) -> None:
     listener.on_task_instance_success(None, task_instance(types.SimpleNamespace()))
     assert not history.exists()
+
+
+# --- the process plan stored when a task starts ---
+
+
+@pytest.fixture
+def configured_history(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> pathlib.Path:
+    """The configured history: the embedded SQLite of a throwaway AIRFLOW_HOME (JSONL set besides)."""
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.delenv("DESC_HISTORY_CONN_ID", raising=False)
+    monkeypatch.setenv("DESC_HISTORY_JSONL", str(tmp_path / "records.jsonl"))  # redirects records only
+    monkeypatch.setattr(listener, "_PLANS_STORED", {})
+    return tmp_path / "airflow" / "desc" / "history.db"
+
+
+def test_a_generated_dags_plan_is_stored_once_where_the_status_page_reads_it(
+    configured_history: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_desc.history import open_history
+    from airflow_desc.history.live import process_plan_digest
+    from airflow_desc.status.live import stored_plans
+    from airflow_desc.workflow.render import render_dags
+    from airflow_desc.workflow.spec import parse_spec
+    from tests.specs import spec_text
+    from tests.unit.conftest import SITE
+
+    monkeypatch.setenv("DESC_CLUSTERS_FILE", str(SITE))
+    [(dag_id, dag)] = render_dags(parse_spec(spec_text("live"), source="live.yaml")).items()
+    digest = listener.store_plan(dag)
+    assert digest is not None
+    engine = open_history(f"sqlite:///{configured_history}").engine
+    assert process_plan_digest(engine, dag_id) == digest
+    plan = stored_plans(engine, [dag_id])[dag_id]
+    assert set(plan.tasks) == {"setupVisits", "ingest", "checkVisit.validate"}
+    assert list(plan.bundles) == ["processVisit.bundle"]
+    # A new process (a new worker) finds it stored: no second write.
+    monkeypatch.setattr(listener, "_PLANS_STORED", {})
+    monkeypatch.setattr("airflow_desc.history.live.write_process_plan", _no_write)
+    assert listener.store_plan(dag) == digest
+
+
+def _no_write(*args: Any) -> str:
+    raise AssertionError("the plan was stored already: no write expected")
+
+
+def test_a_dag_not_tagged_desc_has_no_plan(configured_history: pathlib.Path) -> None:
+    dag = types.SimpleNamespace(dag_id="other", tags=["e2e"], tasks=[])
+    assert listener.store_plan(dag) is None
+    assert not configured_history.exists()
+
+
+def test_an_unreachable_history_is_a_warning_and_the_task_runs_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("DESC_HISTORY_CONN_ID", "no_such_history_conn")
+    monkeypatch.setattr(listener, "_PLANS_STORED", {})
+    dag = types.SimpleNamespace(dag_id="hand", tags=["desc"], tasks=[])
+    with caplog.at_level(logging.WARNING, logger="airflow_desc.plugins.listener"):
+        assert listener.store_plan(dag) is None
+    assert "the process plan of DAG hand is not stored in the history" in caplog.text
+    assert "no_such_history_conn" in caplog.text

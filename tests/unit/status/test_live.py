@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_desc.status.dag_plans import dag_processes_from_graph
 from airflow_desc.status.live import (
     DagProcesses,
     ProcessIdentity,
     TaskInstanceRow,
-    dag_processes_from_graph,
     instances_of,
 )
 from airflow_desc.workflow.build import build_graph

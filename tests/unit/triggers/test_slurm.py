@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import logging
 import pathlib
 from typing import Any
 
@@ -198,3 +199,32 @@ def test_queued_resets_the_missing_clock() -> None:
 def test_a_job_line_resets_the_missing_clock() -> None:
     polls = [(T0, None, False), (T0 + 50, RUNNING, False), (T0 + 100, None, False), (T0 + 150, None, False)]
     assert judge(polls) == [None, None, None, None]
+
+
+# --- the poller's write of each poll's job states to the history ---
+
+
+def test_a_poll_writes_its_states_to_the_history(tmp_path: pathlib.Path) -> None:
+    from airflow_desc.history import HistoryStore
+    from airflow_desc.history.live import job_states
+
+    store = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
+    poller = ClusterPoller("s3df_ssh", "bastion_ssh", 7.0, history=store)
+    assert asyncio.run(poller.write_states({"5000031": "RUNNING", "5000032": "PENDING"}))
+    found = job_states(
+        store.engine, [("s3df_ssh", "bastion_ssh", "5000031"), ("s3df_ssh", "bastion_ssh", "5000032")]
+    )
+    assert {k[2]: (v.state, v.poll_interval_s) for k, v in found.items()} == {
+        "5000031": ("RUNNING", 7.0),
+        "5000032": ("PENDING", 7.0),
+    }
+
+
+def test_a_failing_write_is_a_warning_and_polling_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    from airflow_desc.history import HistoryStore
+
+    nowhere = HistoryStore("sqlite:////proc/no-such-dir/history.db")  # cannot be made, even by root
+    poller = ClusterPoller("s3df_ssh", None, 7.0, history=nowhere)
+    with caplog.at_level(logging.WARNING, logger="airflow_desc.triggers.slurm"):
+        assert asyncio.run(poller.write_states({"5000031": "RUNNING"})) is False
+    assert "poll of s3df_ssh: the states of 1 job(s) not written to the history" in caplog.text
