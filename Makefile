@@ -62,7 +62,7 @@ test: venv site-up lint
 
 # The fault matrix (tests/faults): not part of `make test` (about 20 min here: 12 faults took 15). It stops site services
 # other tests use, so it holds the site lock exclusively. FAULT=sshd-down runs one fault; FAULTS_DEPLOYMENT
-# names the Airflow it runs on (tests/faults/deployment.py).
+# names the Airflow it runs on: local (LocalExecutor) or celery (tests/faults/deployment.py).
 FAULTS_DEPLOYMENT ?= local
 test-faults: venv site-up
 	source $(SITE_ENV) && flock -x /tmp/desc-site.lock $(BIN)/python -m tests.faults \

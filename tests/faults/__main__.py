@@ -8,12 +8,13 @@ Usage (root, the site up, ``source /var/lib/airflow-desc-site/env.sh``; hold ``f
     python -m tests.faults --list               # the faults
 
 For each fault: a run of ``desc_faults`` (tests/data/specs/desc-faults.yaml; its own run id
-``faults__<fault>__<ns>``) is triggered on the deployment (``--deployment local``: see
+``faults__<fault>__<ns>``) is triggered on the deployment (``--deployment local`` or ``celery``: see
 :mod:`tests.faults.deployment`), the fault is injected and the site restored
 (:mod:`tests.faults.faults`), the harness waits for the run to end, then reads the run's task
-instances (Airflow's metadata DB), its history attempts (the history PostgreSQL the task processes
-wrote) and its jobs (``sacct`` on each cluster, by the jobs' deterministic names) and compares them
-(:mod:`tests.faults.check`, whose docstring defines the columns). It prints one row per fault and
+instances (Airflow's metadata DB), its history attempts (the deployment's schema of the history
+PostgreSQL, which the task processes wrote) and its jobs (``sacct`` on each cluster, by the jobs'
+deterministic names) and compares them (:mod:`tests.faults.check`, whose docstring defines the
+columns). It prints one row per fault and
 exits 1 when a row misses the target (0 duplicates, 0 lost, 0 wrong states).
 """
 

@@ -192,7 +192,8 @@ def triggerer_kill(ctx: FaultContext) -> Injected:
 
 
 def triggerer_ha(ctx: FaultContext) -> Injected:
-    """Two triggerers at once, from the first deferral to the run's end."""
+    """One more triggerer (two on the local deployment, three on Celery), from the first deferral to
+    the run's end."""
     ctx.wait_ti(INGEST)
     ctx.deployment.add_component("triggerer-2", ["triggerer"])
     return Injected(undo=lambda: ctx.deployment.stop_component("triggerer-2"))
@@ -335,7 +336,7 @@ FAULTS: dict[str, Fault] = {
     for f in (
         Fault("worker-kill", worker_kill, "kill -9 the worker between sbatch and recording the job id"),
         Fault("triggerer-kill", triggerer_kill, "kill -9 the triggerer with many jobs watched", conf=WIDE),
-        Fault("triggerer-ha", triggerer_ha, "two triggerers at once"),
+        Fault("triggerer-ha", triggerer_ha, "one more triggerer from the first deferral"),
         Fault("sshd-down", _service_down("sshd-perlmutter", 60), "sshd of perlmutter down 60 s"),
         Fault("slurmdbd-down", _service_down("slurmdbd", 60), "slurmdbd down 60 s"),
         Fault("slurmctld-restart", slurmctld_restart, "slurmctld of perlmutter restarted"),
