@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Integration tests wait on SLURM (a TIMEOUT takes ~75 s): run them side by side.
 PYTEST_WORKERS ?= 4
 
-.PHONY: help venv lint unit integration test demo bench site-up site-down site-status constraints clean
+.PHONY: help venv lint unit integration test test-faults demo bench site-up site-down site-status constraints clean
 
 help:
 	@echo "make demo         install what is missing, start the local site, run a small DC1 through Airflow, print the table, write the report"
@@ -20,6 +20,7 @@ help:
 	@echo "make site-down    stop it (docker/site/down --wipe also deletes its state)"
 	@echo "make site-status  show what runs"
 	@echo "make bench        the benchmarks (never part of make test)"
+	@echo "make test-faults  inject each fault on the local site under a real Airflow; one row per fault (FAULT=name: one)"
 	@echo "make constraints  re-pin constraints.txt from the current venv"
 
 # The venv is installed with constraints.txt: the exact versions `make test` was run with.
@@ -58,6 +59,14 @@ integration: venv site-up
 test: venv site-up lint
 	source $(SITE_ENV) && $(BIN)/pytest -n $(PYTEST_WORKERS) -m "not serial" --durations=15 tests/unit tests/integration
 	source $(SITE_ENV) && $(BIN)/pytest -m serial --durations=5 tests/integration tests/e2e
+
+# The fault matrix (tests/faults): not part of `make test` (about 20 min here: 12 faults took 15). It stops site services
+# other tests use, so it holds the site lock exclusively. FAULT=sshd-down runs one fault; FAULTS_DEPLOYMENT
+# names the Airflow it runs on: local (LocalExecutor) or celery (tests/faults/deployment.py).
+FAULTS_DEPLOYMENT ?= local
+test-faults: venv site-up
+	source $(SITE_ENV) && flock -x /tmp/desc-site.lock $(BIN)/python -m tests.faults \
+		--deployment $(FAULTS_DEPLOYMENT) $(if $(FAULT),--fault $(FAULT))
 
 demo: venv site-up
 	source $(SITE_ENV) && $(BIN)/python -m airflow_desc.demo --out out/demo

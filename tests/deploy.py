@@ -186,6 +186,7 @@ class Deployment:
     :param components: by name, in start order.
     :param client_env: an environment like a user's shell on the deployment (metadata DB, history,
         clusters): for ``airflow`` and ``airflow-desc`` commands.
+    :param dags: the DAGs folder of the components that parse DAGs.
     """
 
     executor: str
@@ -193,13 +194,20 @@ class Deployment:
     history: HistorySchema
     components: dict[str, Component]
     client_env: dict[str, str]
+    dags: pathlib.Path = DAGS
 
     # --- the two variants -------------------------------------------------------------------------------
 
     @classmethod
-    def local(cls, root: pathlib.Path) -> Deployment:
-        """LocalExecutor: api-server, scheduler (running the tasks), dag-processor, triggerer."""
-        deployment = cls._empty("LocalExecutor", root)
+    def local(
+        cls, root: pathlib.Path, *, dags: pathlib.Path = DAGS, history_prefix: str = "e2e"
+    ) -> Deployment:
+        """LocalExecutor: api-server, scheduler (running the tasks), dag-processor, triggerer.
+
+        :param dags: the DAGs folder (default: tests/e2e/dags).
+        :param history_prefix: the history schema's name starts with it.
+        """
+        deployment = cls._empty("LocalExecutor", root, dags, history_prefix)
         deployment._add(
             "api-server", ["api-server", "--port", str(PORT), "--host", "127.0.0.1"], NEEDS["api-server"]
         )
@@ -210,15 +218,23 @@ class Deployment:
 
     @classmethod
     def celery(
-        cls, root: pathlib.Path, *, worker_concurrency: int = 1, triggerer_capacity: int = 2
+        cls,
+        root: pathlib.Path,
+        *,
+        worker_concurrency: int = 1,
+        triggerer_capacity: int = 2,
+        dags: pathlib.Path = DAGS,
+        history_prefix: str = "e2e",
     ) -> Deployment:
         """CeleryExecutor: api-server, scheduler, dag-processor, two triggerers, two Celery workers.
 
         :param worker_concurrency: task slots of each worker (1: a second task queued while the first
             runs goes to the other worker).
         :param triggerer_capacity: triggers each triggerer holds at most (small: both hold some).
+        :param dags: the DAGs folder (default: tests/e2e/dags).
+        :param history_prefix: the history schema's name starts with it.
         """
-        deployment = cls._empty("CeleryExecutor", root)
+        deployment = cls._empty("CeleryExecutor", root, dags, history_prefix)
         deployment._add(
             "api-server", ["api-server", "--port", str(PORT), "--host", "127.0.0.1"], NEEDS["api-server"]
         )
@@ -244,9 +260,9 @@ class Deployment:
         return deployment
 
     @classmethod
-    def _empty(cls, executor: str, root: pathlib.Path) -> Deployment:
-        history = HistorySchema.fresh()
-        deployment = cls(executor, root, history, {}, {})
+    def _empty(cls, executor: str, root: pathlib.Path, dags: pathlib.Path, history_prefix: str) -> Deployment:
+        history = HistorySchema.fresh(history_prefix)
+        deployment = cls(executor, root, history, {}, {}, dags)
         deployment.client_env = deployment._env("client", ("dags", "clusters", "ssh", "history"))
         return deployment
 
@@ -274,7 +290,7 @@ class Deployment:
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
             # A component that should not parse DAGs finds none.
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS if "dags" in needs else self.root / name / "dags"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags if "dags" in needs else self.root / name / "dags"),
         }
         if self.executor == "CeleryExecutor":
             env["AIRFLOW__CELERY__BROKER_URL"] = REDIS_URL
@@ -361,6 +377,21 @@ class Deployment:
     def start_component(self, name: str) -> None:
         """Start one component (again)."""
         self.components[name].start()
+
+    def add_component(
+        self, name: str, argv: list[str], needs: tuple[Need, ...], *, log_port: int | None = None
+    ) -> None:
+        """Start one more component (a third triggerer, say) until :meth:`remove_component` or :meth:`stop`.
+
+        :param needs: what it needs (:data:`NEEDS` of its kind).
+        :param log_port: its log server's port, when it serves logs (one no other component uses).
+        """
+        self._add(name, argv, needs, log_port)
+        self.components[name].start()
+
+    def remove_component(self, name: str) -> None:
+        """Stop a component (TERM, then KILL after 30 s) and forget it."""
+        self.components.pop(name).stop()
 
     # --- what tests ask ---------------------------------------------------------------------------------
 
