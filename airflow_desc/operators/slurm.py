@@ -122,6 +122,11 @@ def _home_relative(path: str) -> str:
     return path
 
 
+def _try_of_name(name: str) -> int:
+    """Return the try a job name says submitted it (:func:`job_name_for` ends it with ``.t<try>``)."""
+    return int(name.rsplit(".t", 1)[1])
+
+
 def _map_index(ti: Any) -> int:
     return -1 if ti.map_index is None else int(ti.map_index)
 
@@ -389,8 +394,7 @@ class SlurmOperator(BaseOperator):
                 self.log.info(
                     "re-attaching to SLURM job %s, still %s", job_id, acct.state.raw if acct else "queued"
                 )
-                # The try that submitted it, from the name it carries: its record goes to that try.
-                job_try = int(expected[job_id][0].rsplit(".t", 1)[1])
+                job_try = _try_of_name(expected[job_id][0])
                 if job_id != state.get("job_id"):
                     state.update(log_path=f"{self._task_dir(context)}/t{job_try}-{job_id}.out")
                 state.update(job_id=job_id, try_number=job_try)
@@ -402,13 +406,22 @@ class SlurmOperator(BaseOperator):
                 continue
             if acct.state_class is StateClass.SUCCEEDED:
                 self.log.info("adopting SLURM job %s: it succeeded but its result was never recorded", job_id)
-                state.update(job_id=job_id, log_path=state.get("log_path") or self._guess_log(job_id, state))
+                state.update(
+                    job_id=job_id, try_number=_try_of_name(expected[job_id][0]),
+                    log_path=state.get("log_path") or self._guess_log(job_id, state),
+                )  # fmt: skip
                 self._save_state(context, state)
                 return self._finish(context, FinishedJob(hook, profile, acct, adopted=True))
             # A failure nobody recorded: record it now (for the try that ran it), then run anew.
             self.log.warning(
                 "SLURM job %s ended %s unrecorded; recording it, then submitting anew", job_id, acct.state.raw
             )
+            # Recorded for the try that submitted it (e.g. a try cleared while its job ran), never
+            # under this try's number, where this try's own record would replace it.
+            job_try = _try_of_name(expected[job_id][0])
+            if job_id != state.get("job_id"):
+                state.update(job_id=job_id, log_path=f"{self._task_dir(context)}/t{job_try}-{job_id}.out")
+            state.update(try_number=job_try)
             try:
                 self._finish(context, FinishedJob(hook, profile, acct, adopted=True))
             except (SlurmJobFailed, AirflowFailException):
