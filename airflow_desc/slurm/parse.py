@@ -574,9 +574,10 @@ class ControllerJob:
         return self.state.is_terminal
 
     def to_accounting(self) -> JobAccounting:
-        """Return the job as a :class:`JobAccounting` of one job line with the sacct fields the
-        controller knows (state, exit code, run time, nodes, times, limits); TotalCPU, CPUTime,
-        MaxRSS and DerivedExitCode stay empty.
+        """Return the job as a :class:`JobAccounting` of one job line, in sacct's fields.
+
+        The controller knows the state, exit code, run time, nodes, times and limits; TotalCPU,
+        CPUTime, MaxRSS and DerivedExitCode stay empty.
 
         Its :func:`accounting_to_payload` reads back through :func:`accounting_from_payload`.
         """

@@ -161,8 +161,10 @@ class ClusterPoller:
                 pass
 
     async def poll_once(self, hook: SlurmHook) -> None:
-        """One poll: one sacct per chunk of watched ids, one squeue for the ids sacct lacks, one
-        scontrol call for the ids neither knows."""
+        """One poll: sacct per chunk of watched ids, squeue for those it lacks, scontrol for the rest.
+
+        One SSH call each; the controller is asked only about ids neither sacct nor squeue knows.
+        """
         ids = list(self.watches)
         if not ids:
             return
@@ -270,9 +272,9 @@ class ClusterPoller:
                     "status": "error",
                     "job_id": watch.job_id,
                     "message": (
-                        f"job {watch.job_id} vanished: neither sacct, squeue nor scontrol on {self.ssh_conn_id} "
-                        f"has known it for {watch.vanish_grace:.0f} s. It was never recorded by "
-                        "slurmdbd or the cluster lost its state; rerun the task."
+                        f"job {watch.job_id} vanished: neither sacct, squeue nor scontrol on "
+                        f"{self.ssh_conn_id} has known it for {watch.vanish_grace:.0f} s. It was never "
+                        "recorded by slurmdbd or the cluster lost its state; rerun the task."
                     ),
                 }
             )

@@ -429,7 +429,8 @@ def test_scontrol_jobs_recorded_from_the_site() -> None:
     ]  # fmt: skip
     done = ended["3268"].to_accounting()
     assert done.state_class is StateClass.SUCCEEDED and done.exit_code == 0 and done.signal == 0
-    assert done.node_list == "pm-n1" and done.elapsed_s == 3.0 and done.req_mem_bytes == 512 * 1024**2  # TRES mem=512M
+    assert done.node_list == "pm-n1" and done.elapsed_s == 3.0
+    assert done.req_mem_bytes == 512 * 1024**2  # TRES mem=512M
     assert done.job is not None and done.job.partition == "regular" and done.job.time_limit_s == 60
     assert done.job.start is not None and done.job.end is not None and done.job.end >= done.job.start
     assert done.total_cpu_s is None and done.max_rss_bytes is None and not done.is_placeholder

@@ -120,7 +120,10 @@ T0 = 1000.0  # a monotonic clock; the poller treats 0.0 as "not set"
 GRACE = 60.0
 
 
-Poll = tuple[float, JobAccounting | None, bool] | tuple[float, JobAccounting | None, bool, ControllerJob | None]
+Poll = (
+    tuple[float, JobAccounting | None, bool]
+    | tuple[float, JobAccounting | None, bool, ControllerJob | None]
+)
 
 
 def judge(polls: list[Poll], job_id: str | None = None) -> list[dict[str, Any] | None]:
