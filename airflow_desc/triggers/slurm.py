@@ -16,7 +16,8 @@ it ended, the watch settles ``done`` with the controller's state, exit code, nod
 Only a job that neither sacct, squeue nor the controller knows for longer than ``vanish_grace``
 seconds is reported as vanished: an error, never a success.
 
-Each poll also writes the state sacct printed for every polled job to the history's
+Each poll also writes the state sacct printed for every polled job (the controller's for a job sacct
+lacks) to the history's
 ``slurm_job_states`` (:func:`~airflow_desc.history.live.write_job_states`: one transaction per
 poll per cluster, off the event loop, bounded by the history's timeouts, pruning rows no poll
 refreshed for a day). That is where the status page reads whether a deferred task's job is
@@ -198,6 +199,7 @@ class ClusterPoller:
                 if not watch.future.done():
                     self._judge(watch, accounting.get(job_id), job_id in queued, now, controller.get(job_id))
         states = {i: accounting[i].state.raw for i in ids if i in accounting}
+        states.update({i: controller[i].state.raw for i in lost if i in controller})  # sacct lacks them
         await self.write_states(states)
 
     async def write_states(self, states: dict[str, str]) -> bool:
