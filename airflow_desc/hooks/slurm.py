@@ -39,13 +39,16 @@ from airflow.sdk import BaseHook
 from airflow_desc.exceptions import ClusterCommandError, ClusterUnreachable, SlurmSubmitError
 from airflow_desc.hooks.channels import ChannelTimeout, exec_command, open_channel, send_eof
 from airflow_desc.slurm import (
+    ControllerJob,
     JobAccounting,
     SqueueRow,
     SubmittedJob,
     chunked_sacct_commands,
+    controller_jobs_command,
     group_accounting,
     parse_sacct,
     parse_sbatch_output,
+    parse_scontrol_jobs,
     parse_squeue,
     sacct_command,
     scancel_command,
@@ -521,6 +524,13 @@ class SlurmHook(BaseHook):
                 return []
             raise self._command_error(result)
         return parse_squeue(result.stdout)
+
+    def controller_jobs(self, job_ids: Sequence[str]) -> dict[str, ControllerJob]:
+        """Return what the controller (``scontrol -o show job``) knows of ``job_ids``, in one call.
+
+        An id it has forgotten is simply absent. It answers for a job whose accounting slurmdbd lost.
+        """
+        return parse_scontrol_jobs(self.run(controller_jobs_command(list(job_ids))).stdout)
 
     def find_jobs_by_name(self, name: str, *, since: str = "now-30days") -> list[str]:
         """Ids of the jobs named ``name`` (queued, running or finished since ``since``), oldest first."""

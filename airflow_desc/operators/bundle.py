@@ -327,6 +327,9 @@ class SlurmBundleOperator(SlurmOperator):
 
     # --- finish ---
     def _finish(self, context: Context, job: FinishedJob) -> dict[str, Any]:
+        if job.note:
+            # The allocation's state came from the controller; each instance's from its own markers.
+            self.log.warning("allocation %s: %s", job.accounting.job_id, job.note)
         saved = self._bundle_state(context)
         workflow, task = self._workflow()
         variables = workflow.run_variables(self.variant, context)

@@ -32,6 +32,7 @@ The life of one task instance:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import time
@@ -62,7 +63,9 @@ from airflow_desc.operators.job_checks import (
 )
 from airflow_desc.operators.trusted import trusted_event_accounting, trusted_event_job_id, trusted_slurm_state
 from airflow_desc.slurm import (
+    CONTROLLER_NOTE,
     ContainerSpec,
+    ControllerJob,
     JobAccounting,
     JobSpec,
     StateClass,
@@ -171,12 +174,15 @@ class FinishedJob:
     :param profile: the cluster's profile.
     :param accounting: the job's accounting.
     :param adopted: whether this try adopted it (an earlier try's job, finished but never recorded).
+    :param note: what the record's message adds, e.g. :data:`~airflow_desc.slurm.CONTROLLER_NOTE`
+        for a job whose accounting sacct lost, settled from the controller's answer.
     """
 
     hook: SlurmHook
     profile: ClusterProfile
     accounting: JobAccounting
     adopted: bool = False
+    note: str | None = None
 
 
 class SlurmOperator(BaseOperator):
@@ -373,8 +379,8 @@ class SlurmOperator(BaseOperator):
                 ),
                 method_name="execute_complete",
             )
-        accounting = self._poll_in_worker(hook, profile, job_id)
-        return self._finish(context, FinishedJob(hook, profile, accounting))
+        accounting, note = self._poll_in_worker(hook, profile, job_id)
+        return self._finish(context, FinishedJob(hook, profile, accounting, note=note))
 
     def _resume(
         self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
@@ -520,7 +526,14 @@ class SlurmOperator(BaseOperator):
         )  # fmt: skip
         return submitted.job_id
 
-    def _poll_in_worker(self, hook: SlurmHook, profile: ClusterProfile, job_id: str) -> JobAccounting:
+    def _poll_in_worker(
+        self, hook: SlurmHook, profile: ClusterProfile, job_id: str
+    ) -> tuple[JobAccounting, str | None]:
+        """Poll until the job ends; return its accounting and the record's note (see :class:`FinishedJob`).
+
+        As the trigger's poller does: a job sacct and squeue lack is asked of the controller before
+        it is declared vanished (its accounting may have been purged).
+        """
         interval = self.poll_interval or profile.poll_interval
         first_missing: float | None = None
         while True:
@@ -533,24 +546,37 @@ class SlurmOperator(BaseOperator):
                 continue
             if acct is not None and acct.job is not None:
                 if acct.is_terminal and not acct.is_placeholder:
-                    return acct
+                    return acct, None
                 first_missing = None
             elif queued:
                 first_missing = None
+            elif (controller := self._controller_job(hook, job_id)) is not None:
+                first_missing = None
+                if controller.is_terminal:
+                    return controller.to_accounting(), CONTROLLER_NOTE
             else:
                 first_missing = first_missing or time.monotonic()
                 if time.monotonic() - first_missing > profile.vanish_grace:
                     raise SlurmJobFailed(
-                        f"job {job_id} vanished: neither sacct nor squeue on {profile.name} has known it for "
-                        f"{profile.vanish_grace:.0f} s; rerun the task.",
+                        f"job {job_id} vanished: neither sacct, squeue nor scontrol on {profile.name} has "
+                        f"known it for {profile.vanish_grace:.0f} s; rerun the task.",
                         job_id=job_id, state="UNKNOWN", exit_code=None, reason="unknown-state",
                     )  # fmt: skip
+
+    def _controller_job(self, hook: SlurmHook, job_id: str) -> ControllerJob | None:
+        try:
+            return hook.controller_jobs([job_id]).get(job_id)
+        except DescError as exc:
+            self.log.warning("asking the controller about job %s failed: %s", job_id, exc)
+            return None
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger fired: diagnose, record, return the summary or fail."""
         with untrusted_fails_the_task():
             job_id = trusted_event_job_id(event)
             accounting = trusted_event_accounting(event) if event.get("status") == "done" else None
+            # Our own words, never the event's: the event only says where its state came from.
+            note = CONTROLLER_NOTE if accounting is not None and event.get("source") == "controller" else None
         # Before any command: a bad saved state fails here, not halfway through collecting the job.
         self._state(context)
         profile = self._profile()
@@ -563,7 +589,7 @@ class SlurmOperator(BaseOperator):
                 f"{message} {notice}" if notice else message,
                 job_id=job_id, state="UNKNOWN", exit_code=None, reason="unknown-state",
             )  # fmt: skip
-        return self._finish(context, FinishedJob(hook, profile, accounting))
+        return self._finish(context, FinishedJob(hook, profile, accounting, note=note))
 
     # --- finish -------------------------------------------------------------------------------
     def _finish(self, context: Context, job: FinishedJob) -> dict[str, Any]:
@@ -578,6 +604,9 @@ class SlurmOperator(BaseOperator):
         diagnosis = diagnose(accounting, tail)
         if not succeeded:
             diagnosis = with_node_notice(hook, profile.name, accounting, diagnosis, self.log)
+        if job.note:
+            self.log.warning("job %s: %s", job_id, job.note)
+            diagnosis = dataclasses.replace(diagnosis, message=f"{diagnosis.message}; {job.note}")
         job_try = self._job_try(context, state, job_id)
         owner_uid = owner_uid_of(hook, accounting, self.log)
         record = self._record(context, job, diagnosis, log_path, job_try, owner_uid=owner_uid, state=state)

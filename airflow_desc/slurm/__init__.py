@@ -14,6 +14,7 @@ from airflow_desc.slurm.commands import (
     SACCT_FIELDS,
     SQUEUE_FORMAT,
     chunked_sacct_commands,
+    controller_jobs_command,
     sacct_command,
     sbatch_command,
     scancel_command,
@@ -23,6 +24,8 @@ from airflow_desc.slurm.commands import (
 )
 from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass, diagnose
 from airflow_desc.slurm.parse import (
+    CONTROLLER_NOTE,
+    ControllerJob,
     JobAccounting,
     SacctRow,
     SlurmOutputError,
@@ -33,6 +36,7 @@ from airflow_desc.slurm.parse import (
     group_accounting,
     parse_sacct,
     parse_sbatch_output,
+    parse_scontrol_jobs,
     parse_squeue,
 )
 from airflow_desc.slurm.script import ContainerSpec, JobSpec, render_job_script
@@ -52,11 +56,13 @@ from airflow_desc.slurm.units import (
 )
 
 __all__ = [
+    "CONTROLLER_NOTE",
     "ESCALATABLE_STATES",
     "SACCT_FIELDS",
     "SQUEUE_FORMAT",
     "TERMINAL_STATES",
     "ContainerSpec",
+    "ControllerJob",
     "Diagnosis",
     "JobAccounting",
     "JobSpec",
@@ -71,6 +77,7 @@ __all__ = [
     "accounting_from_payload",
     "accounting_to_payload",
     "chunked_sacct_commands",
+    "controller_jobs_command",
     "diagnose",
     "format_memory_mb",
     "format_walltime",
@@ -78,6 +85,7 @@ __all__ = [
     "parse_duration",
     "parse_memory",
     "parse_sacct",
+    "parse_scontrol_jobs",
     "parse_sbatch_output",
     "parse_squeue",
     "parse_state",

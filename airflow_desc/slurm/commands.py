@@ -22,6 +22,7 @@ __all__ = [
     "SQUEUE_FIELDS",
     "SQUEUE_FORMAT",
     "chunked_sacct_commands",
+    "controller_jobs_command",
     "owner_sacct_command",
     "sacct_command",
     "sbatch_command",
@@ -313,6 +314,22 @@ def owner_sacct_command(job_ids: Sequence[str]) -> str:
     """
     words = ["sacct", "-X", "-P", "-n", "-o", ",".join(OWNER_FIELDS), "-j", ",".join(_job_ids(job_ids))]
     return f"TZ=UTC {_join(words)}"
+
+
+def controller_jobs_command(job_ids: Sequence[str]) -> str:
+    """``scontrol -o show job <id>`` for each id, in one shell command line.
+
+    slurm 22.05's ``scontrol show job`` takes one id (``a,b`` and ``a b`` are refused), so one SSH
+    call runs one scontrol per id. The controller keeps an ended job for ``MinJobAge`` seconds
+    (300 by default): it still answers when slurmdbd's accounting lost the job. An id it does not
+    know prints an error on stderr and no line, so the command ends with ``true``.
+
+    :param job_ids: the jobs (each checked by :func:`validate_job_id`).
+    :return: the command line; parse its output with
+        :func:`~airflow_desc.slurm.parse.parse_scontrol_jobs`.
+    """
+    calls = [_join(["scontrol", "-o", "show", "job", job_id]) for job_id in _job_ids(job_ids)]
+    return "; ".join([*calls, "true"])
 
 
 def sinfo_nodes_command(partition: str | None = None, nodes: Sequence[str] = ()) -> str:

@@ -7,10 +7,17 @@ interval the poller asks ``sacct`` once for the union of the watched ids (chunke
 very long lists), asks ``squeue`` about ids sacct does not know yet (slurmdbd records a
 new job within about a second), and wakes each trigger whose job has ended.
 
-A job that neither sacct nor squeue knows for longer than ``vanish_grace`` seconds is
-reported as vanished: an error, never a success.
+Before a job that neither sacct nor squeue knows is given up, the controller is asked
+(``scontrol -o show job``, one SSH call for all such ids per poll): slurmdbd may have lost or
+purged a job's accounting rows while the controller still holds the job (for ``MinJobAge``
+seconds after its end). While the controller has it pending or running, it is watched on; once
+it ended, the watch settles ``done`` with the controller's state, exit code, nodes and times
+(the event's ``source`` is ``"controller"``, its ``message`` says the accounting was missing).
+Only a job that neither sacct, squeue nor the controller knows for longer than ``vanish_grace``
+seconds is reported as vanished: an error, never a success.
 
-Each poll also writes the state sacct printed for every polled job to the history's
+Each poll also writes the state sacct printed for every polled job (the controller's for a job sacct
+lacks) to the history's
 ``slurm_job_states`` (:func:`~airflow_desc.history.live.write_job_states`: one transaction per
 poll per cluster, off the event loop, bounded by the history's timeouts, pruning rows no poll
 refreshed for a day). That is where the status page reads whether a deferred task's job is
@@ -42,11 +49,15 @@ from airflow_desc.exceptions import DescError
 from airflow_desc.history.writer import HistoryStore
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.slurm import (
+    CONTROLLER_NOTE,
+    ControllerJob,
     JobAccounting,
     accounting_to_payload,
     chunked_sacct_commands,
+    controller_jobs_command,
     group_accounting,
     parse_sacct,
+    parse_scontrol_jobs,
     parse_squeue,
     squeue_command,
     validate_job_id,
@@ -151,7 +162,10 @@ class ClusterPoller:
                 pass
 
     async def poll_once(self, hook: SlurmHook) -> None:
-        """One poll: one sacct per chunk of watched ids, one squeue for the ids sacct lacks."""
+        """One poll: sacct per chunk of watched ids, squeue for those it lacks, scontrol for the rest.
+
+        One SSH call each; the controller is asked only about ids neither sacct nor squeue knows.
+        """
         ids = list(self.watches)
         if not ids:
             return
@@ -174,12 +188,18 @@ class ClusterPoller:
             result = await hook.arun(squeue_command(unknown), check=False)
             if result.returncode == 0:
                 queued = {row.job_id for row in parse_squeue(result.stdout)}
+        controller: dict[str, ControllerJob] = {}
+        lost = [i for i in unknown if i not in queued]
+        if lost:
+            # Accounting purged or never written: the controller may still hold the job.
+            controller = parse_scontrol_jobs((await hook.arun(controller_jobs_command(lost))).stdout)
         now = time.monotonic()
         for job_id in ids:
             for watch in list(self.watches.get(job_id, [])):
                 if not watch.future.done():
-                    self._judge(watch, accounting.get(job_id), job_id in queued, now)
+                    self._judge(watch, accounting.get(job_id), job_id in queued, now, controller.get(job_id))
         states = {i: accounting[i].state.raw for i in ids if i in accounting}
+        states.update({i: controller[i].state.raw for i in lost if i in controller})  # sacct lacks them
         await self.write_states(states)
 
     async def write_states(self, states: dict[str, str]) -> bool:
@@ -212,8 +232,15 @@ class ClusterPoller:
             return False
         return True
 
-    def _judge(self, watch: _Watch, acct: JobAccounting | None, queued: bool, now: float) -> None:
-        """Settle one watch from this poll's answers, or leave it waiting."""
+    def _judge(
+        self,
+        watch: _Watch,
+        acct: JobAccounting | None,
+        queued: bool,
+        now: float,
+        controller: ControllerJob | None = None,
+    ) -> None:
+        """Settle one watch from this poll's answers (sacct, squeue, scontrol), or leave it waiting."""
         if acct is not None and acct.job is not None:
             watch.first_missing = None
             if acct.is_placeholder:
@@ -228,6 +255,18 @@ class ClusterPoller:
         if queued:
             watch.first_missing = None
             return
+        if controller is not None:
+            watch.first_missing = None
+            if controller.is_terminal:
+                log.warning(
+                    "job %s on %s: no accounting in sacct, the controller says %s: %s",
+                    watch.job_id, self.ssh_conn_id, controller.state.raw, CONTROLLER_NOTE,
+                )  # fmt: skip
+                payload = accounting_to_payload(controller.to_accounting())
+                watch.future.set_result(
+                    {"status": "done", **payload, "source": "controller", "message": CONTROLLER_NOTE}
+                )
+            return
         watch.first_missing = watch.first_missing or now
         if now - watch.first_missing >= watch.vanish_grace:
             watch.future.set_result(
@@ -235,9 +274,9 @@ class ClusterPoller:
                     "status": "error",
                     "job_id": watch.job_id,
                     "message": (
-                        f"job {watch.job_id} vanished: neither sacct nor squeue on {self.ssh_conn_id} "
-                        f"has known it for {watch.vanish_grace:.0f} s. It was never recorded by "
-                        "slurmdbd or the cluster lost its state; rerun the task."
+                        f"job {watch.job_id} vanished: neither sacct, squeue nor scontrol on "
+                        f"{self.ssh_conn_id} has known it for {watch.vanish_grace:.0f} s. It was never "
+                        "recorded by slurmdbd or the cluster lost its state; rerun the task."
                     ),
                 }
             )
@@ -248,12 +287,16 @@ class SlurmJobTrigger(BaseTrigger):
 
     Fires one event: ``{"status": "done", "job_id", "rows"}`` with the job's sacct rows (so the
     operator needs no further call for accounting), or ``{"status": "error", "job_id", "message"}``.
+    A job whose accounting is missing but the controller knows ends with ``{"status": "done",
+    "job_id", "rows", "source": "controller", "message"}``, its one row built from the controller's
+    answer (:meth:`~airflow_desc.slurm.ControllerJob.to_accounting`).
 
     :param job_id: the SLURM job id.
     :param ssh_conn_id: the cluster's SSH connection.
     :param jump_conn_id: its bastion connection, if any.
     :param poll_interval: seconds between polls of the cluster.
-    :param vanish_grace: seconds the job may be unknown to sacct and squeue before it is an error.
+    :param vanish_grace: seconds the job may be unknown to sacct, squeue and the controller before it
+        is an error.
     :param cancel_on_kill: ``scancel`` the job when a user marks the deferred task failed or clears it.
     """
 

@@ -11,6 +11,9 @@ import asyncio
 import collections
 import inspect
 import math
+import os
+import pathlib
+import subprocess
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -221,3 +224,45 @@ def test_on_kill_cancels_the_running_job(hook: SlurmHook, jobs: list[str], token
     assert state_of(event) == "CANCELLED", event
     assert elapsed < 30, "the job ended because it was cancelled, not because sleep 60 finished"
     assert hook.sacct([job_id])[job_id].state.state.value == "CANCELLED"
+
+
+def delete_accounting(job_id: str) -> list[str]:
+    """Delete a job's rows from perlmutter's accounting DB (MariaDB, as root over its socket), as a
+    purge of old records would; return the deleted ``job_db_inx``."""
+    sock = pathlib.Path(os.environ["DESC_SITE_DIR"]) / "run" / "mariadb" / "mariadb.sock"
+
+    def sql(statement: str) -> str:
+        argv = ["mariadb", f"--socket={sock}", "-u", "root", "-N", "slurm_acct_db", "-e", statement]
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+    inx = sql(f"SELECT job_db_inx FROM perlmutter_job_table WHERE id_job = {int(job_id)}").split()
+    for i in inx:
+        sql(f"DELETE FROM perlmutter_step_table WHERE job_db_inx = {int(i)}")
+        sql(f"DELETE FROM perlmutter_job_table WHERE job_db_inx = {int(i)}")
+    return inx
+
+
+def test_a_job_purged_from_accounting_settles_from_the_controller(
+    hook: SlurmHook, jobs: list[str], token: str
+) -> None:
+    # Issue 11, item 7: slurmdbd lost the job's rows; the controller still holds the ended job for
+    # MinJobAge (300 s on the site) and says it COMPLETED: done, never "vanished".
+    [job_id] = sbatch_loop(hook, 1, f"-J desc-poll-purged-{token} -t 1 -o /dev/null --wrap 'sleep 1'")
+    jobs.append(job_id)
+    wait_in_sacct(hook, [job_id])
+    assert delete_accounting(job_id), f"job {job_id} has no row in perlmutter_job_table"
+    assert job_id not in hook.sacct([job_id]) and not hook.squeue([job_id])
+    known = hook.controller_jobs([job_id])
+    assert job_id in known, f"the controller forgot job {job_id} already (MinJobAge)"
+
+    async def scenario() -> dict[str, Any]:
+        poller = ClusterPoller(CONN, None, interval=3600)  # polls once, then only when told
+        return await asyncio.wait_for(poller.wait(job_id, vanish_grace=3600), timeout=120)
+
+    event = asyncio.run(scenario())
+    assert event["status"] == "done" and event["source"] == "controller", event
+    acct = accounting_from_payload(event)
+    assert (acct.job_id, acct.state.raw, acct.exit_code) == (job_id, "COMPLETED", 0)
+    assert acct.node_list and acct.elapsed_s is not None and acct.job is not None and acct.job.end
+    assert acct.max_rss_bytes is None and "accounting purged" in event["message"]
+    jobs.clear()  # ended

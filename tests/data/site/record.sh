@@ -29,4 +29,17 @@ ssh_ "sacct -P --noconvert -o JobID,State,ExitCode,Elapsed,TotalCPU,MaxRSS,ReqMe
     >"sacct-over-memory-${DESC_SITE_PROCTRACK}.txt"
 ssh_ "sacct -P -n --noconvert -o $FIELDS -j $ok,$oom,$bad,$held" >"sacct-mixed-${DESC_SITE_PROCTRACK}.txt"
 ssh_ sbatch --parsable -M "$cluster" -t 1 -o /dev/null --wrap true >sbatch-parsable-cluster.txt || true
+if [ "$cluster" = perlmutter ]; then
+    # What the controller says (scontrol -o show job) of ended and live jobs: a completed job, one
+    # that exited 3 (named with a space), a running one and a held one. The tests expect ids
+    # 3268-3271 (recorded in that order); re-recording needs the tests' ids updated.
+    done_=$(ssh_ sbatch --parsable -J purgeprobe -t 1 -o /dev/null --wrap "'sleep 2'")
+    fail=$(ssh_ sbatch --parsable -J "'probe fail'" -t 1 -o /dev/null --wrap "'exit 3'")
+    run=$(ssh_ sbatch --parsable -J proberun -t 2 -o /dev/null --wrap "'sleep 30'")
+    hold=$(ssh_ sbatch --parsable --hold -J probehold -t 1 -o /dev/null --wrap true)
+    sleep 5
+    ssh_ "scontrol -o show job $done_; scontrol -o show job $fail" >scontrol-ended.txt
+    ssh_ "scontrol -o show job $run; scontrol -o show job $hold" >scontrol-live.txt
+    ssh_ scancel "$run" "$hold"
+fi
 cat "sacct-over-memory-${DESC_SITE_PROCTRACK}.txt"

@@ -224,3 +224,30 @@ def test_a_vanished_job_says_its_drained_node_plainly(hook: RecordingHook) -> No
     assert "Node pm-n1 of perlmutter is DRAINED (SLURM's reason: Duplicate jobid)" in message
     assert "'scontrol update nodename=pm-n1 state=resume'" in message
     assert "pm-n2" not in message
+
+
+# --- a job whose accounting was purged, settled by the trigger from the controller's answer ---
+
+
+@pytest.mark.parametrize(("job_id", "state"), [("3268", "success"), ("3269", "failed")])
+def test_a_job_settled_from_the_controller_is_recorded_with_its_state(
+    hook: RecordingHook, job_id: str, state: str
+) -> None:
+    from airflow_desc.slurm import CONTROLLER_NOTE, parse_scontrol_jobs
+
+    controller = parse_scontrol_jobs((SITE / "scontrol-ended.txt").read_text())[job_id]
+    # What SlurmJobTrigger fires for it (tests/unit/triggers/test_slurm.py checks that).
+    done = {"status": "done", **accounting_to_payload(controller.to_accounting()), "source": "controller"}
+    saved = {**THIS_TRY, "job_id": job_id, "log_path": f"{TASK_DIR}/t2-{job_id}.out"}
+    hook.nodes = lambda **kw: parse_sinfo_nodes("pm-n1|regular*|idle|none\n")  # type: ignore[method-assign]
+    op = operator()
+    if state == "success":
+        summary = op.execute_complete(context(slurm=saved), {**done, "message": "not ours to repeat"})
+        assert (summary["state"], summary["slurm_state"], summary["exit_code"]) == ("success", "COMPLETED", 0)
+    else:
+        with pytest.raises(SlurmJobFailed, match="exit"):
+            op.execute_complete(context(slurm=saved), done)
+    [record] = records(op)
+    assert (record.state, record.job_id, record.try_number) == (state, job_id, 2)
+    assert CONTROLLER_NOTE in record.message and "not ours" not in record.message
+    assert record.node == "pm-n1" and record.max_rss_bytes is None

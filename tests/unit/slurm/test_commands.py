@@ -286,3 +286,13 @@ def test_line_breaks_and_nul_are_refused(value: str) -> None:
         slurm.squeue_command(name=value)
     with pytest.raises(ValueError, match="line break|NUL"):
         slurm.submit_script_command(f"/tmp/{value}", "a.sh")
+
+
+def test_controller_jobs_command_asks_once_per_id_in_one_line() -> None:
+    from airflow_desc.slurm.commands import controller_jobs_command
+
+    assert controller_jobs_command(["12", "13_4"]) == (
+        "scontrol -o show job 12; scontrol -o show job 13_4; true"
+    )
+    with pytest.raises(ValueError, match="not a SLURM job id"):
+        controller_jobs_command(["12; rm -rf ~"])

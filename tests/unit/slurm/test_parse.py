@@ -9,13 +9,17 @@ from airflow_desc.slurm.commands import SACCT_FIELDS
 from airflow_desc.slurm.parse import (
     SlurmOutputError,
     SubmittedJob,
+    accounting_from_payload,
+    accounting_to_payload,
     group_accounting,
     parse_exit_code,
     parse_sacct,
     parse_sbatch_output,
+    parse_scontrol_jobs,
     parse_squeue,
 )
 from airflow_desc.slurm.states import SlurmState, StateClass
+from tests.site_recordings import SITE
 
 DATA = pathlib.Path(__file__).parents[2] / "data" / "slurm"
 K, M = 1024, 1024**2
@@ -408,3 +412,54 @@ def test_a_job_name_with_pipes_keeps_the_other_fields_in_place() -> None:
     assert (row.job_name, row.state.raw, row.exit_code) == ("a|b|c", "COMPLETED", 0)
     [queued] = parse_squeue("43|x|y|PENDING|Priority|0:00|1:00|\n")
     assert (queued.name, queued.state.raw, queued.reason) == ("x|y", "PENDING", "Priority")
+
+
+# --- scontrol -o show job: what the controller knows of a job sacct lost ---
+
+
+def test_scontrol_jobs_recorded_from_the_site() -> None:
+    ended = parse_scontrol_jobs((SITE / "scontrol-ended.txt").read_text())
+    live = parse_scontrol_jobs((SITE / "scontrol-live.txt").read_text())
+    assert {k: j.state.raw for k, j in {**ended, **live}.items()} == {
+        "3268": "COMPLETED", "3269": "FAILED", "3270": "RUNNING", "3271": "PENDING",
+    }  # fmt: skip
+    assert ended["3269"].job_name == "probe fail"  # a name with a space stays whole
+    assert [j.is_terminal for j in (ended["3268"], ended["3269"], live["3270"], live["3271"])] == [
+        True, True, False, False,
+    ]  # fmt: skip
+    done = ended["3268"].to_accounting()
+    assert done.state_class is StateClass.SUCCEEDED and done.exit_code == 0 and done.signal == 0
+    assert done.node_list == "pm-n1" and done.elapsed_s == 3.0
+    assert done.req_mem_bytes == 512 * 1024**2  # TRES mem=512M
+    assert done.job is not None and done.job.partition == "regular" and done.job.time_limit_s == 60
+    assert done.job.start is not None and done.job.end is not None and done.job.end >= done.job.start
+    assert done.total_cpu_s is None and done.max_rss_bytes is None and not done.is_placeholder
+    failed = ended["3269"].to_accounting()
+    assert failed.state_class is StateClass.FAILED and failed.exit_code == 3
+    pending = live["3271"].to_accounting()
+    assert pending.node_list is None and pending.job is not None and pending.job.start is None
+
+
+def test_scontrol_round_trips_through_the_trigger_payload() -> None:
+    for job in parse_scontrol_jobs((SITE / "scontrol-ended.txt").read_text()).values():
+        acct = job.to_accounting()
+        assert accounting_from_payload(accounting_to_payload(acct)) == acct
+
+
+def test_scontrol_errors_and_array_tasks() -> None:
+    text = (
+        "slurm_load_jobs error: Invalid job id specified\n\n"
+        "JobId=41 ArrayJobId=40 ArrayTaskId=1 JobName=arr UserId=desc(1001) JobState=COMPLETED "
+        "ExitCode=0:0 RunTime=00:00:01 NodeList=pm-n1 Power= \n"
+    )
+    jobs = parse_scontrol_jobs(text)
+    assert set(jobs) == {"40_1", "41"}
+    assert jobs["40_1"].to_accounting().job_id == "40_1"
+    assert jobs["40_1"].fields["Power"] == ""
+    assert parse_scontrol_jobs("") == {}
+
+
+@pytest.mark.parametrize("line", ["JobId=abc JobState=COMPLETED", "JobId=12 JobName=x"])
+def test_scontrol_bad_job_line_names_its_line(line: str) -> None:
+    with pytest.raises(SlurmOutputError, match="scontrol output line 2"):
+        parse_scontrol_jobs("banner\n" + line)

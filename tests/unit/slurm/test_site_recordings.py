@@ -32,8 +32,11 @@ EXPECTED_JOBS = {
     "sacct-placeholder-allocation.txt": ["5000031"],
 }
 #: perlmutter's recordings, each with its command in a comment or its file name: whose a job is and
-#: who cancelled it (tests/unit/slurm/test_ownership.py), which nodes run jobs (test_nodes.py).
+#: who cancelled it (tests/unit/slurm/test_ownership.py), which nodes run jobs (test_nodes.py), what
+#: the controller says of ended and live jobs (scontrol-*.txt: test_parse.py, tests/unit/triggers).
 PERLMUTTER_FILES = {
+    "scontrol-ended.txt",
+    "scontrol-live.txt",
     "owners-sacct.txt",
     "cancelled-by-owner-sacct.txt",
     "sinfo-two-nodes.txt",

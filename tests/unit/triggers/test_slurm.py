@@ -17,12 +17,15 @@ from typing import Any
 import pytest
 
 from airflow_desc.slurm import (
+    CONTROLLER_NOTE,
+    ControllerJob,
     JobAccounting,
     SlurmState,
     accounting_from_payload,
     accounting_to_payload,
     group_accounting,
     parse_sacct,
+    parse_scontrol_jobs,
 )
 from airflow_desc.triggers.slurm import ClusterPoller, SlurmJobTrigger, _Watch
 from tests.site_recordings import SITE, site_jobs
@@ -34,6 +37,9 @@ PLACEHOLDER = site_jobs("sacct-placeholder-allocation.txt")["5000031"]
 COMPLETED = site_jobs("sacct-mixed-cgroup.txt")["5000026"]
 FAILED = site_jobs("sacct-mixed-cgroup.txt")["5000028"]
 PENDING = site_jobs("sacct-pending.txt")["5000029"]
+# Recorded from the site's controller (scontrol -o show job), see tests/data/site/record.sh.
+CONTROLLER_ENDED = parse_scontrol_jobs((SITE / "scontrol-ended.txt").read_text())
+CONTROLLER_LIVE = parse_scontrol_jobs((SITE / "scontrol-live.txt").read_text())
 RUNNING = group_accounting(parse_sacct((DATA / "slurm" / "sacct_mixed.txt").read_text()))["5000108"]
 
 
@@ -114,17 +120,25 @@ T0 = 1000.0  # a monotonic clock; the poller treats 0.0 as "not set"
 GRACE = 60.0
 
 
-def judge(polls: list[tuple[float, JobAccounting | None, bool]]) -> list[dict[str, Any] | None]:
-    """Judge one watch at each ``(now, accounting, queued)``; return its result after each (None: waiting)."""
+Poll = (
+    tuple[float, JobAccounting | None, bool]
+    | tuple[float, JobAccounting | None, bool, ControllerJob | None]
+)
+
+
+def judge(polls: list[Poll], job_id: str | None = None) -> list[dict[str, Any] | None]:
+    """Judge one watch at each ``(now, accounting, queued[, controller])``; return its result after
+    each (None: waiting)."""
 
     async def run() -> list[dict[str, Any] | None]:
         poller = ClusterPoller("s3df_ssh", None, 30.0)
-        job_id = polls[0][1].job_id if polls[0][1] is not None else "5000031"
-        watch = _Watch(job_id, asyncio.get_running_loop().create_future(), GRACE)
+        first = polls[0][1]
+        watch_id = job_id or (first.job_id if first is not None else "5000031")
+        watch = _Watch(watch_id, asyncio.get_running_loop().create_future(), GRACE)
         results: list[dict[str, Any] | None] = []
-        for now, acct, queued in polls:
+        for now, acct, queued, *rest in polls:
             if not watch.future.done():
-                poller._judge(watch, acct, queued, now)
+                poller._judge(watch, acct, queued, now, rest[0] if rest else None)
             results.append(watch.future.result() if watch.future.done() else None)
         return results
 
@@ -228,3 +242,48 @@ def test_a_failing_write_is_a_warning_and_polling_goes_on(caplog: pytest.LogCapt
     with caplog.at_level(logging.WARNING, logger="airflow_desc.triggers.slurm"):
         assert asyncio.run(poller.write_states({"5000031": "RUNNING"})) is False
     assert "poll of s3df_ssh: the states of 1 job(s) not written to the history" in caplog.text
+
+
+# --- a job sacct lost (accounting purged) but the controller still knows ---
+
+
+@pytest.mark.parametrize(("job_id", "state", "exit_code"), [("3268", "COMPLETED", 0), ("3269", "FAILED", 3)])
+def test_ended_job_known_only_to_the_controller_is_done_with_its_state(
+    job_id: str, state: str, exit_code: int
+) -> None:
+    ended = CONTROLLER_ENDED[job_id]
+    results = judge([(T0 + t, None, False, ended) for t in (0, GRACE, 10 * GRACE)], job_id=job_id)
+    done = results[0]
+    assert done is not None and done["status"] == "done"
+    assert results[1:] == [done, done]
+    assert done["source"] == "controller" and done["message"] == CONTROLLER_NOTE
+    assert json.loads(json.dumps(done)) == done
+    acct = accounting_from_payload(done)
+    assert acct.job_id == job_id and acct.state.raw == state and acct.exit_code == exit_code
+    assert acct.node_list == "pm-n1" and acct.elapsed_s is not None
+    assert acct.total_cpu_s is None and acct.max_rss_bytes is None  # the controller does not know them
+
+
+def test_live_job_known_only_to_the_controller_is_watched_past_the_grace_period() -> None:
+    running, pending = CONTROLLER_LIVE["3270"], CONTROLLER_LIVE["3271"]
+    polls: list[Poll] = [(T0 + t, None, False, running) for t in (0, GRACE, 10 * GRACE)]
+    polls.append((T0 + 11 * GRACE, None, False, pending))
+    assert judge(polls, job_id="3270") == [None, None, None, None]
+
+
+def test_controller_resets_the_missing_clock_and_forgetting_it_vanishes() -> None:
+    running, ended = CONTROLLER_LIVE["3270"], CONTROLLER_ENDED["3268"]
+    polls: list[Poll] = [
+        (T0, None, False, None),
+        (T0 + GRACE - 1, None, False, running),  # the controller has it: the missing clock restarts
+        (T0 + GRACE + 1, None, False, None),
+        (T0 + 2 * GRACE, None, False, None),
+        (T0 + 2 * GRACE + 1, None, False, None),
+    ]
+    results = judge(polls, job_id="3270")
+    assert results[:4] == [None, None, None, None]
+    assert results[4] is not None and results[4]["status"] == "error"
+    assert "neither sacct, squeue nor scontrol" in results[4]["message"]
+    # sacct's answer wins over the controller's when sacct has the job line.
+    (result,) = judge([(T0, COMPLETED, False, ended)])
+    assert result is not None and "source" not in result and accounting_from_payload(result) == COMPLETED
