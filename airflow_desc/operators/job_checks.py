@@ -65,18 +65,21 @@ def own_jobs(hook: SlurmHook, expected: Mapping[str, tuple[str, datetime | None]
     if not expected:
         return []
     owners = hook.owners(list(expected))
-    missing = [job_id for job_id in expected if job_id not in owners]
-    queued = {row.job_id: row.name for row in hook.squeue(missing)} if missing else {}
+    # The controller's live job wins over accounting: in the second or so before slurmdbd records a
+    # new job, sacct may still answer with an older job that held the same id before the controller
+    # lost its state (seen on the site: our own job of 2 s judged "named 'allocation'").
+    queued = {row.job_id: row.name for row in hook.squeue(list(expected))}
     ours = []
     for job_id, (name, after) in expected.items():
         owner = owners.get(job_id)
         if owner is None and job_id not in queued:
             ours.append(job_id)
             continue
+        live = job_id in queued
         why = foreign_job_reason(
             job_id,
-            name=owner.name if owner else queued.get(job_id),
-            submit=owner.submit if owner else None,
+            name=queued[job_id] if live else owner.name if owner else None,
+            submit=None if live or owner is None else owner.submit,
             expected_name=name,
             submitted_after=after,
         )
