@@ -191,12 +191,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from airflow_desc.reports.status import attempts_table, status_table
 
     current = _table_counts(args, _selection(args))
-    if current.empty:
-        print("no process instance recorded or in progress for this selection")
+    if current.empty:  # said to a person; csv and json still print their (all-zero) tables
+        print("no process instance recorded or in progress for this selection", file=sys.stderr)
+        if args.format == "table":
+            return 0
+    table = status_table(current.counts, current.live, order=current.order)
+    attempts = attempts_table(current.counts, order=current.order) if args.attempts else None
+    if args.format == "json" and attempts is not None:  # one JSON document, not two
+        import json
+
+        from airflow_desc.reports.status import to_json
+
+        print(json.dumps({"status": json.loads(to_json(table)), "attempts": json.loads(to_json(attempts))}))
         return 0
-    _emit(status_table(current.counts, current.live, order=current.order), args.format)
-    if args.attempts:
-        _emit(attempts_table(current.counts, order=current.order), args.format)
+    _emit(table, args.format)
+    if attempts is not None:
+        _emit(attempts, args.format)
     return 0
 
 
@@ -385,7 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _history_filters(status, instances=False)
     status.add_argument("--format", choices=formats, default="table", help="output format (default: table)")
-    status.add_argument("--attempts", action="store_true", help="also show attempts per process")
+    status.add_argument(
+        "--attempts",
+        action="store_true",
+        help='also show attempts per process (with --format json: one object {"status": [...], "attempts": [...]})',
+    )
     status.set_defaults(func=_cmd_status)
 
     report = sub.add_parser("report", help="write the HTML report (status table, figures, resource advice)")

@@ -156,3 +156,20 @@ def test_the_selection_flags_make_one_history_filter() -> None:
     assert _selection(rerun) == HistoryFilter(run_id="r1", reason="time-limit")
     status = parser.parse_args(["status", "--workflow", "DC1-DM12", "--variant", "", "--no-live"])
     assert _selection(status) == HistoryFilter(workflow="DC1-DM12", variant="")
+
+
+def test_status_json_stays_json(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty selection still prints a table a program can read; --attempts makes one document."""
+    assert main(["status", "--db", db, "--since", "2100-01-01", "--format", "json",
+                 "--no-live"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    [totals] = json.loads(captured.out)
+    assert totals["Type"] == "Totals"
+    assert totals["Total"] == 0
+    assert "no process instance" in captured.err
+    assert main(["status", "--db", db, "--format", "json", "--attempts", "--no-live"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert both["status"][0]["Process"] == "processEimage"
+    assert both["attempts"][0]["Attempts"] == 5
+    assert main(["status", "--db", db, "--since", "2100-01-01", "--no-live"]) == 0
+    assert capsys.readouterr().out == ""
