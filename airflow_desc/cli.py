@@ -398,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--attempts",
         action="store_true",
-        help='also show attempts per process (with --format json: one object {"status": [...], "attempts": [...]})',
+        help="also show attempts per process (with --format json, one object: "
+        '{"status": [...], "attempts": [...]})',
     )
     status.set_defaults(func=_cmd_status)
 
