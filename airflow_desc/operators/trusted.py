@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from airflow_desc.exceptions import UntrustedState
+from airflow_desc.slurm.accounting import JobAccounting, accounting_from_payload
 from airflow_desc.slurm.commands import validate_job_id
-from airflow_desc.slurm.parse import JobAccounting, accounting_from_payload
 from airflow_desc.workflow.scripts import ScriptOutcome
 from airflow_desc.workflow.spec_templates import Scalar
 
