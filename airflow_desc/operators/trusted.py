@@ -97,7 +97,7 @@ def trusted_path(field: str, value: Any, task_dir: str) -> str:
     :param field: how to name the value in the error.
     :param value: the path read back.
     :param task_dir: the task instance's directory on the cluster
-        (:func:`~airflow_desc.operators.slurm.task_dir_for`).
+        (:func:`~airflow_desc.operators.job_names.task_dir_for`).
     :raises UntrustedState: for a non-string, a NUL byte or line break, a ``..`` part, or a path
         elsewhere.
     """
