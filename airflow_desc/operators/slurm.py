@@ -60,6 +60,7 @@ from airflow_desc.operators.job_checks import (
     with_node_notice,
 )
 from airflow_desc.operators.job_names import home_relative, job_name_for, task_dir_for, try_of_name
+from airflow_desc.operators.job_records import job_record, job_summary
 from airflow_desc.operators.resume import (
     AfterFailure,
     after_failure,
@@ -75,7 +76,6 @@ from airflow_desc.slurm import (
     JobAccounting,
     JobSpec,
     StateClass,
-    accounting_to_payload,
     diagnose,
     render_job_script,
 )
@@ -468,22 +468,9 @@ class SlurmOperator(BaseOperator):
         job_try = try_of_job(state, job_id, int(context["ti"].try_number))
         owner_uid = owner_uid_of(hook, accounting, self.log)
         record = self._record(context, job, diagnosis, log_path, job_try, owner_uid=owner_uid, state=state)
-        summary = {
-            "job_id": job_id,
-            "cluster": profile.name,
-            "state": record.state,
-            "slurm_state": accounting.state.raw,
-            "exit_code": accounting.exit_code,
-            "signal": accounting.signal,
-            "reason": str(diagnosis.reason),
-            "message": diagnosis.message,
-            "elapsed_s": accounting.elapsed_s,
-            "total_cpu_s": accounting.total_cpu_s,
-            "max_rss_bytes": accounting.max_rss_bytes,
-            "node": accounting.node_list,
-            "log_path": log_path,
-            "adopted": adopted,
-        }
+        summary = job_summary(
+            accounting, diagnosis, record, cluster=profile.name, log_path=log_path, adopted=adopted
+        )
         recorded = [*(state.get("recorded") or []), job_id]
         state.update(recorded=recorded[-50:], last_summary=summary)
         cancelled = record.state == "cancelled"
@@ -576,26 +563,10 @@ class SlurmOperator(BaseOperator):
         owner_uid: int | None = None,
         state: Mapping[str, Any] | None = None,
     ) -> ProcessRecord:
-        accounting = job.accounting
-        extra: dict[str, Any] = {
-            "accounting": accounting_to_payload(accounting)["rows"],
-            "adopted": job.adopted,
-        }
-        # Jobs of this try lost to node failures before this one: one history row per try keeps them here.
-        earlier = [
-            f for f in (state or {}).get("node_failures") or []
-            if isinstance(f, Mapping) and f.get("try") == job_try and f.get("job_id") != accounting.job_id
-        ]  # fmt: skip
-        if earlier:
-            extra["node_failures"] = earlier
-        record = self._identity(context, job_try).of_job(
-            accounting,
-            diagnosis,
-            cluster=job.profile.name,
-            log_path=log_path,
-            job_uid=owner_uid,
-            extra=extra,
-        )
+        record = job_record(
+            self._identity(context, job_try), job.accounting, diagnosis, cluster=job.profile.name,
+            log_path=log_path, job_try=job_try, adopted=job.adopted, owner_uid=owner_uid, state=state,
+        )  # fmt: skip
         (self.recorder or default_recorder()).record([record])
         return record
 
