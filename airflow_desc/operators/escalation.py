@@ -21,6 +21,7 @@ from airflow_desc.exceptions import DescError
 from airflow_desc.slurm import JobAccounting
 from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
 from airflow_desc.slurm.nodes import NodeState, exclusion_after_node_failure
+from airflow_desc.slurm.units import walltime_seconds
 from airflow_desc.workflow.bundle_plan import PlannedInstance, RaisedRequest
 
 if TYPE_CHECKING:
@@ -30,7 +31,9 @@ __all__ = [
     "EscalationExhausted",
     "escalate_job",
     "escalate_request",
+    "next_resources",
     "raise_value",
+    "task_walltime_s",
 ]
 
 
@@ -187,3 +190,52 @@ def _more_memory(
     mem_mb = mem_mb or current_mb
     # On 2 GB/core nodes memory comes with cores: ask for enough of them.
     return {"mem_mb": mem_mb, "cpus": max(int(used.get("cpus") or 1), profile.cores_for_memory(mem_mb))}
+
+
+def task_walltime_s(value: str | int | float | None) -> int | None:
+    """Read the operator's ``time_limit`` (as sbatch's ``--time``; a bare number is minutes)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, float):  # the operator has always taken fractional minutes
+        return int(value * 60)
+    return walltime_seconds(value)
+
+
+def next_resources(
+    profile: ClusterProfile,
+    state: Mapping[str, Any],
+    *,
+    cpus: int | str,
+    mem_mb: int | str | None,
+    time_limit: str | int | float | None,
+    partition: str | None,
+    nodes: int,
+) -> dict[str, Any]:
+    """Return a single job's next resources: what the task asks for, raised by earlier escalations.
+
+    :param profile: the cluster's profile, which checks the request against its limits.
+    :param state: the task's saved state (its ``escalation`` from :func:`escalate_job`).
+    :param cpus: the task's CPUs per task.
+    :param mem_mb: the task's memory per node in MB.
+    :param time_limit: the task's walltime (:func:`task_walltime_s`).
+    :param partition: the task's partition, over the profile's.
+    :param nodes: the task's nodes.
+    :raises ResourceLimitError: for a request above the cluster's limits.
+    """
+    esc = state.get("escalation") or {}
+    res = {
+        "cpus": int(esc.get("cpus") or cpus),
+        "mem_mb": int(esc["mem_mb"]) if esc.get("mem_mb") else (int(mem_mb) if mem_mb else None),
+        "time_limit_s": int(esc.get("time_limit_s") or 0) or task_walltime_s(time_limit),
+        "partition": esc.get("partition") or partition or profile.partition,
+        "exclude": ",".join(sorted(set(esc.get("exclude") or []))) or None,
+    }
+    on_high_memory = bool(profile.high_memory_partition) and res["partition"] == profile.high_memory_partition
+    profile.check_request(
+        cpus=int(res["cpus"] or 1),
+        # The profile describes standard nodes; the high-memory partition's limits are SLURM's.
+        mem_mb=int(res["mem_mb"]) if res["mem_mb"] and not on_high_memory else None,
+        time_limit_s=int(res["time_limit_s"]) if res["time_limit_s"] else None,
+        nodes=nodes,
+    )
+    return res

@@ -1,12 +1,13 @@
 """What a try asks SLURM before it trusts, records or reruns a job (the rules live in ``slurm/``).
 
+- :func:`candidate_jobs`: the unrecorded jobs that may be the task instance's: the saved one, and
+  after a crash those named after each of its tries (:func:`~airflow_desc.operators.job_names.job_name_for`).
 - :func:`own_jobs`: of the jobs a try might re-attach to or adopt, those that are its own
   (:func:`~airflow_desc.slurm.ownership.foreign_job_reason`: the name it submitted them with, a
   submit time after its record); each other one is named in the task log.
 - :func:`owner_uid_of`: the uid a cancelled job ran as, so that a cancel by its owner is Cancelled.
 - :func:`partition_nodes_of`: the job's partition's nodes, for the node-failure exclusion rule.
 - :func:`with_node_notice` / :func:`partition_notice`: a node SLURM left DOWN / DRAIN said plainly.
-- :func:`counts_node_failure`: whether a try resubmits a node-failed job itself (retries unspent).
 
 Each SLURM call that fails here is logged and read as "unknown", never as a verdict: an unknown
 owner's cancel counts as Terminated, unknown nodes exclude nothing, an unknown node state adds no
@@ -16,20 +17,21 @@ notice.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
 from airflow_desc.exceptions import DescError
 from airflow_desc.hooks.slurm import SlurmHook
+from airflow_desc.operators.resume import saved_time
 from airflow_desc.slurm import JobAccounting, SlurmState
-from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
+from airflow_desc.slurm.diagnose import Diagnosis
 from airflow_desc.slurm.nodes import NodeState, expand_hostlist, unavailable_notice
 from airflow_desc.slurm.ownership import foreign_job_reason
 
 __all__ = [
-    "NODE_FAILURE_RESUBMITS",
-    "counts_node_failure",
+    "TaskLog",
+    "candidate_jobs",
     "own_jobs",
     "owner_uid_of",
     "partition_nodes_of",
@@ -48,8 +50,32 @@ class TaskLog(Protocol):
         """Log an error."""
 
 
-#: How many times one try resubmits its job after a node failure before the failure spends a retry.
-NODE_FAILURE_RESUBMITS = 2
+def candidate_jobs(
+    hook: SlurmHook, state: Mapping[str, Any], this_try: int, name_of_try: Callable[[int], str]
+) -> dict[str, tuple[str, datetime | None]]:
+    """Return the unrecorded jobs that may be this task instance's.
+
+    Each with the name it must carry and when its try started submitting it (``None``: no record).
+
+    :param hook: the cluster's hook.
+    :param state: the task's saved state.
+    :param this_try: the running try's number.
+    :param name_of_try: the job name of each try of the task instance.
+    """
+    recorded = set(state.get("recorded") or [])
+    expected: dict[str, tuple[str, datetime | None]] = {}
+    if state.get("job_id") and state["job_id"] not in recorded:
+        saved_try = int(state.get("try_number") or this_try)
+        after = saved_time(state.get("submit_after") or state.get("submitted_at"))
+        expected[state["job_id"]] = (name_of_try(saved_try), after)
+    if this_try > 1 or state:
+        # The worker may have died between sbatch and writing the id down: ask by name.
+        for try_number in range(1, this_try + 1):
+            name = name_of_try(try_number)
+            for job_id in hook.find_jobs_by_name(name):
+                if job_id not in recorded:
+                    expected.setdefault(job_id, (name, None))
+    return expected
 
 
 def own_jobs(hook: SlurmHook, expected: Mapping[str, tuple[str, datetime | None]], log: TaskLog) -> list[str]:
@@ -148,23 +174,3 @@ def partition_notice(hook: SlurmHook, cluster: str, state: Mapping[str, Any], lo
     if notice:
         log.error("%s", notice)
     return notice
-
-
-def counts_node_failure(state: dict[str, Any], diagnosis: Diagnosis, job_id: str, job_try: int) -> bool:
-    """Note a node failure of a try's job in ``state``; return whether the try resubmits it itself.
-
-    A node failure is not the payload's fault: the try resubmits, at most
-    :data:`NODE_FAILURE_RESUBMITS` times, before the failure spends one of the task's retries.
-
-    :param state: the task's saved state; ``node_failures`` gains ``{try, job_id, message}``.
-    :param diagnosis: why the job ended.
-    :param job_id: the job.
-    :param job_try: the try that submitted it.
-    """
-    if diagnosis.reason is not ReasonClass.NODE_FAILURE:
-        return False
-    failures = [f for f in state.get("node_failures") or [] if isinstance(f, Mapping)]
-    if len([f for f in failures if f.get("try") == job_try]) >= NODE_FAILURE_RESUBMITS:
-        return False
-    state["node_failures"] = [*failures, {"try": job_try, "job_id": job_id, "message": diagnosis.message}]
-    return True

@@ -3,14 +3,16 @@
 The life of one task instance:
 
 1. **Find before submitting.** The job of each try is named deterministically from
-   (dag_id, run_id, task_id, map_index) and the try number, and its id is written to the
-   task state store (Airflow 3.3) as soon as sbatch returns. A try first looks there, and
-   after a crash also asks the cluster for the jobs named after this task instance's earlier
-   tries: a job still queued or running is re-attached; a job that finished but whose result
-   was never recorded (the worker died) is adopted; only otherwise is a new job submitted. An id
+   (dag_id, run_id, task_id, map_index) and the try number (:mod:`airflow_desc.operators.job_names`),
+   and its id is written to the task state store (Airflow 3.3) as soon as sbatch returns. A try
+   first looks there, and after a crash also asks the cluster for the jobs named after this task
+   instance's earlier tries: a job still queued or running is re-attached; a job that finished but
+   whose result was never recorded (the worker died) is adopted; only otherwise is a new job submitted. An id
    is never trusted alone: the job must carry the name the task submitted it with and have been
    submitted after the task's record of submitting it (:mod:`airflow_desc.slurm.ownership`); a
    reused id (slurmctld lost its state) is another task's job, and the try submits afresh.
+   The rules deciding which job to re-attach to are in :mod:`airflow_desc.operators.resume`, the
+   questions they ask SLURM in :mod:`airflow_desc.operators.job_checks`.
 2. **Wait without a worker slot.** Deferred to :class:`~airflow_desc.triggers.slurm.SlurmJobTrigger`,
    whose per-cluster poller batches every watched job into one sacct call per interval.
    ``deferrable=False`` polls from the worker instead.
@@ -27,15 +29,12 @@ The life of one task instance:
    failure or preemption retries with the same resources, excluding the node only when another
    usable node of the partition can run the job (:mod:`airflow_desc.slurm.nodes`). A node failure
    is not the payload's fault and does not spend the task's retries: the try resubmits the job
-   itself, at most :data:`NODE_FAILURE_RESUBMITS` times.
+   itself, at most :data:`~airflow_desc.operators.resume.NODE_FAILURE_RESUBMITS` times.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import re
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,102 +46,52 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_desc.clusters import ClusterProfile
 from airflow_desc.config import configured_cluster_profiles
-from airflow_desc.exceptions import DescError, SlurmJobFailed, UntrustedState
+from airflow_desc.exceptions import SlurmJobFailed, UntrustedState
 from airflow_desc.history import ProcessRecord, Recorder, default_recorder
 from airflow_desc.history.records import InstanceIdentity
 from airflow_desc.hooks.slurm import SlurmHook
-from airflow_desc.operators.escalation import EscalationExhausted, escalate_job
+from airflow_desc.operators.escalation import EscalationExhausted, escalate_job, next_resources
 from airflow_desc.operators.job_checks import (
-    NODE_FAILURE_RESUBMITS,
-    counts_node_failure,
+    candidate_jobs,
     own_jobs,
     owner_uid_of,
     partition_nodes_of,
     partition_notice,
     with_node_notice,
 )
+from airflow_desc.operators.job_names import home_relative, job_name_for, task_dir_for, try_of_name
+from airflow_desc.operators.job_records import job_record, job_summary
+from airflow_desc.operators.resume import (
+    AfterFailure,
+    after_failure,
+    counts_node_failure,
+    live_job,
+    try_of_job,
+)
 from airflow_desc.operators.trusted import trusted_event_accounting, trusted_event_job_id, trusted_slurm_state
+from airflow_desc.operators.worker_poll import poll_in_worker
 from airflow_desc.slurm import (
     CONTROLLER_NOTE,
     ContainerSpec,
-    ControllerJob,
     JobAccounting,
     JobSpec,
     StateClass,
-    accounting_to_payload,
     diagnose,
     render_job_script,
 )
 from airflow_desc.slurm.diagnose import Diagnosis
-from airflow_desc.slurm.units import walltime_seconds
 from airflow_desc.triggers.slurm import SlurmJobTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = [
-    "NODE_FAILURE_RESUBMITS",
-    "FinishedJob",
-    "SlurmOperator",
-    "job_name_for",
-    "task_dir_for",
-    "untrusted_fails_the_task",
-]
+__all__ = ["FinishedJob", "SlurmOperator", "untrusted_fails_the_task"]
 
 _STATE_KEY = "slurm"
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def _ident(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    return hashlib.sha256(f"{dag_id}\0{run_id}\0{task_id}\0{map_index}".encode()).hexdigest()[:12]
-
-
-def job_name_for(dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int) -> str:
-    """Name the SLURM job of one try of one task instance: readable, unique and deterministic.
-
-    ``<task id tail>.<hash of dag, run, task, map index>.t<try>``, e.g. ``processEimage.3f9a0c1e2b4d.t2``.
-    """
-    tail = _SAFE.sub("_", task_id.rsplit(".", 1)[-1])[-40:]
-    return f"{tail}.{_ident(dag_id, run_id, task_id, map_index)}.t{int(try_number)}"
-
-
-def task_dir_for(work_dir: str, dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    """Where a task instance's job scripts and logs live on the cluster.
-
-    Each id is one plain directory name: anything but letters, digits, ``.``, ``_`` and ``-`` becomes
-    ``_``, and leading dots go (an id of ``..`` must not climb out of the work directory).
-    """
-    parts = [_SAFE.sub("_", p).lstrip(".") or "_" for p in (dag_id, run_id, task_id)]
-    if map_index >= 0:
-        parts[-1] += f".{map_index}"
-    return "/".join([work_dir.rstrip("/"), *parts])
-
-
-def _home_relative(path: str) -> str:
-    """Write a ``~/`` path as SLURM reads it in an ``#SBATCH`` line: relative to the home directory."""
-    if path == "~" or path.startswith("~/"):
-        return path[2:] or "."
-    return path
-
-
-def _try_of_name(name: str) -> int:
-    """Return the try a job name says submitted it (:func:`job_name_for` ends it with ``.t<try>``)."""
-    return int(name.rsplit(".t", 1)[1])
 
 
 def _map_index(ti: Any) -> int:
     return -1 if ti.map_index is None else int(ti.map_index)
-
-
-def _aware(text: Any) -> datetime | None:
-    """Read a saved ISO time (ours are UTC); anything else is no record at all."""
-    if not isinstance(text, str):
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 @contextmanager
@@ -155,15 +104,6 @@ def untrusted_fails_the_task() -> Iterator[None]:
         yield
     except UntrustedState as exc:
         raise AirflowFailException(str(exc)) from None
-
-
-def _walltime_s(value: str | int | float | None) -> int | None:
-    """Read the operator's ``time_limit`` (as sbatch's ``--time``; a bare number is minutes)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, float):  # the operator has always taken fractional minutes
-        return int(value * 60)
-    return walltime_seconds(value)
 
 
 @dataclass(frozen=True)
@@ -327,27 +267,10 @@ class SlurmOperator(BaseOperator):
 
     def _resources(self, profile: ClusterProfile, state: Mapping[str, Any]) -> dict[str, Any]:
         """Return the next job's resources: what the task asks for, raised by earlier escalations."""
-        esc = state.get("escalation") or {}
-        res = {
-            "cpus": int(esc.get("cpus") or self.cpus),
-            "mem_mb": int(esc["mem_mb"])
-            if esc.get("mem_mb")
-            else (int(self.mem_mb) if self.mem_mb else None),
-            "time_limit_s": int(esc.get("time_limit_s") or 0) or _walltime_s(self.time_limit),
-            "partition": esc.get("partition") or self.partition or profile.partition,
-            "exclude": ",".join(sorted(set(esc.get("exclude") or []))) or None,
-        }
-        on_high_memory = (
-            bool(profile.high_memory_partition) and res["partition"] == profile.high_memory_partition
-        )
-        profile.check_request(
-            cpus=int(res["cpus"] or 1),
-            # The profile describes standard nodes; the high-memory partition's limits are SLURM's.
-            mem_mb=int(res["mem_mb"]) if res["mem_mb"] and not on_high_memory else None,
-            time_limit_s=int(res["time_limit_s"]) if res["time_limit_s"] else None,
-            nodes=self.nodes,
-        )
-        return res
+        return next_resources(
+            profile, state, cpus=self.cpus, mem_mb=self.mem_mb, time_limit=self.time_limit,
+            partition=self.partition, nodes=self.nodes,
+        )  # fmt: skip
 
     # --- execute ------------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
@@ -379,14 +302,16 @@ class SlurmOperator(BaseOperator):
                 ),
                 method_name="execute_complete",
             )
-        accounting, note = self._poll_in_worker(hook, profile, job_id)
+        interval = self.poll_interval or profile.poll_interval
+        accounting, note = poll_in_worker(hook, profile, job_id, interval, self.log)
         return self._finish(context, FinishedJob(hook, profile, accounting, note=note))
 
     def _resume(
         self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
     ) -> str | dict[str, Any] | None:
         """Find this task instance's unrecorded job, if any: its id to wait for, or an adopted summary."""
-        expected = self._candidates(context, hook, state)
+        this_try = int(context["ti"].try_number)
+        expected = candidate_jobs(hook, state, this_try, lambda t: self._name_of_try(context, t))
         candidates = own_jobs(hook, expected, self.log)
         if not candidates:
             return None
@@ -394,18 +319,18 @@ class SlurmOperator(BaseOperator):
         queued = (
             {row.job_id for row in hook.squeue(candidates)} if set(candidates) - set(accounting) else set()
         )
-        for job_id in candidates:
+        job_id = live_job(candidates, accounting, queued)
+        if job_id is not None:
             acct = accounting.get(job_id)
-            if job_id in queued or (acct is not None and (not acct.is_terminal or acct.is_placeholder)):
-                self.log.info(
-                    "re-attaching to SLURM job %s, still %s", job_id, acct.state.raw if acct else "queued"
-                )
-                job_try = _try_of_name(expected[job_id][0])
-                if job_id != state.get("job_id"):
-                    state.update(log_path=f"{self._task_dir(context)}/t{job_try}-{job_id}.out")
-                state.update(job_id=job_id, try_number=job_try)
-                self._save_state(context, state)
-                return job_id
+            self.log.info(
+                "re-attaching to SLURM job %s, still %s", job_id, acct.state.raw if acct else "queued"
+            )
+            job_try = try_of_name(expected[job_id][0])
+            if job_id != state.get("job_id"):
+                state.update(log_path=f"{self._task_dir(context)}/t{job_try}-{job_id}.out")
+            state.update(job_id=job_id, try_number=job_try)
+            self._save_state(context, state)
+            return job_id
         for job_id in candidates:
             acct = accounting.get(job_id)
             if acct is None:
@@ -413,7 +338,7 @@ class SlurmOperator(BaseOperator):
             if acct.state_class is StateClass.SUCCEEDED:
                 self.log.info("adopting SLURM job %s: it succeeded but its result was never recorded", job_id)
                 state.update(
-                    job_id=job_id, try_number=_try_of_name(expected[job_id][0]),
+                    job_id=job_id, try_number=try_of_name(expected[job_id][0]),
                     log_path=state.get("log_path") or self._guess_log(job_id, state),
                 )  # fmt: skip
                 self._save_state(context, state)
@@ -424,7 +349,7 @@ class SlurmOperator(BaseOperator):
             )
             # Recorded for the try that submitted it (e.g. a try cleared while its job ran), never
             # under this try's number, where this try's own record would replace it.
-            job_try = _try_of_name(expected[job_id][0])
+            job_try = try_of_name(expected[job_id][0])
             if job_id != state.get("job_id"):
                 state.update(job_id=job_id, log_path=f"{self._task_dir(context)}/t{job_try}-{job_id}.out")
             state.update(try_number=job_try)
@@ -435,29 +360,6 @@ class SlurmOperator(BaseOperator):
             state.clear()
             state.update(self._state(context))
         return None
-
-    def _candidates(
-        self, context: Context, hook: SlurmHook, state: Mapping[str, Any]
-    ) -> dict[str, tuple[str, datetime | None]]:
-        """Return the unrecorded jobs that may be this task instance's.
-
-        Each with the name it must carry and when its try started submitting it (``None``: no record).
-        """
-        ti = context["ti"]
-        recorded = set(state.get("recorded") or [])
-        expected: dict[str, tuple[str, datetime | None]] = {}
-        if state.get("job_id") and state["job_id"] not in recorded:
-            saved_try = int(state.get("try_number") or ti.try_number)
-            after = _aware(state.get("submit_after") or state.get("submitted_at"))
-            expected[state["job_id"]] = (self._name_of_try(context, saved_try), after)
-        if int(ti.try_number) > 1 or state:
-            # The worker may have died between sbatch and writing the id down: ask by name.
-            for try_number in range(1, int(ti.try_number) + 1):
-                name = self._name_of_try(context, try_number)
-                for job_id in hook.find_jobs_by_name(name):
-                    if job_id not in recorded:
-                        expected.setdefault(job_id, (name, None))
-        return expected
 
     def _name_of_try(self, context: Context, try_number: int) -> str:
         ti = context["ti"]
@@ -493,7 +395,7 @@ class SlurmOperator(BaseOperator):
             mem_mb=res["mem_mb"],
             # SLURM does not expand "~" in #SBATCH lines; a relative path is relative to the
             # directory sbatch ran in, the login's home: the same place.
-            output=_home_relative(log_pattern),
+            output=home_relative(log_pattern),
             signal=self.signal,
             env={**profile.env, **self.env},
             setup_lines=(*profile.setup_lines, *self.setup_lines),
@@ -525,50 +427,6 @@ class SlurmOperator(BaseOperator):
             ", ".join(f"{k}={v}" for k, v in res.items() if v is not None),
         )  # fmt: skip
         return submitted.job_id
-
-    def _poll_in_worker(
-        self, hook: SlurmHook, profile: ClusterProfile, job_id: str
-    ) -> tuple[JobAccounting, str | None]:
-        """Poll until the job ends; return its accounting and the record's note (see :class:`FinishedJob`).
-
-        As the trigger's poller does: a job sacct and squeue lack is asked of the controller before
-        it is declared vanished (its accounting may have been purged).
-        """
-        interval = self.poll_interval or profile.poll_interval
-        first_missing: float | None = None
-        while True:
-            time.sleep(interval)
-            try:
-                acct = hook.sacct([job_id]).get(job_id)
-                queued = acct is None and bool(hook.squeue([job_id]))
-            except DescError as exc:
-                self.log.warning("poll of job %s failed, will retry: %s", job_id, exc)
-                continue
-            if acct is not None and acct.job is not None:
-                if acct.is_terminal and not acct.is_placeholder:
-                    return acct, None
-                first_missing = None
-            elif queued:
-                first_missing = None
-            elif (controller := self._controller_job(hook, job_id)) is not None:
-                first_missing = None
-                if controller.is_terminal:
-                    return controller.to_accounting(), CONTROLLER_NOTE
-            else:
-                first_missing = first_missing or time.monotonic()
-                if time.monotonic() - first_missing > profile.vanish_grace:
-                    raise SlurmJobFailed(
-                        f"job {job_id} vanished: neither sacct, squeue nor scontrol on {profile.name} has "
-                        f"known it for {profile.vanish_grace:.0f} s; rerun the task.",
-                        job_id=job_id, state="UNKNOWN", exit_code=None, reason="unknown-state",
-                    )  # fmt: skip
-
-    def _controller_job(self, hook: SlurmHook, job_id: str) -> ControllerJob | None:
-        try:
-            return hook.controller_jobs([job_id]).get(job_id)
-        except DescError as exc:
-            self.log.warning("asking the controller about job %s failed: %s", job_id, exc)
-            return None
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger fired: diagnose, record, return the summary or fail."""
@@ -607,25 +465,12 @@ class SlurmOperator(BaseOperator):
         if job.note:
             self.log.warning("job %s: %s", job_id, job.note)
             diagnosis = dataclasses.replace(diagnosis, message=f"{diagnosis.message}; {job.note}")
-        job_try = self._job_try(context, state, job_id)
+        job_try = try_of_job(state, job_id, int(context["ti"].try_number))
         owner_uid = owner_uid_of(hook, accounting, self.log)
         record = self._record(context, job, diagnosis, log_path, job_try, owner_uid=owner_uid, state=state)
-        summary = {
-            "job_id": job_id,
-            "cluster": profile.name,
-            "state": record.state,
-            "slurm_state": accounting.state.raw,
-            "exit_code": accounting.exit_code,
-            "signal": accounting.signal,
-            "reason": str(diagnosis.reason),
-            "message": diagnosis.message,
-            "elapsed_s": accounting.elapsed_s,
-            "total_cpu_s": accounting.total_cpu_s,
-            "max_rss_bytes": accounting.max_rss_bytes,
-            "node": accounting.node_list,
-            "log_path": log_path,
-            "adopted": adopted,
-        }
+        summary = job_summary(
+            accounting, diagnosis, record, cluster=profile.name, log_path=log_path, adopted=adopted
+        )
         recorded = [*(state.get("recorded") or []), job_id]
         state.update(recorded=recorded[-50:], last_summary=summary)
         cancelled = record.state == "cancelled"
@@ -639,10 +484,9 @@ class SlurmOperator(BaseOperator):
                 )  # fmt: skip
             except EscalationExhausted as exc:
                 raise AirflowFailException(str(exc)) from None
+        this_try = int(context["ti"].try_number)
         resubmit = (
-            not adopted
-            and job_try == int(context["ti"].try_number)
-            and counts_node_failure(state, diagnosis, job_id, job_try)
+            not adopted and job_try == this_try and counts_node_failure(state, diagnosis, job_id, job_try)
         )
         self._save_state(context, state)
         if succeeded:
@@ -650,7 +494,10 @@ class SlurmOperator(BaseOperator):
         context["ti"].xcom_push(key="slurm_summary", value=summary)
         if tail:
             self.log.error("last lines of %s:\n%s", log_path, tail)
-        if cancelled and not adopted and job_try != int(context["ti"].try_number):
+        then = after_failure(
+            cancelled=cancelled, adopted=adopted, job_try=job_try, this_try=this_try, resubmit=resubmit
+        )
+        if then is AfterFailure.RUN_OWN_JOB:
             # An earlier try's job this try re-attached to, cancelled by the clear that started this
             # try (its trigger's scancel): Cancelled for that try; this try runs its own job now.
             self.log.warning(
@@ -658,12 +505,12 @@ class SlurmOperator(BaseOperator):
                 diagnosis.message, job_try, context["ti"].try_number,
             )  # fmt: skip
             return self._run_again(context, hook, profile, state)
-        if cancelled:
+        if then is AfterFailure.FAIL_CANCELLED:
             raise AirflowFailException(
                 f"{diagnosis.message}. It was cancelled by its own user (a scancel, or a clear / mark-failed "
                 "in Airflow): recorded Cancelled and not retried; clear the task to run it again."
             )
-        if resubmit:
+        if then is AfterFailure.RESUBMIT:
             excluded = ",".join((state.get("escalation") or {}).get("exclude") or [])
             self.log.warning(
                 "%s; a node failure is not the payload's fault: resubmitting within try %s (%s)",
@@ -705,12 +552,6 @@ class SlurmOperator(BaseOperator):
             process_type="batch",
         )
 
-    @staticmethod
-    def _job_try(context: Context, state: Mapping[str, Any], job_id: str) -> int:
-        """Return the try that submitted ``job_id``: the saved one for this task's job, else this try."""
-        this_try = int(context["ti"].try_number)
-        return int(state.get("try_number") or this_try) if state.get("job_id") == job_id else this_try
-
     def _record(
         self,
         context: Context,
@@ -722,26 +563,10 @@ class SlurmOperator(BaseOperator):
         owner_uid: int | None = None,
         state: Mapping[str, Any] | None = None,
     ) -> ProcessRecord:
-        accounting = job.accounting
-        extra: dict[str, Any] = {
-            "accounting": accounting_to_payload(accounting)["rows"],
-            "adopted": job.adopted,
-        }
-        # Jobs of this try lost to node failures before this one: one history row per try keeps them here.
-        earlier = [
-            f for f in (state or {}).get("node_failures") or []
-            if isinstance(f, Mapping) and f.get("try") == job_try and f.get("job_id") != accounting.job_id
-        ]  # fmt: skip
-        if earlier:
-            extra["node_failures"] = earlier
-        record = self._identity(context, job_try).of_job(
-            accounting,
-            diagnosis,
-            cluster=job.profile.name,
-            log_path=log_path,
-            job_uid=owner_uid,
-            extra=extra,
-        )
+        record = job_record(
+            self._identity(context, job_try), job.accounting, diagnosis, cluster=job.profile.name,
+            log_path=log_path, job_try=job_try, adopted=job.adopted, owner_uid=owner_uid, state=state,
+        )  # fmt: skip
         (self.recorder or default_recorder()).record([record])
         return record
 

@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from airflow_desc.exceptions import UntrustedState
+from airflow_desc.slurm.accounting import JobAccounting, accounting_from_payload
 from airflow_desc.slurm.commands import validate_job_id
-from airflow_desc.slurm.parse import JobAccounting, accounting_from_payload
 from airflow_desc.workflow.scripts import ScriptOutcome
 from airflow_desc.workflow.spec_templates import Scalar
 
@@ -97,7 +97,7 @@ def trusted_path(field: str, value: Any, task_dir: str) -> str:
     :param field: how to name the value in the error.
     :param value: the path read back.
     :param task_dir: the task instance's directory on the cluster
-        (:func:`~airflow_desc.operators.slurm.task_dir_for`).
+        (:func:`~airflow_desc.operators.job_names.task_dir_for`).
     :raises UntrustedState: for a non-string, a NUL byte or line break, a ``..`` part, or a path
         elsewhere.
     """

@@ -29,6 +29,7 @@ from airflow_desc.exceptions import SlurmJobFailed
 from airflow_desc.history import ProcessRecord, Recorder, default_recorder
 from airflow_desc.operators.identity import ATTR, DescProcess, note_skip
 from airflow_desc.operators.output_checks import CheckRequest, run_output_checks
+from airflow_desc.operators.resume import try_of_job
 from airflow_desc.operators.run_states import ProcessInRun, RunStates, map_index_of
 from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
 from airflow_desc.operators.trusted import trusted_feeds, trusted_map_index, trusted_stream
@@ -184,7 +185,7 @@ class WorkflowBatchOperator(SlurmOperator):
         if not failed:
             return summary
         ti: Any = context["ti"]
-        job_try = self._job_try(context, self._state(context), job.accounting.job_id)
+        job_try = try_of_job(self._state(context), job.accounting.job_id, int(context["ti"].try_number))
         diagnosis = Diagnosis(ReasonClass.OUTPUT_CHECK, failed)
         self._record(context, job, diagnosis, summary.get("log_path"), job_try)
         summary.update(state="failed", reason=str(ReasonClass.OUTPUT_CHECK.value), message=failed)

@@ -4,12 +4,20 @@
 - :mod:`~airflow_desc.slurm.units`: durations and memory sizes as SLURM prints and reads them.
 - :mod:`~airflow_desc.slurm.script`: :class:`JobSpec` and :func:`render_job_script`.
 - :mod:`~airflow_desc.slurm.commands`: sbatch / sacct / squeue / scancel command lines, quoted.
-- :mod:`~airflow_desc.slurm.parse`: what those commands print, read into dataclasses.
+- :mod:`~airflow_desc.slurm.parse`: what sbatch, sacct and squeue print, read into dataclasses.
+- :mod:`~airflow_desc.slurm.accounting`: :class:`JobAccounting`, a job's sacct rows gathered.
+- :mod:`~airflow_desc.slurm.parse_controller`: what ``scontrol show job`` prints.
 - :mod:`~airflow_desc.slurm.diagnose`: why a finished job ended, in one line.
 """
 
 from __future__ import annotations
 
+from airflow_desc.slurm.accounting import (
+    JobAccounting,
+    accounting_from_payload,
+    accounting_to_payload,
+    group_accounting,
+)
 from airflow_desc.slurm.commands import (
     SACCT_FIELDS,
     SQUEUE_FORMAT,
@@ -24,21 +32,15 @@ from airflow_desc.slurm.commands import (
 )
 from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass, diagnose
 from airflow_desc.slurm.parse import (
-    CONTROLLER_NOTE,
-    ControllerJob,
-    JobAccounting,
     SacctRow,
     SlurmOutputError,
     SqueueRow,
     SubmittedJob,
-    accounting_from_payload,
-    accounting_to_payload,
-    group_accounting,
     parse_sacct,
     parse_sbatch_output,
-    parse_scontrol_jobs,
     parse_squeue,
 )
+from airflow_desc.slurm.parse_controller import CONTROLLER_NOTE, ControllerJob, parse_scontrol_jobs
 from airflow_desc.slurm.script import ContainerSpec, JobSpec, render_job_script
 from airflow_desc.slurm.states import (
     ESCALATABLE_STATES,

@@ -326,7 +326,7 @@ def controller_jobs_command(job_ids: Sequence[str]) -> str:
 
     :param job_ids: the jobs (each checked by :func:`validate_job_id`).
     :return: the command line; parse its output with
-        :func:`~airflow_desc.slurm.parse.parse_scontrol_jobs`.
+        :func:`~airflow_desc.slurm.parse_controller.parse_scontrol_jobs`.
     """
     calls = [_join(["scontrol", "-o", "show", "job", job_id]) for job_id in _job_ids(job_ids)]
     return "; ".join([*calls, "true"])

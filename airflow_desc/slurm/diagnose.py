@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from airflow_desc.slurm.parse import JobAccounting
+from airflow_desc.slurm.accounting import JobAccounting
 from airflow_desc.slurm.script import LOG_PREFIX
 from airflow_desc.slurm.states import SlurmState, StateClass, TextEnum
 from airflow_desc.slurm.units import format_memory_mb
@@ -331,7 +331,7 @@ def _non_zero_exit(name: str, accounting: JobAccounting, lines: list[str], exit_
 def diagnose(accounting: JobAccounting, log_tail: str = "") -> Diagnosis:
     """Classify why a finished job ended.
 
-    :param accounting: the job from :func:`~airflow_desc.slurm.parse.group_accounting`.
+    :param accounting: the job from :func:`~airflow_desc.slurm.accounting.group_accounting`.
     :param log_tail: the last lines of the job's output file(s), if available.
     :return: the diagnosis; ``reason`` is :attr:`ReasonClass.SUCCESS` for a job that
         COMPLETED.

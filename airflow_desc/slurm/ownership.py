@@ -23,8 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from airflow_desc.slurm.accounting import JobAccounting
 from airflow_desc.slurm.commands import OWNER_FIELDS
-from airflow_desc.slurm.parse import JobAccounting, parse_sacct
+from airflow_desc.slurm.parse import parse_sacct
 from airflow_desc.slurm.states import SlurmState
 
 __all__ = ["CLOCK_SKEW_S", "JobOwner", "cancelled_by_owner", "foreign_job_reason", "parse_owners"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from airflow_desc.operators.slurm import job_name_for
+from airflow_desc.operators.job_names import job_name_for
 from tests.deploy import Deployment, api
 from tests.integration.site import Site
 from tests.waiting import wait_for

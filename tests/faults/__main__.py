@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from airflow_desc.operators.slurm import job_name_for
+from airflow_desc.operators.job_names import job_name_for
 from tests.faults.check import FaultRow, HistoryAttempt, SlurmJob, TaskInstance, check_run, format_table
 from tests.faults.deployment import DEPLOYMENTS, FaultDeployment
 from tests.faults.faults import FAULTS, Fault, FaultContext, Injected

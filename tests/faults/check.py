@@ -5,7 +5,7 @@ from the history PostgreSQL, Airflow's metadata DB and ``sacct`` on each cluster
 
 ``submitted``
     The SLURM jobs of the run: every job, on any cluster, whose name is the deterministic name of
-    one try of one of the run's task instances (:func:`airflow_desc.operators.slurm.job_name_for`,
+    one try of one of the run's task instances (:func:`airflow_desc.operators.job_names.job_name_for`,
     tries 1 to the task instance's last try + 2), as ``sacct`` lists them.
 ``duplicates``
     Jobs that repeated the work of an earlier job (by submit time) of the same task instance: they

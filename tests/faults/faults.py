@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from airflow_desc.operators.slurm import job_name_for, task_dir_for
+from airflow_desc.operators.job_names import job_name_for, task_dir_for
 from tests.faults.check import Expectation
 from tests.faults.deployment import FaultDeployment
 from tests.faults.site import SiteControl

@@ -24,7 +24,8 @@ import pytest
 from airflow_desc.emulate import payload_command
 from airflow_desc.history import JsonLinesRecorder, ProcessRecord
 from airflow_desc.hooks.slurm import SlurmHook
-from airflow_desc.operators.slurm import SlurmOperator, task_dir_for
+from airflow_desc.operators.job_names import task_dir_for
+from airflow_desc.operators.slurm import SlurmOperator
 from airflow_desc.slurm import JobSpec, render_job_script
 from tests.integration.airflow_env import AirflowEnv
 from tests.integration.site import NODES, Site

@@ -14,7 +14,9 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from airflow_desc.exceptions import SlurmJobFailed
-from airflow_desc.operators.slurm import NODE_FAILURE_RESUBMITS, SlurmOperator, job_name_for
+from airflow_desc.operators.job_names import job_name_for
+from airflow_desc.operators.resume import NODE_FAILURE_RESUBMITS
+from airflow_desc.operators.slurm import SlurmOperator
 from airflow_desc.slurm import (
     JobAccounting,
     SubmittedJob,

@@ -16,8 +16,9 @@ import pytest
 
 from airflow_desc.clusters import ClusterProfile
 from airflow_desc.exceptions import ResourceLimitError
-from airflow_desc.operators.escalation import escalate_job
-from airflow_desc.operators.slurm import SlurmOperator, _walltime_s, job_name_for, task_dir_for
+from airflow_desc.operators.escalation import escalate_job, task_walltime_s
+from airflow_desc.operators.job_names import job_name_for, task_dir_for
+from airflow_desc.operators.slurm import SlurmOperator
 from airflow_desc.slurm import (
     JobAccounting,
     JobSpec,
@@ -184,13 +185,13 @@ def test_task_dir_keeps_a_home_relative_work_dir() -> None:
     ],
 )
 def test_walltime_s(value: str | int | float | None, seconds: int | None) -> None:
-    assert _walltime_s(value) == seconds
+    assert task_walltime_s(value) == seconds
 
 
 @pytest.mark.parametrize("value", ["UNLIMITED", "soon", "1:2:3:4"])
 def test_walltime_s_refuses_what_sbatch_would_not_read(value: str) -> None:
     with pytest.raises(ValueError, match=re.escape(repr(value)) + "|not a SLURM duration"):
-        _walltime_s(value)
+        task_walltime_s(value)
 
 
 # --- resources of the next job ---

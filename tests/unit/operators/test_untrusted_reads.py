@@ -16,7 +16,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_desc.exceptions import SlurmJobFailed
 from airflow_desc.operators.bundle import SlurmBundleOperator
-from airflow_desc.operators.slurm import SlurmOperator, job_name_for
+from airflow_desc.operators.job_names import job_name_for
+from airflow_desc.operators.slurm import SlurmOperator
 from airflow_desc.operators.workflow import WorkflowBatchOperator, WorkflowScriptOperator
 from airflow_desc.sensors.slurm import SlurmJobSensor
 from airflow_desc.slurm import accounting_to_payload, group_accounting, parse_sacct

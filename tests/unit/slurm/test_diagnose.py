@@ -4,8 +4,9 @@ import pathlib
 
 import pytest
 
+from airflow_desc.slurm.accounting import JobAccounting, group_accounting
 from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass, diagnose
-from airflow_desc.slurm.parse import JobAccounting, group_accounting, parse_sacct
+from airflow_desc.slurm.parse import parse_sacct
 
 DATA = pathlib.Path(__file__).parents[2] / "data" / "slurm"
 FIELDS = ("JobID", "State", "ExitCode", "Elapsed", "MaxRSS", "ReqMem", "NNodes", "NodeList", "Timelimit")

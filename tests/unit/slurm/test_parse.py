@@ -5,19 +5,17 @@ from datetime import datetime
 
 import pytest
 
+from airflow_desc.slurm.accounting import accounting_from_payload, accounting_to_payload, group_accounting
 from airflow_desc.slurm.commands import SACCT_FIELDS
 from airflow_desc.slurm.parse import (
     SlurmOutputError,
     SubmittedJob,
-    accounting_from_payload,
-    accounting_to_payload,
-    group_accounting,
     parse_exit_code,
     parse_sacct,
     parse_sbatch_output,
-    parse_scontrol_jobs,
     parse_squeue,
 )
+from airflow_desc.slurm.parse_controller import parse_scontrol_jobs
 from airflow_desc.slurm.states import SlurmState, StateClass
 from tests.site_recordings import SITE
 

@@ -211,7 +211,7 @@ def test_refused_values_say_which_field(workflow: LoadedWorkflow) -> None:
 
 def test_hostile_ids_make_plain_job_names_and_task_dirs(canary: pathlib.Path) -> None:
     """A run id (a REST API caller chooses it) or a task id never becomes a path or an sbatch option."""
-    from airflow_desc.operators.slurm import job_name_for, task_dir_for
+    from airflow_desc.operators.job_names import job_name_for, task_dir_for
     from airflow_desc.slurm import sbatch_command
 
     for _name, value in corpus(canary):

@@ -1,0 +1,94 @@
+"""What a single job's try records and returns (no Airflow): its history record and its XCom summary.
+
+:func:`job_record` is the job's :class:`~airflow_desc.history.ProcessRecord`, with the sacct rows
+it was read from and the jobs the same try lost to node failures before it; :func:`job_summary`
+is what the task returns (and pushes as ``slurm_summary`` when it fails).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from airflow_desc.slurm import accounting_to_payload
+
+if TYPE_CHECKING:
+    from airflow_desc.history import ProcessRecord
+    from airflow_desc.history.records import InstanceIdentity
+    from airflow_desc.slurm import JobAccounting
+    from airflow_desc.slurm.diagnose import Diagnosis
+
+__all__ = ["job_record", "job_summary"]
+
+
+def job_record(
+    identity: InstanceIdentity,
+    accounting: JobAccounting,
+    diagnosis: Diagnosis,
+    *,
+    cluster: str,
+    log_path: str | None,
+    job_try: int,
+    adopted: bool,
+    owner_uid: int | None = None,
+    state: Mapping[str, Any] | None = None,
+) -> ProcessRecord:
+    """Return the history record of a finished job.
+
+    :param identity: the process instance of the try that submitted the job.
+    :param accounting: the job's accounting.
+    :param diagnosis: why it ended.
+    :param cluster: the cluster it ran on.
+    :param log_path: its log on the cluster.
+    :param job_try: the try that submitted it.
+    :param adopted: whether a later try adopted it.
+    :param owner_uid: the uid it ran as, for a cancelled job (a cancel by its owner is Cancelled).
+    :param state: the task's saved state (its ``node_failures``).
+    """
+    extra: dict[str, Any] = {
+        "accounting": accounting_to_payload(accounting)["rows"],
+        "adopted": adopted,
+    }
+    # Jobs of this try lost to node failures before this one: one history row per try keeps them here.
+    earlier = [
+        f for f in (state or {}).get("node_failures") or []
+        if isinstance(f, Mapping) and f.get("try") == job_try and f.get("job_id") != accounting.job_id
+    ]  # fmt: skip
+    if earlier:
+        extra["node_failures"] = earlier
+    return identity.of_job(
+        accounting,
+        diagnosis,
+        cluster=cluster,
+        log_path=log_path,
+        job_uid=owner_uid,
+        extra=extra,
+    )
+
+
+def job_summary(
+    accounting: JobAccounting,
+    diagnosis: Diagnosis,
+    record: ProcessRecord,
+    *,
+    cluster: str,
+    log_path: str | None,
+    adopted: bool,
+) -> dict[str, Any]:
+    """Return the XCom summary of a finished job: what it was, how it ended, what it used."""
+    return {
+        "job_id": accounting.job_id,
+        "cluster": cluster,
+        "state": record.state,
+        "slurm_state": accounting.state.raw,
+        "exit_code": accounting.exit_code,
+        "signal": accounting.signal,
+        "reason": str(diagnosis.reason),
+        "message": diagnosis.message,
+        "elapsed_s": accounting.elapsed_s,
+        "total_cpu_s": accounting.total_cpu_s,
+        "max_rss_bytes": accounting.max_rss_bytes,
+        "node": accounting.node_list,
+        "log_path": log_path,
+        "adopted": adopted,
+    }

@@ -1,0 +1,105 @@
+"""The pure rules a try decides by: which job to re-attach to, which try a job is recorded for,
+whether a node failure is resubmitted within the try, and what follows a failed job.
+
+SLURM's answers are the site's recorded sacct output (tests/data/site).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from airflow_desc.operators.resume import (
+    NODE_FAILURE_RESUBMITS,
+    AfterFailure,
+    after_failure,
+    counts_node_failure,
+    live_job,
+    saved_time,
+    try_of_job,
+)
+from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
+from tests.site_recordings import site_jobs
+
+ENDED = site_jobs("sacct-mixed-cgroup.txt")  # 5000026 completed, 5000027 out of memory, 5000028 failed
+PENDING = site_jobs("sacct-pending.txt")  # 5000029 pending
+STAND_IN = site_jobs("sacct-placeholder-allocation.txt")  # 5000031: slurmdbd's stand-in job line
+
+
+def test_a_finished_job_is_not_live_but_a_pending_one_is() -> None:
+    accounting = {**ENDED, **PENDING}
+    assert live_job(["5000026", "5000029"], accounting, queued=()) == "5000029"
+    assert live_job(["5000026", "5000028"], accounting, queued=()) is None
+
+
+def test_a_job_only_squeue_knows_is_live() -> None:
+    assert live_job(["5000026", "7"], ENDED, queued={"7"}) == "7"
+
+
+def test_slurmdbds_stand_in_is_live_until_the_real_line_comes() -> None:
+    assert live_job(["5000031"], STAND_IN, queued=()) == "5000031"
+
+
+def test_the_first_live_candidate_wins() -> None:
+    assert live_job(["8", "7"], {}, queued={"7", "8"}) == "8"
+
+
+def test_a_job_is_recorded_for_the_try_that_saved_it_else_for_this_try() -> None:
+    state = {"job_id": "5", "try_number": 1}
+    assert try_of_job(state, "5", this_try=3) == 1
+    assert try_of_job(state, "6", this_try=3) == 3
+    assert try_of_job({}, "5", this_try=2) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-28T01:44:16+00:00", "2026-11-28T01:44:16+00:00"),
+        ("2026-11-28T01:44:16", "2026-11-28T01:44:16+00:00"),
+    ],
+)
+def test_saved_times_are_utc(text: str, expected: str) -> None:
+    value = saved_time(text)
+    assert value is not None and value.isoformat() == expected
+
+
+@pytest.mark.parametrize("text", [None, 5, "yesterday"])
+def test_anything_but_an_iso_time_is_no_record(text: Any) -> None:
+    assert saved_time(text) is None
+
+
+def node_failure(message: str = "node s3df-n1 failed") -> Diagnosis:
+    return Diagnosis(ReasonClass.NODE_FAILURE, message)
+
+
+def test_a_node_failure_is_resubmitted_a_bounded_number_of_times_per_try() -> None:
+    state: dict[str, Any] = {}
+    for n in range(NODE_FAILURE_RESUBMITS):
+        assert counts_node_failure(state, node_failure(), f"{n}", job_try=1)
+    assert not counts_node_failure(state, node_failure(), "last", job_try=1)
+    assert [f["job_id"] for f in state["node_failures"]] == [f"{n}" for n in range(NODE_FAILURE_RESUBMITS)]
+    assert counts_node_failure(state, node_failure(), "next", job_try=2)
+
+
+def test_another_failure_is_not_resubmitted_nor_noted() -> None:
+    state: dict[str, Any] = {}
+    assert not counts_node_failure(state, Diagnosis(ReasonClass.OUT_OF_MEMORY, "oom"), "5", job_try=1)
+    assert state == {}
+
+
+@pytest.mark.parametrize(
+    ("cancelled", "adopted", "job_try", "resubmit", "expected"),
+    [
+        (True, False, 1, False, AfterFailure.RUN_OWN_JOB),  # an earlier try's job, cancelled by the clear
+        (True, True, 1, False, AfterFailure.FAIL_CANCELLED),
+        (True, False, 2, False, AfterFailure.FAIL_CANCELLED),
+        (False, False, 2, True, AfterFailure.RESUBMIT),
+        (False, False, 2, False, AfterFailure.FAIL),
+    ],
+)
+def test_what_follows_a_failed_job(
+    cancelled: bool, adopted: bool, job_try: int, resubmit: bool, expected: AfterFailure
+) -> None:
+    then = after_failure(cancelled=cancelled, adopted=adopted, job_try=job_try, this_try=2, resubmit=resubmit)
+    assert then is expected
