@@ -13,7 +13,10 @@ the one configured for this installation:
 The spool of (2) and (3) is ``history-spool.jsonl`` in :func:`spool_dir`: ``$DESC_SPOOL_DIR``, else
 ``[desc] spool_dir``, else ``$AIRFLOW_HOME/desc``. Every write flushes the spool first, so with a
 spool directory every worker shares (a volume with ``flock``: NFSv4, CephFS, Lustre mounted with
-``flock``), what a worker spooled before it was lost is written by the next task on any host.
+``flock``), what a worker spooled before it was lost is written by the next task on any host; the
+triggers' pollers also write it out once their poll's write reached the history
+(:meth:`SpoolingRecorder.flush_pending`). A PostgreSQL history that stops answering is cut off by
+the client's reply deadline (:mod:`~airflow_desc.history.deadline`).
 ``python -m airflow_desc.history flush`` writes it out; queries are in
 :mod:`airflow_desc.history.queries`.
 What the status page reads of runs in progress (process plans, polled SLURM job states:

@@ -13,15 +13,21 @@ Airflow configuration (or ``AIRFLOW__DESC__...``), read where the engine is made
   ``connect_timeout``, covering the whole connection, login included;
 * ``[desc] history_statement_timeout`` (default :data:`DEFAULT_STATEMENT_TIMEOUT_S`): PostgreSQL's
   ``statement_timeout`` for each statement (waiting for a lock included), and SQLite's ``timeout``
-  (how long to wait for another writer's lock).
+  (how long to wait for another writer's lock);
+* ``[desc] history_reply_timeout`` (default :data:`DEFAULT_REPLY_TIMEOUT_S`, or the statement
+  timeout plus a second when that is longer; 0: none): the client's own deadline on
+  every answer of a PostgreSQL server (:mod:`airflow_desc.history.deadline`), for a server that
+  accepted the connection and then stopped answering, which neither limit above covers. A call
+  that gets no answer in time drops its connection and fails; with the pool's one reconnection
+  (its ping failed), a write gives up after at most the reply plus the connect timeout.
 
 The history connection's extra overrides them for PostgreSQL (Airflow passes it in the URL's
 query): ``connect_timeout`` (libpq's, seconds) and ``statement_timeout`` (PostgreSQL's syntax:
 milliseconds, or with a unit, ``"5s"``), e.g.
 ``AIRFLOW_CONN_DESC_HISTORY=postgresql://u:p@host/db?connect_timeout=5&statement_timeout=10s``;
 so does a ``statement_timeout`` already in ``options``, and SQLite's own ``?timeout=``. For
-PostgreSQL, 0 means no limit. Migrations run without the statement timeout (a new index on a big
-table takes what it takes); waiting for another process's upgrade keeps it.
+PostgreSQL, 0 means no limit. Migrations run without the statement and reply timeouts (a new index
+on a big table takes what it takes); waiting for another process's upgrade keeps them.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
@@ -40,10 +47,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 
 from airflow_desc.exceptions import HistoryUnavailable
+from airflow_desc.history.deadline import bounded_connection_class
 from airflow_desc.history.file_lock import file_lock
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_REPLY_TIMEOUT_S",
     "DEFAULT_STATEMENT_TIMEOUT_S",
     "VERSION_TABLE",
     "connect_arguments",
@@ -64,6 +73,12 @@ DEFAULT_CONNECT_TIMEOUT_S = 3.0
 #: Seconds one statement may take (``[desc] history_statement_timeout``): PostgreSQL's
 #: ``statement_timeout``, SQLite's ``timeout``.
 DEFAULT_STATEMENT_TIMEOUT_S = 5.0
+#: Seconds the client waits for any one answer of a PostgreSQL history (``[desc]
+#: history_reply_timeout``); unless set, at least the statement timeout plus a second.
+DEFAULT_REPLY_TIMEOUT_S = 6.0
+
+# PostgreSQL's time units for statement_timeout (a bare number is milliseconds).
+_PG_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -170,7 +185,31 @@ def connect_arguments(url: URL, connect_args: Mapping[str, Any]) -> tuple[URL, d
             statement = str(round(_setting("history_statement_timeout", DEFAULT_STATEMENT_TIMEOUT_S) * 1000))
         options = f"{options} -c statement_timeout={statement}".strip()
     args["options"] = options
+    seconds = _reply_seconds(query.pop("reply_timeout", None), options)
+    if seconds:
+        args.setdefault("connection_factory", bounded_connection_class(seconds))
     return url.set(query=query), args
+
+
+def _reply_seconds(given: str | tuple[str, ...] | None, options: str) -> float:
+    """Return the reply deadline: the extra's, else ``[desc] history_reply_timeout``, else the default."""
+    if isinstance(given, tuple):
+        given = given[-1]
+    if given is not None:
+        try:
+            seconds = float(given)
+            if seconds < 0 or math.isnan(seconds):
+                raise ValueError("not a number of seconds >= 0")
+            return seconds
+        except ValueError:
+            log.warning("the history connection's reply_timeout=%r is not a number of seconds", given)
+    default = DEFAULT_REPLY_TIMEOUT_S
+    found = re.search(r"statement_timeout\s*=\s*'?(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?'?", options)
+    if found:
+        statement = float(found.group(1)) * _PG_UNITS[found.group(2) or "ms"]
+        # By default a statement the server would finish in time is never cut by the client.
+        default = max(default, statement + 1.0)
+    return _setting("history_reply_timeout", default)
 
 
 def _setting(name: str, default: float) -> float:
@@ -203,9 +242,15 @@ def upgrade_schema(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     config = _alembic_config()
+    if revision == "head":
+        from alembic.script import ScriptDirectory
+
+        # Asked under the reply deadline: a process's first write must not hang on a frozen server.
+        if schema_revision(engine) == ScriptDirectory.from_config(config).get_current_head():
+            return
     with _migration_lock(engine.url), engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+        command.upgrade(config, revision)  # migrations/env.py lifts the deadlines for the DDL only
 
 
 def schema_revision(engine: Engine) -> str | None:

@@ -1,8 +1,9 @@
 """The spool: a :class:`Recorder` that keeps records in a local file while the history database is away.
 
 :class:`SpoolingRecorder` is the :class:`Recorder` operators use: when the database cannot be
-written, the batch goes to a local JSON-lines spool file, flushed by the next successful write or
-by ``airflow-desc history flush`` (``python -m airflow_desc.history flush``). What a flusher read is
+written, the batch goes to a local JSON-lines spool file, flushed by the next successful write, by
+the next poll of a trigger whose write reached the history (:meth:`SpoolingRecorder.flush_pending`),
+or by ``airflow-desc history flush`` (``python -m airflow_desc.history flush``). What a flusher read is
 removed from the spool only after the database committed it, and rewriting a record only replaces
 its row, so nothing is lost and nothing is counted twice.
 
@@ -18,9 +19,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -82,9 +86,10 @@ class SpoolingRecorder:
     its timeouts, connection id unknown) makes the batch go to ``spool_path`` (JSON lines, the
     format of :class:`JsonLinesRecorder`), with a warning naming the spool and how to flush it; the
     operator's work is not failed by the history, nor held up longer than the database's timeouts
-    (:func:`~airflow_desc.history.engine.create_history_engine`). Every write first flushes the
-    spool, in the same transaction; while another process is writing, the batch is appended to the
-    spool instead, and written by that process or the next. Whatever cannot be stored is moved to
+    (:func:`~airflow_desc.history.engine.create_history_engine`, the reply deadline included).
+    Every write first flushes the spool, in the same transaction; while another process is
+    writing, the batch is appended to the spool instead, and written by that process or the next.
+    Whatever cannot be stored is moved to
     ``<spool>.rejected`` (one JSON object per line: the spool line number when it came from the
     spool, the error, the text) and the rest is written: a spool line that is not a record (not
     JSON, not an object, a field of the wrong type, over :data:`MAX_LINE_BYTES`), or a record the
@@ -97,6 +102,8 @@ class SpoolingRecorder:
     def __init__(self, store: HistoryStore, spool_path: str | os.PathLike[str]) -> None:
         self.store = store
         self.spool_path = Path(spool_path)
+        self._background = threading.Lock()  # one flush_pending at a time in this process
+        self._last_background = -math.inf
 
     def __repr__(self) -> str:
         return f"SpoolingRecorder({self.store!r}, spool={str(self.spool_path)!r})"
@@ -123,22 +130,28 @@ class SpoolingRecorder:
 
         :param records: the records to keep.
         """
-        batch = self._checked(records)
+        self._drain(self._checked(records))
+
+    def _drain(self, batch: list[ProcessRecord]) -> bool | None:
+        """Write the spool and ``batch``, or hand them to the writer at it; None when one was at it."""
+        written: bool | None = None
         for _ in range(_DRAIN_ROUNDS):
             with try_file_lock(self.flush_lock_path) as flushing:
                 if flushing:
                     if not self._write_or_spool(batch):
-                        return
+                        return False
                     batch = []
+                    written = True
                 elif batch:
                     # Another process is writing: ours goes behind what it writes, to keep the order.
                     self._append_spool(batch)
                     batch = []
                     continue  # it may have let go before our append: try once more
                 else:
-                    return  # the writer looks at the spool again after letting go: it sees ours
+                    return written  # the writer looks at the spool again after letting go: it sees ours
             if not self._spool_has_data():
-                return
+                return written
+        return written
 
     def flush(self) -> FlushReport:
         """Write the spooled records to the store, then remove them from the spool.
@@ -158,6 +171,35 @@ class SpoolingRecorder:
             rejected=rejected,
             rejected_path=self.rejected_path if rejected else None,
         )
+
+    def flush_pending(self, min_interval_s: float = 0.0) -> bool | None:
+        """Write the spool out if it holds anything, unless someone is at it; never wait, never raise.
+
+        For callers that reach the history anyway and may notice it is back (the triggers' pollers,
+        once per poll): the spool is written without waiting for the next task's write or for
+        ``airflow-desc history flush``. A look at the spool costs a ``stat``; the database is asked
+        at most once per ``min_interval_s`` of this recorder, and not while another thread of this
+        process, or another process (the flush lock), is flushing.
+
+        :param min_interval_s: seconds between two attempts of this recorder.
+        :returns: None when nothing was tried (empty spool, too soon, another flusher), else whether
+            the spool was written (a failure is logged as a warning, the records stay spooled).
+        """
+        if not self._spool_has_data() or not self._background.acquire(blocking=False):
+            return None
+        try:
+            now = time.monotonic()
+            if now - self._last_background < min_interval_s:
+                return None
+            written = self._drain([])
+            if written is not None:  # tried (another flusher's turn does not count)
+                self._last_background = now
+            return written
+        except Exception as exc:  # noqa: BLE001 - e.g. the spool's directory unreadable: logged, not raised
+            log.warning("could not flush the history spool %s: %s", self.spool_path, _one_line(exc))
+            return False
+        finally:
+            self._background.release()
 
     def pending(self) -> int:
         """How many lines wait in the spool."""
@@ -187,12 +229,11 @@ class SpoolingRecorder:
             elif batch:
                 self._append_spool(batch)
             log.warning(
-                "history database %r unavailable (%s): spooled %d record(s) to %s (%d waiting there "
-                "in all); they are written by the next successful write, or run "
-                "`airflow-desc history flush`",
+                "history database %r unavailable (%s): %s%s (%d waiting there in all); they are "
+                "written by the next successful write or poll, or run `airflow-desc history flush`",
                 self.store,
                 _one_line(exc),
-                len(batch),
+                f"spooled {len(batch)} record(s) to " if batch else "could not write out ",
                 self.spool_path,
                 self.pending(),
             )

@@ -22,7 +22,11 @@ lacks) to the history's
 poll per cluster, off the event loop, bounded by the history's timeouts, pruning rows no poll
 refreshed for a day). That is where the status page reads whether a deferred task's job is
 pending or running, instead of asking the cluster itself. A failing write logs a warning and
-never stops the polling.
+never stops the polling. A write that succeeded shows the history answers: when records wait in
+the spool (the history was away when a task recorded), the poller then writes them out too
+(:meth:`~airflow_desc.history.SpoolingRecorder.flush_pending`: in a thread it does not wait for,
+at most once per :data:`SPOOL_FLUSH_EVERY_S` per triggerer, never while another process flushes),
+so that they reach the history soon after it is back without a command or a next task.
 Each poll logs one INFO line to the triggerer's log, ``poll N of <conn>: M job(s) in K sacct
 call(s)`` (N counts the polls of that poller), so that it shows how often each cluster is asked,
 and for how many jobs at once.
@@ -46,6 +50,7 @@ import structlog
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_desc.exceptions import DescError
+from airflow_desc.history.spool import SpoolingRecorder
 from airflow_desc.history.writer import HistoryStore
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.slurm import (
@@ -63,9 +68,12 @@ from airflow_desc.slurm import (
     validate_job_id,
 )
 
-__all__ = ["ClusterPoller", "SlurmJobTrigger"]
+__all__ = ["SPOOL_FLUSH_EVERY_S", "ClusterPoller", "SlurmJobTrigger"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two attempts of a triggerer's pollers to write out the history spool.
+SPOOL_FLUSH_EVERY_S = 30.0
 
 
 @dataclass
@@ -86,6 +94,8 @@ class ClusterPoller:
     :param interval: seconds between polls.
     :param history: where each poll's job states are written (``None``: the configured history,
         :func:`~airflow_desc.history.default_history_store`).
+    :param spool: the spool written out once a poll's write succeeded (``None``: the configured
+        one, :func:`~airflow_desc.history.default_spooling_recorder`).
     """
 
     ssh_conn_id: str
@@ -94,6 +104,9 @@ class ClusterPoller:
     watches: dict[str, list[_Watch]] = field(default_factory=dict)
     polls: int = 0
     history: HistoryStore | None = None
+    spool: SpoolingRecorder | None = None
+    spool_flush_every_s: float = SPOOL_FLUSH_EVERY_S
+    _spool_flush: asyncio.Future[bool | None] | None = None
     _task: asyncio.Task[None] | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -230,7 +243,26 @@ class ClusterPoller:
                 self.ssh_conn_id, len(states), first,
             )  # fmt: skip
             return False
+        self._flush_spool()
         return True
+
+    def _flush_spool(self) -> None:
+        """Write out the spool in a thread nobody waits for, now that the history answered."""
+        if self._spool_flush is not None and not self._spool_flush.done():
+            return
+
+        def flush() -> bool | None:
+            try:
+                if self.spool is None:
+                    from airflow_desc.history import default_spooling_recorder
+
+                    self.spool = default_spooling_recorder()
+                return self.spool.flush_pending(min_interval_s=self.spool_flush_every_s)
+            except Exception as exc:  # noqa: BLE001 - the polling goes on; a task's write flushes later
+                log.warning("poll of %s: the history spool not written out: %s", self.ssh_conn_id, exc)
+                return False
+
+        self._spool_flush = asyncio.get_running_loop().run_in_executor(None, flush)
 
     def _judge(
         self,

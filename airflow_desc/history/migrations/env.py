@@ -12,6 +12,7 @@ from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from airflow_desc.history.deadline import unbounded
 from airflow_desc.history.engine import VERSION_TABLE
 from airflow_desc.history.schema import metadata
 
@@ -40,7 +41,8 @@ def run_migrations_online() -> None:
             # migration itself is not: building an index on a big table takes what it takes.
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
             connection.execute(text("SET LOCAL statement_timeout = 0"))
-        context.run_migrations()
+        with unbounded(connection.connection.dbapi_connection):  # nor the client's reply deadline
+            context.run_migrations()
 
 
 if context.is_offline_mode():

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
-from airflow_desc.history.engine import connect_arguments, normalize_url
+from airflow_desc.history import engine
+from airflow_desc.history.engine import normalize_url
 
 PG = "postgresql+psycopg2://desc:pw@db.example:5432/desc_history"
 
 
 @pytest.fixture(autouse=True)
 def no_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HISTORY_CONNECT_TIMEOUT", "HISTORY_STATEMENT_TIMEOUT"):
+    for name in ("HISTORY_CONNECT_TIMEOUT", "HISTORY_STATEMENT_TIMEOUT", "HISTORY_REPLY_TIMEOUT"):
         monkeypatch.delenv(f"AIRFLOW__DESC__{name}", raising=False)
+
+
+def connect_arguments(url: URL, given: dict[str, Any]) -> tuple[URL, dict[str, Any]]:
+    """The engine's, without the reply deadline's connection class (``test_deadline.py``)."""
+    url, args = engine.connect_arguments(url, given)
+    args.pop("connection_factory", None)
+    return url, args
 
 
 def test_postgresql_defaults_to_a_few_seconds() -> None:

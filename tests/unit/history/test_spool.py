@@ -328,3 +328,22 @@ def test_tasks_finishing_together_behind_a_silent_history_do_not_queue(
     assert sorted(d["stream"] for d in spool_lines(SpoolingRecorder(HistoryStore("sqlite://"), spool))) == [
         "s=0", "s=1", "s=2",
     ]  # fmt: skip
+
+
+def test_flush_pending_writes_the_spool_once_the_db_is_back_without_waiting_or_raising(
+    outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "spool.jsonl"
+    recorder = SpoolingRecorder(outage.store, spool)
+    assert recorder.flush_pending() is None  # nothing spooled: nothing tried
+    recorder.record([rec("s=1")])
+    with caplog.at_level(logging.WARNING, logger="airflow_desc.history.spool"):
+        assert recorder.flush_pending() is False  # still down: a warning, the record stays
+    assert recorder.pending() == 1 and "unavailable" in caplog.text
+    outage.end()
+    assert recorder.flush_pending(min_interval_s=3600) is None  # tried a moment ago
+    other = SpoolingRecorder(outage.store, spool)
+    with file_lock(other.flush_lock_path):  # another process is writing the spool out
+        assert other.flush_pending() is None
+    assert other.flush_pending(min_interval_s=3600) is True
+    assert recorder.pending() == 0 and count(outage.store) == 1

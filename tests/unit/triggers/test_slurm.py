@@ -219,11 +219,12 @@ def test_a_job_line_resets_the_missing_clock() -> None:
 
 
 def test_a_poll_writes_its_states_to_the_history(tmp_path: pathlib.Path) -> None:
-    from airflow_desc.history import HistoryStore
+    from airflow_desc.history import HistoryStore, SpoolingRecorder
     from airflow_desc.history.live import job_states
 
     store = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
-    poller = ClusterPoller("s3df_ssh", "bastion_ssh", 7.0, history=store)
+    spool = SpoolingRecorder(store, tmp_path / "history-spool.jsonl")
+    poller = ClusterPoller("s3df_ssh", "bastion_ssh", 7.0, history=store, spool=spool)
     assert asyncio.run(poller.write_states({"5000031": "RUNNING", "5000032": "PENDING"}))
     found = job_states(
         store.engine, [("s3df_ssh", "bastion_ssh", "5000031"), ("s3df_ssh", "bastion_ssh", "5000032")]
@@ -242,6 +243,29 @@ def test_a_failing_write_is_a_warning_and_polling_goes_on(caplog: pytest.LogCapt
     with caplog.at_level(logging.WARNING, logger="airflow_desc.triggers.slurm"):
         assert asyncio.run(poller.write_states({"5000031": "RUNNING"})) is False
     assert "poll of s3df_ssh: the states of 1 job(s) not written to the history" in caplog.text
+
+
+def test_a_poll_whose_write_succeeded_writes_out_the_spool(tmp_path: pathlib.Path) -> None:
+    from airflow_desc.history import HistoryStore, JsonLinesRecorder, SpoolingRecorder
+    from tests.unit.history.test_store import count, rec
+
+    store = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
+    spool = SpoolingRecorder(store, tmp_path / "history-spool.jsonl")
+    JsonLinesRecorder(spool.spool_path).record([rec("visit=1"), rec("visit=2")])  # spooled by tasks
+    nowhere = HistoryStore("sqlite:////proc/no-such-dir/history.db")
+    down = ClusterPoller("s3df_ssh", None, 7.0, history=nowhere, spool=spool)
+    assert asyncio.run(down.write_states({"5000031": "RUNNING"})) is False
+    assert spool.pending() == 2  # a failed write: the history is away, the spool is not tried
+    poller = ClusterPoller("s3df_ssh", None, 7.0, history=store, spool=spool)
+    # asyncio.run returns once the executor's threads are done: the flush it did not wait for too.
+    assert asyncio.run(poller.write_states({"5000031": "RUNNING"}))
+    assert spool.pending() == 0 and count(store) == 2
+    JsonLinesRecorder(spool.spool_path).record([rec("visit=3")])
+    assert asyncio.run(poller.write_states({"5000031": "COMPLETED"}))
+    assert spool.pending() == 1  # within SPOOL_FLUSH_EVERY_S of the last attempt: not tried again
+    poller.spool_flush_every_s = 0
+    assert asyncio.run(poller.write_states({"5000031": "COMPLETED"}))
+    assert spool.pending() == 0 and count(store) == 3
 
 
 # --- a job sacct lost (accounting purged) but the controller still knows ---

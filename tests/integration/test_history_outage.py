@@ -1,0 +1,242 @@
+"""The history away and back, on a private PostgreSQL cluster; the triggers' poller writes the spool out.
+
+Each test starts its own PostgreSQL cluster (the site's binaries, ``initdb`` in a fresh directory,
+a free port on 127.0.0.1) so that it may stop it, or freeze it with SIGSTOP, without disturbing
+the site's clusters or any other test. Two outages:
+
+* the server stopped (``pg_ctl stop``): writes are refused at once and spooled;
+* the server frozen after it accepted the connection (every process of the cluster SIGSTOPped:
+  its kernel still accepts and acknowledges, nothing answers): only the client's reply deadline
+  (``[desc] history_reply_timeout``, here the connection's ``reply_timeout``) gets the writer out.
+
+Either way, once the server answers again, the next poll of a real SLURM job on perlmutter writes
+out the spool (no command, no task), and each record is written exactly once (a trigger on the
+table counts every insert and update).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from airflow_desc.history import HistoryStore, ProcessRecord, SpoolingRecorder
+from airflow_desc.hooks.slurm import SlurmHook
+from airflow_desc.triggers.slurm import ClusterPoller, SlurmJobTrigger
+from tests.integration.site import Site
+from tests.unit.history.test_store import rec
+
+pytestmark = pytest.mark.usefixtures("in_process_airflow_home")
+
+CONN = "perlmutter_ssh"
+# Small limits, so that the test is short: connect 2 s, statements 1 s, an answer 2 s.
+LIMITS = "connect_timeout=2&statement_timeout=1s&reply_timeout=2"
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL cluster of one test: started as docker/site/up starts the site's."""
+
+    dir: Path
+    port: int
+    pg_bin: str
+
+    @classmethod
+    def create(cls, pg_bin: str) -> PrivatePostgres:
+        base = Path(tempfile.mkdtemp(prefix="desc-pg-", dir="/tmp"))
+        postgres = pwd.getpwnam("postgres")
+        os.chown(base, postgres.pw_uid, postgres.pw_gid)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cluster = cls(base, port, pg_bin)
+        cluster.run("initdb", "-D", str(cluster.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        cluster.start()
+        return cluster
+
+    @property
+    def data(self) -> Path:
+        return self.dir / "data"
+
+    def url(self, query: str = LIMITS) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres?{query}"
+
+    def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = ["runuser", "-u", "postgres", "--", f"{self.pg_bin}/{tool}", *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"{tool} {args}: {proc.stdout}{proc.stderr}"
+        return proc
+
+    def start(self) -> None:
+        self.run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "60",
+            "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def pids(self) -> list[int]:
+        """The postmaster and every process it started (the backends serving our connections)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == postmaster:
+                    children.append(int(entry.name))
+        return [postmaster, *children]
+
+    def signal(self, sig: signal.Signals) -> None:
+        for pid in self.pids():
+            os.kill(pid, sig)
+
+    def destroy(self) -> None:
+        self.signal(signal.SIGCONT)  # a test that failed while it was frozen
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", f"{self.pg_bin}/pg_ctl", "-D", str(self.data),
+             "-m", "immediate", "-w", "stop"],
+            capture_output=True, timeout=120,
+        )  # fmt: skip
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres(site: Site) -> Iterator[PrivatePostgres]:
+    cluster = PrivatePostgres.create(os.environ["DESC_SITE_PG_BIN"])
+    yield cluster
+    cluster.destroy()
+
+
+def count_writes(store: HistoryStore) -> None:
+    """Count every insert and update of an attempt's row in the table ``writes``."""
+    store.upgrade()
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE writes (kind text)")
+        conn.exec_driver_sql(
+            "CREATE FUNCTION count_write() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO writes VALUES (TG_OP); RETURN NULL; END $$"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER count_writes AFTER INSERT OR UPDATE ON process_instances "
+            "FOR EACH ROW EXECUTE FUNCTION count_write()"
+        )
+
+
+def streams_and_writes(store: HistoryStore) -> tuple[list[str], dict[str, int]]:
+    with store.engine.connect() as conn:
+        paths = conn.exec_driver_sql(
+            "SELECT s.path FROM process_instances p JOIN streams s ON s.id = p.stream_ref ORDER BY s.path"
+        ).scalars()
+        writes = dict(conn.exec_driver_sql("SELECT kind, count(*) FROM writes GROUP BY kind").all())
+        return list(paths), {str(k): int(v) for k, v in writes.items()}
+
+
+def record_in_a_thread(recorder: SpoolingRecorder, record: ProcessRecord) -> float:
+    """Record as a task does; return how long it took (the thread is given a minute at most)."""
+    took: list[float] = []
+
+    def task() -> None:
+        start = time.monotonic()
+        recorder.record([record])
+        took.append(time.monotonic() - start)
+
+    thread = threading.Thread(target=task, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert took, "record() did not return within a minute: the writer hangs on the history"
+    return took[0]
+
+
+def poll_a_real_job(hook: SlurmHook, jobs: list[str], store: HistoryStore, spool: SpoolingRecorder) -> None:
+    """Run a trigger for a short real job on perlmutter, its poller writing to ``store``, then let go."""
+    job_id = hook.run("sbatch --parsable -t 1 -o /dev/null --wrap 'sleep 1'").stdout.strip().split(";")[0]
+    jobs.append(job_id)
+
+    async def main() -> dict[str, object]:
+        poller = ClusterPoller.for_cluster(CONN, None, 1.0)
+        poller.history, poller.spool = store, spool
+        async for event in SlurmJobTrigger(job_id=job_id, ssh_conn_id=CONN, poll_interval=1).run():
+            return dict(event.payload)
+        raise AssertionError("no event")
+
+    # asyncio.run waits for the executor's threads: the spool's flush, started by a poll, ends first.
+    assert asyncio.run(main())["status"] == "done"
+
+
+def test_what_was_spooled_while_the_history_was_stopped_is_written_by_the_next_poll(
+    postgres: PrivatePostgres, hook: SlurmHook, jobs: list[str], tmp_path: Path
+) -> None:
+    store = HistoryStore(postgres.url())
+    count_writes(store)
+    recorder = SpoolingRecorder(store, tmp_path / "history-spool.jsonl")
+    recorder.record([rec("visit=1")])
+    postgres.stop()
+    try:
+        recorder.record([rec("visit=2")])
+        recorder.record([rec("visit=3")])
+        assert recorder.pending() == 2
+    finally:
+        postgres.start()
+    assert recorder.pending() == 2  # nobody wrote since: no task, no command
+    poll_a_real_job(hook, jobs, store, recorder)
+    assert recorder.pending() == 0
+    assert streams_and_writes(store) == (["visit=1", "visit=2", "visit=3"], {"INSERT": 3})
+    store.dispose()
+
+
+def test_a_write_to_a_frozen_history_is_spooled_within_the_deadline_and_written_once_after(
+    postgres: PrivatePostgres, hook: SlurmHook, jobs: list[str], tmp_path: Path
+) -> None:
+    store = HistoryStore(postgres.url())
+    count_writes(store)
+    recorder = SpoolingRecorder(store, tmp_path / "history-spool.jsonl")
+    recorder.record([rec("visit=1")])  # the pool now holds a connection to a live backend
+    postgres.signal(signal.SIGSTOP)
+    try:
+        # The pooled connection's ping gets no answer (2 s), its replacement's login neither (2 s).
+        took = [record_in_a_thread(recorder, rec(f"visit={i}")) for i in (2, 3)]
+        assert recorder.pending() == 2
+    finally:
+        postgres.signal(signal.SIGCONT)
+    print(f"record() against the frozen history took {took[0]:.1f} s and {took[1]:.1f} s")
+    poll_a_real_job(hook, jobs, store, recorder)
+    assert recorder.pending() == 0
+    assert streams_and_writes(store) == (["visit=1", "visit=2", "visit=3"], {"INSERT": 3})
+    store.dispose()
+
+
+def test_a_frozen_history_does_not_hold_up_the_pollers_state_write(
+    postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    store = HistoryStore(postgres.url())
+    poller = ClusterPoller(CONN, None, 1.0, history=store)
+    assert asyncio.run(poller.write_states({"101": "RUNNING"}))
+    postgres.signal(signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        written = asyncio.run(asyncio.wait_for(poller.write_states({"101": "COMPLETED"}), 60))
+        took = time.monotonic() - start
+    finally:
+        postgres.signal(signal.SIGCONT)
+    print(f"the poller's write against the frozen history gave up after {took:.1f} s")
+    assert written is False  # a warning, the polling goes on
+    assert asyncio.run(poller.write_states({"101": "COMPLETED"}))  # and the next poll's write lands
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT state FROM slurm_job_states").scalar_one() == "COMPLETED"
+    store.dispose()
