@@ -220,18 +220,19 @@ def latest_records_of_run(dag_id: str, run_id: str) -> list[ProcessRecord]:
         return []
     wanted = (
         *("workflow", "process", "state", "dag_id", "run_id", "task_id", "map_index", "try_number"),
+        "resubmit",
         *("task", "version", "variant", "stream", "process_type", "cluster", "job_id", "reason", "message"),
     )
     return [ProcessRecord(**{name: _plain(row[name]) for name in wanted}) for row in frame.to_dict("records")]
 
 
 def latest_attempts_of(records: list[ProcessRecord]) -> list[ProcessRecord]:
-    """Keep the latest attempt (highest try, then last given) of each process instance."""
+    """Keep the latest attempt (highest (try, resubmit), then last given) of each process instance."""
     latest: dict[tuple[object, ...], ProcessRecord] = {}
     for record in records:
-        key = record.key()[:-1]
+        key = record.key()[:-2]
         held = latest.get(key)
-        if held is None or record.try_number >= held.try_number:
+        if held is None or record.attempt() >= held.attempt():
             latest[key] = record
     return list(latest.values())
 

@@ -77,11 +77,14 @@ USAGE_COLUMNS = (
 )
 _LIST_AT_MOST = 30
 # Nullable integer and float fields of ProcessRecord: Int64 keeps None as <NA> instead of a float NaN.
-_INT_FIELDS = ("map_index", "try_number", "exit_code", "signal", "max_rss_bytes", "req_cpus", "req_mem_bytes")
+_INT_FIELDS = (
+    *("map_index", "try_number", "resubmit", "exit_code", "signal", "max_rss_bytes", "req_cpus"),
+    "req_mem_bytes",
+)
 _FLOAT_FIELDS = ("elapsed_s", "total_cpu_s", "req_walltime_s")
 
 pi = schema.process_instances
-# One process instance: its attempts differ only in try_number (stream_ref implies run_ref).
+# One process instance: its attempts differ only in (try_number, resubmit) (stream_ref implies run_ref).
 _INSTANCE = (pi.c.run_ref, pi.c.stream_ref, pi.c.task_id, pi.c.map_index, pi.c.process)
 
 
@@ -444,9 +447,10 @@ def _status_counts_window(engine: Engine, selection: HistoryFilter | None = None
         pi.c.process,
         pi.c.process_type,
         pi.c.state,
-        pi.c.try_number,
         _began().label("began"),
-        sa.func.max(pi.c.try_number).over(partition_by=instance).label("last_try"),
+        sa.func.row_number()
+        .over(partition_by=instance, order_by=(pi.c.try_number.desc(), pi.c.resubmit.desc()))
+        .label("newest"),
         sa.func.count().over(partition_by=instance).label("tries"),
     ]
     selection = selection or HistoryFilter()
@@ -459,7 +463,7 @@ def _status_counts_window(engine: Engine, selection: HistoryFilter | None = None
         keys = [ranked.c.task, ranked.c.version, ranked.c.process, ranked.c.process_type, ranked.c.state]
         query = (
             sa.select(*keys, sa.func.count(), sa.func.sum(ranked.c.tries))
-            .where(ranked.c.try_number == ranked.c.last_try, *_time_window(ranked.c.began, since, until))
+            .where(ranked.c.newest == 1, *_time_window(ranked.c.began, since, until))
             .group_by(*keys)
             .order_by(*keys)
         )

@@ -93,6 +93,11 @@ def process_state(accounting: JobAccounting, diagnosis: Diagnosis, *, job_uid: i
     return "failed"
 
 
+#: An attempt's identity (:meth:`ProcessRecord.key`): dag_id, run_id, task_id, map_index, stream,
+#: process (the process instance), try_number, resubmit (which attempt of it).
+AttemptKey = tuple[str, str, str, int, str, str, int, int]
+
+
 @dataclass(frozen=True)
 class ProcessRecord:
     """One attempt of one process instance.
@@ -109,6 +114,8 @@ class ProcessRecord:
     :param task_id: the Airflow task that ran it.
     :param map_index: its map index (-1 when not mapped).
     :param try_number: the Airflow try.
+    :param resubmit: which SLURM job of the try this is: 0, then 1, 2 ... for the jobs the try
+        resubmitted after node failures (each an attempt of its own, counted once per instance).
     :param stream: the stream path, e.g. ``visit=2201/raft=R22/sensor=S11`` ("" at the top level).
     :param process_type: ``batch`` or ``script``.
     :param cluster: the cluster it ran on.
@@ -150,6 +157,7 @@ class ProcessRecord:
     log_path: str | None = None
     triggered_by: str | None = None
     rerun_reason: str | None = None
+    resubmit: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -158,8 +166,11 @@ class ProcessRecord:
         if self.state not in PROCESS_STATES:
             raise ValueError(f"state {self.state!r} is not one of {', '.join(PROCESS_STATES)}")
 
-    def key(self) -> tuple[str, str, str, int, str, str, int]:
-        """Return the identity of this attempt: writing the same record twice must not count it twice."""
+    def key(self) -> AttemptKey:
+        """Return the identity of this attempt: writing the same record twice must not count it twice.
+
+        The process instance's identity, then the attempt's order, :meth:`attempt`.
+        """
         return (
             self.dag_id,
             self.run_id,
@@ -168,7 +179,12 @@ class ProcessRecord:
             self.stream,
             self.process,
             self.try_number,
+            self.resubmit,
         )
+
+    def attempt(self) -> tuple[int, int]:
+        """Return ``(try_number, resubmit)``: the later attempt of an instance has the larger."""
+        return (self.try_number, self.resubmit)
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-able dict (datetimes as ISO text)."""
@@ -386,7 +402,7 @@ class JsonLinesRecorder:
         """Every record in the file, the last write of each key winning."""
         if not self.path.exists():
             return []
-        latest: dict[tuple[str, str, str, int, str, str, int], ProcessRecord] = {}
+        latest: dict[AttemptKey, ProcessRecord] = {}
         with open(self.path, encoding="utf-8") as f:
             for number, line in enumerate(f, 1):
                 if not line.strip():

@@ -17,12 +17,14 @@
                        when (written by the triggers' per-cluster pollers, one write per poll)
 
 The attempt identity, :meth:`ProcessRecord.key`, is ``(dag_id, run_id, task_id, map_index,
-stream, process, try_number)``. ``(dag_id, run_id)`` is unique in ``runs`` and ``(run, path)`` in
-``streams``, so the unique constraint ``uq_process_instances_attempt`` on ``(run_ref, stream_ref,
-task_id, map_index, process, try_number)`` is that identity: writing the same record twice updates
-the row instead of adding one. ``latest`` marks the latest attempt of each instance (the highest
-``try_number``); the writer keeps it right in the same transaction, so that the status table (which
-counts latest attempts) reads one small index instead of ranking a million attempts.
+stream, process, try_number, resubmit)``: ``resubmit`` tells apart the SLURM jobs of one try (0,
+then 1, 2 for those resubmitted after node failures). ``(dag_id, run_id)`` is unique in ``runs`` and
+``(run, path)`` in ``streams``, so the unique constraint ``uq_process_instances_attempt`` on
+``(run_ref, stream_ref, task_id, map_index, process, try_number, resubmit)`` is that identity:
+writing the same record twice updates the row instead of adding one. ``latest`` marks the latest
+attempt of each instance (the highest ``(try_number, resubmit)``); the writer keeps it right in the
+same transaction, so that the status table (which counts latest attempts) reads one small index
+instead of ranking a million attempts.
 
 Times are stored without a time zone, as SLURM prints them (the cluster's local time); aware
 datetimes are converted to UTC first. This module is the model the migrations in
@@ -128,6 +130,8 @@ process_instances = sa.Table(
     sa.Column("map_index", sa.Integer, nullable=False),
     sa.Column("process", sa.Text, nullable=False),
     sa.Column("try_number", sa.Integer, nullable=False),
+    # The SLURM job of the try: 0, then 1, 2 for its resubmissions after node failures.
+    sa.Column("resubmit", sa.Integer, nullable=False, server_default="0"),
     sa.Column("task", sa.Text, nullable=False),
     sa.Column("version", sa.Text, nullable=False),
     sa.Column("process_type", sa.Text, nullable=False),
@@ -155,7 +159,7 @@ process_instances = sa.Table(
     sa.Column("rerun_reason", sa.Text, nullable=True),
     sa.Column("extra", DB_JSON, nullable=True),
     sa.Column("recorded_at", HistoryDateTime, nullable=False),
-    # True when no later attempt (higher try_number) of the same process instance is recorded.
+    # True when no later attempt (higher (try_number, resubmit)) of the same process instance is recorded.
     sa.Column("latest", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.UniqueConstraint(
         "run_ref",
@@ -164,6 +168,7 @@ process_instances = sa.Table(
         "map_index",
         "process",
         "try_number",
+        "resubmit",
         name="uq_process_instances_attempt",
     ),
 )

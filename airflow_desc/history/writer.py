@@ -26,7 +26,7 @@ from airflow_desc.history.engine import (
     schema_revision,
     upgrade_schema,
 )
-from airflow_desc.history.records import ProcessRecord, RerunRequest
+from airflow_desc.history.records import AttemptKey, ProcessRecord, RerunRequest
 from airflow_desc.history.schema import process_instances, rerun_requests, runs, streams, workflows
 
 __all__ = ["HistoryStore", "dedupe"]
@@ -35,14 +35,15 @@ __all__ = ["HistoryStore", "dedupe"]
 _IN_CHUNK = 500
 _INSERT_CHUNK = 1000
 
-_KEY_COLUMNS = ("run_ref", "stream_ref", "task_id", "map_index", "process", "try_number")
-_INSTANCE_COLUMNS = _KEY_COLUMNS[:-1]
+_KEY_COLUMNS = ("run_ref", "stream_ref", "task_id", "map_index", "process", "try_number", "resubmit")
+_INSTANCE_COLUMNS = _KEY_COLUMNS[:-2]
 # ProcessRecord fields stored as process_instances columns of the same name.
 _RECORD_COLUMNS = (
     "task_id",
     "map_index",
     "process",
     "try_number",
+    "resubmit",
     "task",
     "version",
     "process_type",
@@ -101,7 +102,7 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 def dedupe(records: Iterable[ProcessRecord]) -> list[ProcessRecord]:
     """Keep the last record of each key, in first-seen order (one statement may not hit a row twice)."""
-    latest: dict[tuple[str, str, str, int, str, str, int], ProcessRecord] = {}
+    latest: dict[AttemptKey, ProcessRecord] = {}
     for record in records:
         latest[record.key()] = record
     return list(latest.values())
@@ -393,8 +394,9 @@ class HistoryStore:
 def _relatch_latest() -> sa.Update:
     """Set ``latest`` on every attempt of the instances of the rows ``:ids`` (only where it changes).
 
-    A new attempt supersedes the earlier ones; an earlier attempt arriving late (from a spool) is
-    itself superseded. Set-based, so that a batch costs a few statements on both databases.
+    Attempts are ordered by ``(try_number, resubmit)``. A new attempt supersedes the earlier ones;
+    an earlier attempt arriving late (from a spool) is itself superseded. Set-based, so that a batch
+    costs a few statements on both databases.
     """
     pi = process_instances
     written, sibling, other = pi.alias("written"), pi.alias("sibling"), pi.alias("other")
@@ -406,7 +408,10 @@ def _relatch_latest() -> sa.Update:
     )
     is_latest = ~sa.exists().where(
         *(getattr(other.c, k) == getattr(pi.c, k) for k in _INSTANCE_COLUMNS),
-        other.c.try_number > pi.c.try_number,
+        sa.or_(
+            other.c.try_number > pi.c.try_number,
+            sa.and_(other.c.try_number == pi.c.try_number, other.c.resubmit > pi.c.resubmit),
+        ),
     )
     return sa.update(pi).where(pi.c.id.in_(siblings), pi.c.latest != is_latest).values(latest=is_latest)
 

@@ -1,12 +1,14 @@
 """What a single job's try records and returns (no Airflow): its history record and its XCom summary.
 
 :func:`job_record` is the job's :class:`~airflow_desc.history.ProcessRecord`, with the sacct rows
-it was read from and the jobs the same try lost to node failures before it; :func:`job_summary`
+it was read from and the jobs the same try lost to node failures before it (each of those an
+attempt of its own: the record's ``resubmit`` is how many); :func:`job_summary`
 is what the task returns (and pushes as ``slurm_summary`` when it fails).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -49,14 +51,15 @@ def job_record(
         "accounting": accounting_to_payload(accounting)["rows"],
         "adopted": adopted,
     }
-    # Jobs of this try lost to node failures before this one: one history row per try keeps them here.
+    # Jobs of this try lost to node failures before this one: each has its own attempt row (this
+    # job's ``resubmit`` counts them), and this one names them.
     earlier = [
         f for f in (state or {}).get("node_failures") or []
         if isinstance(f, Mapping) and f.get("try") == job_try and f.get("job_id") != accounting.job_id
     ]  # fmt: skip
     if earlier:
         extra["node_failures"] = earlier
-    return identity.of_job(
+    record = identity.of_job(
         accounting,
         diagnosis,
         cluster=cluster,
@@ -64,6 +67,7 @@ def job_record(
         job_uid=owner_uid,
         extra=extra,
     )
+    return dataclasses.replace(record, resubmit=len(earlier))
 
 
 def job_summary(

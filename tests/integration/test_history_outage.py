@@ -240,3 +240,50 @@ def test_a_frozen_history_does_not_hold_up_the_pollers_state_write(
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT state FROM slurm_job_states").scalar_one() == "COMPLETED"
     store.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_migration_0004_keeps_the_recorded_attempts_as_the_first_job_of_their_try(
+    backend: str, postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from airflow_desc.history.engine import VERSION_TABLE, _alembic_config
+    from airflow_desc.history.queries import process_instances
+    from airflow_desc.history.schema import metadata
+
+    url = postgres.url() if backend == "postgresql" else f"sqlite:///{tmp_path / 'history.db'}"
+    store = HistoryStore(url)
+    store.upgrade("0003")
+    with store.engine.begin() as conn:  # an attempt as 0003 stored it, before resubmit existed
+        conn.exec_driver_sql("INSERT INTO workflows (name, variant, version) VALUES ('w', '', '')")
+        conn.exec_driver_sql(
+            "INSERT INTO runs (workflow_ref, dag_id, run_id, created_at) "
+            "VALUES (1, 'dc1', 'run1', '2026-01-01')"
+        )
+        conn.exec_driver_sql("INSERT INTO streams (run_ref, path) VALUES (1, 's=nf')")
+        conn.exec_driver_sql(
+            "INSERT INTO process_instances (workflow_ref, run_ref, stream_ref, task_id, map_index, process, "
+            "try_number, task, version, process_type, state, slurm_state, recorded_at) VALUES "
+            "(1, 1, 1, 't', -1, 'p', 1, 'w', '', 'batch', 'terminated', 'NODE_FAIL', '2026-01-01')"
+        )
+    store.upgrade()
+    assert store.current_revision() == "0004"
+    with store.engine.connect() as conn:
+        opts = {"version_table": VERSION_TABLE, "compare_type": True}
+        assert compare_metadata(MigrationContext.configure(conn, opts=opts), metadata) == []
+    resubmitted = rec("s=nf", dag_id="dc1", run_id="run1", task_id="t", map_index=-1, process="p",
+                      workflow="w", task="w", version="", resubmit=1)  # fmt: skip
+    store.record([resubmitted])  # the try's next job: a row of its own, the latest
+    frame = process_instances(store.engine)
+    assert sorted(zip(frame["resubmit"], frame["state"], strict=True)) == [(0, "terminated"), (1, "success")]
+    assert list(process_instances(store.engine, latest_only=True)["resubmit"]) == [1]
+    config = _alembic_config()
+    with store.engine.begin() as conn:  # and back: the try keeps its last job
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0003")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT state FROM process_instances").scalars().all() == ["success"]
+    store.dispose()

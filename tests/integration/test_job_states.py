@@ -37,7 +37,7 @@ def records(path: pathlib.Path) -> list[ProcessRecord]:
 
 
 def attempts(path: pathlib.Path) -> list[ProcessRecord]:
-    """Every record as it was written, in order (``records`` keeps the last write of each try)."""
+    """Every record as it was written, in order (``records`` keeps the last write of each attempt)."""
     return [
         ProcessRecord.from_json(json.loads(line)) for line in path.read_text().splitlines() if line.strip()
     ]
@@ -179,10 +179,14 @@ def test_a_node_failure_reruns_on_the_other_node_within_the_try(
     assert f"scontrol update nodename={failed} state=resume" in (lost.message or "")
     assert done.state == "success" and done.job_id != lost.job_id
     assert f"excluding {failed}" in run.output.read_text(), run.log()
-    # The history keeps one row per try (the latest write): the success, naming the lost job.
-    [row] = records(run.history)
-    assert row.job_id == done.job_id
-    assert [f["job_id"] for f in row.extra["node_failures"]] == [lost.job_id]
+    # Each SLURM job of the try is an attempt of its own: the node-failed one (resubmit 0), then the
+    # success (resubmit 1, the latest), which names the lost job.
+    rows = sorted(records(run.history), key=lambda r: r.attempt())
+    assert [(r.try_number, r.resubmit, r.job_id, r.state) for r in rows] == [
+        (1, 0, lost.job_id, "terminated"),
+        (1, 1, done.job_id, "success"),
+    ]
+    assert [f["job_id"] for f in rows[1].extra["node_failures"]] == [lost.job_id]
 
 
 @pytest.mark.serial

@@ -312,7 +312,10 @@ def test_status_table_unknown_names(store: HistoryStore, filters: dict[str, Any]
 
 
 def test_status_table_agrees_with_a_recount_of_random_histories(tmp_path: Path) -> None:
-    """Attempts written in random order, batches and rewrites: the latest flag never drifts."""
+    """Attempts written in random order, batches and rewrites: the latest flag never drifts.
+
+    Some tries resubmitted their job after node failures: (try, resubmit) orders the attempts.
+    """
     rng = random.Random(7)
     s = HistoryStore(f"sqlite:///{tmp_path / 'h.db'}")
     final: dict[tuple[Any, ...], ProcessRecord] = {}
@@ -322,10 +325,12 @@ def test_status_table_agrees_with_a_recount_of_random_histories(tmp_path: Path) 
         process = rng.choice(["processEimage", "imageDifference", "setupEimageSensors"])
         run_id = rng.choice(["run1", "run2", "run3"])
         for try_number in range(1, rng.choice([1, 1, 1, 2, 3]) + 1):
-            for _ in range(rng.choice([1, 1, 2])):  # some attempts are written twice, changed
-                r = rec(stream, rng.choice(["success", "failed", "terminated", "skipped", "running"]),
-                        try_number, process=process, run_id=run_id, hours=rng.uniform(0, 100))  # fmt: skip
-                pending.append(r)
+            for resubmit in range(rng.choice([1, 1, 1, 2, 3])):
+                for _ in range(rng.choice([1, 1, 2])):  # some attempts are written twice, changed
+                    r = rec(stream, rng.choice(["success", "failed", "terminated", "skipped", "running"]),
+                            try_number, process=process, run_id=run_id, hours=rng.uniform(0, 100),
+                            resubmit=resubmit)  # fmt: skip
+                    pending.append(r)
     rng.shuffle(pending)
     while pending:
         batch, pending = pending[: rng.randint(1, 40)], pending[rng.randint(1, 40) :]
@@ -336,9 +341,9 @@ def test_status_table_agrees_with_a_recount_of_random_histories(tmp_path: Path) 
     attempts: collections.Counter[tuple[str, str]] = collections.Counter()
     by_instance: dict[tuple[Any, ...], list[ProcessRecord]] = collections.defaultdict(list)
     for r in final.values():
-        by_instance[r.key()[:-1]].append(r)
+        by_instance[r.key()[:-2]].append(r)
     for tries in by_instance.values():
-        last = max(tries, key=lambda r: r.try_number)
+        last = max(tries, key=lambda r: r.attempt())
         expected[(last.process, last.state)] += 1
         attempts[(last.process, last.state)] += len(tries)
     want = {k: (expected[k], attempts[k]) for k in expected}
@@ -414,3 +419,20 @@ def test_queries_refuse_filters_they_cannot_apply(store: HistoryStore) -> None:
 
 def test_dag_ids_of_ignores_the_time_window(store: HistoryStore) -> None:
     assert dag_ids_of(store.engine, HistoryFilter(until=T0 - timedelta(days=1))) == dag_ids_of(store.engine)
+
+
+def test_a_tries_node_failed_job_is_an_attempt_of_its_own_and_the_resubmission_is_latest(
+    store: HistoryStore,
+) -> None:
+    lost = rec("s=nf", "terminated", 2, resubmit=0, slurm_state="NODE_FAIL", reason="node-failure")
+    again = rec("s=nf", "success", 2, resubmit=1)
+    first = rec("s=nf", "failed", 1)
+    store.record([again])
+    store.record([lost, first])  # the earlier attempts arrive late (from a spool): still superseded
+    frame = process_instances(store.engine, HistoryFilter(stream_glob="s=nf"))
+    got = sorted(zip(frame["try_number"], frame["resubmit"], frame["state"], strict=True))
+    assert got == [(1, 0, "failed"), (2, 0, "terminated"), (2, 1, "success")]
+    latest = process_instances(store.engine, HistoryFilter(stream_glob="s=nf"), latest_only=True)
+    assert list(zip(latest["try_number"], latest["resubmit"], strict=True)) == [(2, 1)]
+    assert [r.key()[-2:] for r in (first, lost, again)] == [(1, 0), (2, 0), (2, 1)]
+    assert sorted([again, first, lost], key=ProcessRecord.attempt) == [first, lost, again]

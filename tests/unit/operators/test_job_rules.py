@@ -208,9 +208,14 @@ def test_node_failures_spend_a_retry_only_after_the_resubmissions(hook: Recordin
     with pytest.raises(SlurmJobFailed):
         op.execute_complete(ctx, event(job(f"{job_id}|{TRY2}|NODE_FAIL|0:0|pm-n1")))
     assert len(submitted) == NODE_FAILURE_RESUBMITS
-    # One history row per try: the last job's record keeps the earlier failed jobs of the try.
-    last = records(op)[-1]
-    assert [f["job_id"] for f in last.extra["node_failures"]] == ["900", "901"]
+    # Each SLURM job of the try is an attempt of its own (resubmit 0, 1, 2), all Terminated /
+    # NODE_FAIL; the last one names the try's earlier failed jobs.
+    recorded = records(op)
+    assert [(r.try_number, r.resubmit, r.job_id, r.state, r.slurm_state) for r in recorded] == [
+        (2, i, f"{900 + i}", "terminated", "NODE_FAIL") for i in range(NODE_FAILURE_RESUBMITS + 1)
+    ]
+    assert len({r.key() for r in recorded}) == len(recorded)  # none overwrites another
+    assert [f["job_id"] for f in recorded[-1].extra["node_failures"]] == ["900", "901"]
 
 
 def test_a_vanished_job_says_its_drained_node_plainly(hook: RecordingHook) -> None:
