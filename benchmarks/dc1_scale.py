@@ -419,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     if "DESC_SITE_AIRFLOW_DB_URI" not in os.environ:
         print("the site's environment is missing: source /var/lib/airflow-desc-site/env.sh first")
         return 2
+    # Stopped (TERM, or INT from a background shell, which ignores it): stop the deployment all the same.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     root = pathlib.Path(args.root or tempfile.mkdtemp(prefix="dc1scale-")).resolve()
     dags = root / "dags"
     spec = write_dags(dags, args.scale, args.payload_cpu, args.payload_memory)
