@@ -212,22 +212,34 @@ def trigger_runs(af: Deployment, confs: list[dict[str, Any]], tag: str) -> list[
 
 
 class Progress:
-    """The predicate of the wait: True once every run ended; prints a line a minute meanwhile."""
+    """The predicate of the wait: True once every run ended; prints a line a minute meanwhile.
+
+    Each call samples the task instances' states; :attr:`state_seconds` adds up, per state, task
+    instances x seconds between samples: where the task instances' time went (waiting for the
+    scheduler and an executor slot in ``scheduled`` / ``queued``, in a worker in ``running``, in
+    the triggerer in ``deferred``).
+    """
 
     def __init__(self, af: Deployment, run_ids: list[str], t0: float) -> None:
         self.af, self.run_ids, self.t0 = af, run_ids, t0
         self.next_line = t0
+        self.last_sample: float | None = None
+        self.state_seconds: collections.Counter[str] = collections.Counter()
 
     def __call__(self) -> bool:
         states = dict(self.af.sql("SELECT run_id, state FROM dag_run WHERE dag_id = %s", DAG_ID))
         ended = sum(states.get(r) in ("success", "failed") for r in self.run_ids)
         now = time.monotonic()
+        tis = self.af.sql(
+            "SELECT coalesce(state, 'none'), count(*) FROM task_instance WHERE dag_id = %s GROUP BY 1", DAG_ID
+        )
+        if self.last_sample is not None:
+            for state, count in tis:
+                if state in ("scheduled", "queued", "running", "deferred", "up_for_retry"):
+                    self.state_seconds[state] += count * (now - self.last_sample)
+        self.last_sample = now
         if now >= self.next_line or ended == len(self.run_ids):
             self.next_line = now + 60
-            tis = self.af.sql(
-                "SELECT coalesce(state, 'none'), count(*) FROM task_instance WHERE dag_id = %s GROUP BY 1",
-                DAG_ID,
-            )
             recorded = self.af.history.sql("SELECT count(*) FROM process_instances WHERE latest")[0][0]
             counts = ", ".join(f"{s} {n}" for s, n in sorted(tis))
             print(
@@ -273,24 +285,19 @@ def sacct_jobs(af: Deployment, since: datetime) -> int:
     return count
 
 
-def time_profile(af: Deployment) -> list[tuple[str, int, float, float]]:
-    """Per kind of task: task instances, their seconds queued (scheduled -> started) and running."""
+def time_profile(af: Deployment) -> list[tuple[str, int, float]]:
+    """Per kind of task: task instances, and their seconds from first start to end (deferral included)."""
     rows = af.sql(
-        "SELECT task_id, operator, "
-        "extract(epoch FROM (start_date - coalesce(queued_dttm, start_date))), "
-        "extract(epoch FROM (end_date - start_date)) "
+        "SELECT task_id, operator, extract(epoch FROM (end_date - start_date)) "
         "FROM task_instance WHERE dag_id = %s AND start_date IS NOT NULL AND end_date IS NOT NULL",
         DAG_ID,
     )
-    kinds: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0])
-    for task_id, operator, queued, running in rows:
-        kind = str(operator or "?")
-        if task_id.endswith(".bundle"):
-            kind += " (bundle)"
+    kinds: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0])
+    for task_id, operator, seconds in rows:
+        kind = str(operator or "?") + (" (bundle)" if task_id.endswith(".bundle") else "")
         kinds[kind][0] += 1
-        kinds[kind][1] += float(queued or 0)
-        kinds[kind][2] += float(running or 0)
-    return sorted(((k, int(v[0]), v[1], v[2]) for k, v in kinds.items()), key=lambda r: -r[3])
+        kinds[kind][1] += float(seconds or 0)
+    return sorted(((k, int(v[0]), v[1]) for k, v in kinds.items()), key=lambda r: -r[2])
 
 
 def status_totals(af: Deployment) -> tuple[dict[str, int], list[dict[str, Any]]]:
@@ -346,8 +353,10 @@ def report(
     wall_s: float,
     cpu: Mapping[str, float],
     since: datetime,
+    state_seconds: Mapping[str, float],
 ) -> int:
     by_state, attempts, jobs = history_counts(af)
+    totals, rows = status_totals(af)  # right after: a live history changes meanwhile
     instances = sum(by_state.values())
     task_instances = int(af.sql("SELECT count(*) FROM task_instance WHERE dag_id = %s", DAG_ID)[0][0])
     run_states = collections.Counter(
@@ -376,15 +385,17 @@ def report(
         f"{1000 * overhead / instances if instances else 0:.1f} ms / process instance "
         f"(all components: {1000 * everything / instances if instances else 0:.1f} ms)"
     )
-    print("  where the task instances' time went (sums over task instances):")
-    print(f"    {'operator':<32} {'TIs':>6} {'queued s':>10} {'running s':>10}")
-    for kind, count, queued, running in time_profile(af):
-        print(f"    {kind:<32} {count:>6} {queued:>10.0f} {running:>10.0f}")
+    print("  where the task instances' time went: TI-seconds per state, sampled every 5 s")
+    busy = sum(state_seconds.values())
+    for state, seconds in sorted(state_seconds.items(), key=lambda item: -item[1]):
+        print(f"    {state:<14} {seconds:10.0f} TI-s  {100 * seconds / busy if busy else 0:5.1f} %")
+    print(f"    {'operator':<32} {'TIs':>6} {'start->end s':>12} {'mean s':>7}")
+    for kind, count, seconds in time_profile(af):
+        print(f"    {kind:<32} {count:>6} {seconds:>12.0f} {seconds / count:>7.1f}")
     if wall_s > 3600:
         print("  (over an hour: see the profile above, and the scheduler's log in "
               f"{af.components['scheduler'].log})")  # fmt: skip
 
-    totals, rows = status_totals(af)
     print("  level 1 / level 2 beside DC1's status table (scaled to these runs; stochastic):")
     print(f"    {'task':<28} {'process':<30} {'ours':>7} {'DC1 x f':>8} {'ours ok%':>8} {'DC1 ok%':>8}")
     for task, process, ours, theirs, ok, dc1_ok in level_proportions(rows, spec, args.scale, args.runs):
@@ -442,15 +453,16 @@ def main(argv: list[str] | None = None) -> int:
         run_ids = trigger_runs(af, [run_conf(i, args.scale) for i in range(args.runs)], tag)
         print(f"[dc1] triggered {len(run_ids)} run(s) of {DAG_ID} through the REST API", flush=True)
         ended = True
+        progress = Progress(af, run_ids, t0)
         try:
-            wait_for(Progress(af, run_ids, t0), timeout=args.timeout, what="every run ends", interval=5)
+            wait_for(progress, timeout=args.timeout, what="every run ends", interval=5)
         except AssertionError as e:
             print(f"[dc1] {e}: what was done so far follows")
             ended = False
         wall = time.monotonic() - t0
         cpu1 = component_cpu(af)
         cpu = {n: cpu1[n] - cpu0.get(n, 0.0) for n in cpu1}
-        rc = report(af, args, spec, wall, cpu, since)
+        rc = report(af, args, spec, wall, cpu, since, progress.state_seconds)
         if not ended:
             print(f"[dc1] NOT FINISHED: the runs had not all ended after --timeout {args.timeout:g} s")
             rc = 1
