@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from airflow_desc.plugins import listener, pools
+from airflow_desc.plugins import defer_race, listener, pools
 from airflow_desc.timetables import SurveyYearTimetable
 
 
@@ -15,11 +15,13 @@ class DescPlugin(AirflowPlugin):
       and a "DESC status" entry in the UI's navigation;
     * the listener that records script processes (:mod:`airflow_desc.plugins.listener`);
     * the listener that creates a starting run's missing cluster pools (:mod:`airflow_desc.plugins.pools`);
+    * the listener that installs, in the scheduler, the guard against Airflow's resume-after-defer race
+      (:mod:`airflow_desc.plugins.defer_race`);
     * :class:`~airflow_desc.timetables.SurveyYearTimetable`.
     """
 
     name = "airflow_desc"
-    listeners = [listener, pools]
+    listeners = [listener, pools, defer_race]
     # DAGs scheduled by a custom timetable only serialize if a plugin registers its class.
     timetables = [SurveyYearTimetable]
 
