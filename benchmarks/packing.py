@@ -109,6 +109,13 @@ class PeerResult:
     def utilisation(self) -> float:
         return self.cpu_s / (self.alloc_cpus * self.elapsed_s) if self.elapsed_s else 0.0
 
+    @property
+    def of_free(self) -> float | None:
+        """Utilisation of what the other work left: CPU s / ((cpus - others) x Elapsed)."""
+        if self.others is None or not self.elapsed_s or self.others >= self.alloc_cpus:
+            return None
+        return self.cpu_s / ((self.alloc_cpus - self.others) * self.elapsed_s)
+
 
 class MachineLoad:
     """Samples of this machine's busy CPU time (/proc/stat): the site's nodes run here, beside other work.
@@ -402,12 +409,14 @@ def peer_suite(args: argparse.Namespace, hook: SlurmHook, profile: ClusterProfil
     print()
     print(
         f"{'mix':<4} {'runner':<7} {'job':>12} {'tasks':>5} {'failed':>6} {'CPU s':>7} {'cpus':>4} "
-        f"{'Elapsed':>7} {'util':>6} {'ratio':>6} {'accounted':>9} {'->first':>7} {'last->':>6} {'others':>6}"
+        f"{'Elapsed':>7} {'util':>6} {'ratio':>6} {'accounted':>9} {'->first':>7} {'last->':>6}"
+        f" {'others':>6} {'of free':>7}"
     )
     print(
         "util = CPU s / (cpus x sacct Elapsed); ratio = util / Parsl's; accounted = history records with "
         "CPU, wall and MaxRSS; ->first = allocation start to first instance start, last-> = last instance "
-        "end to allocation end (s, against sacct's whole seconds); others = cores busy otherwise"
+        "end to allocation end (s, against sacct's whole seconds); others = cores busy otherwise; "
+        "of free = CPU s / ((cpus - others) x Elapsed)"
     )
     ok = True
     for mix in mixes:
@@ -421,6 +430,7 @@ def peer_suite(args: argparse.Namespace, hook: SlurmHook, profile: ClusterProfil
                 f"{r.alloc_cpus:>4} {r.elapsed_s:>7.0f} {r.utilisation:>6.1%} {ratio} {accounted:>9} "
                 f"{r.first_start_s or 0:>7.2f} {r.last_end_s or 0:>6.2f} "
                 + (f"{r.others:>6.2f}" if r.others is not None else f"{'-':>6}")
+                + (f" {r.of_free:>7.1%}" if r.of_free is not None else f" {'-':>7}")
             )
         ours = [r for r in rows if r.runner != "parsl"]
         if not ours:
