@@ -72,7 +72,7 @@ demo: venv site-up
 	source $(SITE_ENV) && $(BIN)/python -m airflow_desc.demo --out out/demo
 
 # Each benchmark holds the site (other users of the lock wait) and runs even when one before it missed
-# its target; the target fails at the end, naming those that missed. benchmarks/packing.py: ~8 min.
+# its target; the target fails at the end, naming those that missed. benchmarks/packing.py: ~10 min.
 bench: venv site-up
 	source $(SITE_ENV) && missed=""; for b in benchmarks/*.py; do echo "== $$b"; \
 		flock -x /tmp/desc-site.lock $(BIN)/python $$b || missed="$$missed $$b"; done; \

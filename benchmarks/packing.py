@@ -6,7 +6,7 @@ Run by ``make bench`` (never by ``make test``) against the local site, holding t
     flock -x /tmp/desc-site.lock .venv/bin/python benchmarks/packing.py \
         [--mixes u15,1s] [--launchers srun,direct] [--peer parsl|none] [--node pm-n1] [--order auto]
 
-**The peer suite** (the default, ~8 min): the mixes of issue #13, each task burning CPU
+**The peer suite** (the default, ~10 min): the mixes of issue #13, each task burning CPU
 (``airflow_desc/emulate/payload.py --cpu-seconds S``, 1 CPU):
 
 * ``u15``: 60 tasks of U(1, 5) s (seed 42: 168 CPU-s, at best 84 s on a 2-core node);
