@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import threading
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,7 @@ __all__ = [
     "open_history",
     "process_state",
     "spool_dir",
+    "typical_elapsed_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -224,6 +227,28 @@ def latest_records_of_run(dag_id: str, run_id: str) -> list[ProcessRecord]:
         *("task", "version", "variant", "stream", "process_type", "cluster", "job_id", "reason", "message"),
     )
     return [ProcessRecord(**{name: _plain(row[name]) for name in wanted}) for row in frame.to_dict("records")]
+
+
+def typical_elapsed_of(processes: Collection[str], *, workflow: str | None = None) -> dict[str, float]:
+    """Return the median wall clock (s) of each process's recent successful attempts, where records go.
+
+    Read where :func:`default_recorder` writes: the ``DESC_HISTORY_JSONL`` file, else the configured
+    history store (:func:`~airflow_desc.history.queries.typical_elapsed`). A process never recorded
+    as successful is left out.
+
+    :raises HistoryUnavailable: when the history store cannot be reached.
+    """
+    path = os.environ.get("DESC_HISTORY_JSONL")
+    if path:
+        by_process: dict[str, list[float]] = {}
+        for r in JsonLinesRecorder(path).read():
+            if r.process in processes and r.state == "success" and r.elapsed_s is not None:
+                if workflow is None or r.workflow == workflow:
+                    by_process.setdefault(r.process, []).append(float(r.elapsed_s))
+        return {p: statistics.median(v[-200:]) for p, v in by_process.items()}
+    from airflow_desc.history.queries import typical_elapsed
+
+    return typical_elapsed(default_history_store().engine, processes, workflow=workflow)
 
 
 def latest_attempts_of(records: list[ProcessRecord]) -> list[ProcessRecord]:

@@ -42,6 +42,7 @@ __all__ = [
     "process_names",
     "process_usage",
     "status_counts",
+    "typical_elapsed",
 ]
 
 #: The columns of :func:`process_instances`: the :class:`ProcessRecord` fields, then ``run_conf``.
@@ -469,6 +470,42 @@ def _status_counts_window(engine: Engine, selection: HistoryFilter | None = None
         )
         rows = _tuples(conn.execute(query))
     return _status_frame(rows)
+
+
+def typical_elapsed(
+    engine: Engine, processes: Collection[str], *, workflow: str | None = None, sample: int = 200
+) -> dict[str, float]:
+    """Return the median wall clock of each process's most recent successful attempts, in seconds.
+
+    What a bundle's pilot orders by (``estimate_s``: longest first). One indexed query per process
+    (``ix_process_instances_process``: the newest ``sample`` successes by end time).
+
+    :param engine: the history store's engine.
+    :param processes: the process names.
+    :param workflow: only attempts of this workflow (top-level task name); ``None``: any.
+    :param sample: how many of the newest successful attempts make the median.
+    :return: seconds by process name; a process with no successful attempt is left out.
+    """
+    found: dict[str, float] = {}
+    with engine.connect() as conn:
+        for process in sorted(set(processes)):
+            query = sa.select(pi.c.elapsed_s).where(
+                pi.c.process == process, pi.c.state == "success", pi.c.elapsed_s.is_not(None)
+            )
+            if workflow is not None:
+                query = query.where(
+                    pi.c.workflow_ref.in_(sa.select(workflows.c.id).where(workflows.c.name == workflow))
+                )
+            rows = (
+                conn.execute(query.order_by(pi.c.end_time.desc().nulls_last()).limit(sample)).scalars().all()
+            )
+            values = sorted(float(v) for v in rows)
+            if values:
+                middle = len(values) // 2
+                found[process] = (
+                    values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+                )
+    return found
 
 
 def process_usage(

@@ -7,8 +7,8 @@ with the cluster's ``python3``; nothing is installed on the cluster. Usage::
                         [--logs-dir DIR] [--cores N] [--memory-mb M] [--skip-done R_prev.jsonl]
 
 The manifest lists the process instances (``id``, ``stream``, ``process``, ``command``, ``cpus``,
-``memory_mb``, optional ``walltime_s``, ``depends_on`` and ``after``). Two kinds of upstream, as in
-the workflow spec:
+``memory_mb``, optional ``walltime_s``, ``estimate_s``, ``depends_on`` and ``after``). Two kinds
+of upstream, as in the workflow spec:
 
 ``depends_on``
     must succeed: an instance one of whose ``depends_on`` upstreams did not succeed (failed,
@@ -19,10 +19,14 @@ the workflow spec:
 An id in both lists counts as ``depends_on``. An instance starts when every upstream of either kind
 has ended (and those it depends on succeeded) and its cpus and memory are free.
 
-Scheduling: greedy list scheduling. Among the ready instances the one heading the longest chain
-of dependents goes first (a visit before its sensors' siblings, so the ready pool never runs
-dry), then the biggest (first-fit decreasing packs cores best), then manifest order; smaller
-instances backfill cores the first in line cannot use, until it has waited ``--reserve-after`` s.
+Scheduling: greedy list scheduling (:func:`ready_key`). Among the ready instances the one heading
+the longest chain of dependents goes first (a visit before its sensors' siblings, so the ready
+pool never runs dry), then the biggest (first-fit decreasing packs cores best), then the longest
+by ``estimate_s`` (what earlier runs took: longest-first leaves no long instance for the end,
+when one core would run it while the others idle), then manifest order; smaller instances
+backfill cores the first in line cannot use, until it has waited ``--reserve-after`` s. A core
+that frees is given its next instance before the ended one is recorded (the record's ``fsync``
+is not spent with the core idle).
 
 Launchers:
 
@@ -161,6 +165,7 @@ class Instance:
     walltime_s: float | None
     depends_on: tuple[str, ...]  # must succeed
     after: tuple[str, ...] = ()  # waited for whatever their end state
+    estimate_s: float | None = None  # how long it is expected to run (from earlier runs), for ordering
     children: list[int] = field(default_factory=list)
     height: int = 0  # longest chain of dependents below it: the critical path it starts
     waiting_on: int = 0  # dependencies not finished yet
@@ -195,6 +200,7 @@ def _instance(index: int, raw: Any) -> Instance:
     cpus = _field(raw, "cpus", where, (int,), 1)
     memory = _field(raw, "memory_mb", where, (int,), None)
     walltime = _field(raw, "walltime_s", where, (int, float), None)
+    estimate = _field(raw, "estimate_s", where, (int, float), None)
     deps = _field(raw, "depends_on", where, (list,), [])
     after = _field(raw, "after", where, (list,), [])
     if cpus < 1:
@@ -203,6 +209,8 @@ def _instance(index: int, raw: Any) -> Instance:
         raise ManifestError(f"{where}: memory_mb={memory} must be at least 1 (srun --mem=0 means all of it)")
     if walltime is not None and walltime <= 0:
         raise ManifestError(f"{where}: walltime_s={walltime} must be positive")
+    if estimate is not None and not estimate >= 0:
+        raise ManifestError(f"{where}: estimate_s={estimate} must be 0 or more seconds (or left out)")
     for name, ids in (("depends_on", deps), ("after", after)):
         if not all(isinstance(d, str) and d for d in ids):
             raise ManifestError(f"{where}: {name} must be a list of instance ids")
@@ -218,6 +226,7 @@ def _instance(index: int, raw: Any) -> Instance:
         walltime_s=None if walltime is None else float(walltime),
         depends_on=tuple(deps),
         after=tuple(a for a in dict.fromkeys(after) if a not in deps),  # depends_on is the stronger
+        estimate_s=None if estimate is None else float(estimate),
     )
 
 
@@ -289,6 +298,15 @@ def _name_logs(instances: list[Instance]) -> None:
             name = f"{name}-{inst.index}"
         used.add(name)
         inst.log_name = name
+
+
+def ready_key(inst: Instance) -> tuple[int, int, int, float, int]:
+    """Return the key that orders ready instances: the smallest starts first.
+
+    The longest chain of dependents, then the most cpus, then the most memory, then the longest
+    ``estimate_s`` (unknown counts as 0), then the manifest order.
+    """
+    return (-inst.height, -inst.cpus, -(inst.memory_mb or 0), -(inst.estimate_s or 0.0), inst.index)
 
 
 def step_name(instance_id: str) -> str:
@@ -659,6 +677,8 @@ class Running:
     peak_rss: int = 0
     spawn_rss: int = 0
     oom_kills_before: int | None = None
+    end: str | None = None  # when it was reaped (set before it is recorded)
+    end_mono: float | None = None
 
 
 @dataclass
@@ -701,7 +721,7 @@ class Pilot:
             self._plan_binding(self.nodes[0])
         self.job_id = env.get("SLURM_JOB_ID")
         self.local_node = node_name()
-        self.ready: list[tuple[int, int, int, int]] = []  # heap of (-height, -cpus, -memory, index)
+        self.ready: list[tuple[int, int, int, float, int]] = []  # heap of ready_key(instance)
         self.running: dict[int, Running] = {}  # by pid
         self.stop_signal: int | None = None
         self.stopping = False
@@ -784,7 +804,7 @@ class Pilot:
                 self._queue(inst)
 
     def _queue(self, inst: Instance) -> None:
-        heapq.heappush(self.ready, (-inst.height, -inst.cpus, -(inst.memory_mb or 0), inst.index))
+        heapq.heappush(self.ready, ready_key(inst))
 
     def _release_dependents(self, inst: Instance) -> None:
         finished = [inst]  # a worklist, not recursion: a skip can cascade down a long chain
@@ -809,16 +829,17 @@ class Pilot:
     def _launch(self) -> None:
         """Start ready instances while cores are free.
 
-        Order: the longest chain of dependents first (a visit before its sensors' siblings, so the
-        ready pool never runs dry), then the biggest (first-fit decreasing packs best), then the
-        manifest order. Smaller instances backfill the cores that the first instance in line
-        cannot use yet, unless it has waited ``--reserve-after`` seconds: then the cores drain until
-        it fits, so a big instance is never starved by a stream of small ones.
+        Order: :func:`ready_key`: the longest chain of dependents first (a visit before its sensors'
+        siblings, so the ready pool never runs dry), then the biggest (first-fit decreasing packs
+        best), then the longest expected, then the manifest order. Smaller instances backfill the
+        cores that the first instance in line cannot use yet, unless it has waited
+        ``--reserve-after`` seconds: then the cores drain until it fits, so a big instance is never
+        starved by a stream of small ones.
         """
-        passed_over: list[tuple[int, int, int, int]] = []
+        passed_over: list[tuple[int, int, int, float, int]] = []
         while self.ready and self.stop_signal is None and any(n.free_cores for n in self.nodes):
             key = heapq.heappop(self.ready)
-            inst = self.instances[key[3]]
+            inst = self.instances[key[-1]]
             node = next((n for n in self.nodes if n.fits(inst.cpus, self._memory_of(inst, n))), None)
             if node is not None:
                 inst.blocked_since = None
@@ -844,7 +865,7 @@ class Pilot:
         if self.launcher == "direct" and self.running:
             wake = min(wake, self.next_memory_poll)
         if self.ready:
-            inst = self.instances[self.ready[0][3]]
+            inst = self.instances[self.ready[0][-1]]
             reserve_at = None if inst.blocked_since is None else inst.blocked_since + self.opts.reserve_after
             if reserve_at is not None and reserve_at > now:  # once reserving, only an exit can help
                 wake = min(wake, reserve_at)
@@ -975,14 +996,19 @@ class Pilot:
         return argv
 
     def _reap(self) -> None:
-        """Collect every child that has ended, without blocking."""
+        """Collect every child that has ended, without blocking; start what fits, then record them.
+
+        The freed cores get their next instances first: writing a record (an ``fsync``) and reading
+        a step's result would otherwise be time the cores sit idle.
+        """
+        ended: list[tuple[Running, int, Any]] = []
         while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
-                return
+                break
             if info is None or not info.si_pid:
-                return
+                break
             pid = info.si_pid
             run = self.running.get(pid)
             if run is not None and self.launcher == "direct":
@@ -993,6 +1019,11 @@ class Pilot:
             if run is None:
                 continue
             del self.running[pid]
+            self._free(run)
+            ended.append((run, status, usage))
+        if ended and not self.stopping:
+            self._launch()
+        for run, status, usage in ended:
             exit_code, sig = decode_status(status)
             run.proc.returncode = -sig if sig is not None else exit_code  # Popen must not wait for it again
             self._finish(run, exit_code, sig, usage)
@@ -1113,15 +1144,22 @@ class Pilot:
         tail = f" ({reason}: {message})" if reason else ""
         print(f"{PREFIX} {state} {inst.id}{tail}", flush=True)
 
-    def _finish(self, run: Running, exit_code: int | None, sig: int | None, usage: Any) -> None:
-        inst, node = run.inst, run.node
-        node.free_cores += inst.cpus
+    @staticmethod
+    def _free(run: Running) -> None:
+        """Give an ended instance's cores and memory back, and note when it ended."""
+        run.end_mono, run.end = time.monotonic(), now_iso()
+        node = run.node
+        node.free_cores += run.inst.cpus
         node.free_memory_mb += run.memory_mb
         if node.free_cpu_ids is not None:
             node.free_cpu_ids = sorted(node.free_cpu_ids + run.cpu_ids)
-        elapsed = time.monotonic() - run.start_mono
+
+    def _finish(self, run: Running, exit_code: int | None, sig: int | None, usage: Any) -> None:
+        inst = run.inst
+        elapsed = (run.end_mono or time.monotonic()) - run.start_mono
         values: dict[str, Any] = {
             "start": run.start,
+            "end": run.end or now_iso(),
             "elapsed_s": round(elapsed, 3),
             "node": run.node.name or self.local_node,
             "log_path": run.log_path,

@@ -99,12 +99,15 @@ class PlannedInstance(PlannedProcess):
     :param depends_on: ids that must succeed first.
     :param after: ids it waits for whatever their end state.
     :param raised: its request as earlier tries raised it (see ``escalate_request``), if they did.
+    :param estimate_s: how long it is expected to run (its process's recent runs), if known: the
+        pilot starts the longest first.
     """
 
     command: str
     depends_on: list[str] = field(default_factory=list)
     after: list[str] = field(default_factory=list)
     raised: RaisedRequest | None = None
+    estimate_s: float | None = None
 
     @property
     def cpus(self) -> int:
@@ -143,6 +146,8 @@ class PlannedInstance(PlannedProcess):
             entry["memory_mb"] = self.memory_mb
         if self.walltime_s:
             entry["walltime_s"] = self.walltime_s
+        if self.estimate_s is not None:
+            entry["estimate_s"] = round(self.estimate_s, 3)
         return entry
 
 
@@ -182,6 +187,21 @@ class BundlePlan:
     def manifest(self, bundle: str) -> dict[str, Any]:
         """Return the pilot's manifest."""
         return {"bundle": bundle, "instances": [i.manifest_entry() for i in self.instances]}
+
+    def set_estimates(self, by_process: Mapping[str, float]) -> int:
+        """Give each batch instance its process's expected run time (s); return how many got one.
+
+        :param by_process: seconds by process name (e.g. the median of its recent successful runs);
+            a process not in it, or with a negative or non-finite value, keeps no estimate.
+        """
+        count = 0
+        for inst in self.instances:
+            value = by_process.get(inst.process.name)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            estimate = float(value) if number else math.nan  # type: ignore[arg-type]
+            inst.estimate_s = estimate if math.isfinite(estimate) and estimate >= 0 else None
+            count += inst.estimate_s is not None
+        return count
 
     def script(self, instance_id: str) -> PlannedScript | None:
         """Return the script instance of an id, if any."""

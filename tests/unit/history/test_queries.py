@@ -23,6 +23,7 @@ from airflow_desc.history.queries import (
     process_instances,
     process_usage,
     status_counts,
+    typical_elapsed,
 )
 
 T0 = datetime(2018, 1, 8, 8, 0, 0)
@@ -379,6 +380,21 @@ def test_process_usage_filters(store: HistoryStore) -> None:
     assert len(process_usage(store.engine, "processEimage", latest_only=True)) == 7
     assert usage(cluster="s3df") == 2
     assert usage(since=T0 + timedelta(hours=29)) == 4
+
+
+def test_typical_elapsed_is_the_median_of_the_newest_successes(tmp_path: Path) -> None:
+    store = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
+    runs = [rec(f"s={i}", elapsed_s=float(10 + i), hours=i) for i in range(7)]  # 10..16 s
+    runs += [rec("s=9", "failed", elapsed_s=999.0, hours=20)]  # failures say nothing of a success's length
+    runs += [rec("s=1", process="other", elapsed_s=3.0), rec("s=2", process="other", elapsed_s=4.0)]
+    runs += [rec("s=1", workflow="Twinkles", dag_id="tw", process="other", elapsed_s=100.0, hours=30)]
+    store.record(runs)
+    assert typical_elapsed(store.engine, ["processEimage", "other", "unknown"], workflow="DC1-DM12") == {
+        "processEimage": 13.0, "other": 3.5
+    }  # fmt: skip
+    assert typical_elapsed(store.engine, ["processEimage"], sample=2) == {"processEimage": 15.5}  # 15, 16
+    assert typical_elapsed(store.engine, ["other"]) == {"other": 4.0}  # any workflow: 3, 4, 100
+    store.dispose()
 
 
 def test_process_usage_of_an_unknown_process(store: HistoryStore) -> None:

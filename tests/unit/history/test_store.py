@@ -28,6 +28,7 @@ from airflow_desc.history import (
     SpoolingRecorder,
     default_recorder,
     open_history,
+    typical_elapsed_of,
 )
 from airflow_desc.history.engine import VERSION_TABLE, normalize_url
 from airflow_desc.history.schema import metadata, process_instances, runs, streams, workflows
@@ -324,6 +325,22 @@ def test_default_recorder_is_embedded_sqlite_under_airflow_home(airflow_home: Pa
     recorder.record([rec()])
     assert count(recorder.store) == 1
     assert default_recorder() is recorder  # one per process and configuration
+
+
+@pytest.mark.parametrize("where", ["jsonl", "sqlite"])
+def test_typical_run_times_come_from_where_records_go(
+    airflow_home: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    if where == "jsonl":
+        monkeypatch.setenv("DESC_HISTORY_JSONL", str(airflow_home / "h.jsonl"))
+    monkeypatch.setattr(history, "_stores", {})
+    default_recorder().record(
+        [rec(f"s={i}", elapsed_s=float(s)) for i, s in enumerate((4, 8, 6))]
+        + [rec("s=9", state="failed", elapsed_s=500.0), rec("s=1", process="x", elapsed_s=1.0)]
+    )
+    found = typical_elapsed_of(["processEimage", "x", "y"], workflow="DC1-DM12")
+    assert found == {"processEimage": 6.0, "x": 1.0}
+    assert typical_elapsed_of(["processEimage"], workflow="Twinkles") == {}
 
 
 @pytest.mark.parametrize("variable", ["DESC_HISTORY_CONN_ID", "AIRFLOW__DESC__HISTORY_CONN_ID"])

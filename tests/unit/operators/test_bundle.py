@@ -6,6 +6,7 @@ returns a records file as the pilot writes it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from airflow_desc.exceptions import SlurmJobFailed
-from airflow_desc.history import JsonLinesRecorder
+from airflow_desc.history import JsonLinesRecorder, ProcessRecord
 from airflow_desc.operators.bundle import SlurmBundleOperator
 from airflow_desc.operators.slurm import FinishedJob
 from airflow_desc.workflow.bundle_plan import bundle_command, plan_bundle
@@ -212,3 +213,28 @@ def test_a_job_counts_as_recorded_only_once_its_instances_are(
         "success": len(plan.instances) + len(plan.scripts)
     }
     assert store.values["slurm"]["recorded"] == ["901"]
+
+
+def test_the_manifest_gets_run_time_estimates_from_the_history(
+    pyramid: Any, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workflow, task = pyramid
+    name = workflow.graph(None).name
+    plan = plan_bundle(workflow, task, [{"visit": 1}], variables(workflow))
+    op = SlurmBundleOperator(
+        task_id="processVisit.bundle", workflow_key=workflow.key, variant=None, bundle_task=task.path,
+        streams=[{"visit": 1}], cluster="perlmutter",
+    )  # fmt: skip
+    history = tmp_path / "history.jsonl"
+    monkeypatch.setenv("DESC_HISTORY_JSONL", str(history))
+    eimage = next(i for i in plan.instances if i.process.name == "eimage")
+    done = ProcessRecord(workflow=name, process="eimage", state="success", stream="visit=0", elapsed_s=30.0)
+    JsonLinesRecorder(history).record([done, dataclasses.replace(done, stream="visit=9", elapsed_s=50.0)])
+    op._estimate(plan)
+    assert eimage.estimate_s == 40.0
+    assert {i.estimate_s for i in plan.instances if i.process.name != "eimage"} == {None}
+    # A history that cannot be read is only a lost hint: the bundle runs in the spec's order.
+    monkeypatch.setenv("DESC_HISTORY_JSONL", str(tmp_path))  # a directory: reading it fails
+    op._estimate(plan)
+    assert eimage.estimate_s == 40.0  # left as it was
+    assert "no run-time estimates from the history" in capsys.readouterr().out  # the task log

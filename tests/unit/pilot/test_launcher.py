@@ -31,7 +31,6 @@ BURN = "python3 -c 'import time\nt = time.process_time()\nwhile time.process_tim
 HOLD = "python3 -c 'x = \"x\" * ({mb} << 20)\nimport time\ntime.sleep({s})'"
 
 
-
 def test_dependencies_run_in_order_and_failures_skip_downstream(run_pilot: Runner) -> None:
     run = run_pilot([
         instance("v1:visit", BURN.format(s=0.3)),
@@ -98,6 +97,23 @@ def test_scheduling_prefers_the_critical_path_then_the_biggest(run_pilot: Runner
     order = [r["id"] for r in sorted(run.records, key=lambda r: r["start"])]
     assert order[0] == "visit"  # it unlocks more work
     assert order.index("big") < order.index("small")
+
+
+def test_with_estimates_the_longest_starts_first_and_a_freed_core_starts_before_the_record(
+    run_pilot: Runner,
+) -> None:
+    run = run_pilot(
+        [instance(f"t{i}", "true", estimate_s=s) for i, s in enumerate((1.0, 3.0, 2.0, 5.0))], cores=1
+    )
+    assert run.returncode == 0, run.explain()
+    by_start = sorted(run.records, key=lambda r: r["start"])
+    assert [r["id"] for r in by_start] == ["t3", "t1", "t2", "t0"]
+    # One core: each instance started after the one before it ended (its end is when it was reaped,
+    # not when its record was written, which now comes after the next start).
+    for before, after in zip(by_start, by_start[1:], strict=False):
+        assert ts(after["start"]) >= ts(before["end"]), (before, after)
+    lines = run.records_path.read_text().splitlines()
+    assert [json.loads(x)["id"] for x in lines] == ["t3", "t1", "t2", "t0"]
 
 
 @pytest.mark.parametrize(("reserve_after", "big_before_small"), [("0", True), ("60", False)])

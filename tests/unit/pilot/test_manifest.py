@@ -10,6 +10,7 @@ from airflow_desc.pilot.launcher import (
     allocation_memory_mb,
     load_manifest,
     peak_rss,
+    ready_key,
 )
 
 
@@ -29,6 +30,29 @@ def test_heights_follow_the_longest_chain_of_dependents() -> None:
     assert (sensor.cpus, sensor.memory_mb, sensor.walltime_s) == (1, None, None)
 
 
+def test_ready_instances_go_longest_chain_then_biggest_then_longest_expected_first() -> None:
+    _, insts = load_manifest({"instances": [
+        {"id": "short", "command": "x", "estimate_s": 1.5},
+        {"id": "unknown", "command": "x"},
+        {"id": "long", "command": "x", "estimate_s": 4.9},
+        {"id": "long-too", "command": "x", "estimate_s": 4.9},
+        {"id": "two-cores", "command": "x", "cpus": 2, "estimate_s": 0.5},
+        {"id": "visit", "command": "x", "estimate_s": 0.1},
+        {"id": "sensor", "command": "x", "depends_on": ["visit"], "estimate_s": 9},
+    ]})  # fmt: skip
+    order = [i.id for i in sorted(insts, key=ready_key)]
+    # The chain first (it unlocks more), then the biggest, then longest first (manifest order on a
+    # tie), and instances without an estimate last, in manifest order (the sensor, once ready,
+    # ranks by its own estimate).
+    assert order == ["visit", "two-cores", "sensor", "long", "long-too", "short", "unknown"]
+    assert insts[0].estimate_s == 1.5 and insts[1].estimate_s is None
+
+
+def test_without_estimates_the_manifest_order_holds() -> None:
+    _, insts = load_manifest({"instances": [{"id": f"t{i}", "command": "x"} for i in range(5)]})
+    assert [i.id for i in sorted(insts, key=ready_key)] == ["t0", "t1", "t2", "t3", "t4"]
+
+
 def test_log_names_stay_unique_when_ids_sanitise_alike() -> None:
     _, insts = load_manifest({"instances": [{"id": "a/b", "command": "x"}, {"id": "a b", "command": "x"}]})
     assert [i.log_name for i in insts] == ["a_b", "a_b-1"]
@@ -40,6 +64,11 @@ def test_log_names_stay_unique_when_ids_sanitise_alike() -> None:
         ([], '"instances" list'),
         ({"instances": [{"id": "a", "command": "x", "cpus": True}]}, "cpus=True must be int"),
         ({"instances": [{"id": "a", "command": "x", "walltime_s": -1}]}, "walltime_s=-1"),
+        ({"instances": [{"id": "a", "command": "x", "estimate_s": -2}]}, "estimate_s=-2 must be 0 or more"),
+        (
+            {"instances": [{"id": "a", "command": "x", "estimate_s": "9"}]},
+            "estimate_s='9' must be int or float",
+        ),
         ({"instances": [{"id": "a", "command": "x", "depends_on": "b"}]}, "depends_on='b' must be list"),
         ({"instances": [{"id": "a", "command": "x", "depends_on": ["a"]}]}, "cycle through 'a'"),
         ({"instances": ["a"]}, "instances[0] is str"),

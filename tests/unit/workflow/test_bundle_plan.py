@@ -55,6 +55,19 @@ def test_a_plan_lists_every_batch_instance_with_its_dependencies(pyramid: Any) -
     assert sensor.id in members and "visit=2:wrapupRafts" in members and "visit=2:setupRafts" in members
 
 
+def test_run_time_estimates_reach_the_manifest_for_longest_first(pyramid: Any) -> None:
+    workflow, task = pyramid
+    plan = plan_bundle(workflow, task, [{"visit": 1}], variables(workflow))
+    assert "estimate_s" not in json.dumps(plan.manifest("b"))  # none known: the spec's order
+    # What the history says of each process; nonsense is no estimate.
+    count = plan.set_estimates({"eimage": 42.5, "assemble": float("nan"), "calibrate": -1, "other": 9.0})
+    assert count == len([i for i in plan.instances if i.process.name == "eimage"]) > 0
+    entries = validate_manifest(plan.manifest("b"))["instances"]
+    assert {e["process"]: e.get("estimate_s") for e in entries} == {
+        "eimage": 42.5, "assemble": None, "calibrate": None
+    }  # fmt: skip
+
+
 def test_an_instance_whose_skip_condition_holds_is_skipped_before_the_allocation(pyramid: Any) -> None:
     workflow, task = pyramid
     plan = plan_bundle(workflow, task, [{"visit": 1}], variables(workflow))
