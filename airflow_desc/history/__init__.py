@@ -211,16 +211,21 @@ def latest_records_of_run(dag_id: str, run_id: str) -> list[ProcessRecord]:
     if path:
         records = [r for r in JsonLinesRecorder(path).read() if (r.dag_id, r.run_id) == (dag_id, run_id)]
         return latest_attempts_of(records)
+    import sqlalchemy as sa
+
+    from airflow_desc.exceptions import HistoryUnavailable
     from airflow_desc.history.queries import process_instances
 
     recorder = default_spooling_recorder()
-    recorder.flush()
     try:
+        recorder.flush()
         frame = process_instances(
             recorder.store.engine, HistoryFilter(run_id=run_id, dag_ids={dag_id}), latest_only=True
         )
     except ValueError:  # the history holds no record of this run
         return []
+    except sa.exc.SQLAlchemyError as exc:
+        raise HistoryUnavailable(f"the history cannot be read: {exc}".splitlines()[0]) from exc
     wanted = (
         *("workflow", "process", "state", "dag_id", "run_id", "task_id", "map_index", "try_number"),
         "resubmit",

@@ -183,6 +183,9 @@ def run_fault(dep: FaultDeployment, site: SiteControl, fault: Fault, timeout: fl
         finished=state is not None,
     )
     row.evidence[:0] = [f"note: run {run_id} {state or 'unfinished'}", *(f"note: {n}" for n in ctx.notes)]
+    if state == "failed":  # every fault's work recovers: a failed run's colour lies (its verdict gave up)
+        row.wrong += 1
+        row.evidence.append(f"error: run {run_id} ended failed; every fault of the matrix is recovered from")
     row.evidence.extend(f"error: {p}" for p in problems)
     if spooled:
         row.evidence.append(
