@@ -27,9 +27,10 @@ Three DAG files: a no-op (one ``EmptyOperator``: the floor); ``dags/dc1.py`` (dc
 + the local overlay), the task in ``DC1-DM12_imsim-dithered_local``; the DAG file of
 ``benchmarks/dc1_scale.py`` (one variant). Times are the fork's CPU seconds (``process_time``:
 less noisy than wall time on a shared machine; wall time in brackets), median of ``--repeat``.
-Bytecode is cached under a temporary ``PYTHONPYCACHEPREFIX`` (warmed first) unless
+Bytecode is cached (``__pycache__`` beside the sources, written by a first round not counted) unless
 ``--no-bytecode`` (what a process with ``PYTHONDONTWRITEBYTECODE=1`` pays: it compiles every
-module of airflow-desc, which is not installed compiled when installed editable).
+module of airflow-desc, which is not installed compiled when installed editable). The parents'
+own start-up is printed once: what a task process would pay on top if it were a new interpreter.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ with DAG("noop", schedule=None):
 _PARENT = """
 import gc, json, os, sys, time
 mode, files, repeat = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+cpu0 = time.process_time()
 import airflow  # noqa: F401
 from airflow.sdk.execution_time import task_runner
 from airflow.sdk.definitions._internal.dag_parsing_context import _airflow_parsing_context_manager
@@ -66,6 +68,7 @@ from airflow.dag_processing.dagbag import BundleDagBag
 if mode == "sched":
     from airflow.jobs.job import Job
     Job(job_type="SchedulerJob")  # its __init__ calls the plugins' on_starting, as the scheduler's does
+print(json.dumps({"parent": mode, "cpu": time.process_time()}), flush=True)
 gc.freeze()
 
 
@@ -122,7 +125,7 @@ def _bench_dag_file(folder: pathlib.Path) -> tuple[pathlib.Path, str]:
     return folder / "dc1_bench.py", str(module.DAG_ID)
 
 
-def _environment(home: pathlib.Path, pycache: pathlib.Path | None) -> dict[str, str]:
+def _environment(home: pathlib.Path, bytecode: bool) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__") and k != "AIRFLOW_HOME"}
     env.update(
         AIRFLOW_HOME=str(home),
@@ -130,12 +133,11 @@ def _environment(home: pathlib.Path, pycache: pathlib.Path | None) -> dict[str, 
         AIRFLOW__CORE__UNIT_TEST_MODE="False",
         PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
     )
-    if pycache is None:
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-        env.pop("PYTHONPYCACHEPREFIX", None)
-    else:
+    env.pop("PYTHONPYCACHEPREFIX", None)  # it would hide the bytecode installed with Airflow
+    if bytecode:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
 
@@ -168,8 +170,10 @@ def main() -> int:
             ),
             "dc1_scale.py's (1 DAG)": (str(bench_file), str(bench_file.parent), bench_dag, "verdict"),
         }  # fmt: skip
-        env = _environment(root / "home", None if args.no_bytecode else root / "pycache")
+        env = _environment(root / "home", bytecode=not args.no_bytecode)
         results = {mode: _run_parent(mode, files, args.repeat, env) for mode in ("fresh", "sched")}
+    parents = {r["parent"]: float(r["cpu"]) for rows in results.values() for r in rows if "parent" in r}
+    results = {mode: [r for r in rows if "file" in r] for mode, rows in results.items()}
     failed = [r for rows in results.values() for r in rows if r.get("errors") or not r.get("task_found")]
     if failed:
         print(f"parse failed: {failed[0]}")
@@ -203,6 +207,10 @@ def main() -> int:
                 f"{med('parse'):>5.0f} ({med('parse_wall'):>5.0f}) "
                 f"{total:>5.0f} ({total_wall:>5.0f}) {total / floor[mode]:>7.1f}x"
             )
+    print(
+        "the parents' own start-up (interpreter, Airflow, task runner; once, not per task process): "
+        + ", ".join(f"{mode} {1000 * cpu:.0f} ms" for mode, cpu in parents.items())
+    )
     return 0
 
 
