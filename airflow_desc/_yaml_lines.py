@@ -150,7 +150,13 @@ class YamlLoadError(ValueError):
 _Entries = list[tuple[Any, Node, Node]]
 
 
-class _Loader(yaml.SafeLoader):
+class _LocatingConstructor:
+    """Line bookkeeping and the YAML 1.2 number rules, shared by the C and the pure-Python loader."""
+
+    # Set by the loader classes below (PyYAML's own parts).
+    construct_object: Any
+    flatten_mapping: Any
+
     yaml_implicit_resolvers = {
         first: [
             (tag, _INT_RE if tag == _INT_TAG else _FLOAT_RE if tag == _FLOAT_TAG else regexp)
@@ -159,8 +165,7 @@ class _Loader(yaml.SafeLoader):
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
+    def _init_located(self) -> None:
         self.entries: dict[int, _Entries] = {}
         # (mapping node, key, key node of the repeat, key node of the first occurrence)
         self.duplicates: list[tuple[MappingNode, Any, Node, Node]] = []
@@ -187,7 +192,28 @@ class _Loader(yaml.SafeLoader):
                 if isinstance(key, Hashable):
                     entries.append((key, key_node, value_node))
             self.entries[id(node)] = entries
-        return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
+        mapping: dict[Hashable, Any] = super().construct_mapping(node, deep=deep)  # type: ignore[misc]
+        return mapping
+
+
+class _Loader(_LocatingConstructor, yaml.SafeLoader):
+    """The pure-Python loader: its error messages are the ones users see."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.SafeLoader.__init__(self, stream)
+        self._init_located()
+
+
+# libyaml's parser (PyYAML's C extension) composes a spec ~10x faster than the pure-Python one, and
+# every task process parses its DAG file, so every task loads its spec. Its error messages are
+# worded differently, so a text it rejects is loaded again by _Loader for PyYAML's messages.
+_CParser: Any = getattr(yaml, "CSafeLoader", None)
+
+
+class _FastLoader(_LocatingConstructor, _CParser or yaml.SafeLoader):  # type: ignore[misc]
+    def __init__(self, stream: str) -> None:
+        super(_LocatingConstructor, self).__init__(stream)
+        self._init_located()
 
 
 def _line(node: Node) -> int:
@@ -219,6 +245,16 @@ class LocatedYaml:
         :raises YamlLoadError: for a syntax error (one problem, with its line) or for
             repeated keys (one problem per repeat, with ``partial`` set).
         """
+        fast = _FastLoader(text)
+        try:
+            root = fast.get_single_node()
+            data = fast.construct_document(root) if root is not None else None
+        except yaml.YAMLError:
+            pass  # loaded again below, for PyYAML's own message
+        else:
+            return cls._checked(data, source, root, fast)
+        finally:
+            fast.dispose()
         try:
             loader = _Loader(text)
         except yaml.reader.ReaderError as exc:  # a character YAML does not allow
@@ -232,6 +268,10 @@ class LocatedYaml:
             raise YamlLoadError(source, [_syntax_problem(exc)]) from exc
         finally:
             loader.dispose()
+        return cls._checked(data, source, root, loader)
+
+    @classmethod
+    def _checked(cls, data: Any, source: str, root: Node | None, loader: _LocatingConstructor) -> LocatedYaml:
         located = cls(data, source, root, loader.entries)
         if loader.duplicates:
             paths = located._node_paths()

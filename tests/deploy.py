@@ -89,6 +89,9 @@ def _site_env() -> dict[str, str]:
         "DESC_SPOOL_DIR",
         "DESC_CLUSTERS_FILE",
         "AIRFLOW_HOME",
+        # Bytecode cached (__pycache__ is ignored by git): with PYTHONDONTWRITEBYTECODE=1 every task
+        # process compiled airflow-desc, installed editable, again (benchmarks/parse_cost.py --no-bytecode).
+        "PYTHONDONTWRITEBYTECODE",
     )
     return {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from airflow_desc.plugins import defer_race, listener, pools
+from airflow_desc.plugins import defer_race, listener, pools, warm_imports
 from airflow_desc.timetables import SurveyYearTimetable
 
 
@@ -17,11 +17,13 @@ class DescPlugin(AirflowPlugin):
     * the listener that creates a starting run's missing cluster pools (:mod:`airflow_desc.plugins.pools`);
     * the listener that installs, in the scheduler, the guard against Airflow's resume-after-defer race
       (:mod:`airflow_desc.plugins.defer_race`);
+    * the listener that imports airflow-desc in each Airflow job process, so that the task processes it
+      forks inherit it (:mod:`airflow_desc.plugins.warm_imports`);
     * :class:`~airflow_desc.timetables.SurveyYearTimetable`.
     """
 
     name = "airflow_desc"
-    listeners = [listener, pools, defer_race]
+    listeners = [listener, pools, defer_race, warm_imports]
     # DAGs scheduled by a custom timetable only serialize if a plugin registers its class.
     timetables = [SurveyYearTimetable]
 

@@ -26,7 +26,7 @@ from airflow_desc.clusters import ClusterProfiles
 from airflow_desc.config import configured_cluster_profiles
 from airflow_desc.exceptions import ClusterProfileError, WorkflowSpecError
 from airflow_desc.workflow.build import build_graph
-from airflow_desc.workflow.graph import ProcessNode, TaskNode, WorkflowGraph
+from airflow_desc.workflow.graph import ProcessNode, TaskNode, WorkflowGraph, dag_id_for
 from airflow_desc.workflow.overlays import RenderOptions, adjust_graph, is_overlay, load_overlay
 from airflow_desc.workflow.spec import load_spec
 from airflow_desc.workflow.spec_expressions import Expression, ExpressionError
@@ -93,8 +93,8 @@ class LoadedWorkflow:
             raise WorkflowSpecError(f"{self.key}: no task {path!r} in variant {variant!r}") from None
 
     def dag_id(self, variant: str | None) -> str:
-        """Return the DAG id of a variant, with the options' suffix."""
-        return self.graph(variant).dag_id + self.options.dag_id_suffix
+        """Return the DAG id of a variant, with the options' suffix (without building its graph)."""
+        return dag_id_for(self.spec, variant) + self.options.dag_id_suffix
 
     def param_defaults(self, variant: str | None) -> dict[str, Scalar]:
         """Return the values of the variables before expansion: spec, variant, options (the DAG params)."""

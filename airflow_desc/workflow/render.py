@@ -80,7 +80,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
+from airflow.sdk import DAG, BaseOperator, Param, TaskGroup, get_parsing_context
 
 from airflow_desc.clusters import ClusterProfiles
 from airflow_desc.exceptions import WorkflowSpecError
@@ -126,16 +126,26 @@ def render_dags(
         ``source`` and name, so that one DAG file may render several inline specs).
     :param clusters: cluster profiles; default: the configured ones.
     :param options: render options (an overlay file's replace them).
-    :return: DAGs by DAG id.
+    :return: DAGs by DAG id; in a task process, only the DAG of its task instance (see below).
     :raises WorkflowSpecError: for a bad spec or overlay, or a process named ``streams`` /
         ``bundle`` in a sub-task.
+
+    A task process parses its DAG file before it runs its task (twice for a deferred task), and
+    Airflow tells the file which DAG it needs (``get_parsing_context().dag_id``): only that DAG
+    is built then, as Airflow's "dynamic DAG generation" guide advises; each other DAG would cost
+    ~50 ms of the task's CPU (``benchmarks/parse_cost.py``). The spec is still loaded and
+    registered, so that the operators find their workflow. The DAG processor sets no DAG id and
+    gets every DAG.
     """
     if isinstance(spec, WorkflowSpec):
         workflow = register(spec, options, clusters)
     else:
         workflow = load_workflow(spec, clusters=clusters, options=options)
+    wanted = get_parsing_context().dag_id
     dags: dict[str, DAG] = {}
     for variant in workflow.variants:
+        if wanted is not None and workflow.dag_id(variant) != wanted:
+            continue
         dag = _DagBuilder(workflow, variant).build()
         dags[dag.dag_id] = dag
     return dags

@@ -230,3 +230,39 @@ def test_load_file_names_the_file_as_given(tmp_path: pathlib.Path) -> None:
 )
 def test_format_path(path: tuple[object, ...], text: str) -> None:
     assert format_path(path) == text
+
+
+WORKFLOWS = pathlib.Path(__file__).parents[2] / "dags" / "workflows"
+
+
+def _key_paths(data: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    paths = [prefix]
+    if isinstance(data, dict):
+        for key, value in data.items():
+            paths += _key_paths(value, (*prefix, key))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            paths += _key_paths(value, (*prefix, index))
+    return paths
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        SPEC,
+        *(p.read_text() for p in sorted(WORKFLOWS.glob("*.yaml"))),
+    ],
+)
+def test_libyaml_loads_the_same_data_and_lines_as_pure_python(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Specs are composed by libyaml when PyYAML has it (7x faster: every task process loads its spec)."""
+    from airflow_desc import _yaml_lines
+
+    assert _yaml_lines._CParser is not None, "PyYAML without libyaml: specs load ~7x slower"
+    fast = LocatedYaml.load(text, "s.yaml")
+    monkeypatch.setattr(_yaml_lines, "_FastLoader", _yaml_lines._Loader)
+    pure = LocatedYaml.load(text, "s.yaml")
+    assert fast.data == pure.data
+    paths = _key_paths(pure.data)
+    assert [fast.line_of(p) for p in paths] == [pure.line_of(p) for p in paths]

@@ -26,7 +26,7 @@ from airflow_desc.operators.workflow import (
 from airflow_desc.workflow import parse_spec
 from airflow_desc.workflow.overlays import RenderOptions, load_overlay
 from airflow_desc.workflow.registry import load_workflow, workflow_for
-from airflow_desc.workflow.render import render_dags
+from airflow_desc.workflow.render import load_workflow_dags, render_dags
 from airflow_desc.workflow.scripts import script_feeds
 from tests.specs import spec_text
 from tests.unit.workflow.conftest import RenderMini
@@ -218,6 +218,38 @@ def test_the_dag_files_are_one_liners_that_load_the_specs() -> None:
             line for line in (ROOT / "dags" / name).read_text().splitlines() if line and line[0] not in '#"'
         ]
         assert code[-1].startswith("globals().update(load_workflow_dags(__file__, "), code
+
+
+@pytest.mark.parametrize(
+    ("dag_file", "specs", "wanted"),
+    [
+        ("dc1.py", ("workflows/dc1.yaml", "workflows/dc1-local.yaml"), "DC1-DM12_imsim-dithered_local"),
+        ("dc1.py", ("workflows/dc1.yaml", "workflows/dc1-local.yaml"), "DC1-DM12_phosim-undithered"),
+        ("twinkles.py", ("workflows/twinkles.yaml", "workflows/twinkles-local.yaml"), "Twinkles_weekly"),
+    ],
+)
+def test_a_task_process_builds_only_the_dag_of_its_task_the_same_as_the_dag_processor(
+    clusters: Any, dag_file: str, specs: tuple[str, ...], wanted: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk.definitions.context import (
+        _AIRFLOW_PARSING_CONTEXT_DAG_ID,
+        _AIRFLOW_PARSING_CONTEXT_TASK_ID,
+    )
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    path = str(ROOT / "dags" / dag_file)
+    monkeypatch.delenv(_AIRFLOW_PARSING_CONTEXT_DAG_ID, raising=False)
+    every = load_workflow_dags(path, *specs, clusters=clusters)
+    assert wanted in every and len(every) > 1
+    # What the task runner sets around its parse of the DAG file (its own context manager does not
+    # unset them afterwards).
+    monkeypatch.setenv(_AIRFLOW_PARSING_CONTEXT_DAG_ID, wanted)
+    monkeypatch.setenv(_AIRFLOW_PARSING_CONTEXT_TASK_ID, "verdict")
+    only = load_workflow_dags(path, *specs, clusters=clusters)
+    assert list(only) == [wanted]
+    for spec in specs:  # every spec of the file is still registered for the operators
+        assert workflow_for(str(ROOT / "dags" / spec)).spec.name
+    assert DagSerialization.to_dict(only[wanted]) == DagSerialization.to_dict(every[wanted])
 
 
 # --- streams, states ---------------------------------------------------------------------------------
