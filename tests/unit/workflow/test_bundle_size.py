@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from airflow_desc.clusters import ClusterProfiles
+from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.workflow import WorkflowGraph, build_graph, parse_spec
 from airflow_desc.workflow.build import StreamWork, bundle_size_for
 from tests.unit.workflow.test_graph import PYRAMID
@@ -106,3 +109,17 @@ def test_the_last_partial_bundle_is_evened_out(streams: int, size: int, lengths:
     bundles = visit.split_streams(list(range(streams)))
     assert [len(b) for b in bundles] == lengths
     assert [s for b in bundles for s in b] == list(range(streams))  # in order, each once
+
+
+@pytest.mark.parametrize(
+    ("bundling", "message"),
+    [
+        ("{max_walltime: soon}", "mini.yaml:14: bundling.max_walltime: cannot read 'soon' as a walltime"),
+        ("{target_instances: 0}", "mini.yaml:14: bundling.target_instances: must be at least 1, got 0"),
+        ("{target_instance: 3}", "bundling.target_instance: unknown key; did you mean 'target_instances'?"),
+    ],
+)
+def test_bad_bundling_settings_name_the_field(bundling: str, message: str) -> None:
+    text = PYRAMID.replace("bundling: {threshold: 50, max_task_instances: 100}", f"bundling: {bundling}")
+    with pytest.raises(WorkflowSpecError, match=re.escape(message)):
+        parse_spec(text, "mini.yaml")
