@@ -11,9 +11,13 @@ Bundling (how a DAG run of a big campaign stays small enough for Airflow):
   instances.
 - Otherwise each process of the sub-task is one mapped task, one instance per stream; the
   processes of the top-level task are one task each.
-- A bundle size not given in the spec is computed, one size for all such sub-tasks, so that
-  a busy DAG run stays within ``bundling.max_task_instances`` (and no mapped task exceeds
-  Airflow's ``max_map_length`` of :data:`MAX_MAP_LENGTH`).
+- A bundle size not given in the spec is computed. With ``bundling.target_instances``, each
+  such sub-task gets its own: the streams whose expected batch instances make about that many
+  (a whole-node allocation), lowered so that their expected work, packed on one node of the
+  cluster, fits ``bundling.max_walltime`` and the cluster's walltime (:func:`bundle_size_for`).
+  Either way sizes are at least those that keep a busy DAG run within
+  ``bundling.max_task_instances`` (one size for all, the only rule without a target), and no
+  mapped task exceeds Airflow's ``max_map_length`` of :data:`MAX_MAP_LENGTH`.
 
 Stream counts come from each sub-task's ``expected_streams`` (streams per parent stream,
 evaluated with the variant's variables, e.g. ``5114.5 * scale``). An *average* run has the
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from airflow_desc.clusters import ClusterProfiles
 from airflow_desc.emulate import payload_command
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.slurm.units import walltime_seconds
@@ -62,7 +67,7 @@ from airflow_desc.workflow.thresholds import MinSuccess
 
 T = TypeVar("T")
 
-__all__ = ["build_graph", "in_busy_run"]
+__all__ = ["StreamWork", "build_graph", "bundle_size_for", "in_busy_run"]
 
 
 def _first(*values: T | None) -> T | None:
@@ -270,8 +275,104 @@ def _decide(plan: _Plan, threshold: int, inside: str | None = None) -> None:
         _decide(child, threshold, inside)
 
 
-def _size_bundles(root: _Plan, settings: BundlingSettings) -> None:
-    """Give one computed size to every bundled task whose spec sets none."""
+@dataclass(frozen=True)
+class StreamWork:
+    """What one stream of a bundled sub-task is expected to hold (its sub-tasks' fan-outs included).
+
+    :param instances: batch process instances.
+    :param core_s: their cpus x expected runtime, summed, in core-seconds. The expected runtime of
+        an emulated payload is its ``cpu_seconds`` + ``sleep_seconds`` (what runs); of a real
+        command, its walltime request (or an hour), the most it may take.
+    :param cluster: the cluster of its batch processes (``None``: the default cluster).
+    """
+
+    instances: float
+    core_s: float
+    cluster: str | None = None
+
+
+def bundle_size_for(
+    work: StreamWork, target_instances: int, *, cores: int | None = None, walltime_s: int | None = None
+) -> tuple[int, str]:
+    """Return the streams per bundle that aim at ``target_instances`` batch instances, and why.
+
+    ``target_instances`` over the instances of one stream, rounded down, at least 1. With a node
+    (``cores`` and ``walltime_s``: the most one allocation may run), lowered so that the bundle's
+    work, packed on the node's cores, fits the walltime; at least 1 stream all the same (one
+    stream's work is what its bundle must run, whatever the size).
+
+    :param work: one stream's expected work.
+    :param target_instances: the batch instances a bundle aims at.
+    :param cores: cores of one node of the bundle's cluster.
+    :param walltime_s: the walltime a bundle may fill.
+    """
+    if work.instances > 0:
+        size = max(1, math.floor(target_instances / work.instances + 1e-9))
+        reason = f"{target_instances} instances per bundle at {work.instances:.3g} per stream"
+    else:
+        size, reason = target_instances, f"{target_instances} instances per bundle, none expected per stream"
+    if cores and walltime_s and work.core_s > 0:
+        fits = max(1, math.floor(cores * walltime_s / work.core_s + 1e-9))
+        if fits < size:
+            size = fits
+            reason += f"; lowered to fit {cores} cores x {walltime_s} s ({work.core_s:.3g} core-s a stream)"
+    return size, reason
+
+
+def _runtime_s(process: ProcessSpec, defaults: Sequence[Defaults]) -> float:
+    """Return the expected runtime of a batch process: an emulated payload's, else its walltime request."""
+    if process.emulate is not None:
+        sleep = _first(
+            process.emulate.sleep_seconds, *(d.emulate.sleep_seconds for d in reversed(defaults) if d.emulate)
+        )
+        return process.emulate.cpu_seconds + (sleep or 0.0)
+    return float(_resources(process, defaults).walltime_s or 3600)
+
+
+def _stream_work(plan: _Plan, defaults: Sequence[Defaults], cores: int | None = None) -> StreamWork:
+    """Return the expected work of one stream of a (bundled) sub-task, from ``expected_streams``.
+
+    :param plan: the sub-task.
+    :param defaults: the defaults in force above it, outermost first.
+    :param cores: a node's cores: a process asking for more is counted at this many.
+    """
+    instances = core_s = 0.0
+    cluster: str | None = None
+    stack: list[tuple[_Plan, float, tuple[Defaults, ...]]] = [(plan, 1.0, tuple(defaults))]
+    while stack:
+        here, count, above = stack.pop()
+        layers = (*above, here.spec.defaults) if here.spec.defaults else above
+        for process in here.spec.processes.values():
+            if process.type != "batch":
+                continue
+            res = _resources(process, layers)
+            cluster = cluster or res.cluster
+            cpus = min(res.cpus, cores) if cores else res.cpus
+            instances += count
+            core_s += count * cpus * _runtime_s(process, layers)
+        stack.extend((child, count * child.expected, layers) for child in here.children)
+    return StreamWork(instances, core_s, cluster)
+
+
+def _defaults_above(root: _Plan) -> dict[str, tuple[Defaults, ...]]:
+    """Return, per task path, the defaults of the tasks above it (outermost first)."""
+    found: dict[str, tuple[Defaults, ...]] = {}
+    stack: list[tuple[_Plan, tuple[Defaults, ...]]] = [(root, ())]
+    while stack:
+        plan, above = stack.pop()
+        found[plan.path] = above
+        here = (*above, plan.spec.defaults) if plan.spec.defaults else above
+        stack.extend((child, here) for child in plan.children)
+    return found
+
+
+def _size_bundles(root: _Plan, settings: BundlingSettings, clusters: ClusterProfiles | None) -> None:
+    """Size every bundled task whose spec sets no size.
+
+    Without ``target_instances``: one size for all, the smallest that keeps a busy run within
+    ``max_task_instances``. With it: each its own (:func:`bundle_size_for`, the walltime cap on a
+    node of its cluster when the profiles are known), raised where needed to that same ceiling.
+    """
     plans = list(root.walk())
     fixed = sum(len(p.spec.processes) * p.busy_streams for p in plans if p.bundling.state == "none")
     bundled = [p for p in plans if p.bundling.state == "bundle"]
@@ -286,9 +387,24 @@ def _size_bundles(root: _Plan, settings: BundlingSettings) -> None:
     size = max(1, math.ceil(sum(streams) / budget), *(math.ceil(s / MAX_MAP_LENGTH) for s in streams))
     while sum(math.ceil(s / size) for s in streams) > budget:
         size += 1
+    ceiling = f"<= {settings.max_task_instances} task instances per run"
+    above = _defaults_above(root)
     for plan in auto:
-        reason = f"{plan.bundling.reason}; size for <= {settings.max_task_instances} task instances per run"
-        plan.bundling = Bundling("bundle", size, reason)
+        if settings.target_instances is None:
+            plan.bundling = Bundling("bundle", size, f"{plan.bundling.reason}; size for {ceiling}")
+            continue
+        cores = walltime_s = None
+        if clusters is not None:
+            profile = clusters.get(_stream_work(plan, above[plan.path]).cluster)
+            cores = profile.cores_per_node
+            walltime_s = profile.max_walltime_s
+            if settings.max_walltime is not None:
+                walltime_s = min(walltime_s, walltime_seconds(settings.max_walltime))
+        work = _stream_work(plan, above[plan.path], cores)
+        chosen, why = bundle_size_for(work, settings.target_instances, cores=cores, walltime_s=walltime_s)
+        if chosen < size:
+            chosen, why = size, f"{why}; raised to {size} for {ceiling}"
+        plan.bundling = Bundling("bundle", chosen, f"{plan.bundling.reason}; {why}")
 
 
 def _build(plan: _Plan, parent: _Context, variables: Mapping[str, Scalar]) -> TaskNode:
@@ -372,7 +488,11 @@ def _check_bundle_clusters(root: TaskNode, source: str) -> None:
 
 
 def build_graph(
-    spec: WorkflowSpec, variant: str | None = None, *, overrides: Mapping[str, Any] | None = None
+    spec: WorkflowSpec,
+    variant: str | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    clusters: ClusterProfiles | None = None,
 ) -> WorkflowGraph:
     """Build the graph of one DAG: a variant of a workflow.
 
@@ -381,6 +501,9 @@ def build_graph(
         defaults).
     :param overrides: variable values that replace the variant's (e.g. ``{"scale": 0.001}``);
         they decide stream counts, hence bundling.
+    :param clusters: the cluster profiles: with ``bundling.target_instances``, a computed bundle
+        size is capped so that a bundle's work fits one node of its cluster (see
+        :func:`bundle_size_for`); ``None``: no such cap.
     :raises WorkflowSpecError: for an unknown variant or variable, an ``expected_streams``
         that is negative, a bundled sub-task whose batch processes use several clusters, or a
         ``min_success`` inside a bundle.
@@ -389,7 +512,7 @@ def build_graph(
     dag_id = dag_id_for(spec, variant)
     plan = _measure(spec.name, spec, None, {}, variables, spec.source)
     _decide(plan, spec.bundling.threshold)
-    _size_bundles(plan, spec.bundling)
+    _size_bundles(plan, spec.bundling, clusters)
     top = _Context(spec.name, spec.version, (), (), variables, dict(spec.patterns))
     root = _build(plan, top, variables)
     _check_bundle_clusters(root, spec.source)

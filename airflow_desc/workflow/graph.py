@@ -381,8 +381,10 @@ class TaskNode:
     def split_streams(self, streams: Sequence[T]) -> list[list[T]]:
         """Split the streams of a bundled sub-task into bundles.
 
-        The size is :attr:`Bundling.bundle_size`, raised if needed so that there are at most
-        :data:`MAX_MAP_LENGTH` bundles (the run made more streams than expected).
+        As few bundles as :attr:`Bundling.bundle_size` allows (more if needed so that there are at
+        most :data:`MAX_MAP_LENGTH`: the run made more streams than expected), the streams dealt
+        out evenly, in order: 7 streams at size 3 make bundles of 3, 2 and 2, not a last bundle of
+        one stream (a whole allocation for one stream's work).
 
         :param streams: the streams made at run time.
         :raises ValueError: if this task does not run in bundles.
@@ -390,7 +392,15 @@ class TaskNode:
         if self.bundling.state != "bundle" or self.bundling.bundle_size is None:
             raise ValueError(f"{self.path} does not run in bundles ({self.bundling.reason})")
         size = max(self.bundling.bundle_size, math.ceil(len(streams) / MAX_MAP_LENGTH))
-        return [list(streams[i : i + size]) for i in range(0, len(streams), size)]
+        count = math.ceil(len(streams) / size)
+        base, extra = divmod(len(streams), count) if count else (0, 0)
+        bundles: list[list[T]] = []
+        start = 0
+        for index in range(count):
+            end = start + base + (1 if index < extra else 0)
+            bundles.append(list(streams[start:end]))
+            start = end
+        return bundles
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,9 @@ class LoadedWorkflow:
     def graph(self, variant: str | None) -> WorkflowGraph:
         """Return the graph of a variant (built once, with the options' variables and caps)."""
         if variant not in self.graphs:
-            graph = build_graph(self.spec, variant, overrides=dict(self.options.variables))
+            graph = build_graph(
+                self.spec, variant, overrides=dict(self.options.variables), clusters=self.clusters
+            )
             self.graphs[variant] = adjust_graph(graph, self.options, self.clusters)
             self._processes[variant] = {p.path: p for p in self.graphs[variant].iter_processes()}
             self._tasks[variant] = {t.path: t for t in self.graphs[variant].iter_tasks()}

@@ -24,7 +24,11 @@ depth. One spec gives one DAG per variant (see :mod:`airflow_desc.workflow.graph
       retries: 2
       escalation: {memory_factor: 2, walltime_factor: 2}   # next try after OOM / TIMEOUT
       emulate: {seed: "1"}
-    bundling: {threshold: 100, max_task_instances: 1000}
+    bundling:                           # see airflow_desc.workflow.build
+      threshold: 100                    # more streams than this in a busy run: bundled
+      target_instances: 64              # batch instances a computed bundle aims at (a node's worth)
+      max_walltime: "2:00:00"           # ...lowered so that its work fits one node for this long
+      max_task_instances: 1000          # a busy run's task instances, at most (sizes are raised)
     processes:
       ingest:
         type: batch

@@ -364,11 +364,20 @@ class BundlingSettings(_Model):
     :param threshold: a sub-task with ``bundle: auto`` runs in bundles when a DAG run may
         make more streams of it than this.
     :param max_task_instances: bundles that set no ``bundle_size`` are sized so that one
-        DAG run stays within this many task instances.
+        DAG run stays within this many task instances (a ceiling: sizes are raised to keep it).
+    :param target_instances: the batch process instances a bundle that sets no ``bundle_size``
+        aims at (a whole-node allocation: e.g. a node's cores, or a few waves of them); its size
+        is this over the batch instances one of its streams holds. Unset: the size comes from
+        ``max_task_instances`` alone.
+    :param max_walltime: with ``target_instances``: a bundle's expected work, packed on one node
+        of its cluster, must fit this walltime (and the cluster's ``max_walltime``); sizes are
+        lowered to fit. Needs the cluster profiles; unset: the cluster's ``max_walltime``.
     """
 
     threshold: PositiveInt = 100
     max_task_instances: PositiveInt = 1000
+    target_instances: PositiveInt | None = None
+    max_walltime: Walltime | None = None
 
 
 class TaskSpec(_Model):

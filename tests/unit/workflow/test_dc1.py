@@ -185,7 +185,15 @@ def test_bundling_at_full_scale(graph: WorkflowGraph) -> None:
         "level2ProcessPatch",
         "processVisit",
     }
-    assert len(set(bundled.values())) == 1
+    # Each sized for itself: about 64 batch instances (bundling.target_instances), level 2's
+    # patches raised to keep a busy run within max_task_instances.
+    assert bundled == {
+        "processVisit": 15,  # 64 / (2.343 rafts x 1.774 sensors)
+        "processimageDifferenceVisit": 64,  # ~1 sensor a visit
+        "level1ProcessPatch": 32,  # 2 batch processes a patch
+        "level2ProcessPatch": 11,  # 10 aims at 64 / 5.86; 11 keeps the run within 1000 TIs
+    }
+    assert "1000 task instances" in graph.task("level2ProcessPatch").bundling.reason
     inside = {t.name for t in graph.iter_tasks() if t.bundling.state == "in-bundle"}
     assert "processSensor" in inside and "level2MeasureFilter" in inside
     # setupEimageSensors, wrapupEimageRafts...: run by the bundle task, not task instances.
@@ -218,6 +226,30 @@ def test_task_instances_with_the_fanouts_of_the_status_table(graph: WorkflowGrap
     assert by_path[
         "DC1-DM12/processVisit/processRaft/processSensor"
     ].streams_per_run * DC1_RUNS == pytest.approx(318833)
+
+
+@pytest.mark.parametrize(
+    ("scale", "sizes"),
+    [
+        (0.01, {"processVisit": 15, "processimageDifferenceVisit": 64, "level2ProcessPatch": 10}),
+        (0.1, {"processVisit": 15, "processimageDifferenceVisit": 64, "level2ProcessPatch": 10,
+               "level1ProcessPatch": 32}),
+    ],
+)  # fmt: skip
+def test_bundles_of_many_visits_and_patches_at_the_benchmark_scales(
+    spec: WorkflowSpec, scale: float, sizes: dict[str, int]
+) -> None:
+    """Sensor-level work packs many visits per bundle; level 2's patches, a fan-out of 5+, are bundled."""
+    graph = build_graph(spec, VARIANT, overrides={"scale": scale})
+    bundled = {t.name: t.bundling.bundle_size for t in graph.iter_tasks() if t.bundling.state == "bundle"}
+    assert bundled == sizes
+    assert graph.task("processSensor").bundling.state == "in-bundle"
+    assert graph.task("level2ProcessFilter").bundling.state == "in-bundle"
+    # The levels and their thresholds stay where they were: launchL1L2 waits for half the visits.
+    assert set(graph.root.process("launchL1L2").min_success) == {"processVisit"}
+    if scale == 0.01:  # 4 level-1 patches a run (104.6 x 0.01 x 3.5 filters): under the threshold
+        assert graph.task("level1ProcessPatch").bundling.state == "none"
+        assert "<= threshold 5" in graph.task("level1ProcessPatch").bundling.reason
 
 
 def test_small_scale_for_tests(spec: WorkflowSpec) -> None:
