@@ -337,11 +337,19 @@ class Deployment:
             import redis
 
             redis.Redis.from_url(REDIS_URL).flushdb()  # messages of an earlier session
-        for component in self.components.values():
-            component.start()
-        wait_for(self._healthy, timeout=180, what=f"the api-server to answer; logs in {self.root}")
-        if self.executor == "CeleryExecutor":
-            wait_for(self._workers_ready, timeout=180, what=f"both Celery workers ready; logs in {self.root}")
+        try:
+            for component in self.components.values():
+                component.start()
+            wait_for(self._healthy, timeout=180, what=f"the api-server to answer; logs in {self.root}")
+            if self.executor == "CeleryExecutor":
+                ready = f"both Celery workers ready; logs in {self.root}"
+                wait_for(self._workers_ready, timeout=180, what=ready)
+        except BaseException:
+            # Components left running would hold the api-server's port and write into the metadata DB
+            # the next deployment resets (a failed start once left an api-server that the next e2e
+            # test's REST calls reached).
+            self.stop()
+            raise
 
     def _healthy(self) -> bool:
         for component in self.components.values():
