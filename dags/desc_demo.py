@@ -24,9 +24,7 @@ LEVEL1 = ("level1", "1.0")
 LEVEL1_PATCH = ("level1ProcessPatch", "1.0")
 
 
-def process(
-    task_id: str, cluster: str, task: tuple[str, str], *payload: str, **job: Any
-) -> SlurmOperator:
+def process(task_id: str, cluster: str, task: tuple[str, str], *payload: str, **job: Any) -> SlurmOperator:
     """A DC1 process of ``task`` (name, version) run as one job; ``payload``: its emulated command line."""
     workflow_task, workflow_version = task
     return SlurmOperator(
@@ -53,10 +51,21 @@ with DAG(
     # twice the memory succeeds (escalation by cause).
     sensors = [
         process(
-            f"processEimage_{sensor}", "perlmutter", PROCESS_SENSOR,
-            "--name", f"processEimage-{sensor}", "--cpu-seconds", "3",
-            "--memory-mb", "300" if sensor == "R23_S12" else "150", "--output", f"repo/calexp/{sensor}.fits",
-            mem_mb=250, process="processEimage", stream=f"visit=2201/sensor={sensor}", retries=1,
+            f"processEimage_{sensor}",
+            "perlmutter",
+            PROCESS_SENSOR,
+            "--name",
+            f"processEimage-{sensor}",
+            "--cpu-seconds",
+            "3",
+            "--memory-mb",
+            "300" if sensor == "R23_S12" else "150",
+            "--output",
+            f"repo/calexp/{sensor}.fits",
+            mem_mb=250,
+            process="processEimage",
+            stream=f"visit=2201/sensor={sensor}",
+            retries=1,
         )  # fmt: skip
         for sensor in SENSORS
     ]

@@ -23,7 +23,6 @@ ONE_CLUSTER = (
 )
 
 
-
 def s3df_profile(**changes: Any) -> ClusterProfile:
     """s3df as the site has it (1 core and 8192 MB per node, 2 hours at most), with ``changes``."""
     settings: dict[str, Any] = {

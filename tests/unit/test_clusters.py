@@ -557,6 +557,7 @@ def test_cores_for_memory_refuses_nothing() -> None:
 
 # --- finding and caching the file ----------------------------------------------------------------
 
+
 @pytest.mark.usefixtures("no_config")
 def test_explicit_path_as_str_or_path(tmp_path: pathlib.Path) -> None:
     path = write_one_cluster(tmp_path / "c.yaml", 3)

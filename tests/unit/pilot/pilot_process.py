@@ -32,10 +32,10 @@ def instance(iid: str, command: str, **fields: Any) -> dict[str, Any]:
     return {"id": iid, "command": command, "cpus": 1, "memory_mb": 100, **fields}
 
 
-
 def ts(value: str) -> datetime.datetime:
     """A record's timestamp (its ``start`` or ``end``)."""
     return datetime.datetime.fromisoformat(value)
+
 
 @dataclasses.dataclass
 class PilotRun:
@@ -61,9 +61,9 @@ class PilotRun:
         return f"rc={self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
 
 
-
 #: The ``run_pilot`` fixture (tests/unit/pilot/conftest.py): instances and launcher arguments -> the run.
 Runner = Callable[..., PilotRun]
+
 
 def write_manifest(
     directory: pathlib.Path, instances: Sequence[dict[str, Any]], bundle: str = "b"

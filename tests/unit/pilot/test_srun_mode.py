@@ -39,7 +39,6 @@ exec "$@" >> "$out" 2>&1
 """  # noqa: E501
 
 
-
 def is_run_one(pid: int) -> bool:
     try:
         return b"--run-one" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -237,8 +237,15 @@ def test_missing_columns_are_named() -> None:
 def test_instances_that_used_nothing_still_get_a_request() -> None:
     # Script processes done in 0 s with no memory measured (the DC1 demo's setup scripts).
     table = resource_advice(
-        instances("setupEimageRafts", 5, elapsed_s=0.0, total_cpu_s=0.0, max_rss_bytes=0,
-                  req_mem_bytes=None, req_walltime_s=None)  # fmt: skip
+        instances(
+            "setupEimageRafts",
+            5,
+            elapsed_s=0.0,
+            total_cpu_s=0.0,
+            max_rss_bytes=0,
+            req_mem_bytes=None,
+            req_walltime_s=None,
+        )  # fmt: skip
     )
     r = row(table, "setupEimageRafts")
     assert r["Walltime suggested min"] == 1

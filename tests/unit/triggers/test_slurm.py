@@ -121,8 +121,7 @@ GRACE = 60.0
 
 
 Poll = (
-    tuple[float, JobAccounting | None, bool]
-    | tuple[float, JobAccounting | None, bool, ControllerJob | None]
+    tuple[float, JobAccounting | None, bool] | tuple[float, JobAccounting | None, bool, ControllerJob | None]
 )
 
 

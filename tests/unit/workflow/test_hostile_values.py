@@ -208,7 +208,6 @@ def test_refused_values_say_which_field(workflow: LoadedWorkflow) -> None:
         process.render_command({"value": "a\0b"})
 
 
-
 def test_hostile_ids_make_plain_job_names_and_task_dirs(canary: pathlib.Path) -> None:
     """A run id (a REST API caller chooses it) or a task id never becomes a path or an sbatch option."""
     from airflow_desc.operators.job_names import job_name_for, task_dir_for
