@@ -207,6 +207,39 @@ def _iso(value: Any) -> datetime | None:
         return None
 
 
+def _submit_bundle(
+    hook: SlurmHook,
+    profile: ClusterProfile,
+    directory: str,
+    bundle: str,
+    instances: list[dict[str, Any]],
+    launcher: str,
+    *,
+    time_limit_s: int,
+    node: str | None = None,
+) -> str:
+    """Submit ``instances`` as one whole-node bundle job through the pilot; return its job id."""
+    command = bundle_job_command(
+        json.dumps({"bundle": bundle, "instances": instances}),
+        launcher=launcher,
+        records_path=f"{directory}/records.jsonl",
+        logs_dir=f"{directory}/logs",
+    )
+    spec = JobSpec(
+        job_name="bench-packing-bundle",
+        command=command,
+        partition=profile.partition,
+        account=profile.account,
+        nodes=1,
+        cpus_per_task=profile.cores_per_node,
+        mem_mb=profile.memory_per_node_mb,
+        time_limit_s=time_limit_s,
+        output=f"{directory}/job-%j.out",
+        extra_sbatch={"nodelist": node} if node else {},
+    )
+    return hook.submit(render_job_script(spec), remote_dir=directory, script_name="bundle.sh").job_id
+
+
 def run_peer_bundle(
     hook: SlurmHook,
     profile: ClusterProfile,
@@ -232,25 +265,10 @@ def run_peer_bundle(
         if estimates:
             inst["estimate_s"] = s
         instances.append(inst)
-    command = bundle_job_command(
-        json.dumps({"bundle": f"bench-packing-{mix}-{launcher}", "instances": instances}),
-        launcher=launcher,
-        records_path=f"{directory}/records.jsonl",
-        logs_dir=f"{directory}/logs",
-    )
-    spec = JobSpec(
-        job_name="bench-packing-bundle",
-        command=command,
-        partition=profile.partition,
-        account=profile.account,
-        nodes=1,
-        cpus_per_task=profile.cores_per_node,
-        mem_mb=profile.memory_per_node_mb,
-        time_limit_s=600,
-        output=f"{directory}/job-%j.out",
-        extra_sbatch={"nodelist": node} if node else {},
-    )
-    job = hook.submit(render_job_script(spec), remote_dir=directory, script_name="bundle.sh").job_id
+    job = _submit_bundle(
+        hook, profile, directory, f"bench-packing-{mix}-{launcher}", instances, launcher,
+        time_limit_s=600, node=node,
+    )  # fmt: skip
     print(f"{mix} / {launcher}: job {job}, {len(seconds)} instances ({sum(seconds):.0f} CPU-s)", flush=True)
     accounting = _job_accounting(hook, [job], f"{mix} / {launcher}")[job]
     records = parse_records(hook.run(f"cat {quote_path(directory)}/records.jsonl").stdout)
@@ -519,24 +537,9 @@ def run_bundle(
         {"id": f"t{i:03d}", "command": task_command(remote, i, s, work), "cpus": 1, "memory_mb": 100}
         for i, s in enumerate(seconds)
     ]
-    command = bundle_job_command(
-        json.dumps({"bundle": "bench-packing", "instances": instances}),
-        launcher=launcher,
-        records_path=f"{directory}/records.jsonl",
-        logs_dir=f"{directory}/logs",
+    job = _submit_bundle(
+        hook, profile, directory, "bench-packing", instances, launcher, time_limit_s=profile.max_walltime_s
     )
-    spec = JobSpec(
-        job_name="bench-packing-bundle",
-        command=command,
-        partition=profile.partition,
-        account=profile.account,
-        nodes=1,
-        cpus_per_task=profile.cores_per_node,
-        mem_mb=profile.memory_per_node_mb,
-        time_limit_s=profile.max_walltime_s,
-        output=f"{directory}/job-%j.out",
-    )
-    job = hook.submit(render_job_script(spec), remote_dir=directory, script_name="bundle.sh").job_id
     print(f"bundle: job {job}, {len(seconds)} tasks, {launcher} launcher", flush=True)
     accounting = wait_for(hook, [job], "bundle")[job]
     logs = hook.run(f"cat {quote_path(directory)}/logs/*.log", check=False).stdout

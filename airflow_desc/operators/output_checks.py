@@ -58,7 +58,7 @@ for r in json.load(sys.stdin):
             ok = os.path.isfile(target) and os.path.getsize(target) > 0
         elif kind == "glob":
             ok = len(glob.glob(target)) >= int(r.get("min_count") or 1)
-        elif kind == "command":
+        elif kind == "command":  # the spec author's shell text; every value in it was quoted when filled
             ok = subprocess.run(target, shell=True, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, timeout=600).returncode == 0
         elif kind == "log_lacks":
