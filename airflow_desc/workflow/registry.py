@@ -94,6 +94,14 @@ class LoadedWorkflow:
         except KeyError:
             raise WorkflowSpecError(f"{self.key}: no task {path!r} in variant {variant!r}") from None
 
+    @property
+    def spec_digest(self) -> str:
+        """What rendered these DAGs: the spec file's SHA-256, then ``+`` the render overlay's, if any.
+
+        Kept on each run in the history (``runs.spec_digest``), so that a report names the spec.
+        """
+        return self.spec.digest + (f"+{self.options.digest}" if self.options.digest else "")
+
     def dag_id(self, variant: str | None) -> str:
         """Return the DAG id of a variant, with the options' suffix (without building its graph)."""
         return dag_id_for(self.spec, variant) + self.options.dag_id_suffix
