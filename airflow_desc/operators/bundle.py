@@ -157,7 +157,9 @@ class SlurmBundleOperator(SlurmOperator):
         kwargs.setdefault("command", "")
         kwargs.setdefault("retries", 0)
         recorder = VariantRecorder(
-            variant=variant or "", workflow_version=kwargs.get("workflow_version", ""), spec_digest=spec_digest
+            variant=variant or "",
+            workflow_version=kwargs.get("workflow_version", ""),
+            spec_digest=spec_digest,
         )
         kwargs.setdefault("recorder", recorder)
         super().__init__(**kwargs)

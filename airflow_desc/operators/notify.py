@@ -75,7 +75,9 @@ def build_notifier(spec: NotifierSpec, where: str = "notify") -> BaseNotifier:
     try:
         return value(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise WorkflowSpecError(f"{where}: {spec.notifier} refuses its kwargs: {exc}; fix notify's kwargs") from None
+        raise WorkflowSpecError(
+            f"{where}: {spec.notifier} refuses its kwargs: {exc}; fix notify's kwargs"
+        ) from None
 
 
 def _named(notify: Notify, *, failed: bool = True) -> list[tuple[str, NotifierSpec]]:
@@ -124,4 +126,3 @@ def send_notifications(
             problems.append(f"{where} ({spec.notifier}) failed: {type(exc).__name__}: {exc}")
             log.warning("%s", problems[-1], exc_info=True)
     return problems
-

@@ -36,9 +36,10 @@ class WorkflowVerdictOperator(BaseOperator):
     (:func:`~airflow_desc.history.latest_records_of_run`) and the run's failed task instances (one
     without a record failed before recording anything); logs the summary; fails without retrying
     when the run failed. Then it calls the spec's notifiers (``notify``: ``on_failure`` when the
-    run failed, ``on_end`` either way; :mod:`airflow_desc.operators.notify`). While the history cannot be read (its database down at the run's end) it
-    waits deferred, reading again after 5, 10, 20 ... 60 s, up to ``history_wait_s``; then it fails
-    (and retries: a run is never judged without its records).
+    run failed, ``on_end`` either way; :mod:`airflow_desc.operators.notify`). While the history
+    cannot be read (its database down at the run's end) it waits deferred, reading again after 5,
+    10, 20 ... 60 s, up to ``history_wait_s``; then it fails (and retries: a run is never judged
+    without its records).
 
     :param workflow_key: the loaded workflow.
     :param variant: the variant.

@@ -72,9 +72,10 @@ depth. One spec gives one DAG per variant (see :mod:`airflow_desc.workflow.graph
               - log_lacks: "PSF determination failed"
 
 Keys of the top level: ``name``, ``version``, ``side_by_side``, ``notify``, ``description``,
-``variables``, ``patterns``, ``variants``, ``defaults``, ``bundling``, ``processes``, ``tasks``. Keys of a sub-task: ``version`` (default:
-the parent's), ``description``, ``streams_from``, ``stream_var``, ``expected_streams``,
-``bundle``, ``bundle_size``, ``depends_on``, ``after``, ``defaults``, ``processes``, ``tasks``.
+``variables``, ``patterns``, ``variants``, ``defaults``, ``bundling``, ``processes``, ``tasks``.
+Keys of a sub-task: ``version`` (default: the parent's), ``description``, ``streams_from``,
+``stream_var``, ``expected_streams``, ``bundle``, ``bundle_size``, ``depends_on``, ``after``,
+``defaults``, ``processes``, ``tasks``.
 Names of tasks are unique in a workflow; names of processes and sub-tasks, within their task.
 
 Keys of a process: ``type`` (``batch`` | ``script``), ``description``, ``depends_on`` (names

@@ -166,7 +166,7 @@ class _Rules:
                     self.template(path, value, set(self.variables) - {key})
 
     def check_side_by_side(self) -> None:
-        """A version that goes in DAG ids (``side_by_side``) has only what a DAG id may hold."""
+        """Check that a version going in DAG ids (``side_by_side``) holds only what a DAG id may."""
         version = self.data.get("version")
         if self.data.get("side_by_side") is True and isinstance(version, str):
             if not _DAG_ID_PART_RE.match(version):

@@ -64,7 +64,9 @@ def test_a_failed_run_mails_its_failure_and_its_end_with_the_summary(
     assert re.fullmatch("[0-9a-f]{64}", digest)
 
 
-def test_a_green_run_mails_its_end_only(airflow_env: AirflowEnv, sink: SmtpSink, tmp_path: pathlib.Path) -> None:
+def test_a_green_run_mails_its_end_only(
+    airflow_env: AirflowEnv, sink: SmtpSink, tmp_path: pathlib.Path
+) -> None:
     _, state = _run(airflow_env, sink, tmp_path / "history.jsonl", fail_visit="0")
     assert state == "success"
     [end] = sink.received()

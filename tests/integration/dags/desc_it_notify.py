@@ -54,8 +54,8 @@ SPEC = {
             "processes": {
                 "step": {
                     "type": "batch",
-                    "command": "if [ {{ visit }} = {{ fail_visit }} ]; then echo PSF model failed for {{ visit }}"
-                    " >&2; exit 3; fi; echo done {{ visit }}",
+                    "command": "if [ {{ visit }} = {{ fail_visit }} ]; then "
+                    "echo PSF model failed for {{ visit }} >&2; exit 3; fi; echo done {{ visit }}",
                 }
             },
         }

@@ -117,7 +117,9 @@ def test_history_db_shares_a_database_with_an_alembic_version_table(tmp_path: Pa
     store.upgrade()
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [("airflow-head",)]
-        assert conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").all() == [("0005_spec_digest",)]
+        assert conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").all() == [
+            ("0005_spec_digest",)
+        ]
     store.dispose()
     engine.dispose()
 

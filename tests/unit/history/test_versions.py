@@ -22,7 +22,8 @@ def rec(version: str, run_id: str, state: str = "success", *, variant: str = "",
     extra = {"workflow_version": version, "spec_digest": kw.pop("digest", OLD if version == "1.16" else NEW)}
     values: dict[str, Any] = {
         "workflow": "DC1-DM12", "process": "processEimage", "task": "processSensor", "version": "1.0",
-        "variant": variant, "dag_id": dag_id, "run_id": run_id, "task_id": "processEimage", "stream": "visit=1",
+        "variant": variant, "dag_id": dag_id, "run_id": run_id, "task_id": "processEimage",
+        "stream": "visit=1",
         "state": state, "extra": extra,
     }  # fmt: skip
     values.update(kw)
@@ -54,7 +55,10 @@ def test_two_versions_of_one_workflow_are_selected_apart(store: HistoryStore) ->
     assert (frame["workflow_version"].tolist(), frame["spec_digest"].tolist()) == (["1.17"], [NEW])
     counted = status_counts(store.engine, old)
     assert dict(zip(counted["state"], counted["count"], strict=True)) == {"failed": 1, "success": 1}
-    assert dag_ids_of(store.engine, HistoryFilter(version="1.17")) == ["DC1-DM12_v1.17", "DC1-DM12_v1.17_phosim"]
+    assert dag_ids_of(store.engine, HistoryFilter(version="1.17")) == [
+        "DC1-DM12_v1.17",
+        "DC1-DM12_v1.17_phosim",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -76,7 +80,9 @@ def test_an_unknown_version_names_those_the_history_holds(
 
 def run_digests(store: HistoryStore, **filters: Any) -> dict[str, str | None]:
     frame = process_instances(store.engine, HistoryFilter(**filters))
-    return {run: (None if pd.isna(d) else d) for run, d in zip(frame["run_id"], frame["spec_digest"], strict=True)}
+    return {
+        run: (None if pd.isna(d) else d) for run, d in zip(frame["run_id"], frame["spec_digest"], strict=True)
+    }
 
 
 def test_each_run_keeps_the_digest_of_the_spec_that_rendered_it(store: HistoryStore) -> None:

@@ -48,27 +48,37 @@ def _nothing_sent() -> None:
 
 
 def test_the_verdict_and_its_summary_fill_what_the_spec_leaves_out() -> None:
-    notify = Notify(on_failure=(spec(to="ops@example.org"),), on_end=(spec(to="log@example.org", subject="{{ desc_verdict }}!"),))
-    summary = "run FAILED: 2 process instances (failed 1, success 1)\n  DC1-DM12/p: failed, non-zero-exit: <oops>"
-    problems = send_notifications(notify, CONTEXT, failed=True, summary=summary, counts={"failed": 1, "success": 1})
+    notify = Notify(
+        on_failure=(spec(to="ops@example.org"),),
+        on_end=(spec(to="log@example.org", subject="{{ desc_verdict }}!"),),
+    )
+    summary = (
+        "run FAILED: 2 process instances (failed 1, success 1)\n  DC1-DM12/p: failed, non-zero-exit: <oops>"
+    )
+    problems = send_notifications(
+        notify, CONTEXT, failed=True, summary=summary, counts={"failed": 1, "success": 1}
+    )
     assert problems == []
     failure, end = Collecting.sent
     assert failure["to"] == "ops@example.org"
     assert failure["subject"] == "[airflow-desc] DC1-DM12_v1.16 r1: run failed"
-    assert "<pre>run FAILED: 2 process instances (failed 1, success 1)\n  DC1-DM12/p: failed, non-zero-exit: &lt;oops&gt;</pre>" in failure["body"]
+    assert f"<pre>{summary.replace('<oops>', '&lt;oops&gt;')}</pre>" in failure["body"]
     assert (end["to"], end["subject"]) == ("log@example.org", "failed!")
     # A green run: on_end only.
     Collecting.sent.clear()
-    send_notifications(notify, CONTEXT, failed=False, summary="run SUCCESS: 1 process instances (success 1)", counts={})
+    send_notifications(
+        notify, CONTEXT, failed=False, summary="run SUCCESS: 1 process instances (success 1)", counts={}
+    )
     assert [(m["to"], m["subject"]) for m in Collecting.sent] == [("log@example.org", "success!")]
 
 
 def test_a_notifier_that_fails_is_reported_and_the_others_still_go(caplog: pytest.LogCaptureFixture) -> None:
     notify = Notify(on_failure=(spec(f"{HERE}:Broken"),), on_end=(spec(to="log@example.org"),))
-    problems = send_notifications(notify, CONTEXT, failed=True, summary="run FAILED", counts={}, source="w.yaml")
-    assert problems == [
-        f"notify.on_failure[0] ({HERE}:Broken) failed: ConnectionRefusedError: smtp.example.org:25 refused the connection"
-    ]
+    problems = send_notifications(
+        notify, CONTEXT, failed=True, summary="run FAILED", counts={}, source="w.yaml"
+    )
+    refused = "ConnectionRefusedError: smtp.example.org:25 refused the connection"
+    assert problems == [f"notify.on_failure[0] ({HERE}:Broken) failed: {refused}"]
     assert [m["to"] for m in Collecting.sent] == ["log@example.org"]
     assert "notify.on_failure[0]" in caplog.text
 
@@ -76,7 +86,8 @@ def test_a_notifier_that_fails_is_reported_and_the_others_still_go(caplog: pytes
 @pytest.mark.parametrize(
     ("notifier", "message"),
     [
-        (spec("airflow.providers.nothing:Notifier"), "w.yaml: notify.on_failure\\[0\\]: cannot import the notifier 'airflow.providers.nothing:Notifier'"),
+        (spec("airflow.providers.nothing:Notifier"),
+         "w.yaml: notify.on_failure\\[0\\]: cannot import the notifier 'airflow.providers.nothing:Notifier'"),
         (spec(f"{HERE}:spec"), "is not an Airflow notifier \\(a BaseNotifier subclass\\)"),
         (spec(to="x", cc="y"), f"{HERE}:Collecting refuses its kwargs: .*'cc'; fix notify's kwargs"),
     ],
@@ -102,5 +113,7 @@ def test_the_smtp_providers_notifier_is_built_from_a_spec() -> None:
 
 def test_a_notifier_is_named_by_its_import_path() -> None:
     text = spec_text("mini") + "notify:\n  on_end:\n    - notifier: SmtpNotifier\n"
-    with pytest.raises(WorkflowSpecError, match=r"mini.yaml:[0-9]+: notify.on_end\[0\].notifier: .*write module.path:Class"):
+    with pytest.raises(
+        WorkflowSpecError, match=r"mini.yaml:[0-9]+: notify.on_end\[0\].notifier: .*write module.path:Class"
+    ):
         parse_spec(text, "mini.yaml")

@@ -230,7 +230,9 @@ def test_the_report_names_the_spec_of_each_run(tmp_path: pathlib.Path) -> None:
     old = instances_frame(n_per_process=2, processes=("processEimage",)).assign(
         dag_id="DC1-DM12_v1.16", run_id="r1", workflow_version="1.16", variant="", spec_digest="a" * 64
     )
-    new = old.assign(dag_id="DC1-DM12_v1.17", run_id="r2", workflow_version="1.17", spec_digest="b" * 64 + "+c")
+    new = old.assign(
+        dag_id="DC1-DM12_v1.17", run_id="r2", workflow_version="1.17", spec_digest="b" * 64 + "+c"
+    )
     instances = pd.concat([old, new, new.iloc[[0]].assign(spec_digest=None, run_id="r0")], ignore_index=True)
     table = status_table(counts_from_instances(instances))
     page = Page.of(write_report(tmp_path, table, instances).read_text(encoding="utf-8"))

@@ -55,7 +55,9 @@ def test_without_side_by_side_two_versions_collide_and_the_error_says_what_to_do
 
 def test_a_version_in_a_dag_id_holds_only_what_a_dag_id_may() -> None:
     text = MINI.replace('version: "3.1"\n', 'version: "3.1+local"\nside_by_side: true\n')
-    with pytest.raises(WorkflowSpecError, match=r"mini.yaml:4: version: side_by_side puts the version in the DAG"):
+    with pytest.raises(
+        WorkflowSpecError, match=r"mini.yaml:4: version: side_by_side puts the version in the DAG"
+    ):
         parse_spec(text, "mini.yaml")
     # Without side_by_side the version stays out of DAG ids and may hold it.
     spec = parse_spec(text.replace("side_by_side: true\n", ""), "mini.yaml")

@@ -26,6 +26,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop it: ALTER TABLE ... DROP COLUMN on both (SQLite 3.35+; a rebuild of ``runs``, which other
-    tables reference, would break their foreign keys)."""
+    """Drop it with ALTER TABLE ... DROP COLUMN on both databases (SQLite 3.35+).
+
+    Not SQLite's batch mode: rebuilding ``runs``, which other tables reference, breaks their foreign keys.
+    """
     op.drop_column("runs", "spec_digest")
