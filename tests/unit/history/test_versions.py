@@ -30,15 +30,19 @@ def rec(version: str, run_id: str, state: str = "success", *, variant: str = "",
     return ProcessRecord(**values)
 
 
+#: Two versions of DC1-DM12 side by side, the newer with a variant.
+SIDE_BY_SIDE = [
+    rec("1.16", "r1"),
+    rec("1.16", "r2", "failed"),
+    rec("1.17", "r3"),
+    rec("1.17", "r4", variant="phosim"),
+]
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[HistoryStore]:
     s = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
-    s.record([
-        rec("1.16", "r1"),
-        rec("1.16", "r2", "failed"),
-        rec("1.17", "r3"),
-        rec("1.17", "r4", variant="phosim"),
-    ])  # fmt: skip
+    s.record(SIDE_BY_SIDE)
     yield s
     s.dispose()
 
@@ -48,6 +52,11 @@ def states(frame: Any) -> list[tuple[str, str]]:
 
 
 def test_two_versions_of_one_workflow_are_selected_apart(store: HistoryStore) -> None:
+    check_selection_by_version(store)
+
+
+def check_selection_by_version(store: HistoryStore) -> None:
+    """What each version selects (the store holds :data:`SIDE_BY_SIDE`); also on PostgreSQL."""
     old = HistoryFilter(workflow="DC1-DM12", version="1.16")
     assert states(process_instances(store.engine, old)) == [("r1", "success"), ("r2", "failed")]
     frame = process_instances(store.engine, HistoryFilter(version="1.17", variant=""))
@@ -86,6 +95,11 @@ def run_digests(store: HistoryStore, **filters: Any) -> dict[str, str | None]:
 
 
 def test_each_run_keeps_the_digest_of_the_spec_that_rendered_it(store: HistoryStore) -> None:
+    check_spec_digests(store)
+
+
+def check_spec_digests(store: HistoryStore) -> None:
+    """Each run's digest, then a rerun's (the store holds :data:`SIDE_BY_SIDE`); also on PostgreSQL."""
     assert run_digests(store, workflow="DC1-DM12") == {"r1": OLD, "r2": OLD, "r3": NEW, "r4": NEW}
     # A rerun after the spec changed: the run names the latest spec; each attempt keeps its own.
     store.record([rec("1.16", "r2", try_number=2, digest=NEWER)])
@@ -98,6 +112,11 @@ def test_each_run_keeps_the_digest_of_the_spec_that_rendered_it(store: HistorySt
 
 
 def test_the_digest_migration_goes_down_and_up_again(store: HistoryStore) -> None:
+    check_digest_migration(store)
+
+
+def check_digest_migration(store: HistoryStore) -> None:
+    """Down to 0004 and up again, the runs kept (the store holds records); also on PostgreSQL."""
     from alembic import command
 
     from airflow_desc.history.engine import _alembic_config
