@@ -216,11 +216,14 @@ def _configured_clusters() -> ClusterProfiles | None:
 def register(
     spec: WorkflowSpec, options: RenderOptions | None, clusters: ClusterProfiles | None
 ) -> LoadedWorkflow:
-    """Register an already loaded spec under its ``source#name`` (a DAG file may render several)."""
+    """Register an already loaded spec under its ``source#name`` (a DAG file may render several).
+
+    A side-by-side spec's key carries its version too (``source#name@1.16``): one DAG file may
+    render two versions of a workflow.
+    """
     profiles = clusters if clusters is not None else _configured_clusters()
-    loaded = LoadedWorkflow(
-        key=f"{spec.source}#{spec.name}", spec=spec, options=options or RenderOptions(), clusters=profiles
-    )
+    key = f"{spec.source}#{spec.name}" + (f"@{spec.version}" if spec.side_by_side else "")
+    loaded = LoadedWorkflow(key=key, spec=spec, options=options or RenderOptions(), clusters=profiles)
     _REGISTRY[loaded.key] = loaded
     return loaded
 

@@ -143,8 +143,9 @@ Their template fields are rendered with the verdict's context plus ``desc_verdic
 (``success`` / ``failed``), ``desc_summary`` (the verdict's summary: counts per state, the first
 failures with their reasons) and ``desc_counts``; a notifier that takes ``subject``,
 ``html_content`` or ``text`` and is given none gets the verdict and the summary there. A
-notifier that fails is logged and does not change the verdict. The classes are imported, and
-built with their kwargs, when the DAG is rendered: a typo fails the DAG file, naming the notifier.
+notifier that fails is logged and does not change the verdict. The DAG processor imports the
+classes and builds them with their kwargs when it renders the DAGs: a typo is an import error of
+the DAG file, naming the notifier.
 
 Every problem of a file is reported at once, one per line, as
 ``<file>:<line>: <dotted.path>: <what is wrong>; <what to do>``, in a

@@ -71,3 +71,16 @@ def test_the_digest_is_the_file_s_sha256sum_whatever_its_line_ends(tmp_path: pat
     path = tmp_path / "crlf.yaml"
     path.write_bytes(MINI.replace("\n", "\r\n").encode())
     assert load_spec(path).digest == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_one_dag_file_may_render_two_versions_inline(clusters: Any) -> None:
+    from airflow_desc.workflow.render import render_dags
+
+    dags: dict[str, Any] = {}
+    for version in ("3.1", "3.2"):
+        text = MINI.replace('version: "3.1"\n', f'version: "{version}"\nside_by_side: true\n')
+        dags.update(render_dags(parse_spec(text, "inline_dags.py"), clusters=clusters))
+    for dag_id, version in (("Mini_v3.1", "3.1"), ("Mini_v3.2", "3.2")):
+        key = dags[dag_id].task_dict["ingest"].workflow_key
+        assert key == f"inline_dags.py#Mini@{version}"
+        assert workflow_for(key).spec.version == version  # each task finds its own version at run time
