@@ -143,11 +143,15 @@ def _check_state(state: str | None) -> None:
         raise ValueError(f"unknown state {state!r}; the states are: {', '.join(PROCESS_STATES)}")
 
 
+# The filter's fields that select ``workflows`` rows, in the order an unknown one is named.
+_WORKFLOW_FIELDS = (("workflow", workflows.c.name), ("variant", workflows.c.variant),
+                    ("version", workflows.c.version))  # fmt: skip
+
+
 def _workflow_conditions(selection: HistoryFilter) -> list[sa.ColumnElement[bool]]:
     """Return the conditions on ``workflows`` of a filter's workflow, variant and version."""
-    pairs = ((workflows.c.name, selection.workflow), (workflows.c.variant, selection.variant),
-             (workflows.c.version, selection.version))  # fmt: skip
-    return [column == value for column, value in pairs if value is not None]
+    wanted = ((column, getattr(selection, field)) for field, column in _WORKFLOW_FIELDS)
+    return [column == value for column, value in wanted if value is not None]
 
 
 def _workflow_refs(conn: Connection, selection: HistoryFilter) -> list[int] | None:
@@ -163,11 +167,8 @@ def _workflow_refs(conn: Connection, selection: HistoryFilter) -> list[int] | No
     if refs:
         return refs
     narrowed: list[sa.ColumnElement[bool]] = []
-    for column, value, kind in (
-        (workflows.c.name, selection.workflow, "workflow"),
-        (workflows.c.variant, selection.variant, "variant"),
-        (workflows.c.version, selection.version, "version"),
-    ):
+    for kind, column in _WORKFLOW_FIELDS:
+        value = getattr(selection, kind)
         if value is None:
             continue
         names = [v for (v,) in conn.execute(sa.select(column).distinct().where(*narrowed))]

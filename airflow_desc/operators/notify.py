@@ -20,7 +20,6 @@ verdict stands.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from typing import Any
 from airflow.sdk import BaseNotifier
 
 from airflow_desc.exceptions import WorkflowSpecError
+from airflow_desc.workflow.scripts import import_target
 from airflow_desc.workflow.spec_models import NotifierSpec, Notify
 
 __all__ = ["DEFAULT_FIELDS", "build_notifier", "check_notifiers", "send_notifications"]
@@ -55,11 +55,8 @@ def build_notifier(spec: NotifierSpec, where: str = "notify") -> BaseNotifier:
     :raises WorkflowSpecError: naming it, when the class cannot be imported, is no ``BaseNotifier``,
         or refuses its kwargs.
     """
-    module_name, _, attr = spec.notifier.partition(":")
     try:
-        value: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            value = getattr(value, part)
+        value = import_target(spec.notifier)
     except (ImportError, AttributeError) as exc:
         raise WorkflowSpecError(
             f"{where}: cannot import the notifier {spec.notifier!r}: {exc}; install its provider where "
