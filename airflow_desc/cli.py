@@ -14,6 +14,9 @@ Commands::
     airflow-desc rerun --reason WHY [filters]  clear the task instances of the selected process
                                            instances (and what is downstream), recording who and why
 
+``status``, ``report``, ``history`` and ``rerun`` select by ``--workflow`` (the spec's name),
+``--version`` (its top-level version: two versions may run side by side) and ``--variant``.
+
 Every command has ``--help``, and is also ``airflow desc <command>`` (:func:`airflow_cli_commands`,
 listed under ``cli`` in the provider info).
 """
