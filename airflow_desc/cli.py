@@ -14,6 +14,9 @@ Commands::
     airflow-desc rerun --reason WHY [filters]  clear the task instances of the selected process
                                            instances (and what is downstream), recording who and why
 
+``status``, ``report``, ``history`` and ``rerun`` select by ``--workflow`` (the spec's name),
+``--version`` (its top-level version: two versions may run side by side) and ``--variant``.
+
 Every command has ``--help``, and is also ``airflow desc <command>`` (:func:`airflow_cli_commands`,
 listed under ``cli`` in the provider info).
 """
@@ -131,8 +134,7 @@ def _emit(table: Any, fmt: str) -> None:
 def _selection(args: argparse.Namespace) -> Any:
     """Return the ``HistoryFilter`` of a command's selection arguments (:func:`_history_filters`).
 
-    The status table's commands have no ``--process`` ..., those of process instances no
-    ``--variant``: what a command lacks does not narrow.
+    The status table's commands have no ``--process`` ...: what a command lacks does not narrow.
     """
     from airflow_desc.history import HistoryFilter
 
@@ -140,7 +142,8 @@ def _selection(args: argparse.Namespace) -> Any:
         return getattr(args, name, None)
 
     return HistoryFilter(
-        workflow=args.workflow, variant=given("variant"), run_id=args.run, process=given("process"),
+        workflow=args.workflow, variant=args.variant, version=args.workflow_version, run_id=args.run,
+        process=given("process"),
         stream_glob=given("stream"), state=given("state"), reason=given("reason_class"),
         cluster=given("cluster"), node=given("node"), since=_when(args.since), until=_when(args.until),
     )  # fmt: skip
@@ -211,8 +214,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    import dataclasses
-
     import pandas as pd
 
     from airflow_desc.history.queries import process_instances
@@ -225,8 +226,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print("no process instance recorded or in progress for this selection: no report written")
         return 1
     try:
-        # The figures have always covered every variant of the selection; --variant narrows the table.
-        instances = process_instances(_history_engine(args), dataclasses.replace(selection, variant=None))
+        instances = process_instances(_history_engine(args), selection)
     except ValueError:  # in progress, nothing recorded yet: the table alone
         from airflow_desc.history.queries import PROCESS_INSTANCE_COLUMNS
 
@@ -318,12 +318,16 @@ def _history_filters(parser: argparse.ArgumentParser, *, instances: bool, rerun:
     parser.add_argument(
         "--db", help="history: SQLAlchemy URL or Airflow connection id (default: the configured one)"
     )
-    parser.add_argument("--workflow", help="only this workflow (DAG id)")
+    parser.add_argument("--workflow", help="only this workflow (its spec's name, e.g. DC1-DM12)")
+    parser.add_argument(
+        "--version", dest="workflow_version", metavar="VERSION",
+        help="only this version of the workflow (its spec's version, e.g. 1.16; see side_by_side)",
+    )  # fmt: skip
+    parser.add_argument("--variant", help="only this workflow variant ('' for the workflow without one)")
     parser.add_argument("--run", help="only this DAG run id")
     parser.add_argument("--since", help="only instances started on or after this date (YYYY-MM-DD[THH:MM])")
     parser.add_argument("--until", help="only instances started before this date")
     if not instances:
-        parser.add_argument("--variant", help="only this workflow variant")
         parser.add_argument(
             "--no-live", action="store_true",
             help="count recorded attempts only; by default the task-instance states of DAG runs in "

@@ -16,20 +16,22 @@ __all__ = ["INSTANCE_FIELDS", "HistoryFilter"]
 
 #: The fields that select whole process instances (by their workflow, run and when their latest
 #: attempt began): all that the status table's queries take.
-INSTANCE_FIELDS: tuple[str, ...] = ("workflow", "variant", "run_id", "dag_ids", "since", "until")
+INSTANCE_FIELDS: tuple[str, ...] = ("workflow", "variant", "version", "run_id", "dag_ids", "since", "until")
 
 
 @dataclass(frozen=True)
 class HistoryFilter:
     """A selection of process instances and attempts; a field left ``None`` does not narrow it.
 
-    Unknown workflow, variant, run, process or state names make the queries raise
+    Unknown workflow, variant, version, run, process or state names make the queries raise
     :class:`ValueError` listing the names the history holds. Time windows select attempts by when
     they began (start time, else submit time, else end time); ``since`` is inclusive, ``until``
     exclusive; aware bounds are compared in UTC.
 
     :param workflow: only this workflow (the history's workflow name, e.g. ``DC1-DM12``).
     :param variant: only this workflow variant (``""``: the workflow without one).
+    :param version: only this version of the workflow (its spec's top-level ``version``, not a
+        sub-task's own).
     :param run_id: only this DAG run.
     :param dag_ids: only runs of these DAGs (e.g. those a UI user may read); none of them selects
         nothing, without an error. Kept as a frozenset.
@@ -47,6 +49,7 @@ class HistoryFilter:
 
     workflow: str | None = None
     variant: str | None = None
+    version: str | None = None
     run_id: str | None = None
     dag_ids: Collection[str] | None = None
     process: str | None = None

@@ -45,8 +45,14 @@ __all__ = [
     "typical_elapsed",
 ]
 
-#: The columns of :func:`process_instances`: the :class:`ProcessRecord` fields, then ``run_conf``.
-PROCESS_INSTANCE_COLUMNS = (*(f.name for f in dataclasses.fields(ProcessRecord)), "run_conf")
+#: The columns of :func:`process_instances`: the :class:`ProcessRecord` fields, then ``run_conf``,
+#: the workflow's version (``version`` is the process's task's) and the run's ``spec_digest``.
+PROCESS_INSTANCE_COLUMNS = (
+    *(f.name for f in dataclasses.fields(ProcessRecord)),
+    "run_conf",
+    "workflow_version",
+    "spec_digest",
+)
 #: The columns of :func:`status_counts`.
 STATUS_COLUMNS = ("task", "version", "process", "process_type", "state", "count", "attempts")
 #: The columns of :func:`latest_attempts`.
@@ -137,27 +143,40 @@ def _check_state(state: str | None) -> None:
         raise ValueError(f"unknown state {state!r}; the states are: {', '.join(PROCESS_STATES)}")
 
 
-def _workflow_refs(conn: Connection, workflow: str | None, variant: str | None) -> list[int] | None:
-    """Return the workflows rows matching the filters (None: no filter); unknown names raise."""
-    if workflow is None and variant is None:
+# The filter's fields that select ``workflows`` rows, in the order an unknown one is named.
+_WORKFLOW_FIELDS = (("workflow", workflows.c.name), ("variant", workflows.c.variant),
+                    ("version", workflows.c.version))  # fmt: skip
+
+
+def _workflow_conditions(selection: HistoryFilter) -> list[sa.ColumnElement[bool]]:
+    """Return the conditions on ``workflows`` of a filter's workflow, variant and version."""
+    wanted = ((column, getattr(selection, field)) for field, column in _WORKFLOW_FIELDS)
+    return [column == value for column, value in wanted if value is not None]
+
+
+def _workflow_refs(conn: Connection, selection: HistoryFilter) -> list[int] | None:
+    """Return the workflows rows matching the filter (None: no filter); unknown names raise.
+
+    The message names the first field that matches nothing among what the fields before it hold:
+    the workflow, then its variants, then the versions of those.
+    """
+    where = _workflow_conditions(selection)
+    if not where:
         return None
-    query = sa.select(workflows.c.id)
-    if workflow is not None:
-        query = query.where(workflows.c.name == workflow)
-    if variant is not None:
-        query = query.where(workflows.c.variant == variant)
-    refs = [int(i) for (i,) in conn.execute(query)]
-    if not refs:
-        if workflow is not None and workflow not in _distinct(conn, workflows.c.name):
-            raise _unknown("workflow", workflow, _distinct(conn, workflows.c.name))
-        assert variant is not None
-        query = sa.select(workflows.c.variant).distinct()
-        if workflow is not None:
-            query = query.where(workflows.c.name == workflow)
-        names = [v for (v,) in conn.execute(query)]
-        kind = "variant" if workflow is None else f"variant of {workflow}"
-        raise _unknown(kind, variant, names)
-    return refs
+    refs = [int(i) for (i,) in conn.execute(sa.select(workflows.c.id).where(*where))]
+    if refs:
+        return refs
+    narrowed: list[sa.ColumnElement[bool]] = []
+    for kind, column in _WORKFLOW_FIELDS:
+        value = getattr(selection, kind)
+        if value is None:
+            continue
+        names = [v for (v,) in conn.execute(sa.select(column).distinct().where(*narrowed))]
+        if value not in names:
+            of = f" of {selection.workflow}" if selection.workflow is not None and kind != "workflow" else ""
+            raise _unknown(kind + of, value, names)
+        narrowed.append(column == value)
+    raise AssertionError("a selection matched each field alone but not all of them")
 
 
 def _run_refs(
@@ -228,6 +247,8 @@ def process_instances(
         "variant": w.c.variant,
         "stream": s.c.path,
         "run_conf": r.c.conf,
+        "workflow_version": w.c.version,
+        "spec_digest": r.c.spec_digest,
     }
     for name in ("submit_time", "start_time", "end_time"):
         columns[name] = _time_column(pi.c[name], engine.dialect.name)
@@ -265,7 +286,7 @@ def _attempt_filters(
     first, before connecting.
     """
     where: list[sa.ColumnElement[bool]] = []
-    workflow_refs = _workflow_refs(conn, selection.workflow, selection.variant)
+    workflow_refs = _workflow_refs(conn, selection)
     run_refs = _run_refs(conn, selection.run_id, selection.dag_ids)
     _check_process(conn, selection.process)
     if workflow_refs is not None:
@@ -356,10 +377,7 @@ def dag_ids_of(engine: Engine, selection: HistoryFilter | None = None) -> list[s
     selection = selection or HistoryFilter()
     selection.require_only(INSTANCE_FIELDS, "dag_ids_of")
     query = sa.select(runs.c.dag_id).distinct().join(workflows, workflows.c.id == runs.c.workflow_ref)
-    if selection.workflow is not None:
-        query = query.where(workflows.c.name == selection.workflow)
-    if selection.variant is not None:
-        query = query.where(workflows.c.variant == selection.variant)
+    query = query.where(*_workflow_conditions(selection))
     if selection.run_id is not None:
         query = query.where(runs.c.run_id == selection.run_id)
     if selection.dag_ids is not None:
@@ -420,7 +438,7 @@ def latest_attempts(
 
 def _status_filters(conn: Connection, selection: HistoryFilter) -> list[sa.ColumnElement[bool]]:
     where: list[sa.ColumnElement[bool]] = []
-    workflow_refs = _workflow_refs(conn, selection.workflow, selection.variant)
+    workflow_refs = _workflow_refs(conn, selection)
     run_refs = _run_refs(conn, selection.run_id, selection.dag_ids)
     if workflow_refs is not None:
         where.append(pi.c.workflow_ref.in_(workflow_refs))

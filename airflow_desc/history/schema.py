@@ -3,7 +3,8 @@
 ::
 
     workflows          one row per (name, variant, version) of a top-level workflow
-    runs               one row per DAG run (a top-level stream): its conf and survey year
+    runs               one row per DAG run (a top-level stream): its conf, survey year and the
+                       digest of the spec that rendered its DAG
     streams            one row per stream path of a run; ``parent_ref`` is the enclosing stream
                        (each run has a root stream with path ``""``, the top level)
     process_instances  one row per attempt of a process instance (a :class:`ProcessRecord`)
@@ -106,6 +107,8 @@ runs = sa.Table(
     sa.Column("conf", DB_JSON, nullable=True),
     sa.Column("survey_year", sa.Integer, nullable=True),
     sa.Column("created_at", HistoryDateTime, nullable=False),
+    # What rendered the run's DAG: the spec file's SHA-256 (+ the render overlay's); the latest written.
+    sa.Column("spec_digest", sa.Text, nullable=True),
     sa.UniqueConstraint("dag_id", "run_id", name="uq_runs_identity"),
 )
 

@@ -215,8 +215,9 @@ class HistoryStore:
         """Write ``records`` in one transaction; an attempt already recorded under the same key is replaced.
 
         Besides the record's own fields, ``extra`` may carry ``run_conf`` (a dict: the DAG run's conf,
-        kept on the run), ``survey_year`` (else ``run_conf["survey_year"]``) and ``workflow_version``
-        (the top-level workflow's version; ``version`` is that of the record's task).
+        kept on the run), ``survey_year`` (else ``run_conf["survey_year"]``), ``workflow_version``
+        (the top-level workflow's version; ``version`` is that of the record's task) and
+        ``spec_digest`` (what rendered the run's DAG, kept on the run: the latest written wins).
 
         :param records: the records; within the batch the last record of a key wins.
         """
@@ -318,10 +319,13 @@ class HistoryStore:
                     "conf": None,
                     "survey_year": None,
                     "created_at": now,
+                    "spec_digest": None,
                 },
             )
             if isinstance(conf, Mapping):
                 row["conf"] = dict(conf)
+            if isinstance(r.extra.get("spec_digest"), str):
+                row["spec_digest"] = r.extra["spec_digest"]
             if year is not None:
                 row["survey_year"] = int(year)
         stmt = self._insert(runs)
@@ -330,6 +334,7 @@ class HistoryStore:
             set_={
                 "conf": sa.func.coalesce(stmt.excluded.conf, runs.c.conf),
                 "survey_year": sa.func.coalesce(stmt.excluded.survey_year, runs.c.survey_year),
+                "spec_digest": sa.func.coalesce(stmt.excluded.spec_digest, runs.c.spec_digest),
             },
         )
         # In key order: the upsert locks each run's row until commit (which serialises writers of the

@@ -127,6 +127,7 @@ class SlurmBundleOperator(SlurmOperator):
         ``all``; a run's conf ``desc_rerun`` overrides it.
     :param python: the cluster's Python 3 for the pilot and the payloads.
     :param kill_grace_s: seconds from SIGTERM to SIGKILL when an instance must stop.
+    :param spec_digest: what rendered the DAG, kept on the run in the history.
     :param kwargs: :class:`~airflow_desc.operators.slurm.SlurmOperator` arguments (``cluster``,
         ``retries``, ``deferrable``, ``escalate``...); the resources are a whole node of the
         cluster, and the escalation factors are each process's own (its spec's ``escalation``).
@@ -146,6 +147,7 @@ class SlurmBundleOperator(SlurmOperator):
         rerun: str = "failed",
         python: str = "python3",
         kill_grace_s: float = 10.0,
+        spec_digest: str = "",
         **kwargs: Any,
     ) -> None:
         if launcher not in LAUNCHERS:
@@ -154,10 +156,12 @@ class SlurmBundleOperator(SlurmOperator):
             raise ValueError(f"rerun must be 'failed' or 'all', got {rerun!r}")
         kwargs.setdefault("command", "")
         kwargs.setdefault("retries", 0)
-        kwargs.setdefault(
-            "recorder",
-            VariantRecorder(variant=variant or "", workflow_version=kwargs.get("workflow_version", "")),
+        recorder = VariantRecorder(
+            variant=variant or "",
+            workflow_version=kwargs.get("workflow_version", ""),
+            spec_digest=spec_digest,
         )
+        kwargs.setdefault("recorder", recorder)
         super().__init__(**kwargs)
         self.workflow_key = workflow_key
         self.variant = variant

@@ -33,6 +33,7 @@ class DescProcess:
     :param variant: the workflow variant (``imsim-dithered`` ...).
     :param workflow_version: the top-level workflow's version; with ``workflow`` and ``variant``
         it names the history's workflow, as the batch processes' records do.
+    :param spec_digest: what rendered the DAG (``LoadedWorkflow.spec_digest``), kept on the run.
     """
 
     process: str | None = None
@@ -42,6 +43,7 @@ class DescProcess:
     stream: str = ""
     variant: str = ""
     workflow_version: str = ""
+    spec_digest: str = ""
 
 
 def mark_script_process(operator: _T, **fields: Any) -> _T:

@@ -18,6 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_desc.exceptions import HistoryUnavailable
 from airflow_desc.history import latest_records_of_run
+from airflow_desc.operators.notify import send_notifications
 from airflow_desc.workflow.naming import VERDICT_TASK
 from airflow_desc.workflow.registry import workflow_for
 from airflow_desc.workflow.verdict import judge_run
@@ -34,9 +35,11 @@ class WorkflowVerdictOperator(BaseOperator):
     Reads the latest attempt of each process instance of the run from the history
     (:func:`~airflow_desc.history.latest_records_of_run`) and the run's failed task instances (one
     without a record failed before recording anything); logs the summary; fails without retrying
-    when the run failed. While the history cannot be read (its database down at the run's end) it
-    waits deferred, reading again after 5, 10, 20 ... 60 s, up to ``history_wait_s``; then it fails
-    (and retries: a run is never judged without its records).
+    when the run failed. Then it calls the spec's notifiers (``notify``: ``on_failure`` when the
+    run failed, ``on_end`` either way; :mod:`airflow_desc.operators.notify`). While the history
+    cannot be read (its database down at the run's end) it waits deferred, reading again after 5,
+    10, 20 ... 60 s, up to ``history_wait_s``; then it fails (and retries: a run is never judged
+    without its records).
 
     :param workflow_key: the loaded workflow.
     :param variant: the variant.
@@ -89,6 +92,13 @@ class WorkflowVerdictOperator(BaseOperator):
         summary = verdict.summary()
         for line in summary.splitlines():
             self.log.info("%s", line)
+        spec = workflow_for(self.workflow_key).spec
+        problems = send_notifications(
+            spec.notify, context, failed=verdict.failed, summary=summary, counts=verdict.counts,
+            source=spec.source,
+        )  # fmt: skip
+        for problem in problems:
+            self.log.warning("notification not sent: %s", problem)
         if verdict.failed:
             raise AirflowFailException(summary)
         return {"counts": dict(verdict.counts), "tolerated": len(verdict.tolerated)}

@@ -63,18 +63,23 @@ class VariantRecorder:
 
     :param variant: the workflow variant.
     :param workflow_version: the top-level workflow's version (kept in ``extra``).
+    :param spec_digest: what rendered the DAG (``LoadedWorkflow.spec_digest``; kept in ``extra``,
+        the history keeps it on the run).
     :param inner: where records go; default :func:`~airflow_desc.history.default_recorder` (read
         when recording, so that the environment of the running task decides).
     """
 
     variant: str = ""
     workflow_version: str = ""
+    spec_digest: str = ""
     inner: Recorder | None = None
 
     def record(self, records: Sequence[ProcessRecord]) -> None:
         """Stamp and pass on ``records``."""
         year = _running_survey_year()
         stamp: dict[str, Any] = {"workflow_version": self.workflow_version}
+        if self.spec_digest:
+            stamp["spec_digest"] = self.spec_digest
         if year is not None:
             stamp["survey_year"] = year
         stamped = [
@@ -109,6 +114,7 @@ class WorkflowBatchOperator(SlurmOperator):
     :param stream: the stream's values (mapped tasks get one per map index).
     :param top_version: the top-level workflow's version: with its name and the variant, the
         history's workflow (``workflow_version`` is the version of the process's own task).
+    :param spec_digest: what rendered the DAG, kept on the run in the history.
     """
 
     # Commands come from the spec with {{ name }} placeholders that are not Jinja.
@@ -124,10 +130,13 @@ class WorkflowBatchOperator(SlurmOperator):
         stream: Mapping[str, Any] | None = None,
         workflow_version: str = "",
         top_version: str = "",
+        spec_digest: str = "",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("command", "")
-        recorder = VariantRecorder(variant=variant or "", workflow_version=top_version or workflow_version)
+        recorder = VariantRecorder(
+            variant=variant or "", workflow_version=top_version or workflow_version, spec_digest=spec_digest
+        )
         kwargs.setdefault("recorder", recorder)
         # Mapped from a streams task's XCom, which the REST API can write: its values reach the command.
         with untrusted_fails_the_task():
@@ -263,6 +272,7 @@ class WorkflowScriptOperator(PythonOperator):
                 stream=path,
                 variant=self.variant or "",
                 workflow_version=graph.version,
+                spec_digest=here.workflow.spec_digest,
             ),
         )
         skip = here.skip(context, self.stream_values)

@@ -92,6 +92,8 @@ def _record(task_instance: Any, state: str, error: object = None) -> None:
         extra: dict[str, Any] = {}
         if meta.workflow_version:
             extra["workflow_version"] = meta.workflow_version
+        if meta.spec_digest:
+            extra["spec_digest"] = meta.spec_digest
         year = _survey_year(task_instance)
         if year is not None:
             extra["survey_year"] = year

@@ -33,6 +33,7 @@ from airflow_desc.reports.status import (
     attempts_table,
     counts_from_instances,
     plot_path,
+    runs_table,
     to_csv,
     to_json,
 )
@@ -191,6 +192,7 @@ def render_html(
     attempts: pd.DataFrame,
     advice: pd.DataFrame,
     figure_paths: Sequence[tuple[str, str]],
+    runs: pd.DataFrame | None = None,
 ) -> str:
     """Render the report page (``templates/report.html.j2``).
 
@@ -200,6 +202,8 @@ def render_html(
     :param attempts: the attempts table.
     :param advice: the resource advice table.
     :param figure_paths: ``(relative path, caption)`` of each overall figure, in order.
+    :param runs: the runs and the specs that produced them (:func:`~airflow_desc.reports.status.runs_table`);
+        ``None``: no such section.
     :return: the HTML text of ``index.html``.
     """
     quantile = advice.attrs.get("quantile")
@@ -219,6 +223,7 @@ def render_html(
             attempts=_table(attempts, css_class="attempts"),
             advice=_table(advice, css_class="advice"),
             advice_note=advice_note,
+            runs=None if runs is None else _table(runs, css_class="runs"),
             figures=[_Figure(href=quote(path), caption=caption) for path, caption in figure_paths],
         )
     )
@@ -312,5 +317,6 @@ def write_report(
     (out / "status.csv").write_text(to_csv(table), encoding="utf-8")
     (out / "status.json").write_text(to_json(table), encoding="utf-8")
     index = out / "index.html"
-    index.write_text(render_html(title, table, attempts, advice, figure_paths), encoding="utf-8")
+    runs = runs_table(instances)
+    index.write_text(render_html(title, table, attempts, advice, figure_paths, runs), encoding="utf-8")
     return index

@@ -103,6 +103,7 @@ __all__ = [
     "counts_from_instances",
     "format_text",
     "plot_path",
+    "runs_table",
     "slurm_state_column",
     "status_table",
     "to_csv",
@@ -406,6 +407,38 @@ def attempts_table(counts: pd.DataFrame, order: Sequence[tuple[str, str]] | None
         sums = data.groupby(_KEYS, sort=False)[source].sum().reindex(_index(rows), fill_value=0)
         table[column] = sums.to_numpy(dtype=np.int64)
     return _with_totals(table, ["Instances", "Attempts", "Retries", "Retries (now Success)"])
+
+
+#: The columns of :func:`runs_table`, and the attempt columns they come from.
+RUN_COLUMNS = {
+    "Workflow": "workflow",
+    "Version": "workflow_version",
+    "Variant": "variant",
+    "DAG": "dag_id",
+    "Run": "run_id",
+    "Spec digest": "spec_digest",
+}
+
+
+def runs_table(instances: pd.DataFrame) -> pd.DataFrame:
+    """Return which spec produced each run of a report: one row per run, with its attempts counted.
+
+    The spec digest is the spec file's SHA-256 (``sha256sum``), then ``+`` the render overlay's
+    (``LoadedWorkflow.spec_digest``); empty for runs recorded before the history kept it.
+
+    :param instances: attempts as ``history.queries.process_instances`` returns them (columns
+        ``workflow``, ``workflow_version``, ``variant``, ``dag_id``, ``run_id``, ``spec_digest``;
+        a missing one is shown empty).
+    :return: columns ``Workflow, Version, Variant, DAG, Run, Spec digest, Attempts``, in the order
+        of the runs' first attempts.
+    """
+    columns: dict[str, pd.Series] = {}
+    for column, source in RUN_COLUMNS.items():
+        values = instances[source] if source in instances.columns else pd.Series("", index=instances.index)
+        columns[column] = values.astype(object).where(values.notna(), "").astype(str)
+    data = pd.DataFrame(columns, index=instances.index)
+    counted = data.groupby(list(RUN_COLUMNS), sort=False).size().rename("Attempts").reset_index()
+    return counted.astype({"Attempts": "int64"})
 
 
 def counts_from_instances(instances: pd.DataFrame) -> pd.DataFrame:

@@ -77,7 +77,7 @@ def current_counts(
 
     :param store: the history store.
     :param selection: which instances, by :data:`~airflow_desc.history.filters.INSTANCE_FIELDS`:
-        workflow, variant, run, DAGs (a UI user's readable ones), and ``since`` (live instances
+        workflow, variant, version, run, DAGs (a UI user's readable ones), and ``since`` (live instances
         began now) / ``until`` (none live then); ``None``: all.
     :param live: whether to read and merge live states at all.
     :raises ValueError: for unknown names, or a history without its tables, when nothing is live
@@ -140,6 +140,7 @@ def _live(
             workflow=selection.workflow,
             run_id=selection.run_id,
             variant=selection.variant,
+            version=selection.version,
             dag_ids=selection.dag_ids,
             problems=notes,
         )

@@ -66,8 +66,9 @@ def dag_processes_from_graph(graph: WorkflowGraph, dag_id: str) -> DagProcesses:
     }
     order = tuple((p.task, p.name) for p in graph.iter_processes())
     return DagProcesses(
-        dag_id=dag_id, workflow=graph.name, variant=variant, tasks=tasks, bundles=bundles, order=order
-    )
+        dag_id=dag_id, workflow=graph.name, variant=variant, workflow_version=graph.version, tasks=tasks,
+        bundles=bundles, order=order,
+    )  # fmt: skip
 
 
 def dag_processes_from_dag(dag: Any) -> DagProcesses:

@@ -316,6 +316,7 @@ def live_process_instances(
     workflow: str | None = None,
     run_id: str | None = None,
     variant: str | None = None,
+    version: str | None = None,
     dag_ids: Iterable[str] | None = None,
     slurm: bool = True,
     problems: list[str] | None = None,
@@ -326,6 +327,7 @@ def live_process_instances(
     :param workflow: only this workflow (the history's workflow name, e.g. ``DC1-DM12``).
     :param run_id: only this DAG run.
     :param variant: only this workflow variant.
+    :param version: only this version of the workflow (from its DAG's plan).
     :param dag_ids: only these DAGs (default: every DAG tagged ``desc``).
     :param slurm: read the polled state of the jobs that deferred task instances wait for, so
         that a job that started counts as Running, not Submitted (column ``slurm_state``).
@@ -338,6 +340,7 @@ def live_process_instances(
     from airflow.utils.session import create_session
 
     rows: list[dict[str, Any]] = []
+    wanted = {"workflow": workflow, "variant": variant, "workflow_version": version}
     with create_session() as session:
         active = _active_runs(session, dag_ids, run_id)
         plans = stored_plans(engine, active) if active else {}
@@ -348,7 +351,7 @@ def live_process_instances(
             if problems is not None:
                 problems.extend(notes)
         for dag_id, processes in sorted(plans.items()):
-            if workflow not in (None, processes.workflow) or variant not in (None, processes.variant):
+            if any(value is not None and getattr(processes, name) != value for name, value in wanted.items()):
                 continue
             runs = active[dag_id]
             bundles = _made_bundles(session, processes, runs)

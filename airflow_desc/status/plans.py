@@ -8,7 +8,7 @@ the worker when a task starts), stored as JSON in the history (``process_plans``
 
 The JSON document (:meth:`DagProcesses.to_json`, format :data:`PLAN_FORMAT`)::
 
-    {"format": 1, "dag_id": ..., "workflow": ..., "variant": ...,
+    {"format": 1, "dag_id": ..., "workflow": ..., "variant": ..., "workflow_version": ...,
      "tasks": {task_id: PROCESS, ...},
      "bundles": {task_id: {"streams_task_id": ..., "processes": [PROCESS, ...]}, ...},
      "order": [[task, process], ...]}
@@ -116,6 +116,8 @@ class DagProcesses:
     :param dag_id: the DAG.
     :param workflow: the workflow name the history records for it.
     :param variant: its variant ("" for none).
+    :param workflow_version: the workflow's version ("" when unknown: a hand-written DAG, or a plan
+        written before plans kept it).
     :param tasks: task id -> the process that task runs.
     :param bundles: bundle task id -> what its instances run.
     :param order: ``(task, process)`` of every process, in the workflow's order (the spec's,
@@ -125,6 +127,7 @@ class DagProcesses:
     dag_id: str
     workflow: str
     variant: str = ""
+    workflow_version: str = ""
     tasks: Mapping[str, ProcessIdentity] = dataclasses.field(default_factory=dict)
     bundles: Mapping[str, BundleIdentity] = dataclasses.field(default_factory=dict)
     order: tuple[tuple[str, str], ...] = ()
@@ -136,6 +139,7 @@ class DagProcesses:
             "dag_id": self.dag_id,
             "workflow": self.workflow,
             "variant": self.variant,
+            "workflow_version": self.workflow_version,
             "tasks": {task_id: p.to_json() for task_id, p in self.tasks.items()},
             "bundles": {task_id: b.to_json() for task_id, b in self.bundles.items()},
             "order": [list(pair) for pair in self.order],
@@ -167,6 +171,7 @@ class DagProcesses:
             dag_id=_text(obj, "dag_id", where),
             workflow=_text(obj, "workflow", where),
             variant=_text(obj, "variant", where, ""),
+            workflow_version=_text(obj, "workflow_version", where, ""),
             tasks={str(k): ProcessIdentity.from_json(v, f"{where}.tasks[{k!r}]") for k, v in tasks.items()},
             bundles={
                 str(k): BundleIdentity.from_json(v, f"{where}.bundles[{k!r}]") for k, v in bundles.items()

@@ -56,15 +56,19 @@ RunsAs = Literal["task", "mapped", "in-bundle"]
 def dag_id_for(spec: WorkflowSpec, variant: str | None = None) -> str:
     """Return the DAG id of a variant of a workflow: ``DC1-DM12_imsim-dithered``.
 
+    With ``side_by_side: true`` it carries the version, ``DC1-DM12_v1.16_imsim-dithered``, so that
+    two versions of a workflow are two DAGs.
+
     :param spec: the workflow.
     :param variant: one of ``spec.variant_names``; ``None``: the defaults, the only DAG of a
-        spec without variants (id ``DC1-DM12``).
+        spec without variants (id ``DC1-DM12``, or ``DC1-DM12_v1.16``).
     :raises WorkflowSpecError: for an unknown variant.
     """
+    name = f"{spec.name}_v{spec.version}" if spec.side_by_side else spec.name
     if variant is None:
-        return spec.name
+        return name
     spec.variables_for(variant)  # an unknown variant raises here, with a suggestion
-    return f"{spec.name}_{variant}"
+    return f"{name}_{variant}"
 
 
 # --- nodes ---------------------------------------------------------------------------------------

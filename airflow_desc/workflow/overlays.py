@@ -22,6 +22,7 @@ options' retry and resource caps to a workflow graph.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ class RenderOptions:
     :param resources_cap: a further cap.
     :param launcher: the pilot launcher of the bundles (``srun`` or ``direct``).
     :param tags: extra DAG tags.
+    :param digest: the overlay file's SHA-256 (hex, its ``sha256sum``); "" when not read from a file.
     """
 
     dag_id_suffix: str = ""
@@ -91,6 +93,7 @@ class RenderOptions:
     resources_cap: ResourceCap | None = None
     launcher: str = "srun"
     tags: tuple[str, ...] = ()
+    digest: str = ""
 
 
 def load_overlay(path: str | os.PathLike[str]) -> tuple[Path, RenderOptions]:
@@ -124,7 +127,7 @@ def load_overlay(path: str | os.PathLike[str]) -> tuple[Path, RenderOptions]:
     options = _overlay_options(data, bad)
     if problems:
         raise WorkflowSpecError("\n".join(problems))
-    return base, options
+    return base, dataclasses.replace(options, digest=hashlib.sha256(Path(path).read_bytes()).hexdigest())
 
 
 def _overlay_options(data: Mapping[str, Any], bad: Callable[[str, str], None]) -> RenderOptions:

@@ -94,6 +94,14 @@ class LoadedWorkflow:
         except KeyError:
             raise WorkflowSpecError(f"{self.key}: no task {path!r} in variant {variant!r}") from None
 
+    @property
+    def spec_digest(self) -> str:
+        """What rendered these DAGs: the spec file's SHA-256, then ``+`` the render overlay's, if any.
+
+        Kept on each run in the history (``runs.spec_digest``), so that a report names the spec.
+        """
+        return self.spec.digest + (f"+{self.options.digest}" if self.options.digest else "")
+
     def dag_id(self, variant: str | None) -> str:
         """Return the DAG id of a variant, with the options' suffix (without building its graph)."""
         return dag_id_for(self.spec, variant) + self.options.dag_id_suffix
@@ -208,11 +216,14 @@ def _configured_clusters() -> ClusterProfiles | None:
 def register(
     spec: WorkflowSpec, options: RenderOptions | None, clusters: ClusterProfiles | None
 ) -> LoadedWorkflow:
-    """Register an already loaded spec under its ``source#name`` (a DAG file may render several)."""
+    """Register an already loaded spec under its ``source#name`` (a DAG file may render several).
+
+    A side-by-side spec's key carries its version too (``source#name@1.16``): one DAG file may
+    render two versions of a workflow.
+    """
     profiles = clusters if clusters is not None else _configured_clusters()
-    loaded = LoadedWorkflow(
-        key=f"{spec.source}#{spec.name}", spec=spec, options=options or RenderOptions(), clusters=profiles
-    )
+    key = f"{spec.source}#{spec.name}" + (f"@{spec.version}" if spec.side_by_side else "")
+    loaded = LoadedWorkflow(key=key, spec=spec, options=options or RenderOptions(), clusters=profiles)
     _REGISTRY[loaded.key] = loaded
     return loaded
 

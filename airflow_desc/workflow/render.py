@@ -86,6 +86,7 @@ from airflow_desc.clusters import ClusterProfiles
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.operators.bundle import SlurmBundleOperator
 from airflow_desc.operators.identity import mark_script_process
+from airflow_desc.operators.notify import check_notifiers
 from airflow_desc.operators.verdict import WorkflowVerdictOperator
 from airflow_desc.operators.workflow import (
     WorkflowBatchOperator,
@@ -142,6 +143,8 @@ def render_dags(
     else:
         workflow = load_workflow(spec, clusters=clusters, options=options)
     wanted = get_parsing_context().dag_id
+    if wanted is None:  # the DAG processor: a bad notifier is an import error of the DAG file
+        check_notifiers(workflow.spec.notify, workflow.spec.source)
     dags: dict[str, DAG] = {}
     for variant in workflow.variants:
         if wanted is not None and workflow.dag_id(variant) != wanted:
@@ -159,8 +162,17 @@ def load_workflow_dags(dag_file: str, *paths: str, clusters: ClusterProfiles | N
     """
     here = Path(dag_file).resolve().parent
     dags: dict[str, DAG] = {}
+    rendered_by: dict[str, str] = {}
     for path in paths:
-        dags.update(render_dags(here / path, clusters=clusters))
+        for dag_id, dag in render_dags(here / path, clusters=clusters).items():
+            if dag_id in rendered_by:
+                raise WorkflowSpecError(
+                    f"{here / path}: DAG {dag_id!r} is rendered by {rendered_by[dag_id]} too; to run two "
+                    "versions of a workflow beside each other give both specs side_by_side: true (the DAG "
+                    "ids then carry the version), else load only one of them"
+                )
+            rendered_by[dag_id] = str(here / path)
+            dags[dag_id] = dag
     return dags
 
 
@@ -210,7 +222,8 @@ class _DagBuilder:
         return (
             f"**{graph.name}** version {graph.version}"
             + (f", variant `{graph.variant}`" if graph.variant else "")
-            + f" — {graph.description}\n\nSpec: `{graph.source}`. Conf overrides variables, e.g. "
+            + f" — {graph.description}\n\nSpec: `{graph.source}` (digest `{self.workflow.spec_digest}`, "
+            "kept on each run in the history). Conf overrides variables, e.g. "
             '`{"scale": 0.001}`.\n\n```\n' + table + "\n```\n"
         )
 
@@ -275,6 +288,7 @@ class _DagBuilder:
             workflow=self.graph.name,
             workflow_task=task.name,
             workflow_version=self.graph.version,
+            spec_digest=self.workflow.spec_digest,
             map_index_template=_BUNDLE_LABEL,
             **self._common(),
         ).expand(streams=streams.output)
@@ -297,7 +311,7 @@ class _DagBuilder:
                 return mark_script_process(
                     operator, process=process.name, workflow=self.graph.name, task=process.task,
                     version=process.task_version, variant=self.variant or "",
-                    workflow_version=self.graph.version,
+                    workflow_version=self.graph.version, spec_digest=self.workflow.spec_digest,
                 )  # fmt: skip
             mapped = WorkflowScriptOperator.partial(map_index_template=_STREAM_LABEL, **common)
             return mapped.expand(stream=streams.output)
@@ -317,6 +331,7 @@ class _DagBuilder:
             "workflow_task": process.task,
             "workflow_version": process.task_version,
             "top_version": self.graph.version,
+            "spec_digest": self.workflow.spec_digest,
             "process": process.name,
         }
         if streams is None:

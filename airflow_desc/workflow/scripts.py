@@ -28,9 +28,29 @@ from airflow_desc.workflow.spec_templates import Scalar
 if TYPE_CHECKING:
     from airflow_desc.workflow.registry import LoadedWorkflow
 
-__all__ = ["ScriptOutcome", "call_script", "import_callable", "script_feeds", "script_kwargs"]
+__all__ = [
+    "ScriptOutcome",
+    "call_script",
+    "import_callable",
+    "import_target",
+    "script_feeds",
+    "script_kwargs",
+]
 
 log = logging.getLogger(__name__)
+
+
+def import_target(target: str) -> Any:
+    """Import ``module.path:name`` (a script's callable, a notifier's class) and return it.
+
+    :raises ImportError: if the module cannot be imported.
+    :raises AttributeError: if it has no such name.
+    """
+    module_name, _, attr = target.partition(":")
+    value: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        value = getattr(value, part)
+    return value
 
 
 @functools.lru_cache(maxsize=256)
@@ -39,11 +59,8 @@ def import_callable(target: str) -> Callable[..., Any]:
 
     :raises WorkflowSpecError: if the module or the function cannot be found.
     """
-    module_name, _, attr = target.partition(":")
     try:
-        value: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            value = getattr(value, part)
+        value = import_target(target)
     except (ImportError, AttributeError) as exc:
         raise WorkflowSpecError(f"cannot import the script callable {target!r}: {exc}") from None
     if not callable(value):

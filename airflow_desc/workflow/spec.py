@@ -8,6 +8,12 @@ depth. One spec gives one DAG per variant (see :mod:`airflow_desc.workflow.graph
 
     name: DC1-DM12                      # the top-level task (DAG id, history, status table)
     version: "1.16"                     # quote versions: YAML reads 1.10 as the number 1.1
+    side_by_side: true                  # DAG ids carry the version: DC1-DM12_v1.16_imsim (default false)
+    notify:                             # Airflow notifiers the run's verdict calls (on the worker)
+      on_failure:                       # when the verdict fails the run
+        - notifier: airflow.providers.smtp.notifications.smtp:SmtpNotifier
+          kwargs: {to: desc-ops@example.org, from_email: airflow@example.org, smtp_conn_id: smtp_default}
+      on_end: []                        # when the run has been judged, green or not
     description: DC1 DM processing
     variables:                          # defaults; a variant, then a run's conf, override them
       scale: 1.0                        # fan-out size (1.0 = DC1's counts)
@@ -65,10 +71,11 @@ depth. One spec gives one DAG per variant (see :mod:`airflow_desc.workflow.graph
               - exists: "{{ repo }}/calexp/{{ visit }}.fits"
               - log_lacks: "PSF determination failed"
 
-Keys of the top level: ``name``, ``version``, ``description``, ``variables``, ``patterns``,
-``variants``, ``defaults``, ``bundling``, ``processes``, ``tasks``. Keys of a sub-task: ``version`` (default:
-the parent's), ``description``, ``streams_from``, ``stream_var``, ``expected_streams``,
-``bundle``, ``bundle_size``, ``depends_on``, ``after``, ``defaults``, ``processes``, ``tasks``.
+Keys of the top level: ``name``, ``version``, ``side_by_side``, ``notify``, ``description``,
+``variables``, ``patterns``, ``variants``, ``defaults``, ``bundling``, ``processes``, ``tasks``.
+Keys of a sub-task: ``version`` (default: the parent's), ``description``, ``streams_from``,
+``stream_var``, ``expected_streams``, ``bundle``, ``bundle_size``, ``depends_on``, ``after``,
+``defaults``, ``processes``, ``tasks``.
 Names of tasks are unique in a workflow; names of processes and sub-tasks, within their task.
 
 Keys of a process: ``type`` (``batch`` | ``script``), ``description``, ``depends_on`` (names
@@ -117,6 +124,29 @@ mapping of sub-task name to such a list. A function that takes an ``expected_str
 argument also gets, per sub-task it feeds, that sub-task's ``expected_streams`` for this run
 (how the emulated DC1 setup scripts size their fan-outs with ``scale``).
 
+**Versions side by side.** By default a workflow's DAG id is its name (and variant):
+deploying version 1.17 of ``DC1-DM12`` replaces 1.16. With ``side_by_side: true`` the DAG id
+carries the version, ``<name>_v<version>[_<variant>]`` (``DC1-DM12_v1.16_imsim``), so both are
+deployed and run beside each other; the version may then hold letters, digits, ``.``, ``_`` and
+``-`` only (it goes in a DAG id). Every DAG's tags carry ``version:<version>`` and
+``variant:<variant>`` either way, and every record carries the workflow's version and the run's
+spec digest (the SHA-256 of the spec file's text, as ``sha256sum`` prints it), so that
+``airflow-desc history|status|report|rerun --version V --variant X`` select one version's runs.
+Two specs of one name and version rendered by one DAG file are refused (same DAG ids).
+
+**Notifications.** ``notify.on_failure`` and ``notify.on_end`` name Airflow notifiers
+(``BaseNotifier`` subclasses: the SMTP provider's ``SmtpNotifier``, Slack's
+``SlackNotifier``, your own) with their ``kwargs``. The run's ``verdict`` task calls them when it
+has judged the run (on the worker, where the connections are: Airflow runs a DAG's own
+``on_failure_callback`` in the DAG processor, which has neither the connections nor the summary).
+Their template fields are rendered with the verdict's context plus ``desc_verdict``
+(``success`` / ``failed``), ``desc_summary`` (the verdict's summary: counts per state, the first
+failures with their reasons) and ``desc_counts``; a notifier that takes ``subject``,
+``html_content`` or ``text`` and is given none gets the verdict and the summary there. A
+notifier that fails is logged and does not change the verdict. The DAG processor imports the
+classes and builds them with their kwargs when it renders the DAGs: a typo is an import error of
+the DAG file, naming the notifier.
+
 Every problem of a file is reported at once, one per line, as
 ``<file>:<line>: <dotted.path>: <what is wrong>; <what to do>``, in a
 :class:`~airflow_desc.exceptions.WorkflowSpecError`; a spec that loads is valid.
@@ -124,6 +154,7 @@ Every problem of a file is reported at once, one per line, as
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from typing import TYPE_CHECKING
@@ -210,6 +241,7 @@ def parse_spec(
         unique = sorted(dict.fromkeys(problems), key=lambda p: p.line)
         raise WorkflowSpecError("\n".join(p.format(source) for p in unique))
     spec._source = source
+    spec._digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return spec
 
 
@@ -221,7 +253,8 @@ def load_spec(path: str | os.PathLike[str], *, clusters: ClusterProfiles | None 
     :raises WorkflowSpecError: if the file cannot be read, or for every problem in it.
     """
     try:
-        with open(path, encoding="utf-8") as stream:
+        # newline="": the text as it is on disk, so that the spec's digest is the file's sha256sum.
+        with open(path, encoding="utf-8", newline="") as stream:
             text = stream.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkflowSpecError(f"{os.fspath(path)}: cannot read the workflow spec: {exc}") from None

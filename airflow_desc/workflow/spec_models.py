@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -30,7 +31,7 @@ from airflow_desc._validation import choose
 from airflow_desc._yaml_lines import describe_value, format_path
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.slurm.units import WALLTIME_FORMS, walltime_seconds
-from airflow_desc.workflow.spec_rules import CHECK_KINDS, check_rules, type_mismatch
+from airflow_desc.workflow.spec_rules import CHECK_KINDS, IMPORT_PATH_RE, check_rules, type_mismatch
 from airflow_desc.workflow.spec_templates import (
     IDENT_RE,
     Scalar,
@@ -48,6 +49,8 @@ __all__ = [
     "Emulate",
     "EmulateDefaults",
     "Escalation",
+    "NotifierSpec",
+    "Notify",
     "OutputCheck",
     "ProcessSpec",
     "Resources",
@@ -96,6 +99,15 @@ def _variant_name(value: str) -> str:
 def _version(value: str) -> str:
     if not _VERSION_RE.match(value):
         raise ValueError(f'version {value!r} is not allowed; write e.g. "1.0" (no spaces)')
+    return value
+
+
+def _import_path(value: str) -> str:
+    if not IMPORT_PATH_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not an import path; write module.path:Class, e.g. "
+            "airflow.providers.smtp.notifications.smtp:SmtpNotifier"
+        )
     return value
 
 
@@ -189,6 +201,7 @@ Name = Annotated[StrictStr, AfterValidator(_name)]
 Ident = Annotated[StrictStr, AfterValidator(_identifier)]
 VariantName = Annotated[StrictStr, AfterValidator(_variant_name)]
 Version = Annotated[StrictStr, AfterValidator(_version)]
+ImportPath = Annotated[StrictStr, AfterValidator(_import_path)]
 VariableValue = Annotated[Any, AfterValidator(_scalar)]
 Walltime = Annotated[str, BeforeValidator(_walltime)]
 NumberText = Annotated[str, BeforeValidator(_number_text)]
@@ -380,6 +393,31 @@ class BundlingSettings(_Model):
     max_walltime: Walltime | None = None
 
 
+class NotifierSpec(_Model):
+    """An Airflow notifier the run's verdict calls (see :class:`Notify`).
+
+    :param notifier: its class, ``module.path:Class``, a subclass of Airflow's ``BaseNotifier``
+        (e.g. ``airflow.providers.smtp.notifications.smtp:SmtpNotifier``).
+    :param kwargs: its keyword arguments; text in its template fields is an Airflow (Jinja)
+        template, rendered with the verdict's context plus ``desc_summary``, ``desc_verdict`` and
+        ``desc_counts`` (not a spec placeholder).
+    """
+
+    notifier: ImportPath
+    kwargs: dict[StrictStr, Any] = {}
+
+
+class Notify(_Model):
+    """Whom a run's verdict tells: notifiers called when the run fails, and when it ends either way.
+
+    :param on_failure: called when the verdict fails the run.
+    :param on_end: called when the verdict has judged the run, green or not.
+    """
+
+    on_failure: tuple[NotifierSpec, ...] = ()
+    on_end: tuple[NotifierSpec, ...] = ()
+
+
 class TaskSpec(_Model):
     """What the top-level task and sub-tasks have in common.
 
@@ -436,16 +474,22 @@ class WorkflowSpec(TaskSpec):
         (the whole value): a run's conf is checked against them, and a name used unquoted in shell
         text (``{{ name | raw }}``) needs one.
     :param bundling: bundling settings.
+    :param side_by_side: the DAG ids carry the version (``DC1-DM12_v1.16_imsim``), so that two
+        versions of the workflow can be deployed and run beside each other.
+    :param notify: notifiers for the run's failure and end (see :class:`Notify`).
     """
 
     name: Name
     version: Version
+    side_by_side: StrictBool = False
+    notify: Notify = Notify()
     variables: dict[Ident, VariableValue] = {}
     variants: dict[VariantName, dict[Ident, VariableValue]] = {}
     patterns: dict[Ident, StrictStr] = {}
     bundling: BundlingSettings = BundlingSettings()
 
     _source: str = PrivateAttr("<memory>")
+    _digest: str = PrivateAttr("")
 
     @model_validator(mode="after")
     def _check_rules(self, info: ValidationInfo) -> WorkflowSpec:
@@ -461,6 +505,11 @@ class WorkflowSpec(TaskSpec):
     def source(self) -> str:
         """The file the spec was read from (``<memory>`` if built in Python)."""
         return self._source
+
+    @property
+    def digest(self) -> str:
+        """The SHA-256 of the spec file's text (``sha256sum`` of the file), hex; "" if built in Python."""
+        return self._digest
 
     @property
     def variant_names(self) -> tuple[str, ...]:

@@ -29,12 +29,15 @@ from airflow_desc.workflow.thresholds import MinSuccess
 if TYPE_CHECKING:
     from airflow_desc.clusters import ClusterProfiles
 
-__all__ = ["CHECK_KINDS", "check_rules", "type_mismatch", "value_kind"]
+__all__ = ["CHECK_KINDS", "IMPORT_PATH_RE", "check_rules", "type_mismatch", "value_kind"]
 
 #: The kinds of output check, one per item of ``checks``.
 CHECK_KINDS = ("exists", "non_empty", "glob", "command", "log_lacks")
 
-_CALLABLE_RE = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
+#: ``module.path:name``: a script's callable, a notifier's class.
+IMPORT_PATH_RE = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
+# What may follow "<name>_v" in a DAG id (Airflow's KEY_REGEX: letters, digits, "_", ".", "-").
+_DAG_ID_PART_RE = re.compile(r"^[\w.-]+$", re.ASCII)
 # Keys that only one process type has.
 _BATCH_ONLY = ("command", "dm_command", "emulate", "resources", "escalation", "checks")
 _SCRIPT_ONLY = ("callable", "kwargs")
@@ -125,6 +128,7 @@ class _Rules:
         self.check_variants()
         self.collect_stream_vars(self.data)
         self.check_patterns()
+        self.check_side_by_side()
         if isinstance(self.data.get("name"), str):
             self.task_paths[self.data["name"]] = ()
         self.check_task((), self.data, _Scope())
@@ -160,6 +164,17 @@ class _Rules:
                     self.add(path, mismatch)
                 else:
                     self.template(path, value, set(self.variables) - {key})
+
+    def check_side_by_side(self) -> None:
+        """Check that a version going in DAG ids (``side_by_side``) holds only what a DAG id may."""
+        version = self.data.get("version")
+        if self.data.get("side_by_side") is True and isinstance(version, str):
+            if not _DAG_ID_PART_RE.match(version):
+                self.add(
+                    ("version",),
+                    f"side_by_side puts the version in the DAG ids, and {version!r} holds a character "
+                    "a DAG id may not; use letters, digits, '.', '_' and '-'",
+                )
 
     def check_patterns(self) -> None:
         """Each pattern compiles, names a variable or stream variable, and fits the values the spec gives."""
@@ -538,7 +553,7 @@ class _ProcessRules:
         target = self.process.get("callable")
         if "callable" not in self.process:
             self.add(("callable",), "missing; a script process needs callable: 'module.path:function'")
-        elif isinstance(target, str) and not _CALLABLE_RE.match(target):
+        elif isinstance(target, str) and not IMPORT_PATH_RE.match(target):
             self.add(
                 ("callable",),
                 f"expected 'module.path:function', got {target!r}; "

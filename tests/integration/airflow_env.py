@@ -43,8 +43,9 @@ class AirflowEnv:
         history: pathlib.Path,
         timeout: float = 900,
         conf: dict[str, object] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        env = {**self.env, "DESC_HISTORY_JSONL": str(history)}
+        env = {**self.env, **(extra_env or {}), "DESC_HISTORY_JSONL": str(history)}
         args = [str(AIRFLOW), "dags", "test", dag_id]
         if conf is not None:
             args += ["--conf", json.dumps(conf)]

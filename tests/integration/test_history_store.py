@@ -147,7 +147,7 @@ def test_migrations_on_postgresql(store: HistoryStore, schema: str) -> None:
     assert store.current_revision() is None
     store.upgrade()
     store.upgrade()
-    assert store.current_revision() == "0004"
+    assert store.current_revision() == "0005_spec_digest"
     inspector = sa.inspect(store.engine)
     assert set(inspector.get_table_names(schema=schema)) == {
         "workflows", "runs", "streams", "process_instances", "rerun_requests", "process_plans",

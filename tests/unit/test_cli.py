@@ -156,6 +156,10 @@ def test_the_selection_flags_make_one_history_filter() -> None:
     assert _selection(rerun) == HistoryFilter(run_id="r1", reason="time-limit")
     status = parser.parse_args(["status", "--workflow", "DC1-DM12", "--variant", "", "--no-live"])
     assert _selection(status) == HistoryFilter(workflow="DC1-DM12", variant="")
+    # Every command selects by the workflow's version and variant (versions side by side).
+    for command in (["history"], ["status"], ["report", "--out", "x"], ["rerun", "--reason", "r"]):
+        args = parser.parse_args([*command, "--version", "1.17", "--variant", "phosim"])
+        assert _selection(args) == HistoryFilter(version="1.17", variant="phosim"), command
 
 
 def test_status_json_stays_json(db: str, capsys: pytest.CaptureFixture[str]) -> None:

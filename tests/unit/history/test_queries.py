@@ -130,7 +130,7 @@ def store(tmp_path: Path) -> HistoryStore:
 def as_record(row: pd.Series) -> ProcessRecord:
     values: dict[str, Any] = {}
     for name in PROCESS_INSTANCE_COLUMNS:
-        if name == "run_conf":
+        if name in ("run_conf", "workflow_version", "spec_digest"):  # of the run, not of the record
             continue
         value = row[name]
         if isinstance(value, pd.Timestamp):

@@ -223,3 +223,22 @@ def test_a_hostile_name_is_text_in_the_report_and_in_the_page() -> None:
     shown = Page.of(page)
     assert {f"workflow{HOSTILE}", f"variant{HOSTILE}", f"note{HOSTILE}"} <= set(shown.text)
     assert shown.values == ["", f"workflow{HOSTILE}", "", f"variant{HOSTILE}", f"run{HOSTILE}"]
+
+
+def test_the_report_names_the_spec_of_each_run(tmp_path: pathlib.Path) -> None:
+    """Two versions side by side: each run's row says its version and the spec digest that rendered it."""
+    old = instances_frame(n_per_process=2, processes=("processEimage",)).assign(
+        dag_id="DC1-DM12_v1.16", run_id="r1", workflow_version="1.16", variant="", spec_digest="a" * 64
+    )
+    new = old.assign(
+        dag_id="DC1-DM12_v1.17", run_id="r2", workflow_version="1.17", spec_digest="b" * 64 + "+c"
+    )
+    instances = pd.concat([old, new, new.iloc[[0]].assign(spec_digest=None, run_id="r0")], ignore_index=True)
+    table = status_table(counts_from_instances(instances))
+    page = Page.of(write_report(tmp_path, table, instances).read_text(encoding="utf-8"))
+    assert page.rows["runs"] == [
+        ["Workflow", "Version", "Variant", "DAG", "Run", "Spec digest", "Attempts"],
+        ["DC1-DM12", "1.16", "", "DC1-DM12_v1.16", "r1", "a" * 64, "2"],
+        ["DC1-DM12", "1.17", "", "DC1-DM12_v1.17", "r2", "b" * 64 + "+c", "2"],
+        ["DC1-DM12", "1.17", "", "DC1-DM12_v1.17", "r0", "", "1"],  # recorded before digests were kept
+    ]

@@ -6,6 +6,7 @@ instance that answers the Task SDK calls the operators make (task states, XCom).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 from datetime import datetime, timedelta, timezone
@@ -201,7 +202,11 @@ def test_an_overlay_with_a_cap_and_options(tmp_path: pathlib.Path, clusters: Any
         fit_resources=True,
         resources_cap=workflow.options.resources_cap,
         launcher="direct",
+        digest=hashlib.sha256(overlay.read_bytes()).hexdigest(),
     )
+    spec_sum = hashlib.sha256((tmp_path / "spec.yaml").read_bytes()).hexdigest()
+    assert workflow.spec_digest == f"{spec_sum}+{workflow.options.digest}"
+    assert f"digest `{workflow.spec_digest}`" in (dag.doc_md or "")
 
 
 def test_a_process_may_not_take_the_name_of_the_renderers_tasks(clusters: Any) -> None:
