@@ -36,6 +36,7 @@ from airflow_desc.history import (
     SpoolingRecorder,
 )
 from airflow_desc.history.engine import DEFAULT_STATEMENT_TIMEOUT_S, VERSION_TABLE
+from airflow_desc.history.migrations import HEAD_REVISION
 from airflow_desc.history.queries import _status_counts_window, process_instances, status_counts
 from airflow_desc.history.schema import metadata
 from airflow_desc.history.schema import process_instances as pi_table
@@ -147,7 +148,7 @@ def test_migrations_on_postgresql(store: HistoryStore, schema: str) -> None:
     assert store.current_revision() is None
     store.upgrade()
     store.upgrade()
-    assert store.current_revision() == "0005_spec_digest"
+    assert store.current_revision() == HEAD_REVISION
     inspector = sa.inspect(store.engine)
     assert set(inspector.get_table_names(schema=schema)) == {
         "workflows", "runs", "streams", "process_instances", "rerun_requests", "process_plans",

@@ -19,6 +19,7 @@ from airflow_desc.history.live import (
     write_job_states,
     write_process_plan,
 )
+from airflow_desc.history.migrations import HEAD_REVISION
 from airflow_desc.history.schema import slurm_job_states
 
 T0 = datetime(2026, 12, 6, 5, 0, 0)
@@ -99,4 +100,4 @@ def test_reading_a_history_without_the_tables_finds_nothing(store: HistoryStore)
     assert process_plans_of(store.engine, ["d1"]) == {}
     again = HistoryStore(store.url)  # as a later process would open it
     write_job_states(again, "pm_ssh", None, {"1": "RUNNING"}, poll_interval_s=1)  # upgrades first
-    assert again.current_revision() == "0005_spec_digest"
+    assert again.current_revision() == HEAD_REVISION

@@ -31,6 +31,7 @@ from airflow_desc.history import (
     typical_elapsed_of,
 )
 from airflow_desc.history.engine import VERSION_TABLE, normalize_url
+from airflow_desc.history.migrations import HEAD_REVISION
 from airflow_desc.history.schema import metadata, process_instances, runs, streams, workflows
 
 REPO = Path(__file__).resolve().parents[3]
@@ -85,13 +86,21 @@ def test_upgrade_is_idempotent_and_keeps_its_own_version_table(store: HistorySto
     assert store.current_revision() is None
     store.upgrade()
     store.upgrade()
-    assert store.current_revision() == "0005_spec_digest"
+    assert store.current_revision() == HEAD_REVISION
     names = set(sa.inspect(store.engine).get_table_names())
     assert names == {
         "workflows", "runs", "streams", "process_instances", "rerun_requests", "process_plans",
         "slurm_job_states", VERSION_TABLE,
     }  # fmt: skip
     assert "alembic_version" not in names  # Airflow's own version table is never touched
+
+
+def test_head_revision_is_the_head_of_the_migration_scripts() -> None:
+    from alembic.script import ScriptDirectory
+
+    from airflow_desc.history.engine import _alembic_config
+
+    assert ScriptDirectory.from_config(_alembic_config()).get_current_head() == HEAD_REVISION
 
 
 def test_migrations_build_exactly_the_schema_module(store: HistoryStore) -> None:
@@ -117,16 +126,14 @@ def test_history_db_shares_a_database_with_an_alembic_version_table(tmp_path: Pa
     store.upgrade()
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [("airflow-head",)]
-        assert conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").all() == [
-            ("0005_spec_digest",)
-        ]
+        assert conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").all() == [(HEAD_REVISION,)]
     store.dispose()
     engine.dispose()
 
 
 def test_writes_run_the_migrations_first(store: HistoryStore) -> None:
     store.record([rec()])
-    assert store.current_revision() == "0005_spec_digest"
+    assert store.current_revision() == HEAD_REVISION
 
 
 # --- writer -----------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from airflow_desc.history import HistoryFilter, HistoryStore, ProcessRecord
+from airflow_desc.history.migrations import HEAD_REVISION
 from airflow_desc.history.queries import dag_ids_of, process_instances, status_counts
 
 OLD, NEW, NEWER = "a" * 64, "b" * 64, "c" * 64
@@ -127,5 +128,5 @@ def check_digest_migration(store: HistoryStore) -> None:
         command.downgrade(config, "0004")
     assert "spec_digest" not in {c["name"] for c in sa.inspect(store.engine).get_columns("runs")}
     store.upgrade()
-    assert store.current_revision() == "0005_spec_digest"
+    assert store.current_revision() == HEAD_REVISION
     assert set(run_digests(store).values()) == {None}  # the runs recorded before: none known

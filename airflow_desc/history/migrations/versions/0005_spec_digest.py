@@ -4,7 +4,7 @@ The digest is the spec file's SHA-256 (hex, as ``sha256sum`` prints it), followe
 render overlay's when the DAG was rendered through one (``LoadedWorkflow.spec_digest``). Runs
 recorded before this revision have none (NULL).
 
-Revision ID: 0005_spec_digest
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-06
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_spec_digest"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
