@@ -64,6 +64,7 @@ from airflow_desc.operators.job_records import job_record, job_summary
 from airflow_desc.operators.resume import (
     AfterFailure,
     after_failure,
+    claim_task_instance,
     counts_node_failure,
     live_job,
     try_of_job,
@@ -265,6 +266,17 @@ class SlurmOperator(BaseOperator):
 
             store.set(_STATE_KEY, state, retention=NEVER_EXPIRE)
 
+    def _claimed_state(self, context: Context) -> dict[str, Any]:
+        """Return the saved state, first noting when this Airflow first ran the task instance.
+
+        Saved before any job is submitted: jobs named after the task instance's tries but submitted
+        earlier are another Airflow's run of the same run id, never re-attached to nor adopted.
+        """
+        state = self._state(context)
+        if claim_task_instance(state, datetime.now(timezone.utc)):
+            self._save_state(context, state)
+        return state
+
     def _resources(self, profile: ClusterProfile, state: Mapping[str, Any]) -> dict[str, Any]:
         """Return the next job's resources: what the task asks for, raised by earlier escalations."""
         return next_resources(
@@ -277,7 +289,7 @@ class SlurmOperator(BaseOperator):
         """Re-attach to, adopt, or submit this task instance's job; then wait for it."""
         profile = self._profile()
         hook = self._hook(profile)
-        state = self._state(context)
+        state = self._claimed_state(context)
         job_id = self._resume(context, hook, profile, state)
         if isinstance(job_id, dict):  # an adopted, already finished job: its summary
             return job_id

@@ -9,6 +9,10 @@ each run's row keeps its survey year (``runs.survey_year``) and every attempt it
 (``extra``). Clearing year 2's run (REST ``clearTaskInstances`` on that run only) reruns year 2:
 its top-level processes show a second try with year 2, while years 1 and 3 keep exactly the
 attempts they had.
+
+Run ids repeat across deployments: each bundle sets aside the directory an earlier deployment's
+run of its id left on the cluster, and no try adopts an earlier deployment's job of its name (year 2's
+rerun used to adopt them, rewriting its first try's records with the old jobs' and running nothing).
 """
 
 from __future__ import annotations
@@ -55,21 +59,34 @@ def attempts(airflow: Deployment, run_id: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["task_id"], r["process"], r["stream"], r["try_number"]))
 
 
-def forget_earlier_scheduled_runs(site: Site) -> None:
-    """Remove what an earlier deployment's scheduled runs of the DAG left in the clusters' work dirs.
+def task_dirs(site: Site, cluster: str, pattern: str) -> set[str]:
+    """The paths matching ``pattern`` under the DAG's directory on ``cluster``'s work dir."""
+    where = shlex.quote(f"{WORK_DIR}/{DAG_ID}")
+    return set(site.run(cluster, f"cd {where} 2>/dev/null && ls -d {pattern}", check=False).stdout.split())
+
+
+def left_behind(site: Site) -> dict[str, tuple[set[str], set[str]]]:
+    """By cluster: the task directories holding records under the DAG's scheduled runs, and those set aside.
 
     A scheduled run's id is the same in every deployment (``scheduled__<due time>``), and so is its
-    task directories' path on the cluster; a bundle that finds records of all its streams succeeding
-    in its directory takes them for an earlier try's, and runs and records nothing.
+    task directories' path on the cluster: an earlier deployment of this test left them there.
     """
-    for cluster in ("perlmutter", "s3df"):
-        site.run(cluster, f"rm -rf {shlex.quote(f'{WORK_DIR}/{DAG_ID}')}/scheduled__*")
+    return {
+        cluster: (
+            {p.rsplit("/", 1)[0] for p in task_dirs(site, cluster, "scheduled__*/*/records.jsonl")},
+            task_dirs(site, cluster, "scheduled__*/*.stale-*"),
+        )
+        for cluster in ("perlmutter", "s3df")
+    }
 
 
 def test_three_survey_years_run_as_scheduled_runs_and_one_year_reruns_alone(
     airflow: Deployment, site: Site
 ) -> None:
-    forget_earlier_scheduled_runs(site)
+    # What an earlier deployment's runs of the same run ids left on the clusters: each bundle of
+    # this deployment sets it aside (``<dir>.stale-<time>``) and runs all its streams (the records
+    # below), instead of taking the old records for an earlier try's and recording nothing.
+    left = left_behind(site)
     parsed = "SELECT 1 FROM dag WHERE dag_id = %s"
     wait_for(lambda: airflow.sql(parsed, DAG_ID), timeout=180, what=f"{DAG_ID} parsed")
     assert [r[0] for r in airflow.sql("SELECT is_paused FROM dag WHERE dag_id = %s", DAG_ID)] == [True]
@@ -115,6 +132,9 @@ def test_three_survey_years_run_as_scheduled_runs_and_one_year_reruns_alone(
             assert row["try_number"] == 1 and row["state"] == "success", row
         visits[year] = {r["stream"].split("/")[0] for r in rows if r["process"] == "processEimage"}
     assert len(visits[1] | visits[2] | visits[3]) == 3, visits  # each year processed its own visit
+    for cluster, (dirs, aside_before) in left.items():
+        aside = task_dirs(site, cluster, "scheduled__*/*.stale-*") - aside_before
+        assert all(any(a.startswith(f"{d}.stale-") for a in aside) for d in dirs), (cluster, dirs, aside)
 
     # Clear year 2's run, every task of it, and nothing else.
     cleared = api(

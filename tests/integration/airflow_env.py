@@ -43,9 +43,15 @@ class AirflowEnv:
         history: pathlib.Path,
         timeout: float = 900,
         conf: dict[str, object] | None = None,
+        logical_date: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """Run ``dag_id`` through `airflow dags test`, its records going to ``history``.
+
+        A ``logical_date`` names the run (``manual__<logical date>``); `dags test` deletes an earlier
+        run of that date first, so a second call re-creates the same run id.
+        """
         env = {**self.env, "DESC_HISTORY_JSONL": str(history)}
-        args = [str(AIRFLOW), "dags", "test", dag_id]
+        args = [str(AIRFLOW), "dags", "test", dag_id, *([logical_date] if logical_date else [])]
         if conf is not None:
             args += ["--conf", json.dumps(conf)]
         return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
