@@ -65,7 +65,9 @@ def claim_task_instance(state: dict[str, Any], now: datetime) -> bool:
 
     Saved before any job is submitted, so every job of this Airflow's task instance is submitted
     after it; a job of the same name submitted before is another Airflow's run of the same run id
-    (:func:`~airflow_desc.operators.job_checks.candidate_jobs` refuses it). A state saved before this
+    (:func:`~airflow_desc.operators.job_checks.candidate_jobs` refuses it, allowing
+    :data:`~airflow_desc.slurm.ownership.CLOCK_SKEW_S` for the cluster's clock: a run re-created
+    within that of the old run's last job is not told apart). A state saved before this
     key existed (it holds a job) keeps no claim: its jobs are judged by name alone, as then.
 
     :param state: the task's saved state (empty for a task instance this Airflow never ran).
