@@ -9,6 +9,7 @@ Pure rules, no SLURM call and no Airflow; the operator asks SLURM
 - :func:`after_failure`: what a try does once a failed job is recorded.
 - :func:`claim_task_instance`: when this Airflow first ran the task instance (older jobs of its
   names are an earlier Airflow's).
+- :func:`ended_while_deferred`: whether an earlier try left its running job without a trigger.
 - :func:`stale_task_dir`: whether the task instance's directory on the cluster is an earlier Airflow's.
 
 Run ids repeat across Airflows: a scheduled run is ``scheduled__<due time>`` in every deployment, and
@@ -31,11 +32,13 @@ if TYPE_CHECKING:
     from airflow_desc.slurm import JobAccounting
 
 __all__ = [
+    "DEFERRED_TRY",
     "NODE_FAILURE_RESUBMITS",
     "AfterFailure",
     "after_failure",
     "claim_task_instance",
     "counts_node_failure",
+    "ended_while_deferred",
     "live_job",
     "saved_time",
     "stale_task_dir",
@@ -77,6 +80,26 @@ def claim_task_instance(state: dict[str, Any], now: datetime) -> bool:
         return False
     state[CLAIMED_AT] = now.astimezone(timezone.utc).isoformat()
     return True
+
+
+#: The saved state's key for the try that handed its job to a trigger and has not resumed since.
+DEFERRED_TRY = "deferred_try"
+
+
+def ended_while_deferred(state: Mapping[str, Any], job_try: int, this_try: int) -> bool:
+    """Return whether try ``job_try`` ended while its job waited in a trigger (so nobody cancelled it).
+
+    A try that defers hands its job to a trigger, whose cleanup cancels the job when a user clears
+    or marks the deferred task; only a trigger already running in a triggerer can, and a clear made
+    right after the deferral comes first. A later try that finds such a try's job still running
+    must cancel it rather than wait for it: the user asked for a new run. A try that resumed
+    (the trigger fired) is no such try: :data:`DEFERRED_TRY` is dropped when a job is recorded.
+
+    :param state: the task's saved state.
+    :param job_try: the try that submitted the running job.
+    :param this_try: the running try.
+    """
+    return job_try < this_try and state.get(DEFERRED_TRY) == job_try
 
 
 def stale_task_dir(

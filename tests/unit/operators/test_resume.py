@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 
 from airflow_desc.operators.resume import (
+    DEFERRED_TRY,
     NODE_FAILURE_RESUBMITS,
     AfterFailure,
     after_failure,
     claim_task_instance,
     counts_node_failure,
+    ended_while_deferred,
     live_job,
     saved_time,
     stale_task_dir,
@@ -159,3 +161,15 @@ def test_records_left_by_another_airflows_run_of_the_same_id_are_set_aside() -> 
             saved_token=saved_token, dir_token=THEIRS, dir_in_use=True, saved_state=saved_state
         )
         assert why is not None and THEIRS in why
+
+
+def test_a_try_that_ended_while_deferred_left_its_job_to_be_cancelled() -> None:
+    # Try 1 deferred and never resumed (a clear before its trigger ran): try 2 cancels its job.
+    assert ended_while_deferred({DEFERRED_TRY: 1, "job_id": "7"}, job_try=1, this_try=2)
+    # Try 1 resumed (its record dropped the key), or never deferred (deferrable=False), or a worker
+    # died before the deferral: the job is re-attached to, not cancelled.
+    assert not ended_while_deferred({"job_id": "7"}, job_try=1, this_try=2)
+    # The running try's own job (it deferred, its worker came back): never cancelled.
+    assert not ended_while_deferred({DEFERRED_TRY: 2}, job_try=2, this_try=2)
+    # A try that deferred later than the job's: the job's try resumed or never deferred.
+    assert not ended_while_deferred({DEFERRED_TRY: 2}, job_try=1, this_try=3)
