@@ -35,7 +35,9 @@ bundle task instance:
 4. **Rerun.** Clearing the task instance (or a retry) reruns only what did not succeed: the
    pilot gets the records file as ``--skip-done``, and scripts that succeeded are not run again
    (their streams come from the task state store). ``rerun="all"`` (or ``{"desc_rerun": "all"}``
-   in the run's conf) reruns everything.
+   in the run's conf) reruns everything. Records in the directory that this Airflow did not write
+   (another Airflow's run of the same run id: a reset metadata DB, a deleted and re-created run)
+   are no earlier try's: the directory is set aside and every stream runs (``_claim_dir``).
 5. **Escalate per instance.** An instance the pilot terminated for ``out-of-memory`` asks for
    memory x its ``escalation.memory_factor`` on the next try, one terminated for ``time-limit`` for
    walltime x ``walltime_factor`` (``escalate_request``): compounding across tries, capped at a
@@ -50,6 +52,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import posixpath
+import shlex
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -72,6 +76,7 @@ from airflow_desc.operators.bundle_records import (
 from airflow_desc.operators.escalation import escalate_request
 from airflow_desc.operators.job_checks import owner_uid_of
 from airflow_desc.operators.output_checks import run_output_checks
+from airflow_desc.operators.resume import stale_task_dir
 from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
 from airflow_desc.operators.trusted import trusted_bundle_state, trusted_streams
 from airflow_desc.operators.workflow import VariantRecorder, workdir_lines
@@ -102,6 +107,8 @@ __all__ = ["SlurmBundleOperator"]
 
 _STATE_KEY = "bundle"
 _PAYLOAD_EOF = "DESC_PAYLOAD_EOF"
+# In the bundle's directory on the cluster: which Airflow's task instance wrote it (see _claim_dir).
+_TOKEN_FILE = ".airflow-desc-token"
 
 
 def _now() -> str:
@@ -222,6 +229,7 @@ class SlurmBundleOperator(SlurmOperator):
             "records": f"{home}/records.jsonl",
             "logs": f"{home}/logs",
             "payload": f"{home}/payload.py",
+            "token": f"{home}/{_TOKEN_FILE}",
         }
 
     def _known_outcomes(self, saved: Mapping[str, Any], rerun: str) -> dict[str, ScriptOutcome]:
@@ -236,12 +244,13 @@ class SlurmBundleOperator(SlurmOperator):
         context["desc_bundle"] = self._label()  # type: ignore[typeddict-unknown-key]
         profile = self._profile()
         hook = self._hook(profile)
-        state = self._state(context)
+        state = self._claimed_state(context)
         self._bundle_state(context)  # checked now, so that a bad saved state fails before any command
         found = self._resume(context, hook, profile, state)
         if isinstance(found, dict):
             return found
         if found is None:
+            self._claim_dir(context, hook, profile)
             workflow, task = self._workflow()
             variables = workflow.run_variables(self.variant, context)
             rerun = self._rerun_mode(context)
@@ -272,6 +281,48 @@ class SlurmBundleOperator(SlurmOperator):
                 return self._conclude(context, hook, profile, None, plan)
             self._plan_for_submit = plan
         return super().execute(context)
+
+    def _claim_dir(self, context: Context, hook: SlurmHook, profile: ClusterProfile) -> None:
+        """Make the bundle's directory on the cluster this Airflow's, setting another Airflow's aside.
+
+        A run id repeats across Airflows (``scheduled__<due time>``, or a deleted run triggered again),
+        and so does the directory: records another Airflow's run left there would pass for an earlier
+        try's, and the bundle would run and record none of its streams. The first try writes a token
+        (saved in the bundle's state) into the directory; a directory with another token, or with
+        files but no state of this Airflow's for the task instance, is renamed
+        ``<name>.stale-<UTC time>`` and every stream runs. A clear in this Airflow keeps the token,
+        the directory and its records (``--skip-done``).
+        """
+        if self._store(context) is None:
+            return  # no state store: nothing of this Airflow's outlives a try to tell the two apart
+        saved = self._bundle_state(context)
+        paths = self._paths(context, profile)
+        where, token_file = quote_path(paths["dir"]), quote_path(paths["token"])
+        probe = hook.run(
+            f'printf "token=%s\\n" "$(head -c 64 -- {token_file} 2>/dev/null)"; '
+            f'if [ -n "$(ls -A -- {where} 2>/dev/null)" ]; then echo in-use; fi',
+            check=False,
+        )
+        lines = probe.stdout.splitlines()
+        dir_token = next((ln[len("token=") :].strip() for ln in lines if ln.startswith("token=")), "") or None
+        saved_token = saved.get("dir_token")
+        in_use = "in-use" in lines
+        why = stale_task_dir(
+            saved_token=saved_token, dir_token=dir_token, dir_in_use=in_use, saved_state=bool(saved)
+        )
+        if why is not None:
+            aside = f"{paths['dir']}.stale-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}"
+            hook.run(f"mv -- {where} {quote_path(aside)}")
+            self.log.warning(
+                "bundle %s: directory %s set aside as %s: %s; every stream runs",
+                self._label(), paths["dir"], aside, why,
+            )  # fmt: skip
+            dir_token = None
+        token = saved_token or uuid.uuid4().hex
+        if token != saved_token:
+            self._save_bundle_state(context, {**saved, "dir_token": token})
+        if token != dir_token:  # saved first: a crash before this line leaves a directory still ours
+            hook.run(f"mkdir -p -- {where} && printf '%s\\n' {shlex.quote(token)} > {token_file}")
 
     def _all_done(
         self, hook: SlurmHook, profile: ClusterProfile, context: Context, plan: BundlePlan, rerun: str

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from airflow_desc.exceptions import DescError
 from airflow_desc.hooks.slurm import SlurmHook
-from airflow_desc.operators.resume import saved_time
+from airflow_desc.operators.resume import CLAIMED_AT, saved_time
 from airflow_desc.slurm import JobAccounting, SlurmState
 from airflow_desc.slurm.diagnose import Diagnosis
 from airflow_desc.slurm.nodes import NodeState, expand_hostlist, unavailable_notice
@@ -68,13 +68,16 @@ def candidate_jobs(
         saved_try = int(state.get("try_number") or this_try)
         after = saved_time(state.get("submit_after") or state.get("submitted_at"))
         expected[state["job_id"]] = (name_of_try(saved_try), after)
-    if this_try > 1 or state:
-        # The worker may have died between sbatch and writing the id down: ask by name.
+    if this_try > 1 or set(state) - {CLAIMED_AT}:
+        # The worker may have died between sbatch and writing the id down: ask by name. A job of
+        # the name submitted before this Airflow first ran the task instance is another Airflow's
+        # run of the same run id (a scheduled run's id is the same in every Airflow).
+        claimed = saved_time(state.get(CLAIMED_AT))
         for try_number in range(1, this_try + 1):
             name = name_of_try(try_number)
             for job_id in hook.find_jobs_by_name(name):
                 if job_id not in recorded:
-                    expected.setdefault(job_id, (name, None))
+                    expected.setdefault(job_id, (name, claimed))
     return expected
 
 

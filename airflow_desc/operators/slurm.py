@@ -62,9 +62,12 @@ from airflow_desc.operators.job_checks import (
 from airflow_desc.operators.job_names import home_relative, job_name_for, task_dir_for, try_of_name
 from airflow_desc.operators.job_records import job_record, job_summary
 from airflow_desc.operators.resume import (
+    DEFERRED_TRY,
     AfterFailure,
     after_failure,
+    claim_task_instance,
     counts_node_failure,
+    ended_while_deferred,
     live_job,
     try_of_job,
 )
@@ -265,6 +268,17 @@ class SlurmOperator(BaseOperator):
 
             store.set(_STATE_KEY, state, retention=NEVER_EXPIRE)
 
+    def _claimed_state(self, context: Context) -> dict[str, Any]:
+        """Return the saved state, first noting when this Airflow first ran the task instance.
+
+        Saved before any job is submitted: jobs named after the task instance's tries but submitted
+        earlier are another Airflow's run of the same run id, never re-attached to nor adopted.
+        """
+        state = self._state(context)
+        if claim_task_instance(state, datetime.now(timezone.utc)):
+            self._save_state(context, state)
+        return state
+
     def _resources(self, profile: ClusterProfile, state: Mapping[str, Any]) -> dict[str, Any]:
         """Return the next job's resources: what the task asks for, raised by earlier escalations."""
         return next_resources(
@@ -277,7 +291,7 @@ class SlurmOperator(BaseOperator):
         """Re-attach to, adopt, or submit this task instance's job; then wait for it."""
         profile = self._profile()
         hook = self._hook(profile)
-        state = self._state(context)
+        state = self._claimed_state(context)
         job_id = self._resume(context, hook, profile, state)
         if isinstance(job_id, dict):  # an adopted, already finished job: its summary
             return job_id
@@ -322,13 +336,25 @@ class SlurmOperator(BaseOperator):
         job_id = live_job(candidates, accounting, queued)
         if job_id is not None:
             acct = accounting.get(job_id)
-            self.log.info(
-                "re-attaching to SLURM job %s, still %s", job_id, acct.state.raw if acct else "queued"
-            )
             job_try = try_of_name(expected[job_id][0])
+            if ended_while_deferred(state, job_try, this_try):
+                # That try's trigger cancels its job when the try is cleared or marked, but only a
+                # trigger already running in a triggerer can: a clear right after the deferral came
+                # first. Cancelled here, as it would have been; recorded Cancelled for that try.
+                self.log.warning(
+                    "SLURM job %s of try %s is still %s, but try %s ended while it waited deferred (a clear "
+                    "or mark-failed before its trigger ran): cancelling it, as its trigger would have",
+                    job_id, job_try, acct.state.raw if acct else "queued", job_try,
+                )  # fmt: skip
+                hook.scancel([job_id])
+            else:
+                self.log.info(
+                    "re-attaching to SLURM job %s, still %s", job_id, acct.state.raw if acct else "queued"
+                )
             if job_id != state.get("job_id"):
                 state.update(log_path=f"{self._task_dir(context)}/t{job_try}-{job_id}.out")
             state.update(job_id=job_id, try_number=job_try)
+            self._note_deferral(state, this_try)
             self._save_state(context, state)
             return job_id
         for job_id in candidates:
@@ -360,6 +386,13 @@ class SlurmOperator(BaseOperator):
             state.clear()
             state.update(self._state(context))
         return None
+
+    def _note_deferral(self, state: dict[str, Any], this_try: int) -> None:
+        """Note in ``state`` (saved by the caller) that this try hands its job to a trigger, if it does."""
+        if self.deferrable:
+            state[DEFERRED_TRY] = this_try
+        else:
+            state.pop(DEFERRED_TRY, None)
 
     def _name_of_try(self, context: Context, try_number: int) -> str:
         ti = context["ti"]
@@ -421,6 +454,7 @@ class SlurmOperator(BaseOperator):
             submitted_at=datetime.now(timezone.utc).isoformat(),
             resources={k: v for k, v in res.items() if v is not None},
         )
+        self._note_deferral(state, int(ti.try_number))
         self._save_state(context, state)
         self.log.info(
             "submitted SLURM job %s (%s) to %s: %s", submitted.job_id, name, profile.name,
@@ -466,6 +500,7 @@ class SlurmOperator(BaseOperator):
             self.log.warning("job %s: %s", job_id, job.note)
             diagnosis = dataclasses.replace(diagnosis, message=f"{diagnosis.message}; {job.note}")
         job_try = try_of_job(state, job_id, int(context["ti"].try_number))
+        state.pop(DEFERRED_TRY, None)  # the try resumed: it did not end while deferred
         owner_uid = owner_uid_of(hook, accounting, self.log)
         record = self._record(context, job, diagnosis, log_path, job_try, owner_uid=owner_uid, state=state)
         summary = job_summary(

@@ -14,6 +14,7 @@ Pure: no Airflow, no I/O; the operators call these at every read.
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 _SHOWN = 80
+_TOKEN = re.compile(r"[0-9a-f]{32}")
 _OUTCOME_TEXT = ("message", "start", "end")
 _OUTCOME_FIELDS = frozenset(("state", "feeds", "elapsed_s", *_OUTCOME_TEXT))
 _RAISED_FIELDS = frozenset(("memory_mb", "walltime_s"))
@@ -117,8 +119,8 @@ def trusted_slurm_state(state: Any, task_dir: str, *, source: str) -> dict[str, 
     """Return a copy of a SlurmOperator's saved state once every field it acts on is checked.
 
     ``job_id`` and each of ``recorded`` must be job ids, ``log_path`` and ``log_pattern`` inside
-    ``task_dir``, ``try_number`` a positive int, the submit times strings, ``node_failures`` a list
-    of ``{try, job_id, message}``. The escalation is checked where it is used
+    ``task_dir``, ``try_number`` a positive int, the submit and claim times strings,
+    ``node_failures`` a list of ``{try, job_id, message}``. The escalation is checked where it is used
     (:class:`~airflow_desc.slurm.JobSpec` refuses what sbatch could not take).
 
     :param state: the saved state.
@@ -141,7 +143,7 @@ def trusted_slurm_state(state: Any, task_dir: str, *, source: str) -> dict[str, 
             trusted_path(f"{source}: {key}", state[key], task_dir)
     if state.get("try_number") is not None and not _is_count(state["try_number"]):
         _refuse(f"{source}: try_number", state["try_number"], "a try number is a positive int")
-    for key in ("submit_after", "submitted_at"):
+    for key in ("submit_after", "submitted_at", "claimed_at"):
         if state.get(key) is not None and not isinstance(state[key], str):
             _refuse(f"{source}: {key}", state[key], "a time is an ISO string")
     _trusted_node_failures(f"{source}: node_failures", state.get("node_failures"))
@@ -198,7 +200,8 @@ def trusted_bundle_state(state: Any, *, source: str) -> dict[str, Any]:
     """Return a copy of a bundle's saved state once its script outcomes and raised requests are checked.
 
     :param state: the saved state: ``scripts`` (outcomes by script id), ``escalation`` (raised
-        requests by instance id), ``rerun``.
+        requests by instance id), ``rerun``, ``dir_token`` (32 hex digits, written into the bundle's
+        directory on the cluster).
     :param source: where it was read, for the error, e.g. ``"task state store 'bundle'"``.
     :raises UntrustedState: naming the first field that is not what we write.
     """
@@ -211,6 +214,9 @@ def trusted_bundle_state(state: Any, *, source: str) -> dict[str, Any]:
         trusted_script_outcome(f"{source}: scripts[{_shown(sid)}]", outcome)
     for iid, request in (state.get("escalation") or {}).items():
         _trusted_raised_request(f"{source}: escalation[{_shown(iid)}]", request)
+    token = state.get("dir_token")
+    if token is not None and not (isinstance(token, str) and _TOKEN.fullmatch(token)):
+        _refuse(f"{source}: dir_token", token, "a directory token is 32 hex digits")
     return dict(state)
 
 

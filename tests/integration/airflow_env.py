@@ -44,9 +44,19 @@ class AirflowEnv:
         timeout: float = 900,
         conf: dict[str, object] | None = None,
         extra_env: dict[str, str] | None = None,
+        logical_date: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """Run ``dag_id`` through `airflow dags test`, its records going to ``history``.
+
+        A ``logical_date`` names the run: ``manual__<logical date>``, and `dags test` deletes an
+        earlier run of that id first, so a second call re-creates the same run id (as another
+        Airflow's run of it would). Airflow 3.3's `dags test` names a manual run after its
+        ``run_after`` (now), not its logical date; :data:`_AT_LOGICAL_DATE` runs the same command
+        with ``run_after`` set to the logical date.
+        """
         env = {**self.env, **(extra_env or {}), "DESC_HISTORY_JSONL": str(history)}
-        args = [str(AIRFLOW), "dags", "test", dag_id]
+        command = [sys.executable, "-c", _AT_LOGICAL_DATE] if logical_date else [str(AIRFLOW)]
+        args = [*command, "dags", "test", dag_id, *([logical_date] if logical_date else [])]
         if conf is not None:
             args += ["--conf", json.dumps(conf)]
         return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
@@ -64,6 +74,24 @@ class AirflowEnv:
                 stderr=subprocess.STDOUT,
                 text=True,
             )
+
+
+#: `airflow dags test DAG LOGICAL_DATE` with the run's ``run_after`` at its logical date, so that the
+#: run id is ``manual__<logical date>`` (``DAG.test`` takes ``run_after``; the command does not).
+_AT_LOGICAL_DATE = """
+import sys
+from airflow.__main__ import main
+from airflow.sdk.definitions.dag import DAG
+
+_test = DAG.test
+
+def test(self, *args, **kwargs):
+    kwargs.setdefault("run_after", kwargs.get("logical_date"))
+    return _test(self, *args, **kwargs)
+
+DAG.test = test
+sys.exit(main())
+"""
 
 
 def explain(proc: object) -> str:

@@ -4,20 +4,25 @@
 dependencies run in one allocation of perlmutter's node: every process instance is recorded, the
 dependencies held (each instance reads its parent's output and starts after it ended), the outputs
 exist, and the pilot kept the node's cores busy. A second DAG fails one visit on its first try: the
-retry reruns that visit's instances only.
+retry reruns that visit's instances only. Run twice under one run id (a deleted and re-created
+run, as a reset metadata DB re-creates a scheduled run), the second run sets the first's task
+directory aside and runs and records every stream.
 """
 
 from __future__ import annotations
 
 import collections
 import pathlib
+import random
 import shlex
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
 from airflow_desc.history import JsonLinesRecorder, ProcessRecord
+from airflow_desc.operators.job_names import task_dir_for
+from airflow_desc.pilot import parse_records
 from tests.integration.airflow_env import AirflowEnv, explain
 from tests.integration.site import NODES, Site
 
@@ -169,3 +174,37 @@ def test_a_hostile_run_conf_stays_data_on_the_cluster(
     assert sorted(printed.splitlines()) == made
     assert not pathlib.Path(canary).exists()
     assert site.run("perlmutter", f"test ! -e {shlex.quote(canary)}", check=False).returncode == 0
+
+
+def test_a_run_id_run_again_by_another_airflow_runs_and_records_every_stream(
+    airflow_env: AirflowEnv, tmp_path: pathlib.Path, site: Site
+) -> None:
+    # `dags test` deletes the run of the same logical date and creates it anew: the same run id, so
+    # the same task directory on the cluster, but none of the first run's state (as after a reset
+    # metadata DB, where a scheduled run comes back under its id).
+    logical = datetime(2001, 1, 1) + timedelta(seconds=random.randrange(10**8))
+    run_id = f"manual__{logical.isoformat()}+00:00"
+    task_dir = task_dir_for(WORK_DIR, "desc_it_bundle_rerun", run_id, "processVisit.bundle", 0)
+    conf = {"out": f"it-bundle-again/{uuid.uuid4().hex[:10]}", "flaky_visit": 0}  # no visit fails
+    batch: dict[str, list[ProcessRecord]] = {}
+    for run in ("first", "second"):
+        history = tmp_path / f"{run}.jsonl"
+        proc = airflow_env.dags_test(
+            "desc_it_bundle_rerun", history=history, conf=conf, logical_date=logical.isoformat(), timeout=240
+        )
+        assert proc.returncode == 0, explain(proc)
+        batch[run] = [r for r in records(history) if r.process_type == "batch" and r.run_id == run_id]
+    output = proc.stdout + proc.stderr  # the whole output: the warning is near its start
+    assert f"directory ~/{task_dir} set aside as ~/{task_dir}.stale-" in output, output
+    assert "nothing to run" not in output
+    # Each run ran and recorded all nine instances itself, in an allocation of its own.
+    for run in ("first", "second"):
+        assert len(batch[run]) == 9, (run, batch[run])
+        assert all(r.state == "success" and r.try_number == 1 for r in batch[run]), batch[run]
+    jobs = {run: {r.job_id for r in recs} for run, recs in batch.items()}
+    assert len(jobs["first"]) == len(jobs["second"]) == 1 and jobs["first"] != jobs["second"], jobs
+    # The first run's directory is kept, records and all, beside the second's.
+    listing = site.run("perlmutter", f"ls -d {shlex.quote(task_dir)}.stale-*").stdout.split()
+    assert len(listing) == 1, listing
+    kept = parse_records(site.run("perlmutter", f"cat {shlex.quote(listing[0])}/records.jsonl").stdout)
+    assert {str(r.get("job_id")) for r in kept} == jobs["first"]

@@ -101,6 +101,7 @@ HONEST = {
     "log_path": f"{TASK_DIR}/t1-900.out",
     "recorded": ["899"],
     "resources": {"cpus": 1},
+    "claimed_at": "2026-12-06T09:00:00+00:00",
 }
 
 
@@ -119,6 +120,7 @@ def test_an_honest_slurm_state_passes_unchanged() -> None:
         ({"log_pattern": "~/other/task/dir/%j.out"}, "log_pattern"),
         ({"try_number": "2"}, "try_number"),
         ({"try_number": True}, "try_number"),
+        ({"claimed_at": 1765000000}, "claimed_at"),
     ],
 )
 def test_a_bad_field_of_the_slurm_state_is_named(changes: dict[str, Any], field: str) -> None:
@@ -143,6 +145,7 @@ def test_an_honest_bundle_state_passes_unchanged() -> None:
         "scripts": {"visit=1:setupRafts": OUTCOME.to_json(), "visit=2:setupRafts": {"state": "failed"}},
         "escalation": {"visit=1:calibrate": RaisedRequest(memory_mb=400, walltime_s=900).to_json()},
         "rerun": "failed",
+        "dir_token": "0123456789abcdef0123456789abcdef",
     }
     assert trusted_bundle_state(saved, source="b") == saved
     assert trusted_script_outcome("o", OUTCOME.to_json()) == OUTCOME
@@ -165,6 +168,8 @@ def test_an_honest_bundle_state_passes_unchanged() -> None:
         ({"escalation": {"i": None}}, r"escalation\['i'\]"),
         ({"escalation": {"i": {"cpus": 4}}}, r"escalation\['i'\]"),
         ({"escalation": "x"}, r"escalation"),
+        ({"dir_token": "x; rm -rf ~"}, r"dir_token"),
+        ({"dir_token": 12}, r"dir_token"),
     ],
 )
 def test_a_bad_bundle_state_is_refused_naming_the_field(saved: dict[str, Any], field: str) -> None:

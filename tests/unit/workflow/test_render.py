@@ -471,6 +471,26 @@ def test_twinkles_runs_year_by_year(clusters: Any) -> None:
         workflow.run_variables("all-at-once", context(FakeTI(), {"year": 5}, data_interval_start=start))
 
 
+def test_the_local_twinkles_runs_survey_years_1_to_3_and_no_more(clusters: Any) -> None:
+    from airflow.timetables.base import TimeRestriction
+
+    from airflow_desc.timetables import SurveyYearTimetable
+
+    overlay = TWINKLES.with_name("twinkles-local.yaml")
+    dag = render_dags(overlay, clusters=clusters)["Twinkles_all-at-once_local"]
+    timetable = dag.timetable
+    assert isinstance(timetable, SurveyYearTimetable) and dag.catchup
+    assert timetable.summary == "Survey years 1–3 from 2022-10-01, all at once"
+    # What the scheduler asks with catchup, run after run: years 1, 2, 3, then nothing.
+    restriction = TimeRestriction(earliest=dag.start_date, latest=None, catchup=True)
+    last, starts = None, []
+    while info := timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction):
+        last = info.data_interval
+        starts.append(last.start.date().isoformat())
+        assert len(starts) <= 3, starts
+    assert starts == ["2022-10-01", "2023-10-01", "2024-10-01"]
+
+
 # --- the emulated scripts -------------------------------------------------------------------------
 
 
