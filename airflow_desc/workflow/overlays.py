@@ -337,13 +337,10 @@ def _requested(res: ResolvedResources, asked: ProcessResources | None) -> Resolv
     """Return the resources with an overlay's per-process memory and walltime in place of the spec's."""
     if asked is None:
         return res
-    walltime_s = asked.walltime_s or res.walltime_s
-    return dataclasses.replace(
-        res,
-        memory_mb=asked.memory_mb or res.memory_mb,
-        walltime_s=walltime_s,
-        walltime=_clock(walltime_s) if asked.walltime_s else res.walltime,
-    )
+    res = dataclasses.replace(res, memory_mb=asked.memory_mb or res.memory_mb)
+    if asked.walltime_s:
+        res = dataclasses.replace(res, walltime_s=asked.walltime_s, walltime=_clock(asked.walltime_s))
+    return res
 
 
 def check_resources_apply(options: RenderOptions, processes: Mapping[str, str]) -> None:
