@@ -303,7 +303,7 @@ def _facet_scatter(
     palette = _state_palette(states)
     x, y = xy
     with _style():
-        fig = Figure(figsize=(2.4 * columns + 0.6, 2.2 * rows + 1.2), layout="constrained")
+        fig = Figure(figsize=(2.4 * columns + 2.4, 2.2 * rows + 1.0), layout="constrained")
         axes = fig.subplots(rows, columns, squeeze=False).flat
         # The processes first: zip stops at their end without taking a panel from the iterator.
         for process, ax in zip(processes, axes, strict=False):
@@ -324,7 +324,7 @@ def _facet_scatter(
         fig.supylabel(labels[1])
         handles = [Line2D([], [], linestyle="--", color="0.4", label=diagonal)]
         handles += [Line2D([], [], marker="o", linestyle="", color=palette[s], label=s) for s in states]
-        fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), frameon=False)
+        fig.legend(handles=handles, loc="outside right upper", frameon=False)
     return fig
 
 
