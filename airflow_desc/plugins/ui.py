@@ -38,7 +38,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
+    from matplotlib.figure import Figure
 
 __all__ = ["EXTERNAL_VIEW", "URL_PREFIX", "app"]
 
@@ -174,29 +177,24 @@ def status_csv(request: Request, user: GetUserDep) -> Response:
 @app.get("/plots/{name}.png")
 def process_plot(name: str, request: Request, user: GetUserDep) -> Response:
     """Return the CPU vs wall-clock figure of the process whose "Plot" link this is."""
-    from airflow_desc.history import HistoryFilter
-    from airflow_desc.history.queries import process_instances, process_names
+    from airflow_desc.history.queries import process_names
     from airflow_desc.reports.figures import cpu_vs_wall
     from airflow_desc.reports.status import plot_path
     from airflow_desc.status.current import readable_history
 
-    selected = _selection(request)
-    dag_ids = _readable_dags(user)
-    engine = readable_history(_store())
     wanted = f"plots/{name}.png"
-    process = next((p for p in process_names(engine) if plot_path(p) == wanted), None)
+    process = next((p for p in process_names(readable_history(_store())) if plot_path(p) == wanted), None)
     if process is None:
         raise HTTPException(status_code=404, detail=f"no process is plotted as {wanted}")
-    try:
-        instances = process_instances(
-            engine, HistoryFilter(process=process, workflow=selected["workflow"], run_id=selected["run"],
-                                  dag_ids=dag_ids),
-        )  # fmt: skip
-    except ValueError as exc:
-        raise HTTPException(status_code=404, detail=str(exc) if dag_ids is None else "not found") from None
+    instances = _instances(_selection(request), _readable_dags(user), process=process)
+    return _png(lambda: cpu_vs_wall(instances, process=process))
+
+
+def _png(make: Callable[[], Figure]) -> Response:
+    """Return the figure ``make`` draws as a PNG response."""
     buffer = io.BytesIO()
     with _FIGURES:  # seaborn's style contexts change matplotlib's global rcParams meanwhile
-        cpu_vs_wall(instances, process=process).savefig(buffer, format="png", dpi=100)
+        make().savefig(buffer, format="png", dpi=100)
     return Response(buffer.getvalue(), media_type="image/png")
 
 
@@ -259,15 +257,15 @@ def usage_figure(name: str, request: Request, user: GetUserDep) -> Response:
     instances = _instances(
         selected, _readable_dags(user), process=process if name == "usage_by_stream" else None
     )
-    buffer = io.BytesIO()
-    with _FIGURES:  # seaborn's style contexts change matplotlib's global rcParams meanwhile
+
+    def make() -> Figure:
         if name == "usage_by_stream":
-            fig = usage_by_stream(instances, str(process), variable)
-        elif name == "failures_by_stream":
-            fig = failures_by_stream(instances, variable)
-        elif name == "throughput_by_cluster":
-            fig = figures.throughput(instances, by_cluster=True)
-        else:
-            fig = getattr(figures, name)(instances)
-        fig.savefig(buffer, format="png", dpi=100)
-    return Response(buffer.getvalue(), media_type="image/png")
+            return usage_by_stream(instances, str(process), variable)
+        if name == "failures_by_stream":
+            return failures_by_stream(instances, variable)
+        if name == "throughput_by_cluster":
+            return figures.throughput(instances, by_cluster=True)
+        figure: Figure = getattr(figures, name)(instances)
+        return figure
+
+    return _png(make)
