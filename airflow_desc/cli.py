@@ -9,6 +9,9 @@ Commands::
     airflow-desc status                    the DC1-style status table (--format table|csv|json): the
                                            history merged with the live states of runs in progress
     airflow-desc report --out DIR          HTML report: status table, seaborn figures, resource advice
+    airflow-desc advice [--write FILE --extends SPEC]
+                                           memory and walltime per process from the history's
+                                           percentiles; --write: as a render overlay
     airflow-desc history [filters]         process instances (--process, --state, --reason, --stream ...)
     airflow-desc history flush             write the records spooled while the history DB was down
     airflow-desc rerun --reason WHY [filters]  clear the task instances of the selected process
@@ -237,6 +240,64 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_advice(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from airflow_desc.history.queries import process_instances
+    from airflow_desc.reports.advice import resource_advice
+
+    if bool(args.write) != bool(args.extends):
+        raise ValueError(
+            "--write and --extends go together: --extends names the spec or render overlay the written "
+            "overlay applies to, e.g. --extends dags/workflows/dc1-local.yaml"
+        )
+    instances = process_instances(_history_engine(args), _selection(args))
+    if args.write:
+        instances = instances[instances["process_type"] == "batch"]  # a script asks SLURM for nothing
+    table = resource_advice(instances, quantile=args.quantile, headroom=args.headroom)
+    if args.write:
+        return _write_advice(args, table, len(instances), dt.datetime.now(dt.timezone.utc))
+    if args.format == "json":
+        print(table.to_json(orient="records"))
+    elif args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    else:
+        print(table.to_string(index=False) if len(table) else "no process instance matches")
+    return 0
+
+
+def _write_advice(args: argparse.Namespace, table: Any, attempts: int, now: Any) -> int:
+    """Write the advice overlay, then read it back as a renderer would (an error names the file)."""
+    from pathlib import Path
+
+    from airflow_desc.reports.advice import advice_overlay
+    from airflow_desc.workflow.overlays import load_overlay
+
+    out, extends = Path(args.write), Path(args.extends)
+    if not extends.is_file():
+        raise ValueError(f"--extends {extends}: no such file; name the spec or render overlay to extend")
+    chosen = (
+        ("workflow", args.workflow),
+        ("variant", args.variant),
+        ("run", args.run),
+        ("process", args.process),
+    )
+    selected = ", ".join(f"{name} {value}" for name, value in chosen if value)
+    header = [
+        f"Written by `airflow-desc advice` at {now:%Y-%m-%dT%H:%M:%SZ} from {attempts} attempts of batch "
+        f"processes ({selected or 'every workflow'}).",
+        f"Each suggestion fits {args.quantile:.0%} of the instances with {args.headroom:g}x headroom; "
+        "evidence says what it was learnt from.",
+        "Render this file instead of the one it extends (its DAG ids are that file's): "
+        "load_workflow_dags(__file__, '<this file>').",
+    ]
+    relative = os.path.relpath(extends.resolve(), out.resolve().parent)
+    out.write_text(advice_overlay(table, relative, header=header), encoding="utf-8")
+    _spec, options = load_overlay(out)
+    print(f"wrote {out}: memory and walltime of {len(options.resources)} process(es), extending {relative}")
+    return 0
+
+
 def _cmd_history(args: argparse.Namespace) -> int:
     from airflow_desc.history import default_spooling_recorder
     from airflow_desc.history.queries import process_instances
@@ -412,6 +473,34 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="directory to write index.html and the PNGs into")
     report.add_argument("--title", default="airflow-desc report", help="report title")
     report.set_defaults(func=_cmd_report)
+
+    advice = sub.add_parser(
+        "advice",
+        help="suggested memory and walltime per process, from the history; --write: as a render overlay",
+        description="Suggest each process's memory and walltime from every recorded attempt: the quantile "
+        "of what succeeded instances used, with headroom; an instance killed for memory or time counts as "
+        "needing more than it had. With --write, the suggestions of batch processes go into a render "
+        "overlay over --extends (each with its evidence: instances, out-of-memory and time-limit kills), "
+        "which load_workflow_dags renders: the DAG's jobs then ask SLURM for them.",
+    )  # fmt: skip
+    advice.add_argument(
+        "--db", help="history: SQLAlchemy URL or Airflow connection id (default: the configured one)"
+    )
+    advice.add_argument("--workflow", help="only this workflow (DAG id)")
+    advice.add_argument("--variant", help="only this workflow variant")
+    advice.add_argument("--run", help="only this DAG run id")
+    advice.add_argument("--process", help="only this process")
+    advice.add_argument("--since", help="only instances started on or after this date (YYYY-MM-DD[THH:MM])")
+    advice.add_argument("--until", help="only instances started before this date")
+    advice.add_argument("--quantile", type=float, default=0.95,
+                        help="the fraction of instances a suggestion must fit (default: 0.95)")  # fmt: skip
+    advice.add_argument("--headroom", type=float, default=1.2,
+                        help="the factor on top of that quantile (default: 1.2, 20%% more)")  # fmt: skip
+    advice.add_argument("--format", choices=formats, default="table", help="output format (default: table)")
+    advice.add_argument("--write", metavar="FILE", help="write the suggestions as a render overlay to FILE")
+    advice.add_argument("--extends", metavar="SPEC",
+                        help="with --write: the spec or render overlay the written one extends")  # fmt: skip
+    advice.set_defaults(func=_cmd_advice)
 
     history = sub.add_parser(
         "history", help="process instances from the history; 'history flush' writes the spool"

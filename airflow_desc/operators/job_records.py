@@ -12,12 +12,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow_desc.slurm import accounting_to_payload
+from airflow_desc.slurm import accounting_to_payload, precise_usage
 
 if TYPE_CHECKING:
     from airflow_desc.history import ProcessRecord
     from airflow_desc.history.records import InstanceIdentity
-    from airflow_desc.slurm import JobAccounting
+    from airflow_desc.slurm import JobAccounting, PayloadTiming
     from airflow_desc.slurm.diagnose import Diagnosis
 
 __all__ = ["job_record", "job_summary"]
@@ -34,8 +34,13 @@ def job_record(
     adopted: bool,
     owner_uid: int | None = None,
     state: Mapping[str, Any] | None = None,
+    timing: PayloadTiming | None = None,
 ) -> ProcessRecord:
     """Return the history record of a finished job.
+
+    Its wall-clock and CPU times are the job script's own timing of the payload when it printed
+    one (:mod:`airflow_desc.slurm.timing`), sacct's otherwise; sacct's are then kept in
+    ``extra["sacct"]``.
 
     :param identity: the process instance of the try that submitted the job.
     :param accounting: the job's accounting.
@@ -46,11 +51,16 @@ def job_record(
     :param adopted: whether a later try adopted it.
     :param owner_uid: the uid it ran as, for a cancelled job (a cancel by its owner is Cancelled).
     :param state: the task's saved state (its ``node_failures``).
+    :param timing: what the job script measured of its payload, if it printed it.
     """
     extra: dict[str, Any] = {
         "accounting": accounting_to_payload(accounting)["rows"],
         "adopted": adopted,
     }
+    elapsed_s, total_cpu_s = precise_usage(accounting, timing)
+    if timing is not None:
+        extra["timing"] = "job script"
+        extra["sacct"] = {"elapsed_s": accounting.elapsed_s, "total_cpu_s": accounting.total_cpu_s}
     # Jobs of this try lost to node failures before this one: each has its own attempt row (this
     # job's ``resubmit`` counts them), and this one names them.
     earlier = [
@@ -67,7 +77,7 @@ def job_record(
         job_uid=owner_uid,
         extra=extra,
     )
-    return dataclasses.replace(record, resubmit=len(earlier))
+    return dataclasses.replace(record, resubmit=len(earlier), elapsed_s=elapsed_s, total_cpu_s=total_cpu_s)
 
 
 def job_summary(
@@ -89,8 +99,8 @@ def job_summary(
         "signal": accounting.signal,
         "reason": str(diagnosis.reason),
         "message": diagnosis.message,
-        "elapsed_s": accounting.elapsed_s,
-        "total_cpu_s": accounting.total_cpu_s,
+        "elapsed_s": record.elapsed_s,
+        "total_cpu_s": record.total_cpu_s,
         "max_rss_bytes": accounting.max_rss_bytes,
         "node": accounting.node_list,
         "log_path": log_path,

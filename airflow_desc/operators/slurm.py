@@ -46,7 +46,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_desc.clusters import ClusterProfile
 from airflow_desc.config import configured_cluster_profiles
-from airflow_desc.exceptions import SlurmJobFailed, UntrustedState
+from airflow_desc.exceptions import ClusterError, SlurmJobFailed, UntrustedState
 from airflow_desc.history import ProcessRecord, Recorder, default_recorder
 from airflow_desc.history.records import InstanceIdentity
 from airflow_desc.hooks.slurm import SlurmHook
@@ -78,8 +78,10 @@ from airflow_desc.slurm import (
     ContainerSpec,
     JobAccounting,
     JobSpec,
+    PayloadTiming,
     StateClass,
     diagnose,
+    parse_payload_timing,
     render_job_script,
 )
 from airflow_desc.slurm.diagnose import Diagnosis
@@ -119,6 +121,8 @@ class FinishedJob:
     :param adopted: whether this try adopted it (an earlier try's job, finished but never recorded).
     :param note: what the record's message adds, e.g. :data:`~airflow_desc.slurm.CONTROLLER_NOTE`
         for a job whose accounting sacct lost, settled from the controller's answer.
+    :param log_tail: the end of its log, once read (:meth:`SlurmOperator._read_log`).
+    :param timing: the job script's own timing of the payload, read from ``log_tail``.
     """
 
     hook: SlurmHook
@@ -126,6 +130,8 @@ class FinishedJob:
     accounting: JobAccounting
     adopted: bool = False
     note: str | None = None
+    log_tail: str | None = None
+    timing: PayloadTiming | None = None
 
 
 class SlurmOperator(BaseOperator):
@@ -484,15 +490,41 @@ class SlurmOperator(BaseOperator):
         return self._finish(context, FinishedJob(hook, profile, accounting, note=note))
 
     # --- finish -------------------------------------------------------------------------------
+    def _log_path(self, job_id: str, state: Mapping[str, Any]) -> str | None:
+        return state.get("log_path") if state.get("job_id") == job_id else self._guess_log(job_id, state)
+
+    def _read_log(self, context: Context, job: FinishedJob) -> FinishedJob:
+        """Return the job with the end of its log read, and the payload's own timing from it (once).
+
+        A failure's tail is read for the diagnosis; a success's last lines only for the timing.
+        """
+        if job.log_tail is not None:
+            return job
+        log_path = self._log_path(job.accounting.job_id, self._state(context))
+        succeeded = job.accounting.state_class is StateClass.SUCCEEDED
+        tail = ""
+        if log_path and not succeeded:
+            tail = job.hook.read_tail(log_path, lines=self.log_tail_lines)
+        elif log_path:
+            try:  # the timing line is the last one the script prints
+                tail = job.hook.read_tail(log_path, lines=4)
+            except ClusterError as exc:  # a job that succeeded does not fail for want of its timing
+                self.log.warning(
+                    "job %s: its log was not read (%s): sacct's times are recorded",
+                    job.accounting.job_id,
+                    exc,
+                )
+        return dataclasses.replace(job, log_tail=tail, timing=parse_payload_timing(tail))
+
     def _finish(self, context: Context, job: FinishedJob) -> dict[str, Any]:
+        job = self._read_log(context, job)
         hook, profile, accounting, adopted = job.hook, job.profile, job.accounting, job.adopted
         state = self._state(context)
         job_id = accounting.job_id
-        log_path = state.get("log_path") if state.get("job_id") == job_id else self._guess_log(job_id, state)
+        log_path = self._log_path(job_id, state)
         succeeded = accounting.state_class is StateClass.SUCCEEDED
-        tail = ""
-        if not succeeded and log_path:
-            tail = hook.read_tail(log_path, lines=self.log_tail_lines)
+        # A success's log says nothing the diagnosis needs (and its tail is only the last lines).
+        tail = "" if succeeded else job.log_tail or ""
         diagnosis = diagnose(accounting, tail)
         if not succeeded:
             diagnosis = with_node_notice(hook, profile.name, accounting, diagnosis, self.log)
@@ -601,6 +633,7 @@ class SlurmOperator(BaseOperator):
         record = job_record(
             self._identity(context, job_try), job.accounting, diagnosis, cluster=job.profile.name,
             log_path=log_path, job_try=job_try, adopted=job.adopted, owner_uid=owner_uid, state=state,
+            timing=job.timing,
         )  # fmt: skip
         (self.recorder or default_recorder()).record([record])
         return record

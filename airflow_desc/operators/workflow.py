@@ -175,6 +175,7 @@ class WorkflowBatchOperator(SlurmOperator):
         (self.recorder or default_recorder()).record([record])
 
     def _finish(self, context: Context, job: FinishedJob) -> dict[str, Any]:
+        job = self._read_log(context, job)  # once: the output check's record has the same timing
         summary = super()._finish(context, job)
         workflow = workflow_for(self.workflow_key)
         process = workflow.process(self.variant, self.process_path)

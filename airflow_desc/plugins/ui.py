@@ -10,6 +10,10 @@ adds "DESC status" to the UI's navigation (an external view shown in an iframe a
     GET /status.json           the table as ``airflow-desc status --format json`` prints it
     GET /status.csv            ... and as CSV
     GET /plots/<process>.png   CPU vs wall clock of every attempt of the process (the "Plot" link)
+    GET /usage                 a chosen process's figures by stream (``process``, ``variable``),
+                               the selection's throughput per cluster, failures by stream level,
+                               CPU and memory of every process, and the resource advice table
+    GET /figures/<name>.png    those figures (:data:`~airflow_desc.reports.html.USAGE_FIGURES`)
 
 Every route needs a logged-in Airflow user (the UI's session token, or an API bearer token, as
 the REST API does): without one the answer is 401. A user who may not read every DAG sees only
@@ -34,7 +38,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
+    from matplotlib.figure import Figure
 
 __all__ = ["EXTERNAL_VIEW", "URL_PREFIX", "app"]
 
@@ -72,9 +79,11 @@ def _readable_dags(user: Any) -> set[str] | None:
     return set(manager.get_authorized_dag_ids(user=user, method="GET"))
 
 
-def _selection(request: Request) -> dict[str, str | None]:
+def _selection(
+    request: Request, keys: tuple[str, ...] = ("workflow", "run", "variant")
+) -> dict[str, str | None]:
     params = request.query_params
-    return {k: (params.get(k) or "").strip() or None for k in ("workflow", "run", "variant")}
+    return {k: (params.get(k) or "").strip() or None for k in keys}
 
 
 _STORES: dict[str, Any] = {}
@@ -168,27 +177,95 @@ def status_csv(request: Request, user: GetUserDep) -> Response:
 @app.get("/plots/{name}.png")
 def process_plot(name: str, request: Request, user: GetUserDep) -> Response:
     """Return the CPU vs wall-clock figure of the process whose "Plot" link this is."""
-    from airflow_desc.history import HistoryFilter
-    from airflow_desc.history.queries import process_instances, process_names
+    from airflow_desc.history.queries import process_names
     from airflow_desc.reports.figures import cpu_vs_wall
     from airflow_desc.reports.status import plot_path
     from airflow_desc.status.current import readable_history
 
-    selected = _selection(request)
-    dag_ids = _readable_dags(user)
-    engine = readable_history(_store())
     wanted = f"plots/{name}.png"
-    process = next((p for p in process_names(engine) if plot_path(p) == wanted), None)
+    process = next((p for p in process_names(readable_history(_store())) if plot_path(p) == wanted), None)
     if process is None:
         raise HTTPException(status_code=404, detail=f"no process is plotted as {wanted}")
-    try:
-        instances = process_instances(
-            engine, HistoryFilter(process=process, workflow=selected["workflow"], run_id=selected["run"],
-                                  dag_ids=dag_ids),
-        )  # fmt: skip
-    except ValueError as exc:
-        raise HTTPException(status_code=404, detail=str(exc) if dag_ids is None else "not found") from None
+    instances = _instances(_selection(request), _readable_dags(user), process=process)
+    return _png(lambda: cpu_vs_wall(instances, process=process))
+
+
+def _png(make: Callable[[], Figure]) -> Response:
+    """Return the figure ``make`` draws as a PNG response."""
     buffer = io.BytesIO()
     with _FIGURES:  # seaborn's style contexts change matplotlib's global rcParams meanwhile
-        cpu_vs_wall(instances, process=process).savefig(buffer, format="png", dpi=100)
+        make().savefig(buffer, format="png", dpi=100)
     return Response(buffer.getvalue(), media_type="image/png")
+
+
+_USAGE_KEYS = ("workflow", "run", "variant", "process", "variable")
+
+
+def _instances(
+    selected: dict[str, str | None], dag_ids: set[str] | None, *, process: str | None
+) -> pd.DataFrame:
+    """Return every attempt of the selection (of one process, if given) from the history."""
+    from airflow_desc.history import HistoryFilter
+    from airflow_desc.history.queries import process_instances
+    from airflow_desc.status.current import readable_history
+
+    selection = HistoryFilter(
+        workflow=selected["workflow"], run_id=selected["run"], variant=selected["variant"], process=process,
+        dag_ids=dag_ids,
+    )  # fmt: skip
+    try:
+        return process_instances(readable_history(_store()), selection)
+    except ValueError as exc:
+        raise HTTPException(status_code=404, detail=str(exc) if dag_ids is None else "not found") from None
+
+
+@app.get("/usage", response_class=HTMLResponse)
+def usage_page(request: Request, user: GetUserDep) -> HTMLResponse:
+    """Render the usage view: one process's figures by stream, the overall figures, the advice table."""
+    from airflow_desc.reports.advice import resource_advice
+    from airflow_desc.reports.html import render_usage_page
+    from airflow_desc.reports.streams import stream_variables
+
+    selected = _selection(request, _USAGE_KEYS)
+    instances = _instances(selected, _readable_dags(user), process=None)
+    processes = sorted(set(instances["process"].astype(str)))
+    if selected["process"] not in processes:
+        selected["process"] = selected["variable"] = None
+    variables = stream_variables(instances, selected["process"]) if selected["process"] else []
+    if selected["variable"] not in variables:
+        selected["variable"] = None
+    page = render_usage_page(resource_advice(instances), processes=processes, variables=variables,
+                             selected=selected)  # fmt: skip
+    return HTMLResponse(page)
+
+
+@app.get("/figures/{name}.png")
+def usage_figure(name: str, request: Request, user: GetUserDep) -> Response:
+    """Return one figure of the usage view, of the selection (and its chosen process and variable)."""
+    from airflow_desc.reports import figures
+    from airflow_desc.reports.html import USAGE_FIGURES
+    from airflow_desc.reports.streams import failures_by_stream, usage_by_stream
+
+    if name not in USAGE_FIGURES:
+        raise HTTPException(
+            status_code=404, detail=f"no figure {name!r}; the figures: {', '.join(USAGE_FIGURES)}"
+        )
+    selected = _selection(request, _USAGE_KEYS)
+    process, variable = selected["process"], selected["variable"]
+    if name == "usage_by_stream" and process is None:
+        raise HTTPException(status_code=400, detail="usage_by_stream needs ?process=<name>")
+    instances = _instances(
+        selected, _readable_dags(user), process=process if name == "usage_by_stream" else None
+    )
+
+    def make() -> Figure:
+        if name == "usage_by_stream":
+            return usage_by_stream(instances, str(process), variable)
+        if name == "failures_by_stream":
+            return failures_by_stream(instances, variable)
+        if name == "throughput_by_cluster":
+            return figures.throughput(instances, by_cluster=True)
+        figure: Figure = getattr(figures, name)(instances)
+        return figure
+
+    return _png(make)

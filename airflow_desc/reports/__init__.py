@@ -6,13 +6,15 @@ Pure functions of DataFrames; the queries that make those frames live in
 - :mod:`~airflow_desc.reports.status`: :func:`status_table`, :func:`attempts_table`, the
   Airflow / SLURM state -> column tables, text / CSV / JSON renderers.
 - :mod:`~airflow_desc.reports.figures`: ``DataFrame -> Figure``, one per question.
-- :mod:`~airflow_desc.reports.advice`: :func:`resource_advice`.
+- :mod:`~airflow_desc.reports.streams`: figures by stream variable and stream level.
+- :mod:`~airflow_desc.reports.advice`: :func:`resource_advice`, and :func:`advice_overlay` (it as
+  a render overlay).
 - :mod:`~airflow_desc.reports.html`: :func:`write_report`.
 """
 
 from __future__ import annotations
 
-from airflow_desc.reports.advice import ADVICE_COLUMNS, resource_advice
+from airflow_desc.reports.advice import ADVICE_COLUMNS, advice_overlay, resource_advice
 from airflow_desc.reports.figures import (
     core_hours_by_cluster,
     cpu_efficiency,
@@ -38,6 +40,7 @@ from airflow_desc.reports.status import (
     to_csv,
     to_json,
 )
+from airflow_desc.reports.streams import failures_by_stream, stream_variables, usage_by_stream
 
 __all__ = [
     "ADVICE_COLUMNS",
@@ -45,6 +48,7 @@ __all__ = [
     "SLURM_STATE_COLUMN",
     "STATE_COLUMNS",
     "TABLE_COLUMNS",
+    "advice_overlay",
     "airflow_state_column",
     "attempts_table",
     "core_hours_by_cluster",
@@ -52,15 +56,18 @@ __all__ = [
     "cpu_efficiency",
     "cpu_vs_wall",
     "failures_by_reason",
+    "failures_by_stream",
     "format_text",
     "memory_vs_requested",
     "plot_path",
     "resource_advice",
     "slurm_state_column",
     "status_table",
+    "stream_variables",
     "throughput",
     "to_csv",
     "to_json",
+    "usage_by_stream",
     "walltime_distribution",
     "write_report",
 ]

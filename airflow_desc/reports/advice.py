@@ -26,19 +26,26 @@ How the numbers are made
   numbers go straight into ``--mem`` and ``--time``.
 - Current requests are the medians of ``req_mem_bytes``, ``req_walltime_s``, ``req_cpus``.
   CPUs used is the quantile of ``total_cpu_s / elapsed_s`` over successful instances.
+
+:func:`advice_overlay` turns the table into a render overlay (``airflow-desc advice --write``):
+each process's suggested ``memory_mb`` and ``walltime``, with its evidence (instances, how many
+ran out of memory or time, the quantiles used) as a field and its advice as a comment.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from airflow_desc.slurm.units import format_walltime
 
-__all__ = ["ADVICE_COLUMNS", "resource_advice"]
+__all__ = ["ADVICE_COLUMNS", "advice_overlay", "resource_advice"]
 
 #: The columns of :func:`resource_advice`, in order.
 ADVICE_COLUMNS: tuple[str, ...] = (
@@ -326,3 +333,70 @@ def resource_advice(
         table[column] = table[column].astype(bool)
     table.attrs.update(quantile=quantile, headroom=headroom)
     return table
+
+
+def _plain(value: Any) -> Any:
+    """Return a table cell as YAML writes it: a number, a bool, or ``None`` for a missing value."""
+    value = value.item() if hasattr(value, "item") else value
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def _flow(mapping: dict[str, object]) -> str:
+    """Write a mapping as one YAML flow line (JSON is YAML; names are quoted whatever they hold)."""
+    return "{" + ", ".join(f"{key}: {json.dumps(value)}" for key, value in mapping.items()) + "}"
+
+
+def advice_overlay(advice: pd.DataFrame, extends: str, *, header: Sequence[str] = ()) -> str:
+    """Write the advice as a render overlay over ``extends``: each process's suggested requests.
+
+    A process is named by its name, or ``task/name`` when two tasks have a process of that name.
+    Only suggestions are written (a process without one is listed in a comment); ``evidence`` says
+    what each was learnt from, and the advice line follows as a comment.
+
+    :param advice: the table of :func:`resource_advice` (of batch processes: a script has no requests).
+    :param extends: the spec or overlay the written one extends, as it is to be written (a path
+        relative to the written file).
+    :param header: comment lines for the top of the file (without ``#``).
+    :return: the YAML text.
+    """
+    lines = [f"# {line}".rstrip() for line in header]
+    lines += [f"extends: {json.dumps(extends)}", "resources:"]
+    names = advice["Process"].astype(str)
+    repeated = set(names[names.duplicated(keep=False)])
+    nothing: list[str] = []
+    for row in advice.to_dict("records"):
+        name = (
+            str(row["Process"]) if str(row["Process"]) not in repeated else f"{row['Task']}/{row['Process']}"
+        )
+        memory, walltime = _plain(row["Mem suggested MB"]), _plain(row["Walltime suggested min"])
+        if memory is None and walltime is None:
+            nothing.append(name)
+            continue
+        evidence = {
+            "task": str(row["Task"]),
+            "instances": _plain(row["Instances"]),
+            "succeeded": _plain(row["Succeeded"]),
+            "out_of_memory": _plain(row["Out of memory"]),
+            "timed_out": _plain(row["Timed out"]),
+            "other_failures": _plain(row["Other failures"]),
+            "memory_used_mb": _plain(row["Mem used MB"]),
+            "memory_requested_mb": _plain(row["Mem requested MB"]),
+            "memory_is_lower_bound": _plain(row["Mem is lower bound"]),
+            "walltime_used_min": _plain(row["Walltime used min"]),
+            "walltime_requested_min": _plain(row["Walltime requested min"]),
+            "walltime_is_lower_bound": _plain(row["Walltime is lower bound"]),
+        }
+        advice_text = " ".join(str(row["Advice"]).split())
+        lines.append(f"  {json.dumps(name)}:  # {advice_text}")
+        if memory is not None:
+            lines.append(f"    memory_mb: {int(memory)}")
+        if walltime is not None:
+            lines.append(f"    walltime: {json.dumps(format_walltime(int(walltime) * 60))}")
+        lines.append(f"    evidence: {_flow(evidence)}")
+    if len(lines) and lines[-1] == "resources:":
+        lines[-1] = "resources: {}"
+    lines += [f"# {name}: nothing to learn from yet (no instance succeeded or ran out of memory or time)"
+              for name in nothing]  # fmt: skip
+    return "\n".join(lines) + "\n"

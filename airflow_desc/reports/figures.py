@@ -61,6 +61,9 @@ STATE_COLORS: Mapping[str, str] = MappingProxyType(
 _MIB = 1024 * 1024
 _FAILURE_STATES = ("failed", "terminated", "cancelled")
 _LEGEND_OUTSIDE = 8
+# More processes than this and colours no longer tell them apart: one small panel each.
+_FACETED_FROM = 9
+_FACET_COLUMNS = 6
 
 
 @contextmanager
@@ -200,6 +203,11 @@ def cpu_vs_wall(df: pd.DataFrame, process: str | None = None) -> Figure:
             "state": data["state"].astype(str),
         }
     )
+    labels = (f"wall clock ({unit})", f"total CPU time ({unit})")
+    if process is None and plot["process"].nunique() >= _FACETED_FROM:
+        return _facet_scatter(
+            plot, ("wall", "cpu"), labels, f"{title} (n = {len(plot)})", "1 core (CPU = wall)"
+        )
     with _style():
         fig, ax = _figure(f"{title} (n = {len(plot)})")
         top = float(max(plot["wall"].max(), plot["cpu"].max(), 1e-9)) * 1.05
@@ -207,7 +215,6 @@ def cpu_vs_wall(df: pd.DataFrame, process: str | None = None) -> Figure:
         cores = float(_numbers(data, "req_cpus").median())
         if not math.isnan(cores) and cores > 1:
             ax.plot([0, top / cores], [0, top], ":", color="0.4", linewidth=1, label=f"{cores:g} cores")
-        labels = (f"wall clock ({unit})", f"total CPU time ({unit})")
         if process is not None:
             states = _state_order(plot["state"])
             _scatter_up_to(ax, plot, ("wall", "cpu"), "state", states, top, labels, _state_palette(states))
@@ -241,13 +248,18 @@ def memory_vs_requested(df: pd.DataFrame) -> Figure:
             "requested": data["requested"] / scale,
             "used": data["used"] / scale,
             "process": _text(data["process"]),
+            "state": data["state"].astype(str) if "state" in data.columns else "unknown",
         }
     )
+    labels = (f"requested memory ({unit})", f"peak memory, MaxRSS ({unit})")
+    if plot["process"].nunique() >= _FACETED_FROM:
+        return _facet_scatter(
+            plot, ("requested", "used"), labels, f"{title} (n = {len(plot)})", "used = requested"
+        )
     with _style():
         fig, ax = _figure(f"{title} (n = {len(plot)})")
         top = float(max(plot["used"].max(), plot["requested"].max(), 1e-9)) * 1.05
         ax.plot([0, top], [0, top], "--", color="0.4", linewidth=1, label="used = requested")
-        labels = (f"requested memory ({unit})", f"peak memory, MaxRSS ({unit})")
         _scatter_up_to(ax, plot, ("requested", "used"), "process", _first_seen(plot["process"]), top, labels)
     return fig
 
@@ -272,6 +284,48 @@ def _scatter_up_to(
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
     _outside_legend(ax)
+
+
+def _facet_scatter(
+    plot: pd.DataFrame, xy: tuple[str, str], labels: tuple[str, str], title: str, diagonal: str
+) -> Figure:
+    """Scatter each process in a panel of its own (coloured by state), each on its own square scale.
+
+    What many processes need: 40 colours cannot be told apart, 40 small panels can.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    processes = _first_seen(plot["process"])
+    columns = min(_FACET_COLUMNS, len(processes))
+    rows = math.ceil(len(processes) / columns)
+    states = _state_order(plot["state"])
+    palette = _state_palette(states)
+    x, y = xy
+    with _style():
+        fig = Figure(figsize=(2.4 * columns + 2.4, 2.2 * rows + 1.0), layout="constrained")
+        axes = fig.subplots(rows, columns, squeeze=False).flat
+        # The processes first: zip stops at their end without taking a panel from the iterator.
+        for process, ax in zip(processes, axes, strict=False):
+            part = plot[plot["process"] == process]
+            top = float(max(part[x].max(), part[y].max(), 1e-9)) * 1.05
+            ax.plot([0, top], [0, top], "--", color="0.4", linewidth=1)
+            for state in states:
+                points = part[part["state"] == state]
+                ax.scatter(points[x], points[y], s=10, color=palette[state], alpha=0.7, linewidths=0)
+            ax.set_xlim(0, top)
+            ax.set_ylim(0, top)
+            ax.set_title(f"{process} ({len(part)})", fontsize=9)
+            ax.tick_params(labelsize=7)
+        for ax in list(axes):
+            ax.set_axis_off()  # the panels left over in the last row
+        fig.suptitle(_escape(title))
+        fig.supxlabel(labels[0])
+        fig.supylabel(labels[1])
+        handles = [Line2D([], [], linestyle="--", color="0.4", label=diagonal)]
+        handles += [Line2D([], [], marker="o", linestyle="", color=palette[s], label=s) for s in states]
+        fig.legend(handles=handles, loc="outside right upper", frameon=False)
+    return fig
 
 
 def cpu_efficiency(df: pd.DataFrame) -> Figure:
@@ -373,31 +427,10 @@ def _times(series: pd.Series) -> pd.Series:
     return times
 
 
-def throughput(df: pd.DataFrame, freq: str = "1h") -> Figure:
-    """Plot how many instances ran, and how many finished, in each interval of ``freq``.
-
-    An instance counts as running in every interval its ``[start, end]`` touches; one with no
-    end yet runs until the last time in the frame. It counts as finished in the interval of its
-    end, and also as "failed or terminated" when its state is failed, terminated or cancelled.
-
-    :param df: process instances: ``start_time``, ``end_time`` (datetimes, naive or aware; aware
-        ones are shown in UTC) and ``state``. Rows without a start are left out.
-    :param freq: the interval, a fixed length as pandas reads it: ``"1h"``, ``"15min"``, ``"1D"``.
-    :return: the figure: lines ``running``, ``finished``, ``failed or terminated``.
-    :raises ValueError: if ``freq`` is not a fixed length of time.
-    """
-    step = pd.Timedelta(freq)
-    if step <= pd.Timedelta(0):
-        raise ValueError(f"throughput: freq must be a positive length of time, got {freq!r}")
-    title = f"Throughput per {freq}"
-    if df.empty:
-        return _message(title, "No process instances to plot.")
-    _require(df, ("start_time", "end_time", "state"), "throughput")
-    start, end = _times(df["start_time"]), _times(df["end_time"])
-    keep = start.notna()
-    if not keep.any():
-        return _message(title, "No instances with a start time recorded.")
-    start, end, state = start[keep], end[keep], df.loc[keep, "state"].astype(str)
+def _throughput_counts(
+    start: pd.Series, end: pd.Series, state: pd.Series, step: pd.Timedelta
+) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray, np.ndarray]:
+    """Count per interval: instances running, finished, and finished failed or terminated."""
     finished = end.notna().to_numpy()
     latest = max(start.max(), end.max()) if finished.any() else start.max()
     edges, first, last = _bins(start, end.fillna(latest), step)
@@ -407,23 +440,72 @@ def throughput(df: pd.DataFrame, freq: str = "1h") -> Figure:
     done = np.bincount(last[finished], minlength=len(edges))
     failing = finished & state.isin(_FAILURE_STATES).to_numpy()
     failed = np.bincount(last[failing], minlength=len(edges))
+    return edges, np.cumsum(running)[:-1], done, failed
+
+
+def _throughput_lines(ax: Axes, edges: pd.DatetimeIndex, counts: Sequence[np.ndarray]) -> None:
     marker = "o" if len(edges) <= 48 else None
+    for values, label, color in zip(
+        counts,
+        ("running", "finished", "failed or terminated"),
+        ("tab:blue", "tab:orange", "tab:red"),
+        strict=True,
+    ):
+        ax.plot(edges, values, drawstyle="steps-post", marker=marker, label=label, color=color)
+
+
+def throughput(df: pd.DataFrame, freq: str = "1h", *, by_cluster: bool = False) -> Figure:
+    """Plot how many instances ran, and how many finished, in each interval of ``freq``.
+
+    An instance counts as running in every interval its ``[start, end]`` touches; one with no
+    end yet runs until the last time in the frame. It counts as finished in the interval of its
+    end, and also as "failed or terminated" when its state is failed, terminated or cancelled.
+
+    :param df: process instances: ``start_time``, ``end_time`` (datetimes, naive or aware; aware
+        ones are shown in UTC) and ``state`` (and ``cluster`` with ``by_cluster``). Rows without
+        a start are left out.
+    :param freq: the interval, a fixed length as pandas reads it: ``"1h"``, ``"15min"``, ``"1D"``.
+    :param by_cluster: one panel per cluster (missing: ``unknown``), over the same time axis.
+    :return: the figure: lines ``running``, ``finished``, ``failed or terminated``.
+    :raises ValueError: if ``freq`` is not a fixed length of time.
+    """
+    step = pd.Timedelta(freq)
+    if step <= pd.Timedelta(0):
+        raise ValueError(f"throughput: freq must be a positive length of time, got {freq!r}")
+    title = f"Throughput per {freq}" + (" per cluster" if by_cluster else "")
+    if df.empty:
+        return _message(title, "No process instances to plot.")
+    _require(df, ("start_time", "end_time", "state", *(("cluster",) if by_cluster else ())), "throughput")
+    start, end = _times(df["start_time"]), _times(df["end_time"])
+    keep = start.notna()
+    if not keep.any():
+        return _message(title, "No instances with a start time recorded.")
+    start, end, state = start[keep], end[keep], df.loc[keep, "state"].astype(str)
+    finished = int(end.notna().sum())
+    if by_cluster:
+        clusters = df.loc[keep, "cluster"].astype(object).where(df.loc[keep, "cluster"].notna(), "unknown")
+        groups = [(str(c), clusters == c) for c in _first_seen(clusters)]
+    else:
+        groups = [("", pd.Series(True, index=start.index))]
+    from matplotlib.figure import Figure
+
     with _style():
-        fig, ax = _figure(f"{title} ({int(finished.sum())} finished of {len(start)})")
-        ax.plot(edges, np.cumsum(running)[:-1], drawstyle="steps-post", marker=marker, label="running")
-        ax.plot(edges, done, drawstyle="steps-post", marker=marker, label="finished")
-        ax.plot(
-            edges,
-            failed,
-            drawstyle="steps-post",
-            marker=marker,
-            color="tab:red",
-            label="failed or terminated",
-        )
-        ax.legend(loc="upper left")
+        fig = Figure(figsize=(8.0, 5.0 if not by_cluster else 1.2 + 2.2 * len(groups)), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(len(groups), 1, sharex=True, squeeze=False)[:, 0])
+        for ax, (cluster, rows) in zip(axes, groups, strict=True):
+            edges, *counts = _throughput_counts(start[rows], end[rows], state[rows], step)
+            _throughput_lines(ax, edges, counts)
+            ax.set_ylabel(f"instances per {freq}" if by_cluster else f"process instances per {freq}")
+            if cluster:
+                ax.set_title(_escape(cluster), fontsize=10, loc="left")
+        axes[0].legend(loc="upper left")
+        fig_title = f"{title} ({finished} finished of {len(start)})"
+        if by_cluster:
+            fig.suptitle(_escape(fig_title))
+        else:
+            axes[0].set_title(_escape(fig_title))
         utc = isinstance(start.dtype, pd.DatetimeTZDtype)
-        ax.set_xlabel("interval start (UTC)" if utc else "interval start")
-        ax.set_ylabel(f"process instances per {freq}")
+        axes[-1].set_xlabel("interval start (UTC)" if utc else "interval start")
         fig.autofmt_xdate()
     return fig
 

@@ -6,7 +6,10 @@
     status.csv            the status table, as :func:`~airflow_desc.reports.status.to_csv`
     status.json           the same, as :func:`~airflow_desc.reports.status.to_json`
     plots/<process>.png   each row's "Plot": CPU vs wall clock of that process
-    figures/<name>.png    the overall figures of :mod:`~airflow_desc.reports.figures`
+    streams/<process>.png its wall clock, CPU and memory by stream variable (processes with streams)
+    figures/<name>.png    the overall figures of :mod:`~airflow_desc.reports.figures` and
+                          :mod:`~airflow_desc.reports.streams` (throughput per cluster, failures
+                          by reason and stream level)
 
 The markup is in the Jinja2 templates of ``templates/`` (shipped as package data), rendered with
 autoescape: every text that comes from data (task, process, reason names, the title) is
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,11 +40,20 @@ from airflow_desc.reports.status import (
     to_csv,
     to_json,
 )
+from airflow_desc.reports.streams import failures_by_stream, stream_variables, usage_by_stream
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["OVERALL_FIGURES", "render_html", "render_status_page", "write_report"]
+__all__ = [
+    "OVERALL_FIGURES",
+    "USAGE_FIGURES",
+    "render_html",
+    "render_status_page",
+    "render_usage_page",
+    "stream_plot_path",
+    "write_report",
+]
 
 #: The overall figures of the report: file stem -> (caption, figure function).
 OVERALL_FIGURES: dict[str, tuple[str, Callable[[pd.DataFrame], Figure]]] = {
@@ -53,14 +65,32 @@ OVERALL_FIGURES: dict[str, tuple[str, Callable[[pd.DataFrame], Figure]]] = {
         figures.walltime_distribution,
     ),
     "throughput": ("Instances running and finished per hour", figures.throughput),
+    "throughput_by_cluster": (
+        "Instances running and finished per hour, per cluster",
+        functools.partial(figures.throughput, by_cluster=True),
+    ),
     "failures_by_reason": (
         "Failed, terminated and cancelled instances by reason",
         figures.failures_by_reason,
+    ),
+    "failures_by_stream_level": (
+        "Failed, terminated and cancelled attempts by reason and stream level",
+        failures_by_stream,
     ),
     "core_hours_by_cluster": (
         "Core-hours charged per cluster, by final state",
         figures.core_hours_by_cluster,
     ),
+}
+
+#: The figures of the status page's usage view (``desc/usage``): name -> caption. The per-process
+#: ones take the chosen process (and stream variable); the others the whole selection.
+USAGE_FIGURES: dict[str, str] = {
+    "usage_by_stream": "Wall clock, CPU and peak memory of the process by stream variable",
+    "failures_by_stream": "Failures by reason and stream level (or by the chosen variable's values)",
+    "throughput_by_cluster": "Instances running and finished per hour, per cluster",
+    "cpu_vs_wall": "CPU vs wall clock, every process (a panel each when there are many)",
+    "memory_vs_requested": "Peak memory vs requested memory, every process",
 }
 
 _BAD_COLUMNS = frozenset({"Failed", "Terminated", "Out of memory", "Timed out", "Other failures"})
@@ -179,11 +209,24 @@ def _table(
     return _Table(css_class=css_class, columns=columns, body=body, foot=foot)
 
 
+def stream_plot_path(process: str) -> str:
+    """Return the relative path of a process's figure by stream: ``streams/<process>.png``."""
+    return "streams/" + plot_path(process).partition("/")[2]
+
+
 def _plot_links(table: pd.DataFrame) -> list[str | None]:
     return [
         None if str(kind) == "Totals" else plot_path(str(process))
         for process, kind in zip(table["Process"], table["Type"], strict=True)
     ]
+
+
+def _advice_note(advice: pd.DataFrame) -> str:
+    quantile = advice.attrs.get("quantile")
+    headroom = advice.attrs.get("headroom")
+    if quantile is None or headroom is None:
+        return "Suggestions"
+    return f"Suggestions fit {quantile:.0%} of the instances with {headroom:g}x headroom"
 
 
 def render_html(
@@ -193,6 +236,7 @@ def render_html(
     advice: pd.DataFrame,
     figure_paths: Sequence[tuple[str, str]],
     runs: pd.DataFrame | None = None,
+    stream_paths: Sequence[tuple[str, str]] = (),
 ) -> str:
     """Render the report page (``templates/report.html.j2``).
 
@@ -204,15 +248,10 @@ def render_html(
     :param figure_paths: ``(relative path, caption)`` of each overall figure, in order.
     :param runs: the runs and the specs that produced them (:func:`~airflow_desc.reports.status.runs_table`);
         ``None``: no such section.
+    :param stream_paths: ``(relative path, caption)`` of each process's figure by stream.
     :return: the HTML text of ``index.html``.
     """
-    quantile = advice.attrs.get("quantile")
-    headroom = advice.attrs.get("headroom")
-    advice_note = (
-        f"Suggestions fit {quantile:.0%} of the instances with {headroom:g}x headroom"
-        if quantile is not None and headroom is not None
-        else "Suggestions"
-    )
+    advice_note = _advice_note(advice)
     return (
         _templates()
         .get_template("report.html.j2")
@@ -225,6 +264,7 @@ def render_html(
             advice_note=advice_note,
             runs=None if runs is None else _table(runs, css_class="runs"),
             figures=[_Figure(href=quote(path), caption=caption) for path, caption in figure_paths],
+            stream_figures=[_Figure(href=quote(path), caption=caption) for path, caption in stream_paths],
         )
     )
 
@@ -272,6 +312,51 @@ def render_status_page(
     )
 
 
+def render_usage_page(
+    advice: pd.DataFrame,
+    *,
+    processes: Sequence[str],
+    variables: Sequence[str],
+    selected: Mapping[str, str | None],
+    title: str = "DESC usage and resource advice",
+) -> str:
+    """Render the UI's usage view (``templates/usage_page.html.j2``): figures by stream, advice.
+
+    A form chooses the process and its stream variable (one process at a time: readable with 40);
+    each figure is ``figures/<name>.png`` with the selection as its query string.
+
+    :param advice: the resource advice table of the selection.
+    :param processes: the processes to choose from.
+    :param variables: the chosen process's stream variables.
+    :param selected: ``workflow``, ``run``, ``variant``, ``process``, ``variable`` (``None``: all / default).
+    :param title: the page title.
+    :return: the HTML text.
+    """
+    keys = ("workflow", "run", "variant", "process", "variable")
+    query = urlencode({k: v for k in keys if (v := selected.get(k))})
+    status_query = urlencode({k: v for k in keys[:3] if (v := selected.get(k))})
+    names = [n for n in USAGE_FIGURES if selected.get("process") or n != "usage_by_stream"]
+    return (
+        _templates()
+        .get_template("usage_page.html.j2")
+        .render(
+            title=title,
+            selected={k: selected.get(k) for k in keys},
+            processes=list(processes),
+            variables=list(variables),
+            status_href="./" + (f"?{status_query}" if status_query else ""),
+            figures=[
+                _Figure(
+                    href=f"figures/{name}.png" + (f"?{query}" if query else ""), caption=USAGE_FIGURES[name]
+                )
+                for name in names
+            ],
+            advice=_table(advice, css_class="advice"),
+            advice_note=_advice_note(advice),
+        )
+    )
+
+
 def _save(fig: Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -305,6 +390,12 @@ def write_report(
     processes = [str(p) for p, t in zip(table["Process"], table["Type"], strict=True) if str(t) != "Totals"]
     for process in dict.fromkeys(processes):
         _save(figures.cpu_vs_wall(instances, process=process), out / plot_path(process))
+    stream_paths: list[tuple[str, str]] = []
+    for process in dict.fromkeys(processes):
+        variables = stream_variables(instances, process)
+        if variables:
+            _save(usage_by_stream(instances, process, variables[0]), out / stream_plot_path(process))
+            stream_paths.append((stream_plot_path(process), f"{process} by {variables[0]}"))
     figure_paths: list[tuple[str, str]] = []
     for name, (caption, make) in OVERALL_FIGURES.items():
         relative = f"figures/{name}.png"
@@ -318,5 +409,7 @@ def write_report(
     (out / "status.json").write_text(to_json(table), encoding="utf-8")
     index = out / "index.html"
     runs = runs_table(instances)
-    index.write_text(render_html(title, table, attempts, advice, figure_paths, runs), encoding="utf-8")
+    index.write_text(
+        render_html(title, table, attempts, advice, figure_paths, runs, stream_paths), encoding="utf-8"
+    )
     return index

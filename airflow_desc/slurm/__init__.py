@@ -8,6 +8,8 @@
 - :mod:`~airflow_desc.slurm.accounting`: :class:`JobAccounting`, a job's sacct rows gathered.
 - :mod:`~airflow_desc.slurm.parse_controller`: what ``scontrol show job`` prints.
 - :mod:`~airflow_desc.slurm.diagnose`: why a finished job ended, in one line.
+- :mod:`~airflow_desc.slurm.timing`: a job script's own timing of its payload (sacct's Elapsed is
+  whole seconds).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from airflow_desc.slurm.states import (
     StateClass,
     parse_state,
 )
+from airflow_desc.slurm.timing import PayloadTiming, parse_payload_timing, precise_usage
 from airflow_desc.slurm.units import (
     format_memory_mb,
     format_walltime,
@@ -69,6 +72,7 @@ __all__ = [
     "JobAccounting",
     "JobSpec",
     "ParsedState",
+    "PayloadTiming",
     "ReasonClass",
     "SacctRow",
     "SlurmOutputError",
@@ -86,11 +90,13 @@ __all__ = [
     "group_accounting",
     "parse_duration",
     "parse_memory",
+    "parse_payload_timing",
     "parse_sacct",
     "parse_scontrol_jobs",
     "parse_sbatch_output",
     "parse_squeue",
     "parse_state",
+    "precise_usage",
     "render_job_script",
     "sacct_command",
     "sbatch_command",

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from airflow_desc.slurm.quoting import check_text, quote_path
+from airflow_desc.slurm.timing import timing_end_lines, timing_start_lines
 from airflow_desc.slurm.units import format_walltime
 
 __all__ = ["ContainerRuntime", "ContainerSpec", "JobSpec", "render_job_script"]
@@ -387,7 +388,8 @@ def render_job_script(spec: JobSpec) -> str:
     The script has the ``#SBATCH`` lines, then a prologue that stops on the first failing
     setup line, then the payload, run so that its exit code is always printed as
     ``airflow-desc: job <id> payload exit code <rc>`` (on stdout, and on stderr too when
-    ``error`` is a separate file) before the script exits with it.
+    ``error`` is a separate file) before the script exits with it, followed by the payload's own
+    wall-clock and CPU time (:mod:`airflow_desc.slurm.timing`).
 
     :param spec: the job.
     :return: the script text, ending with a newline.
@@ -410,6 +412,7 @@ def render_job_script(spec: JobSpec) -> str:
         f'echo "{LOG_PREFIX} job {job} payload starting on $(hostname) at {now}"',
         "# The payload runs with bash's default options, as it would on its own.",
         "set +e +o pipefail",
+        *timing_start_lines(),
     ]
     payload = _payload_lines(spec)
     sig = _forwarded_signal(spec)
@@ -426,9 +429,12 @@ def render_job_script(spec: JobSpec) -> str:
             "interrupted=1",
             'while [ "$interrupted" = 1 ]; do interrupted=0; wait "$payload_pid"; rc=$?; done',
         ]
+    # podman-hpc's containers are the children of its monitor, not of this shell: sacct has their CPU.
+    timing = timing_end_lines(f"{LOG_PREFIX} job {job}", measure_cpu=spec.container.runtime != "podman-hpc")
     status_line = f'echo "{LOG_PREFIX} job {job} payload exit code $rc at {now}"'
-    lines.append(status_line)
+    lines += [*timing[:-1], status_line]
     if spec.error is not None and spec.error != spec.output:
         lines.append(status_line + " >&2")
+    lines.append(timing[-1])
     lines.append('exit "$rc"')
     return "\n".join(lines) + "\n"

@@ -14,9 +14,19 @@ the two small clusters of the local test site::
                                  # after fitting)
     launcher: srun               # the bundles' pilot launcher: srun | direct
     tags: [local]
+    resources:                   # per process (its name, or task/name): what its batch jobs ask for
+      processEimage: {memory_mb: 2300, walltime: "0:04:00"}
+
+``extends`` names the spec, or another overlay: the options of the overlay it extends apply
+first, this file's replace those it sets (``resources`` and ``variables`` are merged, by process
+and by name). ``airflow-desc advice --write`` writes such an overlay, with each process's
+suggested memory and walltime and, under ``evidence``, what they were learnt from (instances,
+out-of-memory and time-limit kills, the quantiles used): informational, never rendered.
+``resources`` applies before the caps (``resources_cap``), so a suggestion never exceeds the site.
 
 :func:`load_overlay` reads one into :class:`RenderOptions`; :func:`adjust_graph` applies the
-options' retry and resource caps to a workflow graph.
+options' per-process resources, retry and resource caps to a workflow graph;
+:func:`check_resources_apply` refuses per-process resources for a process the spec does not have.
 """
 
 from __future__ import annotations
@@ -36,7 +46,16 @@ from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.workflow.graph import ProcessNode, ResolvedResources, TaskNode, WorkflowGraph
 from airflow_desc.workflow.spec_templates import Scalar
 
-__all__ = ["LAUNCHERS", "RenderOptions", "ResourceCap", "adjust_graph", "is_overlay", "load_overlay"]
+__all__ = [
+    "LAUNCHERS",
+    "ProcessResources",
+    "RenderOptions",
+    "ResourceCap",
+    "adjust_graph",
+    "check_resources_apply",
+    "is_overlay",
+    "load_overlay",
+]
 
 #: The pilot launchers a bundle may use.
 LAUNCHERS = ("srun", "direct")
@@ -50,7 +69,9 @@ _OVERLAY_KEYS = (
     "resources_cap",
     "launcher",
     "tags",
+    "resources",
 )
+_RESOURCE_KEYS = ("memory_mb", "walltime", "evidence")
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,20 @@ class ResourceCap:
 
 
 @dataclass(frozen=True)
+class ProcessResources:
+    """What one process's batch jobs ask for in a rendering (``None``: the spec's).
+
+    :param memory_mb: memory in MB.
+    :param walltime_s: walltime in seconds.
+    :param where: ``file:line`` of the entry, for errors.
+    """
+
+    memory_mb: int | None = None
+    walltime_s: int | None = None
+    where: str = ""
+
+
+@dataclass(frozen=True)
 class RenderOptions:
     """How to render a spec for a site (what a render overlay file says).
 
@@ -82,6 +117,7 @@ class RenderOptions:
     :param launcher: the pilot launcher of the bundles (``srun`` or ``direct``).
     :param tags: extra DAG tags.
     :param digest: the overlay file's SHA-256 (hex, its ``sha256sum``); "" when not read from a file.
+    :param resources: per-process requests, by process name or ``task/name``.
     """
 
     dag_id_suffix: str = ""
@@ -94,15 +130,20 @@ class RenderOptions:
     launcher: str = "srun"
     tags: tuple[str, ...] = ()
     digest: str = ""
+    resources: Mapping[str, ProcessResources] = field(default_factory=dict)
 
 
 def load_overlay(path: str | os.PathLike[str]) -> tuple[Path, RenderOptions]:
-    """Read a render overlay: the spec it extends and the options it sets.
+    """Read a render overlay: the spec it extends (through other overlays) and the options it sets.
 
     :param path: the overlay file (see the module docstring).
     :return: the absolute path of the spec, and the options.
     :raises WorkflowSpecError: listing every problem as ``file:line: key: what; what to do``.
     """
+    return _load_overlay(Path(path), ())
+
+
+def _load_overlay(path: Path, seen: tuple[Path, ...]) -> tuple[Path, RenderOptions]:
     source = os.fspath(path)
     try:
         located = LocatedYaml.load_file(path)
@@ -113,24 +154,41 @@ def load_overlay(path: str | os.PathLike[str]) -> tuple[Path, RenderOptions]:
     data = located.data
     problems: list[str] = []
 
-    def bad(key: str, message: str) -> None:
-        problems.append(located.problem((key,), message).format(source))
+    def bad(key: str, message: str, *where: str | int) -> None:
+        problems.append(located.problem((key, *where), message).format(source))
 
     if not isinstance(data, dict) or "extends" not in data:
         raise WorkflowSpecError(f"{source}: a render overlay is a mapping with 'extends: <spec file>'")
     for key in data:
         if key not in _OVERLAY_KEYS:
             bad(str(key), f"unknown key; use one of {', '.join(_OVERLAY_KEYS)}")
-    base = Path(source).resolve().parent / str(data["extends"])
+    base = path.resolve().parent / str(data["extends"])
     if not base.is_file():
         bad("extends", f"{base} does not exist; name the spec file, relative to this overlay")
-    options = _overlay_options(data, bad)
+    elif base in (*seen, path.resolve()):
+        bad("extends", f"{base} extends this overlay again: an overlay chain must end at a spec")
+    values = _overlay_options(data, bad)
+    values.update(_resources(data.get("resources"), located, source, bad))
     if problems:
         raise WorkflowSpecError("\n".join(problems))
-    return base, dataclasses.replace(options, digest=hashlib.sha256(Path(path).read_bytes()).hexdigest())
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not is_overlay(base):
+        return base, RenderOptions(**values, digest=digest)
+    spec, inherited = _load_overlay(base, (*seen, path.resolve()))
+    # The chain's digests, outermost last: `<spec>+<parent overlay>+<this overlay>` on the run.
+    return spec, dataclasses.replace(_over(inherited, values), digest=f"{inherited.digest}+{digest}")
 
 
-def _overlay_options(data: Mapping[str, Any], bad: Callable[[str, str], None]) -> RenderOptions:
+def _over(inherited: RenderOptions, values: dict[str, Any]) -> RenderOptions:
+    """Return the options an overlay extends with its own set over them (mappings merged by key)."""
+    for merged in ("variables", "resources"):
+        if merged in values:
+            values[merged] = {**getattr(inherited, merged), **values[merged]}
+    return dataclasses.replace(inherited, **values)
+
+
+def _overlay_options(data: Mapping[str, Any], bad: Callable[[str, str], None]) -> dict[str, Any]:
+    """Return the :class:`RenderOptions` fields the overlay sets (but ``resources``)."""
     values: dict[str, Any] = {}
     checks: list[tuple[str, str, Callable[[Any], bool], Callable[[Any], Any], str]] = [
         ("dag_id_suffix", "dag_id_suffix", lambda v: isinstance(v, str), str, "expected text, e.g. _local"),
@@ -165,7 +223,41 @@ def _overlay_options(data: Mapping[str, Any], bad: Callable[[str, str], None]) -
         values["resources_cap"] = _cap(cap, bad)
     elif cap is not None:
         bad("resources_cap", "expected 'fit' or a mapping {cpus, memory_mb, walltime, fit}")
-    return RenderOptions(**values)
+    return values
+
+
+def _resources(
+    section: Any, located: LocatedYaml, source: str, bad: Callable[..., None]
+) -> dict[str, dict[str, ProcessResources]]:
+    """Read ``resources:``: ``{process: {memory_mb, walltime, evidence}}``."""
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        bad("resources", "expected a mapping of process names to {memory_mb, walltime}")
+        return {}
+    out: dict[str, ProcessResources] = {}
+    for name, entry in section.items():
+        if not isinstance(entry, dict):
+            bad("resources", "expected a mapping {memory_mb: MB, walltime: H:MM:SS}", name)
+            continue
+        for key in entry:
+            if key not in _RESOURCE_KEYS:
+                bad("resources", f"unknown key; use {', '.join(_RESOURCE_KEYS)}", name, key)
+        memory = entry.get("memory_mb")
+        if memory is not None and (not isinstance(memory, int) or isinstance(memory, bool) or memory < 1):
+            bad("resources", "expected a positive whole number of MB", name, "memory_mb")
+            memory = None
+        walltime_s = None
+        if entry.get("walltime") is not None:
+            try:
+                walltime_s = parse_walltime(entry["walltime"])
+            except ValueError as exc:
+                bad("resources", f"{exc}; write H:MM:SS", name, "walltime")
+        if entry.get("evidence") is not None and not isinstance(entry["evidence"], dict):
+            bad("resources", "expected a mapping (what the advice was learnt from)", name, "evidence")
+        where = f"{source}:{located.line_of(('resources', name))}"
+        out[str(name)] = ProcessResources(memory_mb=memory, walltime_s=walltime_s, where=where)
+    return {"resources": out}
 
 
 def _is_names(value: Any) -> bool:
@@ -215,8 +307,13 @@ def is_overlay(path: Path) -> bool:
 def adjust_graph(
     graph: WorkflowGraph, options: RenderOptions, clusters: ClusterProfiles | None
 ) -> WorkflowGraph:
-    """Apply the options' retry and resource caps to every process of a graph."""
-    if options.max_retries is None and not options.fit_resources and options.resources_cap is None:
+    """Apply the options' per-process resources, retry and resource caps to every process of a graph."""
+    if (
+        options.max_retries is None
+        and not options.fit_resources
+        and options.resources_cap is None
+        and not options.resources
+    ):
         return graph
     if options.fit_resources and clusters is None:
         raise WorkflowSpecError(
@@ -227,7 +324,8 @@ def adjust_graph(
         retries = node.retries if options.max_retries is None else min(node.retries, options.max_retries)
         resources = node.resources
         if resources is not None:
-            resources = _capped(resources, options, clusters)
+            asked = options.resources.get(f"{node.task}/{node.name}") or options.resources.get(node.name)
+            resources = _capped(_requested(resources, asked), options, clusters)
         return dataclasses.replace(node, retries=retries, resources=resources)
 
     def task(node: TaskNode) -> TaskNode:
@@ -238,6 +336,43 @@ def adjust_graph(
         )
 
     return dataclasses.replace(graph, root=task(graph.root))
+
+
+def _requested(res: ResolvedResources, asked: ProcessResources | None) -> ResolvedResources:
+    """Return the resources with an overlay's per-process memory and walltime in place of the spec's."""
+    if asked is None:
+        return res
+    res = dataclasses.replace(res, memory_mb=asked.memory_mb or res.memory_mb)
+    if asked.walltime_s:
+        res = dataclasses.replace(res, walltime_s=asked.walltime_s, walltime=_clock(asked.walltime_s))
+    return res
+
+
+def check_resources_apply(options: RenderOptions, processes: Mapping[str, str]) -> None:
+    """Refuse per-process resources that name no batch process of the spec.
+
+    :param options: the render options.
+    :param processes: each process of the spec, as ``task/name``, with its type (``batch``, ``script``).
+    :raises WorkflowSpecError: naming the overlay's line and the processes it may name.
+    """
+    names = {path.rpartition("/")[2] for path in processes}
+    problems = []
+    for name, asked in options.resources.items():
+        kind = processes.get(name) or next(
+            (t for p, t in processes.items() if p.rpartition("/")[2] == name), None
+        )
+        if kind is None:
+            known = ", ".join(sorted(names)[:20]) + (" ..." if len(names) > 20 else "")
+            problems.append(
+                f"{asked.where}: resources: {name}: the spec has no such process; name one of {known}"
+            )
+        elif kind != "batch":
+            problems.append(
+                f"{asked.where}: resources: {name}: a {kind} process runs on the Airflow worker, not as a "
+                "SLURM job: it has no memory or walltime to set; remove it"
+            )
+    if problems:
+        raise WorkflowSpecError("\n".join(problems))
 
 
 def _capped(

@@ -27,7 +27,13 @@ from airflow_desc.config import configured_cluster_profiles
 from airflow_desc.exceptions import ClusterProfileError, WorkflowSpecError
 from airflow_desc.workflow.build import build_graph
 from airflow_desc.workflow.graph import ProcessNode, TaskNode, WorkflowGraph, dag_id_for
-from airflow_desc.workflow.overlays import RenderOptions, adjust_graph, is_overlay, load_overlay
+from airflow_desc.workflow.overlays import (
+    RenderOptions,
+    adjust_graph,
+    check_resources_apply,
+    is_overlay,
+    load_overlay,
+)
 from airflow_desc.workflow.spec import load_spec
 from airflow_desc.workflow.spec_expressions import Expression, ExpressionError
 from airflow_desc.workflow.spec_models import WorkflowSpec
@@ -58,6 +64,14 @@ class LoadedWorkflow:
     _processes: dict[str | None, dict[str, ProcessNode]] = field(default_factory=dict)
     _tasks: dict[str | None, dict[str, TaskNode]] = field(default_factory=dict)
     _variables: dict[tuple[str | None, str], dict[str, Scalar]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.options.resources:  # an overlay's per-process requests must name batch processes
+            check_resources_apply(
+                self.options,
+                {f"{names[-1]}/{name}": process.type
+                 for names, task in self.spec.iter_tasks() for name, process in task.processes.items()},
+            )  # fmt: skip
 
     @property
     def variants(self) -> tuple[str | None, ...]:

@@ -90,6 +90,14 @@ def test_the_status_page_shows_a_run_in_progress_then_its_plots(
     assert (status, kind) == (200, "image/png") and body[:8] == b"\x89PNG\r\n\x1a\n" and len(body) > 10_000
     status, kind, body = get(f"/desc/status.csv?run={run_id}")
     assert status == 200 and "calibrateVisit" in body.decode()
+    # The usage view: the process by its stream variable, the figures, the advice table.
+    status, kind, body = get(f"/desc/usage?run={run_id}&process=calibrateVisit")
+    usage = body.decode()
+    assert status == 200 and '<option value="visit">' in usage and "Resource advice" in usage
+    assert f'src="figures/usage_by_stream.png?run={run_id}&amp;process=calibrateVisit"' in usage
+    for figure in ("usage_by_stream", "throughput_by_cluster", "failures_by_stream"):
+        status, kind, body = get(f"/desc/figures/{figure}.png?run={run_id}&process=calibrateVisit")
+        assert (status, kind) == (200, "image/png") and body[:8] == b"\x89PNG\r\n\x1a\n", figure
     with pytest.raises(urllib.error.HTTPError) as missing:
         get("/desc/plots/noSuchProcess.png")
     assert missing.value.code == 404

@@ -31,6 +31,11 @@ def test_jobs_routed_to_both_clusters_with_accounting(
         assert rec.max_rss_bytes is not None and rec.max_rss_bytes >= 150 * 2**20, rec
         assert rec.req_mem_bytes == 400 * 2**20
         assert rec.job_id and rec.log_path and rec.log_path.endswith(f"-{rec.job_id}.out")
+        # The job script timed its payload (sacct's Elapsed is whole seconds, its TotalCPU is not):
+        # one busy core shows no more CPU than wall clock.
+        assert rec.extra.get("timing") == "job script", rec
+        assert rec.elapsed_s is not None and rec.total_cpu_s <= rec.elapsed_s, rec
+        assert rec.extra["sacct"]["elapsed_s"] == int(rec.extra["sacct"]["elapsed_s"]), rec
     assert proc.returncode == 0, explain(proc)
 
 

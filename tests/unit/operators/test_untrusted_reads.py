@@ -273,5 +273,11 @@ def test_an_honest_job_of_an_earlier_try_is_still_adopted(hook: RecordingHook) -
     summary = operator().execute(ctx)
     assert summary["adopted"] and summary["job_id"] == "900"
     assert summary["log_path"] == f"{TASK_DIR}/t1-900.out"
-    # tries 1, 2 by name; squeue: a live job's name from the controller wins over accounting
-    assert [name for name, _ in hook.calls] == ["find_jobs_by_name", "find_jobs_by_name", "squeue"]
+    # tries 1, 2 by name; squeue: a live job's name from the controller wins over accounting; the
+    # end of its log, for the job script's own timing of the payload
+    assert [name for name, _ in hook.calls] == [
+        "find_jobs_by_name",
+        "find_jobs_by_name",
+        "squeue",
+        "read_tail",
+    ]

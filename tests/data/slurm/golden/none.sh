@@ -15,9 +15,16 @@ trap - ERR
 echo "airflow-desc: job ${SLURM_JOB_ID:-unknown} payload starting on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 # The payload runs with bash's default options, as it would on its own.
 set +e +o pipefail
+desc_t0=$(date +%s.%N)
+desc_times="${TMPDIR:-/tmp}/airflow-desc-times.$$"
+times 2>/dev/null >"$desc_times" && { read -r desc_x; read -r desc_c0; } <"$desc_times"
 (
 processEimage.py --visit 159479 --sensor 'R22 S11'
 )
 rc=$?
+times 2>/dev/null >"$desc_times" && { read -r desc_x; read -r desc_c1; } <"$desc_times"
+rm -f -- "$desc_times"
+desc_t1=$(date +%s.%N)
 echo "airflow-desc: job ${SLURM_JOB_ID:-unknown} payload exit code $rc at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "airflow-desc: job ${SLURM_JOB_ID:-unknown} payload timing: wall $desc_t0 $desc_t1 cpu $desc_c0 -> $desc_c1"
 exit "$rc"
