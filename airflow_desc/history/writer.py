@@ -290,9 +290,12 @@ class HistoryStore:
             }
             for s in selections
         ]
+        ids: list[int] = []
         with self.engine.begin() as conn:
-            return [int(conn.execute(rerun_selections.insert().values(row)).inserted_primary_key[0])
-                    for row in rows]  # fmt: skip
+            for row in rows:
+                key = conn.execute(rerun_selections.insert().values(row)).inserted_primary_key
+                ids.append(int(key[0]) if key is not None else 0)
+        return ids
 
     def drop_selections(self, ids: Sequence[int]) -> None:
         """Forget selections whose clear did not happen (refused, or failed)."""
