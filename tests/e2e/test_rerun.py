@@ -10,7 +10,8 @@ manager has users (tests/e2e/conftest.py ``USERS``: ops an admin, lead a user, v
    and not visit 2;
 5. lead clears ``summary`` with Airflow's own REST API and a note: recorded as lead's, with the note;
 6. lead uses the status page's Rerun (dry run first, then the clear, with the UI's cookie); the
-   viewer's is refused.
+   viewer's is refused;
+7. lead clears the whole DAG run with the UI's endpoint and a note: recorded as lead's too.
 
 Every rerun's attempts carry the authenticated user and the reason in the history.
 """
@@ -181,5 +182,13 @@ def test_reruns_clear_through_airflow_as_the_authenticated_user_and_rerun_exactl
         "success", "lead", "flat field replaced",
     )  # fmt: skip
     assert ("calibrateVisit", "visit=1", tries + 1) not in rows
+    # 7. The UI's Clear of the whole DAG run (its own endpoint), by lead, with the run's note.
+    before = airflow.task_states(DAG_ID, run_id)["summary"][1]
+    api("POST", f"/dags/{DAG_ID}/dagRuns/{run_id}/clear", {"dry_run": False, "note": "whole run again"},
+        token=lead)  # fmt: skip
+    assert airflow.wait_run(DAG_ID, run_id, timeout=300) == "success"
+    rows = attempts(airflow, run_id)
+    summary = rows[("summary", "", before + 1)]
+    assert (summary["triggered_by"], summary["rerun_reason"]) == ("lead", "whole run again")
     table = json.loads(cli(airflow, "status", "--db", db, "--run", run_id, "--format", "json").stdout)
     assert table[-1]["Success"] == table[-1]["Total"] == 4  # setupVisits, 2 x calibrateVisit, summary
