@@ -20,7 +20,8 @@ the runs of the DAGs the auth manager lets them read. The table is the one the C
 (:func:`~airflow_desc.status.current.current_counts`), from the configured history store.
 
 **Rerun** clears with the user's own credential (the session cookie or bearer token the page got),
-passed on to Airflow's ``clearTaskInstances`` on this api-server: the auth manager decides, the audit
+passed on to Airflow's ``clearTaskInstances`` on this api-server (reached as :func:`_api_base` says,
+never at the address a request's Host header names): the auth manager decides, the audit
 log names the user, and :mod:`airflow_desc.plugins.clears` records who and why for the history. A
 user sees and selects only instances of the DAGs they may read.
 
@@ -167,7 +168,7 @@ async def rerun(request: Request, user: GetUserDep) -> HTMLResponse:
     fields = {key: [str(v).strip() for v in form.getlist(key) if str(v).strip()]
               for key in ("workflow", "run", "variant", "process", "state", "stream", "reason")}  # fmt: skip
     token = _credential(request)
-    base = _api_base(request)
+    base = _api_base()
     status, page = await run_in_threadpool(
         _rerun_page, fields, form.get("confirm") == "1", user, _readable_dags(user), base, token
     )
@@ -265,11 +266,20 @@ def _credential(request: Request) -> str:
     return request.cookies.get(COOKIE_NAME_JWT_TOKEN, "")
 
 
-def _api_base(request: Request) -> str:
-    """Return the api-server's own URL as this request reached it (the mount's prefix taken off)."""
-    root = str(request.scope.get("root_path", "")).rstrip("/")
-    root = root.removesuffix(URL_PREFIX)
-    return f"{request.url.scheme}://{request.url.netloc}{root}"
+def _api_base() -> str:
+    """Return where this api-server's REST API is reached from itself; never the request's Host header.
+
+    ``[desc] api_url`` if set, else ``[api] base_url``, else the api-server's own port on the
+    loopback address (https when it serves TLS).
+    """
+    from airflow.configuration import conf
+
+    for section, key in (("desc", "api_url"), ("api", "base_url")):
+        value = (conf.get(section, key, fallback="") or "").strip()
+        if value:
+            return value.rstrip("/")
+    scheme = "https" if (conf.get("api", "ssl_cert", fallback="") or "").strip() else "http"
+    return f"{scheme}://127.0.0.1:{conf.getint('api', 'port', fallback=8080)}"
 
 
 @app.get("/status.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from fastapi.testclient import TestClient
 
 from airflow_desc.plugins import DescPlugin
@@ -71,3 +72,16 @@ def test_the_page_offers_a_rerun_of_its_rows_and_the_rerun_page_asks_before_clea
     assert 'value="bad &lt;PSF&gt;"' in page and '<input type="hidden" name="confirm" value="1">' in page
     assert "Clear these 1 task instances as ops" in page
     assert "confirm" not in render_rerun_page(message="done", rows=rows, fields={}, user="ops", confirm=False)
+
+
+def test_the_rerun_reaches_this_api_server_as_configured_never_at_the_request_s_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_desc.plugins.ui import _api_base
+
+    monkeypatch.setenv("AIRFLOW__API__PORT", "18123")
+    assert _api_base() == "http://127.0.0.1:18123"
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.org/campaigns/")
+    assert _api_base() == "https://airflow.example.org/campaigns"
+    monkeypatch.setenv("AIRFLOW__DESC__API_URL", "http://api.internal:8080")
+    assert _api_base() == "http://api.internal:8080"
