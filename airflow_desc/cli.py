@@ -15,7 +15,8 @@ Commands::
     airflow-desc history [filters]         process instances (--process, --state, --reason, --stream ...)
     airflow-desc history flush             write the records spooled while the history DB was down
     airflow-desc rerun --reason WHY [filters]  clear the task instances of the selected process
-                                           instances (and what is downstream), recording who and why
+                                           instances (and what is downstream) through Airflow's
+                                           REST API, as the API connection's user
 
 ``status``, ``report``, ``history`` and ``rerun`` select by ``--workflow`` (the spec's name),
 ``--version`` (its top-level version: two versions may run side by side) and ``--variant``.
@@ -327,14 +328,11 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_rerun(args: argparse.Namespace) -> int:
-    import getpass
-
     from airflow_desc.history import open_history
     from airflow_desc.history.queries import process_instances
-    from airflow_desc.reruns import clear_reruns, downstream_in_airflow, plan_reruns, rerun_targets
+    from airflow_desc.reruns import AirflowApi, check_reason, clear_through_api, plan_reruns, rerun_targets
 
-    if not args.reason.strip():
-        raise ValueError("--reason is empty: say why these instances run again (it is kept in the history)")
+    reason = check_reason(args.reason)
     if args.state is None and args.reason_class is None and args.stream is None and args.process is None:
         raise ValueError(
             "select what to rerun with at least one of --process, --stream, --state, --reason-class "
@@ -346,8 +344,10 @@ def _cmd_rerun(args: argparse.Namespace) -> int:
     if targets.empty:
         print("no process instance matches: nothing to rerun")
         return 0
-    plans = plan_reruns(targets, None if args.no_downstream else downstream_in_airflow)
-    would = clear_reruns(plans, store=store, requested_by=args.by, reason=args.reason, dry_run=True)
+    plans = plan_reruns(targets)
+    api = AirflowApi.from_connection(args.api_conn)
+    downstream = not args.no_downstream
+    would = clear_through_api(api, plans, store=store, reason=reason, downstream=downstream, dry_run=True)
     for plan in plans:
         tis = would[(plan.dag_id, plan.run_id)]
         print(
@@ -365,17 +365,13 @@ def _cmd_rerun(args: argparse.Namespace) -> int:
         if input("clear them? [y/N] ").strip().lower() not in ("y", "yes"):
             print("nothing cleared")
             return 1
-    done = clear_reruns(plans, store=store, requested_by=args.by or getpass.getuser(), reason=args.reason)
+    done = clear_through_api(api, plans, store=store, reason=reason, downstream=downstream)
     print(f"cleared {sum(len(t) for t in done.values())} task instance(s); the scheduler runs them again")
     return 0
 
 
-def _history_filters(parser: argparse.ArgumentParser, *, instances: bool, rerun: bool = False) -> None:
-    """Add the selection arguments: of the status table, or (``instances``) of process instances.
-
-    ``rerun``: ``--reason`` is the rerun's why, so the reason class is ``--reason-class``, and a
-    rerun always takes the latest attempts, all of them.
-    """
+def _run_selection(parser: argparse.ArgumentParser) -> None:
+    """Add the history and the runs every history command selects by (``--db``, ``--workflow`` ...)."""
     parser.add_argument(
         "--db", help="history: SQLAlchemy URL or Airflow connection id (default: the configured one)"
     )
@@ -388,6 +384,15 @@ def _history_filters(parser: argparse.ArgumentParser, *, instances: bool, rerun:
     parser.add_argument("--run", help="only this DAG run id")
     parser.add_argument("--since", help="only instances started on or after this date (YYYY-MM-DD[THH:MM])")
     parser.add_argument("--until", help="only instances started before this date")
+
+
+def _history_filters(parser: argparse.ArgumentParser, *, instances: bool, rerun: bool = False) -> None:
+    """Add the selection arguments: of the status table, or (``instances``) of process instances.
+
+    ``rerun``: ``--reason`` is the rerun's why, so the reason class is ``--reason-class``, and a
+    rerun always takes the latest attempts, all of them.
+    """
+    _run_selection(parser)
     if not instances:
         parser.add_argument(
             "--no-live", action="store_true",
@@ -483,15 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
         "overlay over --extends (each with its evidence: instances, out-of-memory and time-limit kills), "
         "which load_workflow_dags renders: the DAG's jobs then ask SLURM for them.",
     )  # fmt: skip
-    advice.add_argument(
-        "--db", help="history: SQLAlchemy URL or Airflow connection id (default: the configured one)"
-    )
-    advice.add_argument("--workflow", help="only this workflow (DAG id)")
-    advice.add_argument("--variant", help="only this workflow variant")
-    advice.add_argument("--run", help="only this DAG run id")
+    _run_selection(advice)
     advice.add_argument("--process", help="only this process")
-    advice.add_argument("--since", help="only instances started on or after this date (YYYY-MM-DD[THH:MM])")
-    advice.add_argument("--until", help="only instances started before this date")
     advice.add_argument("--quantile", type=float, default=0.95,
                         help="the fraction of instances a suggestion must fit (default: 0.95)")  # fmt: skip
     advice.add_argument("--headroom", type=float, default=1.2,
@@ -519,12 +517,21 @@ def build_parser() -> argparse.ArgumentParser:
     rerun = sub.add_parser(
         "rerun",
         help="clear the task instances of the process instances a query selects, recording who and why",
-        description="Select process instances as 'history' does (their latest attempt), clear their task "
-        "instances in Airflow (a bundle reruns only its streams that did not succeed) and what is "
-        "downstream of them, and keep who asked and why in the history of the attempts that follow.",
+        description="Select process instances as 'history' does (their latest attempt, whatever its "
+        "state: --state success reruns what only appeared to succeed), and clear their task instances "
+        "and what is downstream of them through Airflow's REST API as the user of the API connection "
+        "(--api-conn, default [desc] api_conn_id or desc_api: the api-server's URL with a login and "
+        "password, or a token in its extra), so that the auth manager decides. A cleared bundle reruns "
+        "exactly the selected instances and what depends on them inside it. The history of the "
+        "attempts that follow keeps the authenticated user and the reason (the clear's note).",
     )  # fmt: skip
-    rerun.add_argument("--reason", required=True, help="why they run again (kept in the history)")
-    rerun.add_argument("--by", default=None, help="who asks (default: your user name)")
+    rerun.add_argument(
+        "--reason", required=True, help="why they run again (the clear's note, kept in the history)"
+    )
+    rerun.add_argument(
+        "--api-conn",
+        help="Airflow connection of the API's URL and credentials (default: [desc] api_conn_id or desc_api)",
+    )  # fmt: skip
     _history_filters(rerun, instances=True, rerun=True)
     rerun.add_argument("--no-downstream", action="store_true", help="do not clear what is downstream")
     rerun.add_argument("--dry-run", action="store_true", help="show what would be cleared, clear nothing")

@@ -190,6 +190,9 @@ class Deployment:
     :param client_env: an environment like a user's shell on the deployment (metadata DB, history,
         clusters): for ``airflow`` and ``airflow-desc`` commands.
     :param dags: the DAGs folder of the components that parse DAGs.
+    :param users: the simple auth manager's users, name -> (role, password); none: every request
+        is an admin's (``simple_auth_manager_all_admins``). With users, the client's API connection
+        ``desc_api`` logs in as the first, and ``desc_api_<name>`` as each.
     """
 
     executor: str
@@ -198,19 +201,26 @@ class Deployment:
     components: dict[str, Component]
     client_env: dict[str, str]
     dags: pathlib.Path = DAGS
+    users: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
     # --- the two variants -------------------------------------------------------------------------------
 
     @classmethod
     def local(
-        cls, root: pathlib.Path, *, dags: pathlib.Path = DAGS, history_prefix: str = "e2e"
+        cls,
+        root: pathlib.Path,
+        *,
+        dags: pathlib.Path = DAGS,
+        history_prefix: str = "e2e",
+        users: Mapping[str, tuple[str, str]] | None = None,
     ) -> Deployment:
         """LocalExecutor: api-server, scheduler (running the tasks), dag-processor, triggerer.
 
         :param dags: the DAGs folder (default: tests/e2e/dags).
         :param history_prefix: the history schema's name starts with it.
+        :param users: the auth manager's users (see the class); none: all admins.
         """
-        deployment = cls._empty("LocalExecutor", root, dags, history_prefix)
+        deployment = cls._empty("LocalExecutor", root, dags, history_prefix, users or {})
         deployment._add(
             "api-server", ["api-server", "--port", str(PORT), "--host", "127.0.0.1"], NEEDS["api-server"]
         )
@@ -263,11 +273,42 @@ class Deployment:
         return deployment
 
     @classmethod
-    def _empty(cls, executor: str, root: pathlib.Path, dags: pathlib.Path, history_prefix: str) -> Deployment:
+    def _empty(
+        cls,
+        executor: str,
+        root: pathlib.Path,
+        dags: pathlib.Path,
+        history_prefix: str,
+        users: Mapping[str, tuple[str, str]] | None = None,
+    ) -> Deployment:
         history = HistorySchema.fresh(history_prefix)
-        deployment = cls(executor, root, history, {}, {}, dags)
+        deployment = cls(executor, root, history, {}, {}, dags, dict(users or {}))
         deployment.client_env = deployment._env("client", ("dags", "clusters", "ssh", "history"))
+        for i, (name, (_role, password)) in enumerate(deployment.users.items()):
+            conn = json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{PORT}", "login": name,
+                               "password": password})  # fmt: skip
+            deployment.client_env[f"AIRFLOW_CONN_DESC_API_{name.upper()}"] = conn
+            if i == 0:
+                deployment.client_env["AIRFLOW_CONN_DESC_API"] = conn
+        if not deployment.users:  # all admins: any login is an admin's
+            conn = json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{PORT}", "login": "admin"})
+            deployment.client_env["AIRFLOW_CONN_DESC_API"] = conn
         return deployment
+
+    @property
+    def passwords_file(self) -> pathlib.Path:
+        """The simple auth manager's passwords (``simple_auth_manager_passwords_file``)."""
+        return self.root / "shared" / "passwords.json"
+
+    def token(self, user: str) -> str:
+        """Log ``user`` in at the api-server's ``/auth/token``; return the JWT."""
+        body = json.dumps({"username": user, "password": self.users[user][1]}).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{PORT}/auth/token", data=body, method="POST",
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return str(json.loads(resp.read())["access_token"])
 
     def _env(self, name: str, needs: tuple[Need, ...], log_port: int | None = None) -> dict[str, str]:
         db = os.environ["DESC_SITE_AIRFLOW_DB_URI"]
@@ -287,7 +328,7 @@ class Deployment:
             "AIRFLOW__API__PORT": str(PORT),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API_AUTH__JWT_SECRET": "desc-e2e-secret",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False" if self.users else "True",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
@@ -295,6 +336,11 @@ class Deployment:
             # A component that should not parse DAGs finds none.
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags if "dags" in needs else self.root / name / "dags"),
         }
+        if self.users:
+            env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = ",".join(
+                f"{n}:{r}" for n, (r, _) in self.users.items()
+            )
+            env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(self.passwords_file)
         if self.executor == "CeleryExecutor":
             env["AIRFLOW__CELERY__BROKER_URL"] = REDIS_URL
             env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + db.replace(
@@ -329,6 +375,9 @@ class Deployment:
 
     def start(self) -> None:
         """Reset the metadata DB, migrate the history schema, sync the pools, empty the broker, start all."""
+        if self.users:
+            self.passwords_file.parent.mkdir(parents=True, exist_ok=True)
+            self.passwords_file.write_text(json.dumps({n: pw for n, (_, pw) in self.users.items()}))
         self.run("db", "reset", "-y")
         self.run("db", "migrate")
         self._command(sys.executable, ("-m", "airflow_desc.history", "upgrade", "--db", "desc_history"), 120)
@@ -504,12 +553,16 @@ class Deployment:
         return {str(t): (None if s is None else str(s), int(n)) for t, s, n in rows}
 
 
-def api(method: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
-    """Call the api-server's REST API (all-admins simple auth: no token needed)."""
+def api(
+    method: str, path: str, body: dict[str, object] | None = None, *, token: str | None = None
+) -> dict[str, object]:
+    """Call the api-server's REST API (all-admins simple auth: no token needed; else a user's ``token``)."""
     data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(
-        f"http://127.0.0.1:{PORT}/api/v2{path}", data=data, method=method,
-        headers={"Content-Type": "application/json"},
+        f"http://127.0.0.1:{PORT}/api/v2{path}", data=data, method=method, headers=headers
     )  # fmt: skip
     with urllib.request.urlopen(req, timeout=30) as resp:
         return dict(json.loads(resp.read() or b"{}"))

@@ -69,6 +69,7 @@ __all__ = [
     "latest_records_of_run",
     "open_history",
     "process_state",
+    "rerun_selection_of",
     "spool_dir",
     "typical_elapsed_of",
 ]
@@ -254,6 +255,25 @@ def typical_elapsed_of(processes: Collection[str], *, workflow: str | None = Non
     from airflow_desc.history.queries import typical_elapsed
 
     return typical_elapsed(default_history_store().engine, processes, workflow=workflow)
+
+
+def rerun_selection_of(
+    dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int
+) -> frozenset[str]:
+    """Return the process instances a rerun selected for this try of a task instance, from the history.
+
+    Read from the configured history store (:func:`default_history_store`); with
+    ``DESC_HISTORY_JSONL`` (a debugging aid, no reruns) nothing is selected.
+
+    :raises HistoryUnavailable: when the history store cannot be reached.
+    """
+    if os.environ.get("DESC_HISTORY_JSONL"):
+        return frozenset()
+    from airflow_desc.history.queries import rerun_selection
+
+    store = default_history_store()
+    store.ping()  # its migrations first
+    return rerun_selection(store.engine, dag_id, run_id, task_id, map_index, try_number)
 
 
 def latest_attempts_of(records: list[ProcessRecord]) -> list[ProcessRecord]:

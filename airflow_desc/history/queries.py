@@ -526,6 +526,26 @@ def typical_elapsed(
     return found
 
 
+def rerun_selection(
+    engine: Engine, dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int
+) -> frozenset[str]:
+    """Return the process instances a rerun selected for this try of a task instance.
+
+    The selections made when the task instance was at the try before (every rerun cleared since
+    then adds its own); none: the try reruns what did not succeed.
+
+    :return: instance ids (``<stream path>:<process>``); empty when nothing was selected.
+    """
+    sel = schema.rerun_selections
+    query = sa.select(sel.c.instances).where(
+        sel.c.dag_id == dag_id, sel.c.run_id == run_id, sel.c.task_id == task_id,
+        sel.c.map_index == map_index, sel.c.after_try == try_number - 1,
+    )  # fmt: skip
+    with engine.connect() as conn:
+        chosen = conn.execute(query).scalars().all()
+    return frozenset(str(i) for ids in chosen if isinstance(ids, list) for i in ids)
+
+
 def process_usage(
     engine: Engine,
     process: str,

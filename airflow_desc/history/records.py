@@ -37,6 +37,7 @@ __all__ = [
     "ProcessRecord",
     "Recorder",
     "RerunRequest",
+    "RerunSelection",
     "process_state",
 ]
 
@@ -367,6 +368,32 @@ class RerunRequest:
     after_try: int
     requested_by: str
     reason: str
+    requested_at: datetime
+
+
+@dataclass(frozen=True)
+class RerunSelection:
+    """The process instances of one task instance that a rerun selected.
+
+    A bundle task instance holds many process instances; its next try (``after_try + 1``) reruns
+    exactly these, and what depends on them inside the bundle, even those that succeeded. A task
+    instance that is one process instance reruns whole, selection or not.
+
+    :param dag_id: the DAG.
+    :param run_id: the DAG run.
+    :param task_id: the task.
+    :param map_index: its map index (-1: not mapped).
+    :param after_try: the task instance's try when it was cleared.
+    :param instances: the selected instances' ids, ``<stream path>:<process>``.
+    :param requested_at: when (UTC).
+    """
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    after_try: int
+    instances: tuple[str, ...]
     requested_at: datetime
 
 

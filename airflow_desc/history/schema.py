@@ -11,6 +11,8 @@
     rerun_requests     one row per task instance cleared by ``airflow-desc rerun``: who and why;
                        the writer copies them into the attempts that follow (``triggered_by``,
                        ``rerun_reason``)
+    rerun_selections   one row per task instance a rerun cleared: the process instances it selected
+                       there, which a bundle's next try reruns even if they succeeded
     process_plans      one row per DAG: which process instances its task instances stand for and
                        its workflow's order, as JSON (written by the plugin's listener when a task
                        of the DAG starts, read by the status page instead of the DAG file)
@@ -49,6 +51,7 @@ __all__ = [
     "process_instances",
     "process_plans",
     "rerun_requests",
+    "rerun_selections",
     "runs",
     "slurm_job_states",
     "streams",
@@ -226,6 +229,28 @@ sa.Index(
     rerun_requests.c.run_id,
     rerun_requests.c.task_id,
     rerun_requests.c.map_index,
+)
+
+rerun_selections = sa.Table(
+    "rerun_selections",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("dag_id", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("task_id", sa.Text, nullable=False),
+    sa.Column("map_index", sa.Integer, nullable=False),
+    # The try the task instance had when it was cleared: the selection is for the next one.
+    sa.Column("after_try", sa.Integer, nullable=False),
+    # The selected process instances' ids (``<stream path>:<process>``), a JSON list.
+    sa.Column("instances", DB_JSON, nullable=False),
+    sa.Column("requested_at", HistoryDateTime, nullable=False),
+)
+sa.Index(
+    "ix_rerun_selections_task_instance",
+    rerun_selections.c.dag_id,
+    rerun_selections.c.run_id,
+    rerun_selections.c.task_id,
+    rerun_selections.c.map_index,
 )
 
 process_plans = sa.Table(

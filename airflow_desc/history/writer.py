@@ -26,8 +26,15 @@ from airflow_desc.history.engine import (
     schema_revision,
     upgrade_schema,
 )
-from airflow_desc.history.records import AttemptKey, ProcessRecord, RerunRequest
-from airflow_desc.history.schema import process_instances, rerun_requests, runs, streams, workflows
+from airflow_desc.history.records import AttemptKey, ProcessRecord, RerunRequest, RerunSelection
+from airflow_desc.history.schema import (
+    process_instances,
+    rerun_requests,
+    rerun_selections,
+    runs,
+    streams,
+    workflows,
+)
 
 __all__ = ["HistoryStore", "dedupe"]
 
@@ -238,7 +245,8 @@ class HistoryStore:
                 if r.triggered_by is None and r.rerun_reason is None:
                     asked = _request_for(requests, r)
                     if asked is not None:
-                        row.update(triggered_by=asked[0], rerun_reason=asked[1])
+                        # A clear without a note says who, not why.
+                        row.update(triggered_by=asked[0], rerun_reason=asked[1] or None)
                 row.update(
                     workflow_ref=workflow_refs[_workflow_identity(r)],
                     run_ref=run_ref,
@@ -267,6 +275,34 @@ class HistoryStore:
                 rerun_requests.insert(),
                 [{f: getattr(q, f) for f in RerunRequest.__dataclass_fields__} for q in requests],
             )
+
+    def select_reruns(self, selections: Sequence[RerunSelection]) -> list[int]:
+        """Keep which process instances a rerun selected in each task instance; return the rows' ids.
+
+        :param selections: one per task instance about to be cleared.
+        """
+        if not selections:
+            return []
+        self._ensure_schema()
+        rows = [
+            {
+                **{f: getattr(s, f) for f in RerunSelection.__dataclass_fields__},
+                "instances": list(s.instances),
+            }
+            for s in selections
+        ]
+        ids: list[int] = []
+        with self.engine.begin() as conn:
+            for row in rows:
+                key = conn.execute(rerun_selections.insert().values(row)).inserted_primary_key
+                ids.append(int(key[0]) if key is not None else 0)
+        return ids
+
+    def drop_selections(self, ids: Sequence[int]) -> None:
+        """Forget selections whose clear did not happen (refused, or failed)."""
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(rerun_selections.delete().where(rerun_selections.c.id.in_(list(ids))))
 
     def _insert(self, table: sa.Table) -> Any:
         if self.dialect == "postgresql":

@@ -34,10 +34,15 @@ bundle task instance:
    if any instance failed or was terminated.
 4. **Rerun.** Clearing the task instance (or a retry) reruns only what did not succeed: the
    pilot gets the records file as ``--skip-done``, and scripts that succeeded are not run again
-   (their streams come from the task state store). ``rerun="all"`` (or ``{"desc_rerun": "all"}``
-   in the run's conf) reruns everything. Records in the directory that this Airflow did not write
-   (another Airflow's run of the same run id: a reset metadata DB, a deleted and re-created run)
-   are no earlier try's: the directory is set aside and every stream runs (``_claim_dir``).
+   (their streams come from the task state store). A clear by ``airflow-desc rerun`` or the status
+   page's Rerun leaves in the history which process instances it selected
+   (:class:`~airflow_desc.history.records.RerunSelection`): the next try reruns those even if they
+   succeeded, with what waits for them inside the bundle (``BundlePlan.rerun_closure``: listed
+   as the manifest's ``rerun``), and not the other successes. ``rerun="all"`` (or
+   ``{"desc_rerun": "all"}`` in the run's conf) reruns everything. Records in the directory that
+   this Airflow did not write (another Airflow's run of the same run id: a reset metadata DB, a
+   deleted and re-created run) are no earlier try's: the directory is set aside and every stream
+   runs (``_claim_dir``).
 5. **Escalate per instance.** An instance the pilot terminated for ``out-of-memory`` asks for
    memory x its ``escalation.memory_factor`` on the next try, one terminated for ``time-limit`` for
    walltime x ``walltime_factor`` (``escalate_request``): compounding across tries, capped at a
@@ -62,8 +67,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_desc.clusters import ClusterProfile
 from airflow_desc.emulate import payload_source
-from airflow_desc.exceptions import SlurmJobFailed
-from airflow_desc.history import ProcessRecord, default_recorder, typical_elapsed_of
+from airflow_desc.exceptions import HistoryUnavailable, SlurmJobFailed
+from airflow_desc.history import ProcessRecord, default_recorder, rerun_selection_of, typical_elapsed_of
 from airflow_desc.history.records import InstanceIdentity
 from airflow_desc.operators.bundle_records import (
     batch_record,
@@ -232,11 +237,30 @@ class SlurmBundleOperator(SlurmOperator):
             "token": f"{home}/{_TOKEN_FILE}",
         }
 
-    def _known_outcomes(self, saved: Mapping[str, Any], rerun: str) -> dict[str, ScriptOutcome]:
+    def _known_outcomes(
+        self, saved: Mapping[str, Any], rerun: str, selected: frozenset[str]
+    ) -> dict[str, ScriptOutcome]:
+        """Return the earlier tries' script outcomes to reuse: none for ``all``, not the selected ones."""
         outcomes = {k: ScriptOutcome.from_json(v) for k, v in (saved.get("scripts") or {}).items()}
         if rerun == "all":
             return {}
-        return outcomes
+        return {k: v for k, v in outcomes.items() if k not in selected}
+
+    def _selected(self, context: Context) -> frozenset[str]:
+        """Return the process instances a rerun selected for this try (none on a first try or a retry)."""
+        ti: Any = context["ti"]
+        try_number = int(ti.try_number or 1)
+        if try_number <= 1:
+            return frozenset()
+        try:
+            return rerun_selection_of(ti.dag_id, ti.run_id, ti.task_id, int(ti.map_index), try_number)
+        except HistoryUnavailable as exc:
+            self.log.warning(
+                "bundle %s: the history did not answer (%s): cannot read which instances a rerun "
+                "selected; rerunning only what did not succeed (clear the task again once it answers)",
+                self._label(), exc,
+            )  # fmt: skip
+            return frozenset()
 
     # --- execute ---
     def execute(self, context: Context) -> Any:
@@ -255,14 +279,23 @@ class SlurmBundleOperator(SlurmOperator):
             variables = workflow.run_variables(self.variant, context)
             rerun = self._rerun_mode(context)
             saved = self._bundle_state(context)
+            selected = self._selected(context) if rerun == "failed" else frozenset()
             plan = plan_bundle(
                 workflow,
                 task,
                 self.streams_values,
                 variables,
-                known=self._known_outcomes(saved, rerun),
+                known=self._known_outcomes(saved, rerun, selected),
                 raised=raised_requests(saved),
             )
+            rerun_ids = sorted(plan.rerun_closure(selected))
+            if selected:
+                self.log.info(
+                    "bundle %s: a rerun selected %d of its process instances; %d run again with what "
+                    "waits for them, whatever their earlier state", self._label(),
+                    len(selected & {*(i.id for i in plan.instances), *(s.id for s in plan.scripts)}),
+                    len(rerun_ids),
+                )  # fmt: skip
             self._record_scripts(context, [s for s in plan.scripts if s.ran_now])
             saved = {
                 **saved,
@@ -271,6 +304,8 @@ class SlurmBundleOperator(SlurmOperator):
                     **{s.id: s.outcome.to_json() for s in plan.scripts if s.outcome is not None},
                 },
                 "rerun": rerun,
+                # This try's: every fresh start writes it, a re-attach or the collection reads it.
+                "rerun_ids": rerun_ids,
             }
             self._save_bundle_state(context, saved)
             if not plan.instances or self._all_done(hook, profile, context, plan, rerun):
@@ -329,8 +364,11 @@ class SlurmBundleOperator(SlurmOperator):
     ) -> bool:
         if rerun != "failed":
             return False
+        again = _rerun_ids(self._bundle_state(context))
         latest, _ = self._read_records(hook, self._paths(context, profile)["records"], None, rerun)
-        return all(latest.get(i.id, {}).get("state") == "success" for i in plan.instances)
+        return all(
+            latest.get(i.id, {}).get("state") == "success" and i.id not in again for i in plan.instances
+        )
 
     def _submit(
         self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
@@ -342,7 +380,11 @@ class SlurmBundleOperator(SlurmOperator):
         paths = self._paths(context, profile)
         rerun = self._rerun_mode(context)
         self._estimate(plan)
-        manifest = json.dumps(plan.manifest(f"{ti.task_id}[{ti.map_index}]@{ti.run_id}"))
+        manifest_data = plan.manifest(f"{ti.task_id}[{ti.map_index}]@{ti.run_id}")
+        again = _rerun_ids(self._bundle_state(context)) & {i.id for i in plan.instances}
+        if again and rerun == "failed":
+            manifest_data["rerun"] = sorted(again)  # run again whatever --skip-done says
+        manifest = json.dumps(manifest_data)
         pilot = bundle_job_command(
             manifest,
             launcher=self.launcher,
@@ -468,6 +510,8 @@ class SlurmBundleOperator(SlurmOperator):
         # Derived from this job's records only (what each instance ran with), so collecting the same
         # job again after a crash raises nothing twice.
         raised, notes = self._next_requests(plan, mine, profile, saved)
+        again = _rerun_ids(saved)
+        latest = {k: v for k, v in latest.items() if k not in again or k in mine}
         states = self._record_batch(
             context, workflow, plan, hook, profile, accounting, latest, mine, adopted, notes
         )
@@ -475,7 +519,7 @@ class SlurmBundleOperator(SlurmOperator):
         for script in plan.scripts:
             if script.outcome is not None:
                 states[script.id] = script.outcome.state
-        self._run_after_scripts(context, workflow, plan, states, variables, outcomes, rerun)
+        self._run_after_scripts(context, workflow, plan, states, variables, outcomes, rerun, again)
         self._save_bundle_state(context, {**saved, "scripts": outcomes, "escalation": raised})
         summary = self._summary(context, hook, profile, plan, states, accounting, rerun)
         ti: Any = context["ti"]
@@ -644,14 +688,19 @@ class SlurmBundleOperator(SlurmOperator):
         variables: Mapping[str, Scalar],
         outcomes: dict[str, Any],
         rerun: str,
+        again: frozenset[str] = frozenset(),
     ) -> None:
-        """Run the wrapup scripts, deepest streams first (the plan's order), each after what it follows."""
+        """Run the wrapup scripts, deepest streams first (the plan's order), each after what it follows.
+
+        ``again``: the ids this try reruns whatever their earlier state (a rerun's selection).
+        """
         ran: list[PlannedScript] = []
         for script in plan.scripts:
             if script.phase != "after":
                 continue
             earlier = outcomes.get(script.id)
-            if rerun == "failed" and isinstance(earlier, dict) and earlier.get("state") == "success":
+            done = isinstance(earlier, dict) and earlier.get("state") == "success"
+            if rerun == "failed" and done and script.id not in again:
                 states[script.id] = "success"
                 continue
             upstream = plan.upstream_states(script, states)
@@ -710,6 +759,11 @@ class SlurmBundleOperator(SlurmOperator):
                 pilot.get("wall_s"), counts,
             )  # fmt: skip
         return summary
+
+
+def _rerun_ids(saved: Mapping[str, Any]) -> frozenset[str]:
+    """Return the ids this try reruns whatever their earlier state, from the bundle's saved state."""
+    return frozenset(saved.get("rerun_ids") or ())
 
 
 def _replace(record: ProcessRecord, **changes: Any) -> ProcessRecord:

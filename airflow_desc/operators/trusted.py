@@ -200,8 +200,8 @@ def trusted_bundle_state(state: Any, *, source: str) -> dict[str, Any]:
     """Return a copy of a bundle's saved state once its script outcomes and raised requests are checked.
 
     :param state: the saved state: ``scripts`` (outcomes by script id), ``escalation`` (raised
-        requests by instance id), ``rerun``, ``dir_token`` (32 hex digits, written into the bundle's
-        directory on the cluster).
+        requests by instance id), ``rerun``, ``rerun_ids`` (what this try reruns whatever its state),
+        ``dir_token`` (32 hex digits, written into the bundle's directory on the cluster).
     :param source: where it was read, for the error, e.g. ``"task state store 'bundle'"``.
     :raises UntrustedState: naming the first field that is not what we write.
     """
@@ -210,6 +210,9 @@ def trusted_bundle_state(state: Any, *, source: str) -> dict[str, Any]:
     for key in ("scripts", "escalation"):
         if state.get(key) is not None and not isinstance(state[key], Mapping):
             _refuse(f"{source}: {key}", state[key], "a mapping by id is expected")
+    again = state.get("rerun_ids")
+    if again is not None and not (_is_list(again) and all(isinstance(i, str) for i in again)):
+        _refuse(f"{source}: rerun_ids", again, "a list of instance ids is expected")
     for sid, outcome in (state.get("scripts") or {}).items():
         trusted_script_outcome(f"{source}: scripts[{_shown(sid)}]", outcome)
     for iid, request in (state.get("escalation") or {}).items():

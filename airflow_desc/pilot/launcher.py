@@ -329,6 +329,20 @@ def done_ids(path: str) -> set[str]:
     return {iid for iid, state in last.items() if isinstance(iid, str) and state == "success"}
 
 
+def rerun_ids(data: Any) -> set[str]:
+    """Return the manifest's ``rerun`` ids: instances to run again even if ``--skip-done`` says done.
+
+    A rerun that selected instances that succeeded (their results were wrong) lists them; the
+    operator adds what waits for them in the bundle.
+    """
+    ids = data.get("rerun") if isinstance(data, dict) else None
+    if ids is None:
+        return set()
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ManifestError('"rerun" must be a list of instance ids')
+    return set(ids)
+
+
 # --- 2. the allocation: nodes, cores and memory to schedule on ------------------------------------
 @dataclass
 class Node:
@@ -706,12 +720,13 @@ class Pilot:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.launcher = opts.launcher
-        self.done = done_ids(opts.skip_done) if opts.skip_done else set()
         with open(opts.manifest, encoding="utf-8") as f:
             try:
                 data = json.load(f)
             except ValueError as exc:
                 raise ManifestError(f"{opts.manifest} is not JSON: {exc}") from None
+        done = done_ids(opts.skip_done) if opts.skip_done else set()
+        self.done = done - rerun_ids(data)
         self.bundle, self.instances = load_manifest(data, self.done)
         env = dict(os.environ)
         cores = opts.cores or allocation_cores(env)

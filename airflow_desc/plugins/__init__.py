@@ -19,6 +19,8 @@ class DescPlugin(AirflowPlugin):
       (:mod:`airflow_desc.plugins.defer_race`);
     * the listener that imports airflow-desc in each Airflow job process, so that the task processes it
       forks inherit it (:mod:`airflow_desc.plugins.warm_imports`);
+    * the api-server middleware that records who cleared which task instances through Airflow's API,
+      and why (:mod:`airflow_desc.plugins.clears`), for the history's ``triggered_by`` / ``rerun_reason``;
     * :class:`~airflow_desc.timetables.SurveyYearTimetable`.
     """
 
@@ -33,6 +35,13 @@ class DescPlugin(AirflowPlugin):
         from airflow_desc.plugins.ui import URL_PREFIX, app
 
         return [{"app": app, "url_prefix": URL_PREFIX, "name": "DESC status"}]
+
+    @property
+    def fastapi_root_middlewares(self) -> list[dict[str, object]]:  # type: ignore[override]
+        """The recorder of clears, imported only where Airflow asks for it (the api-server)."""
+        from airflow_desc.plugins.clears import ClearRecorder
+
+        return [{"middleware": ClearRecorder, "args": [], "kwargs": {}, "name": "desc-clear-recorder"}]
 
     @property
     def external_views(self) -> list[dict[str, object]]:  # type: ignore[override]

@@ -14,11 +14,20 @@ adds "DESC status" to the UI's navigation (an external view shown in an iframe a
                                the selection's throughput per cluster, failures by stream level,
                                CPU and memory of every process, and the resource advice table
     GET /figures/<name>.png    those figures (:data:`~airflow_desc.reports.html.USAGE_FIGURES`)
+    POST /rerun                the Rerun form (checked rows, or a state / streams; a reason): first
+                               the task instances it would clear (Airflow's dry run), then, with
+                               ``confirm=1``, the clear, through Airflow's REST API as the user
 
 Every route needs a logged-in Airflow user (the UI's session token, or an API bearer token, as
 the REST API does): without one the answer is 401. A user who may not read every DAG sees only
 the runs of the DAGs the auth manager lets them read. The table is the one the CLI prints
 (:func:`~airflow_desc.status.current.current_counts`), from the configured history store.
+
+**Rerun** clears with the user's own credential (the session cookie or bearer token the page got),
+passed on to Airflow's ``clearTaskInstances`` on this api-server (reached as :func:`_api_base` says,
+never at the address a request's Host header names): the auth manager decides, the audit
+log names the user, and :mod:`airflow_desc.plugins.clears` records who and why for the history. A
+user sees and selects only instances of the DAGs they may read.
 
 The api-server reads databases only: Airflow's metadata DB and the history (its records, the
 DAGs' process plans the listener stores, the SLURM job states the triggers' pollers store). It
@@ -57,6 +66,9 @@ EXTERNAL_VIEW = {
     "url_route": "desc-status",
     "category": "browse",
 }
+
+#: The states the Rerun form offers: those an attempt is recorded with.
+RERUN_STATES = ("success", "failed", "terminated", "cancelled", "skipped")
 
 _FIGURES = threading.Lock()
 
@@ -151,9 +163,132 @@ def status_page(request: Request, user: GetUserDep) -> HTMLResponse:
     variants = sorted({v for v in known["variant"] if v}) if known is not None else []
     page = render_status_page(
         _table(current), attempts_table(current.counts, order=current.order), workflows=workflows,
-        variants=variants, selected=selected, notes=notes,
+        variants=variants, selected=selected, notes=notes, rerun_states=RERUN_STATES,
     )  # fmt: skip
     return HTMLResponse(page)
+
+
+@app.post("/rerun", response_class=HTMLResponse)
+async def rerun(request: Request, user: GetUserDep) -> HTMLResponse:
+    """Show what the Rerun form selects (Airflow's dry run); with ``confirm=1``, clear it as the user."""
+    from starlette.concurrency import run_in_threadpool
+
+    form = await request.form()
+    fields = {key: [str(v).strip() for v in form.getlist(key) if str(v).strip()]
+              for key in ("workflow", "run", "variant", "process", "state", "stream", "reason")}  # fmt: skip
+    token = _credential(request)
+    base = _api_base()
+    status, page = await run_in_threadpool(
+        _rerun_page, fields, form.get("confirm") == "1", user, _readable_dags(user), base, token
+    )
+    return HTMLResponse(page, status_code=status)
+
+
+def _rerun_page(
+    fields: dict[str, list[str]], confirm: bool, user: Any, dag_ids: set[str] | None, base: str, token: str
+) -> tuple[int, str]:
+    """Select, dry-run or clear; return the HTTP status and the page."""
+    from urllib.parse import urlencode
+
+    from airflow_desc.reports.html import render_rerun_page
+    from airflow_desc.reruns import AirflowApi, RerunRefused, check_reason, clear_through_api, plan_reruns
+
+    first = {k: (v[0] if v else None) for k, v in fields.items()}
+    back = urlencode({k: first[k] for k in ("workflow", "run", "variant") if first[k]})
+    name = str(user.get_name())
+
+    def answer(status: int, message: str, rows: list[dict[str, Any]], ask: bool = False) -> tuple[int, str]:
+        page = render_rerun_page(
+            message=message, rows=rows, fields=fields, user=name, confirm=ask, back=f"?{back}" if back else ""
+        )
+        return status, page
+
+    try:
+        reason = check_reason(first["reason"] or "")
+        targets = _rerun_selection(fields, first, dag_ids)
+    except ValueError as exc:
+        return answer(400, str(exc), [])
+    if targets.empty:
+        return answer(200, "No process instance matches: nothing to rerun.", [])
+    plans = plan_reruns(targets)
+    api = AirflowApi(base, token)
+    try:
+        tis = clear_through_api(api, plans, store=_store(), reason=reason, dry_run=not confirm)
+    except RerunRefused as exc:
+        return answer(exc.status if exc.status in (401, 403) else 502, str(exc), [])
+    chosen = {(p.dag_id, p.run_id, t): len(p.selected[t]) for p in plans for t in p.targets}
+    rows = [
+        {"dag_id": dag_id, "run_id": run_id, "task_id": ti["task_id"], "map_index": ti.get("map_index", -1),
+         "state": ti.get("state") or "", "try_number": ti.get("try_number"),
+         "selected": chosen.get((dag_id, run_id, (ti["task_id"], ti.get("map_index", -1))), "downstream")}
+        for (dag_id, run_id), found in tis.items() for ti in found
+    ]  # fmt: skip
+    count = sum(p.instances for p in plans)
+    if confirm:
+        return answer(200, f"Cleared {len(rows)} task instance(s) as {name} ({count} selected process "
+                      "instance(s)); the scheduler runs them again.", rows)  # fmt: skip
+    would = f"{count} process instance(s) selected; clearing them clears these {len(rows)} task instance(s)"
+    return answer(200, f"{would} (with what is downstream). Nothing is cleared yet.", rows, ask=True)
+
+
+def _rerun_selection(
+    fields: dict[str, list[str]], first: dict[str, str | None], dag_ids: set[str] | None
+) -> Any:
+    """Return the task instances behind the form's selection (:func:`~airflow_desc.reruns.rerun_targets`)."""
+    import pandas as pd
+
+    from airflow_desc.history import HistoryFilter
+    from airflow_desc.history.queries import process_instances
+    from airflow_desc.reruns import rerun_targets
+    from airflow_desc.status.current import readable_history
+
+    if not fields["process"] and not first["state"] and not first["stream"]:
+        raise ValueError("check at least one row, or choose a state or streams: what should run again?")
+    engine = readable_history(_store())
+    processes: list[str | None] = list(fields["process"]) or [None]
+    frames = [
+        process_instances(
+            engine,
+            HistoryFilter(
+                process=process,
+                state=first["state"],
+                stream_glob=first["stream"],
+                workflow=first["workflow"],
+                run_id=first["run"],
+                variant=first["variant"],
+                dag_ids=dag_ids,
+            ),
+            latest_only=True,
+        )  # fmt: skip
+        for process in processes
+    ]
+    return rerun_targets(pd.concat(frames, ignore_index=True))
+
+
+def _credential(request: Request) -> str:
+    """Return the credential the request was authenticated with: its bearer token, else the UI's cookie."""
+    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.cookies.get(COOKIE_NAME_JWT_TOKEN, "")
+
+
+def _api_base() -> str:
+    """Return where this api-server's REST API is reached from itself; never the request's Host header.
+
+    ``[desc] api_url`` if set, else ``[api] base_url``, else the api-server's own port on the
+    loopback address (https when it serves TLS).
+    """
+    from airflow.configuration import conf
+
+    for section, key in (("desc", "api_url"), ("api", "base_url")):
+        value = (conf.get(section, key, fallback="") or "").strip()
+        if value:
+            return value.rstrip("/")
+    scheme = "https" if (conf.get("api", "ssl_cert", fallback="") or "").strip() else "http"
+    return f"{scheme}://127.0.0.1:{conf.getint('api', 'port', fallback=8080)}"
 
 
 @app.get("/status.json")

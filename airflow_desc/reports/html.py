@@ -49,6 +49,7 @@ __all__ = [
     "OVERALL_FIGURES",
     "USAGE_FIGURES",
     "render_html",
+    "render_rerun_page",
     "render_status_page",
     "render_usage_page",
     "stream_plot_path",
@@ -278,8 +279,9 @@ def render_status_page(
     selected: dict[str, str | None],
     notes: Sequence[str] = (),
     title: str = "DESC status",
+    rerun_states: Sequence[str] = (),
 ) -> str:
-    """Render the UI page (``templates/status_page.html.j2``): a selection form, the tables.
+    """Render the UI page (``templates/status_page.html.j2``): a selection form, the tables, the Rerun form.
 
     Every link is relative (the page is served under a URL prefix, and in an iframe of the Airflow
     UI): ``plots/<process>.png``, ``status.csv`` and ``status.json``, each with the selection as
@@ -292,9 +294,11 @@ def render_status_page(
     :param selected: the selection: ``workflow``, ``run``, ``variant`` (``None``: all).
     :param notes: lines shown above the table (e.g. how many runs are in progress).
     :param title: the page title.
+    :param rerun_states: the states the Rerun form offers.
     :return: the HTML text.
     """
     query = urlencode({k: v for k, v in selected.items() if v})
+    processes = [str(p) for p, t in zip(table["Process"], table["Type"], strict=True) if str(t) != "Totals"]
     return (
         _templates()
         .get_template("status_page.html.j2")
@@ -308,6 +312,8 @@ def render_status_page(
             query_suffix=f"?{query}" if query else "",
             status=_table(table, css_class="status", links=_plot_links(table), link_query=query),
             attempts=_table(attempts, css_class="attempts"),
+            processes=list(dict.fromkeys(processes)),
+            rerun_states=list(rerun_states),
         )
     )
 
@@ -354,6 +360,41 @@ def render_usage_page(
             advice=_table(advice, css_class="advice"),
             advice_note=_advice_note(advice),
         )
+    )
+
+
+def render_rerun_page(
+    *,
+    message: str,
+    rows: Sequence[Mapping[str, object]],
+    fields: Mapping[str, Sequence[str]],
+    user: str,
+    confirm: bool,
+    back: str = "",
+    title: str = "DESC rerun",
+) -> str:
+    """Render the status page's Rerun answer (``templates/rerun_page.html.j2``).
+
+    :param message: what was done, or what would be.
+    :param rows: the task instances (``dag_id, run_id, task_id, map_index, state, try_number, selected``).
+    :param fields: the form's values, sent again with the confirmation.
+    :param user: who clears.
+    :param confirm: show the button that clears them (after a dry run).
+    :param back: the status page's query string (with its ``?``).
+    :param title: the page title.
+    """
+    return (
+        _templates()
+        .get_template("rerun_page.html.j2")
+        .render(
+            title=title,
+            message=message,
+            rows=list(rows),
+            fields={k: list(v) for k, v in fields.items()},
+            user=user,
+            confirm=confirm,
+            back=back,
+        )  # fmt: skip
     )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -218,6 +218,13 @@ class BundlePlan:
 
     def upstream_states(self, script: PlannedScript, states: Mapping[str, str]) -> dict[str, str]:
         """Return the state of each upstream of an after-script, for its ``depends_on`` / ``skip_if``."""
+        return {
+            name: "skipped" if members is None else combine_states(states.get(m, "skipped") for m in members)
+            for name, members in self._upstream_members(script).items()
+        }
+
+    def _upstream_members(self, script: PlannedScript) -> dict[str, list[str] | None]:
+        """Return the instance ids behind each upstream of an after-script (``None``: streams never made)."""
         task, process, stream = script.task, script.process, script.stream
         children = {c.name for c in task.children}
         names = [*process.depends_on, *process.after]
@@ -225,17 +232,55 @@ class BundlePlan:
             names += [
                 n for n in process.skip_if.names if n in children or any(p.name == n for p in task.processes)
             ]
-        found: dict[str, str] = {}
-        for name in dict.fromkeys(names):
-            if name in children:
-                members = self.members.get((task.path, stream_path(stream), name))
-                if members is None:
-                    found[name] = "skipped"  # its streams were never made
-                else:
-                    found[name] = combine_states(states.get(m, "skipped") for m in members)
-            else:
-                found[name] = states.get(instance_id(stream, name), "skipped")
-        return found
+        return {
+            name: self.members.get((task.path, stream_path(stream), name))
+            if name in children
+            else [instance_id(stream, name)]
+            for name in dict.fromkeys(names)
+        }
+
+    def rerun_closure(self, selected: Collection[str]) -> set[str]:
+        """Return what a rerun of ``selected`` runs again here: those and what depends on them.
+
+        A selected batch instance reruns with every batch instance that waits for it (``depends_on``
+        or ``after``, transitively); a selected setup script with the batch instances of its stream
+        and below (it makes or prepares them: plan the bundle with its earlier outcome left out, so
+        that it runs again); a wrapup script when it or one of its upstreams reruns.
+
+        :param selected: instance ids (``<stream path>:<process>``); ids not in this bundle are ignored.
+        """
+        wanted = set(selected)
+        closure = {i.id for i in self.instances if i.id in wanted}
+        for script in self.scripts:
+            if script.phase == "before" and script.id in wanted:
+                closure.add(script.id)
+                closure.update(self.members.get((script.task.path, stream_path(script.stream)), []))
+        waiting: dict[str, list[str]] = {}
+        for inst in self.instances:
+            for upstream in {*inst.depends_on, *inst.after}:
+                waiting.setdefault(upstream, []).append(inst.id)
+        frontier = list(closure)
+        while frontier:
+            for below in waiting.get(frontier.pop(), []):
+                if below not in closure:
+                    closure.add(below)
+                    frontier.append(below)
+        after = [s for s in self.scripts if s.phase == "after"]
+        changed = True
+        while changed:  # a wrapup may follow another (a raft's after its sensors')
+            changed = False
+            for script in after:
+                if script.id in closure:
+                    continue
+                members = self._upstream_members(script).values()
+                if script.id in wanted or any(m in closure for ids in members for m in ids or ()):
+                    closure.add(script.id)
+                    changed = True
+        # A setup script below a selected one keeps its outcome: it ran before the plan was made.
+        rerunnable = (
+            {i.id for i in self.instances} | {s.id for s in after} | (wanted & {s.id for s in self.scripts})
+        )
+        return closure & rerunnable
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """One real Airflow at a time on the site (tests/deploy.py): LocalExecutor, or CeleryExecutor.
 
-Tests ask for ``airflow`` (LocalExecutor) or ``celery_airflow`` (CeleryExecutor, two workers, two
-triggerers); a session starts each at most once per switch, and stops the one running before
-starting the other (both use the one metadata DB and the same api-server port). The workers write
+Tests ask for ``airflow`` (LocalExecutor), ``celery_airflow`` (CeleryExecutor, two workers, two
+triggerers) or ``airflow_with_users`` (LocalExecutor whose auth manager has users of different
+roles, :data:`USERS`, instead of everyone an admin); a session starts each at most once per switch,
+and stops the one running before starting another (all use the one metadata DB and the same
+api-server port). The workers write
 the PostgreSQL history into a schema of the deployment's own (``Deployment.history``).
 """
 
@@ -34,13 +36,14 @@ class OneAtATime:
     def __init__(self, tmp: pytest.TempPathFactory) -> None:
         self.tmp = tmp
         self.current: Deployment | None = None
+        self.kind = ""
 
-    def get(self, executor: str, make: Callable[..., Deployment]) -> Deployment:
-        if self.current is not None and self.current.executor == executor:
+    def get(self, kind: str, make: Callable[..., Deployment]) -> Deployment:
+        if self.current is not None and self.kind == kind:
             return self.current
         self.stop()
-        deployment = make(self.tmp.mktemp(executor.lower()))
-        self.current = deployment
+        deployment = make(self.tmp.mktemp(kind.lower()))
+        self.current, self.kind = deployment, kind
         deployment.start()
         return deployment
 
@@ -62,6 +65,16 @@ def deployments(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterato
 @pytest.fixture
 def airflow(deployments: OneAtATime) -> Deployment:
     return deployments.get("LocalExecutor", Deployment.local)
+
+
+#: The users of ``airflow_with_users``: name -> (simple auth manager role, password). ``ops`` (an admin)
+#: is the client's API connection ``desc_api``; a viewer may read but not clear.
+USERS = {"ops": ("admin", "ops-e2e"), "lead": ("user", "lead-e2e"), "viewer": ("viewer", "viewer-e2e")}
+
+
+@pytest.fixture
+def airflow_with_users(deployments: OneAtATime) -> Deployment:
+    return deployments.get("LocalExecutor-users", lambda root: Deployment.local(root, users=USERS))
 
 
 @pytest.fixture

@@ -151,8 +151,8 @@ def test_migrations_on_postgresql(store: HistoryStore, schema: str) -> None:
     assert store.current_revision() == HEAD_REVISION
     inspector = sa.inspect(store.engine)
     assert set(inspector.get_table_names(schema=schema)) == {
-        "workflows", "runs", "streams", "process_instances", "rerun_requests", "process_plans",
-        "slurm_job_states", VERSION_TABLE,
+        "workflows", "runs", "streams", "process_instances", "rerun_requests", "rerun_selections",
+        "process_plans", "slurm_job_states", VERSION_TABLE,
     }  # fmt: skip
     with store.engine.connect() as conn:
         context = MigrationContext.configure(

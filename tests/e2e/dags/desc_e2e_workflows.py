@@ -5,9 +5,11 @@ the bundle's job runs, ``airflow-desc status`` must show setupVisits Success (re
 listener), calibrateVisit Running x3 (the deferred bundle task instance, one per stream, its job
 RUNNING in SLURM) and summary Waiting (no task-instance state yet), then all Success once the run ends.
 
-desc_e2e_rerun, derived from it: 2 visits; visit 2's calibration fails until its input (the run
-conf's ``marker``, an absolute path on the cluster) exists, and ``summary`` depends on the visits.
-The operator restores the input and runs ``airflow-desc rerun``.
+desc_e2e_rerun, derived from it: 2 visits; each calibration writes its output file next to the run
+conf's ``marker`` (an absolute path on the cluster) and exits 0, and an output check asks for the
+file to be non-empty. Visit 2's stays empty until the marker exists: the job "succeeds", the check
+fails it (reason output-check). ``summary`` depends on the visits. The operator restores the
+input and runs ``airflow-desc rerun``; later reruns select successes.
 
 desc_e2e_celery (tests/data/specs/desc-e2e-celery.yaml): 4 bundles of one visit and a single job at
 once, for the Celery deployment (tests/e2e/test_celery_deployment.py).
@@ -36,10 +38,14 @@ def rerun_spec(live: str) -> str:
     summary["depends_on"] = summary.pop("after")
     visits = spec["tasks"]["processVisit"]
     visits.update(expected_streams=2, bundle_size=2)
-    visits["processes"]["calibrateVisit"]["command"] = (
-        "if [ {{ visit }} = 2 ] && [ ! -e {{ marker }} ]; then"
-        ' echo "calibration input of visit 2 is missing:" {{ marker }} >&2; exit 3; fi; echo calibrated'
+    calibrate = visits["processes"]["calibrateVisit"]
+    calibrate["command"] = (
+        "out={{ marker }}.v{{ visit }}; if [ {{ visit }} = 2 ] && [ ! -e {{ marker }} ]; then"
+        ' : > "$out"; else echo calibrated > "$out"; fi'
     )
+    calibrate["checks"] = [
+        {"non_empty": "{{ marker }}.v{{ visit }}", "message": "the calibration wrote no output"}
+    ]
     return yaml.safe_dump(spec, sort_keys=False)
 
 

@@ -25,9 +25,10 @@ def run_pilot(tmp_path: pathlib.Path) -> Runner:
         python: str = sys.executable,
         name: str = "run",
         env: dict[str, str] | None = None,
+        rerun: Sequence[str] = (),
     ) -> PilotRun:
         directory = tmp_path / name
-        write_manifest(directory, instances)
+        write_manifest(directory, instances, rerun=rerun)
         started = time.monotonic()
         proc = subprocess.run(
             pilot_argv(directory, *args, python=python, cores=cores),

@@ -66,11 +66,14 @@ Runner = Callable[..., PilotRun]
 
 
 def write_manifest(
-    directory: pathlib.Path, instances: Sequence[dict[str, Any]], bundle: str = "b"
+    directory: pathlib.Path, instances: Sequence[dict[str, Any]], bundle: str = "b", rerun: Sequence[str] = ()
 ) -> pathlib.Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "manifest.json"
-    path.write_text(json.dumps({"bundle": bundle, "instances": list(instances)}))
+    data: dict[str, Any] = {"bundle": bundle, "instances": list(instances)}
+    if rerun:
+        data["rerun"] = list(rerun)
+    path.write_text(json.dumps(data))
     return path
 
 

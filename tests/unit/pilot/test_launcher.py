@@ -302,6 +302,25 @@ def test_skip_done_reruns_only_what_did_not_succeed(run_pilot: Runner, tmp_path:
     assert parse_summary(second.stdout)["already_done"] == 2  # type: ignore[index]
 
 
+def test_a_manifest_rerun_runs_those_again_though_they_succeeded(
+    run_pilot: Runner, tmp_path: pathlib.Path
+) -> None:
+    counter = tmp_path / "runs.txt"
+    count = f"echo $DESC_PILOT_INSTANCE >> {counter}"
+    manifest = [
+        instance("v:visit", count),
+        instance("v/s1:sensor", count, depends_on=["v:visit"]),
+        instance("v/s2:sensor", count, depends_on=["v:visit"]),
+    ]
+    first = run_pilot(manifest, name="first")
+    assert first.returncode == 0, first.explain()
+    second = run_pilot(manifest, "--skip-done", str(first.records_path), name="second", rerun=["v/s2:sensor"])
+    assert second.returncode == 0, second.explain()
+    assert {r["id"]: r["state"] for r in second.records} == {"v/s2:sensor": "success"}
+    assert counter.read_text().split()[-1] == "v/s2:sensor"
+    assert parse_summary(second.stdout)["already_done"] == 2  # type: ignore[index]
+
+
 def test_appending_after_a_torn_line_starts_a_new_line(run_pilot: Runner, tmp_path: pathlib.Path) -> None:
     directory = tmp_path / "run"
     directory.mkdir()

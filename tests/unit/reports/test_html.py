@@ -224,7 +224,9 @@ def test_a_hostile_name_is_text_in_the_report_and_in_the_page() -> None:
     assert f"title{HOSTILE}" in Page.of(report).text
     shown = Page.of(page)
     assert {f"workflow{HOSTILE}", f"variant{HOSTILE}", f"note{HOSTILE}"} <= set(shown.text)
-    assert shown.values == ["", f"workflow{HOSTILE}", "", f"variant{HOSTILE}", f"run{HOSTILE}"]
+    assert shown.values[:5] == ["", f"workflow{HOSTILE}", "", f"variant{HOSTILE}", f"run{HOSTILE}"]
+    # The Rerun form: the selection again (hidden), each row's process as a checkbox's value.
+    assert {f"workflow{HOSTILE}", f"run{HOSTILE}", f"process{HOSTILE}"} <= set(shown.values[5:])
 
 
 def test_the_report_names_the_spec_of_each_run(tmp_path: pathlib.Path) -> None:

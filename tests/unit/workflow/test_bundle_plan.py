@@ -157,3 +157,22 @@ def test_duplicate_instance_ids_are_refused(pyramid: Any, monkeypatch: pytest.Mo
     monkeypatch.setattr("airflow_desc.workflow.bundle_plan.instance_id", lambda stream, process: "same")
     with pytest.raises(WorkflowSpecError, match="share an id"):
         plan_bundle(workflow, task, [{"visit": 1}], variables(workflow))
+
+
+def test_a_rerun_selection_reruns_what_waits_for_it_in_the_bundle_and_nothing_else(pyramid: Any) -> None:
+    workflow, task = pyramid
+    plan = plan_bundle(workflow, task, [{"visit": 1}, {"visit": 2}], variables(workflow))
+    sensor = next(i for i in plan.instances if i.process.name == "eimage" and i.stream["visit"] == 2)
+    # A sensor: itself, and the wrapup of its visit (which waits for the rafts), not its siblings.
+    assert plan.rerun_closure({sensor.id}) == {sensor.id, "visit=2:wrapupRafts"}
+    # A visit's calibration: everything of that visit that waits for it, nothing of visit 1.
+    closure = plan.rerun_closure({"visit=2:calibrate"})
+    visit2 = {i.id for i in plan.instances if i.stream["visit"] == 2}
+    assert closure == visit2 | {"visit=2:wrapupRafts"}
+    # A setup script: itself and the batch instances of its stream and below.
+    raft = next(s for s in plan.scripts if s.process.name == "setupSensors" and s.stream["visit"] == 1)
+    below = {
+        i.id for i in plan.instances if i.stream.get("raft") == raft.stream["raft"] and i.stream["visit"] == 1
+    }
+    assert plan.rerun_closure({raft.id}) == {raft.id, *below, "visit=1:wrapupRafts"}
+    assert plan.rerun_closure({"visit=9:calibrate"}) == set()  # not this bundle's
