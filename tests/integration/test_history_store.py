@@ -147,11 +147,11 @@ def test_migrations_on_postgresql(store: HistoryStore, schema: str) -> None:
     assert store.current_revision() is None
     store.upgrade()
     store.upgrade()
-    assert store.current_revision() == "0004"
+    assert store.current_revision() == "0005_log_tails"
     inspector = sa.inspect(store.engine)
     assert set(inspector.get_table_names(schema=schema)) == {
         "workflows", "runs", "streams", "process_instances", "rerun_requests", "process_plans",
-        "slurm_job_states", VERSION_TABLE,
+        "slurm_job_states", "log_tails", VERSION_TABLE,
     }  # fmt: skip
     with store.engine.connect() as conn:
         context = MigrationContext.configure(
