@@ -16,9 +16,10 @@ The life of one task instance:
 2. **Wait without a worker slot.** Deferred to :class:`~airflow_desc.triggers.slurm.SlurmJobTrigger`,
    whose per-cluster poller batches every watched job into one sacct call per interval.
    ``deferrable=False`` polls from the worker instead.
-3. **Diagnose and record.** The job's accounting (and on failure the tail of its log) is
-   diagnosed (:func:`airflow_desc.slurm.diagnose`), recorded as a process instance, and
-   returned as the XCom summary. A failure raises :class:`~airflow_desc.exceptions.SlurmJobFailed`
+3. **Diagnose and record.** The job's accounting and the end of its log (bounded, secrets
+   redacted: :mod:`airflow_desc.slurm.log_tails`) are diagnosed (:func:`airflow_desc.slurm.diagnose`),
+   recorded as a process instance with that log tail, and returned as the XCom summary; the task
+   log shows the tail, on success too. A failure raises :class:`~airflow_desc.exceptions.SlurmJobFailed`
    with the classified reason. A job cancelled by its own uid (a user's ``scancel``, or a clear /
    mark-failed in Airflow) is recorded Cancelled and fails the task without a retry; a cancel by
    anyone else (root, an admin, SLURM) is Terminated and retried. When the job's node is left
@@ -80,6 +81,7 @@ from airflow_desc.slurm import (
     render_job_script,
 )
 from airflow_desc.slurm.diagnose import Diagnosis
+from airflow_desc.slurm.log_tails import LOG_TAIL_LINES, redact_secrets, secret_sounding
 from airflow_desc.triggers.slurm import SlurmJobTrigger
 
 if TYPE_CHECKING:
@@ -154,7 +156,9 @@ class SlurmOperator(BaseOperator):
     :param process: the process name recorded in the history (default: the task id).
     :param stream: the stream path recorded in the history.
     :param recorder: where process records go; default :func:`airflow_desc.history.default_recorder`.
-    :param log_tail_lines: how many lines of the job's log to read for the diagnosis.
+    :param log_tail_lines: how many of the last lines of the job's log the diagnosis reads. The end of
+        the log (200 lines, at most 64 KiB, secrets redacted) is read whenever the job ends: shown in
+        the task log (on success too) and kept in the history.
     :param cluster_pool: run in the cluster's Airflow pool (``slurm_<cluster>``, created by
         ``airflow-desc pools sync``) so that at most ``max_queued_jobs`` jobs wait in its queue.
     """
@@ -456,10 +460,9 @@ class SlurmOperator(BaseOperator):
         job_id = accounting.job_id
         log_path = state.get("log_path") if state.get("job_id") == job_id else self._guess_log(job_id, state)
         succeeded = accounting.state_class is StateClass.SUCCEEDED
-        tail = ""
-        if not succeeded and log_path:
-            tail = hook.read_tail(log_path, lines=self.log_tail_lines)
-        diagnosis = diagnose(accounting, tail)
+        # Read on success too: the task log shows the job's output, the history keeps it.
+        tail = self._log_tail(hook, profile, log_path) if log_path else ""
+        diagnosis = diagnose(accounting, "".join(tail.splitlines(keepends=True)[-self.log_tail_lines :]))
         if not succeeded:
             diagnosis = with_node_notice(hook, profile.name, accounting, diagnosis, self.log)
         if job.note:
@@ -467,7 +470,9 @@ class SlurmOperator(BaseOperator):
             diagnosis = dataclasses.replace(diagnosis, message=f"{diagnosis.message}; {job.note}")
         job_try = try_of_job(state, job_id, int(context["ti"].try_number))
         owner_uid = owner_uid_of(hook, accounting, self.log)
-        record = self._record(context, job, diagnosis, log_path, job_try, owner_uid=owner_uid, state=state)
+        record = self._record(
+            context, job, diagnosis, log_path, job_try, owner_uid=owner_uid, state=state, log_tail=tail
+        )
         summary = job_summary(
             accounting, diagnosis, record, cluster=profile.name, log_path=log_path, adopted=adopted
         )
@@ -490,6 +495,8 @@ class SlurmOperator(BaseOperator):
         )
         self._save_state(context, state)
         if succeeded:
+            if tail:
+                self.log.info("output of SLURM job %s, the end of %s:\n%s", job_id, log_path, tail)
             return summary
         context["ti"].xcom_push(key="slurm_summary", value=summary)
         if tail:
@@ -525,6 +532,19 @@ class SlurmOperator(BaseOperator):
             reason=str(diagnosis.reason),
             log_tail=tail,
         )
+
+    def _log_tail(self, hook: SlurmHook, profile: ClusterProfile, log_path: str) -> str:
+        """Return the end of the job's log (:data:`LOG_TAIL_LINES` lines, 64 KiB), secrets redacted.
+
+        ``log_path`` is this task's own (checked when its state was read); values of the job's
+        environment variables whose names sound secret (``DB_PASSWORD``) are redacted wherever they show.
+        """
+        tail = hook.read_tail(log_path, lines=max(LOG_TAIL_LINES, self.log_tail_lines))
+        return redact_secrets(tail, self._secret_values(profile))
+
+    def _secret_values(self, profile: ClusterProfile) -> list[str]:
+        """Return the values of the job's environment variables whose names sound secret."""
+        return [str(v) for k, v in {**profile.env, **self.env}.items() if secret_sounding(k)]
 
     def _run_again(
         self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
@@ -562,11 +582,14 @@ class SlurmOperator(BaseOperator):
         *,
         owner_uid: int | None = None,
         state: Mapping[str, Any] | None = None,
+        log_tail: str = "",
     ) -> ProcessRecord:
         record = job_record(
             self._identity(context, job_try), job.accounting, diagnosis, cluster=job.profile.name,
             log_path=log_path, job_try=job_try, adopted=job.adopted, owner_uid=owner_uid, state=state,
         )  # fmt: skip
+        if log_tail:
+            record = dataclasses.replace(record, log_tail=log_tail)
         (self.recorder or default_recorder()).record([record])
         return record
 

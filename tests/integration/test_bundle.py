@@ -137,9 +137,7 @@ def test_a_retried_bundle_reruns_only_what_did_not_succeed(
     assert proc.returncode == 0, explain(proc)
     failed = next(r for r in recs if r.process == "calibrateVisit" and r.state == "failed")
     assert failed.reason == "non-zero-exit" and failed.exit_code == 3
-    assert "flaky: the first try of visit 202 fails" in (failed.message or "") + str(
-        failed.extra.get("log_tail")
-    )
+    assert "flaky: the first try of visit 202 fails" in (failed.message or "") + str(failed.log_tail)
     assert all(
         r.extra["pilot"]["launcher"] == "direct"
         for r in recs

@@ -78,6 +78,10 @@ class Hook:
     def sacct(self, job_ids: list[str]) -> dict[str, Any]:
         return {}
 
+    def read_tails(self, paths: list[str], **_: Any) -> list[str]:
+        self.commands.append(f"tails {' '.join(paths)}")
+        return [f"the end of {path}\n" for path in paths]
+
     def read_tail(self, path: str, lines: int = 60) -> str:
         summary = {"cores": 2, "wall_s": 10.0, "core_s_allocated": 20.0, "core_s_held": 18.0, "cpu_s": 17.0}
         return f"airflow-desc-pilot: summary {json.dumps(summary)}\n"
