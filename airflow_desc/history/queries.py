@@ -319,8 +319,11 @@ def attempt_logs(
             query = query.limit(limit)
         rows = _tuples(conn.execute(query))
     frame = pd.DataFrame.from_records(rows, columns=columns)
-    dtypes = {c: "Int64" for c in ("map_index", "try_number", "resubmit", "max_rss_bytes")}
-    return frame.astype(dtypes | {"elapsed_s": "float64", "total_cpu_s": "float64", "has_tail": bool})
+    numbers = {c: "Int64" for c in ("map_index", "try_number", "resubmit", "max_rss_bytes")}
+    numbers |= {"elapsed_s": "float64", "total_cpu_s": "float64", "has_tail": "bool"}
+    text = [c for c in columns if c not in numbers and c != "attempt_id"]
+    frame[text] = frame[text].astype(object).where(frame[text].notna(), None)  # None, never NaN
+    return frame.astype(numbers)
 
 
 def _attempt_filters(

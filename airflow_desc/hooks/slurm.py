@@ -56,7 +56,13 @@ from airflow_desc.slurm import (
     submit_script_command,
 )
 from airflow_desc.slurm.commands import owner_sacct_command, sinfo_nodes_command
-from airflow_desc.slurm.log_tails import LOG_TAIL_BYTES, LOG_TAIL_LINES, new_marker, parse_tails, tails_command
+from airflow_desc.slurm.log_tails import (
+    LOG_TAIL_BYTES,
+    LOG_TAIL_LINES,
+    new_marker,
+    parse_tails,
+    tails_command,
+)
 from airflow_desc.slurm.nodes import NodeState, parse_sinfo_nodes
 from airflow_desc.slurm.ownership import JobOwner, parse_owners
 
@@ -553,7 +559,7 @@ class SlurmHook(BaseHook):
         self.run(scancel_command(list(job_ids), signal=signal))
 
     def read_tail(self, path: str, *, lines: int = 60, max_bytes: int = LOG_TAIL_BYTES) -> str:
-        """Return the last ``lines`` lines (at most ``max_bytes``) of a file on the cluster; empty if missing."""
+        """Return the last ``lines`` lines (at most ``max_bytes``) of a file on the cluster; "" if missing."""
         return self.read_tails([path], lines=lines, max_bytes=max_bytes)[0]
 
     def read_tails(

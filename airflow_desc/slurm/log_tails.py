@@ -48,7 +48,10 @@ _SECRET_NAME = (
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # PEM private keys, to their END line (or to the end of the tail when it was cut).
     (
-        re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S),
+        re.compile(
+            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
+            re.S,
+        ),
         REDACTED,
     ),
     # Authorization: Bearer xyz / Basic xyz / xyz
@@ -130,7 +133,8 @@ def tails_command(
         check_text("log path", path)
         parts.append(
             f"printf '%s %d\\n' {marker} {index}; "
-            f"tail -c {int(max_bytes)} -- {quote_path(path)} 2>/dev/null | tail -n {int(lines)}; echo"
+            # One byte more than kept: then a tail longer than max_bytes was cut (parse_tails).
+            f"tail -c {int(max_bytes) + 1} -- {quote_path(path)} 2>/dev/null | tail -n {int(lines)}; echo"
         )
     return "; ".join(parts) if parts else "true"
 
@@ -138,7 +142,8 @@ def tails_command(
 def parse_tails(text: str, marker: str, count: int, *, max_bytes: int = LOG_TAIL_BYTES) -> list[str]:
     """Split what :func:`tails_command` printed into ``count`` tails (``""`` for a missing log).
 
-    A tail that filled the byte bound starts mid-line: that first partial line is dropped.
+    A tail longer than ``max_bytes`` was cut by the byte bound: its first (partial) line is dropped,
+    or, for one line longer than the bound, its start.
     """
     out = [""] * count
     pieces = re.split(rf"^{re.escape(marker)} (\d+)\n", text, flags=re.M)
@@ -147,7 +152,8 @@ def parse_tails(text: str, marker: str, count: int, *, max_bytes: int = LOG_TAIL
         if not 0 <= index < count:
             continue
         tail = body[:-1] if body.endswith("\n") else body  # the echo after each tail
-        if len(tail.encode()) >= max_bytes and "\n" in tail:
-            tail = tail.split("\n", 1)[1]
+        if len(tail.encode()) > max_bytes:
+            cut = tail.split("\n", 1)[1] if "\n" in tail[:-1] else ""
+            tail = cut or tail.encode()[-max_bytes:].decode(errors="ignore")
         out[index] = tail
     return out

@@ -58,7 +58,8 @@ def rec(stream: str = "visit=1/raft=R22/sensor=S11", try_number: int = 1, **kw: 
 
 
 FIELDS = [f.name for f in dataclasses.fields(ProcessRecord)]
-FIELDS = [n for n in FIELDS if n not in ("workflow", "variant", "dag_id", "run_id", "stream", "log_tail")]  # others
+# Kept in other tables.
+FIELDS = [n for n in FIELDS if n not in ("workflow", "variant", "dag_id", "run_id", "stream", "log_tail")]
 
 
 def rows(store: HistoryStore, table: sa.Table = process_instances) -> list[sa.Row[Any]]:

@@ -275,5 +275,6 @@ def test_an_honest_job_of_an_earlier_try_is_still_adopted(hook: RecordingHook) -
     assert summary["log_path"] == f"{TASK_DIR}/t1-900.out"
     # tries 1, 2 by name; squeue: a live job's name from the controller wins over accounting; then
     # its log's end (read on success too), from the trusted path
-    assert [name for name, _ in hook.calls] == ["find_jobs_by_name", "find_jobs_by_name", "squeue", "read_tail"]
+    calls = [name for name, _ in hook.calls]
+    assert calls == ["find_jobs_by_name", "find_jobs_by_name", "squeue", "read_tail"]
     assert hook.calls[-1] == ("read_tail", (f"{TASK_DIR}/t1-900.out",))
