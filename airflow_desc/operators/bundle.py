@@ -29,10 +29,11 @@ bundle task instance:
    the spec (one SSH call for the whole bundle): each batch instance is recorded (state, exit
    code, CPU, wall, MaxRSS, node, reason) with the end of its log (one more SSH call for all of
    them, bounded, secrets redacted), and the task log gets a line per instance with its state and
-   where its full log is; an instance the allocation never finished is recorded Terminated. Then the wrapup scripts run here (``wrapupEimageSensors`` per raft, then
-   ``wrapupEimageRafts`` per visit), each recorded. The summary (state per stream, counts,
-   utilisation) goes to XCom under ``bundle_summary`` (and as the return value); the task fails
-   if any instance failed or was terminated.
+   where its full log is; an instance the allocation never finished is recorded Terminated. Then
+   the wrapup scripts run here (``wrapupEimageSensors`` per raft, then ``wrapupEimageRafts`` per
+   visit), each recorded. The summary (state per stream, counts, utilisation) goes to XCom under
+   ``bundle_summary`` (and as the return value); the task fails if any instance failed or was
+   terminated.
 4. **Rerun.** Clearing the task instance (or a retry) reruns only what did not succeed: the
    pilot gets the records file as ``--skip-done``, and scripts that succeeded are not run again
    (their streams come from the task state store). ``rerun="all"`` (or ``{"desc_rerun": "all"}``
