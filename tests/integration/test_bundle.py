@@ -72,6 +72,12 @@ def test_forty_instances_with_dependencies_in_one_allocation(
             "desc_it_bundle",
             "",
         )
+    # Each instance's log end is kept (its payload's own lines), and the bundle task's log has a line
+    # per instance with its state and where its whole log is.
+    task_log = proc.stdout + proc.stderr
+    for rec in batch:
+        assert rec.log_tail and "] done" in rec.log_tail, rec
+        assert f"{rec.stream} {rec.process}: success (-); log perlmutter:{rec.log_path}" in task_log, rec
     # Heterogeneous: the CPU each used is what its payload burns (5 s, 3 s, 1 s).
     for process, burn in (("calibrateVisit", 5), ("assembleRaft", 3), ("processEimage", 1)):
         cpu = [r.total_cpu_s or 0 for r in batch if r.process == process]

@@ -353,6 +353,13 @@ def test_rerun_requests_on_postgresql(store: HistoryStore) -> None:
     assert [tuple(r) for r in kept] == [("alice", 1), ("bob", 1)]
 
 
+def test_log_tails_on_postgresql(store: HistoryStore) -> None:
+    from tests.unit.history import test_log_tails as on
+
+    on.test_a_tail_is_kept_with_its_attempt_and_replaced_by_a_later_write_of_it(store)  # NUL too
+    on.test_attempt_logs_lists_the_latest_attempts_or_one_try_with_their_tails(store)
+
+
 # --- the spool's locks and the history's timeouts on PostgreSQL ---------------------------------------------
 
 
