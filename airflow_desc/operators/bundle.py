@@ -60,7 +60,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_desc.clusters import ClusterProfile
 from airflow_desc.emulate import payload_source
-from airflow_desc.exceptions import SlurmJobFailed
+from airflow_desc.exceptions import ClusterUnreachable, SlurmJobFailed
 from airflow_desc.history import ProcessRecord, default_recorder, typical_elapsed_of
 from airflow_desc.history.records import InstanceIdentity
 from airflow_desc.operators.bundle_records import (
@@ -584,13 +584,18 @@ class SlurmBundleOperator(SlurmOperator):
 
         Only this task instance's own logs are read (:func:`own_log_path`: the file name the pilot
         recorded, in this task's ``logs/``); each is bounded, and together they stay within
-        :data:`_BUNDLE_TAILS_BYTES`. A log that cannot be read keeps the pilot's own last lines.
+        :data:`_BUNDLE_TAILS_BYTES`. A log that cannot be read (or a cluster that cannot be reached)
+        leaves the pilot's own last lines, if any.
         """
         task_dir = self._paths(context, profile)["dir"]
         wanted = [(i, own_log_path(task_dir, r.log_path)) for i, r in enumerate(records) if r.log_path]
         found = [(i, path) for i, path in wanted if path is not None]
         per_log = max(4096, min(LOG_TAIL_BYTES, _BUNDLE_TAILS_BYTES // max(1, len(found))))
-        tails = hook.read_tails([path for _, path in found], max_bytes=per_log) if found else []
+        try:
+            tails = hook.read_tails([path for _, path in found], max_bytes=per_log) if found else []
+        except ClusterUnreachable as exc:  # the records matter, their tails can do without
+            self.log.warning("the instances' logs were not read (%s); recording them without", exc)
+            tails = [""] * len(found)
         read = {i: tail for (i, _), tail in zip(found, tails, strict=True) if tail}
         secret = self._secret_values(profile)
         out = []

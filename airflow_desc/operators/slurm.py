@@ -47,7 +47,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_desc.clusters import ClusterProfile
 from airflow_desc.config import configured_cluster_profiles
-from airflow_desc.exceptions import SlurmJobFailed, UntrustedState
+from airflow_desc.exceptions import ClusterUnreachable, SlurmJobFailed, UntrustedState
 from airflow_desc.history import ProcessRecord, Recorder, default_recorder
 from airflow_desc.history.records import InstanceIdentity
 from airflow_desc.hooks.slurm import SlurmHook
@@ -461,7 +461,7 @@ class SlurmOperator(BaseOperator):
         log_path = state.get("log_path") if state.get("job_id") == job_id else self._guess_log(job_id, state)
         succeeded = accounting.state_class is StateClass.SUCCEEDED
         # Read on success too: the task log shows the job's output, the history keeps it.
-        tail = self._log_tail(hook, profile, log_path) if log_path else ""
+        tail = self._log_tail(hook, profile, log_path, needed=not succeeded) if log_path else ""
         diagnosis = diagnose(accounting, "".join(tail.splitlines(keepends=True)[-self.log_tail_lines :]))
         if not succeeded:
             diagnosis = with_node_notice(hook, profile.name, accounting, diagnosis, self.log)
@@ -533,13 +533,21 @@ class SlurmOperator(BaseOperator):
             log_tail=tail,
         )
 
-    def _log_tail(self, hook: SlurmHook, profile: ClusterProfile, log_path: str) -> str:
+    def _log_tail(self, hook: SlurmHook, profile: ClusterProfile, log_path: str, *, needed: bool) -> str:
         """Return the end of the job's log (:data:`LOG_TAIL_LINES` lines, 64 KiB), secrets redacted.
 
         ``log_path`` is this task's own (checked when its state was read); values of the job's
         environment variables whose names sound secret (``DB_PASSWORD``) are redacted wherever they show.
+        A log the diagnosis does not need (the job succeeded) is not worth failing the try for when the
+        cluster cannot be reached: the task log and the history then go without it.
         """
-        tail = hook.read_tail(log_path, lines=max(LOG_TAIL_LINES, self.log_tail_lines))
+        try:
+            tail = hook.read_tail(log_path, lines=max(LOG_TAIL_LINES, self.log_tail_lines))
+        except ClusterUnreachable as exc:
+            if needed:
+                raise
+            self.log.warning("the end of %s was not read (%s); recording the job without it", log_path, exc)
+            return ""
         return redact_secrets(tail, self._secret_values(profile))
 
     def _secret_values(self, profile: ClusterProfile) -> list[str]:

@@ -251,3 +251,24 @@ def test_the_manifest_gets_run_time_estimates_from_the_history(
     op._estimate(plan)
     assert eimage.estimate_s == 40.0  # left as it was
     assert "no run-time estimates from the history" in capsys.readouterr().out  # the task log
+
+
+def test_instances_whose_logs_cannot_be_read_keep_the_pilots_own_lines_redacted(pyramid: Any) -> None:
+    from airflow_desc.exceptions import ClusterUnreachable
+    from airflow_desc.history import ProcessRecord
+
+    workflow, task = pyramid
+    op = SlurmBundleOperator(task_id="t", workflow_key=workflow.key, variant=None, bundle_task=task.path)
+
+    class Unreachable:
+        def read_tails(self, paths: list[str], **_: Any) -> list[str]:
+            raise ClusterUnreachable("perlmutter: connection lost")
+
+    records = [
+        ProcessRecord(workflow="w", process="p", state="failed", stream="visit=1", log_path="/x/logs/a.log",
+                      log_tail="token=abc123xyz\nTraceback ...\n"),
+        ProcessRecord(workflow="w", process="p", state="skipped", stream="visit=2"),
+    ]  # fmt: skip
+    ctx: Any = {"ti": TI()}
+    out = op._with_log_tails(ctx, Unreachable(), op._profile(), records)  # type: ignore[arg-type]
+    assert [r.log_tail for r in out] == ["token=[REDACTED]\nTraceback ...\n", None]
