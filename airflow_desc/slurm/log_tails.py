@@ -25,7 +25,6 @@ __all__ = [
     "LOG_TAIL_BYTES",
     "LOG_TAIL_LINES",
     "REDACTED",
-    "bounded_tail",
     "new_marker",
     "parse_tails",
     "redact_secrets",
@@ -41,19 +40,28 @@ LOG_TAIL_BYTES = 64 * 1024
 REDACTED = "[REDACTED]"
 
 # A name that says its value is secret: DB_PASSWORD, api-key, X_AUTH_TOKEN ... ("author" is not).
+# Bounded on both sides: a long word must not be scanned back and forth from each of its positions.
 _SECRET_NAME = (
-    r"[\w.-]*(?:passw(?:or)?d|passphrase|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
-    r"|credentials?|auth(?!or))[\w.-]*"
+    r"[\w.-]{0,40}(?:passw(?:or)?d|passphrase|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
+    r"|credentials?|auth(?!or))[\w.-]{0,40}"
 )
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # PEM private keys, to their END line (or to the end of the tail when it was cut).
-    (
-        re.compile(
-            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
-            re.S,
-        ),
-        REDACTED,
-    ),
+# A PEM private key, to its END line (or to the end of the tail when it was cut).
+_PRIVATE_KEY = re.compile(
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S
+)
+# Token shapes that are secret wherever they appear: AWS key ids, GitHub and Slack tokens, JWTs.
+_TOKEN = re.compile(
+    r"\b(?:(?:AKIA|ASIA)[0-9A-Z]{16}\b|gh[pousr]_[A-Za-z0-9]{30,}\b|xox[abprs]-[A-Za-z0-9-]{10,}"
+    r"|eyJ[\w-]{5,}\.eyJ[\w-]{5,}\.[\w-]+)"
+)
+# What a line must hold (lower-cased) for the patterns below to find anything in it: they scan
+# words back and forth, so only such lines (a few, in a log) are scanned; a substring test is cheap.
+_HINTS = (
+    *("passw", "passphrase", "secret", "token", "apikey", "api_key", "api-key", "accesskey"),
+    *("access_key", "access-key", "private", "credential", "auth", "bearer", "://"),
+)
+_TOKEN_HINTS = ("AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "eyJ")
+_BY_NAME: tuple[tuple[re.Pattern[str], str], ...] = (
     # Authorization: Bearer xyz / Basic xyz / xyz
     (
         re.compile(r"""(?i)(\bauthorization\s*[:=]\s*)(?:(?:bearer|basic|token|digest)\s+)?[^\s"']+"""),
@@ -61,19 +69,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     (re.compile(r"(?i)(\bbearer\s+)[\w.~+/=-]{8,}"), rf"\1{REDACTED}"),
     # scheme://user:password@host
-    (re.compile(r"([a-zA-Z][\w+.-]*://[^/\s:@]*:)[^@\s/]+(@)"), rf"\1{REDACTED}\2"),
+    (re.compile(r"(\b[a-zA-Z][\w+.-]{0,20}://[^/\s:@]{0,100}:)[^@\s/]+(@)"), rf"\1{REDACTED}\2"),
     # --password xyz, --api-key=xyz
     (re.compile(rf"(?i)(\s--?{_SECRET_NAME}(?:\s+|=))(?!-)(\S+)"), rf"\1{REDACTED}"),
     # password=xyz, "token": "xyz", SECRET_KEY: xyz
     (
-        re.compile(rf"""(?i)(\b{_SECRET_NAME}["']?\s*[:=]\s*)(["']?)[^\s"',;}}]+"""),
+        re.compile(rf"""(?i)((?<![\w.-]){_SECRET_NAME}["']?\s*[:=]\s*)(["']?)[^\s"',;}}]+"""),
         rf"\1\2{REDACTED}",
     ),
-    # Token shapes that are secret wherever they appear.
-    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"), REDACTED),
-    (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), REDACTED),
-    (re.compile(r"\beyJ[\w-]{5,}\.eyJ[\w-]{5,}\.[\w-]+"), REDACTED),
 )
 
 
@@ -86,29 +89,26 @@ def redact_secrets(text: str, known: Collection[str] = ()) -> str:
     """
     for value in sorted((v for v in known if len(v) >= 4), key=len, reverse=True):
         text = text.replace(value, REDACTED)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+    if "PRIVATE KEY-----" in text:
+        text = _PRIVATE_KEY.sub(REDACTED, text)
+    if any(hint in text for hint in _TOKEN_HINTS):
+        text = _TOKEN.sub(REDACTED, text)
+    lower = text.lower()
+    if not any(hint in lower for hint in _HINTS):
+        return text
+    lines = text.split("\n")
+    for number, line in enumerate(lines):
+        low = line.lower()
+        if any(hint in low for hint in _HINTS):
+            for pattern, replacement in _BY_NAME:
+                line = pattern.sub(replacement, line)
+            lines[number] = line
+    return "\n".join(lines)
 
 
 def secret_sounding(name: str) -> bool:
     """Return whether an environment variable's name says its value is a secret (``DB_PASSWORD``)."""
     return re.fullmatch(_SECRET_NAME, name, re.I) is not None
-
-
-def bounded_tail(text: str, *, lines: int = LOG_TAIL_LINES, max_bytes: int = LOG_TAIL_BYTES) -> str:
-    """Return the last ``lines`` lines of ``text``, at most ``max_bytes`` bytes of UTF-8.
-
-    A line cut by the byte bound is dropped whole, unless it is the only one.
-    """
-    kept = text.splitlines(keepends=True)[-lines:] if lines > 0 else []
-    out = "".join(kept)
-    data = out.encode()
-    if len(data) <= max_bytes:
-        return out
-    cut = data[-max_bytes:].decode(errors="ignore")
-    newline = cut.find("\n")
-    return cut[newline + 1 :] if 0 <= newline < len(cut) - 1 else cut
 
 
 def new_marker() -> str:

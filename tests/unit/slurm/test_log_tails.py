@@ -9,7 +9,6 @@ import pytest
 
 from airflow_desc.slurm.log_tails import (
     REDACTED,
-    bounded_tail,
     new_marker,
     parse_tails,
     redact_secrets,
@@ -56,14 +55,6 @@ def test_ordinary_output_and_known_secret_values() -> None:
     )
     assert secret_sounding("DB_PASSWORD") and secret_sounding("X_AUTH_TOKEN") and secret_sounding("api-key")
     assert not secret_sounding("VISIT") and not secret_sounding("AUTHOR")
-
-
-def test_bounded_tail_keeps_whole_lines_within_both_bounds() -> None:
-    text = "".join(f"line {i}\n" for i in range(1000))
-    assert bounded_tail(text, lines=3) == "line 997\nline 998\nline 999\n"
-    cut = bounded_tail(text, lines=500, max_bytes=30)
-    assert cut == "line 997\nline 998\nline 999\n"  # the partial line before them dropped
-    assert len(bounded_tail("x" * 100, max_bytes=10)) == 10  # one long line: its end
 
 
 def test_the_tail_command_reads_many_logs_in_one_shell_bounded(tmp_path: pathlib.Path) -> None:
