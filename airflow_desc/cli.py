@@ -17,6 +17,8 @@ Commands::
     airflow-desc rerun --reason WHY [filters]  clear the task instances of the selected process
                                            instances (and what is downstream) through Airflow's
                                            REST API, as the API connection's user
+    airflow-desc logs PROCESS [--stream G]  the log tails the history keeps of a process's instances
+                                           (--try N, --run R); --full reads whole logs over SSH
 
 ``status``, ``report``, ``history`` and ``rerun`` select by ``--workflow`` (the spec's name),
 ``--version`` (its top-level version: two versions may run side by side) and ``--variant``.
@@ -386,6 +388,25 @@ def _run_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", help="only instances started before this date")
 
 
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from airflow_desc.history import HistoryFilter
+    from airflow_desc.logs import print_logs
+
+    if args.try_number is not None and args.try_number < 1:
+        raise ValueError(f"--try {args.try_number}: a try number is 1 or more")
+    selection = HistoryFilter(
+        workflow=args.workflow, run_id=args.run, process=args.process, stream_glob=args.stream
+    )
+    shown = print_logs(
+        _history_engine(args), selection, try_number=args.try_number, full=args.full, out=sys.stdout
+    )
+    if not shown:
+        which = f"try {args.try_number} of " if args.try_number is not None else ""
+        print(f"no {which}{args.process} instance matches", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _history_filters(parser: argparse.ArgumentParser, *, instances: bool, rerun: bool = False) -> None:
     """Add the selection arguments: of the status table, or (``instances``) of process instances.
 
@@ -537,6 +558,28 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("--dry-run", action="store_true", help="show what would be cleared, clear nothing")
     rerun.add_argument("--yes", action="store_true", help="clear without asking")
     rerun.set_defaults(func=_cmd_rerun)
+
+    logs = sub.add_parser(
+        "logs",
+        help="print the log tails the history keeps of a process's instances; --full reads whole logs",
+        description="When a job or a bundled instance ends, its worker keeps the end of its log in the "
+        "history (the last 200 lines, at most 64 KiB, secrets redacted): this prints them, the latest "
+        "attempt of each selected instance (or those of --try N), without reaching a cluster. --full "
+        "reads each whole log on its cluster over SSH instead (from the task instance's own directory "
+        "only; secrets redacted as in the tails).",
+    )  # fmt: skip
+    logs.add_argument("process", help="the process, e.g. processEimage")
+    logs.add_argument("--stream", help="stream path glob, e.g. 'visit=2201/*' (default: every stream)")
+    logs.add_argument(
+        "--try", dest="try_number", type=int, metavar="N", help="the attempts of try N (default: the latest)"
+    )
+    logs.add_argument("--run", help="only this DAG run id")
+    logs.add_argument("--workflow", help="only this workflow")
+    logs.add_argument("--full", action="store_true", help="read each whole log on its cluster over SSH")
+    logs.add_argument(
+        "--db", help="history: SQLAlchemy URL or Airflow connection id (default: the configured one)"
+    )
+    logs.set_defaults(func=_cmd_logs)
     return parser
 
 

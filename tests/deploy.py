@@ -466,6 +466,18 @@ class Deployment:
     def log_of(self, name: str) -> str:
         return self.components[name].log.read_text(errors="replace")
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
+        """Return one try's task log: the file the component that ran it wrote, as the UI's log view shows it.
+
+        Read from disk: the UI reaches a worker's log server by the worker's host name, which the
+        components here only answer as (:func:`component_hostname`), no resolver knows it.
+        """
+        mapped = f"/map_index={map_index}" if map_index >= 0 else ""
+        where = f"logs/dag_id={dag_id}/run_id={run_id}/task_id={task_id}{mapped}"
+        files = sorted(self.root.glob(f"*/{where}/attempt={try_number}.log"))
+        assert files, f"no task log {where}/attempt={try_number}.log under {self.root}"
+        return "\n".join(f.read_text(errors="replace") for f in files)
+
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """``airflow <args>`` as a user of the deployment; raises with its output when it fails."""
         return self._command(str(AIRFLOW), args, timeout)

@@ -31,10 +31,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "ATTEMPT_LOG_COLUMNS",
     "LATEST_COLUMNS",
     "PROCESS_INSTANCE_COLUMNS",
     "STATUS_COLUMNS",
     "USAGE_COLUMNS",
+    "attempt_logs",
     "dag_ids_of",
     "known_workflows",
     "latest_attempts",
@@ -45,13 +47,20 @@ __all__ = [
     "typical_elapsed",
 ]
 
-#: The columns of :func:`process_instances`: the :class:`ProcessRecord` fields, then ``run_conf``,
-#: the workflow's version (``version`` is the process's task's) and the run's ``spec_digest``.
+#: The columns of :func:`process_instances`: the :class:`ProcessRecord` fields (but ``log_tail``:
+#: :func:`attempt_logs` reads those), then ``run_conf``, the workflow's version (``version`` is the
+#: process's task's) and the run's ``spec_digest``.
 PROCESS_INSTANCE_COLUMNS = (
-    *(f.name for f in dataclasses.fields(ProcessRecord)),
+    *(f.name for f in dataclasses.fields(ProcessRecord) if f.name != "log_tail"),
     "run_conf",
     "workflow_version",
     "spec_digest",
+)
+#: The columns of :func:`attempt_logs` (``tail`` only when asked for).
+ATTEMPT_LOG_COLUMNS = (
+    *("attempt_id", "workflow", "dag_id", "run_id", "task_id", "map_index", "stream", "process"),
+    *("try_number", "resubmit", "state", "reason", "message", "cluster", "job_id", "node"),
+    *("elapsed_s", "total_cpu_s", "max_rss_bytes", "log_path", "has_tail"),
 )
 #: The columns of :func:`status_counts`.
 STATUS_COLUMNS = ("task", "version", "process", "process_type", "state", "count", "attempts")
@@ -275,6 +284,64 @@ def process_instances(
     frame = frame.astype(dtypes)
     frame["extra"] = frame["extra"].map(lambda v: {} if v is None else v)
     return frame
+
+
+def attempt_logs(
+    engine: Engine,
+    selection: HistoryFilter | None = None,
+    *,
+    try_number: int | None = None,
+    attempt_id: int | None = None,
+    with_tails: bool = False,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """Return attempts with where their log is and whether the history keeps its tail.
+
+    What the status page's drill-down lists and ``airflow-desc logs`` prints: by default the latest
+    attempt of each selected process instance, in stream order.
+
+    :param engine: the history store's engine.
+    :param selection: which attempts (every field of :class:`HistoryFilter` applies; ``state`` is
+        the state of the attempt shown).
+    :param try_number: the attempts of this Airflow try (each SLURM job of it) instead of the latest.
+    :param attempt_id: only this attempt (its ``attempt_id``), whatever else it is.
+    :param with_tails: add the column ``tail`` (the kept log tail, or None).
+    :param limit: at most this many rows.
+    :return: a DataFrame with columns :data:`ATTEMPT_LOG_COLUMNS` (and ``tail``).
+    """
+    import pandas as pd
+
+    selection = selection or HistoryFilter()
+    _check_state(selection.state)
+    w, r, s, lt = workflows, runs, streams, schema.log_tails
+    named = {"attempt_id": pi.c.id, "workflow": w.c.name, "dag_id": r.c.dag_id, "run_id": r.c.run_id,
+             "stream": s.c.path, "has_tail": lt.c.attempt_ref.is_not(None)}  # fmt: skip
+    columns = [*ATTEMPT_LOG_COLUMNS, *(["tail"] if with_tails else [])]
+    selected = [(named[c] if c in named else lt.c.tail if c == "tail" else pi.c[c]).label(c) for c in columns]
+    query = sa.select(*selected).select_from(
+        pi.join(w, pi.c.workflow_ref == w.c.id)
+        .join(r, pi.c.run_ref == r.c.id)
+        .join(s, pi.c.stream_ref == s.c.id)
+        .outerjoin(lt, lt.c.attempt_ref == pi.c.id)
+    )
+    with engine.connect() as conn:
+        query = query.where(*_attempt_filters(conn, selection, engine.dialect.name))
+        if attempt_id is not None:
+            query = query.where(pi.c.id == attempt_id)
+        elif try_number is not None:
+            query = query.where(pi.c.try_number == try_number)
+        else:
+            query = query.where(pi.c.latest)
+        query = query.order_by(r.c.dag_id, r.c.run_id, s.c.path, pi.c.process, pi.c.try_number, pi.c.resubmit)
+        if limit is not None:
+            query = query.limit(limit)
+        rows = _tuples(conn.execute(query))
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    numbers = {c: "Int64" for c in ("map_index", "try_number", "resubmit", "max_rss_bytes")}
+    numbers |= {"elapsed_s": "float64", "total_cpu_s": "float64", "has_tail": "bool"}
+    text = [c for c in columns if c not in numbers and c != "attempt_id"]
+    frame[text] = frame[text].astype(object).where(frame[text].notna(), None)  # None, never NaN
+    return frame.astype(numbers)
 
 
 def _attempt_filters(

@@ -122,6 +122,8 @@ class ProcessRecord:
     :param cluster: the cluster it ran on.
     :param job_id: the SLURM job id.
     :param step: the SLURM step (``batch`` or a step number inside a bundle).
+    :param log_tail: the end of the attempt's log, bounded and with secrets redacted
+        (:mod:`airflow_desc.slurm.log_tails`); kept in the history's ``log_tails`` table.
     """
 
     workflow: str
@@ -159,6 +161,7 @@ class ProcessRecord:
     triggered_by: str | None = None
     rerun_reason: str | None = None
     resubmit: int = 0
+    log_tail: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

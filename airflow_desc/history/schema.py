@@ -18,6 +18,9 @@
                        of the DAG starts, read by the status page instead of the DAG file)
     slurm_job_states   one row per SLURM job a triggerer watches: its state as sacct last said, and
                        when (written by the triggers' per-cluster pollers, one write per poll)
+    log_tails          one row per attempt whose log the worker read when it ended: the log's last
+                       lines (bounded, secrets redacted), so that the status page and
+                       ``airflow-desc logs`` never reach a cluster; keyed by the attempt's row
 
 The attempt identity, :meth:`ProcessRecord.key`, is ``(dag_id, run_id, task_id, map_index,
 stream, process, try_number, resubmit)``: ``resubmit`` tells apart the SLURM jobs of one try (0,
@@ -47,6 +50,7 @@ __all__ = [
     "DB_JSON",
     "ID",
     "HistoryDateTime",
+    "log_tails",
     "metadata",
     "process_instances",
     "process_plans",
@@ -278,3 +282,12 @@ slurm_job_states = sa.Table(
 )
 # Pruning deletes the rows not polled for a while.
 sa.Index("ix_slurm_job_states_polled_at", slurm_job_states.c.polled_at)
+
+log_tails = sa.Table(
+    "log_tails",
+    metadata,
+    # The attempt (its process_instances row, whose id an upsert of the same attempt keeps).
+    sa.Column("attempt_ref", ID, sa.ForeignKey("process_instances.id"), primary_key=True),
+    sa.Column("tail", sa.Text, nullable=False),
+    sa.Column("recorded_at", HistoryDateTime, nullable=False),
+)

@@ -28,6 +28,7 @@ from airflow_desc.history.engine import (
 )
 from airflow_desc.history.records import AttemptKey, ProcessRecord, RerunRequest, RerunSelection
 from airflow_desc.history.schema import (
+    log_tails,
     process_instances,
     rerun_requests,
     rerun_selections,
@@ -256,11 +257,12 @@ class HistoryStore:
                 )
                 rows.append(row)
             stmt = self._upsert_attempts()
-            written: list[int] = []
+            written: dict[tuple[Any, ...], int] = {}
             for chunk in _chunks(rows, _INSERT_CHUNK):
-                written.extend(int(i) for (i,) in conn.execute(stmt, list(chunk)))
-            for ids in _chunks(written, _IN_CHUNK):
+                written.update((tuple(key), int(id_)) for id_, *key in conn.execute(stmt, list(chunk)))
+            for ids in _chunks(list(written.values()), _IN_CHUNK):
                 conn.execute(_RELATCH_LATEST, {"ids": list(ids)})
+            self._write_log_tails(conn, batch, rows, written, now)
 
     def request_reruns(self, requests: Sequence[RerunRequest]) -> None:
         """Keep who cleared which task instances and why, for the attempts that follow.
@@ -317,7 +319,32 @@ class HistoryStore:
         return stmt.on_conflict_do_update(
             index_elements=list(_KEY_COLUMNS),
             set_={c.name: stmt.excluded[c.name] for c in process_instances.columns if c.name not in keep},
-        ).returning(process_instances.c.id)
+        ).returning(process_instances.c.id, *(process_instances.c[k] for k in _KEY_COLUMNS))
+
+    def _write_log_tails(
+        self,
+        conn: Connection,
+        batch: Sequence[ProcessRecord],
+        rows: Sequence[Mapping[str, Any]],
+        written: Mapping[tuple[Any, ...], int],
+        now: datetime,
+    ) -> None:
+        """Keep the log tail of each attempt that has one (a later tail of the same attempt replaces it)."""
+        tails = [
+            {"attempt_ref": written[tuple(row[k] for k in _KEY_COLUMNS)], "tail": _clean(r.log_tail),
+             "recorded_at": now}
+            for r, row in zip(batch, rows, strict=True)
+            if r.log_tail
+        ]  # fmt: skip
+        if not tails:
+            return
+        stmt = self._insert(log_tails)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["attempt_ref"],
+            set_={"tail": stmt.excluded.tail, "recorded_at": stmt.excluded.recorded_at},
+        )
+        for chunk in _chunks(tails, _INSERT_CHUNK):
+            conn.execute(stmt, list(chunk))
 
     def _workflow_refs(
         self, conn: Connection, batch: Sequence[ProcessRecord]

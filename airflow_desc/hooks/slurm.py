@@ -56,6 +56,13 @@ from airflow_desc.slurm import (
     submit_script_command,
 )
 from airflow_desc.slurm.commands import owner_sacct_command, sinfo_nodes_command
+from airflow_desc.slurm.log_tails import (
+    LOG_TAIL_BYTES,
+    LOG_TAIL_LINES,
+    new_marker,
+    parse_tails,
+    tails_command,
+)
 from airflow_desc.slurm.nodes import NodeState, parse_sinfo_nodes
 from airflow_desc.slurm.ownership import JobOwner, parse_owners
 
@@ -551,12 +558,27 @@ class SlurmHook(BaseHook):
         """Cancel (or signal) jobs."""
         self.run(scancel_command(list(job_ids), signal=signal))
 
-    def read_tail(self, path: str, *, lines: int = 60) -> str:
-        """Return the last ``lines`` lines of a file on the cluster; empty if it does not exist."""
-        from airflow_desc.slurm.quoting import quote_path
+    def read_tail(self, path: str, *, lines: int = 60, max_bytes: int = LOG_TAIL_BYTES) -> str:
+        """Return the last ``lines`` lines (at most ``max_bytes``) of a file on the cluster; "" if missing."""
+        return self.read_tails([path], lines=lines, max_bytes=max_bytes)[0]
 
-        result = self.run(f"tail -n {int(lines)} -- {quote_path(path)} 2>/dev/null", check=False)
-        return result.stdout
+    def read_tails(
+        self, paths: Sequence[str], *, lines: int = LOG_TAIL_LINES, max_bytes: int = LOG_TAIL_BYTES
+    ) -> list[str]:
+        """Return the bounded tail of each file, in one SSH call; ``""`` for a file that does not exist.
+
+        Not redacted: :func:`~airflow_desc.slurm.log_tails.redact_secrets` before logging or keeping one.
+
+        :param paths: the files, trusted by the caller (each one of this task's own logs).
+        :param lines: the most lines of each.
+        :param max_bytes: the most bytes of each.
+        """
+        if not paths:
+            return []
+        marker = new_marker()
+        command = tails_command(paths, marker=marker, lines=lines, max_bytes=max_bytes)
+        result = self.run(command, check=False)
+        return parse_tails(result.stdout, marker, len(paths), max_bytes=max_bytes)
 
     # --- async, for triggers ------------------------------------------------------------------
     async def arun(self, command: str, *, timeout: float | None = None, check: bool = True) -> CommandResult:

@@ -27,11 +27,13 @@ bundle task instance:
 3. **Collect.** The pilot's records (one JSON line per instance, in the task instance's
    directory on the cluster), ``sacct`` per step when ``launcher="srun"``, the output checks of
    the spec (one SSH call for the whole bundle): each batch instance is recorded (state, exit
-   code, CPU, wall, MaxRSS, node, reason); an instance the allocation never finished is
-   recorded Terminated. Then the wrapup scripts run here (``wrapupEimageSensors`` per raft, then
-   ``wrapupEimageRafts`` per visit), each recorded. The summary (state per stream, counts,
-   utilisation) goes to XCom under ``bundle_summary`` (and as the return value); the task fails
-   if any instance failed or was terminated.
+   code, CPU, wall, MaxRSS, node, reason) with the end of its log (one more SSH call for all of
+   them, bounded, secrets redacted), and the task log gets a line per instance with its state and
+   where its full log is; an instance the allocation never finished is recorded Terminated. Then
+   the wrapup scripts run here (``wrapupEimageSensors`` per raft, then ``wrapupEimageRafts`` per
+   visit), each recorded. The summary (state per stream, counts, utilisation) goes to XCom under
+   ``bundle_summary`` (and as the return value); the task fails if any instance failed or was
+   terminated.
 4. **Rerun.** Clearing the task instance (or a retry) reruns only what did not succeed: the
    pilot gets the records file as ``--skip-done``, and scripts that succeeded are not run again
    (their streams come from the task state store). A clear by ``airflow-desc rerun`` or the status
@@ -67,7 +69,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_desc.clusters import ClusterProfile
 from airflow_desc.emulate import payload_source
-from airflow_desc.exceptions import HistoryUnavailable, SlurmJobFailed
+from airflow_desc.exceptions import ClusterUnreachable, HistoryUnavailable, SlurmJobFailed
 from airflow_desc.history import ProcessRecord, default_recorder, rerun_selection_of, typical_elapsed_of
 from airflow_desc.history.records import InstanceIdentity
 from airflow_desc.operators.bundle_records import (
@@ -83,10 +85,11 @@ from airflow_desc.operators.job_checks import owner_uid_of
 from airflow_desc.operators.output_checks import run_output_checks
 from airflow_desc.operators.resume import stale_task_dir
 from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
-from airflow_desc.operators.trusted import trusted_bundle_state, trusted_streams
+from airflow_desc.operators.trusted import own_log_path, trusted_bundle_state, trusted_streams
 from airflow_desc.operators.workflow import VariantRecorder, workdir_lines
 from airflow_desc.pilot import bundle_job_command, parse_records, parse_summary, step_name
 from airflow_desc.slurm import JobAccounting, StateClass, diagnose
+from airflow_desc.slurm.log_tails import LOG_TAIL_BYTES, redact_secrets
 from airflow_desc.slurm.ownership import cancelled_by_owner
 from airflow_desc.slurm.quoting import quote_path
 from airflow_desc.workflow.bundle_plan import (
@@ -111,6 +114,8 @@ if TYPE_CHECKING:
 __all__ = ["SlurmBundleOperator"]
 
 _STATE_KEY = "bundle"
+#: The most bytes of log tails one bundle reads (each log's share, at least 4 KiB, at most 64 KiB).
+_BUNDLE_TAILS_BYTES = 16 * 1024 * 1024
 _PAYLOAD_EOF = "DESC_PAYLOAD_EOF"
 # In the bundle's directory on the cluster: which Airflow's task instance wrote it (see _claim_dir).
 _TOKEN_FILE = ".airflow-desc-token"
@@ -664,8 +669,39 @@ class SlurmBundleOperator(SlurmOperator):
         if records:
             submitted_by = job_try(accounting, int(context["ti"].try_number or 1))
             records = [_replace(r, try_number=submitted_by) for r in records]
+            records = self._with_log_tails(context, hook, profile, records)
             (self.recorder or default_recorder()).record(records)
+            for r in records:
+                where = f"{profile.name}:{r.log_path}" if r.log_path else "no log"
+                self.log.info("%s %s: %s (%s); log %s", r.stream, r.process, r.state, r.reason or "-", where)
         return states
+
+    def _with_log_tails(
+        self, context: Context, hook: SlurmHook, profile: ClusterProfile, records: Sequence[ProcessRecord]
+    ) -> list[ProcessRecord]:
+        """Give each record of an instance that ran the end of its log (one SSH call), secrets redacted.
+
+        Only this task instance's own logs are read (:func:`own_log_path`: the file name the pilot
+        recorded, in this task's ``logs/``); each is bounded, and together they stay within
+        :data:`_BUNDLE_TAILS_BYTES`. A log that cannot be read (or a cluster that cannot be reached)
+        leaves the pilot's own last lines, if any.
+        """
+        task_dir = self._paths(context, profile)["dir"]
+        wanted = [(i, own_log_path(task_dir, r.log_path)) for i, r in enumerate(records) if r.log_path]
+        found = [(i, path) for i, path in wanted if path is not None]
+        per_log = max(4096, min(LOG_TAIL_BYTES, _BUNDLE_TAILS_BYTES // max(1, len(found))))
+        try:
+            tails = hook.read_tails([path for _, path in found], max_bytes=per_log) if found else []
+        except ClusterUnreachable as exc:  # the records matter, their tails can do without
+            self.log.warning("the instances' logs were not read (%s); recording them without", exc)
+            tails = [""] * len(found)
+        read = {i: tail for (i, _), tail in zip(found, tails, strict=True) if tail}
+        secret = self._secret_values(profile)
+        out = []
+        for i, record in enumerate(records):
+            tail = read.get(i) or record.log_tail
+            out.append(_replace(record, log_tail=redact_secrets(tail, secret) if tail else None))
+        return out
 
     def _bundle_identity(self, context: Context) -> InstanceIdentity:
         """Return the bundle task instance's identity; each record names its own process and stream."""

@@ -135,8 +135,9 @@ def batch_record(
             **({"step": _step_usage(step)} if step is not None else {}),
             "adopted": adopted,
             **({"raised": inst.raised.to_json()} if inst.raised else {}),
-            **({"log_tail": rec.get("log_tail")} if rec.get("log_tail") else {}),
         },
+        # The pilot's last lines of a failure, until the worker reads the log's end (and redacts it).
+        log_tail=rec.get("log_tail") if isinstance(rec.get("log_tail"), str) else None,
     )
 
 

@@ -16,9 +16,10 @@ The life of one task instance:
 2. **Wait without a worker slot.** Deferred to :class:`~airflow_desc.triggers.slurm.SlurmJobTrigger`,
    whose per-cluster poller batches every watched job into one sacct call per interval.
    ``deferrable=False`` polls from the worker instead.
-3. **Diagnose and record.** The job's accounting (and on failure the tail of its log) is
-   diagnosed (:func:`airflow_desc.slurm.diagnose`), recorded as a process instance, and
-   returned as the XCom summary. A failure raises :class:`~airflow_desc.exceptions.SlurmJobFailed`
+3. **Diagnose and record.** The job's accounting and the end of its log (bounded, secrets
+   redacted: :mod:`airflow_desc.slurm.log_tails`) are diagnosed (:func:`airflow_desc.slurm.diagnose`),
+   recorded as a process instance with that log tail, and returned as the XCom summary; the task
+   log shows the tail, on success too. A failure raises :class:`~airflow_desc.exceptions.SlurmJobFailed`
    with the classified reason. A job cancelled by its own uid (a user's ``scancel``, or a clear /
    mark-failed in Airflow) is recorded Cancelled and fails the task without a retry; a cancel by
    anyone else (root, an admin, SLURM) is Terminated and retried. When the job's node is left
@@ -85,6 +86,7 @@ from airflow_desc.slurm import (
     render_job_script,
 )
 from airflow_desc.slurm.diagnose import Diagnosis
+from airflow_desc.slurm.log_tails import LOG_TAIL_LINES, redact_secrets, secret_sounding
 from airflow_desc.triggers.slurm import SlurmJobTrigger
 
 if TYPE_CHECKING:
@@ -163,7 +165,9 @@ class SlurmOperator(BaseOperator):
     :param process: the process name recorded in the history (default: the task id).
     :param stream: the stream path recorded in the history.
     :param recorder: where process records go; default :func:`airflow_desc.history.default_recorder`.
-    :param log_tail_lines: how many lines of the job's log to read for the diagnosis.
+    :param log_tail_lines: how many of the last lines of the job's log the diagnosis reads. The end of
+        the log (200 lines, at most 64 KiB, secrets redacted) is read whenever the job ends: shown in
+        the task log (on success too) and kept in the history.
     :param cluster_pool: run in the cluster's Airflow pool (``slurm_<cluster>``, created by
         ``airflow-desc pools sync``) so that at most ``max_queued_jobs`` jobs wait in its queue.
     """
@@ -494,26 +498,16 @@ class SlurmOperator(BaseOperator):
         return state.get("log_path") if state.get("job_id") == job_id else self._guess_log(job_id, state)
 
     def _read_log(self, context: Context, job: FinishedJob) -> FinishedJob:
-        """Return the job with the end of its log read, and the payload's own timing from it (once).
+        """Return the job with the end of its log read (once), and the payload's own timing from it.
 
-        A failure's tail is read for the diagnosis; a success's last lines only for the timing.
+        One read serves the diagnosis, the task log, the history's log tail and the job script's
+        timing line (the last line it prints).
         """
         if job.log_tail is not None:
             return job
         log_path = self._log_path(job.accounting.job_id, self._state(context))
         succeeded = job.accounting.state_class is StateClass.SUCCEEDED
-        tail = ""
-        if log_path and not succeeded:
-            tail = job.hook.read_tail(log_path, lines=self.log_tail_lines)
-        elif log_path:
-            try:  # the timing line is the last one the script prints
-                tail = job.hook.read_tail(log_path, lines=4)
-            except ClusterError as exc:  # a job that succeeded does not fail for want of its timing
-                self.log.warning(
-                    "job %s: its log was not read (%s): sacct's times are recorded",
-                    job.accounting.job_id,
-                    exc,
-                )
+        tail = self._log_tail(job.hook, job.profile, log_path, needed=not succeeded) if log_path else ""
         return dataclasses.replace(job, log_tail=tail, timing=parse_payload_timing(tail))
 
     def _finish(self, context: Context, job: FinishedJob) -> dict[str, Any]:
@@ -523,9 +517,9 @@ class SlurmOperator(BaseOperator):
         job_id = accounting.job_id
         log_path = self._log_path(job_id, state)
         succeeded = accounting.state_class is StateClass.SUCCEEDED
-        # A success's log says nothing the diagnosis needs (and its tail is only the last lines).
-        tail = "" if succeeded else job.log_tail or ""
-        diagnosis = diagnose(accounting, tail)
+        # The tail is read on success too: the task log shows the job's output, the history keeps it.
+        tail = job.log_tail or ""
+        diagnosis = diagnose(accounting, "".join(tail.splitlines(keepends=True)[-self.log_tail_lines :]))
         if not succeeded:
             diagnosis = with_node_notice(hook, profile.name, accounting, diagnosis, self.log)
         if job.note:
@@ -534,7 +528,9 @@ class SlurmOperator(BaseOperator):
         job_try = try_of_job(state, job_id, int(context["ti"].try_number))
         state.pop(DEFERRED_TRY, None)  # the try resumed: it did not end while deferred
         owner_uid = owner_uid_of(hook, accounting, self.log)
-        record = self._record(context, job, diagnosis, log_path, job_try, owner_uid=owner_uid, state=state)
+        record = self._record(
+            context, job, diagnosis, log_path, job_try, owner_uid=owner_uid, state=state, log_tail=tail
+        )
         summary = job_summary(
             accounting, diagnosis, record, cluster=profile.name, log_path=log_path, adopted=adopted
         )
@@ -557,6 +553,8 @@ class SlurmOperator(BaseOperator):
         )
         self._save_state(context, state)
         if succeeded:
+            if tail:
+                self.log.info("output of SLURM job %s, the end of %s:\n%s", job_id, log_path, tail)
             return summary
         context["ti"].xcom_push(key="slurm_summary", value=summary)
         if tail:
@@ -592,6 +590,27 @@ class SlurmOperator(BaseOperator):
             reason=str(diagnosis.reason),
             log_tail=tail,
         )
+
+    def _log_tail(self, hook: SlurmHook, profile: ClusterProfile, log_path: str, *, needed: bool) -> str:
+        """Return the end of the job's log (:data:`LOG_TAIL_LINES` lines, 64 KiB), secrets redacted.
+
+        ``log_path`` is this task's own (checked when its state was read); values of the job's
+        environment variables whose names sound secret (``DB_PASSWORD``) are redacted wherever they show.
+        A log the diagnosis does not need (the job succeeded) is not worth failing the try for when it
+        cannot be read: the task log and the history then go without it, and sacct's times are recorded.
+        """
+        try:
+            tail = hook.read_tail(log_path, lines=max(LOG_TAIL_LINES, self.log_tail_lines))
+        except ClusterError as exc:
+            if needed:
+                raise
+            self.log.warning("the end of %s was not read (%s); recording the job without it", log_path, exc)
+            return ""
+        return redact_secrets(tail, self._secret_values(profile))
+
+    def _secret_values(self, profile: ClusterProfile) -> list[str]:
+        """Return the values of the job's environment variables whose names sound secret."""
+        return [str(v) for k, v in {**profile.env, **self.env}.items() if secret_sounding(k)]
 
     def _run_again(
         self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
@@ -629,12 +648,15 @@ class SlurmOperator(BaseOperator):
         *,
         owner_uid: int | None = None,
         state: Mapping[str, Any] | None = None,
+        log_tail: str = "",
     ) -> ProcessRecord:
         record = job_record(
             self._identity(context, job_try), job.accounting, diagnosis, cluster=job.profile.name,
             log_path=log_path, job_try=job_try, adopted=job.adopted, owner_uid=owner_uid, state=state,
             timing=job.timing,
         )  # fmt: skip
+        if log_tail:
+            record = dataclasses.replace(record, log_tail=log_tail)
         (self.recorder or default_recorder()).record([record])
         return record
 

@@ -33,6 +33,7 @@ __all__ = [
     "trusted_job_id",
     "trusted_map_index",
     "trusted_path",
+    "own_log_path",
     "trusted_script_outcome",
     "trusted_slurm_state",
     "trusted_stream",
@@ -113,6 +114,34 @@ def trusted_path(field: str, value: Any, task_dir: str) -> str:
     if not _place(value).startswith(base):
         _refuse(field, value, f"not inside this task instance's directory {task_dir}")
     return value
+
+
+# The logs we write: a job's ``t<try>-<job id>.out`` in its task's directory, a bundled instance's
+# ``logs/<name>.log`` (the pilot's name, made of these characters, from the instance id).
+_JOB_LOG = re.compile(r"t[0-9]+-[0-9]+(?:_[0-9]+)?\.out")
+_INSTANCE_LOG = re.compile(r"[A-Za-z0-9_=+-][A-Za-z0-9._=+-]*\.log")
+
+
+def own_log_path(task_dir: str, recorded: Any) -> str | None:
+    """Return where a log the history names is in the task instance's own directory, or ``None``.
+
+    A recorded path is never read as it is: only its file name is kept, and only when it is a name
+    we write (``t<try>-<job id>.out`` for a job, ``<name>.log`` for a bundled instance, the latter
+    in ``logs/``), joined to ``task_dir`` (:func:`~airflow_desc.operators.job_names.task_dir_for`),
+    which comes from the attempt's own identity. So a record (or a pilot's records file) naming
+    another file can make nothing outside this task's logs be read.
+
+    :param task_dir: the task instance's directory on the cluster.
+    :param recorded: the recorded log path.
+    """
+    if not isinstance(recorded, str) or any(c in recorded for c in "\0\n\r"):
+        return None
+    name = posixpath.basename(recorded)
+    if _JOB_LOG.fullmatch(name):
+        return f"{task_dir.rstrip('/')}/{name}"
+    if _INSTANCE_LOG.fullmatch(name) and ".." not in name:
+        return f"{task_dir.rstrip('/')}/logs/{name}"
+    return None
 
 
 def trusted_slurm_state(state: Any, task_dir: str, *, source: str) -> dict[str, Any]:

@@ -17,10 +17,15 @@ adds "DESC status" to the UI's navigation (an external view shown in an iframe a
     POST /rerun                the Rerun form (checked rows, or a state / streams; a reason): first
                                the task instances it would clear (Airflow's dry run), then, with
                                ``confirm=1``, the clear, through Airflow's REST API as the user
+    GET /instances             a count drilled down (``process`` and ``state`` besides the
+                               selection): those process instances, their latest attempt each
+                               (stream, try, state, reason, message, node, CPU, wall, MaxRSS)
+    GET /log/<attempt id>      one attempt's log tail as the history keeps it (the list's "tail")
 
 Every route needs a logged-in Airflow user (the UI's session token, or an API bearer token, as
 the REST API does): without one the answer is 401. A user who may not read every DAG sees only
-the runs of the DAGs the auth manager lets them read. The table is the one the CLI prints
+the runs of the DAGs the auth manager lets them read; a drill-down or a log of DAGs they may not
+read answers 403. The table is the one the CLI prints
 (:func:`~airflow_desc.status.current.current_counts`), from the configured history store.
 
 **Rerun** clears with the user's own credential (the session cookie or bearer token the page got),
@@ -37,6 +42,7 @@ cluster (:mod:`airflow_desc.status.live`).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import threading
@@ -404,3 +410,68 @@ def usage_figure(name: str, request: Request, user: GetUserDep) -> Response:
         return figure
 
     return _png(make)
+
+
+#: The most instances one drill-down lists.
+INSTANCES_SHOWN = 2000
+
+
+def _forbidden_unless_readable(selection_dags: list[str], dag_ids: set[str] | None) -> None:
+    """Answer 403 when the user may read none of the DAGs a selection covers."""
+    if dag_ids is not None and selection_dags and not set(selection_dags) & dag_ids:
+        raise HTTPException(status_code=403, detail="you may not read the DAGs of this selection")
+
+
+@app.get("/instances", response_class=HTMLResponse)
+def instances_page(request: Request, user: GetUserDep) -> HTMLResponse:
+    """List the process instances of one count of the status table: a process, in a recorded state."""
+    from airflow_desc.history import PROCESS_STATES, HistoryFilter
+    from airflow_desc.history.queries import attempt_logs, dag_ids_of
+    from airflow_desc.reports.html import render_instances_page
+    from airflow_desc.status.current import readable_history
+
+    selected = _selection(request)
+    process = (request.query_params.get("process") or "").strip()
+    state = (request.query_params.get("state") or "").strip()
+    if not process or state not in PROCESS_STATES:
+        raise HTTPException(
+            status_code=400, detail=f"give process=<name> and state=<one of {', '.join(PROCESS_STATES)}>"
+        )
+    dag_ids = _readable_dags(user)
+    engine = readable_history(_store())
+    chosen = HistoryFilter(workflow=selected["workflow"], variant=selected["variant"], run_id=selected["run"])
+    _forbidden_unless_readable(dag_ids_of(engine, chosen), dag_ids)
+    try:
+        rows = attempt_logs(
+            engine,
+            dataclasses.replace(chosen, dag_ids=dag_ids, process=process, state=state),
+            limit=INSTANCES_SHOWN + 1,
+        )
+    except ValueError as exc:
+        raise HTTPException(status_code=404, detail=str(exc) if dag_ids is None else "not found") from None
+    notes = [
+        "The latest attempt of each process instance in this state, as the history records it (instances "
+        "of runs in progress not recorded yet are counted on the status page but not listed here)."
+    ]
+    if len(rows) > INSTANCES_SHOWN:
+        rows = rows.iloc[:INSTANCES_SHOWN]
+        notes.append(f"The first {INSTANCES_SHOWN:,} are listed: choose a run to see fewer.")
+    page = render_instances_page(rows, process=process, state=state, selected=selected, notes=notes)
+    return HTMLResponse(page)
+
+
+@app.get("/log/{attempt_id}", response_class=HTMLResponse)
+def log_page(attempt_id: int, user: GetUserDep) -> HTMLResponse:
+    """Show one attempt's log tail, as the history keeps it (never read from a cluster)."""
+    from airflow_desc.history.queries import attempt_logs
+    from airflow_desc.reports.html import render_log_page
+    from airflow_desc.status.current import readable_history
+
+    rows = attempt_logs(readable_history(_store()), attempt_id=attempt_id, with_tails=True)
+    if rows.empty:
+        raise HTTPException(status_code=404, detail=f"no attempt {attempt_id} in the history")
+    row = rows.iloc[0].to_dict()
+    dag_ids = _readable_dags(user)
+    if dag_ids is not None and row["dag_id"] not in dag_ids:
+        raise HTTPException(status_code=403, detail="you may not read this DAG")
+    return HTMLResponse(render_log_page(row))

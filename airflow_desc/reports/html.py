@@ -18,6 +18,7 @@ HTML-escaped, and every link is a relative, percent-encoded path inside the dire
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,7 @@ import pandas as pd
 
 from airflow_desc.reports import figures
 from airflow_desc.reports.advice import resource_advice
+from airflow_desc.reports.attempts import attempt_heading
 from airflow_desc.reports.status import (
     STATE_COLUMNS,
     attempts_table,
@@ -46,9 +48,12 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "DRILL_COLUMNS",
     "OVERALL_FIGURES",
     "USAGE_FIGURES",
     "render_html",
+    "render_instances_page",
+    "render_log_page",
     "render_rerun_page",
     "render_status_page",
     "render_usage_page",
@@ -93,6 +98,8 @@ USAGE_FIGURES: dict[str, str] = {
     "cpu_vs_wall": "CPU vs wall clock, every process (a panel each when there are many)",
     "memory_vs_requested": "Peak memory vs requested memory, every process",
 }
+#: The status page's columns whose counts link to the list of those instances: the recorded states.
+DRILL_COLUMNS: tuple[str, ...] = ("Success", "Failed", "Terminated", "Cancelled", "Skipped")
 
 _BAD_COLUMNS = frozenset({"Failed", "Terminated", "Out of memory", "Timed out", "Other failures"})
 _TEXT_COLUMNS = frozenset({"Advice"})
@@ -179,11 +186,17 @@ def _repeats(table: pd.DataFrame) -> list[set[str]]:
 
 
 def _table(
-    table: pd.DataFrame, *, css_class: str, links: Sequence[str | None] | None = None, link_query: str = ""
+    table: pd.DataFrame,
+    *,
+    css_class: str,
+    links: Sequence[str | None] | None = None,
+    link_query: str = "",
+    cell_links: Sequence[Mapping[str, str]] | None = None,
 ) -> _Table:
     """Lay a table out in cells: equal Task / Version cells in a run show once, a Totals row is the footer.
 
-    ``link_query`` (already URL-encoded) is appended to each link as its query string.
+    ``link_query`` (already URL-encoded) is appended to each link of the "Links" column as its query
+    string; ``cell_links`` gives, by row, the columns whose cell links somewhere (already encoded).
     """
     query = f"?{link_query}" if link_query else ""
     columns = [str(c) for c in table.columns]
@@ -201,6 +214,9 @@ def _table(
                 cells.append(_Cell(str(value), href=quote(str(links[number])) + query))
             elif column in blank:
                 cells.append(_Cell(""))
+            elif cell_links is not None and column in cell_links[number]:
+                linked = _cell(column, value, is_number)
+                cells.append(dataclasses.replace(linked, href=cell_links[number][column]))
             else:
                 cells.append(_cell(column, value, is_number))
         body.append(cells)
@@ -228,6 +244,21 @@ def _advice_note(advice: pd.DataFrame) -> str:
     if quantile is None or headroom is None:
         return "Suggestions"
     return f"Suggestions fit {quantile:.0%} of the instances with {headroom:g}x headroom"
+
+
+def _drill_links(table: pd.DataFrame, selected: Mapping[str, str | None]) -> list[dict[str, str]]:
+    """For each row, its non-zero counts of recorded states, linked to the list of those instances."""
+    base = {k: v for k, v in selected.items() if v}
+    out: list[dict[str, str]] = []
+    for row in table.to_dict("records"):
+        links: dict[str, str] = {}
+        if str(row.get("Type")) != "Totals":
+            for column in DRILL_COLUMNS:
+                if row.get(column):
+                    query = urlencode({**base, "process": row["Process"], "state": column.lower()})
+                    links[column] = f"instances?{query}"
+        out.append(links)
+    return out
 
 
 def render_html(
@@ -310,7 +341,13 @@ def render_status_page(
             variants=list(variants),
             notes=list(notes),
             query_suffix=f"?{query}" if query else "",
-            status=_table(table, css_class="status", links=_plot_links(table), link_query=query),
+            status=_table(
+                table,
+                css_class="status",
+                links=_plot_links(table),
+                link_query=query,
+                cell_links=_drill_links(table, selected),
+            ),
             attempts=_table(attempts, css_class="attempts"),
             processes=list(dict.fromkeys(processes)),
             rerun_states=list(rerun_states),
@@ -363,6 +400,54 @@ def render_usage_page(
     )
 
 
+def render_instances_page(
+    attempts: pd.DataFrame,
+    *,
+    process: str,
+    state: str,
+    selected: Mapping[str, str | None],
+    notes: Sequence[str] = (),
+) -> str:
+    """Render the drill-down of one count of the status page (``templates/instances_page.html.j2``).
+
+    One row per process instance: stream, try, state, reason, message, node, CPU, wall, MaxRSS, and
+    its log: a link to the tail the history keeps (``log/<attempt id>``), else where the log is.
+
+    :param attempts: rows of :func:`~airflow_desc.history.queries.attempt_logs`.
+    :param process: the process listed.
+    :param state: the state listed (lower case).
+    :param selected: the status page's selection (``workflow``, ``run``, ``variant``).
+    :param notes: lines shown above the list.
+    """
+    columns = ["Stream", "Try", "State", "Reason", "Message", "Node", "CPU (s)", "Wall (s)", "MaxRSS (MB)"]
+    body: list[list[_Cell]] = []
+    for row in attempts.to_dict("records"):
+        rss = row["max_rss_bytes"]
+        numbers = (row["total_cpu_s"], row["elapsed_s"], None if pd.isna(rss) else int(rss) / 2**20)
+        attempt = f"{row['try_number']}" + (f".{row['resubmit']}" if row["resubmit"] else "")
+        log = (
+            _Cell("tail", href=f"log/{int(row['attempt_id'])}")
+            if row["has_tail"]
+            else _Cell(f"{row['cluster']}:{row['log_path']}" if row["log_path"] else "")
+        )
+        body.append([
+            _Cell(str(row["stream"]) or "(top level)"), _Cell(attempt, "n"), _Cell(str(row["state"])),
+            _Cell(_cell_text(row["reason"])), _Cell(_cell_text(row["message"]), "wrap"),
+            _Cell(_cell_text(row["node"])), *(_cell("n", v, True) for v in numbers), log,
+        ])  # fmt: skip
+    back = urlencode({k: v for k, v in selected.items() if v})
+    return (
+        _templates()
+        .get_template("instances_page.html.j2")
+        .render(
+            title=f"{process}: {state}",
+            notes=list(notes),
+            back=f"./?{back}" if back else "./",
+            instances=_Table(css_class="instances", columns=[*columns, "Log"], body=body, foot=None),
+        )
+    )
+
+
 def render_rerun_page(
     *,
     message: str,
@@ -395,6 +480,22 @@ def render_rerun_page(
             confirm=confirm,
             back=back,
         )  # fmt: skip
+    )
+
+
+def render_log_page(attempt: Mapping[str, Any]) -> str:
+    """Render one attempt's log tail as the history keeps it (``templates/log_page.html.j2``).
+
+    :param attempt: a row of :func:`~airflow_desc.history.queries.attempt_logs` with its ``tail``.
+    """
+    return (
+        _templates()
+        .get_template("log_page.html.j2")
+        .render(
+            title=f"{attempt['process']} {attempt['stream']}",
+            heading=attempt_heading(attempt),
+            tail=attempt["tail"] or "",
+        )
     )
 
 

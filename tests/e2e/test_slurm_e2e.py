@@ -57,6 +57,9 @@ def test_deferrable_job_waits_in_the_real_triggerer(airflow: Deployment) -> None
     assert "deferred" in seen, seen
     [rec] = records_of(airflow, run_id)
     assert rec["state"] == "success"
+    # The UI's log view of the task shows the job's output, on success too.
+    log = airflow.task_log("desc_e2e_deferred", run_id, "job", 1)
+    assert f"output of SLURM job {rec['job_id']}" in log and "[deferred] done" in log, log[-3000:]
     # The poll ran in the triggerer process: its SSH login to the cluster is in the triggerer's log.
     assert "Authentication (publickey) successful" in airflow.log_of("triggerer")
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import json
 import pathlib
+import re
 import shutil
 import subprocess
 import urllib.request
@@ -98,6 +100,25 @@ def test_the_status_page_shows_a_run_in_progress_then_its_plots(
     for figure in ("usage_by_stream", "throughput_by_cluster", "failures_by_stream"):
         status, kind, body = get(f"/desc/figures/{figure}.png?run={run_id}&process=calibrateVisit")
         assert (status, kind) == (200, "image/png") and body[:8] == b"\x89PNG\r\n\x1a\n", figure
+
+    # Drill down: the Success count of calibrateVisit lists its 3 instances, each linked to the tail of
+    # its log the worker kept in the history (the api-server reads no cluster).
+    _, _, body = get(f"/desc/?run={run_id}")
+    success = r'href="(instances\?[^"]*process=calibrateVisit&amp;state=success)">3</a>'
+    [drill] = re.findall(success, body.decode())
+    status, kind, body = get("/desc/" + html.unescape(drill))
+    listing = body.decode()
+    assert (status, kind) == (200, "text/html; charset=utf-8") and listing.count("visit=") >= 3, listing
+    logs = re.findall(r'href="(log/\d+)"', listing)
+    assert len(logs) == 3, listing
+    status, _, body = get(f"/desc/{logs[0]}")
+    page = body.decode()
+    assert status == 200 and "== calibrateVisit visit=" in html.unescape(page), page
+    pilot = r"airflow-desc-pilot: visit=\d+:calibrateVisit starting at .*\n.*calibrateVisit success"
+    assert re.search(pilot, page), page
+    # The bundle task's log in the UI's log view: a line per instance, with where its whole log is.
+    bundle_log = airflow.task_log(DAG_ID, run_id, "processVisit.bundle", 1, map_index=0)
+    assert bundle_log.count("calibrateVisit: success (-); log perlmutter:") == 3, bundle_log[-3000:]
     with pytest.raises(urllib.error.HTTPError) as missing:
         get("/desc/plots/noSuchProcess.png")
     assert missing.value.code == 404

@@ -77,6 +77,12 @@ def test_forty_instances_with_dependencies_in_one_allocation(
             "desc_it_bundle",
             "",
         )
+    # Each instance's log end is kept (its payload's own lines), and the bundle task's log has a line
+    # per instance with its state and where its whole log is.
+    task_log = proc.stdout + proc.stderr
+    for rec in batch:
+        assert rec.log_tail and "] done" in rec.log_tail, rec
+        assert f"{rec.stream} {rec.process}: success (-); log perlmutter:{rec.log_path}" in task_log, rec
     # Heterogeneous: the CPU each used is what its payload burns (5 s, 3 s, 1 s).
     for process, burn in (("calibrateVisit", 5), ("assembleRaft", 3), ("processEimage", 1)):
         cpu = [r.total_cpu_s or 0 for r in batch if r.process == process]
@@ -142,9 +148,7 @@ def test_a_retried_bundle_reruns_only_what_did_not_succeed(
     assert proc.returncode == 0, explain(proc)
     failed = next(r for r in recs if r.process == "calibrateVisit" and r.state == "failed")
     assert failed.reason == "non-zero-exit" and failed.exit_code == 3
-    assert "flaky: the first try of visit 202 fails" in (failed.message or "") + str(
-        failed.extra.get("log_tail")
-    )
+    assert "flaky: the first try of visit 202 fails" in (failed.message or "") + str(failed.log_tail)
     assert all(
         r.extra["pilot"]["launcher"] == "direct"
         for r in recs

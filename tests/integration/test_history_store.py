@@ -152,7 +152,7 @@ def test_migrations_on_postgresql(store: HistoryStore, schema: str) -> None:
     inspector = sa.inspect(store.engine)
     assert set(inspector.get_table_names(schema=schema)) == {
         "workflows", "runs", "streams", "process_instances", "rerun_requests", "rerun_selections",
-        "process_plans", "slurm_job_states", VERSION_TABLE,
+        "process_plans", "slurm_job_states", "log_tails", VERSION_TABLE,
     }  # fmt: skip
     with store.engine.connect() as conn:
         context = MigrationContext.configure(
@@ -352,6 +352,13 @@ def test_rerun_requests_on_postgresql(store: HistoryStore) -> None:
     with store.engine.connect() as conn:
         kept = conn.execute(sa.text("SELECT requested_by, after_try FROM rerun_requests ORDER BY id")).all()
     assert [tuple(r) for r in kept] == [("alice", 1), ("bob", 1)]
+
+
+def test_log_tails_on_postgresql(store: HistoryStore) -> None:
+    from tests.unit.history import test_log_tails as on
+
+    on.test_a_tail_is_kept_with_its_attempt_and_replaced_by_a_later_write_of_it(store)  # NUL too
+    on.test_attempt_logs_lists_the_latest_attempts_or_one_try_with_their_tails(store)
 
 
 # --- the spool's locks and the history's timeouts on PostgreSQL ---------------------------------------------

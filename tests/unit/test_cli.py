@@ -34,6 +34,8 @@ def db(tmp_path: pathlib.Path) -> str:
             req_walltime_s=600,
             cluster="perlmutter",
             reason="out-of-memory" if i == 4 else "success",
+            log_path=f"/home/desc/airflow-desc/DC1/r1/bundle.0/logs/S{i}.log",
+            log_tail=f"sensor S{i} done\n" if i != 3 else None,
         )  # fmt: skip
         for i in range(5)
     ]
@@ -94,7 +96,7 @@ def test_report_writes_html_with_plot_links(db: str, tmp_path: pathlib.Path) -> 
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["--help"], ["status", "--help"], ["report", "--help"], ["history", "--help"],
                  ["clusters", "check", "--help"], ["pools", "sync", "--help"],
-                 ["rerun", "--help"]):  # fmt: skip
+                 ["rerun", "--help"], ["logs", "--help"]):  # fmt: skip
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 0
@@ -177,3 +179,21 @@ def test_status_json_stays_json(db: str, capsys: pytest.CaptureFixture[str]) -> 
     assert both["attempts"][0]["Attempts"] == 5
     assert main(["status", "--db", db, "--since", "2100-01-01", "--no-live"]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_logs_prints_the_kept_tails_of_the_selected_instances(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["logs", "processEimage", "--stream", "*S4", "--db", db]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "== processEimage visit=2201/sensor=S4 | DC1 r1 | try 1 | terminated (out-of-memory) | "
+        "perlmutter:/home/desc/airflow-desc/DC1/r1/bundle.0/logs/S4.log",
+        "sensor S4 done",
+    ]
+    assert main(["logs", "processEimage", "--stream", "*S3", "--try", "1", "--run", "r1", "--db", db]) == 0
+    assert "(no log tail kept" in capsys.readouterr().out
+    assert main(["logs", "processEimage", "--try", "2", "--db", db]) == 1
+    assert "no try 2 of processEimage instance matches" in capsys.readouterr().err
+    assert main(["logs", "nope", "--db", db]) == 2
+    assert "unknown process 'nope'" in capsys.readouterr().err

@@ -59,7 +59,8 @@ def rec(stream: str = "visit=1/raft=R22/sensor=S11", try_number: int = 1, **kw: 
 
 
 FIELDS = [f.name for f in dataclasses.fields(ProcessRecord)]
-FIELDS = [n for n in FIELDS if n not in ("workflow", "variant", "dag_id", "run_id", "stream")]  # other tables
+# Kept in other tables.
+FIELDS = [n for n in FIELDS if n not in ("workflow", "variant", "dag_id", "run_id", "stream", "log_tail")]
 
 
 def rows(store: HistoryStore, table: sa.Table = process_instances) -> list[sa.Row[Any]]:
@@ -90,7 +91,7 @@ def test_upgrade_is_idempotent_and_keeps_its_own_version_table(store: HistorySto
     names = set(sa.inspect(store.engine).get_table_names())
     assert names == {
         "workflows", "runs", "streams", "process_instances", "rerun_requests", "rerun_selections",
-        "process_plans", "slurm_job_states", VERSION_TABLE,
+        "process_plans", "slurm_job_states", "log_tails", VERSION_TABLE,
     }  # fmt: skip
     assert "alembic_version" not in names  # Airflow's own version table is never touched
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import re
 from typing import Any
 
 import pytest
@@ -78,6 +79,10 @@ class Hook:
     def sacct(self, job_ids: list[str]) -> dict[str, Any]:
         return {}
 
+    def read_tails(self, paths: list[str], **_: Any) -> list[str]:
+        self.commands.append(f"tails {' '.join(paths)}")
+        return [f"the end of {path}\npassword=hunter22\n" for path in paths]
+
     def read_tail(self, path: str, lines: int = 60) -> str:
         summary = {"cores": 2, "wall_s": 10.0, "core_s_allocated": 20.0, "core_s_held": 18.0, "cpu_s": 17.0}
         return f"airflow-desc-pilot: summary {json.dumps(summary)}\n"
@@ -90,7 +95,8 @@ def pilot_record(inst: Any, state: str, job_id: str = "900", **extra: Any) -> st
         "exit_code": 0 if state == "success" else 2,
         "start": "2026-11-28T01:00:00.000+00:00", "end": "2026-11-28T01:00:05.000+00:00", "elapsed_s": 5.0,
         "total_cpu_s": 4.9, "max_rss_bytes": 2**27, "node": "pm-n1", "cpus": 1, "memory_mb": 400,
-        "launcher": "direct", "job_id": job_id, "log_path": f"/logs/{inst.id}.log", **extra,
+        "launcher": "direct", "job_id": job_id, **extra,
+        "log_path": f"/home/desc/elsewhere/logs/{re.sub('[/:]', '_', inst.id)}.log",
     }  # fmt: skip
     return json.dumps(record)
 
@@ -140,6 +146,13 @@ def test_collection_records_every_instance_runs_the_wrapups_and_fails_on_a_failu
     assert recs[(unfinished.id.rpartition(":")[0], "eimage")].state == "terminated"
     assert recs[(first_sensor.id.rpartition(":")[0], "eimage")].state == "failed"  # its output check
     assert recs[(first_sensor.id.rpartition(":")[0], "eimage")].reason == "output-check"
+    # Each log's end, read in one call from this task's own logs/ (never where a record says), redacted.
+    [tails] = [c for c in hook.commands if c.startswith("tails ")]
+    own = "~/airflow-desc/d/r/processVisit.bundle.0/logs/"
+    assert all(path.startswith(own) for path in tails.split()[1:])
+    failed = recs[(failing.id.rpartition(":")[0], "assemble")]
+    assert failed.log_tail == f"the end of {own}{re.sub('[/:]', '_', failing.id)}.log\npassword=[REDACTED]\n"
+    assert recs[(unfinished.id.rpartition(":")[0], "eimage")].log_tail is None  # never ran: no log
     # Every batch instance and every script has a record; the wrapup of visit 2 was skipped.
     assert len([r for r in recs.values() if r.process_type == "batch"]) == len(plan.instances)
     assert recs[("visit=2", "wrapupRafts")].state == "skipped"
@@ -238,3 +251,24 @@ def test_the_manifest_gets_run_time_estimates_from_the_history(
     op._estimate(plan)
     assert eimage.estimate_s == 40.0  # left as it was
     assert "no run-time estimates from the history" in capsys.readouterr().out  # the task log
+
+
+def test_instances_whose_logs_cannot_be_read_keep_the_pilots_own_lines_redacted(pyramid: Any) -> None:
+    from airflow_desc.exceptions import ClusterUnreachable
+    from airflow_desc.history import ProcessRecord
+
+    workflow, task = pyramid
+    op = SlurmBundleOperator(task_id="t", workflow_key=workflow.key, variant=None, bundle_task=task.path)
+
+    class Unreachable:
+        def read_tails(self, paths: list[str], **_: Any) -> list[str]:
+            raise ClusterUnreachable("perlmutter: connection lost")
+
+    records = [
+        ProcessRecord(workflow="w", process="p", state="failed", stream="visit=1", log_path="/x/logs/a.log",
+                      log_tail="token=abc123xyz\nTraceback ...\n"),
+        ProcessRecord(workflow="w", process="p", state="skipped", stream="visit=2"),
+    ]  # fmt: skip
+    ctx: Any = {"ti": TI()}
+    out = op._with_log_tails(ctx, Unreachable(), op._profile(), records)  # type: ignore[arg-type]
+    assert [r.log_tail for r in out] == ["token=[REDACTED]\nTraceback ...\n", None]

@@ -9,6 +9,7 @@ import pytest
 from airflow_desc.exceptions import ClusterUnreachable
 from airflow_desc.operators.slurm import SlurmOperator
 from airflow_desc.slurm import accounting_to_payload, group_accounting, parse_sacct
+from airflow_desc.slurm.log_tails import LOG_TAIL_LINES
 from tests.unit.operators.test_untrusted_reads import HONEST, SITE, TASK_DIR, context, operator
 
 # What sacct said of a 2.7 s single-core job: Elapsed in whole seconds, TotalCPU in milliseconds.
@@ -43,7 +44,8 @@ def finish(monkeypatch: pytest.MonkeyPatch, hook: TailHook) -> tuple[dict[str, A
 def test_the_record_takes_the_script_s_timing_and_keeps_sacct_s(monkeypatch: pytest.MonkeyPatch) -> None:
     hook = TailHook("payload output\n" + TIMING)
     summary, record = finish(monkeypatch, hook)
-    assert hook.reads == [(f"{TASK_DIR}/t1-900.out", 4)]  # only the last lines of a success
+    # One read of a success's log: its tail for the task log and the history, the timing line in it.
+    assert hook.reads == [(f"{TASK_DIR}/t1-900.out", LOG_TAIL_LINES)]
     assert (record.elapsed_s, record.total_cpu_s) == (2.714, 2.686)
     assert record.total_cpu_s <= record.elapsed_s  # sacct said 2.69 s of CPU in 2 s
     assert record.extra["timing"] == "job script"

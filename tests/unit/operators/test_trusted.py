@@ -9,6 +9,7 @@ import pytest
 
 from airflow_desc.exceptions import UntrustedState
 from airflow_desc.operators.trusted import (
+    own_log_path,
     trusted_bundle_state,
     trusted_event_accounting,
     trusted_event_job_id,
@@ -242,3 +243,32 @@ def test_an_honest_event_gives_its_accounting() -> None:
 def test_a_bad_event_is_refused(event: Any, field: str) -> None:
     with pytest.raises(UntrustedState, match=rf"^{re.escape(field)} = "):
         trusted_event_accounting(event)
+
+
+# --- logs named by a record ---
+
+TASK = "airflow-desc/dc1/run1/processSensor.bundle.0"
+
+
+@pytest.mark.parametrize(
+    ("recorded", "read"),
+    [
+        (f"{TASK}/t2-4711.out", f"{TASK}/t2-4711.out"),
+        (f"{TASK}/t1-4711_3.out", f"{TASK}/t1-4711_3.out"),
+        (f"/home/desc/{TASK}/logs/visit=1_raft=R22_processEimage.log",
+         f"{TASK}/logs/visit=1_raft=R22_processEimage.log"),
+        # only the name counts: the directory is always this task's own
+        ("/etc/t1-1.out", f"{TASK}/t1-1.out"),
+        ("/home/desc/other-task/logs/x.log", f"{TASK}/logs/x.log"),
+        ("/etc/passwd", None),
+        ("../../.ssh/id_ed25519", None),
+        (f"{TASK}/logs/..log", None),
+        (f"{TASK}/logs/.hidden.log", None),
+        (f"{TASK}/records.jsonl", None),
+        ("x.log\n", None),
+        (None, None),
+        (42, None),
+    ],
+)  # fmt: skip
+def test_a_recorded_log_is_read_only_from_the_task_instances_own_directory(recorded: Any, read: Any) -> None:
+    assert own_log_path(TASK, recorded) == read

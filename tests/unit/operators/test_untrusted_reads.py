@@ -273,11 +273,27 @@ def test_an_honest_job_of_an_earlier_try_is_still_adopted(hook: RecordingHook) -
     summary = operator().execute(ctx)
     assert summary["adopted"] and summary["job_id"] == "900"
     assert summary["log_path"] == f"{TASK_DIR}/t1-900.out"
-    # tries 1, 2 by name; squeue: a live job's name from the controller wins over accounting; the
-    # end of its log, for the job script's own timing of the payload
-    assert [name for name, _ in hook.calls] == [
-        "find_jobs_by_name",
-        "find_jobs_by_name",
-        "squeue",
-        "read_tail",
-    ]
+    # tries 1, 2 by name; squeue: a live job's name from the controller wins over accounting; then
+    # its log's end (read on success too: the task log, the history, the job script's own timing of
+    # the payload), from the trusted path
+    calls = [name for name, _ in hook.calls]
+    assert calls == ["find_jobs_by_name", "find_jobs_by_name", "squeue", "read_tail"]
+    assert hook.calls[-1] == ("read_tail", (f"{TASK_DIR}/t1-900.out",))
+
+
+def test_a_success_whose_log_cannot_be_read_is_still_recorded_a_failure_is_not(
+    hook: RecordingHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_desc.exceptions import ClusterUnreachable
+
+    def unreachable(path: str, **_: Any) -> str:
+        raise ClusterUnreachable("perlmutter: connection lost")
+
+    monkeypatch.setattr(hook, "read_tail", unreachable, raising=False)
+    op = operator()
+    summary = op.execute_complete(context(slurm=HONEST), done_event(state="COMPLETED", exit_code="0:0"))
+    assert summary["state"] == "success"
+    [record] = op.recorder.records  # type: ignore[union-attr]
+    assert record.state == "success" and record.log_tail is None
+    with pytest.raises(ClusterUnreachable):  # the diagnosis needs it: the try fails, a retry adopts the job
+        operator().execute_complete(context(slurm=HONEST), done_event())

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import pathlib
+import re
+from collections.abc import Iterator
+
 import pandas as pd
 import pytest
+from airflow.api_fastapi.core_api.security import get_user
 from fastapi.testclient import TestClient
 
+from airflow_desc.history import HistoryFilter, ProcessRecord
 from airflow_desc.plugins import DescPlugin
 from airflow_desc.plugins.ui import EXTERNAL_VIEW, URL_PREFIX, app
 from airflow_desc.reports.html import render_rerun_page, render_status_page
@@ -14,7 +20,7 @@ from airflow_desc.reports.status import attempts_table, status_table
 
 def test_every_route_needs_a_logged_in_user() -> None:
     client = TestClient(app)
-    for path in ("/", "/status.json", "/status.csv", "/plots/processEimage.png"):
+    for path in ("/", "/status.json", "/status.csv", "/plots/processEimage.png", "/instances", "/log/1"):
         response = client.get(path)
         assert response.status_code == 401, (path, response.text)
     assert client.post("/rerun", data={"process": "processEimage", "reason": "x"}).status_code == 401
@@ -85,3 +91,64 @@ def test_the_rerun_reaches_this_api_server_as_configured_never_at_the_request_s_
     assert _api_base() == "https://airflow.example.org/campaigns"
     monkeypatch.setenv("AIRFLOW__DESC__API_URL", "http://api.internal:8080")
     assert _api_base() == "http://api.internal:8080"
+
+
+# --- drill-down and logs, on a real SQLite history (the auth manager's answer given) ---
+
+
+@pytest.fixture
+def drill(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    """The app on a SQLite history of two DAGs; the user may read only ``dc1``."""
+    from airflow_desc.history import open_history
+    from airflow_desc.plugins import ui
+
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    monkeypatch.setenv("DESC_HISTORY_CONN_ID", url)
+    monkeypatch.setattr(ui, "_STORES", {})
+    monkeypatch.setattr(ui, "_readable_dags", lambda user: {"dc1"})
+    common = {"workflow": "DC1", "process": "processEimage", "task_id": "b", "cluster": "perlmutter"}
+    open_history(url).record([
+        ProcessRecord(**common, state="failed", dag_id="dc1", run_id="r1", stream="visit=1", reason="oops",
+                      message="<script>x</script>", node="pm-n1", total_cpu_s=3.5, elapsed_s=4.0,
+                      max_rss_bytes=3 * 2**20, log_path="/w/logs/v1.log", log_tail="Trace <b>x</b>\n"),
+        ProcessRecord(**common, state="failed", dag_id="secret", run_id="r9", stream="visit=9",
+                      log_tail="not yours\n"),
+    ])  # fmt: skip
+    app.dependency_overrides[get_user] = lambda: object()
+    yield TestClient(app)
+    app.dependency_overrides.clear()
+
+
+def test_a_count_lists_its_instances_and_each_links_to_its_log_tail(drill: TestClient) -> None:
+    page = drill.get("/instances", params={"process": "processEimage", "state": "failed"})
+    assert page.status_code == 200, page.text
+    html = page.text
+    assert "visit=1" in html and "visit=9" not in html  # only the DAGs this user may read
+    assert "&lt;script&gt;" in html and "<script>" not in html
+    assert ">3.50<" in html and ">4<" in html and ">3<" in html and "pm-n1" in html  # CPU, wall, MaxRSS MB
+    [link] = re.findall(r'href="(log/\d+)"', html)
+    log = drill.get(f"/{link}")
+    assert log.status_code == 200 and "Trace &lt;b&gt;x&lt;/b&gt;" in log.text
+    assert "perlmutter:/w/logs/v1.log" in log.text
+
+
+def test_a_drill_down_or_a_log_of_a_dag_the_user_may_not_read_is_forbidden(drill: TestClient) -> None:
+    from airflow_desc.history.queries import attempt_logs
+    from airflow_desc.plugins.ui import _store
+
+    theirs = attempt_logs(_store().engine, HistoryFilter(run_id="r9"))
+    assert drill.get(f"/log/{int(theirs['attempt_id'][0])}").status_code == 403
+    query = {"process": "processEimage", "state": "failed", "run": "r9"}
+    assert drill.get("/instances", params=query).status_code == 403
+    assert drill.get("/log/999999").status_code == 404
+    assert drill.get("/instances", params={"process": "processEimage", "state": "bogus"}).status_code == 400
+
+
+def test_the_status_page_links_each_recorded_count_to_its_instances() -> None:
+    table = status_table(counts())
+    html = render_status_page(
+        table, attempts_table(counts()), workflows=[], variants=[], selected={"workflow": None, "run": "r 1"}
+    )
+    assert 'href="instances?run=r+1&amp;process=process%3CEimage%3E&amp;state=success">4</a>' in html
+    assert 'state=failed">1</a>' in html
+    assert "state=terminated" not in html  # a zero count links nowhere
