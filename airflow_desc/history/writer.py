@@ -26,8 +26,16 @@ from airflow_desc.history.engine import (
     schema_revision,
     upgrade_schema,
 )
+from airflow_desc.history.latest import COUNT_GROUP, INSTANCE_COLUMNS, HeldAttempt, plan_batch
 from airflow_desc.history.records import AttemptKey, ProcessRecord, RerunRequest
-from airflow_desc.history.schema import process_instances, rerun_requests, runs, streams, workflows
+from airflow_desc.history.schema import (
+    instance_counts,
+    process_instances,
+    rerun_requests,
+    runs,
+    streams,
+    workflows,
+)
 
 __all__ = ["HistoryStore", "dedupe"]
 
@@ -35,8 +43,9 @@ __all__ = ["HistoryStore", "dedupe"]
 _IN_CHUNK = 500
 _INSERT_CHUNK = 1000
 
-_KEY_COLUMNS = ("run_ref", "stream_ref", "task_id", "map_index", "process", "try_number", "resubmit")
-_INSTANCE_COLUMNS = _KEY_COLUMNS[:-2]
+_KEY_COLUMNS = (*INSTANCE_COLUMNS, "try_number", "resubmit")
+# What the writer reads of the attempts already recorded of the instances it writes.
+_HELD_COLUMNS = tuple(dict.fromkeys((*_KEY_COLUMNS, *COUNT_GROUP)))
 # ProcessRecord fields stored as process_instances columns of the same name.
 _RECORD_COLUMNS = (
     "task_id",
@@ -228,7 +237,7 @@ class HistoryStore:
         with self.engine.begin() as conn:
             workflow_refs = self._workflow_refs(conn, batch)
             run_refs = self._run_refs(conn, batch, workflow_refs, now)
-            stream_refs = self._stream_refs(conn, batch, run_refs)
+            stream_refs, created = self._stream_refs(conn, batch, run_refs)
             requests = _rerun_requests(conn, batch)
             rows = []
             for r in batch:
@@ -246,12 +255,19 @@ class HistoryStore:
                     recorded_at=now,
                 )
                 rows.append(row)
+            held = _held_attempts(conn, rows, created)
+            plan = plan_batch(held, rows)
             stmt = self._upsert_attempts()
-            written: list[int] = []
             for chunk in _chunks(rows, _INSERT_CHUNK):
-                written.extend(int(i) for (i,) in conn.execute(stmt, list(chunk)))
-            for ids in _chunks(written, _IN_CHUNK):
-                conn.execute(_RELATCH_LATEST, {"ids": list(ids)})
+                conn.execute(stmt, list(chunk))
+            for latest, flipped in plan.flips.items():
+                for ids in _chunks(sorted(flipped), _IN_CHUNK):
+                    conn.execute(
+                        sa.update(process_instances)
+                        .where(process_instances.c.id.in_(ids))
+                        .values(latest=latest)
+                    )
+            self._move_counts(conn, plan.counts)
 
     def request_reruns(self, requests: Sequence[RerunRequest]) -> None:
         """Keep who cleared which task instances and why, for the attempts that follow.
@@ -276,11 +292,38 @@ class HistoryStore:
 
     def _upsert_attempts(self) -> Any:
         stmt = self._insert(process_instances)
-        keep = {"id", "latest", *_KEY_COLUMNS}  # latest: set for the whole instance afterwards
+        keep = {"id", *_KEY_COLUMNS}
         return stmt.on_conflict_do_update(
             index_elements=list(_KEY_COLUMNS),
             set_={c.name: stmt.excluded[c.name] for c in process_instances.columns if c.name not in keep},
-        ).returning(process_instances.c.id)
+        )
+
+    def _move_counts(self, conn: Connection, changes: Mapping[tuple[Any, ...], tuple[int, int]]) -> None:
+        """Add ``changes`` (instances, attempts by :data:`COUNT_GROUP`) to ``instance_counts``.
+
+        In group order (the rows of one run are written under its run's lock anyway); the rows
+        that fall to no instance are deleted.
+        """
+        if not changes:
+            return
+        ic = instance_counts
+        rows = [
+            {**dict(zip(COUNT_GROUP, group, strict=True)), "instances": n, "attempts": a}
+            for group, (n, a) in sorted(changes.items())
+        ]
+        stmt = self._insert(ic)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(COUNT_GROUP),
+            set_={
+                "instances": ic.c.instances + stmt.excluded.instances,
+                "attempts": ic.c.attempts + stmt.excluded.attempts,
+            },
+        )
+        for chunk in _chunks(rows, _INSERT_CHUNK):
+            conn.execute(stmt, list(chunk))
+        if any(n < 0 for n, _ in changes.values()):
+            emptied = sorted({group[0] for group, (n, _) in changes.items() if n < 0})
+            conn.execute(ic.delete().where(ic.c.run_ref.in_(emptied), ic.c.instances <= 0))
 
     def _workflow_refs(
         self, conn: Connection, batch: Sequence[ProcessRecord]
@@ -346,7 +389,11 @@ class HistoryStore:
 
     def _stream_refs(
         self, conn: Connection, batch: Sequence[ProcessRecord], run_refs: Mapping[tuple[str, str], int]
-    ) -> dict[tuple[int, str], int]:
+    ) -> tuple[dict[tuple[int, str], int], set[int]]:
+        """Return the id of each stream of the batch (and its parents), and the ids of those made now.
+
+        A stream made now holds no attempt yet: :func:`_held_attempts` need not look there.
+        """
         wanted: set[tuple[int, str]] = set()
         for r in batch:
             run_ref = run_refs[(r.dag_id, r.run_id)]
@@ -373,7 +420,7 @@ class HistoryStore:
             for chunk in _chunks(rows, _INSERT_CHUNK):
                 conn.execute(stmt, list(chunk))
             found.update(self._select_streams(conn, set(level)))
-        return found
+        return found, {found[rp] for rp in missing}
 
     @staticmethod
     def _select_streams(conn: Connection, wanted: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
@@ -391,29 +438,33 @@ class HistoryStore:
         return found
 
 
-def _relatch_latest() -> sa.Update:
-    """Set ``latest`` on every attempt of the instances of the rows ``:ids`` (only where it changes).
+def _held_attempts(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], created: set[int]
+) -> list[HeldAttempt]:
+    """Return the recorded attempts of the instances of ``rows`` (none in the streams just ``created``).
 
-    Attempts are ordered by ``(try_number, resubmit)``. A new attempt supersedes the earlier ones;
-    an earlier attempt arriving late (from a spool) is itself superseded. Set-based, so that a batch
-    costs a few statements on both databases.
+    Read by (run, stream) through the attempts' unique index, and narrowed to the instances here;
+    under the lock the batch holds on its runs, so that no other writer adds an attempt meanwhile.
     """
     pi = process_instances
-    written, sibling, other = pi.alias("written"), pi.alias("sibling"), pi.alias("other")
-    same_instance = [getattr(sibling.c, k) == getattr(written.c, k) for k in _INSTANCE_COLUMNS]
-    siblings = (
-        sa.select(sibling.c.id)
-        .join(written, sa.and_(*same_instance))
-        .where(written.c.id.in_(sa.bindparam("ids", expanding=True)))
-    )
-    is_latest = ~sa.exists().where(
-        *(getattr(other.c, k) == getattr(pi.c, k) for k in _INSTANCE_COLUMNS),
-        sa.or_(
-            other.c.try_number > pi.c.try_number,
-            sa.and_(other.c.try_number == pi.c.try_number, other.c.resubmit > pi.c.resubmit),
-        ),
-    )
-    return sa.update(pi).where(pi.c.id.in_(siblings), pi.c.latest != is_latest).values(latest=is_latest)
+    wanted: dict[int, set[int]] = {}
+    instances = set()
+    for row in rows:
+        if row["stream_ref"] not in created:
+            wanted.setdefault(row["run_ref"], set()).add(row["stream_ref"])
+            instances.add(tuple(row[c] for c in INSTANCE_COLUMNS))
+    columns = [pi.c[name] for name in _HELD_COLUMNS]
+    held = []
+    for run_ref, stream_refs in sorted(wanted.items()):
+        for chunk in _chunks(sorted(stream_refs), _IN_CHUNK):
+            query = sa.select(pi.c.id, pi.c.latest, *columns).where(
+                pi.c.run_ref == run_ref, pi.c.stream_ref.in_(chunk)
+            )
+            for id_, latest, *values in conn.execute(query):
+                found = dict(zip(_HELD_COLUMNS, values, strict=True))
+                if tuple(found[c] for c in INSTANCE_COLUMNS) in instances:
+                    held.append(HeldAttempt(int(id_), bool(latest), found))
+    return held
 
 
 def _clean(value: Any) -> Any:
@@ -426,8 +477,6 @@ def _clean(value: Any) -> Any:
         return [_clean(v) for v in value]
     return value
 
-
-_RELATCH_LATEST = _relatch_latest()
 
 _TaskInstanceKey = tuple[str, str, str, int]
 
