@@ -150,6 +150,8 @@ class HistoryStore:
         self._engine: Engine | None = None
         self.auto_upgrade = auto_upgrade
         self._upgraded = False
+        # Workflow rows are never changed or deleted: their ids, once committed, are asked once.
+        self._workflow_ids: dict[tuple[str, str, str], int] = {}
 
     @classmethod
     def from_conn_id(cls, conn_id: str, **kwargs: Any) -> HistoryStore:
@@ -268,6 +270,7 @@ class HistoryStore:
                         .values(latest=latest)
                     )
             self._move_counts(conn, plan.counts)
+        self._workflow_ids.update(workflow_refs)  # committed
 
     def request_reruns(self, requests: Sequence[RerunRequest]) -> None:
         """Keep who cleared which task instances and why, for the attempts that follow.
@@ -328,11 +331,13 @@ class HistoryStore:
     def _workflow_refs(
         self, conn: Connection, batch: Sequence[ProcessRecord]
     ) -> dict[tuple[str, str, str], int]:
-        wanted = sorted({_workflow_identity(r) for r in batch})
+        found = {w: i for w in {_workflow_identity(r) for r in batch} if (i := self._workflow_ids.get(w))}
+        wanted = sorted({_workflow_identity(r) for r in batch} - set(found))
+        if not wanted:
+            return found
         stmt = self._insert(workflows).on_conflict_do_nothing(index_elements=["name", "variant", "version"])
         conn.execute(stmt, [{"name": n, "variant": va, "version": ve} for n, va, ve in wanted])
         names = sorted({n for n, _, _ in wanted})
-        found: dict[tuple[str, str, str], int] = {}
         for chunk in _chunks(names, _IN_CHUNK):
             query = sa.select(workflows.c.id, workflows.c.name, workflows.c.variant, workflows.c.version)
             for id_, name, variant, version in conn.execute(query.where(workflows.c.name.in_(chunk))):
@@ -376,16 +381,10 @@ class HistoryStore:
             },
         )
         # In key order: the upsert locks each run's row until commit (which serialises writers of the
-        # same run, so that two attempts of an instance never both end up ``latest``), never crosswise.
-        conn.execute(stmt, [wanted[k] for k in sorted(wanted)])
-        run_ids = sorted({run_id for _, run_id in wanted})
-        found: dict[tuple[str, str], int] = {}
-        for chunk in _chunks(run_ids, _IN_CHUNK):
-            query = sa.select(runs.c.id, runs.c.dag_id, runs.c.run_id).where(runs.c.run_id.in_(chunk))
-            for id_, dag_id, run_id in conn.execute(query):
-                if (dag_id, run_id) in wanted:
-                    found[(dag_id, run_id)] = id_
-        return found
+        # same run, so that they read each other's attempts: _held_attempts), never crosswise.
+        stmt = stmt.returning(runs.c.id, runs.c.dag_id, runs.c.run_id)
+        done = conn.execute(stmt, [wanted[k] for k in sorted(wanted)])
+        return {(dag_id, run_id): id_ for id_, dag_id, run_id in done}
 
     def _stream_refs(
         self, conn: Connection, batch: Sequence[ProcessRecord], run_refs: Mapping[tuple[str, str], int]
@@ -404,7 +403,10 @@ class HistoryStore:
         by_depth: dict[int, list[tuple[int, str]]] = {}
         for run_ref, path in missing:
             by_depth.setdefault(len(_ancestors(path)), []).append((run_ref, path))
+        # No other writer adds streams of these runs meanwhile (the batch holds their locks): the
+        # rows inserted are the ones missing, and their ids come back with them.
         stmt = self._insert(streams).on_conflict_do_nothing(index_elements=["run_ref", "path"])
+        stmt = stmt.returning(streams.c.id, streams.c.run_ref, streams.c.path)
         for depth in sorted(by_depth):
             level = by_depth[depth]
             rows = []
@@ -418,8 +420,9 @@ class HistoryStore:
                     }
                 )
             for chunk in _chunks(rows, _INSERT_CHUNK):
-                conn.execute(stmt, list(chunk))
-            found.update(self._select_streams(conn, set(level)))
+                found.update({(run_ref, path): id_ for id_, run_ref, path in conn.execute(stmt, list(chunk))})
+            if not set(level) <= set(found):
+                found.update(self._select_streams(conn, set(level) - set(found)))
         return found, {found[rp] for rp in missing}
 
     @staticmethod
