@@ -331,13 +331,17 @@ class HistoryStore:
     def _workflow_refs(
         self, conn: Connection, batch: Sequence[ProcessRecord]
     ) -> dict[tuple[str, str, str], int]:
-        found = {w: i for w in {_workflow_identity(r) for r in batch} if (i := self._workflow_ids.get(w))}
-        wanted = sorted({_workflow_identity(r) for r in batch} - set(found))
+        identities = {_workflow_identity(r) for r in batch}
+        found = {w: self._workflow_ids[w] for w in identities if w in self._workflow_ids}
+        wanted = sorted(identities - set(found))
         if not wanted:
             return found
         stmt = self._insert(workflows).on_conflict_do_nothing(index_elements=["name", "variant", "version"])
-        conn.execute(stmt, [{"name": n, "variant": va, "version": ve} for n, va, ve in wanted])
         names = sorted({n for n, _, _ in wanted})
+        # A new workflow's row is committed at once, in a transaction of its own: in the batch's, a
+        # long batch would hold every other writer of that workflow at its unique key until commit.
+        with self.engine.begin() as own:
+            own.execute(stmt, [{"name": n, "variant": va, "version": ve} for n, va, ve in wanted])
         for chunk in _chunks(names, _IN_CHUNK):
             query = sa.select(workflows.c.id, workflows.c.name, workflows.c.variant, workflows.c.version)
             for id_, name, variant, version in conn.execute(query.where(workflows.c.name.in_(chunk))):
