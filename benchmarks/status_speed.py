@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,10 +56,9 @@ import history_scale  # noqa: E402  # the DC1-shaped generator, beside this file
 import live_status  # noqa: E402  # the live rows of the worst case, beside this file
 
 from airflow_desc.history import HistoryStore, ProcessRecord  # noqa: E402
-from airflow_desc.history.queries import latest_attempts, status_counts  # noqa: E402
+from airflow_desc.history.queries import status_counts  # noqa: E402
 from airflow_desc.reports.status import status_table, to_json  # noqa: E402
 from airflow_desc.status.current import current_counts  # noqa: E402
-from airflow_desc.status.merge import merge_live  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STATUS_TARGET_S = 1.0
@@ -168,15 +166,7 @@ def measure_status(
                           ", ".join(f"{t:.3f}" for t in page_runs)))  # fmt: skip
     live, cleared, new = live_status.make_live(store, live_status.live_processes(), 2017)
 
-    def merged() -> pd.DataFrame:
-        counts = status_counts(store.engine)
-        recorded = latest_attempts(
-            store.engine, sorted(set(zip(live["dag_id"], live["run_id"], strict=True))),
-            task_ids=sorted(set(live["task_id"])), processes=sorted(set(live["process"])),
-        )  # fmt: skip
-        return status_table(*merge_live(counts, live, recorded))
-
-    merged_s, _, _ = median_of(merged, repeat)
+    merged_s, _, _ = median_of(lambda: live_status.merged_table(store, live), repeat)
     note = f"{len(live):,} live rows ({cleared:,} cleared, {new:,} new); merged {merged_s:.3f} s"
     extra = max(merged_s - page_s, 0.0)
     figures.append(
