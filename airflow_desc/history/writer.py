@@ -6,8 +6,9 @@ one transaction per batch, replacing any attempt already recorded under the same
 :meth:`ProcessRecord.key`. In that transaction it reads the attempts already recorded of the
 instances it writes (under the lock it takes on their runs) and sets each attempt's ``latest``
 flag and moves the instances' counts in ``instance_counts`` (:mod:`airflow_desc.history.latest`).
-The database is the store's own, independent of Airflow's metadata DB: ``airflow db clean``, deleting a DAG or upgrading Airflow leave it alone. How it is reached and
-migrated is :mod:`airflow_desc.history.engine`; the recorder that spools when it is away is
+The database is the store's own, independent of Airflow's metadata DB: ``airflow db clean``,
+deleting a DAG or upgrading Airflow leave it alone. How it is reached and migrated is
+:mod:`airflow_desc.history.engine`; the recorder that spools when it is away is
 :mod:`airflow_desc.history.spool`.
 """
 
