@@ -45,18 +45,18 @@ def _config_file() -> str:
 
 def _from_file(section: str, option: str) -> object:
     """Return the option in the configuration file (None: not there), or ``_UNREAD``."""
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser = configparser.ConfigParser(strict=False)  # Airflow's: ``%(name)s`` and ``%%`` interpolated
     try:
         with open(_config_file(), encoding="utf-8") as f:
             parser.read_file(f)
+        if not parser.has_option(section, option):
+            return None
+        return _expand(parser.get(section, option))
     except FileNotFoundError:
         return None  # Airflow writes a default one, which has no [desc] section
     except (OSError, UnicodeError, configparser.Error) as exc:
         log.debug("reading [%s] %s from %s ourselves failed: %s", section, option, _config_file(), exc)
         return _UNREAD
-    if not parser.has_option(section, option):
-        return None
-    return _expand(parser.get(section, option))
 
 
 def _from_airflow(section: str, option: str) -> str | None:

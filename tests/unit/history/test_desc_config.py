@@ -48,16 +48,24 @@ def test_options_from_the_environment_and_airflow_cfg_agree_with_airflow(tmp_pat
             [desc]
             spool_dir = $DESC_TEST_BASE/spool
             history_statement_timeout = 7
+            clusters_file = /data/100%%/clusters.yaml
             history_conn_id = from_file
             """
         )
     )
     env = {"AIRFLOW_HOME": str(tmp_path), "DESC_TEST_BASE": "/data"}
     env["AIRFLOW__DESC__HISTORY_CONN_ID"] = "from_env"
-    ours, theirs = _fresh(env, "spool_dir", "history_statement_timeout", "history_conn_id", "clusters_file")
+    options = (
+        "spool_dir",
+        "history_statement_timeout",
+        "history_conn_id",
+        "clusters_file",
+        "history_reply_timeout",
+    )
+    ours, theirs = _fresh(env, *options)
     assert ours == theirs == {
         "spool_dir": "/data/spool", "history_statement_timeout": "7", "history_conn_id": "from_env",
-        "clusters_file": None,
+        "clusters_file": "/data/100%/clusters.yaml", "history_reply_timeout": None,
     }  # fmt: skip
 
 
