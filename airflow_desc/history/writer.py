@@ -14,7 +14,7 @@ deleting a DAG or upgrading Airflow leave it alone. How it is reached and migrat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -155,6 +155,7 @@ class HistoryStore:
         self._upgraded = False
         # Workflow rows are never changed or deleted: their ids, once committed, are asked once.
         self._workflow_ids: dict[tuple[str, str, str], int] = {}
+        self._statements: dict[str, Any] = {}
 
     @classmethod
     def from_conn_id(cls, conn_id: str, **kwargs: Any) -> HistoryStore:
@@ -262,7 +263,7 @@ class HistoryStore:
                 rows.append(row)
             held = _held_attempts(conn, rows, created)
             plan = plan_batch(held, rows)
-            stmt = self._upsert_attempts()
+            stmt = self._built("attempts", self._upsert_attempts)
             for chunk in _chunks(rows, _INSERT_CHUNK):
                 conn.execute(stmt, list(chunk))
             for latest, flipped in plan.flips.items():
@@ -288,6 +289,17 @@ class HistoryStore:
                 rerun_requests.insert(),
                 [{f: getattr(q, f) for f in RerunRequest.__dataclass_fields__} for q in requests],
             )
+
+    def _built(self, key: str, build: Callable[[], Any]) -> Any:
+        """Return the statement ``key``, built once per store.
+
+        Building an upsert each batch cost a worker's small batch a third of its CPU: SQLAlchemy
+        makes a proxy of every column for ``excluded``.
+        """
+        stmt = self._statements.get(key)
+        if stmt is None:
+            stmt = self._statements[key] = build()
+        return stmt
 
     def _insert(self, table: sa.Table) -> Any:
         if self.dialect == "postgresql":
@@ -317,19 +329,34 @@ class HistoryStore:
             {**dict(zip(COUNT_GROUP, group, strict=True)), "instances": n, "attempts": a}
             for group, (n, a) in sorted(changes.items())
         ]
+        stmt = self._built("counts", self._upsert_counts)
+        for chunk in _chunks(rows, _INSERT_CHUNK):
+            conn.execute(stmt, list(chunk))
+        if any(n < 0 for n, _ in changes.values()):
+            emptied = sorted({group[0] for group, (n, _) in changes.items() if n < 0})
+            conn.execute(ic.delete().where(ic.c.run_ref.in_(emptied), ic.c.instances <= 0))
+
+    def _upsert_counts(self) -> Any:
+        ic = instance_counts
         stmt = self._insert(ic)
-        stmt = stmt.on_conflict_do_update(
+        return stmt.on_conflict_do_update(
             index_elements=list(COUNT_GROUP),
             set_={
                 "instances": ic.c.instances + stmt.excluded.instances,
                 "attempts": ic.c.attempts + stmt.excluded.attempts,
             },
         )
-        for chunk in _chunks(rows, _INSERT_CHUNK):
-            conn.execute(stmt, list(chunk))
-        if any(n < 0 for n, _ in changes.values()):
-            emptied = sorted({group[0] for group, (n, _) in changes.items() if n < 0})
-            conn.execute(ic.delete().where(ic.c.run_ref.in_(emptied), ic.c.instances <= 0))
+
+    def _upsert_runs(self) -> Any:
+        stmt = self._insert(runs)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["dag_id", "run_id"],
+            set_={
+                "conf": sa.func.coalesce(stmt.excluded.conf, runs.c.conf),
+                "survey_year": sa.func.coalesce(stmt.excluded.survey_year, runs.c.survey_year),
+            },
+        )
+        return stmt.returning(runs.c.id, runs.c.dag_id, runs.c.run_id)
 
     def _workflow_refs(
         self, conn: Connection, batch: Sequence[ProcessRecord]
@@ -339,7 +366,12 @@ class HistoryStore:
         wanted = sorted(identities - set(found))
         if not wanted:
             return found
-        stmt = self._insert(workflows).on_conflict_do_nothing(index_elements=["name", "variant", "version"])
+        stmt = self._built(
+            "workflows",
+            lambda: self._insert(workflows).on_conflict_do_nothing(
+                index_elements=["name", "variant", "version"]
+            ),
+        )
         names = sorted({n for n, _, _ in wanted})
         # A new workflow's row is committed at once, in a transaction of its own: in the batch's, a
         # long batch would hold every other writer of that workflow at its unique key until commit.
@@ -379,18 +411,9 @@ class HistoryStore:
                 row["conf"] = dict(conf)
             if year is not None:
                 row["survey_year"] = int(year)
-        stmt = self._insert(runs)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["dag_id", "run_id"],
-            set_={
-                "conf": sa.func.coalesce(stmt.excluded.conf, runs.c.conf),
-                "survey_year": sa.func.coalesce(stmt.excluded.survey_year, runs.c.survey_year),
-            },
-        )
         # In key order: the upsert locks each run's row until commit (which serialises writers of the
         # same run, so that they read each other's attempts: _held_attempts), never crosswise.
-        stmt = stmt.returning(runs.c.id, runs.c.dag_id, runs.c.run_id)
-        done = conn.execute(stmt, [wanted[k] for k in sorted(wanted)])
+        done = conn.execute(self._built("runs", self._upsert_runs), [wanted[k] for k in sorted(wanted)])
         return {(dag_id, run_id): id_ for id_, dag_id, run_id in done}
 
     def _stream_refs(
@@ -412,8 +435,14 @@ class HistoryStore:
             by_depth.setdefault(len(_ancestors(path)), []).append((run_ref, path))
         # No other writer adds streams of these runs meanwhile (the batch holds their locks): the
         # rows inserted are the ones missing, and their ids come back with them.
-        stmt = self._insert(streams).on_conflict_do_nothing(index_elements=["run_ref", "path"])
-        stmt = stmt.returning(streams.c.id, streams.c.run_ref, streams.c.path)
+        stmt = self._built(
+            "streams",
+            lambda: (
+                self._insert(streams)
+                .on_conflict_do_nothing(index_elements=["run_ref", "path"])
+                .returning(streams.c.id, streams.c.run_ref, streams.c.path)
+            ),
+        )
         for depth in sorted(by_depth):
             level = by_depth[depth]
             rows = []
