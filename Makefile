@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Integration tests wait on SLURM (a TIMEOUT takes ~75 s): run them side by side.
 PYTEST_WORKERS ?= 4
 
-.PHONY: help venv lint unit integration test test-faults demo bench site-up site-down site-status constraints clean
+.PHONY: help venv lint unit integration test test-faults demo bench bench-status site-up site-down site-status constraints clean
 
 help:
 	@echo "make demo         install what is missing, start the local site, run a small DC1 through Airflow, print the table, write the report"
@@ -20,6 +20,7 @@ help:
 	@echo "make site-down    stop it (docker/site/down --wipe also deletes its state)"
 	@echo "make site-status  show what runs"
 	@echo "make bench        the benchmarks (never part of make test; dc1_scale.py by hand)"
+	@echo "make bench-status status table, CLI start-up and history writer at DC1 scale (~40 min)"
 	@echo "make test-faults  inject each fault on the local site under a real Airflow; one row per fault (FAULT=name: one)"
 	@echo "make constraints  re-pin constraints.txt from the current venv"
 
@@ -75,9 +76,14 @@ demo: venv site-up
 # its target; the target fails at the end, naming those that missed. benchmarks/packing.py: ~10 min.
 bench: venv site-up
 	source $(SITE_ENV) && missed=""; for b in benchmarks/*.py; do \
-		case $$b in benchmarks/dc1_scale.py) continue;; esac; \
+		case $$b in benchmarks/dc1_scale.py|benchmarks/status_speed.py) continue;; esac; \
 		echo "== $$b"; flock -x /tmp/desc-site.lock $(BIN)/python $$b || missed="$$missed $$b"; done; \
 		if [ -n "$$missed" ]; then echo "missed their targets:$$missed"; exit 1; fi
+
+# The status table, CLI start-up and writer at DC1 scale, 3 shapes x 2 databases: ~40 min, shared lock
+# (it writes its own PostgreSQL schema).
+bench-status: venv site-up
+	source $(SITE_ENV) && flock -s /tmp/desc-site.lock $(BIN)/python benchmarks/status_speed.py --batch 20000
 
 constraints: venv
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^airflow-desc' > constraints.txt

@@ -177,15 +177,18 @@ class Layout:
         return i % RUNS
 
 
-def generate(rows: list[Row], seed: int) -> Iterator[ProcessRecord]:
-    """Yield every attempt of the history: per table row, its instances and their earlier attempts."""
+def generate(rows: list[Row], seed: int, retried: float = RETRY_FRACTION) -> Iterator[ProcessRecord]:
+    """Yield every attempt of the history: per table row, its instances and their earlier attempts.
+
+    ``retried``: the fraction of instances with an earlier attempt.
+    """
     rng = random.Random(seed)
     layout = Layout(rows)
     job_ids = iter(range(5_000_000, 100_000_000))
     for row in rows:
         states = [s for s in STATES for _ in range(row.counts[s])]
         rng.shuffle(states)
-        retried = _pick_retried(rng, states)
+        again = _pick_retried(rng, states, retried)
         bundle_job: dict[tuple[int, int], int] = {}
         for i, state in enumerate(states):
             run = layout.run(row.task, i) if row.task != layout.top else i % RUNS
@@ -205,7 +208,7 @@ def generate(rows: list[Row], seed: int) -> Iterator[ProcessRecord]:
                 "stream": stream,
                 "process_type": row.type.lower(),
             }
-            tries = 2 if i in retried else 1
+            tries = 2 if i in again else 1
             for attempt in range(1, tries + 1):
                 latest = attempt == tries
                 attempt_state = state if latest else rng.choice(("failed", "terminated", "terminated"))
@@ -213,9 +216,9 @@ def generate(rows: list[Row], seed: int) -> Iterator[ProcessRecord]:
                 yield _attempt(rng, row, common, run, attempt, attempt_state, job, i)
 
 
-def _pick_retried(rng: random.Random, states: list[str]) -> set[int]:
-    """~3% of the instances had an earlier failed or terminated attempt: half of them failed again."""
-    want = round(RETRY_FRACTION * len(states))
+def _pick_retried(rng: random.Random, states: list[str], fraction: float = RETRY_FRACTION) -> set[int]:
+    """A ``fraction`` of the instances had an earlier failed or terminated attempt: half failed again."""
+    want = round(fraction * len(states))
     bad = [i for i, s in enumerate(states) if s in ("failed", "terminated")]
     good = [i for i, s in enumerate(states) if s == "success"]
     chosen = rng.sample(bad, min(len(bad), want // 2 + want % 2))
@@ -283,11 +286,14 @@ def _attempt(
     )  # fmt: skip
 
 
-def expected(rows: list[Row]) -> tuple[dict[tuple[str, str, str, str], int], int]:
+def expected(
+    rows: list[Row], retried: float = RETRY_FRACTION
+) -> tuple[dict[tuple[str, str, str, str], int], int]:
     """The status table the history must give back, and the number of attempts generated."""
     counts = {(r.task, r.version, r.process, s): n for r in rows for s, n in r.counts.items() if n}
     attempts = sum(
-        r.total + len(_pick_retried(random.Random(0), [s for s in STATES for _ in range(r.counts[s])]))
+        r.total
+        + len(_pick_retried(random.Random(0), [s for s in STATES for _ in range(r.counts[s])], retried))
         for r in rows
     )
     return counts, attempts

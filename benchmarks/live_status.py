@@ -49,6 +49,7 @@ from airflow_desc.clusters import load_cluster_profiles  # noqa: E402
 from airflow_desc.history import HistoryStore  # noqa: E402
 from airflow_desc.history.queries import latest_attempts, status_counts  # noqa: E402
 from airflow_desc.reports.status import status_table  # noqa: E402
+from airflow_desc.status.current import recorded_of_live  # noqa: E402
 from airflow_desc.status.live import LIVE_COLUMNS  # noqa: E402
 from airflow_desc.status.merge import merge_live  # noqa: E402
 from airflow_desc.workflow.build import build_graph  # noqa: E402
@@ -100,6 +101,12 @@ def make_live(store: HistoryStore, processes: set[str], seed: int) -> tuple[pd.D
     return pd.DataFrame(rows, columns=list(LIVE_COLUMNS)), cleared, new
 
 
+def merged_table(store: HistoryStore, live: pd.DataFrame) -> pd.DataFrame:
+    """The status table merged with ``live`` (what ``current_counts`` does once live rows are read)."""
+    counts = status_counts(store.engine)
+    return status_table(*merge_live(counts, live, recorded_of_live(store.engine, live)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", help="an existing DC1-shaped history (default: generate one)")
@@ -127,12 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         return status_table(status_counts(store.engine))
 
     def merged() -> pd.DataFrame:
-        counts = status_counts(store.engine)
-        recorded = latest_attempts(
-            store.engine, sorted(set(zip(live["dag_id"], live["run_id"], strict=True))),
-            task_ids=sorted(set(live["task_id"])), processes=sorted(set(live["process"])),
-        )  # fmt: skip
-        return status_table(*merge_live(counts, live, recorded))
+        return merged_table(store, live)
 
     times: dict[str, list[float]] = {"history only": [], "merged with live": []}
     tables: dict[str, pd.DataFrame] = {}

@@ -40,6 +40,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from airflow_desc.history.desc_config import desc_option
 from airflow_desc.history.filters import HistoryFilter
 from airflow_desc.history.records import (
     PROCESS_STATES,
@@ -95,19 +96,14 @@ def _desc_home() -> Path:
 def _setting(env: str, option: str) -> str | None:
     """Return ``$env``, else the Airflow option ``[desc] option``; None when neither says anything.
 
-    Airflow's configuration is read lazily and only when the environment does not decide (and
-    counts as unset when it cannot be read).
+    Airflow's configuration is read only when the environment does not decide, without importing
+    Airflow where it can be (:func:`~airflow_desc.history.desc_config.desc_option`), and counts as
+    unset when it cannot be read.
     """
     value: str | None = os.environ.get(env, "").strip()
     if value:
         return value
-    try:
-        from airflow.sdk.configuration import conf
-
-        value = conf.get("desc", option, fallback=None)
-    except Exception as exc:  # an Airflow without a readable config: the embedded default still works
-        log.debug("cannot read [desc] %s: %s", option, exc)
-        return None
+    value = desc_option(option)
     return value.strip() if value and value.strip() else None
 
 

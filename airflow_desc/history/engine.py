@@ -48,6 +48,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from airflow_desc.exceptions import HistoryUnavailable
 from airflow_desc.history.deadline import bounded_connection_class
+from airflow_desc.history.desc_config import connection_uri_from_environment, desc_option
 from airflow_desc.history.file_lock import file_lock
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "connect_arguments",
     "connection_url",
     "create_history_engine",
+    "head_revision",
     "normalize_url",
     "schema_revision",
     "upgrade_schema",
@@ -94,11 +96,18 @@ def normalize_url(url: str | URL) -> URL:
 
 
 def connection_url(conn_id: str) -> URL:
-    """Return the database URL of an Airflow connection, asking Airflow (``airflow.sdk.BaseHook``).
+    """Return the database URL of an Airflow connection.
+
+    A URI in ``AIRFLOW_CONN_<ID>`` is read without Airflow
+    (:func:`~airflow_desc.history.desc_config.connection_uri_from_environment`); otherwise Airflow
+    is asked (``airflow.sdk.BaseHook``).
 
     :param conn_id: the Airflow connection id, e.g. ``desc_history``.
     :raises HistoryUnavailable: when Airflow cannot resolve it, saying how to define it.
     """
+    uri = connection_uri_from_environment(conn_id)
+    if uri is not None:
+        return normalize_url(uri)
     try:
         from airflow.sdk import BaseHook
 
@@ -214,13 +223,7 @@ def _reply_seconds(given: str | tuple[str, ...] | None, options: str) -> float:
 
 def _setting(name: str, default: float) -> float:
     """Return ``[desc] <name>`` in seconds (a number >= 0), else ``default``."""
-    try:
-        from airflow.sdk.configuration import conf
-
-        text = conf.get("desc", name, fallback=None)
-    except Exception as exc:  # an Airflow without a readable config: the defaults still hold
-        log.debug("cannot read [desc] %s: %s", name, exc)
-        return default
+    text = desc_option(name)
     if text is None or not str(text).strip():
         return default
     try:
@@ -242,27 +245,37 @@ def upgrade_schema(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     config = _alembic_config()
-    if revision == "head":
-        from alembic.script import ScriptDirectory
-
-        # Asked under the reply deadline: a process's first write must not hang on a frozen server.
-        if schema_revision(engine) == ScriptDirectory.from_config(config).get_current_head():
-            return
+    # Asked under the reply deadline: a process's first write must not hang on a frozen server.
+    if revision == "head" and schema_revision(engine) == head_revision():
+        return
     with _migration_lock(engine.url), engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)  # migrations/env.py lifts the deadlines for the DDL only
 
 
+def head_revision() -> str:
+    """Return the revision the migrations end at (what :func:`upgrade_schema` brings a schema to).
+
+    The constant, not Alembic's scripts (a reader's start-up); a test checks the two agree.
+    """
+    from airflow_desc.history.migrations import HEAD_REVISION
+
+    return HEAD_REVISION
+
+
 def schema_revision(engine: Engine) -> str | None:
     """Return the schema's revision, or None for a database never upgraded.
 
+    Read from :data:`VERSION_TABLE` as Alembic would, without importing Alembic (a reader's
+    start-up).
+
     :param engine: the history's engine.
     """
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-        return context.get_current_revision()
+        if not sa.inspect(conn).has_table(VERSION_TABLE):
+            return None
+        found = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().first()
+    return None if found is None else str(found)
 
 
 @contextlib.contextmanager

@@ -379,9 +379,11 @@ def status_counts(engine: Engine, selection: HistoryFilter | None = None) -> pd.
 
     One row per (task, version, process, process_type, state) holding at least one instance;
     ``count`` is the number of instances whose latest attempt is in that state, ``attempts`` the
-    number of attempts of those instances (all tries). Computed in SQL from the ``latest`` flag the
-    writer keeps: a grouped scan of the partial index of latest attempts, plus the superseded
-    attempts (a few percent) joined to their instance's latest one.
+    number of attempts of those instances (all tries). Summed from ``instance_counts``, which the
+    writer keeps per run in the transaction of each attempt (a few thousand rows, whatever the
+    number of attempts); with a time window (``since`` / ``until``), counted from the attempts
+    themselves: the grouped partial index of latest attempts, plus the superseded attempts joined
+    to their instance's latest one.
 
     :param engine: the history store's engine.
     :param selection: which instances, by :data:`~airflow_desc.history.filters.INSTANCE_FIELDS`
@@ -391,26 +393,38 @@ def status_counts(engine: Engine, selection: HistoryFilter | None = None) -> pd.
     """
     selection = selection or HistoryFilter()
     selection.require_only(INSTANCE_FIELDS, "status_counts")
+    with engine.connect() as conn:
+        if selection.since is None and selection.until is None:
+            query = _summed_counts(_status_filters(conn, selection, schema.instance_counts))
+        else:
+            query = _counted_attempts(_status_filters(conn, selection))
+        rows = _tuples(conn.execute(query))
+    return _status_frame(rows)
+
+
+def _summed_counts(where: Sequence[sa.ColumnElement[bool]]) -> sa.Select[Any]:
+    """Return the status table's query on ``instance_counts``."""
+    ic = schema.instance_counts
+    keys = [ic.c.task, ic.c.version, ic.c.process, ic.c.process_type, ic.c.state]
+    query = sa.select(*keys, sa.func.sum(ic.c.instances), sa.func.sum(ic.c.attempts)).where(*where)
+    return query.group_by(*keys).having(sa.func.sum(ic.c.instances) > 0).order_by(*keys)
+
+
+def _counted_attempts(where: Sequence[sa.ColumnElement[bool]]) -> sa.Select[Any]:
+    """Return the status table's query on the attempts: latest ones grouped, superseded ones joined."""
     old = pi.alias("superseded")
     same_instance = [getattr(old.c, c.name) == c for c in _INSTANCE]
     keys = [pi.c.task, pi.c.version, pi.c.process, pi.c.process_type, pi.c.state]
-    with engine.connect() as conn:
-        where = [pi.c.latest, *_status_filters(conn, selection)]
-        latest = sa.select(*keys, sa.func.count().label("count"), sa.func.count().label("attempts"))
-        earlier = sa.select(*keys, sa.literal(0).label("count"), sa.func.count().label("attempts"))
-        earlier = earlier.select_from(old.join(pi, sa.and_(*same_instance)))
-        both = sa.union_all(
-            latest.where(*where).group_by(*keys),
-            earlier.where(sa.not_(old.c.latest), *where).group_by(*keys),
-        ).subquery("counted")
-        out = [both.c[k.name] for k in keys]
-        query = (
-            sa.select(*out, sa.func.sum(both.c["count"]), sa.func.sum(both.c.attempts))
-            .group_by(*out)
-            .order_by(*out)
-        )
-        rows = _tuples(conn.execute(query))
-    return _status_frame(rows)
+    latest = sa.select(*keys, sa.func.count().label("count"), sa.func.count().label("attempts"))
+    earlier = sa.select(*keys, sa.literal(0).label("count"), sa.func.count().label("attempts"))
+    earlier = earlier.select_from(old.join(pi, sa.and_(*same_instance)))
+    both = sa.union_all(
+        latest.where(pi.c.latest, *where).group_by(*keys),
+        earlier.where(sa.not_(old.c.latest), pi.c.latest, *where).group_by(*keys),
+    ).subquery("counted")
+    out = [both.c[k.name] for k in keys]
+    query = sa.select(*out, sa.func.sum(both.c["count"]), sa.func.sum(both.c.attempts))
+    return query.group_by(*out).order_by(*out)
 
 
 def known_workflows(engine: Engine, *, dag_ids: Collection[str] | None = None) -> pd.DataFrame:
@@ -503,14 +517,22 @@ def latest_attempts(
     return pd.DataFrame.from_records(rows, columns=list(LATEST_COLUMNS))
 
 
-def _status_filters(conn: Connection, selection: HistoryFilter) -> list[sa.ColumnElement[bool]]:
+def _status_filters(
+    conn: Connection, selection: HistoryFilter, table: sa.Table = pi
+) -> list[sa.ColumnElement[bool]]:
+    """Return the conditions of a status selection on ``table``'s ``workflow_ref`` and ``run_ref``.
+
+    The time window applies to ``process_instances`` only (``instance_counts`` has no times).
+    """
     where: list[sa.ColumnElement[bool]] = []
     workflow_refs = _workflow_refs(conn, selection)
     run_refs = _run_refs(conn, selection.run_id, selection.dag_ids)
     if workflow_refs is not None:
-        where.append(pi.c.workflow_ref.in_(workflow_refs))
+        where.append(table.c.workflow_ref.in_(workflow_refs))
     if run_refs is not None:
-        where.append(pi.c.run_ref.in_(run_refs))
+        where.append(table.c.run_ref.in_(run_refs))
+    if table is not pi:
+        return where
     return where + _time_window(_began(), selection.since, selection.until)
 
 

@@ -21,6 +21,9 @@
     log_tails          one row per attempt whose log the worker read when it ended: the log's last
                        lines (bounded, secrets redacted), so that the status page and
                        ``airflow-desc logs`` never reach a cluster; keyed by the attempt's row
+    instance_counts    one row per (run, workflow, task, version, process, process_type, state): how
+                       many process instances of the run have their latest attempt there
+                       (``instances``), and how many attempts those instances have (``attempts``)
 
 The attempt identity, :meth:`ProcessRecord.key`, is ``(dag_id, run_id, task_id, map_index,
 stream, process, try_number, resubmit)``: ``resubmit`` tells apart the SLURM jobs of one try (0,
@@ -29,8 +32,10 @@ then 1, 2 for those resubmitted after node failures). ``(dag_id, run_id)`` is un
 ``(run_ref, stream_ref, task_id, map_index, process, try_number, resubmit)`` is that identity:
 writing the same record twice updates the row instead of adding one. ``latest`` marks the latest
 attempt of each instance (the highest ``(try_number, resubmit)``); the writer keeps it right in the
-same transaction, so that the status table (which counts latest attempts) reads one small index
-instead of ranking a million attempts.
+same transaction, so that the per-process queries read one small index instead of ranking a
+million attempts. In that transaction it also moves each instance it touches in
+``instance_counts`` (out of its old latest attempt's row, into its new one's), so that the status
+table sums a few thousand rows, whatever the number of attempts and retries.
 
 Times are stored without a time zone, as SLURM prints them (the cluster's local time); aware
 datetimes are converted to UTC first. This module is the model the migrations in
@@ -46,10 +51,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
+from airflow_desc.history.latest import COUNT_GROUP
+
 __all__ = [
     "DB_JSON",
     "ID",
     "HistoryDateTime",
+    "instance_counts",
     "log_tails",
     "metadata",
     "process_instances",
@@ -290,4 +298,22 @@ log_tails = sa.Table(
     sa.Column("attempt_ref", ID, sa.ForeignKey("process_instances.id"), primary_key=True),
     sa.Column("tail", sa.Text, nullable=False),
     sa.Column("recorded_at", HistoryDateTime, nullable=False),
+)
+
+instance_counts = sa.Table(
+    "instance_counts",
+    metadata,
+    sa.Column("run_ref", ID, sa.ForeignKey("runs.id"), nullable=False),
+    # The latest attempt's: an instance's attempts may name different workflow versions.
+    sa.Column("workflow_ref", ID, sa.ForeignKey("workflows.id"), nullable=False),
+    sa.Column("task", sa.Text, nullable=False),
+    sa.Column("version", sa.Text, nullable=False),
+    sa.Column("process", sa.Text, nullable=False),
+    sa.Column("process_type", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    # Process instances whose latest attempt is this row's; a row that falls to 0 is deleted.
+    sa.Column("instances", sa.BigInteger, nullable=False),
+    # All the attempts of those instances (superseded ones included).
+    sa.Column("attempts", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint(*COUNT_GROUP, name="pk_instance_counts"),
 )

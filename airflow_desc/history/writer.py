@@ -3,15 +3,18 @@
 :class:`HistoryStore` writes :class:`ProcessRecord` batches into the tables of
 :mod:`airflow_desc.history.schema` (PostgreSQL through psycopg2 in production, SQLite embedded),
 one transaction per batch, replacing any attempt already recorded under the same
-:meth:`ProcessRecord.key`. The database is the store's own, independent of Airflow's metadata DB:
-``airflow db clean``, deleting a DAG or upgrading Airflow leave it alone. How it is reached and
-migrated is :mod:`airflow_desc.history.engine`; the recorder that spools when it is away is
+:meth:`ProcessRecord.key`. In that transaction it reads the attempts already recorded of the
+instances it writes (under the lock it takes on their runs) and sets each attempt's ``latest``
+flag and moves the instances' counts in ``instance_counts`` (:mod:`airflow_desc.history.latest`).
+The database is the store's own, independent of Airflow's metadata DB: ``airflow db clean``,
+deleting a DAG or upgrading Airflow leave it alone. How it is reached and migrated is
+:mod:`airflow_desc.history.engine`; the recorder that spools when it is away is
 :mod:`airflow_desc.history.spool`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,8 +29,10 @@ from airflow_desc.history.engine import (
     schema_revision,
     upgrade_schema,
 )
+from airflow_desc.history.latest import COUNT_GROUP, INSTANCE_COLUMNS, HeldAttempt, plan_batch
 from airflow_desc.history.records import AttemptKey, ProcessRecord, RerunRequest, RerunSelection
 from airflow_desc.history.schema import (
+    instance_counts,
     log_tails,
     process_instances,
     rerun_requests,
@@ -43,8 +48,9 @@ __all__ = ["HistoryStore", "dedupe"]
 _IN_CHUNK = 500
 _INSERT_CHUNK = 1000
 
-_KEY_COLUMNS = ("run_ref", "stream_ref", "task_id", "map_index", "process", "try_number", "resubmit")
-_INSTANCE_COLUMNS = _KEY_COLUMNS[:-2]
+_KEY_COLUMNS = (*INSTANCE_COLUMNS, "try_number", "resubmit")
+# What the writer reads of the attempts already recorded of the instances it writes.
+_HELD_COLUMNS = tuple(dict.fromkeys((*_KEY_COLUMNS, *COUNT_GROUP)))
 # ProcessRecord fields stored as process_instances columns of the same name.
 _RECORD_COLUMNS = (
     "task_id",
@@ -149,6 +155,9 @@ class HistoryStore:
         self._engine: Engine | None = None
         self.auto_upgrade = auto_upgrade
         self._upgraded = False
+        # Workflow rows are never changed or deleted: their ids, once committed, are asked once.
+        self._workflow_ids: dict[tuple[str, str, str], int] = {}
+        self._statements: dict[str, Any] = {}
 
     @classmethod
     def from_conn_id(cls, conn_id: str, **kwargs: Any) -> HistoryStore:
@@ -237,7 +246,7 @@ class HistoryStore:
         with self.engine.begin() as conn:
             workflow_refs = self._workflow_refs(conn, batch)
             run_refs = self._run_refs(conn, batch, workflow_refs, now)
-            stream_refs = self._stream_refs(conn, batch, run_refs)
+            stream_refs, created = self._stream_refs(conn, batch, run_refs)
             requests = _rerun_requests(conn, batch)
             rows = []
             for r in batch:
@@ -256,13 +265,22 @@ class HistoryStore:
                     recorded_at=now,
                 )
                 rows.append(row)
-            stmt = self._upsert_attempts()
+            held = _held_attempts(conn, rows, created)
+            plan = plan_batch(held, rows)
+            stmt = self._built("attempts", self._upsert_attempts)
             written: dict[tuple[Any, ...], int] = {}
             for chunk in _chunks(rows, _INSERT_CHUNK):
                 written.update((tuple(key), int(id_)) for id_, *key in conn.execute(stmt, list(chunk)))
-            for ids in _chunks(list(written.values()), _IN_CHUNK):
-                conn.execute(_RELATCH_LATEST, {"ids": list(ids)})
+            for latest, flipped in plan.flips.items():
+                for ids in _chunks(sorted(flipped), _IN_CHUNK):
+                    conn.execute(
+                        sa.update(process_instances)
+                        .where(process_instances.c.id.in_(ids))
+                        .values(latest=latest)
+                    )
+            self._move_counts(conn, plan.counts)
             self._write_log_tails(conn, batch, rows, written, now)
+        self._workflow_ids.update(workflow_refs)  # committed
 
     def request_reruns(self, requests: Sequence[RerunRequest]) -> None:
         """Keep who cleared which task instances and why, for the attempts that follow.
@@ -306,6 +324,17 @@ class HistoryStore:
             with self.engine.begin() as conn:
                 conn.execute(rerun_selections.delete().where(rerun_selections.c.id.in_(list(ids))))
 
+    def _built(self, key: str, build: Callable[[], Any]) -> Any:
+        """Return the statement ``key``, built once per store.
+
+        Building an upsert each batch cost a worker's small batch a third of its CPU: SQLAlchemy
+        makes a proxy of every column for ``excluded``.
+        """
+        stmt = self._statements.get(key)
+        if stmt is None:
+            stmt = self._statements[key] = build()
+        return stmt
+
     def _insert(self, table: sa.Table) -> Any:
         if self.dialect == "postgresql":
             return postgresql.insert(table)
@@ -315,7 +344,7 @@ class HistoryStore:
 
     def _upsert_attempts(self) -> Any:
         stmt = self._insert(process_instances)
-        keep = {"id", "latest", *_KEY_COLUMNS}  # latest: set for the whole instance afterwards
+        keep = {"id", *_KEY_COLUMNS}
         return stmt.on_conflict_do_update(
             index_elements=list(_KEY_COLUMNS),
             set_={c.name: stmt.excluded[c.name] for c in process_instances.columns if c.name not in keep},
@@ -346,14 +375,68 @@ class HistoryStore:
         for chunk in _chunks(tails, _INSERT_CHUNK):
             conn.execute(stmt, list(chunk))
 
+    def _move_counts(self, conn: Connection, changes: Mapping[tuple[Any, ...], tuple[int, int]]) -> None:
+        """Add ``changes`` (instances, attempts by :data:`COUNT_GROUP`) to ``instance_counts``.
+
+        In group order (the rows of one run are written under its run's lock anyway); the rows
+        that fall to no instance are deleted.
+        """
+        if not changes:
+            return
+        ic = instance_counts
+        rows = [
+            {**dict(zip(COUNT_GROUP, group, strict=True)), "instances": n, "attempts": a}
+            for group, (n, a) in sorted(changes.items())
+        ]
+        stmt = self._built("counts", self._upsert_counts)
+        for chunk in _chunks(rows, _INSERT_CHUNK):
+            conn.execute(stmt, list(chunk))
+        if any(n < 0 for n, _ in changes.values()):
+            emptied = sorted({group[0] for group, (n, _) in changes.items() if n < 0})
+            conn.execute(ic.delete().where(ic.c.run_ref.in_(emptied), ic.c.instances <= 0))
+
+    def _upsert_counts(self) -> Any:
+        ic = instance_counts
+        stmt = self._insert(ic)
+        return stmt.on_conflict_do_update(
+            index_elements=list(COUNT_GROUP),
+            set_={
+                "instances": ic.c.instances + stmt.excluded.instances,
+                "attempts": ic.c.attempts + stmt.excluded.attempts,
+            },
+        )
+
+    def _upsert_runs(self) -> Any:
+        stmt = self._insert(runs)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["dag_id", "run_id"],
+            set_={
+                "conf": sa.func.coalesce(stmt.excluded.conf, runs.c.conf),
+                "survey_year": sa.func.coalesce(stmt.excluded.survey_year, runs.c.survey_year),
+                "spec_digest": sa.func.coalesce(stmt.excluded.spec_digest, runs.c.spec_digest),
+            },
+        )
+        return stmt.returning(runs.c.id, runs.c.dag_id, runs.c.run_id)
+
     def _workflow_refs(
         self, conn: Connection, batch: Sequence[ProcessRecord]
     ) -> dict[tuple[str, str, str], int]:
-        wanted = sorted({_workflow_identity(r) for r in batch})
-        stmt = self._insert(workflows).on_conflict_do_nothing(index_elements=["name", "variant", "version"])
-        conn.execute(stmt, [{"name": n, "variant": va, "version": ve} for n, va, ve in wanted])
+        identities = {_workflow_identity(r) for r in batch}
+        found = {w: self._workflow_ids[w] for w in identities if w in self._workflow_ids}
+        wanted = sorted(identities - set(found))
+        if not wanted:
+            return found
+        stmt = self._built(
+            "workflows",
+            lambda: self._insert(workflows).on_conflict_do_nothing(
+                index_elements=["name", "variant", "version"]
+            ),
+        )
         names = sorted({n for n, _, _ in wanted})
-        found: dict[tuple[str, str, str], int] = {}
+        # A new workflow's row is committed at once, in a transaction of its own: in the batch's, a
+        # long batch would hold every other writer of that workflow at its unique key until commit.
+        with self.engine.begin() as own:
+            own.execute(stmt, [{"name": n, "variant": va, "version": ve} for n, va, ve in wanted])
         for chunk in _chunks(names, _IN_CHUNK):
             query = sa.select(workflows.c.id, workflows.c.name, workflows.c.variant, workflows.c.version)
             for id_, name, variant, version in conn.execute(query.where(workflows.c.name.in_(chunk))):
@@ -391,30 +474,18 @@ class HistoryStore:
                 row["spec_digest"] = r.extra["spec_digest"]
             if year is not None:
                 row["survey_year"] = int(year)
-        stmt = self._insert(runs)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["dag_id", "run_id"],
-            set_={
-                "conf": sa.func.coalesce(stmt.excluded.conf, runs.c.conf),
-                "survey_year": sa.func.coalesce(stmt.excluded.survey_year, runs.c.survey_year),
-                "spec_digest": sa.func.coalesce(stmt.excluded.spec_digest, runs.c.spec_digest),
-            },
-        )
         # In key order: the upsert locks each run's row until commit (which serialises writers of the
-        # same run, so that two attempts of an instance never both end up ``latest``), never crosswise.
-        conn.execute(stmt, [wanted[k] for k in sorted(wanted)])
-        run_ids = sorted({run_id for _, run_id in wanted})
-        found: dict[tuple[str, str], int] = {}
-        for chunk in _chunks(run_ids, _IN_CHUNK):
-            query = sa.select(runs.c.id, runs.c.dag_id, runs.c.run_id).where(runs.c.run_id.in_(chunk))
-            for id_, dag_id, run_id in conn.execute(query):
-                if (dag_id, run_id) in wanted:
-                    found[(dag_id, run_id)] = id_
-        return found
+        # same run, so that they read each other's attempts: _held_attempts), never crosswise.
+        done = conn.execute(self._built("runs", self._upsert_runs), [wanted[k] for k in sorted(wanted)])
+        return {(dag_id, run_id): id_ for id_, dag_id, run_id in done}
 
     def _stream_refs(
         self, conn: Connection, batch: Sequence[ProcessRecord], run_refs: Mapping[tuple[str, str], int]
-    ) -> dict[tuple[int, str], int]:
+    ) -> tuple[dict[tuple[int, str], int], set[int]]:
+        """Return the id of each stream of the batch (and its parents), and the ids of those made now.
+
+        A stream made now holds no attempt yet: :func:`_held_attempts` need not look there.
+        """
         wanted: set[tuple[int, str]] = set()
         for r in batch:
             run_ref = run_refs[(r.dag_id, r.run_id)]
@@ -425,7 +496,16 @@ class HistoryStore:
         by_depth: dict[int, list[tuple[int, str]]] = {}
         for run_ref, path in missing:
             by_depth.setdefault(len(_ancestors(path)), []).append((run_ref, path))
-        stmt = self._insert(streams).on_conflict_do_nothing(index_elements=["run_ref", "path"])
+        # No other writer adds streams of these runs meanwhile (the batch holds their locks): the
+        # rows inserted are the ones missing, and their ids come back with them.
+        stmt = self._built(
+            "streams",
+            lambda: (
+                self._insert(streams)
+                .on_conflict_do_nothing(index_elements=["run_ref", "path"])
+                .returning(streams.c.id, streams.c.run_ref, streams.c.path)
+            ),
+        )
         for depth in sorted(by_depth):
             level = by_depth[depth]
             rows = []
@@ -439,9 +519,10 @@ class HistoryStore:
                     }
                 )
             for chunk in _chunks(rows, _INSERT_CHUNK):
-                conn.execute(stmt, list(chunk))
-            found.update(self._select_streams(conn, set(level)))
-        return found
+                found.update({(run_ref, path): id_ for id_, run_ref, path in conn.execute(stmt, list(chunk))})
+            if not set(level) <= set(found):
+                found.update(self._select_streams(conn, set(level) - set(found)))
+        return found, {found[rp] for rp in missing}
 
     @staticmethod
     def _select_streams(conn: Connection, wanted: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
@@ -459,29 +540,33 @@ class HistoryStore:
         return found
 
 
-def _relatch_latest() -> sa.Update:
-    """Set ``latest`` on every attempt of the instances of the rows ``:ids`` (only where it changes).
+def _held_attempts(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], created: set[int]
+) -> list[HeldAttempt]:
+    """Return the recorded attempts of the instances of ``rows`` (none in the streams just ``created``).
 
-    Attempts are ordered by ``(try_number, resubmit)``. A new attempt supersedes the earlier ones;
-    an earlier attempt arriving late (from a spool) is itself superseded. Set-based, so that a batch
-    costs a few statements on both databases.
+    Read by (run, stream) through the attempts' unique index, and narrowed to the instances here;
+    under the lock the batch holds on its runs, so that no other writer adds an attempt meanwhile.
     """
     pi = process_instances
-    written, sibling, other = pi.alias("written"), pi.alias("sibling"), pi.alias("other")
-    same_instance = [getattr(sibling.c, k) == getattr(written.c, k) for k in _INSTANCE_COLUMNS]
-    siblings = (
-        sa.select(sibling.c.id)
-        .join(written, sa.and_(*same_instance))
-        .where(written.c.id.in_(sa.bindparam("ids", expanding=True)))
-    )
-    is_latest = ~sa.exists().where(
-        *(getattr(other.c, k) == getattr(pi.c, k) for k in _INSTANCE_COLUMNS),
-        sa.or_(
-            other.c.try_number > pi.c.try_number,
-            sa.and_(other.c.try_number == pi.c.try_number, other.c.resubmit > pi.c.resubmit),
-        ),
-    )
-    return sa.update(pi).where(pi.c.id.in_(siblings), pi.c.latest != is_latest).values(latest=is_latest)
+    wanted: dict[int, set[int]] = {}
+    instances = set()
+    for row in rows:
+        if row["stream_ref"] not in created:
+            wanted.setdefault(row["run_ref"], set()).add(row["stream_ref"])
+            instances.add(tuple(row[c] for c in INSTANCE_COLUMNS))
+    columns = [pi.c[name] for name in _HELD_COLUMNS]
+    held = []
+    for run_ref, stream_refs in sorted(wanted.items()):
+        for chunk in _chunks(sorted(stream_refs), _IN_CHUNK):
+            query = sa.select(pi.c.id, pi.c.latest, *columns).where(
+                pi.c.run_ref == run_ref, pi.c.stream_ref.in_(chunk)
+            )
+            for id_, latest, *values in conn.execute(query):
+                found = dict(zip(_HELD_COLUMNS, values, strict=True))
+                if tuple(found[c] for c in INSTANCE_COLUMNS) in instances:
+                    held.append(HeldAttempt(int(id_), bool(latest), found))
+    return held
 
 
 def _clean(value: Any) -> Any:
@@ -494,8 +579,6 @@ def _clean(value: Any) -> Any:
         return [_clean(v) for v in value]
     return value
 
-
-_RELATCH_LATEST = _relatch_latest()
 
 _TaskInstanceKey = tuple[str, str, str, int]
 

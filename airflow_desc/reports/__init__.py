@@ -14,33 +14,37 @@ Pure functions of DataFrames; the queries that make those frames live in
 
 from __future__ import annotations
 
-from airflow_desc.reports.advice import ADVICE_COLUMNS, advice_overlay, resource_advice
-from airflow_desc.reports.figures import (
-    core_hours_by_cluster,
-    cpu_efficiency,
-    cpu_vs_wall,
-    failures_by_reason,
-    memory_vs_requested,
-    throughput,
-    walltime_distribution,
-)
-from airflow_desc.reports.html import write_report
-from airflow_desc.reports.status import (
-    AIRFLOW_STATE_COLUMN,
-    SLURM_STATE_COLUMN,
-    STATE_COLUMNS,
-    TABLE_COLUMNS,
-    airflow_state_column,
-    attempts_table,
-    counts_from_instances,
-    format_text,
-    plot_path,
-    slurm_state_column,
-    status_table,
-    to_csv,
-    to_json,
-)
-from airflow_desc.reports.streams import failures_by_stream, stream_variables, usage_by_stream
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_desc.reports.advice import ADVICE_COLUMNS, advice_overlay, resource_advice
+    from airflow_desc.reports.figures import (
+        core_hours_by_cluster,
+        cpu_efficiency,
+        cpu_vs_wall,
+        failures_by_reason,
+        memory_vs_requested,
+        throughput,
+        walltime_distribution,
+    )
+    from airflow_desc.reports.html import write_report
+    from airflow_desc.reports.status import (
+        AIRFLOW_STATE_COLUMN,
+        SLURM_STATE_COLUMN,
+        STATE_COLUMNS,
+        TABLE_COLUMNS,
+        airflow_state_column,
+        attempts_table,
+        counts_from_instances,
+        format_text,
+        plot_path,
+        slurm_state_column,
+        status_table,
+        to_csv,
+        to_json,
+    )
+    from airflow_desc.reports.streams import failures_by_stream, stream_variables, usage_by_stream
 
 __all__ = [
     "ADVICE_COLUMNS",
@@ -71,3 +75,22 @@ __all__ = [
     "walltime_distribution",
     "write_report",
 ]
+
+# Each name's module, imported on first use: ``reports.status`` (the CLI's table) needs none of
+# the others' jinja2 and figures.
+_MODULES = {
+    "ADVICE_COLUMNS": "advice", "advice_overlay": "advice", "resource_advice": "advice",
+    "write_report": "html",
+    **dict.fromkeys(("failures_by_stream", "stream_variables", "usage_by_stream"), "streams"),
+    **dict.fromkeys(
+        ("core_hours_by_cluster", "cpu_efficiency", "cpu_vs_wall", "failures_by_reason",
+         "memory_vs_requested", "throughput", "walltime_distribution"), "figures",
+    ),
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{_MODULES.get(name, 'status')}")
+    return getattr(module, name)

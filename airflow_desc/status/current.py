@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from airflow_desc.history import HistoryStore
 
-__all__ = ["CurrentCounts", "current_counts", "readable_history"]
+__all__ = ["CurrentCounts", "current_counts", "readable_history", "recorded_of_live"]
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def current_counts(
     """
     import pandas as pd
 
-    from airflow_desc.history.queries import STATUS_COLUMNS, dag_ids_of, latest_attempts, status_counts
+    from airflow_desc.history.queries import STATUS_COLUMNS, dag_ids_of, status_counts
     from airflow_desc.status.merge import merge_live
 
     selection = selection or HistoryFilter()
@@ -101,18 +101,31 @@ def current_counts(
         if instances is None or instances.empty:
             raise
         nothing = pd.DataFrame(columns=list(STATUS_COLUMNS))  # in progress, nothing recorded yet
-        order = _order(store, set(instances["dag_id"]))
+        order = _order(store, set(instances["dag_id"].unique()))
         live_counts = merge_live(nothing, instances, pd.DataFrame())[1]
         return CurrentCounts(nothing, live_counts, warning, order, notes)
     dags = set(dag_ids_of(engine, selection))
     if instances is None or instances.empty:
         return CurrentCounts(counts, None, warning, _order(store, dags) if live else None, notes)
-    recorded = latest_attempts(
-        engine, sorted(set(zip(instances["dag_id"], instances["run_id"], strict=True))),
-        task_ids=sorted(set(instances["task_id"])), processes=sorted(set(instances["process"])),
+    merged, live_counts = merge_live(counts, instances, recorded_of_live(engine, instances))
+    order = _order(store, dags | set(instances["dag_id"].unique()))
+    return CurrentCounts(merged, live_counts, warning, order, notes)
+
+
+def recorded_of_live(engine: Engine, instances: pd.DataFrame) -> pd.DataFrame:
+    """Return the latest recorded attempts of the live instances' task instances and processes.
+
+    :param engine: the history's engine.
+    :param instances: live process instances (:data:`~airflow_desc.status.live.LIVE_COLUMNS`).
+    """
+    from airflow_desc.history.queries import latest_attempts
+
+    # unique() on the columns: iterating a quarter of a million pandas cells into a set costs seconds.
+    dag_runs = instances[["dag_id", "run_id"]].drop_duplicates().itertuples(index=False, name=None)
+    return latest_attempts(
+        engine, sorted(dag_runs), task_ids=sorted(instances["task_id"].unique()),
+        processes=sorted(instances["process"].unique()),
     )  # fmt: skip
-    merged, live_counts = merge_live(counts, instances, recorded)
-    return CurrentCounts(merged, live_counts, warning, _order(store, dags | set(instances["dag_id"])), notes)
 
 
 def _order(store: HistoryStore, dag_ids: Collection[str]) -> list[tuple[str, str]] | None:

@@ -197,3 +197,42 @@ def test_logs_prints_the_kept_tails_of_the_selected_instances(
     assert "no try 2 of processEimage instance matches" in capsys.readouterr().err
     assert main(["logs", "nope", "--db", db]) == 2
     assert "unknown process 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status", "--no-live"],
+        ["status", "--no-live", "--format", "json"],
+        ["history", "--latest"],
+        ["report", "--no-live", "--out", "{tmp}/report"],
+    ],
+)
+@pytest.mark.parametrize("named_by", ["--db", "connection"])
+def test_history_only_commands_do_not_import_airflow(
+    db: str, tmp_path: pathlib.Path, argv: list[str], named_by: str
+) -> None:
+    """With the history named by --db, or by a connection id whose URI is in the environment."""
+    import os
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__DESC__", "AIRFLOW_CONN_"))}
+    env.update(PYTHONPATH=str(root), AIRFLOW_HOME=str(tmp_path), AIRFLOW__SECRETS__BACKEND="")
+    (tmp_path / "airflow.cfg").write_text("[desc]\nhistory_statement_timeout = 9\n")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if named_by == "--db":
+        argv += ["--db", db]
+    else:
+        env.update(DESC_HISTORY_CONN_ID="desc_history", AIRFLOW_CONN_DESC_HISTORY=db)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "airflow_desc.cli", *argv],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert "airflow_desc.history.queries" in imported
+    assert not {m for m in imported if m == "airflow" or m.startswith("airflow.")}
+    if argv[0] == "status":
+        assert not imported & {"alembic", "jinja2", "matplotlib", "seaborn"}

@@ -1,0 +1,52 @@
+"""The counts the writer keeps equal a full recount on the site's PostgreSQL history, with concurrent writers.
+
+Each test works in a fresh schema of ``desc_history`` (dropped afterwards); the cluster keeps
+running (the tests that stop it are in ``test_history_store.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from airflow_desc.history import HistoryStore
+
+# A fresh schema of the history database per test, as test_history_store.py makes it.
+from tests.integration.test_history_store import cluster, schema, store  # noqa: F401
+from tests.unit.history.test_instance_counts import assert_counts_are_a_recount, write_mixed_history
+
+pytestmark = pytest.mark.integration
+
+
+def test_counts_equal_a_recount_after_mixed_writes(store: HistoryStore, tmp_path: Path) -> None:  # noqa: F811
+    write_mixed_history(store, tmp_path, seed=11)
+    assert_counts_are_a_recount(store)
+
+
+def test_counts_equal_a_recount_after_concurrent_mixed_writers(
+    store: HistoryStore,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """Four writers at once, each its own mix over the same runs and instances, and its own spool."""
+    store.upgrade()
+    errors: list[BaseException] = []
+
+    def write(k: int) -> None:
+        writer = HistoryStore(store.url, engine_options=store._engine_options, auto_upgrade=False)
+        try:
+            (tmp_path / str(k)).mkdir()
+            write_mixed_history(writer, tmp_path / str(k), seed=k)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            writer.dispose()
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert errors == []
+    assert_counts_are_a_recount(store)
