@@ -73,7 +73,11 @@ def left_behind(site: Site) -> dict[str, tuple[set[str], set[str]]]:
     """
     return {
         cluster: (
-            {p.rsplit("/", 1)[0] for p in task_dirs(site, cluster, "scheduled__*/*/records.jsonl")},
+            {
+                p.rsplit("/", 1)[0]
+                for p in task_dirs(site, cluster, "scheduled__*/*/records.jsonl")
+                if ".stale-" not in p  # set aside by an earlier deployment already: left alone
+            },
             task_dirs(site, cluster, "scheduled__*/*.stale-*"),
         )
         for cluster in ("perlmutter", "s3df")
