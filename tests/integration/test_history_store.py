@@ -359,6 +359,16 @@ def test_log_tails_on_postgresql(store: HistoryStore) -> None:
 
     on.test_a_tail_is_kept_with_its_attempt_and_replaced_by_a_later_write_of_it(store)  # NUL too
     on.test_attempt_logs_lists_the_latest_attempts_or_one_try_with_their_tails(store)
+    assert store.dialect == "postgresql"
+    with store.engine.connect() as conn:  # the tails are rows of PostgreSQL's log_tails, each an attempt's
+        orphans = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM log_tails t LEFT JOIN process_instances p ON p.id = t.attempt_ref"
+                " WHERE p.id IS NULL"
+            )
+        ).scalar_one()
+        kept = conn.execute(sa.text("SELECT count(*) FROM log_tails")).scalar_one()
+    assert kept > 0 and orphans == 0
 
 
 # --- the spool's locks and the history's timeouts on PostgreSQL ---------------------------------------------
