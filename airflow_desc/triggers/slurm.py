@@ -172,8 +172,10 @@ class ClusterPoller:
 
     async def _run(self) -> None:
         hook = SlurmHook(self.ssh_conn_id, jump_conn_id=self.jump_conn_id)
+        loop = asyncio.get_running_loop()
         while self.watches:
             self._wake.clear()
+            started = loop.time()
             try:
                 await self.poll_once(hook)
             except DescError as exc:
@@ -185,10 +187,18 @@ class ClusterPoller:
             if not self.watches:
                 break
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.current_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=self.until_next_poll(started, loop.time()))
                 await asyncio.sleep(0.2)  # let a burst of new triggers register before the next poll
             except asyncio.TimeoutError:
                 pass
+
+    def until_next_poll(self, started: float, now: float) -> float:
+        """Seconds from ``now`` to the next poll of a poll that started at ``started``.
+
+        Polls start one interval apart, whatever a poll took (SSH, sacct, the history's write): a
+        job's end waits half an interval for its poll on average, not half of interval + poll time.
+        """
+        return max(0.0, started + self.current_interval - now)
 
     async def poll_once(self, hook: SlurmHook) -> None:
         """One poll: sacct per chunk of watched ids, squeue for those it lacks, scontrol for the rest.

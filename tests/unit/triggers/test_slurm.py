@@ -237,6 +237,14 @@ def test_the_poll_interval_is_the_smallest_of_the_jobs_watched_now() -> None:
     assert asyncio.run(run()) == [30.0, 1.0, 5.0, 30.0]
 
 
+@pytest.mark.parametrize(
+    ("took", "expected"), [(0.0, 5.0), (0.4, 4.6), (5.0, 0.0), (7.5, 0.0)], ids=["no", "part", "all", "over"]
+)
+def test_polls_start_one_interval_apart_whatever_a_poll_took(took: float, expected: float) -> None:
+    poller = ClusterPoller("s3df_ssh", None, 5.0)
+    assert poller.until_next_poll(T0, T0 + took) == pytest.approx(expected)
+
+
 def test_a_new_poller_of_the_loop_is_shared_and_keeps_its_default_interval() -> None:
     async def run() -> tuple[bool, float]:
         first = ClusterPoller.for_cluster("s3df_ssh", None, 1.0)
