@@ -193,8 +193,11 @@ for _dag_id, _kind, _interval, _cluster in ROWS:
         elif _kind == "slurm":
             SlurmOperator(task_id="job", cluster=_cluster, command=COMMAND, time_limit=5, retries=0)
         else:
+            # In braces: its wrapper appends the log's redirection to the command's last line (the
+            # stamp's), and Jinja drops the trailing newline that would keep them apart.
             SSHRemoteJobOperator(
-                task_id="job", ssh_conn_id={ssh!r}, command=COMMAND, poll_interval=_interval, retries=0
+                task_id="job", ssh_conn_id={ssh!r}, command="{{\\n" + COMMAND + "}}", poll_interval=_interval,
+                retries=0,
             )
     globals()[_dag_id] = _dag
 '''
