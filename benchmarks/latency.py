@@ -13,10 +13,11 @@ What it does (issue #13, item 2):
    (perlmutter with ``poll_interval: N``) per interval of ``--intervals`` other than ``profile``
    (perlmutter's own, 2 s on the local site). DAGs, one task of interest each:
 
-   - ``latency_floor``: a no-op deferrable task deferring to Airflow's ``DateTimeTrigger`` for
-     ``--nap`` seconds. Its latency, from the trigger's moment to the task instance's success, is
-     the floor Airflow itself imposes on a resumed task (the event, the scheduler queueing the task,
-     a task process starting and running ``execute_complete``).
+   - ``latency_floor``: a no-op deferrable task deferring for ``--nap`` seconds to a trigger that
+     fires at its moment (``tests/exact_trigger.py``: Airflow's ``DateTimeTrigger`` fires up to 1 s
+     late, sleeping a second at a time). Its latency, from the trigger's moment to the task
+     instance's success, is the floor Airflow itself imposes on a resumed task (the event, the
+     scheduler queueing the task, a task process starting and running ``execute_complete``).
    - ``latency_slurm_<interval>``: one ``SlurmOperator`` job on perlmutter.
    - ``latency_bundle_<interval>``: a workflow spec (``load_workflow_dags``): a script makes 3
      visits, one ``SlurmBundleOperator`` task instance runs them in one allocation.
@@ -151,11 +152,11 @@ import shlex
 from datetime import datetime, timedelta, timezone
 
 from airflow.providers.ssh.operators.ssh_remote_job import SSHRemoteJobOperator
-from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import DAG, BaseOperator
 
 from airflow_desc.emulate import payload_command
 from airflow_desc.operators.slurm import SlurmOperator
+from tests.exact_trigger import ExactDateTimeTrigger
 
 ROWS = {rows!r}
 NAP_S = {nap!r}
@@ -172,7 +173,7 @@ class Nap(BaseOperator):
 
     def execute(self, context):
         moment = datetime.now(timezone.utc) + timedelta(seconds=NAP_S)
-        self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_complete",
+        self.defer(trigger=ExactDateTimeTrigger(moment.isoformat()), method_name="execute_complete",
                    kwargs={{"moment": moment.isoformat()}})
 
     def execute_complete(self, context, event=None, moment=None):
