@@ -197,8 +197,11 @@ class ClusterPoller:
 
         Polls start one interval apart, whatever a poll took (SSH, sacct, the history's write): a
         job's end waits half an interval for its poll on average, not half of interval + poll time.
+        Yet a quarter of the interval at least separates two polls, so that a slow sacct (a busy
+        slurmdbd, thousands of jobs) never turns into back-to-back polls.
         """
-        return max(0.0, started + self.current_interval - now)
+        interval = self.current_interval
+        return max(interval / 4, started + interval - now)
 
     async def poll_once(self, hook: SlurmHook) -> None:
         """One poll: sacct per chunk of watched ids, squeue for those it lacks, scontrol for the rest.

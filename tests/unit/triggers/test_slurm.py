@@ -238,9 +238,11 @@ def test_the_poll_interval_is_the_smallest_of_the_jobs_watched_now() -> None:
 
 
 @pytest.mark.parametrize(
-    ("took", "expected"), [(0.0, 5.0), (0.4, 4.6), (5.0, 0.0), (7.5, 0.0)], ids=["no", "part", "all", "over"]
+    ("took", "expected"),
+    [(0.0, 5.0), (0.4, 4.6), (4.0, 1.25), (7.5, 1.25)],
+    ids=["instant", "short", "most", "longer"],
 )
-def test_polls_start_one_interval_apart_whatever_a_poll_took(took: float, expected: float) -> None:
+def test_polls_start_one_interval_apart_a_quarter_of_it_at_least_apart(took: float, expected: float) -> None:
     poller = ClusterPoller("s3df_ssh", None, 5.0)
     assert poller.until_next_poll(T0, T0 + took) == pytest.approx(expected)
 
