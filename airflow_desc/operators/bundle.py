@@ -586,13 +586,23 @@ class SlurmBundleOperator(SlurmOperator):
                 latest[iid] = record
         return latest, mine
 
-    def _step_rows(self, hook: SlurmHook, job_id: str | None) -> dict[str, Any]:
-        if job_id is None or self.launcher != "srun":
+    def _step_rows(
+        self, hook: SlurmHook, accounting: JobAccounting | None, mine: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """Return the srun steps' sacct rows by step name (:func:`~airflow_desc.pilot.step_name`).
+
+        From the allocation's accounting at hand when it has the step of every instance that started
+        (the trigger's event carries every row sacct had when the allocation ended: one SSH round
+        trip less between the job's end and the task's success); else sacct is asked again.
+        """
+        if accounting is None or self.launcher != "srun":
             return {}
-        accounting = hook.sacct([job_id]).get(job_id)
-        if accounting is None:
-            return {}
-        return {row.job_name: row for row in accounting.steps if row.job_name}
+        steps = {row.job_name: row for row in accounting.steps if row.job_name}
+        started = {step_name(iid) for iid, rec in mine.items() if rec.get("state") != "skipped"}
+        if started <= set(steps):
+            return steps
+        fresh = hook.sacct([accounting.job_id]).get(accounting.job_id)
+        return {row.job_name: row for row in fresh.steps if row.job_name} if fresh is not None else steps
 
     def _record_batch(
         self,
@@ -612,7 +622,7 @@ class SlurmBundleOperator(SlurmOperator):
         ``notes`` (by instance id) say how the next try's request was raised, in the record's message.
         """
         job_id = accounting.job_id if accounting is not None else None
-        steps = self._step_rows(hook, job_id)
+        steps = self._step_rows(hook, accounting, mine)
         checks = check_requests(plan, workflow.run_variables(self.variant, context), mine)
         failures = run_output_checks(hook, profile.work_dir, checks) if checks else {}
         diagnosis = None

@@ -81,6 +81,7 @@ class _Watch:
     job_id: str
     future: asyncio.Future[dict[str, Any]]
     vanish_grace: float
+    interval: float
     first_missing: float | None = None
     placeholder_since: float | None = None
 
@@ -91,7 +92,8 @@ class ClusterPoller:
 
     :param ssh_conn_id: the cluster's SSH connection.
     :param jump_conn_id: its bastion connection, if any.
-    :param interval: seconds between polls.
+    :param interval: seconds between polls for a watch that names none (:meth:`wait`); the loop polls
+        at the smallest interval of the jobs it watches now.
     :param history: where each poll's job states are written (``None``: the configured history,
         :func:`~airflow_desc.history.default_history_store`).
     :param spool: the spool written out once a poll's write succeeded (``None``: the configured
@@ -117,7 +119,7 @@ class ClusterPoller:
     def for_cluster(cls, ssh_conn_id: str, jump_conn_id: str | None, interval: float) -> ClusterPoller:
         """Return the poller of this cluster in the running event loop, creating it if needed.
 
-        The smallest interval asked for by any of its triggers wins.
+        ``interval`` is a new poller's default; each trigger passes its own to :meth:`wait`.
         """
         loop = asyncio.get_running_loop()
         key = (id(loop), ssh_conn_id, jump_conn_id)
@@ -125,13 +127,27 @@ class ClusterPoller:
         # id() of a closed loop can be reused by a new one: never hand out a poller of another loop.
         if poller is None or poller._loop is not loop:
             poller = cls._registry[key] = cls(ssh_conn_id, jump_conn_id, interval, _loop=loop)
-        poller.interval = min(poller.interval, interval)
         return poller
 
-    async def wait(self, job_id: str, *, vanish_grace: float) -> dict[str, Any]:
-        """Wait until ``job_id`` ends; return ``{"status": "done", ...}`` or ``{"status": "error", ...}``."""
+    @property
+    def current_interval(self) -> float:
+        """Seconds until the next poll: the smallest interval of the jobs watched now.
+
+        Of those watched *now*: a trigger of 1 s that fired earlier must not keep a later one of 5 s
+        polling every second (the poller outlives its triggers in a triggerer).
+        """
+        return min((w.interval for ws in self.watches.values() for w in ws), default=self.interval)
+
+    async def wait(
+        self, job_id: str, *, vanish_grace: float, interval: float | None = None
+    ) -> dict[str, Any]:
+        """Wait until ``job_id`` ends; return ``{"status": "done", ...}`` or ``{"status": "error", ...}``.
+
+        :param interval: seconds between polls this watch asks for (default: the poller's ``interval``).
+        """
         loop = asyncio.get_running_loop()
-        watch = _Watch(job_id, loop.create_future(), vanish_grace)
+        interval = self.interval if interval is None else interval
+        watch = _Watch(job_id, loop.create_future(), vanish_grace, interval)
         self.watches.setdefault(job_id, []).append(watch)
         if self._task is None or self._task.done():
             # The poll loop serves every trigger of the cluster: it runs without the log context of
@@ -156,8 +172,10 @@ class ClusterPoller:
 
     async def _run(self) -> None:
         hook = SlurmHook(self.ssh_conn_id, jump_conn_id=self.jump_conn_id)
+        loop = asyncio.get_running_loop()
         while self.watches:
             self._wake.clear()
+            started = loop.time()
             try:
                 await self.poll_once(hook)
             except DescError as exc:
@@ -169,10 +187,21 @@ class ClusterPoller:
             if not self.watches:
                 break
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=self.until_next_poll(started, loop.time()))
                 await asyncio.sleep(0.2)  # let a burst of new triggers register before the next poll
             except asyncio.TimeoutError:
                 pass
+
+    def until_next_poll(self, started: float, now: float) -> float:
+        """Seconds from ``now`` to the next poll of a poll that started at ``started``.
+
+        Polls start one interval apart, whatever a poll took (SSH, sacct, the history's write): a
+        job's end waits half an interval for its poll on average, not half of interval + poll time.
+        Yet a quarter of the interval at least separates two polls, so that a slow sacct (a busy
+        slurmdbd, thousands of jobs) never turns into back-to-back polls.
+        """
+        interval = self.current_interval
+        return max(interval / 4, started + interval - now)
 
     async def poll_once(self, hook: SlurmHook) -> None:
         """One poll: sacct per chunk of watched ids, squeue for those it lacks, scontrol for the rest.
@@ -223,13 +252,15 @@ class ClusterPoller:
         """
         from airflow_desc.history.live import write_job_states
 
+        interval = self.current_interval
+
         def write() -> None:
             if self.history is None:
                 from airflow_desc.history import default_history_store
 
                 self.history = default_history_store()
             write_job_states(
-                self.history, self.ssh_conn_id, self.jump_conn_id, states, poll_interval_s=self.interval
+                self.history, self.ssh_conn_id, self.jump_conn_id, states, poll_interval_s=interval
             )
 
         try:
@@ -368,7 +399,7 @@ class SlurmJobTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Register with the cluster's poller and yield the one event when the job ends."""
         poller = ClusterPoller.for_cluster(self.ssh_conn_id, self.jump_conn_id, self.poll_interval)
-        payload = await poller.wait(self.job_id, vanish_grace=self.vanish_grace)
+        payload = await poller.wait(self.job_id, vanish_grace=self.vanish_grace, interval=self.poll_interval)
         yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
 
     async def on_kill(self) -> None:

@@ -272,3 +272,48 @@ def test_instances_whose_logs_cannot_be_read_keep_the_pilots_own_lines_redacted(
     ctx: Any = {"ti": TI()}
     out = op._with_log_tails(ctx, Unreachable(), op._profile(), records)  # type: ignore[arg-type]
     assert [r.log_tail for r in out] == ["token=[REDACTED]\nTraceback ...\n", None]
+
+
+class CountingHook(Hook):
+    """Counts sacct calls; sacct answers ``fresh``."""
+
+    def __init__(self, fresh: Any = None) -> None:
+        super().__init__("")
+        self.fresh, self.sacct_calls = fresh, 0
+
+    def sacct(self, job_ids: list[str]) -> dict[str, Any]:
+        self.sacct_calls += 1
+        return {self.fresh.job_id: self.fresh} if self.fresh is not None else {}
+
+
+def _with_steps(job_id: str, names: list[str]) -> Any:
+    from airflow_desc.slurm import group_accounting, parse_sacct
+
+    lines = [f"{job_id}|alloc|COMPLETED|0:0", f"{job_id}.batch|batch|COMPLETED|0:0"]
+    lines += [f"{job_id}.{n}|{name}|COMPLETED|0:0" for n, name in enumerate(names)]
+    return group_accounting(parse_sacct("\n".join(lines), ("JobID", "JobName", "State", "ExitCode")))[job_id]
+
+
+def test_step_rows_come_from_the_accounting_at_hand_when_it_has_every_started_step(pyramid: Any) -> None:
+    """The trigger's event carries the steps: no sacct between the job's end and the task's success."""
+    from airflow_desc.pilot import step_name
+
+    workflow, task = pyramid
+    plan = plan_bundle(workflow, task, [{"visit": 1}], variables(workflow))
+    a, b, c = plan.instances[:3]
+    mine = {a.id: {"state": "success"}, b.id: {"state": "failed"}, c.id: {"state": "skipped"}}  # c: no step
+    op = SlurmBundleOperator(task_id="t", workflow_key=workflow.key, variant=None, bundle_task=task.path)
+    hook = CountingHook()
+    steps = op._step_rows(hook, _with_steps("900", [step_name(a.id), step_name(b.id)]), mine)  # type: ignore[arg-type]
+    assert set(steps) >= {step_name(a.id), step_name(b.id)} and hook.sacct_calls == 0
+
+    # A step the accounting lacks (slurmdbd had not written it yet): sacct is asked again.
+    hook = CountingHook(_with_steps("900", [step_name(a.id), step_name(b.id)]))
+    steps = op._step_rows(hook, _with_steps("900", [step_name(a.id)]), mine)  # type: ignore[arg-type]
+    assert step_name(b.id) in steps and hook.sacct_calls == 1
+
+    # The direct launcher has no steps to read.
+    direct = SlurmBundleOperator(
+        task_id="t", workflow_key=workflow.key, variant=None, bundle_task=task.path, launcher="direct"
+    )
+    assert direct._step_rows(hook, _with_steps("900", []), mine) == {}  # type: ignore[arg-type]

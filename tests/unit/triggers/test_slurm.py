@@ -133,7 +133,7 @@ def judge(polls: list[Poll], job_id: str | None = None) -> list[dict[str, Any] |
         poller = ClusterPoller("s3df_ssh", None, 30.0)
         first = polls[0][1]
         watch_id = job_id or (first.job_id if first is not None else "5000031")
-        watch = _Watch(watch_id, asyncio.get_running_loop().create_future(), GRACE)
+        watch = _Watch(watch_id, asyncio.get_running_loop().create_future(), GRACE, 30.0)
         results: list[dict[str, Any] | None] = []
         for now, acct, queued, *rest in polls:
             if not watch.future.done():
@@ -212,6 +212,48 @@ def test_queued_resets_the_missing_clock() -> None:
 def test_a_job_line_resets_the_missing_clock() -> None:
     polls = [(T0, None, False), (T0 + 50, RUNNING, False), (T0 + 100, None, False), (T0 + 150, None, False)]
     assert judge(polls) == [None, None, None, None]
+
+
+# --- the poller's interval ---
+
+
+def test_the_poll_interval_is_the_smallest_of_the_jobs_watched_now() -> None:
+    """A trigger of 1 s that fired must not keep a later trigger of 5 s polling every second."""
+
+    async def run() -> list[float]:
+        poller = ClusterPoller("s3df_ssh", None, 30.0)
+        loop = asyncio.get_running_loop()
+        seen = [poller.current_interval]
+        fast = _Watch("5000031", loop.create_future(), GRACE, 1.0)
+        slow = _Watch("5000032", loop.create_future(), GRACE, 5.0)
+        poller.watches = {"5000031": [fast], "5000032": [slow]}
+        seen.append(poller.current_interval)
+        poller._forget(fast)
+        seen.append(poller.current_interval)
+        poller._forget(slow)
+        seen.append(poller.current_interval)
+        return seen
+
+    assert asyncio.run(run()) == [30.0, 1.0, 5.0, 30.0]
+
+
+@pytest.mark.parametrize(
+    ("took", "expected"),
+    [(0.0, 5.0), (0.4, 4.6), (4.0, 1.25), (7.5, 1.25)],
+    ids=["instant", "short", "most", "longer"],
+)
+def test_polls_start_one_interval_apart_a_quarter_of_it_at_least_apart(took: float, expected: float) -> None:
+    poller = ClusterPoller("s3df_ssh", None, 5.0)
+    assert poller.until_next_poll(T0, T0 + took) == pytest.approx(expected)
+
+
+def test_a_new_poller_of_the_loop_is_shared_and_keeps_its_default_interval() -> None:
+    async def run() -> tuple[bool, float]:
+        first = ClusterPoller.for_cluster("s3df_ssh", None, 1.0)
+        second = ClusterPoller.for_cluster("s3df_ssh", None, 5.0)
+        return first is second, second.interval
+
+    assert asyncio.run(run()) == (True, 1.0)
 
 
 # --- the poller's write of each poll's job states to the history ---
