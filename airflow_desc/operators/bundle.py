@@ -44,14 +44,16 @@ bundle task instance:
    ``{"desc_rerun": "all"}`` in the run's conf) reruns everything. Records in the directory that
    this Airflow did not write (another Airflow's run of the same run id: a reset metadata DB, a
    deleted and re-created run) are no earlier try's: the directory is set aside and every stream
-   runs (``_claim_dir``).
+   runs (:mod:`~airflow_desc.operators.bundle_claim`). What a try reruns is worked out in
+   :mod:`~airflow_desc.operators.bundle_rerun`.
 5. **Escalate per instance.** An instance the pilot terminated for ``out-of-memory`` asks for
    memory x its ``escalation.memory_factor`` on the next try, one terminated for ``time-limit`` for
-   walltime x ``walltime_factor`` (``escalate_request``): compounding across tries, capped at a
-   node's memory and the cluster's longest walltime (at the cap it is not raised, and its record's
-   message says so). The raised requests are saved with the bundle's state (so a worker crash
-   loses none), go into the manifest and the allocation's time limit, and each record holds the
-   memory and walltime that try asked for. ``escalate=False`` turns this off.
+   walltime x ``walltime_factor`` (:func:`~airflow_desc.operators.escalation.escalate_bundle`):
+   compounding across tries, capped at a node's memory and the cluster's longest walltime (at the
+   cap it is not raised, and its record's message says so). The raised requests are saved with the
+   bundle's state (so a worker crash loses none), go into the manifest and the allocation's time
+   limit, and each record holds the memory and walltime that try asked for. ``escalate=False``
+   turns this off.
 """
 
 from __future__ import annotations
@@ -59,8 +61,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import posixpath
-import shlex
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -69,9 +69,11 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_desc.clusters import ClusterProfile
 from airflow_desc.emulate import payload_source
-from airflow_desc.exceptions import ClusterUnreachable, HistoryUnavailable, SlurmJobFailed
-from airflow_desc.history import ProcessRecord, default_recorder, rerun_selection_of, typical_elapsed_of
+from airflow_desc.exceptions import SlurmJobFailed
+from airflow_desc.history import ProcessRecord, default_recorder, typical_elapsed_of
 from airflow_desc.history.records import InstanceIdentity
+from airflow_desc.operators.bundle_claim import claim_task_dir
+from airflow_desc.operators.bundle_logs import with_log_tails
 from airflow_desc.operators.bundle_records import (
     batch_record,
     check_requests,
@@ -80,16 +82,22 @@ from airflow_desc.operators.bundle_records import (
     skipped_record,
     unfinished_record,
 )
-from airflow_desc.operators.escalation import escalate_request
+from airflow_desc.operators.bundle_rerun import (
+    RERUN_MODES,
+    known_outcomes,
+    read_records,
+    rerun_ids,
+    rerun_mode,
+    rerun_selection,
+)
+from airflow_desc.operators.escalation import escalate_bundle
 from airflow_desc.operators.job_checks import owner_uid_of
 from airflow_desc.operators.output_checks import run_output_checks
-from airflow_desc.operators.resume import stale_task_dir
 from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
-from airflow_desc.operators.trusted import own_log_path, trusted_bundle_state, trusted_streams
+from airflow_desc.operators.trusted import trusted_bundle_state, trusted_streams
 from airflow_desc.operators.workflow import VariantRecorder, workdir_lines
-from airflow_desc.pilot import bundle_job_command, parse_records, parse_summary, step_name
+from airflow_desc.pilot import bundle_job_command, parse_summary, step_name
 from airflow_desc.slurm import JobAccounting, StateClass, diagnose
-from airflow_desc.slurm.log_tails import LOG_TAIL_BYTES, redact_secrets
 from airflow_desc.slurm.ownership import cancelled_by_owner
 from airflow_desc.slurm.quoting import quote_path
 from airflow_desc.workflow.bundle_plan import (
@@ -114,11 +122,7 @@ if TYPE_CHECKING:
 __all__ = ["SlurmBundleOperator"]
 
 _STATE_KEY = "bundle"
-#: The most bytes of log tails one bundle reads (each log's share, at least 4 KiB, at most 64 KiB).
-_BUNDLE_TAILS_BYTES = 16 * 1024 * 1024
 _PAYLOAD_EOF = "DESC_PAYLOAD_EOF"
-# In the bundle's directory on the cluster: which Airflow's task instance wrote it (see _claim_dir).
-_TOKEN_FILE = ".airflow-desc-token"
 
 
 def _now() -> str:
@@ -169,7 +173,7 @@ class SlurmBundleOperator(SlurmOperator):
     ) -> None:
         if launcher not in LAUNCHERS:
             raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
-        if rerun not in ("failed", "all"):
+        if rerun not in RERUN_MODES:
             raise ValueError(f"rerun must be 'failed' or 'all', got {rerun!r}")
         kwargs.setdefault("command", "")
         kwargs.setdefault("retries", 0)
@@ -205,9 +209,7 @@ class SlurmBundleOperator(SlurmOperator):
         return f"{first} +{more}" if more else first
 
     def _rerun_mode(self, context: Context) -> str:
-        conf = getattr(context.get("dag_run"), "conf", None) or {}
-        mode = conf.get("desc_rerun", self.rerun)
-        return mode if mode in ("failed", "all") else self.rerun
+        return rerun_mode(getattr(context.get("dag_run"), "conf", None), self.rerun)
 
     def _bundle_state(self, context: Context) -> dict[str, Any]:
         store = self._store(context)
@@ -239,33 +241,7 @@ class SlurmBundleOperator(SlurmOperator):
             "records": f"{home}/records.jsonl",
             "logs": f"{home}/logs",
             "payload": f"{home}/payload.py",
-            "token": f"{home}/{_TOKEN_FILE}",
         }
-
-    def _known_outcomes(
-        self, saved: Mapping[str, Any], rerun: str, selected: frozenset[str]
-    ) -> dict[str, ScriptOutcome]:
-        """Return the earlier tries' script outcomes to reuse: none for ``all``, not the selected ones."""
-        outcomes = {k: ScriptOutcome.from_json(v) for k, v in (saved.get("scripts") or {}).items()}
-        if rerun == "all":
-            return {}
-        return {k: v for k, v in outcomes.items() if k not in selected}
-
-    def _selected(self, context: Context) -> frozenset[str]:
-        """Return the process instances a rerun selected for this try (none on a first try or a retry)."""
-        ti: Any = context["ti"]
-        try_number = int(ti.try_number or 1)
-        if try_number <= 1:
-            return frozenset()
-        try:
-            return rerun_selection_of(ti.dag_id, ti.run_id, ti.task_id, int(ti.map_index), try_number)
-        except HistoryUnavailable as exc:
-            self.log.warning(
-                "bundle %s: the history did not answer (%s): cannot read which instances a rerun "
-                "selected; rerunning only what did not succeed (clear the task again once it answers)",
-                self._label(), exc,
-            )  # fmt: skip
-            return frozenset()
 
     # --- execute ---
     def execute(self, context: Context) -> Any:
@@ -284,22 +260,26 @@ class SlurmBundleOperator(SlurmOperator):
             variables = workflow.run_variables(self.variant, context)
             rerun = self._rerun_mode(context)
             saved = self._bundle_state(context)
-            selected = self._selected(context) if rerun == "failed" else frozenset()
+            selected = (
+                rerun_selection(context["ti"], label=self._label(), log=self.log)
+                if rerun == "failed"
+                else frozenset()
+            )
             plan = plan_bundle(
                 workflow,
                 task,
                 self.streams_values,
                 variables,
-                known=self._known_outcomes(saved, rerun, selected),
+                known=known_outcomes(saved, rerun, selected),
                 raised=raised_requests(saved),
             )
-            rerun_ids = sorted(plan.rerun_closure(selected))
+            closure = sorted(plan.rerun_closure(selected))
             if selected:
                 self.log.info(
                     "bundle %s: a rerun selected %d of its process instances; %d run again with what "
                     "waits for them, whatever their earlier state", self._label(),
                     len(selected & {*(i.id for i in plan.instances), *(s.id for s in plan.scripts)}),
-                    len(rerun_ids),
+                    len(closure),
                 )  # fmt: skip
             self._record_scripts(context, [s for s in plan.scripts if s.ran_now])
             saved = {
@@ -310,7 +290,7 @@ class SlurmBundleOperator(SlurmOperator):
                 },
                 "rerun": rerun,
                 # This try's: every fresh start writes it, a re-attach or the collection reads it.
-                "rerun_ids": rerun_ids,
+                "rerun_ids": closure,
             }
             self._save_bundle_state(context, saved)
             if not plan.instances or self._all_done(hook, profile, context, plan, rerun):
@@ -323,54 +303,25 @@ class SlurmBundleOperator(SlurmOperator):
         return super().execute(context)
 
     def _claim_dir(self, context: Context, hook: SlurmHook, profile: ClusterProfile) -> None:
-        """Make the bundle's directory on the cluster this Airflow's, setting another Airflow's aside.
-
-        A run id repeats across Airflows (``scheduled__<due time>``, or a deleted run triggered again),
-        and so does the directory: records another Airflow's run left there would pass for an earlier
-        try's, and the bundle would run and record none of its streams. The first try writes a token
-        (saved in the bundle's state) into the directory; a directory with another token, or with
-        files but no state of this Airflow's for the task instance, is renamed
-        ``<name>.stale-<UTC time>`` and every stream runs. A clear in this Airflow keeps the token,
-        the directory and its records (``--skip-done``).
-        """
+        """Make the bundle's directory on the cluster this Airflow's (:mod:`~.bundle_claim`)."""
         if self._store(context) is None:
             return  # no state store: nothing of this Airflow's outlives a try to tell the two apart
-        saved = self._bundle_state(context)
-        paths = self._paths(context, profile)
-        where, token_file = quote_path(paths["dir"]), quote_path(paths["token"])
-        probe = hook.run(
-            f'printf "token=%s\\n" "$(head -c 64 -- {token_file} 2>/dev/null)"; '
-            f'if [ -n "$(ls -A -- {where} 2>/dev/null)" ]; then echo in-use; fi',
-            check=False,
+        claim_task_dir(
+            hook,
+            self._paths(context, profile)["dir"],
+            self._bundle_state(context),
+            lambda state: self._save_bundle_state(context, state),
+            label=self._label(),
+            log=self.log,
         )
-        lines = probe.stdout.splitlines()
-        dir_token = next((ln[len("token=") :].strip() for ln in lines if ln.startswith("token=")), "") or None
-        saved_token = saved.get("dir_token")
-        in_use = "in-use" in lines
-        why = stale_task_dir(
-            saved_token=saved_token, dir_token=dir_token, dir_in_use=in_use, saved_state=bool(saved)
-        )
-        if why is not None:
-            aside = f"{paths['dir']}.stale-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}"
-            hook.run(f"mv -- {where} {quote_path(aside)}")
-            self.log.warning(
-                "bundle %s: directory %s set aside as %s: %s; every stream runs",
-                self._label(), paths["dir"], aside, why,
-            )  # fmt: skip
-            dir_token = None
-        token = saved_token or uuid.uuid4().hex
-        if token != saved_token:
-            self._save_bundle_state(context, {**saved, "dir_token": token})
-        if token != dir_token:  # saved first: a crash before this line leaves a directory still ours
-            hook.run(f"mkdir -p -- {where} && printf '%s\\n' {shlex.quote(token)} > {token_file}")
 
     def _all_done(
         self, hook: SlurmHook, profile: ClusterProfile, context: Context, plan: BundlePlan, rerun: str
     ) -> bool:
         if rerun != "failed":
             return False
-        again = _rerun_ids(self._bundle_state(context))
-        latest, _ = self._read_records(hook, self._paths(context, profile)["records"], None, rerun)
+        again = rerun_ids(self._bundle_state(context))
+        latest, _ = read_records(hook, self._paths(context, profile)["records"], None, rerun)
         return all(
             latest.get(i.id, {}).get("state") == "success" and i.id not in again for i in plan.instances
         )
@@ -386,7 +337,7 @@ class SlurmBundleOperator(SlurmOperator):
         rerun = self._rerun_mode(context)
         self._estimate(plan)
         manifest_data = plan.manifest(f"{ti.task_id}[{ti.map_index}]@{ti.run_id}")
-        again = _rerun_ids(self._bundle_state(context)) & {i.id for i in plan.instances}
+        again = rerun_ids(self._bundle_state(context)) & {i.id for i in plan.instances}
         if again and rerun == "failed":
             manifest_data["rerun"] = sorted(again)  # run again whatever --skip-done says
         manifest = json.dumps(manifest_data)
@@ -510,12 +461,12 @@ class SlurmBundleOperator(SlurmOperator):
         paths = self._paths(context, profile)
         rerun = self._rerun_mode(context)
         job_id = accounting.job_id if accounting is not None else None
-        latest, mine = self._read_records(hook, paths["records"], job_id, rerun)
+        latest, mine = read_records(hook, paths["records"], job_id, rerun)
         saved = self._bundle_state(context)
         # Derived from this job's records only (what each instance ran with), so collecting the same
         # job again after a crash raises nothing twice.
-        raised, notes = self._next_requests(plan, mine, profile, saved)
-        again = _rerun_ids(saved)
+        raised, notes = escalate_bundle(plan.instances, mine, profile, saved, escalate=self.escalate)
+        again = rerun_ids(saved)
         latest = {k: v for k, v in latest.items() if k not in again or k in mine}
         states = self._record_batch(
             context, workflow, plan, hook, profile, accounting, latest, mine, adopted, notes
@@ -541,50 +492,6 @@ class SlurmBundleOperator(SlurmOperator):
                 reason="bundle-incomplete",
             )
         return summary
-
-    def _next_requests(
-        self,
-        plan: BundlePlan,
-        mine: Mapping[str, Mapping[str, Any]],
-        profile: ClusterProfile,
-        saved: Mapping[str, Any],
-    ) -> tuple[dict[str, Any], dict[str, str]]:
-        """Return the raised requests to save (by instance id) and a note for each escalated record."""
-        raised = dict(saved.get("escalation") or {})
-        notes: dict[str, str] = {}
-        if not self.escalate:
-            return raised, notes
-        for inst in plan.instances:
-            rec = mine.get(inst.id)
-            if rec is None:
-                continue
-            request, note = escalate_request(
-                inst, rec, node_memory_mb=profile.memory_per_node_mb, max_walltime_s=profile.max_walltime_s
-            )
-            if note is None:
-                continue
-            notes[inst.id] = note
-            if request is not None:
-                raised[inst.id] = request.to_json()
-        return raised, notes
-
-    def _read_records(
-        self, hook: SlurmHook, path: str, job_id: str | None, rerun: str
-    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-        """Return the latest record of each instance, and this job's records, from the records file."""
-        result = hook.run(f"cat -- {quote_path(path)} 2>/dev/null", check=False)
-        latest: dict[str, dict[str, Any]] = {}
-        mine: dict[str, dict[str, Any]] = {}
-        for record in parse_records(result.stdout):
-            iid = record.get("id")
-            if not isinstance(iid, str):
-                continue
-            if job_id is not None and str(record.get("job_id")) == job_id:
-                mine[iid] = record
-                latest[iid] = record
-            elif rerun == "failed":
-                latest[iid] = record
-        return latest, mine
 
     def _step_rows(
         self, hook: SlurmHook, accounting: JobAccounting | None, mine: Mapping[str, Mapping[str, Any]]
@@ -679,39 +586,13 @@ class SlurmBundleOperator(SlurmOperator):
         if records:
             submitted_by = job_try(accounting, int(context["ti"].try_number or 1))
             records = [_replace(r, try_number=submitted_by) for r in records]
-            records = self._with_log_tails(context, hook, profile, records)
+            task_dir = self._paths(context, profile)["dir"]
+            records = with_log_tails(hook, task_dir, records, self._secret_values(profile), self.log)
             (self.recorder or default_recorder()).record(records)
             for r in records:
                 where = f"{profile.name}:{r.log_path}" if r.log_path else "no log"
                 self.log.info("%s %s: %s (%s); log %s", r.stream, r.process, r.state, r.reason or "-", where)
         return states
-
-    def _with_log_tails(
-        self, context: Context, hook: SlurmHook, profile: ClusterProfile, records: Sequence[ProcessRecord]
-    ) -> list[ProcessRecord]:
-        """Give each record of an instance that ran the end of its log (one SSH call), secrets redacted.
-
-        Only this task instance's own logs are read (:func:`own_log_path`: the file name the pilot
-        recorded, in this task's ``logs/``); each is bounded, and together they stay within
-        :data:`_BUNDLE_TAILS_BYTES`. A log that cannot be read (or a cluster that cannot be reached)
-        leaves the pilot's own last lines, if any.
-        """
-        task_dir = self._paths(context, profile)["dir"]
-        wanted = [(i, own_log_path(task_dir, r.log_path)) for i, r in enumerate(records) if r.log_path]
-        found = [(i, path) for i, path in wanted if path is not None]
-        per_log = max(4096, min(LOG_TAIL_BYTES, _BUNDLE_TAILS_BYTES // max(1, len(found))))
-        try:
-            tails = hook.read_tails([path for _, path in found], max_bytes=per_log) if found else []
-        except ClusterUnreachable as exc:  # the records matter, their tails can do without
-            self.log.warning("the instances' logs were not read (%s); recording them without", exc)
-            tails = [""] * len(found)
-        read = {i: tail for (i, _), tail in zip(found, tails, strict=True) if tail}
-        secret = self._secret_values(profile)
-        out = []
-        for i, record in enumerate(records):
-            tail = read.get(i) or record.log_tail
-            out.append(_replace(record, log_tail=redact_secrets(tail, secret) if tail else None))
-        return out
 
     def _bundle_identity(self, context: Context) -> InstanceIdentity:
         """Return the bundle task instance's identity; each record names its own process and stream."""
@@ -805,11 +686,6 @@ class SlurmBundleOperator(SlurmOperator):
                 pilot.get("wall_s"), counts,
             )  # fmt: skip
         return summary
-
-
-def _rerun_ids(saved: Mapping[str, Any]) -> frozenset[str]:
-    """Return the ids this try reruns whatever their earlier state, from the bundle's saved state."""
-    return frozenset(saved.get("rerun_ids") or ())
 
 
 def _replace(record: ProcessRecord, **changes: Any) -> ProcessRecord:

@@ -1,14 +1,14 @@
 """Escalation: what the next try of a process asks for after it ran out of memory or time (no Airflow).
 
 One rule serves single jobs (:func:`escalate_job`, for ``SlurmOperator``) and bundled instances
-(:func:`escalate_request`, for ``SlurmBundleOperator``): after ``out-of-memory`` the memory is
-multiplied by the process's ``memory_factor``, after ``time-limit`` the walltime by its
-``walltime_factor`` (:func:`raise_value`), rounded up, compounding across tries, and capped at
-what the cluster has: a node's memory, its longest walltime. A single job that already had the
-cap cannot be helped by a retry (:class:`EscalationExhausted`: the operator fails the task
-without spending retries); a bundled instance at the cap keeps its request and its record says so.
-On nodes whose memory comes with cores (2 GB/core at NERSC), a single job's raised memory also
-asks for the cores that carry it, or moves to the profile's high-memory partition.
+(:func:`escalate_request`, by bundle :func:`escalate_bundle`, for ``SlurmBundleOperator``): after
+``out-of-memory`` the memory is multiplied by the process's ``memory_factor``, after ``time-limit``
+the walltime by its ``walltime_factor`` (:func:`raise_value`), rounded up, compounding across
+tries, and capped at what the cluster has: a node's memory, its longest walltime. A single job that
+already had the cap cannot be helped by a retry (:class:`EscalationExhausted`: the operator fails
+the task without spending retries); a bundled instance at the cap keeps its request and its record
+says so. On nodes whose memory comes with cores (2 GB/core at NERSC), a single job's raised memory
+also asks for the cores that carry it, or moves to the profile's high-memory partition.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EscalationExhausted",
+    "escalate_bundle",
     "escalate_job",
     "escalate_request",
     "next_resources",
@@ -105,6 +106,41 @@ def escalate_request(
         )  # fmt: skip
         changed = RaisedRequest(raised.memory_mb, value) if value is not None else None
     return (changed or inst.raised), note
+
+
+def escalate_bundle(
+    instances: Sequence[PlannedInstance],
+    records: Mapping[str, Mapping[str, Any]],
+    profile: ClusterProfile,
+    saved: Mapping[str, Any],
+    *,
+    escalate: bool,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Return a bundle's raised requests to save (by instance id) and a note for each escalated record.
+
+    :param instances: the bundle's planned batch instances.
+    :param records: this try's pilot records, by instance id.
+    :param profile: the bundle's cluster.
+    :param saved: the bundle's saved state (the requests earlier tries raised, under ``escalation``).
+    :param escalate: the operator's ``escalate``: ``False`` keeps the saved requests, notes nothing.
+    """
+    raised = dict(saved.get("escalation") or {})
+    notes: dict[str, str] = {}
+    if not escalate:
+        return raised, notes
+    for inst in instances:
+        rec = records.get(inst.id)
+        if rec is None:
+            continue
+        request, note = escalate_request(
+            inst, rec, node_memory_mb=profile.memory_per_node_mb, max_walltime_s=profile.max_walltime_s
+        )
+        if note is None:
+            continue
+        notes[inst.id] = note
+        if request is not None:
+            raised[inst.id] = request.to_json()
+    return raised, notes
 
 
 def escalate_job(

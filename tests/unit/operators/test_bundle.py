@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pathlib
 import re
 from typing import Any
@@ -17,6 +18,8 @@ import pytest
 from airflow_desc.exceptions import SlurmJobFailed
 from airflow_desc.history import JsonLinesRecorder, ProcessRecord
 from airflow_desc.operators.bundle import SlurmBundleOperator
+from airflow_desc.operators.bundle_logs import with_log_tails
+from airflow_desc.operators.bundle_rerun import read_records
 from airflow_desc.operators.slurm import FinishedJob
 from airflow_desc.workflow.bundle_plan import bundle_command, plan_bundle
 from tests.unit.workflow.test_bundle_plan import variables
@@ -179,10 +182,9 @@ def test_only_this_jobs_records_are_recorded_and_earlier_successes_count_as_done
     a, b = plan.instances[:2]
     text = "\n".join([pilot_record(a, "success", job_id="1"), pilot_record(b, "failed", job_id="1"),
                       pilot_record(b, "success", job_id="2")])  # fmt: skip
-    op = SlurmBundleOperator(task_id="t", workflow_key=workflow.key, variant=None, bundle_task=task.path)
-    latest, mine = op._read_records(Hook(text), "~/r.jsonl", "2", "failed")  # type: ignore[arg-type]
+    latest, mine = read_records(Hook(text), "~/r.jsonl", "2", "failed")  # type: ignore[arg-type]
     assert set(mine) == {b.id} and latest[a.id]["state"] == "success"
-    latest, mine = op._read_records(Hook(text), "~/r.jsonl", "2", "all")  # type: ignore[arg-type]
+    latest, mine = read_records(Hook(text), "~/r.jsonl", "2", "all")  # type: ignore[arg-type]
     assert set(latest) == {b.id}
 
 
@@ -253,12 +255,9 @@ def test_the_manifest_gets_run_time_estimates_from_the_history(
     assert "no run-time estimates from the history" in capsys.readouterr().out  # the task log
 
 
-def test_instances_whose_logs_cannot_be_read_keep_the_pilots_own_lines_redacted(pyramid: Any) -> None:
+def test_instances_whose_logs_cannot_be_read_keep_the_pilots_own_lines_redacted() -> None:
     from airflow_desc.exceptions import ClusterUnreachable
     from airflow_desc.history import ProcessRecord
-
-    workflow, task = pyramid
-    op = SlurmBundleOperator(task_id="t", workflow_key=workflow.key, variant=None, bundle_task=task.path)
 
     class Unreachable:
         def read_tails(self, paths: list[str], **_: Any) -> list[str]:
@@ -269,8 +268,8 @@ def test_instances_whose_logs_cannot_be_read_keep_the_pilots_own_lines_redacted(
                       log_tail="token=abc123xyz\nTraceback ...\n"),
         ProcessRecord(workflow="w", process="p", state="skipped", stream="visit=2"),
     ]  # fmt: skip
-    ctx: Any = {"ti": TI()}
-    out = op._with_log_tails(ctx, Unreachable(), op._profile(), records)  # type: ignore[arg-type]
+    log = logging.getLogger(__name__)
+    out = with_log_tails(Unreachable(), "~/task", records, [], log)  # type: ignore[arg-type]
     assert [r.log_tail for r in out] == ["token=[REDACTED]\nTraceback ...\n", None]
 
 

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from airflow_desc.clusters import load_cluster_profiles
-from airflow_desc.operators.bundle import SlurmBundleOperator
-from airflow_desc.operators.escalation import escalate_request
+from airflow_desc.operators.escalation import escalate_bundle, escalate_request
 from airflow_desc.pilot import validate_manifest
 from airflow_desc.workflow.bundle_plan import (
     RaisedRequest,
@@ -160,12 +159,8 @@ def test_saved_raises_survive_a_round_trip_and_ignore_junk() -> None:
     assert raised_requests({}) == {}
 
 
-def test_the_operator_saves_the_raises_of_this_jobs_records_only_once(bundle: Any) -> None:
-    workflow, task, plan = bundle
-    op = SlurmBundleOperator(
-        task_id="processVisit.bundle", workflow_key=workflow.key, variant=None, bundle_task=task.path,
-        streams=[{"visit": 1}, {"visit": 2}], cluster="perlmutter",
-    )  # fmt: skip
+def test_a_bundle_saves_the_raises_of_this_jobs_records_only_once(bundle: Any) -> None:
+    _workflow, _task, plan = bundle
     profile = load_cluster_profiles(SITE).get("perlmutter")
     saved = {"escalation": {"visit=2:calibrate": {"walltime_s": 450}}}
     mine = {
@@ -173,12 +168,11 @@ def test_the_operator_saves_the_raises_of_this_jobs_records_only_once(bundle: An
         "visit=1:stubborn": terminated("out-of-memory", memory_mb=200),
         "visit=2:stubborn": {"state": "success"},
     }
-    first = plan(raised_requests(saved))
-    raised, notes = op._next_requests(first, mine, profile, saved)
+    first = plan(raised_requests(saved)).instances
+    raised, notes = escalate_bundle(first, mine, profile, saved, escalate=True)
     assert raised == {"visit=1:calibrate": {"memory_mb": 400}, "visit=2:calibrate": {"walltime_s": 450}}
     assert set(notes) == {"visit=1:calibrate", "visit=1:stubborn"}
     # Collected again (the worker died before the job counted as recorded): the same raises.
-    again = plan(raised_requests({"escalation": raised}))
-    assert op._next_requests(again, mine, profile, {"escalation": raised})[0] == raised
-    op.escalate = False
-    assert op._next_requests(first, mine, profile, saved) == (saved["escalation"], {})
+    again = plan(raised_requests({"escalation": raised})).instances
+    assert escalate_bundle(again, mine, profile, {"escalation": raised}, escalate=True)[0] == raised
+    assert escalate_bundle(first, mine, profile, saved, escalate=False) == (saved["escalation"], {})
