@@ -12,12 +12,13 @@ The life of one task instance:
    submitted after the task's record of submitting it (:mod:`airflow_desc.slurm.ownership`); a
    reused id (slurmctld lost its state) is another task's job, and the try submits afresh.
    The rules deciding which job to re-attach to are in :mod:`airflow_desc.operators.resume`, the
-   questions they ask SLURM in :mod:`airflow_desc.operators.job_checks`.
+   questions they ask SLURM in :mod:`airflow_desc.operators.job_checks`; the job's script is
+   :func:`~airflow_desc.operators.job_script.job_spec_for`'s.
 2. **Wait without a worker slot.** Deferred to :class:`~airflow_desc.triggers.slurm.SlurmJobTrigger`,
    whose per-cluster poller batches every watched job into one sacct call per interval.
    ``deferrable=False`` polls from the worker instead.
 3. **Diagnose and record.** The job's accounting and the end of its log (bounded, secrets
-   redacted: :mod:`airflow_desc.slurm.log_tails`) are diagnosed (:func:`airflow_desc.slurm.diagnose`),
+   redacted: :mod:`airflow_desc.operators.job_logs`) are diagnosed (:func:`airflow_desc.slurm.diagnose`),
    recorded as a process instance with that log tail, and returned as the XCom summary; the task
    log shows the tail, on success too. A failure raises :class:`~airflow_desc.exceptions.SlurmJobFailed`
    with the classified reason. A job cancelled by its own uid (a user's ``scancel``, or a clear /
@@ -47,7 +48,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_desc.clusters import ClusterProfile
 from airflow_desc.config import configured_cluster_profiles
-from airflow_desc.exceptions import ClusterError, SlurmJobFailed, UntrustedState
+from airflow_desc.exceptions import SlurmJobFailed, UntrustedState
 from airflow_desc.history import ProcessRecord, Recorder, default_recorder
 from airflow_desc.history.records import InstanceIdentity
 from airflow_desc.hooks.slurm import SlurmHook
@@ -60,8 +61,10 @@ from airflow_desc.operators.job_checks import (
     partition_notice,
     with_node_notice,
 )
-from airflow_desc.operators.job_names import home_relative, job_name_for, task_dir_for, try_of_name
+from airflow_desc.operators.job_logs import guess_log_path, job_log_path, read_job_log_tail, secret_values
+from airflow_desc.operators.job_names import job_name_for, task_dir_for, try_of_name
 from airflow_desc.operators.job_records import job_record, job_summary
+from airflow_desc.operators.job_script import job_spec_for
 from airflow_desc.operators.resume import (
     DEFERRED_TRY,
     AfterFailure,
@@ -76,9 +79,7 @@ from airflow_desc.operators.trusted import trusted_event_accounting, trusted_eve
 from airflow_desc.operators.worker_poll import poll_in_worker
 from airflow_desc.slurm import (
     CONTROLLER_NOTE,
-    ContainerSpec,
     JobAccounting,
-    JobSpec,
     PayloadTiming,
     StateClass,
     diagnose,
@@ -86,7 +87,6 @@ from airflow_desc.slurm import (
     render_job_script,
 )
 from airflow_desc.slurm.diagnose import Diagnosis
-from airflow_desc.slurm.log_tails import LOG_TAIL_LINES, redact_secrets, secret_sounding
 from airflow_desc.triggers.slurm import SlurmJobTrigger
 
 if TYPE_CHECKING:
@@ -375,7 +375,7 @@ class SlurmOperator(BaseOperator):
                 self.log.info("adopting SLURM job %s: it succeeded but its result was never recorded", job_id)
                 state.update(
                     job_id=job_id, try_number=try_of_name(expected[job_id][0]),
-                    log_path=state.get("log_path") or self._guess_log(job_id, state),
+                    log_path=state.get("log_path") or guess_log_path(job_id, state),
                 )  # fmt: skip
                 self._save_state(context, state)
                 return self._finish(context, FinishedJob(hook, profile, acct, adopted=True))
@@ -408,10 +408,6 @@ class SlurmOperator(BaseOperator):
         ti = context["ti"]
         return job_name_for(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), try_number)
 
-    def _guess_log(self, job_id: str, state: Mapping[str, Any]) -> str | None:
-        pattern = state.get("log_pattern")
-        return pattern.replace("%j", job_id) if pattern else None
-
     def _submit(
         self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
     ) -> str:
@@ -420,34 +416,7 @@ class SlurmOperator(BaseOperator):
         name = job_name_for(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), ti.try_number)
         task_dir = self._task_dir(context, profile)
         log_pattern = f"{task_dir}/t{ti.try_number}-%j.out"
-        container = ContainerSpec()
-        if self.container_image or profile.container_image:
-            container = ContainerSpec(
-                runtime=profile.container_runtime, image=self.container_image or profile.container_image
-            )
-        spec = JobSpec(
-            job_name=name,
-            command=self.command,
-            partition=res["partition"],
-            qos=self.qos or profile.qos,
-            account=self.account or profile.account,
-            constraint=self.constraint or profile.constraint,
-            time_limit_s=res["time_limit_s"],
-            nodes=self.nodes,
-            cpus_per_task=res["cpus"],
-            mem_mb=res["mem_mb"],
-            # SLURM does not expand "~" in #SBATCH lines; a relative path is relative to the
-            # directory sbatch ran in, the login's home: the same place.
-            output=home_relative(log_pattern),
-            signal=self.signal,
-            env={**profile.env, **self.env},
-            setup_lines=(*profile.setup_lines, *self.setup_lines),
-            container=container,
-            exclude=tuple(res["exclude"].split(",")) if res["exclude"] else (),
-            # We retry by cause ourselves; SLURM requeueing the same failing job would hide it.
-            requeue=False,
-            extra_sbatch=dict(self.sbatch_args),
-        )
+        spec = job_spec_for(self, profile, res, name=name, log_pattern=log_pattern)
         script = render_job_script(spec)
         # Before sbatch: the job's Submit time must not be older than this (a reused id's would be).
         submit_after = datetime.now(timezone.utc).replace(microsecond=0)
@@ -494,9 +463,6 @@ class SlurmOperator(BaseOperator):
         return self._finish(context, FinishedJob(hook, profile, accounting, note=note))
 
     # --- finish -------------------------------------------------------------------------------
-    def _log_path(self, job_id: str, state: Mapping[str, Any]) -> str | None:
-        return state.get("log_path") if state.get("job_id") == job_id else self._guess_log(job_id, state)
-
     def _read_log(self, context: Context, job: FinishedJob) -> FinishedJob:
         """Return the job with the end of its log read (once), and the payload's own timing from it.
 
@@ -505,9 +471,14 @@ class SlurmOperator(BaseOperator):
         """
         if job.log_tail is not None:
             return job
-        log_path = self._log_path(job.accounting.job_id, self._state(context))
+        log_path = job_log_path(job.accounting.job_id, self._state(context))
         succeeded = job.accounting.state_class is StateClass.SUCCEEDED
-        tail = self._log_tail(job.hook, job.profile, log_path, needed=not succeeded) if log_path else ""
+        tail = ""
+        if log_path:
+            tail = read_job_log_tail(
+                job.hook, log_path, lines=self.log_tail_lines, secrets=self._secret_values(job.profile),
+                needed=not succeeded, log=self.log,
+            )  # fmt: skip
         return dataclasses.replace(job, log_tail=tail, timing=parse_payload_timing(tail))
 
     def _finish(self, context: Context, job: FinishedJob) -> dict[str, Any]:
@@ -515,7 +486,7 @@ class SlurmOperator(BaseOperator):
         hook, profile, accounting, adopted = job.hook, job.profile, job.accounting, job.adopted
         state = self._state(context)
         job_id = accounting.job_id
-        log_path = self._log_path(job_id, state)
+        log_path = job_log_path(job_id, state)
         succeeded = accounting.state_class is StateClass.SUCCEEDED
         # The tail is read on success too: the task log shows the job's output, the history keeps it.
         tail = job.log_tail or ""
@@ -591,26 +562,9 @@ class SlurmOperator(BaseOperator):
             log_tail=tail,
         )
 
-    def _log_tail(self, hook: SlurmHook, profile: ClusterProfile, log_path: str, *, needed: bool) -> str:
-        """Return the end of the job's log (:data:`LOG_TAIL_LINES` lines, 64 KiB), secrets redacted.
-
-        ``log_path`` is this task's own (checked when its state was read); values of the job's
-        environment variables whose names sound secret (``DB_PASSWORD``) are redacted wherever they show.
-        A log the diagnosis does not need (the job succeeded) is not worth failing the try for when it
-        cannot be read: the task log and the history then go without it, and sacct's times are recorded.
-        """
-        try:
-            tail = hook.read_tail(log_path, lines=max(LOG_TAIL_LINES, self.log_tail_lines))
-        except ClusterError as exc:
-            if needed:
-                raise
-            self.log.warning("the end of %s was not read (%s); recording the job without it", log_path, exc)
-            return ""
-        return redact_secrets(tail, self._secret_values(profile))
-
     def _secret_values(self, profile: ClusterProfile) -> list[str]:
         """Return the values of the job's environment variables whose names sound secret."""
-        return [str(v) for k, v in {**profile.env, **self.env}.items() if secret_sounding(k)]
+        return secret_values({**profile.env, **self.env})
 
     def _run_again(
         self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
