@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from airflow_desc.exceptions import ClusterUnreachable
-from airflow_desc.history import ProcessRecord
 from airflow_desc.operators.trusted import own_log_path
 from airflow_desc.slurm.log_tails import LOG_TAIL_BYTES, redact_secrets
 
 if TYPE_CHECKING:
+    from airflow_desc.history import ProcessRecord
     from airflow_desc.hooks.slurm import SlurmHook
     from airflow_desc.operators.job_checks import TaskLog
 

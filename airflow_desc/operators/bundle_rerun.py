@@ -2,8 +2,8 @@
 
 The rules are step 4 of a bundle's life (:mod:`~airflow_desc.operators.bundle`): ``failed`` reruns
 what did not succeed, ``all`` everything, and a rerun's selection in the history
-(:class:`~airflow_desc.history.records.RerunSelection`) runs again whatever its earlier state. No
-Airflow here: the operator hands in its task instance, hook and log.
+(:class:`~airflow_desc.history.records.RerunSelection`) runs again whatever its earlier state. The
+operator hands in its task instance, hook and log.
 """
 
 from __future__ import annotations

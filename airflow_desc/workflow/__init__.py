@@ -1,7 +1,8 @@
 """Workflows as YAML specs, and the Airflow-free graph of each DAG they make.
 
 ``spec`` reads and checks a spec file (errors name file:line and the field), with what it
-is made of: ``spec_templates``, ``spec_expressions``, ``spec_models`` and ``spec_rules``;
+is made of: ``spec_templates``, ``spec_expressions``, ``spec_models`` and ``spec_rules`` (with
+``spec_process_rules`` and ``spec_template_rules``);
 ``graph`` is the tree of tasks and processes of one DAG, which ``build`` makes from a spec and
 a variant (deciding which sub-tasks run in bundles); ``estimates`` counts task instances. Neither imports
 Airflow's DAG machinery; the render step that makes DAGs does::

@@ -31,7 +31,9 @@ from airflow_desc._validation import choose
 from airflow_desc._yaml_lines import describe_value, format_path
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.slurm.units import WALLTIME_FORMS, walltime_seconds
-from airflow_desc.workflow.spec_rules import CHECK_KINDS, IMPORT_PATH_RE, check_rules, type_mismatch
+from airflow_desc.workflow.spec_process_rules import CHECK_KINDS, IMPORT_PATH_RE
+from airflow_desc.workflow.spec_rules import check_rules
+from airflow_desc.workflow.spec_template_rules import type_mismatch
 from airflow_desc.workflow.spec_templates import (
     IDENT_RE,
     Scalar,

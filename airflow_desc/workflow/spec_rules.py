@@ -4,43 +4,39 @@ The rules run on the plain data of a spec file, tolerant of what the pydantic mo
 :mod:`~airflow_desc.workflow.spec_models` reject, so that one run reports both kinds of
 problem: unknown names in dependencies and placeholders, cycles, a stream source that is not
 a script process, keys that only the other process type has, and the like.
+
+Here the rules of the spec and its tasks (variables, variants, patterns, sub-tasks, thresholds,
+cycles); the rules of one process are :mod:`~airflow_desc.workflow.spec_process_rules`', those of
+every templated text :mod:`~airflow_desc.workflow.spec_template_rules`'.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_desc._validation import choose
-from airflow_desc._yaml_lines import KeyPath, describe_value, did_you_mean, format_path
+from airflow_desc._yaml_lines import KeyPath, describe_value, format_path
 from airflow_desc.workflow.spec_expressions import Expression, ExpressionError
-from airflow_desc.workflow.spec_templates import (
-    IDENT_RE,
-    Template,
-    TemplateError,
-    format_value,
-    shell_problems,
-    variable_cycle,
+from airflow_desc.workflow.spec_process_rules import (
+    ProcessRules,
+    Scope,
+    listed,
+    listed_names,
+    unknown_dependency,
 )
+from airflow_desc.workflow.spec_template_rules import TemplateRules, as_mapping, type_mismatch, value_kind
+from airflow_desc.workflow.spec_templates import IDENT_RE, Template, format_value, variable_cycle
 from airflow_desc.workflow.thresholds import MinSuccess
 
 if TYPE_CHECKING:
     from airflow_desc.clusters import ClusterProfiles
 
-__all__ = ["CHECK_KINDS", "IMPORT_PATH_RE", "check_rules", "type_mismatch", "value_kind"]
+__all__ = ["check_rules"]
 
-#: The kinds of output check, one per item of ``checks``.
-CHECK_KINDS = ("exists", "non_empty", "glob", "command", "log_lacks")
-
-#: ``module.path:name``: a script's callable, a notifier's class.
-IMPORT_PATH_RE = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
 # What may follow "<name>_v" in a DAG id (Airflow's KEY_REGEX: letters, digits, "_", ".", "-").
 _DAG_ID_PART_RE = re.compile(r"^[\w.-]+$", re.ASCII)
-# Keys that only one process type has.
-_BATCH_ONLY = ("command", "dm_command", "emulate", "resources", "escalation", "checks")
-_SCRIPT_ONLY = ("callable", "kwargs")
 
 
 def check_rules(data: Mapping[str, Any], clusters: ClusterProfiles | None) -> list[tuple[KeyPath, str]]:
@@ -53,75 +49,12 @@ def check_rules(data: Mapping[str, Any], clusters: ClusterProfiles | None) -> li
     return _Rules(data, clusters).run()
 
 
-def value_kind(value: Any) -> str:
-    """How messages name the type of a variable's value: ``text``, ``a number``..."""
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, int):
-        return "a whole number"
-    if isinstance(value, float):
-        return "a number"
-    return "text"
-
-
-def type_mismatch(default: Any, value: Any) -> str | None:
-    """Why ``value`` cannot stand for a variable whose default is ``default``, or None."""
-    want, got = value_kind(default), value_kind(value)
-    if not isinstance(value, str | int | float | bool):
-        got = "other"
-    if want == got or (want == "a number" and got == "a whole number"):
-        return None
-    return (
-        f"expected {want} like its default {format_value(default)}, got {describe_value(value)}; write {want}"
-    )
-
-
-def _mapping(value: Any) -> Mapping[Any, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _listed(value: Any) -> list[tuple[KeyPath, str]]:
-    """Return the names of a depends_on / after value, each with its path below the key."""
-    if isinstance(value, str):
-        return [((), value)]
-    if isinstance(value, Mapping):
-        return [((name,), name) for name in value if isinstance(name, str)]
-    if isinstance(value, list | tuple):
-        return [((index,), item) for index, item in enumerate(value) if isinstance(item, str)]
-    return []
-
-
-def _listed_names(value: Any) -> set[str]:
-    return {name for _, name in _listed(value)}
-
-
-@dataclass(frozen=True)
-class _Scope:
-    """What a task's processes can see."""
-
-    stream_vars: tuple[str, ...] = ()
-    defaults: tuple[Mapping[str, Any], ...] = ()
-
-
-class _Rules:
+class _Rules(TemplateRules):
     """Checks across fields, on the plain data; tolerant of what the models reject."""
 
     def __init__(self, data: Mapping[str, Any], clusters: ClusterProfiles | None) -> None:
-        self.data = data
-        self.clusters = clusters
-        self.problems: list[tuple[KeyPath, str]] = []
-        self.variables = {
-            k: v
-            for k, v in _mapping(data.get("variables")).items()
-            if isinstance(v, str | int | float | bool)
-        }
+        super().__init__(data, clusters)
         self.task_paths: dict[str, KeyPath] = {}
-        self.stream_owners: dict[str, str] = {}
-        patterns = _mapping(data.get("patterns")).items()
-        self.patterns = {k: v for k, v in patterns if isinstance(k, str) and isinstance(v, str)}
-
-    def add(self, path: KeyPath, message: str) -> None:
-        self.problems.append((path, message))
 
     def run(self) -> list[tuple[KeyPath, str]]:
         self.check_variables()
@@ -131,7 +64,7 @@ class _Rules:
         self.check_side_by_side()
         if isinstance(self.data.get("name"), str):
             self.task_paths[self.data["name"]] = ()
-        self.check_task((), self.data, _Scope())
+        self.check_task((), self.data, Scope())
         return self.problems
 
     # variables ------------------------------------------------------------------------------
@@ -149,8 +82,8 @@ class _Rules:
             )
 
     def check_variants(self) -> None:
-        for variant, overrides in _mapping(self.data.get("variants")).items():
-            for key, value in _mapping(overrides).items():
+        for variant, overrides in as_mapping(self.data.get("variants")).items():
+            for key, value in as_mapping(overrides).items():
                 path: KeyPath = ("variants", variant, key)
                 if not isinstance(value, str | int | float | bool):
                     continue  # the model says what a variable may hold
@@ -190,8 +123,8 @@ class _Rules:
             except re.error as exc:
                 self.add(path, f"not a regular expression: {exc}; fix it")
         given: list[tuple[KeyPath, str, Any]] = [(("variables", k), k, v) for k, v in self.variables.items()]
-        for variant, overrides in _mapping(self.data.get("variants")).items():
-            given += [(("variants", variant, k), k, v) for k, v in _mapping(overrides).items()]
+        for variant, overrides in as_mapping(self.data.get("variants")).items():
+            given += [(("variants", variant, k), k, v) for k, v in as_mapping(overrides).items()]
         for path, name, value in given:
             regex = compiled.get(name)
             if regex is None or "{{" in str(value):
@@ -201,74 +134,16 @@ class _Rules:
                 self.add(path, f"{text!r} does not match the pattern of {name}, {regex.pattern!r}")
 
     def collect_stream_vars(self, task: Mapping[str, Any]) -> None:
-        for name, sub in _mapping(task.get("tasks")).items():
+        for name, sub in as_mapping(task.get("tasks")).items():
             if isinstance(sub, Mapping):
                 var = sub.get("stream_var")
                 if isinstance(var, str):
                     self.stream_owners.setdefault(var, str(name))
                 self.collect_stream_vars(sub)
 
-    # templates and expressions --------------------------------------------------------------
-    def template(
-        self, path: KeyPath, value: Any, names: Collection[str], *, shell: bool = False
-    ) -> Template | None:
-        if not isinstance(value, str):
-            return None
-        try:
-            template = Template.parse(value)
-        except TemplateError as exc:
-            self.add(path, str(exc))
-            return None
-        for name in template.names:
-            if name not in names:
-                self.add(path, self.unknown_placeholder(name, names))
-        if not shell:
-            for name in template.raw_names:
-                self.add(
-                    path,
-                    f"{{{{ {name} | raw }}}}: '| raw' is only for shell text (a command, dm_command, or a "
-                    "check's command); write {{ " + name + " }}",
-                )
-            return template
-        for problem in shell_problems(template):
-            self.add(path, problem)
-        for name in template.raw_names:
-            if name not in self.patterns:
-                self.add(
-                    path,
-                    f"{{{{ {name} | raw }}}} puts {name}'s value into the shell unquoted; declare the shape "
-                    f"of its values under patterns (e.g. patterns: {{{name}: '[A-Za-z0-9_.,=/-]+'}}), or "
-                    f"write {{{{ {name} }}}}",
-                )
-        return template
-
-    def unknown_placeholder(self, name: str, names: Collection[str]) -> str:
-        owner = self.stream_owners.get(name)
-        if owner is not None:
-            return (
-                f"{{{{ {name} }}}} is the stream variable of {owner}, not known here; "
-                f"use it only in {owner} and the tasks below it"
-            )
-        guess = did_you_mean(name, names)
-        if guess:
-            return f"unknown variable {{{{ {name} }}}}; did you mean {{{{ {guess} }}}}?"
-        known = ", ".join(sorted(names))
-        return f"unknown variable {{{{ {name} }}}}; declare it under variables (known here: {known})"
-
-    def template_tree(self, path: KeyPath, value: Any, names: Collection[str]) -> None:
-        """Check every text inside a kwargs value (lists and mappings included)."""
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                self.template_tree((*path, key), item, names)
-        elif isinstance(value, list | tuple):
-            for index, item in enumerate(value):
-                self.template_tree((*path, index), item, names)
-        else:
-            self.template(path, value, names)
-
     # tasks ----------------------------------------------------------------------------------
-    def check_task(self, path: KeyPath, task: Mapping[str, Any], scope: _Scope) -> None:
-        processes, subtasks = _mapping(task.get("processes")), _mapping(task.get("tasks"))
+    def check_task(self, path: KeyPath, task: Mapping[str, Any], scope: Scope) -> None:
+        processes, subtasks = as_mapping(task.get("processes")), as_mapping(task.get("tasks"))
         shapes_ok = all(isinstance(task.get(key, {}), Mapping) for key in ("processes", "tasks"))
         if not processes and not subtasks and shapes_ok:
             what = "no processes" if "processes" in task else "missing"
@@ -276,11 +151,11 @@ class _Rules:
         defaults = task.get("defaults")
         if isinstance(defaults, Mapping):
             self.check_defaults((*path, "defaults"), defaults, scope)
-            scope = _Scope(scope.stream_vars, (*scope.defaults, defaults))
+            scope = Scope(scope.stream_vars, (*scope.defaults, defaults))
         siblings = {str(n) for n in processes} | {str(n) for n in subtasks}
         for name, process in processes.items():
             if isinstance(process, Mapping):
-                _ProcessRules(self, (*path, "processes", name), str(name), process, siblings, scope).run()
+                ProcessRules(self, (*path, "processes", name), str(name), process, siblings, scope).run()
                 self.check_thresholds((*path, "processes", name), process, subtasks, siblings)
         for name, sub in subtasks.items():
             if isinstance(sub, Mapping):
@@ -301,7 +176,7 @@ class _Rules:
         )
         # A spec built in Python (or dumped) carries them as min_success: {name: value}.
         given += [
-            (("min_success", n), {"min_success": v}) for n, v in _mapping(body.get("min_success")).items()
+            (("min_success", n), {"min_success": v}) for n, v in as_mapping(body.get("min_success")).items()
         ]
         for where, options in given:
             name = where[1]
@@ -322,7 +197,7 @@ class _Rules:
                     "remove it (a process must succeed)",
                 )
                 continue
-            if where[0] == "min_success" and name not in _listed_names(body.get("depends_on")):
+            if where[0] == "min_success" and name not in listed_names(body.get("depends_on")):
                 self.add((*path, *at), f"'{name}' is not in depends_on; add it there with its min_success")
                 continue
             try:
@@ -330,17 +205,10 @@ class _Rules:
             except ValueError as exc:
                 self.add((*path, *at), str(exc))
 
-    def check_defaults(self, path: KeyPath, defaults: Mapping[str, Any], scope: _Scope) -> None:
+    def check_defaults(self, path: KeyPath, defaults: Mapping[str, Any], scope: Scope) -> None:
         self.check_cluster((*path, "resources"), defaults.get("resources"))
         names = set(self.variables) | set(scope.stream_vars)
-        self.template((*path, "emulate", "seed"), _mapping(defaults.get("emulate")).get("seed"), names)
-
-    def check_cluster(self, path: KeyPath, resources: Any) -> None:
-        cluster = _mapping(resources).get("cluster")
-        if self.clusters is None or not isinstance(cluster, str) or cluster in self.clusters:
-            return
-        hint = choose(cluster, self.clusters.names, known="known clusters:")
-        self.add((*path, "cluster"), f"no cluster named {cluster!r} in {self.clusters.source}; {hint}")
+        self.template((*path, "emulate", "seed"), as_mapping(defaults.get("emulate")).get("seed"), names)
 
     def check_subtask(
         self,
@@ -349,7 +217,7 @@ class _Rules:
         sub: Mapping[str, Any],
         parent_processes: Mapping[Any, Any],
         siblings: set[str],
-        scope: _Scope,
+        scope: Scope,
     ) -> None:
         if name in parent_processes:
             self.add(path, f"'{name}' is also the name of a process of this task; rename one")
@@ -364,9 +232,9 @@ class _Rules:
         if isinstance(source, str):
             self.check_stream_source((*path, "streams_from"), source, parent_processes)
         for key in ("depends_on", "after"):
-            for sub_path, dep in _listed(sub.get(key)):
+            for sub_path, dep in listed(sub.get(key)):
                 if dep not in siblings:
-                    self.add((*path, key, *sub_path), _unknown_dependency(dep, siblings - {name}))
+                    self.add((*path, key, *sub_path), unknown_dependency(dep, siblings - {name}))
         var = sub.get("stream_var")
         if isinstance(var, str):
             if var in self.variables:
@@ -380,10 +248,10 @@ class _Rules:
         if sub.get("bundle") == "never" and sub.get("bundle_size") is not None:
             self.add((*path, "bundle_size"), "a size is set but bundle is 'never'; remove one of them")
         stream_vars = (*scope.stream_vars, var) if isinstance(var, str) else scope.stream_vars
-        self.check_task(path, sub, _Scope(stream_vars, scope.defaults))
+        self.check_task(path, sub, Scope(stream_vars, scope.defaults))
 
     def check_stream_source(self, path: KeyPath, source: str, parent_processes: Mapping[Any, Any]) -> None:
-        scripts = [str(n) for n, p in parent_processes.items() if _mapping(p).get("type") == "script"]
+        scripts = [str(n) for n, p in parent_processes.items() if as_mapping(p).get("type") == "script"]
         if source not in parent_processes:
             hint = choose(
                 source,
@@ -396,7 +264,7 @@ class _Rules:
             listed = f": {', '.join(scripts)}" if scripts else ""
             self.add(
                 path,
-                f"'{source}' is a {_mapping(parent_processes[source]).get('type')} process; streams come "
+                f"'{source}' is a {as_mapping(parent_processes[source]).get('type')} process; streams come "
                 f"from a script process (its callable returns them): name one{listed}",
             )
 
@@ -422,11 +290,11 @@ class _Rules:
         edges: dict[str, list[tuple[str, KeyPath]]] = {}
         for group, members in (("processes", processes), ("tasks", subtasks)):
             for name, body in members.items():
-                body = _mapping(body)
+                body = as_mapping(body)
                 out = [
                     (dep, (*path, group, name, key, *sub_path))
                     for key in ("depends_on", "after")
-                    for sub_path, dep in _listed(body.get(key))
+                    for sub_path, dep in listed(body.get(key))
                 ]
                 if group == "tasks" and name in processes:
                     continue  # reported as a name clash; its edges would mix with the process's
@@ -476,180 +344,3 @@ class _CycleFinder:
             f"dependency cycle: {' -> '.join(cycle)} (each waits for the next); "
             "remove one of these dependencies",
         )
-
-
-def _unknown_dependency(name: str, siblings: Collection[str]) -> str:
-    choices = sorted(siblings)
-    hint = choose(name, choices, known="name a process or sub-task of the same task:")
-    return f"no process or sub-task named '{name}' in this task; {hint}"
-
-
-class _ProcessRules:
-    """The cross-field rules of one process."""
-
-    def __init__(
-        self,
-        rules: _Rules,
-        path: KeyPath,
-        name: str,
-        process: Mapping[str, Any],
-        siblings: set[str],
-        scope: _Scope,
-    ) -> None:
-        self.rules = rules
-        self.path = path
-        self.name = name
-        self.process = process
-        self.siblings = siblings
-        self.scope = scope
-        self.names = set(rules.variables) | set(scope.stream_vars)
-
-    def add(self, sub_path: KeyPath, message: str) -> None:
-        self.rules.add((*self.path, *sub_path), message)
-
-    def run(self) -> None:
-        kind = self.process.get("type")
-        if kind == "batch":
-            self.batch()
-        elif kind == "script":
-            self.script()
-        upstream = self.dependencies()
-        self.skip_if(upstream)
-        for key in ("command", "dm_command"):
-            self.rules.template((*self.path, key), self.process.get(key), self.names, shell=True)
-        self.rules.template_tree((*self.path, "kwargs"), self.process.get("kwargs"), self.names)
-        self.emulate()
-        self.checks()
-        self.rules.check_cluster((*self.path, "resources"), self.process.get("resources"))
-
-    def batch(self) -> None:
-        for key in _SCRIPT_ONLY:
-            if key in self.process:
-                self.add(
-                    (key,),
-                    "a batch process runs a shell command on a cluster and has no "
-                    f"{key}; use command or emulate, or make it type: script",
-                )
-        has_command, has_emulate = self.process.get("command") is not None, "emulate" in self.process
-        if not has_command and not has_emulate:
-            self.add(
-                ("command",),
-                "missing; a batch process needs command (a shell command) or emulate (the DM-like payload)",
-            )
-        elif has_command and has_emulate:
-            self.add(
-                ("emulate",),
-                "command and emulate are both set; keep one (the real DM command line goes in dm_command)",
-            )
-
-    def script(self) -> None:
-        for key in _BATCH_ONLY:
-            if key in self.process:
-                self.add(
-                    (key,),
-                    f"a script process runs on the Airflow worker and has no {key}; "
-                    "remove it, or make the process type: batch",
-                )
-        target = self.process.get("callable")
-        if "callable" not in self.process:
-            self.add(("callable",), "missing; a script process needs callable: 'module.path:function'")
-        elif isinstance(target, str) and not IMPORT_PATH_RE.match(target):
-            self.add(
-                ("callable",),
-                f"expected 'module.path:function', got {target!r}; "
-                "write the module, a colon, then the function",
-            )
-
-    def dependencies(self) -> set[str]:
-        upstream: set[str] = set()
-        for key in ("depends_on", "after"):
-            for sub_path, dep in _listed(self.process.get(key)):
-                if dep in self.siblings:
-                    upstream.add(dep)
-                else:
-                    self.add((key, *sub_path), _unknown_dependency(dep, self.siblings - {self.name}))
-        return upstream
-
-    def skip_if(self, upstream: set[str]) -> None:
-        text = self.process.get("skip_if")
-        if not isinstance(text, str):
-            return
-        try:
-            condition = Expression.parse(text, "condition")
-        except ExpressionError as exc:
-            self.add(("skip_if",), str(exc))
-            return
-        known = upstream | self.names
-        for name in sorted(condition.names - known):
-            if name in self.siblings:
-                message = (
-                    f"'{name}' is not upstream of {self.name}; add it to depends_on or after to use its state"
-                )
-            else:
-                hint = choose(name, sorted(known), known="known here:")
-                message = f"unknown name '{name}'; {hint}"
-            self.add(("skip_if",), message)
-
-    def emulate(self) -> None:
-        emulate = self.process.get("emulate")
-        if not isinstance(emulate, Mapping):
-            return
-        for key in ("name", "seed"):
-            self.rules.template((*self.path, "emulate", key), emulate.get(key), self.names)
-        for key in ("outputs", "inputs"):
-            value = emulate.get(key)
-            if isinstance(value, list | tuple):
-                for index, item in enumerate(value):
-                    self.rules.template((*self.path, "emulate", key, index), item, self.names)
-        held = emulate.get("memory_mb")
-        asked = self.memory_mb()
-        if (
-            isinstance(held, int | float)
-            and not isinstance(held, bool)
-            and asked is not None
-            and held > asked
-        ):
-            self.add(
-                ("emulate", "memory_mb"),
-                f"the payload holds {held:g} MB but the process asks for {asked} MB, so it would always "
-                "run out of memory; lower emulate.memory_mb or raise resources.memory_mb",
-            )
-
-    def memory_mb(self) -> int | None:
-        for source in (self.process, *reversed(self.scope.defaults)):
-            value = _mapping(source.get("resources")).get("memory_mb")
-            if value is not None:
-                return value if isinstance(value, int) and not isinstance(value, bool) else None
-        return None
-
-    def checks(self) -> None:
-        checks = self.process.get("checks")
-        if not isinstance(checks, list | tuple):
-            return
-        for index, check in enumerate(checks):
-            if isinstance(check, Mapping):
-                self.check(("checks", index), check)
-
-    def check(self, sub_path: KeyPath, check: Mapping[str, Any]) -> None:
-        kinds = [kind for kind in CHECK_KINDS if check.get(kind) is not None]
-        if not kinds:
-            self.add(sub_path, f"no check given; write one of {', '.join(CHECK_KINDS)}")
-        elif len(kinds) > 1:
-            self.add(
-                (*sub_path, kinds[1]),
-                f"one check per item: {kinds[0]} and {kinds[1]} are both set; split them into two '- ' items",
-            )
-        if check.get("min_count") is not None and "glob" not in kinds:
-            self.add((*sub_path, "min_count"), "only a glob check counts files; remove min_count or use glob")
-        for key in ("exists", "non_empty", "glob", "command", "message"):
-            shell = key == "command"
-            self.rules.template((*self.path, *sub_path, key), check.get(key), self.names, shell=shell)
-        pattern = check.get("log_lacks")
-        if isinstance(pattern, str):
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                self.add(
-                    (*sub_path, "log_lacks"),
-                    f"not a regular expression: {exc}; fix it, or put a backslash before special characters",
-                )
