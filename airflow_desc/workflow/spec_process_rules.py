@@ -54,7 +54,11 @@ def listed_names(value: Any) -> set[str]:
 
 @dataclass(frozen=True)
 class Scope:
-    """What a task's processes can see."""
+    """What a task's processes can see.
+
+    :param stream_vars: the stream variables of the task and the tasks above it.
+    :param defaults: the ``defaults`` of the tasks above it and its own, outermost first.
+    """
 
     stream_vars: tuple[str, ...] = ()
     defaults: tuple[Mapping[str, Any], ...] = ()
@@ -68,7 +72,15 @@ def unknown_dependency(name: str, siblings: Collection[str]) -> str:
 
 
 class ProcessRules:
-    """The cross-field rules of one process."""
+    """The cross-field rules of one process.
+
+    :param rules: the spec's rules: the names known, the template rules, where problems go.
+    :param path: the process's path in the spec.
+    :param name: the process's name.
+    :param process: its plain data.
+    :param siblings: the names of the processes and sub-tasks of its task.
+    :param scope: what its task can see.
+    """
 
     def __init__(
         self,
