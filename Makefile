@@ -63,7 +63,7 @@ integration: venv site-up
 # selects no test exits 5, which fails the target.
 test: venv site-up lint
 	source $(SITE_ENV) && $(BIN)/pytest -n $(PYTEST_WORKERS) -m "not serial" --durations=15 tests/unit tests/integration
-	source $(SITE_ENV) && $(BIN)/pytest -m serial --durations=5 tests/integration tests/e2e
+	source $(SITE_ENV) && $(BIN)/pytest -m serial --durations=40 --durations-min=5 tests/integration tests/e2e
 
 # The fault matrix (tests/faults): not part of `make test` (about 20 min here: 12 faults took 15). It stops site services
 # other tests use, so it holds the site lock exclusively. FAULT=sshd-down runs one fault; FAULTS_DEPLOYMENT
