@@ -19,12 +19,8 @@ help:
 	@echo "make site-up      start the local site (two SLURM clusters, sshd logins, PostgreSQL)"
 	@echo "make site-down    stop it (docker/site/down --wipe also deletes its state)"
 	@echo "make site-status  show what runs"
-<<<<<<< HEAD
-	@echo "make bench        the benchmarks (never part of make test; dc1_scale.py by hand)"
-	@echo "make bench-status status table, CLI start-up and history writer at DC1 scale (~40 min)"
-=======
 	@echo "make bench        the benchmarks (never part of make test; dc1_scale.py, latency.py by hand)"
->>>>>>> latency
+	@echo "make bench-status status table, CLI start-up and history writer at DC1 scale (~40 min)"
 	@echo "make test-faults  inject each fault on the local site under a real Airflow; one row per fault (FAULT=name: one)"
 	@echo "make constraints  re-pin constraints.txt from the current venv"
 
@@ -80,11 +76,7 @@ demo: venv site-up
 # its target; the target fails at the end, naming those that missed. benchmarks/packing.py: ~10 min.
 bench: venv site-up
 	source $(SITE_ENV) && missed=""; for b in benchmarks/*.py; do \
-<<<<<<< HEAD
-		case $$b in benchmarks/dc1_scale.py|benchmarks/status_speed.py) continue;; esac; \
-=======
-		case $$b in benchmarks/dc1_scale.py|benchmarks/latency.py) continue;; esac; \
->>>>>>> latency
+		case $$b in benchmarks/dc1_scale.py|benchmarks/status_speed.py|benchmarks/latency.py) continue;; esac; \
 		echo "== $$b"; flock -x /tmp/desc-site.lock $(BIN)/python $$b || missed="$$missed $$b"; done; \
 		if [ -n "$$missed" ]; then echo "missed their targets:$$missed"; exit 1; fi
 
