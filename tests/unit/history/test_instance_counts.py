@@ -15,8 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from airflow_desc.history import HistoryFilter, HistoryStore, ProcessRecord, SpoolingRecorder
+from airflow_desc.history.count_queries import _status_counts_window
 from airflow_desc.history.latest import HeldAttempt, plan_batch
-from airflow_desc.history.queries import _status_counts_window, process_instances, status_counts
+from airflow_desc.history.queries import process_instances, status_counts
 from airflow_desc.history.schema import instance_counts, runs, workflows
 from airflow_desc.history.status_read import summed_counts
 from tests.unit.history.test_queries import counts, rec
