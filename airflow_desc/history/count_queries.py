@@ -212,23 +212,27 @@ def latest_attempts(
     import pandas as pd
 
     wanted = set(dag_runs)
-    rows: list[tuple[Any, ...]] = []
     columns = [
-        runs.c.dag_id, runs.c.run_id, pi.c.task_id, pi.c.map_index, streams.c.path, pi.c.process,
+        pi.c.run_ref, pi.c.task_id, pi.c.map_index, streams.c.path, pi.c.process,
         pi.c.try_number, pi.c.state, pi.c.task, pi.c.version, pi.c.process_type,
     ]  # fmt: skip
-    joined = pi.join(runs, runs.c.id == pi.c.run_ref).join(streams, streams.c.id == pi.c.stream_ref)
     with engine.connect() as conn:
-        refs = [
-            ref
+        names = {
+            ref: (dag_id, run_id)
             for ref, dag_id, run_id in conn.execute(sa.select(runs.c.id, runs.c.dag_id, runs.c.run_id))
             if (dag_id, run_id) in wanted
-        ]
-        for ref in refs:
-            query = sa.select(*columns).select_from(joined).where(pi.c.latest, pi.c.run_ref == ref)
-            if task_ids is not None:
-                query = query.where(pi.c.task_id.in_(sorted(set(task_ids))))
-            if processes is not None:
-                query = query.where(pi.c.process.in_(sorted(set(processes))))
-            rows.extend(plain_tuples(conn.execute(query)))
+        }
+        # One statement for every run (a statement per run read the live processes' attempts of
+        # every run each time on SQLite), the run's names added here rather than joined per row.
+        query = (
+            sa.select(*columns)
+            .select_from(pi.join(streams, streams.c.id == pi.c.stream_ref))
+            .where(pi.c.latest, pi.c.run_ref.in_(sorted(names)))
+        )
+        if task_ids is not None:
+            query = query.where(pi.c.task_id.in_(sorted(set(task_ids))))
+        if processes is not None:
+            query = query.where(pi.c.process.in_(sorted(set(processes))))
+        found = conn.execute(query).fetchall() if names else []
+    rows = [(*names[row[0]], *row[1:]) for row in found]
     return pd.DataFrame.from_records(rows, columns=list(LATEST_COLUMNS))
