@@ -44,7 +44,7 @@ def summed_counts(
     :param url_or_conn_id: as for :func:`~airflow_desc.history.open_history`.
     :param selection: which instances, by :data:`~airflow_desc.history.filters.INSTANCE_FIELDS`.
     :return: ``(task, version, process, process_type, state, count, attempts)`` tuples, sorted.
-    :raises HistoryUnavailable: when a PostgreSQL history does not answer.
+    :raises HistoryUnavailable: when a PostgreSQL history cannot be reached (down, refused login).
     """
     selection = selection or HistoryFilter()
     selection.require_only(INSTANCE_FIELDS, "summed_counts")
@@ -169,6 +169,9 @@ def _postgres(url: str) -> tuple[Any, str, Any] | None:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}/{keywords.get('dbname', '')}"
         raise HistoryUnavailable(
-            f"the history at {where} does not answer: {first}; check that its PostgreSQL is up, or --db"
+            f"the history at {where} cannot be reached: {first}; check that its PostgreSQL is up and the "
+            "credentials of --db or of the history's connection"
         ) from exc
+    except psycopg2.Error:  # e.g. an option libpq does not know: SQLAlchemy's path says what
+        return None
     return conn, "%s", psycopg2.Error

@@ -286,3 +286,15 @@ def test_status_without_pandas_prints_what_the_general_path_prints(
     general = main(argv), capsys.readouterr()
     assert fast == general
     assert general[1].out or general[1].err
+
+
+def test_status_of_a_postgresql_history_that_refuses_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["status", "--no-live", "--db", f"postgresql://desc@127.0.0.1:{port}/history"]) == 2
+    err = capsys.readouterr().err
+    assert f"the history at 127.0.0.1:{port}/history cannot be reached" in err
+    assert "Traceback" not in err
