@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 
@@ -275,11 +276,12 @@ def test_status_without_pandas_prints_what_the_general_path_prints(
     argv = ["status", "--no-live", "--db", db, "--format", fmt, *selection]
     answered: list[bool] = []
     without_pandas = history_commands._status_without_pandas
-    monkeypatch.setattr(
-        history_commands,
-        "_status_without_pandas",
-        lambda a: answered.append(without_pandas(a)) or answered[-1],
-    )
+
+    def spied(args: argparse.Namespace) -> bool:
+        answered.append(without_pandas(args))
+        return answered[-1]
+
+    monkeypatch.setattr(history_commands, "_status_without_pandas", spied)
     fast = main(argv), capsys.readouterr()
     assert answered == ["nope" not in selection]  # an unknown name is said by the general path
     monkeypatch.setattr(history_commands, "_status_without_pandas", lambda args: False)
