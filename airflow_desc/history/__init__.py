@@ -38,7 +38,7 @@ import statistics
 import threading
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_desc.history.desc_config import desc_option
 from airflow_desc.history.filters import HistoryFilter
@@ -49,8 +49,10 @@ from airflow_desc.history.records import (
     Recorder,
     process_state,
 )
-from airflow_desc.history.spool import FlushReport, SpoolingRecorder
-from airflow_desc.history.writer import HistoryStore
+
+if TYPE_CHECKING:
+    from airflow_desc.history.spool import FlushReport, SpoolingRecorder
+    from airflow_desc.history.writer import HistoryStore
 
 __all__ = [
     "PROCESS_STATES",
@@ -76,6 +78,23 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Imported when first named: SQLAlchemy's import is most of a reader's start-up (the CLI's status
+# table reads through the DBAPI alone, :mod:`~airflow_desc.history.status_read`).
+_LAZY = {
+    "FlushReport": "airflow_desc.history.spool",
+    "SpoolingRecorder": "airflow_desc.history.spool",
+    "HistoryStore": "airflow_desc.history.writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Environment variable naming the Airflow connection of the history database.
 CONN_ID_ENV = "DESC_HISTORY_CONN_ID"
@@ -141,6 +160,8 @@ def open_history(url_or_conn_id: str | None = None) -> HistoryStore:
     :param url_or_conn_id: a SQLAlchemy URL (anything with ``://``), an Airflow connection id, or
         None for the configured history (:func:`history_conn_id`, else the embedded SQLite).
     """
+    from airflow_desc.history.writer import HistoryStore
+
     target = url_or_conn_id or history_conn_id()
     if target is None:
         return HistoryStore(default_sqlite_url())
@@ -168,6 +189,8 @@ def default_history_store() -> HistoryStore:
 
 def default_spooling_recorder() -> SpoolingRecorder:
     """Return the :class:`SpoolingRecorder` over the configured history (one per process and config)."""
+    from airflow_desc.history.spool import SpoolingRecorder
+
     conn_id = history_conn_id()
     target = conn_id or default_sqlite_url()
     spool = default_spool_path()

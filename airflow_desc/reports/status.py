@@ -77,11 +77,8 @@ The Cancelling column has no SLURM state: it counts instances whose cancel was r
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import re
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -89,6 +86,19 @@ import numpy as np
 import pandas as pd
 
 from airflow_desc.history.records import PROCESS_STATES
+from airflow_desc.reports.status_rows import (
+    STATE_COLUMNS,
+    TABLE_COLUMNS,
+    TOTALS,
+    TYPE_LABELS,
+    blank_repeats,
+    json_text,
+    plot_path,
+    row_keys,
+    status_rows,
+    text_table,
+    type_label,
+)
 from airflow_desc.slurm.states import SlurmState, parse_state
 
 __all__ = [
@@ -110,27 +120,8 @@ __all__ = [
     "to_json",
 ]
 
-#: The state columns of the table, in the order of the DC1 slides.
-STATE_COLUMNS: tuple[str, ...] = (
-    "Waiting",
-    "Ready",
-    "Queued",
-    "Submitted",
-    "Running",
-    "Success",
-    "Failed",
-    "Terminated",
-    "Cancelling",
-    "Cancelled",
-    "Skipped",
-)
-#: The columns of :func:`status_table`, exactly.
-TABLE_COLUMNS: tuple[str, ...] = ("Task", "Version", "Process", "Type", *STATE_COLUMNS, "Total", "Links")
 #: The columns a counts frame must have (``attempts`` is optional in live counts).
 COUNT_COLUMNS: tuple[str, ...] = ("task", "version", "process", "process_type", "state", "count", "attempts")
-#: How process types are shown.
-TYPE_LABELS: Mapping[str, str] = MappingProxyType({"batch": "Batch", "script": "Script"})
-
 #: The Airflow task-instance state (``None`` for none) of a process that is an Airflow task, to the
 #: column that counts it; ``None``: not counted. See the module docstring for why.
 AIRFLOW_STATE_COLUMN: Mapping[str | None, str | None] = MappingProxyType(
@@ -202,8 +193,6 @@ SLURM_STATE_COLUMN: Mapping[str, str] = MappingProxyType(
 
 _KEYS = ["task", "version", "process", "process_type"]
 _IDENTITY = ("workflow", "dag_id", "run_id", "task_id", "map_index", "task", "version", "stream", "process")
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
-_TOTALS = "Totals"
 
 
 def airflow_state_column(state: str | None) -> str | None:
@@ -240,21 +229,6 @@ def slurm_state_column(text: str, *, job_uid: int | None = None) -> str:
     return SLURM_STATE_COLUMN[parsed.state.value]
 
 
-def plot_path(process: str) -> str:
-    """Return the relative path of a process's "Plot" link: ``plots/<process>.png``.
-
-    A name with characters other than letters, digits, ``.``, ``_`` and ``-`` has them replaced
-    and a short hash of the real name appended, so that the path is safe and still unique.
-
-    :param process: the process name.
-    """
-    name = str(process)
-    safe = _SAFE_NAME.sub("_", name)
-    if safe != name or safe.startswith(".") or not safe:
-        safe = f"{safe.lstrip('.')}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-    return f"plots/{safe}.png"
-
-
 def _checked_counts(frame: pd.DataFrame, what: str, *, need_attempts: bool) -> pd.DataFrame:
     required = [c for c in COUNT_COLUMNS if c != "attempts" or need_attempts]
     missing = [c for c in required if c not in frame.columns]
@@ -285,20 +259,8 @@ def _checked_counts(frame: pd.DataFrame, what: str, *, need_attempts: bool) -> p
 
 
 def _row_keys(data: pd.DataFrame, order: Sequence[tuple[str, str]] | None) -> list[tuple[str, str, str, str]]:
-    """Rows in ``order`` first (a listed process without counts gets a row of zeros), then first-seen."""
-    seen: list[tuple[str, str, str, str]] = list(
-        dict.fromkeys(zip(data["task"], data["version"], data["process"], data["process_type"], strict=True))
-    )
-    if order is None:
-        return seen
-    by_name: dict[tuple[str, str], list[tuple[str, str, str, str]]] = {}
-    for key in seen:
-        by_name.setdefault((key[0], key[2]), []).append(key)
-    rows: list[tuple[str, str, str, str]] = []
-    for task, process in dict.fromkeys((str(t), str(p)) for t, p in order):
-        rows.extend(by_name.pop((task, process), [(task, "", process, "")]))
-    rows.extend(key for key in seen if (key[0], key[2]) in by_name)
-    return rows
+    keys = zip(data["task"], data["version"], data["process"], data["process_type"], strict=True)
+    return row_keys(keys, order)
 
 
 def _index(rows: list[tuple[str, str, str, str]]) -> pd.MultiIndex:
@@ -313,7 +275,7 @@ def _labels(rows: list[tuple[str, str, str, str]]) -> pd.DataFrame:
             "Task": [r[0] for r in rows],
             "Version": [r[1] for r in rows],
             "Process": [r[2] for r in rows],
-            "Type": [TYPE_LABELS.get(r[3], r[3].title()) for r in rows],
+            "Type": [type_label(r[3]) for r in rows],
         },
         dtype=object,
     )
@@ -321,7 +283,7 @@ def _labels(rows: list[tuple[str, str, str, str]]) -> pd.DataFrame:
 
 def _with_totals(table: pd.DataFrame, number_columns: Sequence[str]) -> pd.DataFrame:
     totals: dict[str, Any] = {c: "" for c in table.columns}
-    totals["Type"] = _TOTALS
+    totals["Type"] = TOTALS
     for column in number_columns:
         totals[column] = int(table[column].sum())
     out = pd.concat([table, pd.DataFrame([totals], columns=table.columns)], ignore_index=True)
@@ -358,19 +320,9 @@ def status_table(
     if live is not None:
         frames.append(_checked_counts(live, "live counts", need_attempts=False))
     data = pd.concat(frames, ignore_index=True)
-    rows = _row_keys(data, order)
-    wide = (
-        data.groupby([*_KEYS, "state"], sort=False)["count"]
-        .sum()
-        .unstack("state", fill_value=0)
-        .reindex(index=_index(rows), columns=list(PROCESS_STATES), fill_value=0)
-    )
-    table = _labels(rows)
-    for state, column in zip(PROCESS_STATES, STATE_COLUMNS, strict=True):
-        table[column] = wide[state].to_numpy(dtype=np.int64)
-    table["Total"] = table[list(STATE_COLUMNS)].sum(axis=1).astype("int64")
-    table["Links"] = "Plot"
-    table = _with_totals(table, [*STATE_COLUMNS, "Total"])
+    counted = data[[*_KEYS, "state", "count"]].itertuples(index=False, name=None)
+    table = pd.DataFrame(status_rows(counted, order), columns=list(TABLE_COLUMNS), dtype=object)
+    table = table.astype({column: "int64" for column in (*STATE_COLUMNS, "Total")})
     table.attrs["plot_links"] = [plot_path(p) for p in table["Process"].iloc[:-1]] + [None]
     return table
 
@@ -500,19 +452,7 @@ def _cell(value: Any) -> str:
 def _blank_repeats(table: pd.DataFrame, columns: Iterable[str]) -> list[list[str]]:
     """Cells as text, a run of equal Task (and Version under it) shown once, as the DC1 slides do."""
     cells = [[_cell(v) for v in row] for row in table.itertuples(index=False, name=None)]
-    names = list(table.columns)
-    blanked = [names.index(c) for c in columns if c in names]
-    if not blanked:
-        return cells
-    previous: list[str] | None = None
-    for row in cells:
-        current = [row[i] for i in blanked]
-        if previous is not None and current[:1] == previous[:1] and current[0]:
-            for i, j in enumerate(blanked):
-                if current[: i + 1] == previous[: i + 1]:
-                    row[j] = ""
-        previous = current
-    return cells
+    return blank_repeats([str(c) for c in table.columns], cells, columns)
 
 
 def format_text(table: pd.DataFrame, *, blank_repeats: bool = True) -> str:
@@ -528,17 +468,7 @@ def format_text(table: pd.DataFrame, *, blank_repeats: bool = True) -> str:
         pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
         for c in table.columns
     ]
-    widths = [max([len(n), *(len(row[i]) for row in cells)]) for i, n in enumerate(names)]
-
-    def line(values: Sequence[str]) -> str:
-        parts = [
-            v.rjust(w) if right else v.ljust(w) for v, w, right in zip(values, widths, numeric, strict=True)
-        ]
-        return "  ".join(parts).rstrip() + "\n"
-
-    out = [line(names), line(["-" * w for w in widths])]
-    out.extend(line(row) for row in cells)
-    return "".join(out)
+    return text_table(names, cells, numeric)
 
 
 def to_csv(table: pd.DataFrame) -> str:
@@ -564,8 +494,5 @@ def to_json(table: pd.DataFrame) -> str:
 
     :param table: any table of this module; counts stay integers, missing values become ``null``.
     """
-    records: list[dict[Hashable, Any]] = [
-        {name: _plain(value) for name, value in zip(table.columns, row, strict=True)}
-        for row in table.itertuples(index=False, name=None)
-    ]
-    return json.dumps(records, ensure_ascii=False, default=str)
+    rows = ([_plain(v) for v in row] for row in table.itertuples(index=False, name=None))
+    return json_text([str(c) for c in table.columns], rows)

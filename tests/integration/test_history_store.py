@@ -35,9 +35,10 @@ from airflow_desc.history import (
     ProcessRecord,
     SpoolingRecorder,
 )
+from airflow_desc.history.count_queries import _status_counts_window
 from airflow_desc.history.engine import DEFAULT_STATEMENT_TIMEOUT_S, VERSION_TABLE
 from airflow_desc.history.migrations import HEAD_REVISION
-from airflow_desc.history.queries import _status_counts_window, process_instances, status_counts
+from airflow_desc.history.queries import process_instances, status_counts
 from airflow_desc.history.schema import metadata
 from airflow_desc.history.schema import process_instances as pi_table
 from tests.integration.site import Site

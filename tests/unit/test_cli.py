@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 
@@ -140,7 +141,8 @@ def test_a_database_without_history_says_so(
 def test_the_selection_flags_make_one_history_filter() -> None:
     from datetime import datetime
 
-    from airflow_desc.cli import _selection, build_parser
+    from airflow_desc.cli import build_parser
+    from airflow_desc.cli.selection import selection_of as _selection
     from airflow_desc.history import HistoryFilter
 
     parser = build_parser()
@@ -232,7 +234,69 @@ def test_history_only_commands_do_not_import_airflow(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
-    assert "airflow_desc.history.queries" in imported
     assert not {m for m in imported if m == "airflow" or m.startswith("airflow.")}
-    if argv[0] == "status":
-        assert not imported & {"alembic", "jinja2", "matplotlib", "seaborn"}
+    if argv[0] == "status":  # the status table through the DBAPI: no SQLAlchemy, no pandas either
+        assert "airflow_desc.history.status_read" in imported
+        assert not imported & {"alembic", "jinja2", "matplotlib", "seaborn", "pandas", "numpy", "sqlalchemy"}
+    else:
+        assert "airflow_desc.history.queries" in imported
+
+
+def test_importing_the_cli_imports_no_heavy_library() -> None:
+    """What a history-only command starts with: the parser and its commands, imported lazily."""
+    import os
+    import subprocess
+    import sys
+
+    heavy = ("airflow", "pandas", "numpy", "sqlalchemy", "matplotlib", "seaborn", "jinja2", "paramiko")
+    code = (
+        "import sys, airflow_desc.cli; airflow_desc.cli.build_parser(); "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+@pytest.mark.parametrize(
+    "selection",
+    [[], ["--workflow", "DC1-DM12", "--run", "r1"], ["--version", ""], ["--run", "nope"], "empty"],
+)
+def test_status_without_pandas_prints_what_the_general_path_prints(
+    db: str, tmp_path: pathlib.Path, fmt: str, selection: list[str] | str,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The DBAPI and plain-rows path against SQLAlchemy and pandas: same output, errors and exit status."""
+    from airflow_desc.cli import history_commands
+
+    if selection == "empty":  # a history with its tables and no record
+        db, selection = f"sqlite:///{tmp_path / 'empty.db'}", []
+        open_history(db).upgrade()
+    argv = ["status", "--no-live", "--db", db, "--format", fmt, *selection]
+    answered: list[bool] = []
+    without_pandas = history_commands._status_without_pandas
+
+    def spied(args: argparse.Namespace) -> bool:
+        answered.append(without_pandas(args))
+        return answered[-1]
+
+    monkeypatch.setattr(history_commands, "_status_without_pandas", spied)
+    fast = main(argv), capsys.readouterr()
+    assert answered == ["nope" not in selection]  # an unknown name is said by the general path
+    monkeypatch.setattr(history_commands, "_status_without_pandas", lambda args: False)
+    general = main(argv), capsys.readouterr()
+    assert fast == general
+    assert general[1].out or general[1].err
+
+
+def test_status_of_a_postgresql_history_that_refuses_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["status", "--no-live", "--db", f"postgresql://desc@127.0.0.1:{port}/history"]) == 2
+    err = capsys.readouterr().err
+    assert f"the history at 127.0.0.1:{port}/history cannot be reached" in err
+    assert "Traceback" not in err

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import collections
 import random
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from airflow_desc.history import HistoryFilter, HistoryStore, ProcessRecord, SpoolingRecorder
+from airflow_desc.history.count_queries import _status_counts_window
 from airflow_desc.history.latest import HeldAttempt, plan_batch
-from airflow_desc.history.queries import _status_counts_window, process_instances, status_counts
+from airflow_desc.history.queries import process_instances, status_counts
 from airflow_desc.history.schema import instance_counts, runs, workflows
+from airflow_desc.history.status_read import summed_counts
 from tests.unit.history.test_queries import counts, rec
 
 GroupKey = tuple[Any, ...]
+_SINCE = datetime(2018, 1, 1)
 
 
 def write_mixed_history(store: HistoryStore, spool_dir: Path, seed: int) -> None:
@@ -96,11 +100,32 @@ def kept_counts(store: HistoryStore) -> dict[GroupKey, tuple[int, int]]:
         return {tuple(row[:-2]): (int(row[-2]), int(row[-1])) for row in conn.execute(query)}
 
 
+def dbapi_url(store: HistoryStore) -> str:
+    """Return the store's URL with the ``options`` (a PostgreSQL test schema) of its engine in it."""
+    options = store._engine_options.get("connect_args", {}).get("options")
+    url = store.url.update_query_dict({"options": options}) if options else store.url
+    return url.render_as_string(hide_password=False)
+
+
 def assert_counts_are_a_recount(store: HistoryStore) -> None:
-    """``instance_counts`` (no row at 0), and the status table from it, equal full recounts."""
+    """``instance_counts`` (no row at 0), and the status table from it, equal full recounts.
+
+    The status table's query through the DBAPI alone (the CLI's, ``summed_counts``) equals it too.
+    """
     assert kept_counts(store) == recount(store)
     for selection in (None, HistoryFilter(run_id="run2"), HistoryFilter(dag_ids={"dc1"})):
         assert status_counts(store.engine, selection).equals(_status_counts_window(store.engine, selection))
+    selections = (
+        None, HistoryFilter(run_id="run2"), HistoryFilter(dag_ids={"dc1"}), HistoryFilter(dag_ids=set()),
+        HistoryFilter(version="v2", run_id="run1"),
+        HistoryFilter(workflow="DC1-DM12", dag_ids={"dc1", "other"}),
+    )  # fmt: skip
+    for selection in selections:
+        table = status_counts(store.engine, selection)
+        assert summed_counts(dbapi_url(store), selection) == list(table.itertuples(index=False, name=None))
+    assert status_counts(store.engine).shape[0] > 4  # the selections above are not all empty
+    for unknown in (HistoryFilter(workflow="DC2"), HistoryFilter(run_id="nope"), HistoryFilter(since=_SINCE)):
+        assert summed_counts(dbapi_url(store), unknown) is None  # status_counts says what is wrong
 
 
 def test_counts_equal_a_recount_after_mixed_writes(tmp_path: Path) -> None:

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 from airflow_desc.history import HistoryFilter, HistoryStore, ProcessRecord
+from airflow_desc.history.count_queries import _status_counts_window
 from airflow_desc.history.queries import (
     LATEST_COLUMNS,
     PROCESS_INSTANCE_COLUMNS,
     STATUS_COLUMNS,
     USAGE_COLUMNS,
-    _status_counts_window,
     dag_ids_of,
     latest_attempts,
     process_instances,
