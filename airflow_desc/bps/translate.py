@@ -77,7 +77,15 @@ class SpecSettings:
 
 
 def _refuse_unsupported(jobs: Sequence[BpsJob]) -> None:
-    problems = [f"job {job.name!r} (label {job.label}): {what}" for job in jobs for what in job.unsupported]
+    # One line per label and feature: a config value usually reaches every job of a label.
+    users: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for job in jobs:
+        for what in job.unsupported:
+            users[job.label, what].append(job.name)
+    problems = [
+        f"label {label} ({len(names)} job(s), e.g. {names[0]!r}): {what}"
+        for (label, what), names in users.items()
+    ]
     if problems:
         raise BpsWorkflowError(
             "the GenericWorkflow uses what airflow-desc does not run:\n"

@@ -196,7 +196,7 @@ def test_what_airflow_desc_does_not_run_is_refused_naming_the_job_and_the_featur
         for job in JOBS
     ]
     message = refused(marked)
-    assert f"job {first.name!r} (label task0): profile" in message
+    assert f"label task0 (1 job(s), e.g. {first.name!r}): profile" in message
 
     # A label whose jobs run different commands besides their node ids cannot be one sub-task.
     other = next(job for job in JOBS if job.label == "task0" and job is not first)
