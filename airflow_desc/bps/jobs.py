@@ -123,7 +123,10 @@ class BpsJob:
         unknown = set(data) - fields
         if unknown:
             raise BpsWorkflowError(f"job {data.get('name')!r}: unknown fields {sorted(unknown)}")
-        return cls(**{k: tuple(v) if k in ("parents", "unsupported") else v for k, v in data.items()})
+        values: dict[str, Any] = {
+            k: tuple(v) if k in ("parents", "unsupported") else v for k, v in data.items()
+        }
+        return cls(**values)
 
 
 def _text(value: Any) -> str:

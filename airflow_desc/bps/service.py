@@ -51,7 +51,7 @@ def _settings(config: Any) -> SpecSettings:
     )
 
 
-class AirflowWorkflow(BaseWmsWorkflow):
+class AirflowWorkflow(BaseWmsWorkflow):  # type: ignore[misc]  # lsst.ctrl.bps: untyped here
     """A BPS submission as an airflow-desc workflow: a spec and the DAG file that renders it.
 
     :param name: the BPS run name.
@@ -97,7 +97,7 @@ class AirflowWorkflow(BaseWmsWorkflow):
         self.dag_path.write_text(dag_file_text(self.spec_path.name), encoding="utf-8")
 
 
-class AirflowService(BaseWmsService):
+class AirflowService(BaseWmsService):  # type: ignore[misc]
     """The WMS service ctrl_bps loads for ``wmsServiceClass: airflow_desc.bps.AirflowService``."""
 
     def prepare(self, config: Any, generic_workflow: Any, out_prefix: str | None = None) -> AirflowWorkflow:

@@ -67,7 +67,7 @@ def label_states(rows: Iterable[Mapping[str, Any]], jobs: Mapping[str, int]) -> 
     """
     counts: dict[str, dict[str, int]] = {label: {} for label in jobs}
     for row in rows:
-        label = row.get("Task") if row.get("Task") in jobs else row.get("Process")
+        label = str(row.get("Task") if row.get("Task") in jobs else row.get("Process"))
         if label not in jobs or row.get("Type") == "Totals":
             continue
         for column, state in COLUMN_STATES.items():
