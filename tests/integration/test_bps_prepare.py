@@ -95,3 +95,31 @@ def test_the_lsst_venv_holds_the_plugin_and_no_airflow() -> None:
     )
     done = subprocess.run([str(LSST_PYTHON), "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["0.1.0", "True", "True"]
+
+
+def test_a_cluster_of_quanta_is_one_stream_running_all_its_node_ids(tmp_path: pathlib.Path) -> None:
+    # ctrl_bps sums requestWalltime over a cluster's quanta and fails on a task without one: set it.
+    clustering = (
+        "requestWalltime: 2\n"
+        "clusterAlgorithm: lsst.ctrl.bps.quantum_clustering_funcs.dimension_clustering\n"
+        "cluster:\n  early:\n    pipetasks: task0, task1\n    dimensions: detector"
+    )
+    made = submission(tmp_path, "--labels", "3", "--detectors", "3", "--extra", clustering)
+
+    assert made["job_counts"] == {"pipetaskInit": 1, "early": 3, "task2": 3, "finalJob": 1}
+    clusters = load_cluster_profiles(SITE_CLUSTERS)
+    graph = build_graph(load_spec(made["spec"], clusters=clusters), clusters=clusters)
+    assert {task.name: task.depends_on for task in graph.root.children} == {
+        "early": ("pipetaskInit",),
+        "task2": ("early",),
+    }
+    streams = graph.root.process("bpsQuanta").render_kwargs()["quanta"]["early"]
+    node_ids = {
+        job["data_id"]["detector"]: job["cmdvals"]["qgraphNodeId"]
+        for job in made["jobs"]
+        if job["label"] == "early"
+    }
+    assert sorted(streams) == sorted(f"detector={d}@{ids}" for d, ids in node_ids.items())
+    assert all(len(ids.split(",")) == 2 for ids in node_ids.values())  # task0's and task1's quantum
+    early = graph.task("early").process("early")
+    assert early.resources is not None and early.resources.cpus == 2  # the largest of its quanta
