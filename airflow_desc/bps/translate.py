@@ -8,7 +8,7 @@ The jobs (:mod:`airflow_desc.bps.jobs`) become::
       bpsQuanta: {type: script}       returns the streams of every label (kwargs: the quanta)
       finalJob: {type: batch, after: [every label]}   runs whatever became of the labels
     tasks:
-      <label>:                        one sub-task per task label
+      <label>:                        one sub-task per label (a task's, or a cluster's)
         streams_from: bpsQuanta
         stream_var: quantum           a stream per job: "<data id>@<node ids>"
         expected_streams: <jobs>      so that a big label is packed into bundles (``bundling``)
@@ -197,14 +197,14 @@ def workflow_spec(
             f"or final job, or {QUANTA_PROCESS}); give them different labels"
         )
 
-    def upstream(members: Sequence[BpsJob], own: str) -> list[str]:
-        return sorted({unit_of[parent] for job in members for parent in job.parents} - {own})
+    def upstream(members: Sequence[BpsJob], own: str) -> dict[str, list[str]]:
+        names = sorted({unit_of[parent] for job in members for parent in job.parents} - {own})
+        return {"depends_on": names} if names else {}
 
-    processes: dict[str, Any] = {}
-    for job in top:
-        processes[_check_name(job.label, "label")] = _batch([job], job.label, job_command(job), settings) | (
-            {"depends_on": upstream([job], job.label)} if job.parents else {}
-        )
+    def single(job: BpsJob, **extra: Any) -> dict[str, Any]:
+        return _batch([job], _check_name(job.label, "label"), job_command(job), settings) | extra
+
+    processes: dict[str, Any] = {job.label: single(job, **upstream([job], job.label)) for job in top}
     if by_label:
         processes[QUANTA_PROCESS] = {
             "type": "script",
@@ -220,16 +220,17 @@ def workflow_spec(
             "streams_from": QUANTA_PROCESS,
             "stream_var": STREAM_VAR,
             "expected_streams": str(len(members)),
-            **({"depends_on": deps} if (deps := upstream(members, label)) else {}),
+            **upstream(members, label),
             "processes": {label: _batch(members, label, _label_command(label, members), settings)},
         }
         for label, members in by_label.items()
     }
     for job in final:
-        processes[_check_name(job.label, "label")] = _batch([job], job.label, job_command(job), settings) | {
-            "description": "the BPS final job: runs whatever became of the quanta",
-            "after": [*(j.label for j in top), *by_label],
-        }
+        processes[job.label] = single(
+            job,
+            description="the BPS final job: runs whatever became of the quanta",
+            after=[*(j.label for j in top), *by_label],
+        )
     spec: dict[str, Any] = {
         "name": name,
         "version": "1",
