@@ -46,8 +46,11 @@ def make_graph(root: Path, labels: int, detectors: int) -> Path:
         butler.put(
             numpy.array([0.0, 1.0, 2.0, 5.0]), "add_dataset0", instrument=INSTRUMENT, detector=detector
         )
-    _, qgraph = makeSimpleQGraph(pipeline=pipeline, butler=butler, callPopulateButler=False, run="test")
-    path = root / "test.qgraph"
+    # Datastore records in the graph: `pipetask run-qbb` reads the inputs without the registry.
+    _, qgraph = makeSimpleQGraph(
+        pipeline=pipeline, butler=butler, callPopulateButler=False, run="test", makeDatastoreRecords=True
+    )
+    path = root / "test.qg"  # the new format: the final job's `butler aggregate-graph` reads no other
     qgraph.saveUri(str(path))
     return path
 

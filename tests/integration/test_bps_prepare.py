@@ -123,3 +123,39 @@ def test_a_cluster_of_quanta_is_one_stream_running_all_its_node_ids(tmp_path: pa
     assert all(len(ids.split(",")) == 2 for ids in node_ids.values())  # task0's and task1's quantum
     early = graph.task("early").process("early")
     assert early.resources is not None and early.resources.cpus == 2  # the largest of its quanta
+
+
+def test_the_specs_commands_run_the_quanta_and_the_final_job_registers_their_outputs(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Each command of the spec, run by bash in the DAG's order (no SLURM here), is a real pipetask run."""
+    made = submission(tmp_path, "--labels", "2", "--detectors", "1")
+    graph = build_graph(load_spec(made["spec"]))
+    streams = graph.root.process("bpsQuanta").render_kwargs()["quanta"]
+    commands = [
+        graph.root.process("pipetaskInit").render_command(),
+        *(
+            graph.task(label).process(label).render_command({"quantum": s})
+            for label in streams
+            for s in streams[label]
+        ),
+        graph.root.process("finalJob").render_command(),
+    ]
+    # ctrl_bps's commands name ${CTRL_MPEXEC_DIR}/bin/pipetask and ${DAF_BUTLER_DIR}/bin/butler.
+    env = {**os.environ, "CTRL_MPEXEC_DIR": str(LSST_VENV), "DAF_BUTLER_DIR": str(LSST_VENV)}
+
+    for command in commands:
+        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, check=False)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+
+    repo = str(tmp_path / "repo")
+    query = [
+        str(LSST_VENV / "bin" / "butler"),
+        "query-datasets",
+        repo,
+        "add_dataset*",
+        "--collections",
+        "u/tester/simple/run1",
+    ]
+    found = subprocess.run(query, capture_output=True, text=True, env=env, check=True).stdout.split()
+    assert {"add_dataset1", "add_dataset2"} <= set(found)  # task0's and task1's outputs, registered
