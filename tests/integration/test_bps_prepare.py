@@ -129,7 +129,10 @@ def test_the_specs_commands_run_the_quanta_and_the_final_job_registers_their_out
     tmp_path: pathlib.Path,
 ) -> None:
     """Each command of the spec, run by bash in the DAG's order (no SLURM here), is a real pipetask run."""
-    made = submission(tmp_path, "--labels", "2", "--detectors", "1")
+    # ctrl_bps's commands run ${CTRL_MPEXEC_DIR}/bin/pipetask and ${DAF_BUTLER_DIR}/bin/butler: the BPS
+    # config's environment gives them to every job, as on a cluster.
+    environment = f"environment:\n  CTRL_MPEXEC_DIR: {LSST_VENV}\n  DAF_BUTLER_DIR: {LSST_VENV}"
+    made = submission(tmp_path, "--labels", "2", "--detectors", "1", "--extra", environment)
     graph = build_graph(load_spec(made["spec"]))
     streams = graph.root.process("bpsQuanta").render_kwargs()["quanta"]
     commands = [
@@ -141,8 +144,7 @@ def test_the_specs_commands_run_the_quanta_and_the_final_job_registers_their_out
         ),
         graph.root.process("finalJob").render_command(),
     ]
-    # ctrl_bps's commands name ${CTRL_MPEXEC_DIR}/bin/pipetask and ${DAF_BUTLER_DIR}/bin/butler.
-    env = {**os.environ, "CTRL_MPEXEC_DIR": str(LSST_VENV), "DAF_BUTLER_DIR": str(LSST_VENV)}
+    env = {k: v for k, v in os.environ.items() if k not in ("CTRL_MPEXEC_DIR", "DAF_BUTLER_DIR")}
 
     for command in commands:
         done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, check=False)
