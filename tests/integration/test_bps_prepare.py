@@ -19,6 +19,7 @@ import pytest
 
 from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.workflow.build import build_graph
+from airflow_desc.workflow.graph import WorkflowGraph
 from airflow_desc.workflow.render import load_workflow_dags
 from airflow_desc.workflow.spec import load_spec
 
@@ -49,22 +50,26 @@ def submission(workdir: pathlib.Path, *args: str) -> dict[str, Any]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def graph_of(made: dict[str, Any]) -> WorkflowGraph:
+    clusters = load_cluster_profiles(SITE_CLUSTERS)
+    return build_graph(load_spec(made["spec"], clusters=clusters), clusters=clusters)
+
+
 def test_bps_prepare_writes_a_spec_that_loads_and_a_dag_file_that_renders(tmp_path: pathlib.Path) -> None:
     made = submission(
         tmp_path, "--labels", "3", "--detectors", "5", "--extra", "airflowBundling: {threshold: 4}"
     )
 
     assert made["job_counts"] == {"pipetaskInit": 1, "task0": 5, "task1": 5, "task2": 5, "finalJob": 1}
-    clusters = load_cluster_profiles(SITE_CLUSTERS)
-    spec = load_spec(made["spec"], clusters=clusters)
-    graph = build_graph(spec, clusters=clusters)
+    graph = graph_of(made)
     assert {task.name: task.bundling.state for task in graph.root.children} == dict.fromkeys(
         ("task0", "task1", "task2"), "bundle"
     )  # five jobs a label, above airflowBundling's threshold
+    clusters = load_cluster_profiles(SITE_CLUSTERS)
     dags = load_workflow_dags(made["dag_file"], pathlib.Path(made["spec"]).name, clusters=clusters)
-    assert list(dags) == [spec.name]
+    assert list(dags) == [graph.dag_id]
     assert {"pipetaskInit", "bpsQuanta", "task0.bundle", "task2.bundle", "finalJob"} <= set(
-        dags[spec.name].task_dict
+        dags[graph.dag_id].task_dict
     )
     streams = graph.root.process("bpsQuanta").render_kwargs()["quanta"]
     assert sorted(s.partition("@")[0] for s in streams["task1"]) == [
@@ -107,8 +112,7 @@ def test_a_cluster_of_quanta_is_one_stream_running_all_its_node_ids(tmp_path: pa
     made = submission(tmp_path, "--labels", "3", "--detectors", "3", "--extra", clustering)
 
     assert made["job_counts"] == {"pipetaskInit": 1, "early": 3, "task2": 3, "finalJob": 1}
-    clusters = load_cluster_profiles(SITE_CLUSTERS)
-    graph = build_graph(load_spec(made["spec"], clusters=clusters), clusters=clusters)
+    graph = graph_of(made)
     assert {task.name: task.depends_on for task in graph.root.children} == {
         "early": ("pipetaskInit",),
         "task2": ("early",),
@@ -133,7 +137,7 @@ def test_the_specs_commands_run_the_quanta_and_the_final_job_registers_their_out
     # config's environment gives them to every job, as on a cluster.
     environment = f"environment:\n  CTRL_MPEXEC_DIR: {LSST_VENV}\n  DAF_BUTLER_DIR: {LSST_VENV}"
     made = submission(tmp_path, "--labels", "2", "--detectors", "1", "--extra", environment)
-    graph = build_graph(load_spec(made["spec"]))
+    graph = graph_of(made)
     streams = graph.root.process("bpsQuanta").render_kwargs()["quanta"]
     commands = [
         graph.root.process("pipetaskInit").render_command(),
