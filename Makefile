@@ -9,13 +9,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Integration tests wait on SLURM (a TIMEOUT takes ~75 s): run them side by side.
 PYTEST_WORKERS ?= 4
 
-.PHONY: help venv lint unit integration test test-faults demo bench bench-status site-up site-down site-status constraints clean
+.PHONY: help venv lsst-venv lint unit integration test test-faults demo bench bench-status site-up site-down site-status constraints clean
 
 help:
 	@echo "make demo         install what is missing, start the local site, run a small DC1 through Airflow, print the table, write the report"
 	@echo "make test         the whole suite: lint, unit tests, integration tests on the local site"
 	@echo "make lint         ruff + mypy + the import contracts (.importlinter)"
 	@echo "make unit         unit tests only (no services)"
+	@echo "make lsst-venv    the LSST middleware venv of the ctrl_bps plugin (no Airflow; ~100 s, once)"
 	@echo "make site-up      start the local site (two SLURM clusters, sshd logins, PostgreSQL)"
 	@echo "make site-down    stop it (docker/site/down --wipe also deletes its state)"
 	@echo "make site-status  show what runs"
@@ -32,6 +33,12 @@ $(VENV)/.installed: setup.cfg constraints.txt
 	@touch $@
 
 venv: $(VENV)/.installed
+
+# The LSST middleware (ctrl_bps, pipe_base, daf_butler ...) and airflow-desc-bps in a venv of their own,
+# $(DESC_SITE_DIR)/lsst-venv, pinned by constraints-bps.txt: tests/integration/test_bps_prepare.py runs
+# `bps prepare` there (skipped without it). Remade only when constraints-bps.txt changes.
+lsst-venv:
+	PYTHON=$(PYTHON) docker/site/lsst-venv
 
 lint: venv
 	$(BIN)/ruff check airflow_desc tests dags benchmarks
@@ -57,7 +64,7 @@ integration: venv site-up
 # Two pytest runs: everything that may share the site, side by side; then, one at a time, the tests
 # marked `serial` (they stop a service, or run a whole Airflow on the shared metadata DB). A run that
 # selects no test exits 5, which fails the target.
-test: venv site-up lint
+test: venv lsst-venv site-up lint
 	source $(SITE_ENV) && $(BIN)/pytest -n $(PYTEST_WORKERS) -m "not serial" --durations=15 tests/unit tests/integration
 	source $(SITE_ENV) && $(BIN)/pytest -m serial --durations=40 --durations-min=5 tests/integration tests/e2e
 

@@ -16,7 +16,8 @@ be retried) is raised as Airflow's own exception by the operators::
     ├── ResourceLimitError          a request exceeds a cluster limit, refused before submission
     ├── HistoryUnavailable          the history database cannot be reached or named
     ├── UntrustedState              a saved value (task state store, XCom, trigger event) is not one we wrote
-    └── WorkflowSpecError           a workflow spec is invalid (file:line, field)
+    ├── WorkflowSpecError           a workflow spec is invalid (file:line, field)
+    └── BpsWorkflowError            a ctrl_bps GenericWorkflow uses what airflow-desc does not run
 
 Messages say what happened and what to do.
 """
@@ -124,3 +125,7 @@ class UntrustedState(DescError):
 
 class WorkflowSpecError(DescError):
     """A workflow spec is invalid; the message names file:line and the field."""
+
+
+class BpsWorkflowError(DescError, ValueError):
+    """A GenericWorkflow that cannot become a workflow spec; the message names the job and the feature."""
