@@ -93,7 +93,7 @@ def run_script(
         env=full_env,
         capture_output=True,
         text=True,
-        timeout=20,
+        timeout=180,  # a hang guard only: on a loaded machine 1.4 CPU-s took 20 s of wall
         check=False,
     )
 
