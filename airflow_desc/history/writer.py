@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 
+from airflow_desc.history.copy_rows import copy_attempts
 from airflow_desc.history.engine import (
     connection_url,
     create_history_engine,
@@ -47,6 +48,9 @@ __all__ = ["HistoryStore", "dedupe"]
 # Parameters per IN (...) list and rows per INSERT batch: below SQLite's variable limit.
 _IN_CHUNK = 500
 _INSERT_CHUNK = 1000
+
+#: Batches of at least this many attempts go through COPY on PostgreSQL (benchmarks/README.md).
+COPY_THRESHOLD = 100
 
 _KEY_COLUMNS = (*INSTANCE_COLUMNS, "try_number", "resubmit")
 # What the writer reads of the attempts already recorded of the instances it writes.
@@ -137,6 +141,8 @@ class HistoryStore:
         timeouts are added to ``connect_args`` unless they say otherwise
         (:func:`~airflow_desc.history.engine.connect_arguments`).
     :param auto_upgrade: run the migrations before the first write (idempotent).
+    :param copy_threshold: on PostgreSQL, write a batch of at least this many attempts through
+        ``COPY`` (:mod:`~airflow_desc.history.copy_rows`); None: never (a multi-row upsert).
     """
 
     def __init__(
@@ -146,6 +152,7 @@ class HistoryStore:
         conn_id: str | None = None,
         engine_options: Mapping[str, Any] | None = None,
         auto_upgrade: bool = True,
+        copy_threshold: int | None = COPY_THRESHOLD,
     ) -> None:
         if (url is None) == (conn_id is None):
             raise ValueError("HistoryStore needs exactly one of url or conn_id")
@@ -154,6 +161,7 @@ class HistoryStore:
         self._engine_options = dict(engine_options or {})
         self._engine: Engine | None = None
         self.auto_upgrade = auto_upgrade
+        self.copy_threshold = copy_threshold
         self._upgraded = False
         # Workflow rows are never changed or deleted: their ids, once committed, are asked once.
         self._workflow_ids: dict[tuple[str, str, str], int] = {}
@@ -267,10 +275,7 @@ class HistoryStore:
                 rows.append(row)
             held = _held_attempts(conn, rows, created)
             plan = plan_batch(held, rows)
-            stmt = self._built("attempts", self._upsert_attempts)
-            written: dict[tuple[Any, ...], int] = {}
-            for chunk in _chunks(rows, _INSERT_CHUNK):
-                written.update((tuple(key), int(id_)) for id_, *key in conn.execute(stmt, list(chunk)))
+            written = self._write_attempts(conn, rows)
             for latest, flipped in plan.flips.items():
                 for ids in _chunks(sorted(flipped), _IN_CHUNK):
                     conn.execute(
@@ -349,6 +354,20 @@ class HistoryStore:
             index_elements=list(_KEY_COLUMNS),
             set_={c.name: stmt.excluded[c.name] for c in process_instances.columns if c.name not in keep},
         ).returning(process_instances.c.id, *(process_instances.c[k] for k in _KEY_COLUMNS))
+
+    def _write_attempts(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[tuple[Any, ...], int]:
+        """Upsert the attempts' rows; return the row id of each attempt by its key (:data:`_KEY_COLUMNS`).
+
+        On PostgreSQL, a batch of :attr:`copy_threshold` attempts or more goes through COPY
+        (:mod:`~airflow_desc.history.copy_rows`), a smaller one through a multi-row upsert.
+        """
+        threshold = self.copy_threshold
+        if self.dialect == "postgresql" and threshold is not None and len(rows) >= threshold:
+            done = copy_attempts(conn.connection.dbapi_connection, rows, _KEY_COLUMNS)
+        else:
+            stmt = self._built("attempts", self._upsert_attempts)
+            done = [tuple(r) for part in _chunks(rows, _INSERT_CHUNK) for r in conn.execute(stmt, list(part))]
+        return {tuple(key): int(id_) for id_, *key in done}
 
     def _write_log_tails(
         self,
