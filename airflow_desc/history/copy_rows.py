@@ -1,11 +1,12 @@
-"""A batch of attempts upserted through PostgreSQL's ``COPY``: the writer's path for big batches.
+"""Rows upserted through PostgreSQL's ``COPY``: the writer's path for big batches of attempts and streams.
 
 The multi-row ``INSERT ... VALUES ... ON CONFLICT`` of SQLAlchemy costs, for a batch of thousands
 of attempts, a client-side rendering of every parameter and a server-side parse of a statement of
 tens of thousands of literals, ~70 % of a flusher's batch. Here the rows go instead as one
 ``COPY ... FROM STDIN`` (PostgreSQL's text format) into a temporary table of the session, then one
-``INSERT ... SELECT ... ON CONFLICT DO UPDATE ... RETURNING`` moves them into ``process_instances``:
-two round trips per 5,000 rows, the same rows as the upsert writes
+``INSERT ... SELECT ... ON CONFLICT DO UPDATE ... RETURNING`` moves them into ``process_instances``
+(:class:`CopyUpsert`; streams alike, ``DO NOTHING``): two round trips per 5,000 rows, the same rows
+as the multi-row upsert writes
 (``tests/unit/history/test_copy_rows.py``, ``tests/integration/test_history_copy.py``).
 
 Values are written as psycopg2 would bind them: NULL for None, ``t``/``f``, integers, floats
@@ -22,19 +23,16 @@ import io
 import json
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
 from airflow_desc.history.schema import process_instances
 
-__all__ = ["ATTEMPT_COLUMNS", "COPY_CHUNK", "copy_attempts", "copy_field", "copy_line", "copy_text"]
+__all__ = ["ATTEMPT_COLUMNS", "COPY_CHUNK", "CopyUpsert", "copy_field", "copy_line", "copy_text"]
 
 #: The columns of an attempt's row the writer gives (all but the ``id`` the database assigns).
 ATTEMPT_COLUMNS = tuple(c.name for c in process_instances.columns if c.name != "id")
-
-# A temporary table per session, made on a connection's first big batch (and again after a rollback
-# undid the transaction that made it); each part's upsert empties it.
-_BATCH_TABLE = "desc_attempts_batch"
 #: Rows a COPY and its upsert take at once (the multi-row upsert takes 1,000 a statement).
 COPY_CHUNK = 5000
 
@@ -43,22 +41,63 @@ def _quoted(names: Iterable[str]) -> str:
     return ", ".join(f'"{n}"' for n in names)
 
 
-@functools.cache
-def _statements(key: tuple[str, ...]) -> tuple[str, str, str]:
-    columns = _quoted(ATTEMPT_COLUMNS)
-    create = (
-        f"CREATE TEMPORARY TABLE IF NOT EXISTS {_BATCH_TABLE} AS "
-        f"SELECT {columns} FROM process_instances WITH NO DATA"
-    )
-    copy = f"COPY {_BATCH_TABLE} ({columns}) FROM STDIN"
-    updated = ", ".join(f'"{n}" = EXCLUDED."{n}"' for n in ATTEMPT_COLUMNS if n not in key)
-    # Moved, not copied: the statement empties the table for the next part.
-    upsert = (
-        f"WITH part AS (DELETE FROM {_BATCH_TABLE} RETURNING *) "
-        f"INSERT INTO process_instances ({columns}) SELECT {columns} FROM part "
-        f"ON CONFLICT ({_quoted(key)}) DO UPDATE SET {updated} RETURNING id, {_quoted(key)}"
-    )
-    return create, copy, upsert
+@dataclass(frozen=True)
+class CopyUpsert:
+    """An upsert of rows of ``table`` through COPY: its statements, built once.
+
+    A temporary table per session and target (``desc_copy_<table>``), made on a connection's first
+    big batch (and again after a rollback undid the transaction that made it); each part's upsert
+    moves its rows out of it.
+
+    :param table: the target table.
+    :param columns: the columns the rows give, in COPY's order.
+    :param key: the unique columns of the conflict.
+    :param update: on a conflict, set the other columns to the row's (else: do nothing).
+    :param returning: the columns returned of each row inserted or updated.
+    """
+
+    table: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    update: bool
+    returning: tuple[str, ...]
+
+    @functools.cached_property
+    def statements(self) -> tuple[str, str, str]:
+        """``CREATE TEMPORARY TABLE``, ``COPY`` and the upsert."""
+        batch, columns = f"desc_copy_{self.table}", _quoted(self.columns)
+        create = (
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {batch} AS SELECT {columns} FROM {self.table} WITH NO DATA"
+        )
+        copy = f"COPY {batch} ({columns}) FROM STDIN"
+        updated = ", ".join(f'"{n}" = EXCLUDED."{n}"' for n in self.columns if n not in self.key)
+        action = f"DO UPDATE SET {updated}" if self.update else "DO NOTHING"
+        upsert = (
+            f"WITH part AS (DELETE FROM {batch} RETURNING *) "
+            f"INSERT INTO {self.table} ({columns}) SELECT {columns} FROM part "
+            f"ON CONFLICT ({_quoted(self.key)}) {action} RETURNING {_quoted(self.returning)}"
+        )
+        return create, copy, upsert
+
+    def __call__(self, dbapi_connection: Any, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        """Upsert ``rows``; return the :attr:`returning` columns of each row inserted or updated.
+
+        In parts of :data:`COPY_CHUNK` rows, each part's statement well within the history's
+        ``statement_timeout`` and reply deadline on a loaded server.
+
+        :param dbapi_connection: the psycopg2 connection of the writer's transaction.
+        :param rows: the rows, with every one of :attr:`columns`; no two with the same :attr:`key`.
+        """
+        create, copy, upsert = self.statements
+        done: list[tuple[Any, ...]] = []
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(create)
+            for start in range(0, len(rows), COPY_CHUNK):
+                part = rows[start : start + COPY_CHUNK]
+                cursor.copy_expert(copy, io.StringIO(copy_text(part, self.columns)))
+                cursor.execute(upsert)
+                done.extend(tuple(row) for row in cursor.fetchall())
+        return done
 
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -135,28 +174,3 @@ def copy_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """
     values = operator.itemgetter(*columns)
     return "".join([copy_line(values(row)) for row in rows])
-
-
-def copy_attempts(
-    dbapi_connection: Any, rows: Sequence[Mapping[str, Any]], key: Sequence[str]
-) -> list[tuple[Any, ...]]:
-    """Upsert ``rows`` into ``process_instances`` through COPY; return ``(id, *key)`` of each.
-
-    In parts of :data:`COPY_CHUNK` rows, each part's statement well within the history's
-    ``statement_timeout`` and reply deadline on a loaded server.
-
-    :param dbapi_connection: the psycopg2 connection of the writer's transaction.
-    :param rows: the attempts, one per ``key`` (no two rows may share one), with every column of
-        :data:`ATTEMPT_COLUMNS`.
-    :param key: the columns of the attempts' unique constraint.
-    """
-    create, copy, upsert = _statements(tuple(key))
-    done: list[tuple[Any, ...]] = []
-    with dbapi_connection.cursor() as cursor:
-        cursor.execute(create)
-        for start in range(0, len(rows), COPY_CHUNK):
-            part = rows[start : start + COPY_CHUNK]
-            cursor.copy_expert(copy, io.StringIO(copy_text(part, ATTEMPT_COLUMNS)))
-            cursor.execute(upsert)
-            done.extend(tuple(row) for row in cursor.fetchall())
-    return done
