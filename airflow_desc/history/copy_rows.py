@@ -10,7 +10,7 @@ as the multi-row upsert writes
 (``tests/unit/history/test_copy_rows.py``, ``tests/integration/test_history_copy.py``).
 
 Values are written as psycopg2 would bind them: NULL for None, ``t``/``f``, integers, floats
-(``Infinity``, ``NaN``), naive timestamps (aware ones in UTC, as
+(``repr``: exact, and ``inf``, ``nan`` as PostgreSQL reads them), naive timestamps (aware ones in UTC, as
 :class:`~airflow_desc.history.schema.HistoryDateTime` stores them), JSON documents (``json.dumps``,
 as SQLAlchemy serialises them), and every text escaped for the format (backslash, tab, newline,
 carriage return). The caller has already dropped NUL characters, which PostgreSQL refuses in text.
