@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +54,40 @@ TARGET_S = status_speed.FULL_LOAD_TARGET_S
 PATHS: dict[str, dict[str, Any]] = {"upsert": {"copy_threshold": None}, "copy": {}}
 
 
-def write(path: str, pg_url: str, records: list[Any], rows: list[Any], args: argparse.Namespace) -> float:
-    """Write ``records`` along ``path`` into a fresh schema; return the wall time (checked, or exit 1)."""
+@dataclass
+class Run:
+    """One load: its wall time and the CPU it cost the writers and (a private cluster) the server."""
+
+    seconds: float
+    client_cpu: float
+    server_cpu: float | None
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def write(
+    path: str,
+    pg_url: str,
+    cluster: PrivatePostgres | None,
+    records: list[Any],
+    rows: list[Any],
+    args: argparse.Namespace,
+) -> Run:
+    """Write ``records`` along ``path`` into a fresh schema (checked, or exit 1)."""
     with status_speed.FreshHistory("postgresql", pg_url) as (store, _url, options):
         status_speed._SHARES[:] = status_speed.record_calls(records, args.batch, args.writers)
+        store.upgrade()
+        client, server = _children_cpu(), cluster and cluster.backends_cpu()
         seconds = status_speed.load(store, options, args.writers, **PATHS[path])
+        # The writers' backends ended with their connections: the postmaster reaped them.
+        server_cpu = None if cluster is None else cluster.backends_cpu() - server
+        run = Run(seconds, _children_cpu() - client, server_cpu)
         if not status_speed.check(store, rows, args.retried, path):
             sys.exit(1)
-    return seconds
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,30 +115,39 @@ def main(argv: list[str] | None = None) -> int:
         cluster = PrivatePostgres.create(os.environ["DESC_SITE_PG_BIN"])
     try:
         pg_url = args.pg_url or cluster.url()  # type: ignore[union-attr]
-        times: dict[str, list[float]] = {path: [] for path in PATHS}
+        runs: dict[str, list[Run]] = {path: [] for path in PATHS}
         for _ in range(args.pairs):
             for path in PATHS:
-                seconds = write(path, pg_url, records, rows, args)
-                times[path].append(seconds)
-                print(f"  {path}: {seconds:.1f} s, {len(records) / seconds:,.0f} records/s", flush=True)
+                run = write(path, pg_url, cluster, records, rows, args)
+                runs[path].append(run)
+                print(
+                    f"  {path}: {run.seconds:.1f} s, {len(records) / run.seconds:,.0f} records/s", flush=True
+                )
     finally:
         if cluster is not None:
             cluster.destroy()
-    report(times, len(records), args.writers, len(records) // calls)
+    report(runs, len(records), args.writers, len(records) // calls)
     return 0
 
 
-def report(times: dict[str, list[float]], attempts: int, writers: int, per_call: int) -> None:
+def report(runs: dict[str, list[Run]], attempts: int, writers: int, per_call: int) -> None:
+    """Print each path's runs, its median projected to 1M attempts against the target, and the ratio."""
     print()
-    head = f"{'path':<7} {'runs (s)':<22} {'records/s':>10} {'1M attempts':>12} {'target':>7} {'ratio':>6}"
+    head = (f"{'path':<7} {'runs (s)':<18} {'records/s':>10} {'1M attempts':>12} {'target':>7} {'ratio':>6}"
+            f"  CPU s per 1M attempts: writers + server")  # fmt: skip
     print(head)
     print("-" * len(head))
-    median = {path: statistics.median(runs) for path, runs in times.items()}
-    for path, runs in times.items():
-        full = median[path] * FULL_ATTEMPTS / attempts
+    scale = FULL_ATTEMPTS / attempts
+    median = {path: statistics.median(r.seconds for r in done) for path, done in runs.items()}
+    for path, done in runs.items():
+        full = median[path] * scale
         met = "" if full <= TARGET_S else " MISSED"
-        print(f"{path:<7} {', '.join(f'{t:.1f}' for t in runs):<22} {attempts / median[path]:>10,.0f} "
-              f"{full:>11.1f}s {TARGET_S:>6.0f}s {full / TARGET_S:>6.2f}{met}")  # fmt: skip
+        client = statistics.median(r.client_cpu for r in done) * scale
+        servers = [r.server_cpu for r in done if r.server_cpu is not None]
+        cpu = f"{client:.0f} + {statistics.median(servers) * scale:.0f}" if servers else f"{client:.0f} + ?"
+        times = ", ".join(f"{r.seconds:.1f}" for r in done)
+        print(f"{path:<7} {times:<18} {attempts / median[path]:>10,.0f} "
+              f"{full:>11.1f}s {TARGET_S:>6.0f}s {full / TARGET_S:>6.2f}  {cpu}{met}")  # fmt: skip
     print(f"copy / upsert: {median['upsert'] / median['copy']:.2f}x as fast ({writers} writers, "
           f"{per_call:,} records a call, medians)")  # fmt: skip
 

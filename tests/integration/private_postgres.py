@@ -81,6 +81,13 @@ class PrivatePostgres:
                     children.append(int(entry.name))
         return [postmaster, *children]
 
+    def backends_cpu(self) -> float:
+        """CPU seconds (user + system) of the backends that ended so far (the postmaster reaped them)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+        cutime, cstime = int(fields[13]), int(fields[14])  # stat(5) fields 16, 17
+        return (cutime + cstime) / os.sysconf("SC_CLK_TCK")
+
     def signal(self, sig: signal.Signals) -> None:
         for pid in self.pids():
             with contextlib.suppress(ProcessLookupError):  # a backend that ended since
