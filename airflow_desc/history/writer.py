@@ -6,6 +6,9 @@ one transaction per batch, replacing any attempt already recorded under the same
 :meth:`ProcessRecord.key`. In that transaction it reads the attempts already recorded of the
 instances it writes (under the lock it takes on their runs) and sets each attempt's ``latest``
 flag and moves the instances' counts in ``instance_counts`` (:mod:`airflow_desc.history.latest`).
+On PostgreSQL, a batch's attempts and new streams go through ``COPY`` when there are
+:data:`COPY_THRESHOLD` of them or more (:mod:`airflow_desc.history.copy_rows`), else through a
+multi-row upsert (SQLite: always).
 The database is the store's own, independent of Airflow's metadata DB: ``airflow db clean``,
 deleting a DAG or upgrading Airflow leave it alone. How it is reached and migrated is
 :mod:`airflow_desc.history.engine`; the recorder that spools when it is away is
@@ -604,7 +607,7 @@ _record_values = operator.attrgetter(*_RECORD_COLUMNS)
 
 def _record_row(record: ProcessRecord) -> dict[str, Any]:
     """Return the record's :data:`_RECORD_COLUMNS` by name, :func:`_clean` (``extra`` is cleaned apart)."""
-    values = _record_values(record)
+    values: Sequence[Any] = _record_values(record)
     # One probe of the texts, then _clean only in the rare record that needs it: a flusher's batch
     # is a million values.
     if "\x00" in "".join([v for v in values if isinstance(v, str)]):
