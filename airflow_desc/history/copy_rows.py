@@ -120,12 +120,13 @@ def _json(value: Any) -> str:
     return _text(json.dumps(value))
 
 
-# By exact type (the common ones; a subclass takes copy_field's slower way). repr(float) is
-# exact, and PostgreSQL reads its "inf", "-inf" and "nan".
+# By exact type (the common ones; a subclass takes copy_field's slower way). A float's repr is
+# exact, and PostgreSQL reads its "inf", "-inf" and "nan"; the base classes' own repr, so that a
+# subclass (an IntEnum, numpy's float64) is written as its number.
 _FORMATS: dict[type, Callable[[Any], str]] = {
     str: _text,
-    int: str,
-    float: repr,
+    int: int.__repr__,
+    float: float.__repr__,
     bool: lambda value: "t" if value else "f",
     datetime: _timestamp,
     type(None): lambda value: "\\N",
@@ -172,5 +173,7 @@ def copy_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
     :param rows: the rows, each with every one of ``columns``.
     :param columns: the columns, in the COPY statement's order.
     """
+    if len(columns) == 1:  # itemgetter of one name returns the value, not a tuple
+        return "".join([copy_line([row[columns[0]]]) for row in rows])
     values = operator.itemgetter(*columns)
     return "".join([copy_line(values(row)) for row in rows])

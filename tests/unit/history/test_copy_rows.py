@@ -7,6 +7,7 @@ the multi-row upsert, are in ``tests/integration/test_history_copy.py``.
 
 from __future__ import annotations
 
+import enum
 import json
 import random
 import re
@@ -86,7 +87,15 @@ def test_a_nan_and_subclasses_take_the_slow_way_to_the_same_text() -> None:
     class Count(int):
         pass
 
+    class Level(enum.IntEnum):
+        HIGH = 2
+
+    class Seconds(float):
+        def __repr__(self) -> str:
+            return f"Seconds({float(self)})"
+
     assert copy_line([Name("a\tb"), Count(3), "c"]) == "a\\tb\t3\tc\n"
+    assert copy_line([Level.HIGH, Seconds(1.5)]) == "2\t1.5\n"  # the number, not the subclass's repr
     assert copy_field(("x", 1)) == '["x", 1]'
 
 
@@ -102,6 +111,7 @@ def test_rows_are_lines_in_the_columns_order() -> None:
     rows = [{"a": 1, "b": "x\ny", "c": None}, {"a": 2, "b": "", "c": True}]
     assert copy_text(rows, ["c", "a", "b"]) == "\\N\t1\tx\\ny\nt\t2\t\n"
     assert copy_text([], ["a"]) == ""
+    assert copy_text([{"a": "xy"}, {"a": None}], ["a"]) == "xy\n\\N\n"  # one column: its values, whole
 
 
 def test_the_attempts_upsert_sets_every_column_but_its_key() -> None:
