@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -29,6 +28,7 @@ import sqlalchemy as sa
 from airflow_desc.history import HistoryStore, ProcessRecord, copy_rows
 from tests.integration.private_postgres import PrivatePostgres
 from tests.integration.site import Site
+from tests.integration.test_history_counts import write_concurrently
 from tests.unit.history.test_copy_rows import hostile_text
 from tests.unit.history.test_instance_counts import assert_counts_are_a_recount, write_mixed_history
 from tests.unit.history.test_queries import rec
@@ -149,28 +149,11 @@ def test_concurrent_copy_writers_keep_the_counts_a_recount(
     stores: dict[str, HistoryStore], tmp_path: Path
 ) -> None:
     """Four writers at once over the same runs and instances, each its own session's COPY table."""
-    store = stores["copy"]
-    store.upgrade()
-    errors: list[BaseException] = []
 
-    def write(k: int) -> None:
-        writer = HistoryStore(
-            store.url, engine_options=store._engine_options, auto_upgrade=False, copy_threshold=1
-        )
-        try:
-            (tmp_path / str(k)).mkdir()
-            write_mixed_history(writer, tmp_path / str(k), seed=k)
-            for batch in hostile_batches(seed=k):
-                writer.record(batch)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-        finally:
-            writer.dispose()
+    def write(writer: HistoryStore, k: int) -> None:
+        write_mixed_history(writer, tmp_path / str(k), seed=k)
+        for batch in hostile_batches(seed=k):
+            writer.record(batch)
 
-    threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(600)
-    assert errors == []
-    assert_counts_are_a_recount(store)
+    write_concurrently(stores["copy"], tmp_path, write, copy_threshold=1)
+    assert_counts_are_a_recount(stores["copy"])
