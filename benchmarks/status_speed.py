@@ -107,20 +107,22 @@ def record_calls(
     return shares
 
 
-def _write_share(url: str, options: dict[str, Any], k: int) -> None:
-    store = HistoryStore(url, engine_options=options, auto_upgrade=False)
+def _write_share(url: str, options: dict[str, Any], k: int, store_kwargs: dict[str, Any]) -> None:
+    store = HistoryStore(url, engine_options=options, auto_upgrade=False, **store_kwargs)
     for batch in _SHARES[k]:
         store.record(batch)
     store.dispose()
 
 
-def load(store: HistoryStore, options: dict[str, Any], writers: int) -> float:
-    """Write ``_SHARES`` from ``writers`` processes at once; return the wall time."""
+def load(store: HistoryStore, options: dict[str, Any], writers: int, **store_kwargs: Any) -> float:
+    """Write ``_SHARES`` from ``writers`` processes at once (stores of ``store_kwargs``); return the time."""
     store.upgrade()
     url = store.url.render_as_string(hide_password=False)
     context = multiprocessing.get_context("fork")
     started = time.perf_counter()
-    procs = [context.Process(target=_write_share, args=(url, options, k)) for k in range(writers)]
+    procs = [
+        context.Process(target=_write_share, args=(url, options, k, store_kwargs)) for k in range(writers)
+    ]
     for p in procs:
         p.start()
     for p in procs:

@@ -24,7 +24,8 @@ What the status page reads of runs in progress (process plans, polled SLURM job 
 
 Modules: :mod:`~airflow_desc.history.records` (records and the simple recorders),
 :mod:`~airflow_desc.history.schema` (tables), :mod:`~airflow_desc.history.engine` (URL, engine,
-migrations), :mod:`~airflow_desc.history.writer` (:class:`HistoryStore`),
+migrations), :mod:`~airflow_desc.history.writer` (:class:`HistoryStore`; its big batches on PostgreSQL
+go through :mod:`~airflow_desc.history.copy_rows`),
 :mod:`~airflow_desc.history.spool` (:class:`SpoolingRecorder`), :mod:`~airflow_desc.history.queries`
 and what they select, :mod:`~airflow_desc.history.filters` (:class:`HistoryFilter`).
 A database that cannot be reached or named raises :class:`airflow_desc.exceptions.HistoryUnavailable`.

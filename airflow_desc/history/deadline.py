@@ -7,7 +7,7 @@ enforced by the server (which is not running), and TCP's (``tcp_user_timeout``, 
 notice a peer whose kernel stopped acknowledging, while a stopped server's kernel still
 acknowledges everything.
 
-So every round trip of a history connection (each statement, commit and rollback, the pool's
+So every round trip of a history connection (each statement and COPY, commit and rollback, the pool's
 ping, the queries psycopg2 makes when it connects) is watched by one watchdog thread per process:
 when no answer came within the deadline, the watchdog shuts the connection's socket down, the
 blocked call fails at once, the connection is closed (SQLAlchemy discards it as disconnected) and
@@ -154,6 +154,10 @@ class _BoundedCursorMixin:
     def callproc(self, procname: Any, parameters: Any = None) -> Any:
         with _bounded(self.connection):
             return super().callproc(procname, parameters)  # type: ignore[misc]
+
+    def copy_expert(self, sql: Any, file: Any, size: int = 8192) -> Any:
+        with _bounded(self.connection):
+            return super().copy_expert(sql, file, size)  # type: ignore[misc]
 
 
 @functools.cache

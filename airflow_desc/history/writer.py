@@ -6,6 +6,9 @@ one transaction per batch, replacing any attempt already recorded under the same
 :meth:`ProcessRecord.key`. In that transaction it reads the attempts already recorded of the
 instances it writes (under the lock it takes on their runs) and sets each attempt's ``latest``
 flag and moves the instances' counts in ``instance_counts`` (:mod:`airflow_desc.history.latest`).
+On PostgreSQL, a batch's attempts and new streams go through ``COPY`` when there are
+:data:`COPY_THRESHOLD` of them or more (:mod:`airflow_desc.history.copy_rows`), else through a
+multi-row upsert (SQLite: always).
 The database is the store's own, independent of Airflow's metadata DB: ``airflow db clean``,
 deleting a DAG or upgrading Airflow leave it alone. How it is reached and migrated is
 :mod:`airflow_desc.history.engine`; the recorder that spools when it is away is
@@ -14,6 +17,7 @@ deleting a DAG or upgrading Airflow leave it alone. How it is reached and migrat
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -22,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 
+from airflow_desc.history.copy_rows import ATTEMPT_COLUMNS, CopyUpsert
 from airflow_desc.history.engine import (
     connection_url,
     create_history_engine,
@@ -48,7 +53,15 @@ __all__ = ["HistoryStore", "dedupe"]
 _IN_CHUNK = 500
 _INSERT_CHUNK = 1000
 
+#: Batches of at least this many attempts go through COPY on PostgreSQL (benchmarks/README.md).
+COPY_THRESHOLD = 100
+
 _KEY_COLUMNS = (*INSTANCE_COLUMNS, "try_number", "resubmit")
+# Big batches of attempts and streams on PostgreSQL (copy_rows.py).
+_COPY_ATTEMPTS = CopyUpsert("process_instances", ATTEMPT_COLUMNS, _KEY_COLUMNS, True, ("id", *_KEY_COLUMNS))
+_COPY_STREAMS = CopyUpsert(
+    "streams", ("run_ref", "path", "parent_ref"), ("run_ref", "path"), False, ("id", "run_ref", "path")
+)
 # What the writer reads of the attempts already recorded of the instances it writes.
 _HELD_COLUMNS = tuple(dict.fromkeys((*_KEY_COLUMNS, *COUNT_GROUP)))
 # ProcessRecord fields stored as process_instances columns of the same name.
@@ -137,6 +150,8 @@ class HistoryStore:
         timeouts are added to ``connect_args`` unless they say otherwise
         (:func:`~airflow_desc.history.engine.connect_arguments`).
     :param auto_upgrade: run the migrations before the first write (idempotent).
+    :param copy_threshold: on PostgreSQL, write a batch of at least this many attempts through
+        ``COPY`` (:mod:`~airflow_desc.history.copy_rows`); None: never (a multi-row upsert).
     """
 
     def __init__(
@@ -146,6 +161,7 @@ class HistoryStore:
         conn_id: str | None = None,
         engine_options: Mapping[str, Any] | None = None,
         auto_upgrade: bool = True,
+        copy_threshold: int | None = COPY_THRESHOLD,
     ) -> None:
         if (url is None) == (conn_id is None):
             raise ValueError("HistoryStore needs exactly one of url or conn_id")
@@ -154,6 +170,7 @@ class HistoryStore:
         self._engine_options = dict(engine_options or {})
         self._engine: Engine | None = None
         self.auto_upgrade = auto_upgrade
+        self.copy_threshold = copy_threshold
         self._upgraded = False
         # Workflow rows are never changed or deleted: their ids, once committed, are asked once.
         self._workflow_ids: dict[tuple[str, str, str], int] = {}
@@ -251,7 +268,7 @@ class HistoryStore:
             rows = []
             for r in batch:
                 run_ref = run_refs[(r.dag_id, r.run_id)]
-                row: dict[str, Any] = {name: _clean(getattr(r, name)) for name in _RECORD_COLUMNS}
+                row = _record_row(r)
                 if r.triggered_by is None and r.rerun_reason is None:
                     asked = _request_for(requests, r)
                     if asked is not None:
@@ -267,10 +284,8 @@ class HistoryStore:
                 rows.append(row)
             held = _held_attempts(conn, rows, created)
             plan = plan_batch(held, rows)
-            stmt = self._built("attempts", self._upsert_attempts)
-            written: dict[tuple[Any, ...], int] = {}
-            for chunk in _chunks(rows, _INSERT_CHUNK):
-                written.update((tuple(key), int(id_)) for id_, *key in conn.execute(stmt, list(chunk)))
+            done = self._upsert(conn, rows, _COPY_ATTEMPTS, "attempts", self._upsert_attempts)
+            written = {tuple(key): int(id_) for id_, *key in done}
             for latest, flipped in plan.flips.items():
                 for ids in _chunks(sorted(flipped), _IN_CHUNK):
                     conn.execute(
@@ -349,6 +364,25 @@ class HistoryStore:
             index_elements=list(_KEY_COLUMNS),
             set_={c.name: stmt.excluded[c.name] for c in process_instances.columns if c.name not in keep},
         ).returning(process_instances.c.id, *(process_instances.c[k] for k in _KEY_COLUMNS))
+
+    def _upsert(
+        self,
+        conn: Connection,
+        rows: Sequence[dict[str, Any]],
+        copy: CopyUpsert,
+        key: str,
+        build: Callable[[], Any],
+    ) -> list[tuple[Any, ...]]:
+        """Upsert ``rows``; return what the statement's ``RETURNING`` gave of each row written.
+
+        On PostgreSQL, :attr:`copy_threshold` rows or more go through COPY (``copy``,
+        :mod:`~airflow_desc.history.copy_rows`); else the multi-row statement ``key`` (``build``).
+        """
+        threshold = self.copy_threshold
+        if self.dialect == "postgresql" and threshold is not None and len(rows) >= threshold:
+            return copy(conn.connection.dbapi_connection, rows)
+        stmt = self._built(key, build)
+        return [tuple(r) for part in _chunks(rows, _INSERT_CHUNK) for r in conn.execute(stmt, list(part))]
 
     def _write_log_tails(
         self,
@@ -498,14 +532,6 @@ class HistoryStore:
             by_depth.setdefault(len(_ancestors(path)), []).append((run_ref, path))
         # No other writer adds streams of these runs meanwhile (the batch holds their locks): the
         # rows inserted are the ones missing, and their ids come back with them.
-        stmt = self._built(
-            "streams",
-            lambda: (
-                self._insert(streams)
-                .on_conflict_do_nothing(index_elements=["run_ref", "path"])
-                .returning(streams.c.id, streams.c.run_ref, streams.c.path)
-            ),
-        )
         for depth in sorted(by_depth):
             level = by_depth[depth]
             rows = []
@@ -518,11 +544,18 @@ class HistoryStore:
                         "parent_ref": None if parent is None else found[(run_ref, parent)],
                     }
                 )
-            for chunk in _chunks(rows, _INSERT_CHUNK):
-                found.update({(run_ref, path): id_ for id_, run_ref, path in conn.execute(stmt, list(chunk))})
+            done = self._upsert(conn, rows, _COPY_STREAMS, "streams", self._insert_streams)
+            found.update({(run_ref, path): id_ for id_, run_ref, path in done})
             if not set(level) <= set(found):
                 found.update(self._select_streams(conn, set(level) - set(found)))
         return found, {found[rp] for rp in missing}
+
+    def _insert_streams(self) -> Any:
+        return (
+            self._insert(streams)
+            .on_conflict_do_nothing(index_elements=["run_ref", "path"])
+            .returning(streams.c.id, streams.c.run_ref, streams.c.path)
+        )
 
     @staticmethod
     def _select_streams(conn: Connection, wanted: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
@@ -567,6 +600,19 @@ def _held_attempts(
                 if tuple(found[c] for c in INSTANCE_COLUMNS) in instances:
                     held.append(HeldAttempt(int(id_), bool(latest), found))
     return held
+
+
+_record_values = operator.attrgetter(*_RECORD_COLUMNS)
+
+
+def _record_row(record: ProcessRecord) -> dict[str, Any]:
+    """Return the record's :data:`_RECORD_COLUMNS` by name, :func:`_clean` (``extra`` is cleaned apart)."""
+    values: Sequence[Any] = _record_values(record)
+    # One probe of the texts, then _clean only in the rare record that needs it: a flusher's batch
+    # is a million values.
+    if "\x00" in "".join([v for v in values if isinstance(v, str)]):
+        values = [_clean(v) for v in values]
+    return dict(zip(_RECORD_COLUMNS, values, strict=True))
 
 
 def _clean(value: Any) -> Any:

@@ -7,7 +7,9 @@ running (the tests that stop it are in ``test_history_store.py``).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,28 +27,39 @@ def test_counts_equal_a_recount_after_mixed_writes(store: HistoryStore, tmp_path
     assert_counts_are_a_recount(store)
 
 
-def test_counts_equal_a_recount_after_concurrent_mixed_writers(
-    store: HistoryStore,  # noqa: F811 - the fixture imported above
-    tmp_path: Path,
+def write_concurrently(
+    target: HistoryStore, tmp_path: Path, write: Callable[[HistoryStore, int], None], **store_kwargs: Any
 ) -> None:
-    """Four writers at once, each its own mix over the same runs and instances, and its own spool."""
-    store.upgrade()
+    """Run ``write(writer, k)`` for k in 0..3 at once, each writer a store of its own on ``target``'s DB."""
+    target.upgrade()
     errors: list[BaseException] = []
 
-    def write(k: int) -> None:
-        writer = HistoryStore(store.url, engine_options=store._engine_options, auto_upgrade=False)
+    def one(k: int) -> None:
+        writer = HistoryStore(
+            target.url, engine_options=target._engine_options, auto_upgrade=False, **store_kwargs
+        )
         try:
             (tmp_path / str(k)).mkdir()
-            write_mixed_history(writer, tmp_path / str(k), seed=k)
+            write(writer, k)
         except BaseException as exc:  # reported below
             errors.append(exc)
         finally:
             writer.dispose()
 
-    threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(4)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(300)
+        t.join(600)
     assert errors == []
+
+
+def test_counts_equal_a_recount_after_concurrent_mixed_writers(
+    store: HistoryStore,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """Four writers at once, each its own mix over the same runs and instances, and its own spool."""
+    write_concurrently(
+        store, tmp_path, lambda writer, k: write_mixed_history(writer, tmp_path / str(k), seed=k)
+    )
     assert_counts_are_a_recount(store)

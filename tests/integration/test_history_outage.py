@@ -18,16 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pwd
-import shutil
 import signal
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,6 +30,7 @@ from airflow_desc.history import HistoryStore, ProcessRecord, SpoolingRecorder
 from airflow_desc.history.migrations import HEAD_REVISION
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.triggers.slurm import ClusterPoller, SlurmJobTrigger
+from tests.integration.private_postgres import PrivatePostgres
 from tests.integration.site import Site
 from tests.unit.history.test_store import rec
 
@@ -44,77 +39,6 @@ pytestmark = pytest.mark.usefixtures("in_process_airflow_home")
 CONN = "perlmutter_ssh"
 # Small limits, so that the test is short: connect 2 s, statements 1 s, an answer 2 s.
 LIMITS = "connect_timeout=2&statement_timeout=1s&reply_timeout=2"
-
-
-@dataclass
-class PrivatePostgres:
-    """A PostgreSQL cluster of one test: started as docker/site/up starts the site's."""
-
-    dir: Path
-    port: int
-    pg_bin: str
-
-    @classmethod
-    def create(cls, pg_bin: str) -> PrivatePostgres:
-        base = Path(tempfile.mkdtemp(prefix="desc-pg-", dir="/tmp"))
-        postgres = pwd.getpwnam("postgres")
-        os.chown(base, postgres.pw_uid, postgres.pw_gid)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        cluster = cls(base, port, pg_bin)
-        cluster.run("initdb", "-D", str(cluster.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        cluster.start()
-        return cluster
-
-    @property
-    def data(self) -> Path:
-        return self.dir / "data"
-
-    def url(self, query: str = LIMITS) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres?{query}"
-
-    def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = ["runuser", "-u", "postgres", "--", f"{self.pg_bin}/{tool}", *args]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, f"{tool} {args}: {proc.stdout}{proc.stderr}"
-        return proc
-
-    def start(self) -> None:
-        self.run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "60",
-            "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start",
-        )  # fmt: skip
-
-    def stop(self) -> None:
-        self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def pids(self) -> list[int]:
-        """The postmaster and every process it started (the backends serving our connections)."""
-        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
-        children = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == postmaster:
-                    children.append(int(entry.name))
-        return [postmaster, *children]
-
-    def signal(self, sig: signal.Signals) -> None:
-        for pid in self.pids():
-            os.kill(pid, sig)
-
-    def destroy(self) -> None:
-        self.signal(signal.SIGCONT)  # a test that failed while it was frozen
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", f"{self.pg_bin}/pg_ctl", "-D", str(self.data),
-             "-m", "immediate", "-w", "stop"],
-            capture_output=True, timeout=120,
-        )  # fmt: skip
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -183,7 +107,7 @@ def poll_a_real_job(hook: SlurmHook, jobs: list[str], store: HistoryStore, spool
 def test_what_was_spooled_while_the_history_was_stopped_is_written_by_the_next_poll(
     postgres: PrivatePostgres, hook: SlurmHook, jobs: list[str], tmp_path: Path
 ) -> None:
-    store = HistoryStore(postgres.url())
+    store = HistoryStore(postgres.url(LIMITS))
     count_writes(store)
     recorder = SpoolingRecorder(store, tmp_path / "history-spool.jsonl")
     recorder.record([rec("visit=1")])
@@ -204,7 +128,7 @@ def test_what_was_spooled_while_the_history_was_stopped_is_written_by_the_next_p
 def test_a_write_to_a_frozen_history_is_spooled_within_the_deadline_and_written_once_after(
     postgres: PrivatePostgres, hook: SlurmHook, jobs: list[str], tmp_path: Path
 ) -> None:
-    store = HistoryStore(postgres.url())
+    store = HistoryStore(postgres.url(LIMITS))
     count_writes(store)
     recorder = SpoolingRecorder(store, tmp_path / "history-spool.jsonl")
     recorder.record([rec("visit=1")])  # the pool now holds a connection to a live backend
@@ -225,7 +149,7 @@ def test_a_write_to_a_frozen_history_is_spooled_within_the_deadline_and_written_
 def test_a_frozen_history_does_not_hold_up_the_pollers_state_write(
     postgres: PrivatePostgres, tmp_path: Path
 ) -> None:
-    store = HistoryStore(postgres.url())
+    store = HistoryStore(postgres.url(LIMITS))
     poller = ClusterPoller(CONN, None, 1.0, history=store)
     assert asyncio.run(poller.write_states({"101": "RUNNING"}))
     postgres.signal(signal.SIGSTOP)
@@ -255,7 +179,7 @@ def test_migration_0004_keeps_the_recorded_attempts_as_the_first_job_of_their_tr
     from airflow_desc.history.queries import process_instances
     from airflow_desc.history.schema import metadata
 
-    url = postgres.url() if backend == "postgresql" else f"sqlite:///{tmp_path / 'history.db'}"
+    url = postgres.url(LIMITS) if backend == "postgresql" else f"sqlite:///{tmp_path / 'history.db'}"
     store = HistoryStore(url)
     store.upgrade("0003")
     with store.engine.begin() as conn:  # an attempt as 0003 stored it, before resubmit existed

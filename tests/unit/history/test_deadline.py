@@ -8,6 +8,7 @@ stopped real PostgreSQL is in ``tests/integration/test_history_outage.py``.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import socket
 import struct
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from airflow_desc.history import HistoryStore, SpoolingRecorder
+from airflow_desc.history.deadline import bounded_connection_class
 from airflow_desc.history.engine import DEFAULT_REPLY_TIMEOUT_S, connect_arguments
 from tests.unit.history.test_store import count, rec, spool_lines
 
@@ -147,3 +149,16 @@ def test_the_reply_deadline_stays_above_the_statement_timeout(monkeypatch: pytes
     url = connect_arguments(make_url(pg + "?reply_timeout=3"), {})[0]
     assert "reply_timeout" not in url.query  # not libpq's: taken out of the URL
     assert "connection_factory" not in connect_arguments(make_url("sqlite://"), {})[1]
+
+
+def test_a_copy_to_a_server_silent_after_login_fails_at_the_reply_deadline(frozen: FrozenAfterLogin) -> None:
+    """The writer's COPY of a big batch (copy_rows.py) is watched like a statement."""
+    import psycopg2
+
+    dsn = f"host=127.0.0.1 port={frozen.port} dbname=desc_history user=desc password=pw sslmode=disable"
+    conn = psycopg2.connect(dsn, connection_factory=bounded_connection_class(1.0))
+    start = time.monotonic()
+    with pytest.raises(psycopg2.OperationalError, match=r"sent no answer within 1 s"):
+        conn.cursor().copy_expert("COPY desc_copy_streams FROM STDIN", io.StringIO("1\t\\N\n"))
+    assert time.monotonic() - start < 30  # without the watchdog: forever
+    assert conn.closed
