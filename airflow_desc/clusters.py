@@ -186,7 +186,8 @@ class ClusterProfile:
     @property
     def maintenance_windows(self) -> list[MaintenanceWindow]:
         """The profile's own maintenance windows, of every node of the cluster."""
-        return [MaintenanceWindow(w.start, w.end, "the profile's maintenance window") for w in self.maintenance]
+        source = "the profile's maintenance window"
+        return [MaintenanceWindow(w.start, w.end, source) for w in self.maintenance]
 
     @property
     def pool_name(self) -> str:

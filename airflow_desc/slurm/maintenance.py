@@ -77,7 +77,7 @@ class Reservation:
     state: str = ""
 
     def window(self) -> MaintenanceWindow | None:
-        """The window in which no job of ours runs on its nodes; ``None`` for a reservation of no nodes."""
+        """Return the window in which no job of ours runs on its nodes (``None``: it takes no node)."""
         if not self.nodes:
             return None
         kind = "maintenance reservation" if "MAINT" in self.flags else "reservation"
@@ -137,13 +137,13 @@ class ClusterAvailability:
     partitions: Mapping[str, PartitionState] = field(default_factory=dict)
 
     def partition(self, name: str | None) -> PartitionState | None:
-        """The partition ``name``, or the default one for ``None``; ``None`` if sinfo did not list it."""
+        """Return the partition ``name`` (``None``: the default one); ``None`` if sinfo did not list it."""
         if name is not None:
             return self.partitions.get(name)
         return next((p for p in self.partitions.values() if p.default), None)
 
     def windows(self) -> list[MaintenanceWindow]:
-        """The windows of the reservations that take nodes."""
+        """Return the windows of the reservations that take nodes."""
         return [w for w in (r.window() for r in self.reservations) if w is not None]
 
 
@@ -196,8 +196,13 @@ def parse_reservations(stdout: str) -> list[Reservation]:
         partition = fields.get("PartitionName", "")
         found.append(
             Reservation(
-                fields["ReservationName"], start, end, _nodes(fields.get("Nodes", "")), flags,
-                None if partition in _NO_NODES else partition, fields.get("State", ""),
+                fields["ReservationName"],
+                start,
+                end,
+                _nodes(fields.get("Nodes", "")),
+                flags,
+                None if partition in _NO_NODES else partition,
+                fields.get("State", ""),
             )  # fmt: skip
         )
     return found
