@@ -13,14 +13,14 @@ from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_desc.slurm.maintenance import ClusterAvailability, parse_availability
 from airflow_desc.triggers.hold import SubmissionHoldTrigger
-from tests.site_recordings import SITE
 from tests.unit.operators.test_job_rules import TRY2, hook, operator, submits_as  # noqa: F401 - a fixture
 from tests.unit.operators.test_untrusted_reads import RecordingHook, context
+from tests.unit.slurm import DATA
 
 
 def in_maintenance(until: datetime) -> ClusterAvailability:
     """The site's answer with its MAINT reservation running from an hour ago until ``until``."""
-    text = (SITE / "availability-maint.txt").read_text()
+    text = (DATA / "availability_maint.txt").read_text()
     text = text.replace("2026-12-06T15:10:00", (until - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S"))
     text = text.replace("2026-12-06T16:10:00", until.strftime("%Y-%m-%dT%H:%M:%S"), 1)
     found = parse_availability(text, "@@M")[1]

@@ -16,20 +16,20 @@ from airflow_desc.slurm.maintenance import (
     submission_hold,
 )
 from airflow_desc.slurm.parse import SlurmOutputError
-from tests.site_recordings import SITE
+from tests.unit.slurm import DATA
 
 UTC = timezone.utc
 
 
 def availability(name: str) -> ClusterAvailability:
-    before, found = parse_availability((SITE / name).read_text(), "@@M")
+    before, found = parse_availability((DATA / name).read_text(), "@@M")
     assert before == ""
     assert found is not None
     return found
 
 
-MAINT = availability("availability-maint.txt")
-NONE = availability("availability-none.txt")
+MAINT = availability("availability_maint.txt")
+NONE = availability("availability_none.txt")
 IN_MAINT = datetime(2026, 12, 6, 15, 30, tzinfo=UTC)
 
 
@@ -124,7 +124,7 @@ def test_availability_command_marks_each_part_and_its_end() -> None:
 
 
 def test_a_half_answer_is_no_answer_and_the_sacct_part_is_kept() -> None:
-    text = (SITE / "availability-none.txt").read_text()
+    text = (DATA / "availability_none.txt").read_text()
     before, found = parse_availability("1|job\n" + text.replace("@@M:end\n", ""), "@@M")
     assert before == "1|job\n" and found is None
     assert parse_availability("1|job\n", "@@M") == ("1|job\n", None)

@@ -16,7 +16,7 @@ import pytest
 
 from airflow_desc.triggers.hold import SubmissionHoldTrigger
 from airflow_desc.triggers.slurm import ClusterPoller, _HoldWatch
-from tests.site_recordings import SITE
+from tests.unit.slurm import DATA
 
 UTC = timezone.utc
 REASON = "waiting for maintenance to end at 2026-12-06 16:10 UTC (...)"
@@ -56,7 +56,7 @@ def test_serialize_round_trip(kwargs: dict[str, Any]) -> None:
 
 
 def answer(name: str, marker: str, before: str = "") -> str:
-    return before + (SITE / name).read_text().replace("@@M:", f"{marker}:")
+    return before + (DATA / name).read_text().replace("@@M:", f"{marker}:")
 
 
 def test_a_poll_that_clears_the_hold_wakes_its_trigger_and_keeps_the_sacct_part() -> None:
@@ -72,15 +72,15 @@ def test_a_poll_that_clears_the_hold_wakes_its_trigger_and_keeps_the_sacct_part(
         poller.holds.extend(holds)
         sacct = "5000026|job|COMPLETED\n"
         # In the maintenance window: nobody wakes; the sacct text before the answer is handed back.
-        assert poller._read_availability(answer("availability-maint.txt", "@@X", sacct), "@@X") == sacct
+        assert poller._read_availability(answer("availability_maint.txt", "@@X", sacct), "@@X") == sacct
         assert poller.availability is not None and poller.availability.reservations
         in_maint_now = datetime(2026, 12, 6, 15, 30, tzinfo=UTC)
         assert in_maint.hold(poller.availability, in_maint_now) is not None
         # Without a reservation: the job in regular may go (whenever it is now), debug is still down.
-        assert poller._read_availability(answer("availability-none.txt", "@@Y"), "@@Y") == ""
+        assert poller._read_availability(answer("availability_none.txt", "@@Y"), "@@Y") == ""
         assert holds[0].future.done() and not holds[1].future.done()
         # A half answer (sinfo failed) changes nothing.
-        half = answer("availability-none.txt", "@@Z", sacct).replace("@@Z:end\n", "")
+        half = answer("availability_none.txt", "@@Z", sacct).replace("@@Z:end\n", "")
         assert poller._read_availability(half, "@@Z") == sacct
         assert not holds[1].future.done()
 
