@@ -330,7 +330,14 @@ class ClusterPoller:
         self.availability = availability
         now = datetime.now(timezone.utc)
         for hold in list(self.holds):
-            if not hold.future.done() and hold.check(availability, now) is None:
+            if hold.future.done():
+                continue
+            try:
+                clear = hold.check(availability, now) is None
+            except Exception as exc:  # noqa: BLE001 - fails its own trigger, never the poll of its siblings
+                hold.future.set_exception(exc)
+                continue
+            if clear:
                 hold.future.set_result(None)
         return before
 

@@ -103,3 +103,22 @@ def test_profile_windows_hold_without_any_reservation() -> None:
     found = held.hold(None, now)
     assert found is not None and found.until == datetime(2026, 12, 6, 17, 0, tzinfo=UTC)
     assert held.hold(None, datetime(2026, 12, 6, 17, 0, tzinfo=UTC)) is None
+
+
+def test_a_check_that_raises_fails_its_own_wait_only() -> None:
+    def broken(availability: Any, now: datetime) -> None:
+        raise ValueError("a bug in one trigger")
+
+    async def scenario() -> None:
+        poller = ClusterPoller("perlmutter_ssh", None, interval=30)
+        loop = asyncio.get_running_loop()
+        bad, good = (
+            _HoldWatch(broken, loop.create_future(), 30),
+            _HoldWatch(trigger().hold, loop.create_future(), 30),
+        )
+        poller.holds.extend([bad, good])
+        assert poller._read_availability(answer("availability_none.txt", "@@Q", "x\n"), "@@Q") == "x\n"
+        assert isinstance(bad.future.exception(), ValueError)
+        assert good.future.done() and good.future.exception() is None
+
+    asyncio.run(scenario())
