@@ -60,11 +60,12 @@ def maintenance() -> Iterator[Callable[[str], Callable[[], None]]]:
 
 
 def jobs_since(site: Site, cluster: str, since: datetime) -> list[str]:
-    """Every job sacct or squeue knows on ``cluster`` submitted since ``since``: its id and name."""
+    """Every job sacct or squeue knows on ``cluster`` submitted since ``since``: id|name|submit time."""
     start = since.strftime("%Y-%m-%dT%H:%M:%S")
-    sacct = site.run(cluster, f"TZ=UTC sacct -X -n -P -S {start} -o JobID,JobName").stdout.split()
-    squeue = site.run(cluster, "squeue -h -o '%i|%j'").stdout.split()
-    return sorted(set(sacct) | set(squeue))
+    sacct = site.run(cluster, f"TZ=UTC sacct -X -n -P -S {start} -o JobID,JobName,Submit").stdout
+    squeue = site.run(cluster, "TZ=UTC squeue -h -o '%i|%j|%V'").stdout
+    rows = {line for line in (sacct + squeue).splitlines() if line.strip()}
+    return sorted(row for row in rows if row.rsplit("|", 1)[-1] >= start)
 
 
 def wait_for_hold(run: DagRun, text: str) -> str:
