@@ -312,11 +312,14 @@ def submission_hold(
         return SubmissionHold(f"waiting for {where} to come up: sinfo says it is {part.availability}")
     known: Sequence[MaintenanceWindow] = [*windows, *(availability.windows() if availability else ())]
     usable = part.nodes if part is not None else None
+    if usable is None and availability is not None and availability.partitions:
+        # A partition sinfo does not list (sbatch will say so): judge by every node of the cluster.
+        usable = frozenset().union(*(p.nodes for p in availability.partitions.values()))
     duration = timedelta(seconds=walltime_s)
 
     def blocking(start: datetime) -> list[MaintenanceWindow]:
         overlapping = [w for w in known if w.overlaps(start, start + duration)]
-        if usable is None:  # the partition's nodes are not known: only whole-cluster windows count
+        if usable is None:  # the cluster's nodes are not known: only whole-cluster windows count
             return [w for w in overlapping if w.nodes is None]
         taken = set().union(*(usable if w.nodes is None else w.nodes for w in overlapping))
         return overlapping if len(usable - taken) < nodes else []

@@ -135,3 +135,8 @@ def test_bad_lines_name_their_number() -> None:
         parse_reservations("ReservationName=x StartTime=soon EndTime=2026-12-06T16:10:00")
     with pytest.raises(SlurmOutputError, match="line 2 has 2 fields"):
         parse_sinfo_partitions("regular*|up|pm-n1\nbad|up\n")
+
+
+def test_a_partition_sinfo_does_not_list_is_judged_by_every_node_of_the_cluster() -> None:
+    found = hold(MAINT, partition="nosuch")
+    assert found is not None and "partition nosuch of perlmutter" in found.reason
