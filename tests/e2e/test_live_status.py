@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import pathlib
-import secrets
 import subprocess
 import sys
 
 from tests.deploy import Deployment
-from tests.integration.test_job_states import as_root
+from tests.integration.test_maintenance import create_maintenance, delete_maintenance
 from tests.waiting import wait_for
 
 DAG_ID = "desc_e2e_live"
@@ -83,11 +82,7 @@ def test_a_run_waiting_for_maintenance_counts_queued_and_says_why(airflow: Deplo
     """The bundle defers before submitting (a MAINT reservation of perlmutter): Queued, with the reason,
     as the status page shows it (the same counts and notes); it runs once the reservation is gone."""
     cli = str(pathlib.Path(sys.executable).with_name("airflow-desc"))
-    name = f"desc_e2e_maint_{secrets.token_hex(3)}"
-    as_root(
-        "perlmutter", "scontrol", "create", "reservation", f"reservationname={name}", "starttime=now",
-        "duration=60", "flags=maint,ignore_jobs", "nodes=ALL", "users=root",
-    )  # fmt: skip
+    name = create_maintenance("perlmutter", "desc_e2e_maint")
     try:
         run_id = trigger_until_the_bundle_waits(airflow)
 
@@ -102,6 +97,6 @@ def test_a_run_waiting_for_maintenance_counts_queued_and_says_why(airflow: Deplo
         )
         assert f"maintenance reservation {name} on partition regular of perlmutter" in notes, notes
     finally:
-        as_root("perlmutter", "scontrol", "delete", f"reservationname={name}")
+        delete_maintenance("perlmutter", name)
     assert airflow.wait_run(DAG_ID, run_id, timeout=300) == "success"
     assert counts(status(airflow, run_id, cli)["calibrateVisit"]) == {"Success": 3}

@@ -36,23 +36,29 @@ def undo(cluster: str, *argv: str) -> None:
     )
 
 
+def create_maintenance(cluster: str, prefix: str = "desc_it_maint") -> str:
+    """As an admin: a MAINT reservation of every node of ``cluster``, from now for an hour; its name."""
+    name = f"{prefix}_{secrets.token_hex(3)}"
+    as_root(
+        cluster, "scontrol", "create", "reservation", f"reservationname={name}", "starttime=now",
+        "duration=60", "flags=maint,ignore_jobs", "nodes=ALL", "users=root",
+    )  # fmt: skip
+    return name
+
+
+def delete_maintenance(cluster: str, name: str) -> None:
+    as_root(cluster, "scontrol", "delete", f"reservationname={name}")
+
+
 @pytest.fixture
 def maintenance() -> Iterator[Callable[[str], Callable[[], None]]]:
     """Start a MAINT reservation of every node of a cluster, now; return what ends it."""
     made: list[tuple[str, str]] = []
 
     def start(cluster: str) -> Callable[[], None]:
-        name = f"desc_it_maint_{secrets.token_hex(3)}"
-        as_root(
-            cluster, "scontrol", "create", "reservation", f"reservationname={name}", "starttime=now",
-            "duration=60", "flags=maint,ignore_jobs", "nodes=ALL", "users=root",
-        )  # fmt: skip
+        name = create_maintenance(cluster)
         made.append((cluster, name))
-
-        def end() -> None:
-            as_root(cluster, "scontrol", "delete", f"reservationname={name}")
-
-        return end
+        return lambda: delete_maintenance(cluster, name)
 
     yield start
     for cluster, name in made:
