@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
@@ -25,6 +26,7 @@ __all__ = [
     "PROFILE_WORDS",
     "clock",
     "ContainerRuntime",
+    "MaintenanceSettings",
     "ProfileFile",
     "ProfileSettings",
     "container_rules",
@@ -200,12 +202,61 @@ def _clusters_mapping(value: Any) -> Any:
     return value
 
 
+def _moment(value: Any) -> datetime:
+    example = "write e.g. '2026-12-10T07:00:00-08:00' or '2026-12-10T15:00:00Z'"
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"cannot read {describe_value(value)} as a date and time; {example}") from None
+    if not isinstance(value, datetime):
+        raise ValueError(f"expected a date and time, got {describe_value(value)}; {example}")
+    if value.tzinfo is None:
+        raise ValueError(f"{value.isoformat()} has no time zone; {example}")
+    return value
+
+
+def _windows(value: Any) -> Any:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise ValueError(
+            f"expected a list of windows, got {describe_value(value)}; write each as "
+            "'- {start: 2026-12-10T07:00:00-08:00, end: 2026-12-10T19:00:00-08:00}'"
+        )
+    return value
+
+
 NAME_PROBLEM = (
     "cluster name {value} is not allowed; "
     "use letters, digits, '_', '.' and '-', starting with a letter or digit"
 )
 Text = Annotated[str, BeforeValidator(_text)]
 OptionalText = Annotated[str | None, BeforeValidator(_optional_text)]
+
+
+class MaintenanceSettings(BaseModel):
+    """One maintenance window a profile lists by hand: no job of the cluster may run from start to end."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: Annotated[datetime, BeforeValidator(_moment)]
+    end: Annotated[datetime, BeforeValidator(_moment)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _is_mapping(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected a mapping with start and end, got {describe_value(data)}")
+        return data
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> MaintenanceSettings:
+        if self.end <= self.start:
+            raise ValueError(
+                f"end {self.end.isoformat()} is not after start {self.start.isoformat()}; swap or fix them"
+            )
+        return self
 
 
 class ProfileSettings(BaseModel):
@@ -238,6 +289,7 @@ class ProfileSettings(BaseModel):
     poll_interval: Annotated[float, BeforeValidator(_seconds(30, allow_zero=False))] = 30.0
     vanish_grace: Annotated[float, BeforeValidator(_seconds(300, allow_zero=True))] = 300.0
     high_memory_partition: OptionalText = None
+    maintenance: Annotated[tuple[MaintenanceSettings, ...], BeforeValidator(_windows)] = ()
     env: Annotated[
         dict[Annotated[str, BeforeValidator(_env_name)], Annotated[str, BeforeValidator(_env_value)]],
         BeforeValidator(_env),

@@ -26,6 +26,7 @@ name a cluster (``cluster: s3df``) and get its :class:`ClusterProfile`::
         poll_interval: 30              # seconds between batched sacct polls
         vanish_grace: 300              # seconds a job may be missing from sacct and squeue
         high_memory_partition: null    # where an out-of-memory job may be sent
+        maintenance: []                # windows by hand: [{start: 2026-12-10T07:00:00-08:00, end: ...}]
         env: {}                        # environment variables of every job
 
 The file is found by :func:`load_cluster_profiles`: an explicit path, else the
@@ -62,6 +63,7 @@ from airflow_desc.cluster_schema import (
     NAME_RE,
     PROFILE_WORDS,
     ContainerRuntime,
+    MaintenanceSettings,
     ProfileFile,
     ProfileSettings,
     clock,
@@ -70,6 +72,7 @@ from airflow_desc.cluster_schema import (
     parse_walltime,
 )
 from airflow_desc.exceptions import ClusterProfileError, ResourceLimitError
+from airflow_desc.slurm.maintenance import MaintenanceWindow
 
 __all__ = [
     "CLUSTERS_FILE_ENV",
@@ -121,6 +124,9 @@ class ClusterProfile:
     :param vanish_grace: seconds a job may be absent from both ``sacct`` and ``squeue``
         before that is an error.
     :param high_memory_partition: where a job that needs more than a node's memory may go.
+    :param maintenance: maintenance windows listed by hand (each ``start``, ``end``, with a time zone):
+        no job is submitted whose walltime would run into one; SLURM's own reservations are read from
+        the cluster (:mod:`airflow_desc.slurm.maintenance`).
     :param env: environment variables for every job.
     """
 
@@ -145,6 +151,7 @@ class ClusterProfile:
     poll_interval: float = 30.0
     vanish_grace: float = 300.0
     high_memory_partition: str | None = None
+    maintenance: tuple[MaintenanceSettings, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
     #: ``max_walltime`` in seconds.
     max_walltime_s: int = field(init=False, repr=False)
@@ -175,6 +182,12 @@ class ClusterProfile:
     def memory_per_core_mb(self) -> float:
         """Memory of a node divided by its cores, in MB."""
         return self.memory_per_node_mb / self.cores_per_node
+
+    @property
+    def maintenance_windows(self) -> list[MaintenanceWindow]:
+        """The profile's own maintenance windows, of every node of the cluster."""
+        source = "the profile's maintenance window"
+        return [MaintenanceWindow(w.start, w.end, source) for w in self.maintenance]
 
     @property
     def pool_name(self) -> str:

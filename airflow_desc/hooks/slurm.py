@@ -63,6 +63,7 @@ from airflow_desc.slurm.log_tails import (
     parse_tails,
     tails_command,
 )
+from airflow_desc.slurm.maintenance import ClusterAvailability, availability_command, parse_availability
 from airflow_desc.slurm.nodes import NodeState, parse_sinfo_nodes
 from airflow_desc.slurm.ownership import JobOwner, parse_owners
 
@@ -553,6 +554,11 @@ class SlurmHook(BaseHook):
     def nodes(self, *, partition: str | None = None, nodes: Sequence[str] = ()) -> list[NodeState]:
         """Return the state and reason of each node (of ``partition``, or ``nodes``) as ``sinfo -N`` says."""
         return parse_sinfo_nodes(self.run(sinfo_nodes_command(partition, nodes)).stdout)
+
+    def availability(self) -> ClusterAvailability | None:
+        """Return the cluster's reservations and partition states, in one call; ``None`` if either failed."""
+        marker = new_marker()
+        return parse_availability(self.run(availability_command(marker), check=False).stdout, marker)[1]
 
     def scancel(self, job_ids: Sequence[str], *, signal: str | None = None) -> None:
         """Cancel (or signal) jobs."""

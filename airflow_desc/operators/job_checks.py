@@ -43,6 +43,9 @@ __all__ = [
 class TaskLog(Protocol):
     """The task's logger (``BaseOperator.log``), as far as these checks write to it."""
 
+    def info(self, event: Any, *args: Any, **kw: Any) -> Any:
+        """Log a line of information."""
+
     def warning(self, event: Any, *args: Any, **kw: Any) -> Any:
         """Log a warning."""
 

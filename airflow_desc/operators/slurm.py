@@ -14,10 +14,16 @@ The life of one task instance:
    The rules deciding which job to re-attach to are in :mod:`airflow_desc.operators.resume`, the
    questions they ask SLURM in :mod:`airflow_desc.operators.job_checks`; the job's script is
    :func:`~airflow_desc.operators.job_script.job_spec_for`'s.
-2. **Wait without a worker slot.** Deferred to :class:`~airflow_desc.triggers.slurm.SlurmJobTrigger`,
+2. **Wait out maintenance, then submit.** Before sbatch the try asks the cluster for its
+   reservations and partition states (:mod:`airflow_desc.operators.submission_hold`): a job whose
+   walltime would run into a maintenance window (SLURM's, or the profile's ``maintenance`` list), or
+   whose partition is down, drained or inactive, is not submitted; the task defers to a
+   :class:`~airflow_desc.triggers.hold.SubmissionHoldTrigger` (no worker slot, no retry spent), its log
+   saying ``waiting for maintenance to end at ...``, and submits when the trigger fires.
+3. **Wait without a worker slot.** Deferred to :class:`~airflow_desc.triggers.slurm.SlurmJobTrigger`,
    whose per-cluster poller batches every watched job into one sacct call per interval.
    ``deferrable=False`` polls from the worker instead.
-3. **Diagnose and record.** The job's accounting and the end of its log (bounded, secrets
+4. **Diagnose and record.** The job's accounting and the end of its log (bounded, secrets
    redacted: :mod:`airflow_desc.operators.job_logs`) are diagnosed (:func:`airflow_desc.slurm.diagnose`),
    recorded as a process instance with that log tail, and returned as the XCom summary; the task
    log shows the tail, on success too. A failure raises :class:`~airflow_desc.exceptions.SlurmJobFailed`
@@ -25,7 +31,7 @@ The life of one task instance:
    mark-failed in Airflow) is recorded Cancelled and fails the task without a retry; a cancel by
    anyone else (root, an admin, SLURM) is Terminated and retried. When the job's node is left
    DOWN / DRAIN, the task log and the record's message say so, with SLURM's reason.
-4. **Escalate by cause.** After ``TIMEOUT`` the next try asks for ``walltime x timeout_factor``
+5. **Escalate by cause.** After ``TIMEOUT`` the next try asks for ``walltime x timeout_factor``
    (up to the cluster's maximum), after ``OUT_OF_MEMORY`` for ``memory x memory_factor`` (up to a
    node; more cores when memory per core is the limit, then the high-memory partition). A node
    failure or preemption retries with the same resources, excluding the node only when another
@@ -75,6 +81,7 @@ from airflow_desc.operators.resume import (
     live_job,
     try_of_job,
 )
+from airflow_desc.operators.submission_hold import hold_before_submit
 from airflow_desc.operators.trusted import trusted_event_accounting, trusted_event_job_id, trusted_slurm_state
 from airflow_desc.operators.worker_poll import poll_in_worker
 from airflow_desc.slurm import (
@@ -413,6 +420,7 @@ class SlurmOperator(BaseOperator):
     ) -> str:
         ti = context["ti"]
         res = self._resources(profile, state)
+        self._wait_out_hold(hook, profile, res)
         name = job_name_for(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), ti.try_number)
         task_dir = self._task_dir(context, profile)
         log_pattern = f"{task_dir}/t{ti.try_number}-%j.out"
@@ -440,6 +448,23 @@ class SlurmOperator(BaseOperator):
             ", ".join(f"{k}={v}" for k, v in res.items() if v is not None),
         )  # fmt: skip
         return submitted.job_id
+
+    def _wait_out_hold(self, hook: SlurmHook, profile: ClusterProfile, res: Mapping[str, Any]) -> None:
+        """Return when the job may be submitted; else defer until it may (or wait in the worker)."""
+        request, hold = hold_before_submit(hook, profile, res, self.nodes, self.log)
+        if hold is None:
+            return
+        interval = self.poll_interval or profile.poll_interval
+        if self.deferrable:
+            self.defer(trigger=request.trigger(hold, interval), method_name="execute_after_hold")
+        request.wait_in_worker(hook, hold, interval, self.log)
+
+    def execute_after_hold(self, context: Context, event: dict[str, Any]) -> Any:
+        """Resume once the maintenance ended or the partition came up: start the try over, and submit."""
+        self.log.info(
+            "done waiting (%s s): %s; submitting now", event.get("waited_s"), event.get("reason")
+        )
+        return self.execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger fired: diagnose, record, return the summary or fail."""

@@ -17,7 +17,7 @@ from airflow_desc.slurm.commands import SACCT_FIELDS, validate_job_id
 from airflow_desc.slurm.parse import _row_from_fields
 from airflow_desc.slurm.states import ParsedState, parse_state
 
-__all__ = ["CONTROLLER_NOTE", "ControllerJob", "parse_scontrol_jobs"]
+__all__ = ["CONTROLLER_NOTE", "ControllerJob", "parse_scontrol_jobs", "scontrol_fields"]
 
 # The start of each ``Key=value`` of ``scontrol -o``: keys such as ``AllocNode:Sid``, ``CPUs/Task``.
 _SCONTROL_KEY_RE = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9:/_]*)=")
@@ -92,7 +92,8 @@ class ControllerJob:
         return JobAccounting(self.job_id, _row_from_fields(values, 1))
 
 
-def _scontrol_fields(line: str) -> dict[str, str]:
+def scontrol_fields(line: str) -> dict[str, str]:
+    """Split one ``scontrol -o`` line into its ``Key=value`` pairs (a value may hold spaces)."""
     keys = list(_SCONTROL_KEY_RE.finditer(line))
     fields = {}
     for here, after in zip(keys, [*keys[1:], None], strict=True):
@@ -116,7 +117,7 @@ def parse_scontrol_jobs(stdout: str) -> dict[str, ControllerJob]:
         line = raw_line.strip()
         if not line.startswith("JobId="):
             continue
-        fields = _scontrol_fields(line)
+        fields = scontrol_fields(line)
         try:
             job_id = validate_job_id(fields.get("JobId", ""))
             if "JobState" not in fields:

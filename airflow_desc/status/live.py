@@ -27,6 +27,10 @@ Airflow's metadata DB and the history DB, no DAG files and no SSH keys. It reads
   :data:`STALE_AFTER_POLLS` poll intervals (plus :data:`STALE_SLACK_S`) ago is not trusted: the
   job counts as its task instance says (Submitted) and a note says why (is the triggerer up?).
 
+A task instance deferred on a :class:`~airflow_desc.triggers.hold.SubmissionHoldTrigger` submitted
+nothing yet: it waits for a maintenance window to end or a partition to come up. It counts as
+Queued (column ``hold``: the trigger's reason), and a note per reason says what it waits for.
+
 Only DAG runs that are queued or running are read: a finished run is counted from the history
 alone.
 """
@@ -49,10 +53,12 @@ if TYPE_CHECKING:
 __all__ = [
     "LIVE_COLUMNS",
     "SLURM_JOB_TRIGGER",
+    "SUBMISSION_HOLD_TRIGGER",
     "BundleIdentity",
     "DagProcesses",
     "ProcessIdentity",
     "TaskInstanceRow",
+    "hold_notes",
     "instances_of",
     "live_process_instances",
     "process_order",
@@ -74,12 +80,15 @@ LIVE_COLUMNS = (
     "try_number",
     "bundled",
     "slurm_state",
+    "hold",
 )
 #: The DAG tag every airflow-desc DAG carries (generated ones get it from the graph).
 DESC_TAG = "desc"
 #: The class path of :class:`~airflow_desc.triggers.slurm.SlurmJobTrigger` in Airflow's ``trigger``
 #: table (named, not imported: the trigger module brings the SSH hook with it).
 SLURM_JOB_TRIGGER = "airflow_desc.triggers.slurm.SlurmJobTrigger"
+#: The class path of :class:`~airflow_desc.triggers.hold.SubmissionHoldTrigger`: nothing submitted yet.
+SUBMISSION_HOLD_TRIGGER = "airflow_desc.triggers.hold.SubmissionHoldTrigger"
 #: A polled job state older than this many of its poller's intervals ...
 STALE_AFTER_POLLS = 3
 #: ... plus these seconds (a poll's own sacct over SSH takes a while) is stale.
@@ -97,6 +106,7 @@ class TaskInstanceRow:
     :param state: the task-instance state, ``None`` for none.
     :param try_number: the try it is on (or last ran).
     :param slurm_state: for a deferred SLURM task, its job's state as sacct prints it, if read.
+    :param hold: for a task deferred before submitting, what it waits for (``waiting for maintenance ...``).
     """
 
     dag_id: str
@@ -106,6 +116,7 @@ class TaskInstanceRow:
     state: str | None
     try_number: int
     slurm_state: str | None = None
+    hold: str | None = None
 
 
 def instances_of(
@@ -124,7 +135,7 @@ def instances_of(
 
     base = {
         "dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index,
-        "ti_state": ti.state, "try_number": ti.try_number, "slurm_state": ti.slurm_state,
+        "ti_state": ti.state, "try_number": ti.try_number, "slurm_state": ti.slurm_state, "hold": ti.hold,
     }  # fmt: skip
 
     def row(identity: ProcessIdentity, stream: str | None, bundled: bool) -> dict[str, Any]:
@@ -194,7 +205,11 @@ def _made_bundles(
 
 
 def _task_instances(
-    session: Any, dag_id: str, runs: Sequence[str], slurm_states: Mapping[int, str]
+    session: Any,
+    dag_id: str,
+    runs: Sequence[str],
+    slurm_states: Mapping[int, str],
+    holds: Mapping[int, str] | None = None,
 ) -> list[TaskInstanceRow]:
     import sqlalchemy as sa
     from airflow.models import TaskInstance as TI  # noqa: N814 - as Airflow's own code calls it
@@ -211,13 +226,14 @@ def _task_instances(
             None if state is None else str(getattr(state, "value", state)),
             int(try_number or 0),
             slurm_states.get(trigger_id) if trigger_id is not None else None,
+            (holds or {}).get(trigger_id) if trigger_id is not None else None,
         )  # fmt: skip
         for run, task_id, map_index, state, try_number, trigger_id in session.execute(query)
     ]
 
 
-def _slurm_jobs(session: Any, dag_ids: Iterable[str], runs: Iterable[str]) -> dict[int, tuple[str, str, str]]:
-    """Return the SLURM job each deferred task instance waits for: trigger id -> (ssh, jump, job id)."""
+def _triggers(session: Any, dag_ids: Iterable[str], runs: Iterable[str], classpath: str) -> list[Any]:
+    """Return the triggers of ``classpath`` that task instances of these runs are deferred on."""
     import sqlalchemy as sa
     from airflow.models import TaskInstance as TI  # noqa: N814
     from airflow.models.trigger import Trigger
@@ -225,12 +241,33 @@ def _slurm_jobs(session: Any, dag_ids: Iterable[str], runs: Iterable[str]) -> di
     query = (
         sa.select(Trigger)
         .join(TI, TI.trigger_id == Trigger.id)
-        .where(
-            TI.dag_id.in_(list(dag_ids)), TI.run_id.in_(list(runs)), Trigger.classpath == SLURM_JOB_TRIGGER
-        )
+        .where(TI.dag_id.in_(list(dag_ids)), TI.run_id.in_(list(runs)), Trigger.classpath == classpath)
     )
+    return list(session.scalars(query))
+
+
+def _holds(session: Any, dag_ids: Iterable[str], runs: Iterable[str]) -> dict[int, str]:
+    """Return what each task instance deferred before submitting waits for: trigger id -> reason."""
+    return {
+        int(trigger.id): str(trigger.kwargs.get("reason") or "waiting to submit")
+        for trigger in _triggers(session, dag_ids, runs, SUBMISSION_HOLD_TRIGGER)
+    }
+
+
+def hold_notes(holds: Iterable[str]) -> list[str]:
+    """Return one note per reason task instances wait for, with how many wait for it."""
+    counts: dict[str, int] = {}
+    for reason in holds:
+        counts[reason] = counts.get(reason, 0) + 1
+    return [
+        f"{n} task instance(s) not submitted yet, counted as Queued: {reason}" for reason, n in counts.items()
+    ]
+
+
+def _slurm_jobs(session: Any, dag_ids: Iterable[str], runs: Iterable[str]) -> dict[int, tuple[str, str, str]]:
+    """Return the SLURM job each deferred task instance waits for: trigger id -> (ssh, jump, job id)."""
     jobs: dict[int, tuple[str, str, str]] = {}
-    for trigger in session.scalars(query):
+    for trigger in _triggers(session, dag_ids, runs, SLURM_JOB_TRIGGER):
         kwargs = trigger.kwargs
         jobs[int(trigger.id)] = (
             str(kwargs["ssh_conn_id"]),
@@ -345,16 +382,18 @@ def live_process_instances(
         active = _active_runs(session, dag_ids, run_id)
         plans = stored_plans(engine, active) if active else {}
         states: dict[int, str] = {}
+        holds: dict[int, str] = {}
         if slurm and plans:
-            jobs = _slurm_jobs(session, plans, [r for d in plans for r in active[d]])
-            states, notes = slurm_states(engine, jobs)
+            runs = [r for d in plans for r in active[d]]
+            states, notes = slurm_states(engine, _slurm_jobs(session, plans, runs))
+            holds = _holds(session, plans, runs)
             if problems is not None:
-                problems.extend(notes)
+                problems.extend([*notes, *hold_notes(holds.values())])
         for dag_id, processes in sorted(plans.items()):
             if any(value is not None and getattr(processes, name) != value for name, value in wanted.items()):
                 continue
             runs = active[dag_id]
             bundles = _made_bundles(session, processes, runs)
-            for ti in _task_instances(session, dag_id, runs, states):
+            for ti in _task_instances(session, dag_id, runs, states, holds):
                 rows.extend(instances_of(processes, ti, bundles))
     return pd.DataFrame.from_records(rows, columns=list(LIVE_COLUMNS))

@@ -34,6 +34,15 @@ def _latest_per_key(recorded: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     return ordered.drop_duplicates(key, keep="last")
 
 
+def _live_column(state: str | None, job: object, hold: object) -> str | None:
+    """Return a live instance's column: a deferred one's by its job's state, Queued before it submitted."""
+    if state == "deferred" and isinstance(hold, str) and hold:
+        return airflow_state_column("queued")  # waiting for maintenance to end: nothing submitted yet
+    if state == "deferred" and isinstance(job, str) and job:
+        return slurm_state_column(job)
+    return airflow_state_column(state)
+
+
 def merge_live(
     counts: pd.DataFrame, live: pd.DataFrame, recorded: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -46,7 +55,8 @@ def merge_live(
     * no record yet: counted live (Waiting, Ready, Queued, Submitted, Running ...); a deferred
       task instance whose job's state was read (``slurm_state``) is counted by that state
       (:func:`~airflow_desc.reports.status.slurm_state_column`: PENDING is Submitted, RUNNING
-      Running ...);
+      Running ...); one deferred before it submitted (``hold``: waiting for maintenance to end) is
+      Queued;
     * the task instance finished (success, failed, skipped ...): the record wins, it knows what
       Airflow does not (an output check, a time limit, who cancelled);
     * a bundled instance recorded ``success``: the record wins, a cleared bundle reruns only what
@@ -72,11 +82,9 @@ def merge_live(
     data = live.reset_index(drop=True).copy()
     data["ti_state"] = data["ti_state"].astype(object).where(data["ti_state"].notna(), None)
     slurm = data["slurm_state"] if "slurm_state" in data.columns else pd.Series([None] * len(data))
+    hold = data["hold"] if "hold" in data.columns else pd.Series([None] * len(data))
     data["column"] = [
-        slurm_state_column(str(job))
-        if state == "deferred" and isinstance(job, str) and job
-        else airflow_state_column(state)
-        for state, job in zip(data["ti_state"], slurm, strict=True)
+        _live_column(state, job, why) for state, job, why in zip(data["ti_state"], slurm, hold, strict=True)
     ]
     data = data[data["column"].notna()].reset_index(drop=True)
     data["map_index"] = data["map_index"].astype("int64")

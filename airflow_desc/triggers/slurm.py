@@ -31,6 +31,14 @@ Each poll logs one INFO line to the triggerer's log, ``poll N of <conn>: M job(s
 call(s)`` (N counts the polls of that poller), so that it shows how often each cluster is asked,
 and for how many jobs at once.
 
+Each poll also reads the cluster's reservations and partition states, in the same SSH call as the
+first sacct (:func:`~airflow_desc.slurm.maintenance.availability_command`): the poller keeps the
+latest answer (:attr:`ClusterPoller.availability`) and wakes each waiting
+:class:`~airflow_desc.triggers.hold.SubmissionHoldTrigger` whose job may now be submitted (the
+maintenance window ended, the partition came up). A poll with no job to watch, only such waits,
+asks for the availability alone. An answer that cannot be read never fails the job poll: the
+waits go on until the next one.
+
 Airflow 3.3's shared streams (``BaseEventTrigger.shared_stream_key``) were considered:
 their ``open_shared_stream`` sees the kwargs of one trigger of the group only, so one
 poll cannot cover the union of every sibling's job id; hence this poller.
@@ -42,9 +50,10 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from datetime import datetime, timezone
+from typing import Any, ClassVar, TypeVar
 
 import structlog
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -67,10 +76,19 @@ from airflow_desc.slurm import (
     squeue_command,
     validate_job_id,
 )
+from airflow_desc.slurm.log_tails import new_marker
+from airflow_desc.slurm.maintenance import (
+    ClusterAvailability,
+    SubmissionHold,
+    availability_command,
+    parse_availability,
+)
 
 __all__ = ["SPOOL_FLUSH_EVERY_S", "ClusterPoller", "SlurmJobTrigger"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Seconds between two attempts of a triggerer's pollers to write out the history spool.
 SPOOL_FLUSH_EVERY_S = 30.0
@@ -84,6 +102,17 @@ class _Watch:
     interval: float
     first_missing: float | None = None
     placeholder_since: float | None = None
+
+
+#: Whether a job may go now, judged on a poll's answer and the time: ``None`` when it may.
+HoldCheck = Callable[[ClusterAvailability, datetime], SubmissionHold | None]
+
+
+@dataclass
+class _HoldWatch:
+    check: HoldCheck
+    future: asyncio.Future[None]
+    interval: float
 
 
 @dataclass
@@ -104,6 +133,9 @@ class ClusterPoller:
     jump_conn_id: str | None
     interval: float
     watches: dict[str, list[_Watch]] = field(default_factory=dict)
+    holds: list[_HoldWatch] = field(default_factory=list)
+    #: The reservations and partitions the latest poll read (``None``: none read yet).
+    availability: ClusterAvailability | None = None
     polls: int = 0
     history: HistoryStore | None = None
     spool: SpoolingRecorder | None = None
@@ -136,7 +168,8 @@ class ClusterPoller:
         Of those watched *now*: a trigger of 1 s that fired earlier must not keep a later one of 5 s
         polling every second (the poller outlives its triggers in a triggerer).
         """
-        return min((w.interval for ws in self.watches.values() for w in ws), default=self.interval)
+        intervals = [w.interval for ws in self.watches.values() for w in ws]
+        return min([*intervals, *(h.interval for h in self.holds)], default=self.interval)
 
     async def wait(
         self, job_id: str, *, vanish_grace: float, interval: float | None = None
@@ -149,6 +182,30 @@ class ClusterPoller:
         interval = self.interval if interval is None else interval
         watch = _Watch(job_id, loop.create_future(), vanish_grace, interval)
         self.watches.setdefault(job_id, []).append(watch)
+        try:
+            return await self._started(watch.future)
+        finally:
+            self._forget(watch)
+
+    async def wait_until_clear(self, check: HoldCheck, *, interval: float | None = None) -> None:
+        """Wait until a poll's reservations and partitions let a job go (``check`` returns ``None``).
+
+        :param check: judges each poll's answer, e.g. :func:`~airflow_desc.slurm.maintenance.submission_hold`
+            with the job's partition, walltime and nodes.
+        :param interval: seconds between polls this wait asks for (default: the poller's ``interval``).
+        """
+        loop = asyncio.get_running_loop()
+        hold = _HoldWatch(check, loop.create_future(), self.interval if interval is None else interval)
+        self.holds.append(hold)
+        try:
+            await self._started(hold.future)
+        finally:
+            if hold in self.holds:
+                self.holds.remove(hold)
+
+    async def _started(self, future: asyncio.Future[_T]) -> _T:
+        """Start the poll loop if it is not running (else poll soon), and wait for ``future``."""
+        loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             # The poll loop serves every trigger of the cluster: it runs without the log context of
             # the trigger that happened to start it, so that its records go to the triggerer's log,
@@ -158,10 +215,7 @@ class ClusterPoller:
             self._task = context.run(loop.create_task, self._run(), name=f"slurm-poller-{self.ssh_conn_id}")
         else:
             self._wake.set()  # a new job: poll it soon rather than after a full interval
-        try:
-            return await watch.future
-        finally:
-            self._forget(watch)
+        return await future
 
     def _forget(self, watch: _Watch) -> None:
         siblings = self.watches.get(watch.job_id, [])
@@ -173,7 +227,7 @@ class ClusterPoller:
     async def _run(self) -> None:
         hook = SlurmHook(self.ssh_conn_id, jump_conn_id=self.jump_conn_id)
         loop = asyncio.get_running_loop()
-        while self.watches:
+        while self.watches or self.holds:
             self._wake.clear()
             started = loop.time()
             try:
@@ -184,7 +238,7 @@ class ClusterPoller:
             except Exception:
                 # Never let one poll's surprise stop every sibling trigger of this cluster for good.
                 hook.log.exception("poll of %s failed unexpectedly, will retry", self.ssh_conn_id)
-            if not self.watches:
+            if not (self.watches or self.holds):
                 break
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.until_next_poll(started, loop.time()))
@@ -206,14 +260,23 @@ class ClusterPoller:
     async def poll_once(self, hook: SlurmHook) -> None:
         """One poll: sacct per chunk of watched ids, squeue for those it lacks, scontrol for the rest.
 
-        One SSH call each; the controller is asked only about ids neither sacct nor squeue knows.
+        One SSH call each; the controller is asked only about ids neither sacct nor squeue knows. The
+        first call also reads the reservations and partitions (:meth:`_read_availability`).
         """
         ids = list(self.watches)
-        if not ids:
+        if not ids and not self.holds:
             return
         self.polls += 1
+        marker = new_marker()
+        # `true`: a failed scontrol or sinfo must not fail the sacct it follows.
+        availability = f"{{ {availability_command(marker)}; true; }}"
+        if not ids:
+            log.info("poll %d of %s: no job, %d hold(s)", self.polls, self.ssh_conn_id, len(self.holds))
+            self._read_availability((await hook.arun(availability)).stdout, marker)
+            return
         rows = []
         commands = chunked_sacct_commands(ids)
+        commands[0] = f"{commands[0]} && {availability}"
         log.info(
             "poll %d of %s: %d job(s) in %d sacct call(s)",
             self.polls,
@@ -221,8 +284,11 @@ class ClusterPoller:
             len(ids),
             len(commands),
         )
-        for command in commands:
-            rows.extend(parse_sacct((await hook.arun(command)).stdout))
+        for number, command in enumerate(commands):
+            stdout = (await hook.arun(command)).stdout
+            if number == 0:
+                stdout = self._read_availability(stdout, marker)
+            rows.extend(parse_sacct(stdout))
         accounting = group_accounting(rows)
         unknown = [i for i in ids if i not in accounting or accounting[i].job is None]
         queued: set[str] = set()
@@ -243,6 +309,37 @@ class ClusterPoller:
         states = {i: accounting[i].state.raw for i in ids if i in accounting}
         states.update({i: controller[i].state.raw for i in lost if i in controller})  # sacct lacks them
         await self.write_states(states)
+
+    def _read_availability(self, stdout: str, marker: str) -> str:
+        """Keep the reservations and partitions of a poll's answer, wake the waits they clear.
+
+        :return: the answer before them (the sacct output).
+        """
+        try:
+            before, availability = parse_availability(stdout, marker)
+        except DescError as exc:
+            log.warning("poll of %s: reservations and partitions not read: %s", self.ssh_conn_id, exc)
+            return stdout.partition(f"{marker}:")[0]
+        if availability is None:
+            if self.holds:
+                log.warning(
+                    "poll of %s: scontrol show reservation or sinfo failed; %d hold(s) wait on",
+                    self.ssh_conn_id, len(self.holds),
+                )  # fmt: skip
+            return before
+        self.availability = availability
+        now = datetime.now(timezone.utc)
+        for hold in list(self.holds):
+            if hold.future.done():
+                continue
+            try:
+                clear = hold.check(availability, now) is None
+            except Exception as exc:  # noqa: BLE001 - fails its own trigger, never the poll of its siblings
+                hold.future.set_exception(exc)
+                continue
+            if clear:
+                hold.future.set_result(None)
+        return before
 
     async def write_states(self, states: dict[str, str]) -> bool:
         """Write one poll's job states to the history in a thread; return whether they were written.

@@ -8,20 +8,28 @@ import subprocess
 import sys
 
 from tests.deploy import Deployment
+from tests.integration.test_maintenance import create_maintenance, delete_maintenance
 from tests.waiting import wait_for
 
 DAG_ID = "desc_e2e_live"
 
 
-def status(airflow: Deployment, run_id: str, *command: str) -> dict[str, dict[str, object]]:
-    """The status table of ``run_id``: the PostgreSQL history its workers wrote, and live states."""
+def status_and_notes(
+    airflow: Deployment, run_id: str, *command: str
+) -> tuple[dict[str, dict[str, object]], str]:
+    """The status table of ``run_id`` (the PostgreSQL history its workers wrote, and live states), and
+    the notes printed with it."""
     proc = subprocess.run(
         [*command, "status", "--db", airflow.history_db, "--run", run_id, "--format", "json"],
         env=airflow.env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "warning" not in proc.stderr, proc.stderr
-    return {str(row["Process"] or row["Type"]): row for row in json.loads(proc.stdout)}
+    return {str(row["Process"] or row["Type"]): row for row in json.loads(proc.stdout)}, proc.stderr
+
+
+def status(airflow: Deployment, run_id: str, *command: str) -> dict[str, dict[str, object]]:
+    return status_and_notes(airflow, run_id, *command)[0]
 
 
 def counts(row: dict[str, object]) -> dict[str, object]:
@@ -68,3 +76,27 @@ def test_status_counts_a_run_in_progress_from_airflow_and_the_history(airflow: D
     assert counts(table["calibrateVisit"]) == {"Success": 3}
     assert counts(table["summary"]) == {"Success": 1}
     assert table["Totals"]["Total"] == 5
+
+
+def test_a_run_waiting_for_maintenance_counts_queued_and_says_why(airflow: Deployment) -> None:
+    """The bundle defers before submitting (a MAINT reservation of perlmutter): Queued, with the reason,
+    as the status page shows it (the same counts and notes); it runs once the reservation is gone."""
+    cli = str(pathlib.Path(sys.executable).with_name("airflow-desc"))
+    name = create_maintenance("perlmutter", "desc_e2e_maint")
+    try:
+        run_id = trigger_until_the_bundle_waits(airflow)
+
+        def queued() -> tuple[dict[str, dict[str, object]], str] | None:
+            table, notes = status_and_notes(airflow, run_id, cli)
+            return (table, notes) if counts(table["calibrateVisit"]) == {"Queued": 3} else None
+
+        table, notes = wait_for(queued, timeout=90, what="calibrateVisit Queued x3", interval=1)
+        assert (
+            "task instance(s) not submitted yet, counted as Queued: waiting for maintenance to end at"
+            in notes
+        )
+        assert f"maintenance reservation {name} on partition regular of perlmutter" in notes, notes
+    finally:
+        delete_maintenance("perlmutter", name)
+    assert airflow.wait_run(DAG_ID, run_id, timeout=300) == "success"
+    assert counts(status(airflow, run_id, cli)["calibrateVisit"]) == {"Success": 3}

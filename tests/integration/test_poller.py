@@ -22,6 +22,7 @@ import pytest
 
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.slurm import accounting_from_payload, chunked_sacct_commands
+from airflow_desc.triggers.hold import SubmissionHoldTrigger
 from airflow_desc.triggers.slurm import ClusterPoller, SlurmJobTrigger
 from tests.waiting import wait_for
 
@@ -266,3 +267,34 @@ def test_a_job_purged_from_accounting_settles_from_the_controller(
     assert acct.node_list and acct.elapsed_s is not None and acct.job is not None and acct.job.end
     assert acct.max_rss_bytes is None and "accounting purged" in event["message"]
     jobs.clear()  # ended
+
+
+def test_reservations_and_partitions_come_with_the_job_poll(
+    hook: SlurmHook, jobs: list[str], token: str
+) -> None:
+    """One poll of a watched job and a submission hold: the sacct's SSH call also reads the reservations
+    and partitions (no call of their own), and a hold the cluster does not hold is cleared at once."""
+    [job_id] = sbatch_loop(hook, 1, f"--hold -J desc-poll-avail-{token} -t 1 -o /dev/null --wrap true")
+    jobs.append(job_id)
+    held = SubmissionHoldTrigger(
+        ssh_conn_id=CONN, cluster="perlmutter", reason="-", walltime_s=60, partition="regular"
+    )
+    before = counts()
+
+    async def scenario() -> tuple[int, Any, bool]:
+        poller = ClusterPoller(CONN, None, interval=3600)  # polls once, then only when told
+        watch = asyncio.create_task(poller.wait(job_id, vanish_grace=3600))
+        clear = asyncio.create_task(poller.wait_until_clear(held.hold))
+        try:
+            await asyncio.wait_for(clear, timeout=60)
+            return poller.polls, poller.availability, watch.done()
+        finally:
+            watch.cancel()
+
+    polls, availability, fired = asyncio.run(scenario())
+    used = counts() - before
+    assert polls == 1 and not fired
+    assert used["sacct"] == 1, used
+    assert not {"printf", "TZ=UTC", "sinfo", "{"} & set(used), used  # no SSH call of their own
+    regular = availability.partition("regular")
+    assert regular.up and regular.default and regular.nodes == {"pm-n1", "pm-n2"}, availability

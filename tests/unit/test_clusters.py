@@ -4,6 +4,7 @@ import dataclasses
 import os
 import pathlib
 import pickle
+from datetime import datetime, timezone
 
 import pytest
 
@@ -114,6 +115,7 @@ def test_full_example_every_field(full: ClusterProfiles) -> None:
         "poll_interval": 12.5,
         "vanish_grace": 0.0,
         "high_memory_partition": "bigmem",
+        "maintenance": (),
         "env": {"OMP_NUM_THREADS": "1", "DESC_SITE": "slac"},
     }
     assert s3df.pool_name == "s3df_jobs"
@@ -255,7 +257,7 @@ def test_unknown_keys(data_dir: pathlib.Path) -> None:
         f"{f}:9: clusters.perlmutter.colour: unknown key; use one of ssh_conn_id, cores_per_node, "
         "memory_per_node_mb, max_walltime, jump_conn_id, slurm_cluster, partition, qos, account, constraint, "
         "max_queued_jobs, max_queued_per_task, pool, work_dir, container_runtime, container_image, "
-        "setup_lines, poll_interval, vanish_grace, high_memory_partition, env"
+        "setup_lines, poll_interval, vanish_grace, high_memory_partition, maintenance, env"
     )
 
 
@@ -655,3 +657,36 @@ def test_profiles_survive_pickling(full: ClusterProfiles) -> None:
     assert list(copy) == list(full)
     assert copy.get("s3df").env == {"OMP_NUM_THREADS": "1", "DESC_SITE": "slac"}
     assert copy.default_name == "perlmutter"
+
+
+# --- maintenance windows by hand ------------------------------------------------------------------
+
+
+def test_maintenance_windows_by_hand() -> None:
+    text = (
+        "clusters:\n  a:\n    ssh_conn_id: a\n    cores_per_node: 1\n    memory_per_node_mb: 1\n"
+        "    max_walltime: 10\n    maintenance:\n"
+        "      - {start: 2026-12-10T07:00:00-08:00, end: '2026-12-10T19:00:00-08:00'}\n"
+    )
+    profile = parse_cluster_profiles(text).get("a")
+    (window,) = profile.maintenance_windows
+    assert window.start == datetime(2026, 12, 10, 15, tzinfo=timezone.utc)
+    assert window.end == datetime(2026, 12, 11, 3, tzinfo=timezone.utc)
+    assert window.nodes is None and window.source == "the profile's maintenance window"
+    assert hash(profile)
+    assert parse_cluster_profiles(text.split("    maintenance")[0]).get("a").maintenance_windows == []
+
+
+def test_bad_maintenance_windows(data_dir: pathlib.Path) -> None:
+    f, message = bad(data_dir, "bad_maintenance.yaml")
+    zone = "write e.g. '2026-12-10T07:00:00-08:00' or '2026-12-10T15:00:00Z'"
+    assert message.splitlines() == [
+        f"{f}:9: clusters.perlmutter.maintenance[1].start: 2026-12-10T07:00:00 has no time zone; {zone}",
+        f"{f}:10: clusters.perlmutter.maintenance[2].start: cannot read 'next tuesday' (text) as a date and "
+        f"time; {zone}",
+        f"{f}:11: clusters.perlmutter.maintenance[3]: end 2026-12-11T07:00:00+00:00 is not after start "
+        "2026-12-11T19:00:00+00:00; swap or fix them",
+        f"{f}:12: clusters.perlmutter.maintenance[4].end: missing; add it",
+        f"{f}:18: clusters.s3df.maintenance: expected a list of windows, got a mapping; write each as "
+        "'- {start: 2026-12-10T07:00:00-08:00, end: 2026-12-10T19:00:00-08:00}'",
+    ]

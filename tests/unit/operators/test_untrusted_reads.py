@@ -21,6 +21,7 @@ from airflow_desc.operators.slurm import SlurmOperator
 from airflow_desc.operators.workflow import WorkflowBatchOperator, WorkflowScriptOperator
 from airflow_desc.sensors.slurm import SlurmJobSensor
 from airflow_desc.slurm import accounting_to_payload, group_accounting, parse_sacct
+from airflow_desc.slurm.maintenance import ClusterAvailability
 from airflow_desc.slurm.ownership import parse_owners
 
 SITE = pathlib.Path(__file__).parents[2] / "data" / "clusters" / "site.yaml"
@@ -63,6 +64,8 @@ class RecordingHook:
             self.calls.append((name, args))
             if name == "read_tail":
                 return "the tail\n"
+            if name == "availability":  # no reservation, no partition known: nothing holds a submission
+                return ClusterAvailability()
             if name in ("sacct", "owners", "squeue", "find_jobs_by_name"):
                 return {} if name in ("sacct", "owners") else []
             raise AssertionError(f"unexpected hook call {name}{args}")

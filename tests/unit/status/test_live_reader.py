@@ -18,12 +18,14 @@ from airflow_desc.status.live import (
     SLURM_JOB_TRIGGER,
     STALE_AFTER_POLLS,
     STALE_SLACK_S,
+    SUBMISSION_HOLD_TRIGGER,
     DagProcesses,
     ProcessIdentity,
     process_order,
     slurm_states,
     stored_plans,
 )
+from airflow_desc.triggers.hold import SubmissionHoldTrigger
 from airflow_desc.triggers.slurm import SlurmJobTrigger
 from airflow_desc.workflow.build import build_graph
 from airflow_desc.workflow.spec import parse_spec
@@ -47,6 +49,8 @@ def live_plan() -> DagProcesses:
 def test_the_trigger_is_named_as_airflow_stores_it() -> None:
     classpath, _ = SlurmJobTrigger(job_id="1", ssh_conn_id="pm_ssh").serialize()
     assert classpath == SLURM_JOB_TRIGGER
+    held = SubmissionHoldTrigger(ssh_conn_id="pm_ssh", cluster="pm", reason="waiting", walltime_s=60)
+    assert held.serialize()[0] == SUBMISSION_HOLD_TRIGGER
 
 
 def test_deferred_jobs_get_their_polled_states(store: HistoryStore) -> None:

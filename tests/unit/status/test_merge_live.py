@@ -9,7 +9,7 @@ import pytest
 
 from airflow_desc.history.queries import LATEST_COLUMNS, STATUS_COLUMNS
 from airflow_desc.reports.status import status_table
-from airflow_desc.status.live import LIVE_COLUMNS
+from airflow_desc.status.live import LIVE_COLUMNS, hold_notes
 from airflow_desc.status.merge import merge_live
 
 ROW = {"task": "processVisit", "version": "3.2", "process": "calibrateVisit", "process_type": "batch"}
@@ -106,3 +106,15 @@ def test_a_deferred_task_counts_by_its_jobs_state(slurm_state: str | None, colum
 
 def test_the_jobs_state_is_only_for_deferred_task_instances() -> None:
     assert merged([{**live_row("queued"), "slurm_state": "RUNNING"}], []) == {"Queued": 1}
+
+
+def test_a_task_deferred_before_submitting_is_queued_with_what_it_waits_for() -> None:
+    waiting = "waiting for maintenance to end at 2026-12-06 16:10 UTC (maintenance reservation m ...)"
+    assert merged([{**live_row("deferred"), "hold": waiting}], []) == {"Queued": 1}
+    # A later try waiting out maintenance supersedes the earlier try's record, as a queued one would.
+    assert merged([{**live_row("deferred", 2), "hold": waiting}], [record("failed")]) == {"Queued": 1}
+    assert hold_notes([waiting, waiting, "waiting for partition debug of s3df to come up: ..."]) == [
+        f"2 task instance(s) not submitted yet, counted as Queued: {waiting}",
+        "1 task instance(s) not submitted yet, counted as Queued: waiting for partition debug of s3df to "
+        "come up: ...",
+    ]
