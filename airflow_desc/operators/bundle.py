@@ -272,6 +272,7 @@ class SlurmBundleOperator(SlurmOperator):
                 variables,
                 known=known_outcomes(saved, rerun, selected),
                 raised=raised_requests(saved),
+                dm=workflow.run_payload(self.variant, context) == "dm",
             )
             closure = sorted(plan.rerun_closure(selected))
             if selected:
@@ -419,6 +420,7 @@ class SlurmBundleOperator(SlurmOperator):
             known=known,
             run_scripts=False,
             raised=raised_requests(saved),
+            dm=workflow.run_payload(self.variant, context) == "dm",
         )
         # The job counts as recorded (never adopted again) once its instances are: when collection
         # itself fails (the cluster went away), the next try adopts the job and collects it then.
