@@ -39,8 +39,8 @@ from airflow_desc.timetables import run_survey_year
 from airflow_desc.workflow.naming import stream_path, task_id_for
 from airflow_desc.workflow.outcomes import Skip
 from airflow_desc.workflow.registry import run_payload_choice, workflow_for
-from airflow_desc.workflow.spec_models import PAYLOADS
 from airflow_desc.workflow.scripts import import_callable, script_feeds, script_kwargs
+from airflow_desc.workflow.spec_models import PAYLOADS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -221,7 +221,7 @@ class LoadedWorkflow:
 
 
 def run_payload_choice(context: Mapping[str, Any]) -> Any:
-    """Return the payload a running DAG run asks for (its conf, else its params), unchecked; ``None``: none."""
+    """Return the payload a running DAG run asks for (its conf, else its params), unchecked, or ``None``."""
     conf = getattr(context.get("dag_run"), "conf", None) or {}
     if PAYLOAD_CONF_KEY in conf:
         return conf[PAYLOAD_CONF_KEY]

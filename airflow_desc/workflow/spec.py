@@ -90,8 +90,9 @@ below it the process is Skipped with the counts in its reason; not inside a bund
 (the DM-like payload of :mod:`airflow_desc.emulate`: ``cpu_seconds``, ``memory_mb``,
 ``sleep_seconds``, ``outputs``, ``output_mb``, ``inputs``, ``fail``, ``fail_rate``,
 ``exit_code``, ``seed``, ``name``), optionally ``dm_command`` (the real DM command line, kept
-beside the emulated one; required of every batch process when the spec says ``payload: dm``), ``resources`` (``cpus``, ``memory_mb``, ``walltime``, ``cluster``,
-``partition``, ``container``), ``escalation`` and ``checks``. A script process has
+beside the emulated one; required when the spec says ``payload: dm``), ``resources``
+(``cpus``, ``memory_mb``, ``walltime``, ``cluster``, ``partition``, ``container``),
+``escalation`` and ``checks``. A script process has
 ``callable`` (``module.path:function``; imported at run time, not here) and ``kwargs``.
 
 Output checks run after SLURM says COMPLETED; one kind per list item: ``exists``,

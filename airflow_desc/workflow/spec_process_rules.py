@@ -120,7 +120,7 @@ class ProcessRules:
         self.rules.check_cluster((*self.path, "resources"), self.process.get("resources"))
 
     def batch(self) -> None:
-        """Check a batch process: no script keys; command or emulate, not both; dm_command if ``payload: dm``."""
+        """Check a batch process: no script keys; command or emulate, not both; dm_command for payload dm."""
         for key in _SCRIPT_ONLY:
             if key in self.process:
                 self.add(
