@@ -193,8 +193,8 @@ class LoadedWorkflow:
             if lacking:
                 raise WorkflowSpecError(
                     f"{self.spec.source}: run conf: {PAYLOAD_CONF_KEY}='dm' runs each batch process's "
-                    f"dm_command, and {', '.join(lacking)} has none; add them to the spec, or run with "
-                    f"{PAYLOAD_CONF_KEY}='emulate'"
+                    f"dm_command, and these have none: {', '.join(lacking)}; add them to the spec, or run "
+                    f"with {PAYLOAD_CONF_KEY}='emulate'"
                 )
         return "dm" if chosen == "dm" else "emulate"
 
