@@ -27,6 +27,7 @@ name a cluster (``cluster: s3df``) and get its :class:`ClusterProfile`::
         vanish_grace: 300              # seconds a job may be missing from sacct and squeue
         high_memory_partition: null    # where an out-of-memory job may be sent
         env: {}                        # environment variables of every job
+        sbatch_options: {}             # further sbatch options of every job, e.g. licenses: sps
 
 The file is found by :func:`load_cluster_profiles`: an explicit path, else the
 ``DESC_CLUSTERS_FILE`` environment variable; :func:`airflow_desc.config.configured_cluster_profiles`
@@ -122,6 +123,10 @@ class ClusterProfile:
         before that is an error.
     :param high_memory_partition: where a job that needs more than a node's memory may go.
     :param env: environment variables for every job.
+    :param sbatch_options: further ``sbatch`` options of every job (long name to value, ``None``
+        for a flag), e.g. CC-IN2P3's storage licences ``{"licenses": "sps"}``; an operator's
+        ``sbatch_args`` win. Not the options a field sets (partition, qos, account, constraint,
+        and what each job asks for).
     """
 
     name: str
@@ -146,6 +151,7 @@ class ClusterProfile:
     vanish_grace: float = 300.0
     high_memory_partition: str | None = None
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
+    sbatch_options: Mapping[str, str | None] = field(default_factory=dict, hash=False)
     #: ``max_walltime`` in seconds.
     max_walltime_s: int = field(init=False, repr=False)
 
