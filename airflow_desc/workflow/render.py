@@ -230,7 +230,7 @@ class _DagBuilder:
             + f" — {graph.description}\n\nSpec: `{graph.source}` (digest `{self.workflow.spec_digest}`, "
             f"kept on each run in the history). Payload: `{self.workflow.spec.payload}`. Conf overrides "
             'variables, e.g. `{"scale": 0.001}`, and the payload, `{"desc_payload": "dm"}` (each '
-            "batch process's `dm_command`) or `\"emulate\"`.\n\n```\n" + table + "\n```\n"
+            'batch process\'s `dm_command`) or `"emulate"`.\n\n```\n' + table + "\n```\n"
         )
 
     def _common(self) -> dict[str, Any]:
