@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
 from airflow_desc._validation import ErrorWords
 from airflow_desc._yaml_lines import KeyPath, describe_value, did_you_mean
+from airflow_desc.slurm.script import check_extra_sbatch
 from airflow_desc.slurm.units import WALLTIME_FORMS, walltime_seconds
 
 __all__ = [
@@ -187,6 +188,24 @@ def _env_value(value: Any) -> str:
     raise ValueError(f"expected text or a number, got {describe_value(value)}; quote it")
 
 
+def _sbatch_options(value: Any) -> Any:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"expected a mapping of sbatch option to value, got {describe_value(value)}; "
+            "write e.g. licenses: sps (a flag: the option with no value, licenses: null)"
+        )
+    options = {str(k): None if v is None else _env_value(v) for k, v in value.items()}
+    check_extra_sbatch(
+        options,
+        "sbatch_options",
+        "remove it (partition, qos, account and constraint are profile fields; the rest comes "
+        "from each job's request)",
+    )
+    return options
+
+
 def _cluster_name(value: Any) -> str:
     if not isinstance(value, str) or not NAME_RE.match(value):
         raise ValueError(NAME_PROBLEM.format(value=describe_value(value)))
@@ -294,6 +313,7 @@ class ProfileSettings(BaseModel):
         dict[Annotated[str, BeforeValidator(_env_name)], Annotated[str, BeforeValidator(_env_value)]],
         BeforeValidator(_env),
     ] = {}
+    sbatch_options: Annotated[dict[str, str | None], BeforeValidator(_sbatch_options)] = {}
 
     @model_validator(mode="before")
     @classmethod

@@ -28,6 +28,7 @@ name a cluster (``cluster: s3df``) and get its :class:`ClusterProfile`::
         high_memory_partition: null    # where an out-of-memory job may be sent
         maintenance: []                # windows by hand: [{start: 2026-12-10T07:00:00-08:00, end: ...}]
         env: {}                        # environment variables of every job
+        sbatch_options: {}             # further sbatch options of every job, e.g. licenses: sps
 
 The file is found by :func:`load_cluster_profiles`: an explicit path, else the
 ``DESC_CLUSTERS_FILE`` environment variable; :func:`airflow_desc.config.configured_cluster_profiles`
@@ -128,6 +129,10 @@ class ClusterProfile:
         no job is submitted whose walltime would run into one; SLURM's own reservations are read from
         the cluster (:mod:`airflow_desc.slurm.maintenance`).
     :param env: environment variables for every job.
+    :param sbatch_options: further ``sbatch`` options of every job (long name to value, ``None``
+        for a flag), e.g. CC-IN2P3's storage licences ``{"licenses": "sps"}``; an operator's
+        ``sbatch_args`` win. Not the options a field sets (partition, qos, account, constraint,
+        and what each job asks for).
     """
 
     name: str
@@ -153,6 +158,7 @@ class ClusterProfile:
     high_memory_partition: str | None = None
     maintenance: tuple[MaintenanceSettings, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
+    sbatch_options: Mapping[str, str | None] = field(default_factory=dict, hash=False)
     #: ``max_walltime`` in seconds.
     max_walltime_s: int = field(init=False, repr=False)
 

@@ -201,6 +201,10 @@ class SlurmBundleOperator(SlurmOperator):
         workflow = workflow_for(self.workflow_key)
         return workflow, workflow.task(self.variant, self.bundle_task)
 
+    def _runs_dm(self, workflow: LoadedWorkflow, context: Context) -> bool:
+        """Whether this run's instances run their ``dm_command`` (``LoadedWorkflow.run_payload``)."""
+        return workflow.run_payload(self.variant, context) == "dm"
+
     def _label(self) -> str:
         if not self.streams_values:
             return "(empty)"
@@ -272,6 +276,7 @@ class SlurmBundleOperator(SlurmOperator):
                 variables,
                 known=known_outcomes(saved, rerun, selected),
                 raised=raised_requests(saved),
+                dm=self._runs_dm(workflow, context),
             )
             closure = sorted(plan.rerun_closure(selected))
             if selected:
@@ -419,6 +424,7 @@ class SlurmBundleOperator(SlurmOperator):
             known=known,
             run_scripts=False,
             raised=raised_requests(saved),
+            dm=self._runs_dm(workflow, context),
         )
         # The job counts as recorded (never adopted again) once its instances are: when collection
         # itself fails (the cluster went away), the next try adopts the job and collects it then.

@@ -52,5 +52,5 @@ def job_spec_for(
         exclude=tuple(res["exclude"].split(",")) if res["exclude"] else (),
         # We retry by cause ourselves; SLURM requeueing the same failing job would hide it.
         requeue=False,
-        extra_sbatch=dict(op.sbatch_args),
+        extra_sbatch={**profile.sbatch_options, **op.sbatch_args},
     )

@@ -38,8 +38,9 @@ from airflow_desc.slurm.quoting import quote_path
 from airflow_desc.timetables import run_survey_year
 from airflow_desc.workflow.naming import stream_path, task_id_for
 from airflow_desc.workflow.outcomes import Skip
-from airflow_desc.workflow.registry import workflow_for
+from airflow_desc.workflow.registry import run_payload_choice, workflow_for
 from airflow_desc.workflow.scripts import import_callable, script_feeds, script_kwargs
+from airflow_desc.workflow.spec_models import PAYLOADS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -59,7 +60,9 @@ class VariantRecorder:
     """A recorder that stamps records with the workflow variant and version before passing them on.
 
     Records made inside a running task of a year-by-year DAG also get the run's survey year
-    (``extra["survey_year"]``: the history's ``runs.survey_year``), from its data interval.
+    (``extra["survey_year"]``: the history's ``runs.survey_year``), from its data interval, and
+    those of a generated DAG's run what its batch processes ran (``extra["payload"]``: ``emulate``
+    or ``dm``, its conf's or params' ``desc_payload``).
 
     :param variant: the workflow variant.
     :param workflow_version: the top-level workflow's version (kept in ``extra``).
@@ -76,12 +79,14 @@ class VariantRecorder:
 
     def record(self, records: Sequence[ProcessRecord]) -> None:
         """Stamp and pass on ``records``."""
-        year = _running_survey_year()
+        year, payload = _running_year_and_payload()
         stamp: dict[str, Any] = {"workflow_version": self.workflow_version}
         if self.spec_digest:
             stamp["spec_digest"] = self.spec_digest
         if year is not None:
             stamp["survey_year"] = year
+        if payload in PAYLOADS:
+            stamp["payload"] = payload
         stamped = [
             dataclasses.replace(r, variant=r.variant or self.variant, extra={**r.extra, **stamp})
             for r in records
@@ -89,14 +94,14 @@ class VariantRecorder:
         (self.inner or default_recorder()).record(stamped)
 
 
-def _running_survey_year() -> int | None:
+def _running_year_and_payload() -> tuple[int | None, Any]:
     from airflow.sdk import get_current_context
 
     try:
         context = get_current_context()
     except RuntimeError:  # not inside a running task
-        return None
-    return run_survey_year(context)
+        return None, None
+    return run_survey_year(context), run_payload_choice(context)
 
 
 class WorkflowBatchOperator(SlurmOperator):
@@ -104,7 +109,8 @@ class WorkflowBatchOperator(SlurmOperator):
 
     Before submitting, it decides whether its stream runs (``depends_on`` and ``skip_if`` against
     its own stream's upstream instances) and records a Skipped instance if not. The command is
-    the spec's, rendered with the run's variables and the stream's values; it runs in the
+    the spec's (``dm_command`` when the run's payload is ``dm``: ``LoadedWorkflow.run_payload``),
+    rendered with the run's variables and the stream's values; it runs in the
     cluster's ``work_dir``. After SLURM says COMPLETED, the spec's output checks run on the
     cluster; one failing makes the instance Failed (``output-check``).
 
@@ -151,6 +157,7 @@ class WorkflowBatchOperator(SlurmOperator):
         """Skip (recorded) or submit this stream's job; see the class docstring."""
         here = ProcessInRun.find(self.workflow_key, self.variant, self.process_path, context)
         process = here.process
+        dm = here.workflow.run_payload(self.variant, context) == "dm"  # a bad choice fails before all else
         context["desc_stream"] = self.stream or process.name  # type: ignore[typeddict-unknown-key]
         # Its records name the process as the graph does, whatever the operator was built with.
         self.workflow, self.workflow_task, self.process = here.graph.name, process.task, process.name
@@ -159,7 +166,7 @@ class WorkflowBatchOperator(SlurmOperator):
         if skip is not None:
             self._record_skip(context, skip)
             raise AirflowSkipException(skip.message)
-        self.command = process.render_command(self.stream_values, here.variables)
+        self.command = process.render_command(self.stream_values, here.variables, dm=dm)
         profile = self._profile()
         self.setup_lines = (*self.setup_lines, *workdir_lines(profile.work_dir))
         return super().execute(context)

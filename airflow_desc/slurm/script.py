@@ -23,7 +23,7 @@ from airflow_desc.slurm.quoting import check_text, quote_path
 from airflow_desc.slurm.timing import timing_end_lines, timing_start_lines
 from airflow_desc.slurm.units import format_walltime
 
-__all__ = ["ContainerRuntime", "ContainerSpec", "JobSpec", "render_job_script"]
+__all__ = ["ContainerRuntime", "ContainerSpec", "JobSpec", "check_extra_sbatch", "render_job_script"]
 
 #: Container runtimes a job can run its payload in.
 ContainerRuntime = Literal["none", "shifter", "podman-hpc", "apptainer"]
@@ -240,16 +240,7 @@ class JobSpec:
             raise ValueError("JobSpec.command is empty")
         self._validate_resources()
         self._validate_shell()
-        for option, value in self.extra_sbatch.items():
-            name = _extra_option_name(option)
-            if name in _OWNED_OPTIONS:
-                raise ValueError(
-                    f"JobSpec.extra_sbatch sets --{name}; use JobSpec.{_OWNED_OPTIONS[name]} instead"
-                )
-            if name in _REFUSED_OPTIONS:
-                raise ValueError(f"JobSpec.extra_sbatch cannot set --{name}: {_REFUSED_OPTIONS[name]}")
-            if value is not None:
-                _sbatch_value(f"JobSpec.extra_sbatch[{option!r}]", value)
+        check_extra_sbatch(self.extra_sbatch)
 
     def _validate_resources(self) -> None:
         for name in ("partition", "qos", "account", "constraint", "output", "error", "acctg_freq"):
@@ -290,10 +281,31 @@ class JobSpec:
             check_text("JobSpec.setup_lines", line)
 
 
-def _extra_option_name(option: str) -> str:
+def check_extra_sbatch(
+    options: Mapping[str, str | None], what: str = "JobSpec.extra_sbatch", owned_advice: str | None = None
+) -> None:
+    """Check further sbatch options: long names no :class:`JobSpec` field owns, values an #SBATCH line takes.
+
+    :param options: option name (with or without ``--``) to value, or to ``None`` for a flag.
+    :param what: how messages name them (a cluster profile's ``sbatch_options``).
+    :param owned_advice: what to do about an option a field owns; default: use that field.
+    :raises ValueError: naming the option and what to do.
+    """
+    for option, value in options.items():
+        name = _extra_option_name(option, what)
+        if name in _OWNED_OPTIONS:
+            advice = owned_advice or f"use JobSpec.{_OWNED_OPTIONS[name]} instead"
+            raise ValueError(f"{what} sets --{name}, which airflow-desc sets itself; {advice}")
+        if name in _REFUSED_OPTIONS:
+            raise ValueError(f"{what} cannot set --{name}: {_REFUSED_OPTIONS[name]}")
+        if value is not None:
+            _sbatch_value(f"{what}[{option!r}]", value)
+
+
+def _extra_option_name(option: str, what: str = "JobSpec.extra_sbatch") -> str:
     name = option[2:] if option.startswith("--") else option
     if not _OPTION_RE.match(name):
-        raise ValueError(f"JobSpec.extra_sbatch key {option!r} is not a long sbatch option such as 'gpus'")
+        raise ValueError(f"{what} key {option!r} is not a long sbatch option such as 'gpus'")
     return name
 
 

@@ -355,14 +355,17 @@ def _order(task: TaskNode) -> list[str]:
     return done
 
 
-def bundle_command(process: ProcessNode, stream: Mapping[str, Any], variables: Mapping[str, Scalar]) -> str:
+def bundle_command(
+    process: ProcessNode, stream: Mapping[str, Any], variables: Mapping[str, Scalar], *, dm: bool = False
+) -> str:
     """Return the shell text of one batch instance in a bundle.
 
     An emulated payload runs as ``python3 "$DESC_PAYLOAD" <args>``: the job script writes the
-    payload program once (a copy per instance would make the script too big for sbatch).
+    payload program once (a copy per instance would make the script too big for sbatch). With
+    ``dm``, the process's ``dm_command`` runs instead.
     """
-    if not process.emulated:
-        return process.render_command(stream, variables)
+    if dm or not process.emulated:
+        return process.render_command(stream, variables, dm=dm)
     values = {**variables, **stream}
     try:
         args = [Template.parse(part).render(values) for part in process.command_parts]
@@ -398,9 +401,11 @@ class _Planner:
         known: Mapping[str, ScriptOutcome],
         run_scripts: bool,
         raised: Mapping[str, RaisedRequest],
+        dm: bool,
     ) -> None:
         self.workflow = workflow
         self.variables = variables
+        self.dm = dm
         self.known = known
         self.run_scripts = run_scripts
         self.raised = raised
@@ -457,7 +462,7 @@ class _Planner:
         if reason is not None:
             self.plan.skipped[iid] = (instance, reason.kind, reason.message)
             return _Node("skipped")
-        instance.command = bundle_command(process, stream, self.variables)
+        instance.command = bundle_command(process, stream, self.variables, dm=self.dm)
         deps = here.deps(process.depends_on, process.after)
         instance.depends_on, instance.after = deps.required, deps.after
         self.plan.instances.append(instance)
@@ -521,6 +526,7 @@ def plan_bundle(
     known: Mapping[str, ScriptOutcome] | None = None,
     run_scripts: bool = True,
     raised: Mapping[str, RaisedRequest] | None = None,
+    dm: bool = False,
 ) -> BundlePlan:
     """Plan a bundle: run (or reuse) its setup scripts and list its batch instances.
 
@@ -532,9 +538,11 @@ def plan_bundle(
     :param run_scripts: run the scripts that need running; ``False`` rebuilds a plan from
         ``known`` only (after the allocation).
     :param raised: requests that earlier tries raised, by instance id (see ``escalate_request``).
-    :raises WorkflowSpecError: if two instances get the same id.
+    :param dm: the instances run their processes' ``dm_command`` (the run's payload is ``dm``).
+    :raises WorkflowSpecError: if two instances get the same id, or (``dm``) a process has no
+        ``dm_command``.
     """
-    planner = _Planner(workflow, variables, known or {}, run_scripts, raised or {})
+    planner = _Planner(workflow, variables, known or {}, run_scripts, raised or {}, dm)
     for stream in streams:
         planner.plan.top.append(dict(stream))
         planner.stream(task, dict(stream), _Upstream())

@@ -36,10 +36,17 @@ from airflow_desc.workflow.overlays import (
 )
 from airflow_desc.workflow.spec import load_spec
 from airflow_desc.workflow.spec_expressions import Expression, ExpressionError
-from airflow_desc.workflow.spec_models import WorkflowSpec
+from airflow_desc.workflow.spec_models import PAYLOAD_CONF_KEY, PAYLOADS, Payload, WorkflowSpec
 from airflow_desc.workflow.spec_templates import Scalar
 
-__all__ = ["LoadedWorkflow", "load_workflow", "register", "timetable_for", "workflow_for"]
+__all__ = [
+    "LoadedWorkflow",
+    "load_workflow",
+    "register",
+    "run_payload_choice",
+    "timetable_for",
+    "workflow_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +171,33 @@ class LoadedWorkflow:
             self._variables[key] = self.spec.variables_for(variant, overrides)
         return dict(self._variables[key])
 
+    def run_payload(self, variant: str | None, context: Mapping[str, Any]) -> Payload:
+        """Return what the running DAG run's batch processes run: ``emulate`` or ``dm``.
+
+        The run's conf ``desc_payload`` (or the DAG param of that name), else the spec's ``payload``.
+
+        :raises WorkflowSpecError: for another value, or ``dm`` while a batch process of the variant
+            has no ``dm_command`` (all of them named).
+        """
+        chosen = run_payload_choice(context)
+        if chosen is None:
+            return self.spec.payload
+        if chosen not in PAYLOADS:
+            raise WorkflowSpecError(
+                f"{self.spec.source}: run conf: {PAYLOAD_CONF_KEY}={chosen!r} is not a payload; "
+                f"give one of {', '.join(PAYLOADS)}, or leave it out for the spec's ({self.spec.payload})"
+            )
+        if chosen == "dm":
+            lacking = [p.path for p in self.graph(variant).iter_processes() if p.type == "batch"
+                       and p.dm_command_template is None]  # fmt: skip
+            if lacking:
+                raise WorkflowSpecError(
+                    f"{self.spec.source}: run conf: {PAYLOAD_CONF_KEY}='dm' runs each batch process's "
+                    f"dm_command, and these have none: {', '.join(lacking)}; add them to the spec, or run "
+                    f"with {PAYLOAD_CONF_KEY}='emulate'"
+                )
+        return "dm" if chosen == "dm" else "emulate"
+
     def _survey_year(self, variant: str | None, context: Mapping[str, Any]) -> int | None:
         start = context.get("data_interval_start")
         if start is None:
@@ -184,6 +218,14 @@ class LoadedWorkflow:
                     ) from None
                 return float(value)
         raise WorkflowSpecError(f"{self.spec.source}: no sub-task {task_name!r}")
+
+
+def run_payload_choice(context: Mapping[str, Any]) -> Any:
+    """Return the payload a running DAG run asks for (its conf, else its params), unchecked, or ``None``."""
+    conf = getattr(context.get("dag_run"), "conf", None) or {}
+    if PAYLOAD_CONF_KEY in conf:
+        return conf[PAYLOAD_CONF_KEY]
+    return (context.get("params") or {}).get(PAYLOAD_CONF_KEY)
 
 
 def timetable_for(variables: Mapping[str, Any]) -> Any:

@@ -9,7 +9,8 @@ A DAG file in ``dags/`` is one line (and its import)::
 and :func:`render_dags` does the work: spec -> :func:`~airflow_desc.workflow.graph.build_graph`
 per variant -> one ``DAG`` each (id ``DC1-DM12_imsim-dithered``; tags ``desc``, the workflow,
 ``version:1.16``, ``variant:imsim-dithered``; a ``Param`` per variable, so that a run's conf
-overrides any of them, e.g. ``{"scale": 0.001}``). How the spec becomes Airflow work:
+overrides any of them, e.g. ``{"scale": 0.001}``, and ``desc_payload``, ``emulate`` or ``dm``: what
+the batch processes run, the spec's ``payload`` by default). How the spec becomes Airflow work:
 
 ====================================  ===========================================================
 spec                                  DAG
@@ -104,7 +105,7 @@ from airflow_desc.workflow.naming import BUNDLE_TASK, STREAMS_TASK, VERDICT_TASK
 from airflow_desc.workflow.overlays import RenderOptions
 from airflow_desc.workflow.registry import LoadedWorkflow, load_workflow, register, timetable_for
 from airflow_desc.workflow.scripts import import_callable
-from airflow_desc.workflow.spec_models import WorkflowSpec
+from airflow_desc.workflow.spec_models import PAYLOAD_CONF_KEY, PAYLOADS, WorkflowSpec
 from airflow_desc.workflow.spec_templates import Scalar
 
 __all__ = ["load_workflow_dags", "render_dags"]
@@ -199,7 +200,11 @@ class _DagBuilder:
             dag_id=self.workflow.dag_id(self.variant),
             description=(graph.description or graph.name)[:200],
             tags=tags,
-            params={name: _param(value, patterns.get(name)) for name, value in defaults.items()},
+            params={
+                **{name: _param(value, patterns.get(name)) for name, value in defaults.items()},
+                # What the batch processes run; a run's conf chooses, the form offers the two.
+                PAYLOAD_CONF_KEY: Param(self.workflow.spec.payload, type="string", enum=list(PAYLOADS)),
+            },
             default_args={"retry_delay": timedelta(seconds=options.retry_delay_s)},
             doc_md=self._doc(),
             max_active_runs=16,
@@ -223,8 +228,9 @@ class _DagBuilder:
             f"**{graph.name}** version {graph.version}"
             + (f", variant `{graph.variant}`" if graph.variant else "")
             + f" — {graph.description}\n\nSpec: `{graph.source}` (digest `{self.workflow.spec_digest}`, "
-            "kept on each run in the history). Conf overrides variables, e.g. "
-            '`{"scale": 0.001}`.\n\n```\n' + table + "\n```\n"
+            f"kept on each run in the history). Payload: `{self.workflow.spec.payload}`. Conf overrides "
+            'variables, e.g. `{"scale": 0.001}`, and the payload, `{"desc_payload": "dm"}` (each '
+            'batch process\'s `dm_command`) or `"emulate"`.\n\n```\n' + table + "\n```\n"
         )
 
     def _common(self) -> dict[str, Any]:

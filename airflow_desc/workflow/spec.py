@@ -15,6 +15,8 @@ depth. One spec gives one DAG per variant (see :mod:`airflow_desc.workflow.graph
           kwargs: {to: desc-ops@example.org, from_email: airflow@example.org, smtp_conn_id: smtp_default}
       on_end: []                        # when the run has been judged, green or not
     description: DC1 DM processing
+    payload: emulate                    # or dm: run each batch process's dm_command (a run's conf
+                                        # {"desc_payload": "dm"} chooses for one run)
     variables:                          # defaults; a variant, then a run's conf, override them
       scale: 1.0                        # fan-out size (1.0 = DC1's counts)
       sim: imsim
@@ -72,7 +74,7 @@ depth. One spec gives one DAG per variant (see :mod:`airflow_desc.workflow.graph
               - log_lacks: "PSF determination failed"
 
 Keys of the top level: ``name``, ``version``, ``side_by_side``, ``notify``, ``description``,
-``variables``, ``patterns``, ``variants``, ``defaults``, ``bundling``, ``processes``, ``tasks``.
+``payload``, ``variables``, ``patterns``, ``variants``, ``defaults``, ``bundling``, ``processes``, ``tasks``.
 Keys of a sub-task: ``version`` (default: the parent's), ``description``, ``streams_from``,
 ``stream_var``, ``expected_streams``, ``bundle``, ``bundle_size``, ``depends_on``, ``after``,
 ``defaults``, ``processes``, ``tasks``.
@@ -88,8 +90,9 @@ below it the process is Skipped with the counts in its reason; not inside a bund
 (the DM-like payload of :mod:`airflow_desc.emulate`: ``cpu_seconds``, ``memory_mb``,
 ``sleep_seconds``, ``outputs``, ``output_mb``, ``inputs``, ``fail``, ``fail_rate``,
 ``exit_code``, ``seed``, ``name``), optionally ``dm_command`` (the real DM command line, kept
-beside the emulated one), ``resources`` (``cpus``, ``memory_mb``, ``walltime``, ``cluster``,
-``partition``, ``container``), ``escalation`` and ``checks``. A script process has
+beside the emulated one; required when the spec says ``payload: dm``), ``resources``
+(``cpus``, ``memory_mb``, ``walltime``, ``cluster``, ``partition``, ``container``),
+``escalation`` and ``checks``. A script process has
 ``callable`` (``module.path:function``; imported at run time, not here) and ``kwargs``.
 
 Output checks run after SLURM says COMPLETED; one kind per list item: ``exists``,
@@ -107,6 +110,14 @@ arithmetic expression (numbers, numeric variables, ``+ - * / //``).
 Placeholders are ``{{ name }}``, a variable or a stream variable in scope (the sub-task's and
 its ancestors'); filters and Jinja statements are refused. Variables may refer to other
 variables. A kwargs value that is only a placeholder keeps the variable's type.
+
+**Payload.** ``payload: emulate`` (the default) runs each batch process's ``command`` or emulated
+payload; ``payload: dm`` runs its ``dm_command`` instead, single jobs and bundled instances alike,
+and then every batch process must have one (checked when the spec is loaded). A run's conf
+``{"desc_payload": "dm"}`` (or ``"emulate"``; the DAGs' param of that name) chooses for one run;
+any other value, or ``dm`` for a spec with a batch process lacking ``dm_command``, fails the run's
+tasks before anything is submitted, naming them. Each record says which ran
+(``extra["payload"]`` in the history).
 
 **Values are data.** In shell text (``command``, ``dm_command``, a check's ``command``) every
 value is shell-quoted where it is filled in, so a stream value or a run's conf is one word,
@@ -184,7 +195,7 @@ _WORDS = ErrorWords(
         "type": "add type: batch (a job on a cluster) or type: script (a Python function on the worker)",
         "streams_from": "name the script process of the parent task that makes this sub-task's streams",
     },
-    literals={"type": "process type", "fail": "failure mode", "bundle": "bundle mode"},
+    literals={"type": "process type", "fail": "failure mode", "bundle": "bundle mode", "payload": "payload"},
     see="the example in airflow_desc.workflow.spec",
 )
 _UNQUOTED_BRACES_RE = re.compile(r"(?:^|[:\[,-])\s*\{\{")

@@ -45,6 +45,8 @@ from airflow_desc.workflow.thresholds import MinSuccess
 
 __all__ = [
     "FAILURE_MODES",
+    "PAYLOADS",
+    "PAYLOAD_CONF_KEY",
     "PROCESS_TYPES",
     "BundlingSettings",
     "Defaults",
@@ -54,6 +56,7 @@ __all__ = [
     "NotifierSpec",
     "Notify",
     "OutputCheck",
+    "Payload",
     "ProcessSpec",
     "Resources",
     "SubTaskSpec",
@@ -67,6 +70,12 @@ FailureMode = Literal["none", "exit", "traceback", "missing", "oom", "timeout", 
 #: The payload's ``--fail`` choices (``airflow_desc.emulate.payload.FAILURES``).
 FAILURE_MODES: tuple[str, ...] = get_args(FailureMode)
 BundleMode = Literal["auto", "always", "never"]
+#: What a batch process runs: its emulated (or plain) ``command``, or its real DM command line
+#: (``dm_command``). A spec's ``payload`` chooses; a run's conf (``desc_payload``) overrides it.
+Payload = Literal["emulate", "dm"]
+PAYLOADS: tuple[str, ...] = get_args(Payload)
+#: The run-conf key (and DAG param) that chooses the payload of one run.
+PAYLOAD_CONF_KEY = "desc_payload"
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _VARIANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -479,12 +488,16 @@ class WorkflowSpec(TaskSpec):
     :param side_by_side: the DAG ids carry the version (``DC1-DM12_v1.16_imsim``), so that two
         versions of the workflow can be deployed and run beside each other.
     :param notify: notifiers for the run's failure and end (see :class:`Notify`).
+    :param payload: ``emulate`` (default: each batch process's ``command`` or emulated payload) or
+        ``dm`` (its ``dm_command``, which every batch process must then have); a run's conf
+        ``desc_payload`` chooses for one run.
     """
 
     name: Name
     version: Version
     side_by_side: StrictBool = False
     notify: Notify = Notify()
+    payload: Payload = "emulate"
     variables: dict[Ident, VariableValue] = {}
     variants: dict[VariantName, dict[Ident, VariableValue]] = {}
     patterns: dict[Ident, StrictStr] = {}

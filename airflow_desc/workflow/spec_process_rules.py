@@ -120,7 +120,7 @@ class ProcessRules:
         self.rules.check_cluster((*self.path, "resources"), self.process.get("resources"))
 
     def batch(self) -> None:
-        """Check a batch process: no script keys; command or emulate, not both."""
+        """Check a batch process: no script keys; command or emulate, not both; dm_command for payload dm."""
         for key in _SCRIPT_ONLY:
             if key in self.process:
                 self.add(
@@ -138,6 +138,12 @@ class ProcessRules:
             self.add(
                 ("emulate",),
                 "command and emulate are both set; keep one (the real DM command line goes in dm_command)",
+            )
+        if self.rules.data.get("payload") == "dm" and self.process.get("dm_command") is None:
+            self.add(
+                ("dm_command",),
+                f"missing; the spec says payload: dm, which runs each batch process's dm_command, and "
+                f"{self.name} has none; add its real command line as dm_command, or set payload: emulate",
             )
 
     def script(self) -> None:

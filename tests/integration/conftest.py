@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import fcntl
+import filecmp
+import pathlib
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -25,6 +29,26 @@ def site() -> Site:
 @pytest.fixture(scope="session")
 def airflow_env(tmp_path_factory: pytest.TempPathFactory, site: Site) -> AirflowEnv:
     return AirflowEnv.create(tmp_path_factory.mktemp("airflow-home"))
+
+
+DM_STANDINS = pathlib.Path(__file__).resolve().parents[2] / "docker" / "site" / "dm-standins"
+
+
+@pytest.fixture(scope="session")
+def dm_stack(site: Site) -> pathlib.Path:
+    """The DM stand-ins on the site's PATH (docker/site/up installs them; installed here if missing or old).
+
+    The site runs on this machine, so the stand-ins' install script runs here, under a lock (tests in
+    parallel, other sessions); a running site needs no restart. Returns their data set's directory.
+    """
+    prefix = pathlib.Path(site.dir) / "dm-stack"
+    with open("/tmp/desc-dm-standins.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        installed = prefix / "lib" / "dmstandin.py"
+        on_path = site.run("perlmutter", "command -v processEimage.py", check=False).returncode == 0
+        if not (on_path and installed.is_file() and filecmp.cmp(installed, DM_STANDINS / "dmstandin.py")):
+            subprocess.run([str(DM_STANDINS / "install"), "--prefix", str(prefix)], check=True, timeout=120)
+    return prefix
 
 
 @pytest.fixture

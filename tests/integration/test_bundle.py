@@ -156,25 +156,32 @@ def test_a_retried_bundle_reruns_only_what_did_not_succeed(
     )
 
 
+@pytest.mark.parametrize("payload", ["emulate", "dm"])
 def test_a_hostile_run_conf_stays_data_on_the_cluster(
-    airflow_env: AirflowEnv, tmp_path: pathlib.Path, site: Site
+    airflow_env: AirflowEnv, tmp_path: pathlib.Path, site: Site, payload: str
 ) -> None:
-    """Issue 11's reproduction: a run conf whose value is shell code, into a job, a check and a bundle."""
+    """Issue 11's reproduction: a run conf whose value is shell code, into a job, a check and a bundle.
+
+    Through each payload: the spec's command lines, and (conf desc_payload=dm) its dm_command lines.
+    """
     canary = f"/tmp/desc-it-canary-{uuid.uuid4().hex[:10]}"
     parts = [f"x; touch {canary}", f"$(touch {canary})", f"`touch {canary}`", "q'uo\"te && | > <"]
     label = "^".join(parts)
     out = f"it-hostile/{uuid.uuid4().hex[:10]}"
     history = tmp_path / "history.jsonl"
-    proc = airflow_env.dags_test("desc_it_hostile", history=history, conf={"label": label, "out": out})
+    conf = {"label": label, "out": out, "desc_payload": payload}
+    proc = airflow_env.dags_test("desc_it_hostile", history=history, conf=conf)
     assert proc.returncode == 0, explain(proc)
     where = shlex.quote(f"{WORK_DIR}/{out}")
-    assert site.run("perlmutter", f"cat {where}/label.txt").stdout == label
+    suffix = ".dm.txt" if payload == "dm" else ".txt"
+    assert site.run("perlmutter", f"cat {where}/label{suffix}").stdout == label
     assert site.run("perlmutter", f"cat {where}/check.txt").stdout == label  # the output check ran
     recs = records(history)
     made = sorted(r.stream.removeprefix("part=") for r in recs if r.process == "printPart")
     assert made and set(made) <= set(parts), made
     assert all(r.state == "success" for r in recs if r.process_type == "batch"), recs
-    printed = site.run("perlmutter", f'for f in {where}/part-*.txt; do cat "$f"; echo; done').stdout
+    assert all(r.extra.get("payload") == payload for r in recs if r.process_type == "batch"), recs
+    printed = site.run("perlmutter", f'for f in {where}/part-*{suffix}; do cat "$f"; echo; done').stdout
     assert sorted(printed.splitlines()) == made
     assert not pathlib.Path(canary).exists()
     assert site.run("perlmutter", f"test ! -e {shlex.quote(canary)}", check=False).returncode == 0

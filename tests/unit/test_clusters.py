@@ -17,6 +17,7 @@ from airflow_desc.clusters import (
     parse_cluster_profiles,
 )
 from airflow_desc.exceptions import ClusterProfileError, ResourceLimitError
+from airflow_desc.slurm import JobSpec, render_job_script
 from tests.unit.conftest import ONE_CLUSTER, s3df_profile, write_one_cluster
 
 # The example of the brief, every key set, plus a cluster reached through a bastion.
@@ -117,6 +118,7 @@ def test_full_example_every_field(full: ClusterProfiles) -> None:
         "high_memory_partition": "bigmem",
         "maintenance": (),
         "env": {"OMP_NUM_THREADS": "1", "DESC_SITE": "slac"},
+        "sbatch_options": {},
     }
     assert s3df.pool_name == "s3df_jobs"
     assert s3df.memory_per_core_mb == 8192.0
@@ -182,6 +184,31 @@ def test_production_example_is_valid(data_dir: pathlib.Path) -> None:
     assert nersc.container_runtime == "shifter"
     assert (slac.partition, slac.cores_per_node, slac.jump_conn_id) == ("milano", 128, "s3df_bastion")
     assert slac.container_runtime == "apptainer"
+    lyon = profiles.get("ccin2p3")
+    assert (lyon.partition, lyon.high_memory_partition, lyon.account) == ("htc", "htc_highmem", "lsst")
+    assert lyon.sbatch_options == {"licenses": "sps"}
+    script = render_job_script(
+        JobSpec(job_name="j", command="true", extra_sbatch=dict(lyon.sbatch_options), account=lyon.account)
+    )
+    assert "#SBATCH --licenses=sps\n" in script and "#SBATCH --account=lsst\n" in script
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("sps", "sbatch_options: expected a mapping of sbatch option to value, got 'sps' (text)"),
+        ({"partition": "htc"}, "sbatch_options sets --partition, which airflow-desc sets itself; remove it"),
+        ({"L": "sps"}, "sbatch_options key 'L' is not a long sbatch option such as 'gpus'"),
+        ({"licenses": "sps # all"}, "sbatch_options['licenses']='sps # all' cannot go on an #SBATCH line"),
+        ({"wrap": "true"}, "sbatch_options cannot set --wrap"),
+    ],
+)
+def test_sbatch_options_are_checked_when_the_profile_is_read(options: object, message: str) -> None:
+    with pytest.raises(ClusterProfileError) as exc:
+        ClusterProfile("lyon", "c", 4, 4096, "1:00:00", sbatch_options=options)  # type: ignore[arg-type]
+    assert message in str(exc.value)
+    flag = ClusterProfile("lyon", "c", 4, 4096, "1:00:00", sbatch_options={"--exclusive-user": None})
+    assert flag.sbatch_options == {"--exclusive-user": None}
 
 
 def test_collection_protocol(full: ClusterProfiles) -> None:
@@ -257,7 +284,7 @@ def test_unknown_keys(data_dir: pathlib.Path) -> None:
         f"{f}:9: clusters.perlmutter.colour: unknown key; use one of ssh_conn_id, cores_per_node, "
         "memory_per_node_mb, max_walltime, jump_conn_id, slurm_cluster, partition, qos, account, constraint, "
         "max_queued_jobs, max_queued_per_task, pool, work_dir, container_runtime, container_image, "
-        "setup_lines, poll_interval, vanish_grace, high_memory_partition, maintenance, env"
+        "setup_lines, poll_interval, vanish_grace, high_memory_partition, maintenance, env, sbatch_options"
     )
 
 

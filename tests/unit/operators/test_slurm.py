@@ -270,3 +270,14 @@ def test_the_high_memory_rerun_gets_more_memory_than_the_try_that_ran_out() -> N
     assert esc["partition"] == "bigmem"
     res = op._resources(prof, {"escalation": esc, "resources": used})
     assert res["mem_mb"] is None or res["mem_mb"] > used["mem_mb"]
+
+
+def test_a_profiles_sbatch_options_go_in_every_job_script_and_the_operators_win() -> None:
+    from airflow_desc.operators.job_script import job_spec_for
+
+    profile = s3df_profile(sbatch_options={"licenses": "sps", "comment": "desc"})
+    op = SlurmOperator(task_id="t", command="true", cluster="s3df", sbatch_args={"comment": "mine"})
+    res = {"partition": "roma", "time_limit_s": 60, "cpus": 1, "mem_mb": None, "exclude": ""}
+    script = render_job_script(job_spec_for(op, profile, res, name="j", log_pattern="logs/%j.log"))
+    assert "#SBATCH --licenses=sps\n" in script and "#SBATCH --comment=mine\n" in script
+    assert script.count("#SBATCH --comment=") == 1

@@ -49,7 +49,7 @@ class FakeTI:
 
 def context(ti: FakeTI, conf: dict[str, Any] | None = None, **extra: Any) -> Any:
     dag_run = type("DagRun", (), {"conf": conf or {}})()
-    return {"ti": ti, "dag_run": dag_run, "params": {}, **extra}
+    return {"ti": ti, "dag_run": dag_run, "params": {}, **extra}  # extra may give params
 
 
 def patch_operator(

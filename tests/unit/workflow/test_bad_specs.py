@@ -37,6 +37,13 @@ BAD_SPECS: dict[str, list[str]] = {
             "'my-pkg:run'; write the module, a colon, then the function"
         ),
     ],
+    "bad_dm_payload.yaml": [
+        (
+            "bad_dm_payload.yaml:17: tasks.perVisit.processes.processEimage.dm_command: missing; the spec "
+            "says payload: dm, which runs each batch process's dm_command, and processEimage has none; add "
+            "its real command line as dm_command, or set payload: emulate"
+        ),
+    ],
     "bad_checks.yaml": [
         (
             "bad_checks.yaml:9: processes.a.checks[0].glob: one check per item: exists and glob are "
@@ -62,16 +69,17 @@ BAD_SPECS: dict[str, list[str]] = {
         ),
     ],
     "bad_choices.yaml": [
+        "bad_choices.yaml:3: payload: unknown payload 'real' (text); use one of emulate, dm",
         (
-            "bad_choices.yaml:5: processes.a.type: unknown process type 'Batch' (text); did you mean "
+            "bad_choices.yaml:6: processes.a.type: unknown process type 'Batch' (text); did you mean "
             "'batch'? (one of batch, script)"
         ),
         (
-            "bad_choices.yaml:6: processes.a.emulate.fail: unknown failure mode 'oom2' (text); did you "
+            "bad_choices.yaml:7: processes.a.emulate.fail: unknown failure mode 'oom2' (text); did you "
             "mean 'oom'? (one of none, exit, traceback, missing, oom, timeout, segfault, disk-full)"
         ),
         (
-            "bad_choices.yaml:8: processes.b.type: unknown process type 'shell' (text); use one of "
+            "bad_choices.yaml:9: processes.b.type: unknown process type 'shell' (text); use one of "
             "batch, script"
         ),
     ],

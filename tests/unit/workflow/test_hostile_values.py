@@ -79,8 +79,9 @@ def test_a_run_conf_value_is_one_word_of_a_batch_command(
         assert not canary.exists(), (value, command)
 
 
+@pytest.mark.parametrize("dm", [False, True], ids=["command", "dm_command"])
 def test_a_stream_value_is_one_word_of_a_batch_command(
-    workflow: LoadedWorkflow, canary: pathlib.Path, tmp_path: pathlib.Path
+    workflow: LoadedWorkflow, canary: pathlib.Path, tmp_path: pathlib.Path, dm: bool
 ) -> None:
     process = workflow.process(None, "Hostile/perValue/printValue")
     for name, value in corpus(canary):
@@ -88,12 +89,12 @@ def test_a_stream_value_is_one_word_of_a_batch_command(
         work.mkdir()
         if "\0" in value:
             with pytest.raises(WorkflowSpecError, match=r"\{\{ value \}\} contains a NUL byte"):
-                process.render_command({"value": value})
+                process.render_command({"value": value}, dm=dm)
             continue
-        command = process.render_command({"value": value})
+        command = process.render_command({"value": value}, dm=dm)
         done = run_bash(command, work)
         assert done.returncode == 0, (value, command, done.stderr)
-        assert text_of(work / "out.txt") == value
+        assert text_of(work / ("out.txt.dm" if dm else "out.txt")) == value
         assert not canary.exists(), (value, command)
 
 
@@ -139,10 +140,11 @@ def test_a_raw_placeholder_takes_only_values_of_its_pattern(
     assert not canary.exists()
 
 
+@pytest.mark.parametrize("dm", [False, True], ids=["command", "dm_command"])
 def test_a_bundled_instance_gets_the_value_through_the_manifest_and_the_pilot(
-    workflow: LoadedWorkflow, canary: pathlib.Path, tmp_path: pathlib.Path
+    workflow: LoadedWorkflow, canary: pathlib.Path, tmp_path: pathlib.Path, dm: bool
 ) -> None:
-    """The real pilot (direct launcher) runs each instance's command from the manifest."""
+    """The real pilot (direct launcher) runs each instance's command (or dm_command) from the manifest."""
     task = workflow.task(None, "Hostile/perValueBundled")
     streams, kept = [], {}
     for name, value in corpus(canary):
@@ -151,7 +153,7 @@ def test_a_bundled_instance_gets_the_value_through_the_manifest_and_the_pilot(
         streams.append({"value": value})
         kept[name] = value
     variables = workflow.spec.variables_for(None, {"label": f"$(touch {canary})", "out": "out.txt"})
-    plan = plan_bundle(workflow, task, streams, variables)
+    plan = plan_bundle(workflow, task, streams, variables, dm=dm)
     assert len(plan.instances) == len(streams)
     # Each instance writes out.txt in its own working directory: give each one.
     for index, inst in enumerate(plan.instances):
@@ -169,7 +171,8 @@ def test_a_bundled_instance_gets_the_value_through_the_manifest_and_the_pilot(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     for index, stream in enumerate(streams):
-        assert text_of(tmp_path / f"i{index}" / "out.txt") == f"{stream['value']}|$(touch {canary})"
+        out = tmp_path / f"i{index}" / ("out.txt.dm" if dm else "out.txt")
+        assert text_of(out) == f"{stream['value']}|$(touch {canary})"
     assert not canary.exists()
 
 

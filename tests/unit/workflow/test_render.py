@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -266,6 +267,52 @@ def test_run_variables_take_the_conf_over_the_variant(mini: Any) -> None:
     assert variables["scale"] == 0.5 and variables["repo"] == "r2"
     with pytest.raises(WorkflowSpecError, match="scale: expected a number"):
         workflow.run_variables(None, context(FakeTI(), {"scale": "big"}))
+
+
+# Mini with a dm_command beside each batch process's payload (``warp.py {{ patch }}`` beside
+# ``command: warp {{ patch }}``), and the payload dm.
+MINI_DM = re.sub(
+    r"^( +)(command: (\w+) (.*)|emulate: \{cpu_seconds: 1\})\n",
+    lambda m: f"{m[0]}{m[1]}dm_command: {m[3] or 'eimage'}.py {m[4] or '{{ visit }}'}\n",
+    spec_text("mini").replace('version: "3.1"\n', 'version: "3.1"\npayload: dm\n', 1),
+    flags=re.MULTILINE,
+)
+
+
+def test_the_payload_is_a_dag_param_that_a_run_conf_chooses(mini: Any, render_mini: RenderMini) -> None:
+    workflow, dag = mini
+    param = dag.params.get_param("desc_payload")
+    assert param.value == "emulate" and param.schema["enum"] == ["emulate", "dm"]
+    assert workflow.run_payload(None, context(FakeTI())) == "emulate"
+    assert workflow.run_payload(None, context(FakeTI(), params={"desc_payload": "emulate"})) == "emulate"
+    with pytest.raises(WorkflowSpecError) as lacking:
+        workflow.run_payload(None, context(FakeTI(), {"desc_payload": "dm"}))
+    assert str(lacking.value).endswith(
+        "run conf: desc_payload='dm' runs each batch process's dm_command, and these have none: "
+        "Mini/ingest, Mini/processVisit/eimage, Mini/processPatch/warp, Mini/processPatch/assemble, "
+        "Mini/processPatch/processFilter/measure; add them to the spec, or run with desc_payload='emulate'"
+    )
+    refused = r"desc_payload='real' is not a payload; give one of emulate, dm, or leave it out for the spec's"
+    with pytest.raises(WorkflowSpecError, match=refused):
+        workflow.run_payload(None, context(FakeTI(), {"desc_payload": "real"}))
+    dm_workflow, dm_dag = render_mini(MINI_DM, "Mini")
+    assert dm_dag.params["desc_payload"] == "dm"
+    assert dm_workflow.run_payload(None, context(FakeTI())) == "dm"
+    assert dm_workflow.run_payload(None, context(FakeTI(), {"desc_payload": "emulate"})) == "emulate"
+
+
+def test_a_dm_run_renders_each_dm_command_single_and_bundled(render_mini: RenderMini) -> None:
+    from airflow_desc.workflow.bundle_plan import plan_bundle
+
+    workflow, _dag = render_mini(MINI_DM, "Mini")
+    warp = workflow.process(None, "Mini/processPatch/warp")
+    variables = workflow.spec.variables_for(None)
+    assert warp.render_command({"patch": "1,2"}, variables, dm=True) == "warp.py 1,2"
+    task = workflow.task(None, "Mini/processVisit")
+    plan = plan_bundle(workflow, task, [{"visit": 11}, {"visit": "x y"}], variables, dm=True)
+    assert [i.command for i in plan.instances] == ["eimage.py 11", "eimage.py 'x y'"]
+    plan = plan_bundle(workflow, task, [{"visit": 11}], variables)
+    assert plan.instances[0].command.startswith('python3 "$DESC_PAYLOAD" ')
 
 
 def test_the_streams_task_adds_each_value_to_its_parents_stream(mini: Any) -> None:

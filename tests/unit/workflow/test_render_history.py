@@ -72,6 +72,20 @@ def test_records_made_in_a_year_by_year_run_carry_its_survey_year(clusters: Any)
     assert all(r.variant == "all-at-once" for r in inner.records)
 
 
+def test_records_say_which_payload_their_run_ran(clusters: Any) -> None:
+    inner = ListRecorder()
+    recorder = VariantRecorder(variant="v", workflow_version="1.0", inner=inner)
+    record = ProcessRecord(workflow="W", process="p", state="success")
+    run = type("DagRun", (), {"conf": {"desc_payload": "dm"}})()
+    with set_current_context({"params": {"desc_payload": "emulate"}}):  # type: ignore[typeddict-item]
+        recorder.record([record])  # the DAG param: the spec's payload
+    with set_current_context({"params": {"desc_payload": "emulate"}, "dag_run": run}):  # type: ignore[typeddict-item]
+        recorder.record([record])  # the run's conf wins
+    with set_current_context({"params": {"desc_payload": "nonsense"}}):  # type: ignore[typeddict-item]
+        recorder.record([record])  # not a payload (the task failed on it first): not stamped
+    assert [r.extra.get("payload") for r in inner.records] == ["emulate", "dm", None]
+
+
 def test_run_survey_year_is_none_outside_the_survey_or_a_yearly_dag(clusters: Any) -> None:
     dags = render_dags(TWINKLES, clusters=clusters)
     yearly = dags["Twinkles_all-at-once"]
