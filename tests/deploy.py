@@ -8,6 +8,10 @@ Two variants, on the site's PostgreSQL metadata cluster (reset by :meth:`Deploym
   PostgreSQL as result backend. api-server, scheduler, dag-processor, two triggerers
   (``triggerer-a``, ``triggerer-b``) and two Celery workers (``worker-a``, ``worker-b``).
 
+Either auth manager: Airflow's simple one (every request an admin's, or users of its four roles),
+or FAB's (``auth="fab"``: apache-airflow-providers-fab, users created with ``airflow users create``,
+roles with per-DAG permissions given by :meth:`Deployment.grant`).
+
 Every component has its own ``AIRFLOW_HOME`` (under ``root``) and its own environment, holding
 only what that component needs (:data:`NEEDS`): SSH connections only where SLURM is reached, the
 history connection only where records are written or read. Each component stands for a host: its
@@ -56,6 +60,12 @@ REDIS_URL = os.environ.get("DESC_SITE_REDIS_URL", "redis://127.0.0.1:16379/0")
 HOSTNAME_ENV = "DESC_DEPLOY_HOSTNAME"
 
 Need = Literal["dags", "clusters", "ssh", "history"]
+Auth = Literal["simple", "fab"]
+
+#: The FAB auth manager (the ``fab`` extra): roles, and permissions per DAG.
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+#: The roles FAB makes; a user's role not among them is made empty, for :meth:`Deployment.grant` to fill.
+FAB_ROLES = ("Admin", "Op", "User", "Viewer", "Public")
 
 #: What each kind of component needs besides the metadata DB: ``dags`` the DAG files, ``clusters``
 #: the cluster profiles, ``ssh`` the clusters' SSH connections (and keys), ``history`` the history
@@ -190,9 +200,11 @@ class Deployment:
     :param client_env: an environment like a user's shell on the deployment (metadata DB, history,
         clusters): for ``airflow`` and ``airflow-desc`` commands.
     :param dags: the DAGs folder of the components that parse DAGs.
-    :param users: the simple auth manager's users, name -> (role, password); none: every request
-        is an admin's (``simple_auth_manager_all_admins``). With users, the client's API connection
-        ``desc_api`` logs in as the first, and ``desc_api_<name>`` as each.
+    :param users: the auth manager's users, name -> (role, password); none: every request is an
+        admin's (simple auth manager, ``simple_auth_manager_all_admins``). With users, the client's
+        API connection ``desc_api`` logs in as the first, and ``desc_api_<name>`` as each.
+    :param auth: ``simple`` (Airflow's simple auth manager: roles viewer, user, op, admin) or ``fab``
+        (the FAB auth manager: its roles, e.g. ``Admin``, or roles of the test's own, see :meth:`grant`).
     """
 
     executor: str
@@ -202,6 +214,7 @@ class Deployment:
     client_env: dict[str, str]
     dags: pathlib.Path = DAGS
     users: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    auth: Auth = "simple"
 
     # --- the two variants -------------------------------------------------------------------------------
 
@@ -213,14 +226,16 @@ class Deployment:
         dags: pathlib.Path = DAGS,
         history_prefix: str = "e2e",
         users: Mapping[str, tuple[str, str]] | None = None,
+        auth: Auth = "simple",
     ) -> Deployment:
         """LocalExecutor: api-server, scheduler (running the tasks), dag-processor, triggerer.
 
         :param dags: the DAGs folder (default: tests/e2e/dags).
         :param history_prefix: the history schema's name starts with it.
         :param users: the auth manager's users (see the class); none: all admins.
+        :param auth: the auth manager (see the class).
         """
-        deployment = cls._empty("LocalExecutor", root, dags, history_prefix, users or {})
+        deployment = cls._empty("LocalExecutor", root, dags, history_prefix, users or {}, auth)
         deployment._add(
             "api-server", ["api-server", "--port", str(PORT), "--host", "127.0.0.1"], NEEDS["api-server"]
         )
@@ -280,9 +295,12 @@ class Deployment:
         dags: pathlib.Path,
         history_prefix: str,
         users: Mapping[str, tuple[str, str]] | None = None,
+        auth: Auth = "simple",
     ) -> Deployment:
+        if auth == "fab" and not users:
+            raise ValueError("the FAB auth manager needs users: no request is anyone's without a login")
         history = HistorySchema.fresh(history_prefix)
-        deployment = cls(executor, root, history, {}, {}, dags, dict(users or {}))
+        deployment = cls(executor, root, history, {}, {}, dags, dict(users or {}), auth)
         deployment.client_env = deployment._env("client", ("dags", "clusters", "ssh", "history"))
         for i, (name, (_role, password)) in enumerate(deployment.users.items()):
             conn = json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{PORT}", "login": name,
@@ -336,7 +354,9 @@ class Deployment:
             # A component that should not parse DAGs finds none.
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags if "dags" in needs else self.root / name / "dags"),
         }
-        if self.users:
+        if self.auth == "fab":
+            env["AIRFLOW__CORE__AUTH_MANAGER"] = FAB_AUTH_MANAGER
+        elif self.users:
             env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = ",".join(
                 f"{n}:{r}" for n, (r, _) in self.users.items()
             )
@@ -374,12 +394,17 @@ class Deployment:
     # --- life cycle -------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Reset the metadata DB, migrate the history schema, sync the pools, empty the broker, start all."""
-        if self.users:
+        """Reset the metadata DB, migrate the history schema, sync the pools, empty the broker, start all.
+
+        Under FAB, the users are made in the metadata DB (their roles too, empty, when not FAB's own).
+        """
+        if self.users and self.auth == "simple":
             self.passwords_file.parent.mkdir(parents=True, exist_ok=True)
             self.passwords_file.write_text(json.dumps({n: pw for n, (_, pw) in self.users.items()}))
         self.run("db", "reset", "-y")
         self.run("db", "migrate")
+        if self.auth == "fab":
+            self._fab_users()
         self._command(sys.executable, ("-m", "airflow_desc.history", "upgrade", "--db", "desc_history"), 120)
         self.desc("pools", "sync")  # one pool per cluster, as a deployment runs it
         if self.executor == "CeleryExecutor":
@@ -399,6 +424,23 @@ class Deployment:
             # test's REST calls reached).
             self.stop()
             raise
+
+    def _fab_users(self) -> None:
+        for role in sorted({role for role, _ in self.users.values()} - set(FAB_ROLES)):
+            self.run("roles", "create", role)
+        for name, (role, password) in self.users.items():
+            email = f"{name}@desc-e2e.invalid"
+            self.run("users", "create", "--username", name, "--password", password, "--role", role,
+                     "--email", email, "--firstname", name, "--lastname", "e2e")  # fmt: skip
+
+    def grant(self, role: str, resources: list[str], actions: list[str]) -> None:
+        """Let a FAB role do ``actions`` (``can_read``, ``can_edit`` ...) on ``resources``.
+
+        A DAG's resource is ``DAG:<dag id>``, made once the DAG is parsed (``airflow sync-perm
+        --include-dags`` here, as an operator would); others are FAB's, e.g. ``Task Instances``.
+        """
+        self.run("sync-perm", "--include-dags")
+        self.run("roles", "add-perms", role, "--resource", *resources, "--action", *actions)
 
     def _healthy(self) -> bool:
         for component in self.components.values():

@@ -24,15 +24,19 @@ adds "DESC status" to the UI's navigation (an external view shown in an iframe a
 
 Every route needs a logged-in Airflow user (the UI's session token, or an API bearer token, as
 the REST API does): without one the answer is 401. A user who may not read every DAG sees only
-the runs of the DAGs the auth manager lets them read; a drill-down or a log of DAGs they may not
-read answers 403. The table is the one the CLI prints
+the runs of the DAGs the auth manager lets them read (``get_authorized_dag_ids``; under the FAB
+auth manager, the ``DAG:<dag id>`` resources their roles may ``can_read``): the page, the JSON and
+CSV, the figures, the drill-downs and the Rerun form leave the others out, and a selection
+(workflow, variant, run, process) that only DAGs they may not read hold answers 403, as does the
+log of such a DAG's attempt. The table is the one the CLI prints
 (:func:`~airflow_desc.status.current.current_counts`), from the configured history store.
 
 **Rerun** clears with the user's own credential (the session cookie or bearer token the page got),
 passed on to Airflow's ``clearTaskInstances`` on this api-server (reached as :func:`_api_base` says,
-never at the address a request's Host header names): the auth manager decides, the audit
-log names the user, and :mod:`airflow_desc.plugins.clears` records who and why for the history. A
-user sees and selects only instances of the DAGs they may read.
+never at the address a request's Host header names): the auth manager decides (a user who may
+read a DAG but not edit it gets Airflow's 403, passed on), the audit log names the user, and
+:mod:`airflow_desc.plugins.clears` records who and why for the history. A user sees and selects
+only instances of the DAGs they may read.
 
 The api-server reads databases only: Airflow's metadata DB and the history (its records, the
 DAGs' process plans the listener stores, the SLURM job states the triggers' pollers store). It
@@ -57,6 +61,8 @@ if TYPE_CHECKING:
 
     import pandas as pd
     from matplotlib.figure import Figure
+
+    from airflow_desc.history import HistoryFilter
 
 __all__ = ["EXTERNAL_VIEW", "URL_PREFIX", "app"]
 
@@ -87,14 +93,57 @@ app = FastAPI(
 )
 
 
+#: A DAG id no permission can name (a DAG id has no spaces): a user the auth manager lets read it may
+#: read every DAG (FAB's ``DAGs`` resource), not only some named ones (FAB's ``DAG:<dag id>``).
+_ANY_DAG = "any DAG (airflow-desc)"
+
+
 def _readable_dags(user: Any) -> set[str] | None:
-    """Return the DAG ids the user may read, or ``None`` when they may read every DAG."""
+    """Return the DAG ids the user may read, or ``None`` when they may read every DAG.
+
+    Asked of a DAG no one names, not without a DAG: ``is_authorized_dag`` without details asks
+    whether the user may *list* DAGs, which FAB grants to anyone who may read one of them.
+    """
     from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
 
     manager = get_auth_manager()
-    if manager.is_authorized_dag(method="GET", user=user):
+    if manager.is_authorized_dag(method="GET", user=user, details=DagDetails(id=_ANY_DAG)):
         return None
     return set(manager.get_authorized_dag_ids(user=user, method="GET"))
+
+
+#: The fields of a selection that name what it shows (its state and streams only narrow it).
+_NAMING = ("workflow", "variant", "version", "run_id", "process")
+
+
+def _forbid_unreadable(selection: HistoryFilter, dag_ids: set[str] | None) -> None:
+    """Answer 403 when what the selection names is held only by DAGs the user may not read.
+
+    A readable process without failures lists none (not a 403); unknown names pass, for the query
+    that follows to answer 404.
+    """
+    from airflow_desc.history import HistoryFilter
+
+    if dag_ids is None:
+        return
+    named = HistoryFilter(**{field: getattr(selection, field) for field in _NAMING})
+    if named.narrowed_by() and not _holds(named, dag_ids) and _holds(named, None):
+        raise HTTPException(status_code=403, detail="you may not read the DAGs of this selection")
+
+
+def _holds(selection: HistoryFilter, dag_ids: set[str] | None) -> bool:
+    """Return whether the history holds an attempt of the selection among these DAGs (``None``: all)."""
+    from airflow_desc.history.queries import process_instances
+    from airflow_desc.status.current import readable_history
+
+    try:
+        found = process_instances(
+            readable_history(_store()), dataclasses.replace(selection, dag_ids=dag_ids), limit=1
+        )
+    except ValueError:  # unknown names
+        return False
+    return not found.empty
 
 
 def _selection(
@@ -126,11 +175,12 @@ def _current(selected: dict[str, str | None], dag_ids: set[str] | None) -> Any:
     from airflow_desc.history import HistoryFilter
     from airflow_desc.status.current import current_counts
 
+    selection = HistoryFilter(
+        workflow=selected["workflow"], run_id=selected["run"], variant=selected["variant"], dag_ids=dag_ids
+    )
+    _forbid_unreadable(selection, dag_ids)
     try:
-        return current_counts(
-            _store(), HistoryFilter(workflow=selected["workflow"], run_id=selected["run"],
-                                    variant=selected["variant"], dag_ids=dag_ids),
-        )  # fmt: skip
+        return current_counts(_store(), selection)
     except ValueError as exc:
         # The message lists names across every DAG: a user who may not read them all gets less.
         detail = (
@@ -214,6 +264,8 @@ def _rerun_page(
         targets = _rerun_selection(fields, first, dag_ids)
     except ValueError as exc:
         return answer(400, str(exc), [])
+    except HTTPException as exc:
+        return answer(exc.status_code, str(exc.detail), [])
     if targets.empty:
         return answer(200, "No process instance matches: nothing to rerun.", [])
     plans = plan_reruns(targets)
@@ -252,22 +304,14 @@ def _rerun_selection(
         raise ValueError("check at least one row, or choose a state or streams: what should run again?")
     engine = readable_history(_store())
     processes: list[str | None] = list(fields["process"]) or [None]
-    frames = [
-        process_instances(
-            engine,
-            HistoryFilter(
-                process=process,
-                state=first["state"],
-                stream_glob=first["stream"],
-                workflow=first["workflow"],
-                run_id=first["run"],
-                variant=first["variant"],
-                dag_ids=dag_ids,
-            ),
-            latest_only=True,
-        )  # fmt: skip
-        for process in processes
-    ]
+    chosen = HistoryFilter(
+        state=first["state"], stream_glob=first["stream"], workflow=first["workflow"], run_id=first["run"],
+        variant=first["variant"], dag_ids=dag_ids,
+    )  # fmt: skip
+    selections = [dataclasses.replace(chosen, process=process) for process in processes]
+    for selection in selections:
+        _forbid_unreadable(selection, dag_ids)
+    frames = [process_instances(engine, selection, latest_only=True) for selection in selections]
     return rerun_targets(pd.concat(frames, ignore_index=True))
 
 
@@ -354,6 +398,7 @@ def _instances(
         workflow=selected["workflow"], run_id=selected["run"], variant=selected["variant"], process=process,
         dag_ids=dag_ids,
     )  # fmt: skip
+    _forbid_unreadable(selection, dag_ids)
     try:
         return process_instances(readable_history(_store()), selection)
     except ValueError as exc:
@@ -416,17 +461,11 @@ def usage_figure(name: str, request: Request, user: GetUserDep) -> Response:
 INSTANCES_SHOWN = 2000
 
 
-def _forbidden_unless_readable(selection_dags: list[str], dag_ids: set[str] | None) -> None:
-    """Answer 403 when the user may read none of the DAGs a selection covers."""
-    if dag_ids is not None and selection_dags and not set(selection_dags) & dag_ids:
-        raise HTTPException(status_code=403, detail="you may not read the DAGs of this selection")
-
-
 @app.get("/instances", response_class=HTMLResponse)
 def instances_page(request: Request, user: GetUserDep) -> HTMLResponse:
     """List the process instances of one count of the status table: a process, in a recorded state."""
     from airflow_desc.history import PROCESS_STATES, HistoryFilter
-    from airflow_desc.history.queries import attempt_logs, dag_ids_of
+    from airflow_desc.history.queries import attempt_logs
     from airflow_desc.reports.html import render_instances_page
     from airflow_desc.status.current import readable_history
 
@@ -439,14 +478,11 @@ def instances_page(request: Request, user: GetUserDep) -> HTMLResponse:
         )
     dag_ids = _readable_dags(user)
     engine = readable_history(_store())
-    chosen = HistoryFilter(workflow=selected["workflow"], variant=selected["variant"], run_id=selected["run"])
-    _forbidden_unless_readable(dag_ids_of(engine, chosen), dag_ids)
+    chosen = HistoryFilter(workflow=selected["workflow"], variant=selected["variant"], run_id=selected["run"],
+                           process=process, state=state, dag_ids=dag_ids)  # fmt: skip
+    _forbid_unreadable(chosen, dag_ids)
     try:
-        rows = attempt_logs(
-            engine,
-            dataclasses.replace(chosen, dag_ids=dag_ids, process=process, state=state),
-            limit=INSTANCES_SHOWN + 1,
-        )
+        rows = attempt_logs(engine, chosen, limit=INSTANCES_SHOWN + 1)
     except ValueError as exc:
         raise HTTPException(status_code=404, detail=str(exc) if dag_ids is None else "not found") from None
     notes = [

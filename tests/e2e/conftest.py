@@ -1,8 +1,9 @@
 """One real Airflow at a time on the site (tests/deploy.py): LocalExecutor, or CeleryExecutor.
 
 Tests ask for ``airflow`` (LocalExecutor), ``celery_airflow`` (CeleryExecutor, two workers, two
-triggerers) or ``airflow_with_users`` (LocalExecutor whose auth manager has users of different
-roles, :data:`USERS`, instead of everyone an admin); a session starts each at most once per switch,
+triggerers), ``airflow_with_users`` (LocalExecutor whose auth manager has users of different
+roles, :data:`USERS`, instead of everyone an admin) or ``airflow_with_fab`` (LocalExecutor under the
+FAB auth manager, :data:`FAB_USERS`, for permissions per DAG); a session starts each at most once per switch,
 and stops the one running before starting another (all use the one metadata DB and the same
 api-server port). The workers write
 the PostgreSQL history into a schema of the deployment's own (``Deployment.history``).
@@ -75,6 +76,18 @@ USERS = {"ops": ("admin", "ops-e2e"), "lead": ("user", "lead-e2e"), "viewer": ("
 @pytest.fixture
 def airflow_with_users(deployments: OneAtATime) -> Deployment:
     return deployments.get("LocalExecutor-users", lambda root: Deployment.local(root, users=USERS))
+
+
+#: The users of ``airflow_with_fab``: name -> (FAB role, password). ``ops`` is FAB's Admin; ``astro``'s
+#: role is made empty, for tests/e2e/test_user_views.py to give it one DAG to read.
+FAB_USERS = {"ops": ("Admin", "ops-e2e"), "astro": ("desc-live-readers", "astro-e2e")}
+
+
+@pytest.fixture
+def airflow_with_fab(deployments: OneAtATime) -> Deployment:
+    return deployments.get(
+        "LocalExecutor-fab", lambda root: Deployment.local(root, users=FAB_USERS, auth="fab")
+    )
 
 
 @pytest.fixture

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pathlib
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
+from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 from airflow.api_fastapi.core_api.security import get_user
 from fastapi.testclient import TestClient
 
@@ -113,8 +115,10 @@ def drill(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[T
                       max_rss_bytes=3 * 2**20, log_path="/w/logs/v1.log", log_tail="Trace <b>x</b>\n"),
         ProcessRecord(**common, state="failed", dag_id="secret", run_id="r9", stream="visit=9",
                       log_tail="not yours\n"),
+        ProcessRecord(**{**common, "workflow": "Secret", "process": "hidden"}, state="failed",
+                      dag_id="secret", run_id="r8", stream="visit=8", elapsed_s=2.0, total_cpu_s=1.0),
     ])  # fmt: skip
-    app.dependency_overrides[get_user] = lambda: object()
+    app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="astro", role="viewer")
     yield TestClient(app)
     app.dependency_overrides.clear()
 
@@ -144,6 +148,40 @@ def test_a_drill_down_or_a_log_of_a_dag_the_user_may_not_read_is_forbidden(drill
     assert drill.get("/instances", params={"process": "processEimage", "state": "bogus"}).status_code == 400
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/status.json?workflow=Secret", "/status.csv?run=r9", "/?run=r8", "/plots/hidden.png",
+        "/plots/processEimage.png?run=r9", "/usage?workflow=Secret", "/figures/cpu_vs_wall.png?run=r8",
+        "/figures/usage_by_stream.png?process=hidden", "/instances?process=hidden&state=failed",
+        "/instances?process=hidden&state=success",
+    ],
+)  # fmt: skip
+def test_a_selection_only_dags_the_user_may_not_read_hold_is_forbidden(drill: TestClient, path: str) -> None:
+    response = drill.get(path)
+    assert response.status_code == 403, response.text
+    assert "may not read" in response.text
+
+
+def test_what_the_user_may_read_leaves_the_other_dags_out(drill: TestClient) -> None:
+    table = drill.get("/status.json")
+    assert table.status_code == 200, table.text
+    rows = {row["Process"]: row for row in table.json() if row["Type"] != "Totals"}
+    assert list(rows) == ["processEimage"] and rows["processEimage"]["Failed"] == 1  # dc1's only
+    for path in ("/plots/processEimage.png", "/figures/cpu_vs_wall.png?workflow=DC1"):
+        figure = drill.get(path)
+        assert (figure.status_code, figure.content[:4]) == (200, b"\x89PNG"), path
+    # A readable process with nothing in this state lists nothing: not forbidden.
+    empty = drill.get("/instances", params={"process": "processEimage", "state": "success"})
+    assert empty.status_code == 200 and "visit=" not in empty.text
+    assert drill.get("/status.json", params={"workflow": "NoSuch"}).status_code == 404
+
+
+def test_a_rerun_of_a_dag_the_user_may_not_read_is_refused_before_airflow_is_asked(drill: TestClient) -> None:
+    page = drill.post("/rerun", data={"process": "hidden", "reason": "mine now"})
+    assert page.status_code == 403 and "may not read" in page.text
+
+
 def test_the_status_page_links_each_recorded_count_to_its_instances() -> None:
     table = status_table(counts())
     html = render_status_page(
@@ -152,3 +190,47 @@ def test_the_status_page_links_each_recorded_count_to_its_instances() -> None:
     assert 'href="instances?run=r+1&amp;process=process%3CEimage%3E&amp;state=success">4</a>' in html
     assert 'state=failed">1</a>' in html
     assert "state=terminated" not in html  # a zero count links nowhere
+
+
+# --- who may read every DAG, under the real auth managers ---
+
+
+def fab_user(*resources: str) -> Any:
+    """A FAB user whose one role may ``can_read`` these resources (``DAGs``: every DAG; ``DAG:<id>``: one)."""
+    from airflow.providers.fab.auth_manager.models import Action, Permission, Resource, Role, User
+
+    read = Action(name="can_read")
+    role = Role(name="r", permissions=[Permission(action=read, resource=Resource(name=r)) for r in resources])
+    return User(id=1, username="astro", roles=[role])
+
+
+def test_under_fab_a_user_who_may_read_one_dag_is_not_taken_for_one_who_may_read_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.api_fastapi import app as api_app
+    from airflow.providers.fab.auth_manager.fab_auth_manager import FabAuthManager
+
+    from airflow_desc.plugins import ui
+
+    manager = FabAuthManager()
+    monkeypatch.setattr(api_app, "get_auth_manager", lambda: manager)
+    assert ui._readable_dags(fab_user("DAGs")) is None
+    reader = fab_user("DAG:dc1")
+    # Asked without a DAG, FAB answers whether the user may list DAGs: yes, for a reader of one.
+    assert manager.is_authorized_dag(method="GET", user=reader)
+    # Which DAGs FAB reads from the metadata DB's DAG table (tests/e2e/test_user_views.py runs it for real).
+    monkeypatch.setattr(manager, "get_authorized_dag_ids", lambda *, user, method: {"dc1"})
+    assert ui._readable_dags(reader) == {"dc1"}
+
+
+@pytest.mark.parametrize("role", ["viewer", "admin"])
+def test_under_the_simple_auth_manager_every_role_reads_every_dag(
+    monkeypatch: pytest.MonkeyPatch, role: str
+) -> None:
+    from airflow.api_fastapi import app as api_app
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+    from airflow_desc.plugins import ui
+
+    monkeypatch.setattr(api_app, "get_auth_manager", SimpleAuthManager)
+    assert ui._readable_dags(SimpleAuthManagerUser(username="astro", role=role)) is None
