@@ -461,9 +461,7 @@ class SlurmOperator(BaseOperator):
 
     def execute_after_hold(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume once the maintenance ended or the partition came up: start the try over, and submit."""
-        self.log.info(
-            "done waiting (%s s): %s; submitting now", event.get("waited_s"), event.get("reason")
-        )
+        self.log.info("done waiting (%s s): %s; submitting now", event.get("waited_s"), event.get("reason"))
         return self.execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
