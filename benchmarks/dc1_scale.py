@@ -268,7 +268,7 @@ def history_counts(af: Deployment) -> tuple[dict[str, int], int, int]:
 
 def sacct_jobs(af: Deployment, since: datetime) -> int:
     """Our SLURM jobs as both clusters' accounting knows them: the names our task instances give."""
-    from airflow_desc.operators.slurm import job_name_for
+    from airflow_desc.operators.job_names import job_name_for
 
     names = set()
     for task_id, run_id, map_index, tries in af.sql(
@@ -393,8 +393,8 @@ def report(
     for kind, count, seconds in time_profile(af):
         print(f"    {kind:<32} {count:>6} {seconds:>12.0f} {seconds / count:>7.1f}")
     if wall_s > 3600:
-        print("  (over an hour: see the profile above, and the scheduler's log in "
-              f"{af.components['scheduler'].log})")  # fmt: skip
+        print("  (over an hour: see the profile above, and the components' logs, kept after the run: "
+              f"{LOGS_KEPT.format(root=af.root)})")  # fmt: skip
 
     print("  level 1 / level 2 beside DC1's status table (scaled to these runs; stochastic):")
     print(f"    {'task':<28} {'process':<30} {'ours':>7} {'DC1 x f':>8} {'ours ok%':>8} {'DC1 ok%':>8}")
@@ -442,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.executor == "celery":
         kwargs.update(worker_concurrency=4, triggerer_capacity=1000)
     af = make(root, **kwargs)
+    t_start = time.monotonic()
     print(f"[dc1] deployment {af.executor} in {root}; history schema {af.history.name}", flush=True)
     rc = 1
     try:
@@ -474,9 +475,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             print(f"[dc1] kept {root} and the history schema {af.history.name}")
         else:
+            if rc != 0 or time.monotonic() - t_start > 3600:
+                kept = keep_logs(pathlib.Path(root))
+                print(f"[dc1] the components' logs are kept in {kept}")
             af.history.drop()
             shutil.rmtree(root, ignore_errors=True)
     return rc
+
+
+#: Where a slow or failed run's component logs go: the deployment's directory itself is removed.
+LOGS_KEPT = "{root}-logs"
+
+
+def keep_logs(root: pathlib.Path) -> pathlib.Path:
+    """Copy each component's own log (not the task logs) beside the deployment, to read after it is gone."""
+    kept = pathlib.Path(LOGS_KEPT.format(root=root))
+    kept.mkdir(exist_ok=True)
+    for log in root.glob("*/*.log"):
+        shutil.copy2(log, kept / log.name)
+    return kept
 
 
 if __name__ == "__main__":
