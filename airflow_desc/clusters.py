@@ -26,6 +26,8 @@ name a cluster (``cluster: s3df``) and get its :class:`ClusterProfile`::
         poll_interval: 30              # seconds between batched sacct polls
         vanish_grace: 300              # seconds a job may be missing from sacct and squeue
         high_memory_partition: null    # where an out-of-memory job may be sent
+        key_expires: null              # when the login's key expires, if no certificate says
+                                       # (e.g. "2026-12-07T14:00:00Z"); see airflow_desc.ssh_keys
         env: {}                        # environment variables of every job
 
 The file is found by :func:`load_cluster_profiles`: an explicit path, else the
@@ -42,6 +44,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -121,6 +124,10 @@ class ClusterProfile:
     :param vanish_grace: seconds a job may be absent from both ``sacct`` and ``squeue``
         before that is an error.
     :param high_memory_partition: where a job that needs more than a node's memory may go.
+    :param key_expires: when the SSH key of ``ssh_conn_id`` stops logging in (an aware time), for a key
+        no certificate describes: a certificate (``<key_file>-cert.pub`` or the connection's
+        ``cert_file`` extra) says it itself, and wins. Warned about from two hours before; once past,
+        tasks wait deferred for a renewal.
     :param env: environment variables for every job.
     """
 
@@ -145,6 +152,7 @@ class ClusterProfile:
     poll_interval: float = 30.0
     vanish_grace: float = 300.0
     high_memory_partition: str | None = None
+    key_expires: datetime | None = None
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
     #: ``max_walltime`` in seconds.
     max_walltime_s: int = field(init=False, repr=False)
