@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -55,6 +56,7 @@ def write_key_check(store: HistoryStore, check: KeyCheck) -> None:
     row = asdict(check)
     row.update(expires_at=_naive_utc(check.expires_at), checked_at=_naive_utc(check.checked_at))
     store.ping()  # the migrations first
+    stmt: Any
     if store.dialect == "postgresql":
         stmt = postgresql.insert(ssh_key_checks)
     elif store.dialect == "sqlite":

@@ -174,7 +174,8 @@ class SlurmHook(BaseHook):
         self.retry_wait = retry_wait
         self.command_timeout = command_timeout
         self._channel_timeout = channel_timeout
-        self._cert_path: str | None | bool = False  # False: not looked up yet
+        self._cert_path: str | None = None
+        self._cert_looked_up = False
 
     # --- connection ---------------------------------------------------------------------------
     @property
@@ -221,8 +222,8 @@ class SlurmHook(BaseHook):
 
     # --- key validity -------------------------------------------------------------------------
     def _certificate_path(self) -> str | None:
-        """The connection's certificate: its ``cert_file`` extra, else ``<key_file>-cert.pub`` if it exists."""
-        if self._cert_path is False:
+        """Return the certificate: the ``cert_file`` extra, else ``<key_file>-cert.pub`` if it exists."""
+        if not self._cert_looked_up:
             extra = self.get_connection(self.ssh_conn_id).extra_dejson
             named, key_file = extra.get("cert_file"), extra.get("key_file")
             beside = f"{os.path.expanduser(key_file)}-cert.pub" if key_file else None
@@ -230,10 +231,11 @@ class SlurmHook(BaseHook):
                 self._cert_path = os.path.expanduser(str(named))
             else:
                 self._cert_path = beside if beside and os.path.exists(beside) else None
-        return self._cert_path or None
+            self._cert_looked_up = True
+        return self._cert_path
 
     def _profiles_of_connection(self) -> list[Any]:
-        """The cluster profiles that log in through this connection, this hook's cluster first."""
+        """Return the cluster profiles that log in through this connection, this hook's cluster first."""
         try:
             profiles = [p for p in configured_cluster_profiles() if p.ssh_conn_id == self.ssh_conn_id]
         except ClusterProfileError:

@@ -64,6 +64,7 @@ from airflow_desc.operators.job_checks import (
 from airflow_desc.operators.job_logs import guess_log_path, job_log_path, read_job_log_tail, secret_values
 from airflow_desc.operators.job_names import job_name_for, task_dir_for, try_of_name
 from airflow_desc.operators.job_records import job_record, job_summary
+from airflow_desc.operators.key_renewal import waits_for_key_renewal
 from airflow_desc.operators.job_script import job_spec_for
 from airflow_desc.operators.resume import (
     DEFERRED_TRY,
@@ -247,6 +248,8 @@ class SlurmOperator(BaseOperator):
         return configured_cluster_profiles().get(self.cluster)
 
     def _hook(self, profile: ClusterProfile) -> SlurmHook:
+        # An expired key raises SshKeyExpired at the first command: execute and execute_complete
+        # then wait deferred for its renewal (waits_for_key_renewal).
         return SlurmHook(profile.ssh_conn_id, jump_conn_id=profile.jump_conn_id or "", cluster=profile.name)
 
     @staticmethod
@@ -297,6 +300,7 @@ class SlurmOperator(BaseOperator):
         )  # fmt: skip
 
     # --- execute ------------------------------------------------------------------------------
+    @waits_for_key_renewal
     def execute(self, context: Context) -> Any:
         """Re-attach to, adopt, or submit this task instance's job; then wait for it."""
         profile = self._profile()
@@ -441,6 +445,11 @@ class SlurmOperator(BaseOperator):
         )  # fmt: skip
         return submitted.job_id
 
+    def execute_after_key_renewal(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after the cluster's key was renewed (:mod:`~airflow_desc.operators.key_renewal`)."""
+        return self.execute(context)
+
+    @waits_for_key_renewal
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger fired: diagnose, record, return the summary or fail."""
         with untrusted_fails_the_task():

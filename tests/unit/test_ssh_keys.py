@@ -1,4 +1,4 @@
-"""Reading OpenSSH certificates: a recorded sshproxy-like one, and fresh ones from ssh-keygen of each key type."""
+"""Reading OpenSSH certificates: a recorded sshproxy-like one, fresh ones from ssh-keygen of each key type."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_a_host_certificate_with_no_principals(tmp_path: pathlib.Path) -> None:
 
 def test_not_a_certificate_says_what_to_name_instead(tmp_path: pathlib.Path) -> None:
     plain = tmp_path / "id.pub"
-    plain.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOSvFZTENyaSzULYdFPKFVdYyT9LJxe872aHfB1af60/ desc\n")
+    plain.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOSvFZTENyaSzULYdFPKFVdYyT9LJxe872aHfB1af60/\n")
     with pytest.raises(ValueError, match=r"id.pub: not an OpenSSH certificate but a plain public key; name"):
         read_certificate(plain)
     with pytest.raises(ValueError, match="cannot read the SSH certificate"):

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="need
 def keys(tmp_path: pathlib.Path) -> Keys:
     """A client key with its .pub, and a CA beside it that signs certificates for it."""
     for name in ("id_ed25519", "ca"):  # OpenSSH's own format, as sshproxy writes keys
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)],
+                       check=True)  # fmt: skip
     client_file = tmp_path / "id_ed25519"
     client = paramiko.Ed25519Key(filename=str(client_file))
     return Keys(client, client_file, paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate())
@@ -138,10 +139,12 @@ def test_a_certificate_named_by_the_cert_file_extra(
 ) -> None:
     elsewhere = certify(keys, "20200101000000Z:20200102000000Z", out=tmp_path / "sshproxy-cert.pub")
     add_connection(monkeypatch, "desc_unit_named_cert", server.port, keys, cert_file=str(elsewhere))
-    with pytest.raises(SshKeyExpired, match=f"expired at 2020-01-02 00:00:00 UTC \\(the certificate {elsewhere}"):
+    expired = f"expired at 2020-01-02 00:00:00 UTC \\(the certificate {elsewhere}"
+    with pytest.raises(SshKeyExpired, match=expired):
         hook_for("desc_unit_named_cert").check_key()
     add_connection(monkeypatch, "desc_unit_bad_cert", server.port, keys, cert_file=str(tmp_path / "nope"))
-    with pytest.raises(ClusterUnreachable, match="cannot read the SSH certificate: .*Fix the connection's cert_file"):
+    unreadable = "cannot read the SSH certificate: .*Fix the connection's cert_file"
+    with pytest.raises(ClusterUnreachable, match=unreadable):
         hook_for("desc_unit_bad_cert").check_key()
 
 
