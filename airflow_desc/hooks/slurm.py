@@ -174,8 +174,7 @@ class SlurmHook(BaseHook):
         self.retry_wait = retry_wait
         self.command_timeout = command_timeout
         self._channel_timeout = channel_timeout
-        self._cert_path: str | None = None
-        self._cert_looked_up = False
+        self._cert_files: tuple[str | None, str | None] | None = None  # (cert_file extra, beside key_file)
 
     # --- connection ---------------------------------------------------------------------------
     @property
@@ -223,16 +222,14 @@ class SlurmHook(BaseHook):
     # --- key validity -------------------------------------------------------------------------
     def _certificate_path(self) -> str | None:
         """Return the certificate: the ``cert_file`` extra, else ``<key_file>-cert.pub`` if it exists."""
-        if not self._cert_looked_up:
+        if self._cert_files is None:
             extra = self.get_connection(self.ssh_conn_id).extra_dejson
             named, key_file = extra.get("cert_file"), extra.get("key_file")
             beside = f"{os.path.expanduser(key_file)}-cert.pub" if key_file else None
-            if named:
-                self._cert_path = os.path.expanduser(str(named))
-            else:
-                self._cert_path = beside if beside and os.path.exists(beside) else None
-            self._cert_looked_up = True
-        return self._cert_path
+            self._cert_files = (os.path.expanduser(str(named)) if named else None, beside)
+        named, beside = self._cert_files
+        # Looked for at every call: sshproxy may write the first certificate after the hook was made.
+        return named or (beside if beside and os.path.exists(beside) else None)
 
     def _profiles_of_connection(self) -> list[Any]:
         """Return the cluster profiles that log in through this connection, this hook's cluster first."""

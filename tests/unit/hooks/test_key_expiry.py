@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pathlib
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -19,6 +18,7 @@ import pytest
 
 from airflow_desc.exceptions import ClusterUnreachable, SshKeyExpired
 from airflow_desc.hooks.slurm import SlurmHook
+from tests.unit.certificates import certified_keys, certify
 from tests.unit.hooks.recorded_log import RecordedWarnings
 from tests.unit.hooks.sshd import Keys, Sshd, Stalls, add_connection
 
@@ -27,25 +27,7 @@ pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="need
 
 @pytest.fixture
 def keys(tmp_path: pathlib.Path) -> Keys:
-    """A client key with its .pub, and a CA beside it that signs certificates for it."""
-    for name in ("id_ed25519", "ca"):  # OpenSSH's own format, as sshproxy writes keys
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)],
-                       check=True)  # fmt: skip
-    client_file = tmp_path / "id_ed25519"
-    client = paramiko.Ed25519Key(filename=str(client_file))
-    return Keys(client, client_file, paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate())
-
-
-def certify(keys: Keys, validity: str, *, out: pathlib.Path | None = None) -> pathlib.Path:
-    """Sign the client key for user ``desc`` (``ssh-keygen -V validity``); return the certificate."""
-    ca = keys.client_file.parent / "ca"
-    subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-I", "desc", "-n", "desc", "-V", validity,
-                    str(keys.client_file) + ".pub"], check=True)  # fmt: skip
-    cert = pathlib.Path(f"{keys.client_file}-cert.pub")
-    if out is not None:
-        cert.rename(out)
-        return out
-    return cert
+    return certified_keys(tmp_path)
 
 
 @pytest.fixture
