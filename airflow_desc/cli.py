@@ -3,7 +3,8 @@
 Commands::
 
     airflow-desc clusters list             the cluster profiles in use
-    airflow-desc clusters check [NAME ...] log in to each cluster and check SLURM answers as profiled
+    airflow-desc clusters check [NAME ...] log in to each cluster and check SLURM answers as profiled,
+                                           and the login's key (certificate) is not about to expire
     airflow-desc pools sync                one Airflow pool per cluster, sized by its max_queued_jobs
                                            (generated batch and bundle tasks run in them)
     airflow-desc status                    the DC1-style status table (--format table|csv|json): the
@@ -63,10 +64,25 @@ def _cmd_clusters_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked_key(hook: Any) -> Any:
+    """Return the login's key validity (``SshKeyExpired`` if it expired); write it for the status page."""
+    from airflow_desc.exceptions import SshKeyExpired
+    from airflow_desc.triggers.key_renewal import record_key_check
+
+    try:
+        validity = hook.check_key()
+    except SshKeyExpired:
+        record_key_check(hook, hook.key_validity(), "clusters check")
+        raise
+    record_key_check(hook, validity, "clusters check")
+    return validity
+
+
 def _cmd_clusters_check(args: argparse.Namespace) -> int:
     from airflow_desc.exceptions import DescError
     from airflow_desc.hooks.slurm import SlurmHook
     from airflow_desc.slurm.units import parse_duration
+    from airflow_desc.ssh_keys import expiring_message
 
     profiles = _profiles(args)
     names = args.names or list(profiles.names)
@@ -77,6 +93,7 @@ def _cmd_clusters_check(args: argparse.Namespace) -> int:
             hook = SlurmHook(
                 profile.ssh_conn_id, jump_conn_id=profile.jump_conn_id or "", cluster=profile.name
             )
+            key = _checked_key(hook)
             part = profile.partition or ""
             out = hook.run("sinfo -h -o '%P|%l|%c|%m|%a'" + (f" -p {part}" if part else "")).stdout
             hook.run("sacct -n -X -S now-1minutes -o JobID")
@@ -101,11 +118,14 @@ def _cmd_clusters_check(args: argparse.Namespace) -> int:
             )
         if avail != "up":
             problems.append(f"partition {partition} is {avail}")
+        if key is not None and key.expires_soon():
+            problems.append(expiring_message(profile.ssh_conn_id, key))
+        until = f", key valid until {key.expires_at:%Y-%m-%d %H:%M} UTC" if key and key.expires_at else ""
         verdict = "WARN" if problems else "OK  "
         failures += bool(problems)
         print(
             f"{verdict} {name}: partition {partition} {avail}, max time {limit}, "
-            f"{cores} cores, {mem} MB per node" + "".join(f"; {p}" for p in problems)
+            f"{cores} cores, {mem} MB per node{until}" + "".join(f"; {p}" for p in problems)
         )
     return 1 if failures else 0
 
@@ -453,7 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--file", help=file_help)
     listing.set_defaults(func=_cmd_clusters_list)
     check = clusters_sub.add_parser(
-        "check", help="log in to each cluster over SSH and check sinfo/sacct answer as the profile says"
+        "check",
+        help="log in to each cluster over SSH and check sinfo/sacct answer as the profile says; warn when "
+        "the login's key (certificate) expires within 2 h, fail when it has expired",
     )
     check.add_argument("names", nargs="*", help="clusters to check (default: all)")
     check.add_argument("--file", help=file_help)
