@@ -21,7 +21,7 @@ from airflow_desc.exceptions import SshKeyExpired
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.triggers.key_renewal import SshKeyRenewalTrigger
 
-__all__ = ["RESUME_AFTER_RENEWAL", "waits_for_key_renewal"]
+__all__ = ["RESUME_AFTER_RENEWAL", "ResumesAfterKeyRenewal", "waits_for_key_renewal"]
 
 #: The method a task deferred from ``execute`` resumes in: it runs ``execute`` again.
 RESUME_AFTER_RENEWAL = "execute_after_key_renewal"
@@ -43,6 +43,14 @@ def _wait_in_worker(operator: Any, expired: SshKeyExpired) -> None:
         validity = hook.key_validity()
         if validity is None or not validity.expired():
             return
+
+
+class ResumesAfterKeyRenewal:
+    """Mixed into an operator whose ``execute`` is decorated with :func:`waits_for_key_renewal`."""
+
+    def execute_after_key_renewal(self, context: Any, event: Any = None) -> Any:
+        """Run ``execute`` again once the cluster's key was renewed (the trigger's event says no more)."""
+        return cast(Any, self).execute(context)
 
 
 def waits_for_key_renewal(method: Method) -> Method:

@@ -64,8 +64,8 @@ from airflow_desc.operators.job_checks import (
 from airflow_desc.operators.job_logs import guess_log_path, job_log_path, read_job_log_tail, secret_values
 from airflow_desc.operators.job_names import job_name_for, task_dir_for, try_of_name
 from airflow_desc.operators.job_records import job_record, job_summary
-from airflow_desc.operators.key_renewal import waits_for_key_renewal
 from airflow_desc.operators.job_script import job_spec_for
+from airflow_desc.operators.key_renewal import ResumesAfterKeyRenewal, waits_for_key_renewal
 from airflow_desc.operators.resume import (
     DEFERRED_TRY,
     AfterFailure,
@@ -137,7 +137,7 @@ class FinishedJob:
     timing: PayloadTiming | None = None
 
 
-class SlurmOperator(BaseOperator):
+class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
     """Run a command as one SLURM job on a named cluster reached over SSH.
 
     :param command: the shell text the job runs (templated).
@@ -444,10 +444,6 @@ class SlurmOperator(BaseOperator):
             ", ".join(f"{k}={v}" for k, v in res.items() if v is not None),
         )  # fmt: skip
         return submitted.job_id
-
-    def execute_after_key_renewal(self, context: Context, event: dict[str, Any] | None = None) -> Any:
-        """Resume after the cluster's key was renewed (:mod:`~airflow_desc.operators.key_renewal`)."""
-        return self.execute(context)
 
     @waits_for_key_renewal
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
