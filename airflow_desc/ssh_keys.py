@@ -18,8 +18,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from airflow_desc.history.key_checks import KeyCheck
+if TYPE_CHECKING:
+    from airflow_desc.history.key_checks import KeyCheck
 
 __all__ = [
     "KEEP_KEY_CHECKS_S",
