@@ -79,8 +79,8 @@ def check_key_in_poll(hook: SlurmHook, store: Callable[[], HistoryStore] | None 
         expired = None
     except SshKeyExpired as exc:
         validity, expired = hook.key_validity(), exc
-    except ClusterUnreachable as exc:
-        log.warning("poll of %s: %s", hook.ssh_conn_id, exc)
+    except Exception as exc:  # noqa: BLE001 - an unreadable certificate, a missing connection: the poll says
+        log.warning("poll of %s: the SSH key not checked: %s", hook.ssh_conn_id, exc)
         return
     if record_key_check(hook, validity, "poll", store) and expired is not None:
         log.warning("poll of %s: %s", hook.ssh_conn_id, expired)

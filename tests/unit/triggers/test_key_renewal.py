@@ -23,7 +23,7 @@ from airflow_desc.history.key_checks import KeyCheck, key_checks, write_key_chec
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.operators.key_renewal import RESUME_AFTER_RENEWAL, waits_for_key_renewal
 from airflow_desc.triggers import key_renewal
-from airflow_desc.triggers.key_renewal import SshKeyRenewalTrigger
+from airflow_desc.triggers.key_renewal import SshKeyRenewalTrigger, check_key_in_poll
 from tests.unit.certificates import certified_keys, certify
 from tests.unit.hooks.sshd import Keys, add_connection
 from tests.waiting import wait_for
@@ -156,3 +156,25 @@ def test_key_checks_are_replaced_per_login(tmp_path: pathlib.Path) -> None:
         datetime(2026, 12, 6, 15, 5), "task waiting for a renewed key",
     )  # fmt: skip
     assert naive["s3_ssh"].jump_conn_id == "bastion" and naive["s3_ssh"].expires_at is None
+
+
+def test_a_poll_writes_its_login_s_key_check_on_a_change_not_at_every_poll(
+    conn: str, keys: Keys, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = open_history(f"sqlite:///{tmp_path / 'polls.db'}")
+    hook = SlurmHook(conn, jump_conn_id="")
+    certify(keys, "20200101000000Z:20200102000000Z")
+    with caplog.at_level("WARNING", logger=key_renewal.__name__):
+        check_key_in_poll(hook, lambda: store)
+        check_key_in_poll(hook, lambda: store)  # the same expired key: neither written nor logged again
+    [check] = key_checks(store.engine)
+    assert (check.checked_by, check.expires_at) == ("poll", datetime(2020, 1, 2))
+    assert [r.getMessage() for r in caplog.records if "renew the key with sshproxy" in r.getMessage()] == [
+        f"poll of {conn}: cluster {conn} (connection {conn}): the SSH certificate for {conn} expired at "
+        f"2020-01-02 00:00:00 UTC (the certificate {keys.client_file}-cert.pub): renew the key with "
+        "sshproxy. Tasks of this cluster wait deferred until the key is renewed."
+    ]
+    certify(keys, "-5m:+1d")  # renewed: written at once
+    check_key_in_poll(hook, lambda: store)
+    [check] = key_checks(store.engine)
+    assert check.expires_at is not None and check.expires_at > datetime(2026, 1, 1)
