@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from airflow_desc.exceptions import SshKeyExpired
+from airflow_desc.config import configured_cluster_profiles
+from airflow_desc.exceptions import ClusterProfileError, SshKeyExpired
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.triggers.key_renewal import SshKeyRenewalTrigger
 
@@ -31,15 +32,21 @@ _DEFAULT_CHECK_S = 60.0
 Method = TypeVar("Method", bound=Callable[..., Any])
 
 
-def _check_interval(operator: Any) -> float:
-    """As often as the operator polls its jobs (a file read costs nothing), at most every minute."""
-    return min(float(getattr(operator, "poll_interval", None) or _DEFAULT_CHECK_S), _DEFAULT_CHECK_S)
+def _check_interval(operator: Any, cluster: str) -> float:
+    """As often as the operator polls its cluster's jobs (a file read costs nothing), at most every minute."""
+    interval = getattr(operator, "poll_interval", None)
+    if not interval:
+        try:
+            interval = configured_cluster_profiles().get(cluster).poll_interval
+        except ClusterProfileError:
+            interval = _DEFAULT_CHECK_S
+    return min(float(interval), _DEFAULT_CHECK_S)
 
 
 def _wait_in_worker(operator: Any, expired: SshKeyExpired) -> None:
     hook = SlurmHook(expired.ssh_conn_id, jump_conn_id=expired.jump_conn_id, cluster=expired.cluster)
     while True:
-        time.sleep(_check_interval(operator))
+        time.sleep(_check_interval(operator, expired.cluster))
         validity = hook.key_validity()
         if validity is None or not validity.expired():
             return
@@ -71,7 +78,7 @@ def waits_for_key_renewal(method: Method) -> Method:
                 self.defer(
                     trigger=SshKeyRenewalTrigger(
                         ssh_conn_id=exc.ssh_conn_id, jump_conn_id=exc.jump_conn_id, cluster=exc.cluster,
-                        check_interval=_check_interval(self), resume_event=event,
+                        check_interval=_check_interval(self, exc.cluster), resume_event=event,
                     ),
                     method_name=method.__name__ if resumes_with_event else RESUME_AFTER_RENEWAL,
                 )  # fmt: skip

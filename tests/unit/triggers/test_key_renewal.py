@@ -178,3 +178,22 @@ def test_a_poll_writes_its_login_s_key_check_on_a_change_not_at_every_poll(
     check_key_in_poll(hook, lambda: store)
     [check] = key_checks(store.engine)
     assert check.expires_at is not None and check.expires_at > datetime(2026, 1, 1)
+
+
+def test_the_key_is_read_as_often_as_the_cluster_is_polled_at_most_every_minute(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    from airflow_desc.operators.key_renewal import _check_interval
+
+    profiles = tmp_path / "clusters.yaml"
+    profiles.write_text("clusters:\n" + "".join(
+        f"  {name}:\n    ssh_conn_id: s\n    cores_per_node: 1\n    memory_per_node_mb: 1\n"
+        f"    max_walltime: 5\n    poll_interval: {interval}\n"
+        for name, interval in (("fast", 3), ("slow", 600))
+    ))  # fmt: skip
+    monkeypatch.setenv("DESC_CLUSTERS_FILE", str(profiles))
+    unset, own = type("Op", (), {"poll_interval": None})(), type("Op", (), {"poll_interval": 7.0})()
+    assert [_check_interval(unset, "fast"), _check_interval(unset, "slow"), _check_interval(own, "fast")] == [
+        3.0, 60.0, 7.0,
+    ]  # fmt: skip
+    assert _check_interval(unset, "not-a-profile") == 60.0
