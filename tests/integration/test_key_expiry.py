@@ -116,7 +116,7 @@ def test_a_certificate_expiring_within_two_hours_warns_in_the_log_in_clusters_ch
                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert proc.returncode == 1, explain(proc)
     [line] = [line for line in proc.stdout.splitlines() if line.startswith(("OK", "WARN", "FAIL"))]
-    assert line.startswith("WARN perlmutter: partition regular up"), line
+    assert line.startswith("WARN perlmutter: partition regular* up"), line
     assert f"; the SSH certificate for {conn_id} expires at " in line
     # What the page shows, from what clusters check wrote (the api-server has no keys).
     [note] = key_notes(key_checks(open_history(history).engine))
