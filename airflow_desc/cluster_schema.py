@@ -137,6 +137,22 @@ def _walltime_text(value: Any) -> str:
     return clock(seconds) if isinstance(value, int) or value.strip().isdigit() else value.strip()
 
 
+def _key_expires(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    example = "write e.g. '2026-12-07T14:00:00Z' (the time sshproxy printed, with its zone)"
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{describe_value(value)} is not an ISO 8601 time; {example}") from None
+    if not isinstance(value, datetime):
+        raise ValueError(f"expected a time, got {describe_value(value)}; {example}")
+    if value.tzinfo is None:
+        raise ValueError(f"the time {value.isoformat()} has no time zone; add one ('Z' for UTC): {example}")
+    return value
+
+
 def _container_runtime(value: Any) -> str:
     if value is None:
         return "none"
@@ -309,6 +325,7 @@ class ProfileSettings(BaseModel):
     vanish_grace: Annotated[float, BeforeValidator(_seconds(300, allow_zero=True))] = 300.0
     high_memory_partition: OptionalText = None
     maintenance: Annotated[tuple[MaintenanceSettings, ...], BeforeValidator(_windows)] = ()
+    key_expires: Annotated[datetime | None, BeforeValidator(_key_expires)] = None
     env: Annotated[
         dict[Annotated[str, BeforeValidator(_env_name)], Annotated[str, BeforeValidator(_env_value)]],
         BeforeValidator(_env),

@@ -27,6 +27,8 @@ name a cluster (``cluster: s3df``) and get its :class:`ClusterProfile`::
         vanish_grace: 300              # seconds a job may be missing from sacct and squeue
         high_memory_partition: null    # where an out-of-memory job may be sent
         maintenance: []                # windows by hand: [{start: 2026-12-10T07:00:00-08:00, end: ...}]
+        key_expires: null              # when the login's key expires, if no certificate says
+                                       # (e.g. "2026-12-07T14:00:00Z"); see airflow_desc.ssh_keys
         env: {}                        # environment variables of every job
         sbatch_options: {}             # further sbatch options of every job, e.g. licenses: sps
 
@@ -44,6 +46,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -128,6 +131,10 @@ class ClusterProfile:
     :param maintenance: maintenance windows listed by hand (each ``start``, ``end``, with a time zone):
         no job is submitted whose walltime would run into one; SLURM's own reservations are read from
         the cluster (:mod:`airflow_desc.slurm.maintenance`).
+    :param key_expires: when the SSH key of ``ssh_conn_id`` stops logging in (an aware time), for a key
+        no certificate describes: a certificate (``<key_file>-cert.pub`` or the connection's
+        ``cert_file`` extra) says it itself, and wins. Warned about from two hours before; once past,
+        tasks wait deferred for a renewal.
     :param env: environment variables for every job.
     :param sbatch_options: further ``sbatch`` options of every job (long name to value, ``None``
         for a flag), e.g. CC-IN2P3's storage licences ``{"licenses": "sps"}``; an operator's
@@ -157,6 +164,7 @@ class ClusterProfile:
     vanish_grace: float = 300.0
     high_memory_partition: str | None = None
     maintenance: tuple[MaintenanceSettings, ...] = ()
+    key_expires: datetime | None = None
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
     sbatch_options: Mapping[str, str | None] = field(default_factory=dict, hash=False)
     #: ``max_walltime`` in seconds.

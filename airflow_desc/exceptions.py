@@ -8,6 +8,7 @@ be retried) is raised as Airflow's own exception by the operators::
     DescError
     ├── ClusterError
     │   ├── ClusterUnreachable      SSH could not connect / authenticate / verify the host key
+    │   │   └── SshKeyExpired       the login's key (certificate) has expired: renew it; tasks wait
     │   ├── ClusterCommandError     a remote command exited non-zero (carries stdout, stderr, rc)
     │   │   └── SlurmSubmitError    sbatch refused the job
     │   └── ClusterProfileError     a cluster profile file is invalid (file:line, field)
@@ -24,6 +25,8 @@ Messages say what happened and what to do.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class DescError(Exception):
     """Root of every error airflow-desc raises on purpose."""
@@ -35,6 +38,37 @@ class ClusterError(DescError):
 
 class ClusterUnreachable(ClusterError):
     """SSH to a cluster login failed: network, authentication or host key."""
+
+
+class SshKeyExpired(ClusterUnreachable):
+    """The key of a cluster login does not log in now (its certificate expired); nothing was tried.
+
+    Operators wait deferred for a renewed key instead of spending a retry.
+
+    :param message: what happened and what to do.
+    :param ssh_conn_id: the connection whose key it is.
+    :param jump_conn_id: the bastion the connection goes through (``""``: none).
+    :param cluster: the cluster, for messages.
+    :param expired_at: when it expired (aware UTC; ``None``: it is valid only from later).
+    :param cert_path: the certificate file to watch for a renewal (``None``: a profile's stated expiry).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        ssh_conn_id: str,
+        jump_conn_id: str,
+        cluster: str,
+        expired_at: datetime | None,
+        cert_path: str | None,
+    ) -> None:
+        super().__init__(message)
+        self.ssh_conn_id = ssh_conn_id
+        self.jump_conn_id = jump_conn_id
+        self.cluster = cluster
+        self.expired_at = expired_at
+        self.cert_path = cert_path
 
 
 class ClusterCommandError(ClusterError):

@@ -3,7 +3,8 @@
 Commands::
 
     airflow-desc clusters list             the cluster profiles in use
-    airflow-desc clusters check [NAME ...] log in to each cluster and check SLURM answers as profiled
+    airflow-desc clusters check [NAME ...] log in to each cluster and check SLURM answers as profiled,
+                                           and the login's key (certificate) is not about to expire
     airflow-desc pools sync                one Airflow pool per cluster, sized by its max_queued_jobs
                                            (generated batch and bundle tasks run in them)
     airflow-desc status                    the DC1-style status table (--format table|csv|json): the

@@ -31,11 +31,26 @@ def cmd_clusters_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked_key(hook: Any) -> Any:
+    """Return the login's key validity (``SshKeyExpired`` if it expired); write it for the status page."""
+    from airflow_desc.exceptions import SshKeyExpired
+    from airflow_desc.triggers.key_renewal import record_key_check
+
+    try:
+        validity = hook.check_key()
+    except SshKeyExpired:
+        record_key_check(hook, hook.key_validity(), "clusters check")
+        raise
+    record_key_check(hook, validity, "clusters check")
+    return validity
+
+
 def cmd_clusters_check(args: argparse.Namespace) -> int:
-    """Log in to each cluster and check that SLURM answers as its profile says."""
+    """Log in to each cluster and check that SLURM answers as its profile says, and the key's validity."""
     from airflow_desc.exceptions import DescError
     from airflow_desc.hooks.slurm import SlurmHook
     from airflow_desc.slurm.units import parse_duration
+    from airflow_desc.ssh_keys import expiring_message
 
     profiles = _profiles(args)
     names = args.names or list(profiles.names)
@@ -46,6 +61,7 @@ def cmd_clusters_check(args: argparse.Namespace) -> int:
             hook = SlurmHook(
                 profile.ssh_conn_id, jump_conn_id=profile.jump_conn_id or "", cluster=profile.name
             )
+            key = _checked_key(hook)
             part = profile.partition or ""
             out = hook.run("sinfo -h -o '%P|%l|%c|%m|%a'" + (f" -p {part}" if part else "")).stdout
             hook.run("sacct -n -X -S now-1minutes -o JobID")
@@ -70,11 +86,14 @@ def cmd_clusters_check(args: argparse.Namespace) -> int:
             )
         if avail != "up":
             problems.append(f"partition {partition} is {avail}")
+        if key is not None and key.expires_soon():
+            problems.append(expiring_message(profile.ssh_conn_id, key))
+        until = f", key valid until {key.expires_at:%Y-%m-%d %H:%M} UTC" if key and key.expires_at else ""
         verdict = "WARN" if problems else "OK  "
         failures += bool(problems)
         print(
             f"{verdict} {name}: partition {partition} {avail}, max time {limit}, "
-            f"{cores} cores, {mem} MB per node" + "".join(f"; {p}" for p in problems)
+            f"{cores} cores, {mem} MB per node{until}" + "".join(f"; {p}" for p in problems)
         )
     return 1 if failures else 0
 

@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--file", help=file_help)
     listing.set_defaults(func=cmd_clusters_list)
     check = clusters_sub.add_parser(
-        "check", help="log in to each cluster over SSH and check sinfo/sacct answer as the profile says"
+        "check",
+        help="log in to each cluster over SSH and check sinfo/sacct answer as the profile says; warn when "
+        "the login's key (certificate) expires within 2 h, fail when it has expired",
     )
     check.add_argument("names", nargs="*", help="clusters to check (default: all)")
     check.add_argument("--file", help=file_help)

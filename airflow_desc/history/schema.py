@@ -24,6 +24,9 @@
     instance_counts    one row per (run, workflow, task, version, process, process_type, state): how
                        many process instances of the run have their latest attempt there
                        (``instances``), and how many attempts those instances have (``attempts``)
+    ssh_key_checks     one row per cluster login: until when its SSH key logs in and who says so
+                       (written by the pollers, ``airflow-desc clusters check`` and tasks waiting
+                       for a renewed key; the status page warns from it)
 
 The attempt identity, :meth:`ProcessRecord.key`, is ``(dag_id, run_id, task_id, map_index,
 stream, process, try_number, resubmit)``: ``resubmit`` tells apart the SLURM jobs of one try (0,
@@ -66,6 +69,7 @@ __all__ = [
     "rerun_selections",
     "runs",
     "slurm_job_states",
+    "ssh_key_checks",
     "streams",
     "workflows",
 ]
@@ -316,4 +320,23 @@ instance_counts = sa.Table(
     # All the attempts of those instances (superseded ones included).
     sa.Column("attempts", sa.BigInteger, nullable=False),
     sa.PrimaryKeyConstraint(*COUNT_GROUP, name="pk_instance_counts"),
+)
+
+ssh_key_checks = sa.Table(
+    "ssh_key_checks",
+    metadata,
+    # The cluster login: the SSH connection and its bastion ("" for none), as the hook names them.
+    sa.Column("ssh_conn_id", sa.Text, primary_key=True),
+    sa.Column("jump_conn_id", sa.Text, primary_key=True, server_default=""),
+    # The cluster profile's name, for the page ("" when not known).
+    sa.Column("cluster", sa.Text, nullable=False, server_default=""),
+    # What says when the key expires: a certificate file, or a profile's key_expires.
+    sa.Column("source", sa.Text, nullable=False),
+    # The certificate file, when a certificate says so.
+    sa.Column("cert_path", sa.Text, nullable=True),
+    # When the key stops logging in (NULL: never).
+    sa.Column("expires_at", HistoryDateTime, nullable=True),
+    sa.Column("checked_at", HistoryDateTime, nullable=False),
+    # Who checked: "poll", "clusters check", "task".
+    sa.Column("checked_by", sa.Text, nullable=False),
 )

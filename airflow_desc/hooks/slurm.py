@@ -14,10 +14,18 @@ would otherwise wait an hour for a tunnel and, for a session, as long as the com
 An unanswered open drops the connection and builds it again once; a second one is
 :class:`~airflow_desc.exceptions.ClusterUnreachable`.
 
+Before it connects, the hook reads until when the key logs in (:meth:`SlurmHook.key_validity`): an
+OpenSSH certificate's validity (NERSC's sshproxy issues them for 24 h: the connection's ``cert_file``
+extra, else ``<key_file>-cert.pub``, which paramiko presents with the key), else the ``key_expires``
+of the cluster profile of the connection. From two hours before the expiry every connect logs a
+warning (once per process per certificate); an expired key raises
+:class:`~airflow_desc.exceptions.SshKeyExpired` at once, without trying the login ("renew the key
+with sshproxy"), which the operators turn into a deferred wait for a renewed certificate.
+
 Errors are turned into the exceptions of :mod:`airflow_desc.exceptions` with a
-message that says what to do: an authentication failure hints at an expired key
-(NERSC's sshproxy keys last 24 h), a host-key mismatch is refused, ``command not
-found`` names the command, and an sbatch rejection carries stdout, stderr and the
+message that says what to do: an authentication failure says what the key's validity rules out
+(an expired certificate, or a valid one the login does not trust), a host-key mismatch is refused,
+``command not found`` names the command, and an sbatch rejection carries stdout, stderr and the
 exit status.
 """
 
@@ -25,10 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 import paramiko
@@ -36,7 +46,15 @@ import tenacity
 from airflow.providers.ssh.hooks.ssh import SSHHook
 from airflow.sdk import BaseHook
 
-from airflow_desc.exceptions import ClusterCommandError, ClusterUnreachable, SlurmSubmitError
+from airflow_desc.config import configured_cluster_profiles
+from airflow_desc.exceptions import (
+    ClusterCommandError,
+    ClusterProfileError,
+    ClusterUnreachable,
+    SlurmSubmitError,
+    SshKeyExpired,
+)
+from airflow_desc.history.key_checks import KeyCheck
 from airflow_desc.hooks.channels import ChannelTimeout, exec_command, open_channel, send_eof
 from airflow_desc.slurm import (
     ControllerJob,
@@ -66,6 +84,7 @@ from airflow_desc.slurm.log_tails import (
 from airflow_desc.slurm.maintenance import ClusterAvailability, availability_command, parse_availability
 from airflow_desc.slurm.nodes import NodeState, parse_sinfo_nodes
 from airflow_desc.slurm.ownership import JobOwner, parse_owners
+from airflow_desc.ssh_keys import KeyValidity, expired_message, expiring_message
 
 __all__ = ["DEFAULT_CHANNEL_TIMEOUT", "CommandResult", "SlurmHook"]
 
@@ -129,6 +148,8 @@ class SlurmHook(BaseHook):
     #: What this process did, per connection id: ``connections`` opened and ``commands`` run by
     #: first word (``sacct``, ``sbatch`` ...). Benchmarks and tests read it to count SSH traffic.
     stats: ClassVar[dict[str, collections.Counter[str]]] = collections.defaultdict(collections.Counter)
+    # (conn id, expiry) of the keys this process warned about: one warning per certificate.
+    _warned: ClassVar[set[tuple[str, datetime | None]]] = set()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -154,6 +175,7 @@ class SlurmHook(BaseHook):
         self.retry_wait = retry_wait
         self.command_timeout = command_timeout
         self._channel_timeout = channel_timeout
+        self._cert_files: tuple[str | None, str | None] | None = None  # (cert_file extra, beside key_file)
 
     # --- connection ---------------------------------------------------------------------------
     @property
@@ -197,6 +219,118 @@ class SlurmHook(BaseHook):
         """Name the cluster, its connection and its bastion, for messages about a stalled channel."""
         via = f", through the bastion {self.jump_conn_id}" if self.jump_conn_id else ""
         return f"cluster {self.cluster} (connection {self.ssh_conn_id}{via})"
+
+    # --- key validity -------------------------------------------------------------------------
+    def _certificate_path(self) -> str | None:
+        """Return the certificate: the ``cert_file`` extra, else ``<key_file>-cert.pub`` if it exists."""
+        if self._cert_files is None:
+            extra = self.get_connection(self.ssh_conn_id).extra_dejson
+            named, key_file = extra.get("cert_file"), extra.get("key_file")
+            beside = f"{os.path.expanduser(key_file)}-cert.pub" if key_file else None
+            self._cert_files = (os.path.expanduser(str(named)) if named else None, beside)
+        named, beside = self._cert_files
+        # Looked for at every call: sshproxy may write the first certificate after the hook was made.
+        return named or (beside if beside and os.path.exists(beside) else None)
+
+    def _profiles_of_connection(self) -> list[Any]:
+        """Return the cluster profiles that log in through this connection, this hook's cluster first."""
+        try:
+            profiles = [p for p in configured_cluster_profiles() if p.ssh_conn_id == self.ssh_conn_id]
+        except ClusterProfileError:
+            return []  # no profile file here: a connection used on its own
+        return sorted(profiles, key=lambda p: p.name != self.cluster)
+
+    def key_validity(self) -> KeyValidity | None:
+        """Return until when this connection's key logs in, or ``None`` when nothing says.
+
+        A certificate says it itself (read each call: a renewal replaces the file); else the
+        earliest ``key_expires`` of the cluster profiles of this connection.
+
+        :raises ClusterUnreachable: when the certificate cannot be read.
+        """
+        path = self._certificate_path()
+        if path is not None:
+            try:
+                return KeyValidity.of_certificate(path)
+            except ValueError as exc:
+                raise ClusterUnreachable(
+                    f"{self._where()}: {exc}. Fix the connection's cert_file extra (or remove it to use "
+                    "<key_file>-cert.pub), or run sshproxy again."
+                ) from None
+        stated = [p for p in self._profiles_of_connection() if p.key_expires is not None]
+        if not stated:
+            return None
+        first = min(stated, key=lambda p: p.key_expires)
+        return KeyValidity(f"the key_expires of cluster profile {first.name}", first.key_expires)
+
+    def check_key(self) -> KeyValidity | None:
+        """Refuse an expired key before any login; warn (once per key) from two hours before its expiry.
+
+        :raises SshKeyExpired: when the key does not log in now; nothing was tried.
+        """
+        validity = self.key_validity()
+        now = datetime.now(timezone.utc)
+        if validity is None:
+            return None
+        if validity.expired(now):
+            raise SshKeyExpired(
+                f"{self._where()}: {expired_message(self.ssh_conn_id, validity, now)}. Tasks of this "
+                "cluster wait deferred until the key is renewed.",
+                ssh_conn_id=self.ssh_conn_id, jump_conn_id=self.jump_conn_id or "", cluster=self.cluster,
+                expired_at=validity.expires_at, cert_path=validity.cert_path,
+            )  # fmt: skip
+        warned = (self.ssh_conn_id, validity.expires_at)
+        if validity.expires_soon(now) and warned not in self._warned:
+            self._warned.add(warned)
+            self.log.warning("%s: %s", self._where(), expiring_message(self.ssh_conn_id, validity, now))
+        return validity
+
+    def key_check(self, validity: KeyValidity | None, checked_by: str) -> KeyCheck:
+        """Return ``validity`` as the history's row for this login (``None``: a key that never expires)."""
+        profiles = self._profiles_of_connection()
+        return KeyCheck(
+            ssh_conn_id=self.ssh_conn_id, jump_conn_id=self.jump_conn_id or "",
+            cluster=profiles[0].name if profiles else self.cluster,
+            source=validity.source if validity else "nothing says it expires",
+            cert_path=validity.cert_path if validity else None,
+            expires_at=validity.expires_at if validity else None,
+            checked_at=datetime.now(timezone.utc), checked_by=checked_by,
+        )  # fmt: skip
+
+    def _use_certificate(self, ssh_hook: SSHHook, cert_path: str) -> None:
+        """Make paramiko present ``cert_path`` with the key (it looks only beside ``key_file`` itself)."""
+        if ssh_hook.key_file and cert_path == f"{os.path.expanduser(ssh_hook.key_file)}-cert.pub":
+            return
+        try:
+            pkey = ssh_hook.pkey or paramiko.PKey.from_path(os.path.expanduser(ssh_hook.key_file or ""))
+            pkey.load_certificate(cert_path)
+        except (OSError, ValueError, paramiko.SSHException) as exc:
+            raise ClusterUnreachable(
+                f"{self._where(ssh_hook)}: the certificate {cert_path} (cert_file extra) cannot be used with "
+                f"the connection's key ({exc}); name the certificate the CA issued for that key."
+            ) from exc
+        ssh_hook.pkey, ssh_hook.key_file = pkey, None
+
+    def _auth_failure(self, ssh_hook: SSHHook, exc: paramiko.AuthenticationException) -> ClusterUnreachable:
+        """Say why a login refused the key, as far as the key's validity tells."""
+        try:
+            self.check_key()  # it may have expired since the check before the login
+            validity = self.key_validity()
+        except ClusterUnreachable as expired:
+            return expired
+        where = f"{self._where(ssh_hook)}: authentication failed ({exc})"
+        if validity is not None and validity.cert_path:
+            until = f"until {validity.expires_at:%Y-%m-%d %H:%M:%S} UTC" if validity.expires_at else "forever"
+            return ClusterUnreachable(
+                f"{where}, although the certificate {validity.cert_path} is valid {until}: the login does "
+                "not trust its CA, or the user is not among its principals (`ssh-keygen -L -f "
+                f"{validity.cert_path}` shows them); ask the site, or run sshproxy again."
+            )
+        return ClusterUnreachable(
+            f"{where}. The key is not in the login's authorized_keys, or it has expired: no certificate "
+            "says when (NERSC's sshproxy writes <key>-cert.pub beside the key: run sshproxy again); check "
+            "key_file / private_key of the connection."
+        )
 
     def get_conn(self) -> paramiko.SSHClient:
         """Return this process's open connection to the login node, connecting if needed."""
@@ -257,6 +391,9 @@ class SlurmHook(BaseHook):
         # Our retries (with backoff and classified errors) replace SSHHook's fixed-wait ones.
         ssh_hook.conn_retry_attempts = 1
         self._refuse_unchecked_host_keys(ssh_hook)
+        validity = self.check_key()  # an expired key fails here, before any login is tried
+        if validity is not None and validity.cert_path:
+            self._use_certificate(ssh_hook, validity.cert_path)
         if self.jump_conn_id:
             ssh_hook.__dict__["host_proxy"] = self._open_tunnel(ssh_hook)  # SSHHook passes it as `sock`
         try:
@@ -268,11 +405,7 @@ class SlurmHook(BaseHook):
                 "the connection's host_key extra with its new key."
             ) from exc
         except paramiko.AuthenticationException as exc:
-            raise ClusterUnreachable(
-                f"{self._where(ssh_hook)}: authentication failed ({exc}). The key may have expired (NERSC "
-                "sshproxy keys last 24 h: run sshproxy again) or is not in the login's authorized_keys; "
-                "check key_file / private_key of the connection."
-            ) from exc
+            raise self._auth_failure(ssh_hook, exc) from exc
         except paramiko.SSHException as exc:
             if "not found in known_hosts" in str(exc):
                 raise ClusterUnreachable(

@@ -92,6 +92,7 @@ from airflow_desc.operators.bundle_rerun import (
 )
 from airflow_desc.operators.escalation import escalate_bundle
 from airflow_desc.operators.job_checks import owner_uid_of
+from airflow_desc.operators.key_renewal import waits_for_key_renewal
 from airflow_desc.operators.output_checks import run_output_checks
 from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
 from airflow_desc.operators.trusted import trusted_bundle_state, trusted_streams
@@ -248,6 +249,7 @@ class SlurmBundleOperator(SlurmOperator):
         }
 
     # --- execute ---
+    @waits_for_key_renewal
     def execute(self, context: Context) -> Any:
         """Re-attach to this bundle's allocation, or plan it (running its setup scripts) and submit it."""
         context["desc_bundle"] = self._label()  # type: ignore[typeddict-unknown-key]

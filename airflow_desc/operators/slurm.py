@@ -71,6 +71,7 @@ from airflow_desc.operators.job_logs import guess_log_path, job_log_path, read_j
 from airflow_desc.operators.job_names import job_name_for, task_dir_for, try_of_name
 from airflow_desc.operators.job_records import job_record, job_summary
 from airflow_desc.operators.job_script import job_spec_for
+from airflow_desc.operators.key_renewal import ResumesAfterKeyRenewal, waits_for_key_renewal
 from airflow_desc.operators.resume import (
     DEFERRED_TRY,
     AfterFailure,
@@ -143,7 +144,7 @@ class FinishedJob:
     timing: PayloadTiming | None = None
 
 
-class SlurmOperator(BaseOperator):
+class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
     """Run a command as one SLURM job on a named cluster reached over SSH.
 
     :param command: the shell text the job runs (templated).
@@ -254,6 +255,8 @@ class SlurmOperator(BaseOperator):
         return configured_cluster_profiles().get(self.cluster)
 
     def _hook(self, profile: ClusterProfile) -> SlurmHook:
+        # An expired key raises SshKeyExpired at the first command: execute and execute_complete
+        # then wait deferred for its renewal (waits_for_key_renewal).
         return SlurmHook(profile.ssh_conn_id, jump_conn_id=profile.jump_conn_id or "", cluster=profile.name)
 
     @staticmethod
@@ -304,6 +307,7 @@ class SlurmOperator(BaseOperator):
         )  # fmt: skip
 
     # --- execute ------------------------------------------------------------------------------
+    @waits_for_key_renewal
     def execute(self, context: Context) -> Any:
         """Re-attach to, adopt, or submit this task instance's job; then wait for it."""
         profile = self._profile()
@@ -464,6 +468,7 @@ class SlurmOperator(BaseOperator):
         self.log.info("done waiting (%s s): %s; submitting now", event.get("waited_s"), event.get("reason"))
         return self.execute(context)
 
+    @waits_for_key_renewal
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger fired: diagnose, record, return the summary or fail."""
         with untrusted_fails_the_task():

@@ -39,7 +39,9 @@ read a DAG but not edit it gets Airflow's 403, passed on), the audit log names t
 only instances of the DAGs they may read.
 
 The api-server reads databases only: Airflow's metadata DB and the history (its records, the
-DAGs' process plans the listener stores, the SLURM job states the triggers' pollers store). It
+DAGs' process plans the listener stores, the SLURM job states the triggers' pollers store, the SSH
+key checks the pollers, ``airflow-desc clusters check`` and waiting tasks store: a line per cluster
+whose key has expired or expires within two hours). It
 needs no DAG files and no SSH keys or cluster connections: nothing here parses a DAG or asks a
 cluster (:mod:`airflow_desc.status.live`).
 """
@@ -195,6 +197,18 @@ def _table(current: Any) -> pd.DataFrame:
     return status_table(current.counts, current.live, order=current.order)
 
 
+def _key_notes() -> list[str]:
+    """Return a line per cluster whose SSH key has expired or expires within 2 h, as the last check wrote."""
+    from airflow_desc.history.key_checks import key_checks
+    from airflow_desc.ssh_keys import key_notes
+
+    try:
+        return key_notes(key_checks(_store().engine))
+    except Exception as exc:  # noqa: BLE001 - the table is shown without the key warnings
+        log.warning("the SSH key checks could not be read: %s", exc)
+        return []
+
+
 @app.get("/", response_class=HTMLResponse)
 def status_page(request: Request, user: GetUserDep) -> HTMLResponse:
     """Render the status page."""
@@ -212,6 +226,7 @@ def status_page(request: Request, user: GetUserDep) -> HTMLResponse:
                      "counted from their task-instance states")  # fmt: skip
     if current.empty:
         notes.append("No process instance recorded or in progress for this selection.")
+    notes.extend(_key_notes())
     known = (
         known_workflows(_store().engine, dag_ids=dag_ids) if not current.empty or dag_ids is None else None
     )

@@ -12,6 +12,7 @@ from airflow_desc.clusters import ClusterProfile
 from airflow_desc.config import configured_cluster_profiles
 from airflow_desc.exceptions import SlurmJobFailed
 from airflow_desc.hooks.slurm import SlurmHook
+from airflow_desc.operators.key_renewal import ResumesAfterKeyRenewal, waits_for_key_renewal
 from airflow_desc.operators.slurm import untrusted_fails_the_task
 from airflow_desc.operators.trusted import trusted_event_accounting, trusted_event_job_id
 from airflow_desc.slurm import JobAccounting, StateClass, diagnose
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["SlurmJobSensor"]
 
 
-class SlurmJobSensor(BaseOperator):
+class SlurmJobSensor(ResumesAfterKeyRenewal, BaseOperator):
     """Wait for a job submitted elsewhere (by id, or by name: the newest job of that name).
 
     Succeeds when the job completes; fails with the classified reason otherwise.
@@ -83,8 +84,9 @@ class SlurmJobSensor(BaseOperator):
                 )  # fmt: skip
             time.sleep(interval)
 
+    @waits_for_key_renewal
     def execute(self, context: Context) -> Any:
-        """Wait for the job (deferring by default)."""
+        """Wait for the job (deferring by default); an expired cluster key first waits for its renewal."""
         profile, hook = self._setup()
         interval = self.poll_interval or profile.poll_interval
         job_id = self._resolve(hook, interval)

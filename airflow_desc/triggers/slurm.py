@@ -27,6 +27,10 @@ the spool (the history was away when a task recorded), the poller then writes th
 (:meth:`~airflow_desc.history.SpoolingRecorder.flush_pending`: in a thread it does not wait for,
 at most once per :data:`SPOOL_FLUSH_EVERY_S` per triggerer, never while another process flushes),
 so that they reach the history soon after it is back without a command or a next task.
+Before each poll the poller reads its login's key validity
+(:func:`~airflow_desc.triggers.key_renewal.check_key_in_poll`: a file read, no login): a key
+expiring within two hours is warned about in the triggerer's log, and what it found is written to
+the history's ``ssh_key_checks`` for the status page.
 Each poll logs one INFO line to the triggerer's log, ``poll N of <conn>: M job(s) in K sacct
 call(s)`` (N counts the polls of that poller), so that it shows how often each cluster is asked,
 and for how many jobs at once.
@@ -83,6 +87,7 @@ from airflow_desc.slurm.maintenance import (
     availability_command,
     parse_availability,
 )
+from airflow_desc.triggers.key_renewal import check_key_in_poll
 
 __all__ = ["SPOOL_FLUSH_EVERY_S", "ClusterPoller", "SlurmJobTrigger"]
 
@@ -141,6 +146,7 @@ class ClusterPoller:
     spool: SpoolingRecorder | None = None
     spool_flush_every_s: float = SPOOL_FLUSH_EVERY_S
     _spool_flush: asyncio.Future[bool | None] | None = None
+    _key_check: asyncio.Future[None] | None = None
     _task: asyncio.Task[None] | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -231,6 +237,7 @@ class ClusterPoller:
             self._wake.clear()
             started = loop.time()
             try:
+                self._check_key(hook)
                 await self.poll_once(hook)
             except DescError as exc:
                 # The cluster is unreachable or sacct failed: keep watching, the jobs are still there.
@@ -352,12 +359,8 @@ class ClusterPoller:
         interval = self.current_interval
 
         def write() -> None:
-            if self.history is None:
-                from airflow_desc.history import default_history_store
-
-                self.history = default_history_store()
             write_job_states(
-                self.history, self.ssh_conn_id, self.jump_conn_id, states, poll_interval_s=interval
+                self._history(), self.ssh_conn_id, self.jump_conn_id, states, poll_interval_s=interval
             )
 
         try:
@@ -373,6 +376,20 @@ class ClusterPoller:
             return False
         self._flush_spool()
         return True
+
+    def _check_key(self, hook: SlurmHook) -> None:
+        """Look at the login's key in a thread nobody waits for (a slow history never delays a poll)."""
+        if self._key_check is None or self._key_check.done():
+            loop = asyncio.get_running_loop()
+            self._key_check = loop.run_in_executor(None, check_key_in_poll, hook, self._history)
+
+    def _history(self) -> HistoryStore:
+        """Return the history this poller writes to (the configured one unless given); blocking."""
+        if self.history is None:
+            from airflow_desc.history import default_history_store
+
+            self.history = default_history_store()
+        return self.history
 
     def _flush_spool(self) -> None:
         """Write out the spool in a thread nobody waits for, now that the history answered."""

@@ -62,10 +62,15 @@ class AirflowEnv:
         return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
 
     def dags_test_start(
-        self, dag_id: str, *, history: pathlib.Path, output: pathlib.Path
+        self,
+        dag_id: str,
+        *,
+        history: pathlib.Path,
+        output: pathlib.Path,
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.Popen[str]:
         """Start `airflow dags test` in the background, its output going to ``output``; the caller waits."""
-        env = {**self.env, "DESC_HISTORY_JSONL": str(history)}
+        env = {**self.env, **(extra_env or {}), "DESC_HISTORY_JSONL": str(history)}
         with output.open("w") as out:
             return subprocess.Popen(
                 [str(AIRFLOW), "dags", "test", dag_id],

@@ -153,7 +153,7 @@ def test_migrations_on_postgresql(store: HistoryStore, schema: str) -> None:
     inspector = sa.inspect(store.engine)
     assert set(inspector.get_table_names(schema=schema)) == {
         "workflows", "runs", "streams", "process_instances", "rerun_requests", "rerun_selections",
-        "process_plans", "slurm_job_states", "log_tails", "instance_counts", VERSION_TABLE,
+        "process_plans", "slurm_job_states", "log_tails", "instance_counts", "ssh_key_checks", VERSION_TABLE,
     }  # fmt: skip
     with store.engine.connect() as conn:
         context = MigrationContext.configure(

@@ -45,6 +45,7 @@ clusters:
     poll_interval: 30
     vanish_grace: 300
     high_memory_partition: null
+    key_expires: null
     env: {}
   s3df:
     ssh_conn_id: s3df_ssh
@@ -69,6 +70,7 @@ clusters:
     poll_interval: 12.5
     vanish_grace: 0
     high_memory_partition: bigmem
+    key_expires: 2026-12-07T14:00:00Z
     env:
       OMP_NUM_THREADS: 1
       DESC_SITE: slac
@@ -117,6 +119,7 @@ def test_full_example_every_field(full: ClusterProfiles) -> None:
         "vanish_grace": 0.0,
         "high_memory_partition": "bigmem",
         "maintenance": (),
+        "key_expires": datetime(2026, 12, 7, 14, tzinfo=timezone.utc),
         "env": {"OMP_NUM_THREADS": "1", "DESC_SITE": "slac"},
         "sbatch_options": {},
     }
@@ -284,8 +287,30 @@ def test_unknown_keys(data_dir: pathlib.Path) -> None:
         f"{f}:9: clusters.perlmutter.colour: unknown key; use one of ssh_conn_id, cores_per_node, "
         "memory_per_node_mb, max_walltime, jump_conn_id, slurm_cluster, partition, qos, account, constraint, "
         "max_queued_jobs, max_queued_per_task, pool, work_dir, container_runtime, container_image, "
-        "setup_lines, poll_interval, vanish_grace, high_memory_partition, maintenance, env, sbatch_options"
+        "setup_lines, poll_interval, vanish_grace, high_memory_partition, maintenance, key_expires, env, "
+        "sbatch_options"
     )
+
+
+def test_key_expires_is_a_time_with_its_zone() -> None:
+    text = "clusters:\n" + "".join(
+        f"  {name}:\n{REQUIRED}    key_expires: {value}\n"
+        for name, value in [("utc", "2026-12-07T14:00:00Z"), ("quoted", "'2026-12-07T15:00:00+01:00'"),
+                            ("naive", "2026-12-07 14:00:00"), ("words", "tomorrow"), ("number", "3")]
+    )  # fmt: skip
+    with pytest.raises(ClusterProfileError) as caught:
+        parse_cluster_profiles(text, "k.yaml")
+    example = "write e.g. '2026-12-07T14:00:00Z' (the time sshproxy printed, with its zone)"
+    assert str(caught.value).splitlines() == [
+        f"k.yaml:19: clusters.naive.key_expires: the time 2026-12-07T14:00:00 has no time zone; add one "
+        f"('Z' for UTC): {example}",
+        f"k.yaml:25: clusters.words.key_expires: 'tomorrow' (text) is not an ISO 8601 time; {example}",
+        f"k.yaml:31: clusters.number.key_expires: expected a time, got 3 (a whole number); {example}",
+    ]
+    good = parse_cluster_profiles(text.split("  naive:")[0], "k.yaml")
+    at = datetime(2026, 12, 7, 14, tzinfo=timezone.utc)
+    assert good.get("utc").key_expires == good.get("quoted").key_expires == at
+    assert s3df_profile().key_expires is None
 
 
 def test_wrong_types_and_negative_numbers_all_at_once(data_dir: pathlib.Path) -> None:

@@ -91,7 +91,7 @@ def test_upgrade_is_idempotent_and_keeps_its_own_version_table(store: HistorySto
     names = set(sa.inspect(store.engine).get_table_names())
     assert names == {
         "workflows", "runs", "streams", "process_instances", "rerun_requests", "rerun_selections",
-        "process_plans", "slurm_job_states", "log_tails", "instance_counts", VERSION_TABLE,
+        "process_plans", "slurm_job_states", "log_tails", "instance_counts", "ssh_key_checks", VERSION_TABLE,
     }  # fmt: skip
     assert "alembic_version" not in names  # Airflow's own version table is never touched
 

@@ -234,3 +234,22 @@ def test_under_the_simple_auth_manager_every_role_reads_every_dag(
 
     monkeypatch.setattr(api_app, "get_auth_manager", SimpleAuthManager)
     assert ui._readable_dags(SimpleAuthManagerUser(username="astro", role=role)) is None
+
+
+def test_the_status_page_warns_of_a_cluster_whose_key_expired(drill: TestClient) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from airflow_desc.history.key_checks import KeyCheck, write_key_check
+    from airflow_desc.plugins.ui import _store
+
+    now = datetime.now(timezone.utc)
+    for conn, cluster, expires in (("pm_ssh", "perlmutter", -timedelta(minutes=3)),
+                                   ("s3_ssh", "s3df", timedelta(days=1))):  # fmt: skip
+        cert = f"/k/{conn}-cert.pub"
+        write_key_check(_store(), KeyCheck(conn, "", cluster, f"the certificate {cert}", cert, now + expires,
+                                           now, "poll"))  # fmt: skip
+    page = drill.get("/")
+    assert page.status_code == 200, page.text
+    assert "cluster perlmutter: the SSH certificate for pm_ssh expired at " in page.text
+    assert "renew the key with sshproxy; its tasks wait deferred until it is renewed" in page.text
+    assert "s3_ssh" not in page.text  # a day left: nothing to say
