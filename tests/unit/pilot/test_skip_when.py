@@ -11,6 +11,7 @@ import pytest
 
 from airflow_desc.pilot import ManifestError
 from airflow_desc.pilot.launcher import load_manifest
+from tests.unit.pilot import pilot_process
 from tests.unit.pilot.pilot_process import NOT_MADE, Runner, instance, make_then_assemble, skip_when, ts
 
 MESSAGE = "skip_if holds: make in ('failed', 'terminated', 'skipped')"
@@ -125,3 +126,11 @@ def test_a_bad_skip_when_is_refused_naming_the_instance(value: object, error: st
     with pytest.raises(ManifestError, match="assemble") as caught:
         load_manifest(manifest)
     assert error in str(caught.value)
+
+
+def test_skip_when_holds_on_the_oldest_python_the_pilot_supports(run_pilot: Runner) -> None:
+    interpreter = pilot_process.python_3_8()
+    if interpreter is None:
+        pytest.skip("no Python 3.8 here")
+    run = run_pilot(make_then_assemble("after", fail=True), python=interpreter)
+    assert run.by_id["assemble"]["reason"] == "skip-condition", run.explain()
