@@ -19,7 +19,9 @@ bundle task instance:
    only if its upstream succeeded, else records it Skipped, ``upstream-failed``) and ``after`` (the
    pilot waits for the upstream whatever its end state). Through a setup script the kinds compose:
    an instance waits for what the script waited for, as ``depends_on`` only if both links are.
-   A ``skip_if`` on upstream states is decided by the pilot's dependencies.
+   A ``skip_if`` on the states of siblings in the allocation goes to the pilot as the combinations
+   of their end states that skip (``skip_when``): it records the instance Skipped,
+   ``skip-condition``, once they have ended.
 2. **Submit once, wait without a worker slot.** The manifest, the pilot and (for emulated
    payloads) the payload program travel in one job script asking for a whole node of the
    cluster; the SlurmOperator machinery names the job after the task instance, re-attaches to

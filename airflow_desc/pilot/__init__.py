@@ -16,7 +16,9 @@ Manifest (JSON)::
                     "after": []}]}
 
 ``depends_on``: instances that must succeed first (else this one is skipped, ``upstream-failed``);
-``after``: instances waited for whatever their end state.
+``after``: instances waited for whatever their end state; ``skip_when`` (optional): a ``skip_if``
+on those upstreams' end states, as the combinations of states that skip it (skipped,
+``skip-condition``; see :mod:`~airflow_desc.pilot.launcher`).
 
 Record (one JSON line per instance, keys :data:`RECORD_FIELDS`): ``state`` in :data:`STATES`,
 ``reason`` in :data:`REASONS`, times in ISO 8601 UTC, ``total_cpu_s`` / ``max_rss_bytes`` from

@@ -7,8 +7,8 @@ with the cluster's ``python3``; nothing is installed on the cluster. Usage::
                         [--logs-dir DIR] [--cores N] [--memory-mb M] [--skip-done R_prev.jsonl]
 
 The manifest lists the process instances (``id``, ``stream``, ``process``, ``command``, ``cpus``,
-``memory_mb``, optional ``walltime_s``, ``estimate_s``, ``depends_on`` and ``after``). Two kinds
-of upstream, as in the workflow spec:
+``memory_mb``, optional ``walltime_s``, ``estimate_s``, ``depends_on``, ``after`` and
+``skip_when``). Two kinds of upstream, as in the workflow spec:
 
 ``depends_on``
     must succeed: an instance one of whose ``depends_on`` upstreams did not succeed (failed,
@@ -18,6 +18,18 @@ of upstream, as in the workflow spec:
 
 An id in both lists counts as ``depends_on``. An instance starts when every upstream of either kind
 has ended (and those it depends on succeeded) and its cpus and memory are free.
+
+``skip_when`` (optional; absent: no condition) is a spec ``skip_if`` on upstream states that only
+the allocation decides, evaluated by the planner for every combination of those states::
+
+    {"upstream": [{"ids": ["v=1:makeTempExp"], "known": []}, ...],
+     "states": [["failed"], ["terminated"], ["skipped"]], "message": "skip_if holds: ..."}
+
+Each ``upstream`` entry is one process or sub-task named by the condition: its state is
+:func:`combine_states` of its instances' end states (``ids``, all upstream of this instance)
+and of ``known``, the states of its members decided before the allocation. Once they have
+ended, an instance whose upstream states are one of ``states`` is recorded ``skipped``
+(``skip-condition``, ``message``) and never runs; its dependents are treated as after any skip.
 
 Scheduling: greedy list scheduling (:func:`ready_key`). Among the ready instances the one heading
 the longest chain of dependents goes first (a visit before its sensors' siblings, so the ready
@@ -89,7 +101,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +115,7 @@ REASONS = (
     "time-limit",
     "out-of-memory",
     "upstream-failed",
+    "skip-condition",
     "launch-error",
     "allocation-ended",
 )
@@ -151,6 +164,62 @@ class ManifestError(ValueError):
     """The manifest cannot be run: the message names the instance and the field."""
 
 
+def combine_states(states: Iterable[str]) -> str:
+    """Return the state of a stream of a sub-task from the states of its process instances.
+
+    Failed if any failed, else terminated if any was, else success if any succeeded or there was
+    nothing to run; skipped only when everything was skipped (a skip caused by a failure is counted
+    by that failure).
+    """
+    seen = set(states)
+    for state in ("failed", "terminated"):
+        if state in seen:
+            return state
+    if not seen or "success" in seen:
+        return "success"
+    if seen <= {"skipped", "cancelled"}:
+        return "skipped"
+    return "failed"
+
+
+@dataclass(frozen=True)
+class SkipWhen:
+    """An instance's ``skip_when``: the upstream groups, the state combinations that skip it, why."""
+
+    upstream: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]  # (ids, known states) per group
+    states: frozenset[tuple[str, ...]]
+    message: str
+
+
+def _skip_when(raw: Any, where: str) -> SkipWhen | None:
+    if raw is None:
+        return None
+    where = f"{where}: skip_when"
+    if not isinstance(raw, dict) or not isinstance(raw.get("upstream"), list) or not raw["upstream"]:
+        raise ManifestError(f'{where} must be an object with a non-empty "upstream" list')
+    groups = []
+    for i, group in enumerate(raw["upstream"]):
+        ids = group.get("ids") if isinstance(group, dict) else None
+        known = group.get("known", []) if isinstance(group, dict) else None
+        if not isinstance(ids, list) or not ids or not all(isinstance(x, str) and x for x in ids):
+            raise ManifestError(f"{where}: upstream[{i}] must have a non-empty ids list of instance ids")
+        if not isinstance(known, list) or not all(k in STATES for k in known):
+            raise ManifestError(f"{where}: upstream[{i}]: known must be a list of states in {STATES}")
+        groups.append((tuple(ids), tuple(known)))
+    combos = raw.get("states")
+    if not isinstance(combos, list) or not all(
+        isinstance(c, list) and len(c) == len(groups) and all(s in STATES for s in c) for c in combos
+    ):
+        raise ManifestError(
+            f"{where}: states must be a list of lists of {len(groups)} states each (one per upstream), "
+            f"each in {STATES}"
+        )
+    message = raw.get("message")
+    if not isinstance(message, str) or not message:
+        raise ManifestError(f"{where}: message must be a non-empty string")
+    return SkipWhen(tuple(groups), frozenset(tuple(c) for c in combos), message)
+
+
 @dataclass
 class Instance:
     """One process instance of the manifest, and where the pilot is with it."""
@@ -166,11 +235,13 @@ class Instance:
     depends_on: tuple[str, ...]  # must succeed
     after: tuple[str, ...] = ()  # waited for whatever their end state
     estimate_s: float | None = None  # how long it is expected to run (from earlier runs), for ordering
+    skip_when: SkipWhen | None = None  # a skip_if on upstream states decided in the allocation
     children: list[int] = field(default_factory=list)
     height: int = 0  # longest chain of dependents below it: the critical path it starts
     waiting_on: int = 0  # dependencies not finished yet
     upstream_failed: str | None = None
     state: str | None = None  # final state once recorded (or "done" from --skip-done)
+    queued: bool = False
     started: bool = False
     blocked_since: float | None = None
     log_name: str = ""
@@ -227,6 +298,7 @@ def _instance(index: int, raw: Any) -> Instance:
         depends_on=tuple(deps),
         after=tuple(a for a in dict.fromkeys(after) if a not in deps),  # depends_on is the stronger
         estimate_s=None if estimate is None else float(estimate),
+        skip_when=_skip_when(raw.get("skip_when"), where),
     )
 
 
@@ -267,6 +339,13 @@ def load_manifest(data: Any, done: set[str] | None = None) -> tuple[str, list[In
                     )
                 parent.children.append(inst.index)
                 inst.waiting_on += 1
+        for ids, _ in inst.skip_when.upstream if inst.skip_when else ():
+            unknown = [i for i in ids if i not in inst.depends_on and i not in inst.after]
+            if unknown:
+                raise ManifestError(
+                    f"instances[{inst.index}] ({inst.id}): skip_when names {unknown[0]!r}, which it does "
+                    "not wait for; list it in depends_on or after"
+                )
     _check_acyclic_and_rank(instances)
     _name_logs(instances)
     return bundle, instances
@@ -728,6 +807,7 @@ class Pilot:
         done = done_ids(opts.skip_done) if opts.skip_done else set()
         self.done = done - rerun_ids(data)
         self.bundle, self.instances = load_manifest(data, self.done)
+        self.by_id = {inst.id: inst for inst in self.instances}
         env = dict(os.environ)
         cores = opts.cores or allocation_cores(env)
         memory = opts.memory_mb or allocation_memory_mb(env, cores)
@@ -815,11 +895,35 @@ class Pilot:
                     f"needs {inst.cpus} cpus and {memory} MB but a node of the allocation has "
                     f"{biggest.cores} cpus and {biggest.memory_mb} MB",
                 )
-            elif inst.waiting_on == 0 and inst.upstream_failed is None:
-                self._queue(inst)
+            elif inst.waiting_on == 0 and inst.upstream_failed is None and not inst.queued:
+                if self._skip_or_queue(inst):
+                    self._release_dependents(inst)
 
     def _queue(self, inst: Instance) -> None:
-        heapq.heappush(self.ready, ready_key(inst))
+        if not inst.queued:  # a skip recorded by _seed may have queued a later instance already
+            inst.queued = True
+            heapq.heappush(self.ready, ready_key(inst))
+
+    def _skip_or_queue(self, inst: Instance) -> bool:
+        """Queue an instance whose upstreams have all ended, or record it skipped if its ``skip_when`` holds.
+
+        :return: whether it was skipped (the caller releases its dependents).
+        """
+        cond = inst.skip_when
+        if cond is not None:
+            states = tuple(
+                combine_states([*(self._final_state(i) for i in ids), *known]) for ids, known in cond.upstream
+            )
+            if states in cond.states:
+                self._write(inst, "skipped", "skip-condition", cond.message)
+                return True
+        self._queue(inst)
+        return False
+
+    def _final_state(self, iid: str) -> str:
+        inst = self.by_id.get(iid)
+        state = inst.state if inst is not None else "done"  # not in the manifest: done (--skip-done)
+        return "success" if state == "done" else str(state)
 
     def _release_dependents(self, inst: Instance) -> None:
         finished = [inst]  # a worklist, not recursion: a skip can cascade down a long chain
@@ -838,8 +942,8 @@ class Pilot:
                     why = f"not run: upstream {child.upstream_failed} did not succeed"
                     self._write(child, "skipped", "upstream-failed", why)
                     finished.append(child)
-                else:
-                    self._queue(child)
+                elif self._skip_or_queue(child):
+                    finished.append(child)
 
     def _launch(self) -> None:
         """Start ready instances while cores are free.

@@ -466,6 +466,28 @@ def _check_thresholds(root: TaskNode, source: str) -> None:
             )
 
 
+#: At most this many siblings run in the allocation may a ``skip_if`` inside a bundle name: the planner
+#: evaluates it for each combination of their end states (4 ** 4 = 256), for the pilot.
+MAX_SKIP_IF_STATES_IN_BUNDLE = 4
+
+
+def _check_skip_if_in_bundles(root: TaskNode, source: str) -> None:
+    """Refuse a ``skip_if`` inside a bundle on more siblings run in the allocation than the pilot takes."""
+    for task in root.iter_tasks():
+        inside = {p.name for p in task.processes if p.type == "batch"} | {c.name for c in task.children}
+        for process in task.processes:
+            if process.runs_as != "in-bundle" or process.type != "batch" or process.skip_if is None:
+                continue
+            names = sorted(process.skip_if.names & inside)
+            if len(names) > MAX_SKIP_IF_STATES_IN_BUNDLE:
+                raise WorkflowSpecError(
+                    f"{source}: {process.path}: skip_if names the states of {len(names)} processes or "
+                    f"sub-tasks that run in the same bundle ({', '.join(names)}); inside a bundle it may "
+                    f"name at most {MAX_SKIP_IF_STATES_IN_BUNDLE}: split the condition over a process "
+                    "in between, or set bundle: never on the bundled sub-task above"
+                )
+
+
 def _check_bundle_clusters(root: TaskNode, source: str) -> None:
     """One bundle is one SLURM allocation: all its batch processes must use one cluster."""
     for task in root.iter_tasks():
@@ -505,8 +527,9 @@ def build_graph(
         size is capped so that a bundle's work fits one node of its cluster (see
         :func:`bundle_size_for`); ``None``: no such cap.
     :raises WorkflowSpecError: for an unknown variant or variable, an ``expected_streams``
-        that is negative, a bundled sub-task whose batch processes use several clusters, or a
-        ``min_success`` inside a bundle.
+        that is negative, a bundled sub-task whose batch processes use several clusters, a
+        ``min_success`` inside a bundle, or a ``skip_if`` inside a bundle on more than
+        :data:`MAX_SKIP_IF_STATES_IN_BUNDLE` siblings run in the allocation.
     """
     variables = MappingProxyType(spec.variables_for(variant, overrides))
     dag_id = dag_id_for(spec, variant)
@@ -517,6 +540,7 @@ def build_graph(
     root = _build(plan, top, variables)
     _check_bundle_clusters(root, spec.source)
     _check_thresholds(root, spec.source)
+    _check_skip_if_in_bundles(root, spec.source)
     tags = ["desc", spec.name, f"version:{spec.version}"]
     if variant is not None:
         tags.append(f"variant:{variant}")

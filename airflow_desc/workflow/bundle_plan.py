@@ -10,13 +10,17 @@ command (:func:`bundle_command`), cpus, memory, walltime and dependencies: ``dep
 pilot runs it only if its upstream succeeded) and ``after`` (the pilot waits for the upstream
 whatever its end state). Through a setup script the kinds compose: an instance waits for what
 the script waited for, as ``depends_on`` only if both links are. An instance that cannot run
-(its setup script failed, or ``skip_if`` holds on variables and stream values) is listed as
-skipped with its :class:`~airflow_desc.workflow.graph.Skip`. Scripts that run after the
+(its setup script failed, or ``skip_if`` holds on variables, stream values and states decided
+before the allocation) is listed as skipped with its :class:`~airflow_desc.workflow.graph.Skip`.
+A ``skip_if`` on the states of siblings that run in the allocation is evaluated for every
+combination of their end states; those that skip go into the instance's manifest entry
+(``skip_when``) for the pilot to apply once they have ended. Scripts that run after the
 allocation (wrapups) are listed in order. :func:`allocation_time_limit_s` sizes the allocation.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import shlex
 from collections.abc import Collection, Mapping, Sequence
@@ -25,9 +29,10 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_desc.exceptions import WorkflowSpecError
+from airflow_desc.pilot.launcher import STATES
 from airflow_desc.workflow.graph import ProcessNode, TaskNode
 from airflow_desc.workflow.naming import instance_id, stream_path
-from airflow_desc.workflow.outcomes import combine_states
+from airflow_desc.workflow.outcomes import Skip, combine_states
 from airflow_desc.workflow.scripts import ScriptOutcome, call_script
 from airflow_desc.workflow.spec_templates import Scalar, Template, TemplateError
 
@@ -101,6 +106,8 @@ class PlannedInstance(PlannedProcess):
     :param raised: its request as earlier tries raised it (see ``escalate_request``), if they did.
     :param estimate_s: how long it is expected to run (its process's recent runs), if known: the
         pilot starts the longest first.
+    :param skip_when: its ``skip_if`` on siblings decided in the allocation, as the pilot applies it
+        (the manifest's ``skip_when``), if any.
     """
 
     command: str
@@ -108,6 +115,7 @@ class PlannedInstance(PlannedProcess):
     after: list[str] = field(default_factory=list)
     raised: RaisedRequest | None = None
     estimate_s: float | None = None
+    skip_when: dict[str, Any] | None = None
 
     @property
     def cpus(self) -> int:
@@ -148,6 +156,8 @@ class PlannedInstance(PlannedProcess):
             entry["walltime_s"] = self.walltime_s
         if self.estimate_s is not None:
             entry["estimate_s"] = round(self.estimate_s, 3)
+        if self.skip_when is not None:
+            entry["skip_when"] = self.skip_when
         return entry
 
 
@@ -308,6 +318,9 @@ class _Node:
 
     state: str  # success (will run / ran), failed, skipped, pending (an after-script)
     upstream: _Upstream = field(default_factory=_Upstream)  # what a dependent of it waits for
+    # When the allocation decides its state: the batch instances that do, and the states of its
+    # other members (decided before the allocation).
+    inside: tuple[list[str], list[str]] | None = None
 
     @property
     def ids(self) -> list[str]:
@@ -424,6 +437,8 @@ class _Planner:
             if child is not None:
                 ids, child_failed, child_members = self.child(here, child)
                 nodes[name] = _Node("failed" if child_failed else "success", _Upstream(ids))
+                if ids and not child_failed:
+                    nodes[name].inside = (ids, self._known_states(set(child_members) - set(ids)))
                 batch_ids += ids
                 members += child_members
                 failed = failed or child_failed
@@ -449,16 +464,61 @@ class _Planner:
         if process.skip_if is not None:
             names += [n for n in process.skip_if.names if n in siblings]
         # A planned (or pending) sibling counts as success: inside the allocation the pilot's
-        # dependencies decide.
+        # dependencies decide, and its skip_when (see _skip).
         return {
             n: ("success" if nodes[n].state == "pending" else nodes[n].state) for n in names if n in nodes
         }
 
+    def _known_states(self, ids: Collection[str]) -> list[str]:
+        """Return the states, decided before the allocation, of members of a sub-task not in it."""
+        states: set[str] = set()
+        for iid in ids:
+            script = self.plan.script(iid)
+            if iid in self.plan.skipped:
+                states.add("skipped")
+            else:  # a script: its outcome; a wrapup not run yet counts as success, as in _states
+                states.add(script.outcome.state if script is not None and script.outcome else "success")
+        return sorted(states)
+
+    def _skip(self, process: ProcessNode, here: _Here) -> tuple[Skip | None, dict[str, Any] | None]:
+        """Return why a batch instance is skipped now, or else its ``skip_when`` for the pilot.
+
+        A ``skip_if`` naming siblings that the allocation decides is evaluated for every combination
+        of their end states: if all of them skip, the instance is skipped now; if some do, those go to
+        the pilot; if none do, it runs.
+        """
+        states = self._states(process, here.task, here.nodes)
+        reason = process.skip_reason(states, here.stream, self.variables)
+        names = sorted(process.skip_if.names) if process.skip_if is not None else []
+        inside: dict[str, tuple[list[str], list[str]]] = {}
+        for name in names:
+            node = here.nodes.get(name)
+            if node is not None and node.inside is not None:
+                inside[name] = node.inside
+        if not inside or (reason is not None and reason.kind == "upstream-failed"):
+            return reason, None
+        holds: list[tuple[tuple[str, ...], Skip]] = []
+        combos = list(itertools.product(STATES, repeat=len(inside)))
+        for combo in combos:
+            skip = process.skip_reason(
+                {**states, **dict(zip(inside, combo, strict=True))}, here.stream, self.variables
+            )
+            if skip is not None and skip.kind == "skip-condition":
+                holds.append((combo, skip))
+        if not holds or len(holds) == len(combos):
+            return (holds[0][1] if holds else None), None
+        upstream = [{"ids": ids, "known": known} for ids, known in inside.values()]
+        return None, {
+            "upstream": upstream,
+            "states": [list(c) for c, _ in holds],
+            "message": holds[0][1].message,
+        }
+
     def batch(self, here: _Here, process: ProcessNode) -> _Node:
-        task, stream, nodes = here.task, here.stream, here.nodes
+        stream = here.stream
         iid = instance_id(stream, process.name)
-        reason = process.skip_reason(self._states(process, task, nodes), stream, self.variables)
-        instance = PlannedInstance(iid, task, process, dict(stream), "", raised=self.raised.get(iid))
+        instance = PlannedInstance(iid, here.task, process, dict(stream), "", raised=self.raised.get(iid))
+        reason, instance.skip_when = self._skip(process, here)
         if reason is not None:
             self.plan.skipped[iid] = (instance, reason.kind, reason.message)
             return _Node("skipped")
@@ -466,7 +526,7 @@ class _Planner:
         deps = here.deps(process.depends_on, process.after)
         instance.depends_on, instance.after = deps.required, deps.after
         self.plan.instances.append(instance)
-        return _Node("success", _Upstream([iid]))
+        return _Node("success", _Upstream([iid]), inside=([iid], []))
 
     def before_script(self, here: _Here, process: ProcessNode) -> _Node:
         task, stream, nodes = here.task, here.stream, here.nodes

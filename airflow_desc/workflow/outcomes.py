@@ -1,17 +1,18 @@
 """How process instances end, in words the planner, the operators and the history share (no Airflow).
 
 A :class:`Skip` says why an instance does not run (its kind is the history's reason class);
-:func:`combine_states` makes one state of a sub-task's stream from its instances' states;
+:func:`combine_states` makes one state of a sub-task's stream from its instances' states (the
+pilot's own, which decides ``skip_if`` inside an allocation with it);
 :class:`MinSuccess` is how much of a sub-task must succeed for its dependent to run
 (``depends_on: {processVisit: {min_success: 0.95}}``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from airflow_desc.pilot.launcher import combine_states
 from airflow_desc.workflow.thresholds import MinSuccess, StreamCounts
 
 __all__ = ["MinSuccess", "Skip", "StreamCounts", "combine_states"]
@@ -31,21 +32,3 @@ class Skip:
 
     def __str__(self) -> str:
         return self.message
-
-
-def combine_states(states: Iterable[str]) -> str:
-    """Return the state of a stream of a sub-task from the states of its process instances.
-
-    Failed if any failed, else terminated if any was, else success if any succeeded or there was
-    nothing to run; skipped only when everything was skipped (a skip caused by a failure is counted
-    by that failure).
-    """
-    seen = set(states)
-    for state in ("failed", "terminated"):
-        if state in seen:
-            return state
-    if not seen or "success" in seen:
-        return "success"
-    if seen <= {"skipped", "cancelled"}:
-        return "skipped"
-    return "failed"

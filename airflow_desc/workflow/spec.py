@@ -104,7 +104,8 @@ reason ``output-check``.
 ``skip_if`` is a condition over variables, stream variables and the end states of upstream
 processes (``'success'``, ``'failed'``, ``'terminated'``, ``'skipped'``...): names, constants,
 comparisons (``== != < <= > >= in``, ``not in``), ``and``, ``or``, ``not``. It is parsed, never
-``eval``-ed: a function call, an attribute or an index is refused. ``expected_streams`` is an
+``eval``-ed: a function call, an attribute or an index is refused. Inside a bundle it may name
+at most 4 processes or sub-tasks run in the same allocation. ``expected_streams`` is an
 arithmetic expression (numbers, numeric variables, ``+ - * / //``).
 
 Placeholders are ``{{ name }}``, a variable or a stream variable in scope (the sub-task's and

@@ -156,6 +156,48 @@ def test_a_retried_bundle_reruns_only_what_did_not_succeed(
     )
 
 
+def test_a_skip_if_on_a_sibling_is_decided_inside_the_allocation(
+    airflow_env: AirflowEnv, tmp_path: pathlib.Path
+) -> None:
+    """The 1/10-scale DC1's bug: level1AssembleCoadd ran after failed level1MakeTempExpCoadds in bundles."""
+    history = tmp_path / "history.jsonl"
+    proc = airflow_env.dags_test("desc_it_bundle_skip", history=history, timeout=240)
+    recs = {(r.stream, r.process): r for r in records(history) if r.try_number == 1}
+    batch = [r for r in recs.values() if r.process_type == "batch"]
+    assert len({r.job_id for r in batch if r.state != "skipped"}) == 1, explain(proc)  # one allocation
+    made = {stream: r.state for (stream, process), r in recs.items() if process == "makeTempExp"}
+    sensors: dict[str, list[str]] = collections.defaultdict(list)
+    for (stream, process), r in recs.items():
+        if process == "eimage":
+            sensors[stream.partition("/")[0]].append(r.state)
+    # The draw (seed 5) fails some of each, so that both outcomes are seen.
+    assert sorted(set(made.values())) == ["failed", "success"], (made, explain(proc))
+    assert {"failed" in s for s in sensors.values()} == {True, False}, sensors
+
+    def outcome(stream: str, process: str) -> tuple[str, str | None, str | None]:
+        rec = recs[(stream, process)]
+        return rec.state, rec.reason, rec.message if rec.state == "skipped" else None
+
+    for visit, state in made.items():
+        if state == "success":
+            expected = {"assembleCoadd": ("success", None, None), "measure": ("success", None, None),
+                        "wrapupVisit": ("success", None, None)}  # fmt: skip
+        else:
+            expected = {
+                "assembleCoadd": ("skipped", "skip-condition",
+                                  "skip_if holds: makeTempExp in ('failed', 'terminated', 'skipped')"),
+                "measure": ("skipped", "upstream-failed", "not run: upstream "
+                            f"{visit}:assembleCoadd did not succeed"),
+                "wrapupVisit": ("skipped", "skip-condition", "skip_if holds: makeTempExp != 'success'"),
+            }  # fmt: skip
+        assert {p: outcome(visit, p) for p in expected} == expected, (visit, explain(proc))
+        summary = outcome(visit, "summarizeSensors")
+        if "failed" in sensors[visit]:
+            assert summary == ("skipped", "skip-condition", "skip_if holds: processSensor == 'failed'")
+        else:
+            assert summary == ("success", None, None), visit
+
+
 @pytest.mark.parametrize("payload", ["emulate", "dm"])
 def test_a_hostile_run_conf_stays_data_on_the_cluster(
     airflow_env: AirflowEnv, tmp_path: pathlib.Path, site: Site, payload: str

@@ -10,6 +10,9 @@ desc_it_hostile: a run conf that tries to become shell code (tests/data/specs/de
 desc_it_bundle_rerun: 3 visits in one bundle, direct launcher; the visit process of visit 202
 fails on its first try only (a marker file named by the run's conf), so the retry of the
 bundle task reruns that visit's streams and nothing else.
+
+desc_it_bundle_skip: 4 visits in one bundle, srun launcher; skip_if on siblings' states decided
+inside the allocation (tests/data/specs/desc-it-bundle-skip.yaml).
 """
 
 from __future__ import annotations
@@ -36,3 +39,4 @@ globals().update(
     )
 )
 globals().update(render_dags(inline_spec("desc_it_hostile"), options=RenderOptions()))
+globals().update(render_dags(inline_spec("desc_it_bundle_skip"), options=RenderOptions()))

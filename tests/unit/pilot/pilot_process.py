@@ -113,3 +113,30 @@ def children_of(pid: int) -> list[int]:
             if int(stat[stat.rfind(b")") + 2 :].split()[1]) == pid:
                 found.append(int(entry.name))
     return found
+
+
+def skip_when(
+    *groups: Sequence[str], states: Sequence[Sequence[str]], known: Sequence[Sequence[str]] = ()
+) -> Any:
+    """A manifest's ``skip_when``: one upstream group per ``groups`` entry (its ids), the combinations."""
+    return {
+        "upstream": [
+            {"ids": list(ids), "known": list(known[i]) if known else []} for i, ids in enumerate(groups)
+        ],
+        "states": [list(c) for c in states],
+        "message": "skip_if holds: make in ('failed', 'terminated', 'skipped')",
+    }
+
+
+#: DC1's level1AssembleCoadd: waits for make (after), skipped where make did not succeed.
+NOT_MADE = (("failed",), ("terminated",), ("skipped",))
+
+
+def make_then_assemble(edge: str, *, fail: bool) -> list[dict[str, Any]]:
+    """make (fails or not) -> assemble (``edge`` make, skip_when make did not succeed) -> two below it."""
+    return [
+        instance("make", "exit 3" if fail else "true"),
+        instance("assemble", "true", **{edge: ["make"]}, skip_when=skip_when(["make"], states=NOT_MADE)),
+        instance("after-assemble", "true", after=["assemble"]),
+        instance("needs-assemble", "true", depends_on=["assemble"]),
+    ]

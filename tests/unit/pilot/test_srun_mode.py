@@ -167,3 +167,16 @@ def test_a_step_signalled_by_slurm_is_terminated_and_the_pilot_goes_on(
     assert (recs["a"]["state"], recs["a"]["reason"]) == ("terminated", "time-limit"), recs["a"]
     assert "from SLURM" in recs["a"]["message"] and recs["a"]["signal"] == signal.SIGTERM
     assert recs["after-a"]["reason"] == "upstream-failed" and recs["b"]["state"] == "success"
+
+
+def test_skip_when_holds_in_the_srun_launcher_too(run_pilot: Runner, srun_env: dict[str, str]) -> None:
+    run = run_pilot(pilot_process.make_then_assemble("after", fail=True), "--launcher", "srun", env=srun_env)
+    states = {k: (v["state"], v["reason"]) for k, v in run.by_id.items()}
+    assert states == {
+        "make": ("failed", "non-zero-exit"),
+        "assemble": ("skipped", "skip-condition"),
+        "after-assemble": ("success", None),
+        "needs-assemble": ("skipped", "upstream-failed"),
+    }, run.explain()
+    # Only what ran was a step: make and after-assemble.
+    assert len(srun_calls(srun_env)) == 2

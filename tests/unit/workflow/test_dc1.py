@@ -247,6 +247,8 @@ def test_bundles_of_many_visits_and_patches_at_the_benchmark_scales(
     assert graph.task("level2ProcessFilter").bundling.state == "in-bundle"
     # The levels and their thresholds stay where they were: launchL1L2 waits for half the visits.
     assert set(graph.root.process("launchL1L2").min_success) == {"processVisit"}
+    forced = graph.task("level2").process("setupForcedPhotometryVisits").min_success
+    assert {k: v.fraction for k, v in forced.items()} == {"level2ProcessPatch": 0.85}
     if scale == 0.01:  # 4 level-1 patches a run (104.6 x 0.01 x 3.5 filters): under the threshold
         assert graph.task("level1ProcessPatch").bundling.state == "none"
         assert "<= threshold 5" in graph.task("level1ProcessPatch").bundling.reason
