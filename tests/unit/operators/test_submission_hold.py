@@ -19,10 +19,15 @@ from tests.unit.slurm import DATA
 
 
 def in_maintenance(until: datetime) -> ClusterAvailability:
-    """The site's answer with its MAINT reservation running from an hour ago until ``until``."""
+    """The site's answer with its MAINT reservation running from two hours before ``until`` until then."""
     text = (DATA / "availability_maint.txt").read_text()
     text = text.replace("2026-12-06T15:10:00", (until - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S"))
     text = text.replace("2026-12-06T16:10:00", until.strftime("%Y-%m-%dT%H:%M:%S"), 1)
+    # The one-node reservation (17:00-18:00 in the recording) moves out of the way, a day later:
+    # left where it was, it joined the hold on the day the recording was made.
+    for hour in ("17:00:00", "18:00:00"):
+        later = until + timedelta(days=1)
+        text = text.replace(f"2026-12-06T{hour}", f"{later:%Y-%m-%d}T{hour}")
     found = parse_availability(text, "@@M")[1]
     assert found is not None
     return found
