@@ -14,7 +14,9 @@ roles with per-DAG permissions given by :meth:`Deployment.grant`).
 
 Every component has its own ``AIRFLOW_HOME`` (under ``root``) and its own environment, holding
 only what that component needs (:data:`NEEDS`): SSH connections only where SLURM is reached, the
-history connection only where records are written or read. Each component stands for a host: its
+history connection only where records are written or read, the SMTP connection ``desc_e2e_smtp``
+(to 127.0.0.1:``SMTP_PORT``, where tests/e2e/test_notify_e2e.py listens) only where tasks run, as
+a workflow's notifiers run in its verdict task. Each component stands for a host: its
 ``hostname_callable`` answers its name (the ``hostname`` of the task instances it ran), a Celery
 worker also takes it as ``--celery-hostname``.
 
@@ -55,11 +57,13 @@ AIRFLOW = pathlib.Path(sys.executable).with_name("airflow")
 PORT = int(os.environ.get("DESC_E2E_API_PORT", "18080"))
 #: The site's Redis (docker/site/up), the Celery broker.
 REDIS_URL = os.environ.get("DESC_SITE_REDIS_URL", "redis://127.0.0.1:16379/0")
+#: The port of the SMTP relay the workers' connection ``desc_e2e_smtp`` names (a test's sink listens there).
+SMTP_PORT = int(os.environ.get("DESC_E2E_SMTP_PORT", "18025"))
 
 #: The environment variable a component's ``hostname_callable`` (:func:`component_hostname`) answers.
 HOSTNAME_ENV = "DESC_DEPLOY_HOSTNAME"
 
-Need = Literal["dags", "clusters", "ssh", "history"]
+Need = Literal["dags", "clusters", "ssh", "history", "mail"]
 Auth = Literal["simple", "fab"]
 
 #: The FAB auth manager (the ``fab`` extra): roles, and permissions per DAG.
@@ -69,7 +73,7 @@ FAB_ROLES = ("Admin", "Op", "User", "Viewer", "Public")
 
 #: What each kind of component needs besides the metadata DB: ``dags`` the DAG files, ``clusters``
 #: the cluster profiles, ``ssh`` the clusters' SSH connections (and keys), ``history`` the history
-#: connection and the spool directory.
+#: connection and the spool directory, ``mail`` the SMTP connection (for the verdict's notifiers).
 NEEDS: dict[str, tuple[Need, ...]] = {
     # The status page reads databases only (process plans and polled SLURM states are in the
     # history): no DAG files, no cluster profiles, no SSH, as in production.
@@ -79,7 +83,7 @@ NEEDS: dict[str, tuple[Need, ...]] = {
     "scheduler": ("dags", "history"),
     "dag-processor": ("dags", "clusters"),
     "triggerer": ("clusters", "ssh", "history"),
-    "worker": ("dags", "clusters", "ssh", "history"),
+    "worker": ("dags", "clusters", "ssh", "history", "mail"),
 }
 #: LocalExecutor: the scheduler runs the tasks, so it needs what a worker needs.
 LOCAL_SCHEDULER_NEEDS: tuple[Need, ...] = NEEDS["worker"]
@@ -379,6 +383,11 @@ class Deployment:
             env["AIRFLOW_CONN_DESC_HISTORY"] = self.history.conn_uri
             env["AIRFLOW__DESC__HISTORY_CONN_ID"] = "desc_history"
             env["AIRFLOW__DESC__SPOOL_DIR"] = str(self.spool_dir)
+        if "mail" in needs:
+            # Imported here: every component imports this module (its hostname callable), none needs aiosmtpd.
+            from tests.smtp_sink import smtp_connection
+
+            env["AIRFLOW_CONN_DESC_E2E_SMTP"] = json.dumps(smtp_connection("127.0.0.1", SMTP_PORT))
         return env
 
     def _add(self, name: str, argv: list[str], needs: tuple[Need, ...], log_port: int | None = None) -> None:
@@ -568,13 +577,17 @@ class Deployment:
             store.dispose()
         return list(frame.astype(object).where(frame.notna(), None).to_dict("records"))
 
-    def trigger(self, dag_id: str, conf: Mapping[str, object] | None = None) -> str:
-        """Unpause ``dag_id`` once parsed, trigger a run with a unique id, return the id."""
+    def wait_parsed(self, dag_id: str) -> None:
+        """Wait until the dag-processor has put ``dag_id`` in the metadata DB."""
         wait_for(
             lambda: self.sql("SELECT 1 FROM dag WHERE dag_id = %s", dag_id),
             timeout=120,
             what=f"{dag_id} parsed",
         )
+
+    def trigger(self, dag_id: str, conf: Mapping[str, object] | None = None) -> str:
+        """Unpause ``dag_id`` once parsed, ``airflow dags trigger`` a run with a unique id; return the id."""
+        self.wait_parsed(dag_id)
         self.run("dags", "unpause", dag_id)
         run_id = f"e2e__{dag_id}__{time.time_ns()}"
         args = ["dags", "trigger", dag_id, "--run-id", run_id]

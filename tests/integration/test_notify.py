@@ -17,16 +17,15 @@ import pytest
 
 from airflow_desc.history import JsonLinesRecorder
 from tests.integration.airflow_env import AirflowEnv, explain
-from tests.smtp_sink import SmtpSink
+from tests.smtp_sink import SmtpSink, html_body
 
 DAG_ID = "desc_it_notify_v2.0"
 
 
 @pytest.fixture
 def sink() -> Iterator[SmtpSink]:
-    server = SmtpSink().start()
-    yield server
-    server.stop()
+    with SmtpSink() as server:
+        yield server
 
 
 def _run(env: AirflowEnv, sink: SmtpSink, history: pathlib.Path, **conf: str) -> tuple[str, str]:
@@ -36,10 +35,6 @@ def _run(env: AirflowEnv, sink: SmtpSink, history: pathlib.Path, **conf: str) ->
     finished = re.search(r"DagRun Finished: .*?run_id=(\S+?), .*?state=(\w+)", text)
     assert finished, explain(proc)
     return finished.group(1), finished.group(2)
-
-
-def _body(message: object) -> str:
-    return str(message.get_body(("html",)).get_content())  # type: ignore[attr-defined]
 
 
 def test_a_failed_run_mails_its_failure_and_its_end_with_the_summary(
@@ -52,11 +47,11 @@ def test_a_failed_run_mails_its_failure_and_its_end_with_the_summary(
     assert sink.recipients == [["desc-ops@desc.example.org"], ["campaign@desc.example.org"]]
     assert failure["From"] == "airflow@desc.example.org"
     assert failure["Subject"] == f"[airflow-desc] {DAG_ID} {run_id}: run failed"
-    body = _body(failure)
+    body = html_body(failure)
     assert "run FAILED: 3 process instances (failed 1, success 2)" in body
     assert "work/step [visit=2]: failed, non-zero-exit" in body
     assert end["Subject"] == f"{DAG_ID}: 2 succeeded"  # the spec's own subject, templated
-    assert "run FAILED: 3 process instances" in _body(end)
+    assert "run FAILED: 3 process instances" in html_body(end)
     records = [r for r in JsonLinesRecorder(history).read() if r.run_id == run_id]
     assert {r.dag_id for r in records} == {DAG_ID}
     assert {r.extra["workflow_version"] for r in records} == {"2.0"}
@@ -71,4 +66,4 @@ def test_a_green_run_mails_its_end_only(
     assert state == "success"
     [end] = sink.received()
     assert end["Subject"] == f"{DAG_ID}: 3 succeeded"
-    assert "run SUCCESS: 3 process instances (success 3)" in _body(end)
+    assert "run SUCCESS: 3 process instances (success 3)" in html_body(end)

@@ -11,6 +11,11 @@ file to be non-empty. Visit 2's stays empty until the marker exists: the job "su
 fails it (reason output-check). ``summary`` depends on the visits. The operator restores the
 input and runs ``airflow-desc rerun``; later reruns select successes.
 
+desc_e2e_notify: desc_e2e_rerun whose verdict mails (``notify``): the run's failure to the operators,
+its end to the campaign list, through the SMTP provider's ``SmtpNotifier`` on the connection
+``desc_e2e_smtp`` that the deployment gives its workers (tests/deploy.py). A run whose ``marker``
+exists on the cluster before it starts is green.
+
 desc_e2e_celery (tests/data/specs/desc-e2e-celery.yaml): 4 bundles of one visit and a single job at
 once, for the Celery deployment (tests/e2e/test_celery_deployment.py).
 """
@@ -49,5 +54,18 @@ def rerun_spec(live: str) -> str:
     return yaml.safe_dump(spec, sort_keys=False)
 
 
-for _spec in (LIVE, rerun_spec(LIVE), CELERY):
+def notify_spec(rerun: str) -> str:
+    """Return the spec of desc_e2e_notify: desc_e2e_rerun mailing its failure and its end."""
+    spec = yaml.safe_load(rerun)
+    spec["name"] = "desc_e2e_notify"
+    smtp = {"notifier": "airflow.providers.smtp.notifications.smtp:SmtpNotifier"}
+    mail = {"from_email": "airflow@desc.example.org", "smtp_conn_id": "desc_e2e_smtp"}
+    spec["notify"] = {
+        "on_failure": [{**smtp, "kwargs": {"to": "desc-ops@desc.example.org", **mail}}],
+        "on_end": [{**smtp, "kwargs": {"to": "campaign@desc.example.org", **mail}}],
+    }
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
+for _spec in (LIVE, rerun_spec(LIVE), notify_spec(rerun_spec(LIVE)), CELERY):
     globals().update(render_dags(parse_spec(_spec, source=__file__)))
