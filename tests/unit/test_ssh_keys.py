@@ -97,6 +97,10 @@ def test_fresh_certificates_of_each_key_type_read_as_ssh_keygen_lists_them(
             str(tmp_path / "id.pub"))  # fmt: skip
     cert_path = tmp_path / "id-cert.pub"
     _agrees_with_ssh_keygen(cert_path, _keygen("-L", "-f", str(cert_path)))
+    # What this test asked ssh-keygen for, read back (not only "as ssh-keygen lists it").
+    cert = read_certificate(cert_path)
+    assert (cert.key_id, cert.serial, cert.principals) == ("desc id 7", 7, ("desc",))
+    assert cert.valid_before is None if validity.endswith("forever") else cert.valid_before is not None
 
 
 @needs_ssh_keygen
