@@ -20,7 +20,7 @@ from airflow_desc.history.latest import HeldAttempt, plan_batch
 from airflow_desc.history.queries import process_instances, status_counts
 from airflow_desc.history.schema import instance_counts, runs, workflows
 from airflow_desc.history.status_read import summed_counts
-from tests.unit.history.test_queries import counts, rec
+from tests.unit.history.test_queries import counts, random_attempts, rec
 
 GroupKey = tuple[Any, ...]
 _SINCE = datetime(2018, 1, 1)
@@ -36,23 +36,11 @@ def write_mixed_history(store: HistoryStore, spool_dir: Path, seed: int) -> None
     them already written).
     """
     rng = random.Random(seed)
-    pending: list[ProcessRecord] = []
-    for instance in range(240):
-        stream = f"visit={instance % 7}/sensor={instance}"
-        process = rng.choice(["processEimage", "imageDifference", "setupEimageSensors"])
-        run_id = rng.choice(["run1", "run2", "run3"])
-        for try_number in range(1, rng.choice([1, 1, 1, 2, 3]) + 1):
-            for resubmit in range(rng.choice([1, 1, 1, 2, 3])):
-                for _ in range(rng.choice([1, 1, 2])):  # some attempts are written twice, changed
-                    pending.append(
-                        rec(
-                            stream, rng.choice(["success", "failed", "terminated", "skipped", "running"]),
-                            try_number, process=process, run_id=run_id, resubmit=resubmit,
-                            version=rng.choice(["1.0", "1.0", "1.1"]),
-                            extra={"workflow_version": rng.choice(["v1", "v1", "v2"])},
-                        )
-                    )  # fmt: skip
-    rng.shuffle(pending)
+    pending = random_attempts(
+        rng, 240,
+        lambda: {"version": rng.choice(["1.0", "1.0", "1.1"]),
+                 "extra": {"workflow_version": rng.choice(["v1", "v1", "v2"])}},
+    )  # fmt: skip
     written: list[list[ProcessRecord]] = []
     away = SpoolingRecorder(HistoryStore(f"sqlite:///{spool_dir}/not-a-dir/x/../h.db"), spool_dir / "spool")
     (spool_dir / "not-a-dir").write_text("a file: no database can be made under it")

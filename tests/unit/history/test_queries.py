@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import random
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -312,6 +313,28 @@ def test_status_table_unknown_names(store: HistoryStore, filters: dict[str, Any]
         status_counts(store.engine, HistoryFilter(**filters))
 
 
+def random_attempts(
+    rng: random.Random, instances: int, more: Callable[[], dict[str, Any]] = dict
+) -> list[ProcessRecord]:
+    """Random attempts of ``instances`` process instances in random order: retries (up to 3 tries),
+    resubmissions (up to 3 jobs a try), some attempts written twice with another state; ``more``
+    draws further fields of each record."""
+    pending: list[ProcessRecord] = []
+    for instance in range(instances):
+        stream = f"visit={instance % 7}/sensor={instance}"
+        process = rng.choice(["processEimage", "imageDifference", "setupEimageSensors"])
+        run_id = rng.choice(["run1", "run2", "run3"])
+        for try_number in range(1, rng.choice([1, 1, 1, 2, 3]) + 1):
+            for resubmit in range(rng.choice([1, 1, 1, 2, 3])):
+                for _ in range(rng.choice([1, 1, 2])):  # some attempts are written twice, changed
+                    pending.append(
+                        rec(stream, rng.choice(["success", "failed", "terminated", "skipped", "running"]),
+                            try_number, process=process, run_id=run_id, resubmit=resubmit, **more())
+                    )  # fmt: skip
+    rng.shuffle(pending)
+    return pending
+
+
 def test_status_table_agrees_with_a_recount_of_random_histories(tmp_path: Path) -> None:
     """Attempts written in random order, batches and rewrites: the latest flag never drifts.
 
@@ -320,19 +343,7 @@ def test_status_table_agrees_with_a_recount_of_random_histories(tmp_path: Path) 
     rng = random.Random(7)
     s = HistoryStore(f"sqlite:///{tmp_path / 'h.db'}")
     final: dict[tuple[Any, ...], ProcessRecord] = {}
-    pending: list[ProcessRecord] = []
-    for instance in range(300):
-        stream = f"visit={instance % 7}/sensor={instance}"
-        process = rng.choice(["processEimage", "imageDifference", "setupEimageSensors"])
-        run_id = rng.choice(["run1", "run2", "run3"])
-        for try_number in range(1, rng.choice([1, 1, 1, 2, 3]) + 1):
-            for resubmit in range(rng.choice([1, 1, 1, 2, 3])):
-                for _ in range(rng.choice([1, 1, 2])):  # some attempts are written twice, changed
-                    r = rec(stream, rng.choice(["success", "failed", "terminated", "skipped", "running"]),
-                            try_number, process=process, run_id=run_id, hours=rng.uniform(0, 100),
-                            resubmit=resubmit)  # fmt: skip
-                    pending.append(r)
-    rng.shuffle(pending)
+    pending = random_attempts(rng, 300, lambda: {"hours": rng.uniform(0, 100)})
     while pending:
         n = rng.randint(1, 40)  # one cut: two draws dropped or repeated records
         batch, pending = pending[:n], pending[n:]
