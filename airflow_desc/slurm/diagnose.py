@@ -100,6 +100,9 @@ _CONTAINER_RES = (
     ),
     re.compile(r"^podman(?:-hpc)?:.*\berror\b", re.IGNORECASE),
 )
+# srun's own report of a step's end, written after (or, its I/O forwarded apart, among) the task's
+# output: "srun: error: pm-n1: task 0: Exited with exit code 2", "srun: Job step aborted: ...".
+_SRUN_STATUS_RE = re.compile(r"^srun: (?:error: \S+: tasks? [\d,\-]+: |Job step aborted|launch/)")
 _SEGFAULT_RE = re.compile(r"Segmentation fault|SIGSEGV|signal 11\b", re.IGNORECASE)
 _TRACEBACK = "Traceback (most recent call last)"
 _EXCEPTION_RE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s?(?P<message>.*))?$")
@@ -323,7 +326,7 @@ def _non_zero_exit(name: str, accounting: JobAccounting, lines: list[str], exit_
         advice = f"it was killed by signal {min(signals)}: look at the log for who sent it"
     else:
         advice = "look at the log and fix the payload or its inputs, then rerun"
-    own = [line for line in lines if not line.startswith(LOG_PREFIX)]
+    own = [line for line in lines if not line.startswith(LOG_PREFIX) and not _SRUN_STATUS_RE.match(line)]
     last = f"; last log line: {_one_line(own[-1])}" if own else ""
     return Diagnosis(ReasonClass.NON_ZERO_EXIT, f"{name} failed with {exit_text}{last}; {advice}")
 

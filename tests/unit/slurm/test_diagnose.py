@@ -248,6 +248,28 @@ def test_non_zero_exit_names_the_last_payload_line_not_our_marker() -> None:
     assert "exit code 3" in d.message
 
 
+@pytest.mark.parametrize(
+    "srun_lines",
+    [
+        "srun: error: pm-n1: task 0: Exited with exit code 2\n",
+        "srun: error: pm-n1: tasks 0-3: Exited with exit code 2\nsrun: Job step aborted: Waiting 32 s\n",
+        "srun: launch/slurm: _step_signal: Terminating StepId=12.0\nsrun: error: n1: task 0: Killed\n",
+    ],
+)
+def test_non_zero_exit_names_the_payloads_last_line_not_sruns_report(srun_lines: str) -> None:
+    # srun reports a step's end after the task's output (seen on a loaded site: the DM stand-in's
+    # argparse error was followed by srun's line, which became the "last log line").
+    payload = "usage: processEimage.py [-h] ...\nerror: argument --id: unknown data ID key 'bogus'\n"
+    d = diagnose(job("8|FAILED|2:0|00:00:03||2G|1|n1|\n"), payload + srun_lines)
+    check_diagnosis(d, ReasonClass.NON_ZERO_EXIT, "8")
+    assert "last log line: error: argument --id: unknown data ID key 'bogus';" in d.message, d.message
+
+
+def test_a_payload_line_that_starts_with_srun_is_kept() -> None:
+    d = diagnose(job("8|FAILED|1:0|00:00:03||2G|1|n1|\n"), "srun: a wrapper of the payload's own gave up\n")
+    assert "last log line: srun: a wrapper of the payload's own gave up;" in d.message, d.message
+
+
 def test_user_error_lines_are_not_container_errors() -> None:
     d = diagnose(job("8|FAILED|1:0|00:00:03||2G|1|n1|\n"), "Error: 3 sensors failed astrometry\n")
     check_diagnosis(d, ReasonClass.NON_ZERO_EXIT, "8")
