@@ -61,12 +61,12 @@ integration: venv site-up
 	source $(SITE_ENV) && $(BIN)/pytest -n $(PYTEST_WORKERS) -m "not serial" tests/integration
 	source $(SITE_ENV) && $(BIN)/pytest -m serial tests/integration tests/e2e
 
-# Two pytest runs: everything that may share the site, side by side; then, one at a time, the tests
-# marked `serial` (they stop a service, or run a whole Airflow on the shared metadata DB). A run that
-# selects no test exits 5, which fails the target.
+# tests/run-suite: the e2e tests (one real Airflow at a time) in the background, beside the tests that
+# may share the site (side by side) and then the `serial` integration tests (one at a time); then,
+# alone, the `exclusive` ones (they stop or reconfigure what the others use). A phase that fails or
+# selects no test (pytest exits 5) fails the target, after every phase has run.
 test: venv lsst-venv site-up lint
-	source $(SITE_ENV) && $(BIN)/pytest -n $(PYTEST_WORKERS) -m "not serial" --durations=15 tests/unit tests/integration
-	source $(SITE_ENV) && $(BIN)/pytest -m serial --durations=40 --durations-min=5 tests/integration tests/e2e
+	source $(SITE_ENV) && PYTEST=$(BIN)/pytest PYTEST_WORKERS=$(PYTEST_WORKERS) tests/run-suite
 
 # The fault matrix (tests/faults): not part of `make test` (about 20 min here: 12 faults took 15). It stops site services
 # other tests use, so it holds the site lock exclusively. FAULT=sshd-down runs one fault; FAULTS_DEPLOYMENT

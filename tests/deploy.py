@@ -351,8 +351,10 @@ class Deployment:
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API_AUTH__JWT_SECRET": "desc-e2e-secret",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False" if self.users else "True",
+            # A new DAG file is found within 5 s; the files never change during a deployment, so
+            # none is parsed again for 10 min (each parse of a rendered workflow costs CPU).
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
             # A component that should not parse DAGs finds none.
@@ -410,8 +412,7 @@ class Deployment:
         if self.users and self.auth == "simple":
             self.passwords_file.parent.mkdir(parents=True, exist_ok=True)
             self.passwords_file.write_text(json.dumps({n: pw for n, (_, pw) in self.users.items()}))
-        self.run("db", "reset", "-y")
-        self.run("db", "migrate")
+        self.run("db", "reset", "-y")  # drops, then makes the tables at the head (the auth manager's too)
         if self.auth == "fab":
             self._fab_users()
         self._command(sys.executable, ("-m", "airflow_desc.history", "upgrade", "--db", "desc_history"), 120)

@@ -18,12 +18,25 @@ import pytest
 from tests.deploy import Deployment
 from tests.integration.site import Site
 
+#: The deployment fixtures, in the order the session starts them: the e2e tests run grouped by the
+#: deployment they ask for, so that each kind starts once (a start takes ~30 s).
+DEPLOYMENT_FIXTURES = ("airflow", "airflow_with_users", "airflow_with_fab", "celery_airflow")
+
+
+def deployment_rank(item: pytest.Item) -> int:
+    used = [
+        DEPLOYMENT_FIXTURES.index(f) for f in getattr(item, "fixturenames", ()) if f in DEPLOYMENT_FIXTURES
+    ]
+    return min(used, default=len(DEPLOYMENT_FIXTURES))
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/e2e/" in str(item.fspath):
-            item.add_marker(pytest.mark.e2e)
-            item.add_marker(pytest.mark.serial)  # one real Airflow on the one metadata DB
+    e2e = [item for item in items if "tests/e2e/" in str(item.fspath)]
+    for item in e2e:
+        item.add_marker(pytest.mark.e2e)
+        item.add_marker(pytest.mark.serial)  # one real Airflow on the one metadata DB
+    others = [item for item in items if "tests/e2e/" not in str(item.fspath)]
+    items[:] = others + sorted(e2e, key=deployment_rank)  # sorted() is stable: file order within a kind
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from tests.deploy import Deployment
 from tests.integration.test_maintenance import create_maintenance, delete_maintenance
 from tests.waiting import wait_for
@@ -78,6 +80,7 @@ def test_status_counts_a_run_in_progress_from_airflow_and_the_history(airflow: D
     assert table["Totals"]["Total"] == 5
 
 
+@pytest.mark.exclusive  # a maintenance reservation of all of perlmutter: run alone
 def test_a_run_waiting_for_maintenance_counts_queued_and_says_why(airflow: Deployment) -> None:
     """The bundle defers before submitting (a MAINT reservation of perlmutter): Queued, with the reason,
     as the status page shows it (the same counts and notes); it runs once the reservation is gone."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import shlex
+import time
 from typing import Any
 
 from tests.deploy import Deployment, api
@@ -39,6 +40,7 @@ TOP = (
     "diaObjectMaker", "setupForcedPhotometryVisits", "wrapupYear", "report",
 )  # fmt: skip
 WORK_DIR = "airflow-desc"  # the site's clusters.yaml work_dir, relative to the home directory
+ROOT = "twinkles/phosim"  # twinkles.yaml's root (the runs have no conf), under the work dir
 # Three years of ~10 SLURM jobs each, side by side on the local site, then one year again.
 RUNS_TIMEOUT = 900
 
@@ -63,6 +65,13 @@ def task_dirs(site: Site, cluster: str, pattern: str) -> set[str]:
     """The paths matching ``pattern`` under the DAG's directory on ``cluster``'s work dir."""
     where = shlex.quote(f"{WORK_DIR}/{DAG_ID}")
     return set(site.run(cluster, f"cd {where} 2>/dev/null && ls -d {pattern}", check=False).stdout.split())
+
+
+def written_since(site: Site, cluster: str, since: int) -> set[str]:
+    """The files under Twinkles' root on ``cluster`` last written at or after ``since`` (epoch seconds)."""
+    where = shlex.quote(f"{WORK_DIR}/{ROOT}")
+    found = f"cd {where} 2>/dev/null && find . -type f -newermt @{since - 1}"
+    return {p.removeprefix("./") for p in site.run(cluster, found, check=False).stdout.split()}
 
 
 def left_behind(site: Site) -> dict[str, tuple[set[str], set[str]]]:
@@ -91,6 +100,7 @@ def test_three_survey_years_run_as_scheduled_runs_and_one_year_reruns_alone(
     # this deployment sets it aside (``<dir>.stale-<time>``) and runs all its streams (the records
     # below), instead of taking the old records for an earlier try's and recording nothing.
     left = left_behind(site)
+    started = int(time.time())  # the site's clusters run on this machine: one clock
     parsed = "SELECT 1 FROM dag WHERE dag_id = %s"
     wait_for(lambda: airflow.sql(parsed, DAG_ID), timeout=180, what=f"{DAG_ID} parsed")
     assert [r[0] for r in airflow.sql("SELECT is_paused FROM dag WHERE dag_id = %s", DAG_ID)] == [True]
@@ -132,10 +142,30 @@ def test_three_survey_years_run_as_scheduled_runs_and_one_year_reruns_alone(
         assert all(by_process[name] == 1 for name in TOP), by_process
         assert by_process["processEimage"] == 4, by_process  # one visit of four sensors a year
         for row in rows:
+            # Every instance: this year, one workflow identity (the listener's records too).
+            assert (row["workflow"], row["variant"], row["workflow_version"]) == (
+                "Twinkles",
+                "all-at-once",
+                "1.0",
+            )
             assert row["extra"]["survey_year"] == year, row
             assert row["try_number"] == 1 and row["state"] == "success", row
-        visits[year] = {r["stream"].split("/")[0] for r in rows if r["process"] == "processEimage"}
+        eimages = [r for r in rows if r["process"] == "processEimage"]
+        assert all(r["task_id"] == "processVisit.bundle" for r in eimages), eimages
+        visits[year] = {r["stream"].split("/")[0] for r in eimages}
+        # Differencing and forced photometry work on the visits this year processed.
+        assert {r["stream"].split("/")[0] for r in rows if r["process"] == "imageDifference"} == visits[year]
+        assert {r["stream"] for r in rows if r["process"] == "forcedPhotometry"} == visits[year]
     assert len(visits[1] | visits[2] | visits[3]) == 3, visits  # each year processed its own visit
+    # The year reached the payloads: each wrote its year's outputs, in its year's rerun, during this test.
+    perlmutter, s3df = (written_since(site, cluster, started) for cluster in ("perlmutter", "s3df"))
+    for year in (1, 2, 3):
+        rerun = f"repo/rerun/year{year}"
+        [visit] = sorted(visits[year])
+        assert f"repo/ingest/year{year}.done" in perlmutter, sorted(perlmutter)
+        assert f"{rerun}/wrapup-year{year}.done" in perlmutter, sorted(perlmutter)
+        assert any(p.startswith(f"{rerun}/calexp/v{visit.removeprefix('visit=')}/") for p in perlmutter)
+        assert f"{rerun}/deepCoadd/0/0,0.fits" in s3df, sorted(s3df)
     for cluster, (dirs, aside_before) in left.items():
         aside = task_dirs(site, cluster, "scheduled__*/*.stale-*") - aside_before
         assert all(any(a.startswith(f"{d}.stale-") for a in aside) for d in dirs), (cluster, dirs, aside)

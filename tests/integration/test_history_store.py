@@ -45,9 +45,9 @@ from tests.integration.site import Site
 from tests.unit.history.test_queries import HISTORY, T0, as_record, counts, rec
 from tests.waiting import wait_for
 
-# Two of these tests stop the history PostgreSQL cluster: run them all alone (the Makefile runs
-# `serial` tests after the parallel ones; xdist groups do not hold with this pytest).
-pytestmark = pytest.mark.serial
+# Two of these tests stop the history PostgreSQL cluster, which every other test's history is in:
+# run them all alone (tests/run-suite; xdist groups do not hold with this pytest).
+pytestmark = pytest.mark.exclusive
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 - The login user's own ``scancel`` of a running job: Cancelled, the task fails, its retry unused.
 - root's ``scancel`` (on the cluster host, as an admin would): Terminated, retried.
-- A node drained and set DOWN under a running job (serial: it takes a node of the shared site): it ends
+- A node drained and set DOWN under a running job (exclusive: it takes a node of the shared site): it ends
   NODE_FAIL and the try resubmits it (no retry spent), on the other perlmutter node; on s3df, whose
   partition has one node, without ``--exclude``: it runs once the node is back.
 - A job id in the saved state that names another task's job (as after slurmctld lost its state and
@@ -158,7 +158,7 @@ def restore_nodes() -> Iterator[list[tuple[str, str]]]:
         resume(cluster, node)
 
 
-@pytest.mark.serial
+@pytest.mark.exclusive  # the node it drains is every other test's too
 def test_a_node_failure_reruns_on_the_other_node_within_the_try(
     dag_run: Any, site: Site, restore_nodes: list[tuple[str, str]]
 ) -> None:
@@ -189,7 +189,7 @@ def test_a_node_failure_reruns_on_the_other_node_within_the_try(
     assert [f["job_id"] for f in rows[1].extra["node_failures"]] == [lost.job_id]
 
 
-@pytest.mark.serial
+@pytest.mark.exclusive
 def test_a_node_failure_on_the_only_node_excludes_nothing(
     dag_run: Any, site: Site, restore_nodes: list[tuple[str, str]]
 ) -> None:

@@ -1,10 +1,11 @@
 """Maintenance-aware submission on the real site: a MAINT reservation of every node, a partition set down.
 
 Each test makes the cluster unusable for everyone (an admin's ``scontrol`` as root, undone in the
-teardown even when the test fails): serial. A SlurmOperator task and a bundle task started while the
-cluster is in maintenance wait deferred (`airflow dags test` runs their trigger), their log saying
-what they wait for; no job reaches SLURM meanwhile (sacct and squeue show none); once the reservation
-is deleted (the partition is up again) the task submits and succeeds, its retries unspent (it has none).
+teardown even when the test fails): exclusive, run alone. A SlurmOperator task and a bundle task
+started while the cluster is in maintenance wait deferred (`airflow dags test` runs their trigger),
+their log saying what they wait for; no job reaches SLURM meanwhile (sacct and squeue show none);
+once the reservation is deleted (the partition is up again) the task submits and succeeds, its
+retries unspent (it has none).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tests.integration.site import Site
 from tests.integration.test_job_states import DagRun, as_root, records, slurm_conf
 from tests.waiting import wait_for
 
-pytestmark = pytest.mark.serial
+pytestmark = pytest.mark.exclusive
 
 
 def undo(cluster: str, *argv: str) -> None:

@@ -1,65 +1,49 @@
-"""DC1 end to end: `airflow dags test` of the rendered DC1 DAG at scale 0.001 on the local site.
+"""DC1 end to end under the real scheduler: the rendered DC1 DAG at scale 0.001 on the local site.
 
 The DAG is dags/dc1.py's DC1-DM12_imsim-dithered_local (dags/workflows/dc1-local.yaml: dc1.yaml
-with each request capped to the local clusters). Every process instance that ran, failed or was
-skipped is in the history: the top-level processes, each mapped instance of the sub-tasks that are
-not bundled, and every instance inside the bundles (processVisit, processimageDifferenceVisit).
+with each request capped to the local clusters; in the e2e DAGs folder as
+tests/e2e/dags/desc_e2e_dc1.py), triggered with ``scale`` 0.001. The workers write the PostgreSQL
+history; every process instance that ran, failed or was skipped is in it: the top-level processes,
+each mapped instance of the sub-tasks that are not bundled, and every instance inside the bundles
+(processVisit, processimageDifferenceVisit). The run's state is its verdict's.
 """
 
 from __future__ import annotations
 
 import collections
-import json
+import dataclasses
 import pathlib
-import re
-import subprocess
+from typing import Any
 
-import pytest
-
-from airflow_desc.history import JsonLinesRecorder, ProcessRecord, latest_attempts_of
+from airflow_desc.history import ProcessRecord, latest_attempts_of
 from airflow_desc.workflow.registry import load_workflow
 from airflow_desc.workflow.verdict import judge_run
-from tests.integration.airflow_env import AIRFLOW, AirflowEnv, explain
+from tests.deploy import Deployment
 from tests.integration.site import NODES
-
-# Its bundles ask for a whole perlmutter node, and it takes ~3 minutes alone: run it apart.
-pytestmark = pytest.mark.serial
 
 ROOT = pathlib.Path(__file__).parents[2]
 DAG_ID = "DC1-DM12_imsim-dithered_local"
 TOP = ("serialingest", "ingestRefCat", "setupEimageVisits", "launchL1L2", "wrapup", "report")
 RENDERER_TASKS = ("streams", "bundle", "verdict")
+RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(ProcessRecord) if f.name != "log_tail")
 
 
-def task_states(env: AirflowEnv, run_id: str) -> list[dict[str, str]]:
-    proc = subprocess.run(
-        [str(AIRFLOW), "tasks", "states-for-dag-run", DAG_ID, run_id, "-o", "json"],
-        env=env.env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, explain(proc)
-    start = proc.stdout.index("[")
-    rows, _ = json.JSONDecoder().raw_decode(proc.stdout[start:])
-    return list(rows)
+def record_of(row: dict[str, Any]) -> ProcessRecord:
+    return ProcessRecord(**{name: row[name] for name in RECORD_FIELDS})
 
 
-def test_dc1_tiny_scale_runs_with_every_process_instance_recorded(
-    airflow_env: AirflowEnv, tmp_path: pathlib.Path
-) -> None:
-    env = AirflowEnv(airflow_env.home, {**airflow_env.env, "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags")})
-    history = tmp_path / "history.jsonl"
-    proc = env.dags_test(DAG_ID, history=history, conf={"scale": 0.001}, timeout=420)
-    text = proc.stdout + proc.stderr
-    finished = re.search(r"DagRun Finished: .*?run_id=(\S+?), .*?state=(\w+)", text)
-    assert finished, explain(proc)
-    run_id, run_state = finished.groups()
-    assert (proc.returncode == 0) == (run_state == "success"), explain(proc)  # dags test exits 1 on failed
-    recs: list[ProcessRecord] = JsonLinesRecorder(history).read()
+def test_dc1_tiny_scale_runs_with_every_process_instance_recorded(airflow: Deployment) -> None:
+    run_id = airflow.trigger(DAG_ID, {"scale": 0.001})
+    run_state = airflow.wait_run(DAG_ID, run_id, timeout=600)
+    recs = [record_of(row) for row in airflow.history_rows(run_id)]
     # The run's state is its verdict's: failed when an instance's latest attempt failed or was
     # terminated outside a met min_success (DC1's launchL1L2 tolerates failed visits).
     graph = load_workflow(ROOT / "dags" / "workflows" / "dc1-local.yaml").graph("imsim-dithered")
     verdict = judge_run(graph, latest_attempts_of(recs))
     assert run_state == ("failed" if verdict.failed else "success"), verdict.summary()
-    assert verdict.summary().splitlines()[0] in text
+    verdict_state, _ = airflow.task_states(DAG_ID, run_id)["verdict"]
+    assert verdict_state == run_state
+    assert verdict.summary().splitlines()[0] in airflow.task_log(DAG_ID, run_id, "verdict", 1)
     by_process = collections.defaultdict(list)
     for rec in recs:
         by_process[rec.process].append(rec)
@@ -76,16 +60,18 @@ def test_dc1_tiny_scale_runs_with_every_process_instance_recorded(
 
     # Every task instance of a process that ended is recorded (the renderer's own tasks are not
     # processes; a mapped task with no streams has no instance).
-    states = task_states(env, run_id)
+    states = airflow.sql(
+        "SELECT task_id, map_index, state FROM task_instance WHERE dag_id = %s AND run_id = %s",
+        DAG_ID,
+        run_id,
+    )
     recorded = {(r.task_id, r.map_index) for r in recs}
-    for row in states:
-        task_id, state = row["task_id"], row["state"]
-        map_index = int(row.get("map_index", -1) or -1)
+    for task_id, map_index, state in states:
         if task_id.rsplit(".", 1)[-1] in RENDERER_TASKS:
             continue
         if state in ("success", "failed") or (state == "skipped" and map_index >= 0):
-            assert (task_id, map_index) in recorded, (row, sorted(recorded))
-    assert all(row["state"] in ("success", "failed", "skipped") for row in states), states
+            assert (task_id, map_index) in recorded, (task_id, map_index, state, sorted(recorded))
+    assert all(state in ("success", "failed", "skipped") for _, _, state in states), states
 
     # Inside the bundles: each stream a setup script made has its instances recorded.
     def made(script: str) -> int:
