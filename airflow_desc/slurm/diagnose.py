@@ -103,10 +103,12 @@ _CONTAINER_RES = (
 )
 # A runtime's words for an image that is not there, on one of its own lines (_CONTAINER_RES):
 # podman's "Error: <image>: image not known" (--pull=never) or a registry's "manifest unknown" /
-# "access ... denied", shifter's "Failed to lookup Image", apptainer's "could not open image <path>".
+# "access ... denied", shifter's "Failed to lookup Image" / "Image request failed", apptainer's
+# "could not open image <path>".
 _MISSING_IMAGE_RE = re.compile(
     r"image not known|manifest unknown|requested access to the resource is denied|"
-    r"did not resolve to an alias|could not open image|failed to (?:lookup|look up|pull) image",
+    r"did not resolve to an alias|could not open image|failed to (?:lookup|look up|pull) image|"
+    r"image request failed",
     re.IGNORECASE,
 )
 # Where a log names the image: our own line before the payload first, then the runtimes' errors.
