@@ -14,9 +14,9 @@ The checks run in this order, first match wins:
 4. slurmstepd's ``*** JOB 123 ... CANCELLED AT ... DUE TO TIME LIMIT / PREEMPTION /
    NODE FAILURE ***`` line.
 5. CANCELLED: by whom.
-6. Log patterns: disk full, a missing container image (named from the runtime's error or the
-   script's ``runs in container image`` line), other container runtime errors, segfault
-   (signal 11, exit 139).
+6. Log patterns: a missing container image (named from the script's ``runs in container image``
+   line or the runtime's error), disk full, other container runtime errors, segfault (signal 11,
+   exit 139).
 7. A Python traceback: its last line; ``FileNotFoundError`` is a missing input.
 8. Any other non-zero exit, with the last log line.
 """
