@@ -485,7 +485,7 @@ def render_job_script(spec: JobSpec) -> str:
             "interrupted=1",
             'while [ "$interrupted" = 1 ]; do interrupted=0; wait "$payload_pid"; rc=$?; done',
         ]
-    # podman's containers are the children of its monitor (conmon), not of this shell: sacct has their CPU.
+    # podman's containers are the children of its monitor (conmon), not of this shell: unmeasured here.
     measure_cpu = spec.container.runtime not in ("podman-hpc", "podman")
     timing = timing_end_lines(f"{LOG_PREFIX} job {job}", measure_cpu=measure_cpu)
     status_line = f'echo "{LOG_PREFIX} job {job} payload exit code $rc at {now}"'
