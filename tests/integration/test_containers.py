@@ -15,8 +15,7 @@ import uuid
 
 import pytest
 
-from airflow_desc.history import JsonLinesRecorder, ProcessRecord
-from tests.integration.airflow_env import AirflowEnv, explain
+from tests.integration.airflow_env import AirflowEnv, batch_records, explain
 from tests.integration.site import Site
 
 # A bundle asks for a whole perlmutter node: beside the parallel suite it would wait in SLURM's queue.
@@ -24,14 +23,6 @@ pytestmark = [pytest.mark.serial, pytest.mark.usefixtures("payload_image")]
 
 WORK_DIR = "airflow-desc"  # the site's clusters.yaml work_dir, relative to the home directory
 MARKER = "desc-payload test image"
-
-
-def batch_records(history: pathlib.Path) -> dict[str, list[ProcessRecord]]:
-    found: dict[str, list[ProcessRecord]] = {}
-    for rec in JsonLinesRecorder(history).read():
-        if rec.process_type == "batch":
-            found.setdefault(rec.process, []).append(rec)
-    return found
 
 
 def test_a_single_job_and_a_bundles_instances_run_in_the_image(
