@@ -11,13 +11,14 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
 from airflow_desc._validation import ErrorWords
 from airflow_desc._yaml_lines import KeyPath, describe_value, did_you_mean
-from airflow_desc.slurm.script import check_extra_sbatch
+from airflow_desc.slurm.quoting import check_text
+from airflow_desc.slurm.script import ContainerRuntime, check_extra_sbatch
 from airflow_desc.slurm.units import WALLTIME_FORMS, walltime_seconds
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 #: How a job runs its payload: directly, or in a container through one of these.
-ContainerRuntime = Literal["none", "shifter", "podman-hpc", "apptainer"]
 CONTAINER_RUNTIMES: tuple[str, ...] = get_args(ContainerRuntime)
 
 # Names end up in Airflow pool names, job names and file names.
@@ -162,6 +162,26 @@ def _container_runtime(value: Any) -> str:
         hint = f"did you mean '{guess}'? (one of {choices})" if guess else f"use one of {choices}"
         raise ValueError(f"unknown container runtime {describe_value(value)}; {hint}")
     return value
+
+
+def _container_words(value: Any) -> Any:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise ValueError(
+            f"expected a list, got {describe_value(value)}; write each word as a '- ' item, "
+            "e.g. container_options: [--pull=never, --network=none]"
+        )
+    return value
+
+
+def _container_word(value: Any) -> str:
+    word = _text(value)
+    try:
+        check_text("the entry", word)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; write one word per entry") from None
+    return word
 
 
 def _setup_lines(value: Any) -> Any:
@@ -318,6 +338,12 @@ class ProfileSettings(BaseModel):
     work_dir: Text = "airflow-desc"
     container_runtime: Annotated[ContainerRuntime, BeforeValidator(_container_runtime)] = "none"
     container_image: OptionalText = None
+    container_options: Annotated[
+        tuple[Annotated[str, BeforeValidator(_container_word)], ...], BeforeValidator(_container_words)
+    ] = ()
+    container_binds: Annotated[
+        tuple[Annotated[str, BeforeValidator(_container_word)], ...], BeforeValidator(_container_words)
+    ] = ()
     setup_lines: Annotated[
         tuple[Annotated[str, BeforeValidator(_shell_line)], ...], BeforeValidator(_setup_lines)
     ] = ()
@@ -372,16 +398,22 @@ PROFILE_WORDS = ErrorWords(
 
 def container_rules(settings: Mapping[str, Any]) -> list[tuple[KeyPath, str]]:
     """Return the problems of one profile's container settings taken together (image vs runtime)."""
-    image, runtime = settings.get("container_image"), settings.get("container_runtime")
-    if isinstance(image, str) and image.strip() and runtime in (None, "none"):
-        return [
-            (
-                ("container_image",),
-                "an image is set but container_runtime is 'none'; "
-                "set container_runtime (shifter, podman-hpc or apptainer) or remove container_image",
-            )
-        ]
-    return []
+    runtime = settings.get("container_runtime")
+    if runtime not in (None, "none"):
+        return []
+    runtimes = ", ".join(r for r in CONTAINER_RUNTIMES if r != "none")
+    return [
+        (
+            (key,),
+            f"{what} set but container_runtime is 'none'; set container_runtime ({runtimes}) or remove {key}",
+        )
+        for key, what in (
+            ("container_image", "an image is"),
+            ("container_options", "runtime options are"),
+            ("container_binds", "bind mounts are"),
+        )
+        if settings.get(key) and (not isinstance(settings.get(key), str) or settings[key].strip())
+    ]
 
 
 def file_rules(data: Mapping[str, Any]) -> list[tuple[KeyPath, str]]:

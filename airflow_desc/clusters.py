@@ -20,8 +20,10 @@ name a cluster (``cluster: s3df``) and get its :class:`ClusterProfile`::
         max_queued_per_task: null      # allocations of one generated task queued at once (all runs)
         pool: null                     # Airflow pool name; default "slurm_<name>"
         work_dir: airflow-desc         # job scripts and logs; relative to $HOME or absolute
-        container_runtime: none        # none | shifter | podman-hpc | apptainer
-        container_image: null
+        container_runtime: none        # none | shifter | podman-hpc | podman | apptainer
+        container_image: null          # the default image; a process's resources.container wins
+        container_options: []          # runtime options before the image, e.g. [--pull=never]
+        container_binds: []            # bind mounts, "/src:/dst" or "/src:/dst:ro"
         setup_lines: []                # shell lines at the top of every job script
         poll_interval: 30              # seconds between batched sacct polls
         vanish_grace: 300              # seconds a job may be missing from sacct and squeue
@@ -121,8 +123,13 @@ class ClusterProfile:
         ``max_queued_jobs`` bounds them.
     :param pool: the Airflow pool name; default ``slurm_<name>``.
     :param work_dir: where job scripts and logs go; relative to the login's ``$HOME`` or absolute.
-    :param container_runtime: ``none``, ``shifter``, ``podman-hpc`` or ``apptainer``.
-    :param container_image: the default image, if any.
+    :param container_runtime: ``none``, ``shifter``, ``podman-hpc``, ``podman`` or ``apptainer``: the
+        engine that runs a payload with an image, and so its command line
+        (:func:`~airflow_desc.slurm.script.container_command`).
+    :param container_image: the default image, if any; a process's ``resources.container`` wins.
+    :param container_options: the runtime's options before the image, one word each (e.g. podman's
+        ``--pull=never``, ``--network=none``).
+    :param container_binds: bind mounts of every container, ``"/src:/dst"`` or ``"/src:/dst:ro"``.
     :param setup_lines: shell lines run at the top of every job.
     :param poll_interval: seconds between batched ``sacct`` polls.
     :param vanish_grace: seconds a job may be absent from both ``sacct`` and ``squeue``
@@ -159,6 +166,8 @@ class ClusterProfile:
     work_dir: str = "airflow-desc"
     container_runtime: ContainerRuntime = "none"
     container_image: str | None = None
+    container_options: tuple[str, ...] = ()
+    container_binds: tuple[str, ...] = ()
     setup_lines: tuple[str, ...] = ()
     poll_interval: float = 30.0
     vanish_grace: float = 300.0

@@ -25,7 +25,9 @@ bundle task instance:
 2. **Submit once, wait without a worker slot.** The manifest, the pilot and (for emulated
    payloads) the payload program travel in one job script asking for a whole node of the
    cluster; the SlurmOperator machinery names the job after the task instance, re-attaches to
-   it after a crash and defers to :class:`~airflow_desc.triggers.slurm.SlurmJobTrigger`.
+   it after a crash and defers to :class:`~airflow_desc.triggers.slurm.SlurmJobTrigger`. The
+   pilot runs on the node itself; an instance whose process names a ``container`` (or on a
+   cluster with a default image) runs its payload in that container, with the cluster's runtime.
 3. **Collect.** The pilot's records (one JSON line per instance, in the task instance's
    directory on the cluster), ``sacct`` per step when ``launcher="srun"``, the output checks of
    the spec (one SSH call for the whole bundle): each batch instance is recorded (state, exit
@@ -94,6 +96,7 @@ from airflow_desc.operators.bundle_rerun import (
 )
 from airflow_desc.operators.escalation import escalate_bundle
 from airflow_desc.operators.job_checks import owner_uid_of
+from airflow_desc.operators.job_script import container_for
 from airflow_desc.operators.key_renewal import waits_for_key_renewal
 from airflow_desc.operators.output_checks import run_output_checks
 from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
@@ -159,6 +162,8 @@ class SlurmBundleOperator(SlurmOperator):
 
     template_fields: Sequence[str] = ()
     ui_color = "#b9d9eb"
+    # The pilot runs on the node, each instance in its own process's container.
+    payload_in_container = False
 
     def __init__(
         self,
@@ -345,7 +350,12 @@ class SlurmBundleOperator(SlurmOperator):
         paths = self._paths(context, profile)
         rerun = self._rerun_mode(context)
         self._estimate(plan)
-        manifest_data = plan.manifest(f"{ti.task_id}[{ti.map_index}]@{ti.run_id}")
+        # Each instance runs in its process's container (else the cluster's default image), if any.
+        manifest_data = plan.manifest(
+            f"{ti.task_id}[{ti.map_index}]@{ti.run_id}",
+            containers=lambda image: container_for(profile, image),
+            env=(*profile.env, *self.env),
+        )
         again = rerun_ids(self._bundle_state(context)) & {i.id for i in plan.instances}
         if again and rerun == "failed":
             manifest_data["rerun"] = sorted(again)  # run again whatever --skip-done says

@@ -23,6 +23,7 @@ from airflow_desc.history.records import InstanceIdentity, ProcessRecord
 from airflow_desc.operators.output_checks import CheckRequest
 from airflow_desc.pilot.launcher import PREFIX as PILOT_PREFIX
 from airflow_desc.slurm import JobAccounting, diagnose, group_accounting, parse_sacct
+from airflow_desc.slurm.script import CONTAINER_MARKER
 from airflow_desc.workflow.bundle_plan import BundlePlan, PlannedInstance, PlannedScript
 from airflow_desc.workflow.graph import ProcessNode
 from airflow_desc.workflow.naming import stream_path
@@ -69,9 +70,10 @@ def refine_reason(record: Mapping[str, Any], job_id: str) -> tuple[str, str | No
     text = f"{job_id}.0|FAILED|{exit_code if exit_code is not None else 0}:{sig or 0}"
     try:
         accounting = group_accounting(parse_sacct(text, ("JobID", "State", "ExitCode")))[job_id]
-        # The pilot's own lines (start, end) say nothing about why the payload failed.
+        # The pilot's own lines (start, end) say nothing about why the payload failed; the one naming
+        # the instance's container image does, when the image is missing.
         lines = str(record.get("log_tail") or "").splitlines()
-        tail = "\n".join(line for line in lines if not line.startswith(PILOT_PREFIX))
+        tail = "\n".join(x for x in lines if not x.startswith(PILOT_PREFIX) or CONTAINER_MARKER in x)
         diagnosis = diagnose(accounting, tail)
     except (ValueError, KeyError):
         return reason, message

@@ -12,7 +12,33 @@ if TYPE_CHECKING:
     from airflow_desc.clusters import ClusterProfile
     from airflow_desc.operators.slurm import SlurmOperator
 
-__all__ = ["job_spec_for"]
+__all__ = ["container_for", "job_spec_for"]
+
+
+def container_for(profile: ClusterProfile, image: str | None) -> ContainerSpec:
+    """Return the container a payload runs in: ``image``, else the cluster's default; none if neither.
+
+    The cluster profile says the engine, its options and binds.
+
+    :param profile: the cluster.
+    :param image: the image the process asks for, if any.
+    :raises ValueError: for an image on a cluster without a container runtime, naming both.
+    """
+    image = image or profile.container_image
+    if not image:
+        return ContainerSpec()
+    if profile.container_runtime == "none":
+        raise ValueError(
+            f"the payload asks for the container image {image!r} but cluster {profile.name!r} has "
+            "container_runtime 'none'; set its container_runtime in the cluster profile, or run the "
+            "process without a container"
+        )
+    return ContainerSpec(
+        runtime=profile.container_runtime,
+        image=image,
+        options=profile.container_options,
+        binds=profile.container_binds,
+    )
 
 
 def job_spec_for(
@@ -26,11 +52,8 @@ def job_spec_for(
     :param name: the try's job name (:func:`~airflow_desc.operators.job_names.job_name_for`).
     :param log_pattern: the job's log, ``%j`` for its id.
     """
-    container = ContainerSpec()
-    if op.container_image or profile.container_image:
-        container = ContainerSpec(
-            runtime=profile.container_runtime, image=op.container_image or profile.container_image
-        )
+    # A bundle's pilot runs on the node; its instances run in their own containers.
+    container = container_for(profile, op.container_image) if op.payload_in_container else ContainerSpec()
     return JobSpec(
         job_name=name,
         command=op.command,

@@ -47,7 +47,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
@@ -183,6 +183,8 @@ class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
     template_fields: Sequence[str] = ("command", "env", "cpus", "mem_mb", "time_limit", "stream")
     template_ext: Sequence[str] = (".sh",)
     ui_color = "#c7e9f1"
+    #: Whether the command runs in the container (``container_image``, else the cluster's default).
+    payload_in_container: ClassVar[bool] = True
 
     def __init__(
         self,

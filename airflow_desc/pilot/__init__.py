@@ -18,7 +18,9 @@ Manifest (JSON)::
 ``depends_on``: instances that must succeed first (else this one is skipped, ``upstream-failed``);
 ``after``: instances waited for whatever their end state; ``skip_when`` (optional): a ``skip_if``
 on those upstreams' end states, as the combinations of states that skip it (skipped,
-``skip-condition``; see :mod:`~airflow_desc.pilot.launcher`).
+``skip-condition``; see :mod:`~airflow_desc.pilot.launcher`). ``container`` (optional): the image the
+instance's command runs its payload in (the command holds the runtime's command line, written by
+:func:`airflow_desc.slurm.script.container_command`); the launcher names it in the instance's log.
 
 Record (one JSON line per instance, keys :data:`RECORD_FIELDS`): ``state`` in :data:`STATES`,
 ``reason`` in :data:`REASONS`, times in ISO 8601 UTC, ``total_cpu_s`` / ``max_rss_bytes`` from
@@ -36,6 +38,7 @@ from importlib import resources
 from typing import Any
 
 from airflow_desc.pilot.launcher import (
+    INSTANCE_ENV,
     LAUNCHERS,
     PREFIX,
     REASONS,
@@ -49,6 +52,7 @@ from airflow_desc.pilot.launcher import parse_records as _parse_records
 from airflow_desc.slurm.quoting import check_text, quote_path
 
 __all__ = [
+    "INSTANCE_ENV",
     "LAUNCHERS",
     "REASONS",
     "RECORD_FIELDS",

@@ -7,8 +7,13 @@ with the cluster's ``python3``; nothing is installed on the cluster. Usage::
                         [--logs-dir DIR] [--cores N] [--memory-mb M] [--skip-done R_prev.jsonl]
 
 The manifest lists the process instances (``id``, ``stream``, ``process``, ``command``, ``cpus``,
-``memory_mb``, optional ``walltime_s``, ``estimate_s``, ``depends_on``, ``after`` and
-``skip_when``). Two kinds of upstream, as in the workflow spec:
+``memory_mb``, optional ``walltime_s``, ``estimate_s``, ``depends_on``, ``after``, ``skip_when``
+and ``container``). An instance runs ``bash -c <command>`` with the variables of
+:data:`INSTANCE_ENV` set; one with a ``container`` (its image) has a command that runs its payload in
+it (:func:`airflow_desc.slurm.script.container_command`, which passes those variables in), and its
+log says so (``<id> runs in container image <image>``) before the runtime's own lines.
+
+Two kinds of upstream, as in the workflow spec:
 
 ``depends_on``
     must succeed: an instance one of whose ``depends_on`` upstreams did not succeed (failed,
@@ -146,6 +151,16 @@ RECORD_FIELDS = (
     "log_path",
     "log_tail",
 )
+#: The variables every instance is given (a container's command passes them into it).
+INSTANCE_ENV = (
+    "DESC_PILOT_BUNDLE",
+    "DESC_PILOT_INSTANCE",
+    "DESC_PILOT_STREAM",
+    "DESC_PILOT_PROCESS",
+    "DESC_PILOT_CPUS",
+    "DESC_PILOT_MEMORY_MB",
+    "OMP_NUM_THREADS",
+)
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
@@ -236,6 +251,7 @@ class Instance:
     after: tuple[str, ...] = ()  # waited for whatever their end state
     estimate_s: float | None = None  # how long it is expected to run (from earlier runs), for ordering
     skip_when: SkipWhen | None = None  # a skip_if on upstream states decided in the allocation
+    container: str | None = None  # the image its command runs the payload in (for its log)
     children: list[int] = field(default_factory=list)
     height: int = 0  # longest chain of dependents below it: the critical path it starts
     waiting_on: int = 0  # dependencies not finished yet
@@ -299,6 +315,7 @@ def _instance(index: int, raw: Any) -> Instance:
         after=tuple(a for a in dict.fromkeys(after) if a not in deps),  # depends_on is the stronger
         estimate_s=None if estimate is None else float(estimate),
         skip_when=_skip_when(raw.get("skip_when"), where),
+        container=_field(raw, "container", where, (str,), None),
     )
 
 
@@ -1022,6 +1039,8 @@ class Pilot:
                     f"{PREFIX} {inst.id} starting at {start} on {where} ({self.launcher}, cpus={inst.cpus}, "
                     f"memory={memory} MB)\n".encode()
                 )
+                if inst.container:
+                    log.write(f"{PREFIX} {inst.id} runs in container image {inst.container}\n".encode())
                 log.flush()
                 if self.launcher == "srun":
                     result_path = os.path.join(

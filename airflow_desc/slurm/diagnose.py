@@ -14,7 +14,9 @@ The checks run in this order, first match wins:
 4. slurmstepd's ``*** JOB 123 ... CANCELLED AT ... DUE TO TIME LIMIT / PREEMPTION /
    NODE FAILURE ***`` line.
 5. CANCELLED: by whom.
-6. Log patterns: disk full, container runtime errors, segfault (signal 11, exit 139).
+6. Log patterns: a missing container image (named from the script's ``runs in container image``
+   line or the runtime's error), disk full, other container runtime errors, segfault (signal 11,
+   exit 139).
 7. A Python traceback: its last line; ``FileNotFoundError`` is a missing input.
 8. Any other non-zero exit, with the last log line.
 """
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from airflow_desc.slurm.accounting import JobAccounting
-from airflow_desc.slurm.script import LOG_PREFIX
+from airflow_desc.slurm.script import CONTAINER_MARKER, LOG_PREFIX
 from airflow_desc.slurm.states import SlurmState, StateClass, TextEnum
 from airflow_desc.slurm.units import format_memory_mb
 
@@ -95,14 +97,30 @@ _CONTAINER_RES = (
     re.compile(r"^FATAL:\s{2,}\S"),
     re.compile(r"^(?:apptainer|singularity):?\s.*\b(?:error|fatal)\b", re.IGNORECASE),
     # podman / podman-hpc
-    re.compile(
-        r"^Error: .*(?:image|manifest|OCI runtime|crun|runc|short-name|container|podman)", re.IGNORECASE
-    ),
+    # podman writes "Error: " so; a payload's "ERROR: could not open image x.fits" is its own.
+    re.compile(r"^Error: (?i:.*(?:image|manifest|OCI runtime|crun|runc|short-name|container|podman))"),
     re.compile(r"^podman(?:-hpc)?:.*\berror\b", re.IGNORECASE),
 )
 # srun's own report of a step's end, written after (or, its I/O forwarded apart, among) the task's
 # output: "srun: error: pm-n1: task 0: Exited with exit code 2", "srun: Job step aborted: ...".
 _SRUN_STATUS_RE = re.compile(r"^srun: (?:error: \S+: tasks? [\d,\-]+: |Job step aborted|launch/)")
+# A runtime's words for an image that is not there, on one of its own lines (_CONTAINER_RES):
+# podman's "Error: <image>: image not known" (--pull=never) or a registry's "manifest unknown" /
+# "access ... denied", shifter's "Failed to lookup Image" / "Image request failed", apptainer's
+# "could not open image <path>".
+_MISSING_IMAGE_RE = re.compile(
+    r"image not known|manifest unknown|requested access to the resource is denied|"
+    r"did not resolve to an alias|could not open image|failed to (?:lookup|look up|pull) image|"
+    r"image request failed",
+    re.IGNORECASE,
+)
+# Where a log names the image: our own line before the payload first, then the runtimes' errors.
+_IMAGE_NAMED_RES = (
+    re.compile(rf"\b{CONTAINER_MARKER} (?P<image>\S+)\s*$"),
+    re.compile(r"^Error: (?P<image>\S+): image not known"),
+    re.compile(r"initializing source (?:docker://)?(?P<image>\S+?):\s"),
+    re.compile(r"(?:could not open image|failed to lookup image) (?P<image>\S+?):?(?=\s|$)", re.IGNORECASE),
+)
 _SEGFAULT_RE = re.compile(r"Segmentation fault|SIGSEGV|signal 11\b", re.IGNORECASE)
 _TRACEBACK = "Traceback (most recent call last)"
 _EXCEPTION_RE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s?(?P<message>.*))?$")
@@ -255,7 +273,32 @@ _LOG_RULES = (
 )
 
 
+def _missing_image(name: str, lines: list[str]) -> Diagnosis | None:
+    line = next(
+        (
+            ln
+            for ln in reversed(lines)
+            if _MISSING_IMAGE_RE.search(ln) and any(p.search(ln.strip()) for p in _CONTAINER_RES)
+        ),
+        None,
+    )
+    if line is None:
+        return None
+    named = (m.group("image") for p in _IMAGE_NAMED_RES for ln in reversed(lines) if (m := p.search(ln)))
+    image = next(named, None)
+    which = f"image {_one_line(image, 100)}" if image else "its image"
+    return Diagnosis(
+        ReasonClass.CONTAINER_ERROR,
+        f"{name} could not start its container: {which} is not on this cluster ({_one_line(line, 120)}); "
+        "pull or build it there (podman[-hpc] pull, shifterimg pull, apptainer pull) or fix the name "
+        "(the spec's resources.container, the profile's container_image)",
+    )
+
+
 def _from_log(name: str, accounting: JobAccounting, lines: list[str], exit_text: str) -> Diagnosis | None:
+    missing = _missing_image(name, lines)
+    if missing is not None:
+        return missing
     for patterns, reason, what in _LOG_RULES:
         for pattern in patterns:
             line = _last_match(lines, pattern)

@@ -14,23 +14,35 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, get_args
 
 from airflow_desc.slurm.quoting import check_text, quote_path
 from airflow_desc.slurm.timing import timing_end_lines, timing_start_lines
 from airflow_desc.slurm.units import format_walltime
 
-__all__ = ["ContainerRuntime", "ContainerSpec", "JobSpec", "check_extra_sbatch", "render_job_script"]
+__all__ = [
+    "CONTAINER_MARKER",
+    "ContainerRuntime",
+    "ContainerSpec",
+    "JobSpec",
+    "check_extra_sbatch",
+    "container_command",
+    "render_job_script",
+]
 
-#: Container runtimes a job can run its payload in.
-ContainerRuntime = Literal["none", "shifter", "podman-hpc", "apptainer"]
-_RUNTIMES = ("none", "shifter", "podman-hpc", "apptainer")
+#: Container runtimes a job can run its payload in: ``podman`` is plain podman (the local site, a
+#: workstation), ``podman-hpc`` NERSC's wrapper of it.
+ContainerRuntime = Literal["none", "shifter", "podman-hpc", "podman", "apptainer"]
+_RUNTIMES: tuple[str, ...] = get_args(ContainerRuntime)
 
 #: Prefix of the lines the script prints around the payload, so log tails can find them.
 LOG_PREFIX = "airflow-desc:"
+#: Printed before a payload that runs in a container, followed by the image: a log tail names it
+#: (:func:`~airflow_desc.slurm.diagnose` does when the image is missing). The pilot prints it too.
+CONTAINER_MARKER = "runs in container image"
 
 _IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _OPTION_RE = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -105,10 +117,11 @@ def _positive_int(what: str, value: int | None) -> None:
 class ContainerSpec:
     """The container a payload runs in.
 
-    :param runtime: ``"none"``, ``"shifter"`` (NERSC), ``"podman-hpc"`` (NERSC) or ``"apptainer"``.
+    :param runtime: ``"none"``, ``"shifter"`` (NERSC), ``"podman-hpc"`` (NERSC), ``"podman"`` or
+        ``"apptainer"``.
     :param image: the image: ``docker:repo/name:tag`` for shifter (``docker:`` is added
-        when no source prefix is given), ``repo/name:tag`` for podman-hpc, a ``.sif`` path or
-        ``docker://...`` URI for apptainer.
+        when no source prefix is given), ``repo/name:tag`` for podman-hpc and podman, a ``.sif``
+        path or ``docker://...`` URI for apptainer.
     :param options: extra options given to the runtime before the image, one word each.
     :param binds: bind mounts, ``"/src:/dst"`` or ``"/src:/dst:ro"``.
     """
@@ -354,33 +367,63 @@ def _sbatch_lines(spec: JobSpec) -> list[str]:
     ]
 
 
-def _payload_lines(spec: JobSpec) -> list[str]:
-    """Write the payload as shell lines: verbatim in a subshell, or quoted for a container runtime."""
-    container = spec.container
-    quoted = shlex.quote(spec.command.rstrip("\n"))
-    if container.runtime == "none":
-        return ["(", spec.command.rstrip("\n"), ")"]
-    if container.runtime == "shifter":
+def container_command(container: ContainerSpec, command: str, env: Iterable[str] = ()) -> str:
+    """Write one shell line that runs ``command`` with ``bash -c`` in a container.
+
+    Every value is one quoted shell word; the command goes in as one quoted argument, so the
+    container's bash, not the job's, reads it. podman (and podman-hpc) neither pass the host's
+    environment nor its working directory: the variables named in ``env`` are passed by name, and
+    the current directory is mounted at the same path and made the working directory (apptainer and
+    shifter do both themselves).
+
+    :param container: the container; its runtime must not be ``"none"``.
+    :param command: the payload's shell text.
+    :param env: names of the variables the payload needs from the job's environment.
+    :raises ValueError: for the runtime ``"none"`` or a name that is not a shell variable.
+    """
+    quoted = shlex.quote(command.rstrip("\n"))
+    runtime = container.runtime
+    if runtime == "none":
+        raise ValueError("container_command needs a container runtime, got 'none'")
+    if runtime == "shifter":
         words = [f"--image={container.shifter_image}"]
         words += [f"--volume={bind}" for bind in container.binds]
         words += list(container.options)
-        return [f"shifter {' '.join(shlex.quote(w) for w in words)} bash -c {quoted}"]
-    if container.runtime == "podman-hpc":
-        words = ["run", "--rm", *container.options]
+        return f"shifter {_words(words)} bash -c {quoted}"
+    if runtime == "apptainer":
+        words = ["exec", *container.options]
         for bind in container.binds:
-            words += ["--volume", bind]
-        # podman does not pass the host environment or working directory into the container.
-        for key in spec.env:
-            words += ["--env", key]
-        # After the script's `cd`, $PWD is the absolute working directory (also for a "~/" workdir).
-        workdir = ' --volume "$PWD:$PWD" --workdir "$PWD"' if spec.workdir is not None else ""
-        image = shlex.quote(container.image or "")
-        return [f"podman-hpc {' '.join(shlex.quote(w) for w in words)}{workdir} {image} bash -c {quoted}"]
-    words = ["exec", *container.options]
+            words += ["--bind", bind]
+        return f"apptainer {_words([*words, container.image or ''])} bash -c {quoted}"
+    words = ["run", "--rm", *container.options]
     for bind in container.binds:
-        words += ["--bind", bind]
-    words.append(container.image or "")
-    return [f"apptainer {' '.join(shlex.quote(w) for w in words)} bash -c {quoted}"]
+        words += ["--volume", bind]
+    for key in dict.fromkeys(env):
+        if not _IDENTIFIER_RE.match(key):
+            raise ValueError(f"container_command: {key!r} is not a shell variable name")
+        words += ["--env", key]
+    # After the script's `cd`, $PWD is the absolute working directory (also for a "~/" workdir).
+    workdir = '--volume "$PWD:$PWD" --workdir "$PWD"'
+    image = shlex.quote(container.image or "")
+    return f"{runtime} {_words(words)} {workdir} {image} bash -c {quoted}"
+
+
+def _words(words: Iterable[str]) -> str:
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _payload_lines(spec: JobSpec) -> list[str]:
+    """Write the payload as shell lines: verbatim in a subshell, or quoted for a container runtime."""
+    container = spec.container
+    if container.runtime == "none":
+        return ["(", spec.command.rstrip("\n"), ")"]
+    return [container_command(container, spec.command, spec.env)]
+
+
+def _container_marker_lines(container: ContainerSpec, job: str) -> list[str]:
+    if container.runtime == "none":
+        return []
+    return [f'echo "{LOG_PREFIX} job {job} payload {CONTAINER_MARKER}" {shlex.quote(container.image or "")}']
 
 
 def _forwarded_signal(spec: JobSpec) -> str | None:
@@ -422,6 +465,7 @@ def render_job_script(spec: JobSpec) -> str:
     lines += [
         "trap - ERR",
         f'echo "{LOG_PREFIX} job {job} payload starting on $(hostname) at {now}"',
+        *_container_marker_lines(spec.container, job),
         "# The payload runs with bash's default options, as it would on its own.",
         "set +e +o pipefail",
         *timing_start_lines(),
@@ -441,8 +485,9 @@ def render_job_script(spec: JobSpec) -> str:
             "interrupted=1",
             'while [ "$interrupted" = 1 ]; do interrupted=0; wait "$payload_pid"; rc=$?; done',
         ]
-    # podman-hpc's containers are the children of its monitor, not of this shell: sacct has their CPU.
-    timing = timing_end_lines(f"{LOG_PREFIX} job {job}", measure_cpu=spec.container.runtime != "podman-hpc")
+    # podman's containers are the children of its monitor (conmon), not of this shell: unmeasured here.
+    measure_cpu = spec.container.runtime not in ("podman-hpc", "podman")
+    timing = timing_end_lines(f"{LOG_PREFIX} job {job}", measure_cpu=measure_cpu)
     status_line = f'echo "{LOG_PREFIX} job {job} payload exit code $rc at {now}"'
     lines += [*timing[:-1], status_line]
     if spec.error is not None and spec.error != spec.output:

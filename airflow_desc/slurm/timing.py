@@ -12,9 +12,10 @@ payload (:func:`render_job_script <airflow_desc.slurm.script.render_job_script>`
 - cpu: bash's ``times`` (user and system time of the shell's waited-for children, milliseconds)
   before and after the payload, so that setup lines (``module load`` ...) are not counted. Work the
   batch shell does not wait for is not in it: :func:`precise_usage` adds the CPU of the job's
-  other steps (``srun`` inside the script) from sacct. For a payload run by ``podman-hpc`` (its
-  processes are the children of podman's monitor, not of the shell) the line says
-  ``cpu unmeasured`` and sacct's TotalCPU stays.
+  other steps (``srun`` inside the script) from sacct. For a payload run by ``podman-hpc`` or
+  ``podman`` (its processes are the children of podman's monitor, not of the shell) the line says
+  ``cpu unmeasured`` and sacct's TotalCPU stays (on the local site it misses the container's
+  processes too: runc gives them a cgroup below the step's, which SLURM does not sample).
 
 :func:`parse_payload_timing` reads that line from the log's tail; a job that printed none (killed
 by SLURM, an old script, a ``date`` without ``%N``) keeps sacct's values.

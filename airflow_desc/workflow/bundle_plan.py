@@ -23,13 +23,14 @@ from __future__ import annotations
 import itertools
 import math
 import shlex
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_desc.exceptions import WorkflowSpecError
-from airflow_desc.pilot.launcher import STATES
+from airflow_desc.pilot.launcher import INSTANCE_ENV, STATES
+from airflow_desc.slurm.script import ContainerSpec, container_command
 from airflow_desc.workflow.graph import ProcessNode, TaskNode
 from airflow_desc.workflow.naming import instance_id, stream_path
 from airflow_desc.workflow.outcomes import Skip, combine_states
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from airflow_desc.workflow.registry import LoadedWorkflow
 
 __all__ = [
+    "CONTAINER_ENV",
     "BundlePlan",
     "PlannedInstance",
     "PlannedProcess",
@@ -50,6 +52,10 @@ __all__ = [
     "plan_bundle",
     "raised_requests",
 ]
+
+
+#: The variables a bundled instance's container is given: the pilot's, and the emulated payload's program.
+CONTAINER_ENV = (*INSTANCE_ENV, "DESC_PAYLOAD")
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,12 @@ class PlannedInstance(PlannedProcess):
         return res.memory_mb if res is not None and res.memory_mb else None
 
     @property
+    def container(self) -> str | None:
+        """The image its process asks to run in, if any (the cluster may have a default)."""
+        res = self.process.resources
+        return res.container if res is not None else None
+
+    @property
     def walltime_s(self) -> int | None:
         """The walltime it asks for: the spec's, or what earlier tries raised it to."""
         if self.raised is not None and self.raised.walltime_s:
@@ -194,9 +206,30 @@ class BundlePlan:
     members: dict[tuple[str, ...], list[str]] = field(default_factory=dict)
     top: list[dict[str, Any]] = field(default_factory=list)
 
-    def manifest(self, bundle: str) -> dict[str, Any]:
-        """Return the pilot's manifest."""
-        return {"bundle": bundle, "instances": [i.manifest_entry() for i in self.instances]}
+    def manifest(
+        self,
+        bundle: str,
+        containers: Callable[[str | None], ContainerSpec] | None = None,
+        env: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """Return the pilot's manifest.
+
+        :param bundle: the bundle's id.
+        :param containers: the container of an instance from its process's image (``None``: none
+            asked for), as its cluster runs it (``airflow_desc.operators.job_script.container_for``);
+            ``None``: no instance runs in a container.
+        :param env: further variables of the job that a container is given (the profile's and the
+            operator's ``env``), beside :data:`CONTAINER_ENV`.
+        """
+        entries = []
+        for inst in self.instances:
+            entry = inst.manifest_entry()
+            container = containers(inst.container) if containers is not None else ContainerSpec()
+            if container.runtime != "none":
+                entry["command"] = container_command(container, inst.command, (*CONTAINER_ENV, *env))
+                entry["container"] = container.image
+            entries.append(entry)
+        return {"bundle": bundle, "instances": entries}
 
     def set_estimates(self, by_process: Mapping[str, float]) -> int:
         """Give each batch instance its process's expected run time (s); return how many got one.

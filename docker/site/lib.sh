@@ -42,8 +42,10 @@ LOG=$DESC_SITE_DIR/log
 SSHDIR=$DESC_SITE_DIR/ssh
 
 # chromium: the headless browser the UI tests read the status page with; redis-server: the broker
-# of the CeleryExecutor deployment the e2e tests run (tests/deploy.py).
-APT_PACKAGES="slurm-wlm slurmdbd munge mariadb-server openssh-server postgresql chromium redis-server"
+# of the CeleryExecutor deployment the e2e tests run (tests/deploy.py); podman, uidmap (newuidmap,
+# for rootless podman's user namespace) and runc (crun, podman's default, refuses hybrid cgroup hosts):
+# the container engine of jobs with an image (docker/site/payload-image).
+APT_PACKAGES="slurm-wlm slurmdbd munge mariadb-server openssh-server postgresql chromium redis-server podman uidmap runc"
 
 say() { printf '[site] %s\n' "$*"; }
 warn() { printf '[site] WARNING: %s\n' "$*" >&2; }

@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 
+from airflow_desc.history import JsonLinesRecorder, ProcessRecord
+
 DAGS = pathlib.Path(__file__).parent / "dags"
 AIRFLOW = pathlib.Path(sys.executable).with_name("airflow")
 
@@ -97,6 +99,15 @@ def test(self, *args, **kwargs):
 DAG.test = test
 sys.exit(main())
 """
+
+
+def batch_records(history: pathlib.Path) -> dict[str, list[ProcessRecord]]:
+    """The batch process instances a run recorded in ``history``, by process name, in record order."""
+    found: dict[str, list[ProcessRecord]] = {}
+    for rec in JsonLinesRecorder(history).read():
+        if rec.process_type == "batch":
+            found.setdefault(rec.process, []).append(rec)
+    return found
 
 
 def explain(proc: object) -> str:

@@ -51,6 +51,22 @@ def dm_stack(site: Site) -> pathlib.Path:
     return prefix
 
 
+PAYLOAD_IMAGE = pathlib.Path(__file__).resolve().parents[2] / "docker" / "site" / "payload-image"
+
+
+@pytest.fixture(scope="session")
+def payload_image(site: Site) -> str:
+    """The site's payload image in the login user's podman (docker/site/up builds it; here if missing or old).
+
+    The build is quick when the image is up to date; under a lock, as the tests' processes share it.
+    Returns the image's name.
+    """
+    with open("/tmp/desc-payload-image.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run([str(PAYLOAD_IMAGE / "build"), "--user", site.user], check=True, timeout=300)
+    return "localhost/desc-payload:test"
+
+
 @pytest.fixture
 def in_process_airflow_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch

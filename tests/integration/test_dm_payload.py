@@ -16,22 +16,13 @@ import uuid
 
 import pytest
 
-from airflow_desc.history import JsonLinesRecorder, ProcessRecord
-from tests.integration.airflow_env import AirflowEnv, explain
+from tests.integration.airflow_env import AirflowEnv, batch_records, explain
 from tests.integration.site import Site
 
 # A bundle asks for a whole perlmutter node: beside the parallel suite it would wait in SLURM's queue.
 pytestmark = [pytest.mark.serial, pytest.mark.usefixtures("dm_stack")]
 
 WORK_DIR = "airflow-desc"  # the site's clusters.yaml work_dir, relative to the home directory
-
-
-def batch_records(history: pathlib.Path) -> dict[str, list[ProcessRecord]]:
-    found: dict[str, list[ProcessRecord]] = {}
-    for rec in JsonLinesRecorder(history).read():
-        if rec.process_type == "batch":
-            found.setdefault(rec.process, []).append(rec)
-    return found
 
 
 def conf_for(site: Site, **more: object) -> dict[str, object]:

@@ -64,6 +64,8 @@ clusters:
     work_dir: /sdf/scratch/users/d/desc/airflow
     container_runtime: apptainer
     container_image: /sdf/images/desc.sif
+    container_options: [--cleanenv]
+    container_binds: ["/sdf/group/desc:/desc:ro"]
     setup_lines:
       - module load python
       - export X=1
@@ -114,6 +116,8 @@ def test_full_example_every_field(full: ClusterProfiles) -> None:
         "work_dir": "/sdf/scratch/users/d/desc/airflow",
         "container_runtime": "apptainer",
         "container_image": "/sdf/images/desc.sif",
+        "container_options": ("--cleanenv",),
+        "container_binds": ("/sdf/group/desc:/desc:ro",),
         "setup_lines": ("module load python", "export X=1"),
         "poll_interval": 12.5,
         "vanish_grace": 0.0,
@@ -287,8 +291,8 @@ def test_unknown_keys(data_dir: pathlib.Path) -> None:
         f"{f}:9: clusters.perlmutter.colour: unknown key; use one of ssh_conn_id, cores_per_node, "
         "memory_per_node_mb, max_walltime, jump_conn_id, slurm_cluster, partition, qos, account, constraint, "
         "max_queued_jobs, max_queued_per_task, pool, work_dir, container_runtime, container_image, "
-        "setup_lines, poll_interval, vanish_grace, high_memory_partition, maintenance, key_expires, env, "
-        "sbatch_options"
+        "container_options, container_binds, setup_lines, poll_interval, vanish_grace, "
+        "high_memory_partition, maintenance, key_expires, env, sbatch_options"
     )
 
 
@@ -356,10 +360,16 @@ def test_bad_walltimes(data_dir: pathlib.Path) -> None:
 def test_container_settings(data_dir: pathlib.Path) -> None:
     f, message = bad(data_dir, "bad_container.yaml")
     assert message.splitlines() == [
-        f"{f}:7: clusters.perlmutter.container_runtime: unknown container runtime 'podman' (text); "
-        "did you mean 'podman-hpc'? (one of none, shifter, podman-hpc, apptainer)",
+        f"{f}:7: clusters.perlmutter.container_runtime: unknown container runtime 'podmn' (text); "
+        "did you mean 'podman'? (one of none, shifter, podman-hpc, podman, apptainer)",
         f"{f}:13: clusters.s3df.container_image: an image is set but container_runtime is 'none'; "
-        "set container_runtime (shifter, podman-hpc or apptainer) or remove container_image",
+        "set container_runtime (shifter, podman-hpc, podman, apptainer) or remove container_image",
+        f"{f}:14: clusters.s3df.container_options: runtime options are set but container_runtime is 'none'; "
+        "set container_runtime (shifter, podman-hpc, podman, apptainer) or remove container_options",
+        f"{f}:21: clusters.local.container_options: expected a list, got '--pull=never' (text); write each "
+        "word as a '- ' item, e.g. container_options: [--pull=never, --network=none]",
+        f"{f}:22: clusters.local.container_binds[1]: the entry contains a line break, which is not allowed "
+        "here: '/b\\n:/b'; write one word per entry",
     ]
 
 
@@ -447,7 +457,7 @@ def test_yaml_syntax_error(data_dir: pathlib.Path) -> None:
             "f.yaml:9: clusters.a.setup_lines[1]: expected text, got 3 (a whole number); "
             "quote the shell line\n"
             "f.yaml:10: clusters.a.container_runtime: unknown container runtime 'docker' (text); "
-            "use one of none, shifter, podman-hpc, apptainer",
+            "use one of none, shifter, podman-hpc, podman, apptainer",
         ),
     ],
 )

@@ -281,3 +281,50 @@ def test_a_profiles_sbatch_options_go_in_every_job_script_and_the_operators_win(
     script = render_job_script(job_spec_for(op, profile, res, name="j", log_pattern="logs/%j.log"))
     assert "#SBATCH --licenses=sps\n" in script and "#SBATCH --comment=mine\n" in script
     assert script.count("#SBATCH --comment=") == 1
+
+
+def test_the_profile_says_how_a_payload_runs_in_its_container() -> None:
+    from airflow_desc.operators.bundle import SlurmBundleOperator
+    from airflow_desc.operators.job_script import job_spec_for
+
+    profile = s3df_profile(
+        container_runtime="podman",
+        container_image="localhost/default:1",
+        container_options=["--pull=never", "--network=none"],
+        container_binds=["/sdf/group/desc:/desc:ro"],
+        env={"SITE": "s3df"},
+    )
+    res = {"partition": "roma", "time_limit_s": 60, "cpus": 1, "mem_mb": None, "exclude": ""}
+    scripts = {
+        image: render_job_script(
+            job_spec_for(
+                SlurmOperator(task_id="t", command="true", cluster="s3df", container_image=image),
+                profile,
+                res,
+                name="j",
+                log_pattern="logs/%j.log",
+            )
+        )
+        for image in ("localhost/mine:2", None)
+    }
+    words = "podman run --rm --pull=never --network=none --volume /sdf/group/desc:/desc:ro --env SITE"
+    assert (
+        f'{words} --volume "$PWD:$PWD" --workdir "$PWD" localhost/mine:2 bash -c true\n'
+        in scripts["localhost/mine:2"]
+    )
+    assert " localhost/default:1 bash -c true\n" in scripts[None]  # the cluster's default image
+    # A bundle's pilot runs on the node: its instances run in their containers (see the manifest).
+    assert SlurmBundleOperator.payload_in_container is False
+    op = SlurmOperator(task_id="t", command="true", cluster="s3df")
+    op.payload_in_container = False
+    assert "podman" not in render_job_script(job_spec_for(op, profile, res, name="j", log_pattern="l/%j"))
+
+
+def test_an_image_on_a_cluster_without_a_container_runtime_says_what_to_set() -> None:
+    from airflow_desc.operators.job_script import container_for
+
+    with pytest.raises(
+        ValueError, match="container image 'localhost/x:1' but cluster 's3df' has container_runtime"
+    ):
+        container_for(s3df_profile(), "localhost/x:1")
+    assert container_for(s3df_profile(), None).runtime == "none"

@@ -341,3 +341,41 @@ def test_output_check_is_reserved() -> None:
         "output-check",
         "success",
     }
+
+
+# --- a missing container image, named ---
+
+
+@pytest.mark.parametrize(
+    ("tail", "image"),
+    [
+        # The job script's line before the payload, then podman's own (--pull=never).
+        (
+            "airflow-desc: job 8 payload runs in container image localhost/desc-payload:nope\n"
+            "Error: localhost/desc-payload:nope: image not known\n",
+            "localhost/desc-payload:nope",
+        ),
+        # The pilot's line in a bundled instance's log.
+        (
+            "airflow-desc-pilot: v=1:p starting at 2026-12-06T19:00:00Z on pm-n1 (srun, cpus=1)\n"
+            "airflow-desc-pilot: v=1:p runs in container image localhost/x:1\n"
+            "Error: localhost/x:1: image not known\n",
+            "localhost/x:1",
+        ),
+        # No line of ours: the runtime's error names it.
+        ("Error: registry.example/a/b:2: image not known\n", "registry.example/a/b:2"),
+        (log("shifter_error"), "docker:lsstdesc/dc1-nope:latest"),
+        (log("apptainer_error"), "/sdf/group/desc/images/dc1.sif"),
+        (log("podman_error"), "lsstdesc/dc1-nope:latest"),
+    ],
+)
+def test_a_missing_image_is_a_container_error_naming_it(tail: str, image: str) -> None:
+    d = diagnose(job("8|FAILED|125:0|00:00:03||2G|1|n1|\n"), tail)
+    check_diagnosis(d, ReasonClass.CONTAINER_ERROR, "8")
+    assert f"image {image} is not on this cluster" in d.message
+    assert "pull or build it there" in d.message
+
+
+def test_a_payload_that_cannot_open_its_own_image_file_is_not_a_container_error() -> None:
+    d = diagnose(job("8|FAILED|1:0|00:00:03||2G|1|n1|\n"), "ERROR: could not open image calexp-v1.fits\n")
+    check_diagnosis(d, ReasonClass.NON_ZERO_EXIT, "8")

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from airflow_desc.slurm.script import ContainerSpec, JobSpec, render_job_script
+from airflow_desc.slurm.script import ContainerSpec, JobSpec, container_command, render_job_script
 from tests.waiting import wait_for
 
 GOLDEN = pathlib.Path(__file__).parents[2] / "data" / "slurm" / "golden"
@@ -27,6 +27,12 @@ CONTAINERS = {
     "shifter": ContainerSpec("shifter", "lsstdesc/desc-stack:w_2025_01", binds=("/global/cfs/desc:/desc",)),
     "podman-hpc": ContainerSpec(
         "podman-hpc", "lsstdesc/desc-stack:w_2025_01", options=("--gpu",), binds=("/global/cfs/desc:/desc",)
+    ),
+    "podman": ContainerSpec(
+        "podman",
+        "localhost/desc-payload:test",
+        options=("--pull=never", "--network=none"),
+        binds=("/x:/x:ro",),
     ),
     "apptainer": ContainerSpec(
         "apptainer",
@@ -398,12 +404,25 @@ exec "$@"
 """
 
 
-@pytest.mark.parametrize("runtime", ["shifter", "podman-hpc", "apptainer"])
-def test_container_runtimes_get_the_payload_intact(runtime: str, tmp_path: pathlib.Path) -> None:
+def run_in_fake_runtime(
+    runtime: str, spec: JobSpec, tmp_path: pathlib.Path
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run the job script with a stand-in for ``runtime`` on the PATH; return the result and its argv."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)
     (bin_dir / runtime).write_text(FAKE_RUNTIME)
     (bin_dir / runtime).chmod(0o755)
+    argv_file = tmp_path / "argv"
+    result = run_script(
+        render_job_script(spec),
+        tmp_path,
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_ARGV": str(argv_file)},
+    )
+    return result, argv_file.read_text().split("\0")[:-1]
+
+
+@pytest.mark.parametrize("runtime", ["shifter", "podman-hpc", "podman", "apptainer"])
+def test_container_runtimes_get_the_payload_intact(runtime: str, tmp_path: pathlib.Path) -> None:
     command = "printf '%s|' \"it's\" '$(touch PWNED)' \"$DESC_RUN\" > payload.txt\nexit 7"
     spec = JobSpec(
         job_name="x",
@@ -411,59 +430,65 @@ def test_container_runtimes_get_the_payload_intact(runtime: str, tmp_path: pathl
         env={"DESC_RUN": "run 42"},
         container=ContainerSpec(runtime, "img:1", options=("--opt",), binds=("/a b:/c",)),  # type: ignore[arg-type]
     )
-    argv_file = tmp_path / "argv"
-    result = run_script(
-        render_job_script(spec),
-        tmp_path,
-        env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_ARGV": str(argv_file)},
-    )
+    result, argv = run_in_fake_runtime(runtime, spec, tmp_path)
     assert result.returncode == 7, result.stdout + result.stderr
     assert "payload exit code 7" in result.stdout
+    assert "airflow-desc: job 4242 payload runs in container image img:1\n" in result.stdout
     assert (tmp_path / "payload.txt").read_text() == "it's|$(touch PWNED)|run 42|"
     assert not (tmp_path / "PWNED").exists()
-    argv = argv_file.read_text().split("\0")[:-1]
     assert argv[-3:] == ["bash", "-c", command]
+    podman = ["run", "--rm", "--opt", "--volume", "/a b:/c", "--env", "DESC_RUN"]
+    podman += ["--volume", f"{tmp_path}:{tmp_path}", "--workdir", str(tmp_path), "img:1"]
     expected_prefix = {
         "shifter": ["shifter", "--image=docker:img:1", "--volume=/a b:/c", "--opt"],
-        "podman-hpc": [
-            "podman-hpc",
-            "run",
-            "--rm",
-            "--opt",
-            "--volume",
-            "/a b:/c",
-            "--env",
-            "DESC_RUN",
-            "img:1",
-        ],
+        "podman-hpc": ["podman-hpc", *podman],
+        "podman": ["podman", *podman],
         "apptainer": ["apptainer", "exec", "--opt", "--bind", "/a b:/c", "img:1"],
     }[runtime]
     assert argv[:-3] == expected_prefix
 
 
+HOSTILE = "x';touch PWNED;'$(touch PWNED)`touch PWNED`\"$HOME"
+# An image has no whitespace: ${IFS} is the shell's way around that.
+HOSTILE_WORD = HOSTILE.replace(" ", "${IFS}")
+
+
+@pytest.mark.parametrize("runtime", ["podman-hpc", "podman", "apptainer", "shifter"])
+def test_hostile_container_values_reach_the_runtime_as_words(runtime: str, tmp_path: pathlib.Path) -> None:
+    # shifter's image also goes on an #SBATCH line, which refuses quotes and '$' (tested above).
+    image = "img:1" if runtime == "shifter" else f"localhost/{HOSTILE_WORD}"
+    container = ContainerSpec(
+        runtime,  # type: ignore[arg-type]
+        image,
+        options=(f"--label={HOSTILE}", "--x=a b"),
+        binds=(f"/a b:/c;{HOSTILE}",),
+    )
+    spec = JobSpec(job_name="x", command="echo ran > out.txt", env={"V": HOSTILE}, container=container)
+    result, argv = run_in_fake_runtime(runtime, spec, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "out.txt").read_text() == "ran\n"
+    assert not (tmp_path / "PWNED").exists()
+    assert f"--label={HOSTILE}" in argv and "--x=a b" in argv
+    assert any(HOSTILE in word for word in argv if word.startswith(("/a b", "--volume=/a b"))), argv
+    if runtime != "shifter":
+        assert image in argv
+        assert f"payload runs in container image {image}\n" in result.stdout
+
+
+def test_container_command_refuses_what_is_not_a_variable_name() -> None:
+    with pytest.raises(ValueError, match="not a shell variable name"):
+        container_command(ContainerSpec("podman", "img"), "true", ["OK", "A;B"])
+    with pytest.raises(ValueError, match="needs a container runtime"):
+        container_command(ContainerSpec(), "true")
+
+
 def test_podman_gets_the_workdir_mounted_and_set(tmp_path: pathlib.Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "podman-hpc").write_text(FAKE_RUNTIME)
-    (bin_dir / "podman-hpc").chmod(0o755)
     (tmp_path / "w d").mkdir()
     spec = JobSpec(
         job_name="x", command="true", workdir="~/w d", container=ContainerSpec("podman-hpc", "img")
     )
-    argv_file = tmp_path / "argv"
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_ARGV": str(argv_file)}
-    assert run_script(render_job_script(spec), tmp_path, env=env).returncode == 0
+    result, argv = run_in_fake_runtime("podman-hpc", spec, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
     workdir = str(tmp_path / "w d")
-    assert argv_file.read_text().split("\0")[:-1] == [
-        "podman-hpc",
-        "run",
-        "--rm",
-        "--volume",
-        f"{workdir}:{workdir}",
-        "--workdir",
-        workdir,
-        "img",
-        "bash",
-        "-c",
-        "true",
-    ]
+    assert argv[:7] == ["podman-hpc", "run", "--rm", "--volume", f"{workdir}:{workdir}", "--workdir", workdir]
+    assert argv[7:] == ["img", "bash", "-c", "true"]

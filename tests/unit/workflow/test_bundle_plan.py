@@ -6,18 +6,22 @@ DC1's visit bundle; setup scripts run for real on this process, as on a worker.
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
+import shlex
 from typing import Any
 
 import pytest
 
 from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.exceptions import WorkflowSpecError
+from airflow_desc.operators.job_script import container_for
 from airflow_desc.pilot import validate_manifest
-from airflow_desc.workflow.bundle_plan import allocation_time_limit_s, plan_bundle
+from airflow_desc.workflow.bundle_plan import CONTAINER_ENV, allocation_time_limit_s, plan_bundle
 from airflow_desc.workflow.registry import load_workflow
 from airflow_desc.workflow.scripts import ScriptOutcome
+from tests.unit.conftest import s3df_profile
 
 ROOT = pathlib.Path(__file__).parents[3]
 SITE = ROOT / "tests" / "data" / "clusters" / "site.yaml"
@@ -176,3 +180,41 @@ def test_a_rerun_selection_reruns_what_waits_for_it_in_the_bundle_and_nothing_el
     }
     assert plan.rerun_closure({raft.id}) == {raft.id, *below, "visit=1:wrapupRafts"}
     assert plan.rerun_closure({"visit=9:calibrate"}) == set()  # not this bundle's
+
+
+EIMAGE = '                type: batch\n                skip_if: "sensor == skip_sensor"\n'
+
+
+def test_each_instance_runs_in_its_own_processs_container(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (ROOT / "tests" / "data" / "specs" / "pyramid-bundle.yaml").read_text()
+    assert EIMAGE in text
+    path = tmp_path / "pyramid.yaml"
+    path.write_text(
+        text.replace(EIMAGE, EIMAGE + "                resources: {container: localhost/eimage:1}\n")
+    )
+    monkeypatch.setenv("DESC_CLUSTERS_FILE", str(SITE))
+    workflow = load_workflow(path, clusters=load_cluster_profiles(SITE))
+    plan = plan_bundle(
+        workflow, workflow.task(None, "Pyramid/processVisit"), [{"visit": 1}], variables(workflow)
+    )
+    by_id = {i.id: i for i in plan.instances}
+    podman = {"container_runtime": "podman", "container_options": ["--pull=never"]}
+    for default in (None, "localhost/default:1"):
+        profile = s3df_profile(**podman, container_image=default)
+        manifest = plan.manifest("b", containers=functools.partial(container_for, profile), env=["MINE"])
+        for entry in validate_manifest(manifest)["instances"]:
+            inst = by_id[entry["id"]]
+            image = "localhost/eimage:1" if inst.process.name == "eimage" else default
+            assert entry.get("container") == image, entry
+            if image is None:
+                assert entry["command"] == inst.command
+                continue
+            words = shlex.split(entry["command"])
+            assert words[:3] == ["podman", "run", "--rm"] and words[3] == "--pull=never"
+            passed = [words[i + 1] for i, w in enumerate(words) if w == "--env"]
+            assert passed == [*CONTAINER_ENV, "MINE"] and "DESC_PAYLOAD" in passed
+            assert words[-4:] == [image, "bash", "-c", inst.command]
+    # Without containers (no cluster said how), the commands are the planner's own.
+    assert all("container" not in e for e in plan.manifest("b")["instances"])

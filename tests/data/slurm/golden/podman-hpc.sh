@@ -13,6 +13,7 @@ export DESC_RUN=run42
 cd -- /scratch/run42
 trap - ERR
 echo "airflow-desc: job ${SLURM_JOB_ID:-unknown} payload starting on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "airflow-desc: job ${SLURM_JOB_ID:-unknown} payload runs in container image" lsstdesc/desc-stack:w_2025_01
 # The payload runs with bash's default options, as it would on its own.
 set +e +o pipefail
 desc_t0=$(date +%s.%N)
