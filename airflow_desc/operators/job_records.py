@@ -50,7 +50,8 @@ def job_record(
     :param job_try: the try that submitted it.
     :param adopted: whether a later try adopted it.
     :param owner_uid: the uid it ran as, for a cancelled job (a cancel by its owner is Cancelled).
-    :param state: the task's saved state (its ``node_failures``).
+    :param state: the task's saved state (its ``node_failures``, and ``fallback``: the move of a job
+        that went to a fallback cluster, kept as ``extra["fallback"]``).
     :param timing: what the job script measured of its payload, if it printed it.
     """
     extra: dict[str, Any] = {
@@ -69,6 +70,10 @@ def job_record(
     ]  # fmt: skip
     if earlier:
         extra["node_failures"] = earlier
+    moved = (state or {}).get("fallback")
+    if isinstance(moved, Mapping) and moved.get("to") == cluster:
+        # The try went to a fallback cluster (airflow_desc.operators.fallback): from where, and why.
+        extra["fallback"] = {k: str(moved.get(k, "")) for k in ("from", "to", "why", "reason")}
     record = identity.of_job(
         accounting,
         diagnosis,
