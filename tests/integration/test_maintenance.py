@@ -5,6 +5,7 @@ teardown even when the test fails): serial. A SlurmOperator task and a bundle ta
 cluster is in maintenance wait deferred (`airflow dags test` runs their trigger), their log saying
 what they wait for; no job reaches SLURM meanwhile (sacct and squeue show none); once the reservation
 is deleted (the partition is up again) the task submits and succeeds, its retries unspent (it has none).
+A job whose cluster is in maintenance and that names a fallback cluster runs there at once instead.
 """
 
 from __future__ import annotations
@@ -145,3 +146,19 @@ def test_a_job_for_a_partition_that_is_down_waits_until_it_is_up(
     assert run.wait() == 0, run.log()
     [rec] = records(run.history)
     assert (rec.try_number, rec.state) == (1, "success"), run.log()
+
+
+def test_a_job_whose_cluster_is_in_maintenance_runs_on_its_fallback(
+    run_dag: Callable[[str], DagRun], site: Site, maintenance: Callable[[str], Callable[[], None]]
+) -> None:
+    since = datetime.now(timezone.utc).replace(microsecond=0)
+    maintenance("perlmutter")  # not ended by the test: the job must not wait for it
+    run = run_dag("desc_it_fallback_job")
+    assert run.wait() == 0, run.log()
+    [rec] = records(run.history)
+    assert (rec.try_number, rec.state, rec.cluster, rec.node) == (1, "success", "s3df", "s3df-n1"), run.log()
+    moved = rec.extra["fallback"]
+    assert (moved["from"], moved["to"], moved["why"]) == ("perlmutter", "s3df", "maintenance"), moved
+    assert "maintenance reservation desc_it_maint_" in moved["reason"], moved
+    assert "perlmutter cannot take it now: moved to fallback s3df" in run.output.read_text()
+    assert jobs_since(site, "perlmutter", since) == [], "a job reached perlmutter during its maintenance"
