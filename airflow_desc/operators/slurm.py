@@ -265,13 +265,17 @@ class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
         return configured_cluster_profiles().get(self._on_cluster or self.cluster)
 
     def _read_cluster(self, value: Mapping[str, Any]) -> None:
-        """Note which cluster the saved state's job is on; a name not among the task's own is refused."""
+        """Note which cluster the saved state's job is on; a name not among the task's fallbacks is refused.
+
+        The name picks where commands run: only the task's own fallbacks may be named.
+        """
         name = value.get("cluster")
-        allowed = self.fallback_clusters
-        if name is not None and name not in allowed:
+        if name is not None and name not in self.fallback_clusters:
             raise UntrustedState(
-                f"task state store {_STATE_KEY!r}: cluster: {name!r} is none of this task's fallback "
-                f"clusters ({', '.join(allowed) or 'it has none'}); clear the task to start it afresh"
+                f"task state store {_STATE_KEY!r}: cluster = {name!r} is none of this task's fallback "
+                f"clusters ({', '.join(self.fallback_clusters) or 'it has none'}): its fallback_clusters "
+                "changed while a job ran there, or someone wrote the value through Airflow's REST API; "
+                "nothing was run. Cancel that job if it still runs, delete the value, then clear the task"
             )
         self._on_cluster = name
 

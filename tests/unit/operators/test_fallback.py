@@ -244,5 +244,5 @@ def test_a_fallback_that_cannot_be_reached_is_passed_over(hooks: dict[str, Recor
 def test_a_saved_cluster_that_is_no_fallback_of_the_task_is_refused(hooks: dict[str, RecordingHook]) -> None:
     with pytest.raises(AirflowFailException) as raised:
         operator().execute(context(slurm={"cluster": "s3df-via-bastion"}))
-    assert "cluster: 's3df-via-bastion' is none of this task's fallback clusters (s3df)" in str(raised.value)
+    assert "cluster = 's3df-via-bastion' is none of this task's fallback clusters (s3df)" in str(raised.value)
     assert hooks["perlmutter"].calls == hooks["s3df"].calls == []
