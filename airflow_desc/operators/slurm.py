@@ -106,6 +106,8 @@ if TYPE_CHECKING:
 __all__ = ["FinishedJob", "SlurmOperator", "untrusted_fails_the_task"]
 
 _STATE_KEY = "slurm"
+#: What the saved state says of the last job submitted, on the cluster it went to.
+_JOB_KEYS = ("job_id", "job_name", "try_number", "log_pattern", "log_path", "submit_after", "submitted_at")
 
 
 def _map_index(ti: Any) -> int:
@@ -512,7 +514,7 @@ class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
                 self.fallback_clusters,
                 try_number=int(ti.try_number),
                 max_tries=max_tries,
-                retries=self.retries,
+                retries=int(self.retries or 0),
             )
         while True:
             placement = place_job(
@@ -534,11 +536,18 @@ class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
         return answers.hook(placement.cluster), request.profile
 
     def _note_placement(self, context: Context, placement: Placement, state: dict[str, Any]) -> None:
-        """Save, before sbatch, which cluster the job goes to when it is a fallback (and why)."""
+        """Save, before sbatch, which cluster the job goes to when it is a fallback (and why).
+
+        On another cluster than the last job's, that job's id and paths go: they were the other
+        cluster's (its work_dir may differ), and it was recorded or found gone before this placement.
+        """
         moved = placement.record()
         self._on_cluster = placement.cluster if moved else None
-        if moved is None and "cluster" not in state:
+        if state.get("cluster") == self._on_cluster and moved is None:
             return
+        if state.get("cluster") != self._on_cluster:
+            for key in _JOB_KEYS:
+                state.pop(key, None)
         state.pop("cluster", None)
         state.pop("fallback", None)
         if moved is not None:

@@ -7,6 +7,7 @@ cluster (see ``test_untrusted_reads``), its cluster in the site's recorded maint
 
 from __future__ import annotations
 
+import pathlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -28,7 +29,7 @@ from airflow_desc.slurm import accounting_to_payload, group_accounting, parse_sa
 from airflow_desc.slurm.maintenance import SubmissionHold
 from tests.unit.operators.test_job_rules import submits_as
 from tests.unit.operators.test_submission_hold import in_maintenance
-from tests.unit.operators.test_untrusted_reads import SITE, TI, ListRecorder, RecordingHook, Store
+from tests.unit.operators.test_untrusted_reads import HONEST, SITE, TI, ListRecorder, RecordingHook, Store
 
 MAINT = SubmissionHold("waiting for maintenance to end at 2026-12-06 16:10 UTC (perlmutter)")
 
@@ -149,8 +150,13 @@ def test_a_fallback_is_full_at_max_queued_jobs_of_its_own_jobs() -> None:
 
 
 @pytest.fixture
-def hooks(monkeypatch: pytest.MonkeyPatch) -> dict[str, RecordingHook]:
-    monkeypatch.setenv("DESC_CLUSTERS_FILE", str(SITE))
+def hooks(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> dict[str, RecordingHook]:
+    # The site's clusters, s3df keeping its files elsewhere than perlmutter (as real sites do).
+    profiles = tmp_path / "clusters.yaml"
+    profiles.write_text(
+        SITE.read_text().replace("    partition: roma\n", "    partition: roma\n    work_dir: /sdf/desc\n")
+    )
+    monkeypatch.setenv("DESC_CLUSTERS_FILE", str(profiles))
     by_cluster = {"perlmutter": RecordingHook(), "s3df": RecordingHook()}
     monkeypatch.setattr(SlurmOperator, "_hook", lambda self, profile: by_cluster[profile.name])
     return by_cluster
@@ -178,7 +184,8 @@ def test_a_job_whose_cluster_is_in_maintenance_runs_on_the_fallback_capped_and_r
     until = (datetime.now(timezone.utc) + timedelta(hours=1)).replace(microsecond=0)
     hooks["perlmutter"].availability = lambda: in_maintenance(until)  # type: ignore[method-assign]
     submitted = submits_as(hooks["s3df"], "7001")
-    op, ctx = operator(), context()
+    # Try 1's job ran on perlmutter and was recorded: its id and log path are perlmutter's.
+    op, ctx = operator(), context(slurm={**HONEST, "recorded": ["900"]})
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(ctx)
     assert deferred.value.trigger.ssh_conn_id == "s3df_ssh" and deferred.value.trigger.job_id == "7001"
@@ -187,7 +194,9 @@ def test_a_job_whose_cluster_is_in_maintenance_runs_on_the_fallback_capped_and_r
     assert "#SBATCH --cpus-per-task=1" in job["script"] and "#SBATCH --partition=roma" in job["script"]
     assert "#SBATCH --mem=3000M" in job["script"] and "#SBATCH --time=0-00:20:00" in job["script"]
     saved = ctx["task_state_store"].get("slurm")
-    assert saved["cluster"] == "s3df"
+    assert (
+        saved["cluster"] == "s3df" and saved["log_path"] == "/sdf/desc/d/r/group.processEimage.0/t2-7001.out"
+    )
     assert (
         saved["fallback"]["why"] == "maintenance"
         and "maintenance reservation desc_maint" in saved["fallback"]["reason"]
