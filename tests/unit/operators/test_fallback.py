@@ -255,3 +255,20 @@ def test_a_saved_cluster_that_is_no_fallback_of_the_task_is_refused(hooks: dict[
         operator().execute(context(slurm={"cluster": "s3df-via-bastion"}))
     assert "cluster = 's3df-via-bastion' is none of this task's fallback clusters (s3df)" in str(raised.value)
     assert hooks["perlmutter"].calls == hooks["s3df"].calls == []
+
+
+def test_a_try_that_died_between_the_move_and_sbatch_leaves_a_state_the_next_try_trusts(
+    hooks: dict[str, RecordingHook],
+) -> None:
+    until = (datetime.now(timezone.utc) + timedelta(hours=1)).replace(microsecond=0)
+    hooks["perlmutter"].availability = lambda: in_maintenance(until)  # type: ignore[method-assign]
+
+    def dies(script: str, **_: Any) -> None:
+        raise ClusterUnreachable("s3df: connection lost during sbatch")
+
+    hooks["s3df"].submit = dies  # type: ignore[method-assign]
+    ctx = context(slurm={**HONEST, "recorded": ["900"]})  # perlmutter's job of try 1, in perlmutter's work_dir
+    with pytest.raises(ClusterUnreachable):
+        operator().execute(ctx)
+    saved = operator()._state(ctx)  # read with s3df's work_dir: perlmutter's paths would be refused
+    assert saved["cluster"] == "s3df" and "log_path" not in saved and "job_id" not in saved
