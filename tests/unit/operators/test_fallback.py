@@ -267,7 +267,7 @@ def test_a_try_that_died_between_the_move_and_sbatch_leaves_a_state_the_next_try
         raise ClusterUnreachable("s3df: connection lost during sbatch")
 
     hooks["s3df"].submit = dies  # type: ignore[method-assign]
-    ctx = context(slurm={**HONEST, "recorded": ["900"]})  # perlmutter's job of try 1, in perlmutter's work_dir
+    ctx = context(slurm={**HONEST, "recorded": ["900"]})  # try 1 ran on perlmutter, in its work_dir
     with pytest.raises(ClusterUnreachable):
         operator().execute(ctx)
     saved = operator()._state(ctx)  # read with s3df's work_dir: perlmutter's paths would be refused
