@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.exceptions import SlurmJobFailed
 from airflow_desc.history import JsonLinesRecorder, ProcessRecord
 from airflow_desc.operators.bundle import SlurmBundleOperator
@@ -316,3 +317,16 @@ def test_step_rows_come_from_the_accounting_at_hand_when_it_has_every_started_st
         task_id="t", workflow_key=workflow.key, variant=None, bundle_task=task.path, launcher="direct"
     )
     assert direct._step_rows(hook, _with_steps("900", []), mine) == {}  # type: ignore[arg-type]
+
+
+def test_an_allocation_moved_to_a_fallback_asks_for_a_whole_node_of_the_fallback(pyramid: Any) -> None:
+    workflow, task = pyramid
+    op = SlurmBundleOperator(
+        task_id="processVisit.bundle", workflow_key=workflow.key, variant=None, bundle_task=task.path,
+        streams=[{"visit": 1}], cluster="perlmutter", fallback_clusters=["s3df"], partition="regular",
+    )  # fmt: skip
+    op._plan_for_submit = plan_bundle(workflow, task, [{"visit": 1}], variables(workflow))
+    clusters = load_cluster_profiles(SITE)
+    home, fallback = (op._resources(clusters.get(name), {}) for name in ("perlmutter", "s3df"))
+    assert (home["cpus"], home["mem_mb"], home["partition"]) == (2, 4096, "regular")
+    assert (fallback["cpus"], fallback["mem_mb"], fallback["partition"]) == (1, 8192, "roma")
