@@ -36,7 +36,8 @@ The life of one task instance:
    DOWN / DRAIN, the task log and the record's message say so, with SLURM's reason.
 5. **Escalate by cause.** After ``TIMEOUT`` the next try asks for ``walltime x timeout_factor``
    (up to the cluster's maximum), after ``OUT_OF_MEMORY`` for ``memory x memory_factor`` (up to a
-   node; more cores when memory per core is the limit, then the high-memory partition). A node
+   node; more cores when memory per core is the limit, then the high-memory partition; on a profile
+   with ``mem_per_cpu_mb``, only more cores: ``--mem-per-cpu`` stays). A node
    failure or preemption retries with the same resources, excluding the node only when another
    usable node of the partition can run the job (:mod:`airflow_desc.slurm.nodes`). A node failure
    is not the payload's fault and does not spend the task's retries: the try resubmits the job
