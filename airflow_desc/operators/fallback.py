@@ -1,8 +1,9 @@
 """Fallback clusters: where a try's job goes when its cluster is in maintenance or its retries are spent.
 
 A process may name fallback clusters (``resources.fallback_clusters: [s3df]`` after
-``cluster: perlmutter``; the operators' ``fallback_clusters``). Before sbatch each try is placed
-(:func:`place_job`, no I/O: the operator passes what each cluster says):
+``cluster: perlmutter``; the operators' ``fallback_clusters``). Before sbatch each try is placed:
+:func:`place_job` decides, with no I/O, from what :class:`ClusterAnswers` asks each cluster (once,
+and only when the decision needs it):
 
 - **Retries spent.** The last tries of a task instance go to the fallbacks, one each, in order
   (:func:`retry_fallback`): with ``retries: 2`` and one fallback, tries 1 and 2 run on the cluster
@@ -14,7 +15,8 @@ A process may name fallback clusters (``resources.fallback_clusters: [s3df]`` af
 - **Queue bound.** A fallback has room while fewer than its ``max_queued_jobs`` airflow-desc jobs are
   queued or running there (``squeue --me`` on its login, jobs named by
   :func:`~airflow_desc.operators.job_names.job_name_for`): a task's Airflow pool bounds only its own
-  cluster's queue. A full fallback is passed over, and the log says so.
+  cluster's queue. A full fallback is passed over, and the log says so; so is one that cannot be
+  reached or cannot run the job.
 
 When nothing can take the job now it waits deferred on the first hold met (usually its own
 cluster's maintenance), and the log says which fallbacks were passed over and why. A job moved to a
