@@ -94,6 +94,7 @@ from airflow_desc.operators.bundle_rerun import (
 )
 from airflow_desc.operators.escalation import escalate_bundle
 from airflow_desc.operators.job_checks import owner_uid_of
+from airflow_desc.operators.job_records import fallback_of
 from airflow_desc.operators.key_renewal import waits_for_key_renewal
 from airflow_desc.operators.output_checks import run_output_checks
 from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
@@ -607,6 +608,9 @@ class SlurmBundleOperator(SlurmOperator):
         if records:
             submitted_by = job_try(accounting, int(context["ti"].try_number or 1))
             records = [_replace(r, try_number=submitted_by) for r in records]
+            moved = fallback_of(self._state(context), profile.name)
+            if moved is not None:  # the allocation went to a fallback cluster: from where, and why
+                records = [_replace(r, extra={**r.extra, "fallback": moved}) for r in records]
             task_dir = self._paths(context, profile)["dir"]
             records = with_log_tails(hook, task_dir, records, self._secret_values(profile), self.log)
             (self.recorder or default_recorder()).record(records)

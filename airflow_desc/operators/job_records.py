@@ -20,7 +20,20 @@ if TYPE_CHECKING:
     from airflow_desc.slurm import JobAccounting, PayloadTiming
     from airflow_desc.slurm.diagnose import Diagnosis
 
-__all__ = ["job_record", "job_summary"]
+__all__ = ["fallback_of", "job_record", "job_summary"]
+
+
+def fallback_of(state: Mapping[str, Any] | None, cluster: str) -> dict[str, str] | None:
+    """Return what a record keeps (``extra["fallback"]``) of a job that went to ``cluster`` as a fallback.
+
+    :param state: the task's saved state; its ``fallback`` names the move
+        (:meth:`~airflow_desc.operators.fallback.Placement.record`).
+    :param cluster: where the job ran; a move to another cluster is not this job's.
+    """
+    moved = (state or {}).get("fallback")
+    if not isinstance(moved, Mapping) or moved.get("to") != cluster:
+        return None
+    return {k: str(moved.get(k, "")) for k in ("from", "to", "why", "reason")}
 
 
 def job_record(
@@ -70,10 +83,9 @@ def job_record(
     ]  # fmt: skip
     if earlier:
         extra["node_failures"] = earlier
-    moved = (state or {}).get("fallback")
-    if isinstance(moved, Mapping) and moved.get("to") == cluster:
-        # The try went to a fallback cluster (airflow_desc.operators.fallback): from where, and why.
-        extra["fallback"] = {k: str(moved.get(k, "")) for k in ("from", "to", "why", "reason")}
+    moved = fallback_of(state, cluster)
+    if moved is not None:
+        extra["fallback"] = moved
     record = identity.of_job(
         accounting,
         diagnosis,
