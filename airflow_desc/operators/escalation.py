@@ -301,7 +301,7 @@ def next_resources(
     esc = state.get("escalation") or {}
     # The partition and the nodes excluded are one cluster's; memory and walltime are the payload's.
     here = esc.get("cluster", profile.name) == profile.name
-    res = {
+    res: dict[str, Any] = {
         "cpus": int(esc.get("cpus") or cpus),
         "mem_mb": int(esc["mem_mb"]) if esc.get("mem_mb") else (int(mem_mb) if mem_mb else None),
         "time_limit_s": int(esc.get("time_limit_s") or 0) or task_walltime_s(time_limit),

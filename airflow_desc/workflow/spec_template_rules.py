@@ -138,7 +138,7 @@ class TemplateRules:
         """Check that ``resources.cluster`` and each of ``resources.fallback_clusters`` name clusters."""
         res = as_mapping(resources)
         cluster, fallbacks = res.get("cluster"), res.get("fallback_clusters")
-        named = [(("cluster",), cluster)]
+        named: list[tuple[KeyPath, Any]] = [(("cluster",), cluster)]
         if isinstance(fallbacks, list | tuple):
             named += [(("fallback_clusters", i), name) for i, name in enumerate(fallbacks)]
             if isinstance(cluster, str) and cluster in fallbacks:
