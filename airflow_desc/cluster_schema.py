@@ -350,6 +350,7 @@ class ProfileSettings(BaseModel):
     poll_interval: Annotated[float, BeforeValidator(_seconds(30, allow_zero=False))] = 30.0
     vanish_grace: Annotated[float, BeforeValidator(_seconds(300, allow_zero=True))] = 300.0
     high_memory_partition: OptionalText = None
+    mem_per_cpu_mb: Annotated[int | None, BeforeValidator(_optional_whole(2000))] = None
     maintenance: Annotated[tuple[MaintenanceSettings, ...], BeforeValidator(_windows)] = ()
     key_expires: Annotated[datetime | None, BeforeValidator(_key_expires)] = None
     env: Annotated[

@@ -28,6 +28,8 @@ name a cluster (``cluster: s3df``) and get its :class:`ClusterProfile`::
         poll_interval: 30              # seconds between batched sacct polls
         vanish_grace: 300              # seconds a job may be missing from sacct and squeue
         high_memory_partition: null    # where an out-of-memory job may be sent
+        mem_per_cpu_mb: null           # memory comes only with cores (e.g. 2000 on 2 GB/core nodes):
+                                       # jobs ask --mem-per-cpu, more memory = more cores
         maintenance: []                # windows by hand: [{start: 2026-12-10T07:00:00-08:00, end: ...}]
         key_expires: null              # when the login's key expires, if no certificate says
                                        # (e.g. "2026-12-07T14:00:00Z"); see airflow_desc.ssh_keys
@@ -135,6 +137,10 @@ class ClusterProfile:
     :param vanish_grace: seconds a job may be absent from both ``sacct`` and ``squeue``
         before that is an error.
     :param high_memory_partition: where a job that needs more than a node's memory may go.
+    :param mem_per_cpu_mb: the memory that comes with each core, for a cluster whose nodes give memory
+        only with cores (a shared QOS of 2 GB per core): jobs ask ``--mem-per-cpu`` of it instead of
+        ``--mem``, a job asking more memory gets the cores that carry it, and a job that ran out of
+        memory asks for more cores on its next try. ``None``: jobs ask ``--mem``.
     :param maintenance: maintenance windows listed by hand (each ``start``, ``end``, with a time zone):
         no job is submitted whose walltime would run into one; SLURM's own reservations are read from
         the cluster (:mod:`airflow_desc.slurm.maintenance`).
@@ -172,6 +178,7 @@ class ClusterProfile:
     poll_interval: float = 30.0
     vanish_grace: float = 300.0
     high_memory_partition: str | None = None
+    mem_per_cpu_mb: int | None = None
     maintenance: tuple[MaintenanceSettings, ...] = ()
     key_expires: datetime | None = None
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
@@ -230,6 +237,29 @@ class ClusterProfile:
             raise ValueError(f"memory must be a positive number of MB, got {mem_mb}")
         # Integer arithmetic: memory_per_core_mb is not always a whole number.
         return -(-mem_mb * self.cores_per_node // self.memory_per_node_mb)
+
+    def fit(
+        self, *, cpus: int, mem_mb: int | None, time_limit_s: int | None
+    ) -> tuple[int, int | None, int | None]:
+        """Return a request capped to what this cluster has: a node's cores and memory, its longest walltime.
+
+        What ``resources_cap: fit`` does to a spec's requests, and what a job moved to this cluster
+        from another (a fallback) asks for here. ``None`` stays ``None`` (the cluster's default).
+        """
+        return (
+            min(cpus, self.cores_per_node),
+            min(mem_mb, self.memory_per_node_mb) if mem_mb else mem_mb,
+            min(time_limit_s, self.max_walltime_s) if time_limit_s else time_limit_s,
+        )
+
+    def cpus_for_memory(self, mem_mb: int) -> int:
+        """On a cluster with ``mem_per_cpu_mb``: the cores that carry ``mem_mb``, at most a node's.
+
+        :raises ValueError: for a cluster without ``mem_per_cpu_mb``, or a non-positive amount.
+        """
+        if self.mem_per_cpu_mb is None or mem_mb <= 0:
+            raise ValueError(f"cluster {self.name}: no mem_per_cpu_mb, or memory {mem_mb} MB is not positive")
+        return min(self.cores_per_node, -(-mem_mb // self.mem_per_cpu_mb))
 
     def check_request(
         self, *, cpus: int, mem_mb: int | None, time_limit_s: int | None, nodes: int = 1

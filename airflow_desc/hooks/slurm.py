@@ -666,6 +666,10 @@ class SlurmHook(BaseHook):
             raise self._command_error(result)
         return parse_squeue(result.stdout)
 
+    def own_queue(self) -> list[SqueueRow]:
+        """Return the login user's jobs the controller knows (queued, running, just ended): squeue --me."""
+        return parse_squeue(self.run(squeue_command(mine=True)).stdout)
+
     def controller_jobs(self, job_ids: Sequence[str]) -> dict[str, ControllerJob]:
         """Return what the controller (``scontrol -o show job``) knows of ``job_ids``, in one call.
 

@@ -96,6 +96,7 @@ from airflow_desc.operators.bundle_rerun import (
 )
 from airflow_desc.operators.escalation import escalate_bundle
 from airflow_desc.operators.job_checks import owner_uid_of
+from airflow_desc.operators.job_records import fallback_of
 from airflow_desc.operators.job_script import container_for
 from airflow_desc.operators.key_renewal import waits_for_key_renewal
 from airflow_desc.operators.output_checks import run_output_checks
@@ -260,9 +261,9 @@ class SlurmBundleOperator(SlurmOperator):
     def execute(self, context: Context) -> Any:
         """Re-attach to this bundle's allocation, or plan it (running its setup scripts) and submit it."""
         context["desc_bundle"] = self._label()  # type: ignore[typeddict-unknown-key]
+        state = self._claimed_state(context)  # first: it says which cluster the allocation is on
         profile = self._profile()
         hook = self._hook(profile)
-        state = self._claimed_state(context)
         self._bundle_state(context)  # checked now, so that a bad saved state fails before any command
         found = self._resume(context, hook, profile, state)
         if isinstance(found, dict):
@@ -370,9 +371,7 @@ class SlurmBundleOperator(SlurmOperator):
             kill_grace_s=self.kill_grace_s,
         )
         self.command = self._payload_lines(plan, paths["payload"]) + pilot
-        self.cpus = profile.cores_per_node
-        self.mem_mb = profile.memory_per_node_mb
-        limit_s = allocation_time_limit_s(plan.instances, profile.cores_per_node, profile.max_walltime_s)
+        self.cpus, self.mem_mb, limit_s = self._whole_node(profile)
         self.time_limit = max(1, limit_s // 60)
         self.signal = f"B:TERM@{max(10, min(60, limit_s // 4))}"
         self.setup_lines = (*self.setup_lines, *workdir_lines(profile.work_dir))
@@ -382,6 +381,19 @@ class SlurmBundleOperator(SlurmOperator):
             self.launcher, rerun,
         )  # fmt: skip
         return super()._submit(context, hook, profile, state)
+
+    def _whole_node(self, profile: ClusterProfile) -> tuple[int, int, int]:
+        """Return what the allocation asks of ``profile``'s cluster: a node's cores and memory, a walltime."""
+        plan = self._plan_for_submit
+        if plan is None:
+            raise RuntimeError("SlurmBundleOperator: no plan to size an allocation for")
+        limit_s = allocation_time_limit_s(plan.instances, profile.cores_per_node, profile.max_walltime_s)
+        return profile.cores_per_node, profile.memory_per_node_mb, limit_s
+
+    def _asked(self, profile: ClusterProfile) -> tuple[int | str, int | str | None, str | int | None]:
+        """Return what the allocation asks of ``profile``'s cluster (its own, or a fallback): a whole node."""
+        cpus, mem_mb, limit_s = self._whole_node(profile)
+        return cpus, mem_mb, max(1, limit_s // 60)
 
     def _estimate(self, plan: BundlePlan) -> None:
         """Give the manifest each process's median run time from the history, for longest-first.
@@ -606,6 +618,9 @@ class SlurmBundleOperator(SlurmOperator):
         if records:
             submitted_by = job_try(accounting, int(context["ti"].try_number or 1))
             records = [_replace(r, try_number=submitted_by) for r in records]
+            moved = fallback_of(self._state(context), profile.name)
+            if moved is not None:  # the allocation went to a fallback cluster: from where, and why
+                records = [_replace(r, extra={**r.extra, "fallback": moved}) for r in records]
             task_dir = self._paths(context, profile)["dir"]
             records = with_log_tails(hook, task_dir, records, self._secret_values(profile), self.log)
             (self.recorder or default_recorder()).record(records)

@@ -8,7 +8,9 @@ tries, and capped at what the cluster has: a node's memory, its longest walltime
 already had the cap cannot be helped by a retry (:class:`EscalationExhausted`: the operator fails
 the task without spending retries); a bundled instance at the cap keeps its request and its record
 says so. On nodes whose memory comes with cores (2 GB/core at NERSC), a single job's raised memory
-also asks for the cores that carry it, or moves to the profile's high-memory partition.
+also asks for the cores that carry it, or moves to the profile's high-memory partition; on a cluster
+whose profile sets ``mem_per_cpu_mb`` (memory only with cores), it asks for more cores instead of more
+``--mem``: the raised memory over ``mem_per_cpu_mb``, at most a node's cores.
 """
 
 from __future__ import annotations
@@ -168,10 +170,15 @@ def escalate_job(
         or preemption the node is excluded only when another usable one can run the job
         (:func:`~airflow_desc.slurm.nodes.exclusion_after_node_failure`); ``None`` (unknown): not excluded.
     :return: the new ``escalation`` state (``cpus``, ``mem_mb``, ``time_limit_s``, ``partition``,
-        ``exclude``).
+        ``exclude``, and ``cluster``: the cluster whose partition and nodes these are).
     :raises EscalationExhausted: when the try already had the cluster's most.
     """
     esc = dict(state.get("escalation") or {})
+    if esc.get("cluster", profile.name) != profile.name:
+        # Raised on another cluster (a fallback's move): its partition and node names are not this one's.
+        esc.pop("partition", None)
+        esc.pop("exclude", None)
+    esc.pop("cluster", None)
     used = dict(state.get("resources") or {})
     if diagnosis.retryable and accounting.node_list:
         # Node failure, preemption: same resources, and not on that node again if another can run it.
@@ -179,8 +186,23 @@ def escalate_job(
         esc["exclude"], _ = exclusion_after_node_failure(
             accounting.node_list, partition_nodes or (), esc.get("exclude") or (), nodes_needed=needed
         )
-    if not escalate or diagnosis.escalate is None:
-        return esc
+    if escalate and diagnosis.escalate is not None:
+        _raise(profile, accounting, diagnosis, used, esc, timeout_factor, memory_factor)
+    if esc.get("partition") or esc.get("exclude"):
+        esc["cluster"] = profile.name
+    return esc
+
+
+def _raise(
+    profile: ClusterProfile,
+    accounting: JobAccounting,
+    diagnosis: Diagnosis,
+    used: Mapping[str, Any],
+    esc: dict[str, Any],
+    timeout_factor: float,
+    memory_factor: float,
+) -> None:
+    """Raise ``esc``'s walltime after a time limit, its memory after running out of memory."""
     if diagnosis.reason is ReasonClass.TIME_LIMIT:
         current = int(used.get("time_limit_s") or accounting.job.time_limit_s or 0) if accounting.job else 0
         if current >= profile.max_walltime_s:
@@ -195,7 +217,6 @@ def escalate_job(
             esc["time_limit_s"] = value
     elif diagnosis.reason is ReasonClass.OUT_OF_MEMORY:
         esc.update(_more_memory(profile, accounting, diagnosis, used, esc, memory_factor))
-    return esc
 
 
 def _more_memory(
@@ -209,8 +230,22 @@ def _more_memory(
     """Return the memory (and cores, or partition) a single job that ran out of memory asks for next."""
     req = accounting.mem_limit_per_node_bytes or accounting.req_mem_bytes or 0
     current_mb = int(used.get("mem_mb") or req // (1024 * 1024))
-    wanted_mb = int(math.ceil(current_mb * factor))
+    cpus = int(used.get("cpus") or 1)
     high = profile.high_memory_partition
+    if profile.mem_per_cpu_mb and not esc.get("partition"):
+        # Memory comes only with cores: the job had what its cores carry; ask for more cores.
+        current_mb = cpus * profile.mem_per_cpu_mb
+        wanted_mb = int(math.ceil(current_mb * factor))
+        if cpus < profile.cores_per_node:
+            return {"cpus": profile.cpus_for_memory(wanted_mb), "mem_mb": wanted_mb}
+        if high:
+            return {"partition": high, "mem_mb": wanted_mb}
+        raise EscalationExhausted(
+            f"{diagnosis.message} It already had every core of a {profile.name} node ({cpus} cores carrying "
+            f"{current_mb} MB at mem_per_cpu_mb {profile.mem_per_cpu_mb}): use a high-memory partition "
+            "or another cluster."
+        )
+    wanted_mb = int(math.ceil(current_mb * factor))
     if high and esc.get("partition") == high:
         # Already on the high-memory partition: its node size is SLURM's to enforce there.
         return {"mem_mb": wanted_mb}
@@ -225,7 +260,7 @@ def _more_memory(
     mem_mb, _ = raise_value("memory", current_mb, factor, "memory_factor", node_mb, "MB", "")
     mem_mb = mem_mb or current_mb
     # On 2 GB/core nodes memory comes with cores: ask for enough of them.
-    return {"mem_mb": mem_mb, "cpus": max(int(used.get("cpus") or 1), profile.cores_for_memory(mem_mb))}
+    return {"mem_mb": mem_mb, "cpus": max(cpus, profile.cores_for_memory(mem_mb))}
 
 
 def task_walltime_s(value: str | int | float | None) -> int | None:
@@ -246,8 +281,12 @@ def next_resources(
     time_limit: str | int | float | None,
     partition: str | None,
     nodes: int,
+    fit: bool = False,
 ) -> dict[str, Any]:
     """Return a single job's next resources: what the task asks for, raised by earlier escalations.
+
+    On a cluster with ``mem_per_cpu_mb`` the memory is asked as ``mem_per_cpu_mb`` (``--mem-per-cpu``)
+    and enough CPUs to carry it.
 
     :param profile: the cluster's profile, which checks the request against its limits.
     :param state: the task's saved state (its ``escalation`` from :func:`escalate_job`).
@@ -256,16 +295,23 @@ def next_resources(
     :param time_limit: the task's walltime (:func:`task_walltime_s`).
     :param partition: the task's partition, over the profile's.
     :param nodes: the task's nodes.
+    :param fit: cap CPUs, memory and walltime to the cluster's (a job moved to a fallback cluster).
     :raises ResourceLimitError: for a request above the cluster's limits.
     """
     esc = state.get("escalation") or {}
-    res = {
+    # The partition and the nodes excluded are one cluster's; memory and walltime are the payload's.
+    here = esc.get("cluster", profile.name) == profile.name
+    res: dict[str, Any] = {
         "cpus": int(esc.get("cpus") or cpus),
         "mem_mb": int(esc["mem_mb"]) if esc.get("mem_mb") else (int(mem_mb) if mem_mb else None),
         "time_limit_s": int(esc.get("time_limit_s") or 0) or task_walltime_s(time_limit),
-        "partition": esc.get("partition") or partition or profile.partition,
-        "exclude": ",".join(sorted(set(esc.get("exclude") or []))) or None,
+        "partition": (esc.get("partition") if here else None) or partition or profile.partition,
+        "exclude": (",".join(sorted(set(esc.get("exclude") or []))) if here else None) or None,
     }
+    if fit:
+        res["cpus"], res["mem_mb"], res["time_limit_s"] = profile.fit(
+            cpus=res["cpus"], mem_mb=res["mem_mb"], time_limit_s=res["time_limit_s"]
+        )
     on_high_memory = bool(profile.high_memory_partition) and res["partition"] == profile.high_memory_partition
     profile.check_request(
         cpus=int(res["cpus"] or 1),
@@ -274,4 +320,8 @@ def next_resources(
         time_limit_s=int(res["time_limit_s"]) if res["time_limit_s"] else None,
         nodes=nodes,
     )
+    if profile.mem_per_cpu_mb and not on_high_memory:
+        if res["mem_mb"]:
+            res["cpus"] = max(res["cpus"], profile.cpus_for_memory(res["mem_mb"]))
+        res["mem_mb"], res["mem_per_cpu_mb"] = None, profile.mem_per_cpu_mb
     return res

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["home_relative", "job_name_for", "task_dir_for", "try_of_name"]
+__all__ = ["home_relative", "is_job_name", "job_name_for", "task_dir_for", "try_of_name"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_NAME = re.compile(r"\.[0-9a-f]{12}\.t[0-9]+$")
 
 
 def _ident(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
@@ -25,6 +26,11 @@ def job_name_for(dag_id: str, run_id: str, task_id: str, map_index: int, try_num
     """
     tail = _SAFE.sub("_", task_id.rsplit(".", 1)[-1])[-40:]
     return f"{tail}.{_ident(dag_id, run_id, task_id, map_index)}.t{int(try_number)}"
+
+
+def is_job_name(name: str) -> bool:
+    """Whether ``name`` is one :func:`job_name_for` makes: a job of an airflow-desc task instance."""
+    return _NAME.search(name) is not None
 
 
 def try_of_name(name: str) -> int:

@@ -20,7 +20,20 @@ if TYPE_CHECKING:
     from airflow_desc.slurm import JobAccounting, PayloadTiming
     from airflow_desc.slurm.diagnose import Diagnosis
 
-__all__ = ["job_record", "job_summary"]
+__all__ = ["fallback_of", "job_record", "job_summary"]
+
+
+def fallback_of(state: Mapping[str, Any] | None, cluster: str) -> dict[str, str] | None:
+    """Return what a record keeps (``extra["fallback"]``) of a job that went to ``cluster`` as a fallback.
+
+    :param state: the task's saved state; its ``fallback`` names the move
+        (:meth:`~airflow_desc.operators.fallback.Placement.record`).
+    :param cluster: where the job ran; a move to another cluster is not this job's.
+    """
+    moved = (state or {}).get("fallback")
+    if not isinstance(moved, Mapping) or moved.get("to") != cluster:
+        return None
+    return {k: str(moved.get(k, "")) for k in ("from", "to", "why", "reason")}
 
 
 def job_record(
@@ -50,7 +63,8 @@ def job_record(
     :param job_try: the try that submitted it.
     :param adopted: whether a later try adopted it.
     :param owner_uid: the uid it ran as, for a cancelled job (a cancel by its owner is Cancelled).
-    :param state: the task's saved state (its ``node_failures``).
+    :param state: the task's saved state (its ``node_failures``, and ``fallback``: the move of a job
+        that went to a fallback cluster, kept as ``extra["fallback"]``).
     :param timing: what the job script measured of its payload, if it printed it.
     """
     extra: dict[str, Any] = {
@@ -69,6 +83,9 @@ def job_record(
     ]  # fmt: skip
     if earlier:
         extra["node_failures"] = earlier
+    moved = fallback_of(state, cluster)
+    if moved is not None:
+        extra["fallback"] = moved
     record = identity.of_job(
         accounting,
         diagnosis,

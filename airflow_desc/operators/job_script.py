@@ -65,6 +65,7 @@ def job_spec_for(
         nodes=op.nodes,
         cpus_per_task=res["cpus"],
         mem_mb=res["mem_mb"],
+        mem_per_cpu_mb=res.get("mem_per_cpu_mb"),
         # SLURM does not expand "~" in #SBATCH lines; a relative path is relative to the
         # directory sbatch ran in, the login's home: the same place.
         output=home_relative(log_pattern),

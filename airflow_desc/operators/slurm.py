@@ -19,7 +19,10 @@ The life of one task instance:
    walltime would run into a maintenance window (SLURM's, or the profile's ``maintenance`` list), or
    whose partition is down, drained or inactive, is not submitted; the task defers to a
    :class:`~airflow_desc.triggers.hold.SubmissionHoldTrigger` (no worker slot, no retry spent), its log
-   saying ``waiting for maintenance to end at ...``, and submits when the trigger fires.
+   saying ``waiting for maintenance to end at ...``, and submits when the trigger fires. A task with
+   ``fallback_clusters`` goes to the first of them that can take the job instead (room in its queue,
+   no maintenance), and its last tries go to them when its retries on its cluster are spent
+   (:mod:`airflow_desc.operators.fallback`); the move is in the task log and the record.
 3. **Wait without a worker slot.** Deferred to :class:`~airflow_desc.triggers.slurm.SlurmJobTrigger`,
    whose per-cluster poller batches every watched job into one sacct call per interval.
    ``deferrable=False`` polls from the worker instead.
@@ -33,7 +36,8 @@ The life of one task instance:
    DOWN / DRAIN, the task log and the record's message say so, with SLURM's reason.
 5. **Escalate by cause.** After ``TIMEOUT`` the next try asks for ``walltime x timeout_factor``
    (up to the cluster's maximum), after ``OUT_OF_MEMORY`` for ``memory x memory_factor`` (up to a
-   node; more cores when memory per core is the limit, then the high-memory partition). A node
+   node; more cores when memory per core is the limit, then the high-memory partition; on a profile
+   with ``mem_per_cpu_mb``, only more cores: ``--mem-per-cpu`` stays). A node
    failure or preemption retries with the same resources, excluding the node only when another
    usable node of the partition can run the job (:mod:`airflow_desc.slurm.nodes`). A node failure
    is not the payload's fault and does not spend the task's retries: the try resubmits the job
@@ -59,6 +63,7 @@ from airflow_desc.history import ProcessRecord, Recorder, default_recorder
 from airflow_desc.history.records import InstanceIdentity
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.operators.escalation import EscalationExhausted, escalate_job, next_resources
+from airflow_desc.operators.fallback import ClusterAnswers, Placement, place_job, retry_fallback
 from airflow_desc.operators.job_checks import (
     candidate_jobs,
     own_jobs,
@@ -82,7 +87,6 @@ from airflow_desc.operators.resume import (
     live_job,
     try_of_job,
 )
-from airflow_desc.operators.submission_hold import hold_before_submit
 from airflow_desc.operators.trusted import trusted_event_accounting, trusted_event_job_id, trusted_slurm_state
 from airflow_desc.operators.worker_poll import poll_in_worker
 from airflow_desc.slurm import (
@@ -103,6 +107,8 @@ if TYPE_CHECKING:
 __all__ = ["FinishedJob", "SlurmOperator", "untrusted_fails_the_task"]
 
 _STATE_KEY = "slurm"
+#: What the saved state says of the last job submitted, on the cluster it went to.
+_JOB_KEYS = ("job_id", "job_name", "try_number", "log_pattern", "log_path", "submit_after", "submitted_at")
 
 
 def _map_index(ti: Any) -> int:
@@ -149,6 +155,8 @@ class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
 
     :param command: the shell text the job runs (templated).
     :param cluster: the cluster profile name (see :mod:`airflow_desc.clusters`); ``None`` = the default.
+    :param fallback_clusters: cluster profile names to run on, in order, when ``cluster`` is in
+        maintenance or the retries there are spent (:mod:`airflow_desc.operators.fallback`).
     :param cpus: CPUs per task (templated).
     :param mem_mb: memory per node in MB (templated); ``None`` = the cluster's default per CPU.
     :param time_limit: walltime: ``"HH:MM:SS"``, ``"D-HH:MM:SS"`` or minutes (templated).
@@ -191,6 +199,7 @@ class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
         *,
         command: str,
         cluster: str | None = None,
+        fallback_clusters: Sequence[str] = (),
         cpus: int | str = 1,
         mem_mb: int | str | None = None,
         time_limit: str | int | None = None,
@@ -225,6 +234,9 @@ class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
         super().__init__(**kwargs)
         self.command = command
         self.cluster = cluster
+        self.fallback_clusters = tuple(fallback_clusters)
+        # The cluster this try's job is on when it is a fallback (read from the saved state).
+        self._on_cluster: str | None = None
         self.cpus = cpus
         self.mem_mb = mem_mb
         self.time_limit = time_limit
@@ -254,7 +266,23 @@ class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
 
     # --- helpers ------------------------------------------------------------------------------
     def _profile(self) -> ClusterProfile:
-        return configured_cluster_profiles().get(self.cluster)
+        """Return the profile of the cluster the try's job is on: its own, or a fallback it moved to."""
+        return configured_cluster_profiles().get(self._on_cluster or self.cluster)
+
+    def _read_cluster(self, value: Mapping[str, Any]) -> None:
+        """Note which cluster the saved state's job is on; a name not among the task's fallbacks is refused.
+
+        The name picks where commands run: only the task's own fallbacks may be named.
+        """
+        name = value.get("cluster")
+        if name is not None and name not in self.fallback_clusters:
+            raise UntrustedState(
+                f"task state store {_STATE_KEY!r}: cluster = {name!r} is none of this task's fallback "
+                f"clusters ({', '.join(self.fallback_clusters) or 'it has none'}): its fallback_clusters "
+                "changed while a job ran there, or someone wrote the value through Airflow's REST API; "
+                "nothing was run. Cancel that job if it still runs, delete the value, then clear the task"
+            )
+        self._on_cluster = name
 
     def _hook(self, profile: ClusterProfile) -> SlurmHook:
         # An expired key raises SshKeyExpired at the first command: execute and execute_complete
@@ -279,6 +307,8 @@ class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
         # The store can be written through the REST API: its job id picks the job to re-attach to
         # or cancel, its log path the file read into the task log. Checked at every read.
         with untrusted_fails_the_task():
+            if isinstance(value, Mapping):
+                self._read_cluster(value)
             return trusted_slurm_state(
                 value, self._task_dir(context), source=f"task state store {_STATE_KEY!r}"
             )
@@ -302,23 +332,33 @@ class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
         return state
 
     def _resources(self, profile: ClusterProfile, state: Mapping[str, Any]) -> dict[str, Any]:
-        """Return the next job's resources: what the task asks for, raised by earlier escalations."""
+        """Return the next job's resources: what the task asks for, raised by earlier escalations.
+
+        On a fallback cluster: capped to its node and walltime, on its profile's partition.
+        """
+        cpus, mem_mb, time_limit = self._asked(profile)
+        own = profile.name not in self.fallback_clusters
         return next_resources(
-            profile, state, cpus=self.cpus, mem_mb=self.mem_mb, time_limit=self.time_limit,
-            partition=self.partition, nodes=self.nodes,
+            profile, state, cpus=cpus, mem_mb=mem_mb, time_limit=time_limit,
+            partition=self.partition if own else None, nodes=self.nodes, fit=not own,
         )  # fmt: skip
+
+    def _asked(self, profile: ClusterProfile) -> tuple[int | str, int | str | None, str | int | None]:
+        """Return what the task asks for on ``profile``'s cluster: CPUs, memory, walltime."""
+        return self.cpus, self.mem_mb, self.time_limit
 
     # --- execute ------------------------------------------------------------------------------
     @waits_for_key_renewal
     def execute(self, context: Context) -> Any:
         """Re-attach to, adopt, or submit this task instance's job; then wait for it."""
+        state = self._claimed_state(context)  # first: it says which cluster the job is on
         profile = self._profile()
         hook = self._hook(profile)
-        state = self._claimed_state(context)
         job_id = self._resume(context, hook, profile, state)
         if isinstance(job_id, dict):  # an adopted, already finished job: its summary
             return job_id
         if job_id is None:
+            hook, profile = self._placed(context, hook, profile, state)
             job_id = self._submit(context, hook, profile, state)
         return self._wait(context, hook, profile, job_id)
 
@@ -426,7 +466,6 @@ class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
     ) -> str:
         ti = context["ti"]
         res = self._resources(profile, state)
-        self._wait_out_hold(hook, profile, res)
         name = job_name_for(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), ti.try_number)
         task_dir = self._task_dir(context, profile)
         log_pattern = f"{task_dir}/t{ti.try_number}-%j.out"
@@ -455,15 +494,68 @@ class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
         )  # fmt: skip
         return submitted.job_id
 
-    def _wait_out_hold(self, hook: SlurmHook, profile: ClusterProfile, res: Mapping[str, Any]) -> None:
-        """Return when the job may be submitted; else defer until it may (or wait in the worker)."""
-        request, hold = hold_before_submit(hook, profile, res, self.nodes, self.log)
-        if hold is None:
+    def _placed(
+        self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
+    ) -> tuple[SlurmHook, ClusterProfile]:
+        """Return the hook and profile of the cluster this try's job goes to, once it may go there.
+
+        Its own cluster, or a fallback (:func:`~airflow_desc.operators.fallback.place_job`); the choice
+        is saved before sbatch, so that a crash finds the job where it went. When no cluster can take
+        it now, defer until the one it waits for can (or wait in the worker, and choose again).
+        """
+        profiles = configured_cluster_profiles()
+        answers = ClusterAnswers(
+            profiles.get(self.cluster).name, profiles.get,
+            lambda p: hook if p.name == profile.name else self._hook(p),
+            lambda p: self._resources(p, state), self.nodes, self.log,
+        )  # fmt: skip
+        ti = context["ti"]
+        max_tries = getattr(ti, "max_tries", None)
+        target = None
+        if isinstance(max_tries, int):
+            target = retry_fallback(
+                self.fallback_clusters,
+                try_number=int(ti.try_number),
+                max_tries=max_tries,
+                retries=int(self.retries or 0),
+            )
+        while True:
+            placement = place_job(
+                answers.own, self.fallback_clusters, retry_target=target,
+                hold_of=answers.hold, full=answers.full,
+            )  # fmt: skip
+            if placement.reason:
+                self.log.warning("%s", placement.reason)
+            request = answers.requests[placement.cluster]
+            if placement.hold is None:
+                break
+            interval = self.poll_interval or request.profile.poll_interval
+            if self.deferrable:
+                trigger = request.trigger(placement.hold, interval)
+                self.defer(trigger=trigger, method_name="execute_after_hold")
+            request.wait_in_worker(answers.hook(placement.cluster), placement.hold, interval, self.log)
+            answers.forget()
+        self._note_placement(context, placement, state)
+        return answers.hook(placement.cluster), request.profile
+
+    def _note_placement(self, context: Context, placement: Placement, state: dict[str, Any]) -> None:
+        """Save, before sbatch, which cluster the job goes to when it is a fallback (and why).
+
+        On another cluster than the last job's, that job's id and paths go: they were the other
+        cluster's (its work_dir may differ), and it was recorded or found gone before this placement.
+        """
+        moved = placement.record()
+        self._on_cluster = placement.cluster if moved else None
+        if state.get("cluster") == self._on_cluster and moved is None:
             return
-        interval = self.poll_interval or profile.poll_interval
-        if self.deferrable:
-            self.defer(trigger=request.trigger(hold, interval), method_name="execute_after_hold")
-        request.wait_in_worker(hook, hold, interval, self.log)
+        if state.get("cluster") != self._on_cluster:
+            for key in _JOB_KEYS:
+                state.pop(key, None)
+        state.pop("cluster", None)
+        state.pop("fallback", None)
+        if moved is not None:
+            state.update(cluster=placement.cluster, fallback=moved)
+        self._save_state(context, state)
 
     def execute_after_hold(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume once the maintenance ended or the partition came up: start the try over, and submit."""
@@ -600,6 +692,7 @@ class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
         self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
     ) -> dict[str, Any]:
         """Submit this try's job anew within the try (no retry spent) and wait for it."""
+        hook, profile = self._placed(context, hook, profile, state)
         summary: dict[str, Any] = self._wait(
             context, hook, profile, self._submit(context, hook, profile, state)
         )

@@ -258,8 +258,9 @@ def squeue_command(
     user: str | None = None,
     *,
     clusters: str | Sequence[str] | None = None,
+    mine: bool = False,
 ) -> str:
-    """``squeue -h --format='%i|%j|%T|%r|%M|%l|%N' [-j ids] [--name n] [-u user]``.
+    """``squeue -h --format='%i|%j|%T|%r|%M|%l|%N' [-j ids] [--name n] [-u user] [--me]``.
 
     squeue only knows jobs that are queued, running or just finished: use sacct for
     anything that may have ended. ``squeue -j`` fails for an id it no longer knows.
@@ -269,9 +270,12 @@ def squeue_command(
     :param user: only this user's jobs.
     :param clusters: ``--clusters``; squeue then prints a ``CLUSTER: name`` line per cluster,
         which :func:`~airflow_desc.slurm.parse.parse_squeue` understands.
+    :param mine: only the jobs of the user running squeue (``--me``, SLURM 20.11 and later).
     :return: the command line.
     """
     words = ["squeue", "-h", f"--format={SQUEUE_FORMAT}"]
+    if mine:
+        words.append("--me")
     if job_ids is not None:
         words += ["-j", ",".join(_job_ids(job_ids))]
     if name is not None:

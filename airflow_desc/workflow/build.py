@@ -101,6 +101,7 @@ def _resources(process: ProcessSpec, defaults: Sequence[Defaults]) -> ResolvedRe
         cluster=chosen["cluster"],
         partition=chosen["partition"],
         container=chosen["container"],
+        fallback_clusters=chosen["fallback_clusters"] or (),
     )
 
 
@@ -489,23 +490,25 @@ def _check_skip_if_in_bundles(root: TaskNode, source: str) -> None:
 
 
 def _check_bundle_clusters(root: TaskNode, source: str) -> None:
-    """One bundle is one SLURM allocation: all its batch processes must use one cluster."""
+    """One bundle is one SLURM allocation: all its batch processes must use one cluster (and fallbacks)."""
     for task in root.iter_tasks():
         if task.bundling.state != "bundle":
             continue
         clusters: dict[str, list[str]] = {}
         for below in task.iter_tasks():
             for process in below.processes:
-                if process.resources is not None:
-                    clusters.setdefault(process.resources.cluster or "the default cluster", []).append(
-                        process.name
-                    )
+                res = process.resources
+                if res is not None:
+                    where = res.cluster or "the default cluster"
+                    if res.fallback_clusters:
+                        where += f" (fallback {', '.join(res.fallback_clusters)})"
+                    clusters.setdefault(where, []).append(process.name)
         if len(clusters) > 1:
             listed = "; ".join(f"{c}: {', '.join(names)}" for c, names in clusters.items())
             raise WorkflowSpecError(
                 f"{source}: {task.path}: runs in bundles ({task.bundling.reason}), but its batch processes "
                 f"use several clusters ({listed}); a bundle is one SLURM allocation on one cluster: "
-                "give them the same cluster, or set bundle: never"
+                "give them the same cluster and fallback_clusters, or set bundle: never"
             )
 
 

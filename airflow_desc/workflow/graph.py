@@ -83,6 +83,7 @@ class ResolvedResources:
     :param walltime: as written in the spec.
     :param walltime_s: the same in seconds.
     :param cluster: the cluster profile name; ``None``: the default cluster.
+    :param fallback_clusters: the clusters to move to, in order (maintenance, retries spent).
     :param partition: the partition, overriding the cluster profile's.
     :param container: the image, if any.
     """
@@ -94,6 +95,7 @@ class ResolvedResources:
     cluster: str | None = None
     partition: str | None = None
     container: str | None = None
+    fallback_clusters: tuple[str, ...] = ()
 
 
 _DEFAULT_MESSAGES = {

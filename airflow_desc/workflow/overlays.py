@@ -381,9 +381,7 @@ def _capped(
     cpus, memory, walltime = res.cpus, res.memory_mb, res.walltime_s
     if options.fit_resources and clusters is not None:
         profile = clusters.get(res.cluster)
-        cpus = min(cpus, profile.cores_per_node)
-        memory = min(memory, profile.memory_per_node_mb) if memory else memory
-        walltime = min(walltime, profile.max_walltime_s) if walltime else walltime
+        cpus, memory, walltime = profile.fit(cpus=cpus, mem_mb=memory, time_limit_s=walltime)
     cap = options.resources_cap
     if cap is not None:
         cpus = min(cpus, cap.cpus) if cap.cpus else cpus

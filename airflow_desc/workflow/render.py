@@ -282,12 +282,14 @@ class _DagBuilder:
 
     def _bundle(self, task: TaskNode, streams: BaseOperator) -> None:
         batch = [p for t in task.iter_tasks() for p in t.processes if p.resources is not None]
-        cluster = batch[0].resources.cluster if batch and batch[0].resources else None
+        res = batch[0].resources if batch and batch[0].resources else ResolvedResources()
+        cluster = res.cluster
         retries = max((p.retries for p in batch), default=0)
         bundle = SlurmBundleOperator.partial(
             task_id=BUNDLE_TASK,
             bundle_task=task.path,
             cluster=cluster,
+            fallback_clusters=res.fallback_clusters,
             **self._queue_bounds(cluster),
             launcher=self.workflow.options.launcher,
             retries=retries,
@@ -326,6 +328,7 @@ class _DagBuilder:
             **common,
             **self._queue_bounds(res.cluster),
             "cluster": res.cluster,
+            "fallback_clusters": res.fallback_clusters,
             "cpus": res.cpus,
             "mem_mb": res.memory_mb,
             "time_limit": -(-res.walltime_s // 60) if res.walltime_s else None,

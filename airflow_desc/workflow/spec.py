@@ -29,6 +29,8 @@ depth. One spec gives one DAG per variant (see :mod:`airflow_desc.workflow.graph
       phosim: {sim: phosim}
     defaults:                           # for every process below (a task may add its own)
       resources: {cluster: perlmutter, cpus: 1, memory_mb: 2000, walltime: "1:00:00"}
+                                        # fallback_clusters: [s3df] moves a try in maintenance, and the
+                                        # last tries (see airflow_desc.operators.fallback)
       retries: 2
       escalation: {memory_factor: 2, walltime_factor: 2}   # next try after OOM / TIMEOUT
       emulate: {seed: "1"}

@@ -232,7 +232,10 @@ class Resources(_Model):
     :param memory_mb: memory in MB.
     :param walltime: ``D-HH:MM:SS``, ``HH:MM:SS``, ``MM:SS`` or whole minutes.
     :param cluster: a cluster profile name (:mod:`airflow_desc.clusters`).
-    :param partition: overrides the cluster profile's partition.
+    :param fallback_clusters: cluster profile names, in order, to run on when ``cluster`` is in
+        maintenance or its retries are spent (the last tries go to them; see
+        :mod:`airflow_desc.operators.fallback`).
+    :param partition: overrides the cluster profile's partition (on ``cluster`` only).
     :param container: the image to run the command in, with the cluster's container runtime.
     """
 
@@ -240,6 +243,7 @@ class Resources(_Model):
     memory_mb: PositiveInt | None = None
     walltime: Walltime | None = None
     cluster: StrictStr | None = None
+    fallback_clusters: tuple[StrictStr, ...] | None = None
     partition: StrictStr | None = None
     container: Annotated[StrictStr, AfterValidator(_image)] | None = None
 

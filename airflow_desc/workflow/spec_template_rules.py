@@ -135,9 +135,18 @@ class TemplateRules:
             self.template(path, value, names)
 
     def check_cluster(self, path: KeyPath, resources: Any) -> None:
-        """Check that ``resources.cluster``, if any, names one of the clusters."""
-        cluster = as_mapping(resources).get("cluster")
-        if self.clusters is None or not isinstance(cluster, str) or cluster in self.clusters:
-            return
-        hint = choose(cluster, self.clusters.names, known="known clusters:")
-        self.add((*path, "cluster"), f"no cluster named {cluster!r} in {self.clusters.source}; {hint}")
+        """Check that ``resources.cluster`` and each of ``resources.fallback_clusters`` name clusters."""
+        res = as_mapping(resources)
+        cluster, fallbacks = res.get("cluster"), res.get("fallback_clusters")
+        named: list[tuple[KeyPath, Any]] = [(("cluster",), cluster)]
+        if isinstance(fallbacks, list | tuple):
+            named += [(("fallback_clusters", i), name) for i, name in enumerate(fallbacks)]
+            if isinstance(cluster, str) and cluster in fallbacks:
+                self.add(
+                    (*path, "fallback_clusters"),
+                    f"names {cluster!r}, the process's own cluster; list only other clusters",
+                )
+        for where, name in named:
+            if self.clusters is not None and isinstance(name, str) and name not in self.clusters:
+                hint = choose(name, self.clusters.names, known="known clusters:")
+                self.add((*path, *where), f"no cluster named {name!r} in {self.clusters.source}; {hint}")

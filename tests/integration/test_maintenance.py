@@ -6,6 +6,8 @@ started while the cluster is in maintenance wait deferred (`airflow dags test` r
 their log saying what they wait for; no job reaches SLURM meanwhile (sacct and squeue show none);
 once the reservation is deleted (the partition is up again) the task submits and succeeds, its
 retries unspent (it has none).
+A job (and a bundle) whose cluster is in maintenance and that names a fallback cluster runs there at
+once instead, its records saying so.
 """
 
 from __future__ import annotations
@@ -146,3 +148,33 @@ def test_a_job_for_a_partition_that_is_down_waits_until_it_is_up(
     assert run.wait() == 0, run.log()
     [rec] = records(run.history)
     assert (rec.try_number, rec.state) == (1, "success"), run.log()
+
+
+def test_a_job_whose_cluster_is_in_maintenance_runs_on_its_fallback(
+    run_dag: Callable[[str], DagRun], site: Site, maintenance: Callable[[str], Callable[[], None]]
+) -> None:
+    since = datetime.now(timezone.utc).replace(microsecond=0)
+    maintenance("perlmutter")  # not ended by the test: the job must not wait for it
+    run = run_dag("desc_it_fallback_job")
+    assert run.wait() == 0, run.log()
+    [rec] = records(run.history)
+    assert (rec.try_number, rec.state, rec.cluster, rec.node) == (1, "success", "s3df", "s3df-n1"), run.log()
+    moved = rec.extra["fallback"]
+    assert (moved["from"], moved["to"], moved["why"]) == ("perlmutter", "s3df", "maintenance"), moved
+    assert "maintenance reservation desc_it_maint_" in moved["reason"], moved
+    assert "perlmutter cannot take it now: moved to fallback s3df" in run.output.read_text()
+    assert jobs_since(site, "perlmutter", since) == [], "a job reached perlmutter during its maintenance"
+
+
+def test_a_bundle_whose_cluster_is_in_maintenance_runs_on_its_fallback(
+    run_dag: Callable[[str], DagRun], site: Site, maintenance: Callable[[str], Callable[[], None]]
+) -> None:
+    since = datetime.now(timezone.utc).replace(microsecond=0)
+    maintenance("perlmutter")
+    run = run_dag("desc_it_bundle_fallback")
+    assert run.wait() == 0, run.log()
+    batch = [r for r in records(run.history) if r.process_type == "batch"]
+    assert len(batch) == 10 and {r.state for r in batch} == {"success"}, run.log()
+    assert {(r.cluster, r.node) for r in batch} == {("s3df", "s3df-n1")}
+    assert {r.extra["fallback"]["why"] for r in batch} == {"maintenance"}
+    assert jobs_since(site, "perlmutter", since) == [], "an allocation reached perlmutter in its maintenance"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 from airflow_desc.history import JsonLinesRecorder, ProcessRecord
@@ -78,3 +79,27 @@ def test_out_of_memory_is_retried_with_more_memory(
         assert first.slurm_state == "OUT_OF_MEMORY"
     assert first.req_mem_bytes == 100 * 2**20 and second.req_mem_bytes == 200 * 2**20
     assert second.state == "success", second
+
+
+def test_out_of_memory_on_a_memory_per_core_cluster_is_retried_with_more_cores(
+    airflow_env: AirflowEnv, tmp_path: pathlib.Path, site: Site
+) -> None:
+    # perlmutter as a cluster whose nodes give memory only with cores: 200 MB each.
+    profiles = tmp_path / "clusters.yaml"
+    text = pathlib.Path(os.environ["DESC_CLUSTERS_FILE"]).read_text()
+    profiles.write_text(text.replace("  perlmutter:\n", "  perlmutter:\n    mem_per_cpu_mb: 200\n", 1))
+    history = tmp_path / "history.jsonl"
+    proc = airflow_env.dags_test(
+        "desc_it_oom_per_core", history=history, extra_env={"DESC_CLUSTERS_FILE": str(profiles)}
+    )
+    recs = records(history)
+    assert [(r.try_number, r.state) for r in recs] == [(1, "terminated"), (2, "success")], explain(proc)
+    assert recs[0].reason == "out-of-memory", recs[0]
+    cpus = {
+        rec.try_number: site.run("perlmutter", f"sacct -X -n -P -j {rec.job_id} -o AllocCPUS").stdout.strip()
+        for rec in recs
+    }
+    assert cpus == {1: "1", 2: "2"}, cpus  # more cores, for the memory they carry
+    task_dir = recs[1].log_path.rsplit("/", 1)[0] if recs[1].log_path else ""
+    script = site.run("perlmutter", f"cat {task_dir}/t2.sh").stdout
+    assert "#SBATCH --mem-per-cpu=200M" in script and "#SBATCH --mem=" not in script, script

@@ -72,6 +72,7 @@ clusters:
     poll_interval: 12.5
     vanish_grace: 0
     high_memory_partition: bigmem
+    mem_per_cpu_mb: 8192
     key_expires: 2026-12-07T14:00:00Z
     env:
       OMP_NUM_THREADS: 1
@@ -122,6 +123,7 @@ def test_full_example_every_field(full: ClusterProfiles) -> None:
         "poll_interval": 12.5,
         "vanish_grace": 0.0,
         "high_memory_partition": "bigmem",
+        "mem_per_cpu_mb": 8192,
         "maintenance": (),
         "key_expires": datetime(2026, 12, 7, 14, tzinfo=timezone.utc),
         "env": {"OMP_NUM_THREADS": "1", "DESC_SITE": "slac"},
@@ -292,7 +294,15 @@ def test_unknown_keys(data_dir: pathlib.Path) -> None:
         "memory_per_node_mb, max_walltime, jump_conn_id, slurm_cluster, partition, qos, account, constraint, "
         "max_queued_jobs, max_queued_per_task, pool, work_dir, container_runtime, container_image, "
         "container_options, container_binds, setup_lines, poll_interval, vanish_grace, "
-        "high_memory_partition, maintenance, key_expires, env, sbatch_options"
+        "high_memory_partition, mem_per_cpu_mb, maintenance, key_expires, env, sbatch_options"
+    )
+
+
+def test_mem_per_cpu_mb_is_a_whole_number_of_mb() -> None:
+    with pytest.raises(ClusterProfileError) as caught:
+        parse_cluster_profiles(f"clusters:\n  c:\n{REQUIRED}    mem_per_cpu_mb: 1.5\n", "c.yaml")
+    assert str(caught.value) == (
+        "c.yaml:7: clusters.c.mem_per_cpu_mb: expected a whole number, got 1.5 (a number); write e.g. 2000"
     )
 
 

@@ -13,6 +13,9 @@ bundle task reruns that visit's streams and nothing else.
 
 desc_it_bundle_skip: 4 visits in one bundle, srun launcher; skip_if on siblings' states decided
 inside the allocation (tests/data/specs/desc-it-bundle-skip.yaml).
+
+desc_it_bundle_fallback: desc_it_bundle's first visit alone (10 instances), on perlmutter with s3df as
+its fallback cluster (test_maintenance.py puts perlmutter in maintenance: the allocation goes to s3df).
 """
 
 from __future__ import annotations
@@ -40,3 +43,15 @@ globals().update(
 )
 globals().update(render_dags(inline_spec("desc_it_hostile"), options=RenderOptions()))
 globals().update(render_dags(inline_spec("desc_it_bundle_skip"), options=RenderOptions()))
+
+_FALLBACK = (
+    (SPECS / "desc-it-bundle.yaml")
+    .read_text()
+    .replace("name: desc_it_bundle\n", "name: desc_it_bundle_fallback\n")
+    .replace('visits: "101^102^103^104"', 'visits: "101"')
+    .replace("out: it-bundle/default", "out: it-bundle/fallback")
+    .replace("{cluster: perlmutter,", "{cluster: perlmutter, fallback_clusters: [s3df],")
+)
+globals().update(
+    render_dags(parse_spec(_FALLBACK, f"{__file__}#desc_it_bundle_fallback"), options=RenderOptions())
+)

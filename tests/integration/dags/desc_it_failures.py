@@ -1,4 +1,8 @@
-"""Integration DAGs: a payload that raises, one that outlives its walltime, one over its memory."""
+"""Integration DAGs: a payload that raises, one that outlives its walltime, one over its memory.
+
+desc_it_oom_per_core runs on perlmutter as test_slurm_operator's own profile file describes it: memory
+only with cores (mem_per_cpu_mb), so that its retry asks for a second core, not more --mem.
+"""
 
 from __future__ import annotations
 
@@ -34,4 +38,11 @@ outlives = one_job(
 over_memory = one_job(
     "desc_it_oom", "hog", "perlmutter", "--cpu-seconds", "3", "--memory-mb", "150",
     mem_mb=100, time_limit=3, retries=1, retry_delay=timedelta(seconds=0),
+)  # fmt: skip
+
+# 1 CPU carrying 200 MB (--mem-per-cpu=200M, the test's profile) for a payload that holds 300 MB:
+# OUT_OF_MEMORY; the retry asks for 2 CPUs, 400 MB, and completes.
+over_memory_per_core = one_job(
+    "desc_it_oom_per_core", "hog_per_core", "perlmutter", "--cpu-seconds", "3", "--memory-mb", "300",
+    time_limit=3, retries=1, retry_delay=timedelta(seconds=0),
 )  # fmt: skip

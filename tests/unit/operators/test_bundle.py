@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.exceptions import SlurmJobFailed
 from airflow_desc.history import JsonLinesRecorder, ProcessRecord
 from airflow_desc.operators.bundle import SlurmBundleOperator
@@ -316,3 +317,49 @@ def test_step_rows_come_from_the_accounting_at_hand_when_it_has_every_started_st
         task_id="t", workflow_key=workflow.key, variant=None, bundle_task=task.path, launcher="direct"
     )
     assert direct._step_rows(hook, _with_steps("900", []), mine) == {}  # type: ignore[arg-type]
+
+
+def test_an_allocation_moved_to_a_fallback_asks_for_a_whole_node_of_the_fallback(pyramid: Any) -> None:
+    workflow, task = pyramid
+    op = SlurmBundleOperator(
+        task_id="processVisit.bundle", workflow_key=workflow.key, variant=None, bundle_task=task.path,
+        streams=[{"visit": 1}], cluster="perlmutter", fallback_clusters=["s3df"], partition="regular",
+    )  # fmt: skip
+    op._plan_for_submit = plan_bundle(workflow, task, [{"visit": 1}], variables(workflow))
+    clusters = load_cluster_profiles(SITE)
+    home, fallback = (op._resources(clusters.get(name), {}) for name in ("perlmutter", "s3df"))
+    assert (home["cpus"], home["mem_mb"], home["partition"]) == (2, 4096, "regular")
+    assert (fallback["cpus"], fallback["mem_mb"], fallback["partition"]) == (1, 8192, "roma")
+
+
+def test_an_allocation_on_a_fallback_says_so_in_each_record(
+    pyramid: Any, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history = tmp_path / "history.jsonl"
+    monkeypatch.setenv("DESC_HISTORY_JSONL", str(history))
+    workflow, task = pyramid
+    plan = plan_bundle(workflow, task, [{"visit": 1}], variables(workflow))
+    op = SlurmBundleOperator(
+        task_id="processVisit.bundle", workflow_key=workflow.key, variant=None, bundle_task=task.path,
+        streams=[{"visit": 1}], cluster="perlmutter", fallback_clusters=["s3df"], launcher="direct",
+    )  # fmt: skip
+    store = Store()
+    ctx: Any = {"ti": TI(), "task_state_store": store, "dag_run": type("R", (), {"conf": {}})(), "params": {}}
+    op._save_bundle_state(ctx, {"scripts": {s.id: s.outcome.to_json() for s in plan.scripts if s.outcome}})
+    moved = {
+        "from": "perlmutter",
+        "to": "s3df",
+        "why": "maintenance",
+        "reason": "perlmutter cannot take it now",
+    }
+    log_path = "airflow-desc/d/r/processVisit.bundle.0/t1-900.out"
+    store.set(
+        "slurm",
+        {"job_id": "900", "log_path": log_path, "try_number": 1, "cluster": "s3df", "fallback": moved},
+    )
+    hook = Hook("\n".join(pilot_record(inst, "success") for inst in plan.instances) + "\n")
+    op._state(ctx)  # as execute_complete reads it first: the allocation is on s3df
+    op._conclude(ctx, hook, op._profile(), _accounting("900", "COMPLETED", "0:0"), plan)  # type: ignore[arg-type]
+    batch = [r for r in JsonLinesRecorder(history).read() if r.process_type == "batch"]
+    assert len(batch) == len(plan.instances) and {r.cluster for r in batch} == {"s3df"}
+    assert all(r.extra["fallback"] == moved for r in batch)

@@ -6,9 +6,12 @@ Jobs come from real sacct text (see ``test_slurm``'s recordings).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from airflow_desc.operators.escalation import EscalationExhausted
+from airflow_desc.exceptions import ResourceLimitError
+from airflow_desc.operators.escalation import EscalationExhausted, next_resources
 from airflow_desc.slurm import JobAccounting, ReasonClass, diagnose
 from airflow_desc.slurm.nodes import NodeState, parse_sinfo_nodes
 from tests.unit.operators.test_slurm import (
@@ -52,7 +55,7 @@ def test_timeout_at_the_cluster_maximum_fails_for_good() -> None:
 def test_timeout_escalation_keeps_earlier_escalations() -> None:
     state = {"resources": {"time_limit_s": 600}, "escalation": {"exclude": ["nid000001"], "mem_mb": 4000}}
     esc = escalate(operator(), profile(), TIMEOUT, state)
-    assert esc == {"exclude": ["nid000001"], "mem_mb": 4000, "time_limit_s": 1200}
+    assert esc == {"exclude": ["nid000001"], "mem_mb": 4000, "time_limit_s": 1200, "cluster": "s3df"}
     assert state["escalation"] == {"exclude": ["nid000001"], "mem_mb": 4000}  # not changed in place
 
 
@@ -87,7 +90,55 @@ def test_out_of_memory_at_a_whole_node_moves_to_the_high_memory_partition() -> N
     prof = profile(high_memory_partition="bigmem")
     state = {"resources": {"mem_mb": 8192, "cpus": 4}, "escalation": {"mem_mb": 8192, "cpus": 4}}
     esc = escalate(operator(), prof, CGROUP_OOM, state)
-    assert esc == {"mem_mb": 16384, "cpus": 4, "partition": "bigmem"}
+    assert esc == {"mem_mb": 16384, "cpus": 4, "partition": "bigmem", "cluster": "s3df"}
+
+
+# --- out of memory where memory comes only with cores (mem_per_cpu_mb) ---
+
+ASKED: dict[str, Any] = {"cpus": 1, "mem_mb": None, "time_limit": None, "partition": None, "nodes": 1}
+
+
+def test_out_of_memory_on_a_memory_per_core_cluster_asks_for_more_cores_not_more_mem() -> None:
+    prof = profile(mem_per_cpu_mb=1000)  # 4 cores, 1000 MB each
+    state = {"resources": {"cpus": 1, "mem_per_cpu_mb": 1000}}
+    esc = escalate(operator(), prof, CGROUP_OOM, state)
+    assert esc == {"cpus": 2, "mem_mb": 2000}
+    res = next_resources(prof, {"escalation": esc}, **ASKED)
+    assert (res["cpus"], res["mem_mb"], res["mem_per_cpu_mb"]) == (2, None, 1000)  # --mem-per-cpu, 2 CPUs
+
+
+def test_memory_per_core_escalation_is_capped_at_a_nodes_cores_then_exhausted() -> None:
+    prof = profile(mem_per_cpu_mb=1000)
+    esc = escalate(operator(memory_factor=3.0), prof, CGROUP_OOM, {"resources": {"cpus": 2}})
+    assert esc == {"cpus": 4, "mem_mb": 6000}  # 6 cores' worth, capped at the node's 4
+    with pytest.raises(EscalationExhausted) as caught:
+        escalate(operator(), prof, CGROUP_OOM, {"resources": {"cpus": 4}})
+    assert "every core of a s3df node (4 cores carrying 4000 MB at mem_per_cpu_mb 1000)" in str(caught.value)
+    moved = escalate(operator(), profile(mem_per_cpu_mb=1000, high_memory_partition="bigmem"), CGROUP_OOM,
+                     {"resources": {"cpus": 4}})  # fmt: skip
+    assert moved == {"partition": "bigmem", "mem_mb": 8000, "cluster": "s3df"}
+
+
+def test_a_memory_request_on_a_memory_per_core_cluster_is_asked_as_cores() -> None:
+    res = next_resources(
+        profile(mem_per_cpu_mb=1000), {}, cpus=1, mem_mb=2500, time_limit=None, partition=None, nodes=1
+    )
+    assert (res["cpus"], res["mem_mb"], res["mem_per_cpu_mb"]) == (3, None, 1000)
+
+
+# --- a job moved to another cluster (a fallback) ---
+
+
+def test_a_moved_job_is_capped_to_the_fallback_and_leaves_the_other_clusters_partition_and_nodes() -> None:
+    small = profile(name="small", cores_per_node=2, memory_per_node_mb=4096, max_walltime="00:10:00")
+    esc = {"mem_mb": 6000, "time_limit_s": 1800, "partition": "bigmem", "exclude": ["n1"], "cluster": "s3df"}
+    res = next_resources(
+        small, {"escalation": esc}, cpus=4, mem_mb=None, time_limit=None, partition=None, nodes=1, fit=True
+    )
+    assert (res["cpus"], res["mem_mb"], res["time_limit_s"]) == (2, 4096, 600)
+    assert (res["partition"], res["exclude"]) == (small.partition, None)
+    with pytest.raises(ResourceLimitError):  # not moved: the same request is refused, as before
+        next_resources(small, {"escalation": esc}, **{**ASKED, "cpus": 4})
 
 
 def test_out_of_memory_on_the_high_memory_partition_keeps_doubling_there() -> None:
@@ -96,7 +147,7 @@ def test_out_of_memory_on_the_high_memory_partition_keeps_doubling_there() -> No
     prof = profile(high_memory_partition="bigmem")
     state = {"resources": {"mem_mb": 16384, "partition": "bigmem"}, "escalation": {"partition": "bigmem"}}
     esc = escalate(operator(), prof, CGROUP_OOM, state)
-    assert esc == {"partition": "bigmem", "mem_mb": 32768}
+    assert esc == {"partition": "bigmem", "mem_mb": 32768, "cluster": "s3df"}
 
 
 def test_out_of_memory_at_a_whole_node_without_a_high_memory_partition_fails_for_good() -> None:
@@ -114,7 +165,7 @@ def test_out_of_memory_at_a_whole_node_without_a_high_memory_partition_fails_for
 def test_retryable_failure_excludes_the_node_and_keeps_the_resources(acct: JobAccounting, node: str) -> None:
     assert diagnose(acct).retryable
     state = {"resources": {"mem_mb": 4000, "time_limit_s": 600}}
-    assert escalate(operator(), profile(), acct, state) == {"exclude": [node]}
+    assert escalate(operator(), profile(), acct, state) == {"exclude": [node], "cluster": "s3df"}
 
 
 @pytest.mark.parametrize(
@@ -136,7 +187,7 @@ def test_a_node_failure_excludes_nothing_when_no_other_node_can_run_the_job(
 def test_excluded_nodes_accumulate_without_repeats() -> None:
     state = {"escalation": {"exclude": ["nid009999", "nid001234"], "time_limit_s": 1200}}
     esc = escalate(operator(), profile(), NODE_FAIL, state)
-    assert esc == {"exclude": ["nid001234", "nid009999"], "time_limit_s": 1200}
+    assert esc == {"exclude": ["nid001234", "nid009999"], "time_limit_s": 1200, "cluster": "s3df"}
 
 
 def test_a_payload_failure_changes_nothing() -> None:

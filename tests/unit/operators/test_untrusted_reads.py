@@ -66,7 +66,7 @@ class RecordingHook:
                 return "the tail\n"
             if name == "availability":  # no reservation, no partition known: nothing holds a submission
                 return ClusterAvailability()
-            if name in ("sacct", "owners", "squeue", "find_jobs_by_name"):
+            if name in ("sacct", "owners", "squeue", "own_queue", "find_jobs_by_name"):
                 return {} if name in ("sacct", "owners") else []
             raise AssertionError(f"unexpected hook call {name}{args}")
 

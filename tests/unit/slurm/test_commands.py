@@ -214,6 +214,7 @@ def test_submit_script_command_rejects_bad_names(name: str) -> None:
 
 def test_squeue_command() -> None:
     assert slurm.squeue_command() == "squeue -h '--format=%i|%j|%T|%r|%M|%l|%N'"
+    assert slurm.squeue_command(mine=True) == "squeue -h '--format=%i|%j|%T|%r|%M|%l|%N' --me"
     assert slurm.squeue_command(["1", "2_3"], name="run42", user="desc", clusters="all") == (
         "squeue -h '--format=%i|%j|%T|%r|%M|%l|%N' -j 1,2_3 --name=run42 --user=desc --clusters=all"
     )

@@ -370,6 +370,16 @@ BAD_SPECS: dict[str, list[str]] = {
             "clusters.yaml; known clusters: perlmutter, s3df"
         ),
     ],
+    "bad_fallback_cluster.yaml": [
+        (
+            "bad_fallback_cluster.yaml:9: processes.a.resources.fallback_clusters: names 's3df', the "
+            "process's own cluster; list only other clusters"
+        ),
+        (
+            "bad_fallback_cluster.yaml:9: processes.a.resources.fallback_clusters[2]: no cluster named "
+            "'nersc' in clusters.yaml; known clusters: perlmutter, s3df"
+        ),
+    ],
     "bad_unknown_dependency.yaml": [
         (
             "bad_unknown_dependency.yaml:10: processes.ingestRefCat.depends_on[0]: no process or "

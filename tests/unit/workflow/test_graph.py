@@ -306,8 +306,8 @@ def test_a_bundle_is_one_cluster() -> None:
     assert str(raised.value) == (
         "mini.yaml: Mini/processVisit: runs in bundles (400 streams in a busy run > threshold 50; size for "
         "<= 100 task instances per run), but its batch processes use several clusters (perlmutter: fetch; "
-        "s3df: processEimage); a bundle is one SLURM allocation on one cluster: give them the same cluster, "
-        "or set bundle: never"
+        "s3df: processEimage); a bundle is one SLURM allocation on one cluster: give them the same cluster "
+        "and fallback_clusters, or set bundle: never"
     )
 
 

@@ -607,3 +607,15 @@ def test_batch_and_bundle_tasks_run_in_their_clusters_pool(
     assert profiles.get("perlmutter").max_queued_per_task == 3
     dag = render_dags(spec, clusters=profiles)["Mini"]
     assert {t.task_id for t in dag.tasks if t.max_active_tis_per_dag == 3} == slurm_tasks
+
+
+def test_fallback_clusters_reach_batch_tasks_and_bundles(render_mini: RenderMini) -> None:
+    text = MINI.replace(
+        "resources: {cluster: perlmutter,", "resources: {cluster: perlmutter, fallback_clusters: [s3df],"
+    )
+    assert text != MINI
+    _, dag = render_mini(text, "Mini")
+    ingest = dag.task_dict["ingest"]
+    assert (ingest.cluster, ingest.fallback_clusters) == ("perlmutter", ("s3df",))
+    bundles = [t for t in dag.task_dict.values() if "fallback_clusters" in getattr(t, "partial_kwargs", {})]
+    assert bundles and {b.partial_kwargs["fallback_clusters"] for b in bundles} == {("s3df",)}
