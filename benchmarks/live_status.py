@@ -79,16 +79,20 @@ def make_live(store: HistoryStore, processes: set[str], seed: int) -> tuple[pd.D
     rng = random.Random(seed)
     rows: list[dict[str, Any]] = []
     cleared = 0
+    queued: dict[tuple[Any, ...], bool] = {}  # a task instance's state is one for all its instances
     for r in recorded.itertuples(index=False):
         bundled = str(r.task_id).endswith(".bundle")
+        ti = (r.dag_id, r.run_id, r.task_id, r.map_index)
+        if ti not in queued:
+            queued[ti] = rng.random() < 0.1
         # A cleared bundle reruns only what did not succeed: its successes stay Success.
-        again = rng.random() < 0.1 and not (bundled and r.state == "success")
+        again = queued[ti] and not (bundled and r.state == "success")
         cleared += again
         rows.append({
             "dag_id": r.dag_id, "run_id": r.run_id, "task_id": r.task_id, "map_index": r.map_index,
             "stream": r.stream if bundled else None, "process": r.process, "task": r.task,
             "version": r.version, "process_type": r.process_type,
-            "ti_state": "queued" if again else "success",
+            "ti_state": "queued" if queued[ti] else "success",
             "try_number": int(r.try_number) + 1 if again else int(r.try_number), "bundled": bundled,
         })  # fmt: skip
     new = len(rows) // 20
