@@ -543,9 +543,9 @@ class HistoryStore:
             year = r.extra.get("survey_year")
             if year is None and isinstance(conf, Mapping):
                 year = conf.get("survey_year")
-            row = wanted.setdefault(
-                (r.dag_id, r.run_id),
-                {
+            row = wanted.get((r.dag_id, r.run_id))
+            if row is None:  # not setdefault: its default would be built for every record
+                row = wanted[(r.dag_id, r.run_id)] = {
                     "workflow_ref": workflow_refs[_workflow_identity(r)],
                     "dag_id": r.dag_id,
                     "run_id": r.run_id,
@@ -553,8 +553,7 @@ class HistoryStore:
                     "survey_year": None,
                     "created_at": now,
                     "spec_digest": None,
-                },
-            )
+                }
             if isinstance(conf, Mapping):
                 row["conf"] = dict(conf)
             if isinstance(r.extra.get("spec_digest"), str):
@@ -573,18 +572,21 @@ class HistoryStore:
 
         A stream made now holds no attempt yet: :func:`_held_attempts` need not look there.
         """
+        chains = {path: _ancestors(path) for path in {r.stream for r in batch}}  # once per stream
         wanted: set[tuple[int, str]] = set()
         for r in batch:
             run_ref = run_refs[(r.dag_id, r.run_id)]
-            wanted.update((run_ref, p) for p in _ancestors(r.stream))
+            wanted.update((run_ref, p) for p in chains[r.stream])
         found = self._select_streams(conn, wanted)
-        missing = sorted(wanted - set(found), key=lambda rp: (len(_ancestors(rp[1])), rp))
+        depth = {path: len(_ancestors(path)) for path in {p for _, p in wanted} - chains.keys()}
+        depth.update((path, len(chain)) for path, chain in chains.items())
+        missing = sorted(wanted - set(found), key=lambda rp: (depth[rp[1]], rp))
         if self._copies(missing) and self._copy_new_streams(conn, missing, found):
             return found, {found[rp] for rp in missing}
         # Parents before children, one depth at a time, so that each row can name its parent.
         by_depth: dict[int, list[tuple[int, str]]] = {}
         for run_ref, path in missing:
-            by_depth.setdefault(len(_ancestors(path)), []).append((run_ref, path))
+            by_depth.setdefault(depth[path], []).append((run_ref, path))
         # No other writer adds streams of these runs meanwhile (the batch holds their locks): the
         # rows inserted are the ones missing, and their ids come back with them.
         for depth in sorted(by_depth):
