@@ -41,10 +41,11 @@ def random_history(rng: random.Random) -> list[ProcessRecord]:
                     for process in processes:
                         if rng.random() < 0.2:
                             continue  # not recorded (yet)
+                        state = rng.choice(["success", "failed", "terminated"])
                         for try_number in range(1, rng.choice([1, 1, 2, 3]) + 1):
                             records.append(rec(
-                                f"visit={map_index * 10 + visit}", rng.choice(["success", "failed", "terminated"]),
-                                try_number, task_id=task_id, run_id=run_id, map_index=map_index, process=process,
+                                f"visit={map_index * 10 + visit}", state, try_number, task_id=task_id,
+                                run_id=run_id, map_index=map_index, process=process,
                                 task=task_id.split(".")[0], version=rng.choice(["1.0", "1.1"]),
                             ))  # fmt: skip
     rng.shuffle(records)
