@@ -41,6 +41,8 @@ def airflow_tables() -> sa.MetaData:
     import airflow.models  # noqa: F401 - every model's table
     import airflow.models.dag_version  # noqa: F401
     import airflow.models.serialized_dag  # noqa: F401 - tables other tables' foreign keys name
+    import airflow.models.trigger  # noqa: F401
+    import airflow.models.xcom  # noqa: F401
     from airflow.models.base import metadata
 
     return metadata
