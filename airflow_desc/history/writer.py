@@ -578,15 +578,15 @@ class HistoryStore:
             run_ref = run_refs[(r.dag_id, r.run_id)]
             wanted.update((run_ref, p) for p in chains[r.stream])
         found = self._select_streams(conn, wanted)
-        depth = {path: len(_ancestors(path)) for path in {p for _, p in wanted} - chains.keys()}
-        depth.update((path, len(chain)) for path, chain in chains.items())
-        missing = sorted(wanted - set(found), key=lambda rp: (depth[rp[1]], rp))
+        depths = {path: len(_ancestors(path)) for path in {p for _, p in wanted} - chains.keys()}
+        depths.update((path, len(chain)) for path, chain in chains.items())
+        missing = sorted(wanted - set(found), key=lambda rp: (depths[rp[1]], rp))
         if self._copies(missing) and self._copy_new_streams(conn, missing, found):
             return found, {found[rp] for rp in missing}
         # Parents before children, one depth at a time, so that each row can name its parent.
         by_depth: dict[int, list[tuple[int, str]]] = {}
         for run_ref, path in missing:
-            by_depth.setdefault(depth[path], []).append((run_ref, path))
+            by_depth.setdefault(depths[path], []).append((run_ref, path))
         # No other writer adds streams of these runs meanwhile (the batch holds their locks): the
         # rows inserted are the ones missing, and their ids come back with them.
         for depth in sorted(by_depth):

@@ -128,6 +128,7 @@ def merge_with_history(
     :param counts: the history's counts.
     :param instances: live process instances (:data:`~airflow_desc.status.live.LIVE_COLUMNS`).
     """
+    import numpy as np
     import pandas as pd
 
     from airflow_desc.history.queries import recorded_instances
@@ -141,7 +142,7 @@ def merge_with_history(
         return merged, live_rest
     bundled = done["bundled"].astype(bool).to_numpy()
     key = ["dag_id", "run_id", "task_id", "map_index", "process"]
-    recorded = [False] * len(done)
+    recorded = np.zeros(len(done), dtype=bool)
     for part, by_stream in ((~bundled, False), (bundled, True)):
         rows = done[part]
         if rows.empty:
@@ -154,9 +155,8 @@ def merge_with_history(
         columns[3] = [int(m) for m in columns[3]]  # map_index: plain ints, as the history's
         if by_stream:  # as merge_live matches them: no stream is the top-level one, ""
             columns.append([s if isinstance(s, str) else "" for s in rows["stream"].tolist()])
-        for position, row_key in zip(part.nonzero()[0], zip(*columns, strict=True), strict=True):
-            recorded[position] = row_key in found
-    unrecorded = done[~pd.Series(recorded, dtype=bool).to_numpy()]
+        recorded[part] = [row_key in found for row_key in zip(*columns, strict=True)]
+    unrecorded = done[~recorded]
     live_done = merge_live(merged.iloc[:0], unrecorded, pd.DataFrame())[1]  # no record: nothing superseded
     return merged, summed_live([live_rest, live_done])
 
