@@ -234,7 +234,7 @@ def copy_text(
         lines = [[row[one]] for row in rows]
     else:
         values = operator.itemgetter(*columns)
-        lines = [values(row) for row in rows]  # type: ignore[misc]
+        lines = [values(row) for row in rows]
     if ids is not None:
         return "".join([copy_line((id_, *line)) for id_, line in zip(ids, lines, strict=True)])
     return "".join([copy_line(line) for line in lines])

@@ -241,7 +241,7 @@ def latest_attempts(
         if task_instances is not None:
             found = _by_task_instance(conn, query, names, task_instances)
         else:
-            found = conn.execute(query).fetchall() if names else []
+            found = list(conn.execute(query).fetchall()) if names else []
     rows = [(*names[row[0]], *row[1:]) for row in found]
     return pd.DataFrame.from_records(rows, columns=list(LATEST_COLUMNS))
 
@@ -307,7 +307,7 @@ def _by_task_instance(
     for dag_id, run_id, task_id, map_index in task_instances:
         if (dag_id, run_id) in refs:
             wanted.setdefault((refs[dag_id, run_id], task_id), set()).add(int(map_index))
-    found = []
+    found: list[Any] = []
     for (ref, task_id), indexes in sorted(wanted.items()):
         for chunk in _chunks(sorted(indexes), _IN_CHUNK):
             part = query.where(pi.c.run_ref == ref, pi.c.task_id == task_id, pi.c.map_index.in_(chunk))

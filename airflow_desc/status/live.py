@@ -206,7 +206,7 @@ class _OrmTables:
         query = sa.select(TI.run_id, TI.task_id, TI.map_index, TI.state, TI.try_number, TI.trigger_id).where(
             TI.dag_id == dag_id, TI.run_id.in_(runs)
         )
-        return [tuple(row) for row in self.session.execute(query)]  # type: ignore[misc]
+        return [tuple(row) for row in self.session.execute(query)]
 
     def trigger_kwargs(
         self, dag_ids: Sequence[str], runs: Sequence[str], classpath: str

@@ -62,12 +62,12 @@ def metadata_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     metadata = airflow_tables()
     metadata.create_all(engine)
     t = metadata.tables
-    triggers = {
-        1: SlurmJobTrigger(job_id="101", ssh_conn_id="pm_ssh").serialize(),
-        2: SlurmJobTrigger(job_id="102", ssh_conn_id="s3_ssh", jump_conn_id="bastion").serialize(),
-        3: SubmissionHoldTrigger(ssh_conn_id="pm_ssh", cluster="pm", reason="waiting for maintenance",
-                                 walltime_s=60).serialize(),
-    }  # fmt: skip
+    kinds = [  # each deferred task instance its own trigger, of these in turn
+        SlurmJobTrigger(job_id="101", ssh_conn_id="pm_ssh").serialize(),
+        SlurmJobTrigger(job_id="102", ssh_conn_id="s3_ssh", jump_conn_id="bastion").serialize(),
+        SubmissionHoldTrigger(ssh_conn_id="pm_ssh", cluster="pm", reason="waiting for maintenance",
+                              walltime_s=60).serialize(),
+    ]  # fmt: skip
     runs = [("live_local", "r1", "running"), ("live_local", "r2", "queued"), ("live_local", "r3", "success"),
             ("other", "r1", "running")]  # fmt: skip
     made = [[{"visit": "1"}, {"visit": "2"}], [{"visit": "3"}]]
@@ -85,28 +85,28 @@ def metadata_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
              "logical_date": None, "data_interval_end": None, "run_after": AWARE}
             for i, (dag_id, run_id, state) in enumerate(runs)
         ])  # fmt: skip
-        conn.execute(t["trigger"].insert(), [
-            {"id": id_, "classpath": classpath, "kwargs": Trigger.encrypt_kwargs(kwargs),
-             "created_date": AWARE}
-            for id_, (classpath, kwargs) in triggers.items()
-        ])  # fmt: skip
         conn.execute(t["xcom"].insert(), [
             {"dag_run_id": i, "dag_id": dag_id, "run_id": run_id, "task_id": "processVisit.streams",
              "map_index": -1, "key": "return_value", "value": XComModel.serialize_value(made),
              "timestamp": AWARE}
             for i, (dag_id, run_id, _) in enumerate(runs)
         ])  # fmt: skip
-        rows, deferred = [], 0
+        rows, triggers = [], []
         for n, ((dag_id, run_id, _), (task_id, map_index)) in enumerate(
             (run, ti) for run in runs for ti in task_instances
         ):
             state = STATES[n % len(STATES)]
-            deferred += state == "deferred"
+            if state == "deferred":
+                classpath, kwargs = kinds[len(triggers) % len(kinds)]
+                encrypted = Trigger.encrypt_kwargs(kwargs)
+                triggers.append({"id": len(triggers) + 1, "classpath": classpath, "kwargs": encrypted,
+                                 "created_date": AWARE})  # fmt: skip
             rows.append({
                 "dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index,
                 "state": state, "try_number": n % 3, "pool": "default_pool",
-                "trigger_id": deferred % 3 + 1 if state == "deferred" else None,
+                "trigger_id": len(triggers) if state == "deferred" else None,
             })  # fmt: skip
+        conn.execute(t["trigger"].insert(), triggers)
         conn.execute(t["task_instance"].insert(), rows)
     engine.dispose()
     get_fernet.cache_clear()
