@@ -160,7 +160,10 @@ def test_concurrent_copy_writers_keep_the_counts_a_recount(
 
 
 def test_rows_taken_for_new_that_are_there_are_upserted_instead(
-    stores: dict[str, HistoryStore], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    stores: dict[str, HistoryStore],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The COPY into the table meets a key it took for new (as if written meanwhile): undone, upserted."""
     from airflow_desc.history import writer
@@ -171,7 +174,9 @@ def test_rows_taken_for_new_that_are_there_are_upserted_instead(
         return write_attempts(self, conn, rows, set())  # every key taken for new
 
     monkeypatch.setattr(writer.HistoryStore, "_write_attempts", blind)
-    for store in stores.values():
+    for path, store in stores.items():
+        (tmp_path / path).mkdir()
+        write_mixed_history(store, tmp_path / path, seed=5)
         for batch in hostile_batches(seed=5):
             store.record(batch)
     assert "a row thought new was there already" in caplog.text
