@@ -13,14 +13,16 @@ What it does:
    read them from Airflow: one live process instance per latest attempt of each process that is
    not nested inside a bundle in ``dags/workflows/dc1.yaml`` (the top-level and mapped processes,
    and each bundled sub-task's own processes: a bundle's nested streams are not task instances).
-   Of these, those that did not succeed are cleared at random (queued for their next try) and the
-   rest finished; plus
+   A tenth of their task instances are cleared at random (queued for their next try, every row of
+   the task instance alike; a cleared bundle's successes keep their records) and the rest
+   finished; plus
    5 % more not recorded yet (no state: Waiting).
 3. Times, median of ``--repeat``: the history-only table (``status_counts`` + ``status_table``,
-   what ``airflow-desc status --no-live`` does) and the merged one (plus ``latest_attempts`` of the
-   live task ids and processes, and ``merge_live``: what ``airflow-desc status`` does once the
-   live rows are read); prints both, their ratio, and checks the merged table: the cleared
-   instances left their recorded columns for Queued, the new ones are Waiting, the Total is the
+   what ``airflow-desc status --no-live`` does), the merged one (``merge_with_history``: what
+   ``airflow-desc status`` does once the live rows are read) and, side by side, the merge before it
+   (every latest attempt of the live tasks read, then ``merge_live``); prints them, what merging
+   adds to the history-only table, and checks that both merges give the same table, and that the
+   cleared instances left their recorded columns for Queued, the new ones are Waiting, the Total is the
    history's plus the new ones. Target: merged table <= 3 s at full size, the worst case (all 15
    runs in progress at once, so a quarter of a million live rows and their records are read and
    matched; a few runs in progress cost proportionally less). Exit status 1 on a wrong table or a
@@ -49,7 +51,7 @@ from airflow_desc.clusters import load_cluster_profiles  # noqa: E402
 from airflow_desc.history import HistoryStore  # noqa: E402
 from airflow_desc.history.queries import latest_attempts, status_counts  # noqa: E402
 from airflow_desc.reports.status import status_table  # noqa: E402
-from airflow_desc.status.current import recorded_of_live  # noqa: E402
+from airflow_desc.status.current import merge_with_history, recorded_of_live  # noqa: E402
 from airflow_desc.status.live import LIVE_COLUMNS  # noqa: E402
 from airflow_desc.status.merge import merge_live  # noqa: E402
 from airflow_desc.workflow.build import build_graph  # noqa: E402
@@ -79,16 +81,20 @@ def make_live(store: HistoryStore, processes: set[str], seed: int) -> tuple[pd.D
     rng = random.Random(seed)
     rows: list[dict[str, Any]] = []
     cleared = 0
+    queued: dict[tuple[Any, ...], bool] = {}  # a task instance's state is one for all its instances
     for r in recorded.itertuples(index=False):
         bundled = str(r.task_id).endswith(".bundle")
+        ti = (r.dag_id, r.run_id, r.task_id, r.map_index)
+        if ti not in queued:
+            queued[ti] = rng.random() < 0.1
         # A cleared bundle reruns only what did not succeed: its successes stay Success.
-        again = rng.random() < 0.1 and not (bundled and r.state == "success")
+        again = queued[ti] and not (bundled and r.state == "success")
         cleared += again
         rows.append({
             "dag_id": r.dag_id, "run_id": r.run_id, "task_id": r.task_id, "map_index": r.map_index,
             "stream": r.stream if bundled else None, "process": r.process, "task": r.task,
             "version": r.version, "process_type": r.process_type,
-            "ti_state": "queued" if again else "success",
+            "ti_state": "queued" if queued[ti] else "success",
             "try_number": int(r.try_number) + 1 if again else int(r.try_number), "bundled": bundled,
         })  # fmt: skip
     new = len(rows) // 20
@@ -103,6 +109,11 @@ def make_live(store: HistoryStore, processes: set[str], seed: int) -> tuple[pd.D
 
 def merged_table(store: HistoryStore, live: pd.DataFrame) -> pd.DataFrame:
     """The status table merged with ``live`` (what ``current_counts`` does once live rows are read)."""
+    return status_table(*merge_with_history(store.engine, status_counts(store.engine), live))
+
+
+def merged_table_before(store: HistoryStore, live: pd.DataFrame) -> pd.DataFrame:
+    """The same, as merged before ``merge_with_history``: every latest attempt of the live tasks read."""
     counts = status_counts(store.engine)
     return status_table(*merge_live(counts, live, recorded_of_live(store.engine, live)))
 
@@ -136,17 +147,32 @@ def main(argv: list[str] | None = None) -> int:
     def merged() -> pd.DataFrame:
         return merged_table(store, live)
 
-    times: dict[str, list[float]] = {"history only": [], "merged with live": []}
+    def merged_before() -> pd.DataFrame:
+        return merged_table_before(store, live)
+
+    runs = (("history only", history_only), ("merged with live", merged), ("merged, before", merged_before))
+    times: dict[str, list[float]] = {name: [] for name, _ in runs}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in runs}
     tables: dict[str, pd.DataFrame] = {}
     for _ in range(args.repeat):
-        for name, fn in (("history only", history_only), ("merged with live", merged)):
-            t0 = time.perf_counter()
+        for name, fn in runs:
+            t0, c0 = time.perf_counter(), time.process_time()
             tables[name] = fn()
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
     for name, values in times.items():
-        print(f"{name:<17} {statistics.median(values):.3f} s  ({', '.join(f'{v:.3f}' for v in values)})")
-    ratio = statistics.median(times["merged with live"]) / statistics.median(times["history only"])
-    print(f"ratio merged / history only: {ratio:.1f}")
+        print(f"{name:<17} {statistics.median(values):.3f} s  ({', '.join(f'{v:.3f}' for v in values)}), "
+              f"CPU {statistics.median(cpu[name]):.3f} s")  # fmt: skip
+    plain_s = statistics.median(times["history only"])
+    extra, before = (
+        statistics.median(times["merged with live"]) - plain_s,
+        statistics.median(times["merged, before"]) - plain_s,
+    )
+    less = before / max(extra, 1e-9)
+    print(f"merged - history only: {extra:.3f} s (before: {before:.3f} s; {less:.1f}x less)")
+    if not tables["merged with live"].equals(tables["merged, before"]):
+        print("merged table: WRONG (not the table the merge before gives)")
+        return 1
 
     plain, live_table = tables["history only"].iloc[-1], tables["merged with live"].iloc[-1]
     ok = (

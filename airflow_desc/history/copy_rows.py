@@ -9,6 +9,11 @@ tens of thousands of literals, ~70 % of a flusher's batch. Here the rows go inst
 as the multi-row upsert writes
 (``tests/unit/history/test_copy_rows.py``, ``tests/integration/test_history_copy.py``).
 
+Rows the writer knows to be new (it has read what its batch's instances hold, under their runs'
+locks) skip the temporary table, the conflict check and ``RETURNING``: :class:`CopyInsert` draws
+their ids from the table's sequence first and COPYs them straight into the table. A conflict it did
+not expect fails the COPY, and the caller takes the upsert instead (a savepoint undoes the part).
+
 Values are written as psycopg2 would bind them: NULL for None, ``t``/``f``, integers, floats
 (``repr``: exact, and ``inf``, ``nan`` as PostgreSQL reads them), naive timestamps (aware ones in UTC, as
 :class:`~airflow_desc.history.schema.HistoryDateTime` stores them), JSON documents (``json.dumps``,
@@ -29,7 +34,15 @@ from typing import Any
 
 from airflow_desc.history.schema import process_instances
 
-__all__ = ["ATTEMPT_COLUMNS", "COPY_CHUNK", "CopyUpsert", "copy_field", "copy_line", "copy_text"]
+__all__ = [
+    "ATTEMPT_COLUMNS",
+    "COPY_CHUNK",
+    "CopyInsert",
+    "CopyUpsert",
+    "copy_field",
+    "copy_line",
+    "copy_text",
+]
 
 #: The columns of an attempt's row the writer gives (all but the ``id`` the database assigns).
 ATTEMPT_COLUMNS = tuple(c.name for c in process_instances.columns if c.name != "id")
@@ -100,6 +113,46 @@ class CopyUpsert:
         return done
 
 
+@dataclass(frozen=True)
+class CopyInsert:
+    """A plain insert of new rows of ``table`` through COPY, their ids drawn from its sequence first.
+
+    :param table: the target table, whose ``id`` is a serial column.
+    :param columns: the columns the rows give besides ``id``, in COPY's order.
+    """
+
+    table: str
+    columns: tuple[str, ...]
+
+    @functools.cached_property
+    def statements(self) -> tuple[str, str]:
+        """The ids' ``SELECT nextval(...)`` (its parameter: how many) and the ``COPY``."""
+        sequence = f"pg_get_serial_sequence('{self.table}', 'id')::regclass"
+        ids = f"SELECT nextval(seq) FROM (SELECT {sequence} AS seq) s CROSS JOIN generate_series(1, %s)"
+        return ids, f"COPY {self.table} (id, {_quoted(self.columns)}) FROM STDIN"
+
+    def ids(self, dbapi_connection: Any, count: int) -> list[int]:
+        """Return ``count`` new ids of the table (none is used by another session, ever)."""
+        if not count:
+            return []
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(self.statements[0], (count,))
+            return [int(row[0]) for row in cursor.fetchall()]
+
+    def __call__(self, dbapi_connection: Any, rows: Sequence[Mapping[str, Any]], ids: Sequence[int]) -> None:
+        """Insert ``rows`` with ``ids`` (from :meth:`ids`), in parts of :data:`COPY_CHUNK` rows.
+
+        :raises psycopg2.IntegrityError: when a row's key is taken already (nothing is written then
+            if the caller rolls back to a savepoint taken before).
+        """
+        copy = self.statements[1]
+        with dbapi_connection.cursor() as cursor:
+            for start in range(0, len(rows), COPY_CHUNK):
+                end = start + COPY_CHUNK
+                text = copy_text(rows[start:end], self.columns, ids[start:end])
+                cursor.copy_expert(copy, io.StringIO(text))
+
+
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -161,19 +214,27 @@ def copy_line(values: Sequence[Any]) -> str:
     :param values: the row's values, in the COPY statement's column order.
     """
     # Most rows hold no text to escape: one probe of their texts, and they pass as they are.
-    probe = "".join([v for v in values if isinstance(v, str)])
+    probe = "".join([v for v in values if type(v) is str])  # a subclass of str takes copy_field's way
     if "\\" in probe or "\t" in probe or "\n" in probe or "\r" in probe:
         return "\t".join([copy_field(v) for v in values]) + "\n"
     return "\t".join([v if type(v) is str else _FORMATS.get(type(v), copy_field)(v) for v in values]) + "\n"
 
 
-def copy_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
+def copy_text(
+    rows: Iterable[Mapping[str, Any]], columns: Sequence[str], ids: Iterable[int] | None = None
+) -> str:
     """Return ``rows`` as the data of ``COPY ... (columns) FROM STDIN``: one line per row.
 
     :param rows: the rows, each with every one of ``columns``.
     :param columns: the columns, in the COPY statement's order.
+    :param ids: if given, each row's id, written first (``COPY ... (id, columns)``).
     """
     if len(columns) == 1:  # itemgetter of one name returns the value, not a tuple
-        return "".join([copy_line([row[columns[0]]]) for row in rows])
-    values = operator.itemgetter(*columns)
-    return "".join([copy_line(values(row)) for row in rows])
+        one = columns[0]
+        lines = [[row[one]] for row in rows]
+    else:
+        values = operator.itemgetter(*columns)
+        lines = [values(row) for row in rows]
+    if ids is not None:
+        return "".join([copy_line((id_, *line)) for id_, line in zip(ids, lines, strict=True)])
+    return "".join([copy_line(line) for line in lines])

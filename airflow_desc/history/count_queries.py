@@ -2,14 +2,15 @@
 
 * :func:`status_counts`: the DC1 status table, summed from ``instance_counts`` (or, over a time
   window, counted from the attempts);
-* :func:`latest_attempts`: the latest attempt of each process instance of some runs (what the live
-  merge needs), :func:`dag_ids_of` and :func:`known_workflows`: what a selection covers.
+* :func:`latest_attempts`: the latest attempt of each process instance of some runs, and
+  :func:`recorded_instances`: which of their instances have one (what the live merge needs);
+  :func:`dag_ids_of` and :func:`known_workflows`: what a selection covers.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -38,8 +39,12 @@ __all__ = [
     "dag_ids_of",
     "known_workflows",
     "latest_attempts",
+    "recorded_instances",
     "status_counts",
 ]
+
+# Parameters per IN (...) list: below SQLite's variable limit.
+_IN_CHUNK = 500
 
 #: The columns of :func:`status_counts`.
 STATUS_COLUMNS = ("task", "version", "process", "process_type", "state", "count", "attempts")
@@ -196,6 +201,7 @@ def latest_attempts(
     *,
     task_ids: Sequence[str] | None = None,
     processes: Sequence[str] | None = None,
+    task_instances: Collection[tuple[str, str, str, int]] | None = None,
 ) -> pd.DataFrame:
     """Return the latest recorded attempt of each process instance of some DAG runs.
 
@@ -207,32 +213,108 @@ def latest_attempts(
     :param task_ids: only attempts of these Airflow tasks (the live ones).
     :param processes: only these processes (the live ones: a bundle's nested sub-tasks, most of
         a campaign's instances, are not).
+    :param task_instances: only those of these ``(dag_id, run_id, task_id, map_index)``: read by
+        run and task through ``ix_process_instances_live`` (instead of ``task_ids``).
     :return: a DataFrame with columns :data:`LATEST_COLUMNS`, one row per process instance.
     """
     import pandas as pd
 
-    wanted = set(dag_runs)
     columns = [
         pi.c.run_ref, pi.c.task_id, pi.c.map_index, streams.c.path, pi.c.process,
         pi.c.try_number, pi.c.state, pi.c.task, pi.c.version, pi.c.process_type,
     ]  # fmt: skip
     with engine.connect() as conn:
-        names = {
-            ref: (dag_id, run_id)
-            for ref, dag_id, run_id in conn.execute(sa.select(runs.c.id, runs.c.dag_id, runs.c.run_id))
-            if (dag_id, run_id) in wanted
-        }
+        names = _run_names(conn, dag_runs)
         # One statement for every run (a statement per run read the live processes' attempts of
         # every run each time on SQLite), the run's names added here rather than joined per row.
         query = (
             sa.select(*columns)
             .select_from(pi.join(streams, streams.c.id == pi.c.stream_ref))
-            .where(pi.c.latest, pi.c.run_ref.in_(sorted(names)))
+            .where(pi.c.latest)
         )
-        if task_ids is not None:
+        if task_instances is None:
+            query = query.where(pi.c.run_ref.in_(sorted(names)))
+        if task_ids is not None and task_instances is None:
             query = query.where(pi.c.task_id.in_(sorted(set(task_ids))))
         if processes is not None:
             query = query.where(pi.c.process.in_(sorted(set(processes))))
-        found = conn.execute(query).fetchall() if names else []
+        if task_instances is not None:
+            found = _by_task_instance(conn, query, names, task_instances)
+        else:
+            found = list(conn.execute(query).fetchall()) if names else []
     rows = [(*names[row[0]], *row[1:]) for row in found]
     return pd.DataFrame.from_records(rows, columns=list(LATEST_COLUMNS))
+
+
+def recorded_instances(
+    engine: Engine,
+    dag_runs: Sequence[tuple[str, str]],
+    *,
+    task_ids: Sequence[str],
+    processes: Sequence[str],
+    by_stream: bool,
+) -> set[tuple[Any, ...]]:
+    """Return which process instances of some DAG runs have a recorded attempt.
+
+    What the live merge asks of the live instances whose task instance finished (their record wins
+    then, if there is one): ``ix_process_instances_live`` answers without reading the attempts.
+
+    :param engine: the history store's engine.
+    :param dag_runs: ``(dag_id, run_id)`` pairs; runs the history does not hold are ignored.
+    :param task_ids: only instances of these Airflow tasks.
+    :param processes: only these processes.
+    :param by_stream: the instances' streams too (bundled instances: a task instance runs many).
+    :return: ``(dag_id, run_id, task_id, map_index, process)`` of each instance recorded, plus its
+        stream's path with ``by_stream``.
+    """
+    key = [pi.c.run_ref, pi.c.task_id, pi.c.map_index, pi.c.process]
+    with engine.connect() as conn:
+        names = _run_names(conn, dag_runs)
+        if not names or not task_ids or not processes:
+            return set()
+        if by_stream:
+            query = sa.select(*key, streams.c.path).select_from(
+                pi.join(streams, streams.c.id == pi.c.stream_ref)
+            )
+        else:
+            query = sa.select(*key).distinct()
+        query = query.where(
+            pi.c.latest, pi.c.run_ref.in_(sorted(names)), pi.c.task_id.in_(sorted(set(task_ids))),
+            pi.c.process.in_(sorted(set(processes))),
+        )  # fmt: skip
+        return {(*names[row[0]], *row[1:]) for row in conn.execute(query).fetchall()}
+
+
+def _run_names(conn: sa.Connection, dag_runs: Sequence[tuple[str, str]]) -> dict[int, tuple[str, str]]:
+    """Return the history's id of each of these runs that it holds: id -> (dag_id, run_id)."""
+    wanted = set(dag_runs)
+    return {
+        ref: (dag_id, run_id)
+        for ref, dag_id, run_id in conn.execute(sa.select(runs.c.id, runs.c.dag_id, runs.c.run_id))
+        if (dag_id, run_id) in wanted
+    }
+
+
+def _by_task_instance(
+    conn: sa.Connection,
+    query: sa.Select[Any],
+    names: dict[int, tuple[str, str]],
+    task_instances: Collection[tuple[str, str, str, int]],
+) -> list[Any]:
+    """Run ``query`` for these task instances: a statement per run and task, their map indexes listed."""
+    refs = {run: ref for ref, run in names.items()}
+    wanted: dict[tuple[int, str], set[int]] = {}
+    for dag_id, run_id, task_id, map_index in task_instances:
+        if (dag_id, run_id) in refs:
+            wanted.setdefault((refs[dag_id, run_id], task_id), set()).add(int(map_index))
+    found: list[Any] = []
+    for (ref, task_id), indexes in sorted(wanted.items()):
+        for chunk in _chunks(sorted(indexes), _IN_CHUNK):
+            part = query.where(pi.c.run_ref == ref, pi.c.task_id == task_id, pi.c.map_index.in_(chunk))
+            found.extend(conn.execute(part).fetchall())
+    return found
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -9,6 +9,10 @@ default), each with environment variables and ``~`` expanded. :func:`desc_option
 and asks Airflow itself when Airflow is imported already (it is then free) or the file cannot be
 read as plain INI.
 
+:func:`plain_option` reads an option of another section (``[database] sql_alchemy_conn``, ``[core]
+fernet_key``) the same way when it is set as plain text, and says it cannot when Airflow would run
+a command or ask a secrets backend for it (the ``_cmd`` / ``_secret`` variants).
+
 Likewise :func:`connection_uri_from_environment` reads an Airflow connection given as a URI in
 ``AIRFLOW_CONN_<ID>``, which is where Airflow looks first unless a secrets backend is configured.
 """
@@ -20,7 +24,7 @@ import logging
 import os
 import sys
 
-__all__ = ["connection_uri_from_environment", "desc_option"]
+__all__ = ["connection_uri_from_environment", "desc_option", "plain_option"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,27 @@ def desc_option(option: str, section: str = "desc") -> str | None:
     found = _from_file(section, option)
     if found is _UNREAD:
         return _from_airflow(section, option)
+    return found if isinstance(found, str) else None
+
+
+def plain_option(section: str, option: str) -> str | None:
+    """Return ``[section] option`` as Airflow would, when it is set as plain text; else None (ask Airflow).
+
+    None too when it is not set (Airflow's default applies), when Airflow is imported already, or
+    when Airflow would read it from a command or a secret (``AIRFLOW__<S>__<O>_CMD`` / ``_SECRET``,
+    ``<option>_cmd`` / ``<option>_secret`` in the file), which only Airflow does.
+
+    :param section: the configuration section, e.g. ``database``.
+    :param option: the option, e.g. ``sql_alchemy_conn``.
+    """
+    if "airflow.sdk.configuration" in sys.modules:
+        return None
+    env = f"AIRFLOW__{section.replace('.', '_').upper()}__{option.upper()}"
+    if env in os.environ:
+        return _expand(os.environ[env])
+    if any(f"{env}{suffix}" in os.environ for suffix in ("_CMD", "_SECRET")):
+        return None
+    found = _from_file(section, option)
     return found if isinstance(found, str) else None
 
 

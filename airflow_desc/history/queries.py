@@ -34,6 +34,7 @@ from airflow_desc.history.count_queries import (
     dag_ids_of,
     known_workflows,
     latest_attempts,
+    recorded_instances,
     status_counts,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "process_instances",
     "process_names",
     "process_usage",
+    "recorded_instances",
     "rerun_selection",
     "status_counts",
     "typical_elapsed",

@@ -195,19 +195,17 @@ process_instances = sa.Table(
     ),
 )
 
-# The status table counts the latest attempt of each instance (``latest``, kept by the writer in
-# the transaction that records an attempt): this partial index holds every column that query reads,
-# in its GROUP BY order, for the latest attempts only; the next one finds the superseded attempts
-# (a few percent) whose count the status table adds as ``attempts``.
+# The live merge of ``airflow-desc status`` asks which live process instances have a recorded
+# (latest) attempt, by run and task instance: this partial index answers from itself, and finds the
+# attempts of the task instances it reads whole. The next one finds the superseded attempts (a few
+# percent), which the windowed status table joins to their instance's latest one.
 sa.Index(
-    "ix_process_instances_latest",
-    process_instances.c.task,
-    process_instances.c.version,
-    process_instances.c.process,
-    process_instances.c.process_type,
-    process_instances.c.state,
-    process_instances.c.workflow_ref,
+    "ix_process_instances_live",
     process_instances.c.run_ref,
+    process_instances.c.task_id,
+    process_instances.c.map_index,
+    process_instances.c.process,
+    process_instances.c.stream_ref,
     # Spelled as the queries' WHERE renders on each dialect: SQLite uses a partial index only then.
     sqlite_where=sa.text("latest = 1"),
     postgresql_where=sa.text("latest"),

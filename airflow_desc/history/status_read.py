@@ -25,7 +25,7 @@ from airflow_desc.history.desc_config import connection_uri_from_environment
 from airflow_desc.history.filters import INSTANCE_FIELDS, HistoryFilter
 from airflow_desc.history.timeouts import connect_keywords
 
-__all__ = ["COUNT_KEYS", "summed_counts"]
+__all__ = ["COUNT_KEYS", "dbapi_connection", "summed_counts"]
 
 #: The grouping columns of the counts, in the order of ``status_counts``' columns.
 COUNT_KEYS = ("task", "version", "process", "process_type", "state")
@@ -127,11 +127,24 @@ def _connect(
         target = connection_uri_from_environment(target)  # else Airflow resolves it: not here
         if target is None:
             return None
-    scheme = target.split("://", 1)[0]
+    return dbapi_connection(target)
+
+
+def dbapi_connection(url: str) -> tuple[Any, str, Any] | None:
+    """Return a DBAPI connection to a database named by a SQLAlchemy URL, its placeholder and error class.
+
+    With the history's timeouts. None for what only SQLAlchemy opens: another database than
+    SQLite or PostgreSQL, a SQLite file not there (or in memory, or with options), a URL libpq
+    would not read as SQLAlchemy does.
+
+    :param url: e.g. ``sqlite:////path/history.db``, ``postgresql+psycopg2://user:pw@host/db``.
+    :raises HistoryUnavailable: when a PostgreSQL database cannot be reached.
+    """
+    scheme = url.split("://", 1)[0]
     opener: Callable[[str], tuple[Any, str, Any] | None] | None = (
         _sqlite if scheme == "sqlite" else _postgres if scheme in _POSTGRES_SCHEMES else None
     )
-    return None if opener is None else opener(target)
+    return None if opener is None else opener(url)
 
 
 def _sqlite(url: str) -> tuple[Any, str, Any] | None:

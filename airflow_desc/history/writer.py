@@ -7,8 +7,9 @@ one transaction per batch, replacing any attempt already recorded under the same
 instances it writes (under the lock it takes on their runs) and sets each attempt's ``latest``
 flag and moves the instances' counts in ``instance_counts`` (:mod:`airflow_desc.history.latest`).
 On PostgreSQL, a batch's attempts and new streams go through ``COPY`` when there are
-:data:`COPY_THRESHOLD` of them or more (:mod:`airflow_desc.history.copy_rows`), else through a
-multi-row upsert (SQLite: always).
+:data:`COPY_THRESHOLD` of them or more (:mod:`airflow_desc.history.copy_rows`): the ones it knows to
+be new (no attempt of that key held, a stream missing) straight into their tables, the others
+through a temporary table and an upsert; else through a multi-row upsert (SQLite: always).
 The database is the store's own, independent of Airflow's metadata DB: ``airflow db clean``,
 deleting a DAG or upgrading Airflow leave it alone. How it is reached and migrated is
 :mod:`airflow_desc.history.engine`; the recorder that spools when it is away is
@@ -17,8 +18,9 @@ deleting a DAG or upgrading Airflow leave it alone. How it is reached and migrat
 
 from __future__ import annotations
 
+import logging
 import operator
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 
-from airflow_desc.history.copy_rows import ATTEMPT_COLUMNS, CopyUpsert
+from airflow_desc.history.copy_rows import ATTEMPT_COLUMNS, CopyInsert, CopyUpsert
 from airflow_desc.history.engine import (
     connection_url,
     create_history_engine,
@@ -49,6 +51,8 @@ from airflow_desc.history.schema import (
 
 __all__ = ["HistoryStore", "dedupe"]
 
+log = logging.getLogger(__name__)
+
 # Parameters per IN (...) list and rows per INSERT batch: below SQLite's variable limit.
 _IN_CHUNK = 500
 _INSERT_CHUNK = 1000
@@ -62,6 +66,9 @@ _COPY_ATTEMPTS = CopyUpsert("process_instances", ATTEMPT_COLUMNS, _KEY_COLUMNS, 
 _COPY_STREAMS = CopyUpsert(
     "streams", ("run_ref", "path", "parent_ref"), ("run_ref", "path"), False, ("id", "run_ref", "path")
 )
+_NEW_ATTEMPTS = CopyInsert("process_instances", ATTEMPT_COLUMNS)
+_NEW_STREAMS = CopyInsert("streams", ("run_ref", "path", "parent_ref"))
+_attempt_key = operator.itemgetter(*_KEY_COLUMNS)
 # What the writer reads of the attempts already recorded of the instances it writes.
 _HELD_COLUMNS = tuple(dict.fromkeys((*_KEY_COLUMNS, *COUNT_GROUP)))
 # ProcessRecord fields stored as process_instances columns of the same name.
@@ -284,8 +291,7 @@ class HistoryStore:
                 rows.append(row)
             held = _held_attempts(conn, rows, created)
             plan = plan_batch(held, rows)
-            done = self._upsert(conn, rows, _COPY_ATTEMPTS, "attempts", self._upsert_attempts)
-            written = {tuple(key): int(id_) for id_, *key in done}
+            attempt_ids = self._write_attempts(conn, rows, {_attempt_key(h.columns) for h in held})
             for latest, flipped in plan.flips.items():
                 for ids in _chunks(sorted(flipped), _IN_CHUNK):
                     conn.execute(
@@ -294,7 +300,7 @@ class HistoryStore:
                         .values(latest=latest)
                     )
             self._move_counts(conn, plan.counts)
-            self._write_log_tails(conn, batch, rows, written, now)
+            self._write_log_tails(conn, batch, attempt_ids, now)
         self._workflow_ids.update(workflow_refs)  # committed
 
     def request_reruns(self, requests: Sequence[RerunRequest]) -> None:
@@ -365,6 +371,60 @@ class HistoryStore:
             set_={c.name: stmt.excluded[c.name] for c in process_instances.columns if c.name not in keep},
         ).returning(process_instances.c.id, *(process_instances.c[k] for k in _KEY_COLUMNS))
 
+    def _copies(self, rows: Sized) -> bool:
+        """Whether ``rows`` go through COPY: on PostgreSQL, :attr:`copy_threshold` of them or more."""
+        threshold = self.copy_threshold
+        return self.dialect == "postgresql" and threshold is not None and len(rows) >= threshold
+
+    def _copy_new(
+        self,
+        conn: Connection,
+        insert: CopyInsert,
+        rows: Sequence[Mapping[str, Any]],
+        ids: Sequence[int] | None = None,
+    ) -> Sequence[int] | None:
+        """COPY ``rows``, new ones, straight into their table; return their ids (None: one was not new).
+
+        ``ids``: theirs, drawn already (:meth:`CopyInsert.ids`); else drawn here.
+
+        The writer knows them new from what it read under its runs' locks; should another writer
+        have written one of them anyway, the savepoint undoes the COPY and the caller upserts.
+        """
+        import psycopg2
+
+        dbapi = conn.connection.dbapi_connection
+        try:
+            with conn.begin_nested():
+                ids = insert.ids(dbapi, len(rows)) if ids is None else ids
+                insert(dbapi, rows, ids)
+        except psycopg2.IntegrityError as exc:
+            log.warning("history: a row thought new was there already (%s); writing the batch by upsert", exc)
+            return None
+        return ids
+
+    def _write_attempts(
+        self, conn: Connection, rows: Sequence[dict[str, Any]], held: set[tuple[Any, ...]]
+    ) -> list[int]:
+        """Write the batch's attempts; return their ids, in the order of ``rows``.
+
+        ``held``: the keys of the attempts already recorded (:func:`_held_attempts`). Through COPY,
+        the attempts of other keys are inserted as they are and only those are upserted.
+        """
+        if self._copies(rows):
+            fresh = [row for row in rows if _attempt_key(row) not in held] if held else rows
+            ids = self._copy_new(conn, _NEW_ATTEMPTS, fresh) if self._copies(fresh) else None
+            if ids is not None:
+                if len(fresh) == len(rows):
+                    return list(ids)
+                by_key = dict(zip(map(_attempt_key, fresh), ids, strict=True))
+                rest = [row for row in rows if _attempt_key(row) in held]
+                done = self._upsert(conn, rest, _COPY_ATTEMPTS, "attempts", self._upsert_attempts)
+                by_key.update((tuple(key), int(id_)) for id_, *key in done)
+                return [by_key[_attempt_key(row)] for row in rows]
+        done = self._upsert(conn, rows, _COPY_ATTEMPTS, "attempts", self._upsert_attempts)
+        written = {tuple(key): int(id_) for id_, *key in done}
+        return [written[_attempt_key(row)] for row in rows]
+
     def _upsert(
         self,
         conn: Connection,
@@ -378,27 +438,20 @@ class HistoryStore:
         On PostgreSQL, :attr:`copy_threshold` rows or more go through COPY (``copy``,
         :mod:`~airflow_desc.history.copy_rows`); else the multi-row statement ``key`` (``build``).
         """
-        threshold = self.copy_threshold
-        if self.dialect == "postgresql" and threshold is not None and len(rows) >= threshold:
+        if self._copies(rows):
             return copy(conn.connection.dbapi_connection, rows)
         stmt = self._built(key, build)
         return [tuple(r) for part in _chunks(rows, _INSERT_CHUNK) for r in conn.execute(stmt, list(part))]
 
     def _write_log_tails(
-        self,
-        conn: Connection,
-        batch: Sequence[ProcessRecord],
-        rows: Sequence[Mapping[str, Any]],
-        written: Mapping[tuple[Any, ...], int],
-        now: datetime,
+        self, conn: Connection, batch: Sequence[ProcessRecord], ids: Sequence[int], now: datetime
     ) -> None:
         """Keep the log tail of each attempt that has one (a later tail of the same attempt replaces it)."""
         tails = [
-            {"attempt_ref": written[tuple(row[k] for k in _KEY_COLUMNS)], "tail": _clean(r.log_tail),
-             "recorded_at": now}
-            for r, row in zip(batch, rows, strict=True)
+            {"attempt_ref": id_, "tail": _clean(r.log_tail), "recorded_at": now}
+            for r, id_ in zip(batch, ids, strict=True)
             if r.log_tail
-        ]  # fmt: skip
+        ]
         if not tails:
             return
         stmt = self._insert(log_tails)
@@ -490,9 +543,9 @@ class HistoryStore:
             year = r.extra.get("survey_year")
             if year is None and isinstance(conf, Mapping):
                 year = conf.get("survey_year")
-            row = wanted.setdefault(
-                (r.dag_id, r.run_id),
-                {
+            row = wanted.get((r.dag_id, r.run_id))
+            if row is None:  # not setdefault: its default would be built for every record
+                row = wanted[(r.dag_id, r.run_id)] = {
                     "workflow_ref": workflow_refs[_workflow_identity(r)],
                     "dag_id": r.dag_id,
                     "run_id": r.run_id,
@@ -500,8 +553,7 @@ class HistoryStore:
                     "survey_year": None,
                     "created_at": now,
                     "spec_digest": None,
-                },
-            )
+                }
             if isinstance(conf, Mapping):
                 row["conf"] = dict(conf)
             if isinstance(r.extra.get("spec_digest"), str):
@@ -520,16 +572,21 @@ class HistoryStore:
 
         A stream made now holds no attempt yet: :func:`_held_attempts` need not look there.
         """
+        chains = {path: _ancestors(path) for path in {r.stream for r in batch}}  # once per stream
         wanted: set[tuple[int, str]] = set()
         for r in batch:
             run_ref = run_refs[(r.dag_id, r.run_id)]
-            wanted.update((run_ref, p) for p in _ancestors(r.stream))
+            wanted.update((run_ref, p) for p in chains[r.stream])
         found = self._select_streams(conn, wanted)
-        missing = sorted(wanted - set(found), key=lambda rp: (len(_ancestors(rp[1])), rp))
+        depths = {path: len(_ancestors(path)) for path in {p for _, p in wanted} - chains.keys()}
+        depths.update((path, len(chain)) for path, chain in chains.items())
+        missing = sorted(wanted - set(found), key=lambda rp: (depths[rp[1]], rp))
+        if self._copies(missing) and self._copy_new_streams(conn, missing, found):
+            return found, {found[rp] for rp in missing}
         # Parents before children, one depth at a time, so that each row can name its parent.
         by_depth: dict[int, list[tuple[int, str]]] = {}
         for run_ref, path in missing:
-            by_depth.setdefault(len(_ancestors(path)), []).append((run_ref, path))
+            by_depth.setdefault(depths[path], []).append((run_ref, path))
         # No other writer adds streams of these runs meanwhile (the batch holds their locks): the
         # rows inserted are the ones missing, and their ids come back with them.
         for depth in sorted(by_depth):
@@ -549,6 +606,31 @@ class HistoryStore:
             if not set(level) <= set(found):
                 found.update(self._select_streams(conn, set(level) - set(found)))
         return found, {found[rp] for rp in missing}
+
+    def _copy_new_streams(
+        self, conn: Connection, missing: Sequence[tuple[int, str]], found: dict[tuple[int, str], int]
+    ) -> bool:
+        """COPY the ``missing`` streams (parents first) in one go, adding their ids to ``found``.
+
+        Their ids are drawn first, so that each row names its parent whatever its depth. False:
+        one was there after all (nothing written, ``found`` unchanged).
+        """
+        ids = _NEW_STREAMS.ids(conn.connection.dbapi_connection, len(missing))
+        made = {**found, **dict(zip(missing, ids, strict=True))}
+        rows = []
+        for run_ref, path in missing:
+            parent = _parent(path)
+            rows.append(
+                {
+                    "run_ref": run_ref,
+                    "path": path,
+                    "parent_ref": None if parent is None else made[(run_ref, parent)],
+                }
+            )
+        if self._copy_new(conn, _NEW_STREAMS, rows, ids) is None:
+            return False
+        found.update(made)
+        return True
 
     def _insert_streams(self) -> Any:
         return (

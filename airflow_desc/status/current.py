@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from airflow_desc.history import HistoryStore
 
-__all__ = ["CurrentCounts", "current_counts", "readable_history", "recorded_of_live"]
+__all__ = ["CurrentCounts", "current_counts", "merge_with_history", "readable_history", "recorded_of_live"]
 
 log = logging.getLogger(__name__)
 
@@ -107,24 +107,88 @@ def current_counts(
     dags = set(dag_ids_of(engine, selection))
     if instances is None or instances.empty:
         return CurrentCounts(counts, None, warning, _order(store, dags) if live else None, notes)
-    merged, live_counts = merge_live(counts, instances, recorded_of_live(engine, instances))
+    merged, live_counts = merge_with_history(engine, counts, instances)
     order = _order(store, dags | set(instances["dag_id"].unique()))
     return CurrentCounts(merged, live_counts, warning, order, notes)
 
 
-def recorded_of_live(engine: Engine, instances: pd.DataFrame) -> pd.DataFrame:
+def merge_with_history(
+    engine: Engine, counts: pd.DataFrame, instances: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return ``merge_live(counts, instances, recorded_of_live(engine, instances))``, reading less.
+
+    A live instance whose task instance finished (success, failed, skipped ...) counts live only
+    when nothing of it is recorded, and changes nothing otherwise (its record wins): of those, most
+    of a campaign in progress, only whether a record exists is read, from the history's index
+    (:func:`~airflow_desc.history.queries.recorded_instances`). The latest attempts of the others'
+    task instances are read whole and merged as :func:`~airflow_desc.status.merge.merge_live` does.
+    ``tests/unit/status/test_merge_with_history.py`` holds the two equal.
+
+    :param engine: the history's engine.
+    :param counts: the history's counts.
+    :param instances: live process instances (:data:`~airflow_desc.status.live.LIVE_COLUMNS`).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from airflow_desc.history.queries import recorded_instances
+    from airflow_desc.status.merge import RUNS_AGAIN, UNDER_WAY, merge_live, summed_live
+
+    state = instances["ti_state"]
+    finished = (state.notna() & ~state.isin([*RUNS_AGAIN - {None}, *UNDER_WAY])).to_numpy()
+    done, rest = instances[finished], instances[~finished]
+    merged, live_rest = merge_live(counts, rest, recorded_of_live(engine, rest, by_task_instance=True))
+    if done.empty:
+        return merged, live_rest
+    bundled = done["bundled"].astype(bool).to_numpy()
+    key = ["dag_id", "run_id", "task_id", "map_index", "process"]
+    recorded = np.zeros(len(done), dtype=bool)
+    for part, by_stream in ((~bundled, False), (bundled, True)):
+        rows = done[part]
+        if rows.empty:
+            continue
+        found = recorded_instances(
+            engine, _dag_runs(rows), task_ids=sorted(rows["task_id"].unique()),
+            processes=sorted(rows["process"].unique()), by_stream=by_stream,
+        )  # fmt: skip
+        columns = [rows[c].tolist() for c in key]
+        columns[3] = [int(m) for m in columns[3]]  # map_index: plain ints, as the history's
+        if by_stream:  # as merge_live matches them: no stream is the top-level one, ""
+            columns.append([s if isinstance(s, str) else "" for s in rows["stream"].tolist()])
+        recorded[part] = [row_key in found for row_key in zip(*columns, strict=True)]
+    unrecorded = done[~recorded]
+    live_done = merge_live(merged.iloc[:0], unrecorded, pd.DataFrame())[1]  # no record: nothing superseded
+    return merged, summed_live([live_rest, live_done])
+
+
+def _dag_runs(instances: pd.DataFrame) -> list[tuple[str, str]]:
+    # unique() on the columns: iterating a quarter of a million pandas cells into a set costs seconds.
+    return sorted(instances[["dag_id", "run_id"]].drop_duplicates().itertuples(index=False, name=None))
+
+
+def recorded_of_live(
+    engine: Engine, instances: pd.DataFrame, *, by_task_instance: bool = False
+) -> pd.DataFrame:
     """Return the latest recorded attempts of the live instances' task instances and processes.
 
     :param engine: the history's engine.
     :param instances: live process instances (:data:`~airflow_desc.status.live.LIVE_COLUMNS`).
+    :param by_task_instance: read those of the live task instances only (else of their tasks, every
+        map index: one statement, the cheaper when most of them are live).
     """
-    from airflow_desc.history.queries import latest_attempts
+    from airflow_desc.history.queries import LATEST_COLUMNS, latest_attempts
 
-    # unique() on the columns: iterating a quarter of a million pandas cells into a set costs seconds.
-    dag_runs = instances[["dag_id", "run_id"]].drop_duplicates().itertuples(index=False, name=None)
+    if instances.empty:
+        import pandas as pd
+
+        return pd.DataFrame(columns=list(LATEST_COLUMNS))
+    task_instances = None
+    if by_task_instance:
+        frame = instances[["dag_id", "run_id", "task_id", "map_index"]].drop_duplicates()
+        task_instances = list(frame.itertuples(index=False, name=None))
     return latest_attempts(
-        engine, sorted(dag_runs), task_ids=sorted(instances["task_id"].unique()),
-        processes=sorted(instances["process"].unique()),
+        engine, _dag_runs(instances), task_ids=sorted(instances["task_id"].unique()),
+        processes=sorted(instances["process"].unique()), task_instances=task_instances,
     )  # fmt: skip
 
 

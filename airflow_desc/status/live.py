@@ -32,7 +32,9 @@ nothing yet: it waits for a maintenance window to end or a partition to come up.
 Queued (column ``hold``: the trigger's reason), and a note per reason says what it waits for.
 
 Only DAG runs that are queued or running are read: a finished run is counted from the history
-alone.
+alone. Airflow's tables are read through the DBAPI where the configuration allows
+(:mod:`airflow_desc.status.metadata_db`: no import of Airflow, a second of CPU less for
+``airflow-desc status``), else through Airflow's ORM: the same rows either way.
 """
 
 from __future__ import annotations
@@ -162,61 +164,94 @@ def instances_of(
     ]
 
 
-def _active_runs(session: Any, dag_ids: Iterable[str] | None, run_id: str | None) -> dict[str, list[str]]:
-    """Return the queued and running runs of the DAGs tagged ``desc``, by DAG id."""
-    import sqlalchemy as sa
-    from airflow.models import DagRun
-    from airflow.models.dag import DagTag
+class _OrmTables:
+    """What :class:`~airflow_desc.status.metadata_db.MetadataTables` reads, through Airflow's ORM."""
 
-    tagged = sa.select(DagTag.dag_id).where(DagTag.name == DESC_TAG)
-    if dag_ids is not None:
-        tagged = tagged.where(DagTag.dag_id.in_(list(dag_ids)))
-    query = sa.select(DagRun.dag_id, DagRun.run_id).where(
-        DagRun.state.in_(["queued", "running"]), DagRun.dag_id.in_(tagged)
-    )
-    if run_id is not None:
-        query = query.where(DagRun.run_id == run_id)
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def active_runs(
+        self, tag: str, dag_ids: Iterable[str] | None, run_id: str | None
+    ) -> list[tuple[str, str]]:
+        import sqlalchemy as sa
+        from airflow.models import DagRun
+        from airflow.models.dag import DagTag
+
+        tagged = sa.select(DagTag.dag_id).where(DagTag.name == tag)
+        if dag_ids is not None:
+            tagged = tagged.where(DagTag.dag_id.in_(list(dag_ids)))
+        query = sa.select(DagRun.dag_id, DagRun.run_id).where(
+            DagRun.state.in_(["queued", "running"]), DagRun.dag_id.in_(tagged)
+        )
+        if run_id is not None:
+            query = query.where(DagRun.run_id == run_id)
+        return [(dag_id, run) for dag_id, run in self.session.execute(query)]
+
+    def xcom_values(
+        self, dag_id: str, runs: Sequence[str], task_ids: Sequence[str]
+    ) -> list[tuple[str, str, Any]]:
+        import sqlalchemy as sa
+        from airflow.models.xcom import XComModel
+
+        query = sa.select(XComModel).where(
+            XComModel.dag_id == dag_id, XComModel.run_id.in_(runs), XComModel.task_id.in_(task_ids),
+            XComModel.map_index == -1, XComModel.key == "return_value",
+        )  # fmt: skip
+        return [(x.run_id, x.task_id, XComModel.deserialize_value(x)) for x in self.session.scalars(query)]
+
+    def task_instances(self, dag_id: str, runs: Sequence[str]) -> list[tuple[str, str, int, Any, Any, Any]]:
+        import sqlalchemy as sa
+        from airflow.models import TaskInstance as TI  # noqa: N814 - as Airflow's own code calls it
+
+        query = sa.select(TI.run_id, TI.task_id, TI.map_index, TI.state, TI.try_number, TI.trigger_id).where(
+            TI.dag_id == dag_id, TI.run_id.in_(runs)
+        )
+        return [tuple(row) for row in self.session.execute(query)]
+
+    def trigger_kwargs(
+        self, dag_ids: Sequence[str], runs: Sequence[str], classpath: str
+    ) -> list[tuple[int, dict[str, Any]]]:
+        import sqlalchemy as sa
+        from airflow.models import TaskInstance as TI  # noqa: N814
+        from airflow.models.trigger import Trigger
+
+        query = (
+            sa.select(Trigger)
+            .join(TI, TI.trigger_id == Trigger.id)
+            .where(TI.dag_id.in_(list(dag_ids)), TI.run_id.in_(list(runs)), Trigger.classpath == classpath)
+        )
+        return [(int(t.id), t.kwargs) for t in self.session.scalars(query)]
+
+
+def _active_runs(tables: Any, dag_ids: Iterable[str] | None, run_id: str | None) -> dict[str, list[str]]:
+    """Return the queued and running runs of the DAGs tagged ``desc``, by DAG id."""
     active: dict[str, list[str]] = {}
-    for dag_id, run in session.execute(query):
+    for dag_id, run in tables.active_runs(DESC_TAG, dag_ids, run_id):
         active.setdefault(dag_id, []).append(run)
     return active
 
 
 def _made_bundles(
-    session: Any, processes: DagProcesses, runs: Sequence[str]
+    tables: Any, processes: DagProcesses, runs: Sequence[str]
 ) -> dict[tuple[str, str], list[Any]]:
     """Return the bundles each ``streams`` task of the DAG returned, by (run id, task id)."""
-    import sqlalchemy as sa
-    from airflow.models.xcom import XComModel
-
     streams_ids = sorted({b.streams_task_id for b in processes.bundles.values()})
     if not streams_ids:
         return {}
-    query = sa.select(XComModel).where(
-        XComModel.dag_id == processes.dag_id, XComModel.run_id.in_(runs), XComModel.task_id.in_(streams_ids),
-        XComModel.map_index == -1, XComModel.key == "return_value",
-    )  # fmt: skip
-    out: dict[tuple[str, str], list[Any]] = {}
-    for xcom in session.scalars(query):
-        value = XComModel.deserialize_value(xcom)
-        if isinstance(value, list):
-            out[(xcom.run_id, xcom.task_id)] = value
-    return out
+    return {
+        (run_id, task_id): value
+        for run_id, task_id, value in tables.xcom_values(processes.dag_id, list(runs), streams_ids)
+        if isinstance(value, list)
+    }
 
 
 def _task_instances(
-    session: Any,
+    tables: Any,
     dag_id: str,
     runs: Sequence[str],
     slurm_states: Mapping[int, str],
     holds: Mapping[int, str] | None = None,
 ) -> list[TaskInstanceRow]:
-    import sqlalchemy as sa
-    from airflow.models import TaskInstance as TI  # noqa: N814 - as Airflow's own code calls it
-
-    query = sa.select(TI.run_id, TI.task_id, TI.map_index, TI.state, TI.try_number, TI.trigger_id).where(
-        TI.dag_id == dag_id, TI.run_id.in_(runs)
-    )
     return [
         TaskInstanceRow(
             dag_id,
@@ -228,29 +263,17 @@ def _task_instances(
             slurm_states.get(trigger_id) if trigger_id is not None else None,
             (holds or {}).get(trigger_id) if trigger_id is not None else None,
         )  # fmt: skip
-        for run, task_id, map_index, state, try_number, trigger_id in session.execute(query)
+        for run, task_id, map_index, state, try_number, trigger_id in tables.task_instances(
+            dag_id, list(runs)
+        )
     ]
 
 
-def _triggers(session: Any, dag_ids: Iterable[str], runs: Iterable[str], classpath: str) -> list[Any]:
-    """Return the triggers of ``classpath`` that task instances of these runs are deferred on."""
-    import sqlalchemy as sa
-    from airflow.models import TaskInstance as TI  # noqa: N814
-    from airflow.models.trigger import Trigger
-
-    query = (
-        sa.select(Trigger)
-        .join(TI, TI.trigger_id == Trigger.id)
-        .where(TI.dag_id.in_(list(dag_ids)), TI.run_id.in_(list(runs)), Trigger.classpath == classpath)
-    )
-    return list(session.scalars(query))
-
-
-def _holds(session: Any, dag_ids: Iterable[str], runs: Iterable[str]) -> dict[int, str]:
+def _holds(tables: Any, dag_ids: Iterable[str], runs: Iterable[str]) -> dict[int, str]:
     """Return what each task instance deferred before submitting waits for: trigger id -> reason."""
     return {
-        int(trigger.id): str(trigger.kwargs.get("reason") or "waiting to submit")
-        for trigger in _triggers(session, dag_ids, runs, SUBMISSION_HOLD_TRIGGER)
+        id_: str(kwargs.get("reason") or "waiting to submit")
+        for id_, kwargs in tables.trigger_kwargs(sorted(dag_ids), sorted(runs), SUBMISSION_HOLD_TRIGGER)
     }
 
 
@@ -264,17 +287,12 @@ def hold_notes(holds: Iterable[str]) -> list[str]:
     ]
 
 
-def _slurm_jobs(session: Any, dag_ids: Iterable[str], runs: Iterable[str]) -> dict[int, tuple[str, str, str]]:
+def _slurm_jobs(tables: Any, dag_ids: Iterable[str], runs: Iterable[str]) -> dict[int, tuple[str, str, str]]:
     """Return the SLURM job each deferred task instance waits for: trigger id -> (ssh, jump, job id)."""
-    jobs: dict[int, tuple[str, str, str]] = {}
-    for trigger in _triggers(session, dag_ids, runs, SLURM_JOB_TRIGGER):
-        kwargs = trigger.kwargs
-        jobs[int(trigger.id)] = (
-            str(kwargs["ssh_conn_id"]),
-            str(kwargs.get("jump_conn_id") or ""),
-            str(kwargs["job_id"]),
-        )
-    return jobs
+    return {
+        id_: (str(kwargs["ssh_conn_id"]), str(kwargs.get("jump_conn_id") or ""), str(kwargs["job_id"]))
+        for id_, kwargs in tables.trigger_kwargs(sorted(dag_ids), sorted(runs), SLURM_JOB_TRIGGER)
+    }
 
 
 def slurm_states(
@@ -374,26 +392,54 @@ def live_process_instances(
         be read.
     """
     import pandas as pd
-    from airflow.utils.session import create_session
 
-    rows: list[dict[str, Any]] = []
+    from airflow_desc.status.metadata_db import NotPlain, open_metadata_tables
+
     wanted = {"workflow": workflow, "variant": variant, "workflow_version": version}
-    with create_session() as session:
-        active = _active_runs(session, dag_ids, run_id)
-        plans = stored_plans(engine, active) if active else {}
-        states: dict[int, str] = {}
-        holds: dict[int, str] = {}
-        if slurm and plans:
-            runs = [r for d in plans for r in active[d]]
-            states, notes = slurm_states(engine, _slurm_jobs(session, plans, runs))
-            holds = _holds(session, plans, runs)
-            if problems is not None:
-                problems.extend([*notes, *hold_notes(holds.values())])
-        for dag_id, processes in sorted(plans.items()):
-            if any(value is not None and getattr(processes, name) != value for name, value in wanted.items()):
-                continue
-            runs = active[dag_id]
-            bundles = _made_bundles(session, processes, runs)
-            for ti in _task_instances(session, dag_id, runs, states, holds):
-                rows.extend(instances_of(processes, ti, bundles))
+    read = (engine, wanted, dag_ids, run_id, slurm)
+    tables = open_metadata_tables()
+    rows: list[dict[str, Any]] | None = None
+    if tables is not None:
+        try:
+            with tables:
+                rows = _live_rows(tables, *read, problems)
+        except NotPlain as exc:  # a value only Airflow reads: the ORM reads them all
+            log.debug("live states read through Airflow's ORM: %s", exc)
+    if rows is None:
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            rows = _live_rows(_OrmTables(session), *read, problems)
     return pd.DataFrame.from_records(rows, columns=list(LIVE_COLUMNS))
+
+
+def _live_rows(
+    tables: Any,
+    engine: Engine,
+    wanted: Mapping[str, str | None],
+    dag_ids: Iterable[str] | None,
+    run_id: str | None,
+    slurm: bool,
+    problems: list[str] | None,
+) -> list[dict[str, Any]]:
+    """Return :func:`live_process_instances`' rows, read from ``tables`` (the DBAPI's, or the ORM's)."""
+    rows: list[dict[str, Any]] = []
+    active = _active_runs(tables, dag_ids, run_id)
+    plans = stored_plans(engine, active) if active else {}
+    states: dict[int, str] = {}
+    holds: dict[int, str] = {}
+    notes: list[str] = []
+    if slurm and plans:
+        runs = [r for d in plans for r in active[d]]
+        states, notes = slurm_states(engine, _slurm_jobs(tables, plans, runs))
+        holds = _holds(tables, plans, runs)
+    for dag_id, processes in sorted(plans.items()):
+        if any(value is not None and getattr(processes, name) != value for name, value in wanted.items()):
+            continue
+        runs = active[dag_id]
+        bundles = _made_bundles(tables, processes, runs)
+        for ti in _task_instances(tables, dag_id, runs, states, holds):
+            rows.extend(instances_of(processes, ti, bundles))
+    if problems is not None:  # once the rows are read: a reader that gave up adds nothing twice
+        problems.extend([*notes, *hold_notes(holds.values())])
+    return rows

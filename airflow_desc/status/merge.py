@@ -12,7 +12,7 @@ import pandas as pd
 
 from airflow_desc.reports.status import airflow_state_column, slurm_state_column
 
-__all__ = ["RUNS_AGAIN", "UNDER_WAY", "merge_live"]
+__all__ = ["RUNS_AGAIN", "UNDER_WAY", "merge_live", "summed_live"]
 
 # A row of the status table, as reports.status groups counts: the counts' columns before ``state``.
 _KEYS = ["task", "version", "process", "process_type"]
@@ -41,6 +41,13 @@ def _live_column(state: str | None, job: object, hold: object) -> str | None:
     if state == "deferred" and isinstance(job, str) and job:
         return slurm_state_column(job)
     return airflow_state_column(state)
+
+
+def summed_live(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Return the live counts of :func:`merge_live` of several sets of live instances, summed."""
+    both = pd.concat([p for p in parts if not p.empty] or parts[:1], ignore_index=True)
+    summed = both.groupby([*_KEYS, "state"], sort=False)["count"].sum().reset_index()
+    return summed.astype({"count": "int64"})
 
 
 def merge_live(

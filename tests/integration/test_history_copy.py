@@ -157,3 +157,29 @@ def test_concurrent_copy_writers_keep_the_counts_a_recount(
 
     write_concurrently(stores["copy"], tmp_path, write, copy_threshold=1)
     assert_counts_are_a_recount(stores["copy"])
+
+
+def test_rows_taken_for_new_that_are_there_are_upserted_instead(
+    stores: dict[str, HistoryStore],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The COPY into the table meets a key it took for new (as if written meanwhile): undone, upserted."""
+    from airflow_desc.history import writer
+
+    write_attempts = writer.HistoryStore._write_attempts
+
+    def blind(self: HistoryStore, conn: Any, rows: Any, held: Any) -> Any:
+        return write_attempts(self, conn, rows, set())  # every key taken for new
+
+    monkeypatch.setattr(writer.HistoryStore, "_write_attempts", blind)
+    for path, store in stores.items():
+        (tmp_path / path).mkdir()
+        write_mixed_history(store, tmp_path / path, seed=5)
+        for batch in hostile_batches(seed=5):
+            store.record(batch)
+    assert "a row thought new was there already" in caplog.text
+    upserted, copied = (snapshot(store) for store in stores.values())
+    assert copied == upserted
+    assert_counts_are_a_recount(stores["copy"])

@@ -164,7 +164,7 @@ def test_migrations_on_postgresql(store: HistoryStore, schema: str) -> None:
             sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = :s"), {"s": schema}
         ).all()
     defs = dict(where)
-    assert defs["ix_process_instances_latest"].endswith("WHERE latest")
+    assert defs["ix_process_instances_live"].endswith("WHERE latest")
     assert defs["ix_process_instances_superseded"].endswith("WHERE (NOT latest)")
 
 

@@ -113,7 +113,7 @@ def test_migrations_build_exactly_the_schema_module(store: HistoryStore) -> None
         diff = compare_metadata(context, metadata)
     assert diff == []
     indexes = {ix["name"] for ix in sa.inspect(store.engine).get_indexes("process_instances")}
-    assert {"ix_process_instances_latest", "ix_process_instances_superseded"} <= indexes
+    assert {"ix_process_instances_live", "ix_process_instances_superseded"} <= indexes
 
 
 def test_history_db_shares_a_database_with_an_alembic_version_table(tmp_path: Path) -> None:
