@@ -1,4 +1,4 @@
 """Alembic migrations of the history store; run them with :meth:`HistoryStore.upgrade`."""
 
 #: The newest revision (the chain's head; `tests/unit/history/test_store.py` checks it against the scripts).
-HEAD_REVISION = "0010_live_index"
+HEAD_REVISION = "0010"

@@ -7,7 +7,7 @@ which live process instances have a recorded attempt, by run and task instance: 
 index answers it from the index alone (two texts a row), and finds the attempts of the task
 instances that can supersede theirs. One index less to keep for the writer's every attempt.
 
-Revision ID: 0010_live_index
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-06
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_live_index"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
