@@ -19,10 +19,10 @@ jobs of each label), so that nothing but Airflow is asked.
   ``on_kill`` and a deferred one's trigger ``scancel`` their SLURM jobs. The report then says
   ``DELETED``.
 - **restart** (:func:`restart_targets`): ``clearTaskInstances`` of the task instances that failed
-  and of what lies downstream of them and did not succeed, plus the downstream bundles, the
-  unmapped tasks (the final job, the verdict) and not the rest: a cleared bundle reruns only its
-  quanta that did not succeed, and a quantum that succeeded alone in its task instance is not run
-  again.
+  and, downstream of them, of what did not succeed, the bundles (a cleared bundle reruns only its
+  quanta that did not succeed: those it skipped) and the unmapped tasks (the final job, which
+  registers the rerun's outputs, and the verdict); not a quantum that succeeded alone in its task
+  instance, nor a bundle of the failed task whose quanta all succeeded. The run id stays.
 """
 
 from __future__ import annotations
