@@ -19,10 +19,10 @@ jobs of each label), so that nothing but Airflow is asked.
   ``on_kill`` and a deferred one's trigger ``scancel`` their SLURM jobs. The report then says
   ``DELETED``.
 - **restart** (:func:`restart_targets`): ``clearTaskInstances`` of the task instances that failed
-  and, downstream of them, of what did not succeed, the bundles (a cleared bundle reruns only its
-  quanta that did not succeed: those it skipped) and the unmapped tasks (the final job, which
-  registers the rerun's outputs, and the verdict); not a quantum that succeeded alone in its task
-  instance, nor a bundle of the failed task whose quanta all succeeded. The run id stays.
+  and of every one downstream of them (the labels below, whose streams tasks made no streams, and
+  the final job, which registers the rerun's outputs; a cleared bundle reruns only its quanta that
+  did not succeed), but not a quantum that succeeded alone in its task instance, nor a bundle of
+  the failed task whose quanta all succeeded. The run id stays.
 """
 
 from __future__ import annotations
@@ -62,10 +62,9 @@ CONF_KEY = "bps_submission"
 #: The note ``bps cancel`` leaves on the run it fails, and ``bps restart`` on the run it clears.
 CANCEL_NOTE = "bps cancel"
 RESTART_NOTE = "bps restart"
-#: Task id suffixes of a sub-task's bundles and its streams task (airflow_desc.workflow.naming's
-#: BUNDLE_TASK and STREAMS_TASK, which the LSST environment does not have: a unit test compares them).
+#: The task id suffix of a sub-task's bundles (airflow_desc.workflow.naming's BUNDLE_TASK, which the
+#: LSST environment does not have: a unit test compares them).
 BUNDLE_SUFFIX = ".bundle"
-STREAMS_SUFFIX = ".streams"
 #: Task-instance states that make a restart: the task failed, or Airflow found its upstream failed.
 FAILED_STATES = frozenset({"failed", "upstream_failed"})
 #: Run states of a run still going: it is not restarted, cancel it first or wait.
@@ -174,12 +173,13 @@ def restart_targets(
         task_id, index = str(ti["task_id"]), int(ti.get("map_index", -1))
         if task_id not in below:
             continue
-        # Kept when it succeeded: a quantum alone in its task instance, a sub-task's streams, and a
-        # bundle of the failed task itself (its quanta all succeeded); below it a bundle that
-        # succeeded holds the quanta it skipped.
-        if ti.get("state") == "success" and (
-            task_id.endswith(STREAMS_SUFFIX)
-            or (index >= 0 and (task_id in failed or not task_id.endswith(BUNDLE_SUFFIX)))
+        # Kept when it succeeded: a quantum alone in its task instance, and a bundle of the failed
+        # task itself (its quanta all succeeded). Below it a bundle that succeeded holds quanta it
+        # skipped, and a sub-task's streams task made none (its upstream had failed): both go again.
+        if (
+            ti.get("state") == "success"
+            and index >= 0
+            and (task_id in failed or not task_id.endswith(BUNDLE_SUFFIX))
         ):
             continue
         targets.append(task_id if index < 0 else [task_id, index])
@@ -234,7 +234,9 @@ def summarize(dag_run: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> 
         dag_id=dag_id,
         state=wms_state(dag_run),
         submission=submission,
-        labels=label_states(rows, submission.jobs),
+        labels=label_states(
+            rows, submission.jobs, "UNREADY" if dag_run.get("state") in ACTIVE_RUN_STATES else "PRUNED"
+        ),
     )
 
 

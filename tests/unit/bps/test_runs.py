@@ -16,7 +16,6 @@ import pytest
 from airflow_desc.bps.api import AirflowRestApi, ApiSettings
 from airflow_desc.bps.runs import (
     BUNDLE_SUFFIX,
-    STREAMS_SUFFIX,
     Submission,
     dag_id_of,
     install_dag_files,
@@ -28,7 +27,7 @@ from airflow_desc.bps.translate import dag_file_text, job_counts
 from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.exceptions import BpsApiError
 from airflow_desc.reports.status import STATE_COLUMNS
-from airflow_desc.workflow.naming import BUNDLE_TASK, STREAMS_TASK
+from airflow_desc.workflow.naming import BUNDLE_TASK
 from airflow_desc.workflow.render import render_dags
 from tests.unit.bps.test_translate import JOBS, RUN, SITE, write_spec
 
@@ -42,8 +41,8 @@ def test_the_wms_id_is_the_run_id_and_names_its_dag() -> None:
         dag_id_of(" ")
 
 
-def test_the_suffixes_are_those_of_the_rendered_tasks() -> None:
-    assert (BUNDLE_SUFFIX, STREAMS_SUFFIX) == (f".{BUNDLE_TASK}", f".{STREAMS_TASK}")
+def test_the_bundle_suffix_is_that_of_the_rendered_tasks() -> None:
+    assert BUNDLE_SUFFIX == f".{BUNDLE_TASK}"
 
 
 def test_a_submissions_jobs_per_label_are_in_the_workflows_order() -> None:
@@ -90,25 +89,30 @@ def ti(task_id: str, state: str, map_index: int = -1) -> dict[str, Any]:
     return {"task_id": task_id, "map_index": map_index, "state": state}
 
 
-def test_a_restart_clears_the_failed_bundle_what_it_skipped_and_the_final_job(tmp_path: pathlib.Path) -> None:
+def test_a_restart_clears_the_failed_bundle_the_labels_below_and_the_final_job(
+    tmp_path: pathlib.Path,
+) -> None:
     downstream = downstream_of(tmp_path, bundling={"threshold": 3})
     instances = [
         ti("pipetaskInit", "success"),
         ti("bpsQuanta", "success"),
-        *(ti(f"task{n}.streams", "success") for n in range(3)),
+        ti("task0.streams", "success"),
         ti("task0.bundle", "success", 0),
         ti("task0.bundle", "failed", 1),  # one quantum of it failed
-        ti("task1.bundle", "success", 0),  # its streams skipped: a bundle succeeds around them
-        ti("task2.bundle", "skipped", 0),
+        # Below: the streams tasks made no streams (task0 did not succeed), the bundles expanded to none.
+        *(ti(f"task{n}.streams", "success") for n in (1, 2)),
+        *(ti(f"task{n}.bundle", "skipped") for n in (1, 2)),
         ti("finalJob", "success"),
         ti("verdict", "failed"),
     ]
 
     assert restart_targets(instances, downstream) == [
         "finalJob",
-        ["task0.bundle", 1],
-        ["task1.bundle", 0],  # a cleared bundle reruns only its quanta that did not succeed
-        ["task2.bundle", 0],
+        ["task0.bundle", 1],  # a cleared bundle reruns only its quanta that did not succeed
+        "task1.bundle",
+        "task1.streams",
+        "task2.bundle",
+        "task2.streams",
         "verdict",
     ]
 
@@ -120,18 +124,21 @@ def test_a_restart_keeps_quanta_that_succeeded_alone_in_their_task_instance(tmp_
         ti("bpsQuanta", "success"),
         *(ti(f"task{n}.streams", "success") for n in range(3)),
         *(ti("task0.task0", "failed" if i == 2 else "success", i) for i in range(4)),
-        *(ti("task1.task1", "skipped", i) for i in range(4)),
-        *(ti("task2.task2", "upstream_failed", i) for i in range(4)),
+        ti("task1.task1", "skipped"),
+        ti("task2.task2", "upstream_failed"),
         ti("finalJob", "success"),
         ti("verdict", "failed"),
     ]
 
-    targets = restart_targets(instances, downstream)
-
-    assert ["task0.task0", 2] in targets and ["task0.task0", 0] not in targets
-    assert [t for t in targets if isinstance(t, str)] == ["finalJob", "verdict"]
-    assert sum(1 for t in targets if t[0] in ("task1.task1", "task2.task2")) == 8
-    assert not [t for t in targets if t[0] in ("pipetaskInit", "bpsQuanta", "task1.streams")]
+    assert restart_targets(instances, downstream) == [
+        "finalJob",
+        ["task0.task0", 2],
+        "task1.streams",
+        "task1.task1",
+        "task2.streams",
+        "task2.task2",
+        "verdict",
+    ]
 
 
 def test_nothing_failed_nothing_to_restart(tmp_path: pathlib.Path) -> None:
@@ -161,6 +168,7 @@ def test_a_report_counts_each_label_and_says_deleted_after_bps_cancel() -> None:
     assert summary.totals() == {"SUCCEEDED": 1, "RUNNING": 2, "UNREADY": 2}
     cancelled = summarize({**dag_run, "state": "failed", "note": "bps cancel"}, rows)
     assert cancelled.state == "DELETED"
+    assert cancelled.labels["finalJob"] == {"PRUNED": 1}  # the run ended: it will not run
     assert summarize({**dag_run, "state": "failed", "note": "bps restart"}, rows).state == "FAILED"
 
 
