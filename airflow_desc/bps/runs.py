@@ -336,6 +336,8 @@ class AirflowRuns:
         since = time.time() - hist_days * 86400
         out = []
         for run in runs:
+            if not str(run.get("dag_run_id") or "").startswith(RUN_ID_PREFIX):  # "_" matches any in LIKE
+                continue
             if user and run.get("triggering_user_name") not in (None, user):
                 continue
             if run.get("state") not in ACTIVE_RUN_STATES and not _ended_after(run.get("end_date"), since):

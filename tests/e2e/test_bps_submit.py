@@ -76,12 +76,13 @@ def lsst_env() -> dict[str, str]:
     }
 
 
-def bps(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def bps(*args: str, cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:
+    """Run ``bps`` in the LSST venv, in ``cwd`` (ctrl_bps may write beside it)."""
     done = subprocess.run(
-        [str(LSST_VENV / "bin" / "bps"), *args], capture_output=True, text=True, env=lsst_env(), timeout=600
-    )
-    if check:
-        assert done.returncode == 0, f"bps {' '.join(args)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        [str(LSST_VENV / "bin" / "bps"), *args], capture_output=True, text=True, env=lsst_env(), cwd=cwd,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, f"bps {' '.join(args)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
 
 
@@ -107,14 +108,14 @@ def make_submission(
 
 def submit(config: str) -> str:
     """``bps submit``; return the run id it printed."""
-    out = bps("submit", config).stdout
+    out = bps("submit", config, cwd=pathlib.Path(config).parent).stdout
     [run_id] = re.findall(r"^Run Id: (\S+)$", out, re.MULTILINE)
     return run_id
 
 
-def report(run_id: str) -> tuple[str, dict[str, dict[str, int]]]:
+def report(run_id: str, cwd: pathlib.Path) -> tuple[str, dict[str, dict[str, int]]]:
     """``bps report --id``: the run's state and each label's counts per state (non-zero ones)."""
-    out = bps("report", "--id", run_id).stdout
+    out = bps("report", "--id", run_id, cwd=cwd).stdout
     lines = out.splitlines()
     [brief] = [i for i, line in enumerate(lines) if line.split()[:2] == ["X", "STATE"]]
     state = lines[brief + 2].split()[0]
@@ -158,7 +159,7 @@ def test_bps_submit_report_and_restart_rerun_only_what_failed(
     dag_id = run_id.removeprefix("bps__")
     assert airflow.wait_run(dag_id, run_id) == "failed", f"logs in {airflow.root}"
 
-    state, labels = report(run_id)
+    state, labels = report(run_id, workdir)
     assert state == "FAILED"
     assert labels == {
         "pipetaskInit": {"SUCCEEDED": 1, "EXPECTED": 1},
@@ -168,11 +169,11 @@ def test_bps_submit_report_and_restart_rerun_only_what_failed(
     }
 
     aside.rename(broken)
-    restarted = bps("restart", "--id", run_id).stdout
+    restarted = bps("restart", "--id", run_id, cwd=workdir).stdout
     assert f"Run Id: {run_id}" in restarted
     assert airflow.wait_run(dag_id, run_id) == "success", f"logs in {airflow.root}"
 
-    state, labels = report(run_id)
+    state, labels = report(run_id, workdir)
     assert state == "SUCCEEDED"
     assert {label: counts.get("SUCCEEDED") for label, counts in labels.items()} == {
         "pipetaskInit": 1, "task0": 3, "task1": 3, "finalJob": 1,
@@ -186,6 +187,31 @@ def test_bps_submit_report_and_restart_rerun_only_what_failed(
     assert tries[("finalJob", "")] == ["success", "success"]  # aggregates the rerun's outputs too
 
 
+@pytest.fixture
+def full_perlmutter(site: Site) -> Iterator[None]:
+    """Both perlmutter nodes taken by a job of the site's user: the submission's jobs wait in the queue."""
+    job_id = site.sbatch(
+        "perlmutter",
+        "#!/bin/bash\nsleep 600\n",
+        "--nodes=2",
+        "--exclusive",
+        "--time=10",
+        "--output=/dev/null",
+    )
+    try:
+        wait_for(
+            lambda: job_state(site, f"-j {job_id}") == "RUNNING", timeout=120, what=f"blocker {job_id} runs"
+        )
+        yield
+    finally:
+        site.run("perlmutter", f"scancel {job_id}", check=False)
+
+
+def job_state(site: Site, which: str) -> str:
+    return site.run("perlmutter", f"sacct -X -P -n -o State {which} -S now-1days").stdout.strip()
+
+
+@pytest.mark.usefixtures("full_perlmutter")
 def test_bps_cancel_fails_the_run_and_cancels_its_slurm_job(
     bps_airflow: Deployment, site: Site, workdir: pathlib.Path
 ) -> None:
@@ -205,15 +231,16 @@ def test_bps_cancel_fails_the_run_and_cancels_its_slurm_job(
 
     ti = wait_for(deferred, timeout=300, what=f"a task of {run_id} waiting on its SLURM job")
     name = job_name_for(dag_id, run_id, ti["task_id"], ti["map_index"], ti["try_number"])
+    wait_for(lambda: job_state(site, f"--name={name}") == "PENDING", timeout=120, what=f"job {name} queued")
 
-    def job_state() -> str:
-        return site.run("perlmutter", f"sacct -X -P -n -o State --name={name} -S now-1days").stdout.strip()
+    out = bps("cancel", "--id", run_id, cwd=workdir).stdout
 
-    wait_for(lambda: job_state() == "RUNNING", timeout=120, what=f"job {name} runs")
-    out = bps("cancel", "--id", run_id).stdout
     assert f"Successfully canceled job with id '{run_id}'" in out
     assert airflow.run_state(dag_id, run_id) == "failed"
-    wait_for(lambda: job_state().startswith("CANCELLED"), timeout=120, what=f"job {name} cancelled")
-    assert report(run_id)[0] == "DELETED"
-    again = bps("cancel", "--id", run_id).stdout
-    assert "has ended already (failed)" in again
+    state = wait_for(
+        lambda: job_state(site, f"--name={name}"), until=lambda s: s.startswith("CANCELLED"), timeout=120,
+        what=f"job {name} cancelled",
+    )  # fmt: skip
+    assert state.startswith("CANCELLED")
+    assert report(run_id, workdir)[0] == "DELETED"
+    assert "has ended already (failed)" in bps("cancel", "--id", run_id, cwd=workdir).stdout
