@@ -113,10 +113,9 @@ class Submission:
     def from_conf(cls, conf: Mapping[str, Any] | None, dag_id: str) -> Submission:
         """Read it from a run's conf (a run triggered otherwise: the DAG id, no jobs)."""
         found = dict((conf or {}).get(CONF_KEY) or {})
-        fields = {f.name for f in dataclasses.fields(cls)}
-        known = {k: v for k, v in found.items() if k in fields}
-        jobs = {str(k): int(v) for k, v in dict(known.pop("jobs", None) or {}).items()}
-        return cls(**{"run": dag_id, **{k: str(v) for k, v in known.items()}, "jobs": jobs})
+        text = {k: str(found.get(k) or "") for k in ("path", "operator", "project", "campaign", "payload")}
+        jobs = {str(k): int(v) for k, v in dict(found.get("jobs") or {}).items()}
+        return cls(run=str(found.get("run") or dag_id), jobs=jobs, **text)
 
 
 def install_dag_files(spec: Path, dag_file: Path, folder: Path) -> Path:

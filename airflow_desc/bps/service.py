@@ -94,7 +94,7 @@ class AirflowWorkflow(BaseWmsWorkflow):  # type: ignore[misc]  # lsst.ctrl.bps: 
         """Return what the DAG run's conf carries for ``bps report``."""
         attrs = dict(getattr(self.generic_workflow, "run_attrs", None) or {})
         return Submission(
-            run=self.name,
+            run=str(self.name),
             jobs=self.job_counts,
             path=str(self.submit_path or ""),
             **{
