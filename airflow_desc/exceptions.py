@@ -167,7 +167,7 @@ class BpsWorkflowError(DescError, ValueError):
 
 
 class BpsApiError(DescError):
-    """Airflow's REST API refused a call of the ctrl_bps plugin (``bps submit``, ``report`` ...) or did not answer.
+    """Airflow's REST API refused the ctrl_bps plugin's call (``bps submit``, ``report``...) or was silent.
 
     :param message: what was asked, Airflow's answer, and what to do.
     :param status: the HTTP status (0: no answer, or not an HTTP error).
