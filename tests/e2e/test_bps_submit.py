@@ -87,11 +87,14 @@ def bps(*args: str, cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:
 
 
 def make_submission(
-    airflow: Deployment, site: Site, workdir: pathlib.Path, *, labels: int, detectors: int
+    airflow: Deployment, site: Site, workdir: pathlib.Path, *, name: str, labels: int, detectors: int
 ) -> dict[str, Any]:
-    """Write the butler repo, QuantumGraph and BPS config (bundled labels, no retries) for the site's user."""
+    """Write the butler repo, QuantumGraph and BPS config (bundled labels, no retries) for the site's user.
+
+    :param name: the submission's workflow name (its DAG id): each test's own.
+    """
     extra = (
-        f"airflowDagFolder: {airflow.dags}\n"
+        f"airflowDagFolder: {airflow.dags}\nairflowWorkflowName: {name}\n"
         "airflowBundling: {threshold: 1}\n"
         f"environment:\n  CTRL_MPEXEC_DIR: {LSST_VENV}\n  DAF_BUTLER_DIR: {LSST_VENV}\n"
     )
@@ -150,7 +153,7 @@ def test_bps_submit_report_and_restart_rerun_only_what_failed(
     bps_airflow: Deployment, site: Site, workdir: pathlib.Path
 ) -> None:
     airflow = bps_airflow
-    made = make_submission(airflow, site, workdir, labels=2, detectors=3)
+    made = make_submission(airflow, site, workdir, name="bps_e2e_restart", labels=2, detectors=3)
     broken = pathlib.Path(made["inputs"]["1"])  # detector 1's input: task0 fails there
     aside = broken.with_name(broken.name + ".aside")
     broken.rename(aside)
@@ -216,7 +219,7 @@ def test_bps_cancel_fails_the_run_and_cancels_its_slurm_job(
     bps_airflow: Deployment, site: Site, workdir: pathlib.Path
 ) -> None:
     airflow = bps_airflow
-    made = make_submission(airflow, site, workdir, labels=1, detectors=2)
+    made = make_submission(airflow, site, workdir, name="bps_e2e_cancel", labels=1, detectors=2)
     run_id = submit(made["config"])
     dag_id = run_id.removeprefix("bps__")
 
