@@ -38,7 +38,7 @@ venv: $(VENV)/.installed
 # $(DESC_SITE_DIR)/lsst-venv, pinned by constraints-bps.txt: tests/integration/test_bps_prepare.py runs
 # `bps prepare` there (skipped without it). Remade only when constraints-bps.txt changes.
 lsst-venv:
-	PYTHON=$(PYTHON) docker/site/lsst-venv
+	docker/site/lsst-venv
 
 lint: venv
 	$(BIN)/ruff check airflow_desc tests dags benchmarks

@@ -18,7 +18,8 @@ be retried) is raised as Airflow's own exception by the operators::
     ├── HistoryUnavailable          the history database cannot be reached or named
     ├── UntrustedState              a saved value (task state store, XCom, trigger event) is not one we wrote
     ├── WorkflowSpecError           a workflow spec is invalid (file:line, field)
-    └── BpsWorkflowError            a ctrl_bps GenericWorkflow uses what airflow-desc does not run
+    ├── BpsWorkflowError            a ctrl_bps GenericWorkflow uses what airflow-desc does not run
+    └── BpsApiError                 Airflow's REST API refused a ctrl_bps call or did not answer (``status``)
 
 Messages say what happened and what to do.
 """
@@ -163,3 +164,15 @@ class WorkflowSpecError(DescError):
 
 class BpsWorkflowError(DescError, ValueError):
     """A GenericWorkflow that cannot become a workflow spec; the message names the job and the feature."""
+
+
+class BpsApiError(DescError):
+    """Airflow's REST API refused the ctrl_bps plugin's call (``bps submit``, ``report``...) or was silent.
+
+    :param message: what was asked, Airflow's answer, and what to do.
+    :param status: the HTTP status (0: no answer, or not an HTTP error).
+    """
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status

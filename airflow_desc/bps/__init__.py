@@ -13,31 +13,32 @@ Modules, bottom up: :mod:`~airflow_desc.bps.jobs` (a GenericWorkflow's jobs as p
 is refused), :mod:`~airflow_desc.bps.commands` (a job's command, placeholders resolved, values
 quoted), :mod:`~airflow_desc.bps.translate` (the workflow spec), :mod:`~airflow_desc.bps.states`
 (airflow-desc's status table as ctrl_bps's ``WmsStates`` per label),
-:mod:`~airflow_desc.bps.streams` (the script the DAG runs on the Airflow worker: no LSST import)
-and :mod:`~airflow_desc.bps.service` (``AirflowService``, the only module that imports
+:mod:`~airflow_desc.bps.streams` (the script the DAG runs on the Airflow worker: no LSST import),
+:mod:`~airflow_desc.bps.api` (Airflow's REST API with the standard library: where, as whom),
+:mod:`~airflow_desc.bps.runs` (a submission as one DAG run: submit, report, cancel, restart) and
+:mod:`~airflow_desc.bps.service` (``AirflowService``, the only module that imports
 ``lsst.ctrl.bps``; loaded on first use of the name, so that the Airflow worker can import
 ``airflow_desc.bps.streams`` without the LSST stack).
 
-**How a submission reaches Airflow** (``prepare`` is built; the rest is the design, next):
+**How a submission reaches Airflow**:
 
 - ``prepare`` writes ``<submit dir>/airflow/<dag id>.yaml`` (the spec) and ``<dag id>.py`` (the
   one-line DAG file that renders it, as ``dags/*.py`` do). The DAG id is the BPS run name, so
   each submission is a DAG of its own with one run.
 - ``submit`` copies both into the DAG folder named by ``airflowDagFolder`` (a directory the DAG
   processor reads: on the submit host, or a shared filesystem), waits until the REST API knows
-  the DAG (``GET /api/v2/dags/{dag_id}``, parse errors from ``/api/v2/importErrors`` reported
-  with the spec's file:line), unpauses it (``PATCH``) and triggers one run
-  (``POST /api/v2/dags/{dag_id}/dagRuns``, run id ``bps__<run name>``). The api-server is
-  ``airflowApiUrl``; the token comes from ``AIRFLOW_DESC_API_TOKEN`` or ``/auth/token``. The
-  wms id is the DAG id.
-- ``report`` / ``get_status`` read the run (``GET .../dagRuns``) and the status page's
-  ``/desc/status.json?workflow=<dag id>`` (never the history database), mapped per label by
-  :func:`~airflow_desc.bps.states.label_states`; ``list_submitted_jobs`` lists the DAGs tagged
-  ``bps``.
-- ``cancel`` marks the run failed (``PATCH .../dagRuns/{run}``: running jobs are cancelled by
-  the operators' ``on_kill``); ``restart`` clears what did not succeed
-  (``POST .../clearTaskInstances`` with ``only_failed``): a cleared bundle reruns only its
-  quanta that did not succeed.
+  the DAG (``GET /api/v2/dags/{dag_id}``; an import error from ``/api/v2/importErrors`` is
+  reported with Airflow's traceback), unpauses it (``PATCH``) and triggers one run
+  (``POST /api/v2/dags/{dag_id}/dagRuns``, run id ``bps__<dag id>``: the wms id). The api-server
+  and the user: :mod:`~airflow_desc.bps.api`.
+- ``report`` / ``get_status`` read the run (``GET .../dagRuns/{run}``) and the status page's
+  ``/desc/status.json?workflow=<dag id>&run=<run id>`` (never the history database), mapped per
+  label by :func:`~airflow_desc.bps.states.label_states`; ``list_submitted_jobs`` lists the runs
+  whose id starts ``bps__``.
+- ``cancel`` marks the run failed (``PATCH .../dagRuns/{run}``: the deferred tasks' triggers and
+  the running tasks' ``on_kill`` cancel their SLURM jobs); ``restart`` clears what failed and what
+  lies below it (``POST .../clearTaskInstances``, :func:`~airflow_desc.bps.runs.restart_targets`):
+  a cleared bundle reruns only its quanta that did not succeed.
 """
 
 from __future__ import annotations

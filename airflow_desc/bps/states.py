@@ -23,8 +23,9 @@ Cancelled    DELETED      cancelled by the workflow's people (``bps cancel``, a 
 Skipped      PRUNED       not run: something it depends on did not succeed
 ===========  ===========  =====================================================================
 
-A label's jobs that have no row yet (its streams are not made: the label waits for its upstream)
-count as UNREADY, so that each label's counts add up to its jobs.
+A label's jobs that have no row (its streams are not made) count as UNREADY while the run goes on
+(the label waits for its upstream), as PRUNED once it has ended (an upstream label failed, or the
+run was cancelled: they will not run), so that each label's counts add up to its jobs.
 """
 
 from __future__ import annotations
@@ -57,13 +58,16 @@ RUN_STATES: dict[str, str] = {
 }
 
 
-def label_states(rows: Iterable[Mapping[str, Any]], jobs: Mapping[str, int]) -> dict[str, dict[str, int]]:
+def label_states(
+    rows: Iterable[Mapping[str, Any]], jobs: Mapping[str, int], missing: str = "UNREADY"
+) -> dict[str, dict[str, int]]:
     """Count each label's jobs per ``WmsStates`` name.
 
     :param rows: the status table's rows (``status.json``), keyed by column name.
     :param jobs: each label's number of jobs (the spec's ``expected_streams``; 1 for an init or
         final job): the labels reported, in this order.
-    :return: ``{label: {state name: count}}``, only states with a count; missing jobs UNREADY.
+    :param missing: the state of jobs without a row: ``UNREADY``, or ``PRUNED`` once the run ended.
+    :return: ``{label: {state name: count}}``, only states with a count.
     """
     counts: dict[str, dict[str, int]] = {label: {} for label in jobs}
     for row in rows:
@@ -74,9 +78,9 @@ def label_states(rows: Iterable[Mapping[str, Any]], jobs: Mapping[str, int]) -> 
             if count := int(row.get(column) or 0):
                 counts[label][state] = counts[label].get(state, 0) + count
     for label, expected in jobs.items():
-        missing = expected - sum(counts[label].values())
-        if missing > 0:
-            counts[label]["UNREADY"] = counts[label].get("UNREADY", 0) + missing
+        unseen = expected - sum(counts[label].values())
+        if unseen > 0:
+            counts[label][missing] = counts[label].get(missing, 0) + unseen
     return counts
 
 

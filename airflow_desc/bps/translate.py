@@ -44,6 +44,7 @@ __all__ = [
     "STREAM_VAR",
     "SpecSettings",
     "dag_file_text",
+    "job_counts",
     "spec_text",
     "workflow_spec",
 ]
@@ -243,6 +244,14 @@ def workflow_spec(
     if settings.bundling:
         spec["bundling"] = dict(settings.bundling)
     return spec | {"processes": processes, "tasks": tasks}
+
+
+def job_counts(jobs: Sequence[BpsJob]) -> dict[str, int]:
+    """Return each label's number of jobs in the workflow's order: init jobs, labels of quanta, final jobs."""
+    counts: dict[str, int] = {}
+    for job in sorted(jobs, key=lambda j: (j.final, j.node_ids is not None)):
+        counts[job.label] = counts.get(job.label, 0) + 1
+    return counts
 
 
 def spec_text(spec: Mapping[str, Any], run_name: str) -> str:

@@ -1,6 +1,6 @@
 """Make a real ctrl_bps submission and prepare it with airflow_desc.bps: run by the LSST venv's python.
 
-    make_submission.py WORKDIR --labels 3 --detectors 8 [--cluster perlmutter]
+    make_submission.py WORKDIR --labels 3 --detectors 8 [--cluster perlmutter] [--no-prepare]
 
 In WORKDIR: a butler repo (SQLite registry, POSIX datastore) holding ``add_dataset0`` for
 ``--detectors`` detectors; a QuantumGraph of a chain of ``--labels`` AddTask labels
@@ -8,7 +8,8 @@ In WORKDIR: a butler repo (SQLite registry, POSIX datastore) holding ``add_datas
 ``airflow_desc.bps.AirflowService``; then ``bps prepare`` as ctrl_bps's own driver runs it
 (acquire, cluster, transform, prepare). Prints one JSON line: the submit directory, the spec and
 DAG files written there, the GenericWorkflow's job counts per label and its jobs
-(:meth:`airflow_desc.bps.jobs.BpsJob.to_dict`).
+(:meth:`airflow_desc.bps.jobs.BpsJob.to_dict`). With ``--no-prepare`` (for ``bps submit``): the
+BPS config's path and each detector's ``add_dataset0`` file instead.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from airflow_desc.bps.jobs import jobs_from_generic_workflow
 INSTRUMENT = "INSTR"
 
 
-def make_graph(root: Path, labels: int, detectors: int) -> Path:
-    """Write the butler repo and the QuantumGraph file; return the latter."""
+def make_graph(root: Path, labels: int, detectors: int) -> tuple[Path, dict[int, str]]:
+    """Write the butler repo and the QuantumGraph file; return the latter and each detector's input file."""
     pipeline = makeSimplePipeline(labels)
     butler = makeSimpleButler(str(root / "repo"), run="test", inMemory=False)
     registerDatasetTypes(butler.registry, pipeline.to_graph())
@@ -52,7 +53,10 @@ def make_graph(root: Path, labels: int, detectors: int) -> Path:
     )
     path = root / "test.qg"  # the new format: the final job's `butler aggregate-graph` reads no other
     qgraph.saveUri(str(path))
-    return path
+    inputs = {
+        d: butler.getURI("add_dataset0", instrument=INSTRUMENT, detector=d).ospath for d in range(detectors)
+    }
+    return path, inputs
 
 
 def main() -> None:
@@ -61,11 +65,13 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=3)
     parser.add_argument("--detectors", type=int, default=8)
     parser.add_argument("--cluster", default="perlmutter")
+    parser.add_argument("--retries", type=int, default=2, help="numberOfRetries")
     parser.add_argument("--extra", default="", help="more BPS config lines (YAML), appended")
+    parser.add_argument("--no-prepare", action="store_true", help="write the config, do not prepare")
     args = parser.parse_args()
     root = args.workdir.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    qgraph = make_graph(root, args.labels, args.detectors)
+    qgraph, inputs = make_graph(root, args.labels, args.detectors)
     # ctrl_bps's default commands run ${CTRL_MPEXEC_DIR}/bin/pipetask, here as on the clusters.
     os.environ.setdefault("CTRL_MPEXEC_DIR", sys.prefix)
     config = root / "bps.yaml"
@@ -85,7 +91,7 @@ payload:
 submitPath: {root}/submit/{{outputRun}}
 wmsServiceClass: airflow_desc.bps.AirflowService
 requestMemory: 1500
-numberOfRetries: 2
+numberOfRetries: {args.retries}
 memoryMultiplier: 1.5
 # Within the local site's nodes (tests/data/clusters/site.yaml: 2 cores, 4 GB, 30 minutes).
 airflowDefaultWalltime: "0:20:00"
@@ -100,6 +106,9 @@ pipetask:
 """,
         encoding="utf-8",
     )
+    if args.no_prepare:
+        print(json.dumps({"config": str(config), "repo": str(root / "repo"), "inputs": inputs}))
+        return
     _, workflow = prepare_driver(str(config))
     generic = workflow.generic_workflow
     print(

@@ -12,7 +12,8 @@ import subprocess
 import sys
 
 MODULES = tuple(
-    f"airflow_desc.bps{m}" for m in ("", ".jobs", ".commands", ".translate", ".states", ".streams")
+    f"airflow_desc.bps{m}"
+    for m in ("", ".api", ".jobs", ".commands", ".translate", ".states", ".streams", ".runs")
 )
 
 

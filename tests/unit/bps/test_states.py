@@ -40,6 +40,14 @@ def test_counts_per_label_add_up_to_its_jobs() -> None:
     }
 
 
+def test_jobs_without_a_row_are_pruned_once_the_run_has_ended() -> None:
+    rows = [row("task0", "task0", Failed=1, Success=1)]
+    assert label_states(rows, {"task0": 2, "task1": 2}, missing="PRUNED") == {
+        "task0": {"SUCCEEDED": 1, "FAILED": 1},
+        "task1": {"PRUNED": 2},
+    }
+
+
 def test_a_dag_runs_state_is_the_submissions() -> None:
     assert [run_state(s) for s in ("queued", "running", "success", "failed", None, "odd")] == [
         "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "UNKNOWN", "UNKNOWN",
