@@ -20,7 +20,7 @@ from tests.integration.site import Site
 
 #: The deployment fixtures, in the order the session starts them: the e2e tests run grouped by the
 #: deployment they ask for, so that each kind starts once (a start takes ~30 s).
-DEPLOYMENT_FIXTURES = ("airflow", "airflow_with_users", "airflow_with_fab", "celery_airflow")
+DEPLOYMENT_FIXTURES = ("airflow", "airflow_with_users", "airflow_with_fab", "celery_airflow", "bps_airflow")
 
 
 def deployment_rank(item: pytest.Item) -> int:

