@@ -122,6 +122,23 @@ def _ancestors(path: str) -> list[str]:
     return out
 
 
+def _stream_rows(
+    streams: Sequence[tuple[int, str]], ids: Mapping[tuple[int, str], int]
+) -> list[dict[str, Any]]:
+    """Return the ``streams`` rows of (run, path) pairs, each naming its parent's id in ``ids``."""
+    rows = []
+    for run_ref, path in streams:
+        parent = _parent(path)
+        rows.append(
+            {
+                "run_ref": run_ref,
+                "path": path,
+                "parent_ref": None if parent is None else ids[(run_ref, parent)],
+            }
+        )
+    return rows
+
+
 def _parent(path: str) -> str | None:
     if path == "":
         return None
@@ -591,16 +608,7 @@ class HistoryStore:
         # rows inserted are the ones missing, and their ids come back with them.
         for depth in sorted(by_depth):
             level = by_depth[depth]
-            rows = []
-            for run_ref, path in level:
-                parent = _parent(path)
-                rows.append(
-                    {
-                        "run_ref": run_ref,
-                        "path": path,
-                        "parent_ref": None if parent is None else found[(run_ref, parent)],
-                    }
-                )
+            rows = _stream_rows(level, found)
             done = self._upsert(conn, rows, _COPY_STREAMS, "streams", self._insert_streams)
             found.update({(run_ref, path): id_ for id_, run_ref, path in done})
             if not set(level) <= set(found):
@@ -617,16 +625,7 @@ class HistoryStore:
         """
         ids = _NEW_STREAMS.ids(conn.connection.dbapi_connection, len(missing))
         made = {**found, **dict(zip(missing, ids, strict=True))}
-        rows = []
-        for run_ref, path in missing:
-            parent = _parent(path)
-            rows.append(
-                {
-                    "run_ref": run_ref,
-                    "path": path,
-                    "parent_ref": None if parent is None else made[(run_ref, parent)],
-                }
-            )
+        rows = _stream_rows(missing, made)
         if self._copy_new(conn, _NEW_STREAMS, rows, ids) is None:
             return False
         found.update(made)
