@@ -33,6 +33,7 @@ A component can be killed and started again on its own (:meth:`Deployment.kill`,
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import pathlib
@@ -59,6 +60,8 @@ PORT = int(os.environ.get("DESC_E2E_API_PORT", "18080"))
 REDIS_URL = os.environ.get("DESC_SITE_REDIS_URL", "redis://127.0.0.1:16379/0")
 #: The port of the SMTP relay the workers' connection ``desc_e2e_smtp`` names (a test's sink listens there).
 SMTP_PORT = int(os.environ.get("DESC_E2E_SMTP_PORT", "18025"))
+#: Held by a started deployment until it stops: the site's metadata DB and these ports are one.
+DEPLOYMENT_LOCK = os.environ.get("DESC_E2E_LOCK", "/tmp/desc-e2e-deployment.lock")
 
 #: The environment variable a component's ``hostname_callable`` (:func:`component_hostname`) answers.
 HOSTNAME_ENV = "DESC_DEPLOY_HOSTNAME"
@@ -219,6 +222,7 @@ class Deployment:
     dags: pathlib.Path = DAGS
     users: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
     auth: Auth = "simple"
+    _site_lock: Any = dataclasses.field(default=None, repr=False)
 
     # --- the two variants -------------------------------------------------------------------------------
 
@@ -409,6 +413,10 @@ class Deployment:
 
         Under FAB, the users are made in the metadata DB (their roles too, empty, when not FAB's own).
         """
+        # One deployment at a time on the site's metadata DB and ports: a second pytest session (a
+        # developer's beside make test's) waits here instead of resetting the DB under the first.
+        self._site_lock = open(DEPLOYMENT_LOCK, "a")  # noqa: SIM115 (held until stop)
+        fcntl.flock(self._site_lock, fcntl.LOCK_EX)
         if self.users and self.auth == "simple":
             self.passwords_file.parent.mkdir(parents=True, exist_ok=True)
             self.passwords_file.write_text(json.dumps({n: pw for n, (_, pw) in self.users.items()}))
@@ -474,11 +482,16 @@ class Deployment:
 
     def stop(self) -> None:
         """Stop every component (TERM, then KILL after 30 s) and drop the history schema."""
-        for component in self.components.values():
-            component.signal(signal.SIGTERM)
-        for component in self.components.values():
-            component.stop()
-        self.history.drop()
+        try:
+            for component in self.components.values():
+                component.signal(signal.SIGTERM)
+            for component in self.components.values():
+                component.stop()
+            self.history.drop()
+        finally:
+            if self._site_lock is not None:
+                self._site_lock.close()  # lets the next deployment start
+                self._site_lock = None
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to one component's whole process group (its task processes included)."""
