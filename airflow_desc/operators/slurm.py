@@ -193,6 +193,8 @@ class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
     ui_color = "#c7e9f1"
     #: Whether the command runs in the container (``container_image``, else the cluster's default).
     payload_in_container: ClassVar[bool] = True
+    #: Whether the job starts in its cluster's ``work_dir`` (a workflow's paths are relative to it).
+    in_work_dir: ClassVar[bool] = False
 
     def __init__(
         self,
