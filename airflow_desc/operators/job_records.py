@@ -10,17 +10,43 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_desc.slurm import accounting_to_payload, precise_usage
 
 if TYPE_CHECKING:
+    from airflow_desc.clusters import ClusterProfile
     from airflow_desc.history import ProcessRecord
     from airflow_desc.history.records import InstanceIdentity
+    from airflow_desc.hooks.slurm import SlurmHook
     from airflow_desc.slurm import JobAccounting, PayloadTiming
     from airflow_desc.slurm.diagnose import Diagnosis
 
-__all__ = ["fallback_of", "job_record", "job_summary"]
+__all__ = ["FinishedJob", "fallback_of", "job_record", "job_summary"]
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """A job that ended, as a try collects it: the cluster it ran on and what SLURM says of it.
+
+    :param hook: the cluster's hook.
+    :param profile: the cluster's profile.
+    :param accounting: the job's accounting.
+    :param adopted: whether this try adopted it (an earlier try's job, finished but never recorded).
+    :param note: what the record's message adds, e.g. :data:`~airflow_desc.slurm.CONTROLLER_NOTE`
+        for a job whose accounting sacct lost, settled from the controller's answer.
+    :param log_tail: the end of its log, once read (:meth:`SlurmOperator._read_log`).
+    :param timing: the job script's own timing of the payload, read from ``log_tail``.
+    """
+
+    hook: SlurmHook
+    profile: ClusterProfile
+    accounting: JobAccounting
+    adopted: bool = False
+    note: str | None = None
+    log_tail: str | None = None
+    timing: PayloadTiming | None = None
 
 
 def fallback_of(state: Mapping[str, Any] | None, cluster: str) -> dict[str, str] | None:

@@ -34,7 +34,6 @@ from airflow_desc.operators.run_states import BLOCKED_STREAMS, ProcessInRun, Run
 from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
 from airflow_desc.operators.trusted import trusted_feeds, trusted_map_index, trusted_stream
 from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
-from airflow_desc.slurm.quoting import quote_path
 from airflow_desc.timetables import run_survey_year
 from airflow_desc.workflow.naming import stream_path, task_id_for
 from airflow_desc.workflow.outcomes import Skip
@@ -51,7 +50,6 @@ __all__ = [
     "WorkflowBatchOperator",
     "WorkflowScriptOperator",
     "WorkflowStreamsOperator",
-    "workdir_lines",
 ]
 
 
@@ -126,6 +124,7 @@ class WorkflowBatchOperator(SlurmOperator):
     # Commands come from the spec with {{ name }} placeholders that are not Jinja.
     template_fields: Sequence[str] = ()
     ui_color = "#c7e9f1"
+    in_work_dir = True
 
     def __init__(
         self,
@@ -167,8 +166,6 @@ class WorkflowBatchOperator(SlurmOperator):
             self._record_skip(context, skip)
             raise AirflowSkipException(skip.message)
         self.command = process.render_command(self.stream_values, here.variables, dm=dm)
-        profile = self._profile()
-        self.setup_lines = (*self.setup_lines, *workdir_lines(profile.work_dir))
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
@@ -214,16 +211,6 @@ class WorkflowBatchOperator(SlurmOperator):
             exit_code=job.accounting.exit_code,
             reason=ReasonClass.OUTPUT_CHECK.value,
         )
-
-
-def workdir_lines(work_dir: str) -> tuple[str, ...]:
-    """Job-script lines that make the cluster's ``work_dir`` the current directory.
-
-    Spec paths (``dc1/imsim-dithered/repo``) are relative to it, so every process of a workflow
-    on a cluster sees the same files.
-    """
-    quoted = quote_path(work_dir if work_dir.startswith(("/", "~")) else f"~/{work_dir}")
-    return (f"mkdir -p -- {quoted} && cd -- {quoted}",)
 
 
 class WorkflowScriptOperator(PythonOperator):

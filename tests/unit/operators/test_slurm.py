@@ -328,3 +328,23 @@ def test_an_image_on_a_cluster_without_a_container_runtime_says_what_to_set() ->
     ):
         container_for(s3df_profile(), "localhost/x:1")
     assert container_for(s3df_profile(), None).runtime == "none"
+
+
+def test_a_workflow_job_starts_in_the_work_dir_of_the_cluster_it_goes_to_once_per_script() -> None:
+    from airflow_desc.operators.bundle import SlurmBundleOperator
+    from airflow_desc.operators.job_script import job_spec_for
+    from airflow_desc.operators.workflow import WorkflowBatchOperator
+
+    assert WorkflowBatchOperator.in_work_dir and SlurmBundleOperator.in_work_dir
+    res = {"partition": "roma", "time_limit_s": 60, "cpus": 1, "mem_mb": None, "exclude": ""}
+    op = SlurmOperator(task_id="t", command="true", cluster="s3df")
+    home = s3df_profile(work_dir="desc work")
+    assert "mkdir -p" not in render_job_script(job_spec_for(op, home, res, name="j", log_pattern="l/%j"))
+    op.in_work_dir = True
+    fallback = s3df_profile(work_dir="/sdf/desc")
+    # A try resubmitted in one process (a node failure, a move to a fallback) asks again: one line each.
+    for _ in range(2):
+        script = render_job_script(job_spec_for(op, home, res, name="j", log_pattern="l/%j"))
+        assert script.count("mkdir -p -- ") == 1 and "cd -- \"$HOME\"/'desc work'\n" in script
+    moved = render_job_script(job_spec_for(op, fallback, res, name="j", log_pattern="l/%j"))
+    assert moved.count("mkdir -p -- ") == 1 and "cd -- /sdf/desc\n" in moved
