@@ -63,6 +63,9 @@ Launchers:
     every ``--poll-interval`` s and kills it when it exceeds ``memory_mb``; the children are
     pinned to their own CPUs when the pool maps onto the CPUs the pilot may use.
 
+A podman container's own CPU and peak memory (which its record's ``total_cpu_s`` and ``max_rss_bytes``
+include) are also kept apart, as ``container_usage`` (``{cpu_s, max_rss_bytes}``, ``None`` without).
+
 Every instance ends as one JSON line in the records file (written with one ``write`` and
 ``fsync``-ed, so the operator can read partial progress if the allocation dies):
 ``state`` is ``success``, ``failed``, ``terminated`` or ``skipped`` and ``reason`` one of
@@ -144,6 +147,7 @@ RECORD_FIELDS = (
     "elapsed_s",
     "total_cpu_s",
     "max_rss_bytes",
+    "container_usage",
     "node",
     "cpus",
     "memory_mb",
@@ -1402,7 +1406,10 @@ class Pilot:
                     run.kill_message = f"the step {result.get('message')} from SLURM"
             kernel_oom = bool(result.get("oom_kill_event"))
         if run.usage_path is not None:
-            add_container_usage(values, read_container_usage(run.usage_path))
+            container = read_container_usage(run.usage_path)
+            add_container_usage(values, container)
+            if container is not None:
+                values["container_usage"] = {"cpu_s": container[0], "max_rss_bytes": container[1]}
             _remove(run.usage_path)
         state, reason, message = self._outcome(run, exit_code, sig, kernel_oom, measured)
         self.core_seconds += inst.cpus * elapsed
