@@ -64,7 +64,8 @@ Launchers:
     pinned to their own CPUs when the pool maps onto the CPUs the pilot may use.
 
 A podman container's own CPU and peak memory (which its record's ``total_cpu_s`` and ``max_rss_bytes``
-include) are also kept apart, as ``container_usage`` (``{cpu_s, max_rss_bytes}``, ``None`` without).
+include) are also kept apart, as ``container_usage`` (``{cpu_s, max_rss_bytes, oom_kills}``, ``None``
+without); an OOM kill in the container's memory cgroup is an ``out-of-memory`` as one in the step's.
 
 Every instance ends as one JSON line in the records file (written with one ``write`` and
 ``fsync``-ed, so the operator can read partial progress if the allocation dies):
@@ -762,11 +763,11 @@ def _read_json(path: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def read_container_usage(path: str | None) -> tuple[float | None, int | None] | None:
-    """Read what a podman container says its payload used: ``(CPU seconds, peak memory bytes)``.
+def read_container_usage(path: str | None) -> dict[str, Any] | None:
+    """Read what a podman container says its payload used: ``{cpu_s, max_rss_bytes, oom_kills}``.
 
     The container's shell writes bash's ``times`` (its own line, then its children's: the payload's
-    user and system time) and its memory cgroup's peak in bytes
+    user and system time), its memory cgroup's peak in bytes and its count of OOM kills
     (:func:`airflow_desc.slurm.script.measured_payload`) into the file :data:`USAGE_FILE_VAR` names.
     ``None`` when it wrote nothing (it never ran); a field it could not measure is ``None``.
     """
@@ -774,38 +775,42 @@ def read_container_usage(path: str | None) -> tuple[float | None, int | None] | 
         return None
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
+            lines = [line.strip() for line in f.read().splitlines()]
     except OSError:
         return None
     if len(lines) < 2:
         return None
-    match = _TIMES_RE.match(lines[1].strip())
+    match = _TIMES_RE.match(lines[1])
     cpu = None
     if match is not None:
         cpu = round(sum(int(m) * 60 + float(sec.replace(",", ".")) for m, sec in _pairs(match.groups())), 3)
-    peak_text = lines[2].strip() if len(lines) > 2 else ""
-    peak = int(peak_text) if peak_text.isdigit() else None
-    return cpu, peak
+    peak, kills = (lines[i] if len(lines) > i else "" for i in (2, 3))
+    return {
+        "cpu_s": cpu,
+        "max_rss_bytes": int(peak) if peak.isdigit() else None,
+        "oom_kills": int(kills) if kills.isdigit() else None,
+    }
 
 
 def _pairs(values: tuple[str, ...]) -> list[tuple[str, str]]:
     return [(values[i], values[i + 1]) for i in range(0, len(values), 2)]
 
 
-def add_container_usage(values: dict[str, Any], usage: tuple[float | None, int | None] | None) -> None:
+def add_container_usage(values: dict[str, Any], usage: dict[str, Any] | None) -> None:
     """Add a container's own CPU and peak memory to an instance's measured ones (the podman client's).
 
     The client's processes are the launcher's children, the container's are not (they are the
     children of podman's monitor, in a cgroup of their own): its CPU is the sum; its peak memory
-    the client's plus the container's, which bounds the instance's peak.
+    the client's plus the container's, which bounds the instance's peak. The container's figures
+    are also kept apart, as ``container_usage``.
     """
     if usage is None:
         return
-    cpu, peak = usage
-    if cpu is not None:
-        values["total_cpu_s"] = round((values.get("total_cpu_s") or 0.0) + cpu, 3)
-    if peak is not None:
-        values["max_rss_bytes"] = peak + (values.get("max_rss_bytes") or 0)
+    values["container_usage"] = usage
+    if usage["cpu_s"] is not None:
+        values["total_cpu_s"] = round((values.get("total_cpu_s") or 0.0) + usage["cpu_s"], 3)
+    if usage["max_rss_bytes"] is not None:
+        values["max_rss_bytes"] = usage["max_rss_bytes"] + (values.get("max_rss_bytes") or 0)
 
 
 def _append(path: str, text: str) -> None:
@@ -1408,8 +1413,8 @@ class Pilot:
         if run.usage_path is not None:
             container = read_container_usage(run.usage_path)
             add_container_usage(values, container)
-            if container is not None:
-                values["container_usage"] = {"cpu_s": container[0], "max_rss_bytes": container[1]}
+            # The kernel killed in the container's memory cgroup, which the pilot's count misses.
+            kernel_oom = kernel_oom or bool(container and container["oom_kills"])
             _remove(run.usage_path)
         state, reason, message = self._outcome(run, exit_code, sig, kernel_oom, measured)
         self.core_seconds += inst.cpus * elapsed

@@ -53,6 +53,8 @@ USAGE_FILE_VAR = "DESC_USAGE_FILE"
 _FORWARDED_SIGNALS = ("TERM", "INT", "HUP", "USR1", "USR2")
 # The container's memory cgroup's peak: cgroup v1 (podman mounts the container's own cgroup there), v2.
 _MEMORY_PEAK_FILES = ("/sys/fs/cgroup/memory/memory.max_usage_in_bytes", "/sys/fs/cgroup/memory.peak")
+# Where its OOM kills are counted ("oom_kill N" lines): cgroup v1, v2.
+_OOM_KILL_FILES = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
 
 _IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _OPTION_RE = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -434,11 +436,13 @@ def measured_payload(command: str) -> str:
     The payload runs in a subshell in the background (its stdin kept), so that the container's
     shell, its PID 1, can pass the signals of :data:`_FORWARDED_SIGNALS` on to it; the shell waits
     for it, and then, if ``$DESC_USAGE_FILE`` is set, writes ``times`` (its own line, then its
-    children's: the payload's user and system CPU, every process it waited for) and the memory
-    cgroup's peak in bytes (an empty line when it has none) there, and exits with the payload's status.
+    children's: the payload's user and system CPU, every process it waited for), the memory
+    cgroup's peak in bytes and how many processes the kernel's OOM killer killed in it (each an
+    empty line when it has none) there, and exits with the payload's status.
     """
     var = f'"${USAGE_FILE_VAR}"'
     peak = " || ".join(f"cat {path} 2>/dev/null" for path in _MEMORY_PEAK_FILES)
+    kill_files = " ".join(_OOM_KILL_FILES)
     traps = [f"trap 'kill -s {sig} \"$desc_p\" 2>/dev/null' {sig}" for sig in _FORWARDED_SIGNALS]
     return "\n".join(
         [
@@ -448,7 +452,14 @@ def measured_payload(command: str) -> str:
             "desc_p=$!",
             *traps,
             'while :; do wait "$desc_p"; desc_rc=$?; kill -0 "$desc_p" 2>/dev/null || break; done',
-            f"if [ -n {var} ]; then {{ times; {peak} || echo; }} >{var} 2>/dev/null; fi",
+            f"if [ -n {var} ]; then",
+            f"  times >{var} 2>/dev/null",
+            f"  {{ {peak} || echo; }} >>{var} 2>/dev/null",
+            # bash's own read: the image may lack sed and awk.
+            f'  desc_k=; for f in {kill_files}; do [ -r "$f" ] || continue',
+            '    while read -r k v; do [ "$k" = oom_kill ] && desc_k=$v; done <"$f"; break; done',
+            f'  echo "$desc_k" >>{var} 2>/dev/null',
+            "fi",
             'exit "$desc_rc"',
         ]
     )

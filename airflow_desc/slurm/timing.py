@@ -21,9 +21,13 @@ payload (:func:`render_job_script <airflow_desc.slurm.script.render_job_script>`
   ``times`` after the payload and its memory cgroup's peak, which the line carries::
 
     ... cpu 0m0.004s 0m0.001s -> 0m0.090s 0m0.046s container 0m0.893s 0m3.168s maxrss 109895680
+    oomkill 0
 
   The payload's CPU is then the podman client's (the shell's children) plus the container's; its
   peak memory, :func:`precise_max_rss`, sacct's MaxRSS (the client) plus the container's peak.
+  ``oomkill``: how many of its processes the kernel's OOM killer killed in the container's memory
+  cgroup (below the job's, so SLURM's memory limit reaches it, but SLURM does not see the kill:
+  :func:`~airflow_desc.slurm.diagnose.diagnose` reads it from this line).
   ``container unmeasured`` (the container never ran, or could not write the file) leaves sacct's
   TotalCPU; ``maxrss unmeasured`` sacct's MaxRSS.
 
@@ -62,7 +66,8 @@ _TIMING_RE = re.compile(
     + r" wall (?P<start>\d+(?:\.\d+)?) (?P<end>\d+(?:\.\d+)?)"
     + rf"(?: cpu {_CLOCK} {_CLOCK} -> {_CLOCK} {_CLOCK}"
     + rf"(?P<box> container (?:(?P<container>{_CLOCK} {_CLOCK})|unmeasured)"
-    + r" maxrss (?:(?P<maxrss>\d+)|unmeasured))?)?"
+    + r" maxrss (?:(?P<maxrss>\d+)|unmeasured)"
+    + r"(?: oomkill (?:(?P<oomkill>\d+)|unmeasured))?)?)?"
 )
 _TIMES_CHILDREN_RE = re.compile(rf"^{_CLOCK} {_CLOCK}$")
 
@@ -75,11 +80,14 @@ class PayloadTiming:
     :param cpu_s: user + system CPU seconds of the payload's processes; ``None``: not measured.
     :param container_max_rss_bytes: the peak memory of the payload's container (its memory cgroup's),
         ``None``: no container, or not measured.
+    :param container_oom_kills: how many of the container's processes the kernel's OOM killer
+        killed (its memory cgroup's count), ``None``: no container, or not measured.
     """
 
     wall_s: float
     cpu_s: float | None
     container_max_rss_bytes: int | None = None
+    container_oom_kills: int | None = None
 
 
 def timing_start_lines() -> list[str]:
@@ -114,11 +122,14 @@ def timing_end_lines(said_by: str, *, container_usage: str | None = None) -> lis
     if container_usage is not None:
         usage = f'"${container_usage}"'
         lines += [
-            "desc_kc=; desc_km=",
-            f"if [ -s {usage} ]; then {{ read -r desc_x; read -r desc_kc; read -r desc_km; }} <{usage}; fi",
+            "desc_kc=; desc_km=; desc_ko=",
+            f"if [ -s {usage} ]; then",
+            f"  {{ read -r desc_x; read -r desc_kc; read -r desc_km; read -r desc_ko; }} <{usage}",
+            "fi",
             f"if [ -n {usage} ]; then rm -f -- {usage}; fi",
         ]
         cpu += " container ${desc_kc:-unmeasured} maxrss ${desc_km:-unmeasured}"
+        cpu += " oomkill ${desc_ko:-unmeasured}"
     return [*lines, f'echo "{said_by} {TIMING_MARK} wall $desc_t0 $desc_t1 {cpu}"']
 
 
@@ -164,12 +175,15 @@ def parse_payload_timing(log_tail: str) -> PayloadTiming | None:
         before = _clock(numbers[0], numbers[1]) + _clock(numbers[2], numbers[3])
         after = _clock(numbers[4], numbers[5]) + _clock(numbers[6], numbers[7])
         cpu = round(max(0.0, after - before), 3)
-    peak = None
+    peak = kills = None
     if found["box"] is not None:
         container = parse_times_children(found["container"] or "")
         cpu = None if container is None or cpu is None else round(cpu + container, 3)
         peak = None if found["maxrss"] is None else int(found["maxrss"])
-    return PayloadTiming(wall_s=round(wall, 3), cpu_s=cpu, container_max_rss_bytes=peak)
+        kills = None if found["oomkill"] is None else int(found["oomkill"])
+    return PayloadTiming(
+        wall_s=round(wall, 3), cpu_s=cpu, container_max_rss_bytes=peak, container_oom_kills=kills
+    )
 
 
 def parse_times_children(line: str) -> float | None:

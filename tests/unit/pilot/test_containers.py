@@ -100,13 +100,18 @@ def test_an_instances_record_has_its_containers_cpu(run_pilot: Runner, tmp_path:
 
 def test_a_usage_file_is_read_and_added_to_the_clients(tmp_path: pathlib.Path) -> None:
     usage = tmp_path / "u"
-    usage.write_text("0m0.010s 0m0.002s\n0m2.500s 0m0,500s\n104857600\n")
-    assert read_container_usage(str(usage)) == (3.0, 104857600)
+    usage.write_text("0m0.010s 0m0.002s\n0m2.500s 0m0,500s\n104857600\n0\n")
+    read = read_container_usage(str(usage))
+    assert read == {"cpu_s": 3.0, "max_rss_bytes": 104857600, "oom_kills": 0}
     values = {"total_cpu_s": 0.25, "max_rss_bytes": 17 * 1024 * 1024}
-    add_container_usage(values, read_container_usage(str(usage)))
-    assert values == {"total_cpu_s": 3.25, "max_rss_bytes": 104857600 + 17 * 1024 * 1024}
-    usage.write_text("0m0.010s 0m0.002s\n0m2.500s 0m0.500s\n\n")  # no memory cgroup to read
-    assert read_container_usage(str(usage)) == (3.0, None)
+    add_container_usage(values, read)
+    assert values == {
+        "total_cpu_s": 3.25,
+        "max_rss_bytes": 104857600 + 17 * 1024 * 1024,
+        "container_usage": read,
+    }
+    usage.write_text("0m0.010s 0m0.002s\n0m2.500s 0m0.500s\n\n\n")  # no memory cgroup to read
+    assert read_container_usage(str(usage)) == {"cpu_s": 3.0, "max_rss_bytes": None, "oom_kills": None}
     for text in ("", "garbled\n"):  # never ran; cut short
         usage.write_text(text)
         assert read_container_usage(str(usage)) is None
@@ -114,9 +119,3 @@ def test_a_usage_file_is_read_and_added_to_the_clients(tmp_path: pathlib.Path) -
     values = {"total_cpu_s": 0.25, "max_rss_bytes": None}
     add_container_usage(values, None)
     assert values == {"total_cpu_s": 0.25, "max_rss_bytes": None}
-
-
-def test_the_manifest_names_no_container_when_none_is_asked_for(run_pilot: Runner) -> None:
-    run = run_pilot([instance("v=1:p", "echo plain")])
-    log = pathlib.Path(run.by_id["v=1:p"]["log_path"]).read_text()
-    assert run.returncode == 0 and "plain\n" in log and CONTAINER_MARKER not in log

@@ -88,7 +88,8 @@ def test_a_podman_payload_is_timed_with_its_containers_usage() -> None:
     spec = JobSpec(job_name="x", command="true", container=ContainerSpec("podman-hpc", "desc/stack:1"))
     last = render_job_script(spec).rstrip().splitlines()[-2]
     assert last.endswith(
-        'cpu $desc_c0 -> $desc_c1 container ${desc_kc:-unmeasured} maxrss ${desc_km:-unmeasured}"'
+        "cpu $desc_c0 -> $desc_c1 container ${desc_kc:-unmeasured} maxrss ${desc_km:-unmeasured} "
+        'oomkill ${desc_ko:-unmeasured}"'
     )
 
 
@@ -98,10 +99,12 @@ CONTAINER_LINE = (
 
 
 def test_a_containers_cpu_adds_to_the_clients_and_its_peak_to_sacct_s() -> None:
-    timing = parse_payload_timing(CONTAINER_LINE.format("0m0.893s 0m3,168s", "109895680"))
+    timing = parse_payload_timing(CONTAINER_LINE.format("0m0.893s 0m3,168s", "109895680 oomkill 0"))
     assert timing == PayloadTiming(
-        wall_s=2.714, cpu_s=round(0.131 + 4.061, 3), container_max_rss_bytes=109895680
+        wall_s=2.714, cpu_s=round(0.131 + 4.061, 3), container_max_rss_bytes=109895680, container_oom_kills=0
     )
+    killed = parse_payload_timing(CONTAINER_LINE.format("0m0.893s 0m3.168s", "209715200 oomkill 1"))
+    assert killed is not None and killed.container_oom_kills == 1
     acct = accounting("5000101")  # MaxRSS of the batch step: the podman client's
     assert precise_max_rss(acct, timing) == 109895680 + acct.max_rss_bytes  # type: ignore[attr-defined]
     assert precise_max_rss(acct, None) == acct.max_rss_bytes  # type: ignore[attr-defined]

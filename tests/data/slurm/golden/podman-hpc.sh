@@ -32,15 +32,23 @@ trap '"'"'kill -s HUP "$desc_p" 2>/dev/null'"'"' HUP
 trap '"'"'kill -s USR1 "$desc_p" 2>/dev/null'"'"' USR1
 trap '"'"'kill -s USR2 "$desc_p" 2>/dev/null'"'"' USR2
 while :; do wait "$desc_p"; desc_rc=$?; kill -0 "$desc_p" 2>/dev/null || break; done
-if [ -n "$DESC_USAGE_FILE" ]; then { times; cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.peak 2>/dev/null || echo; } >"$DESC_USAGE_FILE" 2>/dev/null; fi
+if [ -n "$DESC_USAGE_FILE" ]; then
+  times >"$DESC_USAGE_FILE" 2>/dev/null
+  { cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.peak 2>/dev/null || echo; } >>"$DESC_USAGE_FILE" 2>/dev/null
+  desc_k=; for f in /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events; do [ -r "$f" ] || continue
+    while read -r k v; do [ "$k" = oom_kill ] && desc_k=$v; done <"$f"; break; done
+  echo "$desc_k" >>"$DESC_USAGE_FILE" 2>/dev/null
+fi
 exit "$desc_rc"'
 rc=$?
 times 2>/dev/null >"$desc_times" && { read -r desc_x; read -r desc_c1; } <"$desc_times"
 rm -f -- "$desc_times"
 desc_t1=$(date +%s.%N)
-desc_kc=; desc_km=
-if [ -s "$desc_usage" ]; then { read -r desc_x; read -r desc_kc; read -r desc_km; } <"$desc_usage"; fi
+desc_kc=; desc_km=; desc_ko=
+if [ -s "$desc_usage" ]; then
+  { read -r desc_x; read -r desc_kc; read -r desc_km; read -r desc_ko; } <"$desc_usage"
+fi
 if [ -n "$desc_usage" ]; then rm -f -- "$desc_usage"; fi
 echo "airflow-desc: job ${SLURM_JOB_ID:-unknown} payload exit code $rc at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "airflow-desc: job ${SLURM_JOB_ID:-unknown} payload timing: wall $desc_t0 $desc_t1 cpu $desc_c0 -> $desc_c1 container ${desc_kc:-unmeasured} maxrss ${desc_km:-unmeasured}"
+echo "airflow-desc: job ${SLURM_JOB_ID:-unknown} payload timing: wall $desc_t0 $desc_t1 cpu $desc_c0 -> $desc_c1 container ${desc_kc:-unmeasured} maxrss ${desc_km:-unmeasured} oomkill ${desc_ko:-unmeasured}"
 exit "$rc"
