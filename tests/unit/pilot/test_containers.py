@@ -13,6 +13,8 @@ import os
 import pathlib
 import shlex
 
+import pytest
+
 from airflow_desc.pilot.launcher import add_container_usage, read_container_usage
 from airflow_desc.slurm.script import CONTAINER_MARKER, ContainerSpec, container_command, measured_payload
 from airflow_desc.workflow.bundle_plan import CONTAINER_ENV
@@ -83,16 +85,26 @@ BURN = (
 )
 
 
-def test_an_instances_record_has_its_containers_cpu(run_pilot: Runner, tmp_path: pathlib.Path) -> None:
+# The usage file sits in the logs directory, whose path reaches a shell and podman's --volume.
+@pytest.mark.parametrize("name", ["work", "w d;$(touch PWNED)'`touch PWNED`", "w:1,2"])
+def test_an_instances_record_has_its_containers_cpu(
+    run_pilot: Runner, tmp_path: pathlib.Path, name: str
+) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "podman").write_text(FAKE_PODMAN)
     (bin_dir / "podman").chmod(0o755)
     command = container_command(ContainerSpec("podman", "localhost/x:1"), BURN, CONTAINER_ENV)
     env = clean_env(PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_ARGV=str(tmp_path / "argv"))
-    run = run_pilot([instance("v=1:p", command, container="localhost/x:1")], env=env, name="work")
+    run = run_pilot([instance("v=1:p", command, container="localhost/x:1")], env=env, name=name)
     rec = run.by_id["v=1:p"]
     assert rec["state"] == "success", run.explain()
+    assert not list(tmp_path.rglob("PWNED"))
+    usage = (tmp_path / "argv").read_text().split("\0")[:-1]
+    usage = usage[usage.index("DESC_USAGE_FILE") + 2].split(":")[0]
+    # Beside the log, or (a ':' or ',' podman's --volume would misread) a temporary file; removed.
+    assert usage.startswith(str(run.dir) if ":" not in name else "/tmp/airflow-desc-usage."), usage
+    assert not pathlib.Path(usage).exists()
     # The client's own rusage misses the orphaned payload; the container's times have it.
     assert rec["total_cpu_s"] >= 0.6 and rec["container_usage"]["cpu_s"] >= 0.6, rec
     assert rec["total_cpu_s"] < rec["container_usage"]["cpu_s"] + 0.6, rec  # the client's is small
