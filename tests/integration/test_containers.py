@@ -22,6 +22,7 @@ from tests.integration.airflow_env import AirflowEnv, batch_records, explain
 from tests.integration.site import Site
 
 # A bundle asks for a whole perlmutter node: beside the parallel suite it would wait in SLURM's queue.
+# The runs' timeouts are hang guards only: other sessions' jobs on the site held the queue 5 min once.
 pytestmark = [pytest.mark.serial, pytest.mark.usefixtures("payload_image")]
 
 WORK_DIR = "airflow-desc"  # the site's clusters.yaml work_dir, relative to the home directory
@@ -35,7 +36,7 @@ def test_a_single_job_and_a_bundles_instances_run_in_the_image(
 ) -> None:
     history = tmp_path / "history.jsonl"
     out = f"it-container/{uuid.uuid4().hex[:10]}"
-    proc = airflow_env.dags_test("desc_it_container", history=history, conf={"out": out}, timeout=300)
+    proc = airflow_env.dags_test("desc_it_container", history=history, conf={"out": out}, timeout=900)
     recs = batch_records(history)
     assert {p: len(r) for p, r in recs.items()} == {"probe": 1, "burnJob": 1, "probeVisit": 2, "burn": 2}, (
         explain(proc)
@@ -75,7 +76,7 @@ def test_a_missing_image_fails_as_a_container_error_naming_it(
 ) -> None:
     history = tmp_path / "history.jsonl"
     out = f"it-container-missing/{uuid.uuid4().hex[:10]}"
-    proc = airflow_env.dags_test("desc_it_container_missing", history=history, conf={"out": out}, timeout=300)
+    proc = airflow_env.dags_test("desc_it_container_missing", history=history, conf={"out": out}, timeout=900)
     assert proc.returncode != 0, explain(proc)
     recs = batch_records(history)
     failed = [*recs.get("probe", []), *recs.get("burnJob", []), *recs.get("probeVisit", [])]
