@@ -438,7 +438,8 @@ def measured_payload(command: str) -> str:
     for it, and then, if ``$DESC_USAGE_FILE`` is set, writes ``times`` (its own line, then its
     children's: the payload's user and system CPU, every process it waited for), the memory
     cgroup's peak in bytes and how many processes the kernel's OOM killer killed in it (each an
-    empty line when it has none) there, and exits with the payload's status.
+    empty line when it has none, or when the container has no memory cgroup of its own) there, and
+    exits with the payload's status.
     """
     var = f'"${USAGE_FILE_VAR}"'
     peak = " || ".join(f"cat {path} 2>/dev/null" for path in _MEMORY_PEAK_FILES)
@@ -454,9 +455,21 @@ def measured_payload(command: str) -> str:
             'while :; do wait "$desc_p"; desc_rc=$?; kill -0 "$desc_p" 2>/dev/null || break; done',
             f"if [ -n {var} ]; then",
             f"  times >{var} 2>/dev/null",
-            f"  {{ {peak} || echo; }} >>{var} 2>/dev/null",
+            # The memory cgroup must be the container's own (runc names it after the container's
+            # 64-hex id; cgroup v2 only: "/" in a cgroup namespace): where runc could not make one,
+            # the files would be those of whatever holds the container (the job, the node).
+            "  desc_own=; desc_v1=; desc_u=",
+            "  while IFS=: read -r _ c p; do case ,$c, in",
+            "    *,memory,*) desc_v1=1; [[ ${p##*/} =~ [0-9a-f]{64} ]] && desc_own=1 ;;",
+            '    ,,) desc_u=$p ;;',
+            "  esac; done </proc/self/cgroup",
+            '  if [ -z "$desc_v1" ]; then case "$desc_u" in',
+            "    /) desc_own=1 ;;",
+            "    *) [[ ${desc_u##*/} =~ [0-9a-f]{64} ]] && desc_own=1 ;;",
+            "  esac; fi",
+            f'  {{ {{ [ -n "$desc_own" ] && {{ {peak}; }}; }} || echo; }} >>{var} 2>/dev/null',
             # bash's own read: the image may lack sed and awk.
-            f'  desc_k=; for f in {kill_files}; do [ -r "$f" ] || continue',
+            f'  desc_k=; [ -n "$desc_own" ] && for f in {kill_files}; do [ -r "$f" ] || continue',
             '    while read -r k v; do [ "$k" = oom_kill ] && desc_k=$v; done <"$f"; break; done',
             f'  echo "$desc_k" >>{var} 2>/dev/null',
             "fi",

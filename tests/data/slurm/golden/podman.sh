@@ -34,8 +34,17 @@ trap '"'"'kill -s USR2 "$desc_p" 2>/dev/null'"'"' USR2
 while :; do wait "$desc_p"; desc_rc=$?; kill -0 "$desc_p" 2>/dev/null || break; done
 if [ -n "$DESC_USAGE_FILE" ]; then
   times >"$DESC_USAGE_FILE" 2>/dev/null
-  { cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.peak 2>/dev/null || echo; } >>"$DESC_USAGE_FILE" 2>/dev/null
-  desc_k=; for f in /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events; do [ -r "$f" ] || continue
+  desc_own=; desc_v1=; desc_u=
+  while IFS=: read -r _ c p; do case ,$c, in
+    *,memory,*) desc_v1=1; [[ ${p##*/} =~ [0-9a-f]{64} ]] && desc_own=1 ;;
+    ,,) desc_u=$p ;;
+  esac; done </proc/self/cgroup
+  if [ -z "$desc_v1" ]; then case "$desc_u" in
+    /) desc_own=1 ;;
+    *) [[ ${desc_u##*/} =~ [0-9a-f]{64} ]] && desc_own=1 ;;
+  esac; fi
+  { { [ -n "$desc_own" ] && { cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.peak 2>/dev/null; }; } || echo; } >>"$DESC_USAGE_FILE" 2>/dev/null
+  desc_k=; [ -n "$desc_own" ] && for f in /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events; do [ -r "$f" ] || continue
     while read -r k v; do [ "$k" = oom_kill ] && desc_k=$v; done <"$f"; break; done
   echo "$desc_k" >>"$DESC_USAGE_FILE" 2>/dev/null
 fi
