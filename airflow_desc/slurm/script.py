@@ -433,8 +433,9 @@ def container_command(container: ContainerSpec, command: str, env: Iterable[str]
 def measured_payload(command: str) -> str:
     """Return the shell text a podman container runs: the payload, then what it used, into the usage file.
 
-    The payload runs in a subshell in the background (its stdin kept), so that the container's
-    shell, its PID 1, can pass the signals of :data:`_FORWARDED_SIGNALS` on to it; the shell waits
+    The payload runs in a subshell in the background (its stdin kept, in a process group of its
+    own), so that the container's shell, its PID 1, can pass the signals of
+    :data:`_FORWARDED_SIGNALS` on to all its processes; the shell waits
     for it, and then, if ``$DESC_USAGE_FILE`` is set, writes ``times`` (its own line, then its
     children's: the payload's user and system CPU, every process it waited for), the memory
     cgroup's peak in bytes and how many processes the kernel's OOM killer killed in it (each an
@@ -444,13 +445,17 @@ def measured_payload(command: str) -> str:
     var = f'"${USAGE_FILE_VAR}"'
     peak = " || ".join(f"cat {path} 2>/dev/null" for path in _MEMORY_PEAK_FILES)
     kill_files = " ".join(_OOM_KILL_FILES)
-    traps = [f"trap 'kill -s {sig} \"$desc_p\" 2>/dev/null' {sig}" for sig in _FORWARDED_SIGNALS]
+    traps = [f"trap 'kill -s {sig} -- -\"$desc_p\" 2>/dev/null' {sig}" for sig in _FORWARDED_SIGNALS]
     return "\n".join(
         [
+            # Job control only to start it: the payload gets a process group of its own (signals
+            # reach all its processes), and no "Done" notices are printed.
+            "set -m",
             "(",
             command.rstrip("\n"),
             ") 0<&0 &",
             "desc_p=$!",
+            "set +m",
             *traps,
             'while :; do wait "$desc_p"; desc_rc=$?; kill -0 "$desc_p" 2>/dev/null || break; done',
             f"if [ -n {var} ]; then",

@@ -517,3 +517,36 @@ def test_podman_gets_the_workdir_mounted_and_set(tmp_path: pathlib.Path) -> None
     workdir = str(tmp_path / "w d")
     assert argv[7:12] == ["--volume", f"{workdir}:{workdir}", "--workdir", workdir, "img"]
     assert argv[12:] == ["bash", "-c", measured_payload("true")]
+
+
+def test_the_containers_shell_passes_signals_to_all_of_the_payload(tmp_path: pathlib.Path) -> None:
+    # As the container's PID 1 it would ignore them; a multi-command payload's children get them too.
+    payload = f"sleep 60 & echo $! > {tmp_path}/child; wait; echo after > {tmp_path}/after"
+    usage = tmp_path / "usage"
+    proc = subprocess.Popen(
+        ["bash", "-c", measured_payload(payload)],
+        env={"PATH": os.environ["PATH"], "DESC_USAGE_FILE": str(usage)},
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for(
+        lambda: (tmp_path / "child").exists() and (tmp_path / "child").read_text().strip(),
+        timeout=30,
+        what="the payload's child",
+        interval=0.05,
+    )
+    child = int((tmp_path / "child").read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    wait_for(lambda: _gone(child), timeout=30, what=f"the payload's child {child} to end", interval=0.05)
+    assert not (tmp_path / "after").exists()
+    # It still wrote what the payload used (here: no memory cgroup of a container's own).
+    assert len(usage.read_text().splitlines()) == 4 and usage.read_text().startswith("0m")
+
+
+def _gone(pid: int) -> bool:
+    """Whether a process has ended (a zombie waiting for its new parent counts)."""
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True

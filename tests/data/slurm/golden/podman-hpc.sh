@@ -22,15 +22,17 @@ export DESC_USAGE_FILE="$desc_usage"
 desc_t0=$(date +%s.%N)
 desc_times="${TMPDIR:-/tmp}/airflow-desc-times.$$"
 times 2>/dev/null >"$desc_times" && { read -r desc_x; read -r desc_c0; } <"$desc_times"
-podman-hpc run --rm --gpu --volume /global/cfs/desc:/desc --env DESC_RUN --env DESC_USAGE_FILE ${DESC_USAGE_FILE:+--volume "$DESC_USAGE_FILE:$DESC_USAGE_FILE"} --volume "$PWD:$PWD" --workdir "$PWD" lsstdesc/desc-stack:w_2025_01 bash -c '(
+podman-hpc run --rm --gpu --volume /global/cfs/desc:/desc --env DESC_RUN --env DESC_USAGE_FILE ${DESC_USAGE_FILE:+--volume "$DESC_USAGE_FILE:$DESC_USAGE_FILE"} --volume "$PWD:$PWD" --workdir "$PWD" lsstdesc/desc-stack:w_2025_01 bash -c 'set -m
+(
 processEimage.py --visit 159479 --sensor '"'"'R22 S11'"'"'
 ) 0<&0 &
 desc_p=$!
-trap '"'"'kill -s TERM "$desc_p" 2>/dev/null'"'"' TERM
-trap '"'"'kill -s INT "$desc_p" 2>/dev/null'"'"' INT
-trap '"'"'kill -s HUP "$desc_p" 2>/dev/null'"'"' HUP
-trap '"'"'kill -s USR1 "$desc_p" 2>/dev/null'"'"' USR1
-trap '"'"'kill -s USR2 "$desc_p" 2>/dev/null'"'"' USR2
+set +m
+trap '"'"'kill -s TERM -- -"$desc_p" 2>/dev/null'"'"' TERM
+trap '"'"'kill -s INT -- -"$desc_p" 2>/dev/null'"'"' INT
+trap '"'"'kill -s HUP -- -"$desc_p" 2>/dev/null'"'"' HUP
+trap '"'"'kill -s USR1 -- -"$desc_p" 2>/dev/null'"'"' USR1
+trap '"'"'kill -s USR2 -- -"$desc_p" 2>/dev/null'"'"' USR2
 while :; do wait "$desc_p"; desc_rc=$?; kill -0 "$desc_p" 2>/dev/null || break; done
 if [ -n "$DESC_USAGE_FILE" ]; then
   times >"$DESC_USAGE_FILE" 2>/dev/null
