@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_desc.slurm import accounting_to_payload, precise_usage
+from airflow_desc.slurm import accounting_to_payload, precise_max_rss, precise_usage
 
 if TYPE_CHECKING:
     from airflow_desc.clusters import ClusterProfile
@@ -79,7 +79,8 @@ def job_record(
 
     Its wall-clock and CPU times are the job script's own timing of the payload when it printed
     one (:mod:`airflow_desc.slurm.timing`), sacct's otherwise; sacct's are then kept in
-    ``extra["sacct"]``.
+    ``extra["sacct"]``. A payload in a podman container adds its container's own CPU and peak
+    memory to sacct's (which sees only the podman client): :func:`~airflow_desc.slurm.precise_max_rss`.
 
     :param identity: the process instance of the try that submitted the job.
     :param accounting: the job's accounting.
@@ -98,9 +99,13 @@ def job_record(
         "adopted": adopted,
     }
     elapsed_s, total_cpu_s = precise_usage(accounting, timing)
+    max_rss_bytes = precise_max_rss(accounting, timing)
     if timing is not None:
         extra["timing"] = "job script"
         extra["sacct"] = {"elapsed_s": accounting.elapsed_s, "total_cpu_s": accounting.total_cpu_s}
+        if timing.container_max_rss_bytes is not None:
+            extra["timing"] = "job script and container"
+            extra["sacct"]["max_rss_bytes"] = accounting.max_rss_bytes
     # Jobs of this try lost to node failures before this one: each has its own attempt row (this
     # job's ``resubmit`` counts them), and this one names them.
     earlier = [
@@ -120,7 +125,13 @@ def job_record(
         job_uid=owner_uid,
         extra=extra,
     )
-    return dataclasses.replace(record, resubmit=len(earlier), elapsed_s=elapsed_s, total_cpu_s=total_cpu_s)
+    return dataclasses.replace(
+        record,
+        resubmit=len(earlier),
+        elapsed_s=elapsed_s,
+        total_cpu_s=total_cpu_s,
+        max_rss_bytes=max_rss_bytes,
+    )
 
 
 def job_summary(
@@ -144,7 +155,7 @@ def job_summary(
         "message": diagnosis.message,
         "elapsed_s": record.elapsed_s,
         "total_cpu_s": record.total_cpu_s,
-        "max_rss_bytes": accounting.max_rss_bytes,
+        "max_rss_bytes": record.max_rss_bytes,
         "node": accounting.node_list,
         "log_path": log_path,
         "adopted": adopted,
