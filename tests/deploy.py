@@ -225,6 +225,7 @@ class Deployment:
     users: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
     auth: Auth = "simple"
     _site_lock: Any = dataclasses.field(default=None, repr=False)
+    _once: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
     # --- the two variants -------------------------------------------------------------------------------
 
@@ -611,6 +612,16 @@ class Deployment:
             args += ["--conf", json.dumps(conf)]
         self.run(*args)
         return run_id
+
+    def trigger_once(self, dag_id: str, conf: Mapping[str, object] | None = None) -> str:
+        """Trigger ``dag_id`` the first time a test asks, on this deployment; return that run's id.
+
+        For a long run that goes on in the background while other tests run, and that the test
+        checking it finds started (or done) when its turn comes.
+        """
+        if dag_id not in self._once:
+            self._once[dag_id] = self.trigger(dag_id, conf)
+        return self._once[dag_id]
 
     def run_state(self, dag_id: str, run_id: str) -> str | None:
         rows = self.sql("SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s", dag_id, run_id)
