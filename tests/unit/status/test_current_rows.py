@@ -54,7 +54,8 @@ def assert_same_table(store: HistoryStore, conn: Any, placeholder: str, live: pd
     assert status_rows([*merged, *live_counts]) == status_table(old_counts, old_live).to_numpy().tolist()
 
 
-def write(store: HistoryStore, seed: int) -> pd.DataFrame:
+def write_random_history(store: HistoryStore, seed: int) -> pd.DataFrame:
+    """Write a random history into ``store``; return random live rows over it."""
     rng = random.Random(seed)
     history_rows = random_history(rng)
     for start in range(0, len(history_rows), 50):
@@ -65,7 +66,7 @@ def write(store: HistoryStore, seed: int) -> pd.DataFrame:
 @pytest.mark.parametrize("seed", range(6))
 def test_the_plain_merge_gives_the_pandas_table(tmp_path: Path, seed: int) -> None:
     store = HistoryStore(f"sqlite:///{tmp_path / 'h.db'}")
-    live = write(store, seed)
+    live = write_random_history(store, seed)
     conn = sqlite3.connect(tmp_path / "h.db")
     try:
         assert_same_table(store, conn, "?", live)
