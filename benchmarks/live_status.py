@@ -163,6 +163,20 @@ def wrong_table(tables: dict[str, Any]) -> str | None:
     return None
 
 
+def open_store(args: argparse.Namespace) -> tuple[HistoryStore, Any]:
+    """Return the history (``--db``, or generated into a temporary directory, also returned)."""
+    if args.db:
+        return HistoryStore(args.db), None
+    tmp = tempfile.TemporaryDirectory(prefix="live-status-")
+    store = HistoryStore(f"sqlite:///{tmp.name}/history.db")
+    rows = history_scale.read_tsv(history_scale.DEFAULT_TSV)
+    if args.rows:
+        rows = history_scale.scaled(rows, args.rows / history_scale.expected(rows)[1])
+    n, load_s = history_scale.load(store, rows, args.seed, 20_000, "sqlite")
+    print(f"generated {n:,} attempts in {load_s:.0f} s")
+    return store, tmp
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", help="an existing DC1-shaped history (default: generate one)")
@@ -171,17 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2017)
     args = parser.parse_args(argv)
 
-    tmp = None
-    if args.db:
-        store = HistoryStore(args.db)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="live-status-")
-        store = HistoryStore(f"sqlite:///{tmp.name}/history.db")
-        rows = history_scale.read_tsv(history_scale.DEFAULT_TSV)
-        if args.rows:
-            rows = history_scale.scaled(rows, args.rows / history_scale.expected(rows)[1])
-        n, load_s = history_scale.load(store, rows, args.seed, 20_000, "sqlite")
-        print(f"generated {n:,} attempts in {load_s:.0f} s")
+    store, tmp = open_store(args)
     processes = live_processes()
     live, cleared, new = make_live(store, processes, args.seed)
     print(f"live process instances: {len(live):,} ({cleared:,} cleared and queued, {new:,} not recorded yet)")
