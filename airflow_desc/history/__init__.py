@@ -29,7 +29,8 @@ migrations), :mod:`~airflow_desc.history.writer` (:class:`HistoryStore`, with th
 its big batches on PostgreSQL go through :mod:`~airflow_desc.history.copy_rows`),
 :mod:`~airflow_desc.history.spool` (:class:`SpoolingRecorder`), :mod:`~airflow_desc.history.queries`
 and what they select (and through the DBAPI alone: :mod:`~airflow_desc.history.status_read`, the
-counts; :mod:`~airflow_desc.history.live_records`, what the live merge reads), :mod:`~airflow_desc.history.filters` (:class:`HistoryFilter`).
+counts; :mod:`~airflow_desc.history.live_records`, what the live merge reads),
+:mod:`~airflow_desc.history.filters` (:class:`HistoryFilter`).
 A database that cannot be reached or named raises :class:`airflow_desc.exceptions.HistoryUnavailable`.
 """
 

@@ -358,8 +358,9 @@ class HistoryStore:
     ) -> list[int]:
         """Write the batch's attempts; return their ids, in the order of ``rows``.
 
-        ``held``: the keys of the attempts already recorded (:func:`~airflow_desc.history.writer_reads.held_attempts`). Through COPY,
-        the attempts of other keys are inserted as they are and only those are upserted.
+        ``held``: the keys of the attempts already recorded
+        (:func:`~airflow_desc.history.writer_reads.held_attempts`). Through COPY, the attempts of
+        other keys are inserted as they are and only those are upserted.
         """
         if self._copies(rows):
             fresh = [row for row in rows if _attempt_key(row) not in held] if held else rows
@@ -521,7 +522,8 @@ class HistoryStore:
     ) -> tuple[dict[tuple[int, str], int], set[int]]:
         """Return the id of each stream of the batch (and its parents), and the ids of those made now.
 
-        A stream made now holds no attempt yet: :func:`~airflow_desc.history.writer_reads.held_attempts` need not look there.
+        A stream made now holds no attempt yet: :func:`~airflow_desc.history.writer_reads.held_attempts`
+        need not look there.
         """
         chains = {path: ancestors(path) for path in {r.stream for r in batch}}  # once per stream
         wanted: set[tuple[int, str]] = set()
