@@ -79,7 +79,7 @@ class LiveRecords:
         cursor = self.conn.cursor()
         try:
             cursor.execute(sql.replace("?", self.placeholder), tuple(args))
-            return [tuple(row) for row in cursor.fetchall()]
+            return cursor.fetchall()  # type: ignore[no-any-return]  # tuples, from sqlite3 and psycopg2
         finally:
             cursor.close()
 

@@ -52,6 +52,7 @@ def current_rows(url_or_conn_id: str | None, selection: HistoryFilter | None = N
     :param selection: which instances, by :data:`~airflow_desc.history.filters.INSTANCE_FIELDS`.
     """
     from airflow_desc.history.status_read import open_dbapi
+    from airflow_desc.status.merge_rows import collector_paused
     from airflow_desc.status.metadata_db import open_metadata_tables
 
     selection = selection or HistoryFilter()
@@ -68,7 +69,8 @@ def current_rows(url_or_conn_id: str | None, selection: HistoryFilter | None = N
                 return None
             conn, placeholder, _errors = opened
             try:
-                return _read(conn, placeholder, tables, selection)
+                with collector_paused():  # the live rows are many dicts, kept
+                    return _read(conn, placeholder, tables, selection)
             finally:
                 conn.close()
     except Exception:  # noqa: BLE001 - current_counts' path reads again and says what is wrong

@@ -12,13 +12,15 @@ pandas path: ``tests/unit/status/test_current_rows.py`` holds the two equal on r
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+import gc
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from airflow_desc.history.live_records import LatestRow, LiveRecords
 from airflow_desc.reports.state_columns import airflow_state_column, slurm_state_column
 
-__all__ = ["RUNS_AGAIN", "UNDER_WAY", "CountRow", "merge_rows"]
+__all__ = ["RUNS_AGAIN", "UNDER_WAY", "CountRow", "collector_paused", "merge_rows"]
 
 #: ``(task, version, process, process_type, state, count)``: a row of the status table's counts.
 CountRow = tuple[str, str, str, str, str, int]
@@ -47,12 +49,6 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _counted(live: dict[Key, int], row: Mapping[str, Any], column: str) -> None:
-    kind = _text(row["process_type"]).lower()
-    key = (_text(row["task"]), _text(row["version"]), _text(row["process"]), kind, column.lower())
-    live[key] = live.get(key, 0) + 1
-
-
 def merge_rows(
     counts: Iterable[Sequence[Any]], live: Sequence[Mapping[str, Any]], records: LiveRecords
 ) -> tuple[list[CountRow], list[CountRow]]:
@@ -66,40 +62,84 @@ def merge_rows(
         count)``: every row of ``counts`` (a superseded count falls to 0 at the least), and the live
         counts in the order the pandas path groups them.
     """
-    columns = [(row, _column(row)) for row in live]
-    rows = [(row, column) for row, column in columns if column is not None]
-    finished = [
-        (r, c) for r, c in rows if r["ti_state"] is not None and r["ti_state"] not in _AGAIN_OR_UNDER_WAY
-    ]
-    rest = [(r, c) for r, c in rows if r["ti_state"] is None or r["ti_state"] in _AGAIN_OR_UNDER_WAY]
-    live_counts: dict[Key, int] = {}
-    taken = _merge_unfinished(rest, records, live_counts)
-    _merge_finished(finished, records, live_counts)
+    with collector_paused():
+        return _merged(counts, live, records)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector meanwhile (as it was before, after).
+
+    A quarter of a million live rows are dicts and tuples that are kept: the collector scanned them
+    again and again, as much CPU as the merge itself. No cycle is made here; reference counting frees
+    what is dropped.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+_AGAIN_OR_UNDER_WAY = (RUNS_AGAIN - {None}) | UNDER_WAY
+_UNKNOWN = object()
+# (task, version, process, process_type, column) as live rows give them.
+_RawKey = tuple[Any, Any, Any, Any, str]
+_Live = list[tuple[Mapping[str, Any], str]]
+
+
+def _merged(
+    counts: Iterable[Sequence[Any]], live: Sequence[Mapping[str, Any]], records: LiveRecords
+) -> tuple[list[CountRow], list[CountRow]]:
+    columns: dict[tuple[Any, Any, Any], Any] = {}  # by (state, job state, hold): a few distinct ones
+    finished: tuple[_Live, _Live] = ([], [])  # of their own, bundled
+    rest: tuple[_Live, _Live] = ([], [])
+    for row in live:
+        state = row["ti_state"]
+        how = (state, row.get("slurm_state"), row.get("hold"))
+        column = columns.get(how, _UNKNOWN)
+        if column is _UNKNOWN:
+            column = columns[how] = _column(row)
+        if column is None:
+            continue  # a removed task instance counts nowhere
+        part = finished if state is not None and state not in _AGAIN_OR_UNDER_WAY else rest
+        part[1 if row["bundled"] else 0].append((row, column))
+    counted: dict[_RawKey, int] = {}
+    taken = _merge_unfinished(rest, records, counted)
+    _merge_finished(finished, records, counted)
     merged: list[CountRow] = []
     for task, version, process, process_type, state, count, *_ in counts:
         key = (_text(task), _text(version), _text(process), _text(process_type), _text(state))
         merged.append((task, version, process, process_type, state, max(int(count) - taken.get(key, 0), 0)))
+    live_counts: dict[Key, int] = {}
+    for (task, version, process, process_type, column), n in counted.items():  # first seen first
+        key = (_text(task), _text(version), _text(process), _text(process_type).lower(), column.lower())
+        live_counts[key] = live_counts.get(key, 0) + n
     return merged, [(*key, n) for key, n in live_counts.items()]
 
 
-_AGAIN_OR_UNDER_WAY = (RUNS_AGAIN - {None}) | UNDER_WAY
-
-
-def _ti(row: Mapping[str, Any]) -> tuple[str, str, str, int]:
-    return (row["dag_id"], row["run_id"], row["task_id"], int(row["map_index"]))
+def _count(counted: dict[_RawKey, int], row: Mapping[str, Any], column: str) -> None:
+    key = (row["task"], row["version"], row["process"], row["process_type"], column)
+    counted[key] = counted.get(key, 0) + 1
 
 
 def _merge_unfinished(
-    rest: list[tuple[Mapping[str, Any], str]], records: LiveRecords, live_counts: dict[Key, int]
+    rest: tuple[_Live, _Live], records: LiveRecords, counted: dict[_RawKey, int]
 ) -> dict[Key, int]:
     """Count the instances of task instances that will run (again) or run now; return what they supersede.
 
     Their task instances' latest attempts are read whole: an instance of its own is matched by its
     task instance and process (its latest attempt, whatever the stream), a bundled one by its stream too.
     """
-    if not rest:
+    rows = [*rest[0], *rest[1]]
+    if not rows:
         return {}
-    latest = records.latest_attempts({_ti(r) for r, _ in rest}, {r["process"] for r, _ in rest})
+    latest = records.latest_attempts(
+        {(r["dag_id"], r["run_id"], r["task_id"], int(r["map_index"])) for r, _ in rows},
+        {r["process"] for r, _ in rows},
+    )
     alone: dict[tuple[Any, ...], LatestRow] = {}
     by_stream: dict[tuple[Any, ...], list[LatestRow]] = {}
     for rec in latest:  # (dag_id, run_id, task_id, map_index, stream, process, try_number, state ...)
@@ -110,27 +150,21 @@ def _merge_unfinished(
         by_stream.setdefault((*key, rec[4] or ""), []).append(rec)
     taken: dict[Key, int] = {}
     # The pandas path lays the instances of their own first, then the bundled ones.
-    for bundled in (False, True):
-        for row, column in rest:
-            if bool(row["bundled"]) is not bundled:
-                continue
-            key = (*_ti(row), row["process"])
-            found = (
-                by_stream.get((*key, row["stream"] or ""), [])
-                if bundled
-                else [alone[key]]
-                if key in alone
-                else []
-            )
+    for bundled, part in enumerate(rest):
+        for row, column in part:
+            key = (row["dag_id"], row["run_id"], row["task_id"], int(row["map_index"]), row["process"])
+            if bundled:
+                found = by_stream.get((*key, row["stream"] or ""), [])
+            else:
+                found = [alone[key]] if key in alone else []
             if not found:
-                _counted(live_counts, row, column)
+                _count(counted, row, column)
                 continue
             state = row["ti_state"]
             for rec in found:
                 newer = state in UNDER_WAY and int(row["try_number"]) > int(rec[6])
-                superseding = (state in RUNS_AGAIN or newer) and not (bundled and rec[7] == "success")
-                if superseding:
-                    _counted(live_counts, row, column)
+                if (state in RUNS_AGAIN or newer) and not (bundled and rec[7] == "success"):
+                    _count(counted, row, column)
                     gone = (
                         _text(rec[8]),
                         _text(rec[9]),
@@ -142,26 +176,23 @@ def _merge_unfinished(
     return taken
 
 
-def _merge_finished(
-    finished: list[tuple[Mapping[str, Any], str]], records: LiveRecords, live_counts: dict[Key, int]
-) -> None:
+def _merge_finished(finished: tuple[_Live, _Live], records: LiveRecords, counted: dict[_RawKey, int]) -> None:
     """Count the instances of finished task instances that nothing is recorded of (else their record wins)."""
-    unrecorded: list[tuple[Mapping[str, Any], str]] = []
-    for bundled in (False, True):
-        part = [(r, c) for r, c in finished if bool(r["bundled"]) is bundled]
+    unrecorded: tuple[_Live, _Live] = ([], [])
+    for bundled, part in enumerate(finished):
         if not part:
             continue
         found = records.recorded(
             {(r["dag_id"], r["run_id"]) for r, _ in part}, task_ids={r["task_id"] for r, _ in part},
-            processes={r["process"] for r, _ in part}, by_stream=bundled,
+            processes={r["process"] for r, _ in part}, by_stream=bool(bundled),
         )  # fmt: skip
         for row, column in part:
-            key: tuple[Any, ...] = (*_ti(row), row["process"])
+            key: tuple[Any, ...] = (row["dag_id"], row["run_id"], row["task_id"], int(row["map_index"]),
+                                    row["process"])  # fmt: skip
             if bundled:
                 key = (*key, row["stream"] if isinstance(row["stream"], str) else "")
             if key not in found:
-                unrecorded.append((row, column))
-    for bundled in (False, True):  # as merge_live lays them: of their own first
-        for row, column in unrecorded:
-            if bool(row["bundled"]) is bundled:
-                _counted(live_counts, row, column)
+                unrecorded[bundled].append((row, column))
+    for part in unrecorded:  # as merge_live lays them: of their own first
+        for row, column in part:
+            _count(counted, row, column)
