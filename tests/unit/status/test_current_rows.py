@@ -15,6 +15,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pandas as pd
 import pytest
 
 from airflow_desc.history import HistoryFilter, HistoryStore
+from airflow_desc.history.live import write_job_states
 from airflow_desc.history.live_records import LiveRecords
 from airflow_desc.history.queries import status_counts
 from airflow_desc.history.status_read import counts_of
@@ -123,6 +125,11 @@ def test_status_prints_what_the_general_path_prints(
         for v, state in (("1", "success"), ("2", "failed"))
     ]  # fmt: skip
     store.record(records)
+    # Polled now: the fixture's time is the module's import, minutes ago in a whole suite, when the
+    # states are stale and their note says how old they are, which differs from one run to the next.
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    write_job_states(store, "pm_ssh", None, {"101": "RUNNING"}, poll_interval_s=30, polled_at=now)
+    write_job_states(store, "s3_ssh", "bastion", {"102": "PENDING"}, poll_interval_s=30, polled_at=now)
     root = Path(__file__).resolve().parents[3]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
     env.update(PYTHONPATH=str(root), AIRFLOW_HOME=str(tmp_path), AIRFLOW__CORE__FERNET_KEY=FERNET_KEY,
