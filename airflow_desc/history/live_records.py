@@ -181,15 +181,20 @@ class LiveRecords:
         task_ids: Collection[str],
         processes: Collection[str],
         by_stream: bool,
-    ) -> set[tuple[Any, ...]]:
+    ) -> tuple[dict[tuple[str, str], int], set[tuple[Any, ...]]]:
         """Return which process instances of these runs have a recorded attempt.
 
-        As ``queries.recorded_instances``: ``(dag_id, run_id, task_id, map_index, process)``, plus the
-        stream's path with ``by_stream``; ``ix_process_instances_live`` answers without the attempts.
+        As ``queries.recorded_instances``, each run named by the history's id (not a new tuple per
+        record: a quarter of a million of them at the worst case): ``(run id, task_id, map_index,
+        process)``, plus the stream's path with ``by_stream``; ``ix_process_instances_live`` answers
+        without the attempts.
+
+        :return: the history's id of each of these runs it holds, and the instances recorded.
         """
         names = self._refs(dag_runs)
+        ids = {run: ref for ref, run in names.items()}
         if not names or not task_ids or not processes:
-            return set()
+            return ids, set()
         refs, tasks, procs = sorted(names), sorted(set(task_ids)), sorted(set(processes))
         where = (
             f"WHERE {self._latest} AND pi.run_ref IN ({_marks(refs)}) AND pi.task_id IN ({_marks(tasks)}) "
@@ -204,4 +209,4 @@ class LiveRecords:
             sql = (
                 "SELECT DISTINCT pi.run_ref, pi.task_id, pi.map_index, pi.process FROM process_instances pi "
             )
-        return {(*names[row[0]], *row[1:]) for row in self._rows(sql + where, [*refs, *tasks, *procs])}
+        return ids, set(self._rows(sql + where, [*refs, *tasks, *procs]))

@@ -182,16 +182,17 @@ def _merge_finished(finished: tuple[_Live, _Live], records: LiveRecords, counted
     for bundled, part in enumerate(finished):
         if not part:
             continue
-        found = records.recorded(
+        refs, found = records.recorded(
             {(r["dag_id"], r["run_id"]) for r, _ in part}, task_ids={r["task_id"] for r, _ in part},
             processes={r["process"] for r, _ in part}, by_stream=bool(bundled),
         )  # fmt: skip
         for row, column in part:
-            key: tuple[Any, ...] = (row["dag_id"], row["run_id"], row["task_id"], int(row["map_index"]),
-                                    row["process"])  # fmt: skip
+            ref = refs.get((row["dag_id"], row["run_id"]))
+            key: tuple[Any, ...] = (ref, row["task_id"], int(row["map_index"]), row["process"])
             if bundled:
-                key = (*key, row["stream"] if isinstance(row["stream"], str) else "")
-            if key not in found:
+                stream = row["stream"]
+                key = (*key, stream if isinstance(stream, str) else "")
+            if ref is None or key not in found:
                 unrecorded[bundled].append((row, column))
     for part in unrecorded:  # as merge_live lays them: of their own first
         for row, column in part:
