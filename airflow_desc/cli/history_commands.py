@@ -13,8 +13,8 @@ _NOTHING = "no process instance recorded or in progress for this selection"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Print the status table (history only with ``--no-live``: without pandas or SQLAlchemy when it can)."""
-    if args.no_live and not args.attempts and _status_without_pandas(args):
+    """Print the status table (without pandas or SQLAlchemy when it can, live merge or not)."""
+    if not args.attempts and _status_without_pandas(args):
         return 0
     from airflow_desc.reports.status import attempts_table, status_table
 
@@ -42,19 +42,32 @@ def _status_without_pandas(args: argparse.Namespace) -> bool:
     """Print the history's status table read through the DBAPI, as :func:`cmd_status` would; False: it must.
 
     A tenth of a second of CPU instead of three quarters: neither SQLAlchemy nor pandas is imported
-    (:mod:`~airflow_desc.history.status_read`, :mod:`~airflow_desc.reports.status_rows`).
+    (:mod:`~airflow_desc.history.status_read`, :mod:`~airflow_desc.reports.status_rows`; with the
+    live merge :mod:`~airflow_desc.status.current_rows`).
     """
-    from airflow_desc.history.status_read import summed_counts
     from airflow_desc.reports.status_rows import TABLE_COLUMNS, csv_text, json_text, status_rows, status_text
 
-    counts = summed_counts(args.db, selection_of(args))
-    if counts is None:
-        return False
-    if not counts:
+    if args.no_live:
+        from airflow_desc.history.status_read import summed_counts
+
+        counts = summed_counts(args.db, selection_of(args))
+        if counts is None:
+            return False
+        counted, order = [row[:6] for row in counts], None
+    else:
+        from airflow_desc.status.current_rows import current_rows
+
+        current = current_rows(args.db, selection_of(args))
+        if current is None:
+            return False
+        for note in current.notes:
+            print(f"airflow-desc: note: {note}", file=sys.stderr)
+        counted, order = [*current.counts, *current.live], current.order
+    if not counted:
         print(_NOTHING, file=sys.stderr)
         if args.format == "table":
             return True
-    rows = status_rows(row[:6] for row in counts)
+    rows = status_rows(counted, order)
     if args.format == "table":
         print(status_text(rows))
     else:

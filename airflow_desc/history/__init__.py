@@ -24,10 +24,13 @@ What the status page reads of runs in progress (process plans, polled SLURM job 
 
 Modules: :mod:`~airflow_desc.history.records` (records and the simple recorders),
 :mod:`~airflow_desc.history.schema` (tables), :mod:`~airflow_desc.history.engine` (URL, engine,
-migrations), :mod:`~airflow_desc.history.writer` (:class:`HistoryStore`; its big batches on PostgreSQL
-go through :mod:`~airflow_desc.history.copy_rows`),
+migrations), :mod:`~airflow_desc.history.writer` (:class:`HistoryStore`, with the rows it builds in
+:mod:`~airflow_desc.history.record_rows` and what it reads in :mod:`~airflow_desc.history.writer_reads`;
+its big batches on PostgreSQL go through :mod:`~airflow_desc.history.copy_rows`),
 :mod:`~airflow_desc.history.spool` (:class:`SpoolingRecorder`), :mod:`~airflow_desc.history.queries`
-and what they select, :mod:`~airflow_desc.history.filters` (:class:`HistoryFilter`).
+and what they select (and through the DBAPI alone: :mod:`~airflow_desc.history.status_read`, the
+counts; :mod:`~airflow_desc.history.live_records`, what the live merge reads),
+:mod:`~airflow_desc.history.filters` (:class:`HistoryFilter`).
 A database that cannot be reached or named raises :class:`airflow_desc.exceptions.HistoryUnavailable`.
 """
 

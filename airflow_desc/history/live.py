@@ -24,7 +24,6 @@ import hashlib
 import json
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -32,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from airflow_desc.history.live_records import JobKey, JobState
 from airflow_desc.history.schema import process_plans, slurm_job_states
 from airflow_desc.history.writer import HistoryStore
 
@@ -51,27 +51,6 @@ __all__ = [
 KEEP_JOB_STATES_S = 86_400.0
 # Rows per IN (...) list: below SQLite's variable limit.
 _IN_CHUNK = 300
-
-#: (SSH connection id, bastion connection id or "", job id): a job as a trigger names it.
-JobKey = tuple[str, str, str]
-
-
-@dataclass(frozen=True)
-class JobState:
-    """A job's state as the last poll saw it.
-
-    :param state: as sacct prints it (``RUNNING``, ``PENDING``, ``CANCELLED by 0`` ...).
-    :param polled_at: when (naive UTC).
-    :param poll_interval_s: the poller's interval then, in seconds.
-    """
-
-    state: str
-    polled_at: datetime
-    poll_interval_s: float
-
-    def age_s(self, now: datetime | None = None) -> float:
-        """Seconds since the poll (``now``: naive UTC, default now)."""
-        return ((now or _utcnow()) - self.polled_at).total_seconds()
 
 
 def _utcnow() -> datetime:

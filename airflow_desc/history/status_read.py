@@ -25,7 +25,7 @@ from airflow_desc.history.desc_config import connection_uri_from_environment
 from airflow_desc.history.filters import INSTANCE_FIELDS, HistoryFilter
 from airflow_desc.history.timeouts import connect_keywords
 
-__all__ = ["COUNT_KEYS", "dbapi_connection", "summed_counts"]
+__all__ = ["COUNT_KEYS", "counts_of", "dbapi_connection", "open_dbapi", "summed_counts"]
 
 #: The grouping columns of the counts, in the order of ``status_counts``' columns.
 COUNT_KEYS = ("task", "version", "process", "process_type", "state")
@@ -50,19 +50,24 @@ def summed_counts(
     selection.require_only(INSTANCE_FIELDS, "summed_counts")
     if selection.since is not None or selection.until is not None:
         return None
-    opened = _connect(url_or_conn_id)
+    opened = open_dbapi(url_or_conn_id)
     if opened is None:
         return None
     conn, placeholder, errors = opened
     try:
-        return _read(conn.cursor(), placeholder, selection)
+        return counts_of(conn.cursor(), placeholder, selection)
     except errors:  # no version table, a table missing ...: SQLAlchemy's path says what
         return None
     finally:
         conn.close()
 
 
-def _read(cursor: Any, p: str, selection: HistoryFilter) -> list[CountRow] | None:
+def counts_of(cursor: Any, p: str, selection: HistoryFilter) -> list[CountRow] | None:
+    """Return :func:`summed_counts`' rows through an open DBAPI cursor (placeholder ``p``); None: ask it.
+
+    The DBAPI's errors (no version table ...) are the caller's to catch.
+    """
+
     def column(sql: str, *args: Any) -> list[Any]:
         cursor.execute(sql.replace("?", p), args)
         return [row[0] for row in cursor.fetchall()]
@@ -116,10 +121,14 @@ def _in(column: str, values: Sequence[Any]) -> str:
     return f"{column} IN ({', '.join('?' for _ in values)})"
 
 
-def _connect(
+def open_dbapi(
     url_or_conn_id: str | None,
 ) -> tuple[Any, str, type[Exception] | tuple[type[Exception], ...]] | None:
-    """Return a DBAPI connection, its placeholder and its error class; None: SQLAlchemy's path decides."""
+    """Return a DBAPI connection to the history, its placeholder and its error class; None: SQLAlchemy's path.
+
+    :param url_or_conn_id: as for :func:`~airflow_desc.history.open_history`.
+    :raises HistoryUnavailable: when a PostgreSQL history cannot be reached.
+    """
     target = url_or_conn_id or history_conn_id()
     if target is None:
         target = default_sqlite_url()

@@ -13,14 +13,16 @@ through a temporary table and an upsert; else through a multi-row upsert (SQLite
 The database is the store's own, independent of Airflow's metadata DB: ``airflow db clean``,
 deleting a DAG or upgrading Airflow leave it alone. How it is reached and migrated is
 :mod:`airflow_desc.history.engine`; the recorder that spools when it is away is
-:mod:`airflow_desc.history.spool`.
+:mod:`airflow_desc.history.spool`. The rows it builds from records are
+:mod:`airflow_desc.history.record_rows`' (pure), what it reads in a batch's transaction
+:mod:`airflow_desc.history.writer_reads`'.
 """
 
 from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Mapping, Sequence, Sized
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,8 +38,18 @@ from airflow_desc.history.engine import (
     schema_revision,
     upgrade_schema,
 )
-from airflow_desc.history.latest import COUNT_GROUP, INSTANCE_COLUMNS, HeldAttempt, plan_batch
-from airflow_desc.history.records import AttemptKey, ProcessRecord, RerunRequest, RerunSelection
+from airflow_desc.history.latest import COUNT_GROUP, plan_batch
+from airflow_desc.history.record_rows import (
+    ancestors,
+    chunks,
+    clean,
+    dedupe,
+    record_row,
+    request_for,
+    stream_rows,
+    workflow_identity,
+)
+from airflow_desc.history.records import ProcessRecord, RerunRequest, RerunSelection
 from airflow_desc.history.schema import (
     instance_counts,
     log_tails,
@@ -48,19 +60,25 @@ from airflow_desc.history.schema import (
     streams,
     workflows,
 )
+from airflow_desc.history.writer_reads import (
+    IN_CHUNK,
+    KEY_COLUMNS,
+    held_attempts,
+    rerun_requests_of,
+    select_streams,
+)
 
 __all__ = ["HistoryStore", "dedupe"]
 
 log = logging.getLogger(__name__)
 
-# Parameters per IN (...) list and rows per INSERT batch: below SQLite's variable limit.
-_IN_CHUNK = 500
+# Rows per INSERT batch: below SQLite's variable limit.
 _INSERT_CHUNK = 1000
 
 #: Batches of at least this many attempts go through COPY on PostgreSQL (benchmarks/README.md).
 COPY_THRESHOLD = 100
 
-_KEY_COLUMNS = (*INSTANCE_COLUMNS, "try_number", "resubmit")
+_KEY_COLUMNS = KEY_COLUMNS
 # Big batches of attempts and streams on PostgreSQL (copy_rows.py).
 _COPY_ATTEMPTS = CopyUpsert("process_instances", ATTEMPT_COLUMNS, _KEY_COLUMNS, True, ("id", *_KEY_COLUMNS))
 _COPY_STREAMS = CopyUpsert(
@@ -69,94 +87,10 @@ _COPY_STREAMS = CopyUpsert(
 _NEW_ATTEMPTS = CopyInsert("process_instances", ATTEMPT_COLUMNS)
 _NEW_STREAMS = CopyInsert("streams", ("run_ref", "path", "parent_ref"))
 _attempt_key = operator.itemgetter(*_KEY_COLUMNS)
-# What the writer reads of the attempts already recorded of the instances it writes.
-_HELD_COLUMNS = tuple(dict.fromkeys((*_KEY_COLUMNS, *COUNT_GROUP)))
-# ProcessRecord fields stored as process_instances columns of the same name.
-_RECORD_COLUMNS = (
-    "task_id",
-    "map_index",
-    "process",
-    "try_number",
-    "resubmit",
-    "task",
-    "version",
-    "process_type",
-    "state",
-    "cluster",
-    "job_id",
-    "step",
-    "slurm_state",
-    "exit_code",
-    "signal",
-    "reason",
-    "message",
-    "submit_time",
-    "start_time",
-    "end_time",
-    "elapsed_s",
-    "total_cpu_s",
-    "max_rss_bytes",
-    "req_cpus",
-    "req_mem_bytes",
-    "req_walltime_s",
-    "node",
-    "log_path",
-    "triggered_by",
-    "rerun_reason",
-    "extra",
-)
 
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _ancestors(path: str) -> list[str]:
-    """``a/b/c`` -> ``["", "a", "a/b", "a/b/c"]``: every stream enclosing ``path``, and itself."""
-    out = [""]
-    parts = [p for p in path.split("/") if p] if path else []
-    for i in range(1, len(parts) + 1):
-        out.append("/".join(parts[:i]))
-    if path and out[-1] != path:
-        out.append(path)  # an odd path ("a//b", "/a"): keep it as given, under its cleaned parents
-    return out
-
-
-def _stream_rows(
-    streams: Sequence[tuple[int, str]], ids: Mapping[tuple[int, str], int]
-) -> list[dict[str, Any]]:
-    """Return the ``streams`` rows of (run, path) pairs, each naming its parent's id in ``ids``."""
-    rows = []
-    for run_ref, path in streams:
-        parent = _parent(path)
-        rows.append(
-            {
-                "run_ref": run_ref,
-                "path": path,
-                "parent_ref": None if parent is None else ids[(run_ref, parent)],
-            }
-        )
-    return rows
-
-
-def _parent(path: str) -> str | None:
-    if path == "":
-        return None
-    chain = _ancestors(path)
-    return chain[-2]
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def dedupe(records: Iterable[ProcessRecord]) -> list[ProcessRecord]:
-    """Keep the last record of each key, in first-seen order (one statement may not hit a row twice)."""
-    latest: dict[AttemptKey, ProcessRecord] = {}
-    for record in records:
-        latest[record.key()] = record
-    return list(latest.values())
 
 
 class HistoryStore:
@@ -288,29 +222,29 @@ class HistoryStore:
             workflow_refs = self._workflow_refs(conn, batch)
             run_refs = self._run_refs(conn, batch, workflow_refs, now)
             stream_refs, created = self._stream_refs(conn, batch, run_refs)
-            requests = _rerun_requests(conn, batch)
+            requests = rerun_requests_of(conn, batch)
             rows = []
             for r in batch:
                 run_ref = run_refs[(r.dag_id, r.run_id)]
-                row = _record_row(r)
+                row = record_row(r)
                 if r.triggered_by is None and r.rerun_reason is None:
-                    asked = _request_for(requests, r)
+                    asked = request_for(requests, r)
                     if asked is not None:
                         # A clear without a note says who, not why.
                         row.update(triggered_by=asked[0], rerun_reason=asked[1] or None)
                 row.update(
-                    workflow_ref=workflow_refs[_workflow_identity(r)],
+                    workflow_ref=workflow_refs[workflow_identity(r)],
                     run_ref=run_ref,
                     stream_ref=stream_refs[(run_ref, r.stream)],
-                    extra=_clean(r.extra) or None,
+                    extra=clean(r.extra) or None,
                     recorded_at=now,
                 )
                 rows.append(row)
-            held = _held_attempts(conn, rows, created)
+            held = held_attempts(conn, rows, created)
             plan = plan_batch(held, rows)
             attempt_ids = self._write_attempts(conn, rows, {_attempt_key(h.columns) for h in held})
             for latest, flipped in plan.flips.items():
-                for ids in _chunks(sorted(flipped), _IN_CHUNK):
+                for ids in chunks(sorted(flipped), IN_CHUNK):
                     conn.execute(
                         sa.update(process_instances)
                         .where(process_instances.c.id.in_(ids))
@@ -424,8 +358,9 @@ class HistoryStore:
     ) -> list[int]:
         """Write the batch's attempts; return their ids, in the order of ``rows``.
 
-        ``held``: the keys of the attempts already recorded (:func:`_held_attempts`). Through COPY,
-        the attempts of other keys are inserted as they are and only those are upserted.
+        ``held``: the keys of the attempts already recorded
+        (:func:`~airflow_desc.history.writer_reads.held_attempts`). Through COPY, the attempts of
+        other keys are inserted as they are and only those are upserted.
         """
         if self._copies(rows):
             fresh = [row for row in rows if _attempt_key(row) not in held] if held else rows
@@ -458,14 +393,14 @@ class HistoryStore:
         if self._copies(rows):
             return copy(conn.connection.dbapi_connection, rows)
         stmt = self._built(key, build)
-        return [tuple(r) for part in _chunks(rows, _INSERT_CHUNK) for r in conn.execute(stmt, list(part))]
+        return [tuple(r) for part in chunks(rows, _INSERT_CHUNK) for r in conn.execute(stmt, list(part))]
 
     def _write_log_tails(
         self, conn: Connection, batch: Sequence[ProcessRecord], ids: Sequence[int], now: datetime
     ) -> None:
         """Keep the log tail of each attempt that has one (a later tail of the same attempt replaces it)."""
         tails = [
-            {"attempt_ref": id_, "tail": _clean(r.log_tail), "recorded_at": now}
+            {"attempt_ref": id_, "tail": clean(r.log_tail), "recorded_at": now}
             for r, id_ in zip(batch, ids, strict=True)
             if r.log_tail
         ]
@@ -476,7 +411,7 @@ class HistoryStore:
             index_elements=["attempt_ref"],
             set_={"tail": stmt.excluded.tail, "recorded_at": stmt.excluded.recorded_at},
         )
-        for chunk in _chunks(tails, _INSERT_CHUNK):
+        for chunk in chunks(tails, _INSERT_CHUNK):
             conn.execute(stmt, list(chunk))
 
     def _move_counts(self, conn: Connection, changes: Mapping[tuple[Any, ...], tuple[int, int]]) -> None:
@@ -493,7 +428,7 @@ class HistoryStore:
             for group, (n, a) in sorted(changes.items())
         ]
         stmt = self._built("counts", self._upsert_counts)
-        for chunk in _chunks(rows, _INSERT_CHUNK):
+        for chunk in chunks(rows, _INSERT_CHUNK):
             conn.execute(stmt, list(chunk))
         if any(n < 0 for n, _ in changes.values()):
             emptied = sorted({group[0] for group, (n, _) in changes.items() if n < 0})
@@ -525,7 +460,7 @@ class HistoryStore:
     def _workflow_refs(
         self, conn: Connection, batch: Sequence[ProcessRecord]
     ) -> dict[tuple[str, str, str], int]:
-        identities = {_workflow_identity(r) for r in batch}
+        identities = {workflow_identity(r) for r in batch}
         found = {w: self._workflow_ids[w] for w in identities if w in self._workflow_ids}
         wanted = sorted(identities - set(found))
         if not wanted:
@@ -541,7 +476,7 @@ class HistoryStore:
         # long batch would hold every other writer of that workflow at its unique key until commit.
         with self.engine.begin() as own:
             own.execute(stmt, [{"name": n, "variant": va, "version": ve} for n, va, ve in wanted])
-        for chunk in _chunks(names, _IN_CHUNK):
+        for chunk in chunks(names, IN_CHUNK):
             query = sa.select(workflows.c.id, workflows.c.name, workflows.c.variant, workflows.c.version)
             for id_, name, variant, version in conn.execute(query.where(workflows.c.name.in_(chunk))):
                 found[(name, variant, version)] = id_
@@ -563,7 +498,7 @@ class HistoryStore:
             row = wanted.get((r.dag_id, r.run_id))
             if row is None:  # not setdefault: its default would be built for every record
                 row = wanted[(r.dag_id, r.run_id)] = {
-                    "workflow_ref": workflow_refs[_workflow_identity(r)],
+                    "workflow_ref": workflow_refs[workflow_identity(r)],
                     "dag_id": r.dag_id,
                     "run_id": r.run_id,
                     "conf": None,
@@ -578,7 +513,7 @@ class HistoryStore:
             if year is not None:
                 row["survey_year"] = int(year)
         # In key order: the upsert locks each run's row until commit (which serialises writers of the
-        # same run, so that they read each other's attempts: _held_attempts), never crosswise.
+        # same run, so that they read each other's attempts: held_attempts), never crosswise.
         done = conn.execute(self._built("runs", self._upsert_runs), [wanted[k] for k in sorted(wanted)])
         return {(dag_id, run_id): id_ for id_, dag_id, run_id in done}
 
@@ -587,15 +522,16 @@ class HistoryStore:
     ) -> tuple[dict[tuple[int, str], int], set[int]]:
         """Return the id of each stream of the batch (and its parents), and the ids of those made now.
 
-        A stream made now holds no attempt yet: :func:`_held_attempts` need not look there.
+        A stream made now holds no attempt yet: :func:`~airflow_desc.history.writer_reads.held_attempts`
+        need not look there.
         """
-        chains = {path: _ancestors(path) for path in {r.stream for r in batch}}  # once per stream
+        chains = {path: ancestors(path) for path in {r.stream for r in batch}}  # once per stream
         wanted: set[tuple[int, str]] = set()
         for r in batch:
             run_ref = run_refs[(r.dag_id, r.run_id)]
             wanted.update((run_ref, p) for p in chains[r.stream])
-        found = self._select_streams(conn, wanted)
-        depths = {path: len(_ancestors(path)) for path in {p for _, p in wanted} - chains.keys()}
+        found = select_streams(conn, wanted)
+        depths = {path: len(ancestors(path)) for path in {p for _, p in wanted} - chains.keys()}
         depths.update((path, len(chain)) for path, chain in chains.items())
         missing = sorted(wanted - set(found), key=lambda rp: (depths[rp[1]], rp))
         if self._copies(missing) and self._copy_new_streams(conn, missing, found):
@@ -608,11 +544,11 @@ class HistoryStore:
         # rows inserted are the ones missing, and their ids come back with them.
         for depth in sorted(by_depth):
             level = by_depth[depth]
-            rows = _stream_rows(level, found)
+            rows = stream_rows(level, found)
             done = self._upsert(conn, rows, _COPY_STREAMS, "streams", self._insert_streams)
             found.update({(run_ref, path): id_ for id_, run_ref, path in done})
             if not set(level) <= set(found):
-                found.update(self._select_streams(conn, set(level) - set(found)))
+                found.update(select_streams(conn, set(level) - set(found)))
         return found, {found[rp] for rp in missing}
 
     def _copy_new_streams(
@@ -625,7 +561,7 @@ class HistoryStore:
         """
         ids = _NEW_STREAMS.ids(conn.connection.dbapi_connection, len(missing))
         made = {**found, **dict(zip(missing, ids, strict=True))}
-        rows = _stream_rows(missing, made)
+        rows = stream_rows(missing, made)
         if self._copy_new(conn, _NEW_STREAMS, rows, ids) is None:
             return False
         found.update(made)
@@ -637,102 +573,3 @@ class HistoryStore:
             .on_conflict_do_nothing(index_elements=["run_ref", "path"])
             .returning(streams.c.id, streams.c.run_ref, streams.c.path)
         )
-
-    @staticmethod
-    def _select_streams(conn: Connection, wanted: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
-        by_run: dict[int, list[str]] = {}
-        for run_ref, path in wanted:
-            by_run.setdefault(run_ref, []).append(path)
-        found: dict[tuple[int, str], int] = {}
-        for run_ref, paths in by_run.items():
-            for chunk in _chunks(sorted(paths), _IN_CHUNK):
-                query = sa.select(streams.c.id, streams.c.path).where(
-                    streams.c.run_ref == run_ref, streams.c.path.in_(chunk)
-                )
-                for id_, path in conn.execute(query):
-                    found[(run_ref, path)] = id_
-        return found
-
-
-def _held_attempts(
-    conn: Connection, rows: Sequence[Mapping[str, Any]], created: set[int]
-) -> list[HeldAttempt]:
-    """Return the recorded attempts of the instances of ``rows`` (none in the streams just ``created``).
-
-    Read by (run, stream) through the attempts' unique index, and narrowed to the instances here;
-    under the lock the batch holds on its runs, so that no other writer adds an attempt meanwhile.
-    """
-    pi = process_instances
-    wanted: dict[int, set[int]] = {}
-    instances = set()
-    for row in rows:
-        if row["stream_ref"] not in created:
-            wanted.setdefault(row["run_ref"], set()).add(row["stream_ref"])
-            instances.add(tuple(row[c] for c in INSTANCE_COLUMNS))
-    columns = [pi.c[name] for name in _HELD_COLUMNS]
-    held = []
-    for run_ref, stream_refs in sorted(wanted.items()):
-        for chunk in _chunks(sorted(stream_refs), _IN_CHUNK):
-            query = sa.select(pi.c.id, pi.c.latest, *columns).where(
-                pi.c.run_ref == run_ref, pi.c.stream_ref.in_(chunk)
-            )
-            for id_, latest, *values in conn.execute(query):
-                found = dict(zip(_HELD_COLUMNS, values, strict=True))
-                if tuple(found[c] for c in INSTANCE_COLUMNS) in instances:
-                    held.append(HeldAttempt(int(id_), bool(latest), found))
-    return held
-
-
-_record_values = operator.attrgetter(*_RECORD_COLUMNS)
-
-
-def _record_row(record: ProcessRecord) -> dict[str, Any]:
-    """Return the record's :data:`_RECORD_COLUMNS` by name, :func:`_clean` (``extra`` is cleaned apart)."""
-    values: Sequence[Any] = _record_values(record)
-    # One probe of the texts, then _clean only in the rare record that needs it: a flusher's batch
-    # is a million values.
-    if "\x00" in "".join([v for v in values if isinstance(v, str)]):
-        values = [_clean(v) for v in values]
-    return dict(zip(_RECORD_COLUMNS, values, strict=True))
-
-
-def _clean(value: Any) -> Any:
-    """Drop NUL characters (a log tail may hold them): PostgreSQL refuses them in text and JSON."""
-    if isinstance(value, str):
-        return value.replace("\x00", "") if "\x00" in value else value
-    if isinstance(value, dict):
-        return {_clean(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
-_TaskInstanceKey = tuple[str, str, str, int]
-
-
-def _rerun_requests(conn: Connection, batch: Sequence[ProcessRecord]) -> dict[_TaskInstanceKey, list[Any]]:
-    """Return the rerun requests of the batch's DAG runs, by task instance, oldest first."""
-    wanted = sorted({(r.dag_id, r.run_id) for r in batch if r.try_number > 1})
-    found: dict[_TaskInstanceKey, list[Any]] = {}
-    for chunk in _chunks(wanted, _IN_CHUNK):
-        query = (
-            sa.select(rerun_requests)
-            .where(sa.tuple_(rerun_requests.c.dag_id, rerun_requests.c.run_id).in_(list(chunk)))
-            .order_by(rerun_requests.c.requested_at, rerun_requests.c.id)
-        )
-        for row in conn.execute(query):
-            found.setdefault((row.dag_id, row.run_id, row.task_id, row.map_index), []).append(row)
-    return found
-
-
-def _request_for(
-    requests: Mapping[_TaskInstanceKey, list[Any]], record: ProcessRecord
-) -> tuple[str, str] | None:
-    """Return (who, why) of the latest request that cleared this attempt's task instance before it ran."""
-    asked = [q for q in requests.get((record.dag_id, record.run_id, record.task_id, record.map_index), [])
-             if q.after_try < record.try_number]  # fmt: skip
-    return (asked[-1].requested_by, asked[-1].reason) if asked else None
-
-
-def _workflow_identity(record: ProcessRecord) -> tuple[str, str, str]:
-    return (record.workflow, record.variant, str(record.extra.get("workflow_version") or ""))

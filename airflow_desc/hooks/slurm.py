@@ -27,18 +27,21 @@ message that says what to do: an authentication failure says what the key's vali
 (an expired certificate, or a valid one the login does not trust), a host-key mismatch is refused,
 ``command not found`` names the command, and an sbatch rejection carries stdout, stderr and the
 exit status.
+
+This module is the connection and the running of commands; the hook's other parts are mixed in
+from :mod:`~airflow_desc.hooks.key_validity` (:class:`~airflow_desc.hooks.key_validity.SshKeyChecks`:
+until when the key logs in) and :mod:`~airflow_desc.hooks.slurm_commands`
+(:class:`~airflow_desc.hooks.slurm_commands.SlurmCommands`: sbatch, sacct, squeue ... and
+:class:`CommandResult`, which this module re-exports).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import paramiko
@@ -46,45 +49,13 @@ import tenacity
 from airflow.providers.ssh.hooks.ssh import SSHHook
 from airflow.sdk import BaseHook
 
-from airflow_desc.config import configured_cluster_profiles
 from airflow_desc.exceptions import (
     ClusterCommandError,
-    ClusterProfileError,
     ClusterUnreachable,
-    SlurmSubmitError,
-    SshKeyExpired,
 )
-from airflow_desc.history.key_checks import KeyCheck
 from airflow_desc.hooks.channels import ChannelTimeout, exec_command, open_channel, send_eof
-from airflow_desc.slurm import (
-    ControllerJob,
-    JobAccounting,
-    SqueueRow,
-    SubmittedJob,
-    chunked_sacct_commands,
-    controller_jobs_command,
-    group_accounting,
-    parse_sacct,
-    parse_sbatch_output,
-    parse_scontrol_jobs,
-    parse_squeue,
-    sacct_command,
-    scancel_command,
-    squeue_command,
-    submit_script_command,
-)
-from airflow_desc.slurm.commands import owner_sacct_command, sinfo_nodes_command
-from airflow_desc.slurm.log_tails import (
-    LOG_TAIL_BYTES,
-    LOG_TAIL_LINES,
-    new_marker,
-    parse_tails,
-    tails_command,
-)
-from airflow_desc.slurm.maintenance import ClusterAvailability, availability_command, parse_availability
-from airflow_desc.slurm.nodes import NodeState, parse_sinfo_nodes
-from airflow_desc.slurm.ownership import JobOwner, parse_owners
-from airflow_desc.ssh_keys import KeyValidity, expired_message, expiring_message
+from airflow_desc.hooks.key_validity import SshKeyChecks
+from airflow_desc.hooks.slurm_commands import CommandResult, SlurmCommands
 
 __all__ = ["DEFAULT_CHANNEL_TIMEOUT", "CommandResult", "SlurmHook"]
 
@@ -107,23 +78,7 @@ _TRANSIENT = (
 )
 
 
-@dataclass(frozen=True)
-class CommandResult:
-    """What a remote command did.
-
-    :param command: the command line.
-    :param returncode: its exit status.
-    :param stdout: what it printed.
-    :param stderr: what it printed on stderr.
-    """
-
-    command: str
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-class SlurmHook(BaseHook):
+class SlurmHook(SshKeyChecks, SlurmCommands, BaseHook):
     """Run sbatch / sacct / squeue / scancel on a SLURM cluster's login node over SSH.
 
     :param ssh_conn_id: the Airflow SSH connection of the login node.
@@ -148,8 +103,6 @@ class SlurmHook(BaseHook):
     #: What this process did, per connection id: ``connections`` opened and ``commands`` run by
     #: first word (``sacct``, ``sbatch`` ...). Benchmarks and tests read it to count SSH traffic.
     stats: ClassVar[dict[str, collections.Counter[str]]] = collections.defaultdict(collections.Counter)
-    # (conn id, expiry) of the keys this process warned about: one warning per certificate.
-    _warned: ClassVar[set[tuple[str, datetime | None]]] = set()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -219,118 +172,6 @@ class SlurmHook(BaseHook):
         """Name the cluster, its connection and its bastion, for messages about a stalled channel."""
         via = f", through the bastion {self.jump_conn_id}" if self.jump_conn_id else ""
         return f"cluster {self.cluster} (connection {self.ssh_conn_id}{via})"
-
-    # --- key validity -------------------------------------------------------------------------
-    def _certificate_path(self) -> str | None:
-        """Return the certificate: the ``cert_file`` extra, else ``<key_file>-cert.pub`` if it exists."""
-        if self._cert_files is None:
-            extra = self.get_connection(self.ssh_conn_id).extra_dejson
-            named, key_file = extra.get("cert_file"), extra.get("key_file")
-            beside = f"{os.path.expanduser(key_file)}-cert.pub" if key_file else None
-            self._cert_files = (os.path.expanduser(str(named)) if named else None, beside)
-        named, beside = self._cert_files
-        # Looked for at every call: sshproxy may write the first certificate after the hook was made.
-        return named or (beside if beside and os.path.exists(beside) else None)
-
-    def _profiles_of_connection(self) -> list[Any]:
-        """Return the cluster profiles that log in through this connection, this hook's cluster first."""
-        try:
-            profiles = [p for p in configured_cluster_profiles() if p.ssh_conn_id == self.ssh_conn_id]
-        except ClusterProfileError:
-            return []  # no profile file here: a connection used on its own
-        return sorted(profiles, key=lambda p: p.name != self.cluster)
-
-    def key_validity(self) -> KeyValidity | None:
-        """Return until when this connection's key logs in, or ``None`` when nothing says.
-
-        A certificate says it itself (read each call: a renewal replaces the file); else the
-        earliest ``key_expires`` of the cluster profiles of this connection.
-
-        :raises ClusterUnreachable: when the certificate cannot be read.
-        """
-        path = self._certificate_path()
-        if path is not None:
-            try:
-                return KeyValidity.of_certificate(path)
-            except ValueError as exc:
-                raise ClusterUnreachable(
-                    f"{self._where()}: {exc}. Fix the connection's cert_file extra (or remove it to use "
-                    "<key_file>-cert.pub), or run sshproxy again."
-                ) from None
-        stated = [p for p in self._profiles_of_connection() if p.key_expires is not None]
-        if not stated:
-            return None
-        first = min(stated, key=lambda p: p.key_expires)
-        return KeyValidity(f"the key_expires of cluster profile {first.name}", first.key_expires)
-
-    def check_key(self) -> KeyValidity | None:
-        """Refuse an expired key before any login; warn (once per key) from two hours before its expiry.
-
-        :raises SshKeyExpired: when the key does not log in now; nothing was tried.
-        """
-        validity = self.key_validity()
-        now = datetime.now(timezone.utc)
-        if validity is None:
-            return None
-        if validity.expired(now):
-            raise SshKeyExpired(
-                f"{self._where()}: {expired_message(self.ssh_conn_id, validity, now)}. Tasks of this "
-                "cluster wait deferred until the key is renewed.",
-                ssh_conn_id=self.ssh_conn_id, jump_conn_id=self.jump_conn_id or "", cluster=self.cluster,
-                expired_at=validity.expires_at, cert_path=validity.cert_path,
-            )  # fmt: skip
-        warned = (self.ssh_conn_id, validity.expires_at)
-        if validity.expires_soon(now) and warned not in self._warned:
-            self._warned.add(warned)
-            self.log.warning("%s: %s", self._where(), expiring_message(self.ssh_conn_id, validity, now))
-        return validity
-
-    def key_check(self, validity: KeyValidity | None, checked_by: str) -> KeyCheck:
-        """Return ``validity`` as the history's row for this login (``None``: a key that never expires)."""
-        profiles = self._profiles_of_connection()
-        return KeyCheck(
-            ssh_conn_id=self.ssh_conn_id, jump_conn_id=self.jump_conn_id or "",
-            cluster=profiles[0].name if profiles else self.cluster,
-            source=validity.source if validity else "nothing says it expires",
-            cert_path=validity.cert_path if validity else None,
-            expires_at=validity.expires_at if validity else None,
-            checked_at=datetime.now(timezone.utc), checked_by=checked_by,
-        )  # fmt: skip
-
-    def _use_certificate(self, ssh_hook: SSHHook, cert_path: str) -> None:
-        """Make paramiko present ``cert_path`` with the key (it looks only beside ``key_file`` itself)."""
-        if ssh_hook.key_file and cert_path == f"{os.path.expanduser(ssh_hook.key_file)}-cert.pub":
-            return
-        try:
-            pkey = ssh_hook.pkey or paramiko.PKey.from_path(os.path.expanduser(ssh_hook.key_file or ""))
-            pkey.load_certificate(cert_path)
-        except (OSError, ValueError, paramiko.SSHException) as exc:
-            raise ClusterUnreachable(
-                f"{self._where(ssh_hook)}: the certificate {cert_path} (cert_file extra) cannot be used with "
-                f"the connection's key ({exc}); name the certificate the CA issued for that key."
-            ) from exc
-        ssh_hook.pkey, ssh_hook.key_file = pkey, None
-
-    def _auth_failure(self, ssh_hook: SSHHook, exc: paramiko.AuthenticationException) -> ClusterUnreachable:
-        """Say why a login refused the key, as far as the key's validity tells."""
-        try:
-            self.check_key()  # it may have expired since the check before the login
-            validity = self.key_validity()
-        except ClusterUnreachable as expired:
-            return expired
-        where = f"{self._where(ssh_hook)}: authentication failed ({exc})"
-        if validity is not None and validity.cert_path:
-            until = f"until {validity.expires_at:%Y-%m-%d %H:%M:%S} UTC" if validity.expires_at else "forever"
-            return ClusterUnreachable(
-                f"{where}, although the certificate {validity.cert_path} is valid {until}: the login does "
-                "not trust its CA, or the user is not among its principals (`ssh-keygen -L -f "
-                f"{validity.cert_path}` shows them); ask the site, or run sshproxy again."
-            )
-        return ClusterUnreachable(
-            f"{where}. The key is not in the login's authorized_keys, or it has expired: no certificate "
-            "says when (NERSC's sshproxy writes <key>-cert.pub beside the key: run sshproxy again); check "
-            "key_file / private_key of the connection."
-        )
 
     def get_conn(self) -> paramiko.SSHClient:
         """Return this process's open connection to the login node, connecting if needed."""
@@ -617,112 +458,6 @@ class SlurmHook(BaseHook):
             stderr=result.stderr,
         )
 
-    # --- SLURM --------------------------------------------------------------------------------
-    def submit(
-        self, script: str, *, remote_dir: str, script_name: str, job_name: str | None = None
-    ) -> SubmittedJob:
-        """Write ``script`` to ``remote_dir/script_name`` on the cluster and sbatch it.
-
-        sbatch is not idempotent: when the connection drops during the call and ``job_name`` is
-        given, the cluster is asked whether a job of that name exists before anyone resubmits.
-
-        :param script: the job script (see :func:`airflow_desc.slurm.render_job_script`).
-        :param remote_dir: its directory on the cluster.
-        :param script_name: its file name.
-        :param job_name: the job's (unique) name, to find it after a dropped connection.
-        :raises SlurmSubmitError: sbatch refused the job (carries stdout, stderr, exit status).
-        """
-        command = submit_script_command(remote_dir, script_name)
-        try:
-            result = self.run(command, stdin=script, check=False, idempotent=False)
-        except ClusterUnreachable:
-            found = self.find_jobs_by_name(job_name) if job_name else []
-            if found:
-                self.log.warning("connection dropped during sbatch, but job %s was submitted", found[-1])
-                return SubmittedJob(job_id=found[-1], cluster=None)
-            raise
-        if result.returncode != 0:
-            reason = (result.stderr.strip() or result.stdout.strip() or "(no output)").splitlines()[-1]
-            raise _submit_error(f"{self._where()}: sbatch rejected the job: {reason}", command, result)
-        try:
-            return parse_sbatch_output(result.stdout)
-        except ValueError as exc:
-            message = f"{self._where()}: sbatch printed no job id ({exc})"
-            raise _submit_error(message, command, result) from exc
-
-    def sacct(self, job_ids: Sequence[str]) -> dict[str, JobAccounting]:
-        """Accounting of ``job_ids`` and their steps, in as few sacct calls as the id list allows."""
-        rows = []
-        for command in chunked_sacct_commands(list(job_ids)):
-            rows.extend(parse_sacct(self.run(command).stdout))
-        return group_accounting(rows)
-
-    def squeue(self, job_ids: Sequence[str] | None = None, *, name: str | None = None) -> list[SqueueRow]:
-        """Jobs the controller still knows. An id it has forgotten is simply absent (not an error)."""
-        result = self.run(squeue_command(list(job_ids) if job_ids else None, name=name), check=False)
-        if result.returncode != 0:
-            if "Invalid job id" in result.stderr:
-                return []
-            raise self._command_error(result)
-        return parse_squeue(result.stdout)
-
-    def own_queue(self) -> list[SqueueRow]:
-        """Return the login user's jobs the controller knows (queued, running, just ended): squeue --me."""
-        return parse_squeue(self.run(squeue_command(mine=True)).stdout)
-
-    def controller_jobs(self, job_ids: Sequence[str]) -> dict[str, ControllerJob]:
-        """Return what the controller (``scontrol -o show job``) knows of ``job_ids``, in one call.
-
-        An id it has forgotten is simply absent. It answers for a job whose accounting slurmdbd lost.
-        """
-        return parse_scontrol_jobs(self.run(controller_jobs_command(list(job_ids))).stdout)
-
-    def find_jobs_by_name(self, name: str, *, since: str = "now-30days") -> list[str]:
-        """Ids of the jobs named ``name`` (queued, running or finished since ``since``), oldest first."""
-        ids = {row.job_id for row in self.squeue(name=name)}
-        found = parse_sacct(self.run(sacct_command(name=name, start=since)).stdout)
-        ids.update(row.job_id for row in found if row.step is None)
-        return sorted(ids, key=lambda i: [int(p) for p in i.replace("_", ".").split(".") if p.isdigit()])
-
-    def owners(self, job_ids: Sequence[str]) -> dict[str, JobOwner]:
-        """Return whose each job is: its name, uid and submit time (UTC), by id; unknown ids are absent."""
-        return parse_owners(self.run(owner_sacct_command(list(job_ids))).stdout)
-
-    def nodes(self, *, partition: str | None = None, nodes: Sequence[str] = ()) -> list[NodeState]:
-        """Return the state and reason of each node (of ``partition``, or ``nodes``) as ``sinfo -N`` says."""
-        return parse_sinfo_nodes(self.run(sinfo_nodes_command(partition, nodes)).stdout)
-
-    def availability(self) -> ClusterAvailability | None:
-        """Return the cluster's reservations and partition states, in one call; ``None`` if either failed."""
-        marker = new_marker()
-        return parse_availability(self.run(availability_command(marker), check=False).stdout, marker)[1]
-
-    def scancel(self, job_ids: Sequence[str], *, signal: str | None = None) -> None:
-        """Cancel (or signal) jobs."""
-        self.run(scancel_command(list(job_ids), signal=signal))
-
-    def read_tail(self, path: str, *, lines: int = 60, max_bytes: int = LOG_TAIL_BYTES) -> str:
-        """Return the last ``lines`` lines (at most ``max_bytes``) of a file on the cluster; "" if missing."""
-        return self.read_tails([path], lines=lines, max_bytes=max_bytes)[0]
-
-    def read_tails(
-        self, paths: Sequence[str], *, lines: int = LOG_TAIL_LINES, max_bytes: int = LOG_TAIL_BYTES
-    ) -> list[str]:
-        """Return the bounded tail of each file, in one SSH call; ``""`` for a file that does not exist.
-
-        Not redacted: :func:`~airflow_desc.slurm.log_tails.redact_secrets` before logging or keeping one.
-
-        :param paths: the files, trusted by the caller (each one of this task's own logs).
-        :param lines: the most lines of each.
-        :param max_bytes: the most bytes of each.
-        """
-        if not paths:
-            return []
-        marker = new_marker()
-        command = tails_command(paths, marker=marker, lines=lines, max_bytes=max_bytes)
-        result = self.run(command, check=False)
-        return parse_tails(result.stdout, marker, len(paths), max_bytes=max_bytes)
-
     # --- async, for triggers ------------------------------------------------------------------
     async def arun(self, command: str, *, timeout: float | None = None, check: bool = True) -> CommandResult:
         """Run an idempotent command without blocking the event loop.
@@ -738,10 +473,3 @@ def _keyscan(ssh_hook: SSHHook) -> str:
     """Return the command that prints the host's ed25519 key, in known_hosts form."""
     port = f"-p {ssh_hook.port} " if ssh_hook.port and ssh_hook.port != 22 else ""
     return f"`ssh-keyscan -t ed25519 {port}{ssh_hook.remote_host}`"
-
-
-def _submit_error(message: str, command: str, result: CommandResult) -> SlurmSubmitError:
-    """Return the error for an sbatch that did not give a job id, with all it printed."""
-    return SlurmSubmitError(
-        message, command=command, returncode=result.returncode, stdout=result.stdout, stderr=result.stderr
-    )

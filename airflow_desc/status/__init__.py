@@ -14,5 +14,8 @@ registry out of what the page imports).
 - :mod:`~airflow_desc.status.merge`: :func:`~airflow_desc.status.merge.merge_live`, which state
   counts where once a record exists;
 - :mod:`~airflow_desc.status.current`: :func:`~airflow_desc.status.current.current_counts`, what
-  ``airflow-desc status`` / ``report`` and the UI page show.
+  ``airflow-desc status`` / ``report`` and the UI page show;
+- :mod:`~airflow_desc.status.merge_rows` and :mod:`~airflow_desc.status.current_rows`: the same
+  merge over plain rows, every database read through the DBAPI: ``airflow-desc status`` without
+  pandas or SQLAlchemy.
 """

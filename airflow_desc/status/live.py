@@ -63,8 +63,12 @@ __all__ = [
     "hold_notes",
     "instances_of",
     "live_process_instances",
+    "live_rows",
+    "order_of",
+    "plans_of",
     "process_order",
     "slurm_states",
+    "states_of",
     "stored_plans",
 ]
 
@@ -308,7 +312,13 @@ def slurm_states(
     """
     from airflow_desc.history.live import job_states
 
-    polled = job_states(engine, set(jobs.values()))
+    return states_of(job_states(engine, set(jobs.values())), jobs, now)
+
+
+def states_of(
+    polled: Mapping[Any, Any], jobs: Mapping[Any, tuple[str, str, str]], now: datetime | None = None
+) -> tuple[dict[Any, str], list[str]]:
+    """Return :func:`slurm_states` from the polled states already read (``(ssh, jump, job id)`` -> state)."""
     states: dict[Any, str] = {}
     stale: dict[tuple[str, str], list[float]] = {}
     for key, job in jobs.items():
@@ -337,8 +347,12 @@ def stored_plans(engine: Engine, dag_ids: Iterable[str]) -> dict[str, DagProcess
     """
     from airflow_desc.history.live import process_plans_of
 
+    return plans_of(process_plans_of(engine, sorted(set(dag_ids))), dag_ids)
+
+
+def plans_of(found: Mapping[str, Any], dag_ids: Iterable[str]) -> dict[str, DagProcesses]:
+    """Return :func:`stored_plans` from the stored plan documents already read (DAG id -> JSON)."""
     wanted = sorted(set(dag_ids))
-    found = process_plans_of(engine, wanted)
     plans: dict[str, DagProcesses] = {}
     for dag_id in wanted:
         if dag_id not in found:
@@ -358,8 +372,12 @@ def process_order(engine: Engine, dag_ids: Iterable[str]) -> list[tuple[str, str
     reads as DC1's did (the spec's order, depth first) rather than alphabetically. From the
     plans stored in the history: DAGs with none add nothing.
     """
+    return order_of(stored_plans(engine, dag_ids))
+
+
+def order_of(plans: Mapping[str, DagProcesses]) -> list[tuple[str, str]]:
+    """Return :func:`process_order` from the plans already read."""
     order: dict[tuple[str, str], None] = {}
-    plans = stored_plans(engine, dag_ids)
     for dag_id in sorted(plans):
         order.update(dict.fromkeys(plans[dag_id].order))
     return list(order)
@@ -396,42 +414,66 @@ def live_process_instances(
     from airflow_desc.status.metadata_db import NotPlain, open_metadata_tables
 
     wanted = {"workflow": workflow, "variant": variant, "workflow_version": version}
-    read = (engine, wanted, dag_ids, run_id, slurm)
+    read = (_EngineRecords(engine), wanted, dag_ids, run_id, slurm)
     tables = open_metadata_tables()
     rows: list[dict[str, Any]] | None = None
     if tables is not None:
         try:
             with tables:
-                rows = _live_rows(tables, *read, problems)
+                rows = live_rows(tables, *read, problems)
         except NotPlain as exc:  # a value only Airflow reads: the ORM reads them all
             log.debug("live states read through Airflow's ORM: %s", exc)
     if rows is None:
         from airflow.utils.session import create_session
 
         with create_session() as session:
-            rows = _live_rows(_OrmTables(session), *read, problems)
+            rows = live_rows(_OrmTables(session), *read, problems)
     return pd.DataFrame.from_records(rows, columns=list(LIVE_COLUMNS))
 
 
-def _live_rows(
+class _EngineRecords:
+    """What :func:`live_rows` reads of the history, through its engine (SQLAlchemy)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def process_plans(self, dag_ids: Iterable[str]) -> dict[str, Any]:
+        from airflow_desc.history.live import process_plans_of
+
+        return process_plans_of(self.engine, dag_ids)
+
+    def job_states(self, jobs: Iterable[tuple[str, str, str]]) -> dict[Any, Any]:
+        from airflow_desc.history.live import job_states
+
+        return job_states(self.engine, jobs)
+
+
+def live_rows(
     tables: Any,
-    engine: Engine,
+    history: Any,
     wanted: Mapping[str, str | None],
     dag_ids: Iterable[str] | None,
     run_id: str | None,
     slurm: bool,
     problems: list[str] | None,
 ) -> list[dict[str, Any]]:
-    """Return :func:`live_process_instances`' rows, read from ``tables`` (the DBAPI's, or the ORM's)."""
+    """Return :func:`live_process_instances`' rows, as dicts.
+
+    :param tables: Airflow's metadata tables (:class:`~airflow_desc.status.metadata_db.MetadataTables`,
+        or through the ORM).
+    :param history: the history's reads (``process_plans``, ``job_states``): through its engine, or
+        :class:`~airflow_desc.history.live_records.LiveRecords`.
+    """
     rows: list[dict[str, Any]] = []
     active = _active_runs(tables, dag_ids, run_id)
-    plans = stored_plans(engine, active) if active else {}
+    plans = plans_of(history.process_plans(sorted(set(active))), active) if active else {}
     states: dict[int, str] = {}
     holds: dict[int, str] = {}
     notes: list[str] = []
     if slurm and plans:
         runs = [r for d in plans for r in active[d]]
-        states, notes = slurm_states(engine, _slurm_jobs(tables, plans, runs))
+        jobs = _slurm_jobs(tables, plans, runs)
+        states, notes = states_of(history.job_states(set(jobs.values())), jobs)
         holds = _holds(tables, plans, runs)
     for dag_id, processes in sorted(plans.items()):
         if any(value is not None and getattr(processes, name) != value for name, value in wanted.items()):

@@ -126,14 +126,14 @@ def history(tmp_path: Path, live_plan: Any) -> HistoryStore:  # noqa: F811 - the
 def _both(
     metadata_db: Path, history: HistoryStore, **kw: Any
 ) -> tuple[list[Any], list[Any], list[str], list[str]]:
-    args = (history.engine, {"workflow": None, "variant": None, "workflow_version": None},
-            kw.get("dag_ids"), kw.get("run_id"), True)  # fmt: skip
+    wanted = {"workflow": None, "variant": None, "workflow_version": None}
+    args = (live._EngineRecords(history.engine), wanted, kw.get("dag_ids"), kw.get("run_id"), True)
     notes: tuple[list[str], list[str]] = ([], [])
     with MetadataTables(sqlite3.connect(metadata_db), "?", FERNET_KEY) as tables:
-        ours = live._live_rows(tables, *args, notes[0])
+        ours = live.live_rows(tables, *args, notes[0])
     engine = sa.create_engine(f"sqlite:///{metadata_db}")
     with Session(engine) as session:
-        theirs = live._live_rows(live._OrmTables(session), *args, notes[1])
+        theirs = live.live_rows(live._OrmTables(session), *args, notes[1])
     engine.dispose()
     return ours, theirs, *notes
 
