@@ -209,7 +209,9 @@ def test_two_processes_flushing_at_once_write_each_record_once(outage: Outage, t
     recorder.flush()  # what the writers appended behind the last flusher, if any
     assert count(outage.store) == 400 and recorder.pending() == 0
     assert history.writes() == {"INSERT": 400}  # never written twice
-    assert flushed[1] >= 1 and sum(flushed) <= 300 + 100
+    # Which process writes the 300 spooled records is a race: a recorder's record() writes the spool's
+    # head too, so both flushers may find it empty; none may write more than there was.
+    assert sum(flushed) <= 300 + 100
 
 
 def _killed_while_writing(url: str, spool: str, after_commit: bool) -> None:
