@@ -37,12 +37,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import os
 import pathlib
-import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -61,7 +57,6 @@ from benchmarks.bps_peer_sides import (  # noqa: E402
     Side,
     block_output,
     butler_quanta,
-    lsst_env,
     make_submission,
     sacct_rows,
 )
@@ -108,7 +103,9 @@ def check_butler(side: str, quanta: Sequence[Mapping[str, Any]], datasets: Mappi
         found = sorted(q["detector"] for q in quanta if q["label"] == f"task{label}")
         if found != list(range(detectors)):
             missing = sorted(set(range(detectors)) - set(found))
-            _fail(f"{side}: task{label} lacks the metadata of detectors {missing} in the butler ({OUTPUT_RUN})")
+            _fail(
+                f"{side}: task{label} lacks the metadata of detectors {missing} in the butler ({OUTPUT_RUN})"
+            )
     last = f"add_dataset{labels}"
     if datasets.get(last) != detectors:
         _fail(f"{side}: the butler holds {datasets.get(last)} {last} datasets, not {detectors}")
@@ -117,7 +114,7 @@ def check_butler(side: str, quanta: Sequence[Mapping[str, Any]], datasets: Mappi
 def measure(side: Side, site: Site, labels: int, detectors: int, broken: tuple[int, int]) -> Result:
     """Submit, wait, read the butler and sacct, restart after removing the failure, check the butler."""
     workdir = side.workdir
-    made = make_submission(workdir, labels, detectors, side.extra(detectors))
+    made = make_submission(workdir, labels, detectors, side.extra(labels, detectors))
     blocker = block_output(pathlib.Path(made["repo"]), OUTPUT_RUN, *broken)
     subprocess.run(["chown", "-R", f"{site.user}:", str(workdir)], check=True)
     print(f"{side.name}: submitting {labels * detectors} quanta ({labels} labels x {detectors} detectors)",
@@ -185,9 +182,15 @@ def print_table(results: Sequence[Result], total: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quanta", type=int, default=210, help="quanta in all (rounded up to labels x detectors)")
+    parser.add_argument(
+        "--quanta", type=int, default=210, help="quanta in all (rounded up to labels x detectors)"
+    )
     parser.add_argument("--labels", type=int, default=3)
     parser.add_argument("--side", choices=("both", "ours", "parsl"), default="both")
+    parser.add_argument(
+        "--ours", choices=("chains", "labels"), default="chains",
+        help="airflow-desc: the quanta by data id in one sub-task (airflowChains), or one per label",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
     args = parser.parse_args()
     if args.labels < 1 or args.quanta < args.labels * NODES:
@@ -198,6 +201,8 @@ def main() -> int:
     site = Site.from_env()
     broken = (args.labels - 1, 1)  # the last label's quantum of detector 1
     from benchmarks.bps_peer_sides import OursSide, ParslSide
+
+    OursSide.mode = args.ours
 
     sides: list[type[Side]] = []
     if args.side in ("both", "parsl"):

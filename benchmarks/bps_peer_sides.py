@@ -35,6 +35,11 @@ USER, PASSWORD = "bps", "bps-peer"
 SERVICE = "airflow_desc.bps.AirflowService"
 
 
+def label_walltimes(labels: int) -> str:
+    """BPS config: a minute of requestWalltime per quantum (an AddTask quantum takes seconds), both sides."""
+    return "pipetask:\n" + "".join(f"  task{i}:\n    requestWalltime: 1\n" for i in range(labels))
+
+
 def lsst_env(**extra: str) -> dict[str, str]:
     """The environment of ``bps`` in the LSST venv, this checkout's airflow_desc.bps first on its path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "PYTHONPATH"))}
@@ -101,7 +106,7 @@ class Side:
         self.site = site
         self.notes: list[str] = []
 
-    def extra(self, detectors: int) -> str:
+    def extra(self, labels: int, detectors: int) -> str:
         raise NotImplementedError
 
     def submit(self, config: str) -> str:
@@ -131,14 +136,13 @@ class ParslSide(Side):
 
     name = "parsl"
 
-    def extra(self, detectors: int) -> str:
+    def extra(self, labels: int, detectors: int) -> str:
         (self.workdir / "bps_parsl_site.py").write_text((PEERS / "bps_parsl_site.py").read_text())
         self.campaign = f"bpspeer-{time.time_ns()}"
         return f"""\
 wmsServiceClass: lsst.ctrl.bps.parsl.ParslService
 campaign: {self.campaign}
-pipetask: {{}}
-site:
+{label_walltimes(labels)}site:
   {CLUSTER}:
     class: bps_parsl_site.LocalSlurm
     nodes: {NODES}
@@ -154,7 +158,9 @@ site:
                "CTRL_MPEXEC_DIR": str(LSST_VENV), "DAF_BUTLER_DIR": str(LSST_VENV),
                "BPS_WMS_SERVICE_CLASS": "lsst.ctrl.bps.parsl.ParslService"}  # fmt: skip
         exports = " ".join(f"{k}={shlex.quote(v) if k != 'PATH' else v}" for k, v in env.items())
-        command = f"cd {shlex.quote(str(self.workdir))} && export {exports} && bps " + " ".join(map(shlex.quote, args))
+        command = f"cd {shlex.quote(str(self.workdir))} && export {exports} && bps " + " ".join(
+            map(shlex.quote, args)
+        )
         done = subprocess.run([*self.site.ssh_argv(CLUSTER), command], capture_output=True, text=True,
                               timeout=3600, check=False)  # fmt: skip
         (self.workdir / f"bps-{args[0]}.log").write_text(done.stdout + done.stderr)
@@ -176,7 +182,9 @@ site:
         start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since - 5))
         out = self.site.run(CLUSTER, f"sacct -X -P -n -o JobID,JobName -S {start}").stdout
         jobs = [line.split("|")[0] for line in out.splitlines() if line.endswith(f".{self.campaign}")]
-        self.notes.append(f"{len(jobs)} Parsl block(s) of {NODES} nodes; init and final jobs ran on the login node")
+        self.notes.append(
+            f"{len(jobs)} Parsl block(s) of {NODES} nodes; init and final jobs ran on the login node"
+        )
         return jobs
 
     def accounted(self, run_id: str, quanta: Sequence[Mapping[str, Any]]) -> int:
@@ -195,9 +203,12 @@ site:
 
 
 class OursSide(Side):
-    """airflow-desc: ``bps submit`` to a LocalExecutor deployment; each label bundled a node's share at a time."""
+    """airflow-desc: ``bps submit`` to a LocalExecutor deployment, the quanta in whole-node bundles."""
 
     name = "airflow-desc"
+
+    #: ``chains``: the quanta by data id in one sub-task (``airflowChains``); ``labels``: one per label.
+    mode: ClassVar[str] = "chains"
 
     def __init__(self, workdir: pathlib.Path, site: Site) -> None:
         super().__init__(workdir, site)
@@ -209,13 +220,16 @@ class OursSide(Side):
         self.airflow.start()
         self.dag_id = f"bpspeer_{time.time_ns()}"
 
-    def extra(self, detectors: int) -> str:
-        per_bundle = -(-detectors // NODES)  # each label in one whole-node bundle per node
+    def extra(self, labels: int, detectors: int) -> str:
+        # A node's share of the data ids per bundle (lowered by the bundle sizing to fit the walltime).
+        per_bundle = -(-detectors // NODES) * (labels if self.mode == "chains" else 1)
+        self.notes.append(f"mode {self.mode}: airflowBundling target_instances {per_bundle}")
         return (
             f"airflowDagFolder: {self.airflow.dags}\nairflowWorkflowName: {self.dag_id}\n"
             f"airflowBundling: {{threshold: 1, target_instances: {per_bundle}}}\n"
+            f"airflowChains: {'true' if self.mode == 'chains' else 'false'}\n"
             f"environment:\n  CTRL_MPEXEC_DIR: {LSST_VENV}\n  DAF_BUTLER_DIR: {LSST_VENV}\n"
-            "pipetask: {}\n"
+            + label_walltimes(labels)
         )
 
     def _bps(self, *args: str, cwd: pathlib.Path) -> str:
@@ -243,7 +257,9 @@ class OursSide(Side):
 
     def allocations(self, run_id: str, since: float) -> list[str]:
         rows = self._rows(run_id)
-        quanta = sorted({str(r["job_id"]) for r in rows if r["job_id"] and re.match(r"task\d+$", r["process"])})
+        quanta = sorted(
+            {str(r["job_id"]) for r in rows if r["job_id"] and re.match(r"task\d+$", r["process"])}
+        )
         others = sorted({str(r["job_id"]) for r in rows if r["job_id"]} - set(quanta))
         self.notes.append(f"{len(quanta)} bundle allocation(s) ran the quanta; {len(others)} job(s) for "
                           "init and final (not in core-s)")  # fmt: skip
@@ -257,9 +273,13 @@ class OursSide(Side):
             if r["state"] == "success"
             and all(r[k] is not None for k in ("total_cpu_s", "elapsed_s", "max_rss_bytes"))
         }
-        missing = sorted(f"{q['label']}:{q['detector']}" for q in quanta if (q["label"], q["detector"]) not in have)
+        missing = sorted(
+            f"{q['label']}:{q['detector']}" for q in quanta if (q["label"], q["detector"]) not in have
+        )
         if missing:
-            raise SystemExit(f"bps_peer: airflow-desc: quanta without CPU / wall / MaxRSS in the history: {missing}")
+            raise SystemExit(
+                f"bps_peer: airflow-desc: quanta without CPU / wall / MaxRSS in the history: {missing}"
+            )
         return len(quanta)
 
     def restart(self, run_id: str) -> None:

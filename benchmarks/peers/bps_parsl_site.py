@@ -1,4 +1,4 @@
-"""The ctrl_bps_parsl site of ``benchmarks/bps_peer.py``: the local site's perlmutter, one block of both nodes.
+"""The ctrl_bps_parsl site of ``benchmarks/bps_peer.py``: the local perlmutter, one block of both nodes.
 
 ctrl_bps_parsl's stock ``lsst.ctrl.bps.parsl.sites.Slurm`` asks for a block of ``nodes`` nodes but starts
 one worker pool (Parsl's default SingleNodeLauncher), and finds its driver by host name; like the
@@ -21,7 +21,6 @@ import shlex
 import sys
 
 import parsl.config
-
 from lsst.ctrl.bps.parsl.configuration import get_bps_config_value
 from lsst.ctrl.bps.parsl.sites import Slurm
 from parsl.dataflow.memoization import BasicMemoizer
@@ -51,9 +50,7 @@ class LocalSlurm(Slurm):
         }
         executor_options = {"cores_per_worker": 1, "max_workers_per_node": cores, "heartbeat_period": 5}
         return [
-            self.make_executor(
-                "slurm", provider_options=provider_options, executor_options=executor_options
-            )
+            self.make_executor("slurm", provider_options=provider_options, executor_options=executor_options)
         ]
 
     def get_parsl_config(self) -> parsl.config.Config:
