@@ -1,10 +1,14 @@
 """One BPS submission through ctrl_bps_parsl and through airflow-desc, side by side on the local site.
 
-Not part of ``make test`` (a full run takes ~15 min). It starts a real Airflow deployment
-(tests/deploy.py, which holds /tmp/desc-e2e-deployment.lock while it runs)::
+Not part of ``make test`` (a full run takes ~15 min). Each side fills perlmutter's two nodes, so it
+runs under the exclusive site lock; it starts a real Airflow deployment (tests/deploy.py, which
+holds /tmp/desc-e2e-deployment.lock while it runs: another helper's e2e test waits for it)::
 
     source /var/lib/airflow-desc-site/env.sh
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/bps_peer.py [--quanta 210] [--labels 3] [--side both]
+    PYTHONPATH=$PWD flock -x /tmp/desc-site.lock .venv/bin/python benchmarks/bps_peer.py \
+        [--quanta 210] [--labels 3] [--side both|ours|parsl] [--ours chains|labels] [--keep]
+
+``--quanta 12`` is the quick run (~6 min with the deployment's start).
 
 For each side, the same submission, made by tests/bps_lsst/make_submission.py in the LSST venv
 (``make lsst-venv``): a butler repo on the shared file system, a QuantumGraph of ``--labels``
@@ -19,8 +23,14 @@ label is made to fail (a directory stands where its output file goes); it is rem
   HighThroughputExecutor block of both nodes, one worker per core; ``bps submit`` returns when
   the workflow has ended (its init and final jobs run on the login node).
 - airflow-desc: ``bps submit`` with ``airflow_desc.bps.AirflowService`` against a LocalExecutor
-  deployment (as tests/e2e/test_bps_submit.py), each label in bundles of a node's share of its
-  quanta (``airflowBundling``), ``bps submit`` returning once the DAG run is queued.
+  deployment (as tests/e2e/test_bps_submit.py), ``bps submit`` returning once the DAG run is
+  queued. ``--ours chains`` (default): ``airflowChains: true``, the quanta by data id in one
+  sub-task, bundles of a node's share of the data ids (``airflowBundling: target_instances``,
+  lowered by the bundle sizing to what fits the cluster's walltime); ``--ours labels``: a sub-task
+  per label, bundles of a node's share of its quanta.
+
+Both sides get the same BPS config but for the WMS keys: requestMemory 1500 MB (two quanta per
+4 GB node), ``requestWalltime: 1`` (minute) per label, no retries (Parsl's site ``retries: 0``).
 
 Printed per side: the wall time from ``bps submit`` to the end of the last quantum (``endUtc`` in
 the quanta's metadata in the butler: the same clock for both; the DAG parse wait included), to
@@ -191,6 +201,7 @@ def main() -> int:
         "--ours", choices=("chains", "labels"), default="chains",
         help="airflow-desc: the quanta by data id in one sub-task (airflowChains), or one per label",
     )  # fmt: skip
+    parser.add_argument("--ours-first", action="store_true", help="run airflow-desc's side first")
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
     args = parser.parse_args()
     if args.labels < 1 or args.quanta < args.labels * NODES:
@@ -209,6 +220,8 @@ def main() -> int:
         sides.append(ParslSide)
     if args.side in ("both", "ours"):
         sides.append(OursSide)
+    if args.ours_first:
+        sides.reverse()
     results = []
     for kind in sides:
         workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"bpspeer-{kind.name}-"))
