@@ -89,6 +89,7 @@ class Result:
     jobs: int
     steps: int
     accounted: int
+    total: int
     failed_first: list[str]
     reran: list[str]
     notes: list[str] = dataclasses.field(default_factory=list)
@@ -146,7 +147,6 @@ def measure(side: Side, site: Site, labels: int, detectors: int, broken: tuple[i
     jobs = sacct_rows(site, allocations)
     core_s = sum(r["alloc_cpus"] * r["elapsed_s"] for r in jobs if r["step"] is None)
     steps = sum(1 for r in jobs if r["step"] is not None)
-    accounted = side.accounted(run_id, done)
     print(f"{side.name}: first pass {run_s:.0f} s, {len(done)} quanta, failed {failed_first}", flush=True)
 
     shutil.rmtree(blocker)
@@ -155,10 +155,12 @@ def measure(side: Side, site: Site, labels: int, detectors: int, broken: tuple[i
     again = butler_quanta(made["repo"], OUTPUT_RUN)
     check_butler(side.name, again["quanta"], again["datasets"], labels, detectors)
     reran = side.reran(run_id, t1)
+    accounted = side.accounted(run_id, again["quanta"])  # every quantum, the rerun ones too
     print(f"{side.name}: restart {time.time() - t1:.0f} s, reran {reran}", flush=True)
     return Result(
         side=side.name, quanta=len(done), first_start_s=first_start, last_end_s=last_end, run_s=run_s,
         quantum_cpu_s=cpu, alloc_core_s=core_s, jobs=len(jobs) - steps, steps=steps, accounted=accounted,
+        total=len(again["quanta"]),
         failed_first=failed_first, reran=reran, notes=side.notes,
     )  # fmt: skip
 
@@ -172,7 +174,7 @@ def print_table(results: Sequence[Result], total: int) -> None:
     rows = [
         (r.side, f"{r.first_start_s:.1f}", f"{r.last_end_s:.1f}", f"{r.run_s:.1f}", str(r.quanta),
          f"{r.quantum_cpu_s:.0f}", f"{r.alloc_core_s:.0f}", f"{r.utilisation:.1%}", str(r.jobs), str(r.steps),
-         f"{r.accounted}/{r.quanta}", ",".join(r.failed_first) or "-", ",".join(r.reran) or "-")
+         f"{r.accounted}/{r.total}", ",".join(r.failed_first) or "-", ",".join(r.reran) or "-")
         for r in results
     ]  # fmt: skip
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
