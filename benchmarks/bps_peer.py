@@ -232,7 +232,7 @@ def main() -> int:
         try:
             results.append(measure(side, site, args.labels, detectors, broken))
         finally:
-            side.close()
+            side.close(args.keep)
             if not args.keep:
                 shutil.rmtree(workdir, ignore_errors=True)
     print_table(results, args.labels * detectors)

@@ -12,6 +12,7 @@ import os
 import pathlib
 import re
 import shlex
+import shutil
 import subprocess
 import tempfile
 import time
@@ -127,7 +128,7 @@ class Side:
     def reran(self, run_id: str, since: float) -> list[str]:
         raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
         pass
 
 
@@ -296,5 +297,7 @@ class OursSide(Side):
                 tries[key] = tries.get(key, 0) + 1
         return sorted(f"{label}:{det}" for (label, det), n in tries.items() if n > 1)
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
         self.airflow.stop()
+        if not keep:  # the deployment's homes and logs
+            shutil.rmtree(self.root, ignore_errors=True)
