@@ -60,6 +60,8 @@ PORT = int(os.environ.get("DESC_E2E_API_PORT", "18080"))
 REDIS_URL = os.environ.get("DESC_SITE_REDIS_URL", "redis://127.0.0.1:16379/0")
 #: The port of the SMTP relay the workers' connection ``desc_e2e_smtp`` names (a test's sink listens there).
 SMTP_PORT = int(os.environ.get("DESC_E2E_SMTP_PORT", "18025"))
+#: The first of the components' log-server ports (scheduler / workers even, triggerers odd, up to +4).
+LOG_PORT = int(os.environ.get("DESC_E2E_LOG_PORT", "18793"))
 #: Held by a started deployment until it stops: the site's metadata DB and these ports are one.
 DEPLOYMENT_LOCK = os.environ.get("DESC_E2E_LOCK", "/tmp/desc-e2e-deployment.lock")
 
@@ -223,6 +225,7 @@ class Deployment:
     users: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
     auth: Auth = "simple"
     _site_lock: Any = dataclasses.field(default=None, repr=False)
+    _once: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
     # --- the two variants -------------------------------------------------------------------------------
 
@@ -247,9 +250,9 @@ class Deployment:
         deployment._add(
             "api-server", ["api-server", "--port", str(PORT), "--host", "127.0.0.1"], NEEDS["api-server"]
         )
-        deployment._add("scheduler", ["scheduler"], LOCAL_SCHEDULER_NEEDS, log_port=18793)
+        deployment._add("scheduler", ["scheduler"], LOCAL_SCHEDULER_NEEDS, log_port=LOG_PORT)
         deployment._add("dag-processor", ["dag-processor"], NEEDS["dag-processor"])
-        deployment._add("triggerer", ["triggerer"], NEEDS["triggerer"], log_port=18794)
+        deployment._add("triggerer", ["triggerer"], NEEDS["triggerer"], log_port=LOG_PORT + 1)
         return deployment
 
     @classmethod
@@ -281,7 +284,7 @@ class Deployment:
                 name,
                 ["triggerer", "--capacity", str(triggerer_capacity)],
                 NEEDS["triggerer"],
-                log_port=18794 + 2 * i,
+                log_port=LOG_PORT + 1 + 2 * i,
             )
         for i, name in enumerate(("worker-a", "worker-b")):
             argv = [
@@ -292,7 +295,7 @@ class Deployment:
                 "--concurrency",
                 str(worker_concurrency),
             ]
-            deployment._add(name, argv, NEEDS["worker"], log_port=18793 + 2 * i)
+            deployment._add(name, argv, NEEDS["worker"], log_port=LOG_PORT + 2 * i)
         return deployment
 
     @classmethod
@@ -609,6 +612,16 @@ class Deployment:
             args += ["--conf", json.dumps(conf)]
         self.run(*args)
         return run_id
+
+    def trigger_once(self, dag_id: str, conf: Mapping[str, object] | None = None) -> str:
+        """Trigger ``dag_id`` the first time a test asks, on this deployment; return that run's id.
+
+        For a long run that goes on in the background while other tests run, and that the test
+        checking it finds started (or done) when its turn comes.
+        """
+        if dag_id not in self._once:
+            self._once[dag_id] = self.trigger(dag_id, conf)
+        return self._once[dag_id]
 
     def run_state(self, dag_id: str, run_id: str) -> str | None:
         rows = self.sql("SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s", dag_id, run_id)

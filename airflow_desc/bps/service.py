@@ -38,7 +38,14 @@ from lsst.ctrl.bps import BaseWmsService, BaseWmsWorkflow, WmsRunReport, WmsStat
 from airflow_desc.bps.api import AirflowRestApi, ApiSettings
 from airflow_desc.bps.jobs import jobs_from_generic_workflow
 from airflow_desc.bps.runs import AirflowRuns, RunSummary, Submission, install_dag_files, wms_state
-from airflow_desc.bps.translate import SpecSettings, dag_file_text, job_counts, spec_text, workflow_spec
+from airflow_desc.bps.translate import (
+    SpecSettings,
+    dag_file_text,
+    job_counts,
+    refuse_other_wms_options,
+    spec_text,
+    workflow_spec,
+)
 from airflow_desc.exceptions import BpsApiError
 
 __all__ = ["AirflowService", "AirflowWorkflow"]
@@ -131,9 +138,12 @@ class AirflowService(BaseWmsService):  # type: ignore[misc]
     def prepare(self, config: Any, generic_workflow: Any, out_prefix: str | None = None) -> AirflowWorkflow:
         """Write the submission's spec and DAG file; refuse what airflow-desc does not run.
 
-        :raises airflow_desc.exceptions.BpsWorkflowError: naming each job and the feature it uses.
+        :raises airflow_desc.exceptions.BpsWorkflowError: naming each job and the feature it uses, or
+            each BPS config key only another WMS plugin reads (``site.<name>.profile`` ...:
+            :func:`~airflow_desc.bps.translate.refuse_other_wms_options`).
         """
         service_class = f"{type(self).__module__}.{type(self).__name__}"
+        refuse_other_wms_options(config.toDict())
         workflow = AirflowWorkflow.from_generic_workflow(
             config, generic_workflow, out_prefix or ".", service_class
         )

@@ -55,11 +55,13 @@ from airflow_desc.bps.jobs import BpsJob
 from airflow_desc.exceptions import BpsWorkflowError
 
 __all__ = [
+    "OTHER_WMS_KEYS",
     "QUANTA_PROCESS",
     "STREAM_VAR",
     "SpecSettings",
     "dag_file_text",
     "job_counts",
+    "refuse_other_wms_options",
     "spec_text",
     "workflow_spec",
 ]
@@ -95,6 +97,48 @@ class SpecSettings:
     walltime: str = "1:00:00"
     bundling: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     chains: bool = False
+
+
+#: BPS config keys that only another WMS plugin reads, anywhere in the config (ctrl_bps leaves them
+#: out of the GenericWorkflow: the HTCondor plugin reads them from the config itself), and what to do.
+OTHER_WMS_KEYS: dict[str, str] = {
+    "profile": "WMS-specific options (HTCondor's profile) are for other plugins",
+    "attrs": "WMS job attributes (HTCondor's attrs) are for other plugins",
+    "provisionResources": "provisioning (HTCondor glideins) is for other plugins; bundles pack the work",
+}
+#: Keys of a ``site`` section that only another WMS plugin reads.
+OTHER_WMS_SITE_KEYS: dict[str, str] = {
+    "class": "a ctrl_bps_parsl site class is for the Parsl plugin",
+}
+
+
+def refuse_other_wms_options(config: Mapping[str, Any]) -> None:
+    """Refuse a BPS config that sets what only another WMS plugin runs, naming each key.
+
+    :param config: the BPS config as a mapping (``BpsConfig.toDict()``).
+    :raises BpsWorkflowError: one line per key, its dotted path and what to do.
+    """
+    found: list[str] = []
+
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        if not isinstance(node, Mapping):
+            return
+        for key, value in node.items():
+            where = (*path, str(key))
+            advice = OTHER_WMS_KEYS.get(str(key))
+            if advice is None and len(path) == 2 and path[0] == "site":
+                advice = OTHER_WMS_SITE_KEYS.get(str(key))
+            if advice is not None and value not in (None, False, "", {}, []):
+                found.append(f"{'.'.join(where)} ({value!r}): {advice}; remove it from the BPS config")
+            else:
+                walk(value, where)
+
+    walk(config, ())
+    if found:
+        raise BpsWorkflowError(
+            "the BPS config sets what airflow-desc does not run (cluster settings come from its cluster "
+            "profiles: computeSite or airflowCluster names one):\n" + "\n".join(f"  {f}" for f in found)
+        )
 
 
 def _refuse_unsupported(jobs: Sequence[BpsJob]) -> None:

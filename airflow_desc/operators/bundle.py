@@ -102,7 +102,7 @@ from airflow_desc.operators.key_renewal import waits_for_key_renewal
 from airflow_desc.operators.output_checks import run_output_checks
 from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
 from airflow_desc.operators.trusted import trusted_bundle_state, trusted_streams
-from airflow_desc.operators.workflow import VariantRecorder, workdir_lines
+from airflow_desc.operators.workflow import VariantRecorder
 from airflow_desc.pilot import bundle_job_command, parse_summary, step_name
 from airflow_desc.slurm import JobAccounting, StateClass, diagnose
 from airflow_desc.slurm.ownership import cancelled_by_owner
@@ -165,6 +165,7 @@ class SlurmBundleOperator(SlurmOperator):
     ui_color = "#b9d9eb"
     # The pilot runs on the node, each instance in its own process's container.
     payload_in_container = False
+    in_work_dir = True
 
     def __init__(
         self,
@@ -374,7 +375,6 @@ class SlurmBundleOperator(SlurmOperator):
         self.cpus, self.mem_mb, limit_s = self._whole_node(profile)
         self.time_limit = max(1, limit_s // 60)
         self.signal = f"B:TERM@{max(10, min(60, limit_s // 4))}"
-        self.setup_lines = (*self.setup_lines, *workdir_lines(profile.work_dir))
         self.log.info(
             "bundle %s: %d batch instances (%d skipped before the allocation), %d scripts; launcher %s, "
             "rerun %s", self._label(), len(plan.instances), len(plan.skipped), len(plan.scripts),

@@ -105,7 +105,8 @@ def batch_record(
     reason, message = refine_reason(rec, job_id or "0")
     memory = rec.get("memory_mb") if isinstance(rec.get("memory_mb"), int) else inst.memory_mb
     walltime = rec.get("walltime_s") if isinstance(rec.get("walltime_s"), (int, float)) else inst.walltime_s
-    pilot = {k: rec.get(k) for k in ("total_cpu_s", "max_rss_bytes", "elapsed_s", "step_id", "launcher")}
+    kept = ("total_cpu_s", "max_rss_bytes", "container_usage", "elapsed_s", "step_id", "launcher")
+    pilot = {k: rec.get(k) for k in kept}
     return instance_identity(bundle, inst.process, inst.stream, "batch").attempt(
         str(rec.get("state") or "failed"),
         cluster=cluster,
@@ -122,9 +123,7 @@ def batch_record(
         # wall is exact); sacct's step Elapsed counts whole seconds. Memory as SLURM saw it.
         elapsed_s=_first_number(rec.get("elapsed_s"), step.elapsed_s if step is not None else None),
         total_cpu_s=_first_number(rec.get("total_cpu_s"), step.total_cpu_s if step is not None else None),
-        max_rss_bytes=_first_number(
-            step.max_rss_bytes if step is not None else None, rec.get("max_rss_bytes")
-        ),
+        max_rss_bytes=_max_rss(rec, step),
         req_cpus=rec.get("cpus") or inst.cpus,
         req_mem_bytes=memory * _MIB if memory else None,
         req_walltime_s=walltime,
@@ -141,6 +140,21 @@ def batch_record(
         # The pilot's last lines of a failure, until the worker reads the log's end (and redacts it).
         log_tail=rec.get("log_tail") if isinstance(rec.get("log_tail"), str) else None,
     )
+
+
+def _max_rss(rec: Mapping[str, Any], step: Any) -> Any:
+    """Return an instance's peak memory: as SLURM saw its step, plus its podman container's own peak.
+
+    SLURM samples the step's processes, which for a payload in a podman container are only the
+    client's: the container's processes sit in a cgroup runc made, and measured themselves (the
+    pilot's ``container_usage``; its ``max_rss_bytes`` already holds the sum, with the client's peak).
+    """
+    sacct = step.max_rss_bytes if step is not None else None
+    container = rec.get("container_usage")
+    peak = container.get("max_rss_bytes") if isinstance(container, Mapping) else None
+    if isinstance(peak, int) and not isinstance(peak, bool):
+        return rec.get("max_rss_bytes") if sacct is None else sacct + peak
+    return _first_number(sacct, rec.get("max_rss_bytes"))
 
 
 def unfinished_record(

@@ -10,17 +10,43 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_desc.slurm import accounting_to_payload, precise_usage
+from airflow_desc.slurm import accounting_to_payload, precise_max_rss, precise_usage
 
 if TYPE_CHECKING:
+    from airflow_desc.clusters import ClusterProfile
     from airflow_desc.history import ProcessRecord
     from airflow_desc.history.records import InstanceIdentity
+    from airflow_desc.hooks.slurm import SlurmHook
     from airflow_desc.slurm import JobAccounting, PayloadTiming
     from airflow_desc.slurm.diagnose import Diagnosis
 
-__all__ = ["fallback_of", "job_record", "job_summary"]
+__all__ = ["FinishedJob", "fallback_of", "job_record", "job_summary"]
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """A job that ended, as a try collects it: the cluster it ran on and what SLURM says of it.
+
+    :param hook: the cluster's hook.
+    :param profile: the cluster's profile.
+    :param accounting: the job's accounting.
+    :param adopted: whether this try adopted it (an earlier try's job, finished but never recorded).
+    :param note: what the record's message adds, e.g. :data:`~airflow_desc.slurm.CONTROLLER_NOTE`
+        for a job whose accounting sacct lost, settled from the controller's answer.
+    :param log_tail: the end of its log, once read (:meth:`SlurmOperator._read_log`).
+    :param timing: the job script's own timing of the payload, read from ``log_tail``.
+    """
+
+    hook: SlurmHook
+    profile: ClusterProfile
+    accounting: JobAccounting
+    adopted: bool = False
+    note: str | None = None
+    log_tail: str | None = None
+    timing: PayloadTiming | None = None
 
 
 def fallback_of(state: Mapping[str, Any] | None, cluster: str) -> dict[str, str] | None:
@@ -53,7 +79,8 @@ def job_record(
 
     Its wall-clock and CPU times are the job script's own timing of the payload when it printed
     one (:mod:`airflow_desc.slurm.timing`), sacct's otherwise; sacct's are then kept in
-    ``extra["sacct"]``.
+    ``extra["sacct"]``. A payload in a podman container adds its container's own CPU and peak
+    memory to sacct's (which sees only the podman client): :func:`~airflow_desc.slurm.precise_max_rss`.
 
     :param identity: the process instance of the try that submitted the job.
     :param accounting: the job's accounting.
@@ -72,9 +99,13 @@ def job_record(
         "adopted": adopted,
     }
     elapsed_s, total_cpu_s = precise_usage(accounting, timing)
+    max_rss_bytes = precise_max_rss(accounting, timing)
     if timing is not None:
         extra["timing"] = "job script"
         extra["sacct"] = {"elapsed_s": accounting.elapsed_s, "total_cpu_s": accounting.total_cpu_s}
+        if timing.container_max_rss_bytes is not None:
+            extra["timing"] = "job script and container"
+            extra["sacct"]["max_rss_bytes"] = accounting.max_rss_bytes
     # Jobs of this try lost to node failures before this one: each has its own attempt row (this
     # job's ``resubmit`` counts them), and this one names them.
     earlier = [
@@ -94,7 +125,13 @@ def job_record(
         job_uid=owner_uid,
         extra=extra,
     )
-    return dataclasses.replace(record, resubmit=len(earlier), elapsed_s=elapsed_s, total_cpu_s=total_cpu_s)
+    return dataclasses.replace(
+        record,
+        resubmit=len(earlier),
+        elapsed_s=elapsed_s,
+        total_cpu_s=total_cpu_s,
+        max_rss_bytes=max_rss_bytes,
+    )
 
 
 def job_summary(
@@ -118,7 +155,7 @@ def job_summary(
         "message": diagnosis.message,
         "elapsed_s": record.elapsed_s,
         "total_cpu_s": record.total_cpu_s,
-        "max_rss_bytes": accounting.max_rss_bytes,
+        "max_rss_bytes": record.max_rss_bytes,
         "node": accounting.node_list,
         "log_path": log_path,
         "adopted": adopted,

@@ -7,12 +7,23 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_desc.operators.job_names import home_relative
 from airflow_desc.slurm import ContainerSpec, JobSpec
+from airflow_desc.slurm.quoting import quote_path
 
 if TYPE_CHECKING:
     from airflow_desc.clusters import ClusterProfile
     from airflow_desc.operators.slurm import SlurmOperator
 
-__all__ = ["container_for", "job_spec_for"]
+__all__ = ["container_for", "job_spec_for", "workdir_lines"]
+
+
+def workdir_lines(work_dir: str) -> tuple[str, ...]:
+    """Job-script lines that make the cluster's ``work_dir`` the current directory.
+
+    Spec paths (``dc1/imsim-dithered/repo``) are relative to it, so every process of a workflow
+    on a cluster sees the same files.
+    """
+    quoted = quote_path(work_dir if work_dir.startswith(("/", "~")) else f"~/{work_dir}")
+    return (f"mkdir -p -- {quoted} && cd -- {quoted}",)
 
 
 def container_for(profile: ClusterProfile, image: str | None) -> ContainerSpec:
@@ -71,7 +82,12 @@ def job_spec_for(
         output=home_relative(log_pattern),
         signal=op.signal,
         env={**profile.env, **op.env},
-        setup_lines=(*profile.setup_lines, *op.setup_lines),
+        # The work dir of the cluster this try goes to (a fallback's own, not the home cluster's).
+        setup_lines=(
+            *profile.setup_lines,
+            *op.setup_lines,
+            *(workdir_lines(profile.work_dir) if op.in_work_dir else ()),
+        ),
         container=container,
         exclude=tuple(res["exclude"].split(",")) if res["exclude"] else (),
         # We retry by cause ourselves; SLURM requeueing the same failing job would hide it.

@@ -6,6 +6,17 @@ sub-tasks (their ``streams`` tasks' XCom) and the streams inside bundles (the bu
 ``bundle_summary`` XComs); :func:`skip_for` turns them into a process instance's
 :class:`~airflow_desc.workflow.outcomes.Skip`, or ``None`` when it runs (a sub-task's stream
 counts as one state, by ``combine_states``).
+
+A sub-task with no streams below a stream of its parent is one of two things:
+
+- **blocked**: its ``streams`` task made none there because something it ``depends_on`` did not
+  succeed for that parent stream (it lists those parent streams in its ``blocked_streams`` XCom,
+  :data:`BLOCKED_STREAMS`). It counts as **skipped** there (DC1's Skipped: not run because
+  something upstream failed; the failure is counted where it happened), so what depends on it is
+  Skipped in turn: with labels ``a -> b -> c``, a failed ``a`` leaves ``b`` and ``c`` not run, and
+  the run's verdict fails on ``a``'s failure.
+- **empty**: its feeding script made an empty list of streams. Nothing to run counts as
+  **success**, as before (a sub-task with nothing to do did not fail).
 """
 
 from __future__ import annotations
@@ -33,7 +44,13 @@ if TYPE_CHECKING:
 
     from airflow_desc.workflow.registry import LoadedWorkflow
 
-__all__ = ["ProcessInRun", "RunStates", "map_index_of", "skip_for"]
+__all__ = ["BLOCKED_STREAMS", "BLOCKED_STATE", "ProcessInRun", "RunStates", "map_index_of", "skip_for"]
+
+#: The XCom key under which a ``streams`` task lists the parent streams it made no streams for
+#: because an upstream of its sub-task did not succeed there.
+BLOCKED_STREAMS = "blocked_streams"
+#: What a sub-task counts as below such a parent stream.
+BLOCKED_STATE = "skipped"
 
 #: How a process instance ended, from its Airflow task instance's state.
 _FROM_AIRFLOW = {
@@ -61,6 +78,7 @@ class RunStates:
         self._states: dict[str, Any] | None = None
         self._streams: dict[str, list[dict[str, Any]]] = {}
         self._bundles: dict[str, dict[str, str]] = {}
+        self._blocked: dict[str, list[dict[str, Any]]] = {}
         #: What :meth:`upstream` found of sub-tasks with a ``min_success``, by name: the threshold
         #: and the counts (a skip's message says it).
         self.notes: dict[str, str] = {}
@@ -92,6 +110,18 @@ class RunStates:
                     self._streams[key] = trusted_streams(f"XCom of {key}", value or [])
         return self._streams[key]
 
+    def blocked(self, task: TaskNode, stream: Mapping[str, Any]) -> list[str]:
+        """Return :data:`BLOCKED_STATE` once per parent stream below ``stream`` where the task was blocked.
+
+        Its ``streams`` task lists them in its :data:`BLOCKED_STREAMS` XCom (see the module docs).
+        """
+        key = streams_task_id(task)
+        if key not in self._blocked:
+            [value] = self.ti.xcom_pull(task_ids=[key], key=BLOCKED_STREAMS, map_indexes=-1) or [None]
+            with untrusted_fails_the_task():
+                self._blocked[key] = trusted_streams(f"XCom {BLOCKED_STREAMS} of {key}", value or [])
+        return [BLOCKED_STATE for parent in self._blocked[key] if stream_extends(parent, stream)]
+
     def bundle_states(self, task: TaskNode) -> dict[str, str]:
         """Return the state of each stream of a bundled sub-task, from its bundles' summaries."""
         key = bundle_task_id(task)
@@ -108,25 +138,28 @@ class RunStates:
         if self.task_state(streams_task_id(task)) != "success":
             return "skipped" if self.airflow_state(streams_task_id(task)) == "skipped" else "failed"
         below = [(index, s) for index, s in enumerate(self.streams(task)) if stream_extends(s, stream)]
+        blocked = self.blocked(task, stream)
         if task.bundling.state == "bundle":
             done = self.bundle_states(task)
-            return combine_states(done.get(stream_path(s), "failed") for _, s in below)
+            return combine_states([*(done.get(stream_path(s), "failed") for _, s in below), *blocked])
         states = [self.task_state(task_id_for(p.path), index) for p in task.processes for index, _ in below]
         states += [self.subtask(child, stream) for child in task.children]
-        return combine_states(states)
+        return combine_states([*states, *blocked])
 
     def subtask_streams(self, task: TaskNode, stream: Mapping[str, Any]) -> list[str] | None:
         """Return the state of each stream of a sub-task below one stream of its parent.
 
-        ``None`` when its ``streams`` task did not succeed (no streams to count).
+        ``None`` when its ``streams`` task did not succeed (no streams to count); a parent stream it
+        was blocked at counts as one stream, :data:`BLOCKED_STATE`.
         """
         if self.task_state(streams_task_id(task)) != "success":
             return None
         below = [(index, s) for index, s in enumerate(self.streams(task)) if stream_extends(s, stream)]
+        blocked = self.blocked(task, stream)
         if task.bundling.state == "bundle":
             done = self.bundle_states(task)
-            return [done.get(stream_path(s), "failed") for _, s in below]
-        return [
+            return [*(done.get(stream_path(s), "failed") for _, s in below), *blocked]
+        return blocked + [
             combine_states(
                 [self.task_state(task_id_for(p.path), index) for p in task.processes]
                 + [self.subtask(child, s) for child in task.children]
@@ -176,6 +209,10 @@ class RunStates:
         if per_stream is None:
             return self.subtask(child, stream)
         counts = StreamCounts.of(per_stream)
+        if counts.ran == 0 and self.blocked(child, stream):
+            # Nothing ran because the sub-task's own upstream blocked it: not "met by an empty sub-task".
+            self.notes[child.name] = f"not run (its upstream did not succeed): {counts}"
+            return BLOCKED_STATE
         met = threshold.met(counts)
         verdict = "at or above" if met else "below"
         self.notes[child.name] = f"{verdict} its {threshold}: {counts}"

@@ -49,7 +49,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -63,7 +62,6 @@ from airflow_desc.history import ProcessRecord, Recorder, default_recorder
 from airflow_desc.history.records import InstanceIdentity
 from airflow_desc.hooks.slurm import SlurmHook
 from airflow_desc.operators.escalation import EscalationExhausted, escalate_job, next_resources
-from airflow_desc.operators.fallback import ClusterAnswers, Placement, place_job, retry_fallback
 from airflow_desc.operators.job_checks import (
     candidate_jobs,
     own_jobs,
@@ -74,9 +72,10 @@ from airflow_desc.operators.job_checks import (
 )
 from airflow_desc.operators.job_logs import guess_log_path, job_log_path, read_job_log_tail, secret_values
 from airflow_desc.operators.job_names import job_name_for, task_dir_for, try_of_name
-from airflow_desc.operators.job_records import job_record, job_summary
+from airflow_desc.operators.job_records import FinishedJob, job_record, job_summary
 from airflow_desc.operators.job_script import job_spec_for
 from airflow_desc.operators.key_renewal import ResumesAfterKeyRenewal, waits_for_key_renewal
+from airflow_desc.operators.placement import PlacesTries
 from airflow_desc.operators.resume import (
     DEFERRED_TRY,
     AfterFailure,
@@ -91,8 +90,6 @@ from airflow_desc.operators.trusted import trusted_event_accounting, trusted_eve
 from airflow_desc.operators.worker_poll import poll_in_worker
 from airflow_desc.slurm import (
     CONTROLLER_NOTE,
-    JobAccounting,
-    PayloadTiming,
     StateClass,
     diagnose,
     parse_payload_timing,
@@ -107,8 +104,6 @@ if TYPE_CHECKING:
 __all__ = ["FinishedJob", "SlurmOperator", "untrusted_fails_the_task"]
 
 _STATE_KEY = "slurm"
-#: What the saved state says of the last job submitted, on the cluster it went to.
-_JOB_KEYS = ("job_id", "job_name", "try_number", "log_pattern", "log_path", "submit_after", "submitted_at")
 
 
 def _map_index(ti: Any) -> int:
@@ -127,30 +122,7 @@ def untrusted_fails_the_task() -> Iterator[None]:
         raise AirflowFailException(str(exc)) from None
 
 
-@dataclass(frozen=True)
-class FinishedJob:
-    """A job that ended, as a try collects it: the cluster it ran on and what SLURM says of it.
-
-    :param hook: the cluster's hook.
-    :param profile: the cluster's profile.
-    :param accounting: the job's accounting.
-    :param adopted: whether this try adopted it (an earlier try's job, finished but never recorded).
-    :param note: what the record's message adds, e.g. :data:`~airflow_desc.slurm.CONTROLLER_NOTE`
-        for a job whose accounting sacct lost, settled from the controller's answer.
-    :param log_tail: the end of its log, once read (:meth:`SlurmOperator._read_log`).
-    :param timing: the job script's own timing of the payload, read from ``log_tail``.
-    """
-
-    hook: SlurmHook
-    profile: ClusterProfile
-    accounting: JobAccounting
-    adopted: bool = False
-    note: str | None = None
-    log_tail: str | None = None
-    timing: PayloadTiming | None = None
-
-
-class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
+class SlurmOperator(ResumesAfterKeyRenewal, PlacesTries, BaseOperator):
     """Run a command as one SLURM job on a named cluster reached over SSH.
 
     :param command: the shell text the job runs (templated).
@@ -193,6 +165,8 @@ class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
     ui_color = "#c7e9f1"
     #: Whether the command runs in the container (``container_image``, else the cluster's default).
     payload_in_container: ClassVar[bool] = True
+    #: Whether the job starts in its cluster's ``work_dir`` (a workflow's paths are relative to it).
+    in_work_dir: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -493,74 +467,6 @@ class SlurmOperator(ResumesAfterKeyRenewal, BaseOperator):
             ", ".join(f"{k}={v}" for k, v in res.items() if v is not None),
         )  # fmt: skip
         return submitted.job_id
-
-    def _placed(
-        self, context: Context, hook: SlurmHook, profile: ClusterProfile, state: dict[str, Any]
-    ) -> tuple[SlurmHook, ClusterProfile]:
-        """Return the hook and profile of the cluster this try's job goes to, once it may go there.
-
-        Its own cluster, or a fallback (:func:`~airflow_desc.operators.fallback.place_job`); the choice
-        is saved before sbatch, so that a crash finds the job where it went. When no cluster can take
-        it now, defer until the one it waits for can (or wait in the worker, and choose again).
-        """
-        profiles = configured_cluster_profiles()
-        answers = ClusterAnswers(
-            profiles.get(self.cluster).name, profiles.get,
-            lambda p: hook if p.name == profile.name else self._hook(p),
-            lambda p: self._resources(p, state), self.nodes, self.log,
-        )  # fmt: skip
-        ti = context["ti"]
-        max_tries = getattr(ti, "max_tries", None)
-        target = None
-        if isinstance(max_tries, int):
-            target = retry_fallback(
-                self.fallback_clusters,
-                try_number=int(ti.try_number),
-                max_tries=max_tries,
-                retries=int(self.retries or 0),
-            )
-        while True:
-            placement = place_job(
-                answers.own, self.fallback_clusters, retry_target=target,
-                hold_of=answers.hold, full=answers.full,
-            )  # fmt: skip
-            if placement.reason:
-                self.log.warning("%s", placement.reason)
-            request = answers.requests[placement.cluster]
-            if placement.hold is None:
-                break
-            interval = self.poll_interval or request.profile.poll_interval
-            if self.deferrable:
-                trigger = request.trigger(placement.hold, interval)
-                self.defer(trigger=trigger, method_name="execute_after_hold")
-            request.wait_in_worker(answers.hook(placement.cluster), placement.hold, interval, self.log)
-            answers.forget()
-        self._note_placement(context, placement, state)
-        return answers.hook(placement.cluster), request.profile
-
-    def _note_placement(self, context: Context, placement: Placement, state: dict[str, Any]) -> None:
-        """Save, before sbatch, which cluster the job goes to when it is a fallback (and why).
-
-        On another cluster than the last job's, that job's id and paths go: they were the other
-        cluster's (its work_dir may differ), and it was recorded or found gone before this placement.
-        """
-        moved = placement.record()
-        self._on_cluster = placement.cluster if moved else None
-        if state.get("cluster") == self._on_cluster and moved is None:
-            return
-        if state.get("cluster") != self._on_cluster:
-            for key in _JOB_KEYS:
-                state.pop(key, None)
-        state.pop("cluster", None)
-        state.pop("fallback", None)
-        if moved is not None:
-            state.update(cluster=placement.cluster, fallback=moved)
-        self._save_state(context, state)
-
-    def execute_after_hold(self, context: Context, event: dict[str, Any]) -> Any:
-        """Resume once the maintenance ended or the partition came up: start the try over, and submit."""
-        self.log.info("done waiting (%s s): %s; submitting now", event.get("waited_s"), event.get("reason"))
-        return self.execute(context)
 
     @waits_for_key_renewal
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:

@@ -30,11 +30,10 @@ from airflow_desc.history import ProcessRecord, Recorder, default_recorder
 from airflow_desc.operators.identity import ATTR, DescProcess, note_skip
 from airflow_desc.operators.output_checks import CheckRequest, run_output_checks
 from airflow_desc.operators.resume import try_of_job
-from airflow_desc.operators.run_states import ProcessInRun, RunStates, map_index_of
+from airflow_desc.operators.run_states import BLOCKED_STREAMS, ProcessInRun, RunStates, map_index_of
 from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
 from airflow_desc.operators.trusted import trusted_feeds, trusted_map_index, trusted_stream
 from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass
-from airflow_desc.slurm.quoting import quote_path
 from airflow_desc.timetables import run_survey_year
 from airflow_desc.workflow.naming import stream_path, task_id_for
 from airflow_desc.workflow.outcomes import Skip
@@ -51,7 +50,6 @@ __all__ = [
     "WorkflowBatchOperator",
     "WorkflowScriptOperator",
     "WorkflowStreamsOperator",
-    "workdir_lines",
 ]
 
 
@@ -126,6 +124,7 @@ class WorkflowBatchOperator(SlurmOperator):
     # Commands come from the spec with {{ name }} placeholders that are not Jinja.
     template_fields: Sequence[str] = ()
     ui_color = "#c7e9f1"
+    in_work_dir = True
 
     def __init__(
         self,
@@ -167,8 +166,6 @@ class WorkflowBatchOperator(SlurmOperator):
             self._record_skip(context, skip)
             raise AirflowSkipException(skip.message)
         self.command = process.render_command(self.stream_values, here.variables, dm=dm)
-        profile = self._profile()
-        self.setup_lines = (*self.setup_lines, *workdir_lines(profile.work_dir))
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
@@ -214,16 +211,6 @@ class WorkflowBatchOperator(SlurmOperator):
             exit_code=job.accounting.exit_code,
             reason=ReasonClass.OUTPUT_CHECK.value,
         )
-
-
-def workdir_lines(work_dir: str) -> tuple[str, ...]:
-    """Job-script lines that make the cluster's ``work_dir`` the current directory.
-
-    Spec paths (``dc1/imsim-dithered/repo``) are relative to it, so every process of a workflow
-    on a cluster sees the same files.
-    """
-    quoted = quote_path(work_dir if work_dir.startswith(("/", "~")) else f"~/{work_dir}")
-    return (f"mkdir -p -- {quoted} && cd -- {quoted}",)
 
 
 class WorkflowScriptOperator(PythonOperator):
@@ -314,8 +301,10 @@ class WorkflowStreamsOperator(BaseOperator):
 
     Each stream is its parent's stream values plus its own (``{"filter": "r", "patch": "1,2"}``).
     A parent stream whose feeding script did not succeed, or for which something the sub-task
-    ``depends_on`` did not succeed, makes none. For a bundled sub-task, returns the bundles (lists
-    of streams) that its bundle task maps over.
+    ``depends_on`` did not succeed, makes none; the latter are *blocked* and listed in the XCom
+    ``blocked_streams`` (:data:`~airflow_desc.operators.run_states.BLOCKED_STREAMS`), so that the
+    sub-task counts as Skipped there for what depends on it, not as an empty sub-task's success.
+    For a bundled sub-task, returns the bundles (lists of streams) that its bundle task maps over.
 
     :param workflow_key: the loaded workflow.
     :param variant: the variant.
@@ -341,6 +330,7 @@ class WorkflowStreamsOperator(BaseOperator):
         runs = RunStates(context, graph)
         outputs = context["ti"].xcom_pull(task_ids=[task_id_for(feeder.path)]) or []
         streams: list[dict[str, Any]] = []
+        blocked_at: list[dict[str, Any]] = []
         for output in outputs:
             if not isinstance(output, Mapping) or "feeds" not in output:
                 continue
@@ -360,6 +350,7 @@ class WorkflowStreamsOperator(BaseOperator):
                         "no streams for %s: %s", stream_path(parent_stream) or "the run",
                         ", ".join(f"{n} {s}" for n, s in blocked.items()),
                     )  # fmt: skip
+                    blocked_at.append(parent_stream)
                     continue
             for value in feeds.get(task.name, []):
                 stream = dict(parent_stream)
@@ -367,6 +358,8 @@ class WorkflowStreamsOperator(BaseOperator):
                     stream[task.stream_var] = value
                 streams.append(stream)
         self.log.info("%s: %d streams", task.path, len(streams))
+        # Always pushed (an empty list too): a cleared and rerun streams task replaces what it said.
+        context["ti"].xcom_push(key=BLOCKED_STREAMS, value=blocked_at)
         if task.bundling.state == "bundle":
             bundles = task.split_streams(streams)
             self.log.info("%d bundles of up to %s streams", len(bundles), task.bundling.bundle_size)

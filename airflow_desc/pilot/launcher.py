@@ -11,7 +11,10 @@ The manifest lists the process instances (``id``, ``stream``, ``process``, ``com
 and ``container``). An instance runs ``bash -c <command>`` with the variables of
 :data:`INSTANCE_ENV` set; one with a ``container`` (its image) has a command that runs its payload in
 it (:func:`airflow_desc.slurm.script.container_command`, which passes those variables in), and its
-log says so (``<id> runs in container image <image>``) before the runtime's own lines.
+log says so (``<id> runs in container image <image>``) before the runtime's own lines. A podman
+container's processes are not the launcher's children: the container writes its payload's CPU and
+its memory cgroup's peak into a file beside the log (``$DESC_USAGE_FILE``), which the record adds to
+the podman client's (:func:`read_container_usage`, :func:`add_container_usage`).
 
 Two kinds of upstream, as in the workflow spec:
 
@@ -60,6 +63,10 @@ Launchers:
     every ``--poll-interval`` s and kills it when it exceeds ``memory_mb``; the children are
     pinned to their own CPUs when the pool maps onto the CPUs the pilot may use.
 
+A podman container's own CPU and peak memory (which its record's ``total_cpu_s`` and ``max_rss_bytes``
+include) are also kept apart, as ``container_usage`` (``{cpu_s, max_rss_bytes, oom_kills}``, ``None``
+without); an OOM kill in the container's memory cgroup is an ``out-of-memory`` as one in the step's.
+
 Every instance ends as one JSON line in the records file (written with one ``write`` and
 ``fsync``-ed, so the operator can read partial progress if the allocation dies):
 ``state`` is ``success``, ``failed``, ``terminated`` or ``skipped`` and ``reason`` one of
@@ -105,6 +112,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -140,6 +148,7 @@ RECORD_FIELDS = (
     "elapsed_s",
     "total_cpu_s",
     "max_rss_bytes",
+    "container_usage",
     "node",
     "cpus",
     "memory_mb",
@@ -171,6 +180,10 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 # What slurmstepd / the kernel print when a step is killed for memory (cgroup or OverMemoryKill).
 _OOM_TEXT = re.compile(r"oom[-_ ]kill|out of memory|exceeded (job |step )?memory limit", re.IGNORECASE)
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._=+-]+")
+#: The variable naming the file a podman container writes its payload's usage into
+#: (:data:`airflow_desc.slurm.script.USAGE_FILE_VAR`).
+USAGE_FILE_VAR = "DESC_USAGE_FILE"
+_TIMES_RE = re.compile(r"^(\d+)m(\d+(?:[.,]\d+)?)s (\d+)m(\d+(?:[.,]\d+)?)s$")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -750,6 +763,56 @@ def _read_json(path: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def read_container_usage(path: str | None) -> dict[str, Any] | None:
+    """Read what a podman container says its payload used: ``{cpu_s, max_rss_bytes, oom_kills}``.
+
+    The container's shell writes bash's ``times`` (its own line, then its children's: the payload's
+    user and system time), its memory cgroup's peak in bytes and its count of OOM kills
+    (:func:`airflow_desc.slurm.script.measured_payload`) into the file :data:`USAGE_FILE_VAR` names.
+    ``None`` when it wrote nothing (it never ran); a field it could not measure is ``None``.
+    """
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f.read().splitlines()]
+    except OSError:
+        return None
+    if len(lines) < 2:
+        return None
+    match = _TIMES_RE.match(lines[1])
+    cpu = None
+    if match is not None:
+        cpu = round(sum(int(m) * 60 + float(sec.replace(",", ".")) for m, sec in _pairs(match.groups())), 3)
+    peak, kills = (lines[i] if len(lines) > i else "" for i in (2, 3))
+    return {
+        "cpu_s": cpu,
+        "max_rss_bytes": int(peak) if peak.isdigit() else None,
+        "oom_kills": int(kills) if kills.isdigit() else None,
+    }
+
+
+def _pairs(values: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [(values[i], values[i + 1]) for i in range(0, len(values), 2)]
+
+
+def add_container_usage(values: dict[str, Any], usage: dict[str, Any] | None) -> None:
+    """Add a container's own CPU and peak memory to an instance's measured ones (the podman client's).
+
+    The client's processes are the launcher's children, the container's are not (they are the
+    children of podman's monitor, in a cgroup of their own): its CPU is the sum; its peak memory
+    the client's plus the container's, which bounds the instance's peak. The container's figures
+    are also kept apart, as ``container_usage``.
+    """
+    if usage is None:
+        return
+    values["container_usage"] = usage
+    if usage["cpu_s"] is not None:
+        values["total_cpu_s"] = round((values.get("total_cpu_s") or 0.0) + usage["cpu_s"], 3)
+    if usage["max_rss_bytes"] is not None:
+        values["max_rss_bytes"] = usage["max_rss_bytes"] + (values.get("max_rss_bytes") or 0)
+
+
 def _append(path: str, text: str) -> None:
     try:
         with open(path, "a", encoding="utf-8") as f:
@@ -780,6 +843,7 @@ class Running:
     deadline: float | None
     log_path: str
     result_path: str | None = None
+    usage_path: str | None = None  # where its container writes what its payload used
     killed_for: str | None = None  # time-limit | out-of-memory | allocation-ended
     kill_message: str | None = None
     kill_at: float | None = None  # when to escalate (see Pilot._escalate)
@@ -1008,8 +1072,11 @@ class Pilot:
         return wake - now
 
     # --- launching: srun steps or direct children, and reaping them -------------------------------
-    def _env(self, inst: Instance, memory: int) -> dict[str, str]:
+    def _env(self, inst: Instance, memory: int, usage_path: str | None = None) -> dict[str, str]:
         env = dict(os.environ)
+        env.pop(USAGE_FILE_VAR, None)  # the job's own is not the instance's
+        if usage_path is not None:
+            env[USAGE_FILE_VAR] = usage_path
         env.update(
             DESC_PILOT_BUNDLE=self.bundle,
             DESC_PILOT_INSTANCE=inst.id,
@@ -1033,6 +1100,7 @@ class Pilot:
         start = now_iso()
         where = node.name or self.local_node
         result_path = None
+        usage_path = self._usage_file(inst) if inst.container else None
         try:
             with open(log_path, "ab") as log:
                 log.write(
@@ -1053,7 +1121,7 @@ class Pilot:
                         stdin=subprocess.DEVNULL,
                         stdout=log,
                         stderr=subprocess.STDOUT,
-                        env=self._env(inst, memory),
+                        env=self._env(inst, memory, usage_path),
                         start_new_session=True,
                     )
                 else:
@@ -1062,7 +1130,7 @@ class Pilot:
                         stdin=subprocess.DEVNULL,
                         stdout=log,
                         stderr=subprocess.STDOUT,
-                        env=self._env(inst, memory),
+                        env=self._env(inst, memory, usage_path),
                         start_new_session=True,
                         preexec_fn=_child_setup(cpu_ids),
                     )
@@ -1095,9 +1163,28 @@ class Pilot:
             deadline=deadline,
             log_path=log_path,
             result_path=result_path,
+            usage_path=usage_path,
             oom_kills_before=memcg_oom_kills(),
             spawn_rss=spawn_rss,
         )
+
+    def _usage_file(self, inst: Instance) -> str | None:
+        """Make the empty file an instance's container writes its usage into (podman mounts it).
+
+        It sits beside the instance's log; podman's ``--volume`` would misread a ``:`` or ``,`` in
+        its path, so then it is a temporary file instead (none: the record keeps the client's usage).
+        """
+        path = os.path.join(os.path.abspath(self.opts.logs_dir), inst.log_name + ".usage")
+        try:
+            if re.search(r"[:,]", path):
+                fd, path = tempfile.mkstemp(prefix="airflow-desc-usage.", dir="/tmp")
+                os.close(fd)
+            else:
+                with open(path, "w", encoding="utf-8"):
+                    pass
+        except OSError:
+            return None
+        return path
 
     def _srun_argv(
         self, inst: Instance, node: Node, memory: int, log_path: str, result_path: str
@@ -1323,6 +1410,12 @@ class Pilot:
                     run.killed_for = "allocation-ended"
                     run.kill_message = f"the step {result.get('message')} from SLURM"
             kernel_oom = bool(result.get("oom_kill_event"))
+        if run.usage_path is not None:
+            container = read_container_usage(run.usage_path)
+            add_container_usage(values, container)
+            # The kernel killed in the container's memory cgroup, which the pilot's count misses.
+            kernel_oom = kernel_oom or bool(container and container["oom_kills"])
+            _remove(run.usage_path)
         state, reason, message = self._outcome(run, exit_code, sig, kernel_oom, measured)
         self.core_seconds += inst.cpus * elapsed
         self.cpu_seconds += values.get("total_cpu_s") or 0.0

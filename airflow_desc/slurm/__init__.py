@@ -52,7 +52,7 @@ from airflow_desc.slurm.states import (
     StateClass,
     parse_state,
 )
-from airflow_desc.slurm.timing import PayloadTiming, parse_payload_timing, precise_usage
+from airflow_desc.slurm.timing import PayloadTiming, parse_payload_timing, precise_max_rss, precise_usage
 from airflow_desc.slurm.units import (
     format_memory_mb,
     format_walltime,
@@ -96,6 +96,7 @@ __all__ = [
     "parse_sbatch_output",
     "parse_squeue",
     "parse_state",
+    "precise_max_rss",
     "precise_usage",
     "render_job_script",
     "sacct_command",

@@ -10,7 +10,10 @@ The checks run in this order, first match wins:
    (``oom-kill``, ``Exceeded job memory limit``), a Python ``MemoryError``, or a kill
    by signal 9 with MaxRSS at >= 95% of the memory limit. The last is how a job ends
    under ``proctrack/linuxproc`` + ``JobAcctGatherParams=OverMemoryKill``: ``FAILED 0:9``,
-   batch step ``CANCELLED by 0``, never OUT_OF_MEMORY.
+   batch step ``CANCELLED by 0``, never OUT_OF_MEMORY. Or a podman container's own count of OOM
+   kills in the script's timing line (:mod:`airflow_desc.slurm.timing`): the job's limit reaches
+   the container's memory cgroup, but SLURM sees neither the kill nor the memory (the job ends
+   ``FAILED`` with exit code 137).
 4. slurmstepd's ``*** JOB 123 ... CANCELLED AT ... DUE TO TIME LIMIT / PREEMPTION /
    NODE FAILURE ***`` line.
 5. CANCELLED: by whom.
@@ -30,6 +33,7 @@ from typing import Literal
 from airflow_desc.slurm.accounting import JobAccounting
 from airflow_desc.slurm.script import CONTAINER_MARKER, LOG_PREFIX
 from airflow_desc.slurm.states import SlurmState, StateClass, TextEnum
+from airflow_desc.slurm.timing import parse_payload_timing
 from airflow_desc.slurm.units import format_memory_mb
 
 __all__ = ["OOM_RSS_FRACTION", "Diagnosis", "Escalation", "ReasonClass", "diagnose"]
@@ -337,6 +341,13 @@ def _memory_evidence(name: str, accounting: JobAccounting, lines: list[str]) -> 
     peak, limit = accounting.max_rss_bytes, accounting.mem_limit_per_node_bytes
     if 9 in _signals(accounting) and peak is not None and limit and peak >= OOM_RSS_FRACTION * limit:
         return _oom(name, accounting, "killed by signal 9 at its memory limit")
+    # A podman container's memory cgroup sits below the job's: the job's limit reaches it, but SLURM
+    # sees neither its memory nor the kill; the container counted it (the script's timing line).
+    timing = parse_payload_timing("\n".join(lines))
+    if timing is not None and timing.container_oom_kills:
+        box = timing.container_max_rss_bytes
+        at = f", its container at {format_memory_mb(box)}" if box is not None else ""
+        return _oom(name, accounting, f"the kernel's OOM killer killed its container's payload{at}")
     return None
 
 

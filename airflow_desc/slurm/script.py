@@ -20,16 +20,18 @@ from types import MappingProxyType
 from typing import Literal, get_args
 
 from airflow_desc.slurm.quoting import check_text, quote_path
-from airflow_desc.slurm.timing import timing_end_lines, timing_start_lines
+from airflow_desc.slurm.timing import container_usage_lines, timing_end_lines, timing_start_lines
 from airflow_desc.slurm.units import format_walltime
 
 __all__ = [
     "CONTAINER_MARKER",
+    "USAGE_FILE_VAR",
     "ContainerRuntime",
     "ContainerSpec",
     "JobSpec",
     "check_extra_sbatch",
     "container_command",
+    "measured_payload",
     "render_job_script",
 ]
 
@@ -43,6 +45,16 @@ LOG_PREFIX = "airflow-desc:"
 #: Printed before a payload that runs in a container, followed by the image: a log tail names it
 #: (:func:`~airflow_desc.slurm.diagnose` does when the image is missing). The pilot prints it too.
 CONTAINER_MARKER = "runs in container image"
+
+#: The variable naming the file a podman container writes what its payload used into (see
+#: :func:`container_command`); the job script and the pilot set it, each to a file of its own.
+USAGE_FILE_VAR = "DESC_USAGE_FILE"
+# Signals the container's shell passes on to its payload: as the container's PID 1 it would ignore them.
+_FORWARDED_SIGNALS = ("TERM", "INT", "HUP", "USR1", "USR2")
+# The container's memory cgroup's peak: cgroup v1 (podman mounts the container's own cgroup there), v2.
+_MEMORY_PEAK_FILES = ("/sys/fs/cgroup/memory/memory.max_usage_in_bytes", "/sys/fs/cgroup/memory.peak")
+# Where its OOM kills are counted ("oom_kill N" lines): cgroup v1, v2.
+_OOM_KILL_FILES = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
 
 _IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _OPTION_RE = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -376,15 +388,22 @@ def container_command(container: ContainerSpec, command: str, env: Iterable[str]
     the current directory is mounted at the same path and made the working directory (apptainer and
     shifter do both themselves).
 
+    A podman container's processes are the children of podman's monitor (conmon), not of the job,
+    and runc gives them a cgroup of their own that SLURM does not sample: so the container measures
+    its payload itself (:func:`measured_payload`). When ``$DESC_USAGE_FILE`` (:data:`USAGE_FILE_VAR`)
+    names a file, it is mounted at its own path and passed in, and the container writes into it
+    bash's ``times`` after the payload (its CPU) and its memory cgroup's peak
+    (:func:`~airflow_desc.slurm.timing.parse_container_usage` reads it).
+
     :param container: the container; its runtime must not be ``"none"``.
     :param command: the payload's shell text.
     :param env: names of the variables the payload needs from the job's environment.
     :raises ValueError: for the runtime ``"none"`` or a name that is not a shell variable.
     """
-    quoted = shlex.quote(command.rstrip("\n"))
     runtime = container.runtime
     if runtime == "none":
         raise ValueError("container_command needs a container runtime, got 'none'")
+    quoted = shlex.quote(command.rstrip("\n"))
     if runtime == "shifter":
         words = [f"--image={container.shifter_image}"]
         words += [f"--volume={bind}" for bind in container.binds]
@@ -402,10 +421,66 @@ def container_command(container: ContainerSpec, command: str, env: Iterable[str]
         if not _IDENTIFIER_RE.match(key):
             raise ValueError(f"container_command: {key!r} is not a shell variable name")
         words += ["--env", key]
+    words += ["--env", USAGE_FILE_VAR]
+    usage = f'${{{USAGE_FILE_VAR}:+--volume "${USAGE_FILE_VAR}:${USAGE_FILE_VAR}"}}'
     # After the script's `cd`, $PWD is the absolute working directory (also for a "~/" workdir).
     workdir = '--volume "$PWD:$PWD" --workdir "$PWD"'
     image = shlex.quote(container.image or "")
-    return f"{runtime} {_words(words)} {workdir} {image} bash -c {quoted}"
+    measured = shlex.quote(measured_payload(command))
+    return f"{runtime} {_words(words)} {usage} {workdir} {image} bash -c {measured}"
+
+
+def measured_payload(command: str) -> str:
+    """Return the shell text a podman container runs: the payload, then what it used, into the usage file.
+
+    The payload runs in a subshell in the background (its stdin kept, in a process group of its
+    own), so that the container's shell, its PID 1, can pass the signals of
+    :data:`_FORWARDED_SIGNALS` on to all its processes; the shell waits
+    for it, and then, if ``$DESC_USAGE_FILE`` is set, writes ``times`` (its own line, then its
+    children's: the payload's user and system CPU, every process it waited for), the memory
+    cgroup's peak in bytes and how many processes the kernel's OOM killer killed in it (each an
+    empty line when it has none, or when the container has no memory cgroup of its own) there, and
+    exits with the payload's status.
+    """
+    var = f'"${USAGE_FILE_VAR}"'
+    peak = " || ".join(f"cat {path} 2>/dev/null" for path in _MEMORY_PEAK_FILES)
+    kill_files = " ".join(_OOM_KILL_FILES)
+    traps = [f"trap 'kill -s {sig} -- -\"$desc_p\" 2>/dev/null' {sig}" for sig in _FORWARDED_SIGNALS]
+    return "\n".join(
+        [
+            # Job control only to start it: the payload gets a process group of its own (signals
+            # reach all its processes), and no "Done" notices are printed.
+            "set -m",
+            "(",
+            command.rstrip("\n"),
+            ") 0<&0 &",
+            "desc_p=$!",
+            "set +m",
+            *traps,
+            'while :; do wait "$desc_p"; desc_rc=$?; kill -0 "$desc_p" 2>/dev/null || break; done',
+            f"if [ -n {var} ]; then",
+            f"  times >{var} 2>/dev/null",
+            # The memory cgroup must be the container's own (runc names it after the container's
+            # 64-hex id; cgroup v2 only: "/" in a cgroup namespace): where runc could not make one,
+            # the files would be those of whatever holds the container (the job, the node).
+            "  desc_own=; desc_v1=; desc_u=",
+            "  while IFS=: read -r _ c p; do case ,$c, in",
+            "    *,memory,*) desc_v1=1; [[ ${p##*/} =~ [0-9a-f]{64} ]] && desc_own=1 ;;",
+            '    ,,) desc_u=$p ;;',
+            "  esac; done </proc/self/cgroup",
+            '  if [ -z "$desc_v1" ]; then case "$desc_u" in',
+            "    /) desc_own=1 ;;",
+            "    *) [[ ${desc_u##*/} =~ [0-9a-f]{64} ]] && desc_own=1 ;;",
+            "  esac; fi",
+            f'  {{ {{ [ -n "$desc_own" ] && {{ {peak}; }}; }} || echo; }} >>{var} 2>/dev/null',
+            # bash's own read: the image may lack sed and awk.
+            f'  desc_k=; [ -n "$desc_own" ] && for f in {kill_files}; do [ -r "$f" ] || continue',
+            '    while read -r k v; do [ "$k" = oom_kill ] && desc_k=$v; done <"$f"; break; done',
+            f'  echo "$desc_k" >>{var} 2>/dev/null',
+            "fi",
+            'exit "$desc_rc"',
+        ]
+    )
 
 
 def _words(words: Iterable[str]) -> str:
@@ -468,8 +543,13 @@ def render_job_script(spec: JobSpec) -> str:
         *_container_marker_lines(spec.container, job),
         "# The payload runs with bash's default options, as it would on its own.",
         "set +e +o pipefail",
-        *timing_start_lines(),
     ]
+    # podman's containers are the children of its monitor (conmon), not of this shell: they measure
+    # their payload themselves, into this file.
+    usage = "desc_usage" if spec.container.runtime in ("podman-hpc", "podman") else None
+    if usage is not None:
+        lines += container_usage_lines(usage)
+    lines += timing_start_lines()
     payload = _payload_lines(spec)
     sig = _forwarded_signal(spec)
     if sig is None:
@@ -485,9 +565,7 @@ def render_job_script(spec: JobSpec) -> str:
             "interrupted=1",
             'while [ "$interrupted" = 1 ]; do interrupted=0; wait "$payload_pid"; rc=$?; done',
         ]
-    # podman's containers are the children of its monitor (conmon), not of this shell: unmeasured here.
-    measure_cpu = spec.container.runtime not in ("podman-hpc", "podman")
-    timing = timing_end_lines(f"{LOG_PREFIX} job {job}", measure_cpu=measure_cpu)
+    timing = timing_end_lines(f"{LOG_PREFIX} job {job}", container_usage=usage)
     status_line = f'echo "{LOG_PREFIX} job {job} payload exit code $rc at {now}"'
     lines += [*timing[:-1], status_line]
     if spec.error is not None and spec.error != spec.output:

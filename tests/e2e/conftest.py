@@ -36,7 +36,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.e2e)
         item.add_marker(pytest.mark.serial)  # one real Airflow on the one metadata DB
     others = [item for item in items if "tests/e2e/" not in str(item.fspath)]
-    items[:] = others + sorted(e2e, key=deployment_rank)  # sorted() is stable: file order within a kind
+
+    def order(item: pytest.Item) -> tuple[int, int]:
+        # Last of its deployment's tests: the one that starts a background run, then the one that
+        # checks it (no other test runs beside that run). sorted() is stable: file order within a kind.
+        late = ("starts_background_run", "checks_background_run")
+        marked = [i + 1 for i, name in enumerate(late) if item.get_closest_marker(name)]
+        return deployment_rank(item), max(marked, default=0)
+
+    items[:] = others + sorted(e2e, key=order)
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +87,22 @@ def deployments(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterato
 @pytest.fixture
 def airflow(deployments: OneAtATime) -> Deployment:
     return deployments.get("LocalExecutor", Deployment.local)
+
+
+#: DC1 at scale 0.001 (tests/e2e/dags/desc_e2e_dc1.py): the longest e2e run.
+DC1_DAG_ID = "DC1-DM12_imsim-dithered_local"
+
+
+@pytest.fixture
+def dc1_run(airflow: Deployment) -> str:
+    """The run id of DC1 at scale 0.001 on ``airflow``, triggered by the first test that asks for it.
+
+    Twinkles' survey years ask for it first (``starts_background_run``), so that DC1 runs beside them
+    (the two longest e2e runs, ~4-5 min each, overlap); tests/e2e/test_dc1_e2e.py
+    (``checks_background_run``) checks it right after. The two are the last tests of their deployment,
+    so no other test runs beside DC1. Neither kills task processes or reads the other's runs.
+    """
+    return airflow.trigger_once(DC1_DAG_ID, {"scale": 0.001})
 
 
 #: The users of ``airflow_with_users``: name -> (simple auth manager role, password). ``ops`` (an admin)

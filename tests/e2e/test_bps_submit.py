@@ -8,6 +8,13 @@ a butler repo and a QuantumGraph of AddTask quanta (lsst.pipe.base.tests.simpleQ
 tests/bps_lsst/make_submission.py), every quantum run by ``pipetask run-qbb`` inside our SLURM jobs
 on the local clusters, as the site's user ``desc``, and the final job's ``butler aggregate-graph``.
 A quantum is made to fail by moving its input file away; it is put back before ``bps restart``.
+
+One submission of 3 labels x 7 detectors (21 quanta) serves the checks of submit, report and restart:
+3 labels so that a failed first label leaves both labels below it not run (a label with no streams
+because its upstream failed counts as Skipped, not as an empty success; operators/run_states.py). The
+cancel test's submission runs on ``perlmutter-held``, a profile of this deployment's own (perlmutter
+with ``sbatch --begin=now+1hour``): its first job stays PENDING in SLURM's queue until cancelled, with
+no need to fill the cluster.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
+import yaml
 
 from airflow_desc.operators.job_names import job_name_for
 from tests.deploy import PORT, Deployment
@@ -45,13 +53,38 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+#: A cluster profile of the bps deployment only: perlmutter, every job held in the queue for an hour.
+HELD = "perlmutter-held"
+#: The labels and detectors of the restart test's submission (21 quanta).
+LABELS, DETECTORS = 3, 7
+
+
+def clusters_with_held(folder: pathlib.Path) -> pathlib.Path:
+    """The site's cluster profiles plus :data:`HELD` (perlmutter's, with ``sbatch --begin=now+1hour``)."""
+    profiles = yaml.safe_load(pathlib.Path(os.environ["DESC_CLUSTERS_FILE"]).read_text(encoding="utf-8"))
+    held = dict(profiles["clusters"]["perlmutter"])
+    held["sbatch_options"] = {**dict(held.get("sbatch_options") or {}), "begin": "now+1hour"}
+    profiles["clusters"][HELD] = held
+    path = folder / "clusters.yaml"
+    path.write_text(yaml.safe_dump(profiles, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _bps_deployment(root: pathlib.Path) -> Deployment:
+    # Its components take DESC_CLUSTERS_FILE from this process's environment when they are set up.
+    site_clusters = os.environ["DESC_CLUSTERS_FILE"]
+    os.environ["DESC_CLUSTERS_FILE"] = str(clusters_with_held(root))
+    try:
+        return Deployment.local(root, dags=root / "dags", users={USER: ("admin", PASSWORD)})
+    finally:
+        os.environ["DESC_CLUSTERS_FILE"] = site_clusters
+
+
 @pytest.fixture
 def bps_airflow(deployments: OneAtATime) -> Deployment:
-    """A LocalExecutor deployment with a DAGs folder of its own (``bps submit`` writes into it) and a user."""
-    return deployments.get(
-        "LocalExecutor-bps",
-        lambda root: Deployment.local(root, dags=root / "dags", users={USER: ("admin", PASSWORD)}),
-    )
+    """A LocalExecutor deployment with a DAGs folder of its own (``bps submit`` writes into it), a user,
+    and the cluster profile :data:`HELD`."""
+    return deployments.get("LocalExecutor-bps", _bps_deployment)
 
 
 @pytest.fixture
@@ -87,21 +120,31 @@ def bps(*args: str, cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:
 
 
 def make_submission(
-    airflow: Deployment, site: Site, workdir: pathlib.Path, *, name: str, labels: int, detectors: int
+    airflow: Deployment,
+    site: Site,
+    workdir: pathlib.Path,
+    *,
+    name: str,
+    labels: int,
+    detectors: int,
+    cluster: str = "perlmutter",
 ) -> dict[str, Any]:
     """Write the butler repo, QuantumGraph and BPS config (bundled labels, no retries) for the site's user.
 
     :param name: the submission's workflow name (its DAG id): each test's own.
+    :param cluster: the cluster profile every job runs on (computeSite).
     """
     extra = (
         f"airflowDagFolder: {airflow.dags}\nairflowWorkflowName: {name}\n"
-        "airflowBundling: {threshold: 1}\n"
+        # Bundles of up to 4 quanta of 4 minutes (task0's own 25-minute, 2-core quanta still go one
+        # per bundle: no more fit a node's 30 minutes): fewer allocations and task instances.
+        "airflowBundling: {threshold: 1, target_instances: 4}\nrequestWalltime: 4\n"
         f"environment:\n  CTRL_MPEXEC_DIR: {LSST_VENV}\n  DAF_BUTLER_DIR: {LSST_VENV}\n"
     )
     command = [
         str(LSST_VENV / "bin" / "python"), str(ROOT / "tests" / "bps_lsst" / "make_submission.py"),
         str(workdir), "--labels", str(labels), "--detectors", str(detectors), "--retries", "0",
-        "--extra", extra, "--no-prepare",
+        "--extra", extra, "--no-prepare", "--cluster", cluster,
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, env=lsst_env(), check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -143,88 +186,106 @@ def attempts(airflow: Deployment, run_id: str) -> dict[tuple[str, str], list[str
 
 def datasets(repo: str, dataset_type: str) -> list[str]:
     """The detectors of ``dataset_type`` the butler finds in the output run."""
-    query = [str(LSST_VENV / "bin" / "butler"), "query-datasets", repo, dataset_type,
+    return datasets_by_type(repo, [dataset_type])[dataset_type]
+
+
+def datasets_by_type(repo: str, dataset_types: list[str]) -> dict[str, list[str]]:
+    """The detectors of each of ``dataset_types`` the butler finds in the output run (one ``butler`` call)."""
+    query = [str(LSST_VENV / "bin" / "butler"), "query-datasets", repo, *dataset_types,
              "--collections", "u/tester/simple/run1"]  # fmt: skip
     out = subprocess.run(query, capture_output=True, text=True, env=lsst_env(), check=True).stdout
-    return sorted(line.split()[-1] for line in out.splitlines() if line.strip().startswith(dataset_type))
+    found: dict[str, list[str]] = {name: [] for name in dataset_types}
+    for line in out.splitlines():
+        cells = line.split()
+        if cells and cells[0] in found:
+            found[cells[0]].append(cells[-1])
+    return {name: sorted(detectors) for name, detectors in found.items()}
 
 
 def test_bps_submit_report_and_restart_rerun_only_what_failed(
     bps_airflow: Deployment, site: Site, workdir: pathlib.Path
 ) -> None:
     airflow = bps_airflow
-    made = make_submission(airflow, site, workdir, name="bps_e2e_restart", labels=2, detectors=3)
+    made = make_submission(airflow, site, workdir, name="bps_e2e_restart", labels=LABELS, detectors=DETECTORS)
     broken = pathlib.Path(made["inputs"]["1"])  # detector 1's input: task0 fails there
     aside = broken.with_name(broken.name + ".aside")
     broken.rename(aside)
+    every = [str(d) for d in range(DETECTORS)]
+    below = [f"task{n}" for n in range(1, LABELS)]
 
     run_id = submit(made["config"])
     dag_id = run_id.removeprefix("bps__")
-    assert airflow.wait_run(dag_id, run_id) == "failed", f"logs in {airflow.root}"
+    assert airflow.wait_run(dag_id, run_id, timeout=900) == "failed", f"logs in {airflow.root}"
 
     state, labels = report(run_id, workdir)
     assert state == "FAILED"
     assert labels == {
         "pipetaskInit": {"SUCCEEDED": 1, "EXPECTED": 1},
-        "task0": {"SUCCEEDED": 2, "FAILED": 1, "EXPECTED": 3},
-        "task1": {"PRUNED": 3, "EXPECTED": 3},  # a failed quantum skips the labels below it
+        "task0": {"SUCCEEDED": DETECTORS - 1, "FAILED": 1, "EXPECTED": DETECTORS},
+        # A failed quantum prunes the labels below it (per label: translate.py), down the whole chain.
+        **{label: {"PRUNED": DETECTORS, "EXPECTED": DETECTORS} for label in below},
         "finalJob": {"SUCCEEDED": 1, "EXPECTED": 1},
     }
+    first = attempts(airflow, run_id)
+    assert not [key for key in first if key[0] in below], "a label below the failed one ran"
 
     aside.rename(broken)
     restarted = bps("restart", "--id", run_id, cwd=workdir).stdout
     assert f"Run Id: {run_id}" in restarted
-    assert airflow.wait_run(dag_id, run_id) == "success", f"logs in {airflow.root}"
+    assert airflow.wait_run(dag_id, run_id, timeout=900) == "success", f"logs in {airflow.root}"
 
     state, labels = report(run_id, workdir)
     assert state == "SUCCEEDED"
     assert {label: counts.get("SUCCEEDED") for label, counts in labels.items()} == {
-        "pipetaskInit": 1, "task0": 3, "task1": 3, "finalJob": 1,
+        "pipetaskInit": 1, "task0": DETECTORS, **dict.fromkeys(below, DETECTORS), "finalJob": 1,
     }  # fmt: skip
-    assert datasets(made["repo"], "add_dataset2") == ["0", "1", "2"]  # task1's, registered by the final job
+    # Every label's outputs, registered by the final job.
+    outputs = [f"add_dataset{n}" for n in range(1, LABELS + 1)]
+    assert datasets_by_type(made["repo"], outputs) == dict.fromkeys(outputs, every)
     tries = attempts(airflow, run_id)
-    assert tries[("task0", "0")] == tries[("task0", "2")] == ["success"]  # not rerun
+    # The rerun: exactly the failed quantum and what it prunes; nothing that succeeded ran again.
     assert tries[("task0", "1")] == ["failed", "success"]
+    assert {d: tries[("task0", d)] for d in every if d != "1"} == {d: ["success"] for d in every if d != "1"}
     assert tries[("pipetaskInit", "")] == ["success"]
-    assert [t[-1] for (process, _), t in tries.items() if process == "task1"] == ["success"] * 3
+    assert {key: t for key, t in tries.items() if key[0] in below} == {
+        (label, d): ["success"] for label in below for d in every
+    }
     assert tries[("finalJob", "")] == ["success", "success"]  # aggregates the rerun's outputs too
 
 
-@pytest.fixture
-def full_perlmutter(site: Site) -> Iterator[None]:
-    """Both perlmutter nodes taken by a job of the site's user: the submission's jobs wait in the queue."""
-    job_id = site.sbatch(
-        "perlmutter",
-        "#!/bin/bash\nsleep 600\n",
-        "--nodes=2",
-        "--exclusive",
-        "--time=10",
-        "--output=/dev/null",
+def queued(site: Site, names: set[str]) -> dict[str, str]:
+    """The jobs in perlmutter's queue (any user) named one of ``names``: job id -> state and reason."""
+    out = site.run("perlmutter", "squeue -h -o '%i|%j|%T|%r'").stdout
+    return {
+        job: f"{state} {reason}"
+        for job, name, state, reason in (line.split("|") for line in out.splitlines() if line.count("|") == 3)
+        if name in names
+    }
+
+
+def job_names_of(airflow: Deployment, dag_id: str, run_id: str) -> set[str]:
+    """The SLURM job names every try of every task instance of the run submits under (job_name_for)."""
+    rows = airflow.sql(
+        "SELECT task_id, map_index, try_number FROM task_instance WHERE dag_id = %s AND run_id = %s",
+        dag_id,
+        run_id,
     )
-    try:
-        wait_for(
-            lambda: job_state(site, f"-j {job_id}") == "RUNNING", timeout=120, what=f"blocker {job_id} runs"
-        )
-        yield
-    finally:
-        site.run("perlmutter", f"scancel {job_id}", check=False)
+    return {
+        job_name_for(dag_id, run_id, task_id, map_index, n)
+        for task_id, map_index, tries in rows
+        for n in range(1, max(1, tries) + 1)
+    }
 
 
-def job_state(site: Site, which: str) -> str:
-    return site.run("perlmutter", f"sacct -X -P -n -o State {which} -S now-1days").stdout.strip()
-
-
-@pytest.mark.exclusive  # it fills every perlmutter node: run alone
-@pytest.mark.skip(
-    reason="not reliable yet: in one whole-file run its first job never showed PENDING in sacct within "
-    "120 s (passed alone); to be found before it joins make test (issue #16)"
-)
-@pytest.mark.usefixtures("full_perlmutter")
 def test_bps_cancel_fails_the_run_and_cancels_its_slurm_job(
     bps_airflow: Deployment, site: Site, workdir: pathlib.Path
 ) -> None:
+    # On HELD every job waits an hour in the queue (sbatch --begin): the submission is still going
+    # when it is cancelled, whatever else the cluster runs. Job names repeat from one session to
+    # the next (they are the run's and task's): the job is found by id, in squeue, never by name in
+    # sacct (it was the flake: an earlier session's CANCELLED job of the same name).
     airflow = bps_airflow
-    made = make_submission(airflow, site, workdir, name="bps_e2e_cancel", labels=1, detectors=2)
+    made = make_submission(airflow, site, workdir, name="bps_e2e_cancel", labels=1, detectors=2, cluster=HELD)
     run_id = submit(made["config"])
     dag_id = run_id.removeprefix("bps__")
 
@@ -237,18 +298,36 @@ def test_bps_cancel_fails_the_run_and_cancels_its_slurm_job(
         )
         return dict(zip(("task_id", "map_index", "try_number"), rows[0], strict=True)) if rows else None
 
-    ti = wait_for(deferred, timeout=300, what=f"a task of {run_id} waiting on its SLURM job")
-    name = job_name_for(dag_id, run_id, ti["task_id"], ti["map_index"], ti["try_number"])
-    wait_for(lambda: job_state(site, f"--name={name}") == "PENDING", timeout=120, what=f"job {name} queued")
+    try:
+        ti = wait_for(deferred, timeout=300, what=f"a task of {run_id} waiting on its SLURM job")
+        name = job_name_for(dag_id, run_id, ti["task_id"], ti["map_index"], ti["try_number"])
+        [(job_id, state)] = wait_for(
+            lambda: queued(site, {name}), timeout=120, what=f"job {name} in the queue"
+        ).items()
+        assert state.startswith("PENDING"), state
+        cancel_checked(airflow, site, workdir, run_id, job_id)
+    finally:  # a held job left behind would start in an hour
+        for job in queued(site, job_names_of(airflow, dag_id, run_id)):
+            site.run("perlmutter", f"scancel {job}", check=False)
+
+
+def cancel_checked(airflow: Deployment, site: Site, workdir: pathlib.Path, run_id: str, job_id: str) -> None:
+    """``bps cancel`` a running submission whose job ``job_id`` is queued; check what became of it."""
+    dag_id = run_id.removeprefix("bps__")
+    assert report(run_id, workdir)[0] == "RUNNING"
 
     out = bps("cancel", "--id", run_id, cwd=workdir).stdout
 
     assert f"Successfully canceled job with id '{run_id}'" in out
     assert airflow.run_state(dag_id, run_id) == "failed"
-    state = wait_for(
-        lambda: job_state(site, f"--name={name}"), until=lambda s: s.startswith("CANCELLED"), timeout=120,
-        what=f"job {name} cancelled",
+    names = job_names_of(airflow, dag_id, run_id)
+    wait_for(lambda: not queued(site, names), timeout=120, what=f"no job of {run_id} left in the queue")
+    accounted = wait_for(
+        lambda: site.run("perlmutter", f"sacct -X -P -n -o State -j {job_id}").stdout.strip(),
+        until=lambda s: s.startswith("CANCELLED"), timeout=120, what=f"job {job_id} cancelled in sacct",
     )  # fmt: skip
-    assert state.startswith("CANCELLED")
-    assert report(run_id, workdir)[0] == "DELETED"
+    assert accounted.startswith("CANCELLED")
+    state, labels = report(run_id, workdir)
+    assert state == "DELETED"
+    assert labels["task0"] == {"PRUNED": 2, "EXPECTED": 2}, labels
     assert "has ended already (failed)" in bps("cancel", "--id", run_id, cwd=workdir).stdout

@@ -15,14 +15,17 @@ import dataclasses
 import pathlib
 from typing import Any
 
+import pytest
+
 from airflow_desc.history import ProcessRecord, latest_attempts_of
 from airflow_desc.workflow.registry import load_workflow
 from airflow_desc.workflow.verdict import judge_run
 from tests.deploy import Deployment
+from tests.e2e.conftest import DC1_DAG_ID as DAG_ID
 from tests.integration.site import NODES
 
 ROOT = pathlib.Path(__file__).parents[2]
-DAG_ID = "DC1-DM12_imsim-dithered_local"
+
 TOP = ("serialingest", "ingestRefCat", "setupEimageVisits", "launchL1L2", "wrapup", "report")
 RENDERER_TASKS = ("streams", "bundle", "verdict")
 RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(ProcessRecord) if f.name != "log_tail")
@@ -32,9 +35,10 @@ def record_of(row: dict[str, Any]) -> ProcessRecord:
     return ProcessRecord(**{name: row[name] for name in RECORD_FIELDS})
 
 
-def test_dc1_tiny_scale_runs_with_every_process_instance_recorded(airflow: Deployment) -> None:
-    run_id = airflow.trigger(DAG_ID, {"scale": 0.001})
-    run_state = airflow.wait_run(DAG_ID, run_id, timeout=600)
+@pytest.mark.checks_background_run  # the run went on beside Twinkles' years (conftest.py: dc1_run)
+def test_dc1_tiny_scale_runs_with_every_process_instance_recorded(airflow: Deployment, dc1_run: str) -> None:
+    run_id = dc1_run
+    run_state = airflow.wait_run(DAG_ID, run_id, timeout=900)
     recs = [record_of(row) for row in airflow.history_rows(run_id)]
     # The run's state is its verdict's: failed when an instance's latest attempt failed or was
     # terminated outside a met min_success (DC1's launchL1L2 tolerates failed visits).

@@ -22,6 +22,8 @@ import shlex
 import time
 from typing import Any
 
+import pytest
+
 from tests.deploy import Deployment, api
 from tests.integration.site import Site
 from tests.waiting import wait_for
@@ -41,8 +43,9 @@ TOP = (
 )  # fmt: skip
 WORK_DIR = "airflow-desc"  # the site's clusters.yaml work_dir, relative to the home directory
 ROOT = "twinkles/phosim"  # twinkles.yaml's root (the runs have no conf), under the work dir
-# Three years of ~10 SLURM jobs each, side by side on the local site, then one year again.
-RUNS_TIMEOUT = 900
+# Three years of ~10 SLURM jobs each, side by side on the local site (DC1 at 0.001 beside them), then one
+# year again.
+RUNS_TIMEOUT = 1500
 
 
 def dag_runs(airflow: Deployment) -> list[tuple[str, str, str, str, str]]:
@@ -93,9 +96,11 @@ def left_behind(site: Site) -> dict[str, tuple[set[str], set[str]]]:
     }
 
 
+@pytest.mark.starts_background_run
 def test_three_survey_years_run_as_scheduled_runs_and_one_year_reruns_alone(
-    airflow: Deployment, site: Site
+    airflow: Deployment, site: Site, dc1_run: str
 ) -> None:
+    # dc1_run: DC1 at scale 0.001 runs beside the years (tests/e2e/test_dc1_e2e.py checks it after).
     # What an earlier deployment's runs of the same run ids left on the clusters: each bundle of
     # this deployment sets it aside (``<dir>.stale-<time>``) and runs all its streams (the records
     # below), instead of taking the old records for an earlier try's and recording nothing.

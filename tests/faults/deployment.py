@@ -27,15 +27,15 @@ import subprocess
 import sys
 from typing import Any
 
-from tests.deploy import NEEDS, Deployment, api
+from tests.deploy import LOG_PORT, NEEDS, Deployment, api
 from tests.waiting import wait_for
 
 __all__ = ["DEPLOYMENTS", "FaultDeployment"]
 
 DAGS = pathlib.Path(__file__).parent / "dags"
 #: The log server port of a component :meth:`FaultDeployment.add_component` starts (the
-#: deployment's own components use 18793-18797).
-EXTRA_LOG_PORT = 18799
+#: deployment's own components use LOG_PORT to LOG_PORT + 4).
+EXTRA_LOG_PORT = LOG_PORT + 6
 
 
 class FaultDeployment:

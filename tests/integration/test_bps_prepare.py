@@ -93,6 +93,20 @@ def test_a_feature_airflow_desc_does_not_run_is_refused_at_prepare_naming_it(tmp
     assert not list(tmp_path.glob("submit/**/airflow/*.yaml"))
 
 
+def test_a_wms_specific_option_is_refused_at_prepare_naming_it(tmp_path: pathlib.Path) -> None:
+    # HTCondor's profile: ctrl_bps leaves it out of the GenericWorkflow; the plugin reads the config.
+    extra = "site:\n  perlmutter:\n    profile:\n      condor:\n        requirements: 'x == 1'\n"
+    done = make_submission(tmp_path, "--labels", "1", "--detectors", "1", "--extra", extra)
+
+    assert done.returncode != 0
+    assert "BpsWorkflowError: the BPS config sets what airflow-desc does not run" in done.stderr
+    assert (
+        "site.perlmutter.profile ({'condor': {'requirements': 'x == 1'}}): WMS-specific options"
+        in done.stderr
+    )
+    assert not list(tmp_path.glob("submit/**/airflow/*.yaml"))
+
+
 def test_the_lsst_venv_holds_the_plugin_and_no_airflow() -> None:
     code = (
         "import importlib.metadata as m, importlib.util as u; print(m.version('airflow-desc-bps'), "

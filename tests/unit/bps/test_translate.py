@@ -19,7 +19,14 @@ import pytest
 
 from airflow_desc.bps.jobs import BpsJob
 from airflow_desc.bps.streams import quanta_by_label
-from airflow_desc.bps.translate import QUANTA_PROCESS, SpecSettings, dag_file_text, spec_text, workflow_spec
+from airflow_desc.bps.translate import (
+    QUANTA_PROCESS,
+    SpecSettings,
+    dag_file_text,
+    refuse_other_wms_options,
+    spec_text,
+    workflow_spec,
+)
 from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.exceptions import BpsWorkflowError
 from airflow_desc.workflow.build import build_graph
@@ -221,3 +228,40 @@ def test_what_airflow_desc_does_not_run_is_refused_naming_the_job_and_the_featur
 
 def test_jobs_round_trip_through_json() -> None:
     assert [BpsJob.from_dict(json.loads(json.dumps(job.to_dict()))) for job in JOBS] == JOBS
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        (
+            {"site": {"perlmutter": {"profile": {"condor": {"+Foo": 1}}}}},
+            "site.perlmutter.profile ({'condor'",
+        ),
+        (
+            {"pipetask": {"task0": {"attrs": {"x": "y"}}}},
+            "pipetask.task0.attrs ({'x': 'y'}): WMS job attributes",
+        ),
+        ({"provisionResources": True}, "provisionResources (True): provisioning (HTCondor glideins)"),
+        ({"site": {"s3df": {"class": "lsst.ctrl.bps.parsl.sites.Slurm"}}}, "site.s3df.class ('lsst.ctrl"),
+    ],
+)
+def test_a_bps_config_option_of_another_wms_is_refused_naming_its_key(
+    config: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(
+        BpsWorkflowError, match="the BPS config sets what airflow-desc does not run"
+    ) as caught:
+        refuse_other_wms_options({"computeSite": "perlmutter", "payload": {"class": "x"}, **config})
+    assert named in str(caught.value) and "remove it from the BPS config" in str(caught.value)
+
+
+def test_a_bps_config_of_no_other_wms_passes() -> None:
+    # "class" is only another plugin's in a site section; unset or false values are not set.
+    refuse_other_wms_options(
+        {
+            "computeSite": "perlmutter",
+            "payload": {"class": "x"},
+            "provisionResources": False,
+            "site": {"a": {}},
+        }
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+import shlex
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from airflow_desc.slurm import (
     submit_script_command,
 )
 from airflow_desc.slurm.nodes import NodeState, parse_sinfo_nodes
+from airflow_desc.slurm.script import measured_payload
 from tests.site_recordings import site_jobs
 from tests.unit.conftest import s3df_profile
 
@@ -308,11 +310,14 @@ def test_the_profile_says_how_a_payload_runs_in_its_container() -> None:
         for image in ("localhost/mine:2", None)
     }
     words = "podman run --rm --pull=never --network=none --volume /sdf/group/desc:/desc:ro --env SITE"
+    words += " --env DESC_USAGE_FILE"  # the file the container writes what its payload used into
+    measured = shlex.quote(measured_payload("true"))
+    assert f"{words} " in scripts["localhost/mine:2"]
     assert (
-        f'{words} --volume "$PWD:$PWD" --workdir "$PWD" localhost/mine:2 bash -c true\n'
+        f' --volume "$PWD:$PWD" --workdir "$PWD" localhost/mine:2 bash -c {measured}\n'
         in scripts["localhost/mine:2"]
     )
-    assert " localhost/default:1 bash -c true\n" in scripts[None]  # the cluster's default image
+    assert f" localhost/default:1 bash -c {measured}\n" in scripts[None]  # the cluster's default image
     # A bundle's pilot runs on the node: its instances run in their containers (see the manifest).
     assert SlurmBundleOperator.payload_in_container is False
     op = SlurmOperator(task_id="t", command="true", cluster="s3df")
@@ -328,3 +333,23 @@ def test_an_image_on_a_cluster_without_a_container_runtime_says_what_to_set() ->
     ):
         container_for(s3df_profile(), "localhost/x:1")
     assert container_for(s3df_profile(), None).runtime == "none"
+
+
+def test_a_workflow_job_starts_in_the_work_dir_of_the_cluster_it_goes_to_once_per_script() -> None:
+    from airflow_desc.operators.bundle import SlurmBundleOperator
+    from airflow_desc.operators.job_script import job_spec_for
+    from airflow_desc.operators.workflow import WorkflowBatchOperator
+
+    assert WorkflowBatchOperator.in_work_dir and SlurmBundleOperator.in_work_dir
+    res = {"partition": "roma", "time_limit_s": 60, "cpus": 1, "mem_mb": None, "exclude": ""}
+    op = SlurmOperator(task_id="t", command="true", cluster="s3df")
+    home = s3df_profile(work_dir="desc work")
+    assert "mkdir -p" not in render_job_script(job_spec_for(op, home, res, name="j", log_pattern="l/%j"))
+    op.in_work_dir = True
+    fallback = s3df_profile(work_dir="/sdf/desc")
+    # A try resubmitted in one process (a node failure, a move to a fallback) asks again: one line each.
+    for _ in range(2):
+        script = render_job_script(job_spec_for(op, home, res, name="j", log_pattern="l/%j"))
+        assert script.count("mkdir -p -- ") == 1 and "cd -- \"$HOME\"/'desc work'\n" in script
+    moved = render_job_script(job_spec_for(op, fallback, res, name="j", log_pattern="l/%j"))
+    assert moved.count("mkdir -p -- ") == 1 and "cd -- /sdf/desc\n" in moved

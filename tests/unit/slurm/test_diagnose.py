@@ -379,3 +379,16 @@ def test_a_missing_image_is_a_container_error_naming_it(tail: str, image: str) -
 def test_a_payload_that_cannot_open_its_own_image_file_is_not_a_container_error() -> None:
     d = diagnose(job("8|FAILED|1:0|00:00:03||2G|1|n1|\n"), "ERROR: could not open image calexp-v1.fits\n")
     check_diagnosis(d, ReasonClass.NON_ZERO_EXIT, "8")
+
+
+def test_an_oom_kill_in_a_podman_container_is_out_of_memory() -> None:
+    # Job 1104 on the site: 200 MB asked, 800 MB allocated in a podman container. The kernel killed it
+    # in the container's memory cgroup, below the job's; sacct saw only the podman client (1228K).
+    sacct = "1104|FAILED|9:0|00:00:01||200M|1|pm-n1|\n1104.batch|FAILED|9:0|00:00:01|1228K||1|pm-n1|\n"
+    d = diagnose(job(sacct), log("podman_oom"))
+    check_diagnosis(d, ReasonClass.OUT_OF_MEMORY, "1104")
+    assert "the kernel's OOM killer killed its container's payload, its container at 182" in d.message, (
+        d.message
+    )
+    no_kill = log("podman_oom").replace("oomkill 1", "oomkill 0")
+    check_diagnosis(diagnose(job(sacct), no_kill), ReasonClass.NON_ZERO_EXIT, "1104")

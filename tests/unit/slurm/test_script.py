@@ -7,7 +7,13 @@ import subprocess
 
 import pytest
 
-from airflow_desc.slurm.script import ContainerSpec, JobSpec, container_command, render_job_script
+from airflow_desc.slurm.script import (
+    ContainerSpec,
+    JobSpec,
+    container_command,
+    measured_payload,
+    render_job_script,
+)
 from tests.waiting import wait_for
 
 GOLDEN = pathlib.Path(__file__).parents[2] / "data" / "slurm" / "golden"
@@ -416,7 +422,7 @@ def run_in_fake_runtime(
     result = run_script(
         render_job_script(spec),
         tmp_path,
-        env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_ARGV": str(argv_file)},
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_ARGV": str(argv_file), "TMPDIR": str(tmp_path)},
     )
     return result, argv_file.read_text().split("\0")[:-1]
 
@@ -436,16 +442,35 @@ def test_container_runtimes_get_the_payload_intact(runtime: str, tmp_path: pathl
     assert "airflow-desc: job 4242 payload runs in container image img:1\n" in result.stdout
     assert (tmp_path / "payload.txt").read_text() == "it's|$(touch PWNED)|run 42|"
     assert not (tmp_path / "PWNED").exists()
-    assert argv[-3:] == ["bash", "-c", command]
-    podman = ["run", "--rm", "--opt", "--volume", "/a b:/c", "--env", "DESC_RUN"]
-    podman += ["--volume", f"{tmp_path}:{tmp_path}", "--workdir", str(tmp_path), "img:1"]
+    podman = runtime in ("podman", "podman-hpc")
+    # podman's container runs the payload in a shell that measures it (measured_payload).
+    assert argv[-3:] == ["bash", "-c", measured_payload(command) if podman else command]
+    usage = argv[argv.index("DESC_USAGE_FILE") + 2].split(":")[0] if podman else ""
+    podman_argv = [
+        "run",
+        "--rm",
+        "--opt",
+        "--volume",
+        "/a b:/c",
+        "--env",
+        "DESC_RUN",
+        "--env",
+        "DESC_USAGE_FILE",
+    ]
+    podman_argv += ["--volume", f"{usage}:{usage}"]
+    podman_argv += ["--volume", f"{tmp_path}:{tmp_path}", "--workdir", str(tmp_path), "img:1"]
     expected_prefix = {
         "shifter": ["shifter", "--image=docker:img:1", "--volume=/a b:/c", "--opt"],
-        "podman-hpc": ["podman-hpc", *podman],
-        "podman": ["podman", *podman],
+        "podman-hpc": ["podman-hpc", *podman_argv],
+        "podman": ["podman", *podman_argv],
         "apptainer": ["apptainer", "exec", "--opt", "--bind", "/a b:/c", "img:1"],
     }[runtime]
     assert argv[:-3] == expected_prefix
+    if podman:
+        # The file the container wrote what it used into: in $TMPDIR, read by the script, removed.
+        assert usage.startswith(f"{tmp_path}/airflow-desc-usage."), usage
+        assert not pathlib.Path(usage).exists()
+        assert "container 0m" in result.stdout.splitlines()[-1], result.stdout
 
 
 HOSTILE = "x';touch PWNED;'$(touch PWNED)`touch PWNED`\"$HOME"
@@ -490,5 +515,38 @@ def test_podman_gets_the_workdir_mounted_and_set(tmp_path: pathlib.Path) -> None
     result, argv = run_in_fake_runtime("podman-hpc", spec, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     workdir = str(tmp_path / "w d")
-    assert argv[:7] == ["podman-hpc", "run", "--rm", "--volume", f"{workdir}:{workdir}", "--workdir", workdir]
-    assert argv[7:] == ["img", "bash", "-c", "true"]
+    assert argv[7:12] == ["--volume", f"{workdir}:{workdir}", "--workdir", workdir, "img"]
+    assert argv[12:] == ["bash", "-c", measured_payload("true")]
+
+
+def test_the_containers_shell_passes_signals_to_all_of_the_payload(tmp_path: pathlib.Path) -> None:
+    # As the container's PID 1 it would ignore them; a multi-command payload's children get them too.
+    payload = f"sleep 60 & echo $! > {tmp_path}/child; wait; echo after > {tmp_path}/after"
+    usage = tmp_path / "usage"
+    proc = subprocess.Popen(
+        ["bash", "-c", measured_payload(payload)],
+        env={"PATH": os.environ["PATH"], "DESC_USAGE_FILE": str(usage)},
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for(
+        lambda: (tmp_path / "child").exists() and (tmp_path / "child").read_text().strip(),
+        timeout=30,
+        what="the payload's child",
+        interval=0.05,
+    )
+    child = int((tmp_path / "child").read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    wait_for(lambda: _gone(child), timeout=30, what=f"the payload's child {child} to end", interval=0.05)
+    assert not (tmp_path / "after").exists()
+    # It still wrote what the payload used (here: no memory cgroup of a container's own).
+    assert len(usage.read_text().splitlines()) == 4 and usage.read_text().startswith("0m")
+
+
+def _gone(pid: int) -> bool:
+    """Whether a process has ended (a zombie waiting for its new parent counts)."""
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True

@@ -8,7 +8,13 @@ import pytest
 
 from airflow_desc.slurm import group_accounting, parse_sacct
 from airflow_desc.slurm.script import ContainerSpec, JobSpec, render_job_script
-from airflow_desc.slurm.timing import PayloadTiming, parse_payload_timing, precise_usage
+from airflow_desc.slurm.timing import (
+    PayloadTiming,
+    parse_payload_timing,
+    parse_times_children,
+    precise_max_rss,
+    precise_usage,
+)
 from tests.unit.slurm.test_script import run_script
 
 DATA = pathlib.Path(__file__).parents[2] / "data" / "slurm"
@@ -78,6 +84,52 @@ def test_the_script_times_the_payload_and_not_its_setup(tmp_path: pathlib.Path) 
     assert not list(tmp_path.glob("airflow-desc-times.*")), "the script leaves no file behind"
 
 
-def test_a_podman_payload_is_timed_without_its_cpu() -> None:
+def test_a_podman_payload_is_timed_with_its_containers_usage() -> None:
     spec = JobSpec(job_name="x", command="true", container=ContainerSpec("podman-hpc", "desc/stack:1"))
-    assert render_job_script(spec).rstrip().splitlines()[-2].endswith('cpu unmeasured"')
+    last = render_job_script(spec).rstrip().splitlines()[-2]
+    assert last.endswith(
+        "cpu $desc_c0 -> $desc_c1 container ${desc_kc:-unmeasured} maxrss ${desc_km:-unmeasured} "
+        'oomkill ${desc_ko:-unmeasured}"'
+    )
+
+
+CONTAINER_LINE = (
+    LINE.format(before="0m0.004s 0m0.001s", after="0m0.090s 0m0.046s") + " container {} maxrss {}"
+)
+
+
+def test_a_containers_cpu_adds_to_the_clients_and_its_peak_to_sacct_s() -> None:
+    timing = parse_payload_timing(CONTAINER_LINE.format("0m0.893s 0m3,168s", "109895680 oomkill 0"))
+    assert timing == PayloadTiming(
+        wall_s=2.714, cpu_s=round(0.131 + 4.061, 3), container_max_rss_bytes=109895680, container_oom_kills=0
+    )
+    killed = parse_payload_timing(CONTAINER_LINE.format("0m0.893s 0m3.168s", "209715200 oomkill 1"))
+    assert killed is not None and killed.container_oom_kills == 1
+    acct = accounting("5000101")  # MaxRSS of the batch step: the podman client's
+    assert precise_max_rss(acct, timing) == 109895680 + acct.max_rss_bytes  # type: ignore[attr-defined]
+    assert precise_max_rss(acct, None) == acct.max_rss_bytes  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("container", "maxrss", "cpu_s", "peak"),
+    [
+        ("unmeasured", "unmeasured", None, None),  # the container never ran (a missing image)
+        ("0m1.000s 0m0.500s", "unmeasured", 1.631, None),  # no memory cgroup to read
+        ("unmeasured", "2048", None, 2048),
+    ],
+)
+def test_what_a_container_did_not_measure_keeps_sacct_s(
+    container: str, maxrss: str, cpu_s: float | None, peak: int | None
+) -> None:
+    timing = parse_payload_timing(CONTAINER_LINE.format(container, maxrss))
+    assert timing == PayloadTiming(wall_s=2.714, cpu_s=cpu_s, container_max_rss_bytes=peak)
+    acct = accounting("5000101")
+    assert precise_max_rss(acct, timing) == (acct.max_rss_bytes or 0) + (peak or 0)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [("0m2.690s 0m0.012s", 2.702), ("1m0,5s 0m0.000s", 60.5), ("", None), ("0m1s", None), ("x 0m1.0s", None)],
+)
+def test_a_times_line_is_read(line: str, expected: float | None) -> None:
+    assert parse_times_children(line) == expected

@@ -18,6 +18,7 @@ from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.operators.job_script import container_for
 from airflow_desc.pilot import validate_manifest
+from airflow_desc.slurm.script import measured_payload
 from airflow_desc.workflow.bundle_plan import CONTAINER_ENV, allocation_time_limit_s, plan_bundle
 from airflow_desc.workflow.registry import load_workflow
 from airflow_desc.workflow.scripts import ScriptOutcome
@@ -214,7 +215,7 @@ def test_each_instance_runs_in_its_own_processs_container(
             words = shlex.split(entry["command"])
             assert words[:3] == ["podman", "run", "--rm"] and words[3] == "--pull=never"
             passed = [words[i + 1] for i, w in enumerate(words) if w == "--env"]
-            assert passed == [*CONTAINER_ENV, "MINE"] and "DESC_PAYLOAD" in passed
-            assert words[-4:] == [image, "bash", "-c", inst.command]
+            assert passed == [*CONTAINER_ENV, "MINE", "DESC_USAGE_FILE"] and "DESC_PAYLOAD" in passed
+            assert words[-4:] == [image, "bash", "-c", measured_payload(inst.command)]
     # Without containers (no cluster said how), the commands are the planner's own.
     assert all("container" not in e for e in plan.manifest("b")["instances"])

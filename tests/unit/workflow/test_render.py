@@ -474,7 +474,7 @@ def test_a_batch_instance_runs_its_streams_command(
     op.execute(ctx)
     assert seen["cmd"] == "warp 1,2"
     assert op.stream == "patch=1,2" and ctx["desc_stream"] == "patch=1,2"
-    assert any("cd -- " in line for line in op.setup_lines)  # spec paths are relative to work_dir
+    assert op.in_work_dir  # spec paths are relative to work_dir: its job script starts there
 
 
 def test_script_results_are_checked() -> None:

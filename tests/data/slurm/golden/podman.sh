@@ -16,14 +16,50 @@ echo "airflow-desc: job ${SLURM_JOB_ID:-unknown} payload starting on $(hostname)
 echo "airflow-desc: job ${SLURM_JOB_ID:-unknown} payload runs in container image" localhost/desc-payload:test
 # The payload runs with bash's default options, as it would on its own.
 set +e +o pipefail
+desc_usage=$(mktemp "${TMPDIR:-/tmp}/airflow-desc-usage.XXXXXX" 2>/dev/null)
+case "$desc_usage" in *[:,]*) rm -f -- "$desc_usage"; desc_usage= ;; esac
+export DESC_USAGE_FILE="$desc_usage"
 desc_t0=$(date +%s.%N)
 desc_times="${TMPDIR:-/tmp}/airflow-desc-times.$$"
 times 2>/dev/null >"$desc_times" && { read -r desc_x; read -r desc_c0; } <"$desc_times"
-podman run --rm --pull=never --network=none --volume /x:/x:ro --env DESC_RUN --volume "$PWD:$PWD" --workdir "$PWD" localhost/desc-payload:test bash -c 'processEimage.py --visit 159479 --sensor '"'"'R22 S11'"'"''
+podman run --rm --pull=never --network=none --volume /x:/x:ro --env DESC_RUN --env DESC_USAGE_FILE ${DESC_USAGE_FILE:+--volume "$DESC_USAGE_FILE:$DESC_USAGE_FILE"} --volume "$PWD:$PWD" --workdir "$PWD" localhost/desc-payload:test bash -c 'set -m
+(
+processEimage.py --visit 159479 --sensor '"'"'R22 S11'"'"'
+) 0<&0 &
+desc_p=$!
+set +m
+trap '"'"'kill -s TERM -- -"$desc_p" 2>/dev/null'"'"' TERM
+trap '"'"'kill -s INT -- -"$desc_p" 2>/dev/null'"'"' INT
+trap '"'"'kill -s HUP -- -"$desc_p" 2>/dev/null'"'"' HUP
+trap '"'"'kill -s USR1 -- -"$desc_p" 2>/dev/null'"'"' USR1
+trap '"'"'kill -s USR2 -- -"$desc_p" 2>/dev/null'"'"' USR2
+while :; do wait "$desc_p"; desc_rc=$?; kill -0 "$desc_p" 2>/dev/null || break; done
+if [ -n "$DESC_USAGE_FILE" ]; then
+  times >"$DESC_USAGE_FILE" 2>/dev/null
+  desc_own=; desc_v1=; desc_u=
+  while IFS=: read -r _ c p; do case ,$c, in
+    *,memory,*) desc_v1=1; [[ ${p##*/} =~ [0-9a-f]{64} ]] && desc_own=1 ;;
+    ,,) desc_u=$p ;;
+  esac; done </proc/self/cgroup
+  if [ -z "$desc_v1" ]; then case "$desc_u" in
+    /) desc_own=1 ;;
+    *) [[ ${desc_u##*/} =~ [0-9a-f]{64} ]] && desc_own=1 ;;
+  esac; fi
+  { { [ -n "$desc_own" ] && { cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.peak 2>/dev/null; }; } || echo; } >>"$DESC_USAGE_FILE" 2>/dev/null
+  desc_k=; [ -n "$desc_own" ] && for f in /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events; do [ -r "$f" ] || continue
+    while read -r k v; do [ "$k" = oom_kill ] && desc_k=$v; done <"$f"; break; done
+  echo "$desc_k" >>"$DESC_USAGE_FILE" 2>/dev/null
+fi
+exit "$desc_rc"'
 rc=$?
 times 2>/dev/null >"$desc_times" && { read -r desc_x; read -r desc_c1; } <"$desc_times"
 rm -f -- "$desc_times"
 desc_t1=$(date +%s.%N)
+desc_kc=; desc_km=; desc_ko=
+if [ -s "$desc_usage" ]; then
+  { read -r desc_x; read -r desc_kc; read -r desc_km; read -r desc_ko; } <"$desc_usage"
+fi
+if [ -n "$desc_usage" ]; then rm -f -- "$desc_usage"; fi
 echo "airflow-desc: job ${SLURM_JOB_ID:-unknown} payload exit code $rc at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "airflow-desc: job ${SLURM_JOB_ID:-unknown} payload timing: wall $desc_t0 $desc_t1 cpu unmeasured"
+echo "airflow-desc: job ${SLURM_JOB_ID:-unknown} payload timing: wall $desc_t0 $desc_t1 cpu $desc_c0 -> $desc_c1 container ${desc_kc:-unmeasured} maxrss ${desc_km:-unmeasured} oomkill ${desc_ko:-unmeasured}"
 exit "$rc"
