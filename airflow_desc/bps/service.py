@@ -15,6 +15,9 @@ key                         meaning
 ``airflowCluster``          the cluster profile every job runs on (default: each job's ``computeSite``)
 ``airflowDefaultWalltime``  the walltime of a job that requests none (default ``1:00:00``)
 ``airflowBundling``         the spec's ``bundling`` settings, e.g. ``{threshold: 100, target_instances: 64}``
+``airflowChains``          ``true``: quanta that make chains by data id run as one sub-task, a stream
+                            per data id (:mod:`airflow_desc.bps.translate`; default ``false``: a
+                            sub-task per label)
 ``airflowDagFolder``        the DAGs folder of Airflow's dag-processor (else ``$AIRFLOW_DESC_DAG_FOLDER``)
 ``airflowParseTimeout``     seconds ``bps submit`` waits for the DAG to be parsed (default 300)
 ``airflowApiUrl`` ...       the api-server and the user (:mod:`airflow_desc.bps.api`; the other
@@ -63,6 +66,7 @@ def _settings(config: Any) -> SpecSettings:
         cluster=_setting(config, "airflowCluster", None) or None,
         walltime=str(_setting(config, "airflowDefaultWalltime", "1:00:00")),
         bundling=dict(bundling) if bundling else {},
+        chains=bool(_setting(config, "airflowChains", False)),
     )
 
 

@@ -16,6 +16,21 @@ The jobs (:mod:`airflow_desc.bps.jobs`) become::
         processes:
           <label>: {type: batch, command: ..., resources: ..., retries: ..., escalation: ...}
 
+With ``chains`` (the BPS config's ``airflowChains: true``), quanta that make chains by data id
+(every data id has one quantum of each label, and a quantum depends only on quanta of its own data
+id, and on init jobs) run as one sub-task instead, a stream per data id, a process per label::
+
+    tasks:
+      bpsChains:                      streams_from: bpsQuanta; a stream per data id:
+                                      "<data id>@<label 1's node ids>+<label 2's>+..."
+        processes:
+          <label>: {type: batch, depends_on: [<labels its quanta depend on>], command: ...}
+
+so that a bundle runs whole chains (no wait for a label's last quantum before the next label
+starts; a failed quantum skips only what depends on it, in its own data id), each quantum still
+recorded as its label (the process) and data id (the stream). Quanta that do not make such chains
+are rendered per label whatever the setting.
+
 A stream is the job's data id (its tags, ``instrument=HSC,visit=903342,detector=10``, which the
 history shows as the stream) then ``@`` and its quantum node ids, which the command takes from its
 stream value (``"${quantum##*@}"``). The jobs of a label must run one command but for their node
@@ -55,6 +70,8 @@ __all__ = [
 QUANTA_PROCESS = "bpsQuanta"
 #: The stream variable of a label's sub-task.
 STREAM_VAR = "quantum"
+#: The sub-task that runs chains of quanta, a stream per data id (``SpecSettings.chains``).
+CHAINS_TASK = "bpsChains"
 #: Shell text for the node ids held in a stream (after the last ``@``).
 _NODE_IDS = '"${quantum##*@}"'
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -70,6 +87,8 @@ class SpecSettings:
     :param memory_mb: memory of a job that asks for none (BPS's default requestMemory).
     :param walltime: walltime of a job that asks for none.
     :param bundling: the spec's ``bundling`` settings (``threshold``, ``target_instances`` ...).
+    :param chains: run quanta that make chains by data id as one sub-task, a stream per data id
+        (see the module docs).
     """
 
     name: str | None = None
@@ -77,6 +96,7 @@ class SpecSettings:
     memory_mb: int = 2048
     walltime: str = "1:00:00"
     bundling: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    chains: bool = False
 
 
 #: BPS config keys that only another WMS plugin reads, anywhere in the config (ctrl_bps leaves them
@@ -147,7 +167,7 @@ def _check_name(name: str, what: str) -> str:
     return name
 
 
-def _stream(job: BpsJob) -> str:
+def _data_id(job: BpsJob) -> str:
     data_id = ",".join(f"{key}={value}" for key, value in job.data_id.items())
     bad = [c for c in _BAD_STREAM_CHARS if c in data_id]
     if bad:
@@ -155,7 +175,80 @@ def _stream(job: BpsJob) -> str:
             f"job {job.name!r}: its data id {data_id!r} holds {' '.join(bad)}, which a stream value "
             "cannot; airflow-desc cannot run this data id yet"
         )
+    return data_id
+
+
+def _stream(job: BpsJob) -> str:
+    data_id = _data_id(job)
     return f"{data_id}@{job.node_ids}" if data_id else str(job.node_ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Chains:
+    """Quanta grouped by data id: each group one quantum per label (in ``labels`` order)."""
+
+    labels: list[str]
+    groups: list[tuple[str, list[BpsJob]]]
+    parents: dict[str, list[str]]  # each label's labels upstream within a data id
+    upstream: list[str]  # init jobs the quanta depend on
+
+
+def _chains(by_label: Mapping[str, Sequence[BpsJob]], unit_of: Mapping[str, str]) -> _Chains | None:
+    """Return the quanta as chains by data id, or None when they do not make such chains."""
+    labels = list(by_label)
+    if len(labels) < 2:
+        return None
+    groups: dict[str, dict[str, BpsJob]] = defaultdict(dict)
+    group_of: dict[str, str] = {}
+    for label, members in by_label.items():
+        for job in members:
+            key = _data_id(job)
+            if not key or label in groups[key] or "+" in str(job.node_ids):
+                return None
+            groups[key][label] = job
+            group_of[job.name] = key
+    parents: dict[str, set[str]] = {}
+    upstream: set[str] = set()
+    for key, group in groups.items():
+        if len(group) != len(labels):
+            return None
+        for label, job in group.items():
+            if any(group_of.get(p, key) != key for p in job.parents):
+                return None
+            upstream |= {unit_of[p] for p in job.parents if p not in group_of}
+            inside = {unit_of[p] for p in job.parents if p in group_of}
+            if parents.setdefault(label, inside) != inside:
+                return None
+    return _Chains(
+        labels=labels,
+        groups=[(key, [group[label] for label in labels]) for key, group in groups.items()],
+        parents={label: sorted(names) for label, names in parents.items()},
+        upstream=sorted(upstream),
+    )
+
+
+def _chain_stream(data_id: str, jobs: Sequence[BpsJob]) -> str:
+    return f"{data_id}@{'+'.join(str(job.node_ids) for job in jobs)}"
+
+
+def _chain_task(chains: _Chains, settings: SpecSettings) -> dict[str, Any]:
+    processes: dict[str, Any] = {}
+    for index, label in enumerate(chains.labels):
+        members = [jobs[index] for _, jobs in chains.groups]
+        # The label's node ids: the stream's index-th "+"-separated field after the "@".
+        nodes = f'"$(printf %s {_NODE_IDS} | cut -d+ -f{index + 1})"'
+        process = _batch(members, label, _label_command(label, members, nodes), settings)
+        if chains.parents[label]:
+            process["depends_on"] = chains.parents[label]
+        processes[label] = process
+    return {
+        "description": f"{len(chains.groups)} data id(s), a quantum of each of {len(chains.labels)} labels",
+        "streams_from": QUANTA_PROCESS,
+        "stream_var": STREAM_VAR,
+        "expected_streams": str(len(chains.groups)),
+        **({"depends_on": chains.upstream} if chains.upstream else {}),
+        "processes": processes,
+    }
 
 
 def _largest(values: Iterable[Any]) -> Any:
@@ -198,8 +291,8 @@ def _batch(jobs: Sequence[BpsJob], label: str, command: str, settings: SpecSetti
     }
 
 
-def _label_command(label: str, jobs: Sequence[BpsJob]) -> str:
-    commands = {job.name: job_command(job, _NODE_IDS) for job in jobs}
+def _label_command(label: str, jobs: Sequence[BpsJob], nodes: str = _NODE_IDS) -> str:
+    commands = {job.name: job_command(job, nodes) for job in jobs}
     first = jobs[0]
     others = [name for name, command in commands.items() if command != commands[first.name]]
     if others:
@@ -250,7 +343,17 @@ def workflow_spec(
         return _batch([job], _check_name(job.label, "label"), job_command(job), settings) | extra
 
     processes: dict[str, Any] = {job.label: single(job, **upstream([job], job.label)) for job in top}
-    if by_label:
+    chains = _chains(by_label, unit_of) if settings.chains else None
+    if chains is not None:
+        if CHAINS_TASK in taken:
+            raise BpsWorkflowError(f"a label is named {CHAINS_TASK}, as airflowChains' sub-task; rename it")
+        processes[QUANTA_PROCESS] = {
+            "type": "script",
+            "description": "the quanta by data id, as streams (data id @ each label's node ids, '+' between)",
+            "callable": "airflow_desc.bps.streams:quanta_by_label",
+            "kwargs": {"quanta": {CHAINS_TASK: [_chain_stream(key, group) for key, group in chains.groups]}},
+        }
+    elif by_label:
         processes[QUANTA_PROCESS] = {
             "type": "script",
             "description": "the quanta of each label, as streams (data id @ quantum node ids)",
@@ -259,7 +362,7 @@ def workflow_spec(
                 "quanta": {label: [_stream(job) for job in members] for label, members in by_label.items()}
             },
         }
-    tasks = {
+    tasks = {CHAINS_TASK: _chain_task(chains, settings)} if chains is not None else {
         label: {
             "description": f"the {len(members)} job(s) of label {label}",
             "streams_from": QUANTA_PROCESS,
@@ -269,12 +372,12 @@ def workflow_spec(
             "processes": {label: _batch(members, label, _label_command(label, members), settings)},
         }
         for label, members in by_label.items()
-    }
+    }  # fmt: skip
     for job in final:
         processes[job.label] = single(
             job,
             description="the BPS final job: runs whatever became of the quanta",
-            after=[*(j.label for j in top), *by_label],
+            after=[*(j.label for j in top), *([CHAINS_TASK] if chains is not None else by_label)],
         )
     spec: dict[str, Any] = {
         "name": name,

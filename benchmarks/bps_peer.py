@@ -1,0 +1,243 @@
+"""One BPS submission through ctrl_bps_parsl and through airflow-desc, side by side on the local site.
+
+Not part of ``make test`` (a full run takes ~15 min). Each side fills perlmutter's two nodes, so it
+runs under the exclusive site lock; it starts a real Airflow deployment (tests/deploy.py, which
+holds /tmp/desc-e2e-deployment.lock while it runs: another helper's e2e test waits for it)::
+
+    source /var/lib/airflow-desc-site/env.sh
+    PYTHONPATH=$PWD flock -x /tmp/desc-site.lock .venv/bin/python benchmarks/bps_peer.py \
+        [--quanta 210] [--labels 3] [--side both|ours|parsl] [--ours chains|labels] [--keep]
+
+``--quanta 12`` is the quick run (~6 min with the deployment's start).
+
+For each side, the same submission, made by tests/bps_lsst/make_submission.py in the LSST venv
+(``make lsst-venv``): a butler repo on the shared file system, a QuantumGraph of ``--labels``
+chained AddTask labels (``lsst.pipe.base.tests.simpleQGraph``), one quantum per detector and
+label, every quantum run by ``pipetask run-qbb`` in a SLURM allocation of perlmutter (2 nodes of 2
+cores), as the site's user, then the final job's ``butler aggregate-graph``. One quantum of the last
+label is made to fail (a directory stands where its output file goes); it is removed before
+``bps restart``.
+
+- Parsl: ``bps submit`` with ``lsst.ctrl.bps.parsl.ParslService`` run on perlmutter's login node
+  over SSH (Parsl runs sbatch where it runs), site ``benchmarks/peers/bps_parsl_site.py``: one
+  HighThroughputExecutor block of both nodes, one worker per core; ``bps submit`` returns when
+  the workflow has ended (its init and final jobs run on the login node).
+- airflow-desc: ``bps submit`` with ``airflow_desc.bps.AirflowService`` against a LocalExecutor
+  deployment (as tests/e2e/test_bps_submit.py), ``bps submit`` returning once the DAG run is
+  queued. ``--ours chains`` (default): ``airflowChains: true``, the quanta by data id in one
+  sub-task, bundles of a node's share of the data ids (``airflowBundling: target_instances``,
+  lowered by the bundle sizing to what fits the cluster's walltime); ``--ours labels``: a sub-task
+  per label, bundles of a node's share of its quanta.
+
+Both sides get the same BPS config but for the WMS keys: requestMemory 1500 MB (two quanta per
+4 GB node), ``requestWalltime: 1`` (minute) per label, no retries (Parsl's site ``retries: 0``).
+
+Printed per side: the wall time from ``bps submit`` to the end of the last quantum (``endUtc`` in
+the quanta's metadata in the butler: the same clock for both; the DAG parse wait included), to
+the first quantum's start, and to the run's end; the quanta's CPU (``endCpuTime`` in their
+metadata) over the allocations that ran them (allocated cpus x sacct Elapsed); what sacct sees
+(allocations, steps); how many quanta have their own CPU / wall / MaxRSS in a history (ours:
+our history; Parsl keeps none); after the restart, which quanta ran again. Then the ratios
+ours / Parsl. It fails (exit 1, naming what) when a quantum's outputs are missing in the butler
+after the restart, or when ours lacks a quantum in the history with its label, data id (as the
+stream), CPU, wall and MaxRSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bps_peer_sides import (  # noqa: E402
+    LSST_VENV,
+    NODES,
+    Side,
+    block_output,
+    butler_quanta,
+    make_submission,
+    sacct_rows,
+)
+from tests.integration.site import Site  # noqa: E402
+
+OUTPUT_RUN = "u/tester/simple/run1"
+
+
+@dataclasses.dataclass
+class Result:
+    """What one side did."""
+
+    side: str
+    quanta: int
+    first_start_s: float
+    last_end_s: float
+    run_s: float
+    quantum_cpu_s: float
+    alloc_core_s: float
+    jobs: int
+    steps: int
+    accounted: int
+    total: int
+    failed_first: list[str]
+    reran: list[str]
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def utilisation(self) -> float:
+        return self.quantum_cpu_s / self.alloc_core_s if self.alloc_core_s else float("nan")
+
+
+def _utc(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def _fail(message: str) -> None:
+    raise SystemExit(f"bps_peer: {message}")
+
+
+def check_butler(side: str, quanta: Sequence[Mapping[str, Any]], datasets: Mapping[str, int], labels: int,
+                 detectors: int) -> None:  # fmt: skip
+    """Every quantum of every label wrote its metadata, and the last label's outputs are all there."""
+    for label in range(labels):
+        found = sorted(q["detector"] for q in quanta if q["label"] == f"task{label}")
+        if found != list(range(detectors)):
+            missing = sorted(set(range(detectors)) - set(found))
+            _fail(
+                f"{side}: task{label} lacks the metadata of detectors {missing} in the butler ({OUTPUT_RUN})"
+            )
+    last = f"add_dataset{labels}"
+    if datasets.get(last) != detectors:
+        _fail(f"{side}: the butler holds {datasets.get(last)} {last} datasets, not {detectors}")
+
+
+def measure(side: Side, site: Site, labels: int, detectors: int, broken: tuple[int, int]) -> Result:
+    """Submit, wait, read the butler and sacct, restart after removing the failure, check the butler."""
+    workdir = side.workdir
+    made = make_submission(workdir, labels, detectors, side.extra(labels, detectors))
+    blocker = block_output(pathlib.Path(made["repo"]), OUTPUT_RUN, *broken)
+    subprocess.run(["chown", "-R", f"{site.user}:", str(workdir)], check=True)
+    print(f"{side.name}: submitting {labels * detectors} quanta ({labels} labels x {detectors} detectors)",
+          flush=True)  # fmt: skip
+    t0 = time.time()
+    run_id = side.submit(made["config"])
+    side.wait(run_id)
+    run_s = time.time() - t0
+    first = butler_quanta(made["repo"], OUTPUT_RUN)
+    done = first["quanta"]
+    if not done:
+        _fail(f"{side.name}: no quantum wrote its metadata; see {workdir}")
+    expected = {(f"task{la}", d) for la in range(labels) for d in range(detectors)}
+    failed_first = sorted(f"{la}:{d}" for la, d in expected - {(q["label"], q["detector"]) for q in done})
+    first_start = min(_utc(q["start"]) for q in done) - t0
+    last_end = max(_utc(q["end"]) for q in done) - t0
+    cpu = sum(float(q["cpu_s"]) for q in done)
+    allocations = side.allocations(run_id, t0)
+    jobs = sacct_rows(site, allocations)
+    core_s = sum(r["alloc_cpus"] * r["elapsed_s"] for r in jobs if r["step"] is None)
+    steps = sum(1 for r in jobs if r["step"] is not None)
+    print(f"{side.name}: first pass {run_s:.0f} s, {len(done)} quanta, failed {failed_first}", flush=True)
+
+    shutil.rmtree(blocker)
+    t1 = time.time()
+    side.restart(run_id)
+    again = butler_quanta(made["repo"], OUTPUT_RUN)
+    check_butler(side.name, again["quanta"], again["datasets"], labels, detectors)
+    reran = side.reran(run_id, t1)
+    accounted = side.accounted(run_id, again["quanta"])  # every quantum, the rerun ones too
+    print(f"{side.name}: restart {time.time() - t1:.0f} s, reran {reran}", flush=True)
+    return Result(
+        side=side.name, quanta=len(done), first_start_s=first_start, last_end_s=last_end, run_s=run_s,
+        quantum_cpu_s=cpu, alloc_core_s=core_s, jobs=len(jobs) - steps, steps=steps, accounted=accounted,
+        total=len(again["quanta"]),
+        failed_first=failed_first, reran=reran, notes=side.notes,
+    )  # fmt: skip
+
+
+def print_table(results: Sequence[Result], total: int) -> None:
+    print()
+    print(f"{total} quanta; times from `bps submit` (s); util = quanta CPU (metadata endCpuTime) / "
+          "(allocated cpus x sacct Elapsed of the allocations that ran quanta)")  # fmt: skip
+    head = ("side", "to 1st", "to last", "run", "quanta", "CPU s", "core-s", "util", "jobs", "steps",
+            "accounted", "failed", "restart reran")  # fmt: skip
+    rows = [
+        (r.side, f"{r.first_start_s:.1f}", f"{r.last_end_s:.1f}", f"{r.run_s:.1f}", str(r.quanta),
+         f"{r.quantum_cpu_s:.0f}", f"{r.alloc_core_s:.0f}", f"{r.utilisation:.1%}", str(r.jobs), str(r.steps),
+         f"{r.accounted}/{r.total}", ",".join(r.failed_first) or "-", ",".join(r.reran) or "-")
+        for r in results
+    ]  # fmt: skip
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    for row in (head, *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    for r in results:
+        for note in r.notes:
+            print(f"  {r.side}: {note}")
+    by = {r.side: r for r in results}
+    if "airflow-desc" in by and "parsl" in by:
+        ours, peer = by["airflow-desc"], by["parsl"]
+        print(
+            f"ratio ours / Parsl: wall to the last quantum {ours.last_end_s / peer.last_end_s:.3f} "
+            f"(< 1: ours faster), utilisation {ours.utilisation / peer.utilisation:.3f} (> 1: ours better)"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--quanta", type=int, default=210, help="quanta in all (rounded up to labels x detectors)"
+    )
+    parser.add_argument("--labels", type=int, default=3)
+    parser.add_argument("--side", choices=("both", "ours", "parsl"), default="both")
+    parser.add_argument(
+        "--ours", choices=("chains", "labels"), default="chains",
+        help="airflow-desc: the quanta by data id in one sub-task (airflowChains), or one per label",
+    )  # fmt: skip
+    parser.add_argument("--ours-first", action="store_true", help="run airflow-desc's side first")
+    parser.add_argument("--keep", action="store_true", help="keep the work directories")
+    args = parser.parse_args()
+    if args.labels < 1 or args.quanta < args.labels * NODES:
+        parser.error(f"--quanta must be at least {NODES} per label")
+    detectors = math.ceil(args.quanta / args.labels)
+    if not (LSST_VENV / ".installed").exists():
+        _fail(f"no LSST venv at {LSST_VENV}: `make lsst-venv` makes it")
+    site = Site.from_env()
+    broken = (args.labels - 1, 1)  # the last label's quantum of detector 1
+    from benchmarks.bps_peer_sides import OursSide, ParslSide
+
+    OursSide.mode = args.ours
+
+    sides: list[type[Side]] = []
+    if args.side in ("both", "parsl"):
+        sides.append(ParslSide)
+    if args.side in ("both", "ours"):
+        sides.append(OursSide)
+    if args.ours_first:
+        sides.reverse()
+    results = []
+    for kind in sides:
+        workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"bpspeer-{kind.name}-"))
+        workdir.chmod(0o755)
+        side = kind(workdir, site)
+        try:
+            results.append(measure(side, site, args.labels, detectors, broken))
+        finally:
+            side.close(args.keep)
+            if not args.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
+    print_table(results, args.labels * detectors)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
