@@ -6,7 +6,8 @@ holds /tmp/desc-e2e-deployment.lock while it runs: another helper's e2e test wai
 
     source /var/lib/airflow-desc-site/env.sh
     PYTHONPATH=$PWD flock -x /tmp/desc-site.lock .venv/bin/python benchmarks/bps_peer.py \
-        [--quanta 210] [--labels 3] [--side both|ours|parsl] [--ours chains|labels] [--keep]
+        [--quanta 210] [--labels 3] [--side both|ours|parsl] [--ours chains|labels]
+        [--launcher srun|direct] [--keep]
 
 ``--quanta 12`` is the quick run (~6 min with the deployment's start).
 
@@ -203,6 +204,10 @@ def main() -> int:
         "--ours", choices=("chains", "labels"), default="chains",
         help="airflow-desc: the quanta by data id in one sub-task (airflowChains), or one per label",
     )  # fmt: skip
+    parser.add_argument(
+        "--launcher", choices=("srun", "direct"), default="srun",
+        help="airflow-desc: the bundles' pilot launcher (airflowLauncher): a step per quantum, or none",
+    )  # fmt: skip
     parser.add_argument("--ours-first", action="store_true", help="run airflow-desc's side first")
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
     args = parser.parse_args()
@@ -216,6 +221,7 @@ def main() -> int:
     from benchmarks.bps_peer_sides import OursSide, ParslSide
 
     OursSide.mode = args.ours
+    OursSide.launcher = args.launcher
 
     sides: list[type[Side]] = []
     if args.side in ("both", "parsl"):

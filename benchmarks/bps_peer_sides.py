@@ -210,6 +210,8 @@ class OursSide(Side):
 
     #: ``chains``: the quanta by data id in one sub-task (``airflowChains``); ``labels``: one per label.
     mode: ClassVar[str] = "chains"
+    #: The bundles' pilot launcher (``airflowLauncher``): ``srun`` (a step per quantum) or ``direct``.
+    launcher: ClassVar[str] = "srun"
 
     def __init__(self, workdir: pathlib.Path, site: Site) -> None:
         super().__init__(workdir, site)
@@ -224,11 +226,14 @@ class OursSide(Side):
     def extra(self, labels: int, detectors: int) -> str:
         # A node's share of the data ids per bundle (lowered by the bundle sizing to fit the walltime).
         per_bundle = -(-detectors // NODES) * (labels if self.mode == "chains" else 1)
-        self.notes.append(f"mode {self.mode}: airflowBundling target_instances {per_bundle}")
+        self.notes.append(
+            f"mode {self.mode}, launcher {self.launcher}: airflowBundling target_instances {per_bundle}"
+        )
         return (
             f"airflowDagFolder: {self.airflow.dags}\nairflowWorkflowName: {self.dag_id}\n"
             f"airflowBundling: {{threshold: 1, target_instances: {per_bundle}}}\n"
             f"airflowChains: {'true' if self.mode == 'chains' else 'false'}\n"
+            f"airflowLauncher: {self.launcher}\n"
             f"environment:\n  CTRL_MPEXEC_DIR: {LSST_VENV}\n  DAF_BUTLER_DIR: {LSST_VENV}\n"
             + label_walltimes(labels)
         )

@@ -118,8 +118,10 @@ class Submission:
         return cls(run=str(found.get("run") or dag_id), jobs=jobs, **text)
 
 
-def install_dag_files(spec: Path, dag_file: Path, folder: Path) -> Path:
-    """Copy the spec, then the DAG file, into the DAG folder; return the DAG file's new path.
+def install_dag_files(files: Sequence[Path], folder: Path) -> Path:
+    """Copy ``files`` (the spec, its overlay if any, then the DAG file) into the DAG folder, in order.
+
+    Returns the last one's new path (the DAG file's).
 
     Each is written beside its target and renamed onto it: the dag-processor reads whole files.
     A file of the same name but other content is a different submission's and is not overwritten.
@@ -131,7 +133,7 @@ def install_dag_files(spec: Path, dag_file: Path, folder: Path) -> Path:
             f"the DAG folder {folder} (airflowDagFolder) is not a directory: set airflowDagFolder in the "
             "BPS config (or AIRFLOW_DESC_DAG_FOLDER) to the DAGs folder Airflow's dag-processor reads"
         )
-    for source in (spec, dag_file):
+    for source in files:
         target = folder / source.name
         text = source.read_bytes()
         if target.exists():
@@ -147,7 +149,7 @@ def install_dag_files(spec: Path, dag_file: Path, folder: Path) -> Path:
             out.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
-    return folder / dag_file.name
+    return folder / files[-1].name
 
 
 def restart_targets(

@@ -18,6 +18,9 @@ key                         meaning
 ``airflowChains``          ``true``: quanta that make chains by data id run as one sub-task, a stream
                             per data id (:mod:`airflow_desc.bps.translate`; default ``false``: a
                             sub-task per label)
+``airflowLauncher``        how the bundles' pilot starts each quantum: ``srun`` (default: a SLURM step
+                            each, in sacct) or ``direct`` (a child process of the pilot, no step: less
+                            start-up per quantum; its CPU, wall and MaxRSS measured by the pilot)
 ``airflowDagFolder``        the DAGs folder of Airflow's dag-processor (else ``$AIRFLOW_DESC_DAG_FOLDER``)
 ``airflowParseTimeout``     seconds ``bps submit`` waits for the DAG to be parsed (default 300)
 ``airflowApiUrl`` ...       the api-server and the user (:mod:`airflow_desc.bps.api`; the other
@@ -39,14 +42,16 @@ from airflow_desc.bps.api import AirflowRestApi, ApiSettings
 from airflow_desc.bps.jobs import jobs_from_generic_workflow
 from airflow_desc.bps.runs import AirflowRuns, RunSummary, Submission, install_dag_files, wms_state
 from airflow_desc.bps.translate import (
+    LAUNCHERS,
     SpecSettings,
     dag_file_text,
     job_counts,
+    overlay_text,
     refuse_other_wms_options,
     spec_text,
     workflow_spec,
 )
-from airflow_desc.exceptions import BpsApiError
+from airflow_desc.exceptions import BpsApiError, BpsWorkflowError
 
 __all__ = ["AirflowService", "AirflowWorkflow"]
 
@@ -70,6 +75,16 @@ def _settings(config: Any) -> SpecSettings:
     )
 
 
+def _launcher(config: Any) -> str:
+    launcher = str(_setting(config, "airflowLauncher", "srun"))
+    if launcher not in LAUNCHERS:
+        raise BpsWorkflowError(
+            f"BPS config airflowLauncher: {launcher!r} is not a launcher of airflow-desc's bundles; "
+            f"use one of {', '.join(LAUNCHERS)}"
+        )
+    return launcher
+
+
 class AirflowWorkflow(BaseWmsWorkflow):  # type: ignore[misc]  # lsst.ctrl.bps: untyped here
     """A BPS submission as an airflow-desc workflow: a spec and the DAG file that renders it.
 
@@ -79,10 +94,11 @@ class AirflowWorkflow(BaseWmsWorkflow):  # type: ignore[misc]  # lsst.ctrl.bps: 
     :param dag_id: the DAG id (the spec's name).
     """
 
-    def __init__(self, name: str, config: Any, spec: str, dag_id: str) -> None:
+    def __init__(self, name: str, config: Any, spec: str, dag_id: str, launcher: str = "srun") -> None:
         super().__init__(name, config)
         self.spec = spec
         self.dag_id = dag_id
+        self.launcher = launcher
         self.generic_workflow: Any = None
         self.job_counts: dict[str, int] = {}
 
@@ -94,7 +110,8 @@ class AirflowWorkflow(BaseWmsWorkflow):  # type: ignore[misc]  # lsst.ctrl.bps: 
         settings = _settings(config)
         jobs = jobs_from_generic_workflow(generic_workflow)
         spec = workflow_spec(generic_workflow.name, jobs, settings)
-        workflow = cls(generic_workflow.name, config, spec_text(spec, generic_workflow.name), spec["name"])
+        text = spec_text(spec, generic_workflow.name)
+        workflow = cls(generic_workflow.name, config, text, spec["name"], _launcher(config))
         workflow.service_class = service_class
         workflow.run_id = generic_workflow.run_id
         workflow.generic_workflow = generic_workflow
@@ -120,16 +137,30 @@ class AirflowWorkflow(BaseWmsWorkflow):  # type: ignore[misc]  # lsst.ctrl.bps: 
         return Path(self.submit_path or ".") / "airflow" / f"{self.dag_id}.yaml"
 
     @property
+    def overlay_path(self) -> Path | None:
+        """Where :meth:`write` puts the render overlay (the launcher), if the submission needs one."""
+        return self.spec_path.with_suffix(".site.yaml") if self.launcher != "srun" else None
+
+    @property
     def dag_path(self) -> Path:
         """Where :meth:`write` puts the DAG file."""
         return self.spec_path.with_suffix(".py")
 
+    @property
+    def files(self) -> list[Path]:
+        """What :meth:`write` writes, in the order to install them: the DAG file last."""
+        return [self.spec_path, *([self.overlay_path] if self.overlay_path else []), self.dag_path]
+
     def write(self, out_prefix: str) -> None:
-        """Write the spec and the DAG file under ``<out_prefix>/airflow/``."""
+        """Write the spec (and its overlay) and the DAG file under ``<out_prefix>/airflow/``."""
         self.submit_path = out_prefix
         self.spec_path.parent.mkdir(parents=True, exist_ok=True)
         self.spec_path.write_text(self.spec, encoding="utf-8")
-        self.dag_path.write_text(dag_file_text(self.spec_path.name), encoding="utf-8")
+        rendered = self.spec_path
+        if self.overlay_path is not None:
+            self.overlay_path.write_text(overlay_text(self.spec_path.name, self.launcher), encoding="utf-8")
+            rendered = self.overlay_path
+        self.dag_path.write_text(dag_file_text(rendered.name), encoding="utf-8")
 
 
 class AirflowService(BaseWmsService):  # type: ignore[misc]
@@ -165,7 +196,7 @@ class AirflowService(BaseWmsService):  # type: ignore[misc]
                 "no DAG folder to submit to: set airflowDagFolder in the BPS config (or "
                 f"{DAG_FOLDER_ENV}) to the DAGs folder of Airflow's dag-processor"
             )
-        dag_file = install_dag_files(workflow.spec_path, workflow.dag_path, Path(str(folder)))
+        dag_file = install_dag_files(workflow.files, Path(str(folder)))
         runs = _runs(lambda key: _setting(config, key, None))
         timeout = float(_setting(config, "airflowParseTimeout", 300))
         workflow.run_id = runs.submit(workflow.dag_id, dag_file, workflow.submission(), timeout=timeout)

@@ -56,9 +56,8 @@ def graph_of(made: dict[str, Any]) -> WorkflowGraph:
 
 
 def test_bps_prepare_writes_a_spec_that_loads_and_a_dag_file_that_renders(tmp_path: pathlib.Path) -> None:
-    made = submission(
-        tmp_path, "--labels", "3", "--detectors", "5", "--extra", "airflowBundling: {threshold: 4}"
-    )
+    extra = "airflowBundling: {threshold: 4}\nairflowLauncher: direct"
+    made = submission(tmp_path, "--labels", "3", "--detectors", "5", "--extra", extra)
 
     assert made["job_counts"] == {"pipetaskInit": 1, "task0": 5, "task1": 5, "task2": 5, "finalJob": 1}
     graph = graph_of(made)
@@ -66,8 +65,14 @@ def test_bps_prepare_writes_a_spec_that_loads_and_a_dag_file_that_renders(tmp_pa
         ("task0", "task1", "task2"), "bundle"
     )  # five jobs a label, above airflowBundling's threshold
     clusters = load_cluster_profiles(SITE_CLUSTERS)
-    dags = load_workflow_dags(made["dag_file"], pathlib.Path(made["spec"]).name, clusters=clusters)
+    # airflowLauncher: an overlay beside the spec, which the DAG file renders (its name in the file).
+    overlay = pathlib.Path(made["spec"]).with_suffix(".site.yaml")
+    assert repr(overlay.name) in pathlib.Path(made["dag_file"]).read_text()
+    dags = load_workflow_dags(made["dag_file"], overlay.name, clusters=clusters)
     assert list(dags) == [graph.dag_id]
+    assert {
+        dags[graph.dag_id].task_dict[f"{t}.bundle"].partial_kwargs["launcher"] for t in ("task0", "task2")
+    } == {"direct"}
     assert {"pipetaskInit", "bpsQuanta", "task0.bundle", "task2.bundle", "finalJob"} <= set(
         dags[graph.dag_id].task_dict
     )

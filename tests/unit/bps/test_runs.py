@@ -66,17 +66,17 @@ def test_the_dag_files_are_installed_once_and_another_submission_of_the_name_is_
     folder.mkdir()
     spec = write_spec(submit)
 
-    installed = install_dag_files(spec, spec.with_suffix(".py"), folder)
+    installed = install_dag_files([spec, spec.with_suffix(".py")], folder)
     assert installed == folder / f"{RUN}.py"
     assert sorted(p.name for p in folder.iterdir()) == [f"{RUN}.py", f"{RUN}.yaml"]  # no partial files left
     assert installed.read_text() == dag_file_text(f"{RUN}.yaml")
-    install_dag_files(spec, spec.with_suffix(".py"), folder)  # the same again (a second `bps submit`)
+    install_dag_files([spec, spec.with_suffix(".py")], folder)  # the same again (a second `bps submit`)
 
     spec.write_text(spec.read_text() + "# another\n")
     with pytest.raises(BpsApiError, match=rf"{RUN}.yaml exists and is another submission's"):
-        install_dag_files(spec, spec.with_suffix(".py"), folder)
+        install_dag_files([spec, spec.with_suffix(".py")], folder)
     with pytest.raises(BpsApiError, match="set airflowDagFolder in the BPS config"):
-        install_dag_files(spec, spec.with_suffix(".py"), tmp_path / "missing")
+        install_dag_files([spec, spec.with_suffix(".py")], tmp_path / "missing")
 
 
 def downstream_of(tmp_path: pathlib.Path, **settings: Any) -> dict[str, list[str]]:
@@ -198,3 +198,27 @@ def test_an_api_server_that_does_not_answer_is_named_with_what_to_set() -> None:
     with pytest.raises(BpsApiError, match=said) as raised:
         api.call("GET", "/api/v2/dags", what="list DAGs")
     assert raised.value.status == 0
+
+
+def test_airflow_launcher_direct_is_an_overlay_beside_the_spec_installed_before_the_dag_file(
+    tmp_path: pathlib.Path,
+) -> None:
+    from airflow_desc.bps.translate import LAUNCHERS, overlay_text
+    from airflow_desc.workflow.overlays import LAUNCHERS as RENDERED
+
+    assert LAUNCHERS == RENDERED  # the plugin's copy (its distribution does not ship workflow/)
+    submit, folder = tmp_path / "submit", tmp_path / "dags"
+    submit.mkdir()
+    folder.mkdir()
+    spec = write_spec(submit, bundling={"threshold": 2, "target_instances": 2})
+    overlay = spec.with_suffix(".site.yaml")
+    overlay.write_text(overlay_text(spec.name, "direct"))
+    spec.with_suffix(".py").write_text(dag_file_text(overlay.name))
+    installed = install_dag_files([spec, overlay, spec.with_suffix(".py")], folder)
+    assert sorted(p.name for p in folder.iterdir()) == [f"{RUN}.py", f"{RUN}.site.yaml", f"{RUN}.yaml"]
+    # The installed DAG renders the overlay: the same DAG id, its bundles on the direct launcher.
+    dag = render_dags(folder / overlay.name, clusters=load_cluster_profiles(SITE))[RUN]
+    bundles = [t for t in dag.tasks if t.task_id.endswith(f".{BUNDLE_TASK}")]
+    assert bundles and {getattr(t, "partial_kwargs", {}).get("launcher", getattr(t, "launcher", None))
+                        for t in bundles} == {"direct"}  # fmt: skip
+    assert installed.read_text() == dag_file_text(overlay.name)
