@@ -561,10 +561,16 @@ def _gone(pid: int) -> bool:
 
 @pytest.mark.parametrize(
     ("how", "name"),
-    [("TERM to the job", None), ("KILL to the client", None), ("TERM to the job", HOSTILE)],
+    [
+        ("TERM to the job", None),
+        ("KILL to the client", None),
+        ("TERM to the job", HOSTILE),
+        ("USR1 to the batch shell", None),
+    ],
 )
 def test_a_stopped_podman_job_leaves_no_container(how: str, name: str | None, tmp_path: pathlib.Path) -> None:
-    # scancel / the time limit TERM the job's processes, not the container's; a killed client leaves it.
+    # scancel / the time limit TERM the job's processes, not the container's; a killed client leaves it;
+    # --signal=B:USR1@60 reaches only the batch shell, which passes it on to the container.
     bin_dir, state = tmp_path / "bin", tmp_path / "state"
     bin_dir.mkdir()
     state.mkdir()
@@ -573,7 +579,8 @@ def test_a_stopped_podman_job_leaves_no_container(how: str, name: str | None, tm
     calls = tmp_path / "calls"
     payload = f"sleep 300 & echo $! > {tmp_path}/child; wait; echo after > {tmp_path}/after"
     script = tmp_path / "job.sh"
-    spec = JobSpec(job_name="x", command=payload, container=CONTAINERS["podman"])
+    sig = "B:USR1@60" if how.startswith("USR1") else None
+    spec = JobSpec(job_name="x", command=payload, container=CONTAINERS["podman"], signal=sig)
     script.write_text(render_job_script(spec))
     env = {
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
@@ -589,10 +596,16 @@ def test_a_stopped_podman_job_leaves_no_container(how: str, name: str | None, tm
         start_new_session=True,
     )  # fmt: skip
     child_file = tmp_path / "child"
-    wait_for(lambda: child_file.exists() and child_file.read_text().strip(), timeout=30, what="the payload")
+    wait_for(
+        lambda: child_file.exists() and child_file.read_text().strip() and list(state.iterdir()),
+        timeout=30,
+        what="the payload, in its container",
+    )
     child = int(child_file.read_text())
     if how == "TERM to the job":
         os.killpg(job.pid, signal.SIGTERM)  # every process of the job, as slurmstepd does
+    elif how.startswith("USR1"):
+        os.kill(job.pid, signal.SIGUSR1)
     else:
         (container,) = (p.read_text() for p in state.iterdir())
         ps = subprocess.run(["ps", "-o", "ppid=", container], capture_output=True, text=True, check=True)
@@ -607,4 +620,7 @@ def test_a_stopped_podman_job_leaves_no_container(how: str, name: str | None, tm
     if how == "TERM to the job":
         assert rest[0] == ["stop", "-i", "-t", "2", run[2]], rest
         assert "payload exit code 143" in out, out
+    elif how.startswith("USR1"):  # passed on as it is (the payload's default: to end)
+        assert rest[0] == ["kill", "-s", "USR1", run[2]], rest
+        assert "payload exit code 138" in out, out
     assert not (tmp_path / "PWNED").exists()
