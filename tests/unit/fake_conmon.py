@@ -16,7 +16,8 @@ run)
   wait $!; rc=$?; rm -f "$FAKE_STATE/$name"; exit $rc ;;  # --rm
 stop)  # TERM to its PID 1, after -t s KILL to all of it (its session here, its pid namespace there)
   pid=$(cat "$FAKE_STATE/$name") || exit 0
-  kill -TERM "$pid"; for _ in $(seq $(($4 * 10))); do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.1; done
+  kill -TERM "$pid"  # ended (a zombie counts: its parent, the client, may be gone) or KILLed after -t s
+  for _ in $(seq $(($4 * 10))); do case $(ps -o stat= -p "$pid") in ""|Z*) exit 0 ;; esac; sleep 0.1; done
   pkill -KILL -s "$pid" ;;
 rm) pid=$(cat "$FAKE_STATE/$name") || exit 0; pkill -KILL -s "$pid"; rm -f "$FAKE_STATE/$name" ;;
 kill) kill -s "$3" "$(cat "$FAKE_STATE/$name")" ;;
