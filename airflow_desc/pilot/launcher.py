@@ -7,14 +7,19 @@ with the cluster's ``python3``; nothing is installed on the cluster. Usage::
                         [--logs-dir DIR] [--cores N] [--memory-mb M] [--skip-done R_prev.jsonl]
 
 The manifest lists the process instances (``id``, ``stream``, ``process``, ``command``, ``cpus``,
-``memory_mb``, optional ``walltime_s``, ``estimate_s``, ``depends_on``, ``after``, ``skip_when``
-and ``container``). An instance runs ``bash -c <command>`` with the variables of
+``memory_mb``, optional ``walltime_s``, ``estimate_s``, ``depends_on``, ``after``, ``skip_when``,
+``container`` and ``container_runtime``). An instance runs ``bash -c <command>`` with the variables of
 :data:`INSTANCE_ENV` set; one with a ``container`` (its image) has a command that runs its payload in
 it (:func:`airflow_desc.slurm.script.container_command`, which passes those variables in), and its
 log says so (``<id> runs in container image <image>``) before the runtime's own lines. A podman
 container's processes are not the launcher's children: the container writes its payload's CPU and
 its memory cgroup's peak into a file beside the log (``$DESC_USAGE_FILE``), which the record adds to
-the podman client's (:func:`read_container_usage`, :func:`add_container_usage`).
+the podman client's (:func:`read_container_usage`, :func:`add_container_usage`). Nor does killing
+the client stop them: the command's shell stops and removes its container on TERM
+(``airflow_desc.slurm.script.container_supervisor``), named by the pilot (``$DESC_CONTAINER_NAME``:
+job id, pilot pid, instance index) when the entry's ``container_runtime`` is podman or podman-hpc;
+after an instance that ended by a signal or that it killed, the pilot removes that container
+itself (``<runtime> rm -f``), in case a SIGKILL came first.
 
 Two kinds of upstream, as in the workflow spec:
 
