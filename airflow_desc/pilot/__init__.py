@@ -21,6 +21,8 @@ on those upstreams' end states, as the combinations of states that skip it (skip
 ``skip-condition``; see :mod:`~airflow_desc.pilot.launcher`). ``container`` (optional): the image the
 instance's command runs its payload in (the command holds the runtime's command line, written by
 :func:`airflow_desc.slurm.script.container_command`); the launcher names it in the instance's log.
+``container_runtime`` (optional): its runtime; for ``podman`` / ``podman-hpc`` the launcher names
+the container and removes it when the instance is killed.
 
 Record (one JSON line per instance, keys :data:`RECORD_FIELDS`): ``state`` in :data:`STATES`,
 ``reason`` in :data:`REASONS`, times in ISO 8601 UTC, ``total_cpu_s`` / ``max_rss_bytes`` from

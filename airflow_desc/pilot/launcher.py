@@ -7,14 +7,19 @@ with the cluster's ``python3``; nothing is installed on the cluster. Usage::
                         [--logs-dir DIR] [--cores N] [--memory-mb M] [--skip-done R_prev.jsonl]
 
 The manifest lists the process instances (``id``, ``stream``, ``process``, ``command``, ``cpus``,
-``memory_mb``, optional ``walltime_s``, ``estimate_s``, ``depends_on``, ``after``, ``skip_when``
-and ``container``). An instance runs ``bash -c <command>`` with the variables of
+``memory_mb``, optional ``walltime_s``, ``estimate_s``, ``depends_on``, ``after``, ``skip_when``,
+``container`` and ``container_runtime``). An instance runs ``bash -c <command>`` with the variables of
 :data:`INSTANCE_ENV` set; one with a ``container`` (its image) has a command that runs its payload in
 it (:func:`airflow_desc.slurm.script.container_command`, which passes those variables in), and its
 log says so (``<id> runs in container image <image>``) before the runtime's own lines. A podman
 container's processes are not the launcher's children: the container writes its payload's CPU and
 its memory cgroup's peak into a file beside the log (``$DESC_USAGE_FILE``), which the record adds to
-the podman client's (:func:`read_container_usage`, :func:`add_container_usage`).
+the podman client's (:func:`read_container_usage`, :func:`add_container_usage`). Nor does killing
+the client stop them: the command's shell stops and removes its container on TERM
+(``airflow_desc.slurm.script.container_supervisor``), named by the pilot (``$DESC_CONTAINER_NAME``:
+job id, pilot pid, instance index) when the entry's ``container_runtime`` is podman or podman-hpc;
+after an instance that ended by a signal or that it killed, the pilot removes that container
+itself (``<runtime> rm -f``), in case a SIGKILL came first.
 
 Two kinds of upstream, as in the workflow spec:
 
@@ -183,6 +188,10 @@ _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._=+-]+")
 #: The variable naming the file a podman container writes its payload's usage into
 #: (:data:`airflow_desc.slurm.script.USAGE_FILE_VAR`).
 USAGE_FILE_VAR = "DESC_USAGE_FILE"
+#: The variable naming an instance's podman container (``airflow_desc.slurm.script.container_supervisor``).
+CONTAINER_NAME_VAR = "DESC_CONTAINER_NAME"
+#: Runtimes whose containers outlive a killed client (conmon holds them): the pilot names and removes them.
+PODMAN_RUNTIMES = ("podman", "podman-hpc")
 _TIMES_RE = re.compile(r"^(\d+)m(\d+(?:[.,]\d+)?)s (\d+)m(\d+(?:[.,]\d+)?)s$")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -265,6 +274,7 @@ class Instance:
     estimate_s: float | None = None  # how long it is expected to run (from earlier runs), for ordering
     skip_when: SkipWhen | None = None  # a skip_if on upstream states decided in the allocation
     container: str | None = None  # the image its command runs the payload in (for its log)
+    container_runtime: str | None = None  # podman / podman-hpc: the pilot names and removes its container
     children: list[int] = field(default_factory=list)
     height: int = 0  # longest chain of dependents below it: the critical path it starts
     waiting_on: int = 0  # dependencies not finished yet
@@ -329,6 +339,7 @@ def _instance(index: int, raw: Any) -> Instance:
         estimate_s=None if estimate is None else float(estimate),
         skip_when=_skip_when(raw.get("skip_when"), where),
         container=_field(raw, "container", where, (str,), None),
+        container_runtime=_field(raw, "container_runtime", where, (str,), None),
     )
 
 
@@ -844,6 +855,7 @@ class Running:
     log_path: str
     result_path: str | None = None
     usage_path: str | None = None  # where its container writes what its payload used
+    container_name: str | None = None  # its podman container's (DESC_CONTAINER_NAME)
     killed_for: str | None = None  # time-limit | out-of-memory | allocation-ended
     kill_message: str | None = None
     kill_at: float | None = None  # when to escalate (see Pilot._escalate)
@@ -1072,11 +1084,16 @@ class Pilot:
         return wake - now
 
     # --- launching: srun steps or direct children, and reaping them -------------------------------
-    def _env(self, inst: Instance, memory: int, usage_path: str | None = None) -> dict[str, str]:
+    def _env(
+        self, inst: Instance, memory: int, usage_path: str | None = None, container_name: str | None = None
+    ) -> dict[str, str]:
         env = dict(os.environ)
         env.pop(USAGE_FILE_VAR, None)  # the job's own is not the instance's
+        env.pop(CONTAINER_NAME_VAR, None)
         if usage_path is not None:
             env[USAGE_FILE_VAR] = usage_path
+        if container_name is not None:
+            env[CONTAINER_NAME_VAR] = container_name
         env.update(
             DESC_PILOT_BUNDLE=self.bundle,
             DESC_PILOT_INSTANCE=inst.id,
@@ -1101,6 +1118,7 @@ class Pilot:
         where = node.name or self.local_node
         result_path = None
         usage_path = self._usage_file(inst) if inst.container else None
+        container_name = self._container_name(inst)
         try:
             with open(log_path, "ab") as log:
                 log.write(
@@ -1121,7 +1139,7 @@ class Pilot:
                         stdin=subprocess.DEVNULL,
                         stdout=log,
                         stderr=subprocess.STDOUT,
-                        env=self._env(inst, memory, usage_path),
+                        env=self._env(inst, memory, usage_path, container_name),
                         start_new_session=True,
                     )
                 else:
@@ -1130,7 +1148,7 @@ class Pilot:
                         stdin=subprocess.DEVNULL,
                         stdout=log,
                         stderr=subprocess.STDOUT,
-                        env=self._env(inst, memory, usage_path),
+                        env=self._env(inst, memory, usage_path, container_name),
                         start_new_session=True,
                         preexec_fn=_child_setup(cpu_ids),
                     )
@@ -1164,9 +1182,40 @@ class Pilot:
             log_path=log_path,
             result_path=result_path,
             usage_path=usage_path,
+            container_name=container_name,
             oom_kills_before=memcg_oom_kills(),
             spawn_rss=spawn_rss,
         )
+
+    def _container_name(self, inst: Instance) -> str | None:
+        """Name an instance's podman container, so that it can be removed when the instance is killed."""
+        if inst.container_runtime not in PODMAN_RUNTIMES:
+            return None
+        job = _UNSAFE_NAME.sub("_", os.environ.get("SLURM_JOB_ID", "0"))
+        return f"airflow-desc-{job}-{os.getpid()}-{inst.index}"
+
+    def _remove_container(self, run: Running) -> None:
+        """Remove a killed instance's podman container: a SIGKILLed client leaves it running.
+
+        Its command's shell stops the container itself on TERM (``container_supervisor``); this is
+        for SIGKILL (memory limit, escalation) and a shell killed before it could. With the srun
+        launcher it runs on the pilot's node, which holds the container only when the storage is shared
+        or the allocation has one node.
+        """
+        runtime, name = run.inst.container_runtime, run.container_name
+        if runtime is None or name is None:
+            return
+        argv = [runtime, "rm", "-f", "-i", "-t", "0", name]
+        try:
+            with open(run.log_path, "ab") as log:
+                done = subprocess.run(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=60, check=False
+                )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            _append(run.log_path, f"{PREFIX} {run.inst.id} could not remove its container {name}: {exc}\n")
+            return
+        if done.returncode != 0:
+            _append(run.log_path, f"{PREFIX} {run.inst.id} {' '.join(argv)} exited {done.returncode}\n")
 
     def _usage_file(self, inst: Instance) -> str | None:
         """Make the empty file an instance's container writes its usage into (podman mounts it).
@@ -1410,6 +1459,8 @@ class Pilot:
                     run.killed_for = "allocation-ended"
                     run.kill_message = f"the step {result.get('message')} from SLURM"
             kernel_oom = bool(result.get("oom_kill_event"))
+        if sig is not None or run.killed_for is not None:
+            self._remove_container(run)
         if run.usage_path is not None:
             container = read_container_usage(run.usage_path)
             add_container_usage(values, container)

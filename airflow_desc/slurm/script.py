@@ -31,6 +31,7 @@ __all__ = [
     "JobSpec",
     "check_extra_sbatch",
     "container_command",
+    "container_supervisor",
     "measured_payload",
     "render_job_script",
 ]
@@ -49,6 +50,13 @@ CONTAINER_MARKER = "runs in container image"
 #: The variable naming the file a podman container writes what its payload used into (see
 #: :func:`container_command`); the job script and the pilot set it, each to a file of its own.
 USAGE_FILE_VAR = "DESC_USAGE_FILE"
+# Signals that stop a podman container (container_supervisor): scancel's, a time limit's, the pilot's.
+_STOPPING_SIGNALS = ("TERM", "INT", "HUP")
+#: Seconds a stopped podman container's payload gets between TERM and KILL: within SLURM's KillWait
+#: (default 30 s, 5 s on the local site), counting podman's own start-up.
+CONTAINER_STOP_S = 2
+#: The ``$0`` of the shell that runs a podman container (:func:`container_supervisor`): ``ps`` shows it.
+CONTAINER_SUPERVISOR_NAME = "airflow-desc-container"
 # Signals the container's shell passes on to its payload: as the container's PID 1 it would ignore them.
 _FORWARDED_SIGNALS = ("TERM", "INT", "HUP", "USR1", "USR2")
 # The container's memory cgroup's peak: cgroup v1 (podman mounts the container's own cgroup there), v2.
@@ -427,7 +435,52 @@ def container_command(container: ContainerSpec, command: str, env: Iterable[str]
     workdir = '--volume "$PWD:$PWD" --workdir "$PWD"'
     image = shlex.quote(container.image or "")
     measured = shlex.quote(measured_payload(command))
-    return f"{runtime} {_words(words)} {usage} {workdir} {image} bash -c {measured}"
+    supervisor = shlex.quote(container_supervisor())
+    # "run" is the supervisor's to write, with the container's name after it.
+    return (
+        f"bash -c {supervisor} {CONTAINER_SUPERVISOR_NAME} {runtime} {_words(words[1:])} {usage} {workdir} "
+        f"{image} bash -c {measured}"
+    )
+
+
+def container_supervisor() -> str:
+    """Return the shell text that runs a podman container so that stopping it leaves nothing running.
+
+    Its arguments are the runtime (``podman``, ``podman-hpc``) and what follows its ``run``. It
+    names the container (``$DESC_CONTAINER_NAME``, which the pilot sets per instance, or
+    ``airflow-desc-<job id>-<pid>-<random>``), starts the client in the background and waits for it.
+    The container's processes are not its children (podman's monitor, conmon, holds them, in runc's
+    cgroups, which SLURM does not signal): so on TERM, INT or HUP (``scancel``, a time limit, the
+    pilot stopping an instance) it stops the container itself, ``stop -t``
+    :data:`CONTAINER_STOP_S` (the payload gets TERM, KILL after that), then ``rm -f``, well within
+    SLURM's usual ``KillWait`` and the pilot's kill grace; USR1 and USR2 it passes on to the
+    container (``--signal=B:USR1@60``). When the client died of a signal (or was killed) it removes
+    the container too. It exits with the client's status.
+    """
+    stop = CONTAINER_STOP_S
+    traps = [f"trap 'desc_stop' {sig}" for sig in _STOPPING_SIGNALS]
+    traps += [
+        f"trap '\"$desc_r\" kill -s {sig} \"$desc_n\" >/dev/null 2>&1' {sig}" for sig in ("USR1", "USR2")
+    ]
+    return "\n".join(
+        [
+            'desc_r=$1; shift 1',
+            'desc_n=${DESC_CONTAINER_NAME:-airflow-desc-${SLURM_JOB_ID:-0}-$$-$RANDOM}',
+            "desc_s=",
+            "desc_stop() {",
+            '  [ -z "$desc_s" ] || return 0; desc_s=1',
+            f'  "$desc_r" stop -i -t {stop} "$desc_n" >/dev/null 2>&1',
+            '  "$desc_r" rm -f -i -t 0 "$desc_n" >/dev/null 2>&1',
+            "}",
+            *traps,
+            '"$desc_r" run --name "$desc_n" "$@" 0<&0 &',
+            "desc_c=$!",
+            'while :; do wait "$desc_c"; desc_rc=$?; kill -0 "$desc_c" 2>/dev/null || break; done',
+            # A client killed (by the job's memory limit, say) leaves its container: remove it.
+            '[ "$desc_rc" -gt 128 ] && desc_stop',
+            'exit "$desc_rc"',
+        ]
+    )
 
 
 def measured_payload(command: str) -> str:
@@ -552,16 +605,21 @@ def render_job_script(spec: JobSpec) -> str:
     lines += timing_start_lines()
     payload = _payload_lines(spec)
     sig = _forwarded_signal(spec)
-    if sig is None:
+    # A podman container's supervisor must outlive scancel's / the time limit's TERM to stop its
+    # container: this shell waits for it (slurmstepd SIGKILLs what is left once the script ends).
+    signals = list(_STOPPING_SIGNALS) if usage is not None else []
+    if sig is not None and sig not in signals:
+        signals.append(sig)
+    if not signals:
         lines += payload
         lines.append("rc=$?")
     else:
         payload[-1] += " &"
         lines += payload
+        lines.append("payload_pid=$!")
+        lines += [f"trap 'interrupted=1; kill -s {s} \"$payload_pid\" 2>/dev/null' {s}" for s in signals]
         lines += [
-            "payload_pid=$!",
-            f"trap 'interrupted=1; kill -s {sig} \"$payload_pid\" 2>/dev/null' {sig}",
-            "# wait returns early when the trapped signal arrives: wait again until the payload ends.",
+            "# wait returns early when a trapped signal arrives: wait again until the payload ends.",
             "interrupted=1",
             'while [ "$interrupted" = 1 ]; do interrupted=0; wait "$payload_pid"; rc=$?; done',
         ]

@@ -228,6 +228,7 @@ class BundlePlan:
             if container.runtime != "none":
                 entry["command"] = container_command(container, inst.command, (*CONTAINER_ENV, *env))
                 entry["container"] = container.image
+                entry["container_runtime"] = container.runtime
             entries.append(entry)
         return {"bundle": bundle, "instances": entries}
 

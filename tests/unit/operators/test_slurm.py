@@ -31,7 +31,7 @@ from airflow_desc.slurm import (
     submit_script_command,
 )
 from airflow_desc.slurm.nodes import NodeState, parse_sinfo_nodes
-from airflow_desc.slurm.script import measured_payload
+from airflow_desc.slurm.script import CONTAINER_SUPERVISOR_NAME, container_supervisor, measured_payload
 from tests.site_recordings import site_jobs
 from tests.unit.conftest import s3df_profile
 
@@ -309,15 +309,17 @@ def test_the_profile_says_how_a_payload_runs_in_its_container() -> None:
         )
         for image in ("localhost/mine:2", None)
     }
-    words = "podman run --rm --pull=never --network=none --volume /sdf/group/desc:/desc:ro --env SITE"
+    # Under the shell that stops the container when the job is stopped (it writes "run --name ...").
+    words = f"bash -c {shlex.quote(container_supervisor())} {CONTAINER_SUPERVISOR_NAME} podman"
+    words += " --rm --pull=never --network=none --volume /sdf/group/desc:/desc:ro --env SITE"
     words += " --env DESC_USAGE_FILE"  # the file the container writes what its payload used into
     measured = shlex.quote(measured_payload("true"))
     assert f"{words} " in scripts["localhost/mine:2"]
     assert (
-        f' --volume "$PWD:$PWD" --workdir "$PWD" localhost/mine:2 bash -c {measured}\n'
+        f' --volume "$PWD:$PWD" --workdir "$PWD" localhost/mine:2 bash -c {measured} &\n'
         in scripts["localhost/mine:2"]
     )
-    assert f" localhost/default:1 bash -c {measured}\n" in scripts[None]  # the cluster's default image
+    assert f" localhost/default:1 bash -c {measured} &\n" in scripts[None]  # the cluster's default image
     # A bundle's pilot runs on the node: its instances run in their containers (see the manifest).
     assert SlurmBundleOperator.payload_in_container is False
     op = SlurmOperator(task_id="t", command="true", cluster="s3df")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shlex
 
 import pytest
@@ -18,7 +19,10 @@ import pytest
 from airflow_desc.pilot.launcher import add_container_usage, read_container_usage
 from airflow_desc.slurm.script import CONTAINER_MARKER, ContainerSpec, container_command, measured_payload
 from airflow_desc.workflow.bundle_plan import CONTAINER_ENV
+from tests.unit.fake_conmon import FAKE_CONMON_RUNTIME
 from tests.unit.pilot.pilot_process import Runner, clean_env, instance
+from tests.unit.slurm.test_script import _gone
+from tests.waiting import wait_for
 
 FAKE_PODMAN = """#!/bin/bash
 printf '%s\\0' "$@" > "$FAKE_ARGV"
@@ -61,14 +65,17 @@ def test_an_instance_runs_its_payload_in_its_container_with_the_pilots_variables
         DESC_PAYLOAD="/w/payload.py",
         NOT_PASSED="leak",
     )
-    run = run_pilot([instance("v=1:p", command, container=image)], env=env, name="work")
+    inst = instance("v=1:p", command, container=image, container_runtime="podman")
+    run = run_pilot([inst], env=env, name="work")
     rec = run.by_id["v=1:p"]
     assert rec["state"] == "success", run.explain()
     log = pathlib.Path(rec["log_path"]).read_text()
     assert f"airflow-desc-pilot: v=1:p {CONTAINER_MARKER} {image}\n" in log
     assert f"in {run.dir}: v=1:p cpus=1 payload=/w/payload.py []\n" in log
     argv = argv_file.read_text().split("\0")[:-1]
-    assert argv[:3] == ["run", "--rm", "--pull=never"]
+    # Named by the pilot (the job's id, its pid, the instance's index), so that it can remove it.
+    assert argv[:2] == ["run", "--name"] and re.fullmatch(r"airflow-desc-0-\d+-0", argv[2]), argv
+    assert argv[3:5] == ["--rm", "--pull=never"]
     assert [argv[i + 1] for i, word in enumerate(argv) if word == "--env"] == [
         *CONTAINER_ENV,
         "DESC_USAGE_FILE",
@@ -131,3 +138,38 @@ def test_a_usage_file_is_read_and_added_to_the_clients(tmp_path: pathlib.Path) -
     values = {"total_cpu_s": 0.25, "max_rss_bytes": None}
     add_container_usage(values, None)
     assert values == {"total_cpu_s": 0.25, "max_rss_bytes": None}
+
+
+# A payload that ignores TERM, in a container that outlives its client (tests/unit/fake_conmon.py).
+STUBBORN = "trap '' TERM; sleep 300 & echo $! > child; wait; echo after > after"
+
+
+@pytest.mark.parametrize(
+    ("grace", "stopped_by"),
+    [("10", "its command's shell: stop -t 2"), ("0.3", "the pilot: rm -f, after SIGKILL")],
+)
+def test_an_instance_past_its_walltime_leaves_no_container(
+    run_pilot: Runner, tmp_path: pathlib.Path, grace: str, stopped_by: str
+) -> None:
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    (bin_dir / "podman").write_text(FAKE_CONMON_RUNTIME)
+    (bin_dir / "podman").chmod(0o755)
+    calls = tmp_path / "calls"
+    command = container_command(ContainerSpec("podman", "localhost/x:1"), STUBBORN, CONTAINER_ENV)
+    env = clean_env(PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_CALLS=str(calls), FAKE_STATE=str(state))
+    inst = instance("v=1:p", command, container="localhost/x:1", container_runtime="podman", walltime_s=1)
+    run = run_pilot([inst], "--kill-grace", grace, env=env, name="work")
+    rec = run.by_id["v=1:p"]
+    assert (rec["state"], rec["reason"]) == ("terminated", "time-limit"), run.explain()
+    child = int((run.dir / "child").read_text())
+    wait_for(lambda: _gone(child), timeout=30, what=f"the container's payload {child} to end", interval=0.05)
+    assert list(state.iterdir()) == [], stopped_by
+    assert not (run.dir / "after").exists()
+    run_call, *rest = [call.split("\0")[:-1] for call in calls.read_text().split("\x1e")[:-1]]
+    name = run_call[2]
+    assert re.fullmatch(r"airflow-desc-0-\d+-0", name), run_call  # the pilot's: job, its pid, the index
+    assert ["rm", "-f", "-i", "-t", "0", name] in rest, rest
+    if grace == "10":
+        assert rest[0] == ["stop", "-i", "-t", "2", name], rest

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import signal
 import subprocess
 
@@ -14,6 +15,7 @@ from airflow_desc.slurm.script import (
     measured_payload,
     render_job_script,
 )
+from tests.unit.fake_conmon import FAKE_CONMON_RUNTIME
 from tests.waiting import wait_for
 
 GOLDEN = pathlib.Path(__file__).parents[2] / "data" / "slurm" / "golden"
@@ -446,8 +448,13 @@ def test_container_runtimes_get_the_payload_intact(runtime: str, tmp_path: pathl
     # podman's container runs the payload in a shell that measures it (measured_payload).
     assert argv[-3:] == ["bash", "-c", measured_payload(command) if podman else command]
     usage = argv[argv.index("DESC_USAGE_FILE") + 2].split(":")[0] if podman else ""
+    name = argv[3] if podman else ""
+    if podman:  # the job's id, the shell's pid, a random number
+        assert re.fullmatch(r"airflow-desc-4242-\d+-\d+", name), argv
     podman_argv = [
         "run",
+        "--name",
+        name,
         "--rm",
         "--opt",
         "--volume",
@@ -515,8 +522,8 @@ def test_podman_gets_the_workdir_mounted_and_set(tmp_path: pathlib.Path) -> None
     result, argv = run_in_fake_runtime("podman-hpc", spec, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     workdir = str(tmp_path / "w d")
-    assert argv[7:12] == ["--volume", f"{workdir}:{workdir}", "--workdir", workdir, "img"]
-    assert argv[12:] == ["bash", "-c", measured_payload("true")]
+    assert argv[9:14] == ["--volume", f"{workdir}:{workdir}", "--workdir", workdir, "img"]
+    assert argv[14:] == ["bash", "-c", measured_payload("true")]
 
 
 def test_the_containers_shell_passes_signals_to_all_of_the_payload(tmp_path: pathlib.Path) -> None:
@@ -550,3 +557,70 @@ def _gone(pid: int) -> bool:
         return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return True
+
+
+@pytest.mark.parametrize(
+    ("how", "name"),
+    [
+        ("TERM to the job", None),
+        ("KILL to the client", None),
+        ("TERM to the job", HOSTILE),
+        ("USR1 to the batch shell", None),
+    ],
+)
+def test_a_stopped_podman_job_leaves_no_container(how: str, name: str | None, tmp_path: pathlib.Path) -> None:
+    # scancel / the time limit TERM the job's processes, not the container's; a killed client leaves it;
+    # --signal=B:USR1@60 reaches only the batch shell, which passes it on to the container.
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    (bin_dir / "podman").write_text(FAKE_CONMON_RUNTIME)
+    (bin_dir / "podman").chmod(0o755)
+    calls = tmp_path / "calls"
+    payload = f"sleep 300 & echo $! > {tmp_path}/child; wait; echo after > {tmp_path}/after"
+    script = tmp_path / "job.sh"
+    sig = "B:USR1@60" if how.startswith("USR1") else None
+    spec = JobSpec(job_name="x", command=payload, container=CONTAINERS["podman"], signal=sig)
+    script.write_text(render_job_script(spec))
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "SLURM_JOB_ID": "4242",
+        "TMPDIR": str(tmp_path),
+        "FAKE_CALLS": str(calls),
+        "FAKE_STATE": str(state),
+        **({"DESC_CONTAINER_NAME": name} if name else {}),
+    }
+    job = subprocess.Popen(
+        ["bash", str(script)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    child_file = tmp_path / "child"
+    wait_for(
+        lambda: child_file.exists() and child_file.read_text().strip() and list(state.iterdir()),
+        timeout=30,
+        what="the payload, in its container",
+    )
+    child = int(child_file.read_text())
+    if how == "TERM to the job":
+        os.killpg(job.pid, signal.SIGTERM)  # every process of the job, as slurmstepd does
+    elif how.startswith("USR1"):
+        os.kill(job.pid, signal.SIGUSR1)
+    else:
+        (container,) = (p.read_text() for p in state.iterdir())
+        ps = subprocess.run(["ps", "-o", "ppid=", container], capture_output=True, text=True, check=True)
+        os.kill(int(ps.stdout), signal.SIGKILL)  # its parent: podman's client
+    out, _ = job.communicate(timeout=60)
+    wait_for(lambda: _gone(child), timeout=30, what=f"the container's payload {child} to end", interval=0.05)
+    assert not (tmp_path / "after").exists()
+    assert list(state.iterdir()) == []  # removed
+    run, *rest = [call.split("\0")[:-1] for call in calls.read_text().split("\x1e")[:-1]]
+    assert run[:3] == ["run", "--name", name or run[2]] and run[2].startswith(name or "airflow-desc-4242-")
+    assert ["rm", "-f", "-i", "-t", "0", run[2]] in rest, rest
+    if how == "TERM to the job":
+        assert rest[0] == ["stop", "-i", "-t", "2", run[2]], rest
+        assert "payload exit code 143" in out, out
+    elif how.startswith("USR1"):  # passed on as it is (the payload's default: to end)
+        assert rest[0] == ["kill", "-s", "USR1", run[2]], rest
+        assert "payload exit code 138" in out, out
+    assert not (tmp_path / "PWNED").exists()

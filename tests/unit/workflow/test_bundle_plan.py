@@ -18,7 +18,7 @@ from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.operators.job_script import container_for
 from airflow_desc.pilot import validate_manifest
-from airflow_desc.slurm.script import measured_payload
+from airflow_desc.slurm.script import CONTAINER_SUPERVISOR_NAME, container_supervisor, measured_payload
 from airflow_desc.workflow.bundle_plan import CONTAINER_ENV, allocation_time_limit_s, plan_bundle
 from airflow_desc.workflow.registry import load_workflow
 from airflow_desc.workflow.scripts import ScriptOutcome
@@ -213,7 +213,10 @@ def test_each_instance_runs_in_its_own_processs_container(
                 assert entry["command"] == inst.command
                 continue
             words = shlex.split(entry["command"])
-            assert words[:3] == ["podman", "run", "--rm"] and words[3] == "--pull=never"
+            # A shell that names the container and stops it when it is stopped (container_supervisor).
+            assert words[:4] == ["bash", "-c", container_supervisor(), CONTAINER_SUPERVISOR_NAME]
+            assert words[4:7] == ["podman", "--rm", "--pull=never"]
+            assert entry["container_runtime"] == "podman"
             passed = [words[i + 1] for i, w in enumerate(words) if w == "--env"]
             assert passed == [*CONTAINER_ENV, "MINE", "DESC_USAGE_FILE"] and "DESC_PAYLOAD" in passed
             assert words[-4:] == [image, "bash", "-c", measured_payload(inst.command)]

@@ -22,7 +22,24 @@ export DESC_USAGE_FILE="$desc_usage"
 desc_t0=$(date +%s.%N)
 desc_times="${TMPDIR:-/tmp}/airflow-desc-times.$$"
 times 2>/dev/null >"$desc_times" && { read -r desc_x; read -r desc_c0; } <"$desc_times"
-podman run --rm --pull=never --network=none --volume /x:/x:ro --env DESC_RUN --env DESC_USAGE_FILE ${DESC_USAGE_FILE:+--volume "$DESC_USAGE_FILE:$DESC_USAGE_FILE"} --volume "$PWD:$PWD" --workdir "$PWD" localhost/desc-payload:test bash -c 'set -m
+bash -c 'desc_r=$1; shift 1
+desc_n=${DESC_CONTAINER_NAME:-airflow-desc-${SLURM_JOB_ID:-0}-$$-$RANDOM}
+desc_s=
+desc_stop() {
+  [ -z "$desc_s" ] || return 0; desc_s=1
+  "$desc_r" stop -i -t 2 "$desc_n" >/dev/null 2>&1
+  "$desc_r" rm -f -i -t 0 "$desc_n" >/dev/null 2>&1
+}
+trap '"'"'desc_stop'"'"' TERM
+trap '"'"'desc_stop'"'"' INT
+trap '"'"'desc_stop'"'"' HUP
+trap '"'"'"$desc_r" kill -s USR1 "$desc_n" >/dev/null 2>&1'"'"' USR1
+trap '"'"'"$desc_r" kill -s USR2 "$desc_n" >/dev/null 2>&1'"'"' USR2
+"$desc_r" run --name "$desc_n" "$@" 0<&0 &
+desc_c=$!
+while :; do wait "$desc_c"; desc_rc=$?; kill -0 "$desc_c" 2>/dev/null || break; done
+[ "$desc_rc" -gt 128 ] && desc_stop
+exit "$desc_rc"' airflow-desc-container podman --rm --pull=never --network=none --volume /x:/x:ro --env DESC_RUN --env DESC_USAGE_FILE ${DESC_USAGE_FILE:+--volume "$DESC_USAGE_FILE:$DESC_USAGE_FILE"} --volume "$PWD:$PWD" --workdir "$PWD" localhost/desc-payload:test bash -c 'set -m
 (
 processEimage.py --visit 159479 --sensor '"'"'R22 S11'"'"'
 ) 0<&0 &
@@ -50,8 +67,14 @@ if [ -n "$DESC_USAGE_FILE" ]; then
     while read -r k v; do [ "$k" = oom_kill ] && desc_k=$v; done <"$f"; break; done
   echo "$desc_k" >>"$DESC_USAGE_FILE" 2>/dev/null
 fi
-exit "$desc_rc"'
-rc=$?
+exit "$desc_rc"' &
+payload_pid=$!
+trap 'interrupted=1; kill -s TERM "$payload_pid" 2>/dev/null' TERM
+trap 'interrupted=1; kill -s INT "$payload_pid" 2>/dev/null' INT
+trap 'interrupted=1; kill -s HUP "$payload_pid" 2>/dev/null' HUP
+# wait returns early when a trapped signal arrives: wait again until the payload ends.
+interrupted=1
+while [ "$interrupted" = 1 ]; do interrupted=0; wait "$payload_pid"; rc=$?; done
 times 2>/dev/null >"$desc_times" && { read -r desc_x; read -r desc_c1; } <"$desc_times"
 rm -f -- "$desc_times"
 desc_t1=$(date +%s.%N)
