@@ -84,10 +84,10 @@ def test_a_b_term_signal_reaches_the_launcher_through_the_rendered_script(tmp_pa
     )
     try:
         wait_for(
-            lambda: (tmp_path / "logs" / "a.log").exists(), timeout=10, interval=0.05, what="a.log appears"
+            lambda: (tmp_path / "logs" / "a.log").exists(), timeout=60, interval=0.05, what="a.log appears"
         )
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=15)
+        out, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()
     recs = {r["id"]: r for r in parse_records((tmp_path / "records.jsonl").read_text())}

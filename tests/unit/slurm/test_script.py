@@ -390,9 +390,9 @@ def test_batch_signal_is_forwarded_to_the_payload(tmp_path: pathlib.Path) -> Non
     with subprocess.Popen(
         ["bash", str(path)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
     ) as proc:
-        wait_for(lambda: (tmp_path / "ready").exists(), timeout=10, interval=0.01, what="the payload starts")
+        wait_for(lambda: (tmp_path / "ready").exists(), timeout=60, interval=0.01, what="the payload starts")
         proc.send_signal(signal.SIGUSR1)  # SLURM's B: signals go to the batch shell only
-        out, _ = proc.communicate(timeout=10)
+        out, _ = proc.communicate(timeout=60)  # hang guards: a loaded machine is slow
     assert proc.returncode == 42
     assert "got USR1" in out
     assert "payload exit code 42" in out
