@@ -173,14 +173,42 @@ def _store() -> Any:
         return _STORES[target]
 
 
-def _current(selected: dict[str, str | None], dag_ids: set[str] | None) -> Any:
+def _filter(selected: dict[str, str | None], dag_ids: set[str] | None) -> Any:
+    """Return the history selection of a request; refuse a DAG the user may not read."""
     from airflow_desc.history import HistoryFilter
-    from airflow_desc.status.current import current_counts
 
     selection = HistoryFilter(
         workflow=selected["workflow"], run_id=selected["run"], variant=selected["variant"], dag_ids=dag_ids
     )
     _forbid_unreadable(selection, dag_ids)
+    return selection
+
+
+def _plain_json(selected: dict[str, str | None], dag_ids: set[str] | None) -> str | None:
+    """Return the status table as JSON read and merged as ``airflow-desc status`` does, or None.
+
+    Through the DBAPI and plain rows (:func:`~airflow_desc.status.current_rows.current_rows`): the
+    live merge at DC1's worst case in 0.83 s instead of pandas' 1.38 s (issue #13 item 3). None when
+    that path does not apply, or finds nothing (an unknown name: :func:`_current` says which).
+    """
+    from airflow.configuration import conf
+
+    from airflow_desc.history import default_sqlite_url, history_conn_id
+    from airflow_desc.reports.status_rows import TABLE_COLUMNS, json_text, status_rows
+    from airflow_desc.status.current_rows import current_rows
+
+    fernet = conf.get("core", "fernet_key", fallback=None) or None
+    metadata = (conf.get("database", "sql_alchemy_conn"), fernet)
+    current = current_rows(history_conn_id() or default_sqlite_url(), _filter(selected, dag_ids), metadata)
+    if current is None or current.empty:
+        return None
+    return json_text(TABLE_COLUMNS, status_rows([*current.counts, *current.live], current.order))
+
+
+def _current(selected: dict[str, str | None], dag_ids: set[str] | None) -> Any:
+    from airflow_desc.status.current import current_counts
+
+    selection = _filter(selected, dag_ids)
     try:
         return current_counts(_store(), selection)
     except ValueError as exc:
@@ -361,8 +389,11 @@ def status_json(request: Request, user: GetUserDep) -> Response:
     """Return the status table as JSON (``airflow-desc status --format json``)."""
     from airflow_desc.reports.status import to_json
 
-    current = _current(_selection(request), _readable_dags(user))
-    return Response(to_json(_table(current)), media_type="application/json")
+    selected, dag_ids = _selection(request), _readable_dags(user)
+    text = _plain_json(selected, dag_ids)
+    if text is None:
+        text = to_json(_table(_current(selected, dag_ids)))
+    return Response(text, media_type="application/json")
 
 
 @app.get("/status.csv", response_class=PlainTextResponse)

@@ -459,13 +459,11 @@ def container_supervisor() -> str:
     """
     stop = CONTAINER_STOP_S
     traps = [f"trap 'desc_stop' {sig}" for sig in _STOPPING_SIGNALS]
-    traps += [
-        f"trap '\"$desc_r\" kill -s {sig} \"$desc_n\" >/dev/null 2>&1' {sig}" for sig in ("USR1", "USR2")
-    ]
+    traps += [f'trap \'"$desc_r" kill -s {sig} "$desc_n" >/dev/null 2>&1\' {sig}' for sig in ("USR1", "USR2")]
     return "\n".join(
         [
-            'desc_r=$1; shift 1',
-            'desc_n=${DESC_CONTAINER_NAME:-airflow-desc-${SLURM_JOB_ID:-0}-$$-$RANDOM}',
+            "desc_r=$1; shift 1",
+            "desc_n=${DESC_CONTAINER_NAME:-airflow-desc-${SLURM_JOB_ID:-0}-$$-$RANDOM}",
             "desc_s=",
             "desc_stop() {",
             '  [ -z "$desc_s" ] || return 0; desc_s=1',
@@ -519,7 +517,7 @@ def measured_payload(command: str) -> str:
             "  desc_own=; desc_v1=; desc_u=",
             "  while IFS=: read -r _ c p; do case ,$c, in",
             "    *,memory,*) desc_v1=1; [[ ${p##*/} =~ [0-9a-f]{64} ]] && desc_own=1 ;;",
-            '    ,,) desc_u=$p ;;',
+            "    ,,) desc_u=$p ;;",
             "  esac; done </proc/self/cgroup",
             '  if [ -z "$desc_v1" ]; then case "$desc_u" in',
             "    /) desc_own=1 ;;",

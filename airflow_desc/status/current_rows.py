@@ -45,11 +45,18 @@ class CurrentRows:
         return not self.counts and not self.live
 
 
-def current_rows(url_or_conn_id: str | None, selection: HistoryFilter | None = None) -> CurrentRows | None:
+def current_rows(
+    url_or_conn_id: str | None,
+    selection: HistoryFilter | None = None,
+    metadata: tuple[str, str | None] | None = None,
+) -> CurrentRows | None:
     """Return the status table's rows with live states merged, or None: ask ``current_counts`` instead.
 
     :param url_or_conn_id: the history, as for :func:`~airflow_desc.history.open_history`.
     :param selection: which instances, by :data:`~airflow_desc.history.filters.INSTANCE_FIELDS`.
+    :param metadata: Airflow's metadata DB and fernet key, where the caller read its configuration
+        (the api-server); else read from plain configuration
+        (:func:`~airflow_desc.status.metadata_db.open_metadata_tables`).
     """
     from airflow_desc.history.status_read import open_dbapi
     from airflow_desc.status.merge_rows import collector_paused
@@ -59,7 +66,7 @@ def current_rows(url_or_conn_id: str | None, selection: HistoryFilter | None = N
     selection.require_only(INSTANCE_FIELDS, "current_rows")
     if selection.since is not None or selection.until is not None:
         return None
-    tables = open_metadata_tables()
+    tables = open_metadata_tables(*metadata) if metadata else open_metadata_tables()
     if tables is None:
         return None
     try:

@@ -45,9 +45,15 @@ def _plain_json(text: str) -> Any:
     return json.loads(text)
 
 
-def open_metadata_tables() -> MetadataTables | None:
-    """Return the metadata DB's tables through the DBAPI, or None: read them through Airflow's ORM."""
-    url = plain_option("database", "sql_alchemy_conn")
+def open_metadata_tables(url: str | None = None, fernet_key: str | None = None) -> MetadataTables | None:
+    """Return the metadata DB's tables through the DBAPI, or None: read them through Airflow's ORM.
+
+    :param url: the metadata DB (``[database] sql_alchemy_conn``) when the caller read Airflow's
+        configuration already (the api-server); else read here, when it is plain configuration.
+    :param fernet_key: ``[core] fernet_key`` with ``url``.
+    """
+    if url is None:
+        url, fernet_key = plain_option("database", "sql_alchemy_conn"), plain_option("core", "fernet_key")
     if url is None:
         return None
     try:
@@ -57,7 +63,7 @@ def open_metadata_tables() -> MetadataTables | None:
     if opened is None:
         return None
     conn, placeholder, _errors = opened
-    return MetadataTables(conn, placeholder, plain_option("core", "fernet_key"))
+    return MetadataTables(conn, placeholder, fernet_key)
 
 
 class MetadataTables:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 from collections.abc import Iterator
@@ -253,3 +254,25 @@ def test_the_status_page_warns_of_a_cluster_whose_key_expired(drill: TestClient)
     assert "cluster perlmutter: the SSH certificate for pm_ssh expired at " in page.text
     assert "renew the key with sshproxy; its tasks wait deferred until it is renewed" in page.text
     assert "s3_ssh" not in page.text  # a day left: nothing to say
+
+
+def test_status_json_is_the_table_of_airflow_desc_status_whichever_path_reads_it(
+    drill: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    import sqlalchemy as sa
+
+    from airflow_desc.plugins import ui
+    from tests.unit.status.test_metadata_db import airflow_tables
+
+    metadata = tmp_path / "airflow.db"  # Airflow's tables, nothing running: the history's counts only
+    engine = sa.create_engine(f"sqlite:///{metadata}")
+    airflow_tables().create_all(engine)
+    engine.dispose()
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{metadata}")
+    selected = {"workflow": None, "run": None, "variant": None}
+    plain = ui._plain_json(selected, {"dc1"})
+    assert plain is not None  # the DBAPI path (issue #13 item 3), as `airflow-desc status` reads it
+    assert drill.get("/status.json").json() == json.loads(plain)
+    monkeypatch.setattr(ui, "_plain_json", lambda selected, dag_ids: None)  # pandas' path
+    assert drill.get("/status.json").json() == json.loads(plain)
+    assert ui._plain_json({**selected, "workflow": "NoSuch"}, {"dc1"}) is None  # then a 404 names it
