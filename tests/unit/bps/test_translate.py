@@ -257,11 +257,15 @@ def test_a_bps_config_option_of_another_wms_is_refused_naming_its_key(
 
 def test_a_bps_config_of_no_other_wms_passes() -> None:
     # "class" is only another plugin's in a site section; unset or false values are not set.
-    refuse_other_wms_options(
-        {
-            "computeSite": "perlmutter",
-            "payload": {"class": "x"},
-            "provisionResources": False,
-            "site": {"a": {}},
-        }
-    )
+    config = {
+        "computeSite": "perlmutter",
+        "payload": {"class": "x"},
+        "provisionResources": False,
+        "site": {"a": {}},
+    }
+    assert refuse_other_wms_options(config) is None
+    # The same config, one of those values set: refused (the check above looked at them).
+    with pytest.raises(BpsWorkflowError, match="provisionResources"):
+        refuse_other_wms_options({**config, "provisionResources": True})
+    with pytest.raises(BpsWorkflowError, match=r"site\.a\.class"):
+        refuse_other_wms_options({**config, "site": {"a": {"class": "lsst.ctrl.bps.parsl.sites.Local"}}})
