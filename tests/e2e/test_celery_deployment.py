@@ -7,8 +7,11 @@ Celery workers of one slot each, with their own AIRFLOW_HOMEs (two hosts), two t
 which all wait for a gate file the test creates only once 4 of their triggers are held (2 per
 triggerer) and a triggerer polled 2 perlmutter jobs at once; then:
 
-- its task instances ran on both workers (``task_instance.hostname``, the worker's
-  ``hostname_callable``), all from the ``default`` queue;
+- both workers executed workloads of the run: each worker's own log names the task instances it
+  ran (``Executing workload ... run_id=...``), and ``task_instance.hostname`` (the worker's
+  ``hostname_callable``), sampled while the run goes on, names both: a deferred task's hostname is
+  that of the worker that resumed it last, so the rows at the end may name one worker only; all
+  from the ``default`` queue;
 - both triggerers held its triggers (``trigger.triggerer_id``, sampled while the run goes on, is
   the id of each triggerer's job, whose ``hostname`` names it);
 - each triggerer polled each cluster from one poller: its log's ``poll N of <conn>`` lines count
@@ -34,6 +37,13 @@ from tests.waiting import wait_for
 
 DAG_ID = "desc_e2e_celery"
 POLL = re.compile(r"poll (\d+) of (\S+): (\d+) job\(s\) in (\d+) sacct call\(s\)")
+WORKERS = ("worker-a", "worker-b")
+
+
+def workloads(af: Deployment, run_id: str) -> dict[str, list[str]]:
+    """The task ids of ``run_id`` each worker's log says it executed (a deferred task's twice)."""
+    ran = re.compile(r"Executing workload in Celery: .*?/run_id=" + re.escape(run_id) + r"/task_id=([^/]+)/")
+    return {name: ran.findall(af.log_of(name)) for name in WORKERS}
 
 
 def test_a_generated_workflow_runs_on_two_workers_and_two_triggerers(
@@ -45,8 +55,15 @@ def test_a_generated_workflow_runs_on_two_workers_and_two_triggerers(
     run_id = af.trigger(DAG_ID, conf={"gate": gate})
 
     holders: set[int] = set()
+    hostnames: set[str] = set()
 
     def held() -> int:
+        hostnames.update(
+            h for (h,) in af.sql(
+                "SELECT hostname FROM task_instance WHERE dag_id = %s AND run_id = %s AND hostname <> ''",
+                DAG_ID, run_id,
+            )
+        )  # fmt: skip
         rows = af.sql(
             "SELECT t.triggerer_id FROM trigger t JOIN task_instance ti ON ti.trigger_id = t.id "
             "WHERE ti.dag_id = %s AND ti.run_id = %s AND t.triggerer_id IS NOT NULL",
@@ -84,7 +101,13 @@ def test_a_generated_workflow_runs_on_two_workers_and_two_triggerers(
     ran = af.sql(
         "SELECT hostname, queue, state FROM task_instance WHERE dag_id = %s AND run_id = %s", DAG_ID, run_id
     )
-    assert {h for h, _, _ in ran} == {"worker-a", "worker-b"}, ran
+    hostnames.update(h for h, _, _ in ran if h)
+    executed = workloads(af, run_id)
+    alive = {name: af.components[name].running() for name in WORKERS}
+    assert all(executed.values()) and hostnames == set(WORKERS), (
+        f"workloads per worker (their logs): {executed}; hostnames seen: {sorted(hostnames)}; "
+        f"workers running: {alive}; logs in {af.root}"
+    )
     assert {q for _, q, _ in ran} == {"default"}
     # Both triggerers held triggers of the run.
     triggerers = dict(af.sql("SELECT id, hostname FROM job WHERE job_type = 'TriggererJob'"))
