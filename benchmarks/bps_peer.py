@@ -12,9 +12,10 @@ holds /tmp/desc-e2e-deployment.lock while it runs: another helper's e2e test wai
 ``--quanta 12`` is the quick run (~6 min with the deployment's start).
 
 For each side, the same submission, made by tests/bps_lsst/make_submission.py in the LSST venv
-(``make lsst-venv``): a butler repo on the shared file system, a QuantumGraph of ``--labels``
-chained AddTask labels (``lsst.pipe.base.tests.simpleQGraph``), one quantum per detector and
-label, every quantum run by ``pipetask run-qbb`` in a SLURM allocation of perlmutter (2 nodes of 2
+(``make lsst-venv``): a butler repo on the shared file system and a pipeline YAML of ``--labels``
+chained AddTask labels (``lsst.pipe.base.tests.simpleQGraph``), whose QuantumGraph ``bps submit``
+builds (BPS's createQuantumGraph, ``pipetask qgraph``), one quantum per detector and label, every
+quantum run by ``pipetask run-qbb`` in a SLURM allocation of perlmutter (2 nodes of 2
 cores), as the site's user, then the final job's ``butler aggregate-graph``. One quantum of the last
 label is made to fail (a directory stands where its output file goes); it is removed before
 ``bps restart``.

@@ -3,13 +3,17 @@
     make_submission.py WORKDIR --labels 3 --detectors 8 [--cluster perlmutter] [--no-prepare]
 
 In WORKDIR: a butler repo (SQLite registry, POSIX datastore) holding ``add_dataset0`` for
-``--detectors`` detectors; a QuantumGraph of a chain of ``--labels`` AddTask labels
-(``lsst.pipe.base.tests.simpleQGraph``), one quantum per detector and label; a BPS config naming
-``airflow_desc.bps.AirflowService``; then ``bps prepare`` as ctrl_bps's own driver runs it
-(acquire, cluster, transform, prepare). Prints one JSON line: the submit directory, the spec and
+``--detectors`` detectors; a pipeline YAML file of a chain of ``--labels`` AddTask labels
+(``lsst.pipe.base.tests.simpleQGraph``); a BPS config naming them (``pipelineYaml``, no
+``qgraphFile``) and ``airflow_desc.bps.AirflowService``; then ``bps prepare`` as ctrl_bps's own
+driver runs it (acquire, cluster, transform, prepare). Acquiring runs BPS's ``createQuantumGraph``
+command, ``pipetask qgraph``: the QuantumGraph (one quantum per detector and label, with datastore
+records) is BPS's ``<submit directory>/<uniqProcName>.qg``, and that command's output is
+``quantumGraphGeneration.out`` beside it. Prints one JSON line: the submit directory, the spec and
 DAG files written there, the GenericWorkflow's job counts per label and its jobs
-(:meth:`airflow_desc.bps.jobs.BpsJob.to_dict`). With ``--no-prepare`` (for ``bps submit``): the
-BPS config's path and each detector's ``add_dataset0`` file instead.
+(:meth:`airflow_desc.bps.jobs.BpsJob.to_dict`). With ``--no-prepare`` (for ``bps submit``, which
+builds the graph the same way): the BPS config's path and each detector's ``add_dataset0`` file
+instead.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from lsst.ctrl.bps.drivers import prepare_driver
 from lsst.pipe.base.tests.simpleQGraph import (
     makeSimpleButler,
     makeSimplePipeline,
-    makeSimpleQGraph,
     registerDatasetTypes,
 )
 
@@ -34,8 +37,9 @@ from airflow_desc.bps.jobs import jobs_from_generic_workflow
 INSTRUMENT = "INSTR"
 
 
-def make_graph(root: Path, labels: int, detectors: int) -> tuple[Path, dict[int, str]]:
-    """Write the butler repo and the QuantumGraph file; return the latter and each detector's input file."""
+def make_inputs(root: Path, labels: int, detectors: int) -> tuple[Path, dict[int, str]]:
+    """Write the butler repo with its inputs and the pipeline YAML file; return the latter and each
+    detector's input file."""
     pipeline = makeSimplePipeline(labels)
     butler = makeSimpleButler(str(root / "repo"), run="test", inMemory=False)
     registerDatasetTypes(butler.registry, pipeline.to_graph())
@@ -47,12 +51,8 @@ def make_graph(root: Path, labels: int, detectors: int) -> tuple[Path, dict[int,
         butler.put(
             numpy.array([0.0, 1.0, 2.0, 5.0]), "add_dataset0", instrument=INSTRUMENT, detector=detector
         )
-    # Datastore records in the graph: `pipetask run-qbb` reads the inputs without the registry.
-    _, qgraph = makeSimpleQGraph(
-        pipeline=pipeline, butler=butler, callPopulateButler=False, run="test", makeDatastoreRecords=True
-    )
-    path = root / "test.qg"  # the new format: the final job's `butler aggregate-graph` reads no other
-    qgraph.saveUri(str(path))
+    path = root / "pipeline.yaml"
+    pipeline.write_to_uri(str(path))
     inputs = {
         d: butler.getURI("add_dataset0", instrument=INSTRUMENT, detector=d).ospath for d in range(detectors)
     }
@@ -71,13 +71,16 @@ def main() -> None:
     args = parser.parse_args()
     root = args.workdir.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    qgraph, inputs = make_graph(root, args.labels, args.detectors)
+    pipeline, inputs = make_inputs(root, args.labels, args.detectors)
     # ctrl_bps's default commands run ${CTRL_MPEXEC_DIR}/bin/pipetask, here as on the clusters.
     os.environ.setdefault("CTRL_MPEXEC_DIR", sys.prefix)
     config = root / "bps.yaml"
     config.write_text(
         f"""\
-qgraphFile: {qgraph}
+# No qgraphFile: BPS's createQuantumGraph (`pipetask qgraph ... --qgraph-datastore-records`, so that
+# `pipetask run-qbb` reads the inputs without the registry) writes {{uniqProcName}}.qg in the new
+# format, the only one the final job's `butler aggregate-graph` reads.
+pipelineYaml: {pipeline}
 operator: tester
 project: dev
 campaign: airflow-desc
@@ -86,6 +89,7 @@ payload:
   payloadName: simple
   butlerConfig: {root / "repo"}
   inCollection: test
+  dataQuery: "instrument = '{INSTRUMENT}'"
   output: u/tester/simple
   outputRun: u/tester/simple/run1
 submitPath: {root}/submit/{{outputRun}}

@@ -4,9 +4,11 @@ Real parts: ctrl_bps's own CLI (``bps``) in the LSST venv (docker/site/lsst-venv
 airflow_desc.bps first on its path; an Airflow deployment (tests/deploy.py, LocalExecutor) whose
 dag-processor reads a DAGs folder of this test's own, its api-server logging users in at
 ``/auth/token`` (``bps`` reaches it with a user and password from the environment, as a user would);
-a butler repo and a QuantumGraph of AddTask quanta (lsst.pipe.base.tests.simpleQGraph, made by
-tests/bps_lsst/make_submission.py), every quantum run by ``pipetask run-qbb`` inside our SLURM jobs
-on the local clusters, as the site's user ``desc``, and the final job's ``butler aggregate-graph``.
+a butler repo and a pipeline YAML file of AddTask labels (lsst.pipe.base.tests.simpleQGraph, made by
+tests/bps_lsst/make_submission.py), whose QuantumGraph ``bps submit`` builds itself (its
+createQuantumGraph command, ``pipetask qgraph``), every quantum run by ``pipetask run-qbb`` inside our
+SLURM jobs on the local clusters, as the site's user ``desc``, and the final job's ``butler
+aggregate-graph``.
 A quantum is made to fail by moving its input file away; it is put back before ``bps restart``.
 
 One submission of 3 labels x 7 detectors (21 quanta) serves the checks of submit, report and restart:
@@ -129,7 +131,7 @@ def make_submission(
     detectors: int,
     cluster: str = "perlmutter",
 ) -> dict[str, Any]:
-    """Write the butler repo, QuantumGraph and BPS config (bundled labels, no retries) for the site's user.
+    """Write the butler repo, pipeline YAML and BPS config (bundled labels, no retries) for the site's user.
 
     :param name: the submission's workflow name (its DAG id): each test's own.
     :param cluster: the cluster profile every job runs on (computeSite).
@@ -157,6 +159,19 @@ def submit(config: str) -> str:
     out = bps("submit", config, cwd=pathlib.Path(config).parent).stdout
     [run_id] = re.findall(r"^Run Id: (\S+)$", out, re.MULTILINE)
     return run_id
+
+
+def qgraph_made_by_bps(workdir: pathlib.Path) -> None:
+    """Check that the submission's QuantumGraph is the one BPS's createQuantumGraph step wrote in the submit
+    directory, from the pipeline YAML (no pre-made graph in the config)."""
+    submit_dir = workdir / "submit" / "u" / "tester" / "simple" / "run1"
+    qgraph = submit_dir / "u_tester_simple_run1.qg"  # BPS's qgraphFileTemplate: {uniqProcName}.qg
+    command = (submit_dir / "quantumGraphGeneration.out").read_text(encoding="utf-8").splitlines()[0].split()
+    assert command[3] == "qgraph", command
+    assert command[command.index("--pipeline") + 1] == str(workdir / "pipeline.yaml"), command
+    assert command[command.index("--save-qgraph") + 1] == str(qgraph), command
+    assert qgraph.stat().st_size > 0
+    assert "qgraphFile" not in yaml.safe_load((workdir / "bps.yaml").read_text(encoding="utf-8"))
 
 
 def report(run_id: str, cwd: pathlib.Path) -> tuple[str, dict[str, dict[str, int]]]:
@@ -214,6 +229,7 @@ def test_bps_submit_report_and_restart_rerun_only_what_failed(
     below = [f"task{n}" for n in range(1, LABELS)]
 
     run_id = submit(made["config"])
+    qgraph_made_by_bps(workdir)
     dag_id = run_id.removeprefix("bps__")
     assert airflow.wait_run(dag_id, run_id, timeout=900) == "failed", f"logs in {airflow.root}"
 

@@ -1,9 +1,10 @@
 """`bps prepare` with our plugin, in the LSST venv, on a real QuantumGraph; the spec it writes renders here.
 
 tests/bps_lsst/make_submission.py runs in the LSST venv (docker/site/lsst-venv, `make lsst-venv`):
-a butler repo, a QuantumGraph of AddTask quanta (lsst.pipe.base.tests.simpleQGraph), a BPS config
-naming ``airflow_desc.bps.AirflowService``, and ctrl_bps's own prepare driver (acquire, cluster,
-transform, prepare). This test then loads the spec with airflow-desc's loader and renders the DAG
+a butler repo, a pipeline YAML file of AddTask labels (lsst.pipe.base.tests.simpleQGraph), a BPS
+config naming both and ``airflow_desc.bps.AirflowService``, and ctrl_bps's own prepare driver
+(acquire, which builds the QuantumGraph with BPS's createQuantumGraph command, cluster, transform,
+prepare). This test then loads the spec with airflow-desc's loader and renders the DAG
 file it wrote (in this venv, which has Airflow). No site service is used.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shlex
 import subprocess
 from typing import Any
 
@@ -50,6 +52,11 @@ def submission(workdir: pathlib.Path, *args: str) -> dict[str, Any]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def qgraph_command(submit_path: pathlib.Path) -> str:
+    """The command BPS's createQuantumGraph step ran: the first line of the output it saved."""
+    return (submit_path / "quantumGraphGeneration.out").read_text(encoding="utf-8").splitlines()[0]
+
+
 def graph_of(made: dict[str, Any]) -> WorkflowGraph:
     clusters = load_cluster_profiles(SITE_CLUSTERS)
     return build_graph(load_spec(made["spec"], clusters=clusters), clusters=clusters)
@@ -60,6 +67,16 @@ def test_bps_prepare_writes_a_spec_that_loads_and_a_dag_file_that_renders(tmp_pa
     made = submission(tmp_path, "--labels", "3", "--detectors", "5", "--extra", extra)
 
     assert made["job_counts"] == {"pipetaskInit": 1, "task0": 5, "task1": 5, "task2": 5, "finalJob": 1}
+    # The QuantumGraph is BPS's own ({uniqProcName}.qg), from the pipeline YAML; every job reads it.
+    submit_path, workdir = pathlib.Path(made["submit_path"]), tmp_path.resolve()
+    qgraph = submit_path / "u_tester_simple_run1.qg"
+    assert {job["files"]["runQgraphFile"] for job in made["jobs"]} == {str(qgraph)}
+    assert shlex.split(qgraph_command(submit_path)) == [
+        str(LSST_VENV / "bin" / "pipetask"), "--long-log", "--log-level=VERBOSE", "qgraph",
+        "--butler-config", str(workdir / "repo"), "-i", "test", "-o", "u/tester/simple",
+        "--output-run", "u/tester/simple/run1", "--pipeline", str(workdir / "pipeline.yaml"),
+        "--save-qgraph", str(qgraph), "--qgraph-datastore-records", "-d", "instrument = 'INSTR'",
+    ]  # fmt: skip
     graph = graph_of(made)
     assert {task.name: task.bundling.state for task in graph.root.children} == dict.fromkeys(
         ("task0", "task1", "task2"), "bundle"

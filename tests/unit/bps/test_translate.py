@@ -41,7 +41,7 @@ RUN = SUBMISSION["run_name"]
 JOBS = [BpsJob.from_dict(job) for job in SUBMISSION["jobs"]]
 LABELS = ("task0", "task1", "task2")
 REPO = "/global/cfs/desc/bps-test/repo"
-QGRAPH = "/global/cfs/desc/bps-test/submit/u/tester/simple/run1/test.qg"
+QGRAPH = "/global/cfs/desc/bps-test/submit/u/tester/simple/run1/u_tester_simple_run1.qg"
 
 
 def write_spec(tmp_path: pathlib.Path, jobs: list[BpsJob] = JOBS, **settings: Any) -> pathlib.Path:
