@@ -48,7 +48,7 @@ def lsst_env(**extra: str) -> dict[str, str]:
 
 
 def make_submission(workdir: pathlib.Path, labels: int, detectors: int, extra: str) -> dict[str, Any]:
-    """Write the butler repo, QuantumGraph and BPS config (``extra`` appended) into ``workdir``."""
+    """Write the butler repo, pipeline YAML and BPS config (``extra`` appended) into ``workdir``."""
     command = [
         str(LSST_VENV / "bin" / "python"), str(REPO / "tests" / "bps_lsst" / "make_submission.py"),
         str(workdir), "--labels", str(labels), "--detectors", str(detectors), "--retries", "0",

@@ -28,6 +28,7 @@ jobs of each label), so that nothing but Airflow is asked.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import tempfile
 import time
@@ -253,7 +254,7 @@ class AirflowRuns:
     # --- submit ---------------------------------------------------------------------------------------
 
     def submit(
-        self, dag_id: str, dag_file: Path, submission: Submission, *, timeout: float, interval: float = 2.0
+        self, dag_id: str, dag_file: Path, submission: Submission, *, timeout: float, interval: float = 0.5
     ) -> str:
         """Wait for ``dag_id`` (``dag_file``, in the DAG folder) to be parsed, unpause it, trigger its run.
 
@@ -279,30 +280,35 @@ class AirflowRuns:
             raise
         return run_id
 
-    def wait_parsed(self, dag_id: str, dag_file: Path, *, timeout: float, interval: float = 2.0) -> None:
-        """Return once the REST API knows ``dag_id``; raise on its file's import error, after ``timeout``."""
+    def wait_parsed(self, dag_id: str, dag_file: Path, *, timeout: float, interval: float = 0.5) -> None:
+        """Return once the REST API knows ``dag_id``; raise on its file's import error, after ``timeout``.
+
+        Asks every ``interval`` s (the dag-processor lists the folder on its own clock: nothing
+        wakes us sooner), and for import errors every fourth time.
+        """
         deadline = time.monotonic() + timeout
         what = f"look up DAG {dag_id!r}"
-        while True:
+        for asked in itertools.count():
             try:
                 self.api.call("GET", f"/api/v2/dags/{_q(dag_id)}", what=what)
                 return
             except BpsApiError as exc:
                 if exc.status != 404:
                     raise
-            error = self.import_error(dag_file.name)
+            out_of_time = time.monotonic() >= deadline
+            error = self.import_error(dag_file.name) if asked % 4 == 3 or out_of_time else None
             if error is not None:
                 raise BpsApiError(
                     f"Airflow could not import the DAG file {dag_file}:\n{error}\nfix the submission "
                     f"(the spec {dag_file.with_suffix('.yaml').name} beside it) and submit again"
                 )
-            if time.monotonic() >= deadline:
+            if out_of_time:
                 raise BpsApiError(
                     f"DAG {dag_id!r} was not parsed within {timeout:.0f} s after copying {dag_file.name} "
                     f"into {dag_file.parent}: is it the DAGs folder of Airflow's dag-processor "
                     "(airflowDagFolder)? Is the dag-processor running? A slow one: raise airflowParseTimeout"
                 )
-            time.sleep(interval)  # the dag-processor's next pass; nothing to wake us sooner
+            time.sleep(interval)
 
     def import_error(self, file_name: str) -> str | None:
         """Return Airflow's import error of the DAG file ``file_name`` (its stack trace), if any."""

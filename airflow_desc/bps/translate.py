@@ -4,7 +4,9 @@ The jobs (:mod:`airflow_desc.bps.jobs`) become::
 
     name: <the BPS run name>          one DAG per submission, one DAG run
     processes:
-      pipetaskInit: {type: batch}     each job that runs no quanta (the init job), a SLURM job
+      pipetaskInit: {type: batch, deferrable: false}
+                                      each job that runs no quanta (the init job), a SLURM job
+                                      waited for in the worker slot (it takes seconds)
       bpsQuanta: {type: script}       returns the streams of every label (kwargs: the quanta)
       finalJob: {type: batch, after: [every label]}   runs whatever became of the labels
     tasks:
@@ -344,7 +346,11 @@ def workflow_spec(
     def single(job: BpsJob, **extra: Any) -> dict[str, Any]:
         return _batch([job], _check_name(job.label, "label"), job_command(job), settings) | extra
 
-    processes: dict[str, Any] = {job.label: single(job, **upstream([job], job.label)) for job in top}
+    # An init job takes seconds and everything waits for it: its task waits in the worker slot
+    # (no second start of the task when it ends), polling from the first second.
+    processes: dict[str, Any] = {
+        job.label: single(job, **upstream([job], job.label), deferrable=False) for job in top
+    }
     chains = _chains(by_label, unit_of) if settings.chains else None
     if chains is not None:
         if CHAINS_TASK in taken:

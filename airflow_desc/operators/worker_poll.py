@@ -17,7 +17,10 @@ if TYPE_CHECKING:
     from airflow_desc.hooks.slurm import SlurmHook
     from airflow_desc.operators.job_checks import TaskLog
 
-__all__ = ["poll_in_worker"]
+__all__ = ["FIRST_POLL_S", "poll_in_worker"]
+
+#: Seconds before the first poll of a job waited for in the worker.
+FIRST_POLL_S = 1.0
 
 
 def poll_in_worker(
@@ -31,13 +34,17 @@ def poll_in_worker(
     :param hook: the cluster's hook.
     :param profile: the cluster's profile (its ``vanish_grace``).
     :param job_id: the job.
-    :param interval: seconds between polls.
+    :param interval: seconds between polls, at most: the first polls come after
+        :data:`FIRST_POLL_S`, each wait twice the one before until it reaches ``interval`` (a
+        short job, the reason to wait in the worker, ends within a few polls).
     :param log: the task's logger.
     :raises SlurmJobFailed: when no command has known the job for ``vanish_grace`` seconds.
     """
     first_missing: float | None = None
+    wait = min(FIRST_POLL_S, interval)
     while True:
-        time.sleep(interval)
+        time.sleep(wait)
+        wait = min(wait * 2, interval)
         try:
             acct = hook.sacct([job_id]).get(job_id)
             queued = acct is None and bool(hook.squeue([job_id]))

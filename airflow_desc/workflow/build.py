@@ -177,6 +177,7 @@ def _process_node(
         callable=process.callable,
         kwargs=render_tree(process.kwargs, values, keep_missing=True),
         checks=checks,
+        deferrable=process.deferrable,
         feeds=feeds,
         stream_vars=ctx.stream_vars,
         runs_as=runs_as,

@@ -175,6 +175,7 @@ class ProcessNode:
     :param callable: script: ``module.path:function``.
     :param kwargs: script: keyword arguments, variables filled in.
     :param checks: output checks.
+    :param deferrable: batch: wait for its jobs in the triggerer (else in the worker slot).
     :param feeds: the sub-tasks whose streams this script makes.
     :param stream_vars: the stream variables in scope, outermost first.
     :param runs_as: ``task``, ``mapped`` (one instance per stream) or ``in-bundle``.
@@ -201,6 +202,7 @@ class ProcessNode:
     callable: str | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     checks: tuple[CheckNode, ...] = ()
+    deferrable: bool = True
     feeds: tuple[str, ...] = ()
     stream_vars: tuple[str, ...] = ()
     runs_as: RunsAs = "task"

@@ -342,6 +342,7 @@ class _DagBuilder:
             "top_version": self.graph.version,
             "spec_digest": self.workflow.spec_digest,
             "process": process.name,
+            "deferrable": process.deferrable,
         }
         if streams is None:
             return WorkflowBatchOperator(**batch)

@@ -94,7 +94,10 @@ below it the process is Skipped with the counts in its reason; not inside a bund
 ``exit_code``, ``seed``, ``name``), optionally ``dm_command`` (the real DM command line, kept
 beside the emulated one; required when the spec says ``payload: dm``), ``resources``
 (``cpus``, ``memory_mb``, ``walltime``, ``cluster``, ``partition``, ``container``),
-``escalation`` and ``checks``. A script process has
+``escalation``, ``checks`` and ``deferrable`` (default ``true``: its job is waited for in the
+triggerer; ``false``: in the worker slot that submitted it, polled every second at first, for a
+short job whose task would otherwise start a second time to end; a bundled process waits as its
+bundle does). A script process has
 ``callable`` (``module.path:function``; imported at run time, not here) and ``kwargs``.
 
 Output checks run after SLURM says COMPLETED; one kind per list item: ``exists``,

@@ -350,6 +350,10 @@ class ProcessSpec(_Model):
     :param callable: script: ``module.path:function``.
     :param kwargs: script: keyword arguments (string values templated).
     :param checks: batch: output checks.
+    :param deferrable: batch: wait for the job in the triggerer (``true``, the default: no worker
+        slot held) or in the worker slot that submitted it (``false``: for short jobs, such as a
+        BPS init job; no second start of the task when the job ends). A process that runs in
+        bundles waits as its bundle does.
     """
 
     type: ProcessType
@@ -367,6 +371,7 @@ class ProcessSpec(_Model):
     callable: StrictStr | None = None
     kwargs: dict[StrictStr, Any] = {}
     checks: tuple[OutputCheck, ...] = ()
+    deferrable: StrictBool = True
 
     _thresholds = model_validator(mode="before")(_thresholds_from_depends_on)
 

@@ -32,7 +32,7 @@ CHECK_KINDS = ("exists", "non_empty", "glob", "command", "log_lacks")
 #: ``module.path:name``: a script's callable, a notifier's class.
 IMPORT_PATH_RE = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
 # Keys that only one process type has.
-_BATCH_ONLY = ("command", "dm_command", "emulate", "resources", "escalation", "checks")
+_BATCH_ONLY = ("command", "dm_command", "emulate", "resources", "escalation", "checks", "deferrable")
 _SCRIPT_ONLY = ("callable", "kwargs")
 
 

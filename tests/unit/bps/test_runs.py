@@ -7,15 +7,20 @@ only the task-instance states are made up.
 
 from __future__ import annotations
 
+import http.server
+import json
 import pathlib
 import socket
-from typing import Any
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import pytest
 
 from airflow_desc.bps.api import AirflowRestApi, ApiSettings
 from airflow_desc.bps.runs import (
     BUNDLE_SUFFIX,
+    AirflowRuns,
     Submission,
     dag_id_of,
     install_dag_files,
@@ -222,3 +227,69 @@ def test_airflow_launcher_direct_is_an_overlay_beside_the_spec_installed_before_
     assert bundles and {getattr(t, "partial_kwargs", {}).get("launcher", getattr(t, "launcher", None))
                         for t in bundles} == {"direct"}  # fmt: skip
     assert installed.read_text() == dag_file_text(overlay.name)
+
+
+class _ParseWaits(http.server.BaseHTTPRequestHandler):
+    """An api-server whose dag-processor has not parsed the DAG (404) and lists ``import_errors``."""
+
+    import_errors: ClassVar[list[dict[str, str]]] = []
+    asked: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+        self.asked.append(self.path.split("?")[0])
+        if self.path.startswith("/api/v2/importErrors"):
+            body = {"import_errors": self.import_errors, "total_entries": len(self.import_errors)}
+            self._answer(200, body)
+        else:
+            self._answer(404, {"detail": "The Dag with ID: `x` was not found"})
+
+    def _answer(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def parse_waits() -> Iterator[tuple[AirflowRuns, type[_ParseWaits]]]:
+    handler = type("Handler", (_ParseWaits,), {"import_errors": [], "asked": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        yield AirflowRuns(AirflowRestApi(ApiSettings(url=url, token="t"))), handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_wait_for_the_parse_names_the_dag_files_import_error(
+    parse_waits: tuple[AirflowRuns, type[_ParseWaits]], tmp_path: pathlib.Path
+) -> None:
+    runs, handler = parse_waits
+    handler.import_errors.append(
+        {"filename": str(tmp_path / "x.py"), "stack_trace": "SpecError: x.yaml:3: bad"}
+    )
+    with pytest.raises(
+        BpsApiError, match=r"could not import the DAG file .*x\.py:\nSpecError: x\.yaml:3: bad"
+    ):
+        runs.wait_parsed("x", tmp_path / "x.py", timeout=30, interval=0.01)
+    # The DAG is asked for every interval, the import errors every fourth time.
+    assert handler.asked == ["/api/v2/dags/x"] * 4 + ["/api/v2/importErrors"]
+
+
+def test_the_wait_for_the_parse_gives_up_after_its_timeout_saying_what_to_check(
+    parse_waits: tuple[AirflowRuns, type[_ParseWaits]], tmp_path: pathlib.Path
+) -> None:
+    runs, handler = parse_waits
+    with pytest.raises(
+        BpsApiError, match=r"not parsed within 0 s after copying x\.py .* raise airflowParseTimeout"
+    ):
+        runs.wait_parsed("x", tmp_path / "x.py", timeout=0, interval=0.01)
+    assert handler.asked == ["/api/v2/dags/x", "/api/v2/importErrors"]  # its import errors read last

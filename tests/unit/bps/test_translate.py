@@ -76,6 +76,23 @@ def test_the_spec_of_a_real_generic_workflow_loads_and_renders_a_dag(tmp_path: p
     assert graph.root.process("finalJob").after == ("pipetaskInit", *LABELS)
 
 
+def test_the_init_job_waits_in_the_worker_and_the_rest_in_the_triggerer(tmp_path: pathlib.Path) -> None:
+    # The init job takes seconds and every quantum waits for it: no second start of its task.
+    dag = render_dags(write_spec(tmp_path), clusters=load_cluster_profiles(SITE))[RUN]
+
+    waits = {}
+    for task_id, task in dag.task_dict.items():
+        kwargs = getattr(task, "partial_kwargs", None)  # a mapped task's (a label's quanta)
+        if kwargs is not None and "process" in kwargs:
+            waits[task_id] = kwargs.get("deferrable", True)
+        elif hasattr(task, "process") and hasattr(task, "deferrable"):
+            waits[task_id] = task.deferrable
+    assert waits.pop("pipetaskInit") is False
+    assert waits.pop("finalJob") is True
+    assert set(waits) == {f"{label}.{label}" for label in LABELS}, waits
+    assert all(waits.values()), waits
+
+
 def test_bps_resources_retries_and_memory_multiplier_are_honoured(tmp_path: pathlib.Path) -> None:
     graph = graph_of(write_spec(tmp_path))
 

@@ -216,6 +216,10 @@ BAD_SPECS: dict[str, list[str]] = {
             "bad_process_kinds.yaml:15: processes.d.callable: missing; a script process needs callable: "
             "'module.path:function'"
         ),
+        (
+            "bad_process_kinds.yaml:18: processes.d.deferrable: a script process runs on the Airflow "
+            "worker and has no deferrable; remove it, or make the process type: batch"
+        ),
     ],
     "bad_self_dependency.yaml": [
         (
