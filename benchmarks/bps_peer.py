@@ -7,7 +7,7 @@ holds /tmp/desc-e2e-deployment.lock while it runs: another helper's e2e test wai
     source /var/lib/airflow-desc-site/env.sh
     PYTHONPATH=$PWD flock -x /tmp/desc-site.lock .venv/bin/python benchmarks/bps_peer.py \
         [--quanta 210] [--labels 3] [--side both|ours|parsl] [--ours chains|labels]
-        [--launcher srun|direct] [--keep]
+        [--launcher srun|direct] [--ours-first] [--control-nice N] [--keep]
 
 ``--quanta 12`` is the quick run (~6 min with the deployment's start).
 
@@ -30,6 +30,13 @@ label is made to fail (a directory stands where its output file goes); it is rem
   sub-task, bundles of a node's share of the data ids (``airflowBundling: target_instances``,
   lowered by the bundle sizing to what fits the cluster's walltime); ``--ours labels``: a sub-task
   per label, bundles of a node's share of its quanta.
+
+Both sides' control planes run at ``--control-nice`` (default 10): ``bps`` itself (Parsl's runs its
+interchange and, on the login node, the init and final jobs), and Airflow's components with the task
+processes they start. In production they run on hosts of their own (SLAC's Airflow, NERSC's login
+nodes), not on the compute nodes; on this one 2-core machine they would otherwise take CPU from the
+quanta (Airflow's idle components: ~4 CPU-s a minute). What runs in the allocations (Parsl's worker
+pools, our pilots, every quantum) and the SLURM jobs (our init and final jobs) is not niced.
 
 Both sides get the same BPS config but for the WMS keys: requestMemory 1500 MB (two quanta per
 4 GB node), ``requestWalltime: 1`` (minute) per label, no retries (Parsl's site ``retries: 0``).
@@ -210,6 +217,11 @@ def main() -> int:
         help="airflow-desc: the bundles' pilot launcher (airflowLauncher): a step per quantum, or none",
     )  # fmt: skip
     parser.add_argument("--ours-first", action="store_true", help="run airflow-desc's side first")
+    parser.add_argument(
+        "--control-nice", type=int, default=10, metavar="N",
+        help="niceness of both sides' control planes (bps, Parsl's interchange, Airflow), which run on "
+        "hosts of their own in production; 0: as they are",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
     args = parser.parse_args()
     if args.labels < 1 or args.quanta < args.labels * NODES:
@@ -223,6 +235,7 @@ def main() -> int:
 
     OursSide.mode = args.ours
     OursSide.launcher = args.launcher
+    Side.control_nice = args.control_nice
 
     sides: list[type[Side]] = []
     if args.side in ("both", "parsl"):

@@ -101,6 +101,10 @@ class Side:
     """One WMS: submit, wait, the allocations, per-quantum accounting, restart, what reran."""
 
     name: ClassVar[str] = ""
+    #: The niceness of the side's control plane (``bps`` itself; Parsl's interchange and its init and
+    #: final jobs on the login node; Airflow's components and the task processes they start), which
+    #: in production runs on hosts of its own, not on the compute nodes: 0 leaves it as it is.
+    control_nice: ClassVar[int] = 0
 
     def __init__(self, workdir: pathlib.Path, site: Site) -> None:
         self.workdir = workdir
@@ -159,7 +163,8 @@ campaign: {self.campaign}
                "CTRL_MPEXEC_DIR": str(LSST_VENV), "DAF_BUTLER_DIR": str(LSST_VENV),
                "BPS_WMS_SERVICE_CLASS": "lsst.ctrl.bps.parsl.ParslService"}  # fmt: skip
         exports = " ".join(f"{k}={shlex.quote(v) if k != 'PATH' else v}" for k, v in env.items())
-        command = f"cd {shlex.quote(str(self.workdir))} && export {exports} && bps " + " ".join(
+        nice = f"nice -n {self.control_nice} " if self.control_nice else ""
+        command = f"cd {shlex.quote(str(self.workdir))} && export {exports} && {nice}bps " + " ".join(
             map(shlex.quote, args)
         )
         done = subprocess.run([*self.site.ssh_argv(CLUSTER), command], capture_output=True, text=True,
@@ -185,6 +190,7 @@ campaign: {self.campaign}
         jobs = [line.split("|")[0] for line in out.splitlines() if line.endswith(f".{self.campaign}")]
         self.notes.append(
             f"{len(jobs)} Parsl block(s) of {NODES} nodes; init and final jobs ran on the login node"
+            + (f"; bps at nice {self.control_nice}" if self.control_nice else "")
         )
         return jobs
 
@@ -221,6 +227,12 @@ class OursSide(Side):
                                         users={USER: ("admin", PASSWORD)})  # fmt: skip
         print("airflow-desc: starting the deployment (waits for any other e2e deployment)", flush=True)
         self.airflow.start()
+        if self.control_nice:
+            # Each component leads a process group; the task processes it starts later inherit it.
+            for component in self.airflow.components.values():
+                if component.proc is not None:
+                    os.setpriority(os.PRIO_PGRP, component.proc.pid, self.control_nice)
+            self.notes.append(f"Airflow's components and bps at nice {self.control_nice}")
         self.dag_id = f"bpspeer_{time.time_ns()}"
 
     def extra(self, labels: int, detectors: int) -> str:
@@ -241,8 +253,9 @@ class OursSide(Side):
     def _bps(self, *args: str, cwd: pathlib.Path) -> str:
         env = lsst_env(BPS_WMS_SERVICE_CLASS=SERVICE, AIRFLOW_DESC_API_URL=f"http://127.0.0.1:{PORT}",
                        AIRFLOW_DESC_API_USER=USER, AIRFLOW_DESC_API_PASSWORD=PASSWORD)  # fmt: skip
-        done = subprocess.run([str(LSST_VENV / "bin" / "bps"), *args], capture_output=True, text=True,
-                              env=env, cwd=cwd, timeout=900, check=False)  # fmt: skip
+        nice = ["nice", "-n", str(self.control_nice)] if self.control_nice else []
+        done = subprocess.run([*nice, str(LSST_VENV / "bin" / "bps"), *args], capture_output=True,
+                              text=True, env=env, cwd=cwd, timeout=900, check=False)  # fmt: skip
         (self.workdir / f"bps-{args[0]}.log").write_text(done.stdout + done.stderr)
         if done.returncode != 0:
             raise SystemExit(f"bps_peer: airflow-desc: bps {' '.join(args)} exited {done.returncode}:\n"

@@ -28,7 +28,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -305,21 +305,21 @@ def test_bps_cancel_fails_the_run_and_cancels_its_slurm_job(
     run_id = submit(made["config"])
     dag_id = run_id.removeprefix("bps__")
 
-    def deferred() -> Mapping[str, Any] | None:
+    def waiting_job() -> dict[str, str]:
+        # pipetaskInit waits for its job in its worker slot (running), a label's task in the
+        # triggerer (deferred): either way its job is queued under its task instance's name.
         rows = airflow.sql(
             "SELECT task_id, map_index, try_number FROM task_instance "
-            "WHERE dag_id = %s AND run_id = %s AND state = 'deferred'",
+            "WHERE dag_id = %s AND run_id = %s AND state IN ('deferred', 'running')",
             dag_id,
             run_id,
         )
-        return dict(zip(("task_id", "map_index", "try_number"), rows[0], strict=True)) if rows else None
+        names = {job_name_for(dag_id, run_id, task_id, index, number) for task_id, index, number in rows}
+        return queued(site, names) if names else {}
 
     try:
-        ti = wait_for(deferred, timeout=300, what=f"a task of {run_id} waiting on its SLURM job")
-        name = job_name_for(dag_id, run_id, ti["task_id"], ti["map_index"], ti["try_number"])
-        [(job_id, state)] = wait_for(
-            lambda: queued(site, {name}), timeout=120, what=f"job {name} in the queue"
-        ).items()
+        waiting = wait_for(waiting_job, timeout=300, what=f"a task of {run_id} waiting on its SLURM job")
+        [(job_id, state)] = waiting.items()
         assert state.startswith("PENDING"), state
         cancel_checked(airflow, site, workdir, run_id, job_id)
     finally:  # a held job left behind would start in an hour
