@@ -111,9 +111,9 @@ from airflow_desc.workflow.bundle_plan import (
     BundlePlan,
     PlannedScript,
     allocation_time_limit_s,
-    plan_bundle,
     raised_requests,
 )
+from airflow_desc.workflow.bundle_planner import plan_bundle
 from airflow_desc.workflow.graph import TaskNode
 from airflow_desc.workflow.naming import stream_path
 from airflow_desc.workflow.overlays import LAUNCHERS

@@ -22,7 +22,7 @@ from airflow_desc.operators.bundle import SlurmBundleOperator
 from airflow_desc.operators.bundle_logs import with_log_tails
 from airflow_desc.operators.bundle_rerun import read_records
 from airflow_desc.operators.slurm import FinishedJob
-from airflow_desc.workflow.bundle_plan import bundle_command, plan_bundle
+from airflow_desc.workflow.bundle_planner import bundle_command, plan_bundle
 from tests.unit.workflow.test_bundle_plan import variables
 
 ROOT = pathlib.Path(__file__).parents[3]
