@@ -9,7 +9,6 @@ after what it follows, skipped when an upstream it ``depends_on`` did not succee
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_desc.workflow.bundle_plan import BundlePlan, PlannedScript
@@ -51,9 +50,7 @@ def run_wrapups(
         upstream = plan.upstream_states(script, states)
         skip = script.process.skip_reason(upstream, script.stream, variables)
         if skip is not None:
-            script.outcome = ScriptOutcome(
-                "skipped", message=skip.message, start=_now(), end=_now(), elapsed_s=0.0
-            )
+            script.outcome = ScriptOutcome.skipped(skip.message)
             script.reason = skip.kind
         else:
             script.outcome, _ = call_script(workflow, script.process, script.stream, variables)
@@ -62,7 +59,3 @@ def run_wrapups(
         outcomes[script.id] = script.outcome.to_json()
         ran.append(script)
     return ran
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

@@ -25,7 +25,6 @@ import itertools
 import shlex
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_desc.exceptions import WorkflowSpecError
@@ -287,9 +286,7 @@ class _Planner:
         reason = process.skip_reason(self._states(process, task, nodes), stream, self.variables)
         earlier = self.known.get(iid)
         if reason is not None:
-            planned.outcome = ScriptOutcome(
-                "skipped", message=reason.message, start=_now(), end=_now(), elapsed_s=0.0
-            )
+            planned.outcome = ScriptOutcome.skipped(reason.message)
             planned.reason = reason.kind
             planned.ran_now = self.run_scripts
             return _Node("skipped")
@@ -365,7 +362,3 @@ def plan_bundle(
         dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
         raise WorkflowSpecError(f"{task.path}: process instances share an id in one bundle: {', '.join(dup)}")
     return planner.plan
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
