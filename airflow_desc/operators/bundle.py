@@ -28,6 +28,7 @@ bundle task instance:
    it after a crash and defers to :class:`~airflow_desc.triggers.slurm.SlurmJobTrigger`. The
    pilot runs on the node itself; an instance whose process names a ``container`` (or on a
    cluster with a default image) runs its payload in that container, with the cluster's runtime.
+   The job's text is made in :mod:`~airflow_desc.operators.bundle_job`.
 3. **Collect.** The pilot's records (one JSON line per instance, in the task instance's
    directory on the cluster), ``sacct`` per step when ``launcher="srun"``, the output checks of
    the spec (one SSH call for the whole bundle): each batch instance is recorded (state, exit
@@ -37,7 +38,9 @@ bundle task instance:
    the wrapup scripts run here (``wrapupEimageSensors`` per raft, then ``wrapupEimageRafts`` per
    visit), each recorded. The summary (state per stream, counts, utilisation) goes to XCom under
    ``bundle_summary`` (and as the return value); the task fails if any instance failed or was
-   terminated.
+   terminated. The records, states and summary are made in
+   :mod:`~airflow_desc.operators.bundle_collect`, the wrapups run in
+   :mod:`~airflow_desc.operators.bundle_wrapups`.
 4. **Rerun.** Clearing the task instance (or a retry) reruns only what did not succeed: the
    pilot gets the records file as ``--skip-done``, and scripts that succeeded are not run again
    (their streams come from the task state store). A clear by ``airflow-desc rerun`` or the status
@@ -63,29 +66,20 @@ bundle task instance:
 from __future__ import annotations
 
 import dataclasses
-import json
-import posixpath
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_desc.clusters import ClusterProfile
-from airflow_desc.emulate import payload_source
 from airflow_desc.exceptions import SlurmJobFailed
-from airflow_desc.history import ProcessRecord, default_recorder, typical_elapsed_of
+from airflow_desc.history import default_recorder, typical_elapsed_of
 from airflow_desc.history.records import InstanceIdentity
 from airflow_desc.operators.bundle_claim import claim_task_dir
+from airflow_desc.operators.bundle_collect import batch_records, bundle_summary, step_rows
+from airflow_desc.operators.bundle_job import allocation_command
 from airflow_desc.operators.bundle_logs import with_log_tails
-from airflow_desc.operators.bundle_records import (
-    batch_record,
-    check_requests,
-    job_try,
-    script_record,
-    skipped_record,
-    unfinished_record,
-)
+from airflow_desc.operators.bundle_records import check_requests, job_try, script_record
 from airflow_desc.operators.bundle_rerun import (
     RERUN_MODES,
     known_outcomes,
@@ -94,32 +88,30 @@ from airflow_desc.operators.bundle_rerun import (
     rerun_mode,
     rerun_selection,
 )
+from airflow_desc.operators.bundle_wrapups import run_wrapups
 from airflow_desc.operators.escalation import escalate_bundle
 from airflow_desc.operators.job_checks import owner_uid_of
 from airflow_desc.operators.job_records import fallback_of
-from airflow_desc.operators.job_script import container_for
 from airflow_desc.operators.key_renewal import waits_for_key_renewal
 from airflow_desc.operators.output_checks import run_output_checks
 from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
 from airflow_desc.operators.trusted import trusted_bundle_state, trusted_streams
 from airflow_desc.operators.workflow import VariantRecorder
-from airflow_desc.pilot import bundle_job_command, parse_summary, step_name
+from airflow_desc.pilot import parse_summary
 from airflow_desc.slurm import JobAccounting, StateClass, diagnose
 from airflow_desc.slurm.ownership import cancelled_by_owner
-from airflow_desc.slurm.quoting import quote_path
 from airflow_desc.workflow.bundle_plan import (
     BundlePlan,
     PlannedScript,
     allocation_time_limit_s,
-    plan_bundle,
     raised_requests,
 )
+from airflow_desc.workflow.bundle_planner import plan_bundle
 from airflow_desc.workflow.graph import TaskNode
 from airflow_desc.workflow.naming import stream_path
 from airflow_desc.workflow.overlays import LAUNCHERS
 from airflow_desc.workflow.registry import LoadedWorkflow, workflow_for
-from airflow_desc.workflow.scripts import ScriptOutcome, call_script
-from airflow_desc.workflow.spec_templates import Scalar
+from airflow_desc.workflow.scripts import ScriptOutcome
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -129,11 +121,6 @@ if TYPE_CHECKING:
 __all__ = ["SlurmBundleOperator"]
 
 _STATE_KEY = "bundle"
-_PAYLOAD_EOF = "DESC_PAYLOAD_EOF"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 # --- the operator -------------------------------------------------------------------------------------
@@ -349,29 +336,20 @@ class SlurmBundleOperator(SlurmOperator):
         if plan is None:
             raise RuntimeError("SlurmBundleOperator._submit without a plan")
         ti: Any = context["ti"]
-        paths = self._paths(context, profile)
         rerun = self._rerun_mode(context)
         self._estimate(plan)
-        # Each instance runs in its process's container (else the cluster's default image), if any.
-        manifest_data = plan.manifest(
-            f"{ti.task_id}[{ti.map_index}]@{ti.run_id}",
-            containers=lambda image: container_for(profile, image),
-            env=(*profile.env, *self.env),
-        )
-        again = rerun_ids(self._bundle_state(context)) & {i.id for i in plan.instances}
-        if again and rerun == "failed":
-            manifest_data["rerun"] = sorted(again)  # run again whatever --skip-done says
-        manifest = json.dumps(manifest_data)
-        pilot = bundle_job_command(
-            manifest,
+        self.command = allocation_command(
+            plan,
+            bundle=f"{ti.task_id}[{ti.map_index}]@{ti.run_id}",
+            profile=profile,
+            env=self.env,
+            paths=self._paths(context, profile),
             launcher=self.launcher,
-            records_path=paths["records"],
-            logs_dir=paths["logs"],
             python=self.python,
-            skip_done=paths["records"] if rerun == "failed" else None,
+            rerun=rerun,
+            again=rerun_ids(self._bundle_state(context)) & {i.id for i in plan.instances},
             kill_grace_s=self.kill_grace_s,
         )
-        self.command = self._payload_lines(plan, paths["payload"]) + pilot
         self.cpus, self.mem_mb, limit_s = self._whole_node(profile)
         self.time_limit = max(1, limit_s // 60)
         self.signal = f"B:TERM@{max(10, min(60, limit_s // 4))}"
@@ -417,21 +395,6 @@ class SlurmBundleOperator(SlurmOperator):
             count, len(plan.instances),
             ", ".join(f"{p} {s:.1f} s" for p, s in sorted(by_process.items())) or "none recorded yet",
         )  # fmt: skip
-
-    @staticmethod
-    def _payload_lines(plan: BundlePlan, path: str) -> str:
-        if not any(i.process.emulated for i in plan.instances):
-            return ""
-        source = payload_source()
-        if _PAYLOAD_EOF in source:
-            raise ValueError(f"the payload source contains {_PAYLOAD_EOF}")
-        quoted = quote_path(path)
-        return (
-            "# airflow-desc: the emulated payload, written once for every instance of the bundle.\n"
-            f"mkdir -p -- {quote_path(posixpath.dirname(path))} || exit 2\n"
-            f"cat > {quoted} <<'{_PAYLOAD_EOF}' || exit 2\n{source.rstrip()}\n{_PAYLOAD_EOF}\n"
-            f"export DESC_PAYLOAD={quoted}\n"
-        )
 
     # --- finish ---
     def _finish(self, context: Context, job: FinishedJob) -> dict[str, Any]:
@@ -507,7 +470,7 @@ class SlurmBundleOperator(SlurmOperator):
         for script in plan.scripts:
             if script.outcome is not None:
                 states[script.id] = script.outcome.state
-        self._run_after_scripts(context, workflow, plan, states, variables, outcomes, rerun, again)
+        self._record_scripts(context, run_wrapups(workflow, plan, states, variables, outcomes, rerun, again))
         self._save_bundle_state(context, {**saved, "scripts": outcomes, "escalation": raised})
         summary = self._summary(context, hook, profile, plan, states, accounting, rerun)
         ti: Any = context["ti"]
@@ -524,24 +487,6 @@ class SlurmBundleOperator(SlurmOperator):
                 reason="bundle-incomplete",
             )
         return summary
-
-    def _step_rows(
-        self, hook: SlurmHook, accounting: JobAccounting | None, mine: Mapping[str, Mapping[str, Any]]
-    ) -> dict[str, Any]:
-        """Return the srun steps' sacct rows by step name (:func:`~airflow_desc.pilot.step_name`).
-
-        From the allocation's accounting at hand when it has the step of every instance that started
-        (the trigger's event carries every row sacct had when the allocation ended: one SSH round
-        trip less between the job's end and the task's success); else sacct is asked again.
-        """
-        if accounting is None or self.launcher != "srun":
-            return {}
-        steps = {row.job_name: row for row in accounting.steps if row.job_name}
-        started = {step_name(iid) for iid, rec in mine.items() if rec.get("state") != "skipped"}
-        if started <= set(steps):
-            return steps
-        fresh = hook.sacct([accounting.job_id]).get(accounting.job_id)
-        return {row.job_name: row for row in fresh.steps if row.job_name} if fresh is not None else steps
 
     def _record_batch(
         self,
@@ -561,7 +506,7 @@ class SlurmBundleOperator(SlurmOperator):
         ``notes`` (by instance id) say how the next try's request was raised, in the record's message.
         """
         job_id = accounting.job_id if accounting is not None else None
-        steps = self._step_rows(hook, accounting, mine)
+        steps = step_rows(hook, accounting, mine, launcher=self.launcher)
         checks = check_requests(plan, workflow.run_variables(self.variant, context), mine)
         failures = run_output_checks(hook, profile.work_dir, checks) if checks else {}
         diagnosis = None
@@ -569,58 +514,26 @@ class SlurmBundleOperator(SlurmOperator):
             diagnosis = diagnose(
                 accounting, hook.read_tail(str(self._state(context).get("log_path") or ""), lines=40)
             )
-        bundle = self._bundle_identity(context)
-        states: dict[str, str] = {}
-        records: list[ProcessRecord] = []
-        for inst in plan.instances:
-            rec = mine.get(inst.id)
-            if rec is None and inst.id in latest:
-                states[inst.id] = str(latest[inst.id].get("state"))  # done in an earlier try
-                continue
-            if rec is None:
-                if job_id is None:
-                    continue
-                why = (
-                    diagnosis.message if diagnosis is not None else "the allocation ended before it finished"
-                )
-                reason = diagnosis.reason.value if diagnosis is not None else "allocation-ended"
-                states[inst.id] = "terminated"
-                records.append(
-                    unfinished_record(
-                        bundle,
-                        inst,
-                        cluster=profile.name,
-                        job_id=job_id,
-                        reason=reason,
-                        message=why,
-                        label=self._label(),
-                        adopted=adopted,
-                    )  # fmt: skip
-                )
-                continue
-            step = steps.get(step_name(inst.id))
-            record = batch_record(
-                bundle, inst, rec, step, cluster=profile.name, label=self._label(), adopted=adopted
-            )
-            if record.state == "success" and inst.id in failures:
-                record = _replace(record, state="failed", reason="output-check", message=failures[inst.id])
-            if inst.id in notes:
-                record = _replace(record, message="; ".join(filter(None, (record.message, notes[inst.id]))))
-            states[inst.id] = record.state
-            records.append(record)
-        for iid, (inst, kind, message) in plan.skipped.items():
-            states[iid] = "skipped"
-            records.append(
-                skipped_record(
-                    bundle, inst, cluster=profile.name, kind=kind, message=message, label=self._label()
-                )
-            )
+        states, records = batch_records(
+            self._bundle_identity(context),
+            plan,
+            latest,
+            mine,
+            steps=steps,
+            failures=failures,
+            diagnosis=diagnosis,
+            notes=notes,
+            cluster=profile.name,
+            job_id=job_id,
+            label=self._label(),
+            adopted=adopted,
+        )
         if records:
             submitted_by = job_try(accounting, int(context["ti"].try_number or 1))
-            records = [_replace(r, try_number=submitted_by) for r in records]
+            records = [dataclasses.replace(r, try_number=submitted_by) for r in records]
             moved = fallback_of(self._state(context), profile.name)
             if moved is not None:  # the allocation went to a fallback cluster: from where, and why
-                records = [_replace(r, extra={**r.extra, "fallback": moved}) for r in records]
+                records = [dataclasses.replace(r, extra={**r.extra, "fallback": moved}) for r in records]
             task_dir = self._paths(context, profile)["dir"]
             records = with_log_tails(hook, task_dir, records, self._secret_values(profile), self.log)
             (self.recorder or default_recorder()).record(records)
@@ -641,45 +554,6 @@ class SlurmBundleOperator(SlurmOperator):
         if done:
             (self.recorder or default_recorder()).record(done)
 
-    def _run_after_scripts(
-        self,
-        context: Context,
-        workflow: LoadedWorkflow,
-        plan: BundlePlan,
-        states: dict[str, str],
-        variables: Mapping[str, Scalar],
-        outcomes: dict[str, Any],
-        rerun: str,
-        again: frozenset[str] = frozenset(),
-    ) -> None:
-        """Run the wrapup scripts, deepest streams first (the plan's order), each after what it follows.
-
-        ``again``: the ids this try reruns whatever their earlier state (a rerun's selection).
-        """
-        ran: list[PlannedScript] = []
-        for script in plan.scripts:
-            if script.phase != "after":
-                continue
-            earlier = outcomes.get(script.id)
-            done = isinstance(earlier, dict) and earlier.get("state") == "success"
-            if rerun == "failed" and done and script.id not in again:
-                states[script.id] = "success"
-                continue
-            upstream = plan.upstream_states(script, states)
-            skip = script.process.skip_reason(upstream, script.stream, variables)
-            if skip is not None:
-                script.outcome = ScriptOutcome(
-                    "skipped", message=skip.message, start=_now(), end=_now(), elapsed_s=0.0
-                )
-                script.reason = skip.kind
-            else:
-                script.outcome, _ = call_script(workflow, script.process, script.stream, variables)
-            script.ran_now = True
-            states[script.id] = script.outcome.state
-            outcomes[script.id] = script.outcome.to_json()
-            ran.append(script)
-        self._record_scripts(context, ran)
-
     def _summary(
         self,
         context: Context,
@@ -691,37 +565,26 @@ class SlurmBundleOperator(SlurmOperator):
         rerun: str,
     ) -> dict[str, Any]:
         _, task = self._workflow()
-        streams = plan.stream_states(task, states)
-        counts: dict[str, int] = {}
-        for value in states.values():
-            counts[value] = counts.get(value, 0) + 1
         pilot = None
         log_path = self._state(context).get("log_path") if accounting is not None else None
         if log_path:
             pilot = parse_summary(hook.read_tail(str(log_path), lines=20))
-        summary = {
-            "bundle": self._label(),
-            "cluster": profile.name,
-            "job_id": accounting.job_id if accounting is not None else None,
-            "slurm_state": accounting.state.raw if accounting is not None else None,
-            "launcher": self.launcher,
-            "rerun": rerun,
-            "streams": streams,
-            "counts": counts,
-            "process_instances": len(states),
-            "batch_instances": len(plan.instances) + len(plan.skipped),
-            "scripts": len(plan.scripts),
-            "log_path": log_path,
-            "utilisation": pilot,
-        }
+        summary = bundle_summary(
+            plan,
+            task,
+            states,
+            label=self._label(),
+            cluster=profile.name,
+            accounting=accounting,
+            launcher=self.launcher,
+            rerun=rerun,
+            log_path=log_path,
+            pilot=pilot,
+        )
         if pilot:
             self.log.info(
                 "bundle %s: %s core-s held of %s allocated on %s cores in %s s; states %s",
                 self._label(), pilot.get("core_s_held"), pilot.get("core_s_allocated"), pilot.get("cores"),
-                pilot.get("wall_s"), counts,
+                pilot.get("wall_s"), summary["counts"],
             )  # fmt: skip
         return summary
-
-
-def _replace(record: ProcessRecord, **changes: Any) -> ProcessRecord:
-    return dataclasses.replace(record, **changes)

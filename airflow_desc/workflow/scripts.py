@@ -92,6 +92,11 @@ class ScriptOutcome:
         return {**dataclasses.asdict(self), "feeds": {k: list(v) for k, v in self.feeds.items()}}
 
     @classmethod
+    def skipped(cls, message: str) -> ScriptOutcome:
+        """Return the outcome of a script not run (an upstream did not succeed, or its ``skip_if`` held)."""
+        return cls("skipped", message=message, start=_now(), end=_now(), elapsed_s=0.0)
+
+    @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ScriptOutcome:
         """Rebuild from :meth:`to_json` output."""
         return cls(

@@ -19,10 +19,12 @@ from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.exceptions import SlurmJobFailed
 from airflow_desc.history import JsonLinesRecorder, ProcessRecord
 from airflow_desc.operators.bundle import SlurmBundleOperator
+from airflow_desc.operators.bundle_collect import step_rows
+from airflow_desc.operators.bundle_job import payload_lines
 from airflow_desc.operators.bundle_logs import with_log_tails
 from airflow_desc.operators.bundle_rerun import read_records
 from airflow_desc.operators.slurm import FinishedJob
-from airflow_desc.workflow.bundle_plan import bundle_command, plan_bundle
+from airflow_desc.workflow.bundle_planner import bundle_command, plan_bundle
 from tests.unit.workflow.test_bundle_plan import variables
 
 ROOT = pathlib.Path(__file__).parents[3]
@@ -37,7 +39,7 @@ def test_an_emulated_payload_is_shipped_once(pyramid: Any) -> None:
     assert command.startswith('python3 "$DESC_PAYLOAD" --name calibrate-1 ')
     assert "--output 'a b/1.calib'" in command
     plan = plan_bundle(workflow, task, [{"visit": 1}], variables(workflow))
-    lines = SlurmBundleOperator._payload_lines(plan, "~/dir/payload.py")
+    lines = payload_lines(plan, "~/dir/payload.py")
     assert "cat > \"$HOME\"/dir/payload.py <<'DESC_PAYLOAD_EOF'" in lines
     assert lines.rstrip().endswith('export DESC_PAYLOAD="$HOME"/dir/payload.py')
 
@@ -304,19 +306,20 @@ def test_step_rows_come_from_the_accounting_at_hand_when_it_has_every_started_st
     mine = {a.id: {"state": "success"}, b.id: {"state": "failed"}, c.id: {"state": "skipped"}}  # c: no step
     op = SlurmBundleOperator(task_id="t", workflow_key=workflow.key, variant=None, bundle_task=task.path)
     hook = CountingHook()
-    steps = op._step_rows(hook, _with_steps("900", [step_name(a.id), step_name(b.id)]), mine)  # type: ignore[arg-type]
+    at_hand = _with_steps("900", [step_name(a.id), step_name(b.id)])
+    steps = step_rows(hook, at_hand, mine, launcher=op.launcher)  # type: ignore[arg-type]
     assert set(steps) >= {step_name(a.id), step_name(b.id)} and hook.sacct_calls == 0
 
     # A step the accounting lacks (slurmdbd had not written it yet): sacct is asked again.
     hook = CountingHook(_with_steps("900", [step_name(a.id), step_name(b.id)]))
-    steps = op._step_rows(hook, _with_steps("900", [step_name(a.id)]), mine)  # type: ignore[arg-type]
+    steps = step_rows(hook, _with_steps("900", [step_name(a.id)]), mine, launcher=op.launcher)  # type: ignore[arg-type]
     assert step_name(b.id) in steps and hook.sacct_calls == 1
 
     # The direct launcher has no steps to read.
     direct = SlurmBundleOperator(
         task_id="t", workflow_key=workflow.key, variant=None, bundle_task=task.path, launcher="direct"
     )
-    assert direct._step_rows(hook, _with_steps("900", []), mine) == {}  # type: ignore[arg-type]
+    assert step_rows(hook, _with_steps("900", []), mine, launcher=direct.launcher) == {}  # type: ignore[arg-type]
 
 
 def test_an_allocation_moved_to_a_fallback_asks_for_a_whole_node_of_the_fallback(pyramid: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from airflow_desc.pilot import parse_records, validate_manifest
-from airflow_desc.workflow.bundle_plan import plan_bundle
+from airflow_desc.workflow.bundle_planner import plan_bundle
 from tests.unit.conftest import SiteWorkflow
 from tests.unit.pilot.pilot_process import clean_env, pilot_argv, write_manifest
 

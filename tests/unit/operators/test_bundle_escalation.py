@@ -13,12 +13,8 @@ import pytest
 from airflow_desc.clusters import load_cluster_profiles
 from airflow_desc.operators.escalation import escalate_bundle, escalate_request
 from airflow_desc.pilot import validate_manifest
-from airflow_desc.workflow.bundle_plan import (
-    RaisedRequest,
-    allocation_time_limit_s,
-    plan_bundle,
-    raised_requests,
-)
+from airflow_desc.workflow.bundle_plan import RaisedRequest, allocation_time_limit_s, raised_requests
+from airflow_desc.workflow.bundle_planner import plan_bundle
 from tests.unit.conftest import SITE, SiteWorkflow
 
 NODE_MB, MAX_S = 4096, 1800  # perlmutter of the site

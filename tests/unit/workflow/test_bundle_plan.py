@@ -19,7 +19,8 @@ from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.operators.job_script import container_for
 from airflow_desc.pilot import validate_manifest
 from airflow_desc.slurm.script import CONTAINER_SUPERVISOR_NAME, container_supervisor, measured_payload
-from airflow_desc.workflow.bundle_plan import CONTAINER_ENV, allocation_time_limit_s, plan_bundle
+from airflow_desc.workflow.bundle_plan import CONTAINER_ENV, allocation_time_limit_s
+from airflow_desc.workflow.bundle_planner import plan_bundle
 from airflow_desc.workflow.registry import load_workflow
 from airflow_desc.workflow.scripts import ScriptOutcome
 from tests.unit.conftest import s3df_profile
@@ -159,7 +160,7 @@ def test_script_outcomes_round_trip() -> None:
 
 def test_duplicate_instance_ids_are_refused(pyramid: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     workflow, task = pyramid
-    monkeypatch.setattr("airflow_desc.workflow.bundle_plan.instance_id", lambda stream, process: "same")
+    monkeypatch.setattr("airflow_desc.workflow.bundle_planner.instance_id", lambda stream, process: "same")
     with pytest.raises(WorkflowSpecError, match="share an id"):
         plan_bundle(workflow, task, [{"visit": 1}], variables(workflow))
 

@@ -14,7 +14,8 @@ import pytest
 
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.pilot import validate_manifest
-from airflow_desc.workflow.bundle_plan import BundlePlan, plan_bundle
+from airflow_desc.workflow.bundle_plan import BundlePlan
+from airflow_desc.workflow.bundle_planner import plan_bundle
 from tests.specs import spec_text
 from tests.unit.conftest import SiteWorkflow
 

@@ -21,7 +21,7 @@ from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.operators.output_checks import CheckRequest, output_checks_command, parse_output_checks
 from airflow_desc.pilot import bundle_job_command
 from airflow_desc.slurm import JobSpec, render_job_script
-from airflow_desc.workflow.bundle_plan import plan_bundle
+from airflow_desc.workflow.bundle_planner import plan_bundle
 from airflow_desc.workflow.registry import LoadedWorkflow, load_workflow
 from tests.hostile import hostile_values
 

@@ -302,7 +302,7 @@ def test_the_payload_is_a_dag_param_that_a_run_conf_chooses(mini: Any, render_mi
 
 
 def test_a_dm_run_renders_each_dm_command_single_and_bundled(render_mini: RenderMini) -> None:
-    from airflow_desc.workflow.bundle_plan import plan_bundle
+    from airflow_desc.workflow.bundle_planner import plan_bundle
 
     workflow, _dag = render_mini(MINI_DM, "Mini")
     warp = workflow.process(None, "Mini/processPatch/warp")
