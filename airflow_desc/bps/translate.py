@@ -396,8 +396,8 @@ def workflow_spec(
             "retries": 0,
         },
     }
-    if settings.bundling:
-        spec["bundling"] = dict(settings.bundling)
+    # A label's run times come from every submission of it: each submission is a workflow of its own.
+    spec["bundling"] = {"run_times_from": "any", **settings.bundling}
     return spec | {"processes": processes, "tasks": tasks}
 
 

@@ -26,7 +26,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_desc.exceptions import SlurmJobFailed
-from airflow_desc.history import ProcessRecord, Recorder, default_recorder
+from airflow_desc.history import ProcessRecord, Recorder, default_recorder, typical_elapsed_of
 from airflow_desc.operators.identity import ATTR, DescProcess, note_skip
 from airflow_desc.operators.output_checks import CheckRequest, run_output_checks
 from airflow_desc.operators.resume import try_of_job
@@ -43,6 +43,8 @@ from airflow_desc.workflow.spec_models import PAYLOADS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_desc.workflow.graph import TaskNode, WorkflowGraph
 
 
 __all__ = [
@@ -361,7 +363,28 @@ class WorkflowStreamsOperator(BaseOperator):
         # Always pushed (an empty list too): a cleared and rerun streams task replaces what it said.
         context["ti"].xcom_push(key=BLOCKED_STREAMS, value=blocked_at)
         if task.bundling.state == "bundle":
-            bundles = task.split_streams(streams)
-            self.log.info("%d bundles of up to %s streams", len(bundles), task.bundling.bundle_size)
+            size = self._fitted_size(task, graph)
+            bundles = task.split_streams(streams, size)
+            self.log.info("%d bundles of up to %s streams", len(bundles), size)
             return bundles
         return streams
+
+    def _fitted_size(self, task: TaskNode, graph: WorkflowGraph) -> int | None:
+        """Return the streams per bundle: the build's, or fitted again from the history's run times.
+
+        Only for a size the walltime requests lowered (:class:`~airflow_desc.workflow.graph.BundleFit`);
+        a history that cannot be read leaves the build's size.
+        """
+        lowered, fit = task.bundling.bundle_size, task.bundling.fit
+        if fit is None or lowered is None:
+            return lowered
+        names = {name for name, _, _ in fit.work}
+        workflow = None if graph.settings.run_times_from == "any" else graph.name
+        try:
+            run_times = typical_elapsed_of(names, workflow=workflow)
+        except Exception as exc:  # the history is down or unreadable: the bundles run all the same
+            self.log.warning("no run times from the history (%s): bundles of %d streams", exc, lowered)
+            return lowered
+        size, why = fit.fitted_size(lowered, run_times)
+        self.log.info("%s: %d streams per bundle: %s", task.path, size, why)
+        return size

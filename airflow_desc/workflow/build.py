@@ -15,6 +15,10 @@ Bundling (how a DAG run of a big campaign stays small enough for Airflow):
   such sub-task gets its own: the streams whose expected batch instances make about that many
   (a whole-node allocation), lowered so that their expected work, packed on one node of the
   cluster, fits ``bundling.max_walltime`` and the cluster's walltime (:func:`bundle_size_for`).
+  A size the walltime lowered is fitted again at run time: the streams task packs up to the
+  target when the history's median run times of the stream's processes, twice over, fit the
+  walltime (:class:`~airflow_desc.workflow.graph.BundleFit`; ``bundling.run_times_from``: this
+  workflow's records, or ``any`` workflow's of a process of the same name).
   Either way sizes are at least those that keep a busy DAG run within
   ``bundling.max_task_instances`` (one size for all, the only rule without a target), and no
   mapped task exceeds Airflow's ``max_map_length`` of :data:`MAX_MAP_LENGTH`.
@@ -40,6 +44,7 @@ from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.slurm.units import walltime_seconds
 from airflow_desc.workflow.graph import (
     MAX_MAP_LENGTH,
+    BundleFit,
     Bundling,
     CheckNode,
     ProcessNode,
@@ -286,11 +291,14 @@ class StreamWork:
         an emulated payload is its ``cpu_seconds`` + ``sleep_seconds`` (what runs); of a real
         command, its walltime request (or an hour), the most it may take.
     :param cluster: the cluster of its batch processes (``None``: the default cluster).
+    :param processes: its batch processes: name, instances per stream, cpus each (a name met in
+        several sub-tasks counted once, with their instances added).
     """
 
     instances: float
     core_s: float
     cluster: str | None = None
+    processes: tuple[tuple[str, float, int], ...] = ()
 
 
 def bundle_size_for(
@@ -340,11 +348,12 @@ def _stream_work(plan: _Plan, defaults: Sequence[Defaults], cores: int | None = 
     """
     instances = core_s = 0.0
     cluster: str | None = None
+    by_name: dict[str, tuple[float, int]] = {}
     stack: list[tuple[_Plan, float, tuple[Defaults, ...]]] = [(plan, 1.0, tuple(defaults))]
     while stack:
         here, count, above = stack.pop()
         layers = (*above, here.spec.defaults) if here.spec.defaults else above
-        for process in here.spec.processes.values():
+        for name, process in here.spec.processes.items():
             if process.type != "batch":
                 continue
             res = _resources(process, layers)
@@ -352,8 +361,11 @@ def _stream_work(plan: _Plan, defaults: Sequence[Defaults], cores: int | None = 
             cpus = min(res.cpus, cores) if cores else res.cpus
             instances += count
             core_s += count * cpus * _runtime_s(process, layers)
+            known, widest = by_name.get(name, (0.0, 0))
+            by_name[name] = (known + count, max(widest, cpus))
         stack.extend((child, count * child.expected, layers) for child in here.children)
-    return StreamWork(instances, core_s, cluster)
+    processes = tuple((name, count, cpus) for name, (count, cpus) in sorted(by_name.items()))
+    return StreamWork(instances, core_s, cluster, processes)
 
 
 def _defaults_above(root: _Plan) -> dict[str, tuple[Defaults, ...]]:
@@ -404,9 +416,13 @@ def _size_bundles(root: _Plan, settings: BundlingSettings, clusters: ClusterProf
                 walltime_s = min(walltime_s, walltime_seconds(settings.max_walltime))
         work = _stream_work(plan, above[plan.path], cores)
         chosen, why = bundle_size_for(work, settings.target_instances, cores=cores, walltime_s=walltime_s)
+        target, _ = bundle_size_for(work, settings.target_instances)
+        fit = None
+        if chosen < target and cores and walltime_s:  # the walltime requests lowered it
+            fit = BundleFit(target, cores, walltime_s, work.processes)
         if chosen < size:
             chosen, why = size, f"{why}; raised to {size} for {ceiling}"
-        plan.bundling = Bundling("bundle", chosen, f"{plan.bundling.reason}; {why}")
+        plan.bundling = Bundling("bundle", chosen, f"{plan.bundling.reason}; {why}", fit)
 
 
 def _build(plan: _Plan, parent: _Context, variables: Mapping[str, Scalar]) -> TaskNode:

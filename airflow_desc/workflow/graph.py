@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from airflow_desc.emulate import payload_command
 from airflow_desc.exceptions import WorkflowSpecError
@@ -31,6 +31,7 @@ from airflow_desc.workflow.spec_templates import Scalar, Template, TemplateError
 
 __all__ = [
     "MAX_MAP_LENGTH",
+    "BundleFit",
     "BundleState",
     "Bundling",
     "CheckNode",
@@ -307,6 +308,50 @@ class ProcessNode:
 
 
 @dataclass(frozen=True)
+class BundleFit:
+    """A bundle size the walltime lowered, kept so that measured run times can fit it again.
+
+    ``bundling.target_instances`` asked for ``target_size`` streams per bundle; the walltime
+    requests of their batch processes, packed on ``cores``, did not fit ``walltime_s``, so the
+    build chose fewer (:func:`~airflow_desc.workflow.build.bundle_size_for`). A walltime
+    request is the most a process may take; the history knows what it does take. With the
+    median run time of every process of the stream (:meth:`fitted_size`), a streams task packs
+    up to the target again, leaving twice the measured work's room in the walltime.
+
+    :param target_size: streams per bundle the target asks for.
+    :param cores: cores of one node of the bundle's cluster.
+    :param walltime_s: the walltime a bundle may fill.
+    :param work: one stream's batch processes: name, instances per stream, cpus each.
+    """
+
+    target_size: int
+    cores: int
+    walltime_s: int
+    work: tuple[tuple[str, float, int], ...]
+
+    #: Room left for run times above the median: the measured work, times this, must fit.
+    MARGIN: ClassVar[float] = 2.0
+
+    def fitted_size(self, lowered: int, run_times: Mapping[str, float]) -> tuple[int, str]:
+        """Return the streams per bundle the measured ``run_times`` (s, by process) fit, and why.
+
+        Between ``lowered`` (the walltime requests' size) and :attr:`target_size`; ``lowered``
+        when a process of the stream has no run time.
+        """
+        missing = sorted({name for name, _, _ in self.work} - set(run_times))
+        if missing:
+            return lowered, f"no run time recorded for {', '.join(missing)}: the walltime requests' size"
+        core_s = sum(count * cpus * run_times[name] for name, count, cpus in self.work) * self.MARGIN
+        fits = math.floor(self.cores * self.walltime_s / core_s) if core_s > 0 else self.target_size
+        size = max(lowered, min(self.target_size, fits))
+        times = ", ".join(f"{name} {run_times[name]:.3g} s" for name in sorted({n for n, _, _ in self.work}))
+        return size, (
+            f"median run times {times}: {self.MARGIN:g} x the measured work of {size} streams fits "
+            f"{self.cores} cores x {self.walltime_s} s (walltime requests: {lowered})"
+        )
+
+
+@dataclass(frozen=True)
 class Bundling:
     """Whether a task runs in bundles.
 
@@ -314,11 +359,13 @@ class Bundling:
         or ``in-bundle`` (it runs inside the bundles of a task above).
     :param bundle_size: streams per bundle, for ``bundle``.
     :param reason: why, in words.
+    :param fit: for a size the walltime lowered, what measured run times may fit again.
     """
 
     state: BundleState = "none"
     bundle_size: int | None = None
     reason: str = ""
+    fit: BundleFit | None = None
 
 
 @dataclass(frozen=True)
@@ -386,7 +433,7 @@ class TaskNode:
                 return process
         raise KeyError(f"{self.path} has no process {name!r}")
 
-    def split_streams(self, streams: Sequence[T]) -> list[list[T]]:
+    def split_streams(self, streams: Sequence[T], size: int | None = None) -> list[list[T]]:
         """Split the streams of a bundled sub-task into bundles.
 
         As few bundles as :attr:`Bundling.bundle_size` allows (more if needed so that there are at
@@ -395,11 +442,13 @@ class TaskNode:
         one stream (a whole allocation for one stream's work).
 
         :param streams: the streams made at run time.
+        :param size: streams per bundle instead of :attr:`Bundling.bundle_size` (run times
+            measured since the build: :meth:`BundleFit.fitted_size`).
         :raises ValueError: if this task does not run in bundles.
         """
         if self.bundling.state != "bundle" or self.bundling.bundle_size is None:
             raise ValueError(f"{self.path} does not run in bundles ({self.bundling.reason})")
-        size = max(self.bundling.bundle_size, math.ceil(len(streams) / MAX_MAP_LENGTH))
+        size = max(size or self.bundling.bundle_size, math.ceil(len(streams) / MAX_MAP_LENGTH))
         count = math.ceil(len(streams) / size)
         base, extra = divmod(len(streams), count) if count else (0, 0)
         bundles: list[list[T]] = []

@@ -39,6 +39,8 @@ depth. One spec gives one DAG per variant (see :mod:`airflow_desc.workflow.graph
       target_instances: 64              # batch instances a computed bundle aims at (a node's worth)
       max_walltime: "2:00:00"           # ...lowered so that its work fits one node for this long
       max_task_instances: 1000          # a busy run's task instances, at most (sizes are raised)
+      run_times_from: workflow          # a size the walltime lowered, fitted again at run time from
+                                        # the history's median run times: this workflow's, or any's
     processes:
       ingest:
         type: batch

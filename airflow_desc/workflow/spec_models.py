@@ -405,12 +405,17 @@ class BundlingSettings(_Model):
     :param max_walltime: with ``target_instances``: a bundle's expected work, packed on one node
         of its cluster, must fit this walltime (and the cluster's ``max_walltime``); sizes are
         lowered to fit. Needs the cluster profiles; unset: the cluster's ``max_walltime``.
+    :param run_times_from: a size the walltime requests lowered is fitted again at run time from
+        the median run times the history holds of the stream's processes: this ``workflow``'s
+        records (the default), or ``any`` workflow's of a process of the same name (a BPS label:
+        every submission is a workflow of its own).
     """
 
     threshold: PositiveInt = 100
     max_task_instances: PositiveInt = 1000
     target_instances: PositiveInt | None = None
     max_walltime: Walltime | None = None
+    run_times_from: Literal["workflow", "any"] = "workflow"
 
 
 class NotifierSpec(_Model):

@@ -93,6 +93,13 @@ def test_the_init_job_waits_in_the_worker_and_the_rest_in_the_triggerer(tmp_path
     assert all(waits.values()), waits
 
 
+def test_a_labels_run_times_come_from_every_submission(tmp_path: pathlib.Path) -> None:
+    # Each submission is a workflow of its own: bundle sizes fit again from any workflow's records.
+    assert graph_of(write_spec(tmp_path)).settings.run_times_from == "any"
+    bundling = {"target_instances": 8, "run_times_from": "workflow"}
+    assert graph_of(write_spec(tmp_path, bundling=bundling)).settings.run_times_from == "workflow"
+
+
 def test_bps_resources_retries_and_memory_multiplier_are_honoured(tmp_path: pathlib.Path) -> None:
     graph = graph_of(write_spec(tmp_path))
 

@@ -10,6 +10,7 @@ from airflow_desc.clusters import ClusterProfiles
 from airflow_desc.exceptions import WorkflowSpecError
 from airflow_desc.workflow import WorkflowGraph, build_graph, parse_spec
 from airflow_desc.workflow.build import StreamWork, bundle_size_for
+from airflow_desc.workflow.graph import BundleFit
 from tests.unit.workflow.test_graph import PYRAMID
 
 TARGET = "bundling: {threshold: 50, max_task_instances: 100, target_instances: 16, max_walltime: '0:10:00'}"
@@ -123,3 +124,33 @@ def test_bad_bundling_settings_name_the_field(bundling: str, message: str) -> No
     text = PYRAMID.replace("bundling: {threshold: 50, max_task_instances: 100}", f"bundling: {bundling}")
     with pytest.raises(WorkflowSpecError, match=re.escape(message)):
         parse_spec(text, "mini.yaml")
+
+
+def test_a_size_the_walltime_lowered_keeps_what_run_times_may_fit_again(clusters: ClusterProfiles) -> None:
+    # 60 s x 2 cpus a visit lowered 16 to 10 on perlmutter (2 cores, the spec's 10 minutes).
+    capped = mini(60, clusters=clusters).task("processVisit").bundling
+    assert capped.fit is not None
+    assert (capped.fit.target_size, capped.fit.cores, capped.fit.walltime_s) == (16, 2, 600)
+    assert capped.fit.work == (("processEimage", 1.0, 2),)  # 2 rafts x 0.5 sensors a visit
+    # A size the walltime did not lower has nothing to fit again.
+    assert mini(0.05, clusters=clusters).task("processVisit").bundling.fit is None
+    assert mini(60).task("processVisit").bundling.fit is None  # no profiles, no node
+
+
+def test_measured_run_times_fit_up_to_the_target_with_room_to_spare() -> None:
+    fit = BundleFit(target_size=35, cores=2, walltime_s=1800, work=(("task0", 1.0, 1), ("task1", 1.0, 1)))
+    # 4 s + 5 s a stream, twice over: 18 core-s; 2 x 1800 / 18 = 200 streams fit: the target, 35.
+    size, why = fit.fitted_size(20, {"task0": 4.0, "task1": 5.0})
+    assert size == 35
+    assert why == (
+        "median run times task0 4 s, task1 5 s: 2 x the measured work of 35 streams fits "
+        "2 cores x 1800 s (walltime requests: 20)"
+    )
+    # 60 s + 40 s a stream, twice over: 200 core-s; 18 streams fit, between the lowered 10 and 35.
+    assert fit.fitted_size(10, {"task0": 60.0, "task1": 40.0})[0] == 18
+    # Slower than the walltime requests said: never below the lowered size.
+    assert fit.fitted_size(20, {"task0": 600.0, "task1": 600.0})[0] == 20
+    # A process never recorded: the lowered size, saying which.
+    assert fit.fitted_size(20, {"task0": 4.0}) == (
+        20, "no run time recorded for task1: the walltime requests' size",
+    )  # fmt: skip

@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_desc.emulate import scripts
 from airflow_desc.exceptions import WorkflowSpecError
-from airflow_desc.history import JsonLinesRecorder
+from airflow_desc.history import JsonLinesRecorder, ProcessRecord
 from airflow_desc.operators.run_states import RunStates
 from airflow_desc.operators.workflow import (
     WorkflowBatchOperator,
@@ -340,6 +340,48 @@ def test_the_streams_task_of_a_bundled_sub_task_returns_bundles(mini: Any) -> No
     )
     assert op.execute(context(ti)) == [[{"visit": 11}, {"visit": 12}], [{"visit": 13}]]
     assert type(dag.task_dict["processVisit.bundle"]).__name__ == "MappedOperator"
+
+
+def test_a_bundle_size_the_walltime_lowered_is_fitted_again_from_the_historys_run_times(
+    render_mini: RenderMini, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    # eimage asks for 10 minutes: 6 visits fit 2 cores x 30 min (perlmutter), not the 40 of the target.
+    text = MINI.replace('version: "3.1"\n', 'version: "3.1"\nbundling: {target_instances: 40}\n', 1)
+    text = text.replace("    bundle_size: 2\n", "", 1).replace(
+        "emulate: {cpu_seconds: 1}", "command: eimage {{ visit }}"
+    )
+    _workflow, dag = render_mini(text, "Mini")
+    op = dag.task_dict["processVisit.streams"]
+    visits = list(range(100, 113))
+    ti = FakeTI(xcoms={("setupVisits", "return_value"): [{"stream": {}, "feeds": {"processVisit": visits}}]})
+    history = tmp_path / "history.jsonl"
+    monkeypatch.setenv("DESC_HISTORY_JSONL", str(history))
+
+    # Nothing recorded yet: the walltime requests' size, 13 visits in bundles of 5, 4 and 4.
+    assert [len(b) for b in op.execute(context(ti))] == [5, 4, 4]
+    recorder = JsonLinesRecorder(history)
+
+    def ran(workflow: str, *seconds: float) -> None:  # successful attempts, each of a run of its own
+        recorder.record([
+            ProcessRecord(workflow=workflow, process="eimage", state="success", run_id=f"{workflow}{n}{s}",
+                          elapsed_s=s)
+            for n, s in enumerate(seconds)
+        ])  # fmt: skip
+
+    ran("Mini", 8.0, 10.0, 30.0)  # the median, 10 s, twice over: 20 core-s a visit
+    ran("Other", 900.0)
+    # Now 180 visits' work fits: the target's 40, so all 13 in one bundle.
+    assert [len(b) for b in op.execute(context(ti))] == [13]
+    # Another workflow's records count only with run_times_from: any (a BPS label's).
+    text = text.replace(
+        "bundling: {target_instances: 40}", "bundling: {target_instances: 40, run_times_from: any}"
+    )
+    _workflow, dag = render_mini(text, "Mini")
+    bundles = dag.task_dict["processVisit.streams"].execute(context(ti))
+    assert [len(b) for b in bundles] == [13]  # the median of 8, 10, 30, 900 s: 20 s, 40 core-s: 90 fit
+    ran("Other", 901.0, 902.0)
+    bundles = dag.task_dict["processVisit.streams"].execute(context(ti))
+    assert [len(b) for b in bundles] == [5, 4, 4]  # median 465 s: 3 visits fit; never below the 6
 
 
 @pytest.mark.parametrize(
