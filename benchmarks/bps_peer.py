@@ -7,7 +7,7 @@ holds /tmp/desc-e2e-deployment.lock while it runs: another helper's e2e test wai
     source /var/lib/airflow-desc-site/env.sh
     PYTHONPATH=$PWD flock -x /tmp/desc-site.lock .venv/bin/python benchmarks/bps_peer.py \
         [--quanta 210] [--labels 3] [--side both|ours|parsl] [--ours chains|labels]
-        [--launcher srun|direct] [--ours-first] [--control-nice N] [--keep]
+        [--launcher srun|direct] [--ours-first] [--warm DETECTORS] [--control-nice N] [--keep]
 
 ``--quanta 12`` is the quick run (~6 min with the deployment's start).
 
@@ -131,6 +131,23 @@ def check_butler(side: str, quanta: Sequence[Mapping[str, Any]], datasets: Mappi
         _fail(f"{side}: the butler holds {datasets.get(last)} {last} datasets, not {detectors}")
 
 
+def warm_up(side: Side, site: Site, labels: int, detectors: int) -> None:
+    """Run an earlier submission of the same pipeline through ``side``, unmeasured (``--warm``).
+
+    For airflow-desc, its quanta's run times are in the history when the measured submission's
+    streams task sizes the bundles (``bundling.run_times_from: any``); for both, the LSST venv and
+    the file system are as warm as after any earlier submission.
+    """
+    workdir = side.workdir / "warm"
+    made = make_submission(workdir, labels, detectors, side.extra(labels, detectors))
+    subprocess.run(["chown", "-R", f"{site.user}:", str(side.workdir)], check=True)
+    print(f"{side.name}: warming up with {labels * detectors} quanta", flush=True)
+    t0 = time.time()
+    side.wait(side.submit(made["config"]))
+    side.notes.append(f"warmed up by an earlier submission of {labels * detectors} quanta "
+                      f"({time.time() - t0:.0f} s)")  # fmt: skip
+
+
 def measure(side: Side, site: Site, labels: int, detectors: int, broken: tuple[int, int]) -> Result:
     """Submit, wait, read the butler and sacct, restart after removing the failure, check the butler."""
     workdir = side.workdir
@@ -218,6 +235,11 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--ours-first", action="store_true", help="run airflow-desc's side first")
     parser.add_argument(
+        "--warm", type=int, default=0, metavar="DETECTORS",
+        help="first an unmeasured submission of this many detectors per label through each side "
+        "(airflow-desc then sizes bundles from its run times); 0: none",
+    )  # fmt: skip
+    parser.add_argument(
         "--control-nice", type=int, default=10, metavar="N",
         help="niceness of both sides' control planes (bps, Parsl's interchange, Airflow), which run on "
         "hosts of their own in production; 0: as they are",
@@ -250,6 +272,8 @@ def main() -> int:
         workdir.chmod(0o755)
         side = kind(workdir, site)
         try:
+            if args.warm:
+                warm_up(side, site, args.labels, args.warm)
             results.append(measure(side, site, args.labels, detectors, broken))
         finally:
             side.close(args.keep)

@@ -233,10 +233,11 @@ class OursSide(Side):
                 if component.proc is not None:
                     os.setpriority(os.PRIO_PGRP, component.proc.pid, self.control_nice)
             self.notes.append(f"Airflow's components and bps at nice {self.control_nice}")
-        self.dag_id = f"bpspeer_{time.time_ns()}"
 
     def extra(self, labels: int, detectors: int) -> str:
-        # A node's share of the data ids per bundle (lowered by the bundle sizing to fit the walltime).
+        self.dag_id = f"bpspeer_{time.time_ns()}"  # a DAG, a workflow, per submission
+        # A node's share of the data ids per bundle (lowered by the bundle sizing to fit the walltime,
+        # fitted again from the history's run times of an earlier submission, if any).
         per_bundle = -(-detectors // NODES) * (labels if self.mode == "chains" else 1)
         self.notes.append(
             f"mode {self.mode}, launcher {self.launcher}: airflowBundling target_instances {per_bundle}"
