@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
@@ -25,9 +25,11 @@ __all__ = [
     "CONTAINER_RUNTIMES",
     "NAME_PROBLEM",
     "NAME_RE",
+    "PILOT_BINDINGS",
     "PROFILE_WORDS",
     "clock",
     "ContainerRuntime",
+    "PilotBinding",
     "MaintenanceSettings",
     "ProfileFile",
     "ProfileSettings",
@@ -38,6 +40,10 @@ __all__ = [
 
 #: How a job runs its payload: directly, or in a container through one of these.
 CONTAINER_RUNTIMES: tuple[str, ...] = get_args(ContainerRuntime)
+
+#: Whether a bundle's direct launcher pins its instances to CPUs (a profile's ``pilot_binding``).
+PilotBinding = Literal["cores", "none"]
+PILOT_BINDINGS: tuple[str, ...] = get_args(PilotBinding)
 
 # Names end up in Airflow pool names, job names and file names.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -151,6 +157,14 @@ def _key_expires(value: Any) -> datetime | None:
     if value.tzinfo is None:
         raise ValueError(f"the time {value.isoformat()} has no time zone; add one ('Z' for UTC): {example}")
     return value
+
+
+def _pilot_binding(value: Any) -> str:
+    if value not in PILOT_BINDINGS:
+        choices = " or ".join(PILOT_BINDINGS)
+        raise ValueError(f"expected {choices}, got {describe_value(value)}; cores pins a bundle's instances "
+                         "to CPUs of their own, none lets the kernel place them")  # fmt: skip
+    return str(value)
 
 
 def _container_runtime(value: Any) -> str:
@@ -348,6 +362,7 @@ class ProfileSettings(BaseModel):
         tuple[Annotated[str, BeforeValidator(_shell_line)], ...], BeforeValidator(_setup_lines)
     ] = ()
     poll_interval: Annotated[float, BeforeValidator(_seconds(30, allow_zero=False))] = 30.0
+    pilot_binding: Annotated[PilotBinding, BeforeValidator(_pilot_binding)] = "cores"
     vanish_grace: Annotated[float, BeforeValidator(_seconds(300, allow_zero=True))] = 300.0
     high_memory_partition: OptionalText = None
     mem_per_cpu_mb: Annotated[int | None, BeforeValidator(_optional_whole(2000))] = None

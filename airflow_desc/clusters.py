@@ -26,6 +26,7 @@ name a cluster (``cluster: s3df``) and get its :class:`ClusterProfile`::
         container_binds: []            # bind mounts, "/src:/dst" or "/src:/dst:ro"
         setup_lines: []                # shell lines at the top of every job script
         poll_interval: 30              # seconds between batched sacct polls
+        pilot_binding: cores           # direct launcher: pin instances to CPUs (none: do not)
         vanish_grace: 300              # seconds a job may be missing from sacct and squeue
         high_memory_partition: null    # where an out-of-memory job may be sent
         mem_per_cpu_mb: null           # memory comes only with cores (e.g. 2000 on 2 GB/core nodes):
@@ -72,6 +73,7 @@ from airflow_desc.cluster_schema import (
     PROFILE_WORDS,
     ContainerRuntime,
     MaintenanceSettings,
+    PilotBinding,
     ProfileFile,
     ProfileSettings,
     clock,
@@ -134,6 +136,11 @@ class ClusterProfile:
     :param container_binds: bind mounts of every container, ``"/src:/dst"`` or ``"/src:/dst:ro"``.
     :param setup_lines: shell lines run at the top of every job.
     :param poll_interval: seconds between batched ``sacct`` polls.
+    :param pilot_binding: ``cores`` (default): a bundle's direct launcher pins each instance to
+        CPUs of its own, as ``srun --exact`` confines a step (a payload sizing its threads by the
+        CPUs it may use sees its share); ``none``: the kernel places them, for nodes whose CPUs
+        are not the allocation's alone (the local site's two emulated nodes share one machine's,
+        where two pilots pinning to the same CPUs left one idle while the other held two).
     :param vanish_grace: seconds a job may be absent from both ``sacct`` and ``squeue``
         before that is an error.
     :param high_memory_partition: where a job that needs more than a node's memory may go.
@@ -176,6 +183,7 @@ class ClusterProfile:
     container_binds: tuple[str, ...] = ()
     setup_lines: tuple[str, ...] = ()
     poll_interval: float = 30.0
+    pilot_binding: PilotBinding = "cores"
     vanish_grace: float = 300.0
     high_memory_partition: str | None = None
     mem_per_cpu_mb: int | None = None

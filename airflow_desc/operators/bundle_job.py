@@ -67,6 +67,7 @@ def allocation_command(
         python=python,
         skip_done=paths["records"] if rerun == "failed" else None,
         kill_grace_s=kill_grace_s,
+        bind=profile.pilot_binding == "cores",
     )
     return payload_lines(plan, paths["payload"]) + pilot
 

@@ -103,6 +103,7 @@ def bundle_job_command(
     cores: int | None = None,
     memory_mb: int | None = None,
     kill_grace_s: float | None = None,
+    bind: bool = True,
 ) -> str:
     """Shell text for a bundle's job script: write the manifest and the launcher, then run it.
 
@@ -124,6 +125,8 @@ def bundle_job_command(
     :param cores: cores per node, when not the allocation's.
     :param memory_mb: memory per node in MB, when not the allocation's.
     :param kill_grace_s: seconds from SIGTERM to SIGKILL when an instance must stop.
+    :param bind: the direct launcher pins each instance to CPUs of its own (``False``:
+        ``--no-bind``, the kernel places them; see the cluster profile's ``pilot_binding``).
     :return: shell text ending with a newline.
     :raises ValueError: for an unknown launcher, a path with a line break, or a bad manifest.
     """
@@ -146,6 +149,8 @@ def bundle_job_command(
     if pilot_dir is None:
         pilot_dir = posixpath.dirname(records_path) or "."
     args = _launcher_args(launcher, records_path, logs_dir, skip_done, cores, memory_mb, kill_grace_s)
+    if not bind:
+        args.append("--no-bind")
     lines = [
         "# airflow-desc pilot: write the bundle's manifest and the launcher, then run the launcher.",
         f'desc_pilot_dir={quote_path(pilot_dir)}/pilot-"${{SLURM_JOB_ID:-$$}}"',

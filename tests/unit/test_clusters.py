@@ -70,6 +70,7 @@ clusters:
       - module load python
       - export X=1
     poll_interval: 12.5
+    pilot_binding: none
     vanish_grace: 0
     high_memory_partition: bigmem
     mem_per_cpu_mb: 8192
@@ -121,6 +122,7 @@ def test_full_example_every_field(full: ClusterProfiles) -> None:
         "container_binds": ("/sdf/group/desc:/desc:ro",),
         "setup_lines": ("module load python", "export X=1"),
         "poll_interval": 12.5,
+        "pilot_binding": "none",
         "vanish_grace": 0.0,
         "high_memory_partition": "bigmem",
         "mem_per_cpu_mb": 8192,
@@ -293,7 +295,7 @@ def test_unknown_keys(data_dir: pathlib.Path) -> None:
         f"{f}:9: clusters.perlmutter.colour: unknown key; use one of ssh_conn_id, cores_per_node, "
         "memory_per_node_mb, max_walltime, jump_conn_id, slurm_cluster, partition, qos, account, constraint, "
         "max_queued_jobs, max_queued_per_task, pool, work_dir, container_runtime, container_image, "
-        "container_options, container_binds, setup_lines, poll_interval, vanish_grace, "
+        "container_options, container_binds, setup_lines, poll_interval, pilot_binding, vanish_grace, "
         "high_memory_partition, mem_per_cpu_mb, maintenance, key_expires, env, sbatch_options"
     )
 
@@ -468,6 +470,11 @@ def test_yaml_syntax_error(data_dir: pathlib.Path) -> None:
             "quote the shell line\n"
             "f.yaml:10: clusters.a.container_runtime: unknown container runtime 'docker' (text); "
             "use one of none, shifter, podman-hpc, podman, apptainer",
+        ),
+        (
+            f"clusters:\n  a:\n{REQUIRED}    pilot_binding: pinned\n",
+            "f.yaml:7: clusters.a.pilot_binding: expected cores or none, got 'pinned' (text); cores pins a "
+            "bundle's instances to CPUs of their own, none lets the kernel place them",
         ),
     ],
 )

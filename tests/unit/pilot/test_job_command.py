@@ -7,6 +7,7 @@ import pathlib
 import signal
 import stat
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -143,3 +144,16 @@ def test_parse_summary_takes_the_last_summary_line() -> None:
     log = 'airflow-desc-pilot: summary {"cores": 1}\nother\nairflow-desc-pilot: summary {"cores": 2}\n'
     assert parse_summary(log) == {"cores": 2}
     assert parse_summary("the job died early") is None
+
+
+def test_a_profile_without_binding_runs_the_launcher_with_no_bind(tmp_path: pathlib.Path) -> None:
+    def exec_line(**kwargs: Any) -> str:
+        text = bundle_job_command(
+            manifest(instance("v:visit", "true")), launcher="direct", records_path=str(tmp_path / "r.jsonl"),
+            logs_dir=str(tmp_path / "logs"), **kwargs,
+        )  # fmt: skip
+        [line] = [line for line in text.splitlines() if line.startswith("exec ")]
+        return line
+
+    assert "--no-bind" not in exec_line()
+    assert exec_line(bind=False).endswith(" --no-bind")

@@ -16,6 +16,7 @@ import pytest
 from airflow_desc.pilot import RECORD_FIELDS, parse_records, parse_summary
 from tests.unit.pilot.pilot_process import (
     UTILISATION,
+    PilotRun,
     Runner,
     children_of,
     clean_env,
@@ -377,3 +378,32 @@ def test_outside_slurm_srun_is_refused(tmp_path: pathlib.Path) -> None:
     argv = [a if a != "direct" else "srun" for a in pilot_argv(tmp_path)]
     proc = subprocess.run(argv, capture_output=True, text=True, env=clean_env(), timeout=30)
     assert proc.returncode == 2 and "inside a SLURM allocation" in proc.stderr
+
+
+def _cpus(text: str) -> set[int]:
+    """The CPUs of a ``Cpus_allowed_list`` value, ``0-1,3``."""
+    found: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        found.update(range(int(first), int(last or first) + 1))
+    return found
+
+
+def test_direct_children_get_cpus_of_their_own_unless_told_not_to_bind(run_pilot: Runner) -> None:
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("one CPU: pinned and not pinned look the same")
+    show = "grep Cpus_allowed_list /proc/self/status"
+    two = [instance("a:p", show), instance("b:p", show)]
+
+    def cpus_of(run: PilotRun) -> list[set[int]]:
+        assert run.returncode == 0, run.explain()
+        logs = [pathlib.Path(run.by_id[i]["log_path"]).read_text() for i in ("a:p", "b:p")]
+        return [_cpus(log.split("Cpus_allowed_list:")[1].split()[0]) for log in logs]
+
+    # The pool is exactly the CPUs the pilot may use: each instance gets one of them.
+    pinned = cpus_of(run_pilot(two, cores=len(allowed), name="pinned"))
+    assert all(len(cpus) == 1 and cpus <= allowed for cpus in pinned), pinned
+    # --no-bind (a profile's pilot_binding: none): the kernel places them anywhere allowed.
+    free = cpus_of(run_pilot(two, "--no-bind", cores=len(allowed), name="free"))
+    assert free == [allowed, allowed], free
