@@ -16,14 +16,25 @@ def jobs_named(site: Site, cluster: str, name: str) -> list[str]:
     return out.split()
 
 
-def kill_task_process(airflow: Deployment) -> int:
-    """SIGKILL the task runner ('airflow worker -- <ti id>'), as if its machine had died."""
+def kill_task_process(airflow: Deployment, dag_id: str, run_id: str, task_id: str = "job") -> int:
+    """SIGKILL one task instance's runner ('airflow worker -- <its id>'), as if its machine had died.
+
+    Found by the task instance's id, not by the title alone: a task of an earlier test's run (a
+    deferred one resuming) may be running too.
+    """
+    rows = airflow.sql(
+        "SELECT id FROM task_instance WHERE dag_id = %s AND run_id = %s AND task_id = %s",
+        dag_id,
+        run_id,
+        task_id,
+    )
+    [(ti_id,)] = rows
     pids = wait_for(
         lambda: subprocess.run(
-            ["pgrep", "-f", "^airflow worker -- [0-9a-f]{8}-[0-9a-f]{4}-"], capture_output=True, text=True
+            ["pgrep", "-f", f"^airflow worker -- {ti_id}"], capture_output=True, text=True
         ).stdout.split(),
         timeout=60,
-        what="the task process",
+        what=f"the task process of {dag_id} {run_id} {task_id}",
         interval=0.3,
     )
     for pid in pids:
@@ -75,7 +86,7 @@ def kill_the_worker_during_the_first_try(
     run_id = airflow.trigger(dag_id)
     first = job_name_for(dag_id, run_id, "job", -1, 1)
     wait_for(lambda: jobs_named(site, "s3df", first), timeout=120, what="the first try's job", interval=1)
-    assert kill_task_process(airflow) == 1
+    assert kill_task_process(airflow, dag_id, run_id) == 1
     assert airflow.wait_run(dag_id, run_id) == "success", f"logs in {airflow.home}"
     assert len(jobs_named(site, "s3df", first)) == 1
     assert jobs_named(site, "s3df", job_name_for(dag_id, run_id, "job", -1, 2)) == []
