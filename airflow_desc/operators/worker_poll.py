@@ -7,6 +7,7 @@ vanished: its accounting may have been purged.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from airflow_desc.exceptions import DescError, SlurmJobFailed
@@ -17,10 +18,30 @@ if TYPE_CHECKING:
     from airflow_desc.hooks.slurm import SlurmHook
     from airflow_desc.operators.job_checks import TaskLog
 
-__all__ = ["FIRST_POLL_S", "poll_in_worker"]
+__all__ = ["FAST_POLL_FOR_S", "FAST_POLL_S", "poll_in_worker", "poll_waits"]
 
-#: Seconds before the first poll of a job waited for in the worker.
-FIRST_POLL_S = 1.0
+#: Seconds between the first polls of a job waited for in the worker (one command on the open SSH
+#: connection each): a short job, the reason to wait in the worker, is seen ending this soon.
+FAST_POLL_S = 0.5
+#: For how long after the submission the polls come every :data:`FAST_POLL_S`; then each wait is
+#: twice the one before, up to the profile's poll interval.
+FAST_POLL_FOR_S = 10.0
+
+
+def poll_waits(interval: float) -> Iterator[float]:
+    """Yield the waits before each poll: :data:`FAST_POLL_S` for :data:`FAST_POLL_FOR_S`, then doubling.
+
+    >>> import itertools
+    >>> list(itertools.islice(poll_waits(5.0), 19, 24))
+    [0.5, 1.0, 2.0, 4.0, 5.0]
+    """
+    wait = min(FAST_POLL_S, interval)
+    waited = 0.0
+    while True:
+        yield wait
+        waited += wait
+        if waited >= FAST_POLL_FOR_S:
+            wait = min(wait * 2, interval)
 
 
 def poll_in_worker(
@@ -34,17 +55,16 @@ def poll_in_worker(
     :param hook: the cluster's hook.
     :param profile: the cluster's profile (its ``vanish_grace``).
     :param job_id: the job.
-    :param interval: seconds between polls, at most: the first polls come after
-        :data:`FIRST_POLL_S`, each wait twice the one before until it reaches ``interval`` (a
-        short job, the reason to wait in the worker, ends within a few polls).
+    :param interval: seconds between polls, at most: every :data:`FAST_POLL_S` for the first
+        :data:`FAST_POLL_FOR_S` seconds, then each wait twice the one before until it reaches
+        ``interval`` (a short job, the reason to wait in the worker, is seen ending at once).
     :param log: the task's logger.
     :raises SlurmJobFailed: when no command has known the job for ``vanish_grace`` seconds.
     """
     first_missing: float | None = None
-    wait = min(FIRST_POLL_S, interval)
+    waits = poll_waits(interval)
     while True:
-        time.sleep(wait)
-        wait = min(wait * 2, interval)
+        time.sleep(next(waits))
         try:
             acct = hook.sacct([job_id]).get(job_id)
             queued = acct is None and bool(hook.squeue([job_id]))
