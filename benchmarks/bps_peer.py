@@ -1,15 +1,24 @@
 """One BPS submission through ctrl_bps_parsl and through airflow-desc, side by side on the local site.
 
-Not part of ``make test`` (a full run takes ~15 min). Each side fills perlmutter's two nodes, so it
-runs under the exclusive site lock; it starts a real Airflow deployment (tests/deploy.py, which
-holds /tmp/desc-e2e-deployment.lock while it runs: another helper's e2e test waits for it)::
+Not part of ``make test`` (a full run takes ~15-20 min). Each side fills perlmutter's two nodes
+(``--concurrent``: one each), so it runs under the exclusive site lock; it starts a real Airflow
+deployment (tests/deploy.py, which holds /tmp/desc-e2e-deployment.lock while it runs: another
+helper's e2e test waits for it)::
 
     source /var/lib/airflow-desc-site/env.sh
     PYTHONPATH=$PWD flock -x /tmp/desc-site.lock .venv/bin/python benchmarks/bps_peer.py \
         [--quanta 210] [--labels 3] [--side both|ours|parsl] [--ours chains|labels]
-        [--launcher srun|direct] [--ours-first] [--warm DETECTORS] [--control-nice N] [--keep]
+        [--launcher srun|direct] [--ours-first | --concurrent] [--warm DETECTORS] [--control-nice N]
+        [--keep]
 
 ``--quanta 12`` is the quick run (~6 min with the deployment's start).
+
+``--concurrent`` runs the two sides at the same time, each on a node of its own (ours on pm-n1 through
+a copy of the site's cluster profiles with ``sbatch_options: {nodelist: pm-n1}``, Parsl's block on
+pm-n2 through its site's ``scheduler_options``), both ``bps submit`` started together: both meet the
+same load of this shared machine, whose speed drifts by 10-20 % between runs minutes apart (the same
+210 quanta took 318-396 CPU-s), and both control planes take their CPU from both sides' quanta, as
+neither would in production.
 
 For each side, the same submission, made by tests/bps_lsst/make_submission.py in the LSST venv
 (``make lsst-venv``): a butler repo on the shared file system and a pipeline YAML of ``--labels``
@@ -50,11 +59,17 @@ our history; Parsl keeps none); after the restart, which quanta ran again. Then 
 ours / Parsl. It fails (exit 1, naming what) when a quantum's outputs are missing in the butler
 after the restart, or when ours lacks a quantum in the history with its label, data id (as the
 stream), CPU, wall and MaxRSS.
+
+Also printed, per side: what ran when (ours: each task's queued / start / end; the allocations'
+submit / start / end from sacct) and where the machine's CPU went during the quanta phase
+(:mod:`benchmarks.cpu_groups`: cpuacct groups of the compute nodes' slurmd, the login's sshd,
+Airflow's components one by one, PostgreSQL, and the rest).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import pathlib
@@ -62,8 +77,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -79,6 +95,7 @@ from benchmarks.bps_peer_sides import (  # noqa: E402
     make_submission,
     sacct_rows,
 )
+from benchmarks.cpu_groups import CpuGroups  # noqa: E402
 from tests.integration.site import Site  # noqa: E402
 
 OUTPUT_RUN = "u/tester/simple/run1"
@@ -148,12 +165,18 @@ def warm_up(side: Side, site: Site, labels: int, detectors: int) -> None:
                       f"({time.time() - t0:.0f} s)")  # fmt: skip
 
 
-def measure(side: Side, site: Site, labels: int, detectors: int, broken: tuple[int, int]) -> Result:
-    """Submit, wait, read the butler and sacct, restart after removing the failure, check the butler."""
+def measure(side: Side, site: Site, labels: int, detectors: int, broken: tuple[int, int],
+            start: threading.Barrier | None = None) -> Result:  # fmt: skip
+    """Submit, wait, read the butler and sacct, restart after removing the failure, check the butler.
+
+    With ``start``, the submission waits there for the other side's (``--concurrent``).
+    """
     workdir = side.workdir
     made = make_submission(workdir, labels, detectors, side.extra(labels, detectors))
     blocker = block_output(pathlib.Path(made["repo"]), OUTPUT_RUN, *broken)
     subprocess.run(["chown", "-R", f"{site.user}:", str(workdir)], check=True)
+    if start is not None:
+        start.wait()
     print(f"{side.name}: submitting {labels * detectors} quanta ({labels} labels x {detectors} detectors)",
           flush=True)  # fmt: skip
     t0 = time.time()
@@ -174,6 +197,15 @@ def measure(side: Side, site: Site, labels: int, detectors: int, broken: tuple[i
     core_s = sum(r["alloc_cpus"] * r["elapsed_s"] for r in jobs if r["step"] is None)
     steps = sum(1 for r in jobs if r["step"] is not None)
     print(f"{side.name}: first pass {run_s:.0f} s, {len(done)} quanta, failed {failed_first}", flush=True)
+    window = last_end - first_start
+    spent = side.cpu.between(t0 + first_start, t0 + last_end)
+    parts = side.cpu.describe(spent)
+    side.notes.append(
+        f"quanta phase {window:.0f} s: the machine busy {spent['busy']:.0f} of {window * side.cpu.cpus:.0f} "
+        f"CPU-s" + (f" ({parts})" if parts else "") + f"; the quanta's own {cpu:.0f} (pipetask's rusage)"
+    )
+    for line in side.timeline(run_id, t0):
+        print(f"  {side.name}: {line}", flush=True)
 
     shutil.rmtree(blocker)
     t1 = time.time()
@@ -244,6 +276,11 @@ def main() -> int:
         help="niceness of both sides' control planes (bps, Parsl's interchange, Airflow), which run on "
         "hosts of their own in production; 0: as they are",
     )  # fmt: skip
+    parser.add_argument(
+        "--concurrent", action="store_true",
+        help="both sides at the same time, a node each (ours pm-n1, Parsl pm-n2), so that both meet the "
+        "same load of this shared machine",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
     args = parser.parse_args()
     if args.labels < 1 or args.quanta < args.labels * NODES:
@@ -266,21 +303,90 @@ def main() -> int:
         sides.append(OursSide)
     if args.ours_first:
         sides.reverse()
-    results = []
-    for kind in sides:
-        workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"bpspeer-{kind.name}-"))
-        workdir.chmod(0o755)
-        side = kind(workdir, site)
-        try:
+    if args.concurrent:
+        Side.nodes = 1
+        OursSide.nodelist, ParslSide.nodelist = "pm-n1", "pm-n2"
+    with no_autogroup():
+        made = run_sides(sides, site, args, detectors, broken)
+    failed = [side for side in made if side.result is None]
+    if failed:
+        _fail(f"{', '.join(side.name for side in failed)} did not finish; see above")
+    print_table([side.result for side in made if side.result is not None], args.labels * detectors)
+    return 0
+
+
+AUTOGROUP = pathlib.Path("/proc/sys/kernel/sched_autogroup_enabled")
+
+
+@contextlib.contextmanager
+def no_autogroup() -> Iterator[None]:
+    """Turn the kernel's autogroup scheduling off while the sides run, then back as it was.
+
+    With it on (this machine's default), CFS shares the CPU between sessions, not processes: each of
+    our quanta is a session of its own (the pilot's ``start_new_session``) where Parsl's worker pool
+    runs its quanta in one, so running side by side (``--concurrent``) ours got two thirds of the
+    CPU; and a nice value only ranks a process within its session, so ``--control-nice`` did
+    nothing to Airflow's components, each a session of its own. Off, the CPU goes by process (and
+    nice), as on a compute node where each job's tasks are processes of one session anyway.
+    """
+    try:
+        before = AUTOGROUP.read_text().strip()
+        AUTOGROUP.write_text("0")
+    except OSError as exc:
+        print(f"bps_peer: warning: autogroup scheduling stays as it is ({exc})", flush=True)
+        yield
+        return
+    try:
+        yield
+    finally:
+        AUTOGROUP.write_text(before)
+
+
+def run_sides(sides: Sequence[type[Side]], site: Site, args: argparse.Namespace, detectors: int,
+              broken: tuple[int, int]) -> list[Side]:  # fmt: skip
+    """Make, warm up and measure each side, one after the other or (``--concurrent``) at the same time."""
+    # Before the deployment starts: Airflow's components are this process's children, in its group.
+    Side.cpu = CpuGroups()
+    made: list[Side] = []
+    try:
+        for kind in sides:
+            workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"bpspeer-{kind.name}-"))
+            workdir.chmod(0o755)
+            made.append(kind(workdir, site))
             if args.warm:
-                warm_up(side, site, args.labels, args.warm)
-            results.append(measure(side, site, args.labels, detectors, broken))
-        finally:
+                warm_up(made[-1], site, args.labels, args.warm)
+            if not args.concurrent:
+                made[-1].result = measure(made[-1], site, args.labels, detectors, broken)
+                made[-1].close(args.keep)
+        if args.concurrent:
+            start = threading.Barrier(len(made))
+            threads = [
+                threading.Thread(
+                    target=_measure_into, args=(side, site, args.labels, detectors, broken, start)
+                )
+                for side in made
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        for side in made:
             side.close(args.keep)
             if not args.keep:
-                shutil.rmtree(workdir, ignore_errors=True)
-    print_table(results, args.labels * detectors)
-    return 0
+                shutil.rmtree(side.workdir, ignore_errors=True)
+        Side.cpu.stop()
+    return made
+
+
+def _measure_into(side: Side, site: Site, labels: int, detectors: int, broken: tuple[int, int],
+                  start: threading.Barrier) -> None:  # fmt: skip
+    """A thread of ``--concurrent``: measure ``side``; a failure is printed, ``side.result`` stays None."""
+    try:
+        side.result = measure(side, site, labels, detectors, broken, start)
+    except BaseException as exc:  # noqa: BLE001 (the other side goes on; main() names the failure)
+        start.abort()
+        print(f"bps_peer: {side.name}: {exc}", flush=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import yaml
+
+from benchmarks.cpu_groups import CpuGroups
 from tests.deploy import PORT, Deployment
 from tests.integration.site import Site
 
@@ -92,6 +95,37 @@ def sacct_rows(site: Site, job_ids: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def sacct_timeline(site: Site, since: float, name_filter: str = "") -> list[str]:
+    """perlmutter's allocations since ``since`` (epoch s): name, submit, start and end relative to it."""
+    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since - 5))
+    out = site.run(CLUSTER, f"sacct -X -P -n -o JobID,JobName,Submit,Start,End,State -S {start}").stdout
+    lines = []
+    for line in out.splitlines():
+        job, name, *moments, state = line.split("|")
+        if name_filter not in name:
+            continue
+        rel = []
+        for moment in moments:
+            try:
+                rel.append(f"{time.mktime(time.strptime(moment, '%Y-%m-%dT%H:%M:%S')) - since:6.0f}")
+            except ValueError:
+                rel.append(f"{moment:>6}")
+        lines.append(f"job {job:>6} {name[:40]:<40} submit {rel[0]} start {rel[1]} end {rel[2]} {state}")
+    return lines
+
+
+def _group_pids(pgid: int) -> list[int]:
+    """The processes of a process group (a component leads one)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.getpgid(int(entry)) == pgid:
+                found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
 def _detector(name: str) -> int | None:
     found = re.search(r"detector=(\d+)", name)
     return int(found.group(1)) if found else None
@@ -105,11 +139,19 @@ class Side:
     #: final jobs on the login node; Airflow's components and the task processes they start), which
     #: in production runs on hosts of its own, not on the compute nodes: 0 leaves it as it is.
     control_nice: ClassVar[int] = 0
+    #: Where the machine's CPU goes (:mod:`benchmarks.cpu_groups`), sampled through all sides.
+    cpu: ClassVar[CpuGroups]
+    #: The nodes of perlmutter the side's allocations use: both, or one (``--concurrent``: the two
+    #: sides at the same time, a node each).
+    nodes: ClassVar[int] = NODES
+    nodelist: ClassVar[str | None] = None
 
     def __init__(self, workdir: pathlib.Path, site: Site) -> None:
         self.workdir = workdir
         self.site = site
         self.notes: list[str] = []
+        self.result: Any = None  # bps_peer.Result, once measured
+        self._closed = False
 
     def extra(self, labels: int, detectors: int) -> str:
         raise NotImplementedError
@@ -132,8 +174,12 @@ class Side:
     def reran(self, run_id: str, since: float) -> list[str]:
         raise NotImplementedError
 
+    def timeline(self, run_id: str, since: float) -> list[str]:
+        """What ran when, in s from ``since`` (``bps submit``): its allocations, and for ours its tasks."""
+        return []
+
     def close(self, keep: bool = False) -> None:
-        pass
+        self._closed = True
 
 
 class ParslSide(Side):
@@ -144,14 +190,16 @@ class ParslSide(Side):
     def extra(self, labels: int, detectors: int) -> str:
         (self.workdir / "bps_parsl_site.py").write_text((PEERS / "bps_parsl_site.py").read_text())
         self.campaign = f"bpspeer-{time.time_ns()}"
+        # --concurrent: the block on the node left to it (the stock site's #SBATCH lines)
+        where = f'    scheduler_options: "#SBATCH --nodelist={self.nodelist}"\n' if self.nodelist else ""
         return f"""\
 wmsServiceClass: lsst.ctrl.bps.parsl.ParslService
 campaign: {self.campaign}
 {label_walltimes(labels)}site:
   {CLUSTER}:
     class: bps_parsl_site.LocalSlurm
-    nodes: {NODES}
-    cores_per_node: {CORES}
+    nodes: {self.nodes}
+{where}    cores_per_node: {CORES}
     walltime: "00:30:00"
     account: desc
     partition: regular
@@ -189,10 +237,13 @@ campaign: {self.campaign}
         out = self.site.run(CLUSTER, f"sacct -X -P -n -o JobID,JobName -S {start}").stdout
         jobs = [line.split("|")[0] for line in out.splitlines() if line.endswith(f".{self.campaign}")]
         self.notes.append(
-            f"{len(jobs)} Parsl block(s) of {NODES} nodes; init and final jobs ran on the login node"
+            f"{len(jobs)} Parsl block(s) of {self.nodes} node(s); init and final jobs ran on the login node"
             + (f"; bps at nice {self.control_nice}" if self.control_nice else "")
         )
         return jobs
+
+    def timeline(self, run_id: str, since: float) -> list[str]:
+        return sacct_timeline(self.site, since, self.campaign)
 
     def accounted(self, run_id: str, quanta: Sequence[Mapping[str, Any]]) -> int:
         return 0  # Parsl records no CPU, wall or memory of a task; its block's sacct rows hold the lot
@@ -223,10 +274,20 @@ class OursSide(Side):
         super().__init__(workdir, site)
         self.root = pathlib.Path(tempfile.mkdtemp(prefix="bpspeer-airflow-"))
         (self.root / "dags").mkdir()
+        if self.nodelist:  # the site's profiles, every perlmutter job on the one node
+            profiles = yaml.safe_load(pathlib.Path(os.environ["DESC_CLUSTERS_FILE"]).read_text())
+            profiles["clusters"][CLUSTER].setdefault("sbatch_options", {})["nodelist"] = self.nodelist
+            clusters = self.root / "clusters.yaml"
+            clusters.write_text(yaml.safe_dump(profiles))
+            os.environ["DESC_CLUSTERS_FILE"] = str(clusters)  # the deployment's components read it
+            self.notes.append(f"every job on {self.nodelist} (sbatch --nodelist)")
         self.airflow = Deployment.local(self.root, dags=self.root / "dags", history_prefix="bpspeer",
                                         users={USER: ("admin", PASSWORD)})  # fmt: skip
         print("airflow-desc: starting the deployment (waits for any other e2e deployment)", flush=True)
         self.airflow.start()
+        for name, component in self.airflow.components.items():  # each with what it starts later
+            if component.proc is not None:
+                self.cpu.split("airflow", name, _group_pids(component.proc.pid))
         if self.control_nice:
             # Each component leads a process group; the task processes it starts later inherit it.
             for component in self.airflow.components.values():
@@ -238,7 +299,7 @@ class OursSide(Side):
         self.dag_id = f"bpspeer_{time.time_ns()}"  # a DAG, a workflow, per submission
         # A node's share of the data ids per bundle (lowered by the bundle sizing to fit the walltime,
         # fitted again from the history's run times of an earlier submission, if any).
-        per_bundle = -(-detectors // NODES) * (labels if self.mode == "chains" else 1)
+        per_bundle = -(-detectors // self.nodes) * (labels if self.mode == "chains" else 1)
         self.notes.append(
             f"mode {self.mode}, launcher {self.launcher}: airflowBundling target_instances {per_bundle}"
         )
@@ -285,6 +346,18 @@ class OursSide(Side):
                           "init and final (not in core-s)")  # fmt: skip
         return quanta
 
+    def timeline(self, run_id: str, since: float) -> list[str]:
+        rows = self.airflow.sql(
+            "SELECT task_id, map_index, extract(epoch from queued_dttm), extract(epoch from start_date), "
+            "extract(epoch from end_date) FROM task_instance WHERE dag_id = %s AND run_id = %s "
+            "ORDER BY start_date", self.dag_id, run_id)  # fmt: skip
+
+        def rel(t: Any) -> str:
+            return "     -" if t is None else f"{float(t) - since:6.1f}"
+
+        lines = [f"task {t}[{m}] queued {rel(q)} start {rel(b)} end {rel(e)}" for t, m, q, b, e in rows]
+        return lines + sacct_timeline(self.site, since)
+
     def accounted(self, run_id: str, quanta: Sequence[Mapping[str, Any]]) -> int:
         """Every quantum that ended has a history row: its label, data id as the stream, CPU, wall, MaxRSS."""
         have = {
@@ -317,6 +390,9 @@ class OursSide(Side):
         return sorted(f"{label}:{det}" for (label, det), n in tries.items() if n > 1)
 
     def close(self, keep: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self.airflow.stop()
         if not keep:  # the deployment's homes and logs
             shutil.rmtree(self.root, ignore_errors=True)
