@@ -54,6 +54,7 @@ from airflow_desc.workflow.graph import (
     WorkflowGraph,
     dag_id_for,
     render_tree,
+    streams_that_fit,
 )
 from airflow_desc.workflow.spec_expressions import Expression, ExpressionError
 from airflow_desc.workflow.spec_models import (
@@ -322,7 +323,7 @@ def bundle_size_for(
     else:
         size, reason = target_instances, f"{target_instances} instances per bundle, none expected per stream"
     if cores and walltime_s and work.core_s > 0:
-        fits = max(1, math.floor(cores * walltime_s / work.core_s + 1e-9))
+        fits = streams_that_fit(cores, walltime_s, work.core_s)
         if fits < size:
             size = fits
             reason += f"; lowered to fit {cores} cores x {walltime_s} s ({work.core_s:.3g} core-s a stream)"

@@ -42,6 +42,7 @@ __all__ = [
     "WorkflowGraph",
     "dag_id_for",
     "render_tree",
+    "streams_that_fit",
 ]
 
 #: Airflow's default ``[core] max_map_length``: the most instances one mapped task may have.
@@ -307,6 +308,18 @@ class ProcessNode:
         return Skip("skip-condition", f"skip_if holds: {self.skip_if.text}") if holds else None
 
 
+def streams_that_fit(cores: int, walltime_s: float, core_s: float) -> int:
+    """Return how many streams of ``core_s`` core-seconds each one allocation runs: at least 1.
+
+    The node's ``cores`` busy for ``walltime_s``, over one stream's work; one stream's work is what
+    its bundle must run, whatever the size.
+
+    >>> streams_that_fit(2, 1800, 180.0), streams_that_fit(2, 60, 180.0)
+    (20, 1)
+    """
+    return max(1, math.floor(cores * walltime_s / core_s + 1e-9))
+
+
 @dataclass(frozen=True)
 class BundleFit:
     """A bundle size the walltime lowered, kept so that measured run times can fit it again.
@@ -342,7 +355,7 @@ class BundleFit:
         if missing:
             return lowered, f"no run time recorded for {', '.join(missing)}: the walltime requests' size"
         core_s = sum(count * cpus * run_times[name] for name, count, cpus in self.work) * self.MARGIN
-        fits = math.floor(self.cores * self.walltime_s / core_s) if core_s > 0 else self.target_size
+        fits = streams_that_fit(self.cores, self.walltime_s, core_s) if core_s > 0 else self.target_size
         size = max(lowered, min(self.target_size, fits))
         times = ", ".join(f"{name} {run_times[name]:.3g} s" for name in sorted({n for n, _, _ in self.work}))
         return size, (
