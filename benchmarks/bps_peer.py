@@ -248,6 +248,12 @@ def print_table(results: Sequence[Result], total: int) -> None:
             f"ratio ours / Parsl: wall to the last quantum {ours.last_end_s / peer.last_end_s:.3f} "
             f"(< 1: ours faster), utilisation {ours.utilisation / peer.utilisation:.3f} (> 1: ours better)"
         )
+        # The same quanta are the same work, whatever CPU each side's pipetask processes burn for it.
+        cost = ours.alloc_core_s / peer.alloc_core_s
+        print(
+            f"allocated core-s for the same quanta, ours / Parsl: {cost:.3f} "
+            f"(< 1: ours cheaper); the quanta's own CPU-s {ours.quantum_cpu_s:.0f} / {peer.quantum_cpu_s:.0f}"
+        )
 
 
 def main() -> int:
