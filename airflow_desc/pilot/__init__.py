@@ -36,10 +36,12 @@ import json
 import posixpath
 import re
 import shlex
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from airflow_desc.pilot.launcher import (
+    CLAIM_PREFIX,
     INSTANCE_ENV,
     LAUNCHERS,
     PREFIX,
@@ -54,14 +56,17 @@ from airflow_desc.pilot.launcher import parse_records as _parse_records
 from airflow_desc.slurm.quoting import check_text, quote_path
 
 __all__ = [
+    "CLAIM_PREFIX",
     "INSTANCE_ENV",
     "LAUNCHERS",
     "REASONS",
     "RECORD_FIELDS",
     "STATES",
     "ManifestError",
+    "TakeOver",
     "bundle_job_command",
     "launcher_source",
+    "offer_json",
     "parse_records",
     "parse_summary",
     "step_name",
@@ -104,6 +109,8 @@ def bundle_job_command(
     memory_mb: int | None = None,
     kill_grace_s: float | None = None,
     bind: bool = True,
+    bundle_dir: str | None = None,
+    take_over: TakeOver | None = None,
 ) -> str:
     """Shell text for a bundle's job script: write the manifest and the launcher, then run it.
 
@@ -127,12 +134,18 @@ def bundle_job_command(
     :param kill_grace_s: seconds from SIGTERM to SIGKILL when an instance must stop.
     :param bind: the direct launcher pins each instance to CPUs of its own (``False``:
         ``--no-bind``, the kernel places them; see the cluster profile's ``pilot_binding``).
+    :param bundle_dir: the bundle's directory: the pilot claims the bundle there before running it
+        and runs nothing if another pilot took it over (``--bundle-dir``).
+    :param take_over: the pilot may take over sibling bundles still pending (``--take-over``;
+        needs ``bundle_dir``).
     :return: shell text ending with a newline.
     :raises ValueError: for an unknown launcher, a path with a line break, or a bad manifest.
     """
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
     paths = {"records_path": records_path, "logs_dir": logs_dir, "python": python}
+    if bundle_dir is not None:
+        paths["bundle_dir"] = bundle_dir
     if pilot_dir is not None:
         paths["pilot_dir"] = pilot_dir
     if skip_done is not None:
@@ -151,6 +164,7 @@ def bundle_job_command(
     args = _launcher_args(launcher, records_path, logs_dir, skip_done, cores, memory_mb, kill_grace_s)
     if not bind:
         args.append("--no-bind")
+    args.extend(_claim_args(bundle_dir, take_over))
     lines = [
         "# airflow-desc pilot: write the bundle's manifest and the launcher, then run the launcher.",
         f'desc_pilot_dir={quote_path(pilot_dir)}/pilot-"${{SLURM_JOB_ID:-$$}}"',
@@ -166,6 +180,70 @@ def bundle_job_command(
         f'exec {shlex.quote(python)} "$desc_pilot_dir/launcher.py" ' + " ".join(args),
     ]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class TakeOver:
+    """What a pilot needs to take over sibling bundles still pending (the launcher's ``--take-over``).
+
+    :param cluster: the cluster's name (an offer of another cluster is never taken).
+    :param time_limit_s: the allocation's time limit, from which the pilot knows the time it has left.
+    """
+
+    cluster: str
+    time_limit_s: int
+
+    def __post_init__(self) -> None:
+        check_text("cluster", self.cluster)
+        if not self.cluster:
+            raise ValueError("take_over: the cluster name is empty")
+        if (
+            isinstance(self.time_limit_s, bool)
+            or not isinstance(self.time_limit_s, int)
+            or self.time_limit_s < 1
+        ):
+            raise ValueError(f"take_over: time_limit_s must be a positive integer, got {self.time_limit_s!r}")
+
+
+def offer_json(
+    manifest: dict[str, Any],
+    *,
+    job_id: str,
+    cluster: str,
+    records_path: str,
+    logs_dir: str,
+    skip_done: str | None,
+) -> str:
+    """Return a bundle's ``offer.json``: what a pilot needs to take the bundle over while its job is pending.
+
+    Its operator writes it beside the records once the job is submitted (the launcher's
+    :func:`~airflow_desc.pilot.launcher.read_offer` reads it).
+
+    :raises ValueError: for a job id that is not a number.
+    """
+    if not job_id.isdigit():
+        raise ValueError(f"an offer is for a plain job id, got {job_id!r}")
+    data = {
+        "job_id": job_id,
+        "cluster": cluster,
+        "records": records_path,
+        "logs_dir": logs_dir,
+        "skip_done": skip_done,
+        "manifest": validate_manifest(manifest),
+    }
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _claim_args(bundle_dir: str | None, take_over: TakeOver | None) -> list[str]:
+    """The launcher's ``--bundle-dir`` and ``--take-over`` arguments, if any."""
+    if take_over is not None and bundle_dir is None:
+        raise ValueError("take_over needs bundle_dir")
+    args = [] if bundle_dir is None else [f"--bundle-dir {quote_path(bundle_dir)}"]
+    if take_over is not None:
+        args.append(
+            f"--take-over --cluster {shlex.quote(take_over.cluster)} --time-limit {take_over.time_limit_s}"
+        )
+    return args
 
 
 def _launcher_args(

@@ -5,6 +5,7 @@ with the cluster's ``python3``; nothing is installed on the cluster. Usage::
 
     python3 launcher.py --manifest M.json --records R.jsonl [--launcher srun|direct]
                         [--logs-dir DIR] [--cores N] [--memory-mb M] [--skip-done R_prev.jsonl]
+                        [--bundle-dir DIR [--take-over --cluster NAME --time-limit S]]
 
 The manifest lists the process instances (``id``, ``stream``, ``process``, ``command``, ``cpus``,
 ``memory_mb``, optional ``walltime_s``, ``estimate_s``, ``depends_on``, ``after``, ``skip_when``,
@@ -72,6 +73,21 @@ A podman container's own CPU and peak memory (which its record's ``total_cpu_s``
 include) are also kept apart, as ``container_usage`` (``{cpu_s, max_rss_bytes, oom_kills}``, ``None``
 without); an OOM kill in the container's memory cgroup is an ``out-of-memory`` as one in the step's.
 
+Taking over (``--bundle-dir``, ``--take-over``): the bundles of one mapped task are sized from their
+processes' walltime requests, which are often many times what they take, so a pilot may run out of
+work with hours of its allocation left while its siblings wait in the queue, for the same node.
+With ``--bundle-dir`` the pilot first claims its bundle (creates ``claim-<job id>`` there, exclusively)
+and runs nothing when the file names another job: a pilot that took the bundle over while this job
+was pending. With ``--take-over``, a pilot whose cores idle with nothing ready looks at its siblings'
+directories (``<task>.<n>`` beside its own) for the ``offer.json`` their operators wrote once their
+jobs were submitted (:func:`read_offer`), and takes over one that is on its ``--cluster``, still
+pending (``squeue``), fits a node, and whose expected run time, twice, fits the ``--time-limit``
+left (:meth:`Pilot._expected_s`: what this pilot measured of each process, else its ``estimate_s``,
+else its walltime): it claims that bundle (``claim-<its job id>``), cancels its pending job, and runs
+its instances with its own, each recorded in that bundle's records file and logged in its logs
+directory, with this job's id. The sibling's operator finds the claim and collects them. Whichever
+pilot creates a claim first runs the bundle; the other runs none of it.
+
 Every instance ends as one JSON line in the records file (written with one ``write`` and
 ``fsync``-ed, so the operator can read partial progress if the allocation dies):
 ``state`` is ``success``, ``failed``, ``terminated`` or ``skipped`` and ``reason`` one of
@@ -82,9 +98,9 @@ SIGTERM to the running ones (SIGKILL after ``--kill-grace`` s) and records them 
 raises them for the next try after ``out-of-memory`` / ``time-limit``). ``--skip-done`` reruns only
 what did not succeed in an earlier records file.
 
-Exit status: 0 when every instance succeeded (or was already done), 1 when some did not (the
-records say which), 2 for a bad manifest or command line, 3 when the records or logs cannot be
-written, 128+N when stopped by signal N.
+Exit status: 0 when every instance of its own bundle succeeded (or was already done, or the bundle
+was taken over), 1 when some did not (the records say which), 2 for a bad manifest or command
+line, 3 when the records or logs cannot be written, 128+N when stopped by signal N.
 The last lines on stdout are ``airflow-desc-pilot: utilisation ...`` and
 ``airflow-desc-pilot: summary {json}``.
 
@@ -194,6 +210,11 @@ CONTAINER_NAME_VAR = "DESC_CONTAINER_NAME"
 PODMAN_RUNTIMES = ("podman", "podman-hpc")
 _TIMES_RE = re.compile(r"^(\d+)m(\d+(?:[.,]\d+)?)s (\d+)m(\d+(?:[.,]\d+)?)s$")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+#: A bundle's offer to be taken over, in its directory (:func:`read_offer`), and its claim files.
+OFFER_FILE = "offer.json"
+CLAIM_PREFIX = "claim-"
+#: How often a pilot with idle cores looks for a sibling bundle to take over, while others run.
+OFFER_LOOK_EVERY_S = 5.0
 
 
 # --- 1. the manifest model: instances, their checks, the dependency graph -------------------------
@@ -284,6 +305,7 @@ class Instance:
     started: bool = False
     blocked_since: float | None = None
     log_name: str = ""
+    owner: int = 0  # whose bundle: Pilot.owners[owner] (0: the pilot's own; else one it took over)
 
 
 def _field(raw: dict[str, Any], name: str, where: str, kinds: tuple[type, ...], default: Any) -> Any:
@@ -824,6 +846,92 @@ def add_container_usage(values: dict[str, Any], usage: dict[str, Any] | None) ->
         values["max_rss_bytes"] = usage["max_rss_bytes"] + (values.get("max_rss_bytes") or 0)
 
 
+def claim_file(path: str, holder: str) -> str | None:
+    """Create ``path`` exclusively with ``holder`` in it; return ``None``, or who holds it already.
+
+    ``O_CREAT | O_EXCL`` is atomic on the shared file systems a bundle's directory lives on, so of
+    two pilots claiming one bundle exactly one gets ``None``. The other gets the holder's words
+    (``""`` if it has not written them yet).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return f.read(100).strip()
+        except OSError:
+            return ""
+    try:
+        os.write(fd, f"{holder}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return None
+
+
+def sibling_dirs(bundle_dir: str) -> list[str]:
+    """Return the directories of the other bundles of the same mapped task: ``<task>.<n>`` beside ours."""
+    parent, name = os.path.split(os.path.abspath(bundle_dir))
+    stem, dot, index = name.rpartition(".")
+    if not dot or not index.isdigit():
+        return []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    found = []
+    for other in names:
+        other_stem, _, other_index = other.rpartition(".")
+        if other_stem == stem and other_index.isdigit() and other != name:
+            found.append((int(other_index), os.path.join(parent, other)))
+    return [path for _, path in sorted(found)]
+
+
+def read_offer(path: str, cluster: str) -> dict[str, Any] | None:
+    """Read a sibling bundle's ``offer.json``; ``None`` if absent, unreadable, or of another cluster.
+
+    Written by the operator once the sibling's job was submitted::
+
+        {"job_id": "1234", "cluster": "perlmutter", "manifest": {...}, "records": "~/.../records.jsonl",
+         "logs_dir": "~/.../logs", "skip_done": "~/.../records.jsonl" or null}
+    """
+    data = _read_json(path)
+    if data is None or data.get("cluster") != cluster:
+        return None
+    job_id = data.get("job_id")
+    strings = all(isinstance(data.get(k), str) and data.get(k) for k in ("records", "logs_dir"))
+    if not (
+        isinstance(job_id, str) and job_id.isdigit() and strings and isinstance(data.get("manifest"), dict)
+    ):
+        return None
+    if data.get("skip_done") is not None and not isinstance(data.get("skip_done"), str):
+        return None
+    return data
+
+
+def job_pending(job_id: str) -> bool:
+    """Whether SLURM still has ``job_id`` pending (``squeue``); ``False`` when it cannot tell."""
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-t", "PENDING", "-o", "%i"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and job_id in out.stdout.split()
+
+
+def cancel_pending(job_id: str) -> None:
+    """Cancel ``job_id`` if it is still pending; one that started meanwhile finds its bundle claimed."""
+    try:
+        subprocess.run(["scancel", "--state=PENDING", job_id], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(
+            f"{PREFIX} could not cancel job {job_id} ({exc}): its pilot will find its bundle taken",
+            flush=True,
+        )
+
+
 def _append(path: str, text: str) -> None:
     try:
         with open(path, "a", encoding="utf-8") as f:
@@ -883,6 +991,20 @@ class Options:
     reserve_after: float = 60.0
     bind: bool = True
     python: str = sys.executable or "python3"
+    bundle_dir: str | None = None
+    take_over: bool = False
+    cluster: str = ""
+    time_limit: float | None = None
+
+
+@dataclass
+class Owner:
+    """A bundle whose instances the pilot runs and records: its own, or one it took over."""
+
+    bundle: str
+    records: str
+    logs_dir: str
+    fd: int = -1
 
 
 class Pilot:
@@ -918,7 +1040,11 @@ class Pilot:
         self.core_seconds = 0.0
         self.cpu_seconds = 0.0
         self.next_memory_poll = 0.0
-        self._records_fd = -1
+        self.owners = [Owner(self.bundle, opts.records, opts.logs_dir)]
+        self.measured: dict[str, float] = {}  # the longest successful run of each process, s
+        self.took_over: list[str] = []
+        self.started_mono = time.monotonic()
+        self.next_offer_look = 0.0
 
     @staticmethod
     def _plan_binding(node: Node) -> None:
@@ -938,11 +1064,19 @@ class Pilot:
     # --- scheduling: the loop, the ready queue, the dependency graph ------------------------------
     def run(self) -> int:
         """Run every instance; return the exit status (see the module docstring)."""
-        self._open_records()
+        holder = self._claim_own() if self.opts.bundle_dir else None
+        if holder is not None:
+            print(
+                f"{PREFIX} taken over by job {holder or '(unknown)'}: its allocation runs this bundle's "
+                "instances and records them; nothing to run here",
+                flush=True,
+            )
+            return EXIT_OK
+        self._open_records(self.owners[0])
         started = time.monotonic()
         waker = Waker(self._on_signal, _STOP_SIGNALS)
         try:
-            self._seed()
+            self._seed(self.instances, self.done)
             while True:
                 self._reap()
                 if self.stop_signal is not None and not self.stopping:
@@ -950,33 +1084,38 @@ class Pilot:
                 self._enforce_limits(time.monotonic())
                 if not self.stopping:
                     self._launch()
+                    if not self.ready and self._take_over():
+                        self._launch()
                 if not self.running and (self.stopping or not self.ready):
                     break
                 waker.wait(self._timeout())
         finally:
             waker.close()
             self._record_leftovers()
-            os.close(self._records_fd)
+            for owner in self.owners:
+                if owner.fd >= 0:
+                    os.close(owner.fd)
         self._summarise(time.monotonic() - started)
         if self.stop_signal is not None:
             return 128 + self.stop_signal
-        return EXIT_OK if set(self.counts) <= {"success"} else EXIT_SOME_FAILED
+        # Its own bundle's: what it took over is that bundle's to judge (from its records).
+        own = {i.state for i in self.instances if i.owner == 0 and i.state != "done"}
+        return EXIT_OK if own <= {"success"} else EXIT_SOME_FAILED
 
-    def _seed(self) -> None:
+    def _seed(self, instances: list[Instance], done: set[str]) -> None:
         """Mark what --skip-done says is done, refuse what can never fit, queue what is ready."""
         biggest = max(self.nodes, key=lambda n: (n.cores, n.memory_mb))
-        if self.done:
+        if done:
             print(
-                f"{PREFIX} {sum(i.id in self.done for i in self.instances)} instances already "
-                "succeeded: not run again",
+                f"{PREFIX} {sum(i.id in done for i in instances)} instances already succeeded: not run again",
                 flush=True,
             )
-        for inst in self.instances:
-            if inst.id in self.done:
+        for inst in instances:
+            if inst.id in done:
                 inst.state = "done"
                 for child in inst.children:  # queued below once all their dependencies are met
                     self.instances[child].waiting_on -= 1
-        for inst in self.instances:
+        for inst in instances:
             if inst.state is not None:
                 continue
             memory = self._memory_of(inst, biggest)
@@ -1095,7 +1234,7 @@ class Pilot:
         if container_name is not None:
             env[CONTAINER_NAME_VAR] = container_name
         env.update(
-            DESC_PILOT_BUNDLE=self.bundle,
+            DESC_PILOT_BUNDLE=self.owners[inst.owner].bundle,
             DESC_PILOT_INSTANCE=inst.id,
             DESC_PILOT_STREAM=inst.stream,
             DESC_PILOT_PROCESS=inst.process,
@@ -1109,7 +1248,8 @@ class Pilot:
         memory = self._memory_of(inst, node)
         inst.memory_mb = memory
         inst.started = True
-        log_path = os.path.join(os.path.abspath(self.opts.logs_dir), inst.log_name + ".log")
+        logs_dir = os.path.abspath(self.owners[inst.owner].logs_dir)
+        log_path = os.path.join(logs_dir, inst.log_name + ".log")
         spawn_rss = own_peak_rss()
         cpu_ids: list[int] = []
         if node.free_cpu_ids is not None:
@@ -1129,9 +1269,7 @@ class Pilot:
                     log.write(f"{PREFIX} {inst.id} runs in container image {inst.container}\n".encode())
                 log.flush()
                 if self.launcher == "srun":
-                    result_path = os.path.join(
-                        os.path.abspath(self.opts.logs_dir), inst.log_name + ".result.json"
-                    )
+                    result_path = os.path.join(logs_dir, inst.log_name + ".result.json")
                     _remove(result_path)
                     argv = self._srun_argv(inst, node, memory, log_path, result_path)
                     proc = subprocess.Popen(
@@ -1223,7 +1361,7 @@ class Pilot:
         It sits beside the instance's log; podman's ``--volume`` would misread a ``:`` or ``,`` in
         its path, so then it is a temporary file instead (none: the record keeps the client's usage).
         """
-        path = os.path.join(os.path.abspath(self.opts.logs_dir), inst.log_name + ".usage")
+        path = os.path.join(os.path.abspath(self.owners[inst.owner].logs_dir), inst.log_name + ".usage")
         try:
             if re.search(r"[:,]", path):
                 fd, path = tempfile.mkstemp(prefix="airflow-desc-usage.", dir="/tmp")
@@ -1370,18 +1508,131 @@ class Pilot:
             if inst.state is None and not inst.started:
                 self._record(inst, "skipped", "allocation-ended", f"not run: the pilot got {name} first")
 
+    # --- taking over a sibling bundle still pending -----------------------------------------------
+    def _claim_own(self) -> str | None:
+        """Claim this allocation's bundle (``claim-<job id>`` in --bundle-dir); return who holds it instead.
+
+        ``None``: this pilot runs it. Else the job id written in the claim by the pilot that took
+        the bundle over while this job was pending (``""`` if unreadable).
+        """
+        mine = self.job_id or str(os.getpid())
+        bundle_dir = os.path.expanduser(self.opts.bundle_dir or ".")
+        holder = claim_file(os.path.join(bundle_dir, f"{CLAIM_PREFIX}{mine}"), mine)
+        return None if holder in (None, mine) else holder
+
+    def _take_over(self) -> bool:
+        """With cores idle and nothing ready, take over a sibling bundle whose job is still pending.
+
+        Siblings: the directories beside --bundle-dir named as it is but for the map index
+        (``<task>.<n>``), each with the ``offer.json`` the operator wrote after submitting it
+        (:func:`read_offer`). One is taken over when it is on this cluster, its job still pending,
+        its instances fit a node here, and twice its expected run time fits what is left of this
+        allocation (:meth:`_expected_s`). The claim file (``claim-<its job id>``, created
+        exclusively) decides between this pilot, another one, and the sibling's own pilot should
+        its job start meanwhile; the sibling's pending job is then cancelled, and its instances
+        join this pilot's, each recorded in the sibling's records file (with this job's id) and
+        logged in its logs directory, so that its operator collects them as if its job had run
+        them.
+
+        :return: whether a bundle was taken over.
+        """
+        if not self.opts.take_over or self.stop_signal is not None or self.opts.time_limit is None:
+            return False
+        now = time.monotonic()
+        if self.running and now < self.next_offer_look:
+            return False
+        if not any(node.free_cores for node in self.nodes):
+            return False
+        self.next_offer_look = now + OFFER_LOOK_EVERY_S
+        left = self.started_mono + self.opts.time_limit - (60.0 + self.opts.kill_grace) - now
+        for directory in sibling_dirs(os.path.expanduser(self.opts.bundle_dir or ".")):
+            offer = read_offer(os.path.join(directory, OFFER_FILE), self.opts.cluster)
+            if offer is None or os.path.exists(os.path.join(directory, CLAIM_PREFIX + offer["job_id"])):
+                continue
+            taken = self._take_offer(directory, offer, left)
+            if taken:
+                return True
+        return False
+
+    def _take_offer(self, directory: str, offer: dict[str, Any], left: float) -> bool:
+        manifest = offer["manifest"]
+        try:
+            done = done_ids(os.path.expanduser(offer["skip_done"])) if offer["skip_done"] else set()
+            done -= rerun_ids(manifest)
+            bundle, instances = load_manifest(manifest, done)
+        except (ManifestError, OSError) as exc:
+            print(f"{PREFIX} not taking over {directory}: {exc}", flush=True)
+            return False
+        todo = [i for i in instances if i.id not in done]
+        if not todo or any(i.id in self.by_id for i in instances):
+            return False
+        expected = self._expected_s(instances, done)
+        if expected is None or 2 * expected > left:
+            return False
+        if not job_pending(offer["job_id"]):
+            return False
+        me = self.job_id or str(os.getpid())
+        if claim_file(os.path.join(directory, CLAIM_PREFIX + offer["job_id"]), me) is not None:
+            return False  # its own pilot, or another one, was first
+        cancel_pending(offer["job_id"])
+        owner = Owner(bundle, os.path.expanduser(offer["records"]), os.path.expanduser(offer["logs_dir"]))
+        self._open_records(owner)
+        self.owners.append(owner)
+        offset = len(self.instances)
+        for inst in instances:
+            inst.index += offset
+            inst.children = [c + offset for c in inst.children]
+            inst.owner = len(self.owners) - 1
+            self.by_id[inst.id] = inst
+        self.instances.extend(instances)
+        self.took_over.append(bundle)
+        print(
+            f"{PREFIX} took over bundle {bundle} (job {offer['job_id']}, pending): {len(todo)} instances, "
+            f"expected {expected:.0f} s of the {left:.0f} s left",
+            flush=True,
+        )
+        self._seed(instances, done)
+        return True
+
+    def _expected_s(self, instances: list[Instance], done: set[str]) -> float | None:
+        """How long a bundle's instances would take here: its work over the cores, or its longest chain.
+
+        Each instance is expected to take what this pilot measured of its process (its longest
+        successful run), else its ``estimate_s``, else its ``walltime_s``; ``None`` when one has
+        none of them, or cannot fit any node here.
+        """
+        biggest = max(self.nodes, key=lambda n: (n.cores, n.memory_mb))
+        cores = sum(node.cores for node in self.nodes)
+        took: dict[int, float] = {}
+        for inst in instances:
+            if inst.id in done:
+                took[inst.index] = 0.0
+                continue
+            if inst.cpus > biggest.cores or self._memory_of(inst, biggest) > biggest.memory_mb:
+                return None
+            value = self.measured.get(inst.process, inst.estimate_s or inst.walltime_s)
+            if value is None:
+                return None
+            took[inst.index] = value
+        work = sum(took[i.index] * i.cpus for i in instances) / cores
+        chain: dict[int, float] = {}
+        for inst in sorted(instances, key=lambda i: i.height):  # a child's height is below its parent's
+            chain[inst.index] = took[inst.index] + max((chain[c] for c in inst.children), default=0.0)
+        return max(work, max(chain.values(), default=0.0))
+
     # --- records and summary ----------------------------------------------------------------------
-    def _open_records(self) -> None:
+    @staticmethod
+    def _open_records(owner: Owner) -> None:
         # The records and logs are the job owner's alone (0700 directories, a 0600 records file).
-        for directory in (os.path.dirname(os.path.abspath(self.opts.records)), self.opts.logs_dir):
+        for directory in (os.path.dirname(os.path.abspath(owner.records)), owner.logs_dir):
             os.makedirs(directory, mode=0o700, exist_ok=True)
-        self._records_fd = os.open(self.opts.records, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        size = os.fstat(self._records_fd).st_size
+        owner.fd = os.open(owner.records, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        size = os.fstat(owner.fd).st_size
         if size:
-            with open(self.opts.records, "rb") as f:
+            with open(owner.records, "rb") as f:
                 f.seek(size - 1)
                 if f.read(1) != b"\n":  # a line cut short by a crash: never glue a record to it
-                    os.write(self._records_fd, b"\n")
+                    os.write(owner.fd, b"\n")
 
     def _record(
         self, inst: Instance, state: str, reason: str | None, message: str | None, **values: Any
@@ -1395,8 +1646,9 @@ class Pilot:
     ) -> None:
         inst.state = state
         rec: dict[str, Any] = dict.fromkeys(RECORD_FIELDS)
+        owner = self.owners[inst.owner]
         rec.update(
-            bundle=self.bundle,
+            bundle=owner.bundle,
             id=inst.id,
             stream=inst.stream,
             process=inst.process,
@@ -1412,8 +1664,8 @@ class Pilot:
         )
         rec.update(values)
         line = json.dumps(rec, separators=(",", ":")) + "\n"
-        os.write(self._records_fd, line.encode("utf-8"))  # O_APPEND: one write, one whole line
-        os.fsync(self._records_fd)
+        os.write(owner.fd, line.encode("utf-8"))  # O_APPEND: one write, one whole line
+        os.fsync(owner.fd)
         self.counts[state] = self.counts.get(state, 0) + 1
         tail = f" ({reason}: {message})" if reason else ""
         print(f"{PREFIX} {state} {inst.id}{tail}", flush=True)
@@ -1468,6 +1720,8 @@ class Pilot:
             kernel_oom = kernel_oom or bool(container and container["oom_kills"])
             _remove(run.usage_path)
         state, reason, message = self._outcome(run, exit_code, sig, kernel_oom, measured)
+        if state == "success":  # what a bundle taken over is expected to take (_take_over)
+            self.measured[inst.process] = max(self.measured.get(inst.process, 0.0), elapsed)
         self.core_seconds += inst.cpus * elapsed
         self.cpu_seconds += values.get("total_cpu_s") or 0.0
         why = f" ({reason}: {message})" if reason else ""
@@ -1505,7 +1759,7 @@ class Pilot:
 
     def _record_leftovers(self) -> None:
         """Anything unrecorded here is a pilot bug or an exception: say so rather than lose it."""
-        if self._records_fd < 0:
+        if self.owners[0].fd < 0:
             return
         for run in list(self.running.values()):
             kill_group(run.proc.pid, signal.SIGKILL)
@@ -1535,6 +1789,7 @@ class Pilot:
             "instances": len(self.instances),
             "already_done": sum(i.state == "done" for i in self.instances),
             "states": self.counts,
+            "took_over": self.took_over,
             "stopped_by": signal_name(self.stop_signal) if self.stop_signal else None,
         }
         held = 100.0 * self.core_seconds / allocated if allocated else 0.0
@@ -1646,7 +1901,22 @@ def parse_args(argv: list[str]) -> Options:
     )
     p.add_argument("--no-bind", dest="bind", action="store_false", help="do not pin direct children to CPUs")
     p.add_argument("--python", default=sys.executable or "python3", help="python for --run-one in srun steps")
+    p.add_argument(
+        "--bundle-dir",
+        help="the bundle's directory: the pilot claims the bundle there (claim-<job id>) before running it, "
+        "and runs nothing when another pilot took it over",
+    )
+    p.add_argument(
+        "--take-over",
+        action="store_true",
+        help="with cores idle and nothing ready, take over a sibling bundle (<task>.<n> beside --bundle-dir) "
+        "whose job is still pending; needs --bundle-dir, --cluster and --time-limit",
+    )
+    p.add_argument("--cluster", default="", help="this cluster's name: only its siblings' offers are taken")
+    p.add_argument("--time-limit", type=float, help="the allocation's time limit, s (for --take-over)")
     a = p.parse_args(argv)
+    if a.take_over and not (a.bundle_dir and a.cluster and a.time_limit):
+        p.error("--take-over needs --bundle-dir, --cluster and --time-limit")
     launcher = a.launcher or ("srun" if os.environ.get("SLURM_JOB_ID") else "direct")
     if launcher == "srun" and not os.environ.get("SLURM_JOB_ID"):
         p.error("--launcher srun needs to run inside a SLURM allocation (SLURM_JOB_ID is not set)")
@@ -1668,6 +1938,10 @@ def parse_args(argv: list[str]) -> Options:
         reserve_after=a.reserve_after,
         bind=a.bind,
         python=a.python,
+        bundle_dir=a.bundle_dir,
+        take_over=a.take_over,
+        cluster=a.cluster,
+        time_limit=a.time_limit,
     )
 
 
