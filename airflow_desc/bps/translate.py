@@ -397,7 +397,9 @@ def workflow_spec(
         },
     }
     # A label's run times come from every submission of it: each submission is a workflow of its own.
-    spec["bundling"] = {"run_times_from": "any", **settings.bundling}
+    # A BPS walltime request is a label's, often many times a quantum's run: bundles take each
+    # other over rather than wait in the queue behind an allocation that ran out of work.
+    spec["bundling"] = {"run_times_from": "any", "take_over": True, **settings.bundling}
     return spec | {"processes": processes, "tasks": tasks}
 
 

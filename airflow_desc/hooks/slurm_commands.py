@@ -29,6 +29,7 @@ from airflow_desc.slurm import (
     scancel_command,
     squeue_command,
     submit_script_command,
+    write_file_command,
 )
 from airflow_desc.slurm.commands import owner_sacct_command, sinfo_nodes_command
 from airflow_desc.slurm.log_tails import (
@@ -166,6 +167,10 @@ class SlurmCommands:
     def scancel(self, job_ids: Sequence[str], *, signal: str | None = None) -> None:
         """Cancel (or signal) jobs."""
         self.run(scancel_command(list(job_ids), signal=signal))
+
+    def write_file(self, path: str, text: str) -> None:
+        """Write ``text`` to ``path`` on the cluster, whole (a reader never sees half of it)."""
+        self.run(write_file_command(path), stdin=text)
 
     def read_tail(self, path: str, *, lines: int = 60, max_bytes: int = LOG_TAIL_BYTES) -> str:
         """Return the last ``lines`` lines (at most ``max_bytes``) of a file on the cluster; "" if missing."""

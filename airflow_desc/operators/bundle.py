@@ -77,7 +77,7 @@ from airflow_desc.history import default_recorder, typical_elapsed_of
 from airflow_desc.history.records import InstanceIdentity
 from airflow_desc.operators.bundle_claim import claim_task_dir
 from airflow_desc.operators.bundle_collect import batch_records, bundle_summary, step_rows
-from airflow_desc.operators.bundle_job import allocation_command
+from airflow_desc.operators.bundle_job import allocation_command, bundle_manifest
 from airflow_desc.operators.bundle_logs import with_log_tails
 from airflow_desc.operators.bundle_records import check_requests, job_try, script_record
 from airflow_desc.operators.bundle_rerun import (
@@ -97,7 +97,8 @@ from airflow_desc.operators.output_checks import run_output_checks
 from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
 from airflow_desc.operators.trusted import trusted_bundle_state, trusted_streams
 from airflow_desc.operators.workflow import VariantRecorder
-from airflow_desc.pilot import parse_summary
+from airflow_desc.pilot import CLAIM_PREFIX, TakeOver, offer_json, parse_summary
+from airflow_desc.pilot.launcher import OFFER_FILE
 from airflow_desc.slurm import JobAccounting, StateClass, diagnose
 from airflow_desc.slurm.ownership import cancelled_by_owner
 from airflow_desc.workflow.bundle_plan import (
@@ -143,6 +144,10 @@ class SlurmBundleOperator(SlurmOperator):
     :param python: the cluster's Python 3 for the pilot and the payloads.
     :param kill_grace_s: seconds from SIGTERM to SIGKILL when an instance must stop.
     :param spec_digest: what rendered the DAG, kept on the run in the history.
+    :param take_over: the bundles of this mapped task take each other over: a pilot out of work
+        runs a sibling bundle whose job is still pending (the spec's ``bundling.take_over``; see
+        :mod:`airflow_desc.pilot.launcher`). The sibling's task then waits for that allocation and
+        collects its instances from it.
     :param kwargs: :class:`~airflow_desc.operators.slurm.SlurmOperator` arguments (``cluster``,
         ``retries``, ``deferrable``, ``escalate``...); the resources are a whole node of the
         cluster, and the escalation factors are each process's own (its spec's ``escalation``).
@@ -166,6 +171,7 @@ class SlurmBundleOperator(SlurmOperator):
         python: str = "python3",
         kill_grace_s: float = 10.0,
         spec_digest: str = "",
+        take_over: bool = False,
         **kwargs: Any,
     ) -> None:
         if launcher not in LAUNCHERS:
@@ -191,6 +197,7 @@ class SlurmBundleOperator(SlurmOperator):
         self.rerun = rerun
         self.python = python
         self.kill_grace_s = kill_grace_s
+        self.take_over = bool(take_over)
         self._plan_for_submit: BundlePlan | None = None
 
     # --- helpers ---
@@ -338,27 +345,75 @@ class SlurmBundleOperator(SlurmOperator):
         ti: Any = context["ti"]
         rerun = self._rerun_mode(context)
         self._estimate(plan)
+        self.cpus, self.mem_mb, limit_s = self._whole_node(profile)
+        self.time_limit = max(1, limit_s // 60)
+        paths = self._paths(context, profile)
+        bundle = f"{ti.task_id}[{ti.map_index}]@{ti.run_id}"
+        again = rerun_ids(self._bundle_state(context)) & {i.id for i in plan.instances}
+        take_over = TakeOver(profile.name, self.time_limit * 60) if self.take_over else None
         self.command = allocation_command(
             plan,
-            bundle=f"{ti.task_id}[{ti.map_index}]@{ti.run_id}",
+            bundle=bundle,
             profile=profile,
             env=self.env,
-            paths=self._paths(context, profile),
+            paths=paths,
             launcher=self.launcher,
             python=self.python,
             rerun=rerun,
-            again=rerun_ids(self._bundle_state(context)) & {i.id for i in plan.instances},
+            again=again,
             kill_grace_s=self.kill_grace_s,
+            take_over=take_over,
         )
-        self.cpus, self.mem_mb, limit_s = self._whole_node(profile)
-        self.time_limit = max(1, limit_s // 60)
         self.signal = f"B:TERM@{max(10, min(60, limit_s // 4))}"
         self.log.info(
             "bundle %s: %d batch instances (%d skipped before the allocation), %d scripts; launcher %s, "
             "rerun %s", self._label(), len(plan.instances), len(plan.skipped), len(plan.scripts),
             self.launcher, rerun,
         )  # fmt: skip
-        return super()._submit(context, hook, profile, state)
+        job_id = super()._submit(context, hook, profile, state)
+        if take_over is not None:
+            manifest = bundle_manifest(
+                plan, bundle=bundle, profile=profile, env=self.env, rerun=rerun, again=again
+            )
+            self._offer(hook, paths, job_id, manifest, profile, skip_done=rerun == "failed")
+        return job_id
+
+    def _offer(
+        self,
+        hook: SlurmHook,
+        paths: Mapping[str, str],
+        job_id: str,
+        manifest: dict[str, Any],
+        profile: ClusterProfile,
+        *,
+        skip_done: bool,
+    ) -> None:
+        """Write the bundle's ``offer.json``: a pilot out of work may take it over while it is pending."""
+        text = offer_json(
+            manifest,
+            job_id=job_id,
+            cluster=profile.name,
+            records_path=paths["records"],
+            logs_dir=paths["logs"],
+            skip_done=paths["records"] if skip_done else None,
+        )
+        try:
+            hook.write_file(f"{paths['dir']}/{OFFER_FILE}", text)
+        except Exception as exc:  # the bundle runs all the same, in its own allocation
+            self.log.warning("bundle %s: no offer to be taken over written (%s)", self._label(), exc)
+
+    def _taken_by(self, context: Context, job: FinishedJob) -> str | None:
+        """Return the job that took this bundle over while its own was pending, if one did.
+
+        Its own job's claim (``claim-<job id>`` in the bundle's directory) names the job whose pilot
+        runs the bundle; ``None`` when it is its own (or there is none: the job never started).
+        """
+        own = str(self._state(context).get("job_id") or "")
+        if not self.take_over or job.accounting.job_id != own:
+            return None  # already the job that took it over (or not a bundle that can be taken)
+        claim = f"{self._paths(context, job.profile)['dir']}/{CLAIM_PREFIX}{own}"
+        holder = job.hook.read_tail(claim, lines=1, max_bytes=100).strip()
+        return holder if holder.isdigit() and holder != own else None
 
     def _whole_node(self, profile: ClusterProfile) -> tuple[int, int, int]:
         """Return what the allocation asks of ``profile``'s cluster: a node's cores and memory, a walltime."""
@@ -398,6 +453,16 @@ class SlurmBundleOperator(SlurmOperator):
 
     # --- finish ---
     def _finish(self, context: Context, job: FinishedJob) -> dict[str, Any]:
+        taker = self._taken_by(context, job)
+        if taker is not None:
+            self.log.info(
+                "bundle %s: taken over by SLURM job %s (a sibling bundle's allocation out of work) while "
+                "job %s was pending; waiting for it to run this bundle's instances", self._label(), taker,
+                job.accounting.job_id,
+            )  # fmt: skip
+            self._mark_recorded(context, job.accounting.job_id)
+            followed: dict[str, Any] = self._wait(context, job.hook, job.profile, taker, own=False)
+            return followed
         if job.note:
             # The allocation's state came from the controller; each instance's from its own markers.
             self.log.warning("allocation %s: %s", job.accounting.job_id, job.note)
@@ -529,7 +594,14 @@ class SlurmBundleOperator(SlurmOperator):
             adopted=adopted,
         )
         if records:
-            submitted_by = job_try(accounting, int(context["ti"].try_number or 1))
+            this_try = int(context["ti"].try_number or 1)
+            # The job that took this bundle over is named after another task: not its try.
+            own = accounting is None or accounting.job_id == str(self._state(context).get("job_id") or "")
+            submitted_by = (
+                job_try(accounting, this_try)
+                if own
+                else int(self._state(context).get("try_number") or this_try)
+            )
             records = [dataclasses.replace(r, try_number=submitted_by) for r in records]
             moved = fallback_of(self._state(context), profile.name)
             if moved is not None:  # the allocation went to a fallback cluster: from where, and why

@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import posixpath
 from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 from airflow_desc.clusters import ClusterProfile
 from airflow_desc.emulate import payload_source
 from airflow_desc.operators.job_script import container_for
-from airflow_desc.pilot import bundle_job_command
+from airflow_desc.pilot import TakeOver, bundle_job_command
 from airflow_desc.slurm.quoting import quote_path
 from airflow_desc.workflow.bundle_plan import BundlePlan
 
-__all__ = ["allocation_command", "payload_lines"]
+__all__ = ["allocation_command", "bundle_manifest", "payload_lines"]
 
 _PAYLOAD_EOF = "DESC_PAYLOAD_EOF"
 
@@ -36,6 +37,7 @@ def allocation_command(
     rerun: str,
     again: Collection[str],
     kill_grace_s: float,
+    take_over: TakeOver | None = None,
 ) -> str:
     """Return the shell text of the allocation: the emulated payload (if any), then the pilot.
 
@@ -49,16 +51,11 @@ def allocation_command(
     :param rerun: ``failed``: the pilot skips what the records say is done, but ``again``.
     :param again: the batch instance ids this try reruns whatever their earlier state.
     :param kill_grace_s: seconds from SIGTERM to SIGKILL when an instance must stop.
+    :param take_over: the pilot claims its bundle in ``paths["dir"]`` and may take over sibling
+        bundles still pending (:mod:`airflow_desc.pilot.launcher`); ``None``: neither.
     :raises ValueError: if the payload program holds the end marker of its here-document.
     """
-    # Each instance runs in its process's container (else the cluster's default image), if any.
-    manifest_data = plan.manifest(
-        bundle,
-        containers=lambda image: container_for(profile, image),
-        env=(*profile.env, *env),
-    )
-    if again and rerun == "failed":
-        manifest_data["rerun"] = sorted(again)  # run again whatever --skip-done says
+    manifest_data = bundle_manifest(plan, bundle=bundle, profile=profile, env=env, rerun=rerun, again=again)
     pilot = bundle_job_command(
         json.dumps(manifest_data),
         launcher=launcher,
@@ -68,8 +65,31 @@ def allocation_command(
         skip_done=paths["records"] if rerun == "failed" else None,
         kill_grace_s=kill_grace_s,
         bind=profile.pilot_binding == "cores",
+        bundle_dir=paths["dir"] if take_over is not None else None,
+        take_over=take_over,
     )
     return payload_lines(plan, paths["payload"]) + pilot
+
+
+def bundle_manifest(
+    plan: BundlePlan,
+    *,
+    bundle: str,
+    profile: ClusterProfile,
+    env: Iterable[str],
+    rerun: str,
+    again: Collection[str],
+) -> dict[str, Any]:
+    """Return the pilot's manifest of the bundle (the parameters are :func:`allocation_command`'s)."""
+    # Each instance runs in its process's container (else the cluster's default image), if any.
+    manifest_data = plan.manifest(
+        bundle,
+        containers=lambda image: container_for(profile, image),
+        env=(*profile.env, *env),
+    )
+    if again and rerun == "failed":
+        manifest_data["rerun"] = sorted(again)  # run again whatever --skip-done says
+    return manifest_data
 
 
 def payload_lines(plan: BundlePlan, path: str) -> str:

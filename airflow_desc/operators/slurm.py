@@ -336,9 +336,15 @@ class SlurmOperator(ResumesAfterKeyRenewal, PlacesTries, BaseOperator):
             job_id = self._submit(context, hook, profile, state)
         return self._wait(context, hook, profile, job_id)
 
-    def _wait(self, context: Context, hook: SlurmHook, profile: ClusterProfile, job_id: str) -> Any:
-        """Wait for ``job_id``: defer to the trigger, or poll from the worker; then finish."""
-        self._job_id = job_id
+    def _wait(
+        self, context: Context, hook: SlurmHook, profile: ClusterProfile, job_id: str, *, own: bool = True
+    ) -> Any:
+        """Wait for ``job_id``: defer to the trigger, or poll from the worker; then finish.
+
+        ``own=False``: another task's job (one that took this task's work over): never cancelled
+        when this task is killed, cleared or marked failed.
+        """
+        self._job_id = job_id if own else None
         self.log.info(
             "waiting for SLURM job %s on %s (try %s)", job_id, profile.name, context["ti"].try_number
         )
@@ -350,6 +356,7 @@ class SlurmOperator(ResumesAfterKeyRenewal, PlacesTries, BaseOperator):
                     jump_conn_id=profile.jump_conn_id,
                     poll_interval=self.poll_interval or profile.poll_interval,
                     vanish_grace=profile.vanish_grace,
+                    cancel_on_kill=own,
                 ),
                 method_name="execute_complete",
             )

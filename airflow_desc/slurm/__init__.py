@@ -31,6 +31,7 @@ from airflow_desc.slurm.commands import (
     squeue_command,
     submit_script_command,
     validate_job_id,
+    write_file_command,
 )
 from airflow_desc.slurm.diagnose import Diagnosis, ReasonClass, diagnose
 from airflow_desc.slurm.parse import (
@@ -105,4 +106,5 @@ __all__ = [
     "squeue_command",
     "submit_script_command",
     "validate_job_id",
+    "write_file_command",
 ]

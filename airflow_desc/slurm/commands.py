@@ -31,6 +31,7 @@ __all__ = [
     "squeue_command",
     "submit_script_command",
     "validate_job_id",
+    "write_file_command",
 ]
 
 #: A job id as we accept it: ``123``, an array task ``123_4``, a step ``123.batch`` / ``123_4.0``.
@@ -172,6 +173,21 @@ def submit_script_command(
         f"(umask 077 && mkdir -p -- {quote_path(remote_dir)} && cat > {quote_path(path)}) && "
         f"{sbatch_command(path, cluster=cluster, extra=extra)}"
     )
+
+
+def write_file_command(path: str) -> str:
+    """Write stdin to ``path`` whole: into ``<path>.tmp`` (the owner's alone), then renamed over it.
+
+    A reader never sees half a file. The directory must exist.
+
+    :param path: the file on the cluster; ``~/`` means the home directory.
+    :return: the command line.
+    """
+    check_text("path", path)
+    if not path or path.endswith("/"):
+        raise ValueError(f"path must name a file, got {path!r}")
+    tmp = f"{path}.tmp"
+    return f"(umask 077 && cat > {quote_path(tmp)}) && mv -f -- {quote_path(tmp)} {quote_path(path)}"
 
 
 def sacct_command(

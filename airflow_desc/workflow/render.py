@@ -297,6 +297,7 @@ class _DagBuilder:
             workflow_task=task.name,
             workflow_version=self.graph.version,
             spec_digest=self.workflow.spec_digest,
+            take_over=self.graph.settings.take_over,
             map_index_template=_BUNDLE_LABEL,
             **self._common(),
         ).expand(streams=streams.output)

@@ -41,6 +41,8 @@ depth. One spec gives one DAG per variant (see :mod:`airflow_desc.workflow.graph
       max_task_instances: 1000          # a busy run's task instances, at most (sizes are raised)
       run_times_from: workflow          # a size the walltime lowered, fitted again at run time from
                                         # the history's median run times: this workflow's, or any's
+      take_over: false                  # true: a bundle's pilot out of work runs a sibling bundle
+                                        # still pending (its task collects from that allocation)
     processes:
       ingest:
         type: batch

@@ -409,6 +409,10 @@ class BundlingSettings(_Model):
         the median run times the history holds of the stream's processes: this ``workflow``'s
         records (the default), or ``any`` workflow's of a process of the same name (a BPS label:
         every submission is a workflow of its own).
+    :param take_over: a bundle's pilot out of work (walltime requests are often many times what the
+        processes take) takes over a sibling bundle of the same sub-task whose job is still pending,
+        rather than leave its cores idle while that bundle waits for a node
+        (:mod:`airflow_desc.pilot.launcher`); the sibling's task collects from its allocation.
     """
 
     threshold: PositiveInt = 100
@@ -416,6 +420,7 @@ class BundlingSettings(_Model):
     target_instances: PositiveInt | None = None
     max_walltime: Walltime | None = None
     run_times_from: Literal["workflow", "any"] = "workflow"
+    take_over: bool = False
 
 
 class NotifierSpec(_Model):
