@@ -460,7 +460,8 @@ class SlurmBundleOperator(SlurmOperator):
                 "job %s was pending; waiting for it to run this bundle's instances", self._label(), taker,
                 job.accounting.job_id,
             )  # fmt: skip
-            self._mark_recorded(context, job.accounting.job_id)
+            # Its own job is marked recorded with the one that took it over, once that is collected:
+            # until then a new try finds it unrecorded and follows the claim again.
             followed: dict[str, Any] = self._wait(context, job.hook, job.profile, taker, own=False)
             return followed
         if job.note:
@@ -482,12 +483,15 @@ class SlurmBundleOperator(SlurmOperator):
         )
         # The job counts as recorded (never adopted again) once its instances are: when collection
         # itself fails (the cluster went away), the next try adopts the job and collects it then.
+        # A job that took this bundle over is recorded with this bundle's own (cancelled) job.
+        own = str(self._state(context).get("job_id") or "")
+        recorded = [job.accounting.job_id, *([own] if own and own != job.accounting.job_id else [])]
         try:
             summary = self._conclude(
                 context, job.hook, job.profile, job.accounting, plan, adopted=job.adopted
             )
         except SlurmJobFailed as exc:
-            self._mark_recorded(context, job.accounting.job_id)
+            self._mark_recorded(context, *recorded)
             if not job.adopted and cancelled_by_owner(
                 job.accounting, owner_uid_of(job.hook, job.accounting, self.log)
             ):
@@ -497,12 +501,12 @@ class SlurmBundleOperator(SlurmOperator):
                     "not retried; clear the task to run it again."
                 ) from None
             raise
-        self._mark_recorded(context, job.accounting.job_id)
+        self._mark_recorded(context, *recorded)
         return summary
 
-    def _mark_recorded(self, context: Context, job_id: str) -> None:
+    def _mark_recorded(self, context: Context, *job_ids: str) -> None:
         state = self._state(context)
-        state.update(recorded=[*(state.get("recorded") or []), job_id][-50:])
+        state.update(recorded=[*(state.get("recorded") or []), *job_ids][-50:])
         self._save_state(context, state)
 
     def _conclude(

@@ -297,3 +297,23 @@ def test_controller_jobs_command_asks_once_per_id_in_one_line() -> None:
     )
     with pytest.raises(ValueError, match="not a SLURM job id"):
         controller_jobs_command(["12; rm -rf ~"])
+
+
+def test_write_file_command_writes_whole_files_at_hostile_paths(tmp_path: pathlib.Path) -> None:
+    """The path is data: quoted, never run; the file appears whole and is its owner's alone."""
+    canary = tmp_path / "CANARY"
+    directory = tmp_path / "run $(touch CANARY) `touch CANARY` ; x"
+    directory.mkdir()
+    path = directory / "offer.json"
+    for text in ('{"a": 1}', '{"b": 2}'):  # the second replaces the first
+        subprocess.run(
+            ["bash", "-c", f"umask 022 && {slurm.write_file_command(str(path))}"],
+            input=text,
+            check=True,
+            text=True,
+        )
+    assert path.read_text() == '{"b": 2}' and not canary.exists()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in directory.iterdir()) == ["offer.json"]
+    with pytest.raises(ValueError, match="path"):
+        slurm.write_file_command("/tmp/dir/")

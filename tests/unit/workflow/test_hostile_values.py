@@ -165,8 +165,9 @@ def test_a_bundled_instance_gets_the_value_through_the_manifest_and_the_pilot(
         logs_dir=str(tmp_path / "logs"), python=sys.executable, cores=2, memory_mb=4000,
     )  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
+    (tmp_path / "job.sh").write_text(script)  # as sbatch runs it: a file (an argument is at most 128 KiB)
     done = subprocess.run(
-        ["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        ["bash", str(tmp_path / "job.sh")], cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={**env, "SLURM_JOB_ID": "77"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
