@@ -1045,6 +1045,7 @@ class Pilot:
         self.took_over: list[str] = []
         self.started_mono = time.monotonic()
         self.next_offer_look = 0.0
+        self.offers: dict[str, tuple[int, dict[str, Any] | None]] = {}  # path: version, offer (None: never)
 
     @staticmethod
     def _plan_binding(node: Node) -> None:
@@ -1546,15 +1547,27 @@ class Pilot:
         self.next_offer_look = now + OFFER_LOOK_EVERY_S
         left = self.started_mono + self.opts.time_limit - (60.0 + self.opts.kill_grace) - now
         for directory in sibling_dirs(os.path.expanduser(self.opts.bundle_dir or ".")):
-            offer = read_offer(os.path.join(directory, OFFER_FILE), self.opts.cluster)
-            if offer is None or os.path.exists(os.path.join(directory, CLAIM_PREFIX + offer["job_id"])):
+            path = os.path.join(directory, OFFER_FILE)
+            try:
+                version = os.stat(path).st_mtime_ns
+            except OSError:
                 continue
-            taken = self._take_offer(directory, offer, left)
-            if taken:
+            seen = self.offers.get(path)
+            # Read once per version: a long tail looks every few seconds, at every sibling.
+            offer = (
+                seen[1] if seen is not None and seen[0] == version else read_offer(path, self.opts.cluster)
+            )
+            verdict = self._take_offer(directory, offer, left) if offer is not None else "never"
+            self.offers[path] = (version, None if verdict == "never" else offer)
+            if verdict == "taken":
                 return True
         return False
 
-    def _take_offer(self, directory: str, offer: dict[str, Any], left: float) -> bool:
+    def _take_offer(self, directory: str, offer: dict[str, Any], left: float) -> str:
+        """Take a sibling's offer over if it may be: ``taken``, else ``later`` (may fit then), ``never``."""
+        claim = os.path.join(directory, CLAIM_PREFIX + offer["job_id"])
+        if os.path.exists(claim):
+            return "never"  # its own pilot runs it, or another one took it over
         manifest = offer["manifest"]
         try:
             done = done_ids(os.path.expanduser(offer["skip_done"])) if offer["skip_done"] else set()
@@ -1562,18 +1575,18 @@ class Pilot:
             bundle, instances = load_manifest(manifest, done)
         except (ManifestError, OSError) as exc:
             print(f"{PREFIX} not taking over {directory}: {exc}", flush=True)
-            return False
+            return "never"
         todo = [i for i in instances if i.id not in done]
         if not todo or any(i.id in self.by_id for i in instances):
-            return False
+            return "never"
         expected = self._expected_s(instances, done)
         if expected is None or 2 * expected > left:
-            return False
+            return "later"  # what this pilot measures next may make it fit
         if not job_pending(offer["job_id"]):
-            return False
+            return "never"  # it runs (or ended): a job never goes back to pending here
         me = self.job_id or str(os.getpid())
-        if claim_file(os.path.join(directory, CLAIM_PREFIX + offer["job_id"]), me) is not None:
-            return False  # its own pilot, or another one, was first
+        if claim_file(claim, me) is not None:
+            return "never"  # its own pilot, or another one, was first
         cancel_pending(offer["job_id"])
         owner = Owner(bundle, os.path.expanduser(offer["records"]), os.path.expanduser(offer["logs_dir"]))
         self._open_records(owner)
@@ -1592,7 +1605,7 @@ class Pilot:
             flush=True,
         )
         self._seed(instances, done)
-        return True
+        return "taken"
 
     def _expected_s(self, instances: list[Instance], done: set[str]) -> float | None:
         """How long a bundle's instances would take here: its work over the cores, or its longest chain.
