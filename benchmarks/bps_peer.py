@@ -37,8 +37,9 @@ label is made to fail (a directory stands where its output file goes); it is rem
   deployment (as tests/e2e/test_bps_submit.py), ``bps submit`` returning once the DAG run is
   queued. ``--ours chains`` (default): ``airflowChains: true``, the quanta by data id in one
   sub-task, bundles of a node's share of the data ids (``airflowBundling: target_instances``,
-  lowered by the bundle sizing to what fits the cluster's walltime); ``--ours labels``: a sub-task
-  per label, bundles of a node's share of its quanta.
+  lowered by the bundle sizing to what fits the cluster's walltime, and taking each other over:
+  a pilot out of work runs the bundles still pending, ``bundling.take_over``, on for BPS);
+  ``--ours labels``: a sub-task per label, bundles of a node's share of its quanta.
 
 Both sides' control planes run at ``--control-nice`` (default 10): ``bps`` itself (Parsl's runs its
 interchange and, on the login node, the init and final jobs), and Airflow's components with the task
