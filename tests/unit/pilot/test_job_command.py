@@ -13,6 +13,7 @@ import pytest
 
 from airflow_desc.pilot import (
     ManifestError,
+    TakeOver,
     bundle_job_command,
     launcher_source,
     parse_records,
@@ -157,3 +158,33 @@ def test_a_profile_without_binding_runs_the_launcher_with_no_bind(tmp_path: path
 
     assert "--no-bind" not in exec_line()
     assert exec_line(bind=False).endswith(" --no-bind")
+
+
+def test_hostile_bundle_dir_and_cluster_name_reach_the_launcher_as_data(tmp_path: pathlib.Path) -> None:
+    """``--bundle-dir`` and ``--take-over``'s cluster are quoted: the pilot claims its bundle where told."""
+    bundle_dir = tmp_path / "run $(touch CANARY) `touch CANARY`" / "task.0"
+    bundle_dir.mkdir(parents=True)
+    text = bundle_job_command(
+        manifest(instance("a", "true")),
+        launcher="direct",
+        records_path=str(bundle_dir / "records.jsonl"),
+        logs_dir=str(bundle_dir / "logs"),
+        cores=1,
+        memory_mb=1000,
+        bundle_dir=str(bundle_dir),
+        take_over=TakeOver("pm'; touch CANARY; echo '", 600),
+    )
+    (tmp_path / "job.sh").write_text(text)
+    env = clean_env(SLURM_JOB_ID="4711")
+    proc = subprocess.run(["bash", "job.sh"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (bundle_dir / "claim-4711").read_text().strip() == "4711"
+    assert [r["state"] for r in parse_records((bundle_dir / "records.jsonl").read_text())] == ["success"]
+    assert not (tmp_path / "CANARY").exists() and not (bundle_dir / "CANARY").exists()
+    with pytest.raises(ValueError, match="take_over needs bundle_dir"):
+        bundle_job_command(
+            manifest(instance("a", "true")), launcher="direct", records_path="r", logs_dir="l",
+            take_over=TakeOver("pm", 60),
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="time_limit_s"):
+        TakeOver("pm", 0)
