@@ -50,6 +50,12 @@ pools, our pilots, every quantum) and the SLURM jobs (our init and final jobs) i
 
 Both sides get the same BPS config but for the WMS keys: requestMemory 1500 MB (two quanta per
 4 GB node), ``requestWalltime: 1`` (minute) per label, no retries (Parsl's site ``retries: 0``).
+Both sides' quanta run with ``OMP_NUM_THREADS=1``: our pilot sets it to a quantum's cores, and
+Parsl's site gets it as its ``commandPrefix`` (``--parsl-stock-threads``: not, as its workers set
+none). ``pipetask`` itself wants one thread (``disable_implicit_threading``), but only once numpy is
+imported: without the variable numpy's OpenBLAS has started a thread per core by then, and the same
+quanta burn 2-3 % more CPU (measured: ``import numpy, lsst.pipe.base`` 1.8 CPU-s vs 1.5), which the
+CPU-based utilisation below would count as use.
 
 Printed per side: the wall time from ``bps submit`` to the end of the last quantum (``endUtc`` in
 the quanta's metadata in the butler: the same clock for both; the DAG parse wait included), to
@@ -288,6 +294,11 @@ def main() -> int:
         help="both sides at the same time, a node each (ours pm-n1, Parsl pm-n2), so that both meet the "
         "same load of this shared machine",
     )  # fmt: skip
+    parser.add_argument(
+        "--parsl-stock-threads",
+        action="store_true",
+        help="leave Parsl's quanta without OMP_NUM_THREADS (its workers set none; the pilot sets ours)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
     args = parser.parse_args()
     if args.labels < 1 or args.quanta < args.labels * NODES:
@@ -310,6 +321,7 @@ def main() -> int:
         sides.append(OursSide)
     if args.ours_first:
         sides.reverse()
+    ParslSide.one_thread = not args.parsl_stock_threads
     if args.concurrent:
         Side.nodes = 1
         OursSide.nodelist, ParslSide.nodelist = "pm-n1", "pm-n2"

@@ -186,12 +186,19 @@ class ParslSide(Side):
     """ctrl_bps_parsl: ``bps submit`` on perlmutter's login node, as the site's user, blocking to the end."""
 
     name = "parsl"
+    #: Its quanta get ``OMP_NUM_THREADS=1`` as ours do (``commandPrefix``); ``False``: none, as stock.
+    one_thread: ClassVar[bool] = True
 
     def extra(self, labels: int, detectors: int) -> str:
         (self.workdir / "bps_parsl_site.py").write_text((PEERS / "bps_parsl_site.py").read_text())
         self.campaign = f"bpspeer-{time.time_ns()}"
         # --concurrent: the block on the node left to it (the stock site's #SBATCH lines)
         where = f'    scheduler_options: "#SBATCH --nodelist={self.nodelist}"\n' if self.nodelist else ""
+        if self.one_thread:  # what our pilot sets for a one-core quantum, before numpy starts its threads
+            where += '    commandPrefix: "export OMP_NUM_THREADS=1"\n'
+            self.notes.append(
+                "its quanta with OMP_NUM_THREADS=1 (site commandPrefix), as ours get from the pilot"
+            )
         return f"""\
 wmsServiceClass: lsst.ctrl.bps.parsl.ParslService
 campaign: {self.campaign}
