@@ -366,3 +366,54 @@ def test_an_allocation_on_a_fallback_says_so_in_each_record(
     batch = [r for r in JsonLinesRecorder(history).read() if r.process_type == "batch"]
     assert len(batch) == len(plan.instances) and {r.cluster for r in batch} == {"s3df"}
     assert all(r.extra["fallback"] == moved for r in batch)
+
+
+def test_a_bundle_taken_over_waits_for_the_job_that_took_it_and_collects_from_it(
+    pyramid: Any, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its own job (900) ended without running: its claim names 955, whose pilot ran its instances."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    monkeypatch.setenv("DESC_HISTORY_JSONL", str(tmp_path / "history.jsonl"))
+    workflow, task = pyramid
+    plan = plan_bundle(workflow, task, [{"visit": 1}], variables(workflow))
+    op = SlurmBundleOperator(
+        task_id="processVisit.bundle", workflow_key=workflow.key, variant=None, bundle_task=task.path,
+        streams=[{"visit": 1}], cluster="perlmutter", launcher="direct", take_over=True,
+    )  # fmt: skip
+    store, ti = Store(), TI()
+    ctx: Any = {"ti": ti, "task_state_store": store, "dag_run": type("R", (), {"conf": {}})(), "params": {}}
+    op._save_bundle_state(ctx, {"scripts": {s.id: s.outcome.to_json() for s in plan.scripts if s.outcome}})
+    store.set("slurm", {"job_id": "900", "log_path": "airflow-desc/d/r/processVisit.bundle.0/t1-900.out",
+                        "try_number": 1})  # fmt: skip
+
+    class Claimed(Hook):
+        def read_tail(self, path: str, lines: int = 60, max_bytes: int = 0) -> str:
+            if path.endswith("/claim-900"):
+                assert path == "~/airflow-desc/d/r/processVisit.bundle.0/claim-900"
+                return "955\n"
+            return super().read_tail(path, lines)
+
+    text = "\n".join(pilot_record(i, "success", job_id="955") for i in plan.instances) + "\n"
+    with pytest.raises(TaskDeferred) as deferred:
+        op._finish(ctx, FinishedJob(Claimed(text), op._profile(), _accounting("900", "CANCELLED", "0:0")))  # type: ignore[arg-type]
+    trigger = deferred.value.trigger
+    assert (trigger.job_id, trigger.cancel_on_kill) == ("955", False)  # never cancelled for this task
+    assert "900" not in store.values["slurm"].get("recorded", [])  # until 955 is collected
+    from airflow_desc.slurm import group_accounting, parse_sacct
+
+    fields = ("JobID", "JobName", "State", "ExitCode")
+    thief = group_accounting(parse_sacct("955|bundle.1f2e3d4c5b6a.t3|COMPLETED|0:0", fields))["955"]
+    summary = op._finish(ctx, FinishedJob(Claimed(text), op._profile(), thief))  # type: ignore[arg-type]
+    assert summary["job_id"] == "955" and summary["counts"] == {
+        "success": len(plan.instances) + len(plan.scripts)
+    }
+    assert store.values["slurm"]["recorded"] == ["955", "900"]
+    batch = [r for r in JsonLinesRecorder(tmp_path / "history.jsonl").read() if r.process_type == "batch"]
+    assert {(r.job_id, r.try_number) for r in batch} == {("955", 1)}  # this task's try, not 955's (.t3)
+    # Without take_over the claim is never read: the job's end is the bundle's.
+    op.take_over = False
+    assert (
+        op._taken_by(ctx, FinishedJob(Claimed(text), op._profile(), _accounting("900", "CANCELLED", "0:0")))
+        is None
+    )  # type: ignore[arg-type]
