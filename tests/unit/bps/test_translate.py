@@ -293,3 +293,11 @@ def test_a_bps_config_of_no_other_wms_passes() -> None:
         refuse_other_wms_options({**config, "provisionResources": True})
     with pytest.raises(BpsWorkflowError, match=r"site\.a\.class"):
         refuse_other_wms_options({**config, "site": {"a": {"class": "lsst.ctrl.bps.parsl.sites.Local"}}})
+
+
+def test_a_submissions_bundles_take_each_other_over_unless_told_not_to(tmp_path: pathlib.Path) -> None:
+    # A label's walltime request is often many times a quantum's run: a pilot out of work runs the
+    # bundles still pending rather than leave its node idle while they wait in the queue for it.
+    assert graph_of(write_spec(tmp_path)).settings.take_over is True
+    bundling = {"target_instances": 8, "take_over": False}
+    assert graph_of(write_spec(tmp_path, bundling=bundling)).settings.take_over is False

@@ -340,6 +340,14 @@ def test_the_streams_task_of_a_bundled_sub_task_returns_bundles(mini: Any) -> No
     )
     assert op.execute(context(ti)) == [[{"visit": 11}, {"visit": 12}], [{"visit": 13}]]
     assert type(dag.task_dict["processVisit.bundle"]).__name__ == "MappedOperator"
+    assert dag.task_dict["processVisit.bundle"].partial_kwargs["take_over"] is False  # the spec's default
+
+
+def test_bundling_take_over_reaches_the_bundle_operator(render_mini: RenderMini) -> None:
+    text = MINI.replace('version: "3.1"\n', 'version: "3.1"\nbundling: {take_over: true}\n', 1)
+    assert "take_over: true" in text
+    _workflow, dag = render_mini(text, "Mini")
+    assert dag.task_dict["processVisit.bundle"].partial_kwargs["take_over"] is True
 
 
 def test_a_bundle_size_the_walltime_lowered_is_fitted_again_from_the_historys_run_times(
