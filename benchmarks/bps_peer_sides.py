@@ -196,9 +196,8 @@ class ParslSide(Side):
         where = f'    scheduler_options: "#SBATCH --nodelist={self.nodelist}"\n' if self.nodelist else ""
         if self.one_thread:  # what our pilot sets for a one-core quantum, before numpy starts its threads
             where += '    commandPrefix: "export OMP_NUM_THREADS=1"\n'
-            self.notes.append(
-                "its quanta with OMP_NUM_THREADS=1 (site commandPrefix), as ours get from the pilot"
-            )
+            note = "its quanta with OMP_NUM_THREADS=1 (site commandPrefix), as ours get from the pilot"
+            self.notes.extend([note] if note not in self.notes else [])  # once, warmed up or not
         return f"""\
 wmsServiceClass: lsst.ctrl.bps.parsl.ParslService
 campaign: {self.campaign}
