@@ -402,15 +402,19 @@ class SlurmBundleOperator(SlurmOperator):
         except Exception as exc:  # the bundle runs all the same, in its own allocation
             self.log.warning("bundle %s: no offer to be taken over written (%s)", self._label(), exc)
 
+    def _foreign(self, context: Context, accounting: JobAccounting) -> bool:
+        """Whether ``accounting`` is of a job that took this bundle over, not of its own."""
+        return self.take_over and accounting.job_id != str(self._state(context).get("job_id") or "")
+
     def _taken_by(self, context: Context, job: FinishedJob) -> str | None:
         """Return the job that took this bundle over while its own was pending, if one did.
 
         Its own job's claim (``claim-<job id>`` in the bundle's directory) names the job whose pilot
         runs the bundle; ``None`` when it is its own (or there is none: the job never started).
         """
-        own = str(self._state(context).get("job_id") or "")
-        if not self.take_over or job.accounting.job_id != own:
-            return None  # already the job that took it over (or not a bundle that can be taken)
+        if not self.take_over or self._foreign(context, job.accounting):
+            return None  # not a bundle that can be taken (or already the job that took it over)
+        own = job.accounting.job_id
         claim = f"{self._paths(context, job.profile)['dir']}/{CLAIM_PREFIX}{own}"
         holder = job.hook.read_tail(claim, lines=1, max_bytes=100).strip()
         return holder if holder.isdigit() and holder != own else None
@@ -492,6 +496,13 @@ class SlurmBundleOperator(SlurmOperator):
             )
         except SlurmJobFailed as exc:
             self._mark_recorded(context, *recorded)
+            if self._foreign(context, job.accounting):
+                # Cancelled or not, that job was another task's: its user did not cancel this one.
+                self.log.warning(
+                    "bundle %s: its instances ran in SLURM job %s, which took it over: %s",
+                    self._label(), job.accounting.job_id, job.accounting.state.raw,
+                )  # fmt: skip
+                raise
             if not job.adopted and cancelled_by_owner(
                 job.accounting, owner_uid_of(job.hook, job.accounting, self.log)
             ):
@@ -578,11 +589,12 @@ class SlurmBundleOperator(SlurmOperator):
         steps = step_rows(hook, accounting, mine, launcher=self.launcher)
         checks = check_requests(plan, workflow.run_variables(self.variant, context), mine)
         failures = run_output_checks(hook, profile.work_dir, checks) if checks else {}
+        # The job that took this bundle over is another task's: named after its try, its log there.
+        own = accounting is None or not self._foreign(context, accounting)
         diagnosis = None
         if accounting is not None and accounting.state_class is not StateClass.SUCCEEDED:
-            diagnosis = diagnose(
-                accounting, hook.read_tail(str(self._state(context).get("log_path") or ""), lines=40)
-            )
+            log_path = str(self._state(context).get("log_path") or "") if own else ""
+            diagnosis = diagnose(accounting, hook.read_tail(log_path, lines=40) if log_path else "")
         states, records = batch_records(
             self._bundle_identity(context),
             plan,
@@ -599,8 +611,6 @@ class SlurmBundleOperator(SlurmOperator):
         )
         if records:
             this_try = int(context["ti"].try_number or 1)
-            # The job that took this bundle over is named after another task: not its try.
-            own = accounting is None or accounting.job_id == str(self._state(context).get("job_id") or "")
             submitted_by = (
                 job_try(accounting, this_try)
                 if own

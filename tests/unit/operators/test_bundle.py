@@ -394,6 +394,11 @@ def test_a_bundle_taken_over_waits_for_the_job_that_took_it_and_collects_from_it
                 return "955\n"
             return super().read_tail(path, lines)
 
+        def owners(self, job_ids: list[str]) -> dict[str, Any]:
+            from airflow_desc.slurm.ownership import JobOwner
+
+            return {job: JobOwner(job, "bundle.1f2e3d4c5b6a.t3", 1001, None) for job in job_ids}
+
     text = "\n".join(pilot_record(i, "success", job_id="955") for i in plan.instances) + "\n"
     with pytest.raises(TaskDeferred) as deferred:
         op._finish(ctx, FinishedJob(Claimed(text), op._profile(), _accounting("900", "CANCELLED", "0:0")))  # type: ignore[arg-type]
@@ -411,6 +416,15 @@ def test_a_bundle_taken_over_waits_for_the_job_that_took_it_and_collects_from_it
     assert store.values["slurm"]["recorded"] == ["955", "900"]
     batch = [r for r in JsonLinesRecorder(tmp_path / "history.jsonl").read() if r.process_type == "batch"]
     assert {(r.job_id, r.try_number) for r in batch} == {("955", 1)}  # this task's try, not 955's (.t3)
+    # The job that took it over cancelled (its own task cleared): this bundle's instances ended with it,
+    # a failure to retry, not "cancelled by its own user" (that was another task's job).
+    store.set("slurm", {**store.values["slurm"], "recorded": []})
+    cut = "\n".join(pilot_record(i, "success", job_id="956") for i in plan.instances[:-1]) + "\n"
+    with pytest.raises(SlurmJobFailed, match="terminated") as failed:
+        op._finish(
+            ctx, FinishedJob(Claimed(cut), op._profile(), _accounting("956", "CANCELLED by 1001", "0:15"))
+        )  # type: ignore[arg-type]
+    assert "its own user" not in str(failed.value)
     # Without take_over the claim is never read: the job's end is the bundle's.
     op.take_over = False
     assert (
