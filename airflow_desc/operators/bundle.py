@@ -88,6 +88,7 @@ from airflow_desc.operators.bundle_rerun import (
     rerun_mode,
     rerun_selection,
 )
+from airflow_desc.operators.bundle_take_over import taken_by, write_offer
 from airflow_desc.operators.bundle_wrapups import run_wrapups
 from airflow_desc.operators.escalation import escalate_bundle
 from airflow_desc.operators.job_checks import owner_uid_of
@@ -97,8 +98,7 @@ from airflow_desc.operators.output_checks import run_output_checks
 from airflow_desc.operators.slurm import FinishedJob, SlurmOperator, untrusted_fails_the_task
 from airflow_desc.operators.trusted import trusted_bundle_state, trusted_streams
 from airflow_desc.operators.workflow import VariantRecorder
-from airflow_desc.pilot import CLAIM_PREFIX, TakeOver, offer_json, parse_summary
-from airflow_desc.pilot.launcher import OFFER_FILE
+from airflow_desc.pilot import TakeOver, parse_summary
 from airflow_desc.slurm import JobAccounting, StateClass, diagnose
 from airflow_desc.slurm.ownership import cancelled_by_owner
 from airflow_desc.workflow.bundle_plan import (
@@ -375,49 +375,21 @@ class SlurmBundleOperator(SlurmOperator):
             manifest = bundle_manifest(
                 plan, bundle=bundle, profile=profile, env=self.env, rerun=rerun, again=again
             )
-            self._offer(hook, paths, job_id, manifest, profile, skip_done=rerun == "failed")
+            write_offer(
+                hook, paths, job_id=job_id, manifest=manifest, cluster=profile.name,
+                skip_done=rerun == "failed", label=self._label(), log=self.log,
+            )  # fmt: skip
         return job_id
-
-    def _offer(
-        self,
-        hook: SlurmHook,
-        paths: Mapping[str, str],
-        job_id: str,
-        manifest: dict[str, Any],
-        profile: ClusterProfile,
-        *,
-        skip_done: bool,
-    ) -> None:
-        """Write the bundle's ``offer.json``: a pilot out of work may take it over while it is pending."""
-        text = offer_json(
-            manifest,
-            job_id=job_id,
-            cluster=profile.name,
-            records_path=paths["records"],
-            logs_dir=paths["logs"],
-            skip_done=paths["records"] if skip_done else None,
-        )
-        try:
-            hook.write_file(f"{paths['dir']}/{OFFER_FILE}", text)
-        except Exception as exc:  # the bundle runs all the same, in its own allocation
-            self.log.warning("bundle %s: no offer to be taken over written (%s)", self._label(), exc)
 
     def _foreign(self, context: Context, accounting: JobAccounting) -> bool:
         """Whether ``accounting`` is of a job that took this bundle over, not of its own."""
         return self.take_over and accounting.job_id != str(self._state(context).get("job_id") or "")
 
     def _taken_by(self, context: Context, job: FinishedJob) -> str | None:
-        """Return the job that took this bundle over while its own was pending, if one did.
-
-        Its own job's claim (``claim-<job id>`` in the bundle's directory) names the job whose pilot
-        runs the bundle; ``None`` when it is its own (or there is none: the job never started).
-        """
+        """Return the job that took this bundle over while its own was pending, if any (:func:`taken_by`)."""
         if not self.take_over or self._foreign(context, job.accounting):
             return None  # not a bundle that can be taken (or already the job that took it over)
-        own = job.accounting.job_id
-        claim = f"{self._paths(context, job.profile)['dir']}/{CLAIM_PREFIX}{own}"
-        holder = job.hook.read_tail(claim, lines=1, max_bytes=100).strip()
-        return holder if holder.isdigit() and holder != own else None
+        return taken_by(job.hook, self._paths(context, job.profile)["dir"], job.accounting.job_id)
 
     def _whole_node(self, profile: ClusterProfile) -> tuple[int, int, int]:
         """Return what the allocation asks of ``profile``'s cluster: a node's cores and memory, a walltime."""

@@ -204,19 +204,25 @@ def test_the_operator_refuses_unknown_settings(pyramid: Any) -> None:
     assert op._rerun_mode(conf) == "all"  # type: ignore[arg-type]
 
 
+def visit_one_bundle(workflow: Any, task: Any, **kwargs: Any) -> tuple[Any, SlurmBundleOperator, Store, Any]:
+    """Visit 1's bundle planned, its operator, and a context whose store holds its scripts' outcomes."""
+    plan = plan_bundle(workflow, task, [{"visit": 1}], variables(workflow))
+    op = SlurmBundleOperator(
+        task_id="processVisit.bundle", workflow_key=workflow.key, variant=None, bundle_task=task.path,
+        streams=[{"visit": 1}], cluster="perlmutter", launcher="direct", **kwargs,
+    )  # fmt: skip
+    store = Store()
+    ctx: Any = {"ti": TI(), "task_state_store": store, "dag_run": type("R", (), {"conf": {}})(), "params": {}}
+    op._save_bundle_state(ctx, {"scripts": {s.id: s.outcome.to_json() for s in plan.scripts if s.outcome}})
+    return plan, op, store, ctx
+
+
 def test_a_job_counts_as_recorded_only_once_its_instances_are(
     pyramid: Any, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DESC_HISTORY_JSONL", str(tmp_path / "history.jsonl"))
     workflow, task = pyramid
-    plan = plan_bundle(workflow, task, [{"visit": 1}], variables(workflow))
-    op = SlurmBundleOperator(
-        task_id="processVisit.bundle", workflow_key=workflow.key, variant=None, bundle_task=task.path,
-        streams=[{"visit": 1}], cluster="perlmutter", launcher="direct",
-    )  # fmt: skip
-    store, ti = Store(), TI()
-    ctx: Any = {"ti": ti, "task_state_store": store, "dag_run": type("R", (), {"conf": {}})(), "params": {}}
-    op._save_bundle_state(ctx, {"scripts": {s.id: s.outcome.to_json() for s in plan.scripts if s.outcome}})
+    plan, op, store, ctx = visit_one_bundle(workflow, task)
 
     class Unreachable(Hook):
         def run(self, command: str, **_: Any) -> Any:
@@ -376,14 +382,7 @@ def test_a_bundle_taken_over_waits_for_the_job_that_took_it_and_collects_from_it
 
     monkeypatch.setenv("DESC_HISTORY_JSONL", str(tmp_path / "history.jsonl"))
     workflow, task = pyramid
-    plan = plan_bundle(workflow, task, [{"visit": 1}], variables(workflow))
-    op = SlurmBundleOperator(
-        task_id="processVisit.bundle", workflow_key=workflow.key, variant=None, bundle_task=task.path,
-        streams=[{"visit": 1}], cluster="perlmutter", launcher="direct", take_over=True,
-    )  # fmt: skip
-    store, ti = Store(), TI()
-    ctx: Any = {"ti": ti, "task_state_store": store, "dag_run": type("R", (), {"conf": {}})(), "params": {}}
-    op._save_bundle_state(ctx, {"scripts": {s.id: s.outcome.to_json() for s in plan.scripts if s.outcome}})
+    plan, op, store, ctx = visit_one_bundle(workflow, task, take_over=True)
     store.set("slurm", {"job_id": "900", "log_path": "airflow-desc/d/r/processVisit.bundle.0/t1-900.out",
                         "try_number": 1})  # fmt: skip
 
